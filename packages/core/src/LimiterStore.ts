@@ -1,0 +1,257 @@
+/**
+ * The state behind the {@link RateLimiter}: token buckets per scope, dimension and window, and gates
+ * ("not before" times) per scope and dimension. The store is deliberately small and atomic: every
+ * operation is one step (one Lua script on Redis), so the limiter's fairness and waiting logic is the
+ * same whichever store is behind it.
+ *
+ * Stores keep no configuration: every call carries the bucket specs it touches (capacity and refill
+ * rate), so a store can serve any number of limiters and processes.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as Bucket from "./internal/bucket.js"
+
+/**
+ * A token bucket as the store sees it. `id` is stable for a scope, dimension and window.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BucketSpec {
+  readonly id: string
+  readonly scope: string
+  readonly dimension: string
+  readonly windowMillis: number
+  /** The most the bucket holds (the limit's burst, else its amount). */
+  readonly capacity: number
+  /** Units per millisecond (`amount / window`). */
+  readonly refillPerMs: number
+}
+
+/**
+ * An amount charged to (positive) or refunded to (negative) one bucket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Debit {
+  readonly bucket: BucketSpec
+  readonly amount: number
+}
+
+/**
+ * A gate key: a scope and a dimension, or `"*"` for every dimension of the scope.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GateKey {
+  readonly scope: string
+  readonly dimension: string
+}
+
+/**
+ * The answer to an admission attempt. `Denied` says how long until the attempt could succeed if
+ * nothing else were charged in between, and which scope and dimension bind.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Admission =
+  | { readonly _tag: "Admitted" }
+  | {
+    readonly _tag: "Denied"
+    readonly waitMillis: number
+    readonly scope: string
+    readonly dimension: string
+    readonly reason: "limit" | "gate"
+  }
+
+/**
+ * Levels of some buckets and the remaining time on some gates, read at one instant.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Levels {
+  /** The store's clock, in epoch milliseconds. */
+  readonly now: number
+  /** One level per bucket asked for, in the same order (may be negative: debt). */
+  readonly levels: ReadonlyArray<number>
+  /** One remaining gate time per gate asked for, in milliseconds (0 when open). */
+  readonly gates: ReadonlyArray<number>
+}
+
+/**
+ * A store failed (unreachable, timed out, returned garbage).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LimiterStoreError extends Schema.TaggedError<LimiterStoreError>()("LimiterStoreError", {
+  operation: Schema.String,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/**
+ * The store interface.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** Admits all debits at once, or none; checks the gates first. */
+  readonly tryAcquire: (
+    debits: ReadonlyArray<Debit>,
+    gates: ReadonlyArray<GateKey>
+  ) => Effect.Effect<Admission, LimiterStoreError>
+  /**
+   * Applies corrections: a positive amount charges (the level may go below zero: debt), a negative one
+   * refunds (the level never rises above capacity).
+   */
+  readonly adjust: (debits: ReadonlyArray<Debit>) => Effect.Effect<void, LimiterStoreError>
+  /** Closes a gate for `millis` from the store's now; a later "not before" wins over an earlier one. */
+  readonly block: (gate: GateKey, millis: number) => Effect.Effect<void, LimiterStoreError>
+  /** Lowers a bucket to what the server reports remaining (never raises it). */
+  readonly observe: (bucket: BucketSpec, remaining: number) => Effect.Effect<void, LimiterStoreError>
+  /** Reads levels and gates without changing anything. */
+  readonly levels: (
+    buckets: ReadonlyArray<BucketSpec>,
+    gates: ReadonlyArray<GateKey>
+  ) => Effect.Effect<Levels, LimiterStoreError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<LimiterStore, Service>() {}
+
+/**
+ * The key of a gate.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const gateId = (gate: GateKey): string => `${gate.scope}\u0000${gate.dimension}`
+
+/**
+ * An in-memory store for one process. Time comes from `Clock`, so it runs under `TestClock`.
+ * Buckets that have refilled to capacity and expired gates are swept once the maps grow, so idle
+ * scopes (tenants, say) do not accumulate.
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { Effect } from "effect"
+ *
+ * const store = Effect.runSync(LimiterStore.makeMemory)
+ * ```
+ */
+export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
+  const buckets = new Map<string, Bucket.BucketState>()
+  const gates = new Map<string, number>()
+  const specs = new Map<string, BucketSpec>()
+  let sweepAt = 4096
+
+  const sweep = (now: number) => {
+    if (buckets.size + gates.size < sweepAt) return
+    for (const [id, state] of buckets) {
+      const spec = specs.get(id)
+      if (spec === undefined || Bucket.levelAt(state, spec.capacity, spec.refillPerMs, now) >= spec.capacity) {
+        buckets.delete(id)
+        specs.delete(id)
+      }
+    }
+    for (const [id, until] of gates) if (until <= now) gates.delete(id)
+    sweepAt = Math.max(4096, 2 * (buckets.size + gates.size))
+  }
+
+  const charge = (spec: BucketSpec, amount: number, now: number) => {
+    const level = Bucket.levelAt(buckets.get(spec.id), spec.capacity, spec.refillPerMs, now) - amount
+    buckets.set(spec.id, { level: level > spec.capacity ? spec.capacity : level, at: now })
+    specs.set(spec.id, spec)
+  }
+
+  const tryAcquire = (debits: ReadonlyArray<Debit>, gateKeys: ReadonlyArray<GateKey>, now: number): Admission => {
+    let worst: Admission = { _tag: "Admitted" }
+    let worstWait = 0
+    if (gates.size > 0) {
+      for (const gate of gateKeys) {
+        const until = gates.get(gateId(gate))
+        if (until !== undefined && until > now && until - now > worstWait) {
+          worstWait = until - now
+          worst = {
+            _tag: "Denied",
+            waitMillis: worstWait,
+            scope: gate.scope,
+            dimension: gate.dimension,
+            reason: "gate"
+          }
+        }
+      }
+    }
+    for (const debit of debits) {
+      const { bucket } = debit
+      const level = Bucket.levelAt(buckets.get(bucket.id), bucket.capacity, bucket.refillPerMs, now)
+      const wait = Bucket.waitFor(level, debit.amount, bucket.capacity, bucket.refillPerMs)
+      if (wait > worstWait) {
+        worstWait = wait
+        worst = { _tag: "Denied", waitMillis: wait, scope: bucket.scope, dimension: bucket.dimension, reason: "limit" }
+      }
+    }
+    if (worst._tag === "Admitted") {
+      for (const debit of debits) charge(debit.bucket, debit.amount, now)
+      sweep(now)
+    }
+    return worst
+  }
+
+  return {
+    tryAcquire: (debits, gateKeys) => Effect.map(Clock.currentTimeMillis, (now) => tryAcquire(debits, gateKeys, now)),
+    adjust: (debits) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        for (const debit of debits) charge(debit.bucket, debit.amount, now)
+      }),
+    block: (gate, millis) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const id = gateId(gate)
+        const until = now + Math.max(0, millis)
+        const current = gates.get(id)
+        if (current === undefined || current < until) gates.set(id, until)
+      }),
+    observe: (bucket, remaining) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const level = Bucket.levelAt(buckets.get(bucket.id), bucket.capacity, bucket.refillPerMs, now)
+        if (remaining < level) {
+          buckets.set(bucket.id, { level: remaining, at: now })
+          specs.set(bucket.id, bucket)
+        }
+      }),
+    levels: (bucketSpecs, gateKeys) =>
+      Effect.map(Clock.currentTimeMillis, (now) => ({
+        now,
+        levels: bucketSpecs.map((spec) => Bucket.levelAt(buckets.get(spec.id), spec.capacity, spec.refillPerMs, now)),
+        gates: gateKeys.map((gate) => {
+          const until = gates.get(gateId(gate))
+          return until !== undefined && until > now ? until - now : 0
+        })
+      }))
+  }
+})
+
+/**
+ * The in-memory store as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<LimiterStore> = Layer.effect(LimiterStore, makeMemory)

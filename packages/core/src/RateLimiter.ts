@@ -1,0 +1,1043 @@
+/**
+ * The layered, multi-dimensional rate limiter.
+ *
+ * A call is charged against an ordered list of scopes (`org:acme`, `org:acme/project:search`,
+ * `pool:gpt-4o`, `tenant:42`) across every dimension its cost names, atomically: all scopes and
+ * dimensions at once, or none. When there is no room it waits, fairly: priority lanes, FIFO within a
+ * lane for every bucket a waiter needs, so a large request is never starved by a stream of small ones.
+ * Admission returns a {@link Permit}; `settle(actual)` trues the charge up or down once usage is known
+ * and releasing it unused refunds it.
+ *
+ * Gates ("not before" times set from `retry-after` or a 429's "try again in") pause every waiter on a
+ * scope; `sync` folds what the server reports (`x-ratelimit-remaining-*`) back into the buckets.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Budget from "./Budget.js"
+import * as Bucket from "./internal/bucket.js"
+import * as LimiterStore from "./LimiterStore.js"
+import * as Metrics from "./Metrics.js"
+
+// -----------------------------------------------------------------------------
+// errors
+// -----------------------------------------------------------------------------
+
+/**
+ * The cost can never fit: it is larger than a limit's capacity. Raised at once, never after waiting.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CostExceedsCapacity extends Schema.TaggedError<CostExceedsCapacity>()("CostExceedsCapacity", {
+  scope: Schema.String,
+  dimension: Schema.String,
+  limit: Schema.String,
+  capacity: Schema.Number,
+  cost: Schema.Number
+}) {
+  override get message(): string {
+    return `a cost of ${this.cost} ${this.dimension} can never fit scope ${this.scope}: its limit ${this.limit} holds at most ${this.capacity}`
+  }
+}
+
+/**
+ * Admission would take longer than the caller's deadline or `maxWait` allows. `estimatedWaitMillis`
+ * is the limiter's estimate of the wait (from the binding bucket or gate).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("DeadlineExceeded", {
+  scope: Schema.String,
+  dimension: Schema.String,
+  reason: Schema.Literal("limit", "gate", "queue"),
+  estimatedWaitMillis: Schema.Number,
+  allowedMillis: Schema.Number
+}) {
+  /**
+   * @since 0.1.0
+   */
+  get estimatedWait(): Duration.Duration {
+    return Duration.millis(this.estimatedWaitMillis)
+  }
+  override get message(): string {
+    const wait = Number.isFinite(this.estimatedWaitMillis)
+      ? Duration.format(Duration.millis(this.estimatedWaitMillis))
+      : "forever"
+    return `admission on ${this.scope} (${this.dimension}, ${this.reason}) needs about ${wait}, more than the ${
+      Duration.format(Duration.millis(Math.max(0, this.allowedMillis)))
+    } allowed`
+  }
+}
+
+/**
+ * The scope was closed (for example after `insufficient_quota`): nothing is admitted on it until it
+ * is reopened, and every waiter on it fails at once.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ScopeClosed extends Schema.TaggedError<ScopeClosed>()("ScopeClosed", {
+  scope: Schema.String,
+  reason: Schema.String,
+  cause: Schema.optional(Schema.Unknown)
+}) {
+  override get message(): string {
+    return `scope ${this.scope} is closed: ${this.reason}`
+  }
+}
+
+/**
+ * The errors of an admission.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type AcquireError = CostExceedsCapacity | DeadlineExceeded | ScopeClosed | LimiterStore.LimiterStoreError
+
+// -----------------------------------------------------------------------------
+// models
+// -----------------------------------------------------------------------------
+
+/**
+ * A priority lane. Interactive waiters are admitted before background ones on the buckets they share.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Lane = "interactive" | "background"
+
+const laneIndex = (lane: Lane | undefined): number => lane === "background" ? 1 : 0
+const laneNames: ReadonlyArray<Lane> = ["interactive", "background"]
+
+/**
+ * What admission returns: the charge held against the scopes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Permit {
+  readonly scopes: ReadonlyArray<string>
+  /** What is charged now: the estimate until settled, the actual after. */
+  readonly charged: Budget.Cost
+  readonly state: "held" | "settled" | "released"
+  /** When it was admitted, in the limiter's clock (epoch ms). */
+  readonly admittedAt: number
+  /**
+   * Trues the charge to actual usage: refunds an over-estimate, charges an under-estimate (the
+   * buckets may go into debt, which delays later admissions). Dimensions `actual` leaves out keep
+   * their charge. Idempotent: only the first settle or release counts.
+   */
+  readonly settle: (actual: Budget.Cost) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /** Refunds the whole charge (the call was not made). Idempotent. */
+  readonly release: Effect.Effect<void, LimiterStore.LimiterStoreError>
+}
+
+/**
+ * One bucket's state in a {@link Snapshot} or {@link Estimate}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LevelInfo {
+  readonly scope: string
+  readonly dimension: string
+  readonly limit: Budget.Limit
+  readonly learned: boolean
+  /** Units available now (negative: debt). */
+  readonly level: number
+  /** Milliseconds until the bucket is full again. */
+  readonly fullInMillis: number
+}
+
+/**
+ * Every bucket and gate the limiter knows of.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot {
+  readonly now: number
+  readonly levels: ReadonlyArray<LevelInfo>
+  readonly gates: ReadonlyArray<
+    { readonly scope: string; readonly dimension: string; readonly remainingMillis: number }
+  >
+  readonly closed: ReadonlyArray<{ readonly scope: string; readonly reason: string }>
+  readonly waiting: { readonly interactive: number; readonly background: number }
+}
+
+/**
+ * What `peek` answers for a cost: the estimated wait and the bucket or gate that binds.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Estimate {
+  /** 0 when it would be admitted now; `Infinity` when it never fits or the scope is closed. */
+  readonly waitMillis: number
+  readonly binding: Option.Option<{ readonly scope: string; readonly dimension: string; readonly reason: string }>
+  readonly levels: ReadonlyArray<LevelInfo>
+  /** Waiters already queued on the same buckets (they go first). */
+  readonly queued: number
+}
+
+/**
+ * What a server reported for one scope and dimension (from `x-ratelimit-*` headers).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Observation {
+  readonly dimension: Budget.Dimension
+  /** The limit the server enforces; learned when no limit is configured for this dimension. */
+  readonly limit?: number | undefined
+  /** What the server says is left; the local level is lowered to it, never raised. */
+  readonly remaining?: number | undefined
+  /** The window the limit applies to (default one minute, as OpenAI's headers are). */
+  readonly window?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace RateLimiter {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options {
+    /** The configured budgets. A scope ending in `*` is a prefix pattern (`tenant:*`). */
+    readonly budgets: ReadonlyArray<Budget.Budget>
+    /**
+     * Random extra delay, as a fraction of the wait, before a waiter retries a denied admission. Useful
+     * when several processes share a store (Redis), so they do not all retry at once. Default 0.
+     */
+    readonly wakeJitter?: number | undefined
+  }
+
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface AcquireOptions {
+    /** The lane; default `interactive`. */
+    readonly priority?: Lane | undefined
+    /** Give up when admission cannot happen by this time (a `Date`, or epoch milliseconds). */
+    readonly deadline?: Date | number | undefined
+    /** Give up when admission cannot happen within this long. */
+    readonly maxWait?: Duration.DurationInput | undefined
+  }
+}
+
+/**
+ * The limiter's interface.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Charges `cost` against every scope at once, waiting for room. The caller owns the permit: settle
+   * or release it (or use {@link Service.withPermit} / {@link Service.acquireScoped}).
+   */
+  readonly acquire: (
+    scopes: ReadonlyArray<string>,
+    cost: Budget.Cost,
+    options?: RateLimiter.AcquireOptions
+  ) => Effect.Effect<Permit, AcquireError>
+  /** Like `acquire`, and releases the permit when the scope closes unless it was settled. */
+  readonly acquireScoped: (
+    scopes: ReadonlyArray<string>,
+    cost: Budget.Cost,
+    options?: RateLimiter.AcquireOptions
+  ) => Effect.Effect<Permit, AcquireError, Scope.Scope>
+  /** Runs `use` holding a permit; an unsettled permit is released when `use` ends, however it ends. */
+  readonly withPermit: <A, E, R>(
+    scopes: ReadonlyArray<string>,
+    cost: Budget.Cost,
+    use: (permit: Permit) => Effect.Effect<A, E, R>,
+    options?: RateLimiter.AcquireOptions
+  ) => Effect.Effect<A, E | AcquireError, R>
+  /** Admits now or not at all (never waits, never jumps a queue). */
+  readonly tryAcquire: (
+    scopes: ReadonlyArray<string>,
+    cost: Budget.Cost,
+    options?: RateLimiter.AcquireOptions
+  ) => Effect.Effect<Option.Option<Permit>, CostExceedsCapacity | ScopeClosed | LimiterStore.LimiterStoreError>
+  /**
+   * Closes a gate: admissions charging `dimension` (or any dimension, with `"*"`) on `scope` wait until
+   * `until` (a `Date`, or a duration from now).
+   */
+  readonly block: (
+    scope: string,
+    dimension: Budget.Dimension | "*",
+    until: Date | Duration.DurationInput
+  ) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /** Folds a server's report into the buckets: lowers remaining, learns an unconfigured limit. */
+  readonly sync: (scope: string, observation: Observation) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /** Closes a scope: every waiter on it fails with `ScopeClosed`, and so does every admission until reopened. */
+  readonly close: (scope: string, reason: string, cause?: unknown) => Effect.Effect<void>
+  /** Reopens a closed scope. */
+  readonly reopen: (scope: string) => Effect.Effect<void>
+  /** The estimated wait for a cost, without charging. */
+  readonly peek: (
+    scopes: ReadonlyArray<string>,
+    cost: Budget.Cost
+  ) => Effect.Effect<Estimate, LimiterStore.LimiterStoreError>
+  /** Every bucket, gate and closed scope known, and how many wait; also updates the level gauges. */
+  readonly snapshot: Effect.Effect<Snapshot, LimiterStore.LimiterStoreError>
+  /** The limits that apply to a scope (configured, matched by pattern, or learned). */
+  readonly limitsOf: (scope: string) => ReadonlyArray<Budget.Limit>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLimiter, Service>() {}
+
+// -----------------------------------------------------------------------------
+// implementation
+// -----------------------------------------------------------------------------
+
+interface Resolved {
+  readonly limit: Budget.Limit
+  readonly spec: LimiterStore.BucketSpec
+  readonly learned: boolean
+}
+
+interface Prepared {
+  readonly scopes: ReadonlyArray<string>
+  readonly cost: Budget.Cost
+  readonly debits: ReadonlyArray<LimiterStore.Debit>
+  readonly gates: ReadonlyArray<LimiterStore.GateKey>
+  readonly resolved: ReadonlyArray<Resolved>
+}
+
+interface Waiter {
+  readonly prepared: Prepared
+  readonly keys: ReadonlyArray<string>
+  readonly lane: number
+  readonly enqueuedAt: number
+  readonly deadline: number
+  readonly deferred: Deferred.Deferred<Permit, AcquireError>
+  done: boolean
+  cancelled: boolean
+  permit: Permit | undefined
+  /** Whether this waiter's wait was caused by the queue ahead of it rather than its own shortfall. */
+  lastEstimate: number
+}
+
+const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => {
+  const windowMillis = limit.windowMillis
+  return {
+    id: `${scope}\u0000${limit.dimension}\u0000${windowMillis}`,
+    scope,
+    dimension: limit.dimension,
+    windowMillis,
+    capacity: limit.capacity,
+    refillPerMs: limit.amount / windowMillis
+  }
+}
+
+const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
+const waitsByLane = laneNames.map((lane) => Metric.tagged(Metrics.waitMillis, "lane", lane))
+const rejectionsByReason = {
+  capacity: Metric.tagged(Metrics.rejections, "reason", "capacity"),
+  deadline: Metric.tagged(Metrics.rejections, "reason", "deadline"),
+  closed: Metric.tagged(Metrics.rejections, "reason", "closed"),
+  store: Metric.tagged(Metrics.rejections, "reason", "store")
+}
+
+/**
+ * Builds a limiter over the `LimiterStore` in context. Its dispatcher (the fiber that admits waiters in
+ * order) lives as long as the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+ * import { Effect } from "effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const limiter = yield* RateLimiter.make({
+ *     budgets: [Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500)])]
+ *   })
+ *   const permit = yield* limiter.acquire(["org:acme"], { requests: 1 })
+ *   yield* permit.settle({ requests: 1 })
+ * }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory))
+ * ```
+ */
+export const make = (
+  options: RateLimiter.Options
+): Effect.Effect<Service, never, LimiterStore.LimiterStore | Scope.Scope> =>
+  Effect.gen(function*() {
+    const store = yield* LimiterStore.LimiterStore
+    const jitter = Math.max(0, options.wakeJitter ?? 0)
+
+    // --- budgets -----------------------------------------------------------
+    const exact = new Map<string, Budget.Budget>()
+    const patterns: Array<Budget.Budget> = []
+    for (const budget of options.budgets) {
+      if (budget.scope.endsWith("*")) patterns.push(budget)
+      else exact.set(budget.scope, budget)
+    }
+    patterns.sort((a, b) => b.scope.length - a.scope.length)
+    const learned = new Map<string, Array<Budget.Limit>>()
+    const resolvedCache = new Map<string, ReadonlyArray<Resolved>>()
+
+    const configuredLimits = (scope: string): ReadonlyArray<Budget.Limit> => {
+      const budget = exact.get(scope) ?? patterns.find((pattern) => Budget.matches(pattern.scope, scope))
+      return budget?.limits ?? []
+    }
+
+    const resolve = (scope: string): ReadonlyArray<Resolved> => {
+      let resolved = resolvedCache.get(scope)
+      if (resolved === undefined) {
+        const list: Array<Resolved> = configuredLimits(scope).map((limit) => ({
+          limit,
+          spec: specOf(scope, limit),
+          learned: false
+        }))
+        for (const limit of learned.get(scope) ?? []) list.push({ limit, spec: specOf(scope, limit), learned: true })
+        resolved = list
+        resolvedCache.set(scope, resolved)
+      }
+      return resolved
+    }
+
+    const gateKeyCache = new Map<string, LimiterStore.GateKey>()
+    const gateKey = (scope: string, dimension: string): LimiterStore.GateKey => {
+      const id = `${scope}\u0000${dimension}`
+      let key = gateKeyCache.get(id)
+      if (key === undefined) {
+        key = { scope, dimension }
+        gateKeyCache.set(id, key)
+      }
+      return key
+    }
+
+    interface ScopePlan {
+      readonly resolved: ReadonlyArray<Resolved>
+      readonly star: ReadonlyArray<LimiterStore.GateKey>
+      readonly byDimension: Map<string, ReadonlyArray<LimiterStore.GateKey>>
+    }
+    const planCache = new Map<string, ScopePlan>()
+    const planOf = (scopes: ReadonlyArray<string>): ScopePlan => {
+      const id = scopes.length === 1 ? scopes[0] : scopes.join("\u0001")
+      let plan = planCache.get(id)
+      if (plan === undefined) {
+        plan = {
+          resolved: scopes.flatMap(resolve),
+          star: scopes.map((scope) => gateKey(scope, "*")),
+          byDimension: new Map()
+        }
+        planCache.set(id, plan)
+      }
+      return plan
+    }
+
+    const prepare = (
+      scopes: ReadonlyArray<string>,
+      cost: Budget.Cost
+    ): Prepared | CostExceedsCapacity => {
+      const plan = planOf(scopes)
+      const debits: Array<LimiterStore.Debit> = []
+      const gates: Array<LimiterStore.GateKey> = plan.star.slice()
+      for (const dimension in cost) {
+        if (!(cost[dimension] > 0)) continue
+        let keys = plan.byDimension.get(dimension)
+        if (keys === undefined) {
+          keys = scopes.map((scope) => gateKey(scope, dimension))
+          plan.byDimension.set(dimension, keys)
+        }
+        for (const key of keys) gates.push(key)
+      }
+      for (const resolved of plan.resolved) {
+        const raw = cost[resolved.limit.dimension]
+        if (raw === undefined || !(raw > 0)) continue
+        if (raw > resolved.spec.capacity) {
+          return new CostExceedsCapacity({
+            scope: resolved.spec.scope,
+            dimension: resolved.limit.dimension,
+            limit: resolved.limit.label,
+            capacity: resolved.spec.capacity,
+            cost: raw
+          })
+        }
+        debits.push({ bucket: resolved.spec, amount: raw })
+      }
+      return { scopes, cost, debits, gates, resolved: plan.resolved }
+    }
+
+    /**
+     * The (scope, dimension) keys a waiter needs, for queue fairness: a waiter denied on a scope and
+     * dimension blocks the later waiters that need it (every waiter needs its scopes' `*` key).
+     */
+    const keysOf = (prepared: Prepared): ReadonlyArray<string> => prepared.gates.map(LimiterStore.gateId)
+
+    // --- closed scopes ---------------------------------------------------------
+    const closed = new Map<string, ScopeClosed>()
+    const closedFor = (scopes: ReadonlyArray<string>): ScopeClosed | undefined => {
+      if (closed.size === 0) return undefined
+      for (const scope of scopes) {
+        const error = closed.get(scope)
+        if (error !== undefined) return error
+      }
+      return undefined
+    }
+
+    // --- the queue and the dispatcher ----------------------------------------
+    const lanes: Array<Array<Waiter>> = [[], []]
+    let queued = 0
+    let wakeup = Deferred.unsafeMake<void>(undefined as any)
+    const signal = () => {
+      if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
+    }
+
+    const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
+      let state: Permit["state"] = "held"
+      let charged: Budget.Cost = prepared.cost
+      const refund = (debits: ReadonlyArray<LimiterStore.Debit>) => {
+        if (debits.length === 0) return Effect.void
+        let refunded = false
+        for (const debit of debits) if (debit.amount < 0) refunded = true
+        return store.adjust(debits).pipe(Effect.ensuring(refunded ? Effect.sync(signal) : Effect.void))
+      }
+      const permit: Permit = {
+        scopes: prepared.scopes,
+        get charged() {
+          return charged
+        },
+        get state() {
+          return state
+        },
+        admittedAt,
+        settle: (actual) =>
+          Effect.suspend(() => {
+            if (state !== "held") return Effect.void
+            state = "settled"
+            const corrections: Array<LimiterStore.Debit> = []
+            for (const resolved of prepared.resolved) {
+              const dimension = resolved.limit.dimension
+              const raw = actual[dimension]
+              if (raw === undefined) continue
+              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+              const after = raw > 0 && Number.isFinite(raw) ? raw : 0
+              if (after !== before) corrections.push({ bucket: resolved.spec, amount: after - before })
+            }
+            const next: Record<string, number> = Object.assign({}, prepared.cost)
+            for (const dimension in actual) {
+              const raw = actual[dimension]
+              next[dimension] = raw > 0 && Number.isFinite(raw) ? raw : 0
+            }
+            charged = next
+            return refund(corrections)
+          }),
+        release: Effect.suspend(() => {
+          if (state !== "held") return Effect.void
+          state = "released"
+          charged = {}
+          return refund(prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
+        })
+      }
+      return permit
+    }
+
+    const deliver = (waiter: Waiter, now: number) => {
+      waiter.done = true
+      queued--
+      const permit = makePermit(waiter.prepared, now)
+      if (waiter.cancelled) return Effect.ignore(permit.release)
+      waiter.permit = permit
+      Deferred.unsafeDone(waiter.deferred, Exit.succeed(permit))
+      return Effect.zipRight(
+        Metric.increment(admissionsByLane[waiter.lane]),
+        Metric.update(waitsByLane[waiter.lane], now - waiter.enqueuedAt)
+      )
+    }
+
+    const reject = (waiter: Waiter, error: AcquireError) => {
+      waiter.done = true
+      queued--
+      Deferred.unsafeDone(waiter.deferred, Exit.fail(error))
+      const reason = error._tag === "DeadlineExceeded"
+        ? "deadline"
+        : error._tag === "ScopeClosed"
+        ? "closed"
+        : error._tag === "CostExceedsCapacity"
+        ? "capacity"
+        : "store"
+      return Metric.increment(rejectionsByReason[reason])
+    }
+
+    /** One pass over the queue; returns when the next pass is due (epoch ms), Infinity for "on signal". */
+    const pass: Effect.Effect<number> = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const blocked = new Set<string>()
+      let next = Number.POSITIVE_INFINITY
+      for (const lane of lanes) {
+        for (const waiter of lane) {
+          if (waiter.done) continue
+          const closedError = closedFor(waiter.prepared.scopes)
+          if (closedError !== undefined) {
+            yield* reject(waiter, closedError)
+            continue
+          }
+          let isBlocked = false
+          for (const key of waiter.keys) {
+            if (blocked.has(key)) {
+              isBlocked = true
+              break
+            }
+          }
+          if (isBlocked) {
+            // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn.
+            if (now >= waiter.deadline) {
+              const first = waiter.prepared.debits[0]
+              yield* reject(
+                waiter,
+                new DeadlineExceeded({
+                  scope: first?.bucket.scope ?? waiter.prepared.scopes[0] ?? "",
+                  dimension: first?.bucket.dimension ?? "*",
+                  reason: "queue",
+                  estimatedWaitMillis: waiter.lastEstimate,
+                  allowedMillis: waiter.deadline - waiter.enqueuedAt
+                })
+              )
+            } else if (waiter.deadline < next) {
+              next = waiter.deadline
+            }
+            continue
+          }
+          const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+          if (admission._tag === "Left") {
+            yield* reject(waiter, admission.left)
+            continue
+          }
+          if (waiter.done) continue // cancelled while the store answered
+          const answer = admission.right
+          if (answer._tag === "Admitted") {
+            yield* deliver(waiter, now)
+            continue
+          }
+          waiter.lastEstimate = answer.waitMillis
+          if (now + answer.waitMillis > waiter.deadline) {
+            yield* reject(
+              waiter,
+              new DeadlineExceeded({
+                scope: answer.scope,
+                dimension: answer.dimension,
+                reason: answer.reason,
+                estimatedWaitMillis: answer.waitMillis,
+                allowedMillis: waiter.deadline - now
+              })
+            )
+            continue
+          }
+          // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
+          // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
+          blocked.add(`${answer.scope}\u0000${answer.dimension}`)
+          let due = now + answer.waitMillis
+          if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+          if (due < next) next = due
+          if (waiter.deadline < next) next = waiter.deadline
+        }
+      }
+      for (let i = 0; i < lanes.length; i++) {
+        if (lanes[i].some((waiter) => waiter.done)) lanes[i] = lanes[i].filter((waiter) => !waiter.done)
+      }
+      return next
+    })
+
+    const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
+      while (true) {
+        wakeup = Deferred.unsafeMake<void>(undefined as any)
+        const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
+        if (queued === 0 || next === Number.POSITIVE_INFINITY) {
+          yield* Deferred.await(wakeup)
+        } else {
+          const now = yield* Clock.currentTimeMillis
+          yield* Effect.raceFirst(Deferred.await(wakeup), Effect.sleep(Duration.millis(Math.max(0, next - now))))
+        }
+      }
+    }) as Effect.Effect<never>
+    yield* Effect.forkScoped(Effect.interruptible(dispatcher))
+
+    const deadlineOf = (options: RateLimiter.AcquireOptions | undefined, now: number): number => {
+      let deadline = Number.POSITIVE_INFINITY
+      if (options?.deadline !== undefined) {
+        deadline = typeof options.deadline === "number" ? options.deadline : options.deadline.getTime()
+      }
+      if (options?.maxWait !== undefined) {
+        deadline = Math.min(deadline, now + Duration.toMillis(Duration.decode(options.maxWait)))
+      }
+      return deadline
+    }
+
+    const sharesQueue = (prepared: Prepared): boolean => {
+      if (queued === 0) return false
+      const keys = new Set(keysOf(prepared))
+      for (const lane of lanes) {
+        for (const waiter of lane) {
+          if (waiter.done) continue
+          for (const key of waiter.keys) if (keys.has(key)) return true
+        }
+      }
+      return false
+    }
+
+    const deadlineFailure = (answer: LimiterStore.Admission & { _tag: "Denied" }, deadline: number, now: number) =>
+      Effect.zipRight(
+        Metric.increment(rejectionsByReason.deadline),
+        Effect.fail(
+          new DeadlineExceeded({
+            scope: answer.scope,
+            dimension: answer.dimension,
+            reason: answer.reason,
+            estimatedWaitMillis: answer.waitMillis,
+            allowedMillis: deadline - now
+          })
+        )
+      )
+
+    const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
+      Effect.suspend(() => {
+        const waiter: Waiter = {
+          prepared,
+          keys: keysOf(prepared),
+          lane,
+          enqueuedAt: now,
+          deadline,
+          deferred: Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
+          done: false,
+          cancelled: false,
+          permit: undefined,
+          lastEstimate: estimate
+        }
+        lanes[lane].push(waiter)
+        queued++
+        signal()
+        return Deferred.await(waiter.deferred).pipe(
+          Effect.onInterrupt(() =>
+            Effect.suspend(() => {
+              waiter.cancelled = true
+              if (!waiter.done) {
+                waiter.done = true
+                queued--
+                signal()
+                return Effect.void
+              }
+              return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
+            })
+          )
+        )
+      })
+
+    const acquire: Service["acquire"] = (scopes, cost, options) =>
+      Effect.suspend(() => {
+        const prepared = prepare(scopes, cost)
+        if (prepared instanceof CostExceedsCapacity) {
+          return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(prepared))
+        }
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) {
+          return Effect.zipRight(Metric.increment(rejectionsByReason.closed), Effect.fail(closedError))
+        }
+        const lane = laneIndex(options?.priority)
+        return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
+          const deadline = deadlineOf(options, now)
+          if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
+          return Effect.flatMap(
+            Effect.tapError(
+              store.tryAcquire(prepared.debits, prepared.gates),
+              () => Metric.increment(rejectionsByReason.store)
+            ),
+            (answer) => {
+              if (answer._tag === "Admitted") {
+                return Effect.as(Metric.increment(admissionsByLane[lane]), makePermit(prepared, now))
+              }
+              if (now + answer.waitMillis > deadline) return deadlineFailure(answer, deadline, now)
+              return enqueue(prepared, lane, now, deadline, answer.waitMillis)
+            }
+          )
+        })
+      })
+
+    const acquireScoped: Service["acquireScoped"] = (scopes, cost, options) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.tap(
+          restore(acquire(scopes, cost, options)),
+          (permit) => Effect.addFinalizer(() => Effect.ignore(permit.release))
+        )
+      )
+
+    const withPermit: Service["withPermit"] = (scopes, cost, use, options) =>
+      Effect.scoped(Effect.flatMap(acquireScoped(scopes, cost, options), use))
+
+    const tryAcquire: Service["tryAcquire"] = (scopes, cost, options) =>
+      Effect.suspend((): ReturnType<Service["tryAcquire"]> => {
+        const prepared = prepare(scopes, cost)
+        if (prepared instanceof CostExceedsCapacity) return Effect.fail(prepared)
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) return Effect.fail(closedError)
+        if (sharesQueue(prepared)) return Effect.succeed(Option.none())
+        return Effect.flatMap(store.tryAcquire(prepared.debits, prepared.gates), (answer) =>
+          answer._tag === "Denied"
+            ? Effect.succeed(Option.none())
+            : Effect.zipRight(
+              Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
+              Effect.map(Clock.currentTimeMillis, (now) => Option.some(makePermit(prepared, now)))
+            ))
+      })
+
+    const block: Service["block"] = (scope, dimension, until) =>
+      Effect.gen(function*() {
+        const millis = until instanceof Date
+          ? until.getTime() - (yield* Clock.currentTimeMillis)
+          : Duration.toMillis(Duration.decode(until))
+        if (!(millis > 0)) return
+        yield* store.block(gateKey(scope, dimension), millis)
+        yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.gates, "scope", scope), "dimension", dimension))
+        signal()
+      })
+
+    const sync: Service["sync"] = (scope, observation) =>
+      Effect.gen(function*() {
+        const windowMillis = observation.window === undefined
+          ? 60_000
+          : Duration.toMillis(Duration.decode(observation.window))
+        let matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        if (
+          matching.length === 0 && observation.limit !== undefined && observation.limit > 0 &&
+          Number.isFinite(observation.limit)
+        ) {
+          const limit = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
+          const list = learned.get(scope) ?? []
+          list.push(limit)
+          learned.set(scope, list)
+          resolvedCache.delete(scope)
+          planCache.clear()
+          matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        } else if (observation.limit !== undefined && observation.limit > 0) {
+          // A learned limit follows what the server says it is now.
+          const list = learned.get(scope)
+          const index = list?.findIndex((limit) =>
+            limit.dimension === observation.dimension && limit.windowMillis === windowMillis
+          ) ?? -1
+          if (list !== undefined && index >= 0 && list[index].amount !== observation.limit) {
+            list[index] = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
+            resolvedCache.delete(scope)
+            planCache.clear()
+            matching = resolve(scope).filter((resolved) =>
+              resolved.limit.dimension === observation.dimension
+            )
+          }
+        }
+        if (observation.remaining === undefined || !Number.isFinite(observation.remaining)) return
+        // The server's remaining applies to its per-window limit: the bucket with the closest window.
+        let target: Resolved | undefined
+        for (const resolved of matching) {
+          if (
+            target === undefined ||
+            Math.abs(resolved.spec.windowMillis - windowMillis) < Math.abs(target.spec.windowMillis - windowMillis)
+          ) target = resolved
+        }
+        if (target !== undefined) yield* store.observe(target.spec, Math.max(0, observation.remaining))
+      })
+
+    const close: Service["close"] = (scope, reason, cause) =>
+      Effect.sync(() => {
+        closed.set(scope, new ScopeClosed(cause === undefined ? { scope, reason } : { scope, reason, cause }))
+        signal()
+      })
+
+    const reopen: Service["reopen"] = (scope) =>
+      Effect.sync(() => {
+        closed.delete(scope)
+      })
+
+    const levelInfos = (resolved: ReadonlyArray<Resolved>, levels: ReadonlyArray<number>): Array<LevelInfo> =>
+      resolved.map((entry, i) => ({
+        scope: entry.spec.scope,
+        dimension: entry.spec.dimension,
+        limit: entry.limit,
+        learned: entry.learned,
+        level: levels[i],
+        fullInMillis: levels[i] >= entry.spec.capacity
+          ? 0
+          : Math.ceil((entry.spec.capacity - levels[i]) / entry.spec.refillPerMs)
+      }))
+
+    const peek: Service["peek"] = (scopes, cost) =>
+      Effect.gen(function*() {
+        const resolved = scopes.flatMap(resolve)
+        const gates: Array<LimiterStore.GateKey> = []
+        for (const scope of scopes) {
+          gates.push(gateKey(scope, "*"))
+          for (const dimension in cost) if (cost[dimension] > 0) gates.push(gateKey(scope, dimension))
+        }
+        const read = yield* store.levels(resolved.map((entry) => entry.spec), gates)
+        let waitMillis = 0
+        let binding: Option.Option<{ scope: string; dimension: string; reason: string }> = Option.none()
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) {
+          waitMillis = Number.POSITIVE_INFINITY
+          binding = Option.some({ scope: closedError.scope, dimension: "*", reason: "closed" })
+        }
+        gates.forEach((gate, i) => {
+          if (read.gates[i] > waitMillis) {
+            waitMillis = read.gates[i]
+            binding = Option.some({ scope: gate.scope, dimension: gate.dimension, reason: "gate" })
+          }
+        })
+        resolved.forEach((entry, i) => {
+          const amount = cost[entry.limit.dimension] ?? 0
+          if (!(amount > 0)) return
+          const wait = Bucket.waitFor(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
+          if (wait > waitMillis) {
+            waitMillis = wait
+            binding = Option.some({ scope: entry.spec.scope, dimension: entry.spec.dimension, reason: "limit" })
+          }
+        })
+        let ahead = 0
+        if (queued > 0) {
+          const keys = new Set(resolved.map((entry) => entry.spec.id))
+          for (const lane of lanes) {
+            for (const waiter of lane) {
+              if (!waiter.done && waiter.prepared.debits.some((debit) => keys.has(debit.bucket.id))) ahead++
+            }
+          }
+        }
+        return { waitMillis, binding, levels: levelInfos(resolved, read.levels), queued: ahead }
+      })
+
+    const knownScopes = (): Array<string> => {
+      const scopes = new Set<string>(exact.keys())
+      for (const scope of resolvedCache.keys()) scopes.add(scope)
+      for (const scope of learned.keys()) scopes.add(scope)
+      return Array.from(scopes)
+    }
+
+    const snapshot: Service["snapshot"] = Effect.gen(function*() {
+      const scopes = knownScopes()
+      const resolved = scopes.flatMap(resolve)
+      const gates = Array.from(gateKeyCache.values())
+      const read = yield* store.levels(resolved.map((entry) => entry.spec), gates)
+      const levels = levelInfos(resolved, read.levels)
+      for (const info of levels) {
+        yield* Metric.set(
+          Metrics.level.pipe(
+            Metric.tagged("scope", info.scope),
+            Metric.tagged("dimension", info.dimension),
+            Metric.tagged("window", Duration.format(info.limit.window))
+          ),
+          info.level
+        )
+      }
+      let interactive = 0
+      let background = 0
+      for (const waiter of lanes[0]) if (!waiter.done) interactive++
+      for (const waiter of lanes[1]) if (!waiter.done) background++
+      return {
+        now: read.now,
+        levels,
+        gates: gates
+          .map((gate, i) => ({ scope: gate.scope, dimension: gate.dimension, remainingMillis: read.gates[i] }))
+          .filter((gate) => gate.remainingMillis > 0),
+        closed: Array.from(closed.values(), (error) => ({ scope: error.scope, reason: error.reason })),
+        waiting: { interactive, background }
+      }
+    })
+
+    const limitsOf: Service["limitsOf"] = (scope) => resolve(scope).map((entry) => entry.limit)
+
+    return {
+      acquire,
+      acquireScoped,
+      withPermit,
+      tryAcquire,
+      block,
+      sync,
+      close,
+      reopen,
+      peek,
+      snapshot,
+      limitsOf
+    } satisfies Service
+  })
+
+/**
+ * The limiter as a layer over the `LimiterStore` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: RateLimiter.Options): Layer.Layer<RateLimiter, never, LimiterStore.LimiterStore> =>
+  Layer.scoped(RateLimiter, make(options))
+
+/**
+ * The limiter with an in-memory store: budgets for one process.
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { Budget, RateLimiter } from "@sluice/core"
+ * import { Effect } from "effect"
+ *
+ * const Limits = RateLimiter.layerMemory({
+ *   budgets: [
+ *     Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500), Budget.Limit.perMinute("tokens", 30_000)]),
+ *     Budget.make("tenant:*", [Budget.Limit.perMinute("tokens", 10_000)])
+ *   ]
+ * })
+ *
+ * const program = Effect.gen(function*() {
+ *   const limiter = yield* RateLimiter.RateLimiter
+ *   yield* limiter.withPermit(["org:acme", "tenant:42"], { requests: 1, tokens: 1_480 }, (permit) =>
+ *     permit.settle({ tokens: 620 }))
+ * }).pipe(Effect.provide(Limits))
+ * ```
+ */
+export const layerMemory = (options: RateLimiter.Options): Layer.Layer<RateLimiter> =>
+  layer(options).pipe(Layer.provide(LimiterStore.layerMemory))
+
+/**
+ * The limiter's budgets read from configuration: `SLUICE_BUDGETS` (by default) holds the budgets as
+ * JSON, decoded with {@link Budget.Budgets}; a bad value fails with the path of every problem.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<string> = Config.string("SLUICE_BUDGETS")
+): Layer.Layer<RateLimiter, ConfigError.ConfigError, LimiterStore.LimiterStore> =>
+  Layer.scoped(
+    RateLimiter,
+    Effect.gen(function*() {
+      const raw = yield* config
+      const budgets = yield* Schema.decodeUnknown(Schema.parseJson(Budget.Budgets), { errors: "all" })(raw).pipe(
+        Effect.mapError((error) =>
+          ConfigError.InvalidData([], Budget.issuesOf(error).map((i) => `${i.path}: ${i.message}`).join("; "))
+        )
+      )
+      return yield* make({ budgets })
+    })
+  )

@@ -1,0 +1,27 @@
+/**
+ * @since 0.1.0
+ */
+export * as Budget from "./Budget.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as LimiterStore from "./LimiterStore.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Metrics from "./Metrics.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as RateLimiter from "./RateLimiter.js"
+
+export * as CircuitBreaker from "./CircuitBreaker.js"
+export * as Retry from "./Retry.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Router from "./Router.js"
