@@ -1,0 +1,161 @@
+/**
+ * The in-process face: a `fetch`-compatible function backed by the {@link Simulator}, running on the Effect
+ * runtime it was built in. Under `TestClock` every latency, slow response and stream delay waits on virtual time,
+ * so the official `openai` SDK runs against it with no sockets and no real waiting.
+ *
+ * @since 0.1.0
+ */
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
+import * as Simulator from "./Simulator.js"
+
+/**
+ * The shape of the global `fetch`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>
+
+/**
+ * The simulator's `fetch`, as a service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class SimFetch extends Context.Tag("@sluice/testing/SimFetch")<SimFetch, Fetch>() {}
+
+const abortError = (signal: AbortSignal): unknown =>
+  signal.reason !== undefined ? signal.reason : new DOMException("This operation was aborted", "AbortError")
+
+/** Reads a request into the simulator's shape (JSON or multipart). */
+const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => {
+  const url = new URL(request.url)
+  const headers: Record<string, string> = {}
+  request.headers.forEach((value, name) => {
+    headers[name.toLowerCase()] = value
+  })
+  let body: unknown = undefined
+  const type = headers["content-type"] ?? ""
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    if (type.startsWith("multipart/form-data")) {
+      const form = await request.formData()
+      const fields: Record<string, unknown> = {}
+      for (const [name, value] of form.entries()) {
+        fields[name] = typeof value === "string"
+          ? value
+          : { filename: (value as File).name, content: await (value as File).text() }
+      }
+      body = fields
+    } else {
+      const text = await request.text()
+      if (text !== "") {
+        try {
+          body = JSON.parse(text)
+        } catch {
+          body = text
+        }
+      }
+    }
+  }
+  return { method: request.method, path: url.pathname, headers, body }
+}
+
+/**
+ * Builds the `fetch` function. It captures the current runtime, so build it inside the test (or program) whose
+ * `Clock` should drive it. Abort signals are honoured; a connection-reset fault rejects with
+ * `TypeError: fetch failed` (cause `ECONNRESET`), as undici does.
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { it } from "@effect/vitest"
+ * import { Effect, Fiber, TestClock } from "effect"
+ * import OpenAI from "openai"
+ * import { Scenario, SimFetch, Simulator } from "@sluice/testing"
+ *
+ * it.effect("answers", () =>
+ *   Effect.gen(function*() {
+ *     const fetch = yield* SimFetch.make
+ *     const client = new OpenAI({ apiKey: "sk-test", baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+ *     const fiber = yield* Effect.promise(() =>
+ *       client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] })
+ *     ).pipe(Effect.fork)
+ *     yield* TestClock.adjust("1 second")
+ *     const completion = yield* Fiber.join(fiber)
+ *   }).pipe(Effect.provide(Simulator.layer(Scenario.tier1()))))
+ * ```
+ */
+export const make: Effect.Effect<Fetch, never, Simulator.Simulator> = Effect.gen(function*() {
+  const sim = yield* Simulator.Simulator
+  const runtime = yield* Effect.runtime<never>()
+  const run = <A>(effect: Effect.Effect<A>, signal?: AbortSignal | null): Promise<A> =>
+    new Promise<A>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortError(signal))
+      const fiber = Runtime.runFork(runtime)(effect)
+      const onAbort = () => {
+        reject(abortError(signal!))
+        Runtime.runFork(runtime)(fiberInterrupt(fiber))
+      }
+      signal?.addEventListener("abort", onAbort, { once: true })
+      fiber.addObserver((exit) => {
+        signal?.removeEventListener("abort", onAbort)
+        if (exit._tag === "Success") resolve(exit.value)
+        else reject(new Error(`simulator failed: ${String(exit.cause)}`))
+      })
+    })
+
+  return async (input, init) => {
+    const request = new Request(input, init)
+    const signal = init?.signal ?? request.signal
+    const simRequest = await toSimRequest(request)
+    const response = await run(sim.handle(simRequest), signal)
+    switch (response._tag) {
+      case "Reset": {
+        const cause = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", errno: -104, syscall: "read" })
+        throw new TypeError("fetch failed", { cause })
+      }
+      case "Response":
+        return new Response(response.body, { status: response.status, headers: response.headers })
+      case "Stream": {
+        const encoder = new TextEncoder()
+        let index = 0
+        const stream = new ReadableStream<Uint8Array>({
+          pull: async (controller) => {
+            const chunk = response.chunks[index++]
+            if (chunk === undefined) return controller.close()
+            if (chunk.delayMs > 0) await run(Effect.sleep(chunk.delayMs), signal)
+            controller.enqueue(encoder.encode(chunk.data))
+          }
+        })
+        return new Response(stream, { status: response.status, headers: response.headers })
+      }
+    }
+  }
+})
+
+const fiberInterrupt = (fiber: { readonly interruptAsFork: (id: any) => Effect.Effect<void> }) =>
+  Effect.flatMap(Effect.fiberId, (id) => fiber.interruptAsFork(id))
+
+/**
+ * A layer providing {@link SimFetch} from the {@link Simulator} in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<SimFetch, never, Simulator.Simulator> = Layer.effect(SimFetch, make)
+
+/**
+ * A layer that points `@effect/platform`'s `FetchHttpClient` at the simulator, for Effect `HttpClient` users.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFetchHttpClient: Layer.Layer<FetchHttpClient.Fetch, never, Simulator.Simulator> = Layer.effect(
+  FetchHttpClient.Fetch,
+  Effect.map(make, (f) => f as typeof globalThis.fetch)
+)

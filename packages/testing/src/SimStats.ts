@@ -1,0 +1,154 @@
+/**
+ * What the simulator saw: every attempt, what was admitted against the limits, counts by status and error code,
+ * attempts per request key, and the peak admitted rate in any rolling window. Tests assert on it: a client never
+ * went over a limit, never retried a 400, lost nothing.
+ *
+ * A request key comes from the `x-sim-request-key` header, or a `[req:ID]` marker anywhere in the request body.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * One attempt as the simulator handled it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Attempt {
+  /** Simulated time (ms since the simulator started). */
+  readonly at: number
+  readonly requestId: string
+  readonly method: string
+  readonly path: string
+  readonly key: string | undefined
+  readonly model: string | undefined
+  /** HTTP status, or 0 for a connection reset. */
+  readonly status: number
+  /** The error `code` (or `type` when the code is null), e.g. `rate_limit_exceeded`, `context_length_exceeded`. */
+  readonly code: string | undefined
+  /** Which limit rejected it, e.g. `tpm`, `rpm`, `rpd`, `tpd`, `ipm`, `request_too_large`. */
+  readonly limit: string | undefined
+  readonly fault: string | undefined
+}
+
+/**
+ * A charge against a scope's limits (a request admitted past the limiter), at settle time values.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Admission {
+  readonly at: number
+  readonly model: string
+  /** The limit scope: the pool name for shared-pool models, else the model name. */
+  readonly scope: string
+  /** The `OpenAI-Project` the request named, if any. */
+  readonly project: string | undefined
+  readonly requests: number
+  /** Tokens finally charged (the estimate trued up to actual usage; 0 when refunded after a fault). */
+  readonly tokens: number
+  readonly images: number
+}
+
+/**
+ * A snapshot of the simulator's statistics.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot {
+  readonly attempts: ReadonlyArray<Attempt>
+  readonly admissions: ReadonlyArray<Admission>
+  readonly byStatus: Readonly<Record<string, number>>
+  readonly byCode: Readonly<Record<string, number>>
+  /** Attempts per request key. */
+  readonly attemptsByKey: Readonly<Record<string, number>>
+  /** Tokens admitted (finally charged) per model. */
+  readonly tokensByModel: Readonly<Record<string, number>>
+  /** Requests admitted per model. */
+  readonly requestsByModel: Readonly<Record<string, number>>
+  /** Total simulated spend in USD. */
+  readonly spendUsd: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Dimension = "requests" | "tokens" | "images"
+
+/**
+ * The largest admitted amount of `dimension` within any window of `windowMs` (optionally for one model or
+ * scope). Windows are half-open `[t, t + windowMs)`, the way a token bucket with capacity `limit` and refill
+ * `limit / window` would bound them.
+ *
+ * @since 0.1.0
+ * @category queries
+ * @example
+ * ```ts
+ * import { SimStats } from "@sluice/testing"
+ *
+ * declare const snapshot: SimStats.Snapshot
+ * const peak = SimStats.peak(snapshot, { dimension: "tokens", windowMs: 60_000, model: "gpt-4o" })
+ * ```
+ */
+export const peak = (
+  snapshot: Snapshot,
+  options: {
+    readonly dimension: Dimension
+    readonly windowMs: number
+    readonly model?: string | undefined
+    readonly scope?: string | undefined
+    readonly project?: string | undefined
+  }
+): number => {
+  const events = snapshot.admissions.filter((a) =>
+    (options.model === undefined || a.model === options.model) &&
+    (options.scope === undefined || a.scope === options.scope) &&
+    (options.project === undefined || a.project === options.project)
+  )
+  let best = 0
+  let sum = 0
+  let start = 0
+  for (let end = 0; end < events.length; end++) {
+    sum += events[end][options.dimension]
+    while (events[end].at - events[start].at >= options.windowMs) {
+      sum -= events[start][options.dimension]
+      start++
+    }
+    if (sum > best) best = sum
+  }
+  return best
+}
+
+/**
+ * Attempts whose request key saw a given status more than once in a row, e.g. the keys a client retried
+ * after a 400 (which it must never do).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const retriedAfter = (snapshot: Snapshot, predicate: (attempt: Attempt) => boolean): ReadonlyArray<string> => {
+  const seen = new Set<string>()
+  const bad = new Set<string>()
+  for (const attempt of snapshot.attempts) {
+    if (attempt.key === undefined) continue
+    if (seen.has(attempt.key)) bad.add(attempt.key)
+    if (predicate(attempt)) seen.add(attempt.key)
+  }
+  return [...bad]
+}
+
+/**
+ * Request keys whose last attempt succeeded (2xx).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const succeededKeys = (snapshot: Snapshot): ReadonlySet<string> => {
+  const ok = new Set<string>()
+  for (const attempt of snapshot.attempts) {
+    if (attempt.key !== undefined && attempt.status >= 200 && attempt.status < 300) ok.add(attempt.key)
+  }
+  return ok
+}

@@ -1,0 +1,1506 @@
+/**
+ * The simulated OpenAI: a synchronous, deterministic state machine. `handle(request, now)` judges one request
+ * at simulated time `now` (ms) and returns what to send and how long to wait before sending it. It has its own
+ * model of OpenAI's limiter (written from the documented behaviour, not from `@sluice/core`).
+ *
+ * @internal
+ */
+import type * as SimConfig from "../SimConfig.js"
+import type * as SimStats from "../SimStats.js"
+import * as Bucket from "./bucket.js"
+import { ceilMs, formatGoDuration } from "./duration.js"
+import * as Prng from "./prng.js"
+
+/** @internal */
+export interface SimRequest {
+  readonly method: string
+  /** Path without query, e.g. `/v1/chat/completions`. */
+  readonly path: string
+  /** Header names lowercased. */
+  readonly headers: Readonly<Record<string, string>>
+  /** Parsed JSON body; for a multipart upload `{ purpose, file: { filename, content } }`. */
+  readonly body: unknown
+}
+
+/** @internal */
+export interface SseChunk {
+  readonly delayMs: number
+  readonly data: string
+}
+
+/** @internal */
+export type SimResponse =
+  | {
+    readonly _tag: "Response"
+    readonly status: number
+    readonly headers: Record<string, string>
+    readonly body: string
+    readonly delayMs: number
+  }
+  | {
+    readonly _tag: "Stream"
+    readonly status: number
+    readonly headers: Record<string, string>
+    readonly chunks: ReadonlyArray<SseChunk>
+    readonly delayMs: number
+  }
+  | { readonly _tag: "Reset"; readonly delayMs: number }
+
+const DAY = 86_400_000
+const MINUTE = 60_000
+const RATE_LIMITS_URL = "Visit https://platform.openai.com/account/rate-limits to learn more."
+
+type LimitName = "rpm" | "tpm" | "rpd" | "tpd" | "ipm"
+type Dim = "requests" | "tokens" | "images"
+
+interface ScopeBuckets {
+  readonly name: string
+  /** Set on a project-level scope. */
+  readonly project: string | undefined
+  readonly limits: SimConfig.Limits
+  /** Per limit: the main bucket and, with sub-minute enforcement, a smaller one. */
+  readonly buckets: Partial<Record<LimitName, ReadonlyArray<Bucket.Bucket>>>
+}
+
+const limitDims: Record<LimitName, Dim> = {
+  rpm: "requests",
+  rpd: "requests",
+  tpm: "tokens",
+  tpd: "tokens",
+  ipm: "images"
+}
+const limitLabel: Record<LimitName, string> = {
+  rpm: "requests per min (RPM)",
+  tpm: "tokens per min (TPM)",
+  rpd: "requests per day (RPD)",
+  tpd: "tokens per day (TPD)",
+  ipm: "images per min (IPM)"
+}
+const limitOrder: ReadonlyArray<LimitName> = ["rpd", "tpd", "rpm", "ipm", "tpm"]
+
+interface ApiError {
+  readonly status: number
+  readonly message: string
+  readonly type: string
+  readonly param: string | null
+  readonly code: string | number | null
+}
+
+interface Endpoint {
+  readonly kind: "chat" | "responses" | "embeddings" | "images"
+}
+
+const endpoints: Record<string, Endpoint> = {
+  "/v1/chat/completions": { kind: "chat" },
+  "/v1/responses": { kind: "responses" },
+  "/v1/embeddings": { kind: "embeddings" },
+  "/v1/images/generations": { kind: "images" }
+}
+
+const modelKindFor: Record<Endpoint["kind"], SimConfig.ModelKind> = {
+  chat: "chat",
+  responses: "chat",
+  embeddings: "embedding",
+  images: "image"
+}
+
+/** Estimated tokens for a text: ceil(chars / 4), OpenAI's own rule of thumb. Deterministic. @internal */
+export const estimateTokens = (text: string): number => Math.ceil(text.length / 4)
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+const textOf = (u: unknown): string => {
+  if (typeof u === "string") return u
+  if (Array.isArray(u)) return u.map(textOf).join("")
+  if (isRecord(u)) {
+    if (typeof u.text === "string") return u.text
+    if (u.content !== undefined) return textOf(u.content)
+    if (typeof u.input_text === "string") return u.input_text
+  }
+  return ""
+}
+
+interface Parsed {
+  readonly model: string
+  readonly promptTokens: number
+  /** Max output tokens per choice, and whether the request named it. */
+  readonly maxTokens: number
+  readonly explicitMax: boolean
+  readonly n: number
+  readonly stream: boolean
+  readonly includeUsage: boolean
+  readonly text: string
+  readonly body: Record<string, unknown>
+  readonly inputs: ReadonlyArray<string>
+}
+
+interface Served {
+  readonly body: unknown
+  readonly promptTokens: number
+  readonly outputTokens: number
+  readonly outputPerChoice: number
+  readonly images: number
+}
+
+interface FileRecord {
+  readonly id: string
+  readonly filename: string
+  readonly purpose: string
+  readonly content: string
+  readonly createdAt: number
+}
+
+interface BatchRecord {
+  readonly id: string
+  readonly inputFileId: string
+  readonly endpoint: string
+  readonly completionWindow: string
+  readonly createdAt: number
+  readonly metadata: unknown
+  readonly lines: ReadonlyArray<{ custom_id: string; method: string; url: string; body: Record<string, unknown> }>
+  readonly errors: ReadonlyArray<{ code: string; message: string; line: number | null; param: string | null }>
+  cancelAt: number | undefined
+  outputFileId: string | null
+  errorFileId: string | null
+  counts: { total: number; completed: number; failed: number }
+}
+
+/** @internal */
+export class Model {
+  readonly scopes = new Map<string, ScopeBuckets>()
+  readonly attempts: Array<SimStats.Attempt> = []
+  readonly admissions: Array<SimStats.Admission> = []
+  readonly files = new Map<string, FileRecord>()
+  readonly batches = new Map<string, BatchRecord>()
+  spendUsd = 0
+  private readonly faultRng: Prng.Prng
+  private readonly latencyRng: Prng.Prng
+  private readonly idRng: Prng.Prng
+  private readonly contentRng: Prng.Prng
+
+  constructor(readonly scenario: SimConfig.Scenario, readonly startedAt: number) {
+    this.faultRng = Prng.derive(scenario.seed, "faults")
+    this.latencyRng = Prng.derive(scenario.seed, "latency")
+    this.idRng = Prng.derive(scenario.seed, "ids")
+    this.contentRng = Prng.derive(scenario.seed, "content")
+  }
+
+  // ---------------------------------------------------------------------------
+  // limiter
+  // ---------------------------------------------------------------------------
+
+  /** The organization scope of a model (its pool or itself), then the project scope when it has limits. */
+  scopesFor(modelName: string, project: string | undefined, now: number): Array<ScopeBuckets> {
+    const spec = this.scenario.models[modelName]
+    const name = spec.pool !== undefined ? spec.pool : modelName
+    const org = this.scopeFor(
+      name,
+      undefined,
+      spec.pool !== undefined ? (this.scenario.pools[spec.pool] ?? spec.limits) : spec.limits,
+      now
+    )
+    const projectLimits = project === undefined ? undefined : this.scenario.projects[project]?.limits[name]
+    return projectLimits === undefined || project === undefined
+      ? [org]
+      : [org, this.scopeFor(name, project, projectLimits, now)]
+  }
+
+  private scopeFor(name: string, project: string | undefined, limits: SimConfig.Limits, now: number): ScopeBuckets {
+    const key = project === undefined ? name : `project:${project}/${name}`
+    let scope = this.scopes.get(key)
+    if (scope === undefined) {
+      const buckets: Partial<Record<LimitName, ReadonlyArray<Bucket.Bucket>>> = {}
+      const sub = this.scenario.enforcement.subWindowMs
+      for (const limit of limitOrder) {
+        const amount = limits[limit]
+        if (amount === undefined) continue
+        const window = limit === "rpd" || limit === "tpd" ? DAY : MINUTE
+        const list = [Bucket.make(amount, amount, window, now)]
+        if (window === MINUTE && sub !== undefined && sub < MINUTE) {
+          list.push(Bucket.make(amount, Math.max(1, (amount * sub) / MINUTE), window, now))
+        }
+        buckets[limit] = list
+      }
+      const background = project === undefined ? this.scenario.background[name] : undefined
+      if (background !== undefined) {
+        const perMs: Record<Dim, number> = {
+          requests: (background.rpm ?? 0) / MINUTE,
+          tokens: (background.tpm ?? 0) / MINUTE,
+          images: (background.ipm ?? 0) / MINUTE
+        }
+        for (const limit of limitOrder) for (const b of buckets[limit] ?? []) b.drain = perMs[limitDims[limit]]
+      }
+      scope = { name, project, limits, buckets }
+      this.scopes.set(key, scope)
+    }
+    for (const list of Object.values(scope.buckets)) for (const b of list) Bucket.refill(b, now)
+    return scope
+  }
+
+  /** Headers report, per dimension, the scope with the least room. */
+  private rateHeaders(scopes: ReadonlyArray<ScopeBuckets>): Record<string, string> {
+    if (!this.scenario.enforcement.rateLimitHeaders) return {}
+    const out: Record<string, string> = {}
+    const add = (limit: LimitName, suffix: string) => {
+      let b: Bucket.Bucket | undefined = undefined
+      for (const scope of scopes) {
+        const candidate = scope.buckets[limit]?.[0]
+        if (candidate !== undefined && (b === undefined || candidate.level < b.level)) b = candidate
+      }
+      if (b === undefined) return
+      out[`x-ratelimit-limit-${suffix}`] = String(b.limit)
+      out[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(b.level)))
+      out[`x-ratelimit-reset-${suffix}`] = formatGoDuration(Bucket.untilFull(b))
+    }
+    add("rpm", "requests")
+    add("tpm", "tokens")
+    add("ipm", "images")
+    return out
+  }
+
+  /** Rejected requests still count against RPM/RPD (when configured and there is room). */
+  private chargeRejected(scopes: ReadonlyArray<ScopeBuckets>): void {
+    if (!this.scenario.enforcement.rejectedCountAgainstRpm) return
+    const lists = scopes.flatMap((scope) => [scope.buckets.rpm ?? [], scope.buckets.rpd ?? []].flat())
+    if (lists.every((b) => Bucket.waitFor(b, 1) === 0)) { for (const b of lists) b.level -= 1 }
+  }
+
+  private charge(scopes: ReadonlyArray<ScopeBuckets>, dim: Dim, amount: number): void {
+    for (const scope of scopes) {
+      for (const limit of limitOrder) {
+        if (limitDims[limit] !== dim) continue
+        for (const b of scope.buckets[limit] ?? []) b.level -= amount
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // helpers
+  // ---------------------------------------------------------------------------
+
+  private requestId(): string {
+    let hex = ""
+    for (let i = 0; i < 32; i++) hex += "0123456789abcdef"[this.idRng.int(16)]
+    return `req_${hex}`
+  }
+
+  private sample(d: SimConfig.Distribution): number {
+    switch (d._tag) {
+      case "fixed":
+        return d.ms
+      case "uniform":
+        return d.min + this.latencyRng.next() * (d.max - d.min)
+      case "lognormal": {
+        const u1 = Math.max(this.latencyRng.next(), 1e-12)
+        const u2 = this.latencyRng.next()
+        const z = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2)
+        const v = d.median * Math.exp(d.sigma * z)
+        return d.max !== undefined ? Math.min(v, d.max) : v
+      }
+    }
+  }
+
+  private orgPhrase(project: string | undefined): string {
+    const s = this.scenario
+    const p = project ?? s.project
+    return p !== undefined
+      ? `in project ${p} organization ${s.organization}`
+      : `in organization ${s.organization}`
+  }
+
+  private errorResponse(
+    error: ApiError,
+    base: Record<string, string>,
+    delayMs: number,
+    extraHeaders: Record<string, string> = {}
+  ): SimResponse {
+    return {
+      _tag: "Response",
+      status: error.status,
+      headers: { ...base, ...extraHeaders, "openai-processing-ms": String(Math.round(delayMs)) },
+      body: JSON.stringify({
+        error: { message: error.message, type: error.type, param: error.param, code: error.code }
+      }),
+      delayMs
+    }
+  }
+
+  private record(
+    now: number,
+    request: SimRequest,
+    requestId: string,
+    key: string | undefined,
+    model: string | undefined,
+    status: number,
+    extra: { code?: string | undefined; limit?: string | undefined; fault?: string | undefined } = {}
+  ): void {
+    this.attempts.push({
+      at: now - this.startedAt,
+      requestId,
+      method: request.method,
+      path: request.path,
+      key,
+      model,
+      status,
+      code: extra.code,
+      limit: extra.limit,
+      fault: extra.fault
+    })
+  }
+
+  private keyOf(request: SimRequest): string | undefined {
+    const header = request.headers["x-sim-request-key"]
+    if (header !== undefined && header !== "") return header
+    if (request.body === undefined) return undefined
+    const match = /\[req:([^\]]+)\]/.exec(JSON.stringify(request.body))
+    return match === null ? undefined : match[1]
+  }
+
+  // ---------------------------------------------------------------------------
+  // request parsing and generation (shared with the Batch API)
+  // ---------------------------------------------------------------------------
+
+  private parse(kind: Endpoint["kind"], body: Record<string, unknown>): Parsed | ApiError {
+    const model = body.model
+    if (typeof model !== "string" || model === "") {
+      return {
+        status: 400,
+        message: "you must provide a model parameter",
+        type: "invalid_request_error",
+        param: null,
+        code: null
+      }
+    }
+    const output = this.scenario.output
+    const num = (u: unknown): number | undefined => (typeof u === "number" && Number.isFinite(u) ? u : undefined)
+    const missing = (param: string): ApiError => ({
+      status: 400,
+      message: `Missing required parameter: '${param}'.`,
+      type: "invalid_request_error",
+      param,
+      code: "missing_required_parameter"
+    })
+    switch (kind) {
+      case "chat": {
+        if (!Array.isArray(body.messages)) return missing("messages")
+        const text = textOf(body.messages)
+        const max = num(body.max_completion_tokens) ?? num(body.max_tokens)
+        const streamOptions = isRecord(body.stream_options) ? body.stream_options : {}
+        return {
+          model,
+          text,
+          body,
+          inputs: [text],
+          promptTokens: estimateTokens(text),
+          maxTokens: max ?? output.defaultMaxTokens,
+          explicitMax: max !== undefined,
+          n: Math.max(1, num(body.n) ?? 1),
+          stream: body.stream === true,
+          includeUsage: streamOptions.include_usage === true
+        }
+      }
+      case "responses": {
+        if (body.input === undefined) return missing("input")
+        const text = textOf(body.input) + (typeof body.instructions === "string" ? body.instructions : "")
+        const max = num(body.max_output_tokens)
+        return {
+          model,
+          text,
+          body,
+          inputs: [text],
+          promptTokens: estimateTokens(text),
+          maxTokens: max ?? output.defaultMaxTokens,
+          explicitMax: max !== undefined,
+          n: 1,
+          stream: body.stream === true,
+          includeUsage: true
+        }
+      }
+      case "embeddings": {
+        const input = body.input
+        if (input === undefined) return missing("input")
+        const inputs: Array<string> = typeof input === "string"
+          ? [input]
+          : Array.isArray(input)
+          ? input.every((x) => typeof x === "number")
+            ? [input.map(() => "abcd").join("")]
+            : input.map((x) => (typeof x === "string" ? x : Array.isArray(x) ? x.map(() => "abcd").join("") : ""))
+          : []
+        const text = inputs.join("")
+        return {
+          model,
+          text,
+          body,
+          inputs,
+          promptTokens: inputs.reduce((acc, s) => acc + estimateTokens(s), 0),
+          maxTokens: 0,
+          explicitMax: true,
+          n: 1,
+          stream: false,
+          includeUsage: false
+        }
+      }
+      case "images": {
+        if (typeof body.prompt !== "string") return missing("prompt")
+        return {
+          model,
+          text: body.prompt,
+          body,
+          inputs: [body.prompt],
+          promptTokens: estimateTokens(body.prompt),
+          maxTokens: this.scenario.models[model]?.imageTokens ?? 0,
+          explicitMax: false,
+          n: Math.max(1, num(body.n) ?? 1),
+          stream: false,
+          includeUsage: false
+        }
+      }
+    }
+  }
+
+  private estimate(kind: Endpoint["kind"], p: Parsed): number {
+    switch (kind) {
+      case "embeddings":
+        return p.promptTokens
+      case "images": {
+        const spec = this.scenario.models[p.model]
+        return spec !== undefined && spec.imageTokens > 0 ? p.promptTokens + p.n * spec.imageTokens : 0
+      }
+      default:
+        return p.promptTokens + p.n * p.maxTokens
+    }
+  }
+
+  /** Checks that do not depend on limits: model, access, context window, content policy. */
+  private validate(kind: Endpoint["kind"], p: Parsed): ApiError | undefined {
+    const spec = this.scenario.models[p.model]
+    if (spec === undefined) {
+      return {
+        status: 404,
+        message: `The model \`${p.model}\` does not exist or you do not have access to it.`,
+        type: "invalid_request_error",
+        param: null,
+        code: "model_not_found"
+      }
+    }
+    if (spec.kind !== modelKindFor[kind]) {
+      return {
+        status: 404,
+        message: `This model (\`${p.model}\`) is not supported in the ${
+          kind === "chat" ? "v1/chat/completions" : `v1/${kind === "images" ? "images/generations" : kind}`
+        } endpoint.`,
+        type: "invalid_request_error",
+        param: "model",
+        code: null
+      }
+    }
+    if (!spec.access) {
+      const who = this.scenario.project ?? this.scenario.organization
+      return {
+        status: 403,
+        message: `Project \`${who}\` does not have access to model \`${p.model}\``,
+        type: "invalid_request_error",
+        param: null,
+        code: "model_not_found"
+      }
+    }
+    return undefined
+  }
+
+  private validateContent(kind: Endpoint["kind"], p: Parsed): ApiError | undefined {
+    const spec = this.scenario.models[p.model]
+    const completion = kind === "embeddings" || kind === "images" ? 0 : p.explicitMax ? p.maxTokens * p.n : 0
+    if (kind !== "images" && p.promptTokens + completion > spec.contextWindow) {
+      return {
+        status: 400,
+        message: `This model's maximum context length is ${spec.contextWindow} tokens. However, you requested ${
+          p.promptTokens + completion
+        } tokens (${p.promptTokens} in the messages, ${completion} in the completion). Please reduce the length of the messages or completion.`,
+        type: "invalid_request_error",
+        param: kind === "chat" ? "messages" : "input",
+        code: "context_length_exceeded"
+      }
+    }
+    const marker = this.scenario.faults.contentPolicyMarker
+    if (marker !== "" && p.text.includes(marker)) {
+      return {
+        status: 400,
+        message:
+          "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+        type: "invalid_request_error",
+        param: null,
+        code: "content_policy_violation"
+      }
+    }
+    return undefined
+  }
+
+  private outputTokens(p: Parsed): number {
+    const o = this.scenario.output
+    const n = o.fixedTokens !== undefined ? o.fixedTokens : Math.ceil(o.fraction * p.maxTokens)
+    return Math.max(1, Math.min(n, p.maxTokens))
+  }
+
+  private text(tokens: number): string {
+    const words = ["sim", "ack", "yes", "ok.", "the", "and", "one", "two"]
+    let out = ""
+    for (let i = 0; i < tokens; i++) out += (i === 0 ? "" : " ") + words[this.contentRng.int(words.length)]
+    return out
+  }
+
+  private embedding(input: string, dims: number): Array<number> {
+    const rng = Prng.derive(this.scenario.seed, input)
+    const v = Array.from({ length: dims }, () => rng.next() * 2 - 1)
+    const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0)) || 1
+    return v.map((x) => x / norm)
+  }
+
+  private serve(kind: Endpoint["kind"], p: Parsed, nowSec: number): Served {
+    const spec = this.scenario.models[p.model]
+    switch (kind) {
+      case "chat": {
+        const per = this.outputTokens(p)
+        const finish = p.explicitMax && per >= p.maxTokens ? "length" : "stop"
+        const choices = Array.from({ length: p.n }, (_, index) => ({
+          index,
+          message: { role: "assistant", content: this.text(per), refusal: null, annotations: [] },
+          logprobs: null,
+          finish_reason: finish
+        }))
+        const usage = this.chatUsage(p.promptTokens, per * p.n)
+        return {
+          body: {
+            id: `chatcmpl-${this.idRng.id(29)}`,
+            object: "chat.completion",
+            created: nowSec,
+            model: p.model,
+            choices,
+            usage,
+            service_tier: "default",
+            system_fingerprint: "fp_sim"
+          },
+          promptTokens: p.promptTokens,
+          outputTokens: per * p.n,
+          outputPerChoice: per,
+          images: 0
+        }
+      }
+      case "responses": {
+        const out = this.outputTokens(p)
+        const id = `resp_${this.idRng.id(40)}`
+        return {
+          body: {
+            id,
+            object: "response",
+            created_at: nowSec,
+            status: "completed",
+            error: null,
+            incomplete_details: null,
+            instructions: p.body.instructions ?? null,
+            max_output_tokens: p.body.max_output_tokens ?? null,
+            model: p.model,
+            output: [{
+              type: "message",
+              id: `msg_${this.idRng.id(40)}`,
+              status: "completed",
+              role: "assistant",
+              content: [{ type: "output_text", text: this.text(out), annotations: [], logprobs: [] }]
+            }],
+            parallel_tool_calls: true,
+            previous_response_id: null,
+            reasoning: { effort: null, summary: null },
+            store: true,
+            temperature: 1,
+            text: { format: { type: "text" } },
+            tool_choice: "auto",
+            tools: [],
+            top_p: 1,
+            truncation: "disabled",
+            usage: {
+              input_tokens: p.promptTokens,
+              input_tokens_details: { cached_tokens: 0 },
+              output_tokens: out,
+              output_tokens_details: { reasoning_tokens: 0 },
+              total_tokens: p.promptTokens + out
+            },
+            user: null,
+            metadata: {}
+          },
+          promptTokens: p.promptTokens,
+          outputTokens: out,
+          outputPerChoice: out,
+          images: 0
+        }
+      }
+      case "embeddings": {
+        const dims = typeof p.body.dimensions === "number" ? p.body.dimensions : spec.dimensions
+        const base64 = p.body.encoding_format === "base64"
+        const data = p.inputs.map((input, index) => {
+          const vector = this.embedding(input, dims)
+          return {
+            object: "embedding",
+            index,
+            embedding: base64 ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector
+          }
+        })
+        return {
+          body: {
+            object: "list",
+            data,
+            model: p.model,
+            usage: { prompt_tokens: p.promptTokens, total_tokens: p.promptTokens }
+          },
+          promptTokens: p.promptTokens,
+          outputTokens: 0,
+          outputPerChoice: 0,
+          images: 0
+        }
+      }
+      case "images": {
+        const b64 = p.body.response_format === "b64_json" || p.model.startsWith("gpt-image")
+        const data = Array.from({ length: p.n }, () =>
+          b64
+            ? {
+              b64_json:
+                "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+            }
+            : {
+              url: `https://sim.local/images/${this.idRng.id(24)}.png`,
+              revised_prompt: p.text
+            })
+        const imageTokens = spec.imageTokens * p.n
+        return {
+          body: {
+            created: nowSec,
+            data,
+            ...(spec.imageTokens > 0
+              ? {
+                usage: {
+                  input_tokens: p.promptTokens,
+                  input_tokens_details: { text_tokens: p.promptTokens, image_tokens: 0 },
+                  output_tokens: imageTokens,
+                  total_tokens: p.promptTokens + imageTokens
+                }
+              }
+              : {})
+          },
+          promptTokens: p.promptTokens,
+          outputTokens: imageTokens,
+          outputPerChoice: imageTokens,
+          images: p.n
+        }
+      }
+    }
+  }
+
+  private chatUsage(prompt: number, completion: number) {
+    return {
+      prompt_tokens: prompt,
+      completion_tokens: completion,
+      total_tokens: prompt + completion,
+      prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+      completion_tokens_details: {
+        reasoning_tokens: 0,
+        audio_tokens: 0,
+        accepted_prediction_tokens: 0,
+        rejected_prediction_tokens: 0
+      }
+    }
+  }
+
+  private cost(spec: SimConfig.ModelSpec, s: Served): number {
+    return (s.promptTokens * spec.pricing.inputPerMillion + s.outputTokens * spec.pricing.outputPerMillion) / 1e6 +
+      s.images * spec.pricing.perImage
+  }
+
+  // ---------------------------------------------------------------------------
+  // faults
+  // ---------------------------------------------------------------------------
+
+  private drawFault(now: number, model: string): SimConfig.FaultKind | undefined {
+    const t = now - this.startedAt
+    for (const incident of this.scenario.incidents) {
+      if (t < incident.fromMs || t >= incident.toMs) continue
+      if (incident.models !== undefined && !incident.models.includes(model)) continue
+      if (incident.rate >= 1 || this.faultRng.next() < incident.rate) return incident.fault
+    }
+    const rates = this.scenario.faults.rates
+    const kinds = Object.keys(rates) as Array<SimConfig.FaultKind>
+    if (kinds.every((k) => rates[k] === 0)) return undefined
+    const u = this.faultRng.next()
+    let acc = 0
+    for (const k of kinds) {
+      acc += rates[k]
+      if (u < acc) return k
+    }
+    return undefined
+  }
+
+  // ---------------------------------------------------------------------------
+  // the entry point
+  // ---------------------------------------------------------------------------
+
+  handle(request: SimRequest, now: number): SimResponse {
+    const requestId = this.requestId()
+    const key = this.keyOf(request)
+    const base: Record<string, string> = {
+      "content-type": "application/json",
+      "x-request-id": requestId,
+      "openai-organization": this.scenario.organization,
+      "openai-version": "2020-10-01"
+    }
+    const fail = (
+      error: ApiError,
+      model: string | undefined,
+      headers: Record<string, string> = base,
+      extra: Record<string, string> = {},
+      limit?: string
+    ): SimResponse => {
+      this.record(now, request, requestId, key, model, error.status, {
+        code: error.code === null ? error.type : String(error.code),
+        limit
+      })
+      return this.errorResponse(error, headers, 0, extra)
+    }
+
+    // authentication
+    const auth = request.headers["authorization"]
+    if (auth === undefined || !auth.startsWith("Bearer ") || auth.length <= 7) {
+      return fail({
+        status: 401,
+        message:
+          "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.",
+        type: "invalid_request_error",
+        param: null,
+        code: null
+      }, undefined)
+    }
+    const apiKey = auth.slice(7)
+    if (this.scenario.apiKeys.length > 0 && !this.scenario.apiKeys.includes(apiKey)) {
+      const masked = apiKey.length > 8 ? `${apiKey.slice(0, 3)}*${"*".repeat(4)}${apiKey.slice(-4)}` : "sk-****"
+      return fail({
+        status: 401,
+        message:
+          `Incorrect API key provided: ${masked}. You can find your API key at https://platform.openai.com/account/api-keys.`,
+        type: "invalid_request_error",
+        param: null,
+        code: "invalid_api_key"
+      }, undefined)
+    }
+
+    const endpoint = request.method === "POST" ? endpoints[request.path] : undefined
+    if (endpoint === undefined) {
+      const other = this.handleOther(request, now, base)
+      if (other !== undefined) {
+        this.record(now, request, requestId, key, undefined, other._tag === "Reset" ? 0 : other.status)
+        return other
+      }
+      return fail({
+        status: 404,
+        message: `Invalid URL (${request.method} ${request.path})`,
+        type: "invalid_request_error",
+        param: null,
+        code: null
+      }, undefined)
+    }
+    if (!isRecord(request.body)) {
+      return fail({
+        status: 400,
+        message:
+          "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        type: "invalid_request_error",
+        param: null,
+        code: null
+      }, undefined)
+    }
+    const parsed = this.parse(endpoint.kind, request.body)
+    if ("status" in parsed) return fail(parsed, undefined)
+    const invalid = this.validate(endpoint.kind, parsed)
+    if (invalid !== undefined) return fail(invalid, parsed.model)
+
+    const model = parsed.model
+    const spec = this.scenario.models[model]
+    const project = request.headers["openai-project"]
+    const scopes = this.scopesFor(model, project, now)
+    const scope = scopes[0]
+    const headersNow = () => ({ ...base, ...this.rateHeaders(scopes) })
+
+    // billing
+    const quota = this.scenario.faults.quotaUsd
+    if (quota !== undefined && this.spendUsd >= quota) {
+      return fail(
+        {
+          status: 429,
+          message:
+            "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+          type: "insufficient_quota",
+          param: null,
+          code: "insufficient_quota"
+        },
+        model,
+        headersNow()
+      )
+    }
+
+    const estimate = this.estimate(endpoint.kind, parsed)
+    const images = endpoint.kind === "images" ? parsed.n : 0
+    const cost: Record<Dim, number> = { requests: 1, tokens: estimate, images }
+
+    // request too large: the estimate can never fit the TPM
+    const tooLarge = scopes.find((s) => s.limits.tpm !== undefined && estimate > s.limits.tpm)
+    if (tooLarge !== undefined) {
+      const tpm = tooLarge.limits.tpm
+      this.chargeRejected(scopes)
+      return fail(
+        {
+          status: 429,
+          message: `Request too large for ${model} ${
+            this.orgPhrase(tooLarge.project ?? project)
+          } on tokens per min (TPM): Limit ${tpm}, Requested ${estimate}. The input or output tokens must be reduced in order to run successfully. ${RATE_LIMITS_URL}`,
+          type: "tokens",
+          param: null,
+          code: "rate_limit_exceeded"
+        },
+        model,
+        headersNow(),
+        {},
+        "request_too_large"
+      )
+    }
+
+    const bad = this.validateContent(endpoint.kind, parsed)
+    if (bad !== undefined) {
+      this.chargeRejected(scopes)
+      return fail(bad, model, headersNow())
+    }
+
+    // the limits, all at once
+    for (const limit of limitOrder) {
+      const amount = cost[limitDims[limit]]
+      if (amount <= 0) continue
+      let found: { list: ReadonlyArray<Bucket.Bucket>; wait: number; scope: ScopeBuckets } | undefined = undefined
+      for (const s of scopes) {
+        const list = s.buckets[limit]
+        if (list === undefined) continue
+        const wait = Math.max(...list.map((b) => Bucket.waitFor(b, amount)))
+        if (wait > 0 && (found === undefined || wait > found.wait)) found = { list, wait, scope: s }
+      }
+      if (found === undefined) continue
+      const { list, wait } = found
+      if (limitDims[limit] !== "requests") this.chargeRejected(scopes)
+      const main = list[0]
+      const used = Math.min(main.limit, Math.max(0, Math.ceil(main.limit - main.level)))
+      const enf = this.scenario.enforcement
+      const extra: Record<string, string> = {}
+      if (enf.retryAfter) {
+        extra["retry-after"] = enf.retryAfterFormat === "date"
+          ? new Date(Math.ceil((now + ceilMs(wait)) / 1000) * 1000).toUTCString()
+          : String(Math.ceil(ceilMs(wait) / 1000))
+      }
+      if (enf.retryAfterMs) extra["retry-after-ms"] = String(ceilMs(wait))
+      return fail(
+        {
+          status: 429,
+          message: `Rate limit reached for ${model} ${this.orgPhrase(found.scope.project ?? project)} on ${
+            limitLabel[limit]
+          }: Limit ${main.limit}, Used ${used}, Requested ${amount}. Please try again in ${
+            formatGoDuration(wait)
+          }. ${RATE_LIMITS_URL}`,
+          type: limitDims[limit],
+          param: null,
+          code: "rate_limit_exceeded"
+        },
+        model,
+        headersNow(),
+        extra,
+        limit
+      )
+    }
+
+    // admitted: charge the estimate
+    this.charge(scopes, "requests", 1)
+    this.charge(scopes, "tokens", estimate)
+    this.charge(scopes, "images", images)
+
+    const fault = this.drawFault(now, model)
+    const requestDelay = this.sample(this.scenario.latency.request)
+    if (
+      fault === "overloaded" || fault === "server_error" || fault === "bad_gateway" || fault === "gateway_timeout" ||
+      fault === "connection_reset" || fault === "timeout"
+    ) {
+      // a failed call is refunded its tokens and images; the request still counts
+      this.charge(scopes, "tokens", -estimate)
+      this.charge(scopes, "images", -images)
+      this.admissions.push({
+        at: now - this.startedAt,
+        model,
+        scope: scope.name,
+        project,
+        requests: 1,
+        tokens: 0,
+        images: 0
+      })
+      if (fault === "connection_reset") {
+        this.record(now, request, requestId, key, model, 0, { fault, code: "connection_reset" })
+        return { _tag: "Reset", delayMs: requestDelay }
+      }
+      const error: ApiError = fault === "overloaded"
+        ? {
+          status: 503,
+          message: "The server is overloaded or not ready yet.",
+          type: "server_error",
+          param: null,
+          code: null
+        }
+        : fault === "server_error"
+        ? {
+          status: 500,
+          message: "The server had an error while processing your request. Sorry about that!",
+          type: "server_error",
+          param: null,
+          code: null
+        }
+        : fault === "bad_gateway"
+        ? { status: 502, message: "Bad gateway.", type: "cf_bad_gateway", param: null, code: 502 }
+        : { status: 504, message: "Gateway timeout.", type: "cf_gateway_timeout", param: null, code: 504 }
+      const delay = fault === "timeout" ? this.scenario.faults.timeoutMs : requestDelay
+      this.record(now, request, requestId, key, model, error.status, {
+        fault,
+        code: error.code === null ? error.type : String(error.code)
+      })
+      return this.errorResponse(error, headersNow(), delay)
+    }
+
+    const served = this.serve(endpoint.kind, parsed, Math.floor(now / 1000))
+    // settle: true the estimate up or down to actual usage
+    const actual = estimate === 0 ? 0 : served.promptTokens + served.outputTokens
+    this.charge(scopes, "tokens", actual - estimate)
+    this.admissions.push({
+      at: now - this.startedAt,
+      model,
+      scope: scope.name,
+      project,
+      requests: 1,
+      tokens: actual,
+      images
+    })
+    this.spendUsd += this.cost(spec, served)
+    const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
+      (fault === "slow" ? this.scenario.faults.slowMs : 0)
+    const headers = { ...headersNow(), "openai-processing-ms": String(Math.round(delay)) }
+    this.record(now, request, requestId, key, model, 200, { fault })
+    if (parsed.stream && (endpoint.kind === "chat" || endpoint.kind === "responses")) {
+      return {
+        _tag: "Stream",
+        status: 200,
+        headers: { ...headers, "content-type": "text/event-stream; charset=utf-8" },
+        chunks: this.breakStream(
+          endpoint.kind === "chat" ? this.chatChunks(served, parsed) : this.responseEvents(served),
+          endpoint.kind,
+          fault,
+          model,
+          served
+        ),
+        delayMs: requestDelay + (fault === "slow" ? this.scenario.faults.slowMs : 0)
+      }
+    }
+    return { _tag: "Response", status: 200, headers, body: JSON.stringify(served.body), delayMs: delay }
+  }
+
+  private chatChunks(served: Served, p: Parsed): Array<SseChunk> {
+    const body = served.body as {
+      id: string
+      created: number
+      model: string
+      choices: Array<{ index: number; message: { content: string }; finish_reason: string }>
+      usage: unknown
+    }
+    const perToken = this.scenario.latency.perOutputTokenMs
+    const chunks: Array<SseChunk> = []
+    const frame = (choices: Array<unknown>, usage?: unknown) =>
+      `data: ${
+        JSON.stringify({
+          id: body.id,
+          object: "chat.completion.chunk",
+          created: body.created,
+          model: body.model,
+          service_tier: "default",
+          system_fingerprint: "fp_sim",
+          choices,
+          ...(p.includeUsage ? { usage: usage ?? null } : {})
+        })
+      }\n\n`
+    const STEP = 8
+    for (const choice of body.choices) {
+      chunks.push({
+        delayMs: 0,
+        data: frame([{
+          index: choice.index,
+          delta: { role: "assistant", content: "", refusal: null },
+          logprobs: null,
+          finish_reason: null
+        }])
+      })
+      const words = choice.message.content.split(" ")
+      for (let i = 0; i < words.length; i += STEP) {
+        const part = words.slice(i, i + STEP)
+        const text = (i === 0 ? "" : " ") + part.join(" ")
+        chunks.push({
+          delayMs: perToken * part.length,
+          data: frame([{ index: choice.index, delta: { content: text }, logprobs: null, finish_reason: null }])
+        })
+      }
+      chunks.push({
+        delayMs: 0,
+        data: frame([{ index: choice.index, delta: {}, logprobs: null, finish_reason: choice.finish_reason }])
+      })
+    }
+    if (p.includeUsage) chunks.push({ delayMs: 0, data: frame([], body.usage) })
+    chunks.push({ delayMs: 0, data: "data: [DONE]\n\n" })
+    return chunks
+  }
+
+  /** A `stream_error` / `stream_rate_limited` fault cuts a stream half-way with an in-stream error. */
+  private breakStream(
+    chunks: Array<SseChunk>,
+    kind: Endpoint["kind"],
+    fault: SimConfig.FaultKind | undefined,
+    model: string,
+    served: Served
+  ): Array<SseChunk> {
+    if (fault !== "stream_error" && fault !== "stream_rate_limited") return chunks
+    const deltas = chunks.map((c, i) => (c.data.includes("delta") ? i : -1)).filter((i) => i >= 0)
+    const cut = deltas.length > 0 ? deltas[Math.floor(deltas.length / 2)] : 1
+    const error = fault === "stream_error"
+      ? {
+        message: "The server had an error while processing your request. Sorry about that!",
+        type: "server_error",
+        param: null,
+        code: "server_error"
+      }
+      : {
+        message: `Rate limit reached for ${model} ${
+          this.orgPhrase(undefined)
+        } on tokens per min (TPM). Please try again in 1s. ${RATE_LIMITS_URL}`,
+        type: "tokens",
+        param: null,
+        code: "rate_limit_exceeded"
+      }
+    const head = chunks.slice(0, cut)
+    if (kind === "chat") {
+      return [...head, { delayMs: 0, data: `data: ${JSON.stringify({ error })}\n\n` }]
+    }
+    const full = served.body as Record<string, unknown>
+    const failed = {
+      type: "response.failed",
+      sequence_number: head.length,
+      response: { ...full, status: "failed", error: { code: error.code, message: error.message } }
+    }
+    return [...head, { delayMs: 0, data: `event: response.failed\ndata: ${JSON.stringify(failed)}\n\n` }]
+  }
+
+  private responseEvents(served: Served): Array<SseChunk> {
+    const full = served.body as Record<string, any>
+    const message = full.output[0]
+    const text: string = message.content[0].text
+    const perToken = this.scenario.latency.perOutputTokenMs
+    let sequence = 0
+    const events: Array<SseChunk> = []
+    const emit = (type: string, payload: Record<string, unknown>, delayMs = 0) =>
+      events.push({
+        delayMs,
+        data: `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...payload })}\n\n`
+      })
+    const pending = { ...full, status: "in_progress", output: [], usage: null }
+    emit("response.created", { response: pending })
+    emit("response.in_progress", { response: pending })
+    const item = { ...message, status: "in_progress", content: [] }
+    emit("response.output_item.added", { output_index: 0, item })
+    const part = { type: "output_text", text: "", annotations: [], logprobs: [] }
+    emit("response.content_part.added", { item_id: message.id, output_index: 0, content_index: 0, part })
+    const words = text.split(" ")
+    const STEP = 8
+    for (let i = 0; i < words.length; i += STEP) {
+      const chunk = words.slice(i, i + STEP)
+      emit("response.output_text.delta", {
+        item_id: message.id,
+        output_index: 0,
+        content_index: 0,
+        delta: (i === 0 ? "" : " ") + chunk.join(" "),
+        logprobs: []
+      }, perToken * chunk.length)
+    }
+    emit("response.output_text.done", { item_id: message.id, output_index: 0, content_index: 0, text, logprobs: [] })
+    emit("response.content_part.done", {
+      item_id: message.id,
+      output_index: 0,
+      content_index: 0,
+      part: message.content[0]
+    })
+    emit("response.output_item.done", { output_index: 0, item: message })
+    emit("response.completed", { response: full })
+    return events
+  }
+
+  // ---------------------------------------------------------------------------
+  // models, files, batches
+  // ---------------------------------------------------------------------------
+
+  private json(status: number, base: Record<string, string>, body: unknown): SimResponse {
+    return {
+      _tag: "Response",
+      status,
+      headers: { ...base, "openai-processing-ms": "0" },
+      body: JSON.stringify(body),
+      delayMs: 0
+    }
+  }
+
+  private notFound(base: Record<string, string>, what: string, id: string): SimResponse {
+    return this.json(404, base, {
+      error: { message: `No such ${what}: '${id}'`, type: "invalid_request_error", param: "id", code: null }
+    })
+  }
+
+  private handleOther(request: SimRequest, now: number, base: Record<string, string>): SimResponse | undefined {
+    const { method, path } = request
+    const nowSec = Math.floor(now / 1000)
+    if (method === "GET" && path === "/v1/models") {
+      return this.json(200, base, {
+        object: "list",
+        data: Object.keys(this.scenario.models).map((id) => ({
+          id,
+          object: "model",
+          created: 1_700_000_000,
+          owned_by: "system"
+        }))
+      })
+    }
+    const modelMatch = /^\/v1\/models\/([^/]+)$/.exec(path)
+    if (method === "GET" && modelMatch !== null) {
+      const id = decodeURIComponent(modelMatch[1])
+      if (this.scenario.models[id] === undefined) {
+        return this.json(404, base, {
+          error: {
+            message: `The model '${id}' does not exist`,
+            type: "invalid_request_error",
+            param: "model",
+            code: "model_not_found"
+          }
+        })
+      }
+      return this.json(200, base, { id, object: "model", created: 1_700_000_000, owned_by: "system" })
+    }
+    if (method === "POST" && path === "/v1/files") {
+      const body = isRecord(request.body) ? request.body : {}
+      const file = isRecord(body.file) ? body.file : {}
+      const content = typeof file.content === "string" ? file.content : ""
+      const record: FileRecord = {
+        id: `file-${this.idRng.id(24)}`,
+        filename: typeof file.filename === "string" ? file.filename : "upload.jsonl",
+        purpose: typeof body.purpose === "string" ? body.purpose : "batch",
+        content,
+        createdAt: nowSec
+      }
+      this.files.set(record.id, record)
+      return this.json(200, base, this.fileObject(record))
+    }
+    const fileMatch = /^\/v1\/files\/([^/]+)(\/content)?$/.exec(path)
+    if (method === "GET" && fileMatch !== null) {
+      for (const batch of this.batches.values()) this.advance(batch, now)
+      const record = this.files.get(fileMatch[1])
+      if (record === undefined) return this.notFound(base, "File", fileMatch[1])
+      if (fileMatch[2] !== undefined) {
+        return {
+          _tag: "Response",
+          status: 200,
+          headers: { ...base, "content-type": "application/octet-stream", "openai-processing-ms": "0" },
+          body: record.content,
+          delayMs: 0
+        }
+      }
+      return this.json(200, base, this.fileObject(record))
+    }
+    if (method === "POST" && path === "/v1/batches") return this.createBatch(request, now, base)
+    const batchMatch = /^\/v1\/batches\/([^/]+)(\/cancel)?$/.exec(path)
+    if (batchMatch !== null && (method === "GET" || (method === "POST" && batchMatch[2] !== undefined))) {
+      const batch = this.batches.get(batchMatch[1])
+      if (batch === undefined) return this.notFound(base, "batch", batchMatch[1])
+      if (batchMatch[2] !== undefined && batch.cancelAt === undefined) {
+        const status = this.batchStatus(batch, now)
+        if (status === "validating" || status === "in_progress") batch.cancelAt = now
+      }
+      this.advance(batch, now)
+      return this.json(200, base, this.batchObject(batch, now))
+    }
+    if (method === "GET" && path === "/v1/batches") {
+      return this.json(200, base, {
+        object: "list",
+        data: [...this.batches.values()].reverse().map((b) => {
+          this.advance(b, now)
+          return this.batchObject(b, now)
+        }),
+        has_more: false
+      })
+    }
+    return undefined
+  }
+
+  private fileObject(record: FileRecord) {
+    return {
+      id: record.id,
+      object: "file",
+      bytes: Buffer.byteLength(record.content),
+      created_at: record.createdAt,
+      expires_at: null,
+      filename: record.filename,
+      purpose: record.purpose,
+      status: "processed",
+      status_details: null
+    }
+  }
+
+  private createBatch(request: SimRequest, now: number, base: Record<string, string>): SimResponse {
+    const body = isRecord(request.body) ? request.body : {}
+    const badRequest = (message: string, param: string) =>
+      this.json(400, base, { error: { message, type: "invalid_request_error", param, code: null } })
+    const inputFileId = body.input_file_id
+    if (typeof inputFileId !== "string") {
+      return badRequest("Missing required parameter: 'input_file_id'.", "input_file_id")
+    }
+    const endpoint = body.endpoint
+    if (
+      typeof endpoint !== "string" || !["/v1/chat/completions", "/v1/responses", "/v1/embeddings"].includes(endpoint)
+    ) {
+      return badRequest(`Invalid value for 'endpoint': ${String(endpoint)}.`, "endpoint")
+    }
+    if (body.completion_window !== "24h") {
+      return badRequest("Invalid value for 'completion_window': only '24h' is supported.", "completion_window")
+    }
+    const file = this.files.get(inputFileId)
+    if (file === undefined) return this.notFound(base, "File", inputFileId)
+    const lines: Array<BatchRecord["lines"][number]> = []
+    const errors: Array<BatchRecord["errors"][number]> = []
+    const models = new Set<string>()
+    const raw = file.content.split("\n").filter((l) => l.trim() !== "")
+    raw.forEach((text, i) => {
+      try {
+        const line = JSON.parse(text) as Record<string, unknown>
+        if (typeof line.custom_id !== "string" || !isRecord(line.body)) {
+          errors.push({ code: "invalid_request", message: "Missing custom_id or body.", line: i + 1, param: null })
+          return
+        }
+        if (line.url !== endpoint) {
+          errors.push({
+            code: "mismatched_endpoint",
+            message: `The provided url '${String(line.url)}' does not match the batch endpoint '${endpoint}'.`,
+            line: i + 1,
+            param: "url"
+          })
+          return
+        }
+        models.add(String(line.body.model))
+        lines.push({ custom_id: line.custom_id, method: String(line.method ?? "POST"), url: endpoint, body: line.body })
+      } catch {
+        errors.push({
+          code: "invalid_json_line",
+          message: "This line is not parseable as valid JSON.",
+          line: i + 1,
+          param: null
+        })
+      }
+    })
+    if (raw.length > 50_000) {
+      errors.push({
+        code: "too_many_requests",
+        message: "A batch may contain at most 50000 requests.",
+        line: null,
+        param: null
+      })
+    }
+    if (models.size > 1) {
+      errors.push({
+        code: "mismatched_model",
+        message: "The batch input file must contain requests for a single model.",
+        line: null,
+        param: "body.model"
+      })
+    }
+    const ids = new Set<string>()
+    for (const [i, l] of lines.entries()) {
+      if (ids.has(l.custom_id)) {
+        errors.push({
+          code: "duplicate_custom_id",
+          message: `The custom_id '${l.custom_id}' is duplicated.`,
+          line: i + 1,
+          param: "custom_id"
+        })
+      }
+      ids.add(l.custom_id)
+    }
+    const batch: BatchRecord = {
+      id: `batch_${this.idRng.id(24)}`,
+      inputFileId,
+      endpoint,
+      completionWindow: "24h",
+      createdAt: now,
+      metadata: body.metadata ?? null,
+      lines,
+      errors,
+      cancelAt: undefined,
+      outputFileId: null,
+      errorFileId: null,
+      counts: { total: 0, completed: 0, failed: 0 }
+    }
+    this.batches.set(batch.id, batch)
+    return this.json(200, base, this.batchObject(batch, now))
+  }
+
+  private timeline(batch: BatchRecord) {
+    const t = this.scenario.batch
+    const inProgressAt = batch.createdAt + t.validatingMs
+    const finalizingAt = inProgressAt + t.inProgressMs + t.perRequestMs * batch.lines.length
+    const completedAt = finalizingAt + t.finalizingMs
+    return { inProgressAt, finalizingAt, completedAt }
+  }
+
+  private batchStatus(batch: BatchRecord, now: number): string {
+    const tl = this.timeline(batch)
+    if (batch.cancelAt !== undefined) return now >= batch.cancelAt + 1000 ? "cancelled" : "cancelling"
+    if (now < tl.inProgressAt) return "validating"
+    if (batch.errors.length > 0) return "failed"
+    if (now < tl.finalizingAt) return "in_progress"
+    if (now < tl.completedAt) return "finalizing"
+    return "completed"
+  }
+
+  /** Produces the output and error files once the batch completes. */
+  private advance(batch: BatchRecord, now: number): void {
+    const status = this.batchStatus(batch, now)
+    if (batch.outputFileId !== null || batch.errorFileId !== null) return
+    if (status === "in_progress" || status === "finalizing" || status === "validating") {
+      if (status !== "validating" && batch.errors.length === 0) {
+        batch.counts = { total: batch.lines.length, completed: 0, failed: 0 }
+      }
+      return
+    }
+    if (status !== "completed") return
+    const kind = endpoints[batch.endpoint].kind
+    const out: Array<string> = []
+    const err: Array<string> = []
+    for (const line of batch.lines) {
+      const requestId = this.requestId()
+      const id = `batch_req_${this.idRng.id(24)}`
+      const parsed = this.parse(kind, line.body)
+      const error = "status" in parsed
+        ? parsed
+        : (this.validate(kind, parsed) ?? this.validateContent(kind, parsed))
+      if (error !== undefined) {
+        err.push(JSON.stringify({
+          id,
+          custom_id: line.custom_id,
+          response: {
+            status_code: error.status,
+            request_id: requestId,
+            body: { error: { message: error.message, type: error.type, param: error.param, code: error.code } }
+          },
+          error: null
+        }))
+        continue
+      }
+      const p = parsed as Parsed
+      const served = this.serve(kind, p, Math.floor(now / 1000))
+      // Batch API: half price
+      this.spendUsd += this.cost(this.scenario.models[p.model], served) / 2
+      out.push(JSON.stringify({
+        id,
+        custom_id: line.custom_id,
+        response: { status_code: 200, request_id: requestId, body: served.body },
+        error: null
+      }))
+    }
+    // results come back unordered
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = this.contentRng.int(i + 1)
+      const tmp = out[i]
+      out[i] = out[j]
+      out[j] = tmp
+    }
+    const file = (lines: Array<string>, suffix: string): string => {
+      const record: FileRecord = {
+        id: `file-${this.idRng.id(24)}`,
+        filename: `${batch.id}_${suffix}.jsonl`,
+        purpose: "batch_output",
+        content: lines.map((l) => `${l}\n`).join(""),
+        createdAt: Math.floor(now / 1000)
+      }
+      this.files.set(record.id, record)
+      return record.id
+    }
+    batch.outputFileId = out.length > 0 ? file(out, "output") : null
+    batch.errorFileId = err.length > 0 ? file(err, "error") : null
+    batch.counts = { total: batch.lines.length, completed: out.length, failed: err.length }
+  }
+
+  private batchObject(batch: BatchRecord, now: number) {
+    const status = this.batchStatus(batch, now)
+    const tl = this.timeline(batch)
+    const sec = (ms: number) => Math.floor(ms / 1000)
+    const reached = (ms: number) => (now >= ms ? sec(ms) : null)
+    const cancelled = batch.cancelAt !== undefined
+    const failed = status === "failed"
+    return {
+      id: batch.id,
+      object: "batch",
+      endpoint: batch.endpoint,
+      errors: batch.errors.length > 0 && now >= tl.inProgressAt ? { object: "list", data: batch.errors } : null,
+      input_file_id: batch.inputFileId,
+      completion_window: batch.completionWindow,
+      status,
+      output_file_id: batch.outputFileId,
+      error_file_id: batch.errorFileId,
+      created_at: sec(batch.createdAt),
+      in_progress_at: failed || (cancelled && batch.cancelAt! < tl.inProgressAt) ? null : reached(tl.inProgressAt),
+      expires_at: sec(batch.createdAt + DAY),
+      finalizing_at: failed || cancelled ? null : reached(tl.finalizingAt),
+      completed_at: failed || cancelled ? null : reached(tl.completedAt),
+      failed_at: failed ? sec(tl.inProgressAt) : null,
+      expired_at: null,
+      cancelling_at: cancelled ? sec(batch.cancelAt!) : null,
+      cancelled_at: status === "cancelled" ? sec(batch.cancelAt! + 1000) : null,
+      request_counts: batch.counts,
+      metadata: batch.metadata
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // stats
+  // ---------------------------------------------------------------------------
+
+  snapshot(): SimStats.Snapshot {
+    const byStatus: Record<string, number> = {}
+    const byCode: Record<string, number> = {}
+    const attemptsByKey: Record<string, number> = {}
+    for (const a of this.attempts) {
+      byStatus[String(a.status)] = (byStatus[String(a.status)] ?? 0) + 1
+      if (a.code !== undefined) byCode[a.code] = (byCode[a.code] ?? 0) + 1
+      if (a.key !== undefined) attemptsByKey[a.key] = (attemptsByKey[a.key] ?? 0) + 1
+    }
+    const tokensByModel: Record<string, number> = {}
+    const requestsByModel: Record<string, number> = {}
+    for (const a of this.admissions) {
+      tokensByModel[a.model] = (tokensByModel[a.model] ?? 0) + a.tokens
+      requestsByModel[a.model] = (requestsByModel[a.model] ?? 0) + a.requests
+    }
+    return {
+      attempts: [...this.attempts],
+      admissions: [...this.admissions],
+      byStatus,
+      byCode,
+      attemptsByKey,
+      tokensByModel,
+      requestsByModel,
+      spendUsd: this.spendUsd
+    }
+  }
+}
