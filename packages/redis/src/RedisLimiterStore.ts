@@ -1,0 +1,614 @@
+/**
+ * A `LimiterStore` on Redis: token buckets and gates shared by every process that points at the same
+ * Redis, so ten pods share one organization's budget instead of getting ten times it.
+ *
+ * Every store operation is one Lua script (`EVALSHA`, with `EVAL` on `NOSCRIPT`, so a restarted or
+ * flushed server is handled), atomic and all-or-nothing, in one round trip. Time comes from the
+ * Redis server (`TIME`) by default, so the clocks of the clients do not matter; `time: "clock"` takes
+ * it from Effect's `Clock` instead (for tests under `TestClock`, or a fleet with synchronised clocks).
+ *
+ * Switching from the memory store is one layer:
+ *
+ * ```ts
+ * RateLimiter.layer(options).pipe(Layer.provide(RedisLimiterStore.layer({ url: "redis://redis:6379" })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { LimiterStore } from "@sluice/core"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import { Redis } from "ioredis"
+import type { Cluster } from "ioredis"
+import * as Hooks from "./internal/hooks.js"
+import * as Keys from "./internal/keys.js"
+import * as Scripts from "./internal/scripts.js"
+
+// ---------------------------------------------------------------------------------------------------
+// options
+// ---------------------------------------------------------------------------------------------------
+
+/**
+ * An ioredis client: a `Redis` or a `Cluster` connection.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Client = Redis | Cluster
+
+/**
+ * What the store does when Redis cannot answer (down, unreachable, slower than `commandTimeout`):
+ *
+ * - `"fail-closed"`: every operation fails with `LimiterStoreError` (the limiter refuses to admit);
+ * - `"fail-open"`: admissions succeed and writes are dropped (nothing is limited until Redis is back);
+ * - `{ fallback: share }`: a local in-memory store with `share` (0 < share ≤ 1) of every bucket's
+ *   capacity and refill rate answers instead, e.g. `1 / replicas`. Costs larger than the reduced
+ *   capacity can never fit it while Redis is away.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OnUnavailable = "fail-closed" | "fail-open" | { readonly fallback: number }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace RedisLimiterStore {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options {
+    /** Where Redis is (default `redis://127.0.0.1:6379`); ignored when `client` is given. */
+    readonly url?: string | Redacted.Redacted<string> | undefined
+    /**
+     * An existing ioredis client to use instead of `url`. The store does not close it. Consider
+     * `enableOfflineQueue: false` on it so that a down server is noticed at once; the store's own
+     * `commandTimeout` bounds every call either way.
+     */
+    readonly client?: Client | undefined
+    /** The first segment of every key (default `"sluice"`); may not contain `{` or `}`. */
+    readonly keyPrefix?: string | undefined
+    /**
+     * The Redis Cluster hash tag of a scope (default: its `org:` segment, `org:acme/project:x` →
+     * `org:acme`). `undefined` means `defaultHashTag`. A key always carries its own scope's tag, so a
+     * bucket has one key whichever call touches it. On a single Redis any mix works; on Redis Cluster
+     * the keys of one script must share a slot, so scopes charged together must map to one tag (e.g.
+     * `org:acme/pool:gpt-4o` rather than `pool:gpt-4o`, or a constant tag): a call mixing tags is
+     * refused there with `LimiterStoreError`.
+     */
+    readonly hashTag?: ((scope: string) => string | undefined) | undefined
+    /** The tag of a scope without one (default `"sluice"`). */
+    readonly defaultHashTag?: string | undefined
+    /** Default `"fail-closed"`. */
+    readonly onUnavailable?: OnUnavailable | undefined
+    /** The longest a store call may take before it counts as unavailable (default 250 millis). */
+    readonly commandTimeout?: Duration.DurationInput | undefined
+    /** How long `make` waits for the first connection before going on (default 2 seconds). */
+    readonly connectTimeout?: Duration.DurationInput | undefined
+    /** Added to every key's TTL (default 10 seconds). */
+    readonly ttlMargin?: Duration.DurationInput | undefined
+    /** `"server"` (default: Redis `TIME`) or `"clock"` (Effect's `Clock`, passed to the scripts). */
+    readonly time?: "server" | "clock" | undefined
+  }
+}
+
+/**
+ * The options as given decode into this (so `make` reports every bad field with its path).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RedisStoreConfigError extends Schema.TaggedError<RedisStoreConfigError>()("RedisStoreConfigError", {
+  message: Schema.String
+}) {}
+
+const DurationInput = Schema.transformOrFail(Schema.Unknown, Schema.DurationFromSelf, {
+  strict: true,
+  decode: (input, _, ast) =>
+    Option.match(Duration.decodeUnknown(input), {
+      onNone: () => ParseResult.fail(new ParseResult.Type(ast, input, "Expected a duration (e.g. \"250 millis\")")),
+      onSome: ParseResult.succeed
+    }),
+  encode: ParseResult.succeed
+})
+
+const isClient = (u: unknown): u is Client =>
+  typeof u === "object" && u !== null && typeof (u as { call?: unknown }).call === "function"
+
+const OptionsSchema = Schema.Struct({
+  url: Schema.optionalWith(Schema.Union(Schema.Redacted(Schema.String), Schema.RedactedFromSelf(Schema.String)), {
+    default: () => Redacted.make("redis://127.0.0.1:6379")
+  }),
+  client: Schema.optional(Schema.declare(isClient, { identifier: "ioredis client" })),
+  keyPrefix: Schema.optionalWith(
+    Schema.String.pipe(Schema.pattern(/^[^{}]*$/, { message: () => "keyPrefix may not contain { or }" })),
+    { default: () => "sluice" }
+  ),
+  hashTag: Schema.optional(
+    Schema.declare((u): u is (scope: string) => string | undefined => typeof u === "function", {
+      identifier: "(scope) => tag"
+    })
+  ),
+  defaultHashTag: Schema.optionalWith(Schema.NonEmptyString, { default: () => "sluice" }),
+  onUnavailable: Schema.optionalWith(
+    Schema.Union(
+      Schema.Literal("fail-closed", "fail-open"),
+      Schema.Struct({ fallback: Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(1)) })
+    ),
+    { default: () => "fail-closed" as const }
+  ),
+  commandTimeout: Schema.optionalWith(DurationInput, { default: () => Duration.millis(250) }),
+  connectTimeout: Schema.optionalWith(DurationInput, { default: () => Duration.seconds(2) }),
+  ttlMargin: Schema.optionalWith(DurationInput, { default: () => Duration.seconds(10) }),
+  time: Schema.optionalWith(Schema.Literal("server", "clock"), { default: () => "server" as const })
+})
+
+const decodeOptions = (options: RedisLimiterStore.Options) =>
+  Schema.decodeUnknown(OptionsSchema, { errors: "all" })(
+    // a plain string url is accepted as is (the schema's Redacted(String) decodes it)
+    options
+  ).pipe(
+    Effect.mapError((error) => new RedisStoreConfigError({ message: ParseResult.TreeFormatter.formatErrorSync(error) }))
+  )
+
+// ---------------------------------------------------------------------------------------------------
+// metrics
+// ---------------------------------------------------------------------------------------------------
+
+/**
+ * Store calls that failed (Redis down, timed out, bad reply), tagged `operation`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const errors = Metric.counter("sluice_redis_store_errors_total", {
+  description: "Redis store calls that failed",
+  incremental: true
+})
+
+/**
+ * Store calls answered by the `onUnavailable` behaviour instead of Redis, tagged `operation` and
+ * `mode` (`fail-open`, `fallback`).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const fallbacks = Metric.counter("sluice_redis_store_fallback_total", {
+  description: "Redis store calls answered by the fail-open or local fallback behaviour",
+  incremental: true
+})
+
+/**
+ * Scripts (re)loaded after `NOSCRIPT` (a restarted or flushed server).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const scriptLoads = Metric.counter("sluice_redis_store_script_loads_total", {
+  description: "Lua scripts loaded after NOSCRIPT",
+  incremental: true
+})
+
+/**
+ * Round-trip time of store calls in milliseconds, tagged `operation`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const latency = Metric.histogram(
+  "sluice_redis_store_latency_ms",
+  MetricBoundaries.exponential({ start: 0.05, factor: 2, count: 16 }),
+  "Round-trip time of Redis store calls (ms)"
+)
+
+// ---------------------------------------------------------------------------------------------------
+// the store
+// ---------------------------------------------------------------------------------------------------
+
+const num = (n: number): string => String(n)
+
+const parseNumber = (value: unknown): number => {
+  if (value === "inf") return Number.POSITIVE_INFINITY
+  const n = typeof value === "number" ? value : Number(value)
+  if (Number.isNaN(n)) throw new Error(`unexpected reply: ${String(value)}`)
+  return n
+}
+
+const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+const waitReady = (client: Client, timeout: Duration.Duration): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    if ((client as Redis).status === "ready") return resume(Effect.succeed(true))
+    const onReady = () => done(true)
+    const timer = setTimeout(() => done(false), Duration.toMillis(timeout))
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      client.off("ready", onReady)
+      resume(Effect.succeed(ok))
+    }
+    client.once("ready", onReady)
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      client.off("ready", onReady)
+    })
+  })
+
+/**
+ * Connects (or adopts `options.client`) and returns the store. An owned connection is closed with the
+ * scope. The store waits up to `connectTimeout` for the first connection and then goes on: until
+ * Redis answers, operations follow `onUnavailable`, and ioredis keeps reconnecting.
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { RedisLimiterStore } from "@sluice/redis"
+ * import { Effect } from "effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const store = yield* RedisLimiterStore.make({ url: "redis://127.0.0.1:6379", keyPrefix: "myapp" })
+ *   const bucket: LimiterStore.BucketSpec = {
+ *     id: "org:acme|requests", scope: "org:acme", dimension: "requests",
+ *     windowMillis: 60_000, capacity: 500, refillPerMs: 500 / 60_000
+ *   }
+ *   return yield* store.tryAcquire([{ bucket, amount: 1 }], [])
+ * }).pipe(Effect.scoped)
+ * ```
+ */
+export const make = (
+  options: RedisLimiterStore.Options = {}
+): Effect.Effect<LimiterStore.Service, RedisStoreConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const config = yield* decodeOptions(options)
+    const client: Client = config.client !== undefined
+      ? config.client
+      : yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const redis = new Redis(Redacted.value(config.url), {
+            enableOfflineQueue: false,
+            maxRetriesPerRequest: 1,
+            autoResendUnfulfilledCommands: false,
+            connectTimeout: Duration.toMillis(config.connectTimeout),
+            retryStrategy: (times) => Math.min(50 * times, 500)
+          })
+          // errors surface through the commands; without a listener ioredis reports them on stderr
+          redis.on("error", () => {})
+          return redis
+        }),
+        (redis) => Effect.sync(() => redis.disconnect())
+      )
+    yield* waitReady(client, config.connectTimeout)
+
+    const prefix = config.keyPrefix
+    const tagOf = config.hashTag ?? Keys.orgTag
+    const defaultTag = config.defaultHashTag
+    const bases = new Map<string, string>()
+    const baseOf = (scope: string): string => {
+      let base = bases.get(scope)
+      if (base === undefined) {
+        base = Keys.base(prefix, tagOf(scope) ?? defaultTag)
+        if (bases.size > 10_000) bases.clear()
+        bases.set(scope, base)
+      }
+      return base
+    }
+    const timeoutMs = Duration.toMillis(config.commandTimeout)
+    const margin = num(Math.ceil(Duration.toMillis(config.ttlMargin)))
+    const nowArg: Effect.Effect<string> = config.time === "clock"
+      ? Effect.map(Clock.currentTimeMillis, num)
+      : Effect.succeed("")
+
+    // --- one script call: EVALSHA, EVAL on NOSCRIPT, bounded by a real-time timeout ----------------
+    let healthy = true
+    const evalScript = (
+      script: Scripts.Script,
+      keys: ReadonlyArray<string>,
+      args: ReadonlyArray<string>
+    ): Effect.Effect<{ readonly reply: unknown; readonly loaded: boolean; readonly millis: number }, unknown> =>
+      Effect.async((resume) => {
+        const started = performance.now()
+        let settled = false
+        const finish = (effect: Effect.Effect<{ reply: unknown; loaded: boolean; millis: number }, unknown>) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          resume(effect)
+        }
+        const timer = setTimeout(
+          () => finish(Effect.fail(new Error(`no answer within ${timeoutMs} ms`))),
+          timeoutMs
+        )
+        const ok = (loaded: boolean) => (reply: unknown) =>
+          finish(Effect.succeed({ reply, loaded, millis: performance.now() - started }))
+        const ko = (cause: unknown) => finish(Effect.fail(cause))
+        client.call("EVALSHA", script.sha, keys.length, ...keys, ...args).then(ok(false), (cause: unknown) => {
+          if (settled) return
+          if (messageOf(cause).startsWith("NOSCRIPT")) {
+            client.call("EVAL", script.source, keys.length, ...keys, ...args).then(ok(true), ko)
+          } else {
+            ko(cause)
+          }
+        })
+        return Effect.sync(() => {
+          settled = true
+          clearTimeout(timer)
+        })
+      })
+
+    const fallbackStore = typeof config.onUnavailable === "object"
+      ? yield* LimiterStore.makeMemory
+      : undefined
+    const share = typeof config.onUnavailable === "object" ? config.onUnavailable.fallback : 1
+    const mode = typeof config.onUnavailable === "object" ? "fallback" : config.onUnavailable
+    const scaled = new WeakMap<LimiterStore.BucketSpec, LimiterStore.BucketSpec>()
+    const scale = (spec: LimiterStore.BucketSpec): LimiterStore.BucketSpec => {
+      let s = scaled.get(spec)
+      if (s === undefined) {
+        s = { ...spec, capacity: spec.capacity * share, refillPerMs: spec.refillPerMs * share }
+        scaled.set(spec, s)
+      }
+      return s
+    }
+    const scaleDebits = (debits: ReadonlyArray<LimiterStore.Debit>) =>
+      debits.map((debit) => ({ bucket: scale(debit.bucket), amount: debit.amount }))
+
+    const tagged = new Map<string, {
+      latency: Metric.Metric.Histogram<number>
+      errors: Metric.Metric.Counter<number>
+      fallbacks: Metric.Metric.Counter<number>
+    }>()
+    const metricsOf = (operation: string) => {
+      let m = tagged.get(operation)
+      if (m === undefined) {
+        m = {
+          latency: Metric.tagged(latency, "operation", operation),
+          errors: Metric.tagged(errors, "operation", operation),
+          fallbacks: Metric.tagged(Metric.tagged(fallbacks, "operation", operation), "mode", mode)
+        }
+        tagged.set(operation, m)
+      }
+      return m
+    }
+
+    const run = <A>(
+      operation: string,
+      script: Scripts.Script,
+      keys: ReadonlyArray<string>,
+      args: (now: string) => ReadonlyArray<string>,
+      decode: (reply: unknown) => A,
+      open: Effect.Effect<A>,
+      local: (store: LimiterStore.Service) => Effect.Effect<A, LimiterStore.LimiterStoreError>
+    ): Effect.Effect<A, LimiterStore.LimiterStoreError> =>
+      Effect.flatMap(nowArg, (now) =>
+        evalScript(script, keys, args(now)).pipe(
+          Effect.flatMap(({ loaded, millis, reply }) =>
+            Effect.try({ try: () => decode(reply), catch: (cause) => cause }).pipe(
+              Effect.tap(() => {
+                const record = Metric.update(metricsOf(operation).latency, millis)
+                const withLoad = loaded ? Effect.zipRight(record, Metric.increment(scriptLoads)) : record
+                if (healthy) return withLoad
+                healthy = true
+                return Effect.zipRight(withLoad, Effect.logInfo("Redis limiter store: Redis answers again"))
+              })
+            )
+          ),
+          Effect.catchAll((cause) => {
+            const message = `Redis store ${operation} failed: ${messageOf(cause)}`
+            const note = Effect.zipRight(
+              Metric.increment(metricsOf(operation).errors),
+              healthy
+                ? Effect.zipRight(
+                  Effect.sync(() => {
+                    healthy = false
+                  }),
+                  Effect.logWarning(`Redis limiter store unavailable (${mode}): ${messageOf(cause)}`)
+                )
+                : Effect.void
+            )
+            if (mode === "fail-closed") {
+              return Effect.zipRight(
+                note,
+                Effect.fail(new LimiterStore.LimiterStoreError({ operation, message, cause }))
+              )
+            }
+            const counted = Effect.zipRight(
+              note,
+              Metric.increment(metricsOf(operation).fallbacks)
+            )
+            return Effect.zipRight(counted, fallbackStore !== undefined ? local(fallbackStore) : open)
+          })
+        ))
+
+    // Every key carries the tag of its own scope, so a bucket or gate has one key whichever call
+    // touches it. On Redis Cluster the keys of one script must share a slot: a call whose scopes map
+    // to different tags is refused there (a configuration error, whatever `onUnavailable` says).
+    const isCluster = (client as { isCluster?: boolean }).isCluster === true
+    const mixedTags = (operation: string, keys: ReadonlyArray<string>) => {
+      if (!isCluster || keys.length < 2) return undefined
+      const first = keys[0]!.slice(0, keys[0]!.indexOf("}") + 1)
+      const other = keys.find((key) => !key.startsWith(first))
+      if (other === undefined) return undefined
+      return Effect.fail(
+        new LimiterStore.LimiterStoreError({
+          operation,
+          message:
+            `keys ${first}… and ${other.slice(0, other.indexOf("}") + 1)}… of one call have different hash tags; ` +
+            "on Redis Cluster scopes charged together must share a tag (see the hashTag option)"
+        })
+      )
+    }
+
+    const tryAcquire: LimiterStore.Service["tryAcquire"] = (debits, gates) => {
+      if (debits.length === 0 && gates.length === 0) return Effect.succeed({ _tag: "Admitted" })
+      const keys: Array<string> = []
+      for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
+      for (const { bucket } of debits) {
+        keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
+      }
+      const refused = mixedTags("tryAcquire", keys)
+      if (refused !== undefined) return refused
+      return run(
+        "tryAcquire",
+        Scripts.scripts.acquire,
+        keys,
+        (now) => {
+          const args = [now, num(gates.length), margin]
+          for (const { amount, bucket } of debits) {
+            args.push(num(bucket.capacity), num(bucket.refillPerMs), num(amount), num(bucket.windowMillis))
+          }
+          return args
+        },
+        (reply): LimiterStore.Admission => {
+          const r = reply as ReadonlyArray<unknown>
+          if (r[0] === "A") {
+            if (Hooks.hooks.onAdmitted !== undefined) Hooks.hooks.onAdmitted(parseNumber(r[1]), debits)
+            return { _tag: "Admitted" }
+          }
+          if (r[0] !== "D") throw new Error(`unexpected reply: ${String(r[0])}`)
+          const waitMillis = parseNumber(r[1])
+          const index = Number(r[2]) - 1
+          if (r[3] === "gate") {
+            const gate = gates[index]!
+            return { _tag: "Denied", waitMillis, scope: gate.scope, dimension: gate.dimension, reason: "gate" }
+          }
+          const bucket = debits[index]!.bucket
+          return { _tag: "Denied", waitMillis, scope: bucket.scope, dimension: bucket.dimension, reason: "limit" }
+        },
+        Effect.succeed({ _tag: "Admitted" }),
+        (store) => store.tryAcquire(scaleDebits(debits), gates)
+      )
+    }
+
+    const adjust: LimiterStore.Service["adjust"] = (debits) => {
+      if (debits.length === 0) return Effect.void
+      const keys = debits.map(({ bucket }) =>
+        Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis)
+      )
+      const refused = mixedTags("adjust", keys)
+      if (refused !== undefined) return refused
+      return run(
+        "adjust",
+        Scripts.scripts.adjust,
+        keys,
+        (now) => {
+          const args = [now, margin]
+          for (const { amount, bucket } of debits) {
+            args.push(num(bucket.capacity), num(bucket.refillPerMs), num(amount), num(bucket.windowMillis))
+          }
+          return args
+        },
+        () => undefined,
+        Effect.void,
+        (store) => store.adjust(scaleDebits(debits))
+      )
+    }
+
+    const block: LimiterStore.Service["block"] = (gate, millis) =>
+      run(
+        "block",
+        Scripts.scripts.block,
+        [Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension)],
+        (now) => [now, num(Number.isFinite(millis) ? millis : 365 * 24 * 3_600_000), margin],
+        () => undefined,
+        Effect.void,
+        (store) => store.block(gate, millis)
+      )
+
+    const observe: LimiterStore.Service["observe"] = (bucket, remaining) =>
+      run(
+        "observe",
+        Scripts.scripts.observe,
+        [Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis)],
+        (now) => [now, margin, num(bucket.capacity), num(bucket.refillPerMs), num(remaining), num(bucket.windowMillis)],
+        () => undefined,
+        Effect.void,
+        (store) => store.observe(scale(bucket), remaining * share)
+      )
+
+    const levels: LimiterStore.Service["levels"] = (buckets, gates) => {
+      const keys: Array<string> = []
+      for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
+      for (const bucket of buckets) {
+        keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
+      }
+      const refused = mixedTags("levels", keys)
+      if (refused !== undefined) return refused
+      return run(
+        "levels",
+        Scripts.scripts.levels,
+        keys,
+        (now) => {
+          const args = [now, num(gates.length)]
+          for (const bucket of buckets) args.push(num(bucket.capacity), num(bucket.refillPerMs))
+          return args
+        },
+        (reply): LimiterStore.Levels => {
+          const r = (reply as ReadonlyArray<unknown>).map(parseNumber)
+          return { now: r[0]!, gates: r.slice(1, 1 + gates.length), levels: r.slice(1 + gates.length) }
+        },
+        Effect.map(Clock.currentTimeMillis, (now) => ({
+          now,
+          levels: buckets.map((bucket) => bucket.capacity),
+          gates: gates.map(() => 0)
+        })),
+        (store) =>
+          Effect.map(store.levels(buckets.map(scale), gates), (read) => ({
+            ...read,
+            levels: read.levels.map((level) => level / share)
+          }))
+      )
+    }
+
+    return { tryAcquire, adjust, block, observe, levels }
+  })
+
+/**
+ * The store as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { Budget, RateLimiter } from "@sluice/core"
+ * import { RedisLimiterStore } from "@sluice/redis"
+ * import { Layer } from "effect"
+ *
+ * const Limits = RateLimiter.layer({
+ *   budgets: [Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500)])]
+ * }).pipe(Layer.provide(RedisLimiterStore.layer({ url: "redis://127.0.0.1:6379", onUnavailable: { fallback: 0.25 } })))
+ * ```
+ */
+export const layer = (
+  options: RedisLimiterStore.Options = {}
+): Layer.Layer<LimiterStore.LimiterStore, RedisStoreConfigError> =>
+  Layer.scoped(LimiterStore.LimiterStore, make(options))
+
+/**
+ * The store as a layer, its URL read from configuration (`REDIS_URL` by default, held `Redacted` so a
+ * password in it never reaches a log); the other options as given.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Omit<RedisLimiterStore.Options, "url" | "client"> = {},
+  url: Config.Config<Redacted.Redacted<string>> = Config.redacted("REDIS_URL")
+): Layer.Layer<LimiterStore.LimiterStore, RedisStoreConfigError | ConfigError.ConfigError> =>
+  Layer.scoped(
+    LimiterStore.LimiterStore,
+    Effect.flatMap(url, (url) => make({ ...options, url }))
+  )
