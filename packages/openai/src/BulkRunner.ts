@@ -1,0 +1,661 @@
+/**
+ * The bulk runner: reads a Batch API request file (JSONL) as a stream, runs every request through an
+ * executor you provide (the rate limiting is the executor's job; the runner keeps enough work in flight
+ * that the limiter, not the runner, is the bottleneck), and appends one Batch API output line per
+ * `custom_id`. Rerunning with the same output file resumes: every `custom_id` already there is skipped
+ * and a torn last line is repaired first, so across crashes every `custom_id` ends in exactly one line.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Console from "effect/Console"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { randomUUID } from "node:crypto"
+import * as NodeFs from "node:fs"
+import * as Files from "./internal/bulkFiles.js"
+import * as Input from "./internal/bulkInput.js"
+import * as Stats from "./internal/bulkProgress.js"
+
+// ---------------------------------------------------------------------------------------------------------------
+// errors
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Why an input line was rejected.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const InputErrorReason = Schema.Literal(
+  "malformed-json",
+  "not-an-object",
+  "missing-custom-id",
+  "duplicate-custom-id",
+  "unsupported-url",
+  "unsupported-method",
+  "invalid-line"
+)
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type InputErrorReason = typeof InputErrorReason.Type
+
+/**
+ * A bad input line: reported (to the errors sink) with its line number; the rest of the file proceeds.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BulkInputError extends Schema.TaggedError<BulkInputError>()("BulkInputError", {
+  /** 1-based line number in the input file. */
+  line: Schema.Number,
+  reason: InputErrorReason,
+  customId: Schema.optional(Schema.String),
+  message: Schema.String
+}) {}
+
+/**
+ * The input or output file cannot be opened, read or written. Lines already written stay written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BulkFileError extends Schema.TaggedError<BulkFileError>()("BulkFileError", {
+  path: Schema.String,
+  operation: Schema.String,
+  message: Schema.String
+}) {}
+
+const fileError = (failure: Files.FileFailure) =>
+  new BulkFileError({ path: failure.path, operation: failure.operation, message: failure.message })
+
+// ---------------------------------------------------------------------------------------------------------------
+// executor contract
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The endpoints the runner accepts.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Endpoint = (typeof Input.supportedUrls)[number]
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export const endpoints: ReadonlyArray<Endpoint> = Input.supportedUrls
+
+/**
+ * One request handed to the executor.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Request {
+  readonly customId: string
+  readonly url: Endpoint
+  /** The Batch API `body`, as decoded (it carries the `model`). */
+  readonly body: Readonly<Record<string, unknown>>
+  /** 1-based line number in the input file. */
+  readonly line: number
+}
+
+/**
+ * What the executor returns for a finished request (any HTTP status the caller considers final and
+ * successful enough to record as a `response`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Response {
+  readonly statusCode: number
+  readonly requestId: string | null
+  readonly body: unknown
+}
+
+/**
+ * How the runner records a typed executor failure. With `stop: true` (e.g. `insufficient_quota`) the
+ * request is NOT written (it was not done: a rerun retries it) and the runner stops taking new lines.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Failure {
+  readonly kind: string
+  readonly code: string
+  readonly message: string
+  readonly statusCode?: number | undefined
+  readonly stop?: boolean | undefined
+}
+
+/**
+ * Why a run stopped early.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StopReason =
+  | {
+    readonly _tag: "Executor"
+    readonly kind: string
+    readonly code: string
+    readonly message: string
+    readonly customId: string
+    readonly line: number
+  }
+  | { readonly _tag: "Signal" }
+  | { readonly _tag: "Defect"; readonly customId: string; readonly line: number; readonly message: string }
+
+// ---------------------------------------------------------------------------------------------------------------
+// progress
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * A snapshot of a run's progress.
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export type ProgressStats = Stats.Stats
+
+/**
+ * Live progress: a `Ref` of {@link ProgressStats} plus the hooks an executor feeds (waits, 429s, retries,
+ * the binding budget, tokens reserved versus used, the theoretical minimum wall time).
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export interface Progress {
+  readonly stats: Ref.Ref<ProgressStats>
+  /** The executor waited `ms` for admission. */
+  readonly recordWait: (ms: number) => Effect.Effect<void>
+  /** The provider answered 429. */
+  readonly recordRateLimited: Effect.Effect<void>
+  /** The executor retried a request. */
+  readonly recordRetry: Effect.Effect<void>
+  /** The dimension/budget currently binding, e.g. `"tokens/min gpt-4o-mini"`. */
+  readonly setBinding: (binding: string | undefined) => Effect.Effect<void>
+  /** The theoretical minimum wall time for the limits in force. */
+  readonly setTheoreticalMinimum: (ms: number) => Effect.Effect<void>
+  /** Tokens reserved at admission and actually used (settled). */
+  readonly recordTokens: (tokens: { readonly reserved: number; readonly used: number }) => Effect.Effect<void>
+  /** A one-line rendering of the current state. */
+  readonly line: Effect.Effect<string>
+}
+
+/**
+ * Creates a {@link Progress} (its clock starts now; `run` restarts it when the run starts).
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export const makeProgress: Effect.Effect<Progress> = Effect.gen(function*() {
+  const now = yield* Clock.currentTimeMillis
+  const stats = yield* Ref.make(Stats.empty(now))
+  const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(stats, f)
+  return {
+    stats,
+    recordWait: (ms) => update((s) => ({ ...s, waits: s.waits + 1, waitMs: s.waitMs + ms })),
+    recordRateLimited: update((s) => ({ ...s, rateLimited: s.rateLimited + 1 })),
+    recordRetry: update((s) => ({ ...s, retries: s.retries + 1 })),
+    setBinding: (binding) => update((s) => ({ ...s, binding })),
+    setTheoreticalMinimum: (ms) => update((s) => ({ ...s, theoreticalMinimumMs: ms })),
+    recordTokens: ({ reserved, used }) =>
+      update((s) => ({ ...s, tokensReserved: s.tokensReserved + reserved, tokensUsed: s.tokensUsed + used })),
+    line: Effect.zipWith(Ref.get(stats), Clock.currentTimeMillis, Stats.line)
+  }
+})
+
+/**
+ * Derived figures of a snapshot: done in this run, remaining, rate (per second), ETA.
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export const view: (stats: ProgressStats, now: number) => {
+  readonly done: number
+  readonly remaining: number | undefined
+  readonly elapsedMs: number
+  readonly rate: number
+  readonly etaMs: number | undefined
+} = Stats.view
+
+/**
+ * Renders progress until interrupted (fork it next to `run`): on a terminal a single live line rewritten
+ * with `\r` every `intervalMs` (default 250 ms); otherwise a log line every `intervalMs` (default 5 s).
+ * Time goes through `Clock`.
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export const render = (
+  progress: Progress,
+  options: {
+    readonly tty: boolean
+    readonly write: (text: string) => Effect.Effect<void>
+    readonly interval?: Duration.DurationInput | undefined
+  }
+): Effect.Effect<void> => {
+  const interval = options.interval ?? (options.tty ? "250 millis" : "5 seconds")
+  const once = Effect.flatMap(progress.line, (text) => options.write(options.tty ? `\r${text}\x1b[K` : `${text}\n`))
+  return Effect.repeat(Effect.delay(once, interval), Schedule.forever).pipe(
+    Effect.asVoid,
+    Effect.onInterrupt(() => options.tty ? Effect.flatMap(progress.line, (t) => options.write(`\r${t}\x1b[K\n`)) : once)
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// summary
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The end of a run.
+ *
+ * - `completed`: every valid `custom_id` has its line and none failed;
+ * - `completed-with-failures`: every valid `custom_id` has its line, some with `error`, or some input
+ *   lines were invalid;
+ * - `stopped`: stopped early (quota, signal, executor defect); rerun with the same output to resume.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Outcome = "completed" | "completed-with-failures" | "stopped"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly outcome: Outcome
+  readonly stop: StopReason | undefined
+  /** Non-blank input lines. */
+  readonly total: number
+  /** Skipped: already in the output file. */
+  readonly alreadyDone: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly failuresByKind: Readonly<Record<string, number>>
+  readonly invalid: number
+  readonly invalidByReason: Readonly<Record<string, number>>
+  /** Valid requests with no output line yet (resumable). */
+  readonly notDone: number
+  /** Bytes of a torn last output line removed before appending. */
+  readonly repairedBytes: number
+  readonly wallMs: number
+  readonly waits: number
+  readonly waitMs: number
+  readonly rateLimited: number
+  readonly retries: number
+  /** Filled by the executor through the progress hooks. */
+  readonly binding: string | undefined
+  readonly theoreticalMinimumMs: number | undefined
+  readonly tokensReserved: number
+  readonly tokensUsed: number
+}
+
+/**
+ * Process exit codes: 0 all done, 1 some failed (or invalid input lines), 2 bad usage (the CLI's), 3 stopped
+ * early (resumable).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ExitCode = { Done: 0, SomeFailed: 1, BadUsage: 2, Stopped: 3 } as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export const exitCode = (summary: Summary): 0 | 1 | 3 =>
+  summary.outcome === "stopped" ? 3 : summary.outcome === "completed-with-failures" ? 1 : 0
+
+/**
+ * A multi-line human summary.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const formatSummary = (summary: Summary): string => {
+  const kinds = (record: Readonly<Record<string, number>>) =>
+    Object.entries(record).map(([k, n]) => `${k} ${n}`).join(", ")
+  const rows: Array<string> = [
+    `outcome: ${summary.outcome}${summary.outcome === "stopped" ? " (rerun with the same --output to resume)" : ""}`
+  ]
+  if (summary.stop !== undefined) {
+    rows.push(
+      `stopped by: ${
+        summary.stop._tag === "Signal"
+          ? "signal"
+          : summary.stop._tag === "Executor"
+          ? `${summary.stop.kind} (${summary.stop.code}) at line ${summary.stop.line}: ${summary.stop.message}`
+          : `defect at line ${summary.stop.line}: ${summary.stop.message}`
+      }`
+    )
+  }
+  rows.push(
+    `lines: ${summary.total}; already done ${summary.alreadyDone}; succeeded ${summary.succeeded}; failed ${summary.failed}${
+      summary.failed > 0 ? ` (${kinds(summary.failuresByKind)})` : ""
+    }; invalid ${summary.invalid}${
+      summary.invalid > 0 ? ` (${kinds(summary.invalidByReason)})` : ""
+    }; not done ${summary.notDone}`
+  )
+  const minimum = summary.theoreticalMinimumMs === undefined
+    ? ""
+    : ` (theoretical minimum ${Stats.formatDuration(summary.theoreticalMinimumMs)}, ratio ${
+      (summary.wallMs / Math.max(1, summary.theoreticalMinimumMs)).toFixed(2)
+    })`
+  rows.push(`wall time: ${Stats.formatDuration(summary.wallMs)}${minimum}`)
+  rows.push(
+    `binding: ${summary.binding ?? "n/a"}; waits ${summary.waits} (${
+      Stats.formatDuration(summary.waitMs)
+    }); 429s ${summary.rateLimited}; retries ${summary.retries}`
+  )
+  if (summary.tokensReserved > 0 || summary.tokensUsed > 0) {
+    rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}`)
+  }
+  if (summary.repairedBytes > 0) rows.push(`repaired a torn last output line (${summary.repairedBytes} bytes)`)
+  return rows.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// run
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace BulkRunner {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options<E, R> {
+    /** The Batch API request file (JSONL). */
+    readonly input: string
+    /** The output file (Batch API output format); appended to, and resumed from when it exists. */
+    readonly output: string
+    /** An errors file (JSONL, one line per rejected input line); truncated at the start of each run. */
+    readonly errors?: string | undefined
+    /** Runs one request; rate limiting, retries and admission are its job. */
+    readonly execute: (request: Request) => Effect.Effect<Response, E, R>
+    /** Describes a typed terminal failure of `execute`. */
+    readonly describe: (error: E) => Failure
+    /** How many requests may be in flight at once (default 256). */
+    readonly concurrency?: number | undefined
+    /** Completing this effect stops the run gracefully (no new lines; in-flight work finishes). */
+    readonly stop?: Effect.Effect<void> | undefined
+    /** Progress to feed (create with {@link makeProgress} to render it or to give its hooks to the executor). */
+    readonly progress?: Progress | undefined
+    /** Called for each rejected input line (default: one line to stderr through `Console.error`). */
+    readonly onInputError?: ((error: BulkInputError) => Effect.Effect<void>) | undefined
+    /** fsync the output every this many lines (default 256), at least once a second while writing, and at the end. */
+    readonly fsyncEvery?: number | undefined
+    /** Count the input lines first for the progress total and ETA (default true). */
+    readonly countTotal?: boolean | undefined
+  }
+}
+
+type Classified =
+  | { readonly _tag: "Work"; readonly request: Request }
+  | { readonly _tag: "Skip" }
+
+/**
+ * Runs a bulk file. Fails only when a file cannot be opened, read or written (`BulkFileError`); every other
+ * problem is recorded in the output (typed executor failures), reported with its line number (bad input
+ * lines) or ends the run early with `outcome: "stopped"` (a `stop` failure, the `stop` signal, an executor
+ * defect). Interrupting the fiber abandons in-flight requests without writing them: a rerun retries them.
+ *
+ * @since 0.1.0
+ * @category running
+ * @example
+ * ```ts
+ * import { BulkRunner } from "@sluice/openai"
+ * import { Effect } from "effect"
+ *
+ * const program = BulkRunner.run({
+ *   input: "requests.jsonl",
+ *   output: "results.jsonl",
+ *   errors: "errors.jsonl",
+ *   execute: (request) => Effect.succeed({ statusCode: 200, requestId: null, body: { echo: request.customId } }),
+ *   describe: (error: never) => error
+ * }).pipe(Effect.map(BulkRunner.exitCode))
+ * ```
+ */
+export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summary, BulkFileError, R> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const progress = options.progress ?? (yield* makeProgress)
+      const startedAt = yield* Clock.currentTimeMillis
+      yield* Ref.update(progress.stats, (s) => ({
+        ...Stats.empty(startedAt),
+        binding: s.binding,
+        theoreticalMinimumMs: s.theoreticalMinimumMs
+      }))
+      const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(progress.stats, f)
+
+      // 1. resume: repair a torn tail, then collect the custom_ids already written
+      const repairedBytes = yield* Files.repairTail(options.output)
+      const done = new Set<string>()
+      if (NodeFs.existsSync(options.output)) {
+        yield* Stream.runForEach(Files.lines(options.output), ({ text }) =>
+          Effect.sync(() => {
+            const id = Input.outputCustomId(text)
+            if (id !== undefined) done.add(id)
+          }))
+      }
+
+      // Count the input in the background (for the total and ETA) while the work starts.
+      const counting = options.countTotal === false ? undefined : yield* Effect.forkScoped(
+        Effect.flatMap(Files.countLines(options.input), (total) => update((s) => ({ ...s, total })))
+      )
+
+      const out = yield* Files.lineWriter(options.output, { fsyncEvery: options.fsyncEvery ?? 256 })
+      const errs = options.errors === undefined
+        ? undefined
+        : yield* Files.lineWriter(options.errors, { truncate: true, fsyncEvery: 64 })
+      const report = options.onInputError ??
+        ((e: BulkInputError) =>
+          Console.error(
+            `${options.input}:${e.line}: ${e.reason}${e.customId === undefined ? "" : ` (${e.customId})`}: ${e.message}`
+          ))
+
+      let stopReason: StopReason | undefined
+      if (options.stop !== undefined) {
+        yield* Effect.forkScoped(
+          Effect.tap(options.stop, () =>
+            Effect.sync(() => {
+              if (stopReason === undefined) stopReason = { _tag: "Signal" }
+            }))
+        )
+      }
+
+      // 2. classify lines in order (so duplicates and line numbers are deterministic)
+      const seen = new Map<string, number>()
+      const classify = ({ line, text }: Files.NumberedLine): Effect.Effect<Classified, Files.FileFailure> => {
+        if (text.trim().length === 0) return Effect.succeed({ _tag: "Skip" })
+        const decoded = Input.decode(text)
+        let invalid: BulkInputError | undefined
+        if (decoded._tag === "Invalid") {
+          invalid = new BulkInputError({
+            line,
+            reason: decoded.reason,
+            message: decoded.message,
+            ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
+          })
+        } else {
+          const first = seen.get(decoded.customId)
+          if (first !== undefined) {
+            invalid = new BulkInputError({
+              line,
+              reason: "duplicate-custom-id",
+              customId: decoded.customId,
+              message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
+            })
+          } else {
+            seen.set(decoded.customId, line)
+            if (done.has(decoded.customId)) {
+              return Effect.as(update((s) => ({ ...s, alreadyDone: s.alreadyDone + 1 })), { _tag: "Skip" })
+            }
+            return Effect.succeed({
+              _tag: "Work",
+              request: { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
+            })
+          }
+        }
+        const error = invalid
+        const record = errs === undefined ? Effect.void : errs.write(JSON.stringify({
+          line: error.line,
+          reason: error.reason,
+          custom_id: error.customId ?? null,
+          message: error.message
+        }))
+        return record.pipe(
+          Effect.zipRight(report(error)),
+          Effect.zipRight(update((s) => ({
+            ...s,
+            invalid: s.invalid + 1,
+            invalidByReason: Stats.bump(s.invalidByReason, error.reason)
+          }))),
+          Effect.as({ _tag: "Skip" } as const)
+        )
+      }
+
+      // 3. execute with bounded concurrency; write each finished request at once
+      const write = (request: Request, response: Response | null, failure: Failure | null) =>
+        out.write(JSON.stringify({
+          id: `batch_req_${randomUUID().replace(/-/g, "")}`,
+          custom_id: request.customId,
+          response: response === null
+            ? null
+            : { status_code: response.statusCode, request_id: response.requestId, body: response.body },
+          error: failure === null ? null : {
+            code: failure.code,
+            message: failure.message,
+            kind: failure.kind,
+            ...(failure.statusCode === undefined ? {} : { status_code: failure.statusCode })
+          }
+        }))
+
+      const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
+        Effect.suspend(() => {
+          if (stopReason !== undefined) return Effect.void
+          return update((s) => ({ ...s, inFlight: s.inFlight + 1 })).pipe(
+            Effect.zipRight(Effect.exit(options.execute(request))),
+            Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
+            Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
+              if (Exit.isSuccess(exit)) {
+                return Effect.zipRight(
+                  write(request, exit.value, null),
+                  update((s) => ({ ...s, succeeded: s.succeeded + 1 }))
+                )
+              }
+              const failure = Cause.failureOption(exit.cause)
+              if (Option.isSome(failure)) {
+                const described = options.describe(failure.value)
+                if (described.stop === true) {
+                  if (stopReason === undefined) {
+                    stopReason = {
+                      _tag: "Executor",
+                      kind: described.kind,
+                      code: described.code,
+                      message: described.message,
+                      customId: request.customId,
+                      line: request.line
+                    }
+                  }
+                  return Effect.void
+                }
+                return Effect.zipRight(
+                  write(request, null, described),
+                  update((s) => ({
+                    ...s,
+                    failed: s.failed + 1,
+                    failuresByKind: Stats.bump(s.failuresByKind, described.kind)
+                  }))
+                )
+              }
+              if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
+              if (stopReason === undefined) {
+                stopReason = {
+                  _tag: "Defect",
+                  customId: request.customId,
+                  line: request.line,
+                  message: Cause.pretty(exit.cause)
+                }
+              }
+              return Effect.logError("bulk executor defect; stopping", exit.cause)
+            })
+          )
+        })
+
+      // A fixed pool of workers over a bounded queue (Stream.mapEffect's per-element fibers cost far more).
+      const concurrency = Math.max(1, Math.floor(options.concurrency ?? 256))
+      const queue = yield* Queue.bounded<Request | null>(concurrency)
+      const producer = Files.lines(options.input).pipe(
+        Stream.takeWhile(() => stopReason === undefined),
+        Stream.mapEffect(classify),
+        Stream.runForEach((c) => c._tag === "Work" ? Queue.offer(queue, c.request) : Effect.void),
+        Effect.zipRight(Queue.offerAll(queue, Array.from({ length: concurrency }, () => null)))
+      )
+      const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(
+        Queue.take(queue),
+        (request) => request === null ? Effect.void : Effect.zipRight(work(request), worker)
+      )
+      yield* Effect.all(
+        [
+          producer,
+          Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
+        ],
+        { concurrency: 2, discard: true }
+      )
+
+      if (counting !== undefined) yield* Fiber.join(counting)
+      const finishedAt = yield* Clock.currentTimeMillis
+      const s = yield* Ref.get(progress.stats)
+      const total = s.total ?? (s.alreadyDone + s.invalid + s.succeeded + s.failed)
+      const notDone = Math.max(0, total - s.alreadyDone - s.invalid - s.succeeded - s.failed)
+      const outcome: Outcome = stopReason !== undefined && (notDone > 0 || s.total === undefined)
+        ? "stopped"
+        : s.failed > 0 || s.invalid > 0
+        ? "completed-with-failures"
+        : "completed"
+      const summary: Summary = {
+        outcome,
+        stop: stopReason,
+        total,
+        alreadyDone: s.alreadyDone,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        failuresByKind: s.failuresByKind,
+        invalid: s.invalid,
+        invalidByReason: s.invalidByReason,
+        notDone,
+        repairedBytes,
+        wallMs: finishedAt - startedAt,
+        waits: s.waits,
+        waitMs: s.waitMs,
+        rateLimited: s.rateLimited,
+        retries: s.retries,
+        binding: s.binding,
+        theoreticalMinimumMs: s.theoreticalMinimumMs,
+        tokensReserved: s.tokensReserved,
+        tokensUsed: s.tokensUsed
+      }
+      return summary
+    })
+  ).pipe(Effect.mapError((e) => (e instanceof Files.FileFailure ? fileError(e) : e)))

@@ -1,0 +1,541 @@
+/**
+ * The `OpenAi` service: the official `openai` SDK, governed.
+ *
+ * Every call estimates its cost, acquires it atomically across its scopes (organization, project, the
+ * model's pool, an optional tenant), calls the SDK with `withResponse()` (the SDK's own retries off),
+ * syncs the limiter from the `x-ratelimit-*` headers, and settles the permit to the actual `usage`. On
+ * failure it classifies the error into a typed kind, closes the pool's gate on a hint (so every fiber
+ * waits, not just the one refused), feeds the model's circuit breaker, and retries per policy — every
+ * retry going back through admission.
+ *
+ * Users pass the SDK's own parameter types and get the SDK's own result types back, as Effects with
+ * typed errors.
+ *
+ * @since 0.1.0
+ */
+import type { Budget, LimiterStore } from "@sluice/core"
+import { CircuitBreaker, RateLimiter, Retry } from "@sluice/core"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import OpenAIClient from "openai"
+import type OpenAI from "openai"
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionCreateParamsNonStreaming,
+  ChatCompletionCreateParamsStreaming
+} from "openai/resources/chat/completions"
+import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
+import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
+import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
+import * as Adapt from "./internal/adapt.js"
+import * as OpenAiRetry from "./OpenAiRetry.js"
+import * as Tiers from "./Tiers.js"
+import * as TokenEstimator from "./TokenEstimator.js"
+
+/**
+ * The errors a call can end with: OpenAI's kinds, the limiter's deadline, an open breaker.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type CallError = Adapt.CallError
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace OpenAi {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options {
+    /** The organization's name for scopes (`org:<organization>`); default `"default"`. */
+    readonly organization?: string | undefined
+    /** The project, when its limits are separate (`org:<organization>/project:<project>`). */
+    readonly project?: string | undefined
+    /**
+     * Limits: a usage tier's presets for the models used, explicit budgets (on the scopes this service
+     * charges — see {@link scopesFor}), or both (explicit budgets win for a scope). With neither, the
+     * adaptive mode learns each pool's limits from the response headers.
+     */
+    readonly tier?: Tiers.Tier | undefined
+    readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
+    /**
+     * For a pool with no configured limit: start cautious (default 60 requests and 20,000 tokens a
+     * minute) and learn the real limits from `x-ratelimit-*` headers. `false` leaves such pools unlimited
+     * (only the server's 429s and their gates govern).
+     */
+    readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
+    /** The pool a model charges (default {@link Tiers.poolOf}: snapshots share their family's pool). */
+    readonly poolOf?: ((model: string) => string) | undefined
+    /** The retry policy (default {@link OpenAiRetry.defaultPolicy}). */
+    readonly retry?: Retry.Policy<Adapt.OpenAiError> | undefined
+    /**
+     * Circuit breakers per model (default: open after 5 server errors, overloads, timeouts or connection
+     * errors in a row, for 30 seconds; rate limits and the caller's own mistakes do not count); `false`
+     * for none.
+     */
+    readonly breaker?: false | CircuitBreaker.CircuitBreaker.Options | undefined
+    /** Output tokens reserved when a call sets no maximum (default per model family). */
+    readonly defaultMaxOutputTokens?: number | undefined
+    /**
+     * Settle each call to its actual `usage` (default `true`): an over-estimate goes back to the budget
+     * at once. `false` keeps the estimate charged (a conservative, reserve-only mode).
+     */
+    readonly settleUsage?: boolean | undefined
+  }
+
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface CallOptions {
+    /** The lane: `interactive` (default) or `background`. */
+    readonly priority?: RateLimiter.Lane | undefined
+    /** Give up (with the estimated wait) when the call cannot be admitted by then. */
+    readonly deadline?: Date | number | undefined
+    readonly maxWait?: Duration.DurationInput | undefined
+    /** A tenant scope (`tenant:<tenant>`) for fairness between the applications sharing a budget. */
+    readonly tenant?: string | undefined
+  }
+
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** The SDK client the service calls. */
+    readonly client: OpenAI
+    readonly limiter: RateLimiter.Service
+    readonly chat: {
+      readonly completions: {
+        readonly create: (
+          params: ChatCompletionCreateParamsNonStreaming,
+          options?: CallOptions
+        ) => Effect.Effect<ChatCompletion, CallError>
+        /** Streams the chunks; the final usage chunk settles the reservation, interruption releases it. */
+        readonly stream: (
+          params: Omit<ChatCompletionCreateParamsStreaming, "stream"> & { readonly stream?: true },
+          options?: CallOptions
+        ) => Stream.Stream<ChatCompletionChunk, CallError>
+      }
+    }
+    readonly responses: {
+      readonly create: (
+        params: ResponseCreateParamsNonStreaming,
+        options?: CallOptions
+      ) => Effect.Effect<OpenAiResponse, CallError>
+    }
+    readonly embeddings: {
+      readonly create: (
+        params: EmbeddingCreateParams,
+        options?: CallOptions
+      ) => Effect.Effect<CreateEmbeddingResponse, CallError>
+    }
+    readonly images: {
+      readonly generate: (
+        params: ImageGenerateParamsNonStreaming,
+        options?: CallOptions
+      ) => Effect.Effect<ImagesResponse, CallError>
+    }
+    /**
+     * Any metered endpoint by its Batch-API path (`/v1/chat/completions`, `/v1/responses`,
+     * `/v1/embeddings`, `/v1/images/generations`) with a JSON body: what the bulk runner calls.
+     */
+    readonly request: (
+      url: string,
+      body: Record<string, unknown>,
+      options?: CallOptions
+    ) => Effect.Effect<
+      { readonly body: unknown; readonly requestId: string | null; readonly status: number },
+      CallError
+    >
+    /** The scopes a call on `model` is charged against. */
+    readonly scopesFor: (model: string, tenant?: string) => ReadonlyArray<string>
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class OpenAi extends Context.Tag("@sluice/openai/OpenAi")<OpenAi, OpenAi.Service>() {}
+
+/**
+ * The scopes a call is charged against: the organization, its pool for the model, the project and
+ * its pool (when a project is set) and the tenant (when given).
+ *
+ * @since 0.1.0
+ * @category scopes
+ */
+export const scopesFor = (
+  options: { readonly organization?: string | undefined; readonly project?: string | undefined },
+  pool: string,
+  tenant?: string
+): ReadonlyArray<string> => {
+  const org = `org:${options.organization ?? "default"}`
+  const scopes = [org, `${org}/pool:${pool}`]
+  if (options.project !== undefined) {
+    scopes.push(`${org}/project:${options.project}`, `${org}/project:${options.project}/pool:${pool}`)
+  }
+  if (tenant !== undefined) scopes.push(`tenant:${tenant}`)
+  return scopes
+}
+
+interface Metered<A> {
+  readonly model: string
+  readonly estimate: TokenEstimator.Estimate
+  readonly send: (signal: AbortSignal) => Promise<{ data: A; response: Response; request_id: string | null }>
+  readonly usage: (data: A) => Budget.Cost | undefined
+}
+
+/**
+ * Builds the service over an SDK client. The limiter comes from context when one is there (so several
+ * services, or other code, can share budgets); otherwise give budgets in the options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  client: OpenAI,
+  options: OpenAi.Options = {}
+): Effect.Effect<OpenAi.Service, never, RateLimiter.RateLimiter | Scope.Scope> =>
+  Effect.gen(function*() {
+    const limiter = yield* RateLimiter.RateLimiter
+    const poolOf = options.poolOf ?? Tiers.poolOf
+    const policy = options.retry ?? OpenAiRetry.defaultPolicy
+    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.make({
+      isFailure: OpenAiRetry.breakerCounts(),
+      ...options.breaker
+    })
+    const adaptive = options.adaptive === false ? undefined : {
+      requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
+      tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
+    }
+    const org = `org:${options.organization ?? "default"}`
+    const settleUsage = options.settleUsage !== false
+    const seeded = new Set<string>()
+
+    /** The adaptive mode: a pool with no limit starts from a cautious learned limit, corrected by headers. */
+    const seed = (poolScope: string) =>
+      Effect.suspend(() => {
+        if (adaptive === undefined || seeded.has(poolScope)) return Effect.void
+        seeded.add(poolScope)
+        const known = new Set(limiter.limitsOf(poolScope).map((limit) => limit.dimension))
+        return Effect.all([
+          known.has("requests")
+            ? Effect.void
+            : limiter.sync(poolScope, { dimension: "requests", limit: adaptive.requestsPerMinute }),
+          known.has("tokens")
+            ? Effect.void
+            : limiter.sync(poolScope, { dimension: "tokens", limit: adaptive.tokensPerMinute })
+        ], { discard: true })
+      })
+
+    const attempt = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined, pool: string) => {
+      const scopes = scopesFor(options, pool, call?.tenant)
+      const poolScope = scopes[1]
+      const cost: Record<string, number> = { requests: 1 }
+      if (metered.estimate.tokens > 0) cost.tokens = metered.estimate.tokens
+      if (metered.estimate.images > 0) cost.images = metered.estimate.images
+      const acquireOptions = {
+        priority: call?.priority,
+        deadline: call?.deadline,
+        maxWait: call?.maxWait
+      }
+      return Effect.gen(function*() {
+        yield* seed(poolScope)
+        const permit = yield* Effect.mapError(
+          limiter.acquire(scopes, cost, acquireOptions),
+          (error) => Adapt.fromAdmission(error, metered.model)
+        )
+        const outcome = yield* Effect.exit(
+          Effect.tryPromise({
+            try: (signal) => metered.send(signal),
+            catch: (error) => Adapt.classify(error, metered.model)
+          })
+        )
+        if (outcome._tag === "Success") {
+          const { data, response } = outcome.value
+          yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
+          yield* Effect.ignore(permit.settle(settleUsage ? metered.usage(data) ?? cost : cost))
+          return outcome.value
+        }
+        const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
+        // A refused or failed call still counts as a request; its tokens are returned.
+        yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
+        if (error !== undefined) yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+        return yield* outcome
+      })
+    }
+
+    const governed = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined) => {
+      const pool = poolOf(metered.model)
+      const once = attempt(metered, call, pool)
+      const guarded = breakers === undefined
+        ? once
+        : Effect.mapError(
+          breakers.withBreaker(metered.model, once),
+          (error) => Adapt.fromBreaker(error, metered.model)
+        )
+      return Retry.retry(guarded, policy, Adapt.retryOptions(call)).pipe(
+        Effect.withSpan("sluice.openai.call", {
+          attributes: {
+            "sluice.model": metered.model,
+            "sluice.pool": pool,
+            "sluice.tokens.estimate": metered.estimate.tokens
+          }
+        })
+      )
+    }
+
+    const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
+    const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
+
+    const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
+      Effect.map(
+        governed({
+          model: params.model,
+          estimate: TokenEstimator.chat(params, estimateOptions),
+          send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse(),
+          usage: (data) => Adapt.usageCost(data.usage)
+        }, call),
+        (result) => result.data
+      )
+
+    const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
+      Adapt.stream({
+        limiter,
+        options,
+        org,
+        policy,
+        call,
+        pool: poolOf(params.model),
+        model: params.model,
+        estimate: TokenEstimator.chat(params, estimateOptions),
+        seed,
+        open: (signal) =>
+          client.chat.completions.create(
+            {
+              ...params,
+              stream: true,
+              stream_options: { ...params.stream_options, include_usage: true }
+            } as ChatCompletionCreateParamsStreaming,
+            requestOptions(signal)
+          ).withResponse()
+      })
+
+    const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) =>
+      Effect.flatMap(
+        governed({
+          model: String(params.model ?? "gpt-4o"),
+          estimate: TokenEstimator.responses(params as any, estimateOptions),
+          send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse(),
+          usage: (data) => Adapt.usageCost(data.usage)
+        }, call),
+        (result) => Adapt.checkResponseStatus(result.data, String(params.model ?? "gpt-4o"))
+      )
+
+    const embeddingsCreate: OpenAi.Service["embeddings"]["create"] = (params, call) =>
+      Effect.map(
+        governed({
+          model: params.model,
+          estimate: TokenEstimator.embeddings(params),
+          send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse(),
+          usage: (data) => Adapt.usageCost(data.usage)
+        }, call),
+        (result) => result.data
+      )
+
+    const imagesGenerate: OpenAi.Service["images"]["generate"] = (params, call) =>
+      Effect.map(
+        governed({
+          model: params.model ?? "dall-e-2",
+          estimate: TokenEstimator.images(params),
+          send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse(),
+          usage: (data) => {
+            const usage = Adapt.usageCost(data.usage)
+            const images = data.data?.length ?? params.n ?? 1
+            return usage === undefined ? { images } : { ...usage, images }
+          }
+        }, call),
+        (result) => result.data
+      )
+
+    const request: OpenAi.Service["request"] = (url, body, call) =>
+      Effect.suspend(() => {
+        const estimate = TokenEstimator.forEndpoint(url, body, estimateOptions)
+        if (estimate === undefined) return Effect.fail(Adapt.unsupportedEndpoint(url))
+        const path = url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
+        return Effect.map(
+          governed({
+            model: estimate.model,
+            estimate,
+            send: (signal) =>
+              client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<
+                { data: any; response: Response; request_id: string | null }
+              >,
+            usage: (data: any) => {
+              const usage = Adapt.usageCost(data?.usage)
+              return estimate.images > 0 ? { ...usage, images: data?.data?.length ?? estimate.images } : usage
+            }
+          }, call),
+          (result) => ({ body: result.data, requestId: result.request_id, status: result.response.status })
+        )
+      })
+
+    return {
+      client,
+      limiter,
+      chat: { completions: { create: chatCreate, stream: chatStream } },
+      responses: { create: responsesCreate },
+      embeddings: { create: embeddingsCreate },
+      images: { generate: imagesGenerate },
+      request,
+      scopesFor: (model, tenant) => scopesFor(options, poolOf(model), tenant)
+    } satisfies OpenAi.Service
+  })
+
+/**
+ * The budgets a configuration implies: the tier's presets for every preset model's pool (on
+ * `org:<organization>/pool:<pool>`), then the explicit budgets, which win for their scopes.
+ *
+ * @since 0.1.0
+ * @category limits
+ */
+export const budgetsFor = (options: OpenAi.Options): ReadonlyArray<Budget.Budget> => {
+  const explicit = options.budgets ?? []
+  const byScope = new Map<string, Budget.Budget>()
+  if (options.tier !== undefined) {
+    for (const budget of Tiers.budgets(options.tier, { organization: options.organization ?? "default" })) {
+      byScope.set(budget.scope, budget)
+    }
+  }
+  for (const budget of explicit) byScope.set(budget.scope, budget)
+  return Array.from(byScope.values())
+}
+
+/**
+ * The service over an existing `OpenAI` client, with its own limiter built from the options' budgets
+ * on the `LimiterStore` in context (memory or Redis). Provides both `OpenAi` and `RateLimiter`.
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { OpenAi } from "@sluice/openai"
+ * import { Effect, Layer } from "effect"
+ * import OpenAIClient from "openai"
+ *
+ * const Live = OpenAi.layerClient(new OpenAIClient(), { organization: "acme", tier: 1 }).pipe(
+ *   Layer.provide(LimiterStore.layerMemory)
+ * )
+ *
+ * const program = Effect.gen(function*() {
+ *   const openai = yield* OpenAi.OpenAi
+ *   const completion = yield* openai.chat.completions.create({
+ *     model: "gpt-4o-mini",
+ *     messages: [{ role: "user", content: "Say hello" }],
+ *     max_tokens: 20
+ *   })
+ *   return completion.choices[0].message.content
+ * }).pipe(Effect.provide(Live))
+ * ```
+ */
+export const layerClient = (
+  client: OpenAI,
+  options: OpenAi.Options = {}
+): Layer.Layer<OpenAi | RateLimiter.RateLimiter, never, LimiterStore.LimiterStore> => {
+  const limiter = RateLimiter.layer({ budgets: budgetsFor(options) })
+  return Layer.merge(limiter, Layer.scoped(OpenAi, make(client, options)).pipe(Layer.provide(limiter)))
+    .pipe(Layer.fresh)
+}
+
+/**
+ * Options for the SDK client the layer creates.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientOptions {
+  readonly apiKey: Redacted.Redacted<string>
+  readonly baseURL?: string | undefined
+  /** The OpenAI organization and project ids sent as headers (they also name the scopes if set). */
+  readonly organizationId?: string | undefined
+  readonly projectId?: string | undefined
+  /** A `fetch` for the SDK (the in-process simulator's, in tests). */
+  readonly fetch?: typeof globalThis.fetch | undefined
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Creates the SDK client (its own retries off: Sluice retries, through admission).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeClient = (options: ClientOptions): OpenAI =>
+  new OpenAIClient({
+    apiKey: Redacted.value(options.apiKey),
+    maxRetries: 0,
+    ...(options.baseURL === undefined ? {} : { baseURL: options.baseURL }),
+    ...(options.organizationId === undefined ? {} : { organization: options.organizationId }),
+    ...(options.projectId === undefined ? {} : { project: options.projectId }),
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch as any }),
+    timeout: options.timeout === undefined ? 600_000 : Duration.toMillis(Duration.decode(options.timeout))
+  })
+
+/**
+ * The service with a client built from `options` (the API key `Redacted`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: OpenAi.Options & ClientOptions
+): Layer.Layer<OpenAi | RateLimiter.RateLimiter, never, LimiterStore.LimiterStore> =>
+  layerClient(makeClient(options), {
+    ...options,
+    organization: options.organization ?? options.organizationId,
+    project: options.project ?? options.projectId
+  })
+
+/**
+ * The service configured from the environment the way the SDK reads it: `OPENAI_API_KEY` (as a
+ * `Redacted`), `OPENAI_BASE_URL`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`; the options add limits.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: OpenAi.Options = {}
+): Layer.Layer<OpenAi | RateLimiter.RateLimiter, ConfigError.ConfigError, LimiterStore.LimiterStore> =>
+  Layer.unwrapEffect(
+    Effect.map(
+      Config.all({
+        apiKey: Config.redacted("OPENAI_API_KEY"),
+        baseURL: Config.option(Config.string("OPENAI_BASE_URL")),
+        organizationId: Config.option(Config.string("OPENAI_ORG_ID")),
+        projectId: Config.option(Config.string("OPENAI_PROJECT_ID"))
+      }),
+      (config) =>
+        layer({
+          ...options,
+          apiKey: config.apiKey,
+          baseURL: Option.getOrUndefined(config.baseURL),
+          organizationId: Option.getOrUndefined(config.organizationId),
+          projectId: Option.getOrUndefined(config.projectId)
+        })
+    )
+  )

@@ -1,0 +1,39 @@
+/**
+ * @since 0.1.0
+ */
+export * as OpenAi from "./OpenAi.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as OpenAiError from "./OpenAiError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as OpenAiRetry from "./OpenAiRetry.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Parse from "./Parse.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Tiers from "./Tiers.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TokenEstimator from "./TokenEstimator.js"
+
+/**
+ * @since 0.1.0
+ */
+export * from "./Wrap.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as BulkRunner from "./BulkRunner.js"

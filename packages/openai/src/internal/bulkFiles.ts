@@ -1,0 +1,196 @@
+/**
+ * File plumbing for the bulk runner: line streams with line numbers, the torn-tail repair and the
+ * done-set scan of an existing output file, and an append-only line writer with batched fsync.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import * as NodeFs from "node:fs"
+import * as Readline from "node:readline"
+
+/** @internal */
+export interface NumberedLine {
+  readonly line: number
+  readonly text: string
+}
+
+/** @internal */
+export class FileFailure {
+  readonly _tag = "FileFailure"
+  constructor(readonly path: string, readonly operation: string, readonly cause: unknown) {}
+  get message(): string {
+    const detail = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `${this.operation} ${this.path}: ${detail}`
+  }
+}
+
+/**
+ * The lines of a file, numbered from 1, read through `readline` with backpressure (bounded memory).
+ *
+ * @internal
+ */
+export const lines = (path: string): Stream.Stream<NumberedLine, FileFailure> =>
+  Stream.suspend(() => {
+    let n = 0
+    return Stream.acquireRelease(
+      Effect.try({
+        try: () => {
+          const input = NodeFs.createReadStream(path, { highWaterMark: 64 * 1024 })
+          const rl = Readline.createInterface({ input, crlfDelay: Infinity })
+          return { input, rl }
+        },
+        catch: (cause) => new FileFailure(path, "open", cause)
+      }),
+      ({ input, rl }) =>
+        Effect.sync(() => {
+          rl.close()
+          input.destroy()
+        })
+    ).pipe(
+      Stream.flatMap(({ input, rl }) =>
+        Stream.fromAsyncIterable(
+          (async function*() {
+            // readline's iterator does not surface stream errors (ENOENT) by itself.
+            const failed = new Promise<never>((_, reject) => input.once("error", reject))
+            failed.catch(() => undefined)
+            const iterator = rl[Symbol.asyncIterator]()
+            while (true) {
+              const next = await Promise.race([iterator.next(), failed])
+              if (next.done) return
+              yield next.value as string
+            }
+          })(),
+          (cause) => new FileFailure(path, "read", cause)
+        )
+      ),
+      Stream.map((text): NumberedLine => ({ line: ++n, text }))
+    )
+  })
+
+/**
+ * Counts the non-blank lines of a file by scanning its bytes (no decoding), for the progress total.
+ *
+ * @internal
+ */
+export const countLines = (path: string): Effect.Effect<number, FileFailure> =>
+  Effect.async<number, FileFailure>((resume) => {
+    let count = 0
+    let blank = true
+    const input = NodeFs.createReadStream(path, { highWaterMark: 256 * 1024 })
+    input.on("data", (chunk) => {
+      const buffer = chunk as Buffer
+      for (let i = 0; i < buffer.length; i++) {
+        const byte = buffer[i]
+        if (byte === 10) {
+          if (!blank) count++
+          blank = true
+        } else if (byte !== 32 && byte !== 9 && byte !== 13) {
+          blank = false
+        }
+      }
+    })
+    input.on("error", (cause) => resume(Effect.fail(new FileFailure(path, "read", cause))))
+    input.on("end", () => resume(Effect.succeed(blank ? count : count + 1)))
+    return Effect.sync(() => input.destroy())
+  })
+
+/**
+ * Truncates a torn last line (bytes after the last newline: a write cut short by a crash). Returns the
+ * number of bytes removed (0 when the file ends cleanly or does not exist).
+ *
+ * @internal
+ */
+export const repairTail = (path: string): Effect.Effect<number, FileFailure> =>
+  Effect.try({
+    try: () => {
+      if (!NodeFs.existsSync(path)) return 0
+      const fd = NodeFs.openSync(path, "r+")
+      try {
+        const size = NodeFs.fstatSync(fd).size
+        if (size === 0) return 0
+        const chunk = Buffer.alloc(64 * 1024)
+        let end = size
+        while (end > 0) {
+          const start = Math.max(0, end - chunk.length)
+          const read = NodeFs.readSync(fd, chunk, 0, end - start, start)
+          const index = chunk.subarray(0, read).lastIndexOf(10)
+          if (index >= 0) {
+            const keep = start + index + 1
+            if (keep < size) {
+              NodeFs.ftruncateSync(fd, keep)
+              NodeFs.fsyncSync(fd)
+            }
+            return size - keep
+          }
+          end = start
+        }
+        NodeFs.ftruncateSync(fd, 0)
+        NodeFs.fsyncSync(fd)
+        return size
+      } finally {
+        NodeFs.closeSync(fd)
+      }
+    },
+    catch: (cause) => new FileFailure(path, "repair", cause)
+  })
+
+/**
+ * An append-only line sink: every line is written whole with one synchronous write (so it is in the
+ * kernel before the next request is recorded) and the file is fsynced every `fsyncEvery` lines, on the first
+ * write after a second without one (time from `Clock`), and on close.
+ *
+ * @internal
+ */
+export interface LineWriter {
+  readonly write: (line: string) => Effect.Effect<void, FileFailure>
+  readonly written: () => number
+}
+
+/** @internal */
+export const lineWriter = (
+  path: string,
+  options: { readonly truncate?: boolean; readonly fsyncEvery?: number }
+) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => NodeFs.openSync(path, options.truncate === true ? "w" : "a"),
+      catch: (cause) => new FileFailure(path, "open", cause)
+    }),
+    (fd) =>
+      Effect.sync(() => {
+        try {
+          NodeFs.fsyncSync(fd)
+        } catch {
+          // best effort on close
+        }
+        NodeFs.closeSync(fd)
+      })
+  ).pipe(
+    Effect.map((fd): LineWriter => {
+      const every = Math.max(1, options.fsyncEvery ?? 256)
+      let count = 0
+      let lastSync = -Infinity
+      return {
+        written: () => count,
+        write: (line) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.try({
+              try: () => {
+                const buffer = Buffer.from(line + "\n", "utf8")
+                let offset = 0
+                while (offset < buffer.length) {
+                  offset += NodeFs.writeSync(fd, buffer, offset, buffer.length - offset)
+                }
+                count++
+                if (count % every === 0 || now - lastSync >= 1000) {
+                  NodeFs.fsyncSync(fd)
+                  lastSync = now
+                }
+              },
+              catch: (cause) => new FileFailure(path, "write", cause)
+            }))
+      }
+    })
+  )

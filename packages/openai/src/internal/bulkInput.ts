@@ -1,0 +1,121 @@
+/**
+ * Decoding of Batch API request lines.
+ *
+ * @internal
+ */
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+
+/** @internal */
+export const supportedUrls = [
+  "/v1/chat/completions",
+  "/v1/responses",
+  "/v1/embeddings",
+  "/v1/images/generations"
+] as const
+
+/** @internal */
+export const RequestLine = Schema.Struct({
+  custom_id: Schema.String,
+  method: Schema.String,
+  url: Schema.String,
+  body: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+})
+
+/** @internal */
+export type Reason =
+  | "malformed-json"
+  | "not-an-object"
+  | "missing-custom-id"
+  | "duplicate-custom-id"
+  | "unsupported-url"
+  | "unsupported-method"
+  | "invalid-line"
+
+/** @internal */
+export type Decoded =
+  | {
+    readonly _tag: "Ok"
+    readonly customId: string
+    readonly url: (typeof supportedUrls)[number]
+    readonly body: Record<string, unknown>
+  }
+  | { readonly _tag: "Invalid"; readonly reason: Reason; readonly customId?: string; readonly message: string }
+
+const decodeLine = Schema.decodeUnknownEither(RequestLine, { errors: "all" })
+
+/**
+ * Decodes one line; duplicates are the caller's to detect.
+ *
+ * @internal
+ */
+export const decode = (text: string): Decoded => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    return { _tag: "Invalid", reason: "malformed-json", message: `not JSON: ${(error as Error).message}` }
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return { _tag: "Invalid", reason: "not-an-object", message: "a request line must be a JSON object" }
+  }
+  const raw = json as Record<string, unknown>
+  const id = raw["custom_id"]
+  if (typeof id !== "string" || id.length === 0) {
+    return {
+      _tag: "Invalid",
+      reason: "missing-custom-id",
+      message: id === undefined ? "custom_id is missing" : "custom_id must be a non-empty string"
+    }
+  }
+  if (raw["method"] !== "POST") {
+    return {
+      _tag: "Invalid",
+      reason: "unsupported-method",
+      customId: id,
+      message: `unsupported method ${JSON.stringify(raw["method"])} (only POST)`
+    }
+  }
+  if (!(supportedUrls as ReadonlyArray<unknown>).includes(raw["url"])) {
+    return {
+      _tag: "Invalid",
+      reason: "unsupported-url",
+      customId: id,
+      message: `unsupported url ${JSON.stringify(raw["url"])} (supported: ${supportedUrls.join(", ")})`
+    }
+  }
+  const decoded = decodeLine(json)
+  if (Either.isLeft(decoded)) {
+    return {
+      _tag: "Invalid",
+      reason: "invalid-line",
+      customId: id,
+      message: ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+    }
+  }
+  return {
+    _tag: "Ok",
+    customId: id,
+    url: decoded.right.url as (typeof supportedUrls)[number],
+    body: decoded.right.body
+  }
+}
+
+/**
+ * The `custom_id` of an output line, or `undefined` when the line is not a result line.
+ *
+ * @internal
+ */
+export const outputCustomId = (text: string): string | undefined => {
+  try {
+    const json = JSON.parse(text) as unknown
+    if (typeof json === "object" && json !== null) {
+      const id = (json as Record<string, unknown>)["custom_id"]
+      return typeof id === "string" ? id : undefined
+    }
+  } catch {
+    // not a result line
+  }
+  return undefined
+}
