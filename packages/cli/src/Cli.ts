@@ -1,0 +1,360 @@
+/**
+ * The `sluice` command: `run` (bulk Batch API JSONL at the provider's limit, resumable), `sim` (the simulated
+ * OpenAI over HTTP) and `plan` (capacity planning).
+ *
+ * @since 0.1.0
+ */
+import type * as CliApp from "@effect/cli/CliApp"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import type * as ValidationError from "@effect/cli/ValidationError"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type { Tiers } from "@sluice/openai"
+import { BulkRunner } from "@sluice/openai"
+import type { SimConfig } from "@sluice/testing"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as NodePath from "node:path"
+import { parseMillis } from "./internal/duration.js"
+import { makeExecutor } from "./internal/executor.js"
+import type { Fetch } from "./internal/executor.js"
+import { loadLimits, readJson } from "./internal/limits.js"
+import * as Plan from "./Plan.js"
+
+/**
+ * Bad usage (exit code 2): a missing key, a bad limits file, an unknown scenario.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
+  message: Schema.String
+}) {}
+
+/**
+ * What the process entry point gives the commands.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Environment {
+  /** Completes on the first SIGINT/SIGTERM: `run` stops gracefully, `sim` shuts down. */
+  readonly stop: Effect.Effect<void>
+  /** Sets the process exit code. */
+  readonly setExitCode: (code: number) => void
+  /** Whether stdout is a terminal (live progress line). */
+  readonly isTTY: boolean
+  /** Writes progress text as is (no newline added). */
+  readonly writeProgress: (text: string) => Effect.Effect<void>
+}
+
+const usage = (message: string) => new UsageError({ message })
+
+// The simulator is loaded only when used (it is not needed by `run` against a real server or by `plan`).
+const testing = Effect.promise(() => import("@sluice/testing"))
+
+const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError, FileSystem.FileSystem> =>
+  Effect.flatMap(testing, ({ Scenario, SimConfig }) => {
+    switch (name) {
+      case "tier1":
+        return Effect.succeed(Scenario.tier1())
+      case "tier5":
+        return Effect.succeed(Scenario.tier5())
+      case "free":
+        return Effect.succeed(Scenario.free())
+      default:
+        return Effect.mapError(SimConfig.load(name), (e) => usage(e.message))
+    }
+  })
+
+const tierOption = Options.choice("tier", ["1", "2", "3", "4", "5"])
+
+// -----------------------------------------------------------------------------------------------------------
+// run
+// -----------------------------------------------------------------------------------------------------------
+
+const runOptions = {
+  input: Options.file("input", { exists: "yes" }).pipe(
+    Options.withDescription("Batch API request file (JSONL: {custom_id, method: \"POST\", url, body} a line)")
+  ),
+  output: Options.file("output").pipe(
+    Options.withDescription("Output file (Batch API output format); rerun with the same file to resume")
+  ),
+  errors: Options.file("errors").pipe(
+    Options.withDescription("Errors file for rejected input lines (JSONL); default <output>.errors.jsonl"),
+    Options.optional
+  ),
+  baseUrl: Options.text("base-url").pipe(
+    Options.withDescription("OpenAI-compatible base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"),
+    Options.optional
+  ),
+  apiKeyEnv: Options.text("api-key-env").pipe(
+    Options.withDescription("Name of the environment variable holding the API key"),
+    Options.withDefault("OPENAI_API_KEY")
+  ),
+  tier: tierOption.pipe(Options.withDescription("Usage tier presets for the limits (1-5)"), Options.optional),
+  limits: Options.file("limits", { exists: "yes" }).pipe(
+    Options.withDescription("Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm}}})"),
+    Options.optional
+  ),
+  routing: Options.file("routing", { exists: "yes" }).pipe(
+    Options.withDescription("Routing table file (JSON)"),
+    Options.optional
+  ),
+  concurrency: Options.integer("concurrency").pipe(
+    Options.withDescription("Requests in flight at most (the rate limiter paces them)"),
+    Options.withDefault(256)
+  ),
+  priority: Options.choice("priority", ["interactive", "background"]).pipe(
+    Options.withDescription("Priority lane for admission"),
+    Options.optional
+  ),
+  deadline: Options.text("deadline").pipe(
+    Options.withDescription("Per-request admission deadline (e.g. 30s, 5m, 1h30m)"),
+    Options.optional
+  ),
+  simulate: Options.text("simulate").pipe(
+    Options.withDescription("Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"),
+    Options.optional
+  ),
+  progress: Options.choice("progress", ["auto", "line", "log", "off"]).pipe(
+    Options.withDescription("Progress display: live line on a terminal, log lines otherwise (auto)"),
+    Options.withDefault("auto")
+  )
+} as const
+
+type RunOptions = Command.Command.ParseConfig<typeof runOptions>
+
+const runHandler = (env: Environment) => (options: RunOptions) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      if (options.concurrency < 1) return yield* usage("--concurrency must be at least 1")
+      const deadlineMs = Option.isSome(options.deadline) ? parseMillis(options.deadline.value) : undefined
+      if (Option.isSome(options.deadline) && deadlineMs === undefined) {
+        return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
+      }
+      const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
+      const routing = Option.isSome(options.routing) ? yield* readJson(options.routing.value) : undefined
+
+      let fetch: Fetch = (input, init) => globalThis.fetch(input, init)
+      let baseUrl: string
+      let apiKey: Redacted.Redacted<string>
+      if (Option.isSome(options.simulate)) {
+        const { SimFetch, Simulator } = yield* testing
+        const scenario = yield* scenarioOf(options.simulate.value)
+        const simulator = yield* Simulator.make(scenario)
+        fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
+        baseUrl = "http://simulator.invalid/v1"
+        apiKey = Redacted.make("sk-simulated")
+      } else {
+        baseUrl = Option.isSome(options.baseUrl)
+          ? options.baseUrl.value
+          : yield* Config.string("OPENAI_BASE_URL").pipe(Config.withDefault("https://api.openai.com/v1"))
+        apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
+          Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
+        )
+      }
+
+      const progress = yield* BulkRunner.makeProgress
+      const executor = yield* makeExecutor({
+        baseUrl,
+        apiKey,
+        tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
+        limits,
+        routing,
+        priority: Option.getOrUndefined(options.priority),
+        deadlineMs,
+        fetch,
+        progress
+      })
+
+      const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
+      const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
+      const renderer = mode === "off" ? undefined : yield* Effect.fork(
+        BulkRunner.render(progress, { tty: mode === "line", write: env.writeProgress })
+      )
+      const summary = yield* BulkRunner.run({
+        input: options.input,
+        output: options.output,
+        errors,
+        execute: executor.execute,
+        describe: executor.describe,
+        concurrency: options.concurrency,
+        stop: env.stop,
+        progress
+      }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
+      yield* Console.log(BulkRunner.formatSummary(summary))
+      if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
+      env.setExitCode(BulkRunner.exitCode(summary))
+    })
+  )
+
+/**
+ * `<output>.errors.jsonl` next to the output (`results.jsonl` → `results.errors.jsonl`).
+ *
+ * @since 0.1.0
+ * @category run
+ */
+export const defaultErrorsPath = (output: string): string => {
+  const ext = NodePath.extname(output)
+  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.errors.jsonl`
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// sim
+// -----------------------------------------------------------------------------------------------------------
+
+const simOptions = {
+  scenario: Options.text("scenario").pipe(
+    Options.withDescription("tier1 | tier5 | free | <scenario.json>"),
+    Options.withDefault("tier1")
+  ),
+  port: Options.integer("port").pipe(Options.withDescription("Port (0 picks a free one)"), Options.withDefault(4010)),
+  host: Options.text("host").pipe(
+    Options.withDescription("Interface (loopback by default)"),
+    Options.withDefault("127.0.0.1")
+  )
+} as const
+
+const simHandler = (env: Environment) => (options: Command.Command.ParseConfig<typeof simOptions>) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const { SimServer, Simulator } = yield* testing
+      const scenario = yield* scenarioOf(options.scenario)
+      const simulator = yield* Simulator.make(scenario)
+      const address = yield* SimServer.serve({ port: options.port, host: options.host }).pipe(
+        Effect.provideService(Simulator.Simulator, simulator),
+        Effect.mapError((e) => usage(`cannot serve on ${options.host}:${options.port}: ${String(e)}`))
+      )
+      yield* Console.log(`simulated OpenAI (${scenario.name}) at ${address.url}  (OPENAI_BASE_URL=${address.url})`)
+      yield* env.stop
+      yield* Console.log("simulator stopped")
+    })
+  )
+
+// -----------------------------------------------------------------------------------------------------------
+// plan
+// -----------------------------------------------------------------------------------------------------------
+
+const planOptions = {
+  tier: tierOption.pipe(Options.withDescription("Usage tier (1-5)"), Options.withDefault("1" as const)),
+  mix: Options.text("mix").pipe(
+    Options.withDescription("Model mix: model=share,... (e.g. gpt-4o-mini=0.8,gpt-4o=0.2)"),
+    Options.withDefault("gpt-4o-mini=1")
+  ),
+  requests: Options.integer("requests").pipe(
+    Options.withDescription("Number of requests"),
+    Options.withDefault(10_000)
+  ),
+  inputTokens: Options.integer("input-tokens").pipe(
+    Options.withDescription("Input tokens per request"),
+    Options.withDefault(500)
+  ),
+  outputTokens: Options.integer("output-tokens").pipe(
+    Options.withDescription("Output tokens per request (max_tokens; ignored for embeddings and images)"),
+    Options.withDefault(200)
+  ),
+  images: Options.integer("images").pipe(
+    Options.withDescription("Images per request for image models"),
+    Options.withDefault(1)
+  ),
+  peakPerMinute: Options.integer("peak-per-minute").pipe(
+    Options.withDescription("Requests in the busiest minute (for the headroom check)"),
+    Options.optional
+  ),
+  batch: Options.boolean("batch").pipe(Options.withDescription("Price at the Batch API's half price")),
+  json: Options.boolean("json").pipe(Options.withDescription("Print the plan as JSON"))
+} as const
+
+/**
+ * Parses `--mix` (`model=share,...`; a bare model means share 1).
+ *
+ * @since 0.1.0
+ * @category plan
+ */
+export const parseMix = (
+  text: string
+): ReadonlyArray<{ readonly model: string; readonly share: number }> | undefined => {
+  const entries = text.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map((part) => {
+    const [model, share] = part.split("=")
+    return { model: model!.trim(), share: share === undefined ? 1 : Number(share) }
+  })
+  return entries.length === 0 || entries.some((e) => e.model.length === 0 || !(e.share > 0)) ? undefined : entries
+}
+
+const planHandler = (options: Command.Command.ParseConfig<typeof planOptions>) =>
+  Effect.gen(function*() {
+    const mix = parseMix(options.mix)
+    if (mix === undefined) return yield* usage(`--mix: expected model=share,... got ${JSON.stringify(options.mix)}`)
+    if (options.requests < 0 || options.inputTokens < 0 || options.outputTokens < 0 || options.images < 0) {
+      return yield* usage("--requests, --input-tokens, --output-tokens and --images must not be negative")
+    }
+    const workload: Plan.Workload = {
+      tier: Number(options.tier) as Tiers.Tier,
+      mix,
+      requests: options.requests,
+      inputTokens: options.inputTokens,
+      outputTokens: options.outputTokens,
+      images: options.images,
+      peakPerMinute: Option.getOrUndefined(options.peakPerMinute),
+      batch: options.batch
+    }
+    const plan = Plan.compute(workload)
+    yield* Console.log(options.json ? JSON.stringify(plan, null, 2) : Plan.format(workload, plan))
+  })
+
+// -----------------------------------------------------------------------------------------------------------
+// the command
+// -----------------------------------------------------------------------------------------------------------
+
+/**
+ * The `sluice` command tree.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = (env: Environment) =>
+  Command.make("sluice").pipe(
+    Command.withDescription("Keep OpenAI calls at the provider's rate limit"),
+    Command.withSubcommands([
+      Command.make("run", runOptions, runHandler(env)).pipe(
+        Command.withDescription("Run a Batch API JSONL file at the provider's limit (resumable)")
+      ),
+      Command.make("sim", simOptions, simHandler(env)).pipe(
+        Command.withDescription("Serve the simulated OpenAI over HTTP (loopback)")
+      ),
+      Command.make("plan", planOptions, planHandler).pipe(
+        Command.withDescription("Capacity plan: binding limit, time to drain, peak headroom, cost")
+      )
+    ])
+  )
+
+/**
+ * Runs the CLI on `argv` (as `process.argv`).
+ *
+ * @since 0.1.0
+ * @category commands
+ * @example
+ * ```ts
+ * import { Cli } from "@sluice/cli"
+ * import { NodeContext, NodeRuntime } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ *
+ * Cli.run(process.argv, {
+ *   stop: Effect.never,
+ *   setExitCode: (code) => { process.exitCode = code },
+ *   isTTY: false,
+ *   writeProgress: (text) => Effect.sync(() => process.stderr.write(text))
+ * }).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+ * ```
+ */
+export const run = (
+  argv: ReadonlyArray<string>,
+  env: Environment
+): Effect.Effect<void, unknown | ValidationError.ValidationError, CliApp.CliApp.Environment> =>
+  Command.run(command(env), { name: "sluice", version: "0.1.0" })(argv)

@@ -1,0 +1,117 @@
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it } from "@effect/vitest"
+import { Cli, Plan } from "@sluice/cli"
+import type * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+
+const capture = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const out: Array<string> = []
+    const err: Array<string> = []
+    let exitCode: number | undefined
+    const base = yield* Effect.console
+    const console: Console.Console = {
+      ...base,
+      log: (...args: ReadonlyArray<any>) => Effect.sync(() => out.push(args.join(" "))),
+      error: (...args: ReadonlyArray<any>) => Effect.sync(() => err.push(args.join(" ")))
+    } as Console.Console
+    const exit = yield* Cli.run(["node", "sluice", ...argv], {
+      stop: Effect.never,
+      setExitCode: (code) => {
+        exitCode = code
+      },
+      isTTY: false,
+      writeProgress: () => Effect.void
+    }).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer), Effect.exit)
+    return { exit, out: out.join("\n"), err: err.join("\n"), exitCode }
+  })
+
+describe("sluice CLI (in process)", () => {
+  it.effect("plan prints the binding limit, drain time and cost", () =>
+    Effect.gen(function*() {
+      const result = yield* capture([
+        "plan",
+        "--tier",
+        "1",
+        "--mix",
+        "gpt-4o-mini=0.8,gpt-4o=0.2",
+        "--requests",
+        "5000",
+        "--input-tokens",
+        "1000",
+        "--output-tokens",
+        "500"
+      ])
+      expect(result.exit._tag).toBe("Success")
+      expect(result.out).toContain("binding limit: tokens/min (gpt-4o)")
+      // gpt-4o: 1000 requests × 1500 tokens / 30k TPM = 50 minutes
+      expect(result.out).toContain("time to drain: 50.0 min")
+      // gpt-4o-mini: 4000 × (1000 × 0.15 + 500 × 0.6) / 1e6 = 1.8; gpt-4o: 1000 × (1000 × 2.5 + 500 × 10) / 1e6 = 7.5
+      expect(result.out).toContain("cost: $9.30")
+    }))
+
+  it.effect("plan --json and the peak-minute headroom", () =>
+    Effect.gen(function*() {
+      const result = yield* capture([
+        "plan",
+        "--json",
+        "--tier",
+        "5",
+        "--mix",
+        "gpt-image-2",
+        "--requests",
+        "3000",
+        "--images",
+        "2",
+        "--peak-per-minute",
+        "100"
+      ])
+      const plan = JSON.parse(result.out) as Plan.Plan
+      expect(plan.pools[0]!.binding).toBe("images/min")
+      expect(plan.minutes).toBe(24) // 6000 images / 250 IPM
+      expect(plan.pools[0]!.peakHeadroom).toBeCloseTo(1 - 200 / 250)
+      expect(plan.warnings.some((w) => w.includes("headroom"))).toBe(true)
+    }))
+
+  it("Plan.compute: a daily cap binds when the workload exceeds it", () => {
+    const plan = Plan.compute({
+      tier: 1,
+      mix: [{ model: "text-embedding-3-small", share: 1 }],
+      requests: 25_000,
+      inputTokens: 100,
+      outputTokens: 0,
+      images: 0
+    })
+    expect(plan.pools[0]!.binding).toBe("requests/day")
+    expect(plan.pools[0]!.cost).toBeCloseTo((25_000 * 100 * 0.02) / 1e6)
+  })
+
+  it.effect("bad usage: missing --input, unknown option value, bad --mix", () =>
+    Effect.gen(function*() {
+      const missing = yield* capture(["run", "--output", "/tmp/x.jsonl"])
+      expect(missing.exit._tag).toBe("Failure")
+      const tier = yield* capture(["plan", "--tier", "9"])
+      expect(tier.exit._tag).toBe("Failure")
+      const mix = yield* capture(["plan", "--mix", "gpt-4o=abc"])
+      expect(mix.exit._tag).toBe("Failure")
+      const noKey = yield* capture([
+        "run",
+        "--input",
+        "package.json",
+        "--output",
+        "/tmp/never.jsonl",
+        "--api-key-env",
+        "SLUICE_TEST_NO_SUCH_KEY"
+      ])
+      expect(noKey.exit._tag).toBe("Failure")
+      expect(JSON.stringify(noKey.exit)).toContain("SLUICE_TEST_NO_SUCH_KEY")
+    }))
+
+  it("parseMix and defaultErrorsPath", () => {
+    expect(Cli.parseMix("a=1, b=3")).toEqual([{ model: "a", share: 1 }, { model: "b", share: 3 }])
+    expect(Cli.parseMix("gpt-4o")).toEqual([{ model: "gpt-4o", share: 1 }])
+    expect(Cli.parseMix("x=-1")).toBeUndefined()
+    expect(Cli.defaultErrorsPath("out/results.jsonl")).toBe("out/results.errors.jsonl")
+    expect(Cli.defaultErrorsPath("results")).toBe("results.errors.jsonl")
+  })
+})
