@@ -17,6 +17,7 @@ import type { Budget, LimiterStore } from "@sluice/core"
 import { CircuitBreaker, RateLimiter, Retry } from "@sluice/core"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -85,7 +86,7 @@ export declare namespace OpenAi {
      * errors in a row, for 30 seconds; rate limits and the caller's own mistakes do not count); `false`
      * for none.
      */
-    readonly breaker?: false | CircuitBreaker.CircuitBreaker.Options | undefined
+    readonly breaker?: false | CircuitBreaker.CircuitBreaker.Options | CircuitBreaker.CircuitBreaker.Service | undefined
     /** Output tokens reserved when a call sets no maximum (default per model family). */
     readonly defaultMaxOutputTokens?: number | undefined
     /**
@@ -93,6 +94,11 @@ export declare namespace OpenAi {
      * at once. `false` keeps the estimate charged (a conservative, reserve-only mode).
      */
     readonly settleUsage?: boolean | undefined
+    /**
+     * Called with what happens to every call: each admission (with its wait), each success (reserved
+     * versus used), each failed attempt. For progress displays and metrics of your own; it must not fail.
+     */
+    readonly onEvent?: ((event: CallEvent) => Effect.Effect<void>) | undefined
   }
 
   /**
@@ -107,6 +113,11 @@ export declare namespace OpenAi {
     readonly maxWait?: Duration.DurationInput | undefined
     /** A tenant scope (`tenant:<tenant>`) for fairness between the applications sharing a budget. */
     readonly tenant?: string | undefined
+    /**
+     * This call's retry policy instead of the service's; `false` for a single attempt (a router that
+     * falls over to another model itself, say). Non-retryable kinds stay unretried whatever it says.
+     */
+    readonly retry?: Retry.Policy<Adapt.OpenAiError> | false | undefined
   }
 
   /**
@@ -117,6 +128,8 @@ export declare namespace OpenAi {
     /** The SDK client the service calls. */
     readonly client: OpenAI
     readonly limiter: RateLimiter.Service
+    /** The circuit breakers, keyed by model (`undefined` with `breaker: false`): routing reads them. */
+    readonly breakers: CircuitBreaker.CircuitBreaker.Service | undefined
     readonly chat: {
       readonly completions: {
         readonly create: (
@@ -164,6 +177,38 @@ export declare namespace OpenAi {
     readonly scopesFor: (model: string, tenant?: string) => ReadonlyArray<string>
   }
 }
+
+/**
+ * What happened to a call, for `onEvent`: `Admitted` once per attempt (after its wait for admission),
+ * then `Succeeded` or `Failed`. `attempt` counts from 1; an attempt above 1 is a retry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CallEvent =
+  | {
+    readonly _tag: "Admitted"
+    readonly model: string
+    readonly attempt: number
+    readonly scopes: ReadonlyArray<string>
+    readonly cost: Budget.Cost
+    readonly waitedMillis: number
+  }
+  | {
+    readonly _tag: "Succeeded"
+    readonly model: string
+    readonly attempt: number
+    readonly reserved: Budget.Cost
+    readonly used: Budget.Cost
+    readonly latencyMillis: number
+  }
+  | {
+    readonly _tag: "Failed"
+    readonly model: string
+    readonly attempt: number
+    readonly error: Adapt.OpenAiError
+    readonly latencyMillis: number
+  }
 
 /**
  * @since 0.1.0
@@ -214,10 +259,12 @@ export const make = (
     const limiter = yield* RateLimiter.RateLimiter
     const poolOf = options.poolOf ?? Tiers.poolOf
     const policy = options.retry ?? OpenAiRetry.defaultPolicy
-    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.make({
-      isFailure: OpenAiRetry.breakerCounts(),
-      ...options.breaker
-    })
+    const breakers = options.breaker === false
+      ? undefined
+      : options.breaker !== undefined && "withBreaker" in options.breaker
+      ? options.breaker
+      : yield* CircuitBreaker.make({ isFailure: OpenAiRetry.breakerCounts(), ...options.breaker })
+    const emit = options.onEvent ?? (() => Effect.void)
     const adaptive = options.adaptive === false ? undefined : {
       requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
       tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
@@ -242,7 +289,12 @@ export const make = (
         ], { discard: true })
       })
 
-    const attempt = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined, pool: string) => {
+    const attempt = <A>(
+      metered: Metered<A>,
+      call: OpenAi.CallOptions | undefined,
+      pool: string,
+      attemptNumber: number
+    ) => {
       const scopes = scopesFor(options, pool, call?.tenant)
       const poolScope = scopes[1]
       const cost: Record<string, number> = { requests: 1 }
@@ -255,49 +307,76 @@ export const make = (
       }
       return Effect.gen(function*() {
         yield* seed(poolScope)
+        const asked = yield* Clock.currentTimeMillis
         const permit = yield* Effect.mapError(
           limiter.acquire(scopes, cost, acquireOptions),
           (error) => Adapt.fromAdmission(error, metered.model)
         )
+        const sent = yield* Clock.currentTimeMillis
+        yield* emit({
+          _tag: "Admitted",
+          model: metered.model,
+          attempt: attemptNumber,
+          scopes,
+          cost,
+          waitedMillis: sent - asked
+        })
         const outcome = yield* Effect.exit(
           Effect.tryPromise({
             try: (signal) => metered.send(signal),
             catch: (error) => Adapt.classify(error, metered.model)
           })
         )
+        const latencyMillis = (yield* Clock.currentTimeMillis) - sent
         if (outcome._tag === "Success") {
           const { data, response } = outcome.value
           yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
-          yield* Effect.ignore(permit.settle(settleUsage ? metered.usage(data) ?? cost : cost))
+          const used = settleUsage ? metered.usage(data) ?? cost : cost
+          yield* Effect.ignore(permit.settle(used))
+          yield* emit({
+            _tag: "Succeeded",
+            model: metered.model,
+            attempt: attemptNumber,
+            reserved: cost,
+            used,
+            latencyMillis
+          })
           return outcome.value
         }
         const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
         // A refused or failed call still counts as a request; its tokens are returned.
         yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
-        if (error !== undefined) yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+        if (error !== undefined) {
+          yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+          yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
+        }
         return yield* outcome
       })
     }
 
-    const governed = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined) => {
-      const pool = poolOf(metered.model)
-      const once = attempt(metered, call, pool)
-      const guarded = breakers === undefined
-        ? once
-        : Effect.mapError(
-          breakers.withBreaker(metered.model, once),
-          (error) => Adapt.fromBreaker(error, metered.model)
+    const governed = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined) =>
+      Effect.suspend(() => {
+        const pool = poolOf(metered.model)
+        let attempts = 0
+        const once = Effect.suspend(() => attempt(metered, call, pool, ++attempts))
+        const guarded = breakers === undefined
+          ? once
+          : Effect.mapError(
+            breakers.withBreaker(metered.model, once),
+            (error) => Adapt.fromBreaker(error, metered.model)
+          )
+        const callPolicy = call?.retry ?? policy
+        const retried = callPolicy === false ? guarded : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call))
+        return retried.pipe(
+          Effect.withSpan("sluice.openai.call", {
+            attributes: {
+              "sluice.model": metered.model,
+              "sluice.pool": pool,
+              "sluice.tokens.estimate": metered.estimate.tokens
+            }
+          })
         )
-      return Retry.retry(guarded, policy, Adapt.retryOptions(call)).pipe(
-        Effect.withSpan("sluice.openai.call", {
-          attributes: {
-            "sluice.model": metered.model,
-            "sluice.pool": pool,
-            "sluice.tokens.estimate": metered.estimate.tokens
-          }
-        })
-      )
-    }
+      })
 
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
     const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
@@ -318,7 +397,7 @@ export const make = (
         limiter,
         options,
         org,
-        policy,
+        policy: call?.retry ?? policy,
         call,
         pool: poolOf(params.model),
         model: params.model,
@@ -397,6 +476,7 @@ export const make = (
     return {
       client,
       limiter,
+      breakers,
       chat: { completions: { create: chatCreate, stream: chatStream } },
       responses: { create: responsesCreate },
       embeddings: { create: embeddingsCreate },

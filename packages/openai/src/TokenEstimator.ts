@@ -3,7 +3,8 @@
  *
  * OpenAI charges a call's tokens at admission from an estimate — the prompt plus `n × max_tokens` —
  * and Sluice reserves the same, then settles to the actual `usage`. Prompts are counted with a real
- * tokenizer (`gpt-tokenizer`) in the model family's encoding (`o200k_base` for GPT-4o, GPT-4.1, GPT-5
+ * tokenizer (`gpt-tokenizer`), floored at a quarter of the characters (OpenAI's own admission estimate
+ * is character-based; see {@link admissionCount}), in the model family's encoding (`o200k_base` for GPT-4o, GPT-4.1, GPT-5
  * and the o-series; `cl100k_base` for GPT-4, GPT-3.5 and the embedding models), with the chat format's
  * per-message overhead; tools and `response_format` schemas are counted from their JSON. When the caller
  * sets no maximum output, a documented default per model family is reserved (see
@@ -45,6 +46,18 @@ export const countText = (text: string, encoding: Encoding = "o200k_base"): numb
   text.length === 0 ? 0 : encoding === "cl100k_base" ? countCl100k(text) : countO200k(text)
 
 /**
+ * The tokens a text is charged at admission: the larger of its real token count and a quarter of its
+ * characters, rounded up. OpenAI's limiter estimates a request's tokens "based on the character count"
+ * before the model has counted them, so a reservation below that estimate would be admitted locally
+ * and refused by the server; settling to `usage` then trues it to the real count.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const admissionCount = (text: string, encoding: Encoding = "o200k_base"): number =>
+  text.length === 0 ? 0 : Math.max(countText(text, encoding), Math.ceil(text.length / 4))
+
+/**
  * The output reserved when a call sets no `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
  * Reasoning models think before they answer, so they reserve more. Settling refunds what is unused.
  *
@@ -69,24 +82,24 @@ type Part = { readonly type?: string; readonly text?: string; readonly image_url
 
 const contentTokens = (content: unknown, encoding: Encoding): number => {
   if (content === null || content === undefined) return 0
-  if (typeof content === "string") return countText(content, encoding)
+  if (typeof content === "string") return admissionCount(content, encoding)
   if (Array.isArray(content)) {
     let total = 0
     for (const part of content as ReadonlyArray<Part | string>) {
-      if (typeof part === "string") total += countText(part, encoding)
-      else if (typeof part?.text === "string") total += countText(part.text, encoding)
+      if (typeof part === "string") total += admissionCount(part, encoding)
+      else if (typeof part?.text === "string") total += admissionCount(part.text, encoding)
       else if (part?.type === "image_url" || part?.type === "input_image") {
         const detail = (part.image_url?.detail ?? (part as any).detail ?? "auto") as keyof typeof IMAGE_TOKENS
         total += IMAGE_TOKENS[detail] ?? IMAGE_TOKENS.auto
-      } else if (part !== null && typeof part === "object") total += countText(JSON.stringify(part), encoding)
+      } else if (part !== null && typeof part === "object") total += admissionCount(JSON.stringify(part), encoding)
     }
     return total
   }
-  return countText(JSON.stringify(content), encoding)
+  return admissionCount(JSON.stringify(content), encoding)
 }
 
 const jsonTokens = (value: unknown, encoding: Encoding): number =>
-  value === undefined || value === null ? 0 : countText(JSON.stringify(value), encoding)
+  value === undefined || value === null ? 0 : admissionCount(JSON.stringify(value), encoding)
 
 /**
  * What a call is charged at admission, and what it may be settled against later.
@@ -140,8 +153,8 @@ export const chat = (body: {
   let prompt = REPLY_PRIMING
   for (const raw of body.messages) {
     const message = raw as { role?: string; content?: unknown; name?: string; tool_calls?: unknown }
-    prompt += TOKENS_PER_MESSAGE + countText(message.role ?? "", encoding) + contentTokens(message.content, encoding)
-    if (typeof message.name === "string") prompt += TOKENS_PER_NAME + countText(message.name, encoding)
+    prompt += TOKENS_PER_MESSAGE + admissionCount(message.role ?? "", encoding) + contentTokens(message.content, encoding)
+    if (typeof message.name === "string") prompt += TOKENS_PER_NAME + admissionCount(message.name, encoding)
     if (message.tool_calls !== undefined) prompt += jsonTokens(message.tool_calls, encoding)
   }
   prompt += jsonTokens(body.tools, encoding) + jsonTokens(body.functions, encoding)
@@ -171,11 +184,11 @@ export const responses = (body: {
   const model = body.model ?? "gpt-4o"
   const encoding = encodingFor(model)
   let prompt = REPLY_PRIMING
-  if (typeof body.instructions === "string") prompt += TOKENS_PER_MESSAGE + countText(body.instructions, encoding)
-  if (typeof body.input === "string") prompt += TOKENS_PER_MESSAGE + countText(body.input, encoding)
+  if (typeof body.instructions === "string") prompt += TOKENS_PER_MESSAGE + admissionCount(body.instructions, encoding)
+  if (typeof body.input === "string") prompt += TOKENS_PER_MESSAGE + admissionCount(body.input, encoding)
   else if (Array.isArray(body.input)) {
     for (const item of body.input as ReadonlyArray<{ role?: string; content?: unknown }>) {
-      prompt += TOKENS_PER_MESSAGE + countText(item?.role ?? "", encoding) +
+      prompt += TOKENS_PER_MESSAGE + admissionCount(item?.role ?? "", encoding) +
         (item?.content !== undefined ? contentTokens(item.content, encoding) : jsonTokens(item, encoding))
     }
   }
@@ -194,7 +207,7 @@ export const embeddings = (body: { readonly model: string; readonly input: unkno
   const encoding = encodingFor(body.model)
   const one = (input: unknown): number =>
     typeof input === "string"
-      ? countText(input, encoding)
+      ? admissionCount(input, encoding)
       : Array.isArray(input) && input.every((x) => typeof x === "number")
       ? input.length
       : 0
@@ -227,7 +240,7 @@ export const images = (body: {
   if (!model.startsWith("gpt-image")) {
     return { model, promptTokens: 0, maxOutputTokens: 0, tokens: 0, images: n }
   }
-  const prompt = countText(body.prompt, "o200k_base")
+  const prompt = admissionCount(body.prompt, "o200k_base")
   const large = typeof body.size === "string" && body.size !== "1024x1024" && body.size !== "auto"
   const perImage = Math.ceil(
     (IMAGE_OUTPUT_TOKENS[body.quality ?? "auto"] ?? IMAGE_OUTPUT_TOKENS.auto) * (large ? 1.5 : 1)

@@ -17,6 +17,17 @@ describe("TokenEstimator", () => {
     expect(TokenEstimator.countText("", "o200k_base")).toBe(0)
   })
 
+  it("charges at admission at least OpenAI's character estimate", () => {
+    // "hello world " x 100: 200 tokens, 1200 characters -> OpenAI's limiter estimates 300
+    const text = "hello world ".repeat(100)
+    expect(TokenEstimator.countText(text, "o200k_base")).toBeLessThan(300)
+    expect(TokenEstimator.admissionCount(text, "o200k_base")).toBe(300)
+    // dense text (many tokens per character) is charged its real count
+    const dense = "𝔘𝔫𝔦𝔠𝔬𝔡𝔢".repeat(20) // 280 UTF-16 units, 420 tokens
+    expect(TokenEstimator.admissionCount(dense, "o200k_base")).toBe(TokenEstimator.countText(dense, "o200k_base"))
+    expect(TokenEstimator.admissionCount(dense, "o200k_base")).toBeGreaterThan(Math.ceil(dense.length / 4))
+  })
+
   it("estimates a chat call as prompt with message overhead plus n × max_tokens", () => {
     const estimate = TokenEstimator.chat({
       model: "gpt-4o",
@@ -27,8 +38,9 @@ describe("TokenEstimator", () => {
       max_tokens: 100,
       n: 2
     })
-    // 3 priming + (3 + "system" 1 + "You are terse." 4) + (3 + "user" 1 + "hello world" 2)
-    expect(estimate.promptTokens).toBe(3 + 3 + 1 + 4 + 3 + 1 + 2)
+    // each text is charged max(tokens, ceil(chars / 4)), OpenAI's character-based admission estimate:
+    // 3 priming + (3 + "system" max(1, 2) + "You are terse." max(4, 4)) + (3 + "user" 1 + "hello world" max(2, 3))
+    expect(estimate.promptTokens).toBe(3 + 3 + 2 + 4 + 3 + 1 + 3)
     expect(estimate.maxOutputTokens).toBe(200)
     expect(estimate.tokens).toBe(estimate.promptTokens + 200)
   })
@@ -61,9 +73,9 @@ describe("TokenEstimator", () => {
 
   it("estimates Responses, embeddings and images", () => {
     const response = TokenEstimator.responses({ model: "gpt-4o", input: "hello world", max_output_tokens: 10 })
-    expect(response.tokens).toBe(3 + 3 + 2 + 10)
+    expect(response.tokens).toBe(3 + 3 + 3 + 10)
     const embedding = TokenEstimator.embeddings({ model: "text-embedding-3-small", input: ["hello world", "hi"] })
-    expect(embedding.tokens).toBe(3)
+    expect(embedding.tokens).toBe(3 + 1)
     expect(TokenEstimator.embeddings({ model: "text-embedding-3-small", input: [1, 2, 3] }).tokens).toBe(3)
     const dalle = TokenEstimator.images({ model: "dall-e-3", prompt: "a cat", n: 1 })
     expect(dalle).toMatchObject({ images: 1, tokens: 0 })

@@ -164,7 +164,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
   readonly limiter: RateLimiter.Service
   readonly options: { readonly organization?: string | undefined; readonly project?: string | undefined }
   readonly org: string
-  readonly policy: Retry.Policy<any>
+  readonly policy: Retry.Policy<any> | false
   readonly call: {
     readonly priority?: RateLimiter.Lane | undefined
     readonly deadline?: Date | number | undefined
@@ -214,7 +214,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
     return { permit, data: result.data }
   })
 
-  const retried = Retry.retry(opened, args.policy as Retry.Policy<any>, retryOptions(args.call))
+  const retried = args.policy === false ? opened : Retry.retry(opened, args.policy, retryOptions(args.call))
 
   return Stream.unwrapScoped(
     Effect.map(retried, ({ data, permit }) => {
