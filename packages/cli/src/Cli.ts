@@ -19,6 +19,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { parseMillis } from "./internal/duration.js"
 import { makeExecutor } from "./internal/executor.js"
@@ -122,6 +123,15 @@ const runOptions = {
     Options.withDescription("Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"),
     Options.optional
   ),
+  speed: Options.float("speed").pipe(
+    Options.withDescription(
+      "With --simulate: run simulated time this many times faster than real time (figures are in simulated time)"
+    ),
+    Options.withDefault(1)
+  ),
+  restart: Options.boolean("restart").pipe(
+    Options.withDescription("Start over: truncate the output instead of resuming from it")
+  ),
   progress: Options.choice("progress", ["auto", "line", "log", "off"]).pipe(
     Options.withDescription("Progress display: live line on a terminal, log lines otherwise (auto)"),
     Options.withDefault("auto")
@@ -132,67 +142,103 @@ type RunOptions = Command.Command.ParseConfig<typeof runOptions>
 
 const runHandler = (env: Environment) => (options: RunOptions) =>
   Effect.scoped(
-    Effect.gen(function*() {
-      if (options.concurrency < 1) return yield* usage("--concurrency must be at least 1")
-      const deadlineMs = Option.isSome(options.deadline) ? parseMillis(options.deadline.value) : undefined
-      if (Option.isSome(options.deadline) && deadlineMs === undefined) {
-        return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
-      }
-      const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
-      const routing = Option.isSome(options.routing) ? yield* readJson(options.routing.value) : undefined
-
-      let fetch: Fetch = (input, init) => globalThis.fetch(input, init)
-      let baseUrl: string
-      let apiKey: Redacted.Redacted<string>
-      if (Option.isSome(options.simulate)) {
-        const { SimFetch, Simulator } = yield* testing
-        const scenario = yield* scenarioOf(options.simulate.value)
-        const simulator = yield* Simulator.make(scenario)
-        fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
-        baseUrl = "http://simulator.invalid/v1"
-        apiKey = Redacted.make("sk-simulated")
-      } else {
-        baseUrl = Option.isSome(options.baseUrl)
-          ? options.baseUrl.value
-          : yield* Config.string("OPENAI_BASE_URL").pipe(Config.withDefault("https://api.openai.com/v1"))
-        apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
-          Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
-        )
-      }
-
-      const progress = yield* BulkRunner.makeProgress
-      const executor = yield* makeExecutor({
-        baseUrl,
-        apiKey,
-        tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
-        limits,
-        routing,
-        priority: Option.getOrUndefined(options.priority),
-        deadlineMs,
-        fetch,
-        progress
-      })
-
-      const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
-      const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
-      const renderer = mode === "off" ? undefined : yield* Effect.fork(
-        BulkRunner.render(progress, { tty: mode === "line", write: env.writeProgress })
-      )
-      const summary = yield* BulkRunner.run({
-        input: options.input,
-        output: options.output,
-        errors,
-        execute: executor.execute,
-        describe: executor.describe,
-        concurrency: options.concurrency,
-        stop: env.stop,
-        progress
-      }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
-      yield* Console.log(BulkRunner.formatSummary(summary))
-      if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
-      env.setExitCode(BulkRunner.exitCode(summary))
-    })
+    options.speed !== 1 && Option.isSome(options.simulate) && options.speed > 0 && Number.isFinite(options.speed)
+      ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(runBody(env, options), options.speed))
+      : runBody(env, options)
   )
+
+const runBody = (env: Environment, options: RunOptions) =>
+  Effect.gen(function*() {
+    if (options.concurrency < 1) return yield* usage("--concurrency must be at least 1")
+    const deadlineMs = Option.isSome(options.deadline) ? parseMillis(options.deadline.value) : undefined
+    if (Option.isSome(options.deadline) && deadlineMs === undefined) {
+      return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
+    }
+    const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
+    const routing = Option.isSome(options.routing) ? yield* readJson(options.routing.value) : undefined
+    if (routing !== undefined) return yield* usage("--routing is not wired yet")
+
+    if (!(options.speed > 0) || !Number.isFinite(options.speed)) return yield* usage("--speed must be above 0")
+    if (options.speed !== 1 && Option.isNone(options.simulate)) {
+      return yield* usage("--speed only applies with --simulate (a real API runs in real time)")
+    }
+
+    let fetch: Fetch | undefined
+    let baseUrl: string
+    let apiKey: Redacted.Redacted<string>
+    let simulated: { readonly name: string } | undefined
+    if (Option.isSome(options.simulate)) {
+      const { SimFetch, Simulator } = yield* testing
+      const scenario = yield* scenarioOf(options.simulate.value)
+      const simulator = yield* Simulator.make(scenario)
+      fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
+      baseUrl = "http://simulator.invalid/v1"
+      apiKey = Redacted.make("sk-simulated")
+      simulated = { name: scenario.name }
+    } else {
+      baseUrl = Option.isSome(options.baseUrl)
+        ? options.baseUrl.value
+        : yield* Config.string("OPENAI_BASE_URL").pipe(Config.withDefault("https://api.openai.com/v1"))
+      apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
+        Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
+      )
+    }
+    const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
+    const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
+
+    const progress = yield* BulkRunner.makeProgress
+    const executor = yield* makeExecutor({
+      baseUrl,
+      apiKey,
+      organization: Option.getOrUndefined(organizationId),
+      organizationId: Option.getOrUndefined(organizationId),
+      projectId: Option.getOrUndefined(projectId),
+      tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
+      limits,
+      priority: Option.getOrUndefined(options.priority),
+      deadlineMs,
+      fetch,
+      progress
+    })
+    if (simulated !== undefined) {
+      yield* Console.error(
+        `sluice: simulated OpenAI (${simulated.name}) in this process${
+          options.speed === 1 ? "" : `, time ${options.speed}x faster than real`
+        }; no API key, no network`
+      )
+    }
+    if (options.restart) {
+      yield* Effect.try({
+        try: () => NodeFs.writeFileSync(options.output, ""),
+        catch: (error) => usage(`--restart: cannot truncate ${options.output}: ${(error as Error).message}`)
+      })
+    }
+
+    const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
+    const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
+    const renderer = mode === "off" ? undefined : yield* Effect.fork(
+      BulkRunner.render(progress, { tty: mode === "line", write: env.writeProgress })
+    )
+    const realStart = Date.now()
+    const summary = yield* BulkRunner.run({
+      input: options.input,
+      output: options.output,
+      errors,
+      execute: executor.execute,
+      describe: executor.describe,
+      concurrency: options.concurrency,
+      stop: env.stop,
+      progress
+    }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
+    yield* Console.log(BulkRunner.formatSummary(summary))
+    if (options.speed !== 1) {
+      yield* Console.log(
+        `simulated time ${options.speed}x: ${((Date.now() - realStart) / 1000).toFixed(1)}s of real time`
+      )
+    }
+    if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
+    env.setExitCode(BulkRunner.exitCode(summary))
+  })
 
 /**
  * `<output>.errors.jsonl` next to the output (`results.jsonl` → `results.errors.jsonl`).

@@ -353,19 +353,28 @@ export const formatSummary = (summary: Summary): string => {
       summary.invalid > 0 ? ` (${kinds(summary.invalidByReason)})` : ""
     }; not done ${summary.notDone}`
   )
+  // The ratio only means something when the limits bound the run (a minimum of at least a second).
   const minimum = summary.theoreticalMinimumMs === undefined
     ? ""
-    : ` (theoretical minimum ${Stats.formatDuration(summary.theoreticalMinimumMs)}, ratio ${
-      (summary.wallMs / Math.max(1, summary.theoreticalMinimumMs)).toFixed(2)
+    : summary.theoreticalMinimumMs < 1000
+    ? " (the limits in force did not bind)"
+    : ` (theoretical minimum for the limits in force ${Stats.formatDuration(summary.theoreticalMinimumMs)}, ratio ${
+      (summary.wallMs / summary.theoreticalMinimumMs).toFixed(2)
     })`
   rows.push(`wall time: ${Stats.formatDuration(summary.wallMs)}${minimum}`)
+  const waits = summary.waits === 0
+    ? "no admission waits"
+    : `${summary.waits} admissions waited (${Stats.formatDuration(summary.waitMs / summary.waits)} on average)`
   rows.push(
-    `binding: ${summary.binding ?? "n/a"}; waits ${summary.waits} (${
-      Stats.formatDuration(summary.waitMs)
-    }); 429s ${summary.rateLimited}; retries ${summary.retries}`
+    `binding: ${summary.binding ?? "none"}; ${waits}; 429s ${summary.rateLimited}; retries ${summary.retries}`
   )
   if (summary.tokensReserved > 0 || summary.tokensUsed > 0) {
-    rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}`)
+    const share = summary.tokensReserved > 0
+      ? ` (${
+        ((summary.tokensUsed / summary.tokensReserved) * 100).toFixed(0)
+      }% of the reservations; the rest was refunded at settle)`
+      : ""
+    rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}${share}`)
   }
   if (summary.repairedBytes > 0) rows.push(`repaired a torn last output line (${summary.repairedBytes} bytes)`)
   return rows.join("\n")

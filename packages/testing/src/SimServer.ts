@@ -152,7 +152,14 @@ export const serve = (
 ): Effect.Effect<Address, HttpServerError.ServeError, Scope.Scope | Simulator.Simulator> =>
   Effect.gen(function*() {
     const host = options.host ?? "127.0.0.1"
-    const server = yield* NodeHttpServer.make(() => Http.createServer(), { port: options.port ?? 0, host })
+    // Idle keep-alive sockets stay open for two minutes, as behind OpenAI's load balancers: Node's default of
+    // five seconds races a client reusing the socket ("other side closed") on a busy machine.
+    const server = yield* NodeHttpServer.make(() => {
+      const http = Http.createServer()
+      http.keepAliveTimeout = 120_000
+      http.headersTimeout = 125_000
+      return http
+    }, { port: options.port ?? 0, host })
     yield* server.serve(Effect.catchAll(app, (error) => HttpServerResponse.text(String(error), { status: 400 })))
     const port = server.address._tag === "TcpAddress" ? server.address.port : 0
     const shown = host.includes(":") ? `[${host}]` : host

@@ -1,22 +1,28 @@
 /**
- * The executor `sluice run` hands to the bulk runner.
- *
- * PLACEHOLDER IMPLEMENTATION (to be replaced by the lead with one built on the `OpenAi` service from
- * `@sluice/openai`: admission through the rate limiter, header sync, gates, typed retries). This version
- * sends each request once with a bare `fetch` to `${baseUrl}${url}` — no rate limiting, no retries — so the
- * runner works end to end against any OpenAI-compatible server today. It keeps the contract the runner
- * needs: a typed failure with a `describe` that marks `insufficient_quota` as a stop.
+ * The executor `sluice run` hands to the bulk runner: every request goes through the `OpenAi` service of
+ * `@sluice/openai` — estimated, admitted atomically across its scopes (organization, the model's pool),
+ * sent with the official SDK, synced from the `x-ratelimit-*` headers, settled to its `usage`, gated on
+ * 429 hints and retried per the typed policy — and its events feed the run's progress: waits, 429s,
+ * retries, the binding budget, tokens reserved against used, and the theoretical minimum wall time for the
+ * limits in force.
  *
  * @internal
  */
+import type { CircuitBreaker } from "@sluice/core"
+import { Budget, LimiterStore, RateLimiter, Retry } from "@sluice/core"
 import type { BulkRunner } from "@sluice/openai"
-import * as Data from "effect/Data"
+import { OpenAi, OpenAiError, OpenAiRetry, Tiers } from "@sluice/openai"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
 import type { LimitsFile } from "./limits.js"
 
 /** @internal */
-export type Fetch = (input: string, init?: RequestInit) => Promise<globalThis.Response>
+export type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<globalThis.Response>
 
 /**
  * What `sluice run` knows when it builds the executor.
@@ -24,117 +30,224 @@ export type Fetch = (input: string, init?: RequestInit) => Promise<globalThis.Re
  * @internal
  */
 export interface ExecutorOptions {
-  /** The SDK-style base URL (`https://api.openai.com/v1`); a trailing `/v1` is not doubled. */
+  /** The SDK-style base URL (`https://api.openai.com/v1`). */
   readonly baseUrl: string
   readonly apiKey: Redacted.Redacted<string>
-  readonly tier: 1 | 2 | 3 | 4 | 5 | undefined
+  /** The organization name used in scope keys (and sent as `OpenAI-Organization` when it is an id). */
+  readonly organization?: string | undefined
+  readonly organizationId?: string | undefined
+  readonly projectId?: string | undefined
+  readonly tier: Tiers.Tier | undefined
   readonly limits: LimitsFile | undefined
-  /** The routing table file, parsed JSON (its schema belongs to the router). */
-  readonly routing: unknown
   readonly priority: "interactive" | "background" | undefined
-  /** Per-request admission deadline, in milliseconds. */
+  /** Per-request admission deadline, in milliseconds from when the request is taken up. */
   readonly deadlineMs: number | undefined
   /** The `fetch` to use (the embedded simulator's with `--simulate`). */
-  readonly fetch: Fetch
+  readonly fetch: Fetch | undefined
   /** Progress hooks to feed (waits, 429s, retries, binding budget, tokens). */
   readonly progress: BulkRunner.Progress
 }
 
-/**
- * A typed executor failure.
- *
- * @internal
- */
-export class ExecutorError extends Data.TaggedError("ExecutorError")<{
-  readonly kind: string
-  readonly code: string
-  readonly message: string
-  readonly statusCode?: number | undefined
-}> {}
-
 /** @internal */
 export interface Executor {
-  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, ExecutorError>
-  readonly describe: (error: ExecutorError) => BulkRunner.Failure
-}
-
-const kindOf = (status: number, code: string, message: string): string => {
-  if (code === "insufficient_quota") return "quota"
-  if (status === 429) return /request too large/i.test(message) ? "request_too_large" : "rate_limit"
-  if (code === "context_length_exceeded") return "context_length"
-  if (code === "content_policy_violation") return "content_policy"
-  if (status === 401) return "auth"
-  if (status === 403) return "permission"
-  if (status === 404) return "not_found"
-  if (status === 409) return "conflict"
-  if (status === 503) return "overloaded"
-  if (status >= 500) return "server"
-  if (status >= 400) return "bad_request"
-  return "unknown"
+  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, OpenAi.CallError>
+  readonly describe: (error: OpenAi.CallError) => BulkRunner.Failure
+  /** The limiter the executor admits through (for a final snapshot). */
+  readonly limiter: RateLimiter.Service
 }
 
 /**
- * Builds the executor for `sluice run`.
+ * The budgets of a `--limits` file: each model's figures on its pool's scope.
  *
  * @internal
  */
-export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor> =>
-  Effect.sync(() => {
-    const base = options.baseUrl.replace(/\/+$/, "").replace(/\/v1$/, "")
-    const execute = (request: BulkRunner.Request) =>
-      Effect.tryPromise({
-        try: async (signal) => {
-          const response = await options.fetch(`${base}${request.url}`, {
-            method: "POST",
-            headers: {
-              "content-type": "application/json",
-              authorization: `Bearer ${Redacted.value(options.apiKey)}`
-            },
-            body: JSON.stringify(request.body),
-            signal
-          })
-          const text = await response.text()
-          let body: unknown = text
-          try {
-            body = JSON.parse(text)
-          } catch {
-            // keep the text
+export const budgetsOfLimits = (limits: LimitsFile, organization: string): ReadonlyArray<Budget.Budget> => {
+  const byPool = new Map<string, Array<Budget.Limit>>()
+  for (const [model, figures] of Object.entries(limits.models)) {
+    const pool = Tiers.poolOf(model)
+    const list = byPool.get(pool) ?? []
+    if (figures.rpm !== undefined) list.push(Budget.Limit.perMinute("requests", figures.rpm))
+    if (figures.tpm !== undefined) list.push(Budget.Limit.perMinute("tokens", figures.tpm))
+    if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm))
+    if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd))
+    if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd))
+    byPool.set(pool, list)
+  }
+  return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
+}
+
+const describeError = (error: OpenAi.CallError): BulkRunner.Failure => {
+  switch (error._tag) {
+    case "QuotaExhausted":
+    case "Unauthorized":
+      // Not written, and the run stops: every other line would fail the same way. A rerun (after topping up,
+      // or with the right key) does them all.
+      return { kind: error._tag, code: error.code ?? error._tag, message: error.message, stop: true }
+    case "ScopeClosed":
+    case "LimiterStoreError":
+      return { kind: error._tag, code: error._tag, message: error.message, stop: true }
+    case "DeadlineExceeded":
+    case "RetryDeadlineExceeded":
+    case "CostExceedsCapacity":
+    case "CircuitOpen":
+      return { kind: error._tag, code: error._tag, message: error.message }
+    default:
+      return {
+        kind: error._tag,
+        code: error.code ?? error.type ?? (error.status === undefined ? error._tag : `http_${error.status}`),
+        message: error.message,
+        statusCode: error.status
+      }
+  }
+}
+
+/**
+ * The bulk policy: OpenAI's default kinds, and an open circuit breaker waited out (its `retryAfter` is
+ * the time until it lets a probe through) instead of failing the request, so an incident on one model
+ * delays its lines rather than burning them. At most 12 retries and 30 minutes per request.
+ *
+ * @internal
+ */
+export const bulkPolicy: Retry.Policy<OpenAiError.OpenAiError | CircuitBreaker.CircuitOpen> = Retry.make({
+  is: (error): error is OpenAiError.OpenAiError | CircuitBreaker.CircuitOpen =>
+    OpenAiError.isOpenAiError(error) || (error as { _tag?: unknown } | null)?._tag === "CircuitOpen",
+  kind: (error) => error._tag === "CircuitOpen" ? "CircuitOpen" : OpenAiRetry.kind(error),
+  retryable: (error) => error._tag === "CircuitOpen" || error.retryable,
+  retryAfter: (error) => error.retryAfter,
+  kinds: {
+    ...(OpenAiRetry.defaultKinds as Record<string, Retry.KindOptions>),
+    CircuitOpen: { base: Duration.seconds(1), factor: 1, maxDelay: Duration.seconds(5), maxRetries: 8, jitter: "full" }
+  },
+  maxRetries: 12,
+  maxElapsed: Duration.minutes(30)
+})
+
+const windowName = (limit: Budget.Limit): string => {
+  const ms = limit.windowMillis
+  return ms === 60_000 ? "min" : ms === 86_400_000 ? "day" : ms === 1_000 ? "s" : `${ms}ms`
+}
+
+/**
+ * Builds the executor for `sluice run`, with its own limiter (memory store) and `OpenAi` service.
+ *
+ * @internal
+ */
+export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const organization = options.organization ?? "default"
+    const progress = options.progress
+    const explicit = options.limits === undefined ? [] : budgetsOfLimits(options.limits, organization)
+    const serviceOptions: OpenAi.OpenAi.Options = {
+      organization,
+      tier: options.tier,
+      budgets: explicit
+    }
+    const budgets = OpenAi.budgetsFor(serviceOptions)
+    const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(LimiterStore.layerMemory))
+
+    // Charged totals per scope and dimension in this run, for the theoretical minimum.
+    const charged = new Map<string, Map<string, number>>()
+    let minimumMs = 0
+    let lastBinding = 0
+    const bindingCounts = new Map<string, number>()
+
+    const minimumFor = (scope: string): number => {
+      const totals = charged.get(scope)
+      if (totals === undefined) return 0
+      let worst = 0
+      for (const limit of limiter.limitsOf(scope)) {
+        const total = totals.get(limit.dimension) ?? 0
+        const over = total - limit.capacity
+        if (over > 0) worst = Math.max(worst, (over * limit.windowMillis) / limit.amount)
+      }
+      return worst
+    }
+
+    const charge = (scopes: ReadonlyArray<string>, cost: Budget.Cost) =>
+      Effect.suspend(() => {
+        for (const scope of scopes) {
+          let totals = charged.get(scope)
+          if (totals === undefined) {
+            totals = new Map()
+            charged.set(scope, totals)
           }
-          return { status: response.status, requestId: response.headers.get("x-request-id"), body }
-        },
-        catch: (cause) =>
-          new ExecutorError({
-            kind: "connection",
-            code: "connection_error",
-            message: cause instanceof Error
-              ? `${cause.message}${cause.cause ? `: ${String(cause.cause)}` : ""}`
-              : String(cause)
-          })
-      }).pipe(
-        Effect.flatMap(({ body, requestId, status }) => {
-          if (status >= 200 && status < 300) {
-            return Effect.succeed<BulkRunner.Response>({ statusCode: status, requestId, body })
+          for (const [dimension, amount] of Object.entries(cost)) {
+            if (amount > 0) totals.set(dimension, (totals.get(dimension) ?? 0) + amount)
           }
-          const error = typeof body === "object" && body !== null ? (body as any).error : undefined
-          const code = typeof error?.code === "string"
-            ? error.code
-            : typeof error?.type === "string"
-            ? error.type
-            : `http_${status}`
-          const message = typeof error?.message === "string" ? error.message : `HTTP ${status}`
-          const effect = status === 429 ? options.progress.recordRateLimited : Effect.void
-          return Effect.zipRight(
-            effect,
-            Effect.fail(new ExecutorError({ kind: kindOf(status, code, message), code, message, statusCode: status }))
-          )
-        })
-      )
-    const describe = (error: ExecutorError): BulkRunner.Failure => ({
-      kind: error.kind,
-      code: error.code,
-      message: error.message,
-      statusCode: error.statusCode,
-      stop: error.kind === "quota"
+          minimumMs = Math.max(minimumMs, minimumFor(scope))
+        }
+        return progress.setTheoreticalMinimum(minimumMs)
+      })
+
+    /** After a wait, which bucket or gate held it up (sampled at most every 500 ms). */
+    const sampleBinding = (scopes: ReadonlyArray<string>, cost: Budget.Cost) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        if (now - lastBinding < 500) return
+        lastBinding = now
+        const estimate = yield* Effect.orElseSucceed(limiter.peek(scopes, cost), () => undefined)
+        if (estimate === undefined || Option.isNone(estimate.binding)) return
+        const { dimension, reason, scope } = estimate.binding.value
+        const limit = limiter.limitsOf(scope).find((l) => l.dimension === dimension)
+        const where = scope.replace(/^org:[^/]+\/pool:/, "").replace(/^org:/, "org ")
+        const label = reason === "gate" || limit === undefined
+          ? `${dimension} gate ${where}`
+          : `${dimension}/${windowName(limit)} ${where}`
+        bindingCounts.set(label, (bindingCounts.get(label) ?? 0) + 1)
+        let top = label
+        for (const [name, count] of bindingCounts) if (count > (bindingCounts.get(top) ?? 0)) top = name
+        yield* progress.setBinding(top)
+      })
+
+    const onEvent = (event: OpenAi.CallEvent): Effect.Effect<void> => {
+      switch (event._tag) {
+        case "Admitted":
+          return Effect.all([
+            event.attempt > 1 ? progress.recordRetry : Effect.void,
+            event.waitedMillis > 0
+              ? Effect.zipRight(progress.recordWait(event.waitedMillis), sampleBinding(event.scopes, event.cost))
+              : Effect.void
+          ], { discard: true })
+        case "Succeeded":
+          return progress.recordTokens({ reserved: event.reserved.tokens ?? 0, used: event.used.tokens ?? 0 })
+        case "Failed":
+          return event.error._tag === "RateLimited" ? progress.recordRateLimited : Effect.void
+      }
+    }
+
+    const client = OpenAi.makeClient({
+      apiKey: options.apiKey,
+      baseURL: options.baseUrl,
+      organizationId: options.organizationId,
+      projectId: options.projectId,
+      fetch: options.fetch as typeof globalThis.fetch | undefined
     })
-    return { execute, describe }
+    const openai = yield* OpenAi.make(client, { ...serviceOptions, onEvent }).pipe(
+      Effect.provide(Layer.succeed(RateLimiter.RateLimiter, limiter))
+    )
+
+    const execute = (request: BulkRunner.Request) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const result = yield* openai.request(request.url, request.body as Record<string, unknown>, {
+          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
+          priority: options.priority,
+          deadline: options.deadlineMs === undefined ? undefined : now + options.deadlineMs
+        })
+        const model = typeof request.body.model === "string" ? request.body.model : undefined
+        if (model !== undefined) {
+          const usage = (result.body as { usage?: Record<string, unknown> } | null)?.usage
+          const total = typeof usage?.total_tokens === "number"
+            ? usage.total_tokens
+            : (Number(usage?.prompt_tokens ?? usage?.input_tokens ?? 0) +
+              Number(usage?.completion_tokens ?? usage?.output_tokens ?? 0))
+          const images = request.url === "/v1/images/generations"
+            ? ((result.body as { data?: ReadonlyArray<unknown> } | null)?.data?.length ?? 1)
+            : 0
+          yield* charge(openai.scopesFor(model), { requests: 1, tokens: total, images })
+        }
+        return { statusCode: result.status, requestId: result.requestId, body: result.body }
+      })
+
+    return { execute, describe: describeError, limiter }
   })

@@ -8,6 +8,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as NodeFs from "node:fs"
+import * as NodePath from "node:path"
 import * as Readline from "node:readline"
 
 /** @internal */
@@ -155,7 +156,11 @@ export const lineWriter = (
 ) =>
   Effect.acquireRelease(
     Effect.try({
-      try: () => NodeFs.openSync(path, options.truncate === true ? "w" : "a"),
+      try: () => {
+        const dir = NodePath.dirname(path)
+        if (!NodeFs.existsSync(dir)) NodeFs.mkdirSync(dir, { recursive: true })
+        return NodeFs.openSync(path, options.truncate === true ? "w" : "a")
+      },
       catch: (cause) => new FileFailure(path, "open", cause)
     }),
     (fd) =>
