@@ -209,7 +209,9 @@ const runBody = (env: Environment, options: RunOptions) =>
     }
     if (options.restart) {
       yield* Effect.try({
-        try: () => NodeFs.writeFileSync(options.output, ""),
+        try: () => {
+          if (NodeFs.existsSync(options.output)) NodeFs.truncateSync(options.output, 0)
+        },
         catch: (error) => usage(`--restart: cannot truncate ${options.output}: ${(error as Error).message}`)
       })
     }

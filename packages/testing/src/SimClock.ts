@@ -16,7 +16,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 
 /**
- * A clock `speed` times faster than the real one, starting at the real time now.
+ * A clock `speed` times faster than `base` (default: the real clock), starting at `base`'s time now.
  *
  * @since 0.1.0
  * @category constructors
@@ -29,9 +29,8 @@ import * as Effect from "effect/Effect"
  * const program = Effect.sleep("1 minute").pipe(Effect.withClock(SimClock.scaled(20)))
  * ```
  */
-export const scaled = (speed: number): Clock.Clock => {
+export const scaled = (speed: number, base: Clock.Clock = Clock.make()): Clock.Clock => {
   if (!(speed > 0) || !Number.isFinite(speed)) throw new RangeError(`speed must be a positive number, got ${speed}`)
-  const base = Clock.make()
   const originMillis = base.unsafeCurrentTimeMillis()
   const originNanos = base.unsafeCurrentTimeNanos()
   const millis = () => originMillis + (base.unsafeCurrentTimeMillis() - originMillis) * speed
