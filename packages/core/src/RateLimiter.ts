@@ -339,8 +339,13 @@ interface Waiter {
   done: boolean
   cancelled: boolean
   permit: Permit | undefined
-  /** Whether this waiter's wait was caused by the queue ahead of it rather than its own shortfall. */
+  /** The last estimated wait (milliseconds), for the deadline error. */
   lastEstimate: number
+  /**
+   * The store is answering this waiter's first attempt (the fast path). It holds its place at the head
+   * of the queue meanwhile, so a later arrival cannot overtake it while an asynchronous store answers.
+   */
+  inFlight: boolean
 }
 
 const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => {
@@ -510,6 +515,13 @@ export const make = (
     const signal = () => {
       if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
     }
+    /** Drops finished waiters from the lanes. */
+    const compact = () => {
+      for (let i = 0; i < lanes.length; i++) {
+        if (queued === 0) lanes[i].length = 0
+        else if (lanes[i].some((waiter) => waiter.done)) lanes[i] = lanes[i].filter((waiter) => !waiter.done)
+      }
+    }
 
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
       let state: Permit["state"] = "held"
@@ -590,35 +602,49 @@ export const make = (
     /** One pass over the queue; returns when the next pass is due (epoch ms), Infinity for "on signal". */
     const pass: Effect.Effect<number> = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      const blocked = new Set<string>()
+      // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
+      const blocked = new Map<string, number>()
       let next = Number.POSITIVE_INFINITY
       for (const lane of lanes) {
         for (const waiter of lane) {
           if (waiter.done) continue
+          if (waiter.inFlight) {
+            // its first attempt is at the store: nothing behind it may take its buckets meanwhile
+            for (const debit of waiter.prepared.debits) {
+              const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
+              if (!blocked.has(key)) blocked.set(key, now)
+            }
+            continue
+          }
           const closedError = closedFor(waiter.prepared.scopes)
           if (closedError !== undefined) {
             yield* reject(waiter, closedError)
             continue
           }
-          let isBlocked = false
+          let blockedBy: string | undefined
+          let aheadDue = Number.NEGATIVE_INFINITY
           for (const key of waiter.keys) {
-            if (blocked.has(key)) {
-              isBlocked = true
-              break
+            const due = blocked.get(key)
+            if (due !== undefined && due > aheadDue) {
+              blockedBy = key
+              aheadDue = due
             }
           }
-          if (isBlocked) {
-            // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn.
-            if (now >= waiter.deadline) {
-              const first = waiter.prepared.debits[0]
+          if (blockedBy !== undefined) {
+            // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
+            // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
+            const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
+            waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
+            if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
+              const [scope, dimension] = blockedBy.split("\u0000")
               yield* reject(
                 waiter,
                 new DeadlineExceeded({
-                  scope: first?.bucket.scope ?? waiter.prepared.scopes[0] ?? "",
-                  dimension: first?.bucket.dimension ?? "*",
+                  scope,
+                  dimension,
                   reason: "queue",
-                  estimatedWaitMillis: waiter.lastEstimate,
-                  allowedMillis: waiter.deadline - waiter.enqueuedAt
+                  estimatedWaitMillis: atLeast,
+                  allowedMillis: Math.max(0, waiter.deadline - now)
                 })
               )
             } else if (waiter.deadline < next) {
@@ -631,8 +657,16 @@ export const make = (
             yield* reject(waiter, admission.left)
             continue
           }
-          if (waiter.done) continue // cancelled while the store answered
           const answer = admission.right
+          if (waiter.done) {
+            // cancelled while an asynchronous store answered: refund what it admitted
+            if (answer._tag === "Admitted") {
+              yield* Effect.ignore(
+                store.adjust(waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
+              )
+            }
+            continue
+          }
           if (answer._tag === "Admitted") {
             yield* deliver(waiter, now)
             continue
@@ -653,16 +687,15 @@ export const make = (
           }
           // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
           // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
-          blocked.add(`${answer.scope}\u0000${answer.dimension}`)
           let due = now + answer.waitMillis
           if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+          const key = `${answer.scope}\u0000${answer.dimension}`
+          if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
           if (due < next) next = due
           if (waiter.deadline < next) next = waiter.deadline
         }
       }
-      for (let i = 0; i < lanes.length; i++) {
-        if (lanes[i].some((waiter) => waiter.done)) lanes[i] = lanes[i].filter((waiter) => !waiter.done)
-      }
+      compact()
       return next
     })
 
@@ -717,38 +750,54 @@ export const make = (
         )
       )
 
+    const newWaiter = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number): Waiter => ({
+      prepared,
+      keys: keysOf(prepared),
+      lane,
+      enqueuedAt: now,
+      deadline,
+      deferred: Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
+      done: false,
+      cancelled: false,
+      permit: undefined,
+      lastEstimate: estimate,
+      inFlight: false
+    })
+
+    const awaitWaiter = (waiter: Waiter) =>
+      Deferred.await(waiter.deferred).pipe(
+        Effect.onInterrupt(() =>
+          Effect.suspend(() => {
+            waiter.cancelled = true
+            if (!waiter.done) {
+              waiter.done = true
+              queued--
+              signal()
+              return Effect.void
+            }
+            return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
+          })
+        )
+      )
+
     const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
       Effect.suspend(() => {
-        const waiter: Waiter = {
-          prepared,
-          keys: keysOf(prepared),
-          lane,
-          enqueuedAt: now,
-          deadline,
-          deferred: Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
-          done: false,
-          cancelled: false,
-          permit: undefined,
-          lastEstimate: estimate
-        }
+        const waiter = newWaiter(prepared, lane, now, deadline, estimate)
         lanes[lane].push(waiter)
         queued++
         signal()
-        return Deferred.await(waiter.deferred).pipe(
-          Effect.onInterrupt(() =>
-            Effect.suspend(() => {
-              waiter.cancelled = true
-              if (!waiter.done) {
-                waiter.done = true
-                queued--
-                signal()
-                return Effect.void
-              }
-              return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
-            })
-          )
-        )
+        return awaitWaiter(waiter)
       })
+
+    /** Ends a fast-path placeholder that did not become a waiter. */
+    const leave = (waiter: Waiter) => {
+      waiter.done = true
+      queued--
+      const lane = lanes[waiter.lane]
+      if (lane[lane.length - 1] === waiter) lane.pop()
+      if (queued === 0) compact()
+      signal()
+    }
 
     const acquire: Service["acquire"] = (scopes, cost, options) =>
       Effect.suspend(() => {
@@ -764,18 +813,40 @@ export const make = (
         return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
           const deadline = deadlineOf(options, now)
           if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
-          return Effect.flatMap(
-            Effect.tapError(
-              store.tryAcquire(prepared.debits, prepared.gates),
-              () => Metric.increment(rejectionsByReason.store)
-            ),
-            (answer) => {
-              if (answer._tag === "Admitted") {
-                return Effect.as(Metric.increment(admissionsByLane[lane]), makePermit(prepared, now))
+          // The fast path: ask the store at once, holding a place at the head of the queue meanwhile.
+          const waiter = newWaiter(prepared, lane, now, deadline, 0)
+          waiter.inFlight = true
+          lanes[lane].push(waiter)
+          queued++
+          return Effect.uninterruptibleMask((restore) =>
+            Effect.matchEffect(store.tryAcquire(prepared.debits, prepared.gates), {
+              onFailure: (error) => {
+                leave(waiter)
+                return Effect.zipRight(Metric.increment(rejectionsByReason.store), Effect.fail(error))
+              },
+              onSuccess: (answer): Effect.Effect<Permit, AcquireError> => {
+                if (answer._tag === "Admitted") {
+                  leave(waiter)
+                  const admitted = makePermit(prepared, now)
+                  // An interruption that arrived while the store answered lands here, and refunds it.
+                  return Effect.zipRight(
+                    Metric.increment(admissionsByLane[lane]),
+                    restore(Effect.succeed(admitted)).pipe(
+                      Effect.onInterrupt(() => Effect.ignore(admitted.release))
+                    )
+                  )
+                }
+                if (now + answer.waitMillis > deadline) {
+                  leave(waiter)
+                  return deadlineFailure(answer, deadline, now)
+                }
+                // Denied: it stays where it is in the queue, now a waiter like the others.
+                waiter.inFlight = false
+                waiter.lastEstimate = answer.waitMillis
+                signal()
+                return restore(awaitWaiter(waiter))
               }
-              if (now + answer.waitMillis > deadline) return deadlineFailure(answer, deadline, now)
-              return enqueue(prepared, lane, now, deadline, answer.waitMillis)
-            }
+            })
           )
         })
       })
@@ -953,8 +1024,8 @@ export const make = (
       }
       let interactive = 0
       let background = 0
-      for (const waiter of lanes[0]) if (!waiter.done) interactive++
-      for (const waiter of lanes[1]) if (!waiter.done) background++
+      for (const waiter of lanes[0]) if (!waiter.done && !waiter.inFlight) interactive++
+      for (const waiter of lanes[1]) if (!waiter.done && !waiter.inFlight) background++
       return {
         now: read.now,
         levels,

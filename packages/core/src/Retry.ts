@@ -65,7 +65,10 @@ export interface Options<E> {
    * `E`: failures outside `E` are never retried. Default: every failure is taken to be an `E`.
    */
   readonly is?: ((error: unknown) => error is E) | undefined
-  /** Whether the error may ever be retried. `false` wins over any configuration. Default: always. */
+  /**
+   * Whether the error may ever be retried. `false` wins over any configuration. An error carrying
+   * `retryable: false` itself is never retried in any case. Default: every other error may be.
+   */
   readonly retryable?: ((error: E) => boolean) | undefined
   /** The wait the server asked for, used as a floor on the delay. */
   readonly retryAfter?: ((error: E) => Duration.Duration | undefined) | undefined
@@ -300,7 +303,11 @@ const resolve = <E>(options: Options<E>): internal.Settings<E> => {
   return {
     kind: options.kind,
     is: options.is ?? ((_: unknown): _ is E => true),
-    retryable: options.retryable ?? (() => true),
+    // An error that says of itself that it is not retryable (`retryable: false`) is never retried, whatever
+    // the policy lists; a custom `retryable` is combined with that, never a way around it.
+    retryable: (error: E) =>
+      (error as { readonly retryable?: unknown } | null | undefined)?.retryable !== false &&
+      (options.retryable === undefined || options.retryable(error)),
     retryAfter: options.retryAfter ?? (() => undefined),
     kinds,
     maxRetries: options.maxRetries ?? Number.POSITIVE_INFINITY,

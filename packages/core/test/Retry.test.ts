@@ -189,6 +189,21 @@ describe("Retry", () => {
         })
       )
     })
+
+    it("an error that says it is not retryable is never retried, even by a policy with no `retryable`", () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 20 }), fc.boolean(), (maxRetries, customSaysYes) => {
+          const p = Retry.make<{ readonly _tag: string; readonly retryable?: boolean }>({
+            kind: (e) => e._tag,
+            kinds: { ContentPolicy: { maxRetries, base: 1 } },
+            ...(customSaysYes ? { retryable: () => true } : {})
+          })
+          const never = Retry.delays(p, [{ _tag: "ContentPolicy", retryable: false }]).delays.length === 0
+          const unsaid = Retry.delays(p, [{ _tag: "ContentPolicy" }, { _tag: "ContentPolicy" }]).delays.length > 0
+          return never && unsaid
+        })
+      )
+    })
   })
 
   describe("under TestClock", () => {
