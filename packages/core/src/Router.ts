@@ -121,6 +121,17 @@ export interface RouteRequest {
   readonly stream?: boolean | undefined
   /** A random number in [0, 1) for randomised strategies; drawn from `Random` when absent. */
   readonly random?: number | undefined
+  /**
+   * Scopes this request charges on whichever candidate serves it, after the candidate's own (a tenant,
+   * say: `["tenant:42"]`). They are peeked with each candidate's scopes, so the live state is the state of
+   * exactly the scopes the call will charge.
+   */
+  readonly scopes?: ReadonlyArray<string> | undefined
+  /**
+   * Only these candidates (by id or model) may serve the request; the others are skipped ("not
+   * requested") before the strategy plans.
+   */
+  readonly only?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -559,7 +570,10 @@ export const byTask: {
     options?: { readonly others?: "skip" | "fallback" }
   ): RoutingStrategy =>
   (request, states) => {
-    const prefs = request.task === undefined ? undefined : table[request.task]
+    // own keys only: a task named "constructor" or "toString" is not in an empty table
+    const prefs = request.task === undefined || !Object.prototype.hasOwnProperty.call(table, request.task)
+      ? undefined
+      : table[request.task]
     if (prefs === undefined) return self(request, states)
     const rank = (s: CandidateState): number => {
       const byId = prefs.indexOf(s.candidate.id)
@@ -766,6 +780,23 @@ export interface Summary {
   readonly reported: number
 }
 
+/**
+ * What `run` tells the call it makes on a candidate, besides the candidate.
+ *
+ * `fallsOver(error)` says whether the rules move that error to another candidate (any action but `wait`
+ * and `none`) and a candidate is left that would take it now (given the fallbacks so far). A call with its
+ * own retry policy can then skip retrying what the router will fall over on, and retry in place only
+ * what it will not: what `@sluice/openai`'s `Routing` does.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Attempt {
+  /** 1 for the first attempt of this request, counting every candidate. */
+  readonly number: number
+  readonly fallsOver: (error: unknown) => boolean
+}
+
 // -----------------------------------------------------------------------------
 // errors
 // -----------------------------------------------------------------------------
@@ -880,12 +911,12 @@ export declare namespace Router {
     /** Routes a request: tries the plan in order, with fallbacks by error kind. */
     readonly run: <A, E, R>(
       request: RouteRequest,
-      f: (candidate: Candidate) => Effect.Effect<A, E, R>
+      f: (candidate: Candidate, attempt: Attempt) => Effect.Effect<A, E, R>
     ) => Effect.Effect<A, E | NoCandidate, R>
     /** Like `run`, and returns the decision with the value. */
     readonly runWithDecision: <A, E, R>(
       request: RouteRequest,
-      f: (candidate: Candidate) => Effect.Effect<A, E, R>
+      f: (candidate: Candidate, attempt: Attempt) => Effect.Effect<A, E, R>
     ) => Effect.Effect<readonly [A, Decision], E | NoCandidate, R>
     /** Records an outcome observed outside `run` (e.g. a stream's time to first token). */
     readonly observe: (
@@ -933,10 +964,17 @@ const blockedScopes = (state: CandidateState): ReadonlyArray<string> =>
   Option.match(state.binding, {
     onSome: (b) => [b.scope],
     onNone: () => {
-      const pool = state.candidate.pool ?? state.candidate.scopes[state.candidate.scopes.length - 1]
+      const pool = poolOf(state.candidate)
       return pool === undefined ? [] : [pool]
     }
   })
+
+/** The scopes a call on `c` charges for `request`: the candidate's, then the request's own. */
+const scopesOf = (c: Candidate, request: RouteRequest): ReadonlyArray<string> =>
+  request.scopes === undefined || request.scopes.length === 0 ? c.scopes : [...c.scopes, ...request.scopes]
+
+/** The scope that is a candidate's own pool: `pool`, or its last scope. */
+const poolOf = (c: Candidate): string | undefined => c.pool ?? c.scopes[c.scopes.length - 1]
 
 const deadlineOf = (deadline: number | Date | undefined): number | undefined =>
   deadline === undefined ? undefined : typeof deadline === "number" ? deadline : deadline.getTime()
@@ -1011,7 +1049,8 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
 
     const stateOf = (c: Candidate, request: RouteRequest): Effect.Effect<CandidateState> =>
       Effect.gen(function*() {
-        const estimate = yield* limiter.peek(c.scopes, request.cost).pipe(Effect.option)
+        const scopes = scopesOf(c, request)
+        const estimate = yield* limiter.peek(scopes, request.cost).pipe(Effect.option)
         const breakerState: CircuitBreaker.State = Option.isSome(breaker)
           ? yield* breaker.value.state(breakerKey(c))
           : "Closed"
@@ -1031,7 +1070,7 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
         let estimatedWaitMillis = Option.isSome(estimate) ? estimate.value.waitMillis : 0
         if (Option.isSome(estimate) && estimate.value.queued > 0 && Number.isFinite(estimatedWaitMillis)) {
           // the queue ahead, scope by scope: a queue on a shared organization bucket is not this pool's
-          for (const scope of c.scopes) {
+          for (const scope of scopes) {
             const perScope = yield* limiter.peek([scope], request.cost).pipe(Effect.option)
             if (Option.isNone(perScope) || perScope.value.queued === 0) continue
             for (const info of perScope.value.levels) {
@@ -1077,10 +1116,17 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
       })
 
     const planFor = (req: Request, all: ReadonlyArray<CandidateState>): Plan => {
-      const raw = strategy(req, all)
-      const normal = internal.normalize(all, raw.order, raw.skipped)
+      const only = req.only
+      const requested = only === undefined
+        ? all
+        : all.filter((s) => only.includes(s.candidate.id) || only.includes(s.candidate.model))
+      const raw = strategy(req, requested)
+      const normal = internal.normalize(requested, raw.order, raw.skipped)
       const order: Array<CandidateState> = []
       const skipped: Array<Skipped> = [...normal.skipped]
+      if (only !== undefined) {
+        for (const s of all) if (!requested.includes(s)) skipped.push({ state: s, reason: "not requested" })
+      }
       for (const s of normal.order) {
         if (s.breaker === "Open") skipped.push({ state: s, reason: "circuit breaker open" })
         else if (s.waitMillis === Number.POSITIVE_INFINITY) {
@@ -1144,7 +1190,7 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
 
     const runWithDecision = <A, E, R>(
       request: RouteRequest,
-      f: (candidate: Candidate) => Effect.Effect<A, E, R>
+      f: (candidate: Candidate, attempt: Attempt) => Effect.Effect<A, E, R>
     ): Effect.Effect<readonly [A, Decision], E | NoCandidate, R> =>
       Effect.gen(function*() {
         const req = yield* toRequest(request)
@@ -1163,6 +1209,8 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
         let minContext = -1
         // scopes avoided after an "other-pool" fallback: the binding scope, or the failed candidate's pool
         const avoidScopes: Array<string> = []
+        // the part of them avoided after a failure (not merely because a pool was saturated)
+        const failedScopes: Array<string> = []
         const avoidOrganizations = new Set<string>()
         let requireOtherOrg = false
         let pendingFrom: string | undefined
@@ -1171,14 +1219,39 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
         // saturated candidates passed over for another pool: waited on if nothing else serves
         const parked: Array<CandidateState> = []
 
-        const eligibleNext = (c: Candidate): boolean => {
-          if (tried.has(c.id)) return false
+        /**
+         * Whether `c` meets the constraints the fallbacks so far have set (tried or not); `scopes` are the
+         * scopes to avoid (all of them for the next candidate, only those of failures for a wait).
+         */
+        const meetsConstraints = (c: Candidate, scopes: ReadonlyArray<string> = avoidScopes): boolean => {
           if (minContext >= 0 && !((c.contextWindow ?? 0) > minContext)) return false
-          if (internal.sharesScope(c.scopes, avoidScopes)) return false
+          if (internal.sharesScope(scopesOf(c, req), scopes)) return false
           if (requireOtherOrg && (c.organization === undefined || avoidOrganizations.has(c.organization))) {
             return false
           }
           return true
+        }
+        const eligibleNext = (c: Candidate): boolean => !tried.has(c.id) && meetsConstraints(c)
+
+        /** Whether the rules move `error` on `c` to another candidate, and one is left that takes it. */
+        const fallsOver = (c: Candidate, error: unknown): boolean => {
+          const action = actionFor(rules, internal.tagOf(error), lane)
+          if (action === "none" || action === "wait") return false
+          const pool = poolOf(c)
+          return thePlan.order.some(({ candidate: o }) => {
+            if (o.id === c.id || !eligibleNext(o)) return false
+            switch (action) {
+              case "next":
+                return true
+              case "larger-context":
+                return (o.contextWindow ?? 0) > Math.max(minContext, c.contextWindow ?? 0)
+              case "other-pool":
+                return pool === undefined || !internal.sharesScope(scopesOf(o, req), [pool])
+              case "other-organization":
+                return o.organization !== undefined && o.organization !== c.organization &&
+                  !avoidOrganizations.has(o.organization)
+            }
+          })
         }
 
         const nowMs = Clock.currentTimeMillis
@@ -1235,9 +1308,10 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
             pendingReason = undefined
             tried.add(c.id)
             const n = steps.filter((s) => s._tag === "Attempt" && s.candidate === c.id).length + 1
+            const number = steps.filter((s) => s._tag === "Attempt").length + 1
             steps.push({ _tag: "Attempt", candidate: c.id, at, attempt: n })
             yield* count(c.id, "chosen")
-            const call = f(c)
+            const call = f(c, { number, fallsOver: (error) => fallsOver(c, error) })
             const guarded = wrapBreaker && Option.isSome(breaker)
               ? breaker.value.withBreaker(breakerKey(c), call)
               : call
@@ -1301,7 +1375,7 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
                 const blocked = blockedScopes(fresh)
                 const hasOtherPool = thePlan.order.some((o) =>
                   o.candidate.id !== current!.candidate.id && eligibleNext(o.candidate) &&
-                  !internal.sharesScope(o.candidate.scopes, blocked)
+                  !internal.sharesScope(scopesOf(o.candidate, req), blocked)
                 )
                 const wantsWait = action === "wait" && deadlineAllows(fresh.waitMillis, at)
                 if (!wantsWait && action !== "none" && hasOtherPool) {
@@ -1354,11 +1428,20 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
             }
           }
           if (current === undefined) {
-            // nothing left: wait on the least-loaded parked candidate if allowed, else fail
+            // nothing left: wait on the least-loaded parked candidate if allowed, else fail. A parked
+            // candidate still has to meet what the fallbacks since require (a larger window, another
+            // organization, another pool): a spill target's 503 should not lose the request when the
+            // pool it spilled from will admit it after a wait.
             const at = yield* nowMs
-            const fresher = yield* Effect.forEach(parked, (p) => stateOf(p.candidate, req))
-            const best = internal.stableSortBy(fresher, (s) => s.estimatedWaitMillis)[0]
-            if (best !== undefined && Option.isNone(lastError) && deadlineAllows(best.waitMillis, at)) {
+            const fresher = yield* Effect.forEach(
+              parked.filter((p) => meetsConstraints(p.candidate, failedScopes)),
+              (p) => stateOf(p.candidate, req)
+            )
+            const best = internal.stableSortBy(
+              fresher.filter((s) => s.breaker !== "Open" && Number.isFinite(s.waitMillis)),
+              (s) => s.estimatedWaitMillis
+            )[0]
+            if (best !== undefined && deadlineAllows(best.waitMillis, at)) {
               parked.length = 0
               tried.delete(best.candidate.id)
               steps.push({
@@ -1426,7 +1509,10 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
           }
           if (action === "larger-context") minContext = Math.max(minContext, c.contextWindow ?? 0)
           if (action === "other-pool") {
-            for (const scope of blockedScopes(yield* stateOf(c, req))) avoidScopes.push(scope)
+            for (const scope of blockedScopes(yield* stateOf(c, req))) {
+              avoidScopes.push(scope)
+              failedScopes.push(scope)
+            }
           }
           if (action === "other-organization") {
             requireOtherOrg = true
@@ -1554,7 +1640,7 @@ export const layerConfig = (
  */
 export const run = <A, E, R>(
   request: RouteRequest,
-  f: (candidate: Candidate) => Effect.Effect<A, E, R>
+  f: (candidate: Candidate, attempt: Attempt) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | NoCandidate, R | Router> => Effect.flatMap(Router, (router) => router.run(request, f))
 
 // -----------------------------------------------------------------------------

@@ -657,3 +657,86 @@ describe("Router strategies (properties)", () => {
       { numRuns: 300 }
     ))
 })
+
+describe("Router: request scopes, only, Attempt.fallsOver", () => {
+  it.effect("a request's own scopes are peeked with every candidate's; `only` restricts the candidates", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.RateLimiter
+      const router = yield* Router.make({ candidates: [large, mini] })
+      // the tenant's one request a minute is used: every candidate waits on it
+      const permit = yield* limiter.acquire(["tenant:t"], { requests: 1 })
+      yield* permit.settle({ requests: 1 })
+      const states = yield* router.states({ cost, scopes: ["tenant:t"] })
+      for (const s of states) {
+        expect(s.waitMillis).toBeGreaterThan(50_000)
+        expect(Option.map(s.binding, (b) => b.scope)).toEqual(Option.some("tenant:t"))
+      }
+      // without the tenant, nothing waits
+      for (const s of yield* router.states({ cost })) expect(s.waitMillis).toBe(0)
+
+      const plan = yield* router.plan({ cost, only: ["gpt-4o-mini"] })
+      expect(plan.order.map((s) => s.candidate.id)).toEqual(["gpt-4o-mini"])
+      expect(plan.skipped.map((s) => [s.state.candidate.id, s.reason])).toEqual([["gpt-4o", "not requested"]])
+    }).pipe(
+      Effect.provide(RateLimiter.layerMemory({
+        budgets: [...budgets, Budget.make("tenant:t", [Budget.Limit.perMinute("requests", 1)])]
+      }))
+    ))
+
+  it.effect("Attempt.fallsOver says whether the router will take an error elsewhere", () =>
+    Effect.gen(function*() {
+      const router = yield* Router.make({ candidates: [large, mini] })
+      const seen: Array<string> = []
+      const exit = yield* Effect.exit(router.run({ cost }, (c, attempt) =>
+        Effect.suspend(() => {
+          const overloaded = new Overloaded({ model: c.model })
+          seen.push(
+            `${attempt.number}:${c.id} overloaded=${attempt.fallsOver(overloaded)} policy=${
+              attempt.fallsOver(new ContentPolicy({ model: c.model }))
+            }`
+          )
+          return Effect.fail(overloaded)
+        })))
+      expect(Exit.isFailure(exit)).toBe(true)
+      // on gpt-4o a 503 goes to mini; on mini (the last one standing) it goes nowhere; content policy never
+      expect(seen).toEqual([
+        "1:gpt-4o overloaded=true policy=false",
+        "2:gpt-4o-mini overloaded=false policy=false"
+      ])
+    }).pipe(Effect.provide(Limits)))
+
+  it.effect("a spill target's failure does not lose the request: it waits for the pool it left", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.RateLimiter
+      const router = yield* Router.make({ candidates: [large, mini] })
+      // drain gpt-4o's pool: background work spills to mini, which is overloaded
+      const drained = yield* limiter.acquire(large.scopes, { tokens: 60_000 })
+      yield* drained.settle({ tokens: 60_000 })
+      const fiber = yield* Effect.fork(
+        router.runWithDecision(
+          { cost, priority: "background" },
+          (c): Effect.Effect<string, unknown> =>
+            c.id === "gpt-4o-mini"
+              ? Effect.fail(new Overloaded({ model: c.model }))
+              : limitedCall(limiter, c, cost, "background")
+        )
+      )
+      yield* TestClock.adjust("5 seconds")
+      const [servedBy, decision] = yield* Fiber.join(fiber)
+      expect(servedBy).toBe("gpt-4o")
+      expect(decision.steps.map((s) => s._tag)).toEqual([
+        "Skipped",
+        "Spilled",
+        "Attempt",
+        "Failed",
+        "Waited",
+        "Spilled",
+        "Attempt",
+        "Succeeded"
+      ])
+      expect(decision.steps.find((s) => s._tag === "Waited")).toMatchObject({
+        candidate: "gpt-4o",
+        reason: "no other pool could admit now"
+      })
+    }).pipe(Effect.provide(Limits)))
+})

@@ -37,3 +37,8 @@ export * from "./Wrap.js"
  * @since 0.1.0
  */
 export * as BulkRunner from "./BulkRunner.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Routing from "./Routing.js"

@@ -1,0 +1,1455 @@
+/**
+ * Model routing for OpenAI: `@sluice/core`'s `Router` wired to the `OpenAi` service.
+ *
+ * Declare **deployments** — a model in an organization (and optionally a project), reached through an
+ * `OpenAI` client or client options (a `Redacted` key, a base URL), with a price, a context window,
+ * capabilities, tags and a weight — plus a strategy, fallback rules and an optional task table. Then call
+ * `routed.chat.completions.create(params, { task, priority, deadline, tenant, capabilities })` (or
+ * `responses.create`, `embeddings.create`, `images.generate`, or `request(url, body)` for the bulk runner):
+ * the router reads every deployment's live state (the limiter's estimated wait for this call's cost on
+ * exactly the scopes the `OpenAi` service will charge, the deployment's circuit breaker, latency and error
+ * EWMAs, price), picks one, and the `OpenAi` service of that deployment makes the governed call with the
+ * deployment's model. Failures fall over by kind ({@link defaultRules}): a context-length error to a
+ * larger window; a rate limit or a saturated pool to another pool for background work while interactive
+ * work waits; overloads, server errors and open breakers to the next deployment; content-policy and bad
+ * requests nowhere; quota exhaustion only to another organization, always reported.
+ *
+ * **Retries and fallbacks compose** so that nothing is retried twice and nothing falls over too early:
+ * every attempt passes the `OpenAi` service a per-call retry policy (the configured one, default
+ * `OpenAiRetry.defaultPolicy`) that declines to retry an error the router will fall over on — the router
+ * tells the call, through `Router.Attempt.fallsOver`, whether its rules move that error to another
+ * deployment and one is left to take it. So a 503 on gpt-4o goes to gpt-4o-mini at once when mini is in
+ * the plan, and is retried in place (with back-off, through admission) when it is the last deployment
+ * standing; a rate limit on interactive traffic (rule `wait`) is retried in place by the service's policy,
+ * which honours `retry-after` and the deadline, and the router's own "wait" retries are off by default
+ * (`maxWaits: 0`), so a call that exhausts the service's retries moves to another pool instead of
+ * retrying again.
+ *
+ * @since 0.1.0
+ */
+import type { Budget, LimiterStore } from "@sluice/core"
+import { CircuitBreaker, RateLimiter, Retry, Router } from "@sluice/core"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type OpenAI from "openai"
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionCreateParamsNonStreaming,
+  ChatCompletionCreateParamsStreaming
+} from "openai/resources/chat/completions"
+import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
+import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
+import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
+import * as OpenAi from "./OpenAi.js"
+import * as OpenAiError from "./OpenAiError.js"
+import * as OpenAiRetry from "./OpenAiRetry.js"
+import * as Tiers from "./Tiers.js"
+import * as TokenEstimator from "./TokenEstimator.js"
+
+// -----------------------------------------------------------------------------
+// deployments
+// -----------------------------------------------------------------------------
+
+/**
+ * Which endpoints a deployment serves: `chat` (chat completions and the Responses API), `embedding`,
+ * `image`. Inferred from the model name when not given (`text-embedding-*` → `embedding`, `dall-e-*` and
+ * `gpt-image-*` → `image`, anything else → `chat`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Kind = "chat" | "embedding" | "image"
+
+/**
+ * The kind of a model name (see {@link Kind}).
+ *
+ * @since 0.1.0
+ * @category deployments
+ */
+export const kindOf = (model: string): Kind =>
+  /^(text-embedding|embedding)/.test(model) ? "embedding" : /^(dall-e|gpt-image)/.test(model) ? "image" : "chat"
+
+/**
+ * A model the router can send calls to, in code.
+ *
+ * - `id`: default `<organization>/<model>` (`<organization>/<project>/<model>` with a project); ids must be
+ *   unique.
+ * - `organization`: the limits' organization, naming the scopes (`org:<organization>`; default
+ *   `"default"`). Quota exhaustion falls over only to a deployment in another organization.
+ * - `client`: an `OpenAI` SDK client, or {@link OpenAi.ClientOptions} (a `Redacted` API key, a base URL,
+ *   the OpenAI organization/project ids sent as headers, a `fetch`); default the router's `client`.
+ *   Deployments given the same client object share one SDK client.
+ * - `price`: per input and output token, any currency (for `cheapest` and decision records).
+ * - `contextWindow`: tokens; a call that cannot fit is skipped, and a deployment without a window is
+ *   tried (and falls over to a larger window on `ContextLengthExceeded`).
+ * - `aliases`: other names a call's `model` may give to select this deployment (`"fast"`, say).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Deployment {
+  readonly id?: string | undefined
+  readonly model: string
+  readonly organization?: string | undefined
+  readonly project?: string | undefined
+  readonly client?: OpenAI | OpenAi.ClientOptions | undefined
+  readonly kind?: Kind | undefined
+  readonly price?: { readonly input: number; readonly output: number } | undefined
+  readonly contextWindow?: number | undefined
+  readonly capabilities?: ReadonlyArray<Router.Capability> | undefined
+  readonly tags?: ReadonlyArray<string> | undefined
+  readonly weight?: number | undefined
+  readonly region?: string | undefined
+  readonly aliases?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * A deployment as the router runs it: its router candidate (with the scopes the `OpenAi` service charges)
+ * and the `OpenAi` service that makes its calls.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Target {
+  readonly id: string
+  readonly model: string
+  readonly organization: string
+  readonly project: string | undefined
+  readonly kind: Kind
+  readonly aliases: ReadonlyArray<string>
+  readonly candidate: Router.Candidate
+  readonly openai: OpenAi.OpenAi.Service
+}
+
+/**
+ * The built-in strategies by the names a routing file uses.
+ *
+ * @since 0.1.0
+ * @category strategies
+ */
+export const strategies: {
+  readonly priority: Router.RoutingStrategy
+  readonly leastWait: Router.RoutingStrategy
+  readonly weightedRandom: Router.RoutingStrategy
+  readonly cheapest: Router.RoutingStrategy
+  readonly lowestLatency: Router.RoutingStrategy
+} = {
+  priority: Router.priority,
+  leastWait: Router.leastWait,
+  weightedRandom: Router.weightedRandom,
+  cheapest: Router.cheapest,
+  lowestLatency: Router.lowestLatency
+}
+
+/**
+ * @since 0.1.0
+ * @category strategies
+ */
+export type StrategyName = keyof typeof strategies
+
+/**
+ * The fallback rules of OpenAI routing: `Router.defaultRules` (context length → a larger window; rate
+ * limited or saturated → another pool for background, wait for interactive; overloaded, server errors,
+ * timeouts, connection errors, open breakers → next; content policy, bad requests → none; quota → another
+ * organization), plus what only OpenAI deployments raise:
+ *
+ * - `RequestTooLarge` ("Request too large … must be reduced": the call alone exceeds that pool's TPM) and
+ *   `RetryDeadlineExceeded` (the service's retry would wait past the deadline) → another pool;
+ * - `Unauthorized`, `PermissionDenied`, `NotFound` (a key, tier or model that one deployment lacks) →
+ *   the next deployment, and reported (see {@link defaultReport}): a misconfigured deployment does not
+ *   take the router down, and is not hidden either.
+ *
+ * @since 0.1.0
+ * @category fallbacks
+ */
+export const defaultRules: Router.FallbackRules = {
+  ...Router.defaultRules,
+  RequestTooLarge: "other-pool",
+  RetryDeadlineExceeded: "other-pool",
+  Unauthorized: "next",
+  PermissionDenied: "next",
+  NotFound: "next"
+}
+
+/**
+ * The error tags always reported (a warning log, `sluice_router_reports_total`, `Decision.reported`),
+ * whether or not the call then succeeds elsewhere.
+ *
+ * @since 0.1.0
+ * @category fallbacks
+ */
+export const defaultReport: ReadonlyArray<string> = ["QuotaExhausted", "Unauthorized", "PermissionDenied", "NotFound"]
+
+/**
+ * What a routed call can fail with: the `OpenAi` service's errors (from the last deployment tried), or
+ * `NoCandidate` when no deployment could take it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RoutedError = OpenAi.CallError | Router.NoCandidate
+
+// -----------------------------------------------------------------------------
+// service
+// -----------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace Routing {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options {
+    /** In order of preference (the `priority` strategy's order). */
+    readonly deployments: ReadonlyArray<Deployment>
+    /** The client of deployments that name none. */
+    readonly client?: OpenAI | OpenAi.ClientOptions | undefined
+    /**
+     * A strategy or a built-in's name; default `"priority"` (deployments in order, falling back). It is
+     * wrapped in `Router.byTask` when there is a task table and in `Router.eligible` (capabilities,
+     * context window, tags, region) unless `filters: false`.
+     */
+    readonly strategy?: Router.RoutingStrategy | StrategyName | undefined
+    readonly filters?: boolean | undefined
+    /** Task kind → deployment ids, models or aliases, best first. */
+    readonly tasks?: Router.TaskTable | undefined
+    /** Deployments not listed for a task: skipped (default) or tried after the listed ones. */
+    readonly taskOthers?: "skip" | "fallback" | undefined
+    /** Merged over {@link defaultRules}. */
+    readonly rules?: Router.FallbackRules | undefined
+    /** Error tags always reported (default {@link defaultReport}). */
+    readonly report?: ReadonlyArray<string> | undefined
+    /**
+     * The retry policy of each attempt (default `OpenAiRetry.defaultPolicy`), minus what the router falls
+     * over on (see the module's documentation).
+     */
+    readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | undefined
+    /**
+     * Circuit breakers: options for one breaker per deployment (default: the `OpenAi` service's, open
+     * after 5 server errors, overloads, timeouts or connection errors in a row, for 30 s), an existing
+     * breaker service shared by every deployment (keyed by model), or `false` for none.
+     */
+    readonly breaker?:
+      | false
+      | CircuitBreaker.CircuitBreaker.Options
+      | CircuitBreaker.CircuitBreaker.Service
+      | undefined
+    /** The router's "wait" retries of one deployment per call after the service's own; default 0. */
+    readonly maxWaits?: number | undefined
+    /** EWMA weight of the newest latency and error observation (default 0.2). */
+    readonly alpha?: number | undefined
+    /** Decisions kept for `decisions` (default 1000). */
+    readonly keepDecisions?: number | undefined
+    readonly onDecision?: ((decision: Router.Decision) => Effect.Effect<void>) | undefined
+    /** Every deployment's call events, with the deployment's id. */
+    readonly onEvent?: ((deployment: string, event: OpenAi.CallEvent) => Effect.Effect<void>) | undefined
+    /** Limits for {@link layer}: a usage tier for every organization… */
+    readonly tier?: Tiers.Tier | undefined
+    /** …or per organization (a tier and explicit budgets on its scopes)… */
+    readonly organizations?:
+      | {
+        readonly [organization: string]: {
+          readonly tier?: Tiers.Tier | undefined
+          readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
+        }
+      }
+      | undefined
+    /** …and explicit budgets on any scope (they win for their scope). */
+    readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
+    /** Passed to every deployment's `OpenAi` service. */
+    readonly adaptive?: OpenAi.OpenAi.Options["adaptive"]
+    readonly poolOf?: ((model: string) => string) | undefined
+    readonly defaultMaxOutputTokens?: number | undefined
+    readonly settleUsage?: boolean | undefined
+  }
+
+  /**
+   * Per-call options. `task` is looked up in the task table; `deployments` restricts the call to some
+   * deployments (ids, models or aliases); `capabilities`, `tags` and `region` filter; `priority`,
+   * `deadline`, `maxWait` and `tenant` are the `OpenAi` service's (the tenant's scope is peeked with every
+   * deployment's); `retry` replaces the router's policy for this call (`false`: one attempt per
+   * deployment).
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  export interface CallOptions {
+    readonly task?: string | undefined
+    readonly priority?: RateLimiter.Lane | undefined
+    readonly deadline?: Date | number | undefined
+    readonly maxWait?: Duration.DurationInput | undefined
+    readonly tenant?: string | undefined
+    readonly capabilities?: ReadonlyArray<Router.Capability> | undefined
+    readonly tags?: ReadonlyArray<string> | undefined
+    readonly region?: string | undefined
+    readonly deployments?: ReadonlyArray<string> | undefined
+    readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | false | undefined
+  }
+
+  /**
+   * A request for {@link Service.run}: the call options, the endpoint kind, an optional model (a
+   * deployment's id, model or alias, or a task) and a token estimate per model.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  export interface RunRequest extends CallOptions {
+    readonly kind?: Kind | undefined
+    readonly model?: string | undefined
+    /** The estimate of the call on a model (default: one request, no tokens). */
+    readonly estimate?: ((model: string) => TokenEstimator.Estimate) | undefined
+    /** Whether the call streams (then `lowestLatency` ranks by time to first token). */
+    readonly stream?: boolean | undefined
+  }
+
+  /**
+   * What {@link Service.request} returns: the response, and which deployment served it.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  export interface RequestResult {
+    readonly body: unknown
+    readonly requestId: string | null
+    readonly status: number
+    readonly deployment: string
+    readonly model: string
+    readonly decision: Router.Decision
+  }
+
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** The router (live states, plans, `observe`, decisions and summary). */
+    readonly router: Router.Service
+    readonly targets: ReadonlyArray<Target>
+    /** Every deployment's circuit breaker, keyed by deployment id (always closed with `breaker: false`). */
+    readonly breakers: CircuitBreaker.CircuitBreaker.Service
+    readonly chat: {
+      readonly completions: {
+        readonly create: (
+          params: ChatParams,
+          options?: CallOptions
+        ) => Effect.Effect<ChatCompletion, RoutedError>
+        /**
+         * Streams the chunks of a routed call. Routing covers the opening: a call that fails before its
+         * first chunk falls over like any other; once chunks flow, a failure ends the stream. The time to
+         * the first chunk feeds the router's TTFT EWMA (what `lowestLatency` ranks streams by).
+         */
+        readonly stream: (
+          params: ChatStreamParams,
+          options?: CallOptions
+        ) => Stream.Stream<ChatCompletionChunk, RoutedError>
+      }
+    }
+    readonly responses: {
+      readonly create: (
+        params: ResponsesParams,
+        options?: CallOptions
+      ) => Effect.Effect<OpenAiResponse, RoutedError>
+    }
+    readonly embeddings: {
+      readonly create: (
+        params: EmbeddingParams,
+        options?: CallOptions
+      ) => Effect.Effect<CreateEmbeddingResponse, RoutedError>
+    }
+    readonly images: {
+      readonly generate: (
+        params: ImageParams,
+        options?: CallOptions
+      ) => Effect.Effect<ImagesResponse, RoutedError>
+    }
+    /**
+     * Any metered endpoint by its Batch-API path with a JSON body, for the bulk runner. The body's `model`
+     * may be absent (route by strategy), a task, or a deployment's id, model or alias; it is replaced by
+     * the chosen deployment's model.
+     */
+    readonly request: (
+      url: string,
+      body: Record<string, unknown>,
+      options?: CallOptions
+    ) => Effect.Effect<RequestResult, RoutedError>
+    /**
+     * Routes any call: `f` gets the chosen target and the `OpenAi` call options to pass (the retry policy
+     * composed with the router's fallbacks).
+     */
+    readonly run: <A, E, R>(
+      request: RunRequest,
+      f: (target: Target, call: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, E, R>
+    ) => Effect.Effect<readonly [A, Router.Decision], E | Router.NoCandidate, R>
+    readonly decisions: Effect.Effect<ReadonlyArray<Router.Decision>>
+    readonly summary: Effect.Effect<Router.Summary>
+  }
+}
+
+/**
+ * Chat completion parameters whose `model` is optional: a deployment's id, model or alias, or a task.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ChatParams = Omit<ChatCompletionCreateParamsNonStreaming, "model"> & { readonly model?: string | undefined }
+
+/**
+ * Streaming chat completion parameters whose `model` is optional (as for {@link ChatParams}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ChatStreamParams = Omit<ChatCompletionCreateParamsStreaming, "model" | "stream"> & {
+  readonly model?: string | undefined
+  readonly stream?: true | undefined
+}
+
+/**
+ * Responses API parameters whose `model` is optional (as for {@link ChatParams}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ResponsesParams = Omit<ResponseCreateParamsNonStreaming, "model"> & {
+  readonly model?: string | undefined
+}
+
+/**
+ * Embedding parameters whose `model` is optional (as for {@link ChatParams}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type EmbeddingParams = Omit<EmbeddingCreateParams, "model"> & { readonly model?: string | undefined }
+
+/**
+ * Image generation parameters whose `model` is optional (as for {@link ChatParams}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ImageParams = Omit<ImageGenerateParamsNonStreaming, "model"> & { readonly model?: string | undefined }
+
+/**
+ * The routing service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Service = Routing.Service
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Routing extends Context.Tag("@sluice/openai/Routing")<Routing, Routing.Service>() {}
+
+// -----------------------------------------------------------------------------
+// errors
+// -----------------------------------------------------------------------------
+
+/**
+ * A routing configuration is invalid: `issues` lists every problem with its path
+ * (`deployments[1].price.input`), and the message has one line per problem.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>("@sluice/openai/RoutingConfigError")(
+  "RoutingConfigError",
+  {
+    source: Schema.String,
+    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+  }
+) {
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    return `invalid routing configuration ${this.source}:\n${
+      this.issues.map((issue) => `  at ${issue.path === "" ? "(root)" : issue.path}: ${issue.message}`).join("\n")
+    }`
+  }
+}
+
+const configError = (source: string, issues: ReadonlyArray<{ path: string; message: string }>) =>
+  new RoutingConfigError({ source, issues: [...issues] })
+
+// -----------------------------------------------------------------------------
+// constructors
+// -----------------------------------------------------------------------------
+
+const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key)
+
+const isClient = (client: OpenAI | OpenAi.ClientOptions): client is OpenAI =>
+  typeof (client as { readonly chat?: unknown }).chat === "object"
+
+const defaultId = (
+  d: { readonly model: string; readonly organization?: string | undefined; readonly project?: string | undefined }
+): string => [d.organization ?? "default", ...(d.project === undefined ? [] : [d.project]), d.model].join("/")
+
+const estimateKey = (model: string, defaultMax: number | undefined): string =>
+  `${TokenEstimator.encodingFor(model)}|${defaultMax ?? TokenEstimator.defaultMaxOutputTokens(model)}`
+
+const costOf = (estimate: TokenEstimator.Estimate): Budget.Cost => {
+  const cost: Record<string, number> = { requests: 1 }
+  if (estimate.tokens > 0) cost.tokens = estimate.tokens
+  if (estimate.images > 0) cost.images = estimate.images
+  return cost
+}
+
+const pathOf = (url: string): string => url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
+
+const kindOfPath = (url: string): Kind | undefined => {
+  switch (pathOf(url)) {
+    case "/chat/completions":
+    case "/responses":
+      return "chat"
+    case "/embeddings":
+      return "embedding"
+    case "/images/generations":
+      return "image"
+    default:
+      return undefined
+  }
+}
+
+/**
+ * A per-attempt policy: `base`, except that an error the router will fall over on is not retried here.
+ */
+const composed = (
+  base: Retry.Policy<OpenAiError.OpenAiError>,
+  attempt: Router.Attempt
+): Retry.Policy<OpenAiError.OpenAiError> => {
+  const s = base.settings
+  return Retry.make<OpenAiError.OpenAiError>({
+    is: s.is,
+    kind: s.kind,
+    retryable: (error) => s.retryable(error) && !attempt.fallsOver(error),
+    retryAfter: s.retryAfter,
+    kinds: s.kinds,
+    maxRetries: s.maxRetries,
+    maxElapsed: Number.isFinite(s.maxElapsed) ? s.maxElapsed : undefined
+  })
+}
+
+const closedInfo = (key: string): CircuitBreaker.Info => ({
+  key,
+  state: "Closed",
+  openUntil: Option.none(),
+  consecutiveFailures: 0,
+  windowCalls: 0,
+  windowFailures: 0,
+  probesInFlight: 0
+})
+
+/**
+ * Builds the routing service over the `RateLimiter` in context (which must hold, or learn, the budgets of
+ * every deployment's organization: {@link layer} builds one from the options). Each deployment gets its own
+ * `OpenAi` service (and circuit breaker) on that limiter; the router's candidates carry exactly the scopes
+ * those services charge (`OpenAi.scopesFor`), so its peeks read the real budgets.
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { Budget, RateLimiter } from "@sluice/core"
+ * import { Routing } from "@sluice/openai"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const routed = yield* Routing.make({
+ *     client: { apiKey: Redacted.make(process.env.OPENAI_API_KEY ?? "") },
+ *     deployments: [
+ *       { model: "gpt-4o", organization: "acme", contextWindow: 128_000, price: { input: 2.5e-6, output: 1e-5 } },
+ *       { model: "gpt-4o-mini", organization: "acme", contextWindow: 128_000, price: { input: 1.5e-7, output: 6e-7 } }
+ *     ],
+ *     tasks: { classification: ["gpt-4o-mini"], "customer-facing": ["gpt-4o"] }
+ *   })
+ *   const completion = yield* routed.chat.completions.create(
+ *     { messages: [{ role: "user", content: "Classify: I love it" }], max_tokens: 5 },
+ *     { task: "classification", priority: "background" }
+ *   )
+ *   return completion.model
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.provide(RateLimiter.layerMemory({
+ *     budgets: [
+ *       Budget.make("org:acme/pool:gpt-4o", [Budget.Limit.perMinute("tokens", 30_000)]),
+ *       Budget.make("org:acme/pool:gpt-4o-mini", [Budget.Limit.perMinute("tokens", 200_000)])
+ *     ]
+ *   }))
+ * )
+ * ```
+ */
+export const make = (
+  options: Routing.Options
+): Effect.Effect<Routing.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> =>
+  Effect.gen(function*() {
+    const source = "<options>"
+    const issues: Array<{ path: string; message: string }> = []
+    if (options.deployments.length === 0) issues.push({ path: "deployments", message: "no deployments" })
+
+    // clients: one SDK client per client object given
+    const clients = new Map<unknown, OpenAI>()
+    const clientFor = (given: OpenAI | OpenAi.ClientOptions): OpenAI => {
+      let client = clients.get(given)
+      if (client === undefined) {
+        client = isClient(given) ? given : OpenAi.makeClient(given)
+        clients.set(given, client)
+      }
+      return client
+    }
+
+    const ids = new Map<string, number>()
+    options.deployments.forEach((d, i) => {
+      const id = d.id ?? defaultId(d)
+      const previous = ids.get(id)
+      if (previous !== undefined) {
+        issues.push({
+          path: `deployments[${i}].id`,
+          message: `duplicate deployment id ${JSON.stringify(id)} (also deployments[${previous}]); give each an id`
+        })
+      } else ids.set(id, i)
+      if (d.client === undefined && options.client === undefined) {
+        issues.push({ path: `deployments[${i}].client`, message: "no client, and the router has no default client" })
+      }
+    })
+    const names = new Set<string>()
+    for (const d of options.deployments) {
+      names.add(d.id ?? defaultId(d))
+      names.add(d.model)
+      for (const alias of d.aliases ?? []) names.add(alias)
+    }
+    for (const [task, list] of Object.entries(options.tasks ?? {})) {
+      list.forEach((name, j) => {
+        if (!names.has(name)) {
+          issues.push({
+            path: formatPath(["tasks", task, j]),
+            message: `no deployment has the id, model or alias ${JSON.stringify(name)}`
+          })
+        }
+      })
+    }
+    if (typeof options.strategy === "string" && !hasOwn(strategies, options.strategy)) {
+      issues.push({
+        path: "strategy",
+        message: `unknown strategy ${JSON.stringify(options.strategy)} (one of ${Object.keys(strategies).join(", ")})`
+      })
+    }
+    if (issues.length > 0) return yield* Effect.fail(configError(source, issues))
+
+    // one OpenAi service per deployment, on the shared limiter
+    const targets: Array<Target> = []
+    for (const d of options.deployments) {
+      const id = d.id ?? defaultId(d)
+      const organization = d.organization ?? "default"
+      const openai = yield* OpenAi.make(clientFor(d.client ?? options.client!), {
+        organization,
+        project: d.project,
+        retry: options.retry,
+        breaker: options.breaker,
+        adaptive: options.adaptive,
+        poolOf: options.poolOf,
+        defaultMaxOutputTokens: options.defaultMaxOutputTokens,
+        settleUsage: options.settleUsage,
+        onEvent: options.onEvent === undefined ? undefined : (event) => options.onEvent!(id, event)
+      })
+      const scopes = openai.scopesFor(d.model)
+      const candidate: Router.Candidate = {
+        id,
+        model: d.model,
+        scopes,
+        organization,
+        // the model's pool in the organization (a project's pool is narrower: the limiter's binding says so)
+        pool: scopes[1],
+        ...(d.price === undefined ? {} : { price: d.price }),
+        ...(d.contextWindow === undefined ? {} : { contextWindow: d.contextWindow }),
+        ...(d.capabilities === undefined ? {} : { capabilities: d.capabilities }),
+        ...(d.tags === undefined ? {} : { tags: d.tags }),
+        ...(d.weight === undefined ? {} : { weight: d.weight }),
+        ...(d.region === undefined ? {} : { region: d.region })
+      }
+      targets.push({
+        id,
+        model: d.model,
+        organization,
+        project: d.project,
+        kind: d.kind ?? kindOf(d.model),
+        aliases: d.aliases ?? [],
+        candidate,
+        openai
+      })
+    }
+    const byId = new Map(targets.map((t) => [t.id, t] as const))
+
+    // the breakers of every deployment, keyed by deployment id, for the router to read
+    const breakerOf = (key: string) => {
+      const target = byId.get(key)
+      return target?.openai.breakers === undefined ? undefined : { breaker: target.openai.breakers, key: target.model }
+    }
+    const breakers: CircuitBreaker.CircuitBreaker.Service = {
+      withBreaker: (key, self) => {
+        const b = breakerOf(key)
+        return b === undefined ? self : b.breaker.withBreaker(b.key, self)
+      },
+      state: (key) => {
+        const b = breakerOf(key)
+        return b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key)
+      },
+      info: (key) => {
+        const b = breakerOf(key)
+        return b === undefined
+          ? Effect.succeed(closedInfo(key))
+          : Effect.map(b.breaker.info(b.key), (i) => ({ ...i, key }))
+      },
+      states: Effect.map(
+        Effect.forEach(targets, (t) => {
+          const b = breakerOf(t.id)
+          return Effect.map(b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key), (s) =>
+            [t.id, s] as const)
+        }),
+        (entries) =>
+          new Map(entries)
+      ),
+      reset: (key) => {
+        const b = breakerOf(key)
+        return b === undefined ? Effect.void : b.breaker.reset(b.key)
+      },
+      trip: (key) => {
+        const b = breakerOf(key)
+        return b === undefined ? Effect.void : b.breaker.trip(b.key)
+      }
+    }
+
+    // the strategy: task names may be aliases; the table lists ids and models
+    const aliasIds = new Map<string, Array<string>>()
+    for (const t of targets) {
+      for (const alias of t.aliases) aliasIds.set(alias, [...(aliasIds.get(alias) ?? []), t.id])
+    }
+    const tasks: Router.TaskTable | undefined = options.tasks === undefined ? undefined : Object.fromEntries(
+      Object.entries(options.tasks).map(([task, list]) => {
+        const expanded = list.flatMap((name) =>
+          byId.has(name) || targets.some((t) => t.model === name) ? [name] : aliasIds.get(name) ?? []
+        )
+        return [task, expanded as unknown as readonly [string, ...Array<string>]]
+      })
+    )
+    const base = typeof options.strategy === "string"
+      ? strategies[options.strategy]
+      : options.strategy ?? Router.priority
+    const tasked = tasks === undefined ? base : Router.byTask(base, tasks, { others: options.taskOthers ?? "skip" })
+    const strategy = options.filters === false ? tasked : Router.eligible(tasked)
+
+    const rules: Router.FallbackRules = { ...defaultRules, ...options.rules }
+    const router = yield* Effect.provideService(
+      Router.make({
+        candidates: targets.map((t) => t.candidate),
+        strategy,
+        rules,
+        report: options.report ?? defaultReport,
+        maxWaits: options.maxWaits ?? 0,
+        alpha: options.alpha,
+        // each deployment's OpenAi service runs its calls under its breaker already
+        wrapBreaker: false,
+        onDecision: options.onDecision,
+        keepDecisions: options.keepDecisions
+      }),
+      CircuitBreaker.CircuitBreaker,
+      breakers
+    )
+    const basePolicy = options.retry ?? OpenAiRetry.defaultPolicy
+
+    /** Which targets a call may use: its kind, its `model` (a task, or ids/models/aliases) and `deployments`. */
+    const resolve = (
+      request: Routing.RunRequest
+    ): Either.Either<
+      { readonly task: string | undefined; readonly allowed: ReadonlyArray<Target> },
+      Router.NoCandidate
+    > => {
+      const kind = request.kind
+      let task = request.task
+      let allowed: ReadonlyArray<Target> = kind === undefined ? targets : targets.filter((t) => t.kind === kind)
+      const reasons: Array<{ candidate: string; reason: string }> = []
+      if (kind !== undefined) {
+        for (const t of targets) {
+          if (t.kind !== kind) reasons.push({ candidate: t.id, reason: `serves ${t.kind} calls, not ${kind}` })
+        }
+      }
+      const matches = (t: Target, name: string) => t.id === name || t.model === name || t.aliases.includes(name)
+      const model = request.model
+      if (model !== undefined && model !== "") {
+        if (
+          tasks !== undefined && hasOwn(tasks, model) &&
+          !targets.some((t) => matches(t, model))
+        ) {
+          task ??= model
+        } else {
+          for (const t of allowed) {
+            if (!matches(t, model)) reasons.push({ candidate: t.id, reason: `does not serve ${JSON.stringify(model)}` })
+          }
+          allowed = allowed.filter((t) => matches(t, model))
+        }
+      }
+      const only = request.deployments
+      if (only !== undefined) {
+        for (const t of allowed) {
+          if (!only.some((name) => matches(t, name))) reasons.push({ candidate: t.id, reason: "not requested" })
+        }
+        allowed = allowed.filter((t) => only.some((name) => matches(t, name)))
+      }
+      if (allowed.length === 0) {
+        return Either.left(new Router.NoCandidate({ ...(task === undefined ? {} : { task }), skipped: reasons }))
+      }
+      return Either.right({ task, allowed })
+    }
+
+    const run = <A, E, R>(
+      request: Routing.RunRequest,
+      f: (target: Target, call: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, E, R>
+    ): Effect.Effect<readonly [A, Router.Decision], E | Router.NoCandidate, R> =>
+      Effect.suspend(() => {
+        const resolved = resolve(request)
+        if (Either.isLeft(resolved)) return Effect.fail(resolved.left)
+        const { allowed, task } = resolved.right
+        // the estimate on each kind of model allowed (encoding, default output); the largest is routed
+        let estimate: TokenEstimator.Estimate | undefined
+        if (request.estimate !== undefined) {
+          const seen = new Set<string>()
+          for (const t of allowed) {
+            const key = estimateKey(t.model, options.defaultMaxOutputTokens)
+            if (seen.has(key)) continue
+            seen.add(key)
+            const e = request.estimate(t.model)
+            if (estimate === undefined || e.tokens > estimate.tokens || e.images > estimate.images) estimate = e
+          }
+        }
+        const policy = request.retry === false ? false : request.retry ?? basePolicy
+        // the router weighs waits against the call's deadline, or its `maxWait` from now
+        const deadline = request.deadline === undefined
+          ? undefined
+          : typeof request.deadline === "number"
+          ? request.deadline
+          : request.deadline.getTime()
+        const routerDeadline = request.maxWait === undefined
+          ? Effect.succeed(deadline)
+          : Effect.map(Clock.currentTimeMillis, (now) => {
+            const byWait = now + Duration.toMillis(Duration.decode(request.maxWait!))
+            return deadline === undefined ? byWait : Math.min(deadline, byWait)
+          })
+        return Effect.flatMap(routerDeadline, (routeDeadline) =>
+          router.runWithDecision(
+            {
+              cost: estimate === undefined ? { requests: 1 } : costOf(estimate),
+              promptTokens: estimate?.promptTokens,
+              outputTokens: estimate?.maxOutputTokens,
+              capabilities: request.capabilities,
+              task,
+              priority: request.priority,
+              deadline: routeDeadline,
+              tags: request.tags,
+              region: request.region,
+              stream: request.stream,
+              scopes: request.tenant === undefined ? undefined : [`tenant:${request.tenant}`],
+              only: allowed.length === targets.length ? undefined : allowed.map((t) => t.id)
+            },
+            (candidate, attempt) =>
+              f(byId.get(candidate.id)!, {
+                priority: request.priority,
+                deadline: request.deadline,
+                maxWait: request.maxWait,
+                tenant: request.tenant,
+                retry: policy === false ? false : composed(policy, attempt)
+              })
+          ))
+      })
+
+    const value = <A, E, R>(effect: Effect.Effect<readonly [A, Router.Decision], E, R>) =>
+      Effect.map(effect, (pair) => pair[0])
+
+    const chatCreate: Routing.Service["chat"]["completions"]["create"] = (params, call) =>
+      value(run(
+        {
+          ...call,
+          kind: "chat",
+          model: params.model,
+          estimate: (model) =>
+            TokenEstimator.chat({ ...params, model }, { defaultMaxOutputTokens: options.defaultMaxOutputTokens })
+        },
+        (target, co) =>
+          target.openai.chat.completions.create(
+            { ...params, model: target.model } as ChatCompletionCreateParamsNonStreaming,
+            co
+          )
+      ))
+
+    const chatStream: Routing.Service["chat"]["completions"]["stream"] = (params, call) =>
+      Stream.unwrapScoped(
+        Effect.map(
+          run(
+            {
+              ...call,
+              kind: "chat",
+              stream: true,
+              model: params.model,
+              estimate: (model) =>
+                TokenEstimator.chat({ ...params, model }, { defaultMaxOutputTokens: options.defaultMaxOutputTokens })
+            },
+            (target, co) =>
+              // each attempt in its own scope: a failed opening releases what it held at once
+              Effect.flatMap(Effect.scope, (outer) =>
+                Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) =>
+                  Effect.gen(function*() {
+                    const started = yield* Clock.currentTimeMillis
+                    const pull = yield* Stream.toPull(
+                      target.openai.chat.completions.stream(
+                        { ...params, model: target.model } as Omit<ChatCompletionCreateParamsStreaming, "stream">,
+                        co
+                      )
+                    )
+                    const first = yield* Effect.catchAll(pull, (end) =>
+                      Option.isNone(end) ? Effect.succeed(Chunk.empty<ChatCompletionChunk>()) : Effect.fail(end.value))
+                    const now = yield* Clock.currentTimeMillis
+                    yield* router.observe(target.id, { ttftMillis: now - started })
+                    return { first, pull }
+                  }).pipe(
+                    Effect.provideService(Scope.Scope, scope),
+                    Effect.onExit((exit) =>
+                      Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void
+                    )
+                  )))
+          ),
+          ([{ first, pull }]) =>
+            Stream.concat(Stream.fromChunk(first), Stream.repeatEffectChunkOption(pull))
+        )
+      )
+
+    const responsesCreate: Routing.Service["responses"]["create"] = (params, call) =>
+      value(run(
+        {
+          ...call,
+          kind: "chat",
+          model: typeof params.model === "string" ? params.model : undefined,
+          estimate: (model) =>
+            TokenEstimator.responses({ ...params, model } as Parameters<typeof TokenEstimator.responses>[0], {
+              defaultMaxOutputTokens: options.defaultMaxOutputTokens
+            })
+        },
+        (target, co) =>
+          target.openai.responses.create({ ...params, model: target.model } as ResponseCreateParamsNonStreaming, co)
+      ))
+
+    const embeddingsCreate: Routing.Service["embeddings"]["create"] = (params, call) =>
+      value(run(
+        {
+          ...call,
+          kind: "embedding",
+          model: params.model,
+          estimate: (model) => TokenEstimator.embeddings({ ...params, model })
+        },
+        (target, co) => target.openai.embeddings.create({ ...params, model: target.model } as EmbeddingCreateParams, co)
+      ))
+
+    const imagesGenerate: Routing.Service["images"]["generate"] = (params, call) =>
+      value(run(
+        {
+          ...call,
+          kind: "image",
+          model: params.model,
+          estimate: (model) => TokenEstimator.images({ ...params, model })
+        },
+        (target, co) =>
+          target.openai.images.generate({ ...params, model: target.model } as ImageGenerateParamsNonStreaming, co)
+      ))
+
+    const request: Routing.Service["request"] = (url, body, call) =>
+      Effect.suspend(() => {
+        const kind = kindOfPath(url)
+        if (kind === undefined) {
+          return Effect.fail(
+            OpenAiError.classify(
+              { status: 404, error: { message: `Sluice does not meter ${url}`, code: "unsupported_endpoint" } },
+              { model: typeof body.model === "string" ? body.model : "unknown" }
+            )
+          )
+        }
+        return Effect.map(
+          run(
+            {
+              ...call,
+              kind,
+              model: typeof body.model === "string" ? body.model : undefined,
+              estimate: (model) =>
+                TokenEstimator.forEndpoint(url, { ...body, model }, {
+                  defaultMaxOutputTokens: options.defaultMaxOutputTokens
+                }) ?? { model, promptTokens: 0, maxOutputTokens: 0, tokens: 0, images: 0 }
+            },
+            (target, co) =>
+              Effect.map(
+                target.openai.request(url, { ...body, model: target.model }, co),
+                (result) => ({ ...result, deployment: target.id, model: target.model })
+              )
+          ),
+          ([result, decision]): Routing.RequestResult => ({ ...result, decision })
+        )
+      })
+
+    return {
+      router,
+      targets,
+      breakers,
+      chat: { completions: { create: chatCreate, stream: chatStream } },
+      responses: { create: responsesCreate },
+      embeddings: { create: embeddingsCreate },
+      images: { generate: imagesGenerate },
+      request,
+      run,
+      decisions: router.decisions,
+      summary: router.summary
+    } satisfies Routing.Service
+  })
+
+/**
+ * The budgets the options imply for {@link layer}: per organization of the deployments, its tier's
+ * presets (the organization's `tier`, else the options' `tier`) and its explicit budgets, then the
+ * options' explicit budgets, which win for their scopes.
+ *
+ * @since 0.1.0
+ * @category limits
+ */
+export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budget> => {
+  const byScope = new Map<string, Budget.Budget>()
+  const organizations = new Set(options.deployments.map((d) => d.organization ?? "default"))
+  for (const organization of organizations) {
+    const own = options.organizations?.[organization]
+    for (
+      const budget of OpenAi.budgetsFor({ organization, tier: own?.tier ?? options.tier, budgets: own?.budgets })
+    ) byScope.set(budget.scope, budget)
+  }
+  for (const budget of options.budgets ?? []) byScope.set(budget.scope, budget)
+  return Array.from(byScope.values())
+}
+
+/**
+ * The routing service with its own limiter, built from {@link budgetsFor} on the `LimiterStore` in context
+ * (memory, or Redis for budgets shared by many processes). Provides both `Routing` and `RateLimiter`.
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { Routing } from "@sluice/openai"
+ * import { Effect, Layer, Redacted } from "effect"
+ *
+ * const Live = Routing.layer({
+ *   tier: 1,
+ *   deployments: [
+ *     { model: "gpt-4o", organization: "acme", client: { apiKey: Redacted.make("sk-acme") } },
+ *     { model: "gpt-4o", organization: "research", client: { apiKey: Redacted.make("sk-research") } }
+ *   ],
+ *   strategy: "leastWait"
+ * }).pipe(Layer.provide(LimiterStore.layerMemory))
+ *
+ * const program = Effect.gen(function*() {
+ *   const routed = yield* Routing.Routing
+ *   yield* routed.chat.completions.create(
+ *     { messages: [{ role: "user", content: "Summarise: …" }], max_tokens: 200 },
+ *     { priority: "background" }
+ *   )
+ *   const summary = yield* routed.summary
+ *   return `${summary.spilled} of ${summary.decisions} spilled`
+ * }).pipe(Effect.provide(Live))
+ * ```
+ */
+export const layer = (
+  options: Routing.Options
+): Layer.Layer<Routing | RateLimiter.RateLimiter, RoutingConfigError, LimiterStore.LimiterStore> => {
+  const limiter = RateLimiter.layer({ budgets: budgetsFor(options) })
+  return Layer.merge(limiter, Layer.scoped(Routing, make(options)).pipe(Layer.provide(limiter))).pipe(Layer.fresh)
+}
+
+// -----------------------------------------------------------------------------
+// configuration as data
+// -----------------------------------------------------------------------------
+
+const NonNegative = Schema.Number.pipe(Schema.finite(), Schema.nonNegative())
+const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
+
+/**
+ * One deployment in a routing file. Secrets are never in the file: `apiKeyEnv` names the environment
+ * variable holding the key (read as `Redacted`), and `client` names a client given in code.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const DeploymentConfig = Schema.Struct({
+  id: Schema.optional(Schema.NonEmptyString),
+  model: Schema.NonEmptyString,
+  organization: Schema.optional(Schema.NonEmptyString),
+  project: Schema.optional(Schema.NonEmptyString),
+  kind: Schema.optional(Schema.Literal("chat", "embedding", "image")),
+  client: Schema.optional(Schema.NonEmptyString),
+  baseURL: Schema.optional(Schema.NonEmptyString),
+  apiKeyEnv: Schema.optional(Schema.NonEmptyString),
+  organizationId: Schema.optional(Schema.NonEmptyString),
+  projectId: Schema.optional(Schema.NonEmptyString),
+  price: Schema.optional(Schema.Struct({ input: NonNegative, output: NonNegative })),
+  contextWindow: Schema.optional(PositiveInt),
+  capabilities: Schema.optional(Schema.Array(Schema.NonEmptyString)),
+  tags: Schema.optional(Schema.Array(Schema.NonEmptyString)),
+  weight: Schema.optional(NonNegative),
+  region: Schema.optional(Schema.NonEmptyString),
+  aliases: Schema.optional(Schema.Array(Schema.NonEmptyString))
+}).annotations({ identifier: "DeploymentConfig" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type DeploymentConfig = Schema.Schema.Type<typeof DeploymentConfig>
+
+/**
+ * A routing file (what `sluice run --routing file` loads). Every field but `deployments` is optional;
+ * unknown fields are errors (a typo is not silently ignored).
+ *
+ * ```json
+ * {
+ *   "deployments": [
+ *     { "id": "acme/gpt-4o", "model": "gpt-4o", "organization": "acme",
+ *       "contextWindow": 128000, "price": { "input": 2.5e-6, "output": 1e-5 },
+ *       "capabilities": ["tools", "vision", "json"], "tags": ["large"] },
+ *     { "id": "acme/gpt-4o-mini", "model": "gpt-4o-mini", "organization": "acme",
+ *       "contextWindow": 128000, "price": { "input": 1.5e-7, "output": 6e-7 }, "aliases": ["fast"] },
+ *     { "id": "research/gpt-4o", "model": "gpt-4o", "organization": "research",
+ *       "apiKeyEnv": "OPENAI_API_KEY_RESEARCH", "organizationId": "org-research", "baseURL": "https://api.openai.com/v1" }
+ *   ],
+ *   "strategy": "priority",
+ *   "tasks": { "classification": ["gpt-4o-mini"], "long-document": ["gpt-4o"] },
+ *   "taskOthers": "skip",
+ *   "rules": { "Overloaded": "next", "RateLimited": { "interactive": "wait", "background": "other-pool" } },
+ *   "report": ["QuotaExhausted"],
+ *   "tier": 1,
+ *   "organizations": { "research": { "tier": 3 } }
+ * }
+ * ```
+ *
+ * - `deployments[]`: see {@link DeploymentConfig}; a deployment with none of `client`, `baseURL`,
+ *   `apiKeyEnv`, `organizationId`, `projectId` uses the default client given in code (the CLI's), and one
+ *   with some of them gets its own client, the rest taken from the default client.
+ * - `strategy`: `priority` (default), `leastWait`, `weightedRandom`, `cheapest`, `lowestLatency`, or a
+ *   name given in code (`strategies` of {@link optionsFromConfig}).
+ * - `tasks`: task kind → deployment ids, models or aliases, best first (`Router.TaskTable`);
+ *   `taskOthers`: deployments not listed for a task are `skip`ped (default) or tried after, as `fallback`.
+ * - `rules`: error `_tag` (or `Saturated`, `*`) → action, or `{ interactive, background }` actions
+ *   (`Router.FallbackRules`), merged over {@link defaultRules}; `report`: tags always reported.
+ * - `tier`, `organizations.<name>.tier`: usage-tier presets for the limits.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const RoutingConfig = Schema.Struct({
+  deployments: Schema.NonEmptyArray(DeploymentConfig),
+  strategy: Schema.optional(Schema.NonEmptyString),
+  tasks: Schema.optional(Router.TaskTable),
+  taskOthers: Schema.optional(Schema.Literal("skip", "fallback")),
+  rules: Schema.optional(Router.FallbackRules),
+  report: Schema.optional(Schema.Array(Schema.String)),
+  tier: Schema.optional(Tiers.Tier),
+  organizations: Schema.optional(
+    Schema.Record({ key: Schema.String, value: Schema.Struct({ tier: Schema.optional(Tiers.Tier) }) })
+  )
+}).annotations({ identifier: "RoutingConfig" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RoutingConfig = Schema.Schema.Type<typeof RoutingConfig>
+
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.map((key, i) =>
+    typeof key === "number"
+      ? `[${key}]`
+      : typeof key === "string" && /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key)
+      ? `${i === 0 ? "" : "."}${key}`
+      : `[${JSON.stringify(typeof key === "symbol" ? String(key) : key)}]`
+  ).join("")
+
+const issuesOf = (error: ParseResult.ParseError): Array<{ path: string; message: string }> => {
+  const all = ParseResult.ArrayFormatter.formatErrorSync(error)
+  // optional fields decode as `X | undefined`: drop the "Expected undefined" half of their reasons
+  const useful = all.filter((issue) => !issue.message.startsWith("Expected undefined"))
+  const seen = new Set<string>()
+  const issues: Array<{ path: string; message: string }> = []
+  for (const issue of useful.length > 0 ? useful : all) {
+    const entry = { path: formatPath(issue.path), message: issue.message }
+    const key = `${entry.path}\u0000${entry.message}`
+    if (!seen.has(key)) {
+      seen.add(key)
+      issues.push(entry)
+    }
+  }
+  return issues
+}
+
+/**
+ * Decodes a routing file's content (parsed JSON) into a {@link RoutingConfig}, failing with a
+ * {@link RoutingConfigError} that names the path of every problem, including the cross-field ones
+ * (duplicate ids, task entries naming no deployment, unknown strategies).
+ *
+ * @since 0.1.0
+ * @category decoding
+ * @example
+ * ```ts
+ * import { Routing } from "@sluice/openai"
+ * import { Effect } from "effect"
+ *
+ * const program = Routing.decodeConfig({
+ *   deployments: [{ model: "gpt-4o", price: { input: "cheap", output: 1e-5 } }]
+ * }, "routing.json").pipe(
+ *   Effect.catchTag("RoutingConfigError", (error) => Effect.succeed(error.issues[0].path))
+ * )
+ * // "deployments[0].price.input"
+ * ```
+ */
+export const decodeConfig = (
+  input: unknown,
+  source = "<routing>",
+  options?: { readonly strategies?: Readonly<Record<string, Router.RoutingStrategy>> | undefined }
+): Effect.Effect<RoutingConfig, RoutingConfigError> =>
+  Schema.decodeUnknown(RoutingConfig, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError((error) => configError(source, issuesOf(error))),
+    Effect.flatMap((config) => {
+      const issues: Array<{ path: string; message: string }> = []
+      const ids = new Map<string, number>()
+      const names = new Set<string>()
+      config.deployments.forEach((d, i) => {
+        const id = d.id ?? defaultId(d)
+        const previous = ids.get(id)
+        if (previous !== undefined) {
+          issues.push({
+            path: `deployments[${i}]${d.id === undefined ? "" : ".id"}`,
+            message: `duplicate deployment id ${JSON.stringify(id)} (also deployments[${previous}]); give each an id`
+          })
+        } else ids.set(id, i)
+        names.add(id)
+        names.add(d.model)
+        for (const alias of d.aliases ?? []) names.add(alias)
+      })
+      for (const [task, list] of Object.entries(config.tasks ?? {})) {
+        list.forEach((name, j) => {
+          if (!names.has(name)) {
+            issues.push({
+              path: formatPath(["tasks", task, j]),
+              message: `no deployment has the id, model or alias ${JSON.stringify(name)}`
+            })
+          }
+        })
+      }
+      const known = [...Object.keys(strategies), ...Object.keys(options?.strategies ?? {})]
+      if (config.strategy !== undefined && !known.includes(config.strategy)) {
+        issues.push({
+          path: "strategy",
+          message: `unknown strategy ${JSON.stringify(config.strategy)} (one of ${known.join(", ")})`
+        })
+      }
+      return issues.length > 0 ? Effect.fail(configError(source, issues)) : Effect.succeed(config)
+    })
+  )
+
+/**
+ * What code adds to a routing file: the default client (the CLI's), named clients and strategies, and any
+ * other {@link Routing.Options} (they win over the file's).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConfigDefaults extends Partial<Omit<Routing.Options, "deployments" | "strategy">> {
+  readonly clients?: Readonly<Record<string, OpenAI | OpenAi.ClientOptions>> | undefined
+  readonly strategies?: Readonly<Record<string, Router.RoutingStrategy>> | undefined
+}
+
+/**
+ * Options from a decoded routing file: resolves each deployment's client (its `apiKeyEnv` read with
+ * `Config.redacted`) and the strategy's name.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const optionsFromConfig = (
+  config: RoutingConfig,
+  defaults: ConfigDefaults = {},
+  source = "<routing>"
+): Effect.Effect<Routing.Options, RoutingConfigError | ConfigError.ConfigError> =>
+  Effect.gen(function*() {
+    const fallback = defaults.client
+    const fallbackOptions = fallback === undefined
+      ? undefined
+      : isClient(fallback)
+      ? { apiKey: Redacted.make(String(fallback.apiKey ?? "")), baseURL: fallback.baseURL }
+      : fallback
+    const issues: Array<{ path: string; message: string }> = []
+    const own = new Map<string, OpenAi.ClientOptions>()
+    const deployments: Array<Deployment> = []
+    for (let i = 0; i < config.deployments.length; i++) {
+      const d = config.deployments[i]
+      let client: OpenAI | OpenAi.ClientOptions | undefined
+      if (d.client !== undefined) {
+        client = defaults.clients?.[d.client]
+        if (client === undefined) {
+          issues.push({ path: `deployments[${i}].client`, message: `no client named ${JSON.stringify(d.client)}` })
+        }
+      } else if (
+        d.baseURL !== undefined || d.apiKeyEnv !== undefined || d.organizationId !== undefined ||
+        d.projectId !== undefined
+      ) {
+        const key = JSON.stringify([d.baseURL, d.apiKeyEnv, d.organizationId, d.projectId])
+        client = own.get(key)
+        if (client === undefined) {
+          const apiKey = d.apiKeyEnv !== undefined
+            ? yield* Config.redacted(d.apiKeyEnv)
+            : fallbackOptions?.apiKey
+          if (apiKey === undefined) {
+            issues.push({
+              path: `deployments[${i}].apiKeyEnv`,
+              message: "no API key: name its environment variable, or give a default client"
+            })
+            continue
+          }
+          const built: OpenAi.ClientOptions = {
+            ...fallbackOptions,
+            apiKey,
+            baseURL: d.baseURL ?? fallbackOptions?.baseURL,
+            organizationId: d.organizationId,
+            projectId: d.projectId
+          }
+          own.set(key, built)
+          client = built
+        }
+      } else if (fallback === undefined) {
+        issues.push({ path: `deployments[${i}]`, message: "no client: give a default client in code, or apiKeyEnv" })
+      }
+      deployments.push({
+        ...(d.id === undefined ? {} : { id: d.id }),
+        model: d.model,
+        organization: d.organization,
+        project: d.project,
+        kind: d.kind,
+        client,
+        price: d.price,
+        contextWindow: d.contextWindow,
+        capabilities: d.capabilities,
+        tags: d.tags,
+        weight: d.weight,
+        region: d.region,
+        aliases: d.aliases
+      })
+    }
+    const named = config.strategy === undefined
+      ? undefined
+      : defaults.strategies !== undefined && hasOwn(defaults.strategies, config.strategy)
+      ? defaults.strategies[config.strategy]
+      : hasOwn(strategies, config.strategy)
+      ? config.strategy as StrategyName
+      : undefined
+    if (config.strategy !== undefined && named === undefined) {
+      issues.push({ path: "strategy", message: `unknown strategy ${JSON.stringify(config.strategy)}` })
+    }
+    if (issues.length > 0) return yield* Effect.fail(configError(source, issues))
+    const organizations: Record<string, { readonly tier?: Tiers.Tier | undefined }> = {}
+    for (const [name, org] of Object.entries(config.organizations ?? {})) organizations[name] = { tier: org.tier }
+    const { clients: _clients, strategies: _strategies, ...given } = defaults
+    // what code gives wins over the file, but an absent (undefined) option does not erase the file's
+    const rest = Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined))
+    return {
+      deployments,
+      strategy: named,
+      tasks: config.tasks,
+      taskOthers: config.taskOthers,
+      rules: config.rules,
+      report: config.report,
+      tier: config.tier,
+      organizations: { ...organizations, ...defaults.organizations },
+      ...rest
+    } satisfies Routing.Options
+  })
+
+/**
+ * The routing service (and its limiter) from a routing file's content: decoded with
+ * {@link decodeConfig} (errors name the path), clients resolved with {@link optionsFromConfig}.
+ *
+ * @since 0.1.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { Routing } from "@sluice/openai"
+ * import { Layer, Redacted } from "effect"
+ * import * as fs from "node:fs"
+ *
+ * const Live = Routing.layerConfig(JSON.parse(fs.readFileSync("routing.json", "utf8")), {
+ *   client: { apiKey: Redacted.make(process.env.OPENAI_API_KEY ?? "") },
+ *   source: "routing.json"
+ * }).pipe(Layer.provide(LimiterStore.layerMemory))
+ * ```
+ */
+export const layerConfig = (
+  input: unknown,
+  defaults: ConfigDefaults & { readonly source?: string | undefined } = {}
+): Layer.Layer<
+  Routing | RateLimiter.RateLimiter,
+  RoutingConfigError | ConfigError.ConfigError,
+  LimiterStore.LimiterStore
+> => {
+  const { source = "<routing>", ...rest } = defaults
+  return Layer.unwrapEffect(
+    Effect.map(
+      Effect.flatMap(decodeConfig(input, source, rest), (config) => optionsFromConfig(config, rest, source)),
+      layer
+    )
+  )
+}
+
+// -----------------------------------------------------------------------------
+// decision records
+// -----------------------------------------------------------------------------
+
+/**
+ * A router summary in words: what each deployment served, how much spilled from where to where and why,
+ * what was reported.
+ *
+ * @since 0.1.0
+ * @category decisions
+ */
+export const formatSummary = (summary: Router.Summary): string => {
+  const served = Object.entries(summary.chosen).map(([id, n]) => `${id} ${n}`).join(", ")
+  const lines = [
+    `${summary.decisions} calls routed, ${summary.failures} failed; served: ${served === "" ? "none" : served}`,
+    `spilled: ${summary.spilled}${
+      summary.decisions > 0 ? ` (${((100 * summary.spilled) / summary.decisions).toFixed(1)}%)` : ""
+    }`
+  ]
+  for (const spill of summary.spills) lines.push(`  ${spill.from} -> ${spill.to} (${spill.reason}): ${spill.count}`)
+  if (summary.reported > 0) lines.push(`reported: ${summary.reported}`)
+  return lines.join("\n")
+}
