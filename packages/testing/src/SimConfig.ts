@@ -1,6 +1,7 @@
 /**
- * The scenario a simulated OpenAI runs: organization, models with their limits, shared pools, context windows
- * and tier access, faults, scripted incidents, latency, output lengths and a seed. Decoded with `effect/Schema`
+ * The scenario a simulated OpenAI runs: organizations (with their API keys, limit overrides and billing), models
+ * with their limits, shared pools, context windows and tier access, faults, scripted incidents, latency, output
+ * lengths and a seed. Decoded with `effect/Schema`
  * at the boundary (a scenario file or a literal), so a bad file fails with the path of the bad field.
  *
  * Every field has a default except `models`; times are milliseconds of simulated time since the simulator
@@ -108,9 +109,11 @@ export type Distribution = typeof Distribution.Type
  *
  * - `overloaded`: 503 "The server is overloaded or not ready yet."
  * - `server_error` / `bad_gateway` / `gateway_timeout`: 500 / 502 / 504
+ * - `conflict`: 409 (a request conflicted with another on the same resource, a lock timeout: the SDK retries it)
  * - `connection_reset`: the connection drops (in-process `fetch` rejects with `TypeError: fetch failed`;
  *   over HTTP the socket is destroyed)
- * - `timeout`: the response is delayed by `faults.timeoutMs` (a client timeout cuts it)
+ * - `timeout`: the call hangs for `faults.timeoutMs` (on the `Clock`), then ends as `faults.timeoutThen` says: a
+ *   504 (the default), a connection timeout or a reset. A client's own timeout, or an abort signal, cuts the hang.
  * - `slow`: the response is delayed by `faults.slowMs` more, then succeeds
  * - `stream_error` / `stream_rate_limited`: streams only (others succeed): the stream starts, then fails half-way
  *   (chat: an SSE `error` event; Responses: `response.failed` with `server_error` / `rate_limit_exceeded`)
@@ -127,7 +130,8 @@ export const FaultKind = Schema.Literal(
   "timeout",
   "slow",
   "stream_error",
-  "stream_rate_limited"
+  "stream_rate_limited",
+  "conflict"
 )
 
 /**
@@ -157,6 +161,20 @@ export const Incident = Schema.Struct({
  */
 export type Incident = typeof Incident.Type
 
+/**
+ * How a `timeout` fault ends (see {@link Faults}).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const TimeoutThen = Schema.Literal("gateway_timeout", "connection_timeout", "connection_reset")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TimeoutThen = typeof TimeoutThen.Type
+
 const faultRateDefaults = {
   overloaded: 0,
   server_error: 0,
@@ -166,7 +184,8 @@ const faultRateDefaults = {
   timeout: 0,
   slow: 0,
   stream_error: 0,
-  stream_rate_limited: 0
+  stream_rate_limited: 0,
+  conflict: 0
 }
 
 /**
@@ -187,14 +206,28 @@ export const Faults = Schema.Struct({
       timeout: Schema.optionalWith(Probability, { default: () => 0 }),
       slow: Schema.optionalWith(Probability, { default: () => 0 }),
       stream_error: Schema.optionalWith(Probability, { default: () => 0 }),
-      stream_rate_limited: Schema.optionalWith(Probability, { default: () => 0 })
+      stream_rate_limited: Schema.optionalWith(Probability, { default: () => 0 }),
+      conflict: Schema.optionalWith(Probability, { default: () => 0 })
     }),
     { default: () => faultRateDefaults }
   ),
+  /** How long a `timeout` fault hangs (simulated ms). */
   timeoutMs: Schema.optionalWith(NonNegative, { default: () => 600_000 }),
+  /**
+   * How a `timeout` fault ends once `timeoutMs` has passed:
+   * - `gateway_timeout` (the default): a 504 `Gateway timeout.`, as OpenAI's gateway answers a request it gave up on
+   * - `connection_timeout`: the connection times out with no answer; the in-process `fetch` rejects as undici does
+   *   on a headers timeout (`TypeError: fetch failed`, cause `UND_ERR_HEADERS_TIMEOUT`), which the `openai` SDK
+   *   raises as `APIConnectionTimeoutError`; over HTTP the socket is destroyed
+   * - `connection_reset`: the connection drops, as for the `connection_reset` fault
+   */
+  timeoutThen: Schema.optionalWith(TimeoutThen, { default: () => "gateway_timeout" as const }),
   slowMs: Schema.optionalWith(NonNegative, { default: () => 30_000 }),
   contentPolicyMarker: Schema.optionalWith(Schema.String, { default: () => "[sim:content-policy]" }),
-  /** After this much simulated spend (USD), every call gets 429 `insufficient_quota`. */
+  /**
+   * After this much simulated spend (USD) by an organization, its every call gets 429 `insufficient_quota`. Each
+   * organization has its own spend; `organizations.<id>.quotaUsd` overrides this for one of them.
+   */
   quotaUsd: Schema.optional(NonNegative)
 })
 
@@ -216,6 +249,13 @@ export const Enforcement = Schema.Struct({
    * 1), refilled at the same rate, so a whole minute's burst at once is throttled. Absent: off.
    */
   subWindowMs: Schema.optional(Schema.Number.pipe(Schema.positive(), Schema.lessThanOrEqualTo(60_000))),
+  /**
+   * The token estimate charged at admission for chat and Responses calls: `sum` (the default) charges prompt tokens
+   * plus `n × max tokens`, the safer reading clients reserve; `max` charges the larger of the two, the literal rule
+   * of OpenAI's rate-limit guide ("the maximum of max_tokens and the estimated number of tokens based on the
+   * character count of your request").
+   */
+  estimate: Schema.optionalWith(Schema.Literal("sum", "max"), { default: () => "sum" as const }),
   /** Rejected requests (429 on tokens, 400s, faults) still consume a request from RPM/RPD. */
   rejectedCountAgainstRpm: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   /** Send `retry-after` (whole seconds, rounded up) on 429s. */
@@ -285,6 +325,54 @@ export const BatchTiming = Schema.Struct({
 })
 
 /**
+ * Background load: other clients of an organization consuming a model's (or pool's) limits continuously, per
+ * minute.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Background = Schema.Record({
+  key: Schema.String,
+  value: Schema.Struct({
+    rpm: Schema.optional(NonNegative),
+    tpm: Schema.optional(NonNegative),
+    ipm: Schema.optional(NonNegative)
+  })
+})
+
+/**
+ * One organization of a multi-organization scenario. Every organization has its own buckets for every model (the
+ * model's or pool's limits, unless `limits` overrides them), its own spend against its own `quotaUsd`, and is named
+ * in its responses' `openai-organization` header and in its 429 messages.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Organization = Schema.Struct({
+  /** The API keys of this organization. A key may belong to several; `OpenAI-Organization` then picks one. */
+  apiKeys: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
+  /**
+   * Limits that replace the scenario's for this organization, by model name (or pool name for a pooled model): a
+   * different tier, say. Models not named keep the scenario's limits.
+   */
+  limits: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Limits }), { default: () => ({}) }),
+  /** This organization's `insufficient_quota` threshold (USD); default `faults.quotaUsd`. */
+  quotaUsd: Schema.optional(NonNegative),
+  /** When set, this organization's 429 messages read "in project proj_… organization org-…". */
+  project: Schema.optional(Schema.String),
+  /** Model access that differs from the scenario's (`false`: 403), by model name. */
+  access: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.Boolean }), { default: () => ({}) }),
+  /** Background load on this organization's buckets (the default organization falls back to `background`). */
+  background: Schema.optional(Background)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Organization = typeof Organization.Type
+
+/**
  * The whole scenario.
  *
  * @since 0.1.0
@@ -294,11 +382,25 @@ export const Scenario = Schema.Struct({
   name: Schema.optionalWith(Schema.String, { default: () => "custom" }),
   /** Free text: what the scenario demonstrates. */
   description: Schema.optional(Schema.String),
+  /** The default organization: the one of `apiKeys`, and of any key when no key is configured anywhere. */
   organization: Schema.optionalWith(Schema.String, { default: () => "org-sim" }),
-  /** When set, 429 messages read "in project proj_… organization org-…". */
+  /** When set, the default organization's 429 messages read "in project proj_… organization org-…". */
   project: Schema.optional(Schema.String),
-  /** Accepted API keys; empty accepts any `Bearer` key. */
+  /**
+   * The default organization's API keys. Accepted keys are these and every organization's `apiKeys`; when there are
+   * none at all, any `Bearer` key is accepted.
+   */
   apiKeys: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
+  /**
+   * More organizations, by id (as in `openai-organization`), each with its own buckets, spend and quota. A request
+   * belongs to its API key's organization; a key of several organizations (or any key, when none are configured)
+   * picks one with the `OpenAI-Organization` header, else its first. Once organizations are configured, a header
+   * naming an organization the key does not belong to is a 401 `mismatched_organization`; without `organizations`
+   * the header is ignored. An entry for `organization` configures the default organization.
+   */
+  organizations: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Organization }), {
+    default: () => ({})
+  }),
   models: Schema.Record({ key: Schema.String, value: ModelSpec }),
   /** Shared-limit pools, by name; a model with `pool` charges these limits. */
   pools: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Limits }), { default: () => ({}) }),
@@ -314,23 +416,15 @@ export const Scenario = Schema.Struct({
     { default: () => ({}) }
   ),
   /**
-   * Background load: other clients of the organization consuming a model's (or pool's) limits continuously, per
-   * minute (`{ rpm, tpm, ipm }`), so the remaining headers tell a client less than its own accounting would.
+   * Background load: other clients of the default organization consuming a model's (or pool's) limits
+   * continuously, per minute (`{ rpm, tpm, ipm }`), so the remaining headers tell a client less than its own
+   * accounting would. Other organizations declare theirs in `organizations.<id>.background`.
    */
-  background: Schema.optionalWith(
-    Schema.Record({
-      key: Schema.String,
-      value: Schema.Struct({
-        rpm: Schema.optional(NonNegative),
-        tpm: Schema.optional(NonNegative),
-        ipm: Schema.optional(NonNegative)
-      })
-    }),
-    { default: () => ({}) }
-  ),
+  background: Schema.optionalWith(Background, { default: () => ({}) }),
   seed: Schema.optionalWith(Schema.Number.pipe(Schema.int()), { default: () => 1 }),
   enforcement: Schema.optionalWith(Enforcement, {
     default: () => ({
+      estimate: "sum" as const,
       rejectedCountAgainstRpm: true,
       retryAfter: true,
       retryAfterFormat: "seconds" as const,
@@ -346,6 +440,7 @@ export const Scenario = Schema.Struct({
     default: () => ({
       rates: faultRateDefaults,
       timeoutMs: 600_000,
+      timeoutThen: "gateway_timeout" as const,
       slowMs: 30_000,
       contentPolicyMarker: "[sim:content-policy]"
     })

@@ -7,8 +7,10 @@
  */
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Simulator from "./Simulator.js"
 
@@ -30,6 +32,44 @@ export class SimFetch extends Context.Tag("@sluice/testing/SimFetch")<SimFetch, 
 
 const abortError = (signal: AbortSignal): unknown =>
   signal.reason !== undefined ? signal.reason : new DOMException("This operation was aborted", "AbortError")
+
+/** What undici's `fetch` rejects with when the connection drops. */
+const resetError = (): TypeError => {
+  const cause = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", errno: -104, syscall: "read" })
+  return new TypeError("fetch failed", { cause })
+}
+
+/** What undici's `fetch` rejects with when no response headers arrive in time. */
+const headersTimeoutError = (): TypeError => {
+  const cause = Object.assign(new Error("Headers Timeout Error"), {
+    name: "HeadersTimeoutError",
+    code: "UND_ERR_HEADERS_TIMEOUT"
+  })
+  return new TypeError("fetch failed", { cause })
+}
+
+/** What `fetch` rejects with when a timeout signal (`AbortSignal.timeout`) fires. */
+const clientTimeoutError = (): unknown => new DOMException("The operation was aborted due to timeout", "TimeoutError")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace SimFetch {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Options {
+    /**
+     * A client timeout on the `Clock`: a call whose response headers have not arrived after this long rejects as a
+     * timed-out `fetch` does (a `TimeoutError` `DOMException`, which the `openai` SDK raises as
+     * `APIConnectionTimeoutError`). The SDK's own `timeout` option runs on real timers, so under `TestClock` use
+     * this one. The simulator has already judged (and counted) the call; only the client stops waiting.
+     */
+    readonly timeout?: Duration.DurationInput | undefined
+  }
+}
 
 /** Reads a request into the simulator's shape (JSON or multipart). */
 const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => {
@@ -66,8 +106,10 @@ const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => 
 
 /**
  * Builds the `fetch` function. It captures the current runtime, so build it inside the test (or program) whose
- * `Clock` should drive it. Abort signals are honoured; a connection-reset fault rejects with
- * `TypeError: fetch failed` (cause `ECONNRESET`), as undici does.
+ * `Clock` should drive it. Abort signals are honoured (an abort interrupts the simulated wait at once); a
+ * connection-reset fault rejects with `TypeError: fetch failed` (cause `ECONNRESET`), as undici does, and a
+ * `timeout` fault ending in `connection_timeout` with `TypeError: fetch failed` (cause `UND_ERR_HEADERS_TIMEOUT`).
+ * For a client timeout in virtual time, see {@link makeWith}.
  *
  * @since 0.1.0
  * @category constructors
@@ -90,53 +132,85 @@ const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => 
  *   }).pipe(Effect.provide(Simulator.layer(Scenario.tier1()))))
  * ```
  */
-export const make: Effect.Effect<Fetch, never, Simulator.Simulator> = Effect.gen(function*() {
-  const sim = yield* Simulator.Simulator
-  const runtime = yield* Effect.runtime<never>()
-  const run = <A>(effect: Effect.Effect<A>, signal?: AbortSignal | null): Promise<A> =>
-    new Promise<A>((resolve, reject) => {
-      if (signal?.aborted) return reject(abortError(signal))
-      const fiber = Runtime.runFork(runtime)(effect)
-      const onAbort = () => {
-        reject(abortError(signal!))
-        Runtime.runFork(runtime)(fiberInterrupt(fiber))
-      }
-      signal?.addEventListener("abort", onAbort, { once: true })
-      fiber.addObserver((exit) => {
-        signal?.removeEventListener("abort", onAbort)
-        if (exit._tag === "Success") resolve(exit.value)
-        else reject(new Error(`simulator failed: ${String(exit.cause)}`))
-      })
-    })
+export const make: Effect.Effect<Fetch, never, Simulator.Simulator> = Effect.suspend(() => makeWith())
 
-  return async (input, init) => {
-    const request = new Request(input, init)
-    const signal = init?.signal ?? request.signal
-    const simRequest = await toSimRequest(request)
-    const response = await run(sim.handle(simRequest), signal)
-    switch (response._tag) {
-      case "Reset": {
-        const cause = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", errno: -104, syscall: "read" })
-        throw new TypeError("fetch failed", { cause })
-      }
-      case "Response":
-        return new Response(response.body, { status: response.status, headers: response.headers })
-      case "Stream": {
-        const encoder = new TextEncoder()
-        let index = 0
-        const stream = new ReadableStream<Uint8Array>({
-          pull: async (controller) => {
-            const chunk = response.chunks[index++]
-            if (chunk === undefined) return controller.close()
-            if (chunk.delayMs > 0) await run(Effect.sleep(chunk.delayMs), signal)
-            controller.enqueue(encoder.encode(chunk.data))
-          }
+/**
+ * {@link make} with options: a client timeout that runs on the `Clock` (so `TestClock` drives it).
+ *
+ * @since 0.1.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { it } from "@effect/vitest"
+ * import { Effect, Fiber, TestClock } from "effect"
+ * import OpenAI from "openai"
+ * import { Scenario, SimFetch, Simulator } from "@sluice/testing"
+ *
+ * it.effect("a hung call times out after 60 virtual seconds", () =>
+ *   Effect.gen(function*() {
+ *     const fetch = yield* SimFetch.makeWith({ timeout: "60 seconds" })
+ *     const client = new OpenAI({ apiKey: "sk-test", baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+ *     const fiber = yield* Effect.promise(() =>
+ *       client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] })
+ *         .catch((error) => error)
+ *     ).pipe(Effect.fork)
+ *     yield* TestClock.adjust("60 seconds")
+ *     const error = yield* Fiber.join(fiber) // OpenAI.APIConnectionTimeoutError
+ *   }).pipe(Effect.provide(Simulator.layer(Scenario.tier1({ faults: { rates: { timeout: 1 } } })))))
+ * ```
+ */
+export const makeWith = (options: SimFetch.Options = {}): Effect.Effect<Fetch, never, Simulator.Simulator> =>
+  Effect.gen(function*() {
+    const sim = yield* Simulator.Simulator
+    const runtime = yield* Effect.runtime<never>()
+    const timeout = options.timeout === undefined ? undefined : Duration.decode(options.timeout)
+    const run = <A>(effect: Effect.Effect<A>, signal?: AbortSignal | null): Promise<A> =>
+      new Promise<A>((resolve, reject) => {
+        if (signal?.aborted) return reject(abortError(signal))
+        const fiber = Runtime.runFork(runtime)(effect)
+        const onAbort = () => {
+          reject(abortError(signal!))
+          Runtime.runFork(runtime)(fiberInterrupt(fiber))
+        }
+        signal?.addEventListener("abort", onAbort, { once: true })
+        fiber.addObserver((exit) => {
+          signal?.removeEventListener("abort", onAbort)
+          if (exit._tag === "Success") resolve(exit.value)
+          else reject(new Error(`simulator failed: ${String(exit.cause)}`))
         })
-        return new Response(stream, { status: response.status, headers: response.headers })
+      })
+
+    return async (input, init) => {
+      const request = new Request(input, init)
+      const signal = init?.signal ?? request.signal
+      const simRequest = await toSimRequest(request)
+      const handled = timeout === undefined
+        ? Effect.map(sim.handle(simRequest), Option.some)
+        : Effect.timeoutOption(sim.handle(simRequest), timeout)
+      const answered = await run(handled, signal)
+      if (Option.isNone(answered)) throw clientTimeoutError()
+      const response = answered.value
+      switch (response._tag) {
+        case "Reset":
+          throw response.reason === "timeout" ? headersTimeoutError() : resetError()
+        case "Response":
+          return new Response(response.body, { status: response.status, headers: response.headers })
+        case "Stream": {
+          const encoder = new TextEncoder()
+          let index = 0
+          const stream = new ReadableStream<Uint8Array>({
+            pull: async (controller) => {
+              const chunk = response.chunks[index++]
+              if (chunk === undefined) return controller.close()
+              if (chunk.delayMs > 0) await run(Effect.sleep(chunk.delayMs), signal)
+              controller.enqueue(encoder.encode(chunk.data))
+            }
+          })
+          return new Response(stream, { status: response.status, headers: response.headers })
+        }
       }
     }
-  }
-})
+  })
 
 const fiberInterrupt = (fiber: { readonly interruptAsFork: (id: any) => Effect.Effect<void> }) =>
   Effect.flatMap(Effect.fiberId, (id) => fiber.interruptAsFork(id))

@@ -1,7 +1,9 @@
 /**
  * The HTTP face: the same {@link Simulator} served over HTTP with `@effect/platform` (Node), loopback by default.
- * Point any client at the returned `url` (`http://127.0.0.1:PORT/v1`). A connection-reset fault destroys the
- * socket; latency, slow responses, timeouts and stream pacing wait on the `Clock` (real time when served live).
+ * Point any client at the returned `url` (`http://127.0.0.1:PORT/v1`). A connection-reset fault (and a `timeout`
+ * fault ending in `connection_timeout` or `connection_reset`) destroys the socket; latency, slow responses, timeouts
+ * and stream pacing wait on the `Clock` (real time when served live), so a client's own timeout (the SDK's
+ * `timeout` option) fires during a hang; a client that gives up closes the connection, which interrupts the wait.
  *
  * @since 0.1.0
  */

@@ -22,13 +22,15 @@ export interface Attempt {
   readonly path: string
   readonly key: string | undefined
   readonly model: string | undefined
-  /** HTTP status, or 0 for a connection reset. */
+  /** HTTP status, or 0 for a connection reset or a connection timeout (no answer). */
   readonly status: number
   /** The error `code` (or `type` when the code is null), e.g. `rate_limit_exceeded`, `context_length_exceeded`. */
   readonly code: string | undefined
   /** Which limit rejected it, e.g. `tpm`, `rpm`, `rpd`, `tpd`, `ipm`, `request_too_large`. */
   readonly limit: string | undefined
   readonly fault: string | undefined
+  /** The organization the request was judged in (undefined when its key or organization was refused). */
+  readonly organization?: string | undefined
 }
 
 /**
@@ -44,6 +46,8 @@ export interface Admission {
   readonly scope: string
   /** The `OpenAI-Project` the request named, if any. */
   readonly project: string | undefined
+  /** The organization whose buckets were charged. */
+  readonly organization?: string | undefined
   readonly requests: number
   /** Tokens finally charged (the estimate trued up to actual usage; 0 when refunded after a fault). */
   readonly tokens: number
@@ -69,6 +73,8 @@ export interface Snapshot {
   readonly requestsByModel: Readonly<Record<string, number>>
   /** Total simulated spend in USD. */
   readonly spendUsd: number
+  /** Simulated spend in USD per organization (each is held against its own `quotaUsd`). */
+  readonly spendByOrganization?: Readonly<Record<string, number>> | undefined
 }
 
 /**
@@ -78,9 +84,15 @@ export interface Snapshot {
 export type Dimension = "requests" | "tokens" | "images"
 
 /**
- * The largest admitted amount of `dimension` within any window of `windowMs` (optionally for one model or
- * scope). Windows are half-open `[t, t + windowMs)`, the way a token bucket with capacity `limit` and refill
- * `limit / window` would bound them.
+ * The largest admitted amount of `dimension` within any window of `windowMs` (optionally for one model, scope,
+ * project or organization). Windows are half-open `[t, t + windowMs)`.
+ *
+ * This is what a rolling-window limit bounds. A token bucket bounds it less tightly: a bucket of capacity `C`
+ * refilling at `limit / window` admits up to `C + limit × windowMs / window` within `windowMs` (the full bucket at
+ * the window's start plus what refills during it), not `limit`. The simulator's buckets have `C = limit` (a
+ * sub-minute bucket a smaller `C`, which a single larger call may take below zero), so within one whole window it
+ * can admit almost twice the limit. Compare `peak` with the limit to check a client that promises to stay under a
+ * rolling-window limit, and with `C + limit × windowMs / window` to check the simulator itself.
  *
  * @since 0.1.0
  * @category queries
@@ -100,12 +112,14 @@ export const peak = (
     readonly model?: string | undefined
     readonly scope?: string | undefined
     readonly project?: string | undefined
+    readonly organization?: string | undefined
   }
 ): number => {
   const events = snapshot.admissions.filter((a) =>
     (options.model === undefined || a.model === options.model) &&
     (options.scope === undefined || a.scope === options.scope) &&
-    (options.project === undefined || a.project === options.project)
+    (options.project === undefined || a.project === options.project) &&
+    (options.organization === undefined || a.organization === options.organization)
   )
   let best = 0
   let sum = 0

@@ -27,7 +27,8 @@ export type SimRequest = Internal.SimRequest
 
 /**
  * What to send back: a JSON (or raw) response, a server-sent-event stream whose chunks carry their own delays,
- * or a connection reset. `delayMs` is the time before the first byte.
+ * or a dropped connection (`Reset`, with `reason: "timeout"` for a connection that timed out with no answer).
+ * `delayMs` is the time before the first byte (or before the connection drops).
  *
  * @since 0.1.0
  * @category models

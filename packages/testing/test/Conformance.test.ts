@@ -1,11 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as TestClock from "effect/TestClock"
 import OpenAI from "openai"
-import { Scenario, SimConfig, SimStats, Simulator } from "../src/index.js"
+import { Scenario, SimConfig, SimFetch, SimStats, Simulator } from "../src/index.js"
 import { formatGoDuration } from "../src/internal/duration.js"
-import { call, chat, client } from "./helpers.js"
+import { call, callFor, chat, client } from "./helpers.js"
 
 const withSim = (scenario: SimConfig.Scenario) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.provide(effect, Simulator.layer(scenario))
@@ -81,8 +82,10 @@ describe("limits", () => {
 
   it.effect("rejected requests need not count against RPM", () =>
     Effect.gen(function*() {
-      yield* post("/v1/chat/completions", chatBody("x", { max_tokens: 2000 }))
+      expect((yield* post("/v1/chat/completions", chatBody("x", { max_tokens: 2000 }))).status).toBe(200)
       const r = yield* post("/v1/chat/completions", chatBody("x", { max_tokens: 2000 }))
+      expect(r.status).toBe(429)
+      expect(r.json.error.type).toBe("tokens")
       expect(r.headers["x-ratelimit-remaining-requests"]).toBe("99")
     }).pipe(withSim(Scenario.single("gpt-4o-mini", { rpm: 100, tpm: 3000 }, {
       enforcement: { rejectedCountAgainstRpm: false }
@@ -119,8 +122,9 @@ describe("limits", () => {
 
   it.effect("TPD message", () =>
     Effect.gen(function*() {
-      yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 60 }))
+      expect((yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 60 }))).status).toBe(200)
       const r = yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 90 }))
+      expect(r.status).toBe(429)
       expect(r.json.error.message).toContain("on tokens per day (TPD): Limit 100, Used 31, Requested 91.")
       expect(r.json.error.type).toBe("tokens")
     }).pipe(withSim(Scenario.single("gpt-4o-mini", { tpd: 100 }))))
@@ -217,8 +221,9 @@ describe("limits", () => {
 
   it.effect("retry-after headers can be switched off; project phrase", () =>
     Effect.gen(function*() {
-      yield* post("/v1/chat/completions", chatBody("hi"))
+      expect((yield* post("/v1/chat/completions", chatBody("hi"))).status).toBe(200)
       const r = yield* post("/v1/chat/completions", chatBody("hi"))
+      expect(r.status).toBe(429)
       expect(r.headers["retry-after"]).toBeUndefined()
       expect(r.headers["retry-after-ms"]).toBeUndefined()
       expect(r.json.error.message).toContain("in project proj_abc organization org-acme on requests per min")
@@ -255,6 +260,8 @@ describe("errors", () => {
       const forbidden = sdkError(yield* call(() => c.images.generate({ model: "dall-e-3", prompt: "cat" })))
       expect(forbidden).toBeInstanceOf(OpenAI.PermissionDeniedError)
       expect(forbidden.status).toBe(403)
+      expect(forbidden.code).toBe("model_not_found")
+      expect(forbidden.message).toBe("403 Project `org-sim` does not have access to model `dall-e-3`")
       const wrong = yield* client({ apiKey: "sk-wrong-key-9999" })
       const auth = sdkError(yield* call(() => wrong.chat.completions.create(chat("hi"))))
       expect(auth).toBeInstanceOf(OpenAI.AuthenticationError)
@@ -298,27 +305,110 @@ describe("errors", () => {
       expect(stats.tokensByModel["gpt-4o-mini"]).toBe(0)
     }).pipe(withSim(Scenario.tier1({ faults: { rates: { connection_reset: 1 } } }))))
 
-  it.effect("slow responses and timeouts wait on virtual time; a client timeout aborts", () =>
+  it.effect("slow responses wait faults.slowMs more on virtual time, then succeed", () =>
     Effect.gen(function*() {
       const c = yield* client()
-      const slow = yield* call(() => c.chat.completions.create(chat("hi")), 30_000)
-      expect(Either.isRight(slow)).toBe(true)
+      const fiber = yield* Effect.fork(callFor(() => c.chat.completions.create(chat("hi"))))
+      yield* TestClock.adjust(29_999)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      const slow = yield* Fiber.join(fiber)
+      expect(Either.getOrThrow(slow).object).toBe("chat.completion")
+      const stats = yield* Simulator.stats
+      expect(stats.attempts.map((a) => [a.status, a.fault])).toEqual([[200, "slow"]])
     }).pipe(withSim(Scenario.tier1({ faults: { rates: { slow: 1 }, slowMs: 30_000 } }))))
 
-  it.effect("timeout fault: hangs for timeoutMs then 504; an abort signal cuts it", () =>
+  it.effect("a client timeout on the Clock (SimFetch.makeWith) cuts a slow call: APIConnectionTimeoutError", () =>
+    Effect.gen(function*() {
+      const fetch = yield* SimFetch.makeWith({ timeout: "10 seconds" })
+      const c = new OpenAI({ apiKey: "sk-test", baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+      const fiber = yield* Effect.fork(callFor(() => c.chat.completions.create(chat("hi"))))
+      yield* TestClock.adjust(9_999)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      const e = sdkError(yield* Fiber.join(fiber))
+      expect(e).toBeInstanceOf(OpenAI.APIConnectionTimeoutError)
+      // a call answered in time is not cut
+      const fast = yield* Simulator.make(Scenario.tier1())
+      const quick = yield* SimFetch.makeWith({ timeout: "10 seconds" }).pipe(
+        Effect.provideService(Simulator.Simulator, fast)
+      )
+      const q = new OpenAI({ apiKey: "sk-test", baseURL: "http://sim.local/v1", fetch: quick, maxRetries: 0 })
+      expect(Either.getOrThrow(yield* call(() => q.chat.completions.create(chat("hi")))).object).toBe(
+        "chat.completion"
+      )
+    }).pipe(withSim(Scenario.tier1({ faults: { rates: { slow: 1 }, slowMs: 30_000 } }))))
+
+  it.effect("timeout fault: hangs for timeoutMs then 504; an abort signal cuts the hang at once", () =>
     Effect.gen(function*() {
       const c = yield* client()
       const controller = new AbortController()
       const fiber = yield* Effect.fork(
-        Effect.either(Effect.tryPromise(() => c.chat.completions.create(chat("hi"), { signal: controller.signal })))
+        callFor(() => c.chat.completions.create(chat("hi"), { signal: controller.signal }))
       )
       yield* TestClock.adjust("10 seconds")
+      expect(fiber.unsafePoll()).toBeNull()
       controller.abort()
-      const aborted = yield* fiber.await
-      expect(aborted._tag).toBe("Success")
-      const late = yield* call(() => c.chat.completions.create(chat("hi")), 120_000)
-      expect(sdkError(late).status).toBe(504)
+      // no more virtual time passes: the abort alone ends the call
+      expect(sdkError(yield* Fiber.join(fiber))).toBeInstanceOf(OpenAI.APIUserAbortError)
+      const late = yield* Effect.fork(callFor(() => c.chat.completions.create(chat("hi"))))
+      yield* TestClock.adjust(119_999)
+      expect(late.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      const e = sdkError(yield* Fiber.join(late))
+      expect(e).toBeInstanceOf(OpenAI.InternalServerError)
+      expect(e.status).toBe(504)
+      const stats = yield* Simulator.stats
+      expect(stats.attempts.map((a) => [a.status, a.fault])).toEqual([[504, "timeout"], [504, "timeout"]])
     }).pipe(withSim(Scenario.tier1({ faults: { rates: { timeout: 1 }, timeoutMs: 120_000 } }))))
+
+  it.effect("timeout fault ending in connection_timeout: the SDK raises APIConnectionTimeoutError", () =>
+    Effect.gen(function*() {
+      const c = yield* client()
+      const fiber = yield* Effect.fork(callFor(() => c.chat.completions.create(chat("hi"))))
+      yield* TestClock.adjust(59_999)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      expect(sdkError(yield* Fiber.join(fiber))).toBeInstanceOf(OpenAI.APIConnectionTimeoutError)
+      const stats = yield* Simulator.stats
+      expect(stats.attempts.map((a) => [a.status, a.code, a.fault])).toEqual([[0, "timeout", "timeout"]])
+      expect(stats.tokensByModel["gpt-4o-mini"]).toBe(0)
+    }).pipe(
+      withSim(
+        Scenario.tier1({ faults: { rates: { timeout: 1 }, timeoutMs: 60_000, timeoutThen: "connection_timeout" } })
+      )
+    ))
+
+  it.effect("timeout fault ending in connection_reset: a plain APIConnectionError after the hang", () =>
+    Effect.gen(function*() {
+      const c = yield* client()
+      const fiber = yield* Effect.fork(callFor(() => c.chat.completions.create(chat("hi"))))
+      yield* TestClock.adjust(4_999)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      const e = sdkError(yield* Fiber.join(fiber))
+      expect(e).toBeInstanceOf(OpenAI.APIConnectionError)
+      expect(e).not.toBeInstanceOf(OpenAI.APIConnectionTimeoutError)
+      expect((yield* Simulator.stats).byCode).toEqual({ connection_reset: 1 })
+    }).pipe(
+      withSim(Scenario.tier1({ faults: { rates: { timeout: 1 }, timeoutMs: 5_000, timeoutThen: "connection_reset" } }))
+    ))
+
+  it.effect("conflict fault: 409 surfaces as the SDK's ConflictError; refunded like other faults", () =>
+    Effect.gen(function*() {
+      const c = yield* client()
+      const e = sdkError(yield* call(() => c.chat.completions.create(chat("hi"))))
+      expect(e).toBeInstanceOf(OpenAI.ConflictError)
+      expect(e.status).toBe(409)
+      expect(e.code).toBe("conflict")
+      expect(e.type).toBe("invalid_request_error")
+      expect(e.message).toContain("conflicted with another request")
+      expect(e.headers?.get("x-request-id")).toMatch(/^req_/)
+      const stats = yield* Simulator.stats
+      expect(stats.byStatus).toEqual({ "409": 1 })
+      expect(stats.tokensByModel["gpt-4o-mini"]).toBe(0)
+      expect(stats.requestsByModel["gpt-4o-mini"]).toBe(1)
+    }).pipe(withSim(Scenario.tier1({ faults: { rates: { conflict: 1 } } }))))
 
   it.effect("scripted incidents: from t=30s to t=90s every request gets 503", () =>
     Effect.gen(function*() {
@@ -387,7 +477,7 @@ describe("endpoints", () => {
   it.effect("streaming chat with include_usage, chunks paced by per-token latency", () =>
     Effect.gen(function*() {
       const c = yield* client()
-      const result = yield* call(async () => {
+      const fiber = yield* Effect.fork(callFor(async () => {
         const stream = await c.chat.completions.create({
           model: "gpt-4o-mini",
           messages: [{ role: "user", content: "hi" }],
@@ -402,8 +492,12 @@ describe("endpoints", () => {
           if (chunk.usage) usage = chunk.usage
         }
         return { text, usage }
-      }, 100 + 20 * 10)
-      const { text, usage } = Either.getOrThrow(result)
+      }))
+      // 100 ms to the first byte, then 20 tokens × 10 ms
+      yield* TestClock.adjust(100 + 20 * 10 - 1)
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      const { text, usage } = Either.getOrThrow(yield* Fiber.join(fiber))
       expect(text.split(" ")).toHaveLength(20)
       expect(usage).toMatchObject({ prompt_tokens: 1, completion_tokens: 20, total_tokens: 21 })
     }).pipe(withSim(Scenario.tier1({ latency: { request: { _tag: "fixed", ms: 100 }, perOutputTokenMs: 10 } }))))
@@ -437,9 +531,11 @@ describe("endpoints", () => {
 
   it.effect("retry-after as an HTTP date", () =>
     Effect.gen(function*() {
-      yield* post("/v1/chat/completions", chatBody("hi"))
+      expect((yield* post("/v1/chat/completions", chatBody("hi"))).status).toBe(200)
       const r = yield* post("/v1/chat/completions", chatBody("hi"))
+      expect(r.status).toBe(429)
       expect(r.headers["retry-after"]).toBe(new Date(60_000).toUTCString())
+      expect(r.headers["retry-after-ms"]).toBe("60000")
     }).pipe(withSim(Scenario.single("gpt-4o-mini", { rpm: 1 }, { enforcement: { retryAfterFormat: "date" } }))))
 
   it.effect("in-stream failures: chat SSE error event, Responses response.failed with rate_limit_exceeded", () =>
@@ -487,3 +583,116 @@ describe("endpoints", () => {
       expect(Either.isRight(yield* call(() => c2.chat.completions.create(chat("hi"))))).toBe(true)
     }))
 })
+
+describe("OpenAI's documented behaviour, where the simulator used to deviate", () => {
+  it.effect("the context window bounds the prompt plus one choice's max tokens, whatever n", () =>
+    Effect.gen(function*() {
+      // 100 prompt tokens + 300 per choice fits a 1000-token window even with n = 4 (each choice is its own sequence)
+      const ok = yield* post("/v1/chat/completions", chatBody("x".repeat(400), { n: 4, max_tokens: 300 }))
+      expect(ok.status).toBe(200)
+      expect(ok.json.choices).toHaveLength(4)
+      const over = yield* post("/v1/chat/completions", chatBody("x".repeat(400), { n: 4, max_tokens: 901 }))
+      expect(over.status).toBe(400)
+      expect(over.json.error.message).toContain(
+        "you requested 1001 tokens (100 in the messages, 901 in the completion)"
+      )
+    }).pipe(withSim(SimConfig.make({ models: { "gpt-4o-mini": { contextWindow: 1000 } } }))))
+
+  it.effect("embeddings: the context window bounds each input, not their sum", () =>
+    Effect.gen(function*() {
+      const three = yield* post("/v1/embeddings", {
+        model: "emb",
+        input: ["a".repeat(32_000), "b".repeat(32_000), "c"]
+      })
+      expect(three.status).toBe(200)
+      expect(three.json.usage.prompt_tokens).toBe(16_001)
+      const long = yield* post("/v1/embeddings", { model: "emb", input: ["a", "b".repeat(32_768)] })
+      expect(long.status).toBe(400)
+      expect(long.json.error).toEqual({
+        message:
+          "This model's maximum context length is 8191 tokens, however you requested 8192 tokens (8192 in your prompt; 0 for the completion). Please reduce your prompt; or completion length.",
+        type: "invalid_request_error",
+        param: null,
+        code: "context_length_exceeded"
+      })
+    }).pipe(withSim(SimConfig.make({ models: { emb: { kind: "embedding", contextWindow: 8191 } } }))))
+
+  it.effect("sub-minute enforcement: a call above a sub-window's share is admitted once that share is full", () =>
+    Effect.gen(function*() {
+      // 6000 TPM with 1 s sub-windows: a share of 100 tokens refilling at 0.1/ms. A 500-token estimate used to
+      // get "try again in 4s" forever; now it takes a full share (going below zero) and the next waits for it.
+      const first = yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 499 }))
+      expect(first.status).toBe(200)
+      expect(first.json.usage.total_tokens).toBe(251)
+      const second = yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 499 }))
+      expect(second.status).toBe(429)
+      expect(second.json.error.message).toContain("Please try again in 2.51s.")
+      yield* TestClock.adjust(2_509)
+      expect((yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 499 }))).status).toBe(429)
+      yield* TestClock.adjust(1)
+      expect((yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 499 }))).status).toBe(200)
+    }).pipe(withSim(Scenario.single("gpt-4o-mini", { rpm: 600, tpm: 6_000 }, { enforcement: { subWindowMs: 1000 } }))))
+
+  it.effect("a cost above a TPD or IPM limit is 'Request too large' at once, not 'try again' forever", () =>
+    Effect.gen(function*() {
+      const tpd = yield* post("/v1/chat/completions", chatBody("hi", { max_tokens: 200 }))
+      expect(tpd.status).toBe(429)
+      expect(tpd.json.error).toEqual({
+        message:
+          "Request too large for gpt-4o-mini in organization org-sim on tokens per day (TPD): Limit 100, Requested 201. The input or output tokens must be reduced in order to run successfully. Visit https://platform.openai.com/account/rate-limits to learn more.",
+        type: "tokens",
+        param: null,
+        code: "rate_limit_exceeded"
+      })
+      expect(tpd.headers["retry-after"]).toBeUndefined()
+      const ipm = yield* post("/v1/images/generations", { model: "img", prompt: "a cat", n: 6 })
+      expect(ipm.status).toBe(429)
+      expect(ipm.json.error.type).toBe("images")
+      expect(ipm.json.error.message).toContain(
+        "Request too large for img in organization org-sim on images per min (IPM): Limit 5, Requested 6. The number of images must be reduced"
+      )
+      expect(ipm.headers["retry-after"]).toBeUndefined()
+      const stats = yield* Simulator.stats
+      expect(stats.attempts.map((a) => a.limit)).toEqual(["request_too_large", "request_too_large"])
+    }).pipe(withSim(SimConfig.make({
+      models: { "gpt-4o-mini": { limits: { tpd: 100 } }, img: { kind: "image", limits: { ipm: 5 } } }
+    }))))
+
+  it.effect("403 and in-stream rate limits name the request's project and organization", () =>
+    Effect.gen(function*() {
+      const project = { "openai-project": "proj_x" }
+      const denied = yield* post("/v1/images/generations", { model: "dall-e-3", prompt: "cat" }, project)
+      expect(denied.status).toBe(403)
+      expect(denied.json.error.message).toBe("Project `proj_x` does not have access to model `dall-e-3`")
+      const sim = yield* Simulator.Simulator
+      const stream = yield* sim.judge({
+        method: "POST",
+        path: "/v1/responses",
+        headers: { authorization: "Bearer sk", ...project },
+        body: { model: "gpt-4o-mini", input: "hi", max_output_tokens: 64, stream: true }
+      })
+      if (stream._tag !== "Stream") throw new Error("expected a stream")
+      expect(stream.chunks.at(-1)?.data).toContain(
+        "Rate limit reached for gpt-4o-mini in project proj_x organization org-acme on tokens per min (TPM)"
+      )
+    }).pipe(withSim(Scenario.free({ organization: "org-acme", faults: { rates: { stream_rate_limited: 1 } } }))))
+
+  it.effect("enforcement.estimate: 'max' charges the larger of prompt and n × max tokens, OpenAI's literal rule", () =>
+    Effect.gen(function*() {
+      const body = chatBody("x".repeat(400), { max_tokens: 200 }) // 100 prompt tokens, 200 max: sum 300, max 200
+      const sum = yield* Simulator.make(Scenario.single("gpt-4o-mini", { tpm: 250 }))
+      const summed = yield* sum.judge({ method: "POST", path: "/v1/chat/completions", headers: auth, body })
+      expect(summed._tag === "Response" && JSON.parse(summed.body).error.message).toContain(
+        "Request too large for gpt-4o-mini in organization org-sim on tokens per min (TPM): Limit 250, Requested 300."
+      )
+      const max = yield* Simulator.make(
+        Scenario.single("gpt-4o-mini", { tpm: 250 }, { enforcement: { estimate: "max" } })
+      )
+      const maxed = yield* max.judge({ method: "POST", path: "/v1/chat/completions", headers: auth, body })
+      expect(maxed._tag === "Response" && maxed.status).toBe(200)
+      // charged 200 at admission, then trued to actual usage: 100 prompt + 100 generated
+      expect(maxed._tag === "Response" && maxed.headers["x-ratelimit-remaining-tokens"]).toBe("50")
+    }))
+})
+
+const auth = { authorization: "Bearer sk-test" }

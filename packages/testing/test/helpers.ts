@@ -29,3 +29,6 @@ export const chat = (content: string, extra: Record<string, unknown> = {}) => ({
   max_tokens: 10,
   ...extra
 })
+
+/** A promise-returning call as an Effect of its outcome, to fork and drive with `TestClock` step by step. */
+export const callFor = <A>(f: () => Promise<A>) => Effect.either(Effect.tryPromise({ try: f, catch: (e) => e }))

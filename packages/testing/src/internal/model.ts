@@ -44,7 +44,15 @@ export type SimResponse =
     readonly chunks: ReadonlyArray<SseChunk>
     readonly delayMs: number
   }
-  | { readonly _tag: "Reset"; readonly delayMs: number }
+  | {
+    readonly _tag: "Reset"
+    readonly delayMs: number
+    /**
+     * Why the connection ends: `reset` (absent: the same) drops it; `timeout` is a connection that timed out with
+     * no answer (in-process `fetch` rejects like undici's headers timeout; over HTTP the socket is destroyed).
+     */
+    readonly reason?: "reset" | "timeout" | undefined
+  }
 
 const DAY = 86_400_000
 const MINUTE = 60_000
@@ -55,6 +63,8 @@ type Dim = "requests" | "tokens" | "images"
 
 interface ScopeBuckets {
   readonly name: string
+  /** The organization whose buckets these are. */
+  readonly organization: string
   /** Set on a project-level scope. */
   readonly project: string | undefined
   readonly limits: SimConfig.Limits
@@ -159,6 +169,8 @@ interface BatchRecord {
   readonly metadata: unknown
   readonly lines: ReadonlyArray<{ custom_id: string; method: string; url: string; body: Record<string, unknown> }>
   readonly errors: ReadonlyArray<{ code: string; message: string; line: number | null; param: string | null }>
+  /** The organization that created the batch (and is billed for it). */
+  readonly organization: string
   cancelAt: number | undefined
   outputFileId: string | null
   errorFileId: string | null
@@ -172,7 +184,10 @@ export class Model {
   readonly admissions: Array<SimStats.Admission> = []
   readonly files = new Map<string, FileRecord>()
   readonly batches = new Map<string, BatchRecord>()
+  /** Total spend (USD), all organizations. */
   spendUsd = 0
+  /** Spend (USD) per organization. */
+  readonly spendByOrganization = new Map<string, number>()
   private readonly faultRng: Prng.Prng
   private readonly latencyRng: Prng.Prng
   private readonly idRng: Prng.Prng
@@ -189,24 +204,34 @@ export class Model {
   // limiter
   // ---------------------------------------------------------------------------
 
-  /** The organization scope of a model (its pool or itself), then the project scope when it has limits. */
-  scopesFor(modelName: string, project: string | undefined, now: number): Array<ScopeBuckets> {
+  /**
+   * The organization scope of a model (its pool or itself, with the organization's limits), then the project scope
+   * when it has limits.
+   */
+  scopesFor(
+    modelName: string,
+    project: string | undefined,
+    now: number,
+    organization: string = this.scenario.organization
+  ): Array<ScopeBuckets> {
     const spec = this.scenario.models[modelName]
     const name = spec.pool !== undefined ? spec.pool : modelName
-    const org = this.scopeFor(
-      name,
-      undefined,
-      spec.pool !== undefined ? (this.scenario.pools[spec.pool] ?? spec.limits) : spec.limits,
-      now
-    )
+    const base = spec.pool !== undefined ? (this.scenario.pools[spec.pool] ?? spec.limits) : spec.limits
+    const org = this.scopeFor(organization, name, undefined, this.orgSpec(organization)?.limits[name] ?? base, now)
     const projectLimits = project === undefined ? undefined : this.scenario.projects[project]?.limits[name]
     return projectLimits === undefined || project === undefined
       ? [org]
-      : [org, this.scopeFor(name, project, projectLimits, now)]
+      : [org, this.scopeFor(organization, name, project, projectLimits, now)]
   }
 
-  private scopeFor(name: string, project: string | undefined, limits: SimConfig.Limits, now: number): ScopeBuckets {
-    const key = project === undefined ? name : `project:${project}/${name}`
+  private scopeFor(
+    organization: string,
+    name: string,
+    project: string | undefined,
+    limits: SimConfig.Limits,
+    now: number
+  ): ScopeBuckets {
+    const key = `${organization}/${project === undefined ? name : `project:${project}/${name}`}`
     let scope = this.scopes.get(key)
     if (scope === undefined) {
       const buckets: Partial<Record<LimitName, ReadonlyArray<Bucket.Bucket>>> = {}
@@ -221,7 +246,7 @@ export class Model {
         }
         buckets[limit] = list
       }
-      const background = project === undefined ? this.scenario.background[name] : undefined
+      const background = project === undefined ? this.backgroundOf(organization)[name] : undefined
       if (background !== undefined) {
         const perMs: Record<Dim, number> = {
           requests: (background.rpm ?? 0) / MINUTE,
@@ -230,11 +255,64 @@ export class Model {
         }
         for (const limit of limitOrder) for (const b of buckets[limit] ?? []) b.drain = perMs[limitDims[limit]]
       }
-      scope = { name, project, limits, buckets }
+      scope = { name, organization, project, limits, buckets }
       this.scopes.set(key, scope)
     }
     for (const list of Object.values(scope.buckets)) for (const b of list) Bucket.refill(b, now)
     return scope
+  }
+
+  // ---------------------------------------------------------------------------
+  // organizations
+  // ---------------------------------------------------------------------------
+
+  private orgSpec(organization: string): SimConfig.Organization | undefined {
+    return Object.prototype.hasOwnProperty.call(this.scenario.organizations, organization)
+      ? this.scenario.organizations[organization]
+      : undefined
+  }
+
+  /** Every organization, the default first. */
+  private organizationIds(): ReadonlyArray<string> {
+    const ids = [this.scenario.organization]
+    for (const id of Object.keys(this.scenario.organizations)) if (!ids.includes(id)) ids.push(id)
+    return ids
+  }
+
+  /** The organizations an API key belongs to, in order; undefined when the key is not accepted. */
+  private organizationsOfKey(apiKey: string): ReadonlyArray<string> | undefined {
+    const s = this.scenario
+    const mine: Array<string> = []
+    const anyConfigured = s.apiKeys.length > 0 || Object.values(s.organizations).some((o) => o.apiKeys.length > 0)
+    if (s.apiKeys.includes(apiKey)) mine.push(s.organization)
+    for (const [id, spec] of Object.entries(s.organizations)) {
+      if (spec.apiKeys.includes(apiKey) && !mine.includes(id)) mine.push(id)
+    }
+    if (mine.length > 0) return mine
+    return anyConfigured ? undefined : this.organizationIds()
+  }
+
+  private projectOf(organization: string): string | undefined {
+    return this.orgSpec(organization)?.project ??
+      (organization === this.scenario.organization ? this.scenario.project : undefined)
+  }
+
+  private backgroundOf(organization: string): SimConfig.Scenario["background"] {
+    return this.orgSpec(organization)?.background ??
+      (organization === this.scenario.organization ? this.scenario.background : {})
+  }
+
+  private quotaOf(organization: string): number | undefined {
+    return this.orgSpec(organization)?.quotaUsd ?? this.scenario.faults.quotaUsd
+  }
+
+  private spendOf(organization: string): number {
+    return this.spendByOrganization.get(organization) ?? 0
+  }
+
+  private addSpend(organization: string, usd: number): void {
+    this.spendUsd += usd
+    this.spendByOrganization.set(organization, this.spendOf(organization) + usd)
   }
 
   /** Headers report, per dimension, the scope with the least room. */
@@ -300,12 +378,11 @@ export class Model {
     }
   }
 
-  private orgPhrase(project: string | undefined): string {
-    const s = this.scenario
-    const p = project ?? s.project
+  private orgPhrase(project: string | undefined, organization: string = this.scenario.organization): string {
+    const p = project ?? this.projectOf(organization)
     return p !== undefined
-      ? `in project ${p} organization ${s.organization}`
-      : `in organization ${s.organization}`
+      ? `in project ${p} organization ${organization}`
+      : `in organization ${organization}`
   }
 
   private errorResponse(
@@ -332,7 +409,12 @@ export class Model {
     key: string | undefined,
     model: string | undefined,
     status: number,
-    extra: { code?: string | undefined; limit?: string | undefined; fault?: string | undefined } = {}
+    extra: {
+      code?: string | undefined
+      limit?: string | undefined
+      fault?: string | undefined
+      organization?: string | undefined
+    } = {}
   ): void {
     this.attempts.push({
       at: now - this.startedAt,
@@ -344,7 +426,8 @@ export class Model {
       status,
       code: extra.code,
       limit: extra.limit,
-      fault: extra.fault
+      fault: extra.fault,
+      organization: extra.organization
     })
   }
 
@@ -467,12 +550,19 @@ export class Model {
         return spec !== undefined && spec.imageTokens > 0 ? p.promptTokens + p.n * spec.imageTokens : 0
       }
       default:
-        return p.promptTokens + p.n * p.maxTokens
+        return this.scenario.enforcement.estimate === "max"
+          ? Math.max(p.promptTokens, p.n * p.maxTokens)
+          : p.promptTokens + p.n * p.maxTokens
     }
   }
 
   /** Checks that do not depend on limits: model, access, context window, content policy. */
-  private validate(kind: Endpoint["kind"], p: Parsed): ApiError | undefined {
+  private validate(
+    kind: Endpoint["kind"],
+    p: Parsed,
+    organization: string = this.scenario.organization,
+    project?: string | undefined
+  ): ApiError | undefined {
     const spec = this.scenario.models[p.model]
     if (spec === undefined) {
       return {
@@ -494,8 +584,8 @@ export class Model {
         code: null
       }
     }
-    if (!spec.access) {
-      const who = this.scenario.project ?? this.scenario.organization
+    if (!(this.orgSpec(organization)?.access[p.model] ?? spec.access)) {
+      const who = project ?? this.projectOf(organization) ?? organization
       return {
         status: 403,
         message: `Project \`${who}\` does not have access to model \`${p.model}\``,
@@ -509,8 +599,23 @@ export class Model {
 
   private validateContent(kind: Endpoint["kind"], p: Parsed): ApiError | undefined {
     const spec = this.scenario.models[p.model]
-    const completion = kind === "embeddings" || kind === "images" ? 0 : p.explicitMax ? p.maxTokens * p.n : 0
-    if (kind !== "images" && p.promptTokens + completion > spec.contextWindow) {
+    if (kind === "embeddings") {
+      // each input is embedded on its own: the context window bounds every input, not their sum
+      const longest = p.inputs.reduce((acc, input) => Math.max(acc, estimateTokens(input)), 0)
+      if (longest > spec.contextWindow) {
+        return {
+          status: 400,
+          message:
+            `This model's maximum context length is ${spec.contextWindow} tokens, however you requested ${longest} tokens (${longest} in your prompt; 0 for the completion). Please reduce your prompt; or completion length.`,
+          type: "invalid_request_error",
+          param: null,
+          code: "context_length_exceeded"
+        }
+      }
+    }
+    // every choice is its own sequence: the window bounds the prompt plus one choice's max tokens, whatever `n`
+    const completion = kind === "embeddings" || kind === "images" ? 0 : p.explicitMax ? p.maxTokens : 0
+    if (kind !== "images" && kind !== "embeddings" && p.promptTokens + completion > spec.contextWindow) {
       return {
         status: 400,
         message: `This model's maximum context length is ${spec.contextWindow} tokens. However, you requested ${
@@ -749,6 +854,7 @@ export class Model {
       "openai-organization": this.scenario.organization,
       "openai-version": "2020-10-01"
     }
+    let organization: string | undefined = undefined
     const fail = (
       error: ApiError,
       model: string | undefined,
@@ -758,7 +864,8 @@ export class Model {
     ): SimResponse => {
       this.record(now, request, requestId, key, model, error.status, {
         code: error.code === null ? error.type : String(error.code),
-        limit
+        limit,
+        organization
       })
       return this.errorResponse(error, headers, 0, extra)
     }
@@ -776,7 +883,8 @@ export class Model {
       }, undefined)
     }
     const apiKey = auth.slice(7)
-    if (this.scenario.apiKeys.length > 0 && !this.scenario.apiKeys.includes(apiKey)) {
+    const keyOrganizations = this.organizationsOfKey(apiKey)
+    if (keyOrganizations === undefined) {
       const masked = apiKey.length > 8 ? `${apiKey.slice(0, 3)}*${"*".repeat(4)}${apiKey.slice(-4)}` : "sk-****"
       return fail({
         status: 401,
@@ -787,12 +895,32 @@ export class Model {
         code: "invalid_api_key"
       }, undefined)
     }
+    // the organization: the key's, or the one `OpenAI-Organization` picks among the key's (multi-organization only)
+    const asked = request.headers["openai-organization"]
+    if (Object.keys(this.scenario.organizations).length > 0 && asked !== undefined && asked !== "") {
+      if (!keyOrganizations.includes(asked)) {
+        return fail({
+          status: 401,
+          message: "OpenAI-Organization header should match organization for API key",
+          type: "invalid_request_error",
+          param: null,
+          code: "mismatched_organization"
+        }, undefined)
+      }
+      organization = asked
+    } else {
+      organization = keyOrganizations[0]
+    }
+    const org: string = organization
+    base["openai-organization"] = org
 
     const endpoint = request.method === "POST" ? endpoints[request.path] : undefined
     if (endpoint === undefined) {
-      const other = this.handleOther(request, now, base)
+      const other = this.handleOther(request, now, base, org)
       if (other !== undefined) {
-        this.record(now, request, requestId, key, undefined, other._tag === "Reset" ? 0 : other.status)
+        this.record(now, request, requestId, key, undefined, other._tag === "Reset" ? 0 : other.status, {
+          organization: org
+        })
         return other
       }
       return fail({
@@ -813,21 +941,21 @@ export class Model {
         code: null
       }, undefined)
     }
+    const project = request.headers["openai-project"]
     const parsed = this.parse(endpoint.kind, request.body)
     if ("status" in parsed) return fail(parsed, undefined)
-    const invalid = this.validate(endpoint.kind, parsed)
+    const invalid = this.validate(endpoint.kind, parsed, org, project)
     if (invalid !== undefined) return fail(invalid, parsed.model)
 
     const model = parsed.model
     const spec = this.scenario.models[model]
-    const project = request.headers["openai-project"]
-    const scopes = this.scopesFor(model, project, now)
+    const scopes = this.scopesFor(model, project, now, org)
     const scope = scopes[0]
     const headersNow = () => ({ ...base, ...this.rateHeaders(scopes) })
 
-    // billing
-    const quota = this.scenario.faults.quotaUsd
-    if (quota !== undefined && this.spendUsd >= quota) {
+    // billing: each organization against its own quota
+    const quota = this.quotaOf(org)
+    if (quota !== undefined && this.spendOf(org) >= quota) {
       return fail(
         {
           status: 429,
@@ -846,18 +974,22 @@ export class Model {
     const images = endpoint.kind === "images" ? parsed.n : 0
     const cost: Record<Dim, number> = { requests: 1, tokens: estimate, images }
 
-    // request too large: the estimate can never fit the TPM
-    const tooLarge = scopes.find((s) => s.limits.tpm !== undefined && estimate > s.limits.tpm)
-    if (tooLarge !== undefined) {
-      const tpm = tooLarge.limits.tpm
+    // request too large: the cost can never fit a limit (TPM first, as OpenAI reports it; then TPD and IPM, which
+    // would otherwise answer "try again in …" forever)
+    for (const limit of ["tpm", "tpd", "ipm"] as const) {
+      const amount = cost[limitDims[limit]]
+      const tooLarge = scopes.find((s) => s.limits[limit] !== undefined && amount > s.limits[limit])
+      if (tooLarge === undefined) continue
       this.chargeRejected(scopes)
       return fail(
         {
           status: 429,
-          message: `Request too large for ${model} ${
-            this.orgPhrase(tooLarge.project ?? project)
-          } on tokens per min (TPM): Limit ${tpm}, Requested ${estimate}. The input or output tokens must be reduced in order to run successfully. ${RATE_LIMITS_URL}`,
-          type: "tokens",
+          message: `Request too large for ${model} ${this.orgPhrase(tooLarge.project ?? project, org)} on ${
+            limitLabel[limit]
+          }: Limit ${tooLarge.limits[limit]}, Requested ${amount}. ${
+            limit === "ipm" ? "The number of images" : "The input or output tokens"
+          } must be reduced in order to run successfully. ${RATE_LIMITS_URL}`,
+          type: limitDims[limit],
           param: null,
           code: "rate_limit_exceeded"
         },
@@ -882,7 +1014,9 @@ export class Model {
       for (const s of scopes) {
         const list = s.buckets[limit]
         if (list === undefined) continue
-        const wait = Math.max(...list.map((b) => Bucket.waitFor(b, amount)))
+        // a cost above a sub-minute bucket's capacity (but within the limit) needs that bucket full, then takes it
+        // below zero: it waits for the refill instead of never fitting
+        const wait = Math.max(...list.map((b) => Bucket.waitFor(b, Math.min(amount, b.capacity))))
         if (wait > 0 && (found === undefined || wait > found.wait)) found = { list, wait, scope: s }
       }
       if (found === undefined) continue
@@ -901,7 +1035,7 @@ export class Model {
       return fail(
         {
           status: 429,
-          message: `Rate limit reached for ${model} ${this.orgPhrase(found.scope.project ?? project)} on ${
+          message: `Rate limit reached for ${model} ${this.orgPhrase(found.scope.project ?? project, org)} on ${
             limitLabel[limit]
           }: Limit ${main.limit}, Used ${used}, Requested ${amount}. Please try again in ${
             formatGoDuration(wait)
@@ -926,7 +1060,7 @@ export class Model {
     const requestDelay = this.sample(this.scenario.latency.request)
     if (
       fault === "overloaded" || fault === "server_error" || fault === "bad_gateway" || fault === "gateway_timeout" ||
-      fault === "connection_reset" || fault === "timeout"
+      fault === "connection_reset" || fault === "timeout" || fault === "conflict"
     ) {
       // a failed call is refunded its tokens and images; the request still counts
       this.charge(scopes, "tokens", -estimate)
@@ -936,13 +1070,22 @@ export class Model {
         model,
         scope: scope.name,
         project,
+        organization: org,
         requests: 1,
         tokens: 0,
         images: 0
       })
-      if (fault === "connection_reset") {
-        this.record(now, request, requestId, key, model, 0, { fault, code: "connection_reset" })
-        return { _tag: "Reset", delayMs: requestDelay }
+      const timeoutThen = this.scenario.faults.timeoutThen
+      if (fault === "connection_reset" || (fault === "timeout" && timeoutThen !== "gateway_timeout")) {
+        const timedOut = fault === "timeout" && timeoutThen === "connection_timeout"
+        this.record(now, request, requestId, key, model, 0, {
+          fault,
+          code: timedOut ? "timeout" : "connection_reset",
+          organization: org
+        })
+        return fault === "timeout"
+          ? { _tag: "Reset", delayMs: this.scenario.faults.timeoutMs, reason: timedOut ? "timeout" : "reset" }
+          : { _tag: "Reset", delayMs: requestDelay }
       }
       const error: ApiError = fault === "overloaded"
         ? {
@@ -962,11 +1105,21 @@ export class Model {
         }
         : fault === "bad_gateway"
         ? { status: 502, message: "Bad gateway.", type: "cf_bad_gateway", param: null, code: 502 }
+        : fault === "conflict"
+        ? {
+          status: 409,
+          message:
+            "The request conflicted with another request in progress on the same resource. Please retry your request.",
+          type: "invalid_request_error",
+          param: null,
+          code: "conflict"
+        }
         : { status: 504, message: "Gateway timeout.", type: "cf_gateway_timeout", param: null, code: 504 }
       const delay = fault === "timeout" ? this.scenario.faults.timeoutMs : requestDelay
       this.record(now, request, requestId, key, model, error.status, {
         fault,
-        code: error.code === null ? error.type : String(error.code)
+        code: error.code === null ? error.type : String(error.code),
+        organization: org
       })
       return this.errorResponse(error, headersNow(), delay)
     }
@@ -980,15 +1133,16 @@ export class Model {
       model,
       scope: scope.name,
       project,
+      organization: org,
       requests: 1,
       tokens: actual,
       images
     })
-    this.spendUsd += this.cost(spec, served)
+    this.addSpend(org, this.cost(spec, served))
     const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
       (fault === "slow" ? this.scenario.faults.slowMs : 0)
     const headers = { ...headersNow(), "openai-processing-ms": String(Math.round(delay)) }
-    this.record(now, request, requestId, key, model, 200, { fault })
+    this.record(now, request, requestId, key, model, 200, { fault, organization: org })
     if (parsed.stream && (endpoint.kind === "chat" || endpoint.kind === "responses")) {
       return {
         _tag: "Stream",
@@ -999,7 +1153,8 @@ export class Model {
           endpoint.kind,
           fault,
           model,
-          served
+          served,
+          this.orgPhrase(project, org)
         ),
         delayMs: requestDelay + (fault === "slow" ? this.scenario.faults.slowMs : 0)
       }
@@ -1066,7 +1221,8 @@ export class Model {
     kind: Endpoint["kind"],
     fault: SimConfig.FaultKind | undefined,
     model: string,
-    served: Served
+    served: Served,
+    orgPhrase: string = this.orgPhrase(undefined)
   ): Array<SseChunk> {
     if (fault !== "stream_error" && fault !== "stream_rate_limited") return chunks
     const deltas = chunks.map((c, i) => (c.data.includes("delta") ? i : -1)).filter((i) => i >= 0)
@@ -1079,9 +1235,8 @@ export class Model {
         code: "server_error"
       }
       : {
-        message: `Rate limit reached for ${model} ${
-          this.orgPhrase(undefined)
-        } on tokens per min (TPM). Please try again in 1s. ${RATE_LIMITS_URL}`,
+        message:
+          `Rate limit reached for ${model} ${orgPhrase} on tokens per min (TPM). Please try again in 1s. ${RATE_LIMITS_URL}`,
         type: "tokens",
         param: null,
         code: "rate_limit_exceeded"
@@ -1162,7 +1317,12 @@ export class Model {
     })
   }
 
-  private handleOther(request: SimRequest, now: number, base: Record<string, string>): SimResponse | undefined {
+  private handleOther(
+    request: SimRequest,
+    now: number,
+    base: Record<string, string>,
+    organization: string = this.scenario.organization
+  ): SimResponse | undefined {
     const { method, path } = request
     const nowSec = Math.floor(now / 1000)
     if (method === "GET" && path === "/v1/models") {
@@ -1221,7 +1381,7 @@ export class Model {
       }
       return this.json(200, base, this.fileObject(record))
     }
-    if (method === "POST" && path === "/v1/batches") return this.createBatch(request, now, base)
+    if (method === "POST" && path === "/v1/batches") return this.createBatch(request, now, base, organization)
     const batchMatch = /^\/v1\/batches\/([^/]+)(\/cancel)?$/.exec(path)
     if (batchMatch !== null && (method === "GET" || (method === "POST" && batchMatch[2] !== undefined))) {
       const batch = this.batches.get(batchMatch[1])
@@ -1260,7 +1420,12 @@ export class Model {
     }
   }
 
-  private createBatch(request: SimRequest, now: number, base: Record<string, string>): SimResponse {
+  private createBatch(
+    request: SimRequest,
+    now: number,
+    base: Record<string, string>,
+    organization: string
+  ): SimResponse {
     const body = isRecord(request.body) ? request.body : {}
     const badRequest = (message: string, param: string) =>
       this.json(400, base, { error: { message, type: "invalid_request_error", param, code: null } })
@@ -1347,6 +1512,7 @@ export class Model {
       metadata: body.metadata ?? null,
       lines,
       errors,
+      organization,
       cancelAt: undefined,
       outputFileId: null,
       errorFileId: null,
@@ -1394,7 +1560,7 @@ export class Model {
       const parsed = this.parse(kind, line.body)
       const error = "status" in parsed
         ? parsed
-        : (this.validate(kind, parsed) ?? this.validateContent(kind, parsed))
+        : (this.validate(kind, parsed, batch.organization) ?? this.validateContent(kind, parsed))
       if (error !== undefined) {
         err.push(JSON.stringify({
           id,
@@ -1411,7 +1577,7 @@ export class Model {
       const p = parsed as Parsed
       const served = this.serve(kind, p, Math.floor(now / 1000))
       // Batch API: half price
-      this.spendUsd += this.cost(this.scenario.models[p.model], served) / 2
+      this.addSpend(batch.organization, this.cost(this.scenario.models[p.model], served) / 2)
       out.push(JSON.stringify({
         id,
         custom_id: line.custom_id,
@@ -1500,7 +1666,8 @@ export class Model {
       attemptsByKey,
       tokensByModel,
       requestsByModel,
-      spendUsd: this.spendUsd
+      spendUsd: this.spendUsd,
+      spendByOrganization: Object.fromEntries(this.spendByOrganization)
     }
   }
 }
