@@ -155,8 +155,9 @@ const runBody = (env: Environment, options: RunOptions) =>
       return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
     }
     const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
-    const routing = Option.isSome(options.routing) ? yield* readJson(options.routing.value) : undefined
-    if (routing !== undefined) return yield* usage("--routing is not wired yet")
+    const routing = Option.isSome(options.routing)
+      ? { config: yield* readJson(options.routing.value), path: options.routing.value }
+      : undefined
 
     if (!(options.speed > 0) || !Number.isFinite(options.speed)) return yield* usage("--speed must be above 0")
     if (options.speed !== 1 && Option.isNone(options.simulate)) {
@@ -195,11 +196,12 @@ const runBody = (env: Environment, options: RunOptions) =>
       projectId: Option.getOrUndefined(projectId),
       tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
       limits,
+      routing,
       priority: Option.getOrUndefined(options.priority),
       deadlineMs,
       fetch,
       progress
-    })
+    }).pipe(Effect.mapError((error) => usage(error.message)))
     if (simulated !== undefined) {
       yield* Console.error(
         `sluice: simulated OpenAI (${simulated.name}) in this process${
@@ -233,6 +235,8 @@ const runBody = (env: Environment, options: RunOptions) =>
       progress
     }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
     yield* Console.log(BulkRunner.formatSummary(summary))
+    const routed = yield* executor.routingSummary
+    if (routed !== undefined) yield* Console.log(`routing: ${routed.split("\n").join("\n  ")}`)
     if (options.speed !== 1) {
       yield* Console.log(
         `simulated time ${options.speed}x: ${((Date.now() - realStart) / 1000).toFixed(1)}s of real time`

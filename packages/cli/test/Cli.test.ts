@@ -3,6 +3,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cli, Plan } from "@sluice/cli"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
 
 const capture = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
@@ -114,4 +117,99 @@ describe("sluice CLI (in process)", () => {
     expect(Cli.defaultErrorsPath("out/results.jsonl")).toBe("out/results.errors.jsonl")
     expect(Cli.defaultErrorsPath("results")).toBe("results.errors.jsonl")
   })
+
+  // The embedded simulator on the real clock with no latency: a run of a few hundred lines takes well under
+  // a second, so this is `it.live`.
+  it.live(
+    "run --routing: lines naming a task go through the router, spill when a pool is full, and the summary says so",
+    () =>
+      Effect.gen(function*() {
+        const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-"))
+        const scenario = NodePath.join(dir, "scenario.json")
+        NodeFs.writeFileSync(
+          scenario,
+          JSON.stringify({
+            name: "routing",
+            models: {
+              "gpt-4o": { limits: { rpm: 10_000, tpm: 20_000 }, contextWindow: 128_000 },
+              "gpt-4o-mini": { limits: { rpm: 10_000, tpm: 2_000_000 }, contextWindow: 128_000 }
+            },
+            latency: { request: { _tag: "fixed", ms: 0 }, perOutputTokenMs: 0 },
+            output: { fixedTokens: 300 }
+          })
+        )
+        const routing = NodePath.join(dir, "routing.json")
+        NodeFs.writeFileSync(
+          routing,
+          JSON.stringify({
+            deployments: [{ id: "large", model: "gpt-4o" }, { id: "mini", model: "gpt-4o-mini" }],
+            tasks: { summary: ["large", "mini"] },
+            limits: undefined
+          })
+        )
+        const input = NodePath.join(dir, "in.jsonl")
+        const lines = Array.from({ length: 200 }, (_, i) =>
+          JSON.stringify({
+            custom_id: `s-${i}`,
+            method: "POST",
+            url: "/v1/chat/completions",
+            body: { model: "summary", messages: [{ role: "user", content: `summarise ${i}` }], max_tokens: 400 }
+          }))
+        NodeFs.writeFileSync(input, lines.join("\n") + "\n")
+        const output = NodePath.join(dir, "out.jsonl")
+        const result = yield* capture([
+          "run",
+          "--input",
+          input,
+          "--output",
+          output,
+          "--simulate",
+          scenario,
+          "--routing",
+          routing,
+          "--limits",
+          writeLimits(dir),
+          "--priority",
+          "background",
+          "--progress",
+          "off"
+        ])
+        expect(result.exit._tag).toBe("Success")
+        expect(result.exitCode).toBe(0)
+        const written = NodeFs.readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l))
+        expect(written).toHaveLength(200)
+        const byModel: Record<string, number> = {}
+        for (const line of written) byModel[line.response.body.model] = (byModel[line.response.body.model] ?? 0) + 1
+        // gpt-4o's 20k TPM holds about 48 of these calls at once; the rest spilled to mini instead of waiting
+        expect(byModel["gpt-4o"]).toBeGreaterThan(20)
+        expect(byModel["gpt-4o"]).toBeLessThan(100)
+        expect(byModel["gpt-4o-mini"]).toBeGreaterThan(100)
+        expect(result.out).toContain("routing: 200 calls routed")
+        expect(result.out).toMatch(/large -> mini \(Saturated\): \d+/)
+        expect(result.out).toContain("429s 0")
+
+        // a bad routing file: exit 2 naming the path
+        NodeFs.writeFileSync(routing, JSON.stringify({ deployments: [{ model: "gpt-4o", price: { input: "cheap" } }] }))
+        const bad = yield* capture([
+          "run",
+          "--input",
+          input,
+          "--output",
+          output,
+          "--simulate",
+          scenario,
+          "--routing",
+          routing
+        ])
+        expect(bad.exit._tag).toBe("Failure")
+        expect(JSON.stringify(bad.exit)).toContain("deployments[0].price.input")
+      }),
+    60_000
+  )
 })
+
+const writeLimits = (dir: string) => {
+  const path = NodePath.join(dir, "limits.json")
+  NodeFs.writeFileSync(path, JSON.stringify({ models: { "gpt-4o": { rpm: 10_000, tpm: 20_000 } } }))
+  return path
+}

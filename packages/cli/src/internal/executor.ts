@@ -11,8 +11,9 @@
 import type { CircuitBreaker } from "@sluice/core"
 import { Budget, LimiterStore, RateLimiter, Retry } from "@sluice/core"
 import type { BulkRunner } from "@sluice/openai"
-import { OpenAi, OpenAiError, OpenAiRetry, Tiers } from "@sluice/openai"
+import { OpenAi, OpenAiError, OpenAiRetry, Routing, Tiers } from "@sluice/openai"
 import * as Clock from "effect/Clock"
+import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -39,6 +40,8 @@ export interface ExecutorOptions {
   readonly projectId?: string | undefined
   readonly tier: Tiers.Tier | undefined
   readonly limits: LimitsFile | undefined
+  /** A routing file (parsed JSON) and its path: lines go through `Routing` over its deployments. */
+  readonly routing?: { readonly config: unknown; readonly path: string } | undefined
   readonly priority: "interactive" | "background" | undefined
   /** Per-request admission deadline, in milliseconds from when the request is taken up. */
   readonly deadlineMs: number | undefined
@@ -50,10 +53,12 @@ export interface ExecutorOptions {
 
 /** @internal */
 export interface Executor {
-  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, OpenAi.CallError>
-  readonly describe: (error: OpenAi.CallError) => BulkRunner.Failure
+  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, Routing.RoutedError>
+  readonly describe: (error: Routing.RoutedError) => BulkRunner.Failure
   /** The limiter the executor admits through (for a final snapshot). */
   readonly limiter: RateLimiter.Service
+  /** With `--routing`: the router's summary in words (served, spilled and why, reported). */
+  readonly routingSummary: Effect.Effect<string | undefined>
 }
 
 /**
@@ -76,8 +81,10 @@ export const budgetsOfLimits = (limits: LimitsFile, organization: string): Reado
   return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
 }
 
-const describeError = (error: OpenAi.CallError): BulkRunner.Failure => {
+const describeError = (error: Routing.RoutedError): BulkRunner.Failure => {
   switch (error._tag) {
+    case "NoCandidate":
+      return { kind: error._tag, code: error._tag, message: error.message }
     case "QuotaExhausted":
     case "Unauthorized":
       // Not written, and the run stops: every other line would fail the same way. A rerun (after topping up,
@@ -132,7 +139,9 @@ const windowName = (limit: Budget.Limit): string => {
  *
  * @internal
  */
-export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor, never, Scope.Scope> =>
+export const makeExecutor = (
+  options: ExecutorOptions
+): Effect.Effect<Executor, Routing.RoutingConfigError | ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const organization = options.organization ?? "default"
     const progress = options.progress
@@ -142,7 +151,27 @@ export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor, 
       tier: options.tier,
       budgets: explicit
     }
-    const budgets = OpenAi.budgetsFor(serviceOptions)
+    const clientOptions: OpenAi.ClientOptions = {
+      apiKey: options.apiKey,
+      baseURL: options.baseUrl,
+      organizationId: options.organizationId,
+      projectId: options.projectId,
+      fetch: options.fetch as typeof globalThis.fetch | undefined
+    }
+    const routingOptions = options.routing === undefined ? undefined : yield* Effect.flatMap(
+      Routing.decodeConfig(options.routing.config, options.routing.path),
+      (config) =>
+        Routing.optionsFromConfig(config, {
+          client: clientOptions,
+          tier: options.tier,
+          budgets: explicit,
+          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
+          onEvent: (_deployment, event) => onEvent(event)
+        }, options.routing!.path)
+    )
+    const budgets = routingOptions === undefined
+      ? OpenAi.budgetsFor(serviceOptions)
+      : Routing.budgetsFor(routingOptions)
     const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(LimiterStore.layerMemory))
 
     // Charged totals per scope and dimension in this run, for the theoretical minimum.
@@ -215,27 +244,43 @@ export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor, 
       }
     }
 
-    const client = OpenAi.makeClient({
-      apiKey: options.apiKey,
-      baseURL: options.baseUrl,
-      organizationId: options.organizationId,
-      projectId: options.projectId,
-      fetch: options.fetch as typeof globalThis.fetch | undefined
-    })
-    const openai = yield* OpenAi.make(client, { ...serviceOptions, onEvent }).pipe(
-      Effect.provide(Layer.succeed(RateLimiter.RateLimiter, limiter))
+    const withLimiter = Effect.provide(Layer.succeed(RateLimiter.RateLimiter, limiter))
+    const routed = routingOptions === undefined ? undefined : yield* withLimiter(Routing.make(routingOptions))
+    const openai = routed !== undefined ? undefined : yield* withLimiter(
+      OpenAi.make(OpenAi.makeClient(clientOptions), { ...serviceOptions, onEvent })
     )
+
+    /** Sends a line: through the router when there is one, else straight to the `OpenAi` service. */
+    const send = (request: BulkRunner.Request, deadline: number | undefined) => {
+      const body = request.body as Record<string, unknown>
+      if (routed !== undefined) {
+        return Effect.map(
+          routed.request(request.url, body, { priority: options.priority, deadline }),
+          (result) => ({
+            ...result,
+            scopes: routed.targets.find((t) => t.id === result.deployment)?.candidate.scopes ?? []
+          })
+        )
+      }
+      const service = openai!
+      return Effect.map(
+        service.request(request.url, body, {
+          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
+          priority: options.priority,
+          deadline
+        }),
+        (result) => ({
+          ...result,
+          scopes: typeof body.model === "string" ? service.scopesFor(body.model) : []
+        })
+      )
+    }
 
     const execute = (request: BulkRunner.Request) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const result = yield* openai.request(request.url, request.body as Record<string, unknown>, {
-          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
-          priority: options.priority,
-          deadline: options.deadlineMs === undefined ? undefined : now + options.deadlineMs
-        })
-        const model = typeof request.body.model === "string" ? request.body.model : undefined
-        if (model !== undefined) {
+        const result = yield* send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs)
+        if (result.scopes.length > 0) {
           const usage = (result.body as { usage?: Record<string, unknown> } | null)?.usage
           const total = typeof usage?.total_tokens === "number"
             ? usage.total_tokens
@@ -244,10 +289,14 @@ export const makeExecutor = (options: ExecutorOptions): Effect.Effect<Executor, 
           const images = request.url === "/v1/images/generations"
             ? ((result.body as { data?: ReadonlyArray<unknown> } | null)?.data?.length ?? 1)
             : 0
-          yield* charge(openai.scopesFor(model), { requests: 1, tokens: total, images })
+          yield* charge(result.scopes, { requests: 1, tokens: total, images })
         }
         return { statusCode: result.status, requestId: result.requestId, body: result.body }
       })
 
-    return { execute, describe: describeError, limiter }
+    const routingSummary = routed === undefined
+      ? Effect.succeed(undefined)
+      : Effect.map(routed.summary, Routing.formatSummary)
+
+    return { execute, describe: describeError, limiter, routingSummary }
   })
