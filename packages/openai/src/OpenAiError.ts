@@ -444,6 +444,10 @@ export const fromFields = (fields: Fields, options: ClassifyOptions = {}): OpenA
     return new ContextLengthExceeded(base(false, "ContextLengthExceeded"))
   }
   if (lcode !== undefined && CONTENT_CODES.has(lcode)) return new ContentPolicy(base(false, "ContentPolicy"))
+  // A 403 is a permission problem whatever its code says: OpenAI answers a model the tier cannot use
+  // with 403 and `code: "model_not_found"`.
+  if (status === 403) return new PermissionDenied(base(false, "PermissionDenied"))
+  if (status === 401) return new Unauthorized(base(false, "Unauthorized"))
   if (lcode !== undefined && NOT_FOUND_CODES.has(lcode)) return new NotFound(base(false, "NotFound"))
   if (lcode !== undefined && OVERLOADED_CODES.has(lcode)) return new Overloaded(base(true, "Overloaded"))
   if (lcode !== undefined && TIMEOUT_CODES.has(lcode)) return new Timeout(base(true, "Timeout"))

@@ -97,6 +97,19 @@ describe("OpenAiError.classify", () => {
       [422, { message: "Unprocessable" }, "BadRequest", false],
       [401, { code: "invalid_api_key", message: "Incorrect API key provided." }, "Unauthorized", false],
       [403, { message: "You are not allowed to generate images at this tier." }, "PermissionDenied", false],
+      // the real body for a model the tier cannot use: 403 with the not-found code
+      [
+        403,
+        { code: "model_not_found", message: "The model `dall-e-3` does not exist or you do not have access to it." },
+        "PermissionDenied",
+        false
+      ],
+      [
+        401,
+        { code: "mismatched_organization", message: "OpenAI-Organization header should match." },
+        "Unauthorized",
+        false
+      ],
       [404, { code: "model_not_found", message: "The model `gpt-9` does not exist." }, "NotFound", false],
       [409, { message: "Conflict" }, "Conflict", true],
       [408, { message: "Request timeout" }, "Timeout", true],
