@@ -360,6 +360,15 @@ const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => 
   }
 }
 
+const refundCounters = new Map<string, Metric.Metric.Counter<number>>()
+const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
+  let counter = refundCounters.get(dimension)
+  if (counter === undefined) {
+    counter = Metric.tagged(Metrics.refunds, "dimension", dimension)
+    refundCounters.set(dimension, counter)
+  }
+  return counter
+}
 const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
 const waitsByLane = laneNames.map((lane) => Metric.tagged(Metrics.waitMillis, "lane", lane))
 const rejectionsByReason = {
@@ -526,11 +535,22 @@ export const make = (
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
       let state: Permit["state"] = "held"
       let charged: Budget.Cost = prepared.cost
-      const refund = (debits: ReadonlyArray<LimiterStore.Debit>) => {
+      /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
+      const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost) => {
         if (debits.length === 0) return Effect.void
-        let refunded = false
-        for (const debit of debits) if (debit.amount < 0) refunded = true
-        return store.adjust(debits).pipe(Effect.ensuring(refunded ? Effect.sync(signal) : Effect.void))
+        let any = false
+        for (const debit of debits) if (debit.amount < 0) any = true
+        const counted = Effect.suspend(() => {
+          const updates: Array<Effect.Effect<void>> = []
+          for (const dimension in refunded) {
+            if (refunded[dimension] > 0) updates.push(Metric.incrementBy(refundsOf(dimension), refunded[dimension]))
+          }
+          return updates.length === 0 ? Effect.void : Effect.all(updates, { discard: true })
+        })
+        return store.adjust(debits).pipe(
+          Effect.tap(() => counted),
+          Effect.ensuring(any ? Effect.sync(signal) : Effect.void)
+        )
       }
       const permit: Permit = {
         scopes: prepared.scopes,
@@ -555,18 +575,24 @@ export const make = (
               if (after !== before) corrections.push({ bucket: resolved.spec, amount: after - before })
             }
             const next: Record<string, number> = Object.assign({}, prepared.cost)
+            const refunded: Record<string, number> = {}
             for (const dimension in actual) {
               const raw = actual[dimension]
               next[dimension] = raw > 0 && Number.isFinite(raw) ? raw : 0
+              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+              if (next[dimension] < before) refunded[dimension] = before - next[dimension]
             }
             charged = next
-            return refund(corrections)
+            return refund(corrections, refunded)
           }),
         release: Effect.suspend(() => {
           if (state !== "held") return Effect.void
           state = "released"
           charged = {}
-          return refund(prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
+          return refund(
+            prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
+            prepared.cost
+          )
         })
       }
       return permit
@@ -830,7 +856,7 @@ export const make = (
                   const admitted = makePermit(prepared, now)
                   // An interruption that arrived while the store answered lands here, and refunds it.
                   return Effect.zipRight(
-                    Metric.increment(admissionsByLane[lane]),
+                    Effect.zipRight(Metric.increment(admissionsByLane[lane]), Metric.update(waitsByLane[lane], 0)),
                     restore(Effect.succeed(admitted)).pipe(
                       Effect.onInterrupt(() => Effect.ignore(admitted.release))
                     )

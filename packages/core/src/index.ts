@@ -18,7 +18,14 @@ export * as Metrics from "./Metrics.js"
  */
 export * as RateLimiter from "./RateLimiter.js"
 
+/**
+ * @since 0.1.0
+ */
 export * as CircuitBreaker from "./CircuitBreaker.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Retry from "./Retry.js"
 
 /**

@@ -1,0 +1,89 @@
+// The limiter's Effect Metrics. Metric state is global to the process, so each check reads a delta.
+import { describe, expect, it } from "@effect/vitest"
+import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
+import type { MetricState } from "effect"
+import { Config, Effect, Fiber, Metric, TestClock } from "effect"
+
+const counter = (metric: Metric.Metric.Counter<number>) =>
+  Effect.map(Metric.value(metric), (state: MetricState.MetricState.Counter<number>) => state.count)
+
+const histogramCount = (metric: ReturnType<typeof Metric.tagged<any, any, any>>) =>
+  Effect.map(Metric.value(metric as any), (state: any) => state.count as number)
+
+describe("RateLimiter metrics", () => {
+  it.effect("admissions, waits, rejections, refunds, gates and levels are reported", () =>
+    Effect.gen(function*() {
+      const admissions = Metric.tagged(Metrics.admissions, "lane", "background")
+      const waits = Metric.tagged(Metrics.waitMillis, "lane", "background")
+      const deadline = Metric.tagged(Metrics.rejections, "reason", "deadline")
+      const capacity = Metric.tagged(Metrics.rejections, "reason", "capacity")
+      const refunds = Metric.tagged(Metrics.refunds, "dimension", "tokens")
+      const gates = Metrics.gates.pipe(Metric.tagged("scope", "org:metrics"), Metric.tagged("dimension", "*"))
+      const level = Metrics.level.pipe(
+        Metric.tagged("scope", "org:metrics"),
+        Metric.tagged("dimension", "tokens"),
+        Metric.tagged("window", "1m")
+      )
+      const before = {
+        admissions: yield* counter(admissions),
+        waits: yield* histogramCount(waits),
+        deadline: yield* counter(deadline),
+        capacity: yield* counter(capacity),
+        refunds: yield* counter(refunds),
+        gates: yield* counter(gates)
+      }
+      const limiter = yield* RateLimiter.make({
+        budgets: [Budget.make("org:metrics", [Budget.Limit.perMinute("tokens", 1000)])]
+      })
+      const scopes = ["org:metrics"]
+      const background = { priority: "background" } as const
+      const first = yield* limiter.acquire(scopes, { tokens: 800 }, background)
+      yield* first.settle({ tokens: 300 }) // 500 refunded
+      const second = yield* limiter.acquire(scopes, { tokens: 600 }, background)
+      yield* second.release // 600 refunded
+      yield* limiter.acquire(scopes, { tokens: 700 }, background) // empties the bucket
+      const waiting = yield* Effect.fork(limiter.acquire(scopes, { tokens: 500 }, background))
+      yield* TestClock.adjust("30 seconds")
+      yield* Fiber.join(waiting)
+      yield* Effect.flip(limiter.acquire(scopes, { tokens: 900 }, { ...background, maxWait: "1 second" }))
+      yield* Effect.flip(limiter.acquire(scopes, { tokens: 5000 }, background))
+      yield* limiter.block("org:metrics", "*", "1 second")
+      yield* limiter.snapshot
+
+      expect((yield* counter(admissions)) - before.admissions).toBe(4)
+      expect((yield* histogramCount(waits)) - before.waits).toBe(4)
+      expect((yield* counter(deadline)) - before.deadline).toBe(1)
+      expect((yield* counter(capacity)) - before.capacity).toBe(1)
+      expect((yield* counter(refunds)) - before.refunds).toBe(1100)
+      expect((yield* counter(gates)) - before.gates).toBe(1)
+      const gauge = yield* Metric.value(level)
+      expect(gauge.value).toBe(0) // the waiter took what refilled
+    }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
+})
+
+describe("RateLimiter.layerConfig", () => {
+  it.effect("decodes budgets from configuration (JSON), and names the bad path", () =>
+    Effect.gen(function*() {
+      const json = JSON.stringify([
+        { scope: "org:cfg", limits: [{ dimension: "requests", amount: 2, window: "1 minute" }] }
+      ])
+      const admitted = yield* Effect.gen(function*() {
+        const limiter = yield* RateLimiter.RateLimiter
+        yield* limiter.acquire(["org:cfg"], { requests: 1 })
+        yield* limiter.acquire(["org:cfg"], { requests: 1 })
+        return yield* limiter.tryAcquire(["org:cfg"], { requests: 1 })
+      }).pipe(
+        Effect.provide(RateLimiter.layerConfig(Config.succeed(json))),
+        Effect.provide(LimiterStore.layerMemory)
+      )
+      expect(admitted._tag).toBe("None") // the third of two per minute
+      const bad = JSON.stringify([{ scope: "org:cfg", limits: [{ dimension: "requests", amount: -1, window: "1m" }] }])
+      const error = yield* Effect.flip(
+        RateLimiter.RateLimiter.pipe(
+          Effect.provide(RateLimiter.layerConfig(Config.succeed(bad))),
+          Effect.provide(LimiterStore.layerMemory)
+        )
+      )
+      expect(String(error)).toContain("[0].limits[0].amount")
+    }))
+})
