@@ -15,9 +15,9 @@
  */
 import type { Budget, LimiterStore } from "@sluice/core"
 import { CircuitBreaker, RateLimiter, Retry } from "@sluice/core"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -25,7 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
 import OpenAIClient from "openai"
 import type OpenAI from "openai"
 import type {
@@ -72,8 +72,10 @@ export declare namespace OpenAi {
     readonly tier?: Tiers.Tier | undefined
     readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
     /**
-     * For a pool with no configured limit: start cautious (default 60 requests and 20,000 tokens a
-     * minute) and learn the real limits from `x-ratelimit-*` headers. `false` leaves such pools unlimited
+     * For a pool with no configured limit (the adaptive mode, the default): the first call goes alone,
+     * and the herd is admitted once its answer's `x-ratelimit-*` headers have taught the pool its real
+     * limits (later headers keep them current). When the answer has no such headers, the pool starts
+     * cautious: by default 60 requests and 20,000 tokens a minute. `false` leaves such pools unlimited
      * (only the server's 429s and their gates govern).
      */
     readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
@@ -108,7 +110,11 @@ export declare namespace OpenAi {
   export interface CallOptions {
     /** The lane: `interactive` (default) or `background`. */
     readonly priority?: RateLimiter.Lane | undefined
-    /** Give up (with the estimated wait) when the call cannot be admitted by then. */
+    /**
+     * Give up (with the estimated wait) when the call cannot be admitted by then. It bounds each
+     * admission and the retries' waits. (In the adaptive mode, calls that arrive while a pool's first
+     * call is out wait for its answer before they queue for admission.)
+     */
     readonly deadline?: Date | number | undefined
     readonly maxWait?: Duration.DurationInput | undefined
     /** A tenant scope (`tenant:<tenant>`) for fairness between the applications sharing a budget. */
@@ -271,23 +277,71 @@ export const make = (
     }
     const org = `org:${options.organization ?? "default"}`
     const settleUsage = options.settleUsage !== false
-    const seeded = new Set<string>()
+    /**
+     * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP
+     * answer has taught the pool its limits, during which calls go one at a time.
+     */
+    const adaptivePools = new Map<string, { probing: boolean; readonly probe: Effect.Semaphore }>()
 
-    /** The adaptive mode: a pool with no limit starts from a cautious learned limit, corrected by headers. */
+    /** The dimensions the adaptive mode governs. */
+    const unknownDimensions = (poolScope: string) => {
+      const known = new Set(limiter.limitsOf(poolScope).map((limit) => limit.dimension))
+      return (["requests", "tokens"] as const).filter((dimension) => !known.has(dimension))
+    }
+
+    /** The adaptive mode: a pool with no limit probes first (see {@link probed}). */
     const seed = (poolScope: string) =>
-      Effect.suspend(() => {
-        if (adaptive === undefined || seeded.has(poolScope)) return Effect.void
-        seeded.add(poolScope)
-        const known = new Set(limiter.limitsOf(poolScope).map((limit) => limit.dimension))
-        return Effect.all([
-          known.has("requests")
-            ? Effect.void
-            : limiter.sync(poolScope, { dimension: "requests", limit: adaptive.requestsPerMinute }),
-          known.has("tokens")
-            ? Effect.void
-            : limiter.sync(poolScope, { dimension: "tokens", limit: adaptive.tokensPerMinute })
-        ], { discard: true })
+      Effect.sync(() => {
+        if (adaptive === undefined || adaptivePools.has(poolScope)) return
+        adaptivePools.set(poolScope, {
+          probing: unknownDimensions(poolScope).length > 0,
+          probe: Effect.unsafeMakeSemaphore(1)
+        })
       })
+
+    /**
+     * Ends a pool's probing: an HTTP answer came back and its headers have been synced. When they
+     * taught nothing (a server or proxy that sends no `x-ratelimit-*`), the pool gets the cautious
+     * starting limits, which later headers can still correct.
+     */
+    const learned = (poolScope: string) =>
+      Effect.suspend(() => {
+        const state = adaptivePools.get(poolScope)
+        if (state === undefined || !state.probing || adaptive === undefined) return Effect.void
+        state.probing = false
+        if (limiter.limitsOf(poolScope).length > 0) return Effect.void
+        return Effect.ignore(Effect.forEach(
+          unknownDimensions(poolScope),
+          (dimension) =>
+            limiter.sync(poolScope, {
+              dimension,
+              limit: dimension === "requests" ? adaptive.requestsPerMinute : adaptive.tokensPerMinute
+            }),
+          { discard: true }
+        ))
+      })
+
+    /**
+     * Runs an attempt on an adaptive pool that has not heard from the server yet as the pool's only
+     * call in flight (a probe): the herd is admitted after the first answer's `x-ratelimit-*` headers
+     * have replaced the cautious starting limits with the real ones, not before. Once the pool has
+     * learned, this is the attempt itself.
+     */
+    const probed = <A, E, R>(poolScope: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.suspend(() => {
+        const state = adaptivePools.get(poolScope)
+        if (state === undefined || !state.probing) return effect
+        return Effect.flatMap(
+          state.probe.withPermits(1)(
+            Effect.suspend(() => state.probing ? Effect.asSome(Effect.exit(effect)) : Effect.succeedNone)
+          ),
+          (exit) => Option.isSome(exit) ? exit.value : effect
+        )
+      })
+
+    /** Classifies a failure at the Clock's time (an HTTP-date `retry-after` is relative to it). */
+    const classifyNow = (error: unknown, model: string) =>
+      Effect.map(Clock.currentTimeMillis, (now) => Adapt.classify(error, model, now))
 
     const attempt = <A>(
       metered: Metered<A>,
@@ -305,53 +359,76 @@ export const make = (
         deadline: call?.deadline,
         maxWait: call?.maxWait
       }
-      return Effect.gen(function*() {
-        yield* seed(poolScope)
-        const asked = yield* Clock.currentTimeMillis
-        const permit = yield* Effect.mapError(
-          limiter.acquire(scopes, cost, acquireOptions),
-          (error) => Adapt.fromAdmission(error, metered.model)
-        )
-        const sent = yield* Clock.currentTimeMillis
-        yield* emit({
-          _tag: "Admitted",
-          model: metered.model,
-          attempt: attemptNumber,
-          scopes,
-          cost,
-          waitedMillis: sent - asked
-        })
-        const outcome = yield* Effect.exit(
-          Effect.tryPromise({
-            try: (signal) => metered.send(signal),
-            catch: (error) => Adapt.classify(error, metered.model)
-          })
-        )
-        const latencyMillis = (yield* Clock.currentTimeMillis) - sent
-        if (outcome._tag === "Success") {
-          const { data, response } = outcome.value
-          yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
-          const used = settleUsage ? metered.usage(data) ?? cost : cost
-          yield* Effect.ignore(permit.settle(used))
+      /** The call itself, holding the permit; what it does with the answer (or failure). */
+      const use = (permit: RateLimiter.Permit, asked: number) =>
+        Effect.gen(function*() {
+          const sent = yield* Clock.currentTimeMillis
           yield* emit({
-            _tag: "Succeeded",
+            _tag: "Admitted",
             model: metered.model,
             attempt: attemptNumber,
-            reserved: cost,
-            used,
-            latencyMillis
+            scopes,
+            cost,
+            waitedMillis: sent - asked
           })
-          return outcome.value
-        }
-        const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
-        // A refused or failed call still counts as a request; its tokens are returned.
-        yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
-        if (error !== undefined) {
-          yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
-          yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
-        }
-        return yield* outcome
-      })
+          const outcome = yield* Effect.exit(
+            Effect.tryPromise({ try: (signal) => metered.send(signal), catch: (error) => error }).pipe(
+              Effect.catchAll((raw) =>
+                Effect.flatMap(
+                  // an HTTP error answer carries the same `x-ratelimit-*` headers as a success
+                  Effect.zipRight(
+                    Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, raw)),
+                    classifyNow(raw, metered.model)
+                  ),
+                  Effect.fail
+                )
+              )
+            )
+          )
+          const latencyMillis = (yield* Clock.currentTimeMillis) - sent
+          if (outcome._tag === "Success") {
+            const { data, response } = outcome.value
+            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
+            yield* learned(poolScope)
+            const used = settleUsage ? metered.usage(data) ?? cost : cost
+            yield* Effect.ignore(permit.settle(used))
+            yield* emit({
+              _tag: "Succeeded",
+              model: metered.model,
+              attempt: attemptNumber,
+              reserved: cost,
+              used,
+              latencyMillis
+            })
+            return outcome.value
+          }
+          const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
+          // A refused or failed call still counts as a request; its tokens are returned.
+          yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
+          if (error !== undefined) {
+            if (error.status !== undefined) yield* learned(poolScope)
+            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+            yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
+          }
+          return yield* outcome
+        })
+
+      // Interrupted once admitted (a timeout, a cancelled caller), the call is charged its request and
+      // prompt, and the rest of the reservation goes back at once.
+      const interrupted: Budget.Cost = { requests: 1, tokens: metered.estimate.promptTokens, images: 0 }
+      const governedAttempt = Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const asked = yield* Clock.currentTimeMillis
+          const permit = yield* restore(Effect.mapError(
+            limiter.acquire(scopes, cost, acquireOptions),
+            (error) => Adapt.fromAdmission(error, metered.model)
+          ))
+          return yield* restore(use(permit, asked)).pipe(
+            Effect.onInterrupt(() => Effect.ignore(permit.settle(interrupted)))
+          )
+        })
+      )
+      return Effect.zipRight(seed(poolScope), probed(poolScope, governedAttempt))
     }
 
     const governed = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined) =>
@@ -393,26 +470,32 @@ export const make = (
       )
 
     const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
-      Adapt.stream({
-        limiter,
-        options,
-        org,
-        policy: call?.retry ?? policy,
-        call,
-        pool: poolOf(params.model),
-        model: params.model,
-        estimate: TokenEstimator.chat(params, estimateOptions),
-        seed,
-        open: (signal) =>
-          client.chat.completions.create(
-            {
-              ...params,
-              stream: true,
-              stream_options: { ...params.stream_options, include_usage: true }
-            } as ChatCompletionCreateParamsStreaming,
-            requestOptions(signal)
-          ).withResponse()
-      })
+      Stream.suspend(() =>
+        Adapt.stream({
+          limiter,
+          scopes: scopesFor(options, poolOf(params.model), call?.tenant),
+          org,
+          policy: call?.retry ?? policy,
+          call,
+          model: params.model,
+          estimate: TokenEstimator.chat(params, estimateOptions),
+          seed,
+          probed,
+          learned,
+          guard: (effect) => breakers === undefined ? effect : breakers.withBreaker(params.model, effect),
+          emit,
+          classify: classifyNow,
+          open: (signal) =>
+            client.chat.completions.create(
+              {
+                ...params,
+                stream: true,
+                stream_options: { ...params.stream_options, include_usage: true }
+              } as ChatCompletionCreateParamsStreaming,
+              requestOptions(signal)
+            ).withResponse()
+        })
+      )
 
     const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) =>
       Effect.flatMap(

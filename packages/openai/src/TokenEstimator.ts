@@ -153,7 +153,8 @@ export const chat = (body: {
   let prompt = REPLY_PRIMING
   for (const raw of body.messages) {
     const message = raw as { role?: string; content?: unknown; name?: string; tool_calls?: unknown }
-    prompt += TOKENS_PER_MESSAGE + admissionCount(message.role ?? "", encoding) + contentTokens(message.content, encoding)
+    prompt += TOKENS_PER_MESSAGE + admissionCount(message.role ?? "", encoding) +
+      contentTokens(message.content, encoding)
     if (typeof message.name === "string") prompt += TOKENS_PER_NAME + admissionCount(message.name, encoding)
     if (message.tool_calls !== undefined) prompt += jsonTokens(message.tool_calls, encoding)
   }

@@ -4,16 +4,22 @@
  * `embeddings.create`, `images.generate` — returning Promises, governed by the same budgets, retries
  * and breakers as the `OpenAi` service. A platform team can hand it to any application.
  *
- * Failures reject with Sluice's typed errors (`RateLimited`, `QuotaExhausted`, `DeadlineExceeded`, …),
- * which are `Error`s with a `_tag`.
+ * Failures reject with Sluice's typed errors themselves (`RateLimited`, `QuotaExhausted`,
+ * `DeadlineExceeded`, …): `Error`s with a `_tag` to branch on, never a wrapper.
  *
  * @since 0.1.0
  */
-import type { LimiterStore, RateLimiter } from "@sluice/core"
+import type { RateLimiter } from "@sluice/core"
 import { LimiterStore as Stores } from "@sluice/core"
+import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type OpenAI from "openai"
 import type {
@@ -29,12 +35,26 @@ import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } fro
 import * as OpenAi from "./OpenAi.js"
 
 /**
- * Per-call options, beside the SDK's parameters.
+ * Per-call options, beside the SDK's parameters: the service's call options (lane, deadline,
+ * tenant, retry) and an `AbortSignal` that cancels the call (a waiting call leaves the queue, an
+ * admitted one is aborted and its reservation settled).
  *
  * @since 0.1.0
  * @category models
  */
-export type CallOptions = OpenAi.OpenAi.CallOptions
+export interface CallOptions extends OpenAi.OpenAi.CallOptions {
+  readonly signal?: AbortSignal | undefined
+}
+
+/**
+ * A call on a wrapper after `close()`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ClientClosed extends Schema.TaggedError<ClientClosed>("@sluice/openai/ClientClosed")("ClientClosed", {
+  message: Schema.String
+}) {}
 
 /**
  * The wrapped client.
@@ -46,6 +66,10 @@ export interface WrappedOpenAI {
   readonly chat: {
     readonly completions: {
       create(params: ChatCompletionCreateParamsNonStreaming, options?: CallOptions): Promise<ChatCompletion>
+      /**
+       * Resolves once the stream is open (admitted, and the server answered), like the SDK; the final
+       * usage chunk settles the reservation, and leaving the loop early (`break`) releases the rest.
+       */
       create(
         params: ChatCompletionCreateParamsStreaming,
         options?: CallOptions
@@ -61,11 +85,37 @@ export interface WrappedOpenAI {
   readonly images: {
     generate(params: ImageGenerateParamsNonStreaming, options?: CallOptions): Promise<ImagesResponse>
   }
-  /** The limiter: snapshots, peeks and gates for operators. */
+  /**
+   * The limiter, for operators (peeks, gates). Its methods are Effects: run them on the wrapper's
+   * runtime (the `runtime` option) so that they read the same clock.
+   */
   readonly limiter: () => Promise<RateLimiter.Service>
-  /** Stops the limiter's fibers. */
+  /** Every bucket, gate and closed scope, and how many calls wait: the limiter's snapshot, now. */
+  readonly snapshot: () => Promise<RateLimiter.Snapshot>
+  /** Stops the limiter's fibers; calls after it reject with {@link ClientClosed}. Idempotent. */
   readonly close: () => Promise<void>
 }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface WrapOptions extends OpenAi.OpenAi.Options {
+  /**
+   * Where budgets live: a `LimiterStore` layer (default in memory; Redis for budgets shared by many
+   * processes).
+   */
+  readonly store?: Layer.Layer<Stores.LimiterStore> | undefined
+  /**
+   * The Effect runtime the calls run on (default `Runtime.defaultRuntime`). Its `Clock` drives every
+   * wait: in a test, pass the test's runtime (`yield* Effect.runtime<never>()`) so `TestClock` does.
+   */
+  readonly runtime?: Runtime.Runtime<never> | undefined
+}
+
+/** What a failed call rejects with: the typed error itself (or the defect, or the interruption). */
+const rejection = (cause: Cause.Cause<unknown>): unknown =>
+  Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause))
 
 /**
  * Wraps an `OpenAI` client. Budgets live in memory unless `store` gives another `LimiterStore` layer
@@ -85,32 +135,136 @@ export interface WrappedOpenAI {
  * )
  * ```
  */
-export const wrapOpenAI = (
-  client: OpenAI,
-  options: OpenAi.OpenAi.Options & {
-    readonly store?: Layer.Layer<LimiterStore.LimiterStore> | undefined
-  } = {}
-): WrappedOpenAI => {
-  const runtime = ManagedRuntime.make(
-    OpenAi.layerClient(client, options).pipe(Layer.provide(options.store ?? Stores.layerMemory))
-  )
-  const call = <A>(f: (service: OpenAi.OpenAi.Service) => Effect.Effect<A, unknown>): Promise<A> =>
-    runtime.runPromise(Effect.flatMap(OpenAi.OpenAi, f))
+export const wrapOpenAI = (client: OpenAI, options: WrapOptions = {}): WrappedOpenAI => {
+  const runtime = options.runtime ?? Runtime.defaultRuntime
+  const runExit = Runtime.runPromiseExit(runtime)
+  const layer = OpenAi.layerClient(client, options).pipe(Layer.provide(options.store ?? Stores.layerMemory))
+  const scope = Effect.runSync(Scope.make())
+  let closed = false
+  let built: Promise<Context.Context<OpenAi.OpenAi | RateLimiter.RateLimiter>> | undefined = undefined
+
+  const services = (): Promise<Context.Context<OpenAi.OpenAi | RateLimiter.RateLimiter>> => {
+    if (built === undefined) {
+      built = runExit(Layer.buildWithScope(layer, scope)).then((exit) =>
+        Exit.isSuccess(exit) ? exit.value : Promise.reject(rejection(exit.cause))
+      )
+    }
+    return built
+  }
+
+  const run = async <A>(
+    f: (service: OpenAi.OpenAi.Service) => Effect.Effect<A, unknown, Scope.Scope>,
+    signal?: AbortSignal | undefined
+  ): Promise<A> => {
+    if (closed) throw new ClientClosed({ message: "this wrapped OpenAI client is closed" })
+    const context = await services()
+    const exit = await runExit(
+      Effect.provide(Effect.scoped(Effect.flatMap(OpenAi.OpenAi, f)), context),
+      signal === undefined ? undefined : { signal }
+    )
+    if (Exit.isSuccess(exit)) return exit.value
+    throw rejection(exit.cause)
+  }
+
+  const callOptions = (options: CallOptions | undefined): OpenAi.OpenAi.CallOptions | undefined => {
+    if (options?.signal === undefined) return options
+    const { signal: _, ...rest } = options
+    return rest
+  }
+
+  /**
+   * Opens a governed stream: resolves with an async iterable once the first chunk (or the end) is
+   * there, so that admission and opening errors reject the `create` promise, as the SDK's do.
+   */
+  const openStream = async (
+    params: ChatCompletionCreateParamsStreaming,
+    options: CallOptions | undefined
+  ): Promise<AsyncIterable<ChatCompletionChunk>> => {
+    if (closed) throw new ClientClosed({ message: "this wrapped OpenAI client is closed" })
+    const context = await services()
+    const streamScope = Effect.runSync(Scope.make())
+    const closeStream = () => runExit(Scope.close(streamScope, Exit.void)).then(() => undefined)
+    const pullExit = await runExit(
+      Effect.provide(
+        Effect.flatMap(
+          OpenAi.OpenAi,
+          (openai) =>
+            Scope.extend(Stream.toPull(openai.chat.completions.stream(params, callOptions(options))), streamScope)
+        ),
+        context
+      )
+    )
+    if (Exit.isFailure(pullExit)) {
+      await closeStream()
+      throw rejection(pullExit.cause)
+    }
+    const pull = pullExit.value
+    const onAbort = () => void closeStream()
+    options?.signal?.addEventListener("abort", onAbort, { once: true })
+    const buffer: Array<ChatCompletionChunk> = []
+    let done = false
+    const finish = async () => {
+      if (done) return
+      done = true
+      options?.signal?.removeEventListener("abort", onAbort)
+      await closeStream()
+    }
+    /** Pulls the next chunks into the buffer; false at the end. */
+    const fill = async (): Promise<boolean> => {
+      while (buffer.length === 0) {
+        if (done) return false
+        const signal = options?.signal
+        const exit = await runExit(Effect.provide(pull, context), signal === undefined ? undefined : { signal })
+        if (Exit.isSuccess(exit)) {
+          for (const chunk of exit.value) buffer.push(chunk)
+          continue
+        }
+        const failure = Cause.failureOption(exit.cause)
+        await finish()
+        if (Option.isSome(failure) && Option.isNone(failure.value)) return false
+        throw Option.isSome(failure) && Option.isSome(failure.value) ? failure.value.value : Cause.squash(exit.cause)
+      }
+      return true
+    }
+    // Opening errors (admission, 429, …) reject `create` itself.
+    await fill()
+    const iterator: AsyncIterator<ChatCompletionChunk> = {
+      next: async () => (await fill()) ? { done: false, value: buffer.shift()! } : { done: true, value: undefined },
+      return: async () => {
+        buffer.length = 0
+        await finish()
+        return { done: true, value: undefined }
+      }
+    }
+    return { [Symbol.asyncIterator]: () => iterator }
+  }
 
   function create(params: ChatCompletionCreateParams, options?: CallOptions): Promise<any> {
-    if (params.stream === true) {
-      // The stream runs on the wrapper's runtime; its reservation settles from the final usage chunk.
-      return call((openai) => Stream.toAsyncIterableEffect(openai.chat.completions.stream(params, options)))
-    }
-    return call((openai) => openai.chat.completions.create(params, options))
+    if (params.stream === true) return openStream(params, options)
+    return run((openai) => openai.chat.completions.create(params, callOptions(options)), options?.signal)
   }
 
   return {
     chat: { completions: { create } },
-    responses: { create: (params, options) => call((openai) => openai.responses.create(params, options)) },
-    embeddings: { create: (params, options) => call((openai) => openai.embeddings.create(params, options)) },
-    images: { generate: (params, options) => call((openai) => openai.images.generate(params, options)) },
-    limiter: () => call((openai) => Effect.succeed(openai.limiter)),
-    close: () => runtime.dispose()
+    responses: {
+      create: (params, options) =>
+        run((openai) => openai.responses.create(params, callOptions(options)), options?.signal)
+    },
+    embeddings: {
+      create: (params, options) =>
+        run((openai) => openai.embeddings.create(params, callOptions(options)), options?.signal)
+    },
+    images: {
+      generate: (params, options) =>
+        run((openai) => openai.images.generate(params, callOptions(options)), options?.signal)
+    },
+    limiter: () => run((openai) => Effect.succeed(openai.limiter)),
+    snapshot: () => run((openai) => openai.limiter.snapshot),
+    close: async () => {
+      if (closed) return
+      closed = true
+      const exit = await runExit(Scope.close(scope, Exit.void))
+      if (Exit.isFailure(exit)) throw rejection(exit.cause)
+    }
   }
 }

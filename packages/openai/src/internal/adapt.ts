@@ -6,10 +6,13 @@
 import type { Budget, CircuitBreaker, LimiterStore, RateLimiter } from "@sluice/core"
 import { Retry } from "@sluice/core"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import type { CallEvent } from "../OpenAi.js"
 import * as Errors from "../OpenAiError.js"
 
 /** @internal */
@@ -26,7 +29,8 @@ export type CallError =
   | Retry.RetryDeadlineExceeded
 
 /** @internal */
-export const classify = (error: unknown, model: string): Errors.OpenAiError => Errors.classify(error, { model })
+export const classify = (error: unknown, model: string, now?: number): Errors.OpenAiError =>
+  Errors.classify(error, now === undefined ? { model } : { model, now })
 
 /** A closed organization (after `insufficient_quota`) fails with the quota error that closed it. */
 export const fromAdmission = (error: RateLimiter.AcquireError, _model: string): CallError => {
@@ -82,6 +86,17 @@ export const syncHeaders = (limiter: RateLimiter.Service, scope: string, headers
       remaining: remaining === undefined ? undefined : Math.max(0, remaining)
     })
   }, { discard: true })
+
+/**
+ * Syncs the `x-ratelimit-*` headers an SDK error carries (a 429 or any other HTTP error answer has
+ * them too); nothing for a failure without a response.
+ */
+export const syncErrorHeaders = (limiter: RateLimiter.Service, scope: string, error: unknown) => {
+  const headers = (error as { readonly headers?: unknown } | null | undefined)?.headers
+  if (headers instanceof Headers) return syncHeaders(limiter, scope, headers)
+  if (headers === null || typeof headers !== "object") return Effect.void
+  return Effect.suspend(() => syncHeaders(limiter, scope, new Headers(headers as Record<string, string>)))
+}
 
 /**
  * What a failure teaches the limiter, so the herd waits instead of each fiber finding out alone:
@@ -154,85 +169,175 @@ export const unsupportedEndpoint = (url: string): Errors.OpenAiError =>
     model: "unknown"
   })
 
+/** What a stream chunk's deltas say was generated, in tokens (a quarter of the characters, at least 1). */
+const chunkOutputTokens = (chunk: { readonly choices?: ReadonlyArray<unknown> }): number => {
+  let chars = 0
+  let parts = 0
+  for (const choice of chunk.choices ?? []) {
+    const delta = (choice as { readonly delta?: Record<string, unknown> } | null)?.delta
+    if (delta === undefined || delta === null) continue
+    for (const field of ["content", "refusal"] as const) {
+      const text = delta[field]
+      if (typeof text === "string" && text.length > 0) {
+        chars += text.length
+        parts++
+      }
+    }
+    const calls = delta.tool_calls
+    if (Array.isArray(calls)) {
+      for (const call of calls) {
+        const args = (call as { readonly function?: { readonly arguments?: unknown } } | null)?.function?.arguments
+        if (typeof args === "string" && args.length > 0) {
+          chars += args.length
+          parts++
+        }
+      }
+    }
+  }
+  return parts === 0 ? 0 : Math.max(parts, Math.ceil(chars / 4))
+}
+
+/**
+ * An async iterable whose `return()` (a consumer stopping, or an interruption) first aborts the
+ * request: an async generator such as the SDK's queues `return()` behind a pending `next()`, which
+ * would otherwise wait for the server's next chunk.
+ */
+const abortable = <A>(iterable: AsyncIterable<A>, controller: AbortController): AsyncIterable<A> => ({
+  [Symbol.asyncIterator]() {
+    const iterator = iterable[Symbol.asyncIterator]()
+    return {
+      next: () => iterator.next(),
+      return: (value?: unknown) => {
+        controller.abort()
+        return iterator.return !== undefined
+          ? iterator.return(value)
+          : Promise.resolve({ done: true as const, value: value as any })
+      }
+    }
+  }
+})
+
+/** What a stream has used so far: the output seen, and the usage chunk's figures once it came. */
+interface Progress {
+  output: number
+  used: Budget.Cost | undefined
+}
+
 /**
  * A streamed chat completion under the same governance: admission, headers, and a settle from the
- * final usage chunk. Opening the stream is retried like any call; once chunks flow, a failure ends the
- * stream. Interrupted half-way, the reservation is settled to the prompt plus the chunks seen (one
- * token each, at least), so the unused part goes back to the budget at once.
+ * final usage chunk. Opening the stream is retried like any call (through admission, gates and the
+ * breaker); once chunks flow, a failure ends the stream. Interrupted half-way (or ended early by the
+ * consumer), the reservation is settled to the prompt plus the output seen so far (a quarter of the
+ * delta characters, at least a token a delta), so the unused part goes back to the budget at once.
  */
 export const stream = <Chunk extends { readonly usage?: unknown; readonly choices?: ReadonlyArray<unknown> }>(args: {
   readonly limiter: RateLimiter.Service
-  readonly options: { readonly organization?: string | undefined; readonly project?: string | undefined }
+  readonly scopes: ReadonlyArray<string>
   readonly org: string
   readonly policy: Retry.Policy<any> | false
   readonly call: {
     readonly priority?: RateLimiter.Lane | undefined
     readonly deadline?: Date | number | undefined
     readonly maxWait?: Duration.DurationInput | undefined
-    readonly tenant?: string | undefined
   } | undefined
-  readonly pool: string
   readonly model: string
   readonly estimate: { readonly tokens: number; readonly promptTokens: number }
   readonly seed: (poolScope: string) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  readonly probed: <A, E, R>(poolScope: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  readonly learned: (poolScope: string) => Effect.Effect<void>
+  readonly guard: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitBreaker.CircuitOpen, R>
+  readonly emit: (event: CallEvent) => Effect.Effect<void>
+  readonly classify: (error: unknown, model: string) => Effect.Effect<Errors.OpenAiError>
   readonly open: (signal: AbortSignal) => Promise<{ data: AsyncIterable<Chunk>; response: Response }>
 }): Stream.Stream<Chunk, CallError> => {
-  const { limiter } = args
-  const org = `org:${args.options.organization ?? "default"}`
-  const scopes = [org, `${org}/pool:${args.pool}`]
-  if (args.options.project !== undefined) {
-    scopes.push(`${org}/project:${args.options.project}`, `${org}/project:${args.options.project}/pool:${args.pool}`)
-  }
-  if (args.call?.tenant !== undefined) scopes.push(`tenant:${args.call.tenant}`)
+  const { limiter, model, scopes } = args
   const poolScope = scopes[1]
-  const cost = { requests: 1, tokens: args.estimate.tokens }
+  const cost: Budget.Cost = { requests: 1, tokens: args.estimate.tokens }
+  const usedSoFar = (progress: Progress): Budget.Cost =>
+    progress.used ?? { requests: 1, tokens: args.estimate.promptTokens + progress.output }
+  let attempts = 0
 
-  const opened = Effect.gen(function*() {
-    yield* args.seed(poolScope)
-    const permit = yield* Effect.mapError(
-      limiter.acquireScoped(scopes, cost, {
-        priority: args.call?.priority,
-        deadline: args.call?.deadline,
-        maxWait: args.call?.maxWait
-      }),
-      (error) => fromAdmission(error, args.model)
-    )
-    const controller = new AbortController()
-    yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
-    const result = yield* Effect.tryPromise({
-      try: () => args.open(controller.signal),
-      catch: (error) => classify(error, args.model)
-    }).pipe(
-      Effect.tapError((error) =>
-        Effect.zipRight(
-          Effect.ignore(permit.settle({ tokens: 0 })),
-          feedback(limiter, { org: args.org, poolScope, scopes }, error)
-        )
-      )
-    )
-    yield* Effect.ignore(syncHeaders(limiter, poolScope, result.response.headers))
-    return { permit, data: result.data }
-  })
-
-  const retried = args.policy === false ? opened : Retry.retry(opened, args.policy, retryOptions(args.call))
-
-  return Stream.unwrapScoped(
-    Effect.map(retried, ({ data, permit }) => {
-      let seen = 0
-      return Stream.fromAsyncIterable(data, (error) => classify(error, args.model)).pipe(
-        Stream.tap((chunk) => {
-          seen++
-          const usage = usageCost(chunk.usage)
-          return usage === undefined ? Effect.void : Effect.ignore(permit.settle(usage))
-        }),
-        Stream.ensuring(
-          Effect.suspend(() =>
-            permit.state === "held"
-              ? Effect.ignore(permit.settle({ tokens: args.estimate.promptTokens + seen }))
-              : Effect.void
+  const opened = Effect.suspend(() => {
+    const attempt = ++attempts
+    return args.probed(
+      poolScope,
+      Effect.gen(function*() {
+        const asked = yield* Clock.currentTimeMillis
+        const progress: Progress = { output: 0, used: undefined }
+        // However the stream ends (completed, failed, interrupted, abandoned), its scope settles the
+        // permit to what was used: the usage chunk's figures, else the prompt and the output seen.
+        const permit = yield* Effect.uninterruptibleMask((restore) =>
+          Effect.tap(
+            Effect.mapError(
+              restore(limiter.acquire(scopes, cost, {
+                priority: args.call?.priority,
+                deadline: args.call?.deadline,
+                maxWait: args.call?.maxWait
+              })),
+              (error) => fromAdmission(error, model)
+            ),
+            (permit) => Effect.addFinalizer(() => Effect.ignore(permit.settle(usedSoFar(progress))))
           )
         )
-      )
-    })
+        const sent = yield* Clock.currentTimeMillis
+        yield* args.emit({ _tag: "Admitted", model, attempt, scopes, cost, waitedMillis: sent - asked })
+        const controller = new AbortController()
+        yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
+        const result = yield* Effect.tryPromise({ try: () => args.open(controller.signal), catch: (error) => error })
+          .pipe(
+            Effect.catchAll((raw) =>
+              Effect.gen(function*() {
+                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw))
+                const error = yield* args.classify(raw, model)
+                yield* Effect.ignore(permit.settle(chargeOnFailure(error)))
+                if (error.status !== undefined) yield* args.learned(poolScope)
+                yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
+                const latencyMillis = (yield* Clock.currentTimeMillis) - sent
+                yield* args.emit({ _tag: "Failed", model, attempt, error, latencyMillis })
+                return yield* Effect.fail(error)
+              })
+            )
+          )
+        yield* Effect.ignore(syncHeaders(limiter, poolScope, result.response.headers))
+        yield* args.learned(poolScope)
+        return { permit, data: result.data, attempt, sent, controller, progress }
+      })
+    )
+  })
+
+  const once = args.guard(opened)
+  const retried = args.policy === false ? once : Retry.retry(once, args.policy, retryOptions(args.call))
+
+  return Stream.unwrapScoped(
+    Effect.map(
+      Effect.flatMap(args.seed(poolScope), () => retried),
+      ({ attempt, controller, data, permit, progress, sent }) => {
+        const finish = (exit: Exit.Exit<unknown, unknown>) =>
+          Effect.gen(function*() {
+            const used = usedSoFar(progress)
+            yield* Effect.ignore(permit.settle(used))
+            const latencyMillis = (yield* Clock.currentTimeMillis) - sent
+            if (Exit.isSuccess(exit) || progress.used !== undefined) {
+              yield* args.emit({ _tag: "Succeeded", model, attempt, reserved: cost, used, latencyMillis })
+            } else {
+              const error = Option.getOrUndefined(failureOf(exit.cause))
+              if (error !== undefined) yield* args.emit({ _tag: "Failed", model, attempt, error, latencyMillis })
+            }
+          })
+        return Stream.fromAsyncIterable(abortable(data, controller), (error) => error).pipe(
+          Stream.catchAll((raw) => Stream.fromEffect(Effect.flatMap(args.classify(raw, model), Effect.fail))),
+          Stream.tap((chunk) =>
+            Effect.suspend(() => {
+              progress.output += chunkOutputTokens(chunk)
+              const usage = usageCost(chunk.usage)
+              if (usage === undefined) return Effect.void
+              progress.used = usage
+              return Effect.ignore(permit.settle(usage))
+            })
+          ),
+          Stream.ensuringWith(finish)
+        )
+      }
+    )
   ) as Stream.Stream<Chunk, CallError>
 }

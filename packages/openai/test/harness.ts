@@ -1,0 +1,148 @@
+/**
+ * The shared harness of the `OpenAi` service tests: the real `openai` SDK against the in-process
+ * simulator under TestClock, and virtual time driven to the next pending sleep once the work in flight
+ * has settled.
+ */
+import { LimiterStore } from "@sluice/core"
+import { OpenAi } from "@sluice/openai"
+import type { Simulator } from "@sluice/testing"
+import { SimFetch } from "@sluice/testing"
+import { Chunk, Clock, Effect, Fiber, Layer, Random, TestClock } from "effect"
+import OpenAIClient from "openai"
+import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
+
+/** The key the tests' clients send: long and distinctive, so a test can look for it in any output. */
+export const API_KEY = "sk-test-4f9a2c7e1b3d5f7a9c0e2b4d6f8a1c3e"
+
+/** One event-loop turn: a check phase (setImmediate) and then a timers phase (setTimeout 0). */
+const turn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(() => setTimeout(resolve, 0))))
+
+/**
+ * Lets the work in flight settle before virtual time moves: the SDK's promise chains and the fibers they
+ * resume take several event-loop turns, and how setImmediate and setTimeout interleave depends on the load
+ * of the machine. So it waits until the pending sleeps have not changed for three turns in a row.
+ */
+export const settle = Effect.gen(function*() {
+  let last = ""
+  let stable = 0
+  while (stable < 3) {
+    yield* turn
+    const sleeps = yield* TestClock.sleeps()
+    const fingerprint = `${Chunk.size(sleeps)}:${Chunk.reduce(sleeps, 0, (a, b) => a + b)}`
+    if (fingerprint === last) stable++
+    else {
+      stable = 0
+      last = fingerprint
+    }
+  }
+})
+
+/**
+ * Runs `effect` while virtual time advances: lets the work in flight settle, then moves the TestClock to
+ * the next pending sleep (or `maxStepMillis` ahead when none is pending), until the effect is done.
+ * Effect's `Random` (retry jitter) is seeded, so a run is the same every time.
+ * Returns its exit and the virtual time it ended at.
+ */
+export const drive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
+  Effect.gen(function*() {
+    let endedAt = 0
+    const fiber = yield* Effect.fork(
+      Effect.ensuring(effect, Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (endedAt = now))))
+        .pipe(Effect.withRandom(Random.make("sluice-tests")))
+    )
+    let done = false
+    fiber.addObserver(() => {
+      done = true
+    })
+    while (!done) {
+      yield* settle
+      if (done) break
+      const now = yield* Clock.currentTimeMillis
+      const sleeps = yield* TestClock.sleeps()
+      const next = Chunk.isEmpty(sleeps)
+        ? now + maxStepMillis
+        : Chunk.reduce(sleeps, Number.POSITIVE_INFINITY, (a, b) => Math.min(a, b))
+      yield* TestClock.setTime(Math.max(now, next))
+    }
+    return { exit: yield* Fiber.await(fiber), endedAt }
+  })
+
+/** An SDK client on the simulator in context (its own retries off). */
+export const makeClient = (apiKey = API_KEY) =>
+  Effect.map(
+    SimFetch.make,
+    (fetch) => new OpenAIClient({ apiKey, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+  )
+
+/** The service over a simulator client, with its events recorded at their virtual times. */
+export const withService = <A, E>(
+  options: OpenAi.OpenAi.Options,
+  body: (
+    openai: OpenAi.OpenAi.Service,
+    events: Array<OpenAi.CallEvent & { readonly at: number }>
+  ) => Effect.Effect<A, E, Simulator.Simulator>,
+  apiKey?: string
+) =>
+  Effect.gen(function*() {
+    const client = yield* makeClient(apiKey)
+    const events: Array<OpenAi.CallEvent & { readonly at: number }> = []
+    const onEvent = (event: OpenAi.CallEvent) =>
+      Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => events.push({ ...event, at })))
+    const layer = OpenAi.layerClient(client, { ...options, onEvent }).pipe(Layer.provide(LimiterStore.layerMemory))
+    return yield* Effect.flatMap(OpenAi.OpenAi, (openai) => body(openai, events)).pipe(Effect.provide(layer))
+  })
+
+/** A seeded pseudo-random sequence in [0, 1). */
+export const rng = (seed: number) => () => {
+  seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
+  return seed / 2_147_483_648
+}
+
+/** `chars` characters of prose. */
+export const filler = (chars: number) =>
+  "lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(chars / 50 + 1).slice(0, chars)
+
+/**
+ * A mixed batch: prompts from 20 to 6,000 characters, some with a system message, `max_tokens` or
+ * `max_completion_tokens` from 16 to 800, and `n` of 2–4 for about one call in seven. Each carries a
+ * `[req:ID]` marker the simulator counts attempts by.
+ */
+export const mixedBatch = (
+  count: number,
+  seed: number,
+  model = "gpt-4o"
+): Array<ChatCompletionCreateParamsNonStreaming> => {
+  const random = rng(seed)
+  return Array.from({ length: count }, (_, i) => {
+    const chars = 20 + Math.floor(random() ** 2 * 6_000)
+    const max = 16 + Math.floor(random() * 784)
+    const n = random() < 0.15 ? 2 + Math.floor(random() * 3) : 1
+    const system = random() < 0.3
+    const messages: ChatCompletionCreateParamsNonStreaming["messages"] = [
+      ...(system ? [{ role: "system" as const, content: filler(200) }] : []),
+      { role: "user" as const, content: `[req:${i}] ${filler(chars)}` }
+    ]
+    return random() < 0.5
+      ? { model, messages, max_tokens: max, ...(n > 1 ? { n } : {}) }
+      : { model, messages, max_completion_tokens: max, ...(n > 1 ? { n } : {}) }
+  })
+}
+
+export const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
+
+/**
+ * The least time a batch can take at the server's limits: its buckets start full (capacity = the
+ * limit) and refill continuously, so the charged total beyond one capacity arrives at the refill rate.
+ */
+export const theoreticalMinimum = (
+  stats: { readonly admissions: ReadonlyArray<{ readonly tokens: number; readonly requests: number }> },
+  limits: { readonly rpm: number; readonly tpm: number }
+) => {
+  const tokens = sum(stats.admissions.map((a) => a.tokens))
+  const requests = sum(stats.admissions.map((a) => a.requests))
+  return Math.max(
+    0,
+    (tokens - limits.tpm) / (limits.tpm / 60_000),
+    (requests - limits.rpm) / (limits.rpm / 60_000)
+  )
+}
