@@ -11,12 +11,12 @@
  */
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
 import { RedisLimiterStore } from "@sluice/redis"
+import * as RedisServer from "@sluice/redis/RedisServer"
 import { Layer, ManagedRuntime } from "effect"
 import { Redis } from "ioredis"
 import { writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { RateLimiterRedis } from "rate-limiter-flexible"
-import { startRedis } from "../packages/redis/test/redisServer.js"
 
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 5_000)
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20_000)
@@ -103,10 +103,12 @@ const measure = async (
 }
 
 const main = async () => {
-  const server = await startRedis()
+  const server = await RedisServer.start()
   const admin = new Redis(server.url)
   const rows: Array<Row> = []
+  let redisVersion = "redis-server"
   try {
+    redisVersion = `Redis ${/redis_version:(\S+)/.exec(await admin.info("server"))?.[1] ?? "?"}`
     // --- sluice: the store directly, one tryAcquire of 9 debits --------------------------------------
     const sluice = countingClient(server.url)
     const runtime = ManagedRuntime.make(
@@ -247,7 +249,6 @@ const main = async () => {
       } | ${fmt(row.serverMicros, 1)} |`
     )
   ].join("\n")
-  const redisVersion = process.env.REDIS_VERSION ?? "redis-server (Debian package)"
   const markdown = `# Redis store admission benchmark
 
 One admission charged against 3 scopes × 3 dimensions (requests, tokens, images) on the Redis

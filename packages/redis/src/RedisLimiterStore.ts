@@ -31,8 +31,8 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { Redis } from "ioredis"
 import type { Cluster } from "ioredis"
-import * as Hooks from "./internal/hooks.js"
 import * as Keys from "./internal/keys.js"
+import * as Probe from "./internal/probe.js"
 import * as Scripts from "./internal/scripts.js"
 
 // ---------------------------------------------------------------------------------------------------
@@ -82,16 +82,22 @@ export declare namespace RedisLimiterStore {
     /** The first segment of every key (default `"sluice"`); may not contain `{` or `}`. */
     readonly keyPrefix?: string | undefined
     /**
-     * The Redis Cluster hash tag of a scope (default: its `org:` segment, `org:acme/project:x` →
-     * `org:acme`). `undefined` means `defaultHashTag`. A key always carries its own scope's tag, so a
-     * bucket has one key whichever call touches it. On a single Redis any mix works; on Redis Cluster
-     * the keys of one script must share a slot, so scopes charged together must map to one tag (e.g.
-     * `org:acme/pool:gpt-4o` rather than `pool:gpt-4o`, or a constant tag): a call mixing tags is
-     * refused there with `LimiterStoreError`.
+     * The Redis Cluster hash tag of the keys: the `{…}` part of every key, which picks its slot.
+     *
+     * - A string (default `"sluice"`; not empty, no `{` or `}`): every key of the store carries it. All
+     *   keys of every script call are then in one slot, so any mix of scopes (`org:acme`,
+     *   `org:acme/pool:gpt-4o`, `tenant:42`) runs on Redis Cluster, and a bucket has exactly one key
+     *   whichever call charges it. The price: on a cluster, the store's keys live on one shard.
+     * - A function `(scope) => tag`, e.g. {@link byOrganization}: each key carries **its own scope's**
+     *   tag (never one derived from the call), so a bucket still has exactly one key, and the scopes of
+     *   different organizations spread over the shards. On Redis Cluster a call whose scopes map to
+     *   different tags cannot run (its keys are in different slots): it fails with `LimiterStoreError`
+     *   (its `cause` a {@link HashTagConflict} naming the scopes), whatever `onUnavailable` says. On a
+     *   single Redis (or Sentinel) any mix works.
+     *
+     * `{` and `}` in a tag a function returns are replaced by `_`, and an empty tag becomes `_`.
      */
-    readonly hashTag?: ((scope: string) => string | undefined) | undefined
-    /** The tag of a scope without one (default `"sluice"`). */
-    readonly defaultHashTag?: string | undefined
+    readonly hashTag?: string | ((scope: string) => string) | undefined
     /** Default `"fail-closed"`. */
     readonly onUnavailable?: OnUnavailable | undefined
     /** The longest a store call may take before it counts as unavailable (default 250 millis). */
@@ -104,6 +110,37 @@ export declare namespace RedisLimiterStore {
     readonly time?: "server" | "clock" | undefined
   }
 }
+
+/**
+ * A Redis Cluster can not run a call whose keys carry different hash tags (they are in different
+ * slots). Raised only with a per-scope `hashTag` function, on a Cluster client, as the `cause` of the
+ * `LimiterStoreError` the call fails with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HashTagConflict extends Schema.TaggedError<HashTagConflict>()("HashTagConflict", {
+  operation: Schema.String,
+  /** Two scopes of the call, and their tags. */
+  scopes: Schema.Tuple(Schema.String, Schema.String),
+  tags: Schema.Tuple(Schema.String, Schema.String)
+}) {
+  override get message(): string {
+    return `on Redis Cluster the keys of one call must share a hash tag, but scope ${this.scopes[0]} has tag ` +
+      `{${this.tags[0]}} and scope ${this.scopes[1]} has tag {${this.tags[1]}} (see the hashTag option)`
+  }
+}
+
+/**
+ * A `hashTag` function: a scope's `org:` segment (`org:acme/project:x` → `org:acme`), else `fallback`
+ * (default `"sluice"`). With it, the keys of different organizations spread over a cluster's shards;
+ * every scope charged in a call must then carry the call's organization (`org:acme/tenant:42` rather
+ * than `tenant:42`), or the call is refused on Redis Cluster (see {@link HashTagConflict}).
+ *
+ * @since 0.1.0
+ * @category hash tags
+ */
+export const byOrganization = (fallback: string = "sluice") => (scope: string): string => Keys.orgTag(scope) ?? fallback
 
 /**
  * The options as given decode into this (so `make` reports every bad field with its path).
@@ -137,12 +174,15 @@ const OptionsSchema = Schema.Struct({
     Schema.String.pipe(Schema.pattern(/^[^{}]*$/, { message: () => "keyPrefix may not contain { or }" })),
     { default: () => "sluice" }
   ),
-  hashTag: Schema.optional(
-    Schema.declare((u): u is (scope: string) => string | undefined => typeof u === "function", {
-      identifier: "(scope) => tag"
-    })
+  hashTag: Schema.optionalWith(
+    Schema.Union(
+      Schema.NonEmptyString.pipe(Schema.pattern(/^[^{}]*$/, { message: () => "hashTag may not contain { or }" })),
+      Schema.declare((u): u is (scope: string) => string => typeof u === "function", {
+        identifier: "(scope) => tag"
+      })
+    ),
+    { default: () => "sluice" }
   ),
-  defaultHashTag: Schema.optionalWith(Schema.NonEmptyString, { default: () => "sluice" }),
   onUnavailable: Schema.optionalWith(
     Schema.Union(
       Schema.Literal("fail-closed", "fail-open"),
@@ -293,19 +333,23 @@ export const make = (
       )
     yield* waitReady(client, config.connectTimeout)
 
+    const probe = Option.getOrUndefined(yield* Effect.serviceOption(Probe.AdmissionProbe))
     const prefix = config.keyPrefix
-    const tagOf = config.hashTag ?? Keys.orgTag
-    const defaultTag = config.defaultHashTag
-    const bases = new Map<string, string>()
-    const baseOf = (scope: string): string => {
-      let base = bases.get(scope)
-      if (base === undefined) {
-        base = Keys.base(prefix, tagOf(scope) ?? defaultTag)
-        if (bases.size > 10_000) bases.clear()
-        bases.set(scope, base)
+    // Keys: `<prefix>:{<tag>}:…`. With one tag for the whole store (the default) every base is the same;
+    // with a per-scope function each scope's tag is its own, computed once and cached.
+    const hashTag = config.hashTag
+    const fixedBase = typeof hashTag === "string" ? Keys.base(prefix, hashTag) : undefined
+    const tags = new Map<string, string>()
+    const tagOf = (scope: string): string => {
+      let tag = tags.get(scope)
+      if (tag === undefined) {
+        tag = Keys.sanitizeTag(typeof hashTag === "function" ? hashTag(scope) : hashTag)
+        if (tags.size > 10_000) tags.clear()
+        tags.set(scope, tag)
       }
-      return base
+      return tag
     }
+    const baseOf = (scope: string): string => fixedBase ?? Keys.base(prefix, tagOf(scope))
     const timeoutMs = Duration.toMillis(config.commandTimeout)
     const margin = num(Math.ceil(Duration.toMillis(config.ttlMargin)))
     const nowArg: Effect.Effect<string> = config.time === "clock"
@@ -433,34 +477,61 @@ export const make = (
           })
         ))
 
-    // Every key carries the tag of its own scope, so a bucket or gate has one key whichever call
-    // touches it. On Redis Cluster the keys of one script must share a slot: a call whose scopes map
-    // to different tags is refused there (a configuration error, whatever `onUnavailable` says).
-    const isCluster = (client as { isCluster?: boolean }).isCluster === true
-    const mixedTags = (operation: string, keys: ReadonlyArray<string>) => {
-      if (!isCluster || keys.length < 2) return undefined
-      const first = keys[0]!.slice(0, keys[0]!.indexOf("}") + 1)
-      const other = keys.find((key) => !key.startsWith(first))
-      if (other === undefined) return undefined
-      return Effect.fail(
-        new LimiterStore.LimiterStoreError({
-          operation,
-          message:
-            `keys ${first}… and ${other.slice(0, other.indexOf("}") + 1)}… of one call have different hash tags; ` +
-            "on Redis Cluster scopes charged together must share a tag (see the hashTag option)"
-        })
-      )
+    // Every key carries the tag of its own scope (or the store's one tag), never one derived from the
+    // call, so a bucket or gate has one key whichever call touches it. On Redis Cluster the keys of
+    // one script must share a slot: with a per-scope tag function, a call whose scopes map to
+    // different tags is refused there (a configuration error, whatever `onUnavailable` says).
+    const checkTags = fixedBase === undefined && (client as { isCluster?: boolean }).isCluster === true
+    /** Two scopes of a call with different tags, or `undefined` when they all share one. */
+    const mixedScopes = (
+      gates: ReadonlyArray<LimiterStore.GateKey>,
+      buckets: ReadonlyArray<{ readonly scope: string }>
+    ): readonly [string, string] | undefined => {
+      let first: string | undefined
+      let tag = ""
+      const differs = (scope: string): boolean => {
+        if (first === undefined) {
+          first = scope
+          tag = tagOf(scope)
+          return false
+        }
+        return tagOf(scope) !== tag
+      }
+      for (const gate of gates) if (differs(gate.scope)) return [first!, gate.scope]
+      for (const bucket of buckets) if (differs(bucket.scope)) return [first!, bucket.scope]
+      return undefined
+    }
+    const conflict = (
+      operation: string,
+      gates: ReadonlyArray<LimiterStore.GateKey>,
+      buckets: ReadonlyArray<{ readonly scope: string }>
+    ): Effect.Effect<never, LimiterStore.LimiterStoreError> | undefined => {
+      const scopes = mixedScopes(gates, buckets)
+      if (scopes === undefined) return undefined
+      const cause = new HashTagConflict({ operation, scopes, tags: [tagOf(scopes[0]), tagOf(scopes[1])] })
+      return Effect.fail(new LimiterStore.LimiterStoreError({ operation, message: cause.message, cause }))
     }
 
+    // The reply of an admitted call; the test probe, when there is one, is bound here once.
+    const admitted: LimiterStore.Admission = { _tag: "Admitted" }
+    const onAdmitted = probe === undefined
+      ? () => admitted
+      : (reply: ReadonlyArray<unknown>, debits: ReadonlyArray<LimiterStore.Debit>) => {
+        probe(parseNumber(reply[1]), debits)
+        return admitted
+      }
+
     const tryAcquire: LimiterStore.Service["tryAcquire"] = (debits, gates) => {
-      if (debits.length === 0 && gates.length === 0) return Effect.succeed({ _tag: "Admitted" })
+      if (debits.length === 0 && gates.length === 0) return Effect.succeed(admitted)
+      if (checkTags) {
+        const refused = conflict("tryAcquire", gates, debits.map((debit) => debit.bucket))
+        if (refused !== undefined) return refused
+      }
       const keys: Array<string> = []
       for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
       for (const { bucket } of debits) {
         keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
       }
-      const refused = mixedTags("tryAcquire", keys)
-      if (refused !== undefined) return refused
       return run(
         "tryAcquire",
         Scripts.scripts.acquire,
@@ -474,10 +545,7 @@ export const make = (
         },
         (reply): LimiterStore.Admission => {
           const r = reply as ReadonlyArray<unknown>
-          if (r[0] === "A") {
-            if (Hooks.hooks.onAdmitted !== undefined) Hooks.hooks.onAdmitted(parseNumber(r[1]), debits)
-            return { _tag: "Admitted" }
-          }
+          if (r[0] === "A") return onAdmitted(r, debits)
           if (r[0] !== "D") throw new Error(`unexpected reply: ${String(r[0])}`)
           const waitMillis = parseNumber(r[1])
           const index = Number(r[2]) - 1
@@ -488,18 +556,20 @@ export const make = (
           const bucket = debits[index]!.bucket
           return { _tag: "Denied", waitMillis, scope: bucket.scope, dimension: bucket.dimension, reason: "limit" }
         },
-        Effect.succeed({ _tag: "Admitted" }),
+        Effect.succeed(admitted),
         (store) => store.tryAcquire(scaleDebits(debits), gates)
       )
     }
 
     const adjust: LimiterStore.Service["adjust"] = (debits) => {
       if (debits.length === 0) return Effect.void
+      if (checkTags) {
+        const refused = conflict("adjust", [], debits.map((debit) => debit.bucket))
+        if (refused !== undefined) return refused
+      }
       const keys = debits.map(({ bucket }) =>
         Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis)
       )
-      const refused = mixedTags("adjust", keys)
-      if (refused !== undefined) return refused
       return run(
         "adjust",
         Scripts.scripts.adjust,
@@ -539,14 +609,15 @@ export const make = (
         (store) => store.observe(scale(bucket), remaining * share)
       )
 
-    const levels: LimiterStore.Service["levels"] = (buckets, gates) => {
+    const levelsOf = (
+      buckets: ReadonlyArray<LimiterStore.BucketSpec>,
+      gates: ReadonlyArray<LimiterStore.GateKey>
+    ): Effect.Effect<LimiterStore.Levels, LimiterStore.LimiterStoreError> => {
       const keys: Array<string> = []
       for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
       for (const bucket of buckets) {
         keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
       }
-      const refused = mixedTags("levels", keys)
-      if (refused !== undefined) return refused
       return run(
         "levels",
         Scripts.scripts.levels,
@@ -570,6 +641,44 @@ export const make = (
             ...read,
             levels: read.levels.map((level) => level / share)
           }))
+      )
+    }
+
+    // A read need not be atomic: on Redis Cluster with per-scope tags, a read spanning several tags
+    // (a limiter's snapshot of every scope, say) is one call per tag, merged in order.
+    const levels: LimiterStore.Service["levels"] = (buckets, gates) => {
+      if (!checkTags || mixedScopes(gates, buckets) === undefined) return levelsOf(buckets, gates)
+      const groups = new Map<string, { gates: Array<number>; buckets: Array<number> }>()
+      const groupOf = (scope: string) => {
+        const tag = tagOf(scope)
+        let group = groups.get(tag)
+        if (group === undefined) {
+          group = { gates: [], buckets: [] }
+          groups.set(tag, group)
+        }
+        return group
+      }
+      gates.forEach((gate, i) => groupOf(gate.scope).gates.push(i))
+      buckets.forEach((bucket, i) => groupOf(bucket.scope).buckets.push(i))
+      return Effect.map(
+        Effect.forEach(
+          groups.values(),
+          (group) => levelsOf(group.buckets.map((i) => buckets[i]!), group.gates.map((i) => gates[i]!)),
+          { concurrency: "unbounded" }
+        ),
+        (reads): LimiterStore.Levels => {
+          const levels = new Array<number>(buckets.length)
+          const gateLevels = new Array<number>(gates.length)
+          let now = Number.POSITIVE_INFINITY
+          let k = 0
+          for (const group of groups.values()) {
+            const read = reads[k++]!
+            if (read.now < now) now = read.now
+            group.buckets.forEach((i, j) => (levels[i] = read.levels[j]!))
+            group.gates.forEach((i, j) => (gateLevels[i] = read.gates[j]!))
+          }
+          return { now, levels, gates: gateLevels }
+        }
       )
     }
 

@@ -1,19 +1,26 @@
 /**
  * Key layout. Every key is `<prefix>:{<tag>}:<kind>:<name>`; the `{<tag>}` is a Redis Cluster hash
- * tag, so every key of one script call lands in one slot.
+ * tag (it alone picks the slot). The tag is the store's one tag (the default, so every key of every
+ * call shares a slot) or the scope's own tag from a per-scope function; it is never derived from the
+ * call, so one bucket always has one key.
  *
- * - bucket: `<prefix>:{<tag>}:b:<scope>|<dimension>|<windowMillis>` (a hash `{ l, t }`)
- * - gate:   `<prefix>:{<tag>}:g:<scope>|<dimension>` (a string: the "not before" time in ms)
+ * - bucket: `<prefix>:{<tag>}:b:<scope>|<dimension>|<windowMillis>`, a string `"<level> <at>"` (the
+ *   level, possibly negative, and the store time in milliseconds it was computed at, both `%.17g`);
+ *   a missing key is a full bucket
+ * - gate:   `<prefix>:{<tag>}:g:<scope>|<dimension>`, a string: the "not before" time in milliseconds;
+ *   a missing key is an open gate
  *
  * @internal
  */
 
-/** Strips the characters that would end or nest a hash tag. @internal */
-export const sanitizeTag = (tag: string): string => tag.replace(/[{}]/g, "_")
+/**
+ * Strips the characters that would end or nest a hash tag; an empty tag (which Redis Cluster would
+ * not treat as a tag at all, hashing the whole key) becomes `_`. @internal
+ */
+export const sanitizeTag = (tag: string): string => tag === "" ? "_" : tag.replace(/[{}]/g, "_")
 
 /**
- * The default tag of a scope: its `org:` segment (`org:acme/project:x` → `org:acme`), else
- * `undefined` (the caller then uses the configured default tag).
+ * A scope's `org:` segment (`org:acme/project:x` → `org:acme`), else `undefined`.
  *
  * @internal
  */
