@@ -330,8 +330,11 @@ interface Prepared {
 }
 
 interface Waiter {
-  readonly prepared: Prepared
-  readonly keys: ReadonlyArray<string>
+  /** The buckets it asks for, as the limits were when it was prepared (see `version`). */
+  prepared: Prepared
+  keys: ReadonlyArray<string>
+  /** The limits' version `prepared` was made for: a waiter queued before a limit changed is prepared again. */
+  version: number
   readonly lane: number
   readonly enqueuedAt: number
   readonly deadline: number
@@ -453,6 +456,8 @@ export const make = (
       readonly byDimension: Map<string, ReadonlyArray<LimiterStore.GateKey>>
     }
     const planCache = new Map<string, ScopePlan>()
+    /** Bumped whenever a limit is learned or changes (sync): queued waiters are prepared again. */
+    let limitsVersion = 0
     const planOf = (scopes: ReadonlyArray<string>): ScopePlan => {
       const id = scopes.length === 1 ? scopes[0] : scopes.join("\u0001")
       let plan = planCache.get(id)
@@ -647,6 +652,17 @@ export const make = (
             yield* reject(waiter, closedError)
             continue
           }
+          if (waiter.version !== limitsVersion) {
+            // a limit was learned or changed while it waited: ask for today's buckets
+            const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
+            if (again instanceof CostExceedsCapacity) {
+              yield* reject(waiter, again)
+              continue
+            }
+            waiter.prepared = again
+            waiter.keys = keysOf(again)
+            waiter.version = limitsVersion
+          }
           let blockedBy: string | undefined
           let aheadDue = Number.NEGATIVE_INFINITY
           for (const key of waiter.keys) {
@@ -779,6 +795,7 @@ export const make = (
     const newWaiter = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number): Waiter => ({
       prepared,
       keys: keysOf(prepared),
+      version: limitsVersion,
       lane,
       enqueuedAt: now,
       deadline,
@@ -931,6 +948,8 @@ export const make = (
           learned.set(scope, list)
           resolvedCache.delete(scope)
           planCache.clear()
+          limitsVersion++
+          signal()
           matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
         } else if (observation.limit !== undefined && observation.limit > 0) {
           // A learned limit follows what the server says it is now.
@@ -942,6 +961,8 @@ export const make = (
             list[index] = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
             resolvedCache.delete(scope)
             planCache.clear()
+            limitsVersion++
+            signal()
             matching = resolve(scope).filter((resolved) =>
               resolved.limit.dimension === observation.dimension
             )

@@ -119,4 +119,23 @@ describe("RateLimiter queue (asynchronous store)", () => {
         ))
     }
   })
+
+  it.effect("a waiter queued before a limit is learned anew asks for the new buckets", () =>
+    withLimiter([], (limiter) =>
+      Effect.gen(function*() {
+        // learned from headers: 2 requests a minute
+        yield* limiter.sync("pool:x", { dimension: "requests", limit: 2 })
+        for (let i = 0; i < 2; i++) {
+          const taken = yield* Effect.fork(limiter.acquire(["pool:x"], { requests: 1 }))
+          yield* TestClock.adjust("1 millis")
+          yield* Fiber.join(taken)
+        }
+        const waiting = yield* Effect.fork(limiter.acquire(["pool:x"], { requests: 1 }))
+        yield* TestClock.adjust("1 second")
+        expect(Option.isNone(yield* Fiber.poll(waiting))).toBe(true) // ~30 s away at 2 a minute
+        // the server says the limit is 600 a minute (10 a second): the waiter is re-prepared and let in soon
+        yield* limiter.sync("pool:x", { dimension: "requests", limit: 600 })
+        yield* TestClock.adjust("200 millis")
+        expect(Option.isSome(yield* Fiber.poll(waiting))).toBe(true)
+      }), LimiterStore.layerMemory))
 })
