@@ -1,0 +1,142 @@
+/**
+ * One implementation's run of the OpenAI bulk benchmark, in its own process: benchmarks/openai.ts starts
+ * it with the implementation's name and the simulator's URL, and gets a `ClientReport` back over IPC.
+ *
+ *   node --conditions=sluice-source --import tsx benchmarks/openai-client.ts <implementation> <baseURL>
+ *
+ * Implementations: `sluice` (limits configured), `sluice-adaptive` (no limits: learned from headers),
+ * `bare-<concurrency>-<maxRetries>` (the SDK with p-limit), `cookbook`.
+ */
+import { Budget, LimiterStore } from "@sluice/core"
+import { OpenAi, TokenEstimator } from "@sluice/openai"
+import { Effect, Layer } from "effect"
+import OpenAI from "openai"
+import { bareSdk, cookbook, cookbookEstimate } from "./openai-peers.js"
+import type { BenchRequest, ClientReport, Meter } from "./openai-workload.js"
+import { LIMITS, makeMeter, MODEL, workload } from "./openai-workload.js"
+
+const sluice = async (
+  requests: ReadonlyArray<BenchRequest>,
+  options: { readonly baseURL: string; readonly adaptive: boolean; readonly meter: Meter }
+): Promise<ClientReport> => {
+  const client = new OpenAI({ baseURL: options.baseURL, apiKey: "sk-bench", maxRetries: 0, fetch: options.meter.fetch })
+  const scopes = OpenAi.scopesFor({ organization: "bench" }, MODEL) // ["org:bench", "org:bench/pool:gpt-4o-mini"]
+  const budgets = options.adaptive ? [] : [
+    // OpenAI's limits are per model (pool), so they go on the pool's scope
+    Budget.make(scopes[1], [
+      Budget.Limit.perMinute("requests", LIMITS.rpm),
+      Budget.Limit.perMinute("tokens", LIMITS.tpm)
+    ])
+  ]
+  let retries = 0
+  const failures: Record<string, number> = {}
+  const failedAttempts: Record<string, number> = {}
+  const debug = process.env.SLUICE_BENCH_DEBUG !== undefined
+  const live = OpenAi.layerClient(client, {
+    organization: "bench",
+    budgets,
+    onEvent: (event) =>
+      Effect.sync(() => {
+        if (event._tag === "Admitted" && event.attempt > 1) retries++
+        if (event._tag === "Failed") {
+          failedAttempts[event.error._tag] = (failedAttempts[event.error._tag] ?? 0) + 1
+          if (debug) {
+            process.stderr.write(
+              `${
+                Math.round(options.meter.elapsed())
+              } ms attempt ${event.attempt} ${event.error._tag}: ${event.error.message}\n`
+            )
+          }
+        }
+      })
+  }).pipe(Layer.provide(LimiterStore.layerMemory))
+
+  const program = Effect.gen(function*() {
+    const openai = yield* OpenAi.OpenAi
+    options.meter.start()
+    const outcomes = yield* Effect.forEach(
+      requests,
+      (request) =>
+        Effect.either(
+          openai.chat.completions.create({
+            model: request.body.model,
+            messages: request.body.messages.map((message) => ({ role: message.role, content: message.content })),
+            max_tokens: request.body.max_tokens
+          })
+        ),
+      { concurrency: "unbounded" }
+    )
+    const wallMillis = options.meter.elapsed()
+    let succeeded = 0
+    for (const outcome of outcomes) {
+      if (outcome._tag === "Right") succeeded++
+      else failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
+    }
+    return { wallMillis, succeeded }
+  })
+  const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, live))
+  const failed = requests.length - succeeded
+  const list = (counts: Record<string, number>) => Object.entries(counts).map(([tag, n]) => `${tag} ×${n}`).join(", ")
+  const failureNote = (Object.keys(failedAttempts).length === 0 ? "" : `; failed attempts: ${list(failedAttempts)}`) +
+    (failed === 0 ? "" : `; calls that failed: ${list(failures)}`)
+  return {
+    name: options.adaptive ? "sluice, adaptive (no limits configured)" : "sluice, limits configured",
+    wallMillis,
+    succeeded,
+    failed,
+    retries,
+    attempts: options.meter.attempts,
+    config: (options.adaptive
+      ? "OpenAi.layerClient, no budgets: adaptive mode (starts at 60 RPM / 20,000 TPM, learns from headers)"
+      : `OpenAi.layerClient, budgets ${LIMITS.rpm} RPM / ${LIMITS.tpm} TPM on ${scopes[1]}`) +
+      ", default retry policy, Effect.forEach concurrency unbounded" + failureNote
+  }
+}
+
+const meter = makeMeter()
+
+const run = (implementation: string, baseURL: string): Promise<ClientReport> => {
+  const requests = workload()
+  if (implementation === "sluice") return sluice(requests, { baseURL, adaptive: false, meter })
+  if (implementation === "sluice-adaptive") return sluice(requests, { baseURL, adaptive: true, meter })
+  if (implementation === "cookbook") {
+    return cookbook(requests, { baseURL, requestsPerMinute: LIMITS.rpm, tokensPerMinute: LIMITS.tpm, meter })
+  }
+  const bare = /^bare-(\d+)-(\d+)$/.exec(implementation)
+  if (bare !== null) {
+    return bareSdk(requests, { baseURL, concurrency: Number(bare[1]), maxRetries: Number(bare[2]), meter })
+  }
+  return Promise.reject(new Error(`unknown implementation ${implementation}`))
+}
+
+/**
+ * Warms what every implementation pays once per process and is not rate limiting: undici (Node's
+ * `fetch`, loaded on first use), the SDK's request path (its modules load on first use) — one
+ * `GET /v1/models` each, which the simulator does not meter — and the o200k tokenizer that both Sluice and
+ * the cookbook processor count prompts with.
+ */
+const warmUp = async (baseURL: string) => {
+  const response = await fetch(`${baseURL}/models`, { headers: { authorization: "Bearer sk-bench" } })
+  await response.arrayBuffer()
+  await new OpenAI({ baseURL, apiKey: "sk-bench", maxRetries: 0 }).models.list()
+  const sample = workload(1)[0].body
+  TokenEstimator.chat({ ...sample, messages: [...sample.messages] })
+  cookbookEstimate(sample)
+}
+
+const [implementation = "", baseURL = ""] = process.argv.slice(2)
+warmUp(baseURL).then(() => run(implementation, baseURL)).then(
+  (result) => {
+    const cpu = process.cpuUsage()
+    const report: ClientReport = { ...result, fetchErrors: meter.errors, cpuMillis: (cpu.user + cpu.system) / 1000 }
+    if (process.send !== undefined) process.send(report, () => process.exit(0))
+    else {
+      process.stdout.write(JSON.stringify({ ...report, attempts: report.attempts.length }) + "\n")
+      process.exit(0)
+    }
+  },
+  (error) => {
+    process.stderr.write(String(error?.stack ?? error) + "\n")
+    process.exit(1)
+  }
+)

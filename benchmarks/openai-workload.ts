@@ -1,0 +1,184 @@
+/**
+ * The shared half of the OpenAI bulk benchmark (benchmarks/openai.ts): the scenario the HTTP simulator
+ * runs, the 2,000 seeded chat requests every implementation sends, and a metering `fetch` that records
+ * each HTTP attempt the same way for every implementation.
+ */
+import type { SimConfig } from "@sluice/testing"
+
+export const MODEL = "gpt-4o-mini"
+export const REQUESTS = 2_000
+export const SEED = 20_260_611
+
+/**
+ * The limits of the simulated model: TPM-bound (the requests limit is never the binding one). Scaled so
+ * that the theoretical minimum of the whole bulk is about a minute of real time.
+ */
+export const LIMITS = { rpm: 5_000, tpm: 450_000 } as const
+
+/** Output: half of `max_tokens` is generated, so settling to `usage` matters. */
+export const OUTPUT_FRACTION = 0.5
+
+export const scenarioInput: SimConfig.ScenarioInput = {
+  name: "bench-openai",
+  description: "2,000 chat requests against a TPM-bound gpt-4o-mini with gpt-4o-mini-like latency",
+  seed: SEED,
+  models: { [MODEL]: { kind: "chat", limits: { ...LIMITS }, contextWindow: 128_000 } },
+  // time to first byte: lognormal around 500 ms (capped at 6 s), then 10 ms per generated token
+  latency: { request: { _tag: "lognormal", median: 500, sigma: 0.5, max: 6_000 }, perOutputTokenMs: 10 },
+  output: { fraction: OUTPUT_FRACTION }
+}
+
+// -----------------------------------------------------------------------------
+// the requests
+// -----------------------------------------------------------------------------
+
+export interface ChatBody {
+  readonly model: string
+  readonly messages: ReadonlyArray<{ readonly role: "system" | "user"; readonly content: string }>
+  readonly max_tokens: number
+}
+
+export interface BenchRequest {
+  readonly id: string
+  readonly body: ChatBody
+  /** What the simulator charges once it is served: `ceil(chars / 4)` of the prompt plus the output. */
+  readonly knownUsage: number
+}
+
+/** mulberry32: a small seeded PRNG, so every process builds the same workload. */
+const prng = (seed: number) => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+const WORDS = (
+  "account action answer area argument article audience balance basis benefit budget business capacity " +
+  "case change choice claim client comment company concern context contract control cost customer data " +
+  "decision delivery demand design detail development difference direction effect effort element energy " +
+  "estimate event evidence example experience factor feature figure focus form function future goal group " +
+  "growth history idea impact income increase industry information interest issue item job knowledge level " +
+  "limit list market material measure method model moment network number object offer option order outcome " +
+  "owner part party pattern payment period person plan point policy position practice pressure price " +
+  "problem process product profit program project property purpose quality question range rate reason " +
+  "record region report request research resource response result return review risk role rule sale scale " +
+  "schedule scope section sector service share signal source space stage standard state step strategy " +
+  "structure study subject success supply support system target task team term test theory time tool total " +
+  "trade trend type unit value version view volume week window work year quickly carefully roughly usually " +
+  "often rarely early late first last next final main major minor simple clear stable steady small large"
+).split(" ")
+
+/** Function words, drawn half the time, so the text tokenizes like English prose (about 4 characters a token). */
+const GLUE = "the a of to and in for on with is was we it that this our by at as from not be are".split(" ")
+
+const SYSTEM = "You are a concise assistant for an operations team. Answer in plain English, in at most a short " +
+  "paragraph, without lists or headings."
+
+const TASKS = [
+  "Summarise these notes for the weekly report:",
+  "Classify the main concern in this customer message and explain why:",
+  "Rewrite the following as one clear sentence:",
+  "List the risks you see in this plan, in prose:",
+  "Extract the decision and its owner from this thread:"
+]
+
+const MAX_TOKENS = [64, 96, 128, 160, 192, 256, 320, 384, 448, 512]
+
+/** The 2,000 requests: a fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
+export const workload = (count: number = REQUESTS, seed: number = SEED): ReadonlyArray<BenchRequest> => {
+  const random = prng(seed)
+  const pick = <A>(list: ReadonlyArray<A>): A => list[Math.floor(random() * list.length)]
+  const out: Array<BenchRequest> = []
+  for (let i = 0; i < count; i++) {
+    const id = `b${String(i).padStart(4, "0")}`
+    const words = 40 + Math.floor(random() * 281)
+    const text: Array<string> = []
+    for (let w = 0; w < words; w++) text.push(random() < 0.5 ? pick(GLUE) : pick(WORDS))
+    const user = `[req:${id}] ${pick(TASKS)} ${text.join(" ")}.`
+    const maxTokens = pick(MAX_TOKENS)
+    const prompt = Math.ceil((SYSTEM.length + user.length) / 4)
+    const output = Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
+    out.push({
+      id,
+      body: {
+        model: MODEL,
+        messages: [{ role: "system", content: SYSTEM }, { role: "user", content: user }],
+        max_tokens: maxTokens
+      },
+      knownUsage: prompt + output
+    })
+  }
+  return out
+}
+
+// -----------------------------------------------------------------------------
+// metering
+// -----------------------------------------------------------------------------
+
+/** One HTTP attempt as the client saw it (times relative to the run's start). */
+export interface AttemptRecord {
+  readonly sentAt: number
+  readonly latency: number
+  /** HTTP status; 0 when the fetch itself failed. */
+  readonly status: number
+}
+
+/**
+ * A `fetch` that records every attempt (when it was sent, how long until the response headers, the
+ * status), wrapped around the global one. Every implementation sends through one of these, so the
+ * client-side figures are measured identically.
+ */
+export const makeMeter = () => {
+  let origin = performance.now()
+  const attempts: Array<AttemptRecord> = []
+  /** Failed fetches by cause (`ECONNRESET`, `UND_ERR_SOCKET`, ...). */
+  const errors: Record<string, number> = {}
+  const fetch: typeof globalThis.fetch = async (input, init) => {
+    const sentAt = performance.now() - origin
+    try {
+      const response = await globalThis.fetch(input, init)
+      attempts.push({ sentAt, latency: performance.now() - origin - sentAt, status: response.status })
+      return response
+    } catch (error) {
+      attempts.push({ sentAt, latency: performance.now() - origin - sentAt, status: 0 })
+      const cause = (error as { readonly cause?: { readonly code?: unknown; readonly message?: unknown } })?.cause
+      const key = String(cause?.code ?? cause?.message ?? (error as Error)?.name ?? error)
+      errors[key] = (errors[key] ?? 0) + 1
+      throw error
+    }
+  }
+  return {
+    fetch,
+    attempts,
+    errors,
+    /** Restarts the clock: call just before the first request. */
+    start: () => {
+      origin = performance.now()
+    },
+    elapsed: () => performance.now() - origin
+  }
+}
+
+export type Meter = ReturnType<typeof makeMeter>
+
+/** What one implementation's run reports back to the orchestrator. */
+export interface ClientReport {
+  readonly name: string
+  readonly wallMillis: number
+  readonly succeeded: number
+  readonly failed: number
+  /** Retries the implementation itself counted (attempts beyond the first per request). */
+  readonly retries: number
+  readonly attempts: ReadonlyArray<AttemptRecord>
+  /** Free-form notes (the configuration of the row). */
+  readonly config: string
+  /** Failed fetches (no HTTP answer) by cause. */
+  readonly fetchErrors?: Readonly<Record<string, number>>
+  /** CPU time the client process spent (user + system, ms), from its start. */
+  readonly cpuMillis?: number
+}
