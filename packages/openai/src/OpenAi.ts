@@ -371,27 +371,24 @@ export const make = (
             cost,
             waitedMillis: sent - asked
           })
+          let failure: unknown
           const outcome = yield* Effect.exit(
             Effect.tryPromise({ try: (signal) => metered.send(signal), catch: (error) => error }).pipe(
-              Effect.catchAll((raw) =>
-                Effect.flatMap(
-                  // an HTTP error answer carries the same `x-ratelimit-*` headers as a success
-                  Effect.zipRight(
-                    Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, raw)),
-                    classifyNow(raw, metered.model)
-                  ),
-                  Effect.fail
-                )
-              )
+              Effect.catchAll((raw) => {
+                failure = raw
+                return Effect.flatMap(classifyNow(raw, metered.model), Effect.fail)
+              })
             )
           )
           const latencyMillis = (yield* Clock.currentTimeMillis) - sent
           if (outcome._tag === "Success") {
             const { data, response } = outcome.value
-            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
-            yield* learned(poolScope)
+            // Settle first, then fold in the server's remaining: its figure already counts this call at its
+            // actual usage, so lowering to it before the refund would count the refund twice.
             const used = settleUsage ? metered.usage(data) ?? cost : cost
             yield* Effect.ignore(permit.settle(used))
+            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
+            yield* learned(poolScope)
             yield* emit({
               _tag: "Succeeded",
               model: metered.model,
@@ -403,8 +400,10 @@ export const make = (
             return outcome.value
           }
           const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
-          // A refused or failed call still counts as a request; its tokens are returned.
+          // A refused or failed call still counts as a request; its tokens are returned. Then the error answer's
+          // `x-ratelimit-*` headers (the same as a success's), after the refund for the same reason as above.
           yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
+          if (failure !== undefined) yield* Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, failure))
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
             yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)

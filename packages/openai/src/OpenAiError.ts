@@ -4,8 +4,8 @@
  * in-stream failures (`response.failed` and `error` events of the Responses API).
  *
  * Every error carries `retryable` (already folding in `x-should-retry`), an optional `retryAfter`
- * (the longest of `retry-after-ms`, `x-ms-retry-after-ms`, `retry-after` and the message's "try again
- * in" hint), the model, the request id and the raw status, code, type and param. No error ever holds
+ * (the millisecond hints — `retry-after-ms`, `x-ms-retry-after-ms`, the message's "try again in" — and
+ * `retry-after`'s whole seconds only when they disagree beyond its rounding), the model, the request id and the raw status, code, type and param. No error ever holds
  * an API key or a request body.
  *
  * @since 0.1.0
@@ -393,7 +393,16 @@ export const fromFields = (fields: Fields, options: ClassifyOptions = {}): OpenA
   const headers = fields.headers
   const requestId = str(fields.requestId) ?? Parse.header(headers, "x-request-id")
   const should = Parse.shouldRetry(headers)
-  const retryAfter = Parse.maxDuration([Parse.retryAfterFromHeaders(headers, now), Parse.tryAgainIn(message)])
+  // the millisecond hints (headers, the message's "try again in") are the wait; `retry-after`'s whole
+  // seconds only when they disagree by more than its rounding
+  const retryAfter = Parse.preciseWait(
+    Parse.maxDuration([
+      Parse.retryAfterMillis(Parse.header(headers, "retry-after-ms")),
+      Parse.retryAfterMillis(Parse.header(headers, "x-ms-retry-after-ms")),
+      Parse.tryAgainIn(message)
+    ]),
+    Parse.retryAfter(Parse.header(headers, "retry-after"), now)
+  )
 
   const base = (retryableByDefault: boolean, kind: Kind) => {
     const retryable = neverRetried.has(kind) ? false : should ?? retryableByDefault

@@ -14,6 +14,7 @@
  * | ConnectionError | yes | 500 ms | 2 | 8 s | 4 | full |
  * | Conflict (409) | yes | 1 s | 2 | 8 s | 2 | full |
  * | UnknownError | only with `x-should-retry: true` | 1 s | 2 | 8 s | 2 | full |
+ * | CircuitOpen (the model's breaker) | yes, after the breaker's open time | 1 s | 2 | 8 s | 3 | full |
  * | quota, too large, 400/422, context length, content policy, 401, 403, 404 | never | | | | | |
  *
  * At most 8 retries in all; every delay is `max(backoff, retryAfter)`; total time from the first
@@ -32,7 +33,7 @@ import * as OpenAiError from "./OpenAiError.js"
  * @since 0.1.0
  * @category models
  */
-export type RetryKind = OpenAiError.Kind | "RateLimitedDaily"
+export type RetryKind = OpenAiError.Kind | "RateLimitedDaily" | "CircuitOpen"
 
 /**
  * The kind of an error for retry purposes.
@@ -41,7 +42,15 @@ export type RetryKind = OpenAiError.Kind | "RateLimitedDaily"
  * @category accessors
  */
 export const kind = (error: OpenAiError.OpenAiError): RetryKind =>
-  error._tag === "RateLimited" && error.window === "day" ? "RateLimitedDaily" : error._tag
+  (error as { readonly _tag: string })._tag === "CircuitOpen"
+    ? "CircuitOpen"
+    : error._tag === "RateLimited" && error.window === "day"
+    ? "RateLimitedDaily"
+    : error._tag
+
+/** An open circuit breaker's refusal (`@sluice/core`'s `CircuitOpen`), which the presets wait out. */
+const isCircuitOpen = (error: unknown): boolean =>
+  (error as { readonly _tag?: unknown } | null | undefined)?._tag === "CircuitOpen"
 
 /**
  * The per-kind defaults.
@@ -75,7 +84,10 @@ export const defaultKinds: { readonly [K in RetryKind]?: Retry.KindOptions } = {
     jitter: "full"
   },
   Conflict: { base: Duration.seconds(1), factor: 2, maxDelay: Duration.seconds(8), maxRetries: 2, jitter: "full" },
-  UnknownError: { base: Duration.seconds(1), factor: 2, maxDelay: Duration.seconds(8), maxRetries: 2, jitter: "full" }
+  UnknownError: { base: Duration.seconds(1), factor: 2, maxDelay: Duration.seconds(8), maxRetries: 2, jitter: "full" },
+  // An open breaker refuses at once; its `retryAfter` (the time until it lets a probe through) is the floor
+  // of the delay, so a burst of failures becomes a paced probe and then the waiting calls, not lost calls.
+  CircuitOpen: { base: Duration.seconds(1), factor: 2, maxDelay: Duration.seconds(8), maxRetries: 3, jitter: "full" }
 }
 
 /**
@@ -120,9 +132,10 @@ export const make = (overrides: Overrides = {}): Retry.Policy<OpenAiError.OpenAi
     else if (v !== undefined) kinds[k] = { ...kinds[k], ...v }
   }
   return Retry.make<OpenAiError.OpenAiError>({
-    is: OpenAiError.isOpenAiError,
+    // OpenAI's errors, and the breaker's refusal (typed apart, so a plain OpenAI policy stays one)
+    is: (error): error is OpenAiError.OpenAiError => OpenAiError.isOpenAiError(error) || isCircuitOpen(error),
     kind,
-    retryable: (error) => error.retryable,
+    retryable: (error) => isCircuitOpen(error) || error.retryable,
     retryAfter: (error) => error.retryAfter,
     kinds,
     maxRetries: overrides.maxRetries ?? 8,

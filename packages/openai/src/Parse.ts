@@ -135,8 +135,11 @@ export const retryAfterMillis = (text: string | undefined): Duration.Duration | 
 }
 
 /**
- * The wait a response asks for, from `retry-after-ms`, `x-ms-retry-after-ms` and `retry-after`: the
- * longest of those present (so no hint is ever undercut).
+ * The wait a response asks for, from `retry-after-ms`, `x-ms-retry-after-ms` and `retry-after`. OpenAI
+ * sends `retry-after` as whole seconds rounded up and `retry-after-ms` as the same wait to the
+ * millisecond, so a millisecond figure within that rounding (no more than `retry-after`, less than a
+ * second below it) is the wait: a "try again in 14ms" is not stretched to a second. Hints that disagree
+ * by more than the rounding give the longest, so none is ever undercut beyond it.
  *
  * @since 0.1.0
  * @category headers
@@ -145,11 +148,32 @@ export const retryAfterFromHeaders = (
   headers: HeadersInput | null | undefined,
   now: number
 ): Duration.Duration | undefined =>
-  maxDuration([
-    retryAfterMillis(header(headers, "retry-after-ms")),
-    retryAfterMillis(header(headers, "x-ms-retry-after-ms")),
+  preciseWait(
+    maxDuration([
+      retryAfterMillis(header(headers, "retry-after-ms")),
+      retryAfterMillis(header(headers, "x-ms-retry-after-ms"))
+    ]),
     retryAfter(header(headers, "retry-after"), now)
-  ])
+  )
+
+/**
+ * Combines a precise wait (milliseconds: `retry-after-ms`, a "Please try again in 84ms") with one
+ * rounded up to whole seconds (`retry-after`): the precise one when it is within the rounding, else the
+ * longest.
+ *
+ * @since 0.1.0
+ * @category durations
+ */
+export const preciseWait = (
+  precise: Duration.Duration | undefined,
+  rounded: Duration.Duration | undefined
+): Duration.Duration | undefined => {
+  if (precise === undefined) return rounded
+  if (rounded === undefined) return precise
+  const p = Duration.toMillis(precise)
+  const r = Duration.toMillis(rounded)
+  return p <= r && p > r - 1_000 ? precise : p > r ? precise : rounded
+}
 
 /**
  * The longest of some optional durations.

@@ -169,7 +169,7 @@ describe("OpenAi: retries go back through admission", () => {
         expect(requests).toBe(stats.attempts.length)
       })).pipe(Effect.provide(burst)))
 
-  it.effect("with the default breaker, the burst opens the model's circuit and later retries fail fast, unsent", () =>
+  it.effect("with the default breaker, the burst opens the circuit: nothing is sent while it is open, then all recover", () =>
     withService({ organization: "acme", tier: 1 }, (openai, events) =>
       Effect.gen(function*() {
         const keys = Array.from({ length: 10 }, (_, i) => `open-${i}`)
@@ -180,11 +180,19 @@ describe("OpenAi: retries go back through admission", () => {
         if (!Exit.isSuccess(exit)) return
         const stats = yield* Simulator.stats
         const tags = exit.value.map((r) => (r._tag === "Left" ? r.left._tag : "ok"))
-        console.log(`503 burst with breaker: ${stats.attempts.length} attempts, outcomes ${JSON.stringify(tags)}`)
-        // the first 10 attempts were all sent at t=0; after 5 failures in a row the circuit is open
-        expect(stats.attempts).toHaveLength(10)
-        expect(tags.every((tag) => tag === "CircuitOpen")).toBe(true)
-        expect(events.filter((e) => e._tag === "Admitted")).toHaveLength(10)
+        const times = stats.attempts.map((a) => a.at)
+        console.log(
+          `503 burst with breaker: ${stats.attempts.length} attempts at ${JSON.stringify(times)}, outcomes ${
+            JSON.stringify(tags)
+          }`
+        )
+        // the first 10 attempts were all sent at t=0 and failed; after 5 in a row the circuit opened for 30 s
+        expect(stats.attempts.filter((a) => a.at === 0 && a.status === 503)).toHaveLength(10)
+        // while it was open nothing was sent; the waiting calls were retried once it let probes through
+        expect(stats.attempts.filter((a) => a.at > 0 && a.at < 30_000)).toEqual([])
+        expect(tags.every((tag) => tag === "ok")).toBe(true)
+        expect(stats.attempts).toHaveLength(20)
+        expect(events.filter((e) => e._tag === "Admitted")).toHaveLength(20)
         expect(Option.isSome(Option.fromNullable(openai.breakers))).toBe(true)
       })).pipe(Effect.provide(burst)))
 })

@@ -78,7 +78,12 @@ describe("Parse", () => {
     })
 
     it("takes the longest of retry-after-ms, x-ms-retry-after-ms and retry-after", () => {
-      expect(ms(Parse.retryAfterFromHeaders({ "retry-after": "20", "retry-after-ms": "19500" }, now))).toBe(20_000)
+      // retry-after is the millisecond wait rounded up to seconds: the precise figure is the wait
+      expect(ms(Parse.retryAfterFromHeaders({ "retry-after": "20", "retry-after-ms": "19500" }, now))).toBe(19_500)
+      expect(ms(Parse.retryAfterFromHeaders({ "retry-after": "1", "retry-after-ms": "14" }, now))).toBe(14)
+      // hints that disagree beyond the rounding: the longest, never undercut
+      expect(ms(Parse.retryAfterFromHeaders({ "retry-after": "20", "retry-after-ms": "5000" }, now))).toBe(20_000)
+      expect(ms(Parse.retryAfterFromHeaders({ "retry-after": "2", "retry-after-ms": "3500" }, now))).toBe(3_500)
       expect(ms(Parse.retryAfterFromHeaders({ "Retry-After-Ms": "1500" }, now))).toBe(1500)
       expect(ms(Parse.retryAfterFromHeaders(new Headers({ "x-ms-retry-after-ms": "3000" }), now))).toBe(3000)
       expect(Parse.retryAfterFromHeaders({}, now)).toBeUndefined()

@@ -8,10 +8,10 @@
  *
  * @internal
  */
-import type { CircuitBreaker } from "@sluice/core"
-import { Budget, LimiterStore, RateLimiter, Retry } from "@sluice/core"
-import type { BulkRunner } from "@sluice/openai"
-import { OpenAi, OpenAiError, OpenAiRetry, Routing, Tiers } from "@sluice/openai"
+import type { Retry } from "@sluice/core"
+import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+import type { BulkRunner, OpenAiError } from "@sluice/openai"
+import { OpenAi, OpenAiRetry, Routing, Tiers } from "@sluice/openai"
 import * as Clock from "effect/Clock"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
@@ -109,22 +109,14 @@ const describeError = (error: Routing.RoutedError): BulkRunner.Failure => {
 }
 
 /**
- * The bulk policy: OpenAI's default kinds, and an open circuit breaker waited out (its `retryAfter` is
- * the time until it lets a probe through) instead of failing the request, so an incident on one model
- * delays its lines rather than burning them. At most 12 retries and 30 minutes per request.
+ * The bulk policy: OpenAI's defaults with more patience, since a line that gives up is written as a failure
+ * a rerun will not retry — at most 12 retries and 30 minutes per request, and an open circuit breaker waited
+ * out up to 8 times (an incident on one model delays its lines rather than burning them).
  *
  * @internal
  */
-export const bulkPolicy: Retry.Policy<OpenAiError.OpenAiError | CircuitBreaker.CircuitOpen> = Retry.make({
-  is: (error): error is OpenAiError.OpenAiError | CircuitBreaker.CircuitOpen =>
-    OpenAiError.isOpenAiError(error) || (error as { _tag?: unknown } | null)?._tag === "CircuitOpen",
-  kind: (error) => error._tag === "CircuitOpen" ? "CircuitOpen" : OpenAiRetry.kind(error),
-  retryable: (error) => error._tag === "CircuitOpen" || error.retryable,
-  retryAfter: (error) => error.retryAfter,
-  kinds: {
-    ...(OpenAiRetry.defaultKinds as Record<string, Retry.KindOptions>),
-    CircuitOpen: { base: Duration.seconds(1), factor: 1, maxDelay: Duration.seconds(5), maxRetries: 8, jitter: "full" }
-  },
+export const bulkPolicy: Retry.Policy<OpenAiError.OpenAiError> = OpenAiRetry.make({
+  kinds: { CircuitOpen: { maxRetries: 8, maxDelay: Duration.seconds(5) } },
   maxRetries: 12,
   maxElapsed: Duration.minutes(30)
 })
@@ -165,7 +157,7 @@ export const makeExecutor = (
           client: clientOptions,
           tier: options.tier,
           budgets: explicit,
-          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
+          retry: bulkPolicy,
           onEvent: (_deployment, event) => onEvent(event)
         }, options.routing!.path)
     )
@@ -265,7 +257,7 @@ export const makeExecutor = (
       const service = openai!
       return Effect.map(
         service.request(request.url, body, {
-          retry: bulkPolicy as Retry.Policy<OpenAiError.OpenAiError>,
+          retry: bulkPolicy,
           priority: options.priority,
           deadline
         }),

@@ -287,9 +287,10 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
           .pipe(
             Effect.catchAll((raw) =>
               Effect.gen(function*() {
-                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw))
                 const error = yield* args.classify(raw, model)
                 yield* Effect.ignore(permit.settle(chargeOnFailure(error)))
+                // after the refund: the server's remaining does not count this refused call's tokens either
+                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw))
                 if (error.status !== undefined) yield* args.learned(poolScope)
                 yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
