@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import type * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Console from "effect/Console"
 import type * as Duration from "effect/Duration"
@@ -421,7 +422,7 @@ export declare namespace BulkRunner {
 
 type Classified =
   | { readonly _tag: "Work"; readonly request: Request }
-  | { readonly _tag: "Skip" }
+  | { readonly _tag: "Skip"; readonly alreadyDone?: boolean }
 
 /**
  * Runs a bulk file. Fails only when a file cannot be opened, read or written (`BulkFileError`); every other
@@ -461,10 +462,12 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       const repairedBytes = yield* Files.repairTail(options.output)
       const done = new Set<string>()
       if (NodeFs.existsSync(options.output)) {
-        yield* Stream.runForEach(Files.lines(options.output), ({ text }) =>
+        yield* Stream.runForEachChunk(Files.lines(options.output), (chunk) =>
           Effect.sync(() => {
-            const id = Input.outputCustomId(text)
-            if (id !== undefined) done.add(id)
+            for (const { text } of chunk) {
+              const id = Input.outputCustomId(text)
+              if (id !== undefined) done.add(id)
+            }
           }))
       }
 
@@ -495,38 +498,33 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
 
       // 2. classify lines in order (so duplicates and line numbers are deterministic)
       const seen = new Map<string, number>()
-      const classify = ({ line, text }: Files.NumberedLine): Effect.Effect<Classified, Files.FileFailure> => {
-        if (text.trim().length === 0) return Effect.succeed({ _tag: "Skip" })
+      /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
+      const classify = ({ line, text }: Files.NumberedLine): Classified | BulkInputError => {
+        if (text.trim().length === 0) return { _tag: "Skip" }
         const decoded = Input.decode(text)
-        let invalid: BulkInputError | undefined
         if (decoded._tag === "Invalid") {
-          invalid = new BulkInputError({
+          return new BulkInputError({
             line,
             reason: decoded.reason,
             message: decoded.message,
             ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
           })
-        } else {
-          const first = seen.get(decoded.customId)
-          if (first !== undefined) {
-            invalid = new BulkInputError({
-              line,
-              reason: "duplicate-custom-id",
-              customId: decoded.customId,
-              message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
-            })
-          } else {
-            seen.set(decoded.customId, line)
-            if (done.has(decoded.customId)) {
-              return Effect.as(update((s) => ({ ...s, alreadyDone: s.alreadyDone + 1 })), { _tag: "Skip" })
-            }
-            return Effect.succeed({
-              _tag: "Work",
-              request: { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
-            })
-          }
         }
-        const error = invalid
+        const first = seen.get(decoded.customId)
+        if (first !== undefined) {
+          return new BulkInputError({
+            line,
+            reason: "duplicate-custom-id",
+            customId: decoded.customId,
+            message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
+          })
+        }
+        seen.set(decoded.customId, line)
+        if (done.has(decoded.customId)) return { _tag: "Skip", alreadyDone: true }
+        return { _tag: "Work", request: { customId: decoded.customId, url: decoded.url, body: decoded.body, line } }
+      }
+
+      const reject = (error: BulkInputError): Effect.Effect<void, Files.FileFailure> => {
         const record = errs === undefined ? Effect.void : errs.write(JSON.stringify({
           line: error.line,
           reason: error.reason,
@@ -539,10 +537,29 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
             ...s,
             invalid: s.invalid + 1,
             invalidByReason: Stats.bump(s.invalidByReason, error.reason)
-          }))),
-          Effect.as({ _tag: "Skip" } as const)
+          })))
         )
       }
+
+      /** A chunk of lines, in order: the work goes to the queue (waiting for room), the rest is recorded. */
+      const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure> =>
+        Effect.suspend(() => {
+          const work: Array<Request | null> = []
+          const rejected: Array<BulkInputError> = []
+          let alreadyDone = 0
+          for (const line of chunk) {
+            if (stopReason !== undefined) break
+            const classified = classify(line)
+            if (classified instanceof BulkInputError) rejected.push(classified)
+            else if (classified._tag === "Work") work.push(classified.request)
+            else if (classified.alreadyDone === true) alreadyDone++
+          }
+          const steps: Array<Effect.Effect<void, Files.FileFailure>> = []
+          if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
+          for (const error of rejected) steps.push(reject(error))
+          if (work.length > 0) steps.push(Effect.asVoid(Queue.offerAll(queue, work)))
+          return Effect.all(steps, { discard: true })
+        })
 
       // 3. execute with bounded concurrency; write each finished request at once
       const write = (request: Request, response: Response | null, failure: Failure | null) =>
@@ -617,8 +634,7 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       const queue = yield* Queue.bounded<Request | null>(concurrency)
       const producer = Files.lines(options.input).pipe(
         Stream.takeWhile(() => stopReason === undefined),
-        Stream.mapEffect(classify),
-        Stream.runForEach((c) => c._tag === "Work" ? Queue.offer(queue, c.request) : Effect.void),
+        Stream.runForEachChunk(classifyChunk),
         Effect.zipRight(Queue.offerAll(queue, Array.from({ length: concurrency }, () => null)))
       )
       const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(

@@ -4,12 +4,13 @@
  *
  * @internal
  */
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
-import * as Readline from "node:readline"
+import { StringDecoder } from "node:string_decoder"
 
 /** @internal */
 export interface NumberedLine {
@@ -28,45 +29,46 @@ export class FileFailure {
 }
 
 /**
- * The lines of a file, numbered from 1, read through `readline` with backpressure (bounded memory).
+ * The lines of a file, numbered from 1, in chunks of whole lines (one chunk per block read), with
+ * backpressure: the file is read 256 KiB at a time as the stream is pulled, so memory stays bounded
+ * whatever the file's size. `\r\n` endings are accepted; a last line without a newline is a line too.
  *
  * @internal
  */
 export const lines = (path: string): Stream.Stream<NumberedLine, FileFailure> =>
   Stream.suspend(() => {
     let n = 0
-    return Stream.acquireRelease(
-      Effect.try({
-        try: () => {
-          const input = NodeFs.createReadStream(path, { highWaterMark: 64 * 1024 })
-          const rl = Readline.createInterface({ input, crlfDelay: Infinity })
-          return { input, rl }
-        },
-        catch: (cause) => new FileFailure(path, "open", cause)
-      }),
-      ({ input, rl }) =>
-        Effect.sync(() => {
-          rl.close()
-          input.destroy()
-        })
+    let carry = ""
+    const decoder = new StringDecoder("utf8")
+    const split = (text: string): Chunk.Chunk<NumberedLine> => {
+      const out: Array<NumberedLine> = []
+      let from = 0
+      let at = text.indexOf("\n", from)
+      while (at >= 0) {
+        const end = at > from && text.charCodeAt(at - 1) === 13 ? at - 1 : at
+        out.push({ line: ++n, text: text.slice(from, end) })
+        from = at + 1
+        at = text.indexOf("\n", from)
+      }
+      carry = text.slice(from)
+      return Chunk.unsafeFromArray(out)
+    }
+    return Stream.fromAsyncIterable(
+      NodeFs.createReadStream(path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>,
+      (cause) => new FileFailure(path, "read", cause)
     ).pipe(
-      Stream.flatMap(({ input, rl }) =>
-        Stream.fromAsyncIterable(
-          (async function*() {
-            // readline's iterator does not surface stream errors (ENOENT) by itself.
-            const failed = new Promise<never>((_, reject) => input.once("error", reject))
-            failed.catch(() => undefined)
-            const iterator = rl[Symbol.asyncIterator]()
-            while (true) {
-              const next = await Promise.race([iterator.next(), failed])
-              if (next.done) return
-              yield next.value as string
-            }
-          })(),
-          (cause) => new FileFailure(path, "read", cause)
-        )
-      ),
-      Stream.map((text): NumberedLine => ({ line: ++n, text }))
+      Stream.mapChunks((buffers) => {
+        let out = Chunk.empty<NumberedLine>()
+        for (const buffer of buffers) out = Chunk.appendAll(out, split(carry + decoder.write(buffer)))
+        return out
+      }),
+      Stream.concat(Stream.suspend(() => {
+        const rest = carry + decoder.end()
+        carry = ""
+        return rest.length === 0
+          ? Stream.empty
+          : Stream.make({ line: ++n, text: rest.endsWith("\r") ? rest.slice(0, -1) : rest })
+      }))
     )
   })
 
