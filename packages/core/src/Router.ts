@@ -1316,7 +1316,10 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
               ? breaker.value.withBreaker(breakerKey(c), call)
               : call
             const result = yield* Effect.either(
-              guarded.pipe(Effect.withSpan("Router.attempt", { attributes: { "sluice.router.candidate": c.id } }))
+              guarded.pipe(Effect.withSpan("Router.attempt", {
+                attributes: { "sluice.router.candidate": c.id },
+                captureStackTrace: false
+              }))
             )
             const end = yield* nowMs
             const s = statsOf(c.id)
@@ -1523,6 +1526,8 @@ export const make = (options: Router.Options): Effect.Effect<Router.Service, nev
         }
       }).pipe(
         Effect.withSpan("Router.run", {
+          // a stack trace per call costs more than the rest of the span; the attributes say what it was
+          captureStackTrace: false,
           attributes: {
             "sluice.router.task": request.task ?? "",
             "sluice.router.priority": request.priority ?? "interactive"

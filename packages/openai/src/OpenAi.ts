@@ -445,6 +445,8 @@ export const make = (
         const retried = callPolicy === false ? guarded : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call))
         return retried.pipe(
           Effect.withSpan("sluice.openai.call", {
+            // a stack trace per call costs more than the rest of the span; the attributes say what it was
+            captureStackTrace: false,
             attributes: {
               "sluice.model": metered.model,
               "sluice.pool": pool,
