@@ -170,7 +170,8 @@ const runBody = (env: Environment, options: RunOptions) =>
     let simulated: { readonly name: string } | undefined
     if (Option.isSome(options.simulate)) {
       const { SimFetch, Simulator } = yield* testing
-      const scenario = yield* scenarioOf(options.simulate.value)
+      // counters only: a run of a million lines must not keep a record of every attempt
+      const scenario = { ...(yield* scenarioOf(options.simulate.value)), stats: "counts" as const }
       const simulator = yield* Simulator.make(scenario)
       fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
       baseUrl = "http://simulator.invalid/v1"

@@ -448,7 +448,13 @@ export const Scenario = Schema.Struct({
   incidents: Schema.optionalWith(Schema.Array(Incident), { default: () => [] }),
   batch: Schema.optionalWith(BatchTiming, {
     default: () => ({ validatingMs: 5_000, inProgressMs: 60_000, perRequestMs: 10, finalizingMs: 5_000 })
-  })
+  }),
+  /**
+   * What `stats` keeps: `"full"` (default) every attempt and admission, for tests that look at each;
+   * `"counts"` only the counters (by status, code, key and model, and spend), for long runs (a bulk job of
+   * a million lines, a soak test) in constant memory — `attempts` and `admissions` are then empty.
+   */
+  stats: Schema.optionalWith(Schema.Literal("full", "counts"), { default: () => "full" as const })
 })
 
 /**

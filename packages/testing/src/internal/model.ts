@@ -182,6 +182,12 @@ export class Model {
   readonly scopes = new Map<string, ScopeBuckets>()
   readonly attempts: Array<SimStats.Attempt> = []
   readonly admissions: Array<SimStats.Admission> = []
+  // counters, kept whatever `scenario.stats` says (the arrays above only with "full")
+  private readonly byStatus: Record<string, number> = {}
+  private readonly byCode: Record<string, number> = {}
+  private readonly attemptsByKey: Record<string, number> = {}
+  private readonly tokensByModel: Record<string, number> = {}
+  private readonly requestsByModel: Record<string, number> = {}
   readonly files = new Map<string, FileRecord>()
   readonly batches = new Map<string, BatchRecord>()
   /** Total spend (USD), all organizations. */
@@ -416,6 +422,11 @@ export class Model {
       organization?: string | undefined
     } = {}
   ): void {
+    const status_ = String(status)
+    this.byStatus[status_] = (this.byStatus[status_] ?? 0) + 1
+    if (extra.code !== undefined) this.byCode[extra.code] = (this.byCode[extra.code] ?? 0) + 1
+    if (key !== undefined) this.attemptsByKey[key] = (this.attemptsByKey[key] ?? 0) + 1
+    if (this.scenario.stats === "counts") return
     this.attempts.push({
       at: now - this.startedAt,
       requestId,
@@ -429,6 +440,12 @@ export class Model {
       fault: extra.fault,
       organization: extra.organization
     })
+  }
+
+  private admit(admission: SimStats.Admission): void {
+    this.tokensByModel[admission.model] = (this.tokensByModel[admission.model] ?? 0) + admission.tokens
+    this.requestsByModel[admission.model] = (this.requestsByModel[admission.model] ?? 0) + admission.requests
+    if (this.scenario.stats !== "counts") this.admissions.push(admission)
   }
 
   private keyOf(request: SimRequest): string | undefined {
@@ -1065,7 +1082,7 @@ export class Model {
       // a failed call is refunded its tokens and images; the request still counts
       this.charge(scopes, "tokens", -estimate)
       this.charge(scopes, "images", -images)
-      this.admissions.push({
+      this.admit({
         at: now - this.startedAt,
         model,
         scope: scope.name,
@@ -1128,7 +1145,7 @@ export class Model {
     // settle: true the estimate up or down to actual usage
     const actual = estimate === 0 ? 0 : served.promptTokens + served.outputTokens
     this.charge(scopes, "tokens", actual - estimate)
-    this.admissions.push({
+    this.admit({
       at: now - this.startedAt,
       model,
       scope: scope.name,
@@ -1644,28 +1661,14 @@ export class Model {
   // ---------------------------------------------------------------------------
 
   snapshot(): SimStats.Snapshot {
-    const byStatus: Record<string, number> = {}
-    const byCode: Record<string, number> = {}
-    const attemptsByKey: Record<string, number> = {}
-    for (const a of this.attempts) {
-      byStatus[String(a.status)] = (byStatus[String(a.status)] ?? 0) + 1
-      if (a.code !== undefined) byCode[a.code] = (byCode[a.code] ?? 0) + 1
-      if (a.key !== undefined) attemptsByKey[a.key] = (attemptsByKey[a.key] ?? 0) + 1
-    }
-    const tokensByModel: Record<string, number> = {}
-    const requestsByModel: Record<string, number> = {}
-    for (const a of this.admissions) {
-      tokensByModel[a.model] = (tokensByModel[a.model] ?? 0) + a.tokens
-      requestsByModel[a.model] = (requestsByModel[a.model] ?? 0) + a.requests
-    }
     return {
       attempts: [...this.attempts],
       admissions: [...this.admissions],
-      byStatus,
-      byCode,
-      attemptsByKey,
-      tokensByModel,
-      requestsByModel,
+      byStatus: { ...this.byStatus },
+      byCode: { ...this.byCode },
+      attemptsByKey: { ...this.attemptsByKey },
+      tokensByModel: { ...this.tokensByModel },
+      requestsByModel: { ...this.requestsByModel },
       spendUsd: this.spendUsd,
       spendByOrganization: Object.fromEntries(this.spendByOrganization)
     }
