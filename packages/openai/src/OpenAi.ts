@@ -84,6 +84,14 @@ export declare namespace OpenAi {
     /** The retry policy (default {@link OpenAiRetry.defaultPolicy}). */
     readonly retry?: Retry.Policy<Adapt.OpenAiError> | undefined
     /**
+     * A retry budget shared by every call of the service, so a provider incident cannot become a retry
+     * storm: retries are allowed up to `ratio` of the recent first attempts plus `minRetries` per `window`
+     * (see `Retry.makeBudget`); beyond it a failure is returned instead of retried. Give options to make
+     * one, or an existing budget to share it with other services. Default: none — every retry already goes
+     * back through admission, so retries never exceed the limits; a budget bounds them further.
+     */
+    readonly retryBudget?: Retry.Budget | Retry.Budget.Options | undefined
+    /**
      * Circuit breakers per model (default: open after 5 server errors, overloads, timeouts or connection
      * errors in a row, for 30 seconds; rate limits and the caller's own mistakes do not count); `false`
      * for none.
@@ -271,6 +279,11 @@ export const make = (
       ? options.breaker
       : yield* CircuitBreaker.make({ isFailure: OpenAiRetry.breakerCounts(), ...options.breaker })
     const emit = options.onEvent ?? (() => Effect.void)
+    const retryBudget = options.retryBudget === undefined
+      ? undefined
+      : "tryRetry" in options.retryBudget
+      ? options.retryBudget
+      : yield* Retry.makeBudget(options.retryBudget)
     const adaptive = options.adaptive === false ? undefined : {
       requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
       tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
@@ -442,7 +455,7 @@ export const make = (
             (error) => Adapt.fromBreaker(error, metered.model)
           )
         const callPolicy = call?.retry ?? policy
-        const retried = callPolicy === false ? guarded : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call))
+        const retried = callPolicy === false ? guarded : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call, retryBudget))
         return retried.pipe(
           Effect.withSpan("sluice.openai.call", {
             // a stack trace per call costs more than the rest of the span; the attributes say what it was
@@ -477,6 +490,7 @@ export const make = (
           scopes: scopesFor(options, poolOf(params.model), call?.tenant),
           org,
           policy: call?.retry ?? policy,
+          budget: retryBudget,
           call,
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),

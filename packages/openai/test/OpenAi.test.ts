@@ -197,6 +197,61 @@ describe("OpenAi: retries go back through admission", () => {
       })).pipe(Effect.provide(burst)))
 })
 
+describe("OpenAi: a retry budget", () => {
+  // half of all calls fail with 503 for a minute: without a budget every failure is retried up to four times
+  const incident = tier1({
+    latency: { request: { _tag: "fixed", ms: 100 }, perOutputTokenMs: 0 },
+    incidents: [{ fromMs: 0, toMs: 60_000, fault: "overloaded", rate: 0.5, models: [MODEL] }]
+  })
+  const calls = (openai: OpenAi.OpenAi.Service) =>
+    Effect.forEach(
+      Array.from({ length: 100 }, (_, i) => `storm-${i}`),
+      (key) =>
+        Effect.either(openai.chat.completions.create({
+          model: MODEL,
+          messages: [{ role: "user", content: `[req:${key}] hi` }],
+          max_tokens: 20
+        })),
+      { concurrency: "unbounded" }
+    )
+
+  it.effect("keeps a 50%-503 incident's retries within floor + ratio × first attempts", () =>
+    Effect.gen(function*() {
+      const budgeted = {
+        organization: "acme",
+        tier: 1,
+        breaker: false,
+        retryBudget: { ratio: 0.1, minRetries: 5, window: "5 minutes" }
+      } as const
+      const { exit } = yield* withService(budgeted, (openai) => drive(calls(openai)))
+      expect(Exit.isSuccess(exit)).toBe(true)
+      if (!Exit.isSuccess(exit)) return
+      const stats = yield* Simulator.stats
+      const retries = stats.attempts.length - 100
+      const failed = exit.value.filter((r) => r._tag === "Left")
+      console.log(
+        `retry budget: 100 calls, ${stats.attempts.length} attempts (${retries} retries), ${failed.length} returned a 503`
+      )
+      expect(retries).toBeLessThanOrEqual(5 + 0.1 * 100)
+      expect(retries).toBeGreaterThan(0)
+      expect(failed.length).toBeGreaterThan(0)
+      expect(failed.every((r) => r._tag === "Left" && r.left._tag === "Overloaded")).toBe(true)
+    }).pipe(Effect.provide(incident)))
+
+  it.effect("without a budget the same incident is retried to success, through admission", () =>
+    Effect.gen(function*() {
+      const { exit } = yield* withService(
+        { organization: "acme", tier: 1, breaker: false },
+        (openai) => drive(calls(openai))
+      )
+      expect(Exit.isSuccess(exit)).toBe(true)
+      if (!Exit.isSuccess(exit)) return
+      const stats = yield* Simulator.stats
+      console.log(`no budget: 100 calls, ${stats.attempts.length} attempts`)
+      expect(stats.attempts.length - 100).toBeGreaterThan(15)
+    }).pipe(Effect.provide(incident)))
+})
+
 describe("OpenAi: secrets", () => {
   const leaks = (text: string) => {
     // no 8-character run of the key (the simulator, like OpenAI, shows only its ends, masked)

@@ -148,11 +148,14 @@ export const feedback = (
 
 /** @internal */
 export const retryOptions = (
-  call: { readonly deadline?: Date | number | undefined } | undefined
-): Retry.RetryOptions =>
-  call?.deadline === undefined
+  call: { readonly deadline?: Date | number | undefined } | undefined,
+  budget?: Retry.Budget | undefined
+): Retry.RetryOptions => ({
+  ...(call?.deadline === undefined
     ? {}
-    : { deadline: typeof call.deadline === "number" ? call.deadline : call.deadline.getTime() }
+    : { deadline: typeof call.deadline === "number" ? call.deadline : call.deadline.getTime() }),
+  ...(budget === undefined ? {} : { budget })
+})
 
 /** A Responses API object that came back `failed` is a failure of its kind. */
 export const checkResponseStatus = <A extends { readonly status?: unknown; readonly error?: unknown }>(
@@ -235,6 +238,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
   readonly scopes: ReadonlyArray<string>
   readonly org: string
   readonly policy: Retry.Policy<any> | false
+  readonly budget?: Retry.Budget | undefined
   readonly call: {
     readonly priority?: RateLimiter.Lane | undefined
     readonly deadline?: Date | number | undefined
@@ -307,7 +311,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
   })
 
   const once = args.guard(opened)
-  const retried = args.policy === false ? once : Retry.retry(once, args.policy, retryOptions(args.call))
+  const retried = args.policy === false ? once : Retry.retry(once, args.policy, retryOptions(args.call, args.budget))
 
   return Stream.unwrapScoped(
     Effect.map(
