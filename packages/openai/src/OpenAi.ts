@@ -382,7 +382,8 @@ export const make = (
             attempt: attemptNumber,
             scopes,
             cost,
-            waitedMillis: sent - asked
+            // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
+            waitedMillis: Math.max(0, permit.admittedAt - asked)
           })
           let failure: unknown
           const outcome = yield* Effect.exit(
@@ -455,7 +456,9 @@ export const make = (
             (error) => Adapt.fromBreaker(error, metered.model)
           )
         const callPolicy = call?.retry ?? policy
-        const retried = callPolicy === false ? guarded : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call, retryBudget))
+        const retried = callPolicy === false
+          ? guarded
+          : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call, retryBudget))
         return retried.pipe(
           Effect.withSpan("sluice.openai.call", {
             // a stack trace per call costs more than the rest of the span; the attributes say what it was

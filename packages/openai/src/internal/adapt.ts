@@ -284,7 +284,14 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
           )
         )
         const sent = yield* Clock.currentTimeMillis
-        yield* args.emit({ _tag: "Admitted", model, attempt, scopes, cost, waitedMillis: sent - asked })
+        yield* args.emit({
+          _tag: "Admitted",
+          model,
+          attempt,
+          scopes,
+          cost,
+          waitedMillis: Math.max(0, permit.admittedAt - asked)
+        })
         const controller = new AbortController()
         yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
         const result = yield* Effect.tryPromise({ try: () => args.open(controller.signal), catch: (error) => error })
