@@ -125,6 +125,15 @@ export interface Service {
     buckets: ReadonlyArray<BucketSpec>,
     gates: ReadonlyArray<GateKey>
   ) => Effect.Effect<Levels, LimiterStoreError>
+  /**
+   * A store that answers in memory, synchronously, may also offer `tryAcquire` as a plain function of the
+   * time (`now`, from the limiter's `Clock`). The limiter then admits in one step: no asynchronous gap in
+   * which a later arrival could overtake the call or an interruption could lose the admission, and none of
+   * the bookkeeping an asynchronous store needs. Stores over a network (Redis) leave it out.
+   */
+  readonly unsafeTryAcquire?:
+    | ((debits: ReadonlyArray<Debit>, gates: ReadonlyArray<GateKey>, now: number) => Admission)
+    | undefined
 }
 
 /**
@@ -217,6 +226,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
 
   return {
     tryAcquire: (debits, gateKeys) => Effect.map(Clock.currentTimeMillis, (now) => tryAcquire(debits, gateKeys, now)),
+    unsafeTryAcquire: tryAcquire,
     adjust: (debits) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         for (const debit of debits) charge(debit.bucket, debit.amount, now)

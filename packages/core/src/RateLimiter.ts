@@ -338,7 +338,8 @@ interface Waiter {
   readonly lane: number
   readonly enqueuedAt: number
   readonly deadline: number
-  readonly deferred: Deferred.Deferred<Permit, AcquireError>
+  /** Completed when it is admitted or refused (made when it starts to wait: a fast-path placeholder has none). */
+  deferred: Deferred.Deferred<Permit, AcquireError> | undefined
   done: boolean
   cancelled: boolean
   permit: Permit | undefined
@@ -372,6 +373,13 @@ const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
   }
   return counter
 }
+/** An admission that did not wait: counted, and a zero in the wait histogram. */
+const admittedAtOnce = laneNames.map((_, i) =>
+  Effect.zipRight(
+    Metric.increment(Metric.tagged(Metrics.admissions, "lane", laneNames[i])),
+    Metric.update(Metric.tagged(Metrics.waitMillis, "lane", laneNames[i]), 0)
+  )
+)
 const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
 const waitsByLane = laneNames.map((lane) => Metric.tagged(Metrics.waitMillis, "lane", lane))
 const rejectionsByReason = {
@@ -545,17 +553,14 @@ export const make = (
         if (debits.length === 0) return Effect.void
         let any = false
         for (const debit of debits) if (debit.amount < 0) any = true
-        const counted = Effect.suspend(() => {
-          const updates: Array<Effect.Effect<void>> = []
-          for (const dimension in refunded) {
-            if (refunded[dimension] > 0) updates.push(Metric.incrementBy(refundsOf(dimension), refunded[dimension]))
-          }
-          return updates.length === 0 ? Effect.void : Effect.all(updates, { discard: true })
-        })
-        return store.adjust(debits).pipe(
-          Effect.tap(() => counted),
-          Effect.ensuring(any ? Effect.sync(signal) : Effect.void)
-        )
+        let counted: Effect.Effect<void> | undefined
+        for (const dimension in refunded) {
+          if (!(refunded[dimension] > 0)) continue
+          const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
+          counted = counted === undefined ? update : Effect.zipRight(counted, update)
+        }
+        const adjusted = counted === undefined ? store.adjust(debits) : Effect.zipRight(store.adjust(debits), counted)
+        return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
       }
       const permit: Permit = {
         scopes: prepared.scopes,
@@ -609,7 +614,7 @@ export const make = (
       const permit = makePermit(waiter.prepared, now)
       if (waiter.cancelled) return Effect.ignore(permit.release)
       waiter.permit = permit
-      Deferred.unsafeDone(waiter.deferred, Exit.succeed(permit))
+      Deferred.unsafeDone(waiter.deferred!, Exit.succeed(permit))
       return Effect.zipRight(
         Metric.increment(admissionsByLane[waiter.lane]),
         Metric.update(waitsByLane[waiter.lane], now - waiter.enqueuedAt)
@@ -619,7 +624,7 @@ export const make = (
     const reject = (waiter: Waiter, error: AcquireError) => {
       waiter.done = true
       queued--
-      Deferred.unsafeDone(waiter.deferred, Exit.fail(error))
+      Deferred.unsafeDone(waiter.deferred!, Exit.fail(error))
       const reason = error._tag === "DeadlineExceeded"
         ? "deadline"
         : error._tag === "ScopeClosed"
@@ -792,14 +797,22 @@ export const make = (
         )
       )
 
-    const newWaiter = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number): Waiter => ({
+    const noKeys: ReadonlyArray<string> = []
+    const newWaiter = (
+      prepared: Prepared,
+      lane: number,
+      now: number,
+      deadline: number,
+      estimate: number,
+      placeholder = false
+    ): Waiter => ({
       prepared,
-      keys: keysOf(prepared),
+      keys: placeholder ? noKeys : keysOf(prepared),
       version: limitsVersion,
       lane,
       enqueuedAt: now,
       deadline,
-      deferred: Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
+      deferred: placeholder ? undefined : Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
       done: false,
       cancelled: false,
       permit: undefined,
@@ -808,7 +821,7 @@ export const make = (
     })
 
     const awaitWaiter = (waiter: Waiter) =>
-      Deferred.await(waiter.deferred).pipe(
+      Deferred.await(waiter.deferred!).pipe(
         Effect.onInterrupt(() =>
           Effect.suspend(() => {
             waiter.cancelled = true
@@ -856,8 +869,19 @@ export const make = (
         return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
           const deadline = deadlineOf(options, now)
           if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
-          // The fast path: ask the store at once, holding a place at the head of the queue meanwhile.
-          const waiter = newWaiter(prepared, lane, now, deadline, 0)
+          if (store.unsafeTryAcquire !== undefined) {
+            // A synchronous store answers in this very step: nothing can come between its admission and the
+            // permit, and no one can arrive meanwhile.
+            const answer = store.unsafeTryAcquire(prepared.debits, prepared.gates, now)
+            if (answer._tag === "Admitted") {
+              return Effect.as(admittedAtOnce[lane], makePermit(prepared, now))
+            }
+            if (now + answer.waitMillis > deadline) return deadlineFailure(answer, deadline, now)
+            return enqueue(prepared, lane, now, deadline, answer.waitMillis)
+          }
+          // The fast path of an asynchronous store: ask at once, holding a place at the head of the queue
+          // meanwhile.
+          const waiter = newWaiter(prepared, lane, now, deadline, 0, true)
           waiter.inFlight = true
           lanes[lane].push(waiter)
           queued++
@@ -873,7 +897,7 @@ export const make = (
                   const admitted = makePermit(prepared, now)
                   // An interruption that arrived while the store answered lands here, and refunds it.
                   return Effect.zipRight(
-                    Effect.zipRight(Metric.increment(admissionsByLane[lane]), Metric.update(waitsByLane[lane], 0)),
+                    admittedAtOnce[lane],
                     restore(Effect.succeed(admitted)).pipe(
                       Effect.onInterrupt(() => Effect.ignore(admitted.release))
                     )
@@ -884,6 +908,8 @@ export const make = (
                   return deadlineFailure(answer, deadline, now)
                 }
                 // Denied: it stays where it is in the queue, now a waiter like the others.
+                waiter.keys = keysOf(prepared)
+                waiter.deferred = Deferred.unsafeMake<Permit, AcquireError>(undefined as any)
                 waiter.inFlight = false
                 waiter.lastEstimate = answer.waitMillis
                 signal()

@@ -48,6 +48,11 @@ const ledgerStore = (ledger: Map<string, { granted: number; refunded: number }>)
                 for (const debit of debits) entry(debit.bucket.id).granted += debit.amount
               }
             })),
+        unsafeTryAcquire: (debits, gates, now) => {
+          const answer = memory.unsafeTryAcquire!(debits, gates, now)
+          if (answer._tag === "Admitted") { for (const debit of debits) entry(debit.bucket.id).granted += debit.amount }
+          return answer
+        },
         adjust: (debits) =>
           Effect.tap(memory.adjust(debits), () =>
             Effect.sync(() => {

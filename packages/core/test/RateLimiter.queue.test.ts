@@ -12,6 +12,7 @@ const slowStore = (millis: number) =>
     Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
       ...inner,
       tryAcquire: (debits, gates) => Effect.delay(inner.tryAcquire(debits, gates), millis),
+      unsafeTryAcquire: undefined, // an asynchronous store has no synchronous answer
       adjust: (debits) => Effect.delay(inner.adjust(debits), millis)
     }))
   ).pipe(Layer.provide(LimiterStore.layerMemory))
