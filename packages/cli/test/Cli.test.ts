@@ -108,6 +108,24 @@ describe("sluice CLI (in process)", () => {
       ])
       expect(noKey.exit._tag).toBe("Failure")
       expect(JSON.stringify(noKey.exit)).toContain("SLUICE_TEST_NO_SUCH_KEY")
+      // a bad limits file: the path and the field
+      const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-"))
+      const limits = NodePath.join(dir, "limits.json")
+      NodeFs.writeFileSync(limits, JSON.stringify({ models: { "gpt-4o": { rpm: -5 } } }))
+      const badLimits = yield* capture([
+        "run",
+        "--input",
+        "package.json",
+        "--output",
+        NodePath.join(dir, "out.jsonl"),
+        "--simulate",
+        "tier1",
+        "--limits",
+        limits
+      ])
+      expect(badLimits.exit._tag).toBe("Failure")
+      expect(JSON.stringify(badLimits.exit)).toContain("limits.json")
+      expect(JSON.stringify(badLimits.exit)).toMatch(/rpm/)
     }))
 
   it("parseMix and defaultErrorsPath", () => {

@@ -3,7 +3,7 @@
 // peak RSS is measured from /proc. The simulator is the embedded one (`--simulate`, no latency), so the run
 // measures the runner, the OpenAi service and the SDK, not a network. Real process and wall time: `it.live`.
 //
-// The suite runs 30,000 lines to stay within its time budget; the 100,000-line figure in packages/cli/README.md
+// The suite runs 20,000 lines to stay within its time budget; the 100,000-line figure in packages/cli/README.md
 // comes from: SLUICE_E2E_LINES=100000 npx vitest run packages/cli/test/e2e-memory.test.ts
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -14,7 +14,7 @@ import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
-const lines = Number(process.env.SLUICE_E2E_LINES ?? 30_000)
+const lines = Number(process.env.SLUICE_E2E_LINES ?? 20_000)
 
 const scenario = {
   name: "memory",

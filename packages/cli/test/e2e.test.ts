@@ -312,16 +312,9 @@ describe("sluice run (real process, HTTP simulator)", () => {
           expect(lineCount(NodePath.join(wrongDir, "out.jsonl"))).toBe(0)
           expect(wrong.out() + wrong.err()).not.toContain("sk-wrong-key-9876543210")
 
+          // the process maps bad usage to exit 2 (the cases themselves are covered in process: Cli.test.ts)
           const bad = collect(sluice(["run", "--output", NodePath.join(dir, "x.jsonl")]))
           expect((await bad.done).code).toBe(2)
-          const noKey = collect(sluice(runArgs(dir, sim.url, [], "SLUICE_E2E_NO_SUCH_VAR")))
-          expect((await noKey.done).code).toBe(2)
-          expect(noKey.err()).toContain("SLUICE_E2E_NO_SUCH_VAR")
-          NodeFs.writeFileSync(NodePath.join(dir, "limits.json"), JSON.stringify({ models: { "gpt-4o": { rpm: -5 } } }))
-          const badLimits = collect(sluice(runArgs(dir, sim.url, ["--limits", NodePath.join(dir, "limits.json")])))
-          expect((await badLimits.done).code).toBe(2)
-          expect(badLimits.err()).toMatch(/limits\.json/)
-          expect(badLimits.err()).toMatch(/rpm/)
         } finally {
           await sim.close()
         }
