@@ -1,15 +1,3 @@
-import { defineConfig } from "tsup"
+import { packageConfig } from "../../scripts/tsup-config.mjs"
 
-export default defineConfig({
-  entry: ["src/index.ts"],
-  format: ["esm", "cjs"],
-  outDir: "dist",
-  sourcemap: true,
-  clean: false,
-  splitting: false,
-  target: "node20",
-  outExtension: ({ format }) => ({ js: format === "cjs" ? ".cjs" : ".js" }),
-  esbuildOptions: (options, { format }) => {
-    options.outdir = format === "cjs" ? "dist/cjs" : "dist/esm"
-  }
-})
+export default packageConfig(["src/index.ts"])

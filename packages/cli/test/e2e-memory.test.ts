@@ -12,6 +12,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
+import { writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
 const lines = Number(process.env.SLUICE_E2E_LINES ?? 20_000)
@@ -35,22 +36,7 @@ describe("sluice run in bounded memory (real process)", () => {
       const output = NodePath.join(dir, "out.jsonl")
       const scenarioFile = NodePath.join(dir, "scenario.json")
       NodeFs.writeFileSync(scenarioFile, JSON.stringify(scenario))
-      const fd = NodeFs.openSync(input, "w")
-      let chunk = ""
-      for (let i = 0; i < lines; i++) {
-        const body = {
-          model: i % 2 === 0 ? "gpt-4o-mini" : "gpt-4o",
-          messages: [{ role: "user", content: `request ${i}: ${"lorem ipsum ".repeat(i % 20)}` }],
-          max_tokens: 16
-        }
-        chunk += JSON.stringify({ custom_id: `id-${i}`, method: "POST", url: "/v1/chat/completions", body }) + "\n"
-        if (chunk.length > 1 << 20) {
-          NodeFs.writeSync(fd, chunk)
-          chunk = ""
-        }
-      }
-      NodeFs.writeSync(fd, chunk)
-      NodeFs.closeSync(fd)
+      writeChatInput(input, lines, (i) => `request ${i}: ${"lorem ipsum ".repeat(i % 20)}`)
 
       const started = Date.now()
       const child = spawn(

@@ -11,6 +11,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
+import { writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
 const KEY = "sk-e2e-test-0123456789"
@@ -52,25 +53,12 @@ const startSim = (input: Partial<SimConfig.ScenarioInput>): Promise<Sim> =>
 const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-e2e-"))
 
 /** `n` chat requests over two models; every `failEvery`th (offset 7) trips the content policy (a 400). */
-const writeInput = (path: string, n: number, failEvery = 0) => {
-  const fd = NodeFs.openSync(path, "w")
-  let chunk = ""
-  for (let i = 0; i < n; i++) {
-    const bad = failEvery > 0 && i % failEvery === 7
-    const body: Record<string, unknown> = {
-      model: i % 2 === 0 ? "gpt-4o-mini" : "gpt-4o",
-      messages: [{ role: "user", content: `[req:id-${i}] request ${i}${bad ? " [sim:content-policy]" : ""}` }],
-      max_tokens: 16
-    }
-    chunk += JSON.stringify({ custom_id: `id-${i}`, method: "POST", url: "/v1/chat/completions", body }) + "\n"
-    if (chunk.length > 1 << 20) {
-      NodeFs.writeSync(fd, chunk)
-      chunk = ""
-    }
-  }
-  NodeFs.writeSync(fd, chunk)
-  NodeFs.closeSync(fd)
-}
+const writeInput = (path: string, n: number, failEvery = 0) =>
+  writeChatInput(
+    path,
+    n,
+    (i) => `[req:id-${i}] request ${i}${failEvery > 0 && i % failEvery === 7 ? " [sim:content-policy]" : ""}`
+  )
 
 const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   spawn(process.execPath, [bin, ...args], {

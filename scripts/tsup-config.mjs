@@ -1,0 +1,19 @@
+// The one tsup configuration every package builds with: ESM in dist/esm (.js) and CommonJS in dist/cjs
+// (.cjs), with source maps, for Node 20. Declarations come from tsc (tsconfig.build.json) into dist/dts.
+import { defineConfig } from "tsup"
+
+/** @param {ReadonlyArray<string>} entry the package's entry points */
+export const packageConfig = (entry) =>
+  defineConfig({
+    entry: [...entry],
+    format: ["esm", "cjs"],
+    outDir: "dist",
+    sourcemap: true,
+    clean: false,
+    splitting: false,
+    target: "node20",
+    outExtension: ({ format }) => ({ js: format === "cjs" ? ".cjs" : ".js" }),
+    esbuildOptions: (options, { format }) => {
+      options.outdir = format === "cjs" ? "dist/cjs" : "dist/esm"
+    }
+  })
