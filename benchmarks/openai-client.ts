@@ -1,24 +1,37 @@
 /**
- * One implementation's run of the OpenAI bulk benchmark, in its own process: benchmarks/openai.ts starts
- * it with the implementation's name and the simulator's URL, and gets a `ClientReport` back over IPC.
+ * One implementation's run of a bulk benchmark, in its own process: benchmarks/openai.ts and
+ * benchmarks/cli.ts start it with the implementation's name and the simulator's URL, and get a
+ * `ClientReport` back over IPC.
  *
  *   node --conditions=sluice-source --import tsx benchmarks/openai-client.ts <implementation> <baseURL>
+ *   ... benchmarks/openai-client.ts <implementation> <baseURL> --input in.jsonl --output out.jsonl --limits limits.json
  *
  * Implementations: `sluice` (limits configured), `sluice-adaptive` (no limits: learned from headers),
  * `bare-<concurrency>-<maxRetries>` (the SDK with p-limit), `cookbook`.
+ *
+ * Without `--input`, the OpenAI benchmark's 2,000 chat requests, after a warm-up (below). With `--input`
+ * (the CLI benchmark, peers only), the requests of a Batch API file, and every outcome written to
+ * `--output` as a Batch API output line the moment it is known (one `writeSync` each, as the cookbook's
+ * script appends each result); the cookbook keeps to the `--limits` file's figures (the same file `sluice
+ * run --limits` reads). No warm-up then: the process starts cold, as `sluice run` does.
  */
-import { Budget, LimiterStore } from "@sluice/core"
-import { OpenAi, TokenEstimator } from "@sluice/openai"
-import { Effect, Layer } from "effect"
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs"
 import OpenAI from "openai"
+import type { OnResult } from "./openai-peers.js"
 import { bareSdk, cookbook, cookbookEstimate } from "./openai-peers.js"
 import type { BenchRequest, ClientReport, Meter } from "./openai-workload.js"
-import { LIMITS, makeMeter, MODEL, workload } from "./openai-workload.js"
+import { isChat, LIMITS, makeMeter, MODEL, readBatchFile, workload } from "./openai-workload.js"
 
 const sluice = async (
   requests: ReadonlyArray<BenchRequest>,
   options: { readonly baseURL: string; readonly adaptive: boolean; readonly meter: Meter }
 ): Promise<ClientReport> => {
+  // loaded here, not at the top: a peer's process (cold in the CLI benchmark) does not pay for them
+  const [{ Budget, LimiterStore }, { OpenAi }, { Effect, Layer }] = await Promise.all([
+    import("@sluice/core"),
+    import("@sluice/openai"),
+    import("effect")
+  ])
   const client = new OpenAI({ baseURL: options.baseURL, apiKey: "sk-bench", maxRetries: 0, fetch: options.meter.fetch })
   const scopes = OpenAi.scopesFor({ organization: "bench" }, MODEL) // ["org:bench", "org:bench/pool:gpt-4o-mini"]
   const budgets = options.adaptive ? [] : [
@@ -55,7 +68,7 @@ const sluice = async (
     const openai = yield* OpenAi.OpenAi
     options.meter.start()
     const outcomes = yield* Effect.forEach(
-      requests,
+      requests.filter(isChat),
       (request) =>
         Effect.either(
           openai.chat.completions.create({
@@ -95,18 +108,68 @@ const sluice = async (
 
 const meter = makeMeter()
 
-const run = (implementation: string, baseURL: string): Promise<ClientReport> => {
-  const requests = workload()
+const args = process.argv.slice(2)
+const [implementation = "", baseURL = ""] = args
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 ? args[i + 1] : undefined
+}
+const input = flag("input")
+const output = flag("output")
+const limitsFile = flag("limits")
+
+/** With `--output`: every outcome as a Batch API output line, written at once. */
+const sink = (path: string): { readonly onResult: OnResult; readonly close: () => void } => {
+  const fd = openSync(path, "w")
+  let n = 0
+  return {
+    onResult: (request, outcome) => {
+      const id = `batch_req_${String(++n).padStart(6, "0")}`
+      const line = outcome.ok
+        ? {
+          id,
+          custom_id: request.id,
+          response: { status_code: outcome.status, request_id: outcome.requestId, body: outcome.body },
+          error: null
+        }
+        : {
+          id,
+          custom_id: request.id,
+          response: null,
+          error: { code: outcome.code, message: outcome.message, status_code: outcome.status ?? null }
+        }
+      writeSync(fd, JSON.stringify(line) + "\n")
+    },
+    close: () => closeSync(fd)
+  }
+}
+
+/** The cookbook's limits: the `--limits` file's (`{models: {m: {rpm, tpm}}}`), else the OpenAI benchmark's. */
+const cookbookLimits = (): Record<string, { rpm: number; tpm: number }> => {
+  if (limitsFile === undefined) return { [MODEL]: { rpm: LIMITS.rpm, tpm: LIMITS.tpm } }
+  const file = JSON.parse(readFileSync(limitsFile, "utf8")) as {
+    models: Record<string, { rpm?: number; tpm?: number }>
+  }
+  return Object.fromEntries(
+    Object.entries(file.models).map(([model, l]) => [model, { rpm: l.rpm ?? Infinity, tpm: l.tpm ?? Infinity }])
+  )
+}
+
+const run = async (requests: ReadonlyArray<BenchRequest>, onResult: OnResult | undefined): Promise<ClientReport> => {
   if (implementation === "sluice") return sluice(requests, { baseURL, adaptive: false, meter })
   if (implementation === "sluice-adaptive") return sluice(requests, { baseURL, adaptive: true, meter })
-  if (implementation === "cookbook") {
-    return cookbook(requests, { baseURL, requestsPerMinute: LIMITS.rpm, tokensPerMinute: LIMITS.tpm, meter })
-  }
+  if (implementation === "cookbook") return cookbook(requests, { baseURL, limits: cookbookLimits(), meter, onResult })
   const bare = /^bare-(\d+)-(\d+)$/.exec(implementation)
   if (bare !== null) {
-    return bareSdk(requests, { baseURL, concurrency: Number(bare[1]), maxRetries: Number(bare[2]), meter })
+    return bareSdk(requests, {
+      baseURL,
+      concurrency: Number(bare[1]),
+      maxRetries: Number(bare[2]),
+      meter,
+      onResult
+    })
   }
-  return Promise.reject(new Error(`unknown implementation ${implementation}`))
+  throw new Error(`unknown implementation ${implementation}`)
 }
 
 /**
@@ -115,17 +178,30 @@ const run = (implementation: string, baseURL: string): Promise<ClientReport> => 
  * `GET /v1/models` each, which the simulator does not meter — and the o200k tokenizer that both Sluice and
  * the cookbook processor count prompts with.
  */
-const warmUp = async (baseURL: string) => {
+const warmUp = async () => {
   const response = await fetch(`${baseURL}/models`, { headers: { authorization: "Bearer sk-bench" } })
   await response.arrayBuffer()
   await new OpenAI({ baseURL, apiKey: "sk-bench", maxRetries: 0 }).models.list()
-  const sample = workload(1)[0].body
-  TokenEstimator.chat({ ...sample, messages: [...sample.messages] })
+  const { TokenEstimator } = await import("@sluice/openai")
+  const sample = workload(1)[0]
+  if (isChat(sample)) TokenEstimator.chat({ ...sample.body, messages: [...sample.body.messages] })
   cookbookEstimate(sample)
 }
 
-const [implementation = "", baseURL = ""] = process.argv.slice(2)
-warmUp(baseURL).then(() => run(implementation, baseURL)).then(
+const main = async (): Promise<ClientReport> => {
+  if (input === undefined) {
+    await warmUp()
+    return run(workload(), undefined)
+  }
+  const out = output === undefined ? undefined : sink(output)
+  try {
+    return await run(readBatchFile(input), out?.onResult)
+  } finally {
+    out?.close()
+  }
+}
+
+main().then(
   (result) => {
     const cpu = process.cpuUsage()
     const report: ClientReport = { ...result, fetchErrors: meter.errors, cpuMillis: (cpu.user + cpu.system) / 1000 }

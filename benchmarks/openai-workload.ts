@@ -1,30 +1,43 @@
 /**
- * The shared half of the OpenAI bulk benchmark (benchmarks/openai.ts): the scenario the HTTP simulator
- * runs, the 2,000 seeded chat requests every implementation sends, and a metering `fetch` that records
- * each HTTP attempt the same way for every implementation.
+ * The workload the two bulk benchmarks share (benchmarks/openai.ts: the `OpenAi` service; benchmarks/cli.ts:
+ * `sluice run`): the simulated model's latency, the seeded requests (chat, and embeddings for the CLI), their
+ * Batch API lines, and a metering `fetch` that records each HTTP attempt the same way for every in-process
+ * implementation. The client processes (benchmarks/openai-client.ts) import this file, so it stays light:
+ * no Effect, no simulator (those are in benchmarks/cli-harness.ts, for the orchestrators).
  */
 import type { SimConfig } from "@sluice/testing"
+import { readFileSync } from "node:fs"
 
 export const MODEL = "gpt-4o-mini"
+export const EMBEDDING_MODEL = "text-embedding-3-small"
+/** The OpenAI benchmark's bulk: chat requests only. */
 export const REQUESTS = 2_000
 export const SEED = 20_260_611
 
 /**
- * The limits of the simulated model: TPM-bound (the requests limit is never the binding one). Scaled so
- * that the theoretical minimum of the whole bulk is about a minute of real time.
+ * The limits of the OpenAI benchmark's simulated model: TPM-bound (the requests limit is never the binding
+ * one). Scaled so that the theoretical minimum of the whole bulk is about a minute of real time.
  */
 export const LIMITS = { rpm: 5_000, tpm: 450_000 } as const
 
 /** Output: half of `max_tokens` is generated, so settling to `usage` matters. */
 export const OUTPUT_FRACTION = 0.5
 
+/** Time to first byte: lognormal around 500 ms (capped at 6 s), then 10 ms per generated token. */
+export const LATENCY = {
+  request: { _tag: "lognormal", median: 500, sigma: 0.5, max: 6_000 },
+  perOutputTokenMs: 10
+} as const satisfies SimConfig.ScenarioInput["latency"]
+
+export const LATENCY_DESCRIPTION = "lognormal time to first byte (median 500 ms, σ 0.5, capped at 6 s) plus 10 ms " +
+  "per generated token; every request generates half its `max_tokens`"
+
 export const scenarioInput: SimConfig.ScenarioInput = {
   name: "bench-openai",
   description: "2,000 chat requests against a TPM-bound gpt-4o-mini with gpt-4o-mini-like latency",
   seed: SEED,
   models: { [MODEL]: { kind: "chat", limits: { ...LIMITS }, contextWindow: 128_000 } },
-  // time to first byte: lognormal around 500 ms (capped at 6 s), then 10 ms per generated token
-  latency: { request: { _tag: "lognormal", median: 500, sigma: 0.5, max: 6_000 }, perOutputTokenMs: 10 },
+  latency: LATENCY,
   output: { fraction: OUTPUT_FRACTION }
 }
 
@@ -32,18 +45,39 @@ export const scenarioInput: SimConfig.ScenarioInput = {
 // the requests
 // -----------------------------------------------------------------------------
 
+export const CHAT_URL = "/v1/chat/completions"
+export const EMBEDDINGS_URL = "/v1/embeddings"
+
 export interface ChatBody {
   readonly model: string
   readonly messages: ReadonlyArray<{ readonly role: "system" | "user"; readonly content: string }>
   readonly max_tokens: number
 }
 
-export interface BenchRequest {
-  readonly id: string
-  readonly body: ChatBody
-  /** What the simulator charges once it is served: `ceil(chars / 4)` of the prompt plus the output. */
-  readonly knownUsage: number
+export interface EmbeddingBody {
+  readonly model: string
+  readonly input: ReadonlyArray<string>
 }
+
+export type BenchRequest =
+  | {
+    readonly id: string
+    readonly url: typeof CHAT_URL
+    readonly body: ChatBody
+    /** What the simulator charges once it is served: `ceil(chars / 4)` of the prompt plus the output. */
+    readonly knownUsage: number
+  }
+  | {
+    readonly id: string
+    readonly url: typeof EMBEDDINGS_URL
+    readonly body: EmbeddingBody
+    /** What the simulator charges: `ceil(chars / 4)` of each input. */
+    readonly knownUsage: number
+  }
+
+export type ChatRequest = Extract<BenchRequest, { readonly url: typeof CHAT_URL }>
+
+export const isChat = (request: BenchRequest): request is ChatRequest => request.url === CHAT_URL
 
 /** mulberry32: a small seeded PRNG, so every process builds the same workload. */
 const prng = (seed: number) => {
@@ -56,6 +90,8 @@ const prng = (seed: number) => {
     return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
   }
 }
+
+type Random = () => number
 
 const WORDS = (
   "account action answer area argument article audience balance basis benefit budget business capacity " +
@@ -89,32 +125,84 @@ const TASKS = [
 
 const MAX_TOKENS = [64, 96, 128, 160, 192, 256, 320, 384, 448, 512]
 
-/** The 2,000 requests: a fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
+const pick = <A>(random: Random, list: ReadonlyArray<A>): A => list[Math.floor(random() * list.length)]
+
+const prose = (random: Random, words: number): string => {
+  const text: Array<string> = []
+  for (let w = 0; w < words; w++) text.push(random() < 0.5 ? pick(random, GLUE) : pick(random, WORDS))
+  return text.join(" ")
+}
+
+/** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
+const chatRequest = (random: Random, id: string): BenchRequest => {
+  const words = 40 + Math.floor(random() * 281)
+  const text = prose(random, words)
+  const user = `[req:${id}] ${pick(random, TASKS)} ${text}.`
+  const maxTokens = pick(random, MAX_TOKENS)
+  const prompt = Math.ceil((SYSTEM.length + user.length) / 4)
+  const output = Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
+  return {
+    id,
+    url: CHAT_URL,
+    body: {
+      model: MODEL,
+      messages: [{ role: "system", content: SYSTEM }, { role: "user", content: user }],
+      max_tokens: maxTokens
+    },
+    knownUsage: prompt + output
+  }
+}
+
+/** An embeddings request: 1–4 seeded inputs of 20–200 words each (the first carries the request's marker). */
+const embeddingRequest = (random: Random, id: string): BenchRequest => {
+  const count = 1 + Math.floor(random() * 4)
+  const input: Array<string> = []
+  for (let i = 0; i < count; i++) {
+    const text = prose(random, 20 + Math.floor(random() * 181))
+    input.push(i === 0 ? `[req:${id}] ${text}.` : `${text}.`)
+  }
+  return {
+    id,
+    url: EMBEDDINGS_URL,
+    body: { model: EMBEDDING_MODEL, input },
+    knownUsage: input.reduce((sum, text) => sum + Math.ceil(text.length / 4), 0)
+  }
+}
+
+/** The OpenAI benchmark's requests: `count` chat requests (`b0000`, `b0001`, …). */
 export const workload = (count: number = REQUESTS, seed: number = SEED): ReadonlyArray<BenchRequest> => {
   const random = prng(seed)
-  const pick = <A>(list: ReadonlyArray<A>): A => list[Math.floor(random() * list.length)]
   const out: Array<BenchRequest> = []
-  for (let i = 0; i < count; i++) {
-    const id = `b${String(i).padStart(4, "0")}`
-    const words = 40 + Math.floor(random() * 281)
-    const text: Array<string> = []
-    for (let w = 0; w < words; w++) text.push(random() < 0.5 ? pick(GLUE) : pick(WORDS))
-    const user = `[req:${id}] ${pick(TASKS)} ${text.join(" ")}.`
-    const maxTokens = pick(MAX_TOKENS)
-    const prompt = Math.ceil((SYSTEM.length + user.length) / 4)
-    const output = Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
-    out.push({
-      id,
-      body: {
-        model: MODEL,
-        messages: [{ role: "system", content: SYSTEM }, { role: "user", content: user }],
-        max_tokens: maxTokens
-      },
-      knownUsage: prompt + output
-    })
+  for (let i = 0; i < count; i++) out.push(chatRequest(random, `b${String(i).padStart(4, "0")}`))
+  return out
+}
+
+/**
+ * The CLI benchmark's requests: `lines` requests of which every `embeddingEvery`-th is an embeddings
+ * request (`e00009`), the rest chat (`c00000`), interleaved as they would be in one file.
+ */
+export const mixedWorkload = (
+  options: { readonly lines: number; readonly embeddingEvery: number; readonly seed: number }
+): ReadonlyArray<BenchRequest> => {
+  const random = prng(options.seed)
+  const out: Array<BenchRequest> = []
+  for (let i = 0; i < options.lines; i++) {
+    const n = String(i).padStart(5, "0")
+    out.push((i + 1) % options.embeddingEvery === 0 ? embeddingRequest(random, `e${n}`) : chatRequest(random, `c${n}`))
   }
   return out
 }
+
+/** One Batch API input line: `{custom_id, method, url, body}`. */
+export const batchLine = (request: BenchRequest): string =>
+  JSON.stringify({ custom_id: request.id, method: "POST", url: request.url, body: request.body })
+
+/** Reads a Batch API input file back into requests (`knownUsage` is not in the file: 0). */
+export const readBatchFile = (path: string): ReadonlyArray<BenchRequest> =>
+  readFileSync(path, "utf8").split("\n").filter((line) => line.trim() !== "").map((line) => {
+    const { body, custom_id, url } = JSON.parse(line) as { custom_id: string; url: string; body: never }
+    return { id: custom_id, url: url as typeof CHAT_URL, body, knownUsage: 0 }
+  })
 
 // -----------------------------------------------------------------------------
 // metering
@@ -130,8 +218,8 @@ export interface AttemptRecord {
 
 /**
  * A `fetch` that records every attempt (when it was sent, how long until the response headers, the
- * status), wrapped around the global one. Every implementation sends through one of these, so the
- * client-side figures are measured identically.
+ * status), wrapped around the global one. Every in-process implementation sends through one of these, so
+ * the client-side figures are measured identically.
  */
 export const makeMeter = () => {
   let origin = performance.now()

@@ -15,19 +15,24 @@
  * interleaved, to show the spread. A row that has not finished after `--timeout` seconds (default 300) is
  * stopped and reported with what the simulator had served by then.
  */
-import { HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { SimConfig, SimServer, SimStats, Simulator } from "@sluice/testing"
+import { SimConfig, SimStats, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
-import { execFileSync, fork } from "node:child_process"
-import { readFileSync, writeFileSync } from "node:fs"
-import * as Http from "node:http"
-import { createRequire } from "node:module"
-import { cpus, getPriority, loadavg, setPriority } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { writeFileSync } from "node:fs"
+import { getPriority, loadavg, setPriority } from "node:os"
+import {
+  bucketMinimumMillis,
+  CLIENT,
+  fmt,
+  gitState,
+  loads,
+  machine,
+  quantile,
+  runProcess,
+  seconds,
+  serveSimulator
+} from "./cli-harness.js"
 import type { AttemptRecord, ClientReport } from "./openai-workload.js"
-import { LIMITS, MODEL, REQUESTS, scenarioInput, SEED, workload } from "./openai-workload.js"
+import { LATENCY_DESCRIPTION, LIMITS, MODEL, REQUESTS, scenarioInput, SEED, workload } from "./openai-workload.js"
 
 const IMPLEMENTATIONS = [
   "sluice",
@@ -57,50 +62,14 @@ const writeResults = only === undefined && !args.includes("--no-write")
 const priority = flag("priority")
 if (priority !== undefined) setPriority(Number(priority))
 
-const tsx = createRequire(import.meta.url).resolve("tsx")
-const childPath = fileURLToPath(new URL("./openai-client.ts", import.meta.url))
-
-/**
- * `SimServer.serve({ port: 0 })` — the same `SimServer.app` on a loopback Node server — with two of Node's
- * server defaults changed, both loopback artefacts that api.openai.com's edge does not have:
- * - a listen backlog of 4,096 instead of 511: a client that opens several hundred connections at once
- *   (Sluice's first burst, the eager p-limit rows) otherwise overflows the accept queue, and the dropped SYNs
- *   come back a second or more later (TCP's retransmission timeout);
- * - idle keep-alive connections kept 65 s instead of 5 s: otherwise a client whose pooled connections sit
- *   idle for 4–5 s (Sluice after its first burst: hundreds of sockets, a few dozen in use) races the
- *   server's close on a loaded machine and gets `UND_ERR_SOCKET` ("other side closed") on reuse.
- */
-const serveSimulator = Effect.gen(function*() {
-  const server = yield* NodeHttpServer.make(
-    () => Http.createServer({ keepAliveTimeout: 65_000 }),
-    { port: 0, host: "127.0.0.1", backlog: 4096 }
-  )
-  yield* server.serve(
-    Effect.catchAll(SimServer.app, (error) => HttpServerResponse.text(String(error), { status: 400 }))
-  )
-  const port = server.address._tag === "TcpAddress" ? server.address.port : 0
-  return { url: `http://127.0.0.1:${port}/v1` }
-})
-
 const runChild = (implementation: string, url: string) =>
-  Effect.async<ClientReport, Error>((resume) => {
-    let report: ClientReport | undefined
-    const child = fork(childPath, [implementation, url], {
-      execArgv: ["--conditions=sluice-source", "--import", tsx],
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    })
-    child.on("message", (message) => {
-      report = message as ClientReport
-    })
-    child.on("exit", (code) => {
-      resume(
-        report !== undefined ? Effect.succeed(report) : Effect.fail(new Error(`${implementation} exited with ${code}`))
-      )
-    })
-    return Effect.sync(() => {
-      child.kill()
-    })
-  })
+  Effect.flatMap(
+    runProcess({ execArgv: CLIENT.execArgv, args: [CLIENT.path, implementation, url] }),
+    (result) =>
+      result.report !== undefined
+        ? Effect.succeed(result.report)
+        : Effect.fail(new Error(`${implementation} exited with ${result.code}`))
+  )
 
 // -----------------------------------------------------------------------------
 // the theoretical minimum
@@ -110,12 +79,7 @@ const requests = workload()
 /** The workload's usage as the simulator charges it (prompt ceil(chars / 4) + generated tokens). */
 const knownTokens = requests.reduce((sum, request) => sum + request.knownUsage, 0)
 
-/**
- * A token bucket of capacity C (the per-minute limit) refilled at L per minute admits a total X no sooner
- * than max(0, (X − C) / L) minutes after the start; the binding dimension is the larger. The last request
- * then still takes its own latency.
- */
-const bucketMinimumMillis = (total: number, limit: number) => Math.max(0, (total - limit) / limit) * 60_000
+// the binding dimension is the larger; the last request then still takes its own latency
 const tokensMinimumMillis = bucketMinimumMillis(knownTokens, LIMITS.tpm)
 const requestsMinimumMillis = bucketMinimumMillis(REQUESTS, LIMITS.rpm)
 const admissionMinimumMillis = Math.max(tokensMinimumMillis, requestsMinimumMillis)
@@ -146,14 +110,9 @@ interface Row {
   readonly load: ReadonlyArray<number>
 }
 
-const quantile = (list: ReadonlyArray<number>, q: number): number => {
-  const sorted = [...list].sort((a, b) => a - b)
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
-}
-
 const runRow = (round: number, implementation: string) =>
   Effect.gen(function*() {
-    const { url } = yield* serveSimulator
+    const { url } = yield* serveSimulator()
     const cpuBefore = process.cpuUsage()
     const outcome = yield* Effect.timeoutOption(runChild(implementation, url), Duration.seconds(timeoutSeconds))
     const cpuServer = process.cpuUsage(cpuBefore)
@@ -217,37 +176,7 @@ const runRow = (round: number, implementation: string) =>
 // the report
 // -----------------------------------------------------------------------------
 
-const seconds = (ms: number) => (ms / 1000).toFixed(1)
-const fmt = (n: number) => Number.isFinite(n) ? n.toLocaleString("en-US") : "–"
 const ratio = (row: Row) => (row.wallMillis / row.minimumMillis).toFixed(3)
-const loads = (load: ReadonlyArray<number>) => load.map((x) => x.toFixed(2)).join(" / ")
-
-const gitState = () => {
-  try {
-    const git = (...gitArgs: Array<string>) =>
-      execFileSync("git", gitArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
-    const head = git("rev-parse", "--short", "HEAD")
-    const dirty = git("status", "--porcelain", "--", "packages")
-    return dirty === "" ? `commit ${head}` : `commit ${head} plus uncommitted changes under packages/`
-  } catch {
-    return "unknown revision"
-  }
-}
-
-/** The installed SDK's version (its package.json is not exported: found next to its entry point). */
-const openaiVersion = () => {
-  let dir = dirname(createRequire(import.meta.url).resolve("openai"))
-  for (let i = 0; i < 4; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string; version?: string }
-      if (pkg.name === "openai") return pkg.version ?? "?"
-    } catch {
-      // not here: one level up
-    }
-    dir = dirname(dir)
-  }
-  return "?"
-}
 
 /** Per round: the goal's three parts, measured. A peer that lost requests or did not finish is behind. */
 const goals = (byRound: ReadonlyMap<number, ReadonlyArray<Row>>): Array<string> =>
@@ -274,6 +203,15 @@ const goals = (byRound: ReadonlyMap<number, ReadonlyArray<Row>>): Array<string> 
   })
 
 const command = ["pnpm bench:openai", ...args].join(" ")
+
+/** The run before this one, in one line: what changed since, and what it measured. */
+const PREVIOUS = "Previous run (2026-12-01, commit 9eb897a plus uncommitted changes, `--priority -10`, load 11.0): " +
+  "Sluice with limits 1.116× / 1.152× the minimum with 2 / 4 429s, adaptive 1.218× / 1.239× (6 / 6 429s), the " +
+  "fastest complete peer (bare SDK + p-limit(64)) 1.171× / 1.154×, the cookbook processor 1.408× / 1.408×. Changed " +
+  "since in the library: the header sync settles before folding in the server's remaining, millisecond retry hints " +
+  "win over `retry-after`'s rounded seconds, the default policy waits out an open circuit breaker, the limiter " +
+  "prepares queued waiters again when a limit is learned or changes (d3bd416, fc4f503), and later commits up to " +
+  "this run's; the benchmark measures the same way (its harness is now shared with benchmarks/cli.ts)."
 
 const render = (rows: ReadonlyArray<Row>, started: { date: string; load: ReadonlyArray<number> }) => {
   const byRound = new Map<number, Array<Row>>()
@@ -333,8 +271,7 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
     "",
     `${fmt(REQUESTS)} chat requests to \`${MODEL}\` against the HTTP simulator (\`@sluice/testing\`, loopback),`,
     `TPM-bound: ${fmt(LIMITS.rpm)} RPM / ${fmt(LIMITS.tpm)} TPM, token buckets of capacity one minute's limit refilled`,
-    "continuously (no sub-minute enforcement). Latency: lognormal time to first byte (median 500 ms, σ 0.5, capped",
-    "at 6 s) plus 10 ms per generated token; every request generates half its `max_tokens`. Prompts and scenario",
+    `continuously (no sub-minute enforcement). Latency: ${LATENCY_DESCRIPTION}. Prompts and scenario`,
     `are seeded (seed ${SEED}): a fixed system prompt, a user prompt of 40–320 words, \`max_tokens\` from 64 to`,
     `512. The workload's usage as the simulator charges it: ${fmt(knownTokens)} tokens (${
       (knownTokens / REQUESTS).toFixed(1)
@@ -343,9 +280,7 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
     "",
     `Command: \`${command}\` (${rounds} round${rounds === 1 ? "" : "s"}${
       priority === undefined ? "" : `, simulator and clients at nice ${getPriority()}`
-    }), on ${gitState()}. Node ${process.version}, openai ${openaiVersion()}, ${cpus().length} × ${
-      cpus()[0]?.model ?? "cpu"
-    }, ${started.date}; load average at the start ${
+    }), on ${gitState()}. ${machine()}, ${started.date}; load average at the start ${
       loads(started.load)
     } (a shared machine, busy with other work: absolute figures are noisy, the rows of one round compare).`,
     "",
@@ -356,7 +291,7 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
     "through the same metering `fetch`. 429s, retries (attempts beyond the first per request) and lost requests",
     "(never answered 2xx) are counted by the simulator (`Simulator.stats`). The server is `SimServer.app` on a",
     "Node server with a listen backlog of 4,096 and a 65 s keep-alive (Node's 511 and 5 s produce dropped SYNs and",
-    "keep-alive races on loopback under a burst of hundreds of connections; see benchmarks/openai.ts).",
+    "keep-alive races on loopback under a burst of hundreds of connections; see `serveSimulator` in benchmarks/cli-harness.ts).",
     "",
     "## Theoretical minimum",
     "",
@@ -381,6 +316,8 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
     "of both peers (the bare SDK rows and the cookbook-style row).",
     "",
     ...goals(byRound),
+    "",
+    PREVIOUS,
     "",
     ...[...byRound.entries()].flatMap(([round, list]) => [`## Round ${round}`, "", table(list), ""]),
     "## Spread across rounds",

@@ -1,0 +1,227 @@
+/**
+ * The orchestration both bulk benchmarks share (benchmarks/openai.ts and benchmarks/cli.ts; split out of
+ * openai.ts when the CLI benchmark was added): the HTTP simulator's server, the client processes, the
+ * theoretical minimum, and the facts a results file records (revision, versions, machine). Only the
+ * orchestrators import it: a client process does not pay for loading Effect and the simulator.
+ */
+import type { HttpServerError } from "@effect/platform"
+import { HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import type { Simulator } from "@sluice/testing"
+import { SimServer } from "@sluice/testing"
+import type { Scope } from "effect"
+import { Effect } from "effect"
+import { execFileSync, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import * as Http from "node:http"
+import { createRequire } from "node:module"
+import { cpus } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import type { ClientReport } from "./openai-workload.js"
+
+// -----------------------------------------------------------------------------
+// the simulator's server
+// -----------------------------------------------------------------------------
+
+/** One HTTP exchange as the server saw it, on this process's `performance.now()` clock. */
+export interface Exchange {
+  readonly method: string
+  readonly path: string
+  readonly status: number
+  /** When the request's headers arrived. */
+  readonly start: number
+  /** When the response was handed to the socket in full. */
+  readonly end: number
+}
+
+/**
+ * `SimServer.serve({ port: 0 })` — the same `SimServer.app` on a loopback Node server — with two of Node's
+ * server defaults changed, both loopback artefacts that api.openai.com's edge does not have:
+ * - a listen backlog of 4,096 instead of 511: a client that opens several hundred connections at once
+ *   (Sluice's first burst, the eager p-limit rows) otherwise overflows the accept queue, and the dropped SYNs
+ *   come back a second or more later (TCP's retransmission timeout);
+ * - idle keep-alive connections kept 65 s instead of 5 s: otherwise a client whose pooled connections sit
+ *   idle for 4–5 s (Sluice after its first burst: hundreds of sockets, a few dozen in use) races the
+ *   server's close on a loaded machine and gets `UND_ERR_SOCKET` ("other side closed") on reuse.
+ *
+ * `exchanges` receives every request with its status and server-side times.
+ */
+export const serveSimulator = (
+  exchanges?: Array<Exchange>
+): Effect.Effect<{ readonly url: string }, HttpServerError.ServeError, Scope.Scope | Simulator.Simulator> =>
+  Effect.gen(function*() {
+    const server = yield* NodeHttpServer.make(
+      () => {
+        const node = Http.createServer({ keepAliveTimeout: 65_000 })
+        if (exchanges !== undefined) {
+          node.on("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+            const start = performance.now()
+            response.on("finish", () => {
+              exchanges.push({
+                method: request.method ?? "",
+                path: (request.url ?? "").split("?")[0],
+                status: response.statusCode,
+                start,
+                end: performance.now()
+              })
+            })
+          })
+        }
+        return node
+      },
+      { port: 0, host: "127.0.0.1", backlog: 4096 }
+    )
+    yield* server.serve(
+      Effect.catchAll(SimServer.app, (error) => HttpServerResponse.text(String(error), { status: 400 }))
+    )
+    const port = server.address._tag === "TcpAddress" ? server.address.port : 0
+    return { url: `http://127.0.0.1:${port}/v1` }
+  })
+
+// -----------------------------------------------------------------------------
+// the clients' processes
+// -----------------------------------------------------------------------------
+
+/** benchmarks/openai-client.ts, and the Node flags that run it from source. */
+export const CLIENT = {
+  path: fileURLToPath(new URL("./openai-client.ts", import.meta.url)),
+  execArgv: ["--conditions=sluice-source", "--import", createRequire(import.meta.url).resolve("tsx")]
+} as const
+
+/** How a client process went, on this process's `performance.now()` clock. */
+export interface ProcessResult {
+  readonly code: number | null
+  /** The `ClientReport` it sent over IPC, if any. */
+  readonly report: ClientReport | undefined
+  readonly stdout: string
+  readonly spawnedAt: number
+  readonly exitedAt: number
+  /** User + system CPU, from /proc (Linux; sampled every 100 ms, so up to 100 ms short), else NaN. */
+  readonly cpuMillis: number
+}
+
+const clockTicks = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+  } catch {
+    return 100
+  }
+})()
+
+const cpuOf = (pid: number): number => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks
+  } catch {
+    return NaN
+  }
+}
+
+/**
+ * Runs `node [execArgv] args…` as a child process (stdout captured, stderr passed through, an IPC
+ * channel for the report). Interrupting the effect kills the child.
+ */
+export const runProcess = (
+  options: {
+    readonly args: ReadonlyArray<string>
+    readonly execArgv?: ReadonlyArray<string> | undefined
+    readonly env?: NodeJS.ProcessEnv | undefined
+  }
+) =>
+  Effect.async<ProcessResult>((resume) => {
+    let report: ClientReport | undefined
+    let stdout = ""
+    let cpuMillis = NaN
+    const spawnedAt = performance.now()
+    const child = spawn(process.execPath, [...(options.execArgv ?? []), ...options.args], {
+      stdio: ["ignore", "pipe", "inherit", "ipc"],
+      env: options.env ?? process.env
+    })
+    const sampler = setInterval(() => {
+      if (child.pid !== undefined) {
+        const cpu = cpuOf(child.pid)
+        if (Number.isFinite(cpu)) cpuMillis = cpu
+      }
+    }, 100)
+    child.stdout?.setEncoding("utf8")
+    child.stdout?.on("data", (chunk: string) => {
+      stdout += chunk
+    })
+    child.on("message", (message) => {
+      report = message as ClientReport
+    })
+    let exited: { readonly code: number | null; readonly at: number } | undefined
+    child.on("exit", (code) => {
+      exited = { code, at: performance.now() }
+      clearInterval(sampler)
+    })
+    // "close": the exit and the end of its stdout (the summary), in either order
+    child.on("close", (code) => {
+      clearInterval(sampler)
+      const { at } = exited ?? { at: performance.now() }
+      resume(Effect.succeed({ code: exited?.code ?? code, report, stdout, spawnedAt, exitedAt: at, cpuMillis }))
+    })
+    return Effect.sync(() => {
+      clearInterval(sampler)
+      child.kill("SIGKILL")
+    })
+  })
+
+// -----------------------------------------------------------------------------
+// the theoretical minimum
+// -----------------------------------------------------------------------------
+
+/**
+ * A token bucket of capacity C (the per-minute limit L) refilled at L per minute admits a total X no sooner
+ * than max(0, (X − C) / L) minutes after the start. The binding limit is the largest of these; the last
+ * request then still takes its own latency.
+ */
+export const bucketMinimumMillis = (total: number, limitPerMinute: number): number =>
+  Math.max(0, (total - limitPerMinute) / limitPerMinute) * 60_000
+
+// -----------------------------------------------------------------------------
+// reporting
+// -----------------------------------------------------------------------------
+
+export const seconds = (ms: number): string => (ms / 1000).toFixed(1)
+export const fmt = (n: number): string => Number.isFinite(n) ? n.toLocaleString("en-US") : "–"
+export const loads = (load: ReadonlyArray<number>): string => load.map((x) => x.toFixed(2)).join(" / ")
+
+export const quantile = (list: ReadonlyArray<number>, q: number): number => {
+  const sorted = [...list].sort((a, b) => a - b)
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}
+
+/** `commit abc1234`, and whether packages/ has uncommitted changes (the library measured is not the commit's). */
+export const gitState = (): string => {
+  try {
+    const git = (...gitArgs: Array<string>) =>
+      execFileSync("git", gitArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+    const head = git("rev-parse", "--short", "HEAD")
+    const dirty = git("status", "--porcelain", "--", "packages")
+    return dirty === "" ? `commit ${head}` : `commit ${head} plus uncommitted changes under packages/`
+  } catch {
+    return "unknown revision"
+  }
+}
+
+/** The installed SDK's version (its package.json is not exported: found next to its entry point). */
+export const openaiVersion = (): string => {
+  let dir = dirname(createRequire(import.meta.url).resolve("openai"))
+  for (let i = 0; i < 4; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string; version?: string }
+      if (pkg.name === "openai") return pkg.version ?? "?"
+    } catch {
+      // not here: one level up
+    }
+    dir = dirname(dir)
+  }
+  return "?"
+}
+
+/** `Node v20.20.2, openai 6.49.0, 2 × AMD EPYC` */
+export const machine = (): string =>
+  `Node ${process.version}, openai ${openaiVersion()}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`

@@ -1,0 +1,583 @@
+/**
+ * Benchmark (issue 8): `sluice run` — the real CLI process — against the cookbook-style processor and the
+ * bare SDK with `p-limit` (benchmarks/openai-peers.ts, run by benchmarks/openai-client.ts), on one Batch API
+ * input file, against the HTTP simulator, in one run on one machine.
+ *
+ *   pnpm bench:cli                                   (2 rounds; writes benchmarks/results/cli.md)
+ *   pnpm bench:cli --rounds 1 --only sluice-run      (a quick look; writes nothing)
+ *
+ * Input: 3,000 seeded lines, 2,700 chat completions (prompts of 40–320 words, `max_tokens` 64–512) and 300
+ * embeddings (1–4 inputs of 20–200 words), interleaved, written to .sluice-tmp/bench-cli/requests.jsonl with
+ * the limits file every implementation reads (`sluice run --limits`, the cookbook's capacities).
+ *
+ * Each row gets a fresh simulator (full buckets, same seed) on a loopback port, served from this process;
+ * the implementation runs as a child process, started cold: `node packages/cli/bin/sluice.mjs run …` for
+ * Sluice, `node --import tsx benchmarks/openai-client.ts <peer> … --input … --output …` for the peers. Wall
+ * time is from spawning the process to its exit; start-up is from spawning it to the first request the
+ * server receives. Lost and duplicated lines are counted in the output file each row wrote. Rows run one
+ * after another; with `--rounds N` the whole set repeats, interleaved. A row that has not finished after
+ * `--timeout` seconds (default 300) is killed and reported with what it had written by then.
+ */
+import { SimConfig, Simulator } from "@sluice/testing"
+import { Effect } from "effect"
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { getPriority, loadavg, setPriority } from "node:os"
+import { fileURLToPath } from "node:url"
+import type { Exchange, ProcessResult } from "./cli-harness.js"
+import {
+  bucketMinimumMillis,
+  CLIENT,
+  fmt,
+  gitState,
+  loads,
+  machine,
+  runProcess,
+  seconds,
+  serveSimulator
+} from "./cli-harness.js"
+import type { BenchRequest } from "./openai-workload.js"
+import {
+  batchLine,
+  CHAT_URL,
+  EMBEDDING_MODEL,
+  EMBEDDINGS_URL,
+  LATENCY,
+  LATENCY_DESCRIPTION,
+  mixedWorkload,
+  MODEL,
+  OUTPUT_FRACTION
+} from "./openai-workload.js"
+
+const IMPLEMENTATIONS = ["sluice-run", "sluice-run-adaptive", "bare-64-2", "bare-256-2", "cookbook"] as const
+
+const LINES = 3_000
+const EMBEDDING_EVERY = 10
+const SEED = 20_261_202
+/** Chat binds on tokens: the whole file's chat usage is about 1.9 minutes of this TPM. */
+const LIMITS = {
+  [MODEL]: { rpm: 5_000, tpm: 600_000 },
+  [EMBEDDING_MODEL]: { rpm: 5_000, tpm: 1_000_000 }
+} as const
+const FAULTS = { overloaded: 0.01, server_error: 0.005 } as const
+
+const scenario: SimConfig.ScenarioInput = {
+  name: "bench-cli",
+  description: "a Batch API file of chat and embeddings requests against a TPM-bound gpt-4o-mini, with faults",
+  seed: SEED,
+  models: {
+    [MODEL]: { kind: "chat", limits: { ...LIMITS[MODEL] }, contextWindow: 128_000 },
+    [EMBEDDING_MODEL]: { kind: "embedding", limits: { ...LIMITS[EMBEDDING_MODEL] }, contextWindow: 8_191 }
+  },
+  latency: LATENCY,
+  output: { fraction: OUTPUT_FRACTION },
+  faults: { rates: { ...FAULTS } }
+}
+
+const args = process.argv.slice(2)
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 ? args[i + 1] : undefined
+}
+const rounds = Number(flag("rounds") ?? 2)
+const timeoutSeconds = Number(flag("timeout") ?? 300)
+const only = flag("only")?.split(",")
+const selected = only === undefined ? [...IMPLEMENTATIONS] : only
+const writeResults = only === undefined && !args.includes("--no-write")
+/** `--priority N`: run the simulator and the clients at scheduling priority N (see benchmarks/openai.ts). */
+const priority = flag("priority")
+if (priority !== undefined) setPriority(Number(priority))
+
+const root = fileURLToPath(new URL("..", import.meta.url))
+const work = `${root}.sluice-tmp/bench-cli`
+const inputPath = `${work}/requests.jsonl`
+const limitsPath = `${work}/limits.json`
+const bin = `${root}packages/cli/bin/sluice.mjs`
+const rel = (path: string) => path.startsWith(root) ? path.slice(root.length) : path
+
+const requests = mixedWorkload({ lines: LINES, embeddingEvery: EMBEDDING_EVERY, seed: SEED })
+const ids = new Set(requests.map((request) => request.id))
+const byModel = (list: ReadonlyArray<BenchRequest>) => {
+  const out = new Map<string, { requests: number; tokens: number }>()
+  for (const request of list) {
+    const entry = out.get(request.body.model) ?? { requests: 0, tokens: 0 }
+    entry.requests++
+    entry.tokens += request.knownUsage
+    out.set(request.body.model, entry)
+  }
+  return out
+}
+const known = byModel(requests)
+/** From the file's usage as the server charges it (every row that loses nothing is charged exactly this). */
+let admissionMinimumMillis = 0
+for (const [model, limits] of Object.entries(LIMITS)) {
+  admissionMinimumMillis = Math.max(
+    admissionMinimumMillis,
+    bucketMinimumMillis(known.get(model)?.tokens ?? 0, limits.tpm),
+    bucketMinimumMillis(known.get(model)?.requests ?? 0, limits.rpm)
+  )
+}
+const chatLines = requests.filter((request) => request.url === CHAT_URL).length
+const embeddingLines = requests.filter((request) => request.url === EMBEDDINGS_URL).length
+
+// -----------------------------------------------------------------------------
+// one row
+// -----------------------------------------------------------------------------
+
+const command = (implementation: string, url: string, output: string) =>
+  implementation.startsWith("sluice-run")
+    ? {
+      args: [
+        bin,
+        "run",
+        "--input",
+        inputPath,
+        "--output",
+        output,
+        "--base-url",
+        url,
+        "--api-key-env",
+        "SLUICE_BENCH_API_KEY",
+        ...(implementation === "sluice-run" ? ["--limits", limitsPath] : []),
+        "--progress",
+        "off"
+      ]
+    }
+    : {
+      execArgv: CLIENT.execArgv,
+      args: [CLIENT.path, implementation, url, "--input", inputPath, "--output", output, "--limits", limitsPath]
+    }
+
+const NAMES: Record<string, string> = {
+  "sluice-run": "sluice run --limits",
+  "sluice-run-adaptive": "sluice run, no limits (adaptive)"
+}
+
+const describe = (implementation: string, result: ProcessResult): string => {
+  if (implementation === "sluice-run") {
+    return `node packages/cli/bin/sluice.mjs run --input … --output … --base-url … --api-key-env … --limits ${
+      rel(limitsPath)
+    } --progress off (defaults otherwise: --concurrency 256, the bulk retry policy)`
+  }
+  if (implementation === "sluice-run-adaptive") {
+    return "the same without --limits: limits learned from the response headers"
+  }
+  return result.report?.config ?? "no report"
+}
+
+/** Reads an output file: lines per `custom_id`, and which of them are successes. */
+const audit = (path: string) => {
+  const lines = new Map<string, number>()
+  const ok = new Set<string>()
+  let failedLines = 0
+  let unparsable = 0
+  let unknown = 0
+  const text = existsSync(path) ? readFileSync(path, "utf8") : ""
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue
+    let parsed: {
+      custom_id?: unknown
+      response?: { status_code?: unknown } | null
+      error?: unknown
+    }
+    try {
+      parsed = JSON.parse(line)
+    } catch {
+      unparsable++
+      continue
+    }
+    const id = String(parsed.custom_id)
+    if (!ids.has(id)) unknown++
+    lines.set(id, (lines.get(id) ?? 0) + 1)
+    const status = Number(parsed.response?.status_code)
+    if ((parsed.error === null || parsed.error === undefined) && status >= 200 && status < 300) ok.add(id)
+    else failedLines++
+  }
+  let lost = 0
+  for (const id of ids) if (!ok.has(id)) lost++
+  let duplicated = 0
+  for (const count of lines.values()) if (count > 1) duplicated++
+  return { lost, duplicated, failedLines, unparsable, unknown, written: [...lines.values()].reduce((a, b) => a + b, 0) }
+}
+
+interface Row {
+  readonly round: number
+  readonly implementation: string
+  readonly name: string
+  readonly config: string
+  readonly finished: boolean
+  readonly exitCode: number | null
+  readonly wallMillis: number
+  readonly startupMillis: number
+  readonly lastResponseMillis: number
+  readonly minimumMillis: number
+  readonly lastLatencyMillis: number
+  readonly server429: number
+  readonly serverFaults: number
+  readonly serverAttempts: number
+  readonly serverRetries: number
+  readonly chargedTokens: ReadonlyMap<string, number>
+  readonly lost: number
+  readonly duplicated: number
+  readonly failedLines: number
+  readonly unparsable: number
+  readonly unknown: number
+  readonly written: number
+  readonly clientCpuMillis: number
+  readonly simulatorCpuMillis: number
+  readonly summary: string
+  readonly load: ReadonlyArray<number>
+}
+
+const runRow = (round: number, implementation: string) =>
+  Effect.gen(function*() {
+    const exchanges: Array<Exchange> = []
+    const { url } = yield* serveSimulator(exchanges)
+    const output = `${work}/${implementation}-round${round}.jsonl`
+    for (const path of [output, output.replace(/\.jsonl$/, ".errors.jsonl")]) rmSync(path, { force: true })
+    const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_BENCH_API_KEY: "sk-bench" }
+    for (const name of ["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"]) delete env[name]
+    const cpuBefore = process.cpuUsage()
+    const started = performance.now()
+    const outcome = yield* Effect.timeout(
+      runProcess({ ...command(implementation, url, output), env }),
+      `${timeoutSeconds} seconds`
+    ).pipe(Effect.option)
+    const cpuServer = process.cpuUsage(cpuBefore)
+    const stats = yield* Simulator.stats
+    const result: ProcessResult = outcome._tag === "Some" ? outcome.value : {
+      code: null,
+      report: undefined,
+      stdout: "",
+      spawnedAt: started,
+      exitedAt: started + timeoutSeconds * 1000,
+      cpuMillis: NaN
+    }
+
+    const posts = exchanges.filter((e) =>
+      e.method === "POST" && (e.path.endsWith(CHAT_URL) || e.path.endsWith(EMBEDDINGS_URL))
+    )
+    const firstStart = Math.min(...posts.map((e) => e.start))
+    const lastEnd = Math.max(...posts.map((e) => e.end))
+    // the last request: the successful one the server received last, and its latency as the server saw it
+    let last: Exchange | undefined
+    for (const exchange of posts) {
+      if (exchange.status === 200 && (last === undefined || exchange.start > last.start)) last = exchange
+    }
+    const lastLatency = last === undefined ? 0 : last.end - last.start
+
+    const charged = new Map<string, number>()
+    for (const admission of stats.admissions) {
+      charged.set(admission.model, (charged.get(admission.model) ?? 0) + admission.tokens)
+    }
+    const attempts = stats.attempts.filter((a) => a.path === CHAT_URL || a.path === EMBEDDINGS_URL)
+    const keys = new Set(attempts.map((a) => a.key))
+    const files = audit(output)
+    const row: Row = {
+      round,
+      implementation,
+      name: NAMES[implementation] ?? result.report?.name ?? implementation,
+      config: describe(implementation, result),
+      finished: outcome._tag === "Some",
+      exitCode: result.code,
+      wallMillis: result.exitedAt - result.spawnedAt,
+      startupMillis: posts.length === 0 ? NaN : firstStart - result.spawnedAt,
+      lastResponseMillis: posts.length === 0 ? NaN : lastEnd - result.spawnedAt,
+      minimumMillis: admissionMinimumMillis + lastLatency,
+      lastLatencyMillis: lastLatency,
+      server429: stats.byStatus["429"] ?? 0,
+      serverFaults: attempts.filter((a) => a.fault !== undefined && a.status !== 200).length,
+      serverAttempts: attempts.length,
+      serverRetries: attempts.length - keys.size,
+      chargedTokens: charged,
+      ...files,
+      clientCpuMillis: result.cpuMillis,
+      simulatorCpuMillis: (cpuServer.user + cpuServer.system) / 1000,
+      summary: result.stdout.trim(),
+      load: loadavg()
+    }
+    process.stdout.write(
+      `round ${round} ${implementation}: ${row.finished ? "" : "STOPPED "}exit ${row.exitCode}, ${
+        seconds(row.wallMillis)
+      } s (start-up ${seconds(row.startupMillis)} s; min ${seconds(row.minimumMillis)} s, ×${
+        ratio(row.wallMillis, row)
+      }, ×${
+        ratio(row.wallMillis - row.startupMillis, row)
+      } without start-up), 429s ${row.server429}, faults ${row.serverFaults}, retries ${row.serverRetries}, lost ${row.lost}, duplicated ${row.duplicated}, failed lines ${row.failedLines}; charged ${
+        [...charged].map(([model, tokens]) => `${model} ${fmt(tokens)}/${fmt(known.get(model)?.tokens ?? 0)}`).join(
+          ", "
+        )
+      }; cpu client ${Math.round(row.clientCpuMillis)} ms, simulator ${Math.round(row.simulatorCpuMillis)} ms; load ${
+        loads(row.load)
+      }\n`
+    )
+    return row
+  }).pipe(Effect.scoped, Effect.provide(Simulator.layer(SimConfig.make(scenario))))
+
+// -----------------------------------------------------------------------------
+// start-up alone
+// -----------------------------------------------------------------------------
+
+/** `sluice --version`: loading the CLI and its module graph, nothing else (from source via tsx, and dist/). */
+const startupProbe = Effect.gen(function*() {
+  const time = (env: NodeJS.ProcessEnv) =>
+    Effect.map(runProcess({ args: [bin, "--version"], env }), (r) => r.exitedAt - r.spawnedAt)
+  const source: Array<number> = []
+  const dist: Array<number> = []
+  const hasDist = existsSync(`${root}packages/cli/dist/esm/main.js`)
+  for (let i = 0; i < 3; i++) {
+    source.push(yield* time(process.env))
+    if (hasDist) dist.push(yield* time({ ...process.env, SLUICE_DIST: "1" }))
+  }
+  return { source, dist }
+})
+
+// -----------------------------------------------------------------------------
+// the report
+// -----------------------------------------------------------------------------
+
+const ratio = (wall: number, row: Row) => (wall / row.minimumMillis).toFixed(3)
+
+const command_ = ["pnpm bench:cli", ...args].join(" ")
+
+/** Per round: how `sluice run` did, where its time over the minimum went, and the fastest complete peer. */
+const findings = (byRound: ReadonlyMap<number, ReadonlyArray<Row>>): Array<string> =>
+  [...byRound.entries()].map(([round, list]) => {
+    const sluice = list.find((row) => row.implementation === "sluice-run")
+    if (sluice === undefined) return `- Round ${round}: no \`sluice run --limits\` row.`
+    const peers = list.filter((row) => !row.implementation.startsWith("sluice-run"))
+    const complete = peers.filter((row) => row.finished && row.lost === 0 && row.duplicated === 0)
+    const fastest = complete.reduce<Row | undefined>(
+      (best, row) => best === undefined || row.wallMillis < best.wallMillis ? row : best,
+      undefined
+    )
+    const over = sluice.wallMillis - sluice.minimumMillis
+    return `- Round ${round}: \`sluice run --limits\` ${ratio(sluice.wallMillis, sluice)}× the minimum (${
+      ratio(sluice.wallMillis - sluice.startupMillis, sluice)
+    }× after its start-up), ${fmt(sluice.server429)} 429s, ${fmt(sluice.lost)} lost and ${
+      fmt(sluice.duplicated)
+    } duplicated lines; of its ${seconds(over)} s over the minimum, ${
+      seconds(sluice.startupMillis)
+    } s is start-up and ${seconds(over - sluice.startupMillis)} s came after its first request. ${
+      fastest === undefined
+        ? "No peer completed the work."
+        : `The fastest peer that completed the work: ${fastest.name}, ${
+          (fastest.wallMillis / sluice.wallMillis).toFixed(2)
+        }× \`sluice run\`'s wall time (${
+          ((fastest.wallMillis - fastest.startupMillis) / (sluice.wallMillis - sluice.startupMillis)).toFixed(2)
+        }× without either's start-up).`
+    }${
+      peers.length - complete.length > 0
+        ? ` ${peers.length - complete.length} peer row${peers.length - complete.length === 1 ? "" : "s"} lost lines.`
+        : ""
+    }`
+  })
+
+const render = (
+  rows: ReadonlyArray<Row>,
+  started: { readonly date: string; readonly load: ReadonlyArray<number> },
+  probe: { readonly source: ReadonlyArray<number>; readonly dist: ReadonlyArray<number> }
+) => {
+  const byRound = new Map<number, Array<Row>>()
+  for (const row of rows) byRound.set(row.round, [...(byRound.get(row.round) ?? []), row])
+  const base = (round: number) => byRound.get(round)?.find((row) => row.implementation === "sluice-run")
+  const wallCell = (row: Row) => row.finished ? seconds(row.wallMillis) : `> ${seconds(row.wallMillis)} (killed)`
+  const ratioCell = (wall: number, row: Row) =>
+    !row.finished
+      ? `> ${ratio(wall, row)}`
+      : row.lost > 0
+      ? `${ratio(wall, row)} (${fmt(row.lost)} lost)`
+      : ratio(wall, row)
+  const table = (list: ReadonlyArray<Row>) =>
+    [
+      "| implementation | wall s | start-up s | theoretical min s | wall ÷ min | (wall − start-up) ÷ min | 429s (server) | retries | lost lines | duplicated lines | wall ÷ sluice run's |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+      ...list.map((row) => {
+        const sluice = base(row.round)
+        return `| ${row.name} | ${wallCell(row)} | ${seconds(row.startupMillis)} | ${seconds(row.minimumMillis)} | ${
+          ratioCell(row.wallMillis, row)
+        } | ${ratioCell(row.wallMillis - row.startupMillis, row)} | ${fmt(row.server429)} | ${
+          fmt(row.serverRetries)
+        } | ${fmt(row.lost)} | ${fmt(row.duplicated)} | ${
+          sluice === undefined ? "–" : (row.wallMillis / sluice.wallMillis).toFixed(2)
+        } |`
+      })
+    ].join("\n")
+
+  const implementations = [...new Set(rows.map((row) => row.implementation))]
+  const spread = [
+    "| implementation | wall ÷ min, each round | (wall − start-up) ÷ min, each round | wall s, range | start-up s, each round | 429s, each round | lost / duplicated, each round |",
+    "|---|---|---|---|---|---|---|",
+    ...implementations.map((implementation) => {
+      const list = rows.filter((row) => row.implementation === implementation)
+      const walls = list.map((row) => row.wallMillis)
+      return `| ${list[0].name} | ${list.map((row) => ratioCell(row.wallMillis, row)).join(" / ")} | ${
+        list.map((row) => ratioCell(row.wallMillis - row.startupMillis, row)).join(" / ")
+      } | ${seconds(Math.min(...walls))}–${seconds(Math.max(...walls))} | ${
+        list.map((row) => seconds(row.startupMillis)).join(" / ")
+      } | ${list.map((row) => fmt(row.server429)).join(" / ")} | ${
+        list.map((row) => `${fmt(row.lost)} / ${fmt(row.duplicated)}`).join(", ")
+      } |`
+    })
+  ].join("\n")
+
+  const configs = implementations.map((implementation) => {
+    const list = rows.filter((r) => r.implementation === implementation)
+    const [first] = list[0].config.split("; ")
+    const notes = list.map((row) => [row.round, row.config.split("; ").slice(1).join("; ")] as const)
+      .filter(([, note]) => note !== "")
+    return `- **${list[0].name}**: ${first}.${notes.map(([round, note]) => ` Round ${round}: ${note}.`).join("")}`
+  })
+
+  const checks = rows.map((row) =>
+    `| ${row.round} | ${row.name} | ${row.exitCode ?? "killed"} | ${fmt(row.serverAttempts)} | ${
+      fmt(row.serverFaults)
+    } | ${fmt(row.written)} | ${fmt(row.failedLines)} | ${fmt(row.unparsable + row.unknown)} | ${
+      fmt(row.chargedTokens.get(MODEL) ?? 0)
+    } / ${fmt(row.chargedTokens.get(EMBEDDING_MODEL) ?? 0)} | ${seconds(row.lastResponseMillis)} | ${
+      Math.round(row.wallMillis - row.lastResponseMillis)
+    } | ${Math.round(row.lastLatencyMillis)} | ${fmt(Math.round(row.clientCpuMillis))} / ${
+      fmt(Math.round(row.simulatorCpuMillis))
+    } | ${loads(row.load)} |`
+  )
+
+  const summaries = rows.filter((row) => row.implementation.startsWith("sluice-run") && row.summary !== "").map((
+    row
+  ) => [`Round ${row.round}, ${row.name}:`, "", "```", row.summary, "```", ""].join("\n"))
+
+  const median = (list: ReadonlyArray<number>) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
+  const chat = known.get(MODEL)!
+  const embeddings = known.get(EMBEDDING_MODEL)!
+  const sluiceRows = rows.filter((row) => row.implementation.startsWith("sluice-run"))
+  const peerRows = rows.filter((row) => !row.implementation.startsWith("sluice-run"))
+  const range = (list: ReadonlyArray<Row>) =>
+    list.length === 0
+      ? "–"
+      : `${seconds(Math.min(...list.map((r) => r.startupMillis)))}–${
+        seconds(Math.max(...list.map((r) => r.startupMillis)))
+      } s`
+
+  return [
+    "# CLI bulk benchmark: `sluice run`",
+    "",
+    `One Batch API input file of ${fmt(LINES)} lines — ${
+      fmt(chatLines)
+    } chat completions to \`${MODEL}\` (a fixed system`,
+    "prompt, a user prompt of 40–320 words, `max_tokens` 64–512) and, every tenth line, one of",
+    `${fmt(embeddingLines)} embeddings requests to \`${EMBEDDING_MODEL}\` (1–4 inputs of 20–200 words) — seeded`,
+    `(seed ${SEED}), run against the HTTP simulator (\`@sluice/testing\`, loopback) by \`sluice run\` (the real CLI`,
+    "process) and by the two peers of the OpenAI benchmark (benchmarks/openai-peers.ts) reading the same file and",
+    "writing an output file in the Batch API format.",
+    "",
+    `Scenario: \`${MODEL}\` ${fmt(LIMITS[MODEL].rpm)} RPM / ${
+      fmt(LIMITS[MODEL].tpm)
+    } TPM (TPM-bound), \`${EMBEDDING_MODEL}\` ${fmt(LIMITS[EMBEDDING_MODEL].rpm)} RPM / ${
+      fmt(LIMITS[EMBEDDING_MODEL].tpm)
+    } TPM (never binding); token buckets of capacity one minute's limit`,
+    `refilled continuously. Latency: ${LATENCY_DESCRIPTION}. Faults: ${FAULTS.overloaded * 100}% 503 (overloaded) and ${
+      FAULTS.server_error * 100
+    }% 500, seeded. The file's usage as the simulator charges it: chat ${fmt(chat.tokens)} tokens (${
+      (chat.tokens / chat.requests).toFixed(1)
+    } a request), embeddings ${fmt(embeddings.tokens)}. The limits file (\`${
+      rel(limitsPath)
+    }\`), read by \`sluice run --limits\` and`,
+    "by the cookbook processor: `" + JSON.stringify({ models: LIMITS }) + "`.",
+    "",
+    `Command: \`${command_}\` (${rounds} round${rounds === 1 ? "" : "s"}${
+      priority === undefined ? "" : `, simulator and clients at nice ${getPriority()}`
+    }), on ${gitState()}. ${machine()}, ${started.date}; load average at the start ${
+      loads(started.load)
+    } (a shared machine, busy with other work: absolute figures are noisy, the rows of one round compare).`,
+    "",
+    "Each row gets a fresh simulator (full buckets, same seed) served from the benchmark's process, and runs its",
+    "implementation as a child process started cold, rows one after another, real clock:",
+    "`node packages/cli/bin/sluice.mjs run …` (the bin runs the TypeScript sources through tsx) for Sluice,",
+    "`node --import tsx benchmarks/openai-client.ts <peer> --input … --output … --limits …` for the peers (which",
+    "load only the SDK, p-limit and the tokenizer). **Wall** is from spawning the process to its exit; **start-up**",
+    "from spawning it to the first request the server received. 429s, retries (attempts beyond the first per",
+    "`custom_id`) and charged tokens are the simulator's (`Simulator.stats`); **lost** lines are `custom_id`s of the",
+    "input with no successful line in the row's output file, **duplicated** lines `custom_id`s with more than one",
+    "line, both read from the file. The server is the OpenAI benchmark's (`serveSimulator` in",
+    "benchmarks/cli-harness.ts: backlog 4,096, 65 s keep-alive).",
+    "",
+    "## Theoretical minimum",
+    "",
+    "As in benchmarks/results/openai.md: a token bucket of capacity C (the per-minute limit) refilled at L per minute",
+    "cannot admit a total X sooner than max(0, (X − C) / L) minutes after the first request; per model, from the",
+    "tokens the server charges for the whole file (T: every row that loses nothing is charged exactly this, see",
+    "\"charged tokens\" below) and the requests (N):",
+    "",
+    "    minimum = max over models of max( (T − C_tpm) / L_tpm, (N − C_rpm) / L_rpm ) + the last request's latency",
+    "",
+    `Chat binds: T = ${fmt(chat.tokens)} against ${fmt(LIMITS[MODEL].tpm)} TPM is ${
+      seconds(bucketMinimumMillis(chat.tokens, LIMITS[MODEL].tpm))
+    } s; the embeddings' ${fmt(embeddings.tokens)} fit their bucket at once.`,
+    "The last request's latency is that of the successful request the server received last, as the server measured",
+    "it (from its headers' arrival to the response's end). The minimum starts at the first request: \"wall ÷ min\"",
+    "charges the start-up to the implementation, \"(wall − start-up) ÷ min\" does not. A row that lost lines did less",
+    "than the whole work: its ratio is not comparable.",
+    "",
+    "## Findings",
+    "",
+    ...findings(byRound),
+    "",
+    "## Start-up",
+    "",
+    `\`sluice run\` reached its first request after ${range(sluiceRows)} (the peers: ${range(peerRows)}). Loading the`,
+    `CLI alone, \`sluice --version\`, took ${
+      seconds(median(probe.source))
+    } s from source through tsx (median of ${probe.source.length}: ${probe.source.map(seconds).join(", ")} s)${
+      probe.dist.length === 0
+        ? ""
+        : ` and ${seconds(median(probe.dist))} s from the built dist/ (\`SLUICE_DIST=1\`, as found, not rebuilt: ${
+          probe.dist.map(seconds).join(", ")
+        } s)`
+    }; the rest of the start-up is reading and`,
+    "checking the input file and building the executor.",
+    "",
+    ...[...byRound.entries()].flatMap(([round, list]) => [`## Round ${round}`, "", table(list), ""]),
+    "## Spread across rounds",
+    "",
+    spread,
+    "",
+    "## Rows",
+    "",
+    ...configs,
+    "",
+    "## Cross-checks",
+    "",
+    "| round | implementation | exit code | attempts (server) | faults served | output lines | error lines | bad lines | charged tokens chat / embeddings | last response s | exit after last response ms | last latency ms | CPU ms client / simulator | load at end |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ...checks,
+    "",
+    "\"wall ÷ sluice run's\" compares with the `sluice run --limits` row of the same round: above 1, Sluice was faster.",
+    "\"error lines\": lines for a request that ended in a failure (none of the faults here is terminal); \"bad lines\":",
+    "unparsable lines or `custom_id`s not in the input. Client CPU is sampled from /proc every 100 ms.",
+    "",
+    "## `sluice run`'s own summary",
+    "",
+    ...summaries
+  ].join("\n")
+}
+
+const main = Effect.gen(function*() {
+  mkdirSync(work, { recursive: true })
+  writeFileSync(inputPath, requests.map(batchLine).join("\n") + "\n")
+  writeFileSync(limitsPath, JSON.stringify({ models: LIMITS }, null, 2) + "\n")
+  const started = { date: new Date().toISOString().slice(0, 10), load: loadavg() }
+  const probe = yield* startupProbe
+  process.stdout.write(
+    `sluice --version: source ${probe.source.map(seconds).join(", ")} s; dist ${probe.dist.map(seconds).join(", ")} s\n`
+  )
+  const rows: Array<Row> = []
+  for (let round = 1; round <= rounds; round++) {
+    for (const implementation of selected) rows.push(yield* runRow(round, implementation))
+  }
+  const out = render(rows, started, probe)
+  if (writeResults) writeFileSync(new URL("./results/cli.md", import.meta.url), out)
+  process.stdout.write("\n" + out)
+})
+
+Effect.runPromise(main).catch((error) => {
+  process.stderr.write(String(error?.stack ?? error) + "\n")
+  process.exit(1)
+})
