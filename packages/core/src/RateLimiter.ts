@@ -209,6 +209,23 @@ export interface Observation {
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */
   readonly window?: Duration.DurationInput | undefined
+  /**
+   * The permit of the request whose response carried this report. The server counted what it had
+   * received when it answered, not the requests this limiter admitted after this one and that were still
+   * on their way to it: those are subtracted from `remaining` (and the refill since `sentAt` added), so
+   * that lowering the level to the report does not forget them. Without it `remaining` is taken as
+   * current. A report older than two minutes of admissions is ignored.
+   *
+   * @since 0.1.0
+   */
+  readonly since?: Permit | undefined
+  /**
+   * When that request left (the limiter's clock, epoch ms; default the permit's admission): the server's
+   * figure is taken as of then, and the bucket's refill since is added back.
+   *
+   * @since 0.1.0
+   */
+  readonly sentAt?: number | undefined
 }
 
 /**
@@ -319,6 +336,97 @@ interface Resolved {
   readonly limit: Budget.Limit
   readonly spec: LimiterStore.BucketSpec
   readonly learned: boolean
+}
+
+const PermitSequence = Symbol.for("@sluice/core/RateLimiter/PermitSequence")
+
+/** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
+const LEDGER_RETENTION_MILLIS = 120_000
+
+/**
+ * What this limiter has charged one bucket lately, by permit: each permit's current charge (its estimate
+ * while held, its actual once settled, nothing once released), in a Fenwick tree over the permits in
+ * admission order. Recording and settling are O(log n), and so is asking what the permits admitted after a
+ * given one hold now. Permits admitted more than the retention ago are dropped as new ones arrive.
+ */
+class Ledger {
+  /** The first permit recorded: a permit before it did not charge this bucket (not yet known, say). */
+  constructor(readonly first: number) {}
+  private sequences: Array<number> = []
+  private times: Array<number> = []
+  private amounts: Array<number> = []
+  /** 1-based Fenwick tree over `amounts`. */
+  private tree: Array<number> = [0]
+  private head = 0
+  /** The last sequence dropped: a question about an earlier one cannot be answered. */
+  private dropped = 0
+
+  private prefix(count: number): number {
+    let sum = 0
+    for (let i = count; i > 0; i -= i & -i) sum += this.tree[i]
+    return sum
+  }
+
+  private add(index: number, delta: number): void {
+    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
+  }
+
+  /** The index of the last permit with a sequence ≤ the one given (at least `head - 1`). */
+  private indexOf(sequence: number): number {
+    let lo = this.head
+    let hi = this.sequences.length - 1
+    let found = this.head - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.sequences[mid] <= sequence) {
+        found = mid
+        lo = mid + 1
+      } else {
+        hi = mid - 1
+      }
+    }
+    return found
+  }
+
+  record(sequence: number, at: number, amount: number): void {
+    const n = this.sequences.length + 1
+    this.sequences.push(sequence)
+    this.times.push(at)
+    this.amounts.push(amount)
+    // a new last node covers (n - lowbit(n), n]
+    this.tree.push(amount + this.prefix(n - 1) - this.prefix(n - (n & -n)))
+    const horizon = at - LEDGER_RETENTION_MILLIS
+    while (this.head < this.times.length && this.times[this.head] < horizon) {
+      this.dropped = this.sequences[this.head]
+      this.head++
+    }
+    if (this.head > 1024 && this.head * 2 > this.times.length) {
+      this.sequences = this.sequences.slice(this.head)
+      this.times = this.times.slice(this.head)
+      this.amounts = this.amounts.slice(this.head)
+      this.head = 0
+      this.tree = [0]
+      for (let i = 0; i < this.amounts.length; i++) this.tree.push(this.amounts[i])
+      for (let i = 1; i < this.tree.length; i++) {
+        const parent = i + (i & -i)
+        if (parent < this.tree.length) this.tree[parent] += this.tree[i]
+      }
+    }
+  }
+
+  /** A permit's charge changed by `delta` (settled, released); nothing if it was dropped. */
+  adjust(sequence: number, delta: number): void {
+    const index = this.indexOf(sequence)
+    if (index < this.head || this.sequences[index] !== sequence) return
+    this.amounts[index] += delta
+    this.add(index, delta)
+  }
+
+  /** What the permits admitted after this one hold now; `undefined` when that is no longer known. */
+  after(sequence: number): number | undefined {
+    if (sequence < this.dropped) return undefined
+    return this.prefix(this.sequences.length) - this.prefix(this.indexOf(sequence) + 1)
+  }
 }
 
 interface Prepared {
@@ -466,6 +574,18 @@ export const make = (
     const planCache = new Map<string, ScopePlan>()
     /** Bumped whenever a limit is learned or changes (sync): queued waiters are prepared again. */
     let limitsVersion = 0
+    /** Admissions so far: each permit's sequence number. */
+    let admissions = 0
+    /** Per bucket, what this limiter admitted lately, so a server's report can be aged (`Observation.since`). */
+    const ledgers = new Map<string, Ledger>()
+    const ledgerOf = (id: string, sequence: number): Ledger => {
+      let ledger = ledgers.get(id)
+      if (ledger === undefined) {
+        ledger = new Ledger(sequence)
+        ledgers.set(id, ledger)
+      }
+      return ledger
+    }
     const planOf = (scopes: ReadonlyArray<string>): ScopePlan => {
       const id = scopes.length === 1 ? scopes[0] : scopes.join("\u0001")
       let plan = planCache.get(id)
@@ -546,6 +666,10 @@ export const make = (
     }
 
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
+      const sequence = ++admissions
+      for (const debit of prepared.debits) {
+        if (debit.amount > 0) ledgerOf(debit.bucket.id, sequence).record(sequence, admittedAt, debit.amount)
+      }
       let state: Permit["state"] = "held"
       let charged: Budget.Cost = prepared.cost
       /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
@@ -559,10 +683,12 @@ export const make = (
           const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
           counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
+        for (const debit of debits) ledgers.get(debit.bucket.id)?.adjust(sequence, debit.amount)
         const adjusted = counted === undefined ? store.adjust(debits) : Effect.zipRight(store.adjust(debits), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
       }
-      const permit: Permit = {
+      const permit: Permit & { readonly [PermitSequence]: number } = {
+        [PermitSequence]: sequence,
         scopes: prepared.scopes,
         get charged() {
           return charged
@@ -1003,7 +1129,20 @@ export const make = (
             Math.abs(resolved.spec.windowMillis - windowMillis) < Math.abs(target.spec.windowMillis - windowMillis)
           ) target = resolved
         }
-        if (target !== undefined) yield* store.observe(target.spec, Math.max(0, observation.remaining))
+        if (target === undefined) return
+        let remaining = Math.max(0, observation.remaining)
+        const since = observation.since as (Permit & { readonly [PermitSequence]?: number }) | undefined
+        const sequence = since?.[PermitSequence]
+        const ledger = ledgers.get(target.spec.id)
+        // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
+        if (since !== undefined && sequence !== undefined && ledger !== undefined && ledger.first <= sequence) {
+          const after = ledger.after(sequence)
+          if (after === undefined) return // older than the ledger keeps: stale
+          const now = yield* Clock.currentTimeMillis
+          const refill = target.spec.refillPerMs * Math.max(0, now - (observation.sentAt ?? since.admittedAt))
+          remaining = Math.max(-target.spec.capacity, Math.min(target.spec.capacity, remaining + refill) - after)
+        }
+        yield* store.observe(target.spec, remaining)
       })
 
     const close: Service["close"] = (scope, reason, cause) =>

@@ -401,7 +401,7 @@ export const make = (
             // actual usage, so lowering to it before the refund would count the refund twice.
             const used = settleUsage ? metered.usage(data) ?? cost : cost
             yield* Effect.ignore(permit.settle(used))
-            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers))
+            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers, { permit, sentAt: sent }))
             yield* learned(poolScope)
             yield* emit({
               _tag: "Succeeded",
@@ -417,7 +417,9 @@ export const make = (
           // A refused or failed call still counts as a request; its tokens are returned. Then the error answer's
           // `x-ratelimit-*` headers (the same as a success's), after the refund for the same reason as above.
           yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
-          if (failure !== undefined) yield* Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, failure))
+          if (failure !== undefined) {
+            yield* Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, failure, { permit, sentAt: sent }))
+          }
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
             yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)

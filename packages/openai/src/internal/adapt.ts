@@ -75,7 +75,12 @@ const headerNumber = (headers: Headers, name: string): number | undefined => {
  * Daily limits are never in headers. Azure's negative remaining counts as zero; its `-1` sentinel
  * limit is ignored.
  */
-export const syncHeaders = (limiter: RateLimiter.Service, scope: string, headers: Headers) =>
+export const syncHeaders = (
+  limiter: RateLimiter.Service,
+  scope: string,
+  headers: Headers,
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+) =>
   Effect.forEach(["requests", "tokens", "images"] as const, (dimension) => {
     const limit = headerNumber(headers, `x-ratelimit-limit-${dimension}`)
     const remaining = headerNumber(headers, `x-ratelimit-remaining-${dimension}`)
@@ -83,7 +88,9 @@ export const syncHeaders = (limiter: RateLimiter.Service, scope: string, headers
     return limiter.sync(scope, {
       dimension,
       limit: limit !== undefined && limit > 0 ? limit : undefined,
-      remaining: remaining === undefined ? undefined : Math.max(0, remaining)
+      remaining: remaining === undefined ? undefined : Math.max(0, remaining),
+      since: since?.permit,
+      sentAt: since?.sentAt
     })
   }, { discard: true })
 
@@ -91,11 +98,16 @@ export const syncHeaders = (limiter: RateLimiter.Service, scope: string, headers
  * Syncs the `x-ratelimit-*` headers an SDK error carries (a 429 or any other HTTP error answer has
  * them too); nothing for a failure without a response.
  */
-export const syncErrorHeaders = (limiter: RateLimiter.Service, scope: string, error: unknown) => {
+export const syncErrorHeaders = (
+  limiter: RateLimiter.Service,
+  scope: string,
+  error: unknown,
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+) => {
   const headers = (error as { readonly headers?: unknown } | null | undefined)?.headers
-  if (headers instanceof Headers) return syncHeaders(limiter, scope, headers)
+  if (headers instanceof Headers) return syncHeaders(limiter, scope, headers, since)
   if (headers === null || typeof headers !== "object") return Effect.void
-  return Effect.suspend(() => syncHeaders(limiter, scope, new Headers(headers as Record<string, string>)))
+  return Effect.suspend(() => syncHeaders(limiter, scope, new Headers(headers as Record<string, string>), since))
 }
 
 /**
@@ -301,7 +313,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
                 const error = yield* args.classify(raw, model)
                 yield* Effect.ignore(permit.settle(chargeOnFailure(error)))
                 // after the refund: the server's remaining does not count this refused call's tokens either
-                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw))
+                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent }))
                 if (error.status !== undefined) yield* args.learned(poolScope)
                 yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
@@ -310,7 +322,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
               })
             )
           )
-        yield* Effect.ignore(syncHeaders(limiter, poolScope, result.response.headers))
+        yield* Effect.ignore(syncHeaders(limiter, poolScope, result.response.headers, { permit, sentAt: sent }))
         yield* args.learned(poolScope)
         return { permit, data: result.data, attempt, sent, controller, progress }
       })

@@ -1,0 +1,169 @@
+/**
+ * `sync` with `since`: a server's report is as of the moment it answered a request, and the requests this
+ * limiter admitted after that one may still be on their way to it. Folding the report in must not forget
+ * them, or the next admissions overshoot the server's bucket (429s).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+import { Effect, FastCheck as fc, Option, TestClock } from "effect"
+
+const CAPACITY = 100_000
+const SCOPE = "org:a/pool:m"
+
+const run = <A, E>(f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
+  Effect.scoped(
+    Effect.flatMap(
+      RateLimiter.make({ budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", CAPACITY)])] }),
+      f
+    )
+  ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+
+const levelOf = (limiter: RateLimiter.Service) =>
+  Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+
+type Step =
+  | { readonly _tag: "admit"; readonly estimate: number; readonly actualShare: number }
+  | { readonly _tag: "deliver" }
+  | { readonly _tag: "respond"; readonly pick: number }
+  | { readonly _tag: "external"; readonly amount: number }
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.record({
+    _tag: fc.constant("admit" as const),
+    estimate: fc.integer({ min: 1, max: 9_000 }),
+    actualShare: fc.double({ min: 0, max: 1, noNaN: true })
+  }),
+  fc.constant({ _tag: "deliver" as const }),
+  fc.record({ _tag: fc.constant("respond" as const), pick: fc.nat() }),
+  fc.record({ _tag: fc.constant("external" as const), amount: fc.integer({ min: 1, max: 5_000 }) })
+)
+
+interface Call {
+  readonly permit: RateLimiter.Permit
+  readonly estimate: number
+  readonly actual: number
+  /** The server's remaining as it answered (its level right after charging this call). */
+  remaining?: number
+  /** Other traffic the server had seen when it answered. */
+  externalAt?: number
+}
+
+/**
+ * A server that charges each request's estimate when it arrives (in the order admitted) and trues it up
+ * when it answers, with other traffic of its own; the client admits, settles and syncs with `since`.
+ * Returns the worst overshoot seen right after a sync: how far the client's level was above what the
+ * server will have once the client's undelivered requests arrive (less the other traffic the server saw
+ * after the report, which no client can know).
+ */
+const simulate = (steps: ReadonlyArray<Step>, aged: boolean) =>
+  run((limiter) =>
+    Effect.gen(function*() {
+      let server = CAPACITY
+      let external = 0
+      const undelivered: Array<Call> = []
+      const delivered: Array<Call> = []
+      let worst = -Infinity
+      for (const s of steps) {
+        switch (s._tag) {
+          case "admit": {
+            const permit = yield* limiter.tryAcquire([SCOPE], { tokens: s.estimate })
+            if (Option.isSome(permit)) {
+              undelivered.push({
+                permit: permit.value,
+                estimate: s.estimate,
+                actual: Math.floor(s.estimate * s.actualShare)
+              })
+            }
+            break
+          }
+          case "deliver": {
+            const call = undelivered.shift()
+            if (call === undefined) break
+            server -= call.estimate
+            call.remaining = server
+            call.externalAt = external
+            delivered.push(call)
+            break
+          }
+          case "external": {
+            server -= s.amount
+            external += s.amount
+            break
+          }
+          case "respond": {
+            if (delivered.length === 0) break
+            const [call] = delivered.splice(s.pick % delivered.length, 1)
+            server += call.estimate - call.actual
+            yield* call.permit.settle({ tokens: call.actual })
+            yield* limiter.sync(SCOPE, {
+              dimension: "tokens",
+              remaining: call.remaining,
+              since: aged ? call.permit : undefined
+            })
+            const level = yield* levelOf(limiter)
+            const inFlight = undelivered.reduce((sum, c) => sum + c.estimate, 0)
+            const unknowable = external - call.externalAt!
+            worst = Math.max(worst, level - (Math.max(-CAPACITY, server) - inFlight + unknowable))
+          }
+        }
+      }
+      return worst
+    })
+  )
+
+describe("RateLimiter.sync with since", () => {
+  it.effect.prop(
+    "after a report, the level never exceeds what the server will have once the requests in flight arrive",
+    { steps: fc.array(step, { minLength: 1, maxLength: 120 }) },
+    ({ steps }) =>
+      Effect.map(simulate(steps, true), (worst) => {
+        expect(worst).toBeLessThanOrEqual(1e-6)
+      }),
+    { fastCheck: { numRuns: 200 } }
+  )
+
+  it.effect("without since, a report forgets the requests still on their way (the overshoot this prevents)", () =>
+    Effect.gen(function*() {
+      // A and B admitted; other traffic of 500; A arrives and is answered: B is still on its way.
+      const steps: ReadonlyArray<Step> = [
+        { _tag: "admit", estimate: 100, actualShare: 1 },
+        { _tag: "admit", estimate: 100, actualShare: 1 },
+        { _tag: "external", amount: 500 },
+        { _tag: "deliver" },
+        { _tag: "respond", pick: 0 }
+      ]
+      expect(yield* simulate(steps, false)).toBe(100)
+      expect(yield* simulate(steps, true)).toBe(0)
+    }))
+
+  it.effect("a report that agrees with the client's own accounting changes nothing", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const a = yield* limiter.acquire([SCOPE], { tokens: 4_000 })
+        yield* limiter.acquire([SCOPE], { tokens: 3_000 })
+        // the server saw A only, charged at its actual 1,000
+        yield* a.settle({ tokens: 1_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: CAPACITY - 1_000, since: a })
+        expect(yield* levelOf(limiter)).toBe(CAPACITY - 4_000)
+      })
+    ))
+
+  it.effect("the refill since the request left is added to the report; a report older than the ledger is ignored", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const a = yield* limiter.acquire([SCOPE], { tokens: 50_000 })
+        const sentAt = a.admittedAt
+        yield* TestClock.adjust("6 seconds")
+        // 6 s of a 100,000-a-minute bucket is 10,000: the server's 20,000 then is about 30,000 now
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 20_000, since: a, sentAt })
+        expect(yield* levelOf(limiter)).toBeCloseTo(30_000, 6)
+
+        const old = yield* limiter.acquire([SCOPE], { tokens: 1 })
+        yield* TestClock.adjust("3 minutes")
+        yield* limiter.acquire([SCOPE], { tokens: 1 }) // a new admission drops what is older than 2 minutes
+        const before = yield* levelOf(limiter)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 0, since: old })
+        expect(yield* levelOf(limiter)).toBe(before)
+      })
+    ))
+})
