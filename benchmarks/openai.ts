@@ -205,13 +205,14 @@ const goals = (byRound: ReadonlyMap<number, ReadonlyArray<Row>>): Array<string> 
 const command = ["pnpm bench:openai", ...args].join(" ")
 
 /** The run before this one, in one line: what changed since, and what it measured. */
-const PREVIOUS = "Previous run (2026-12-01, commit 9eb897a plus uncommitted changes, `--priority -10`, load 11.0): " +
+const PREVIOUS = "Previous runs (2026-12-01, `--priority -10`): at commit 9eb897a plus uncommitted changes (load 11.0), " +
   "Sluice with limits 1.116× / 1.152× the minimum with 2 / 4 429s, adaptive 1.218× / 1.239× (6 / 6 429s), the " +
-  "fastest complete peer (bare SDK + p-limit(64)) 1.171× / 1.154×, the cookbook processor 1.408× / 1.408×. Changed " +
-  "since in the library: the header sync settles before folding in the server's remaining, millisecond retry hints " +
-  "win over `retry-after`'s rounded seconds, the default policy waits out an open circuit breaker, the limiter " +
-  "prepares queued waiters again when a limit is learned or changes (d3bd416, fc4f503), and later commits up to " +
-  "this run's; the benchmark measures the same way (its harness is now shared with benchmarks/cli.ts)."
+  "fastest complete peer (bare SDK + p-limit(64)) 1.171× / 1.154×, the cookbook processor 1.408× / 1.408×; at " +
+  "commit cb4fbbc (load 3.7), Sluice with limits 1.097× / 1.074× with 19 / 23 429s, adaptive 1.170× / 1.100× " +
+  "(13 / 9 429s), p-limit(64) 1.142× / 1.143×, the cookbook 1.408× / 1.408×. Those 429s came from the header " +
+  "sync: lowering the level to a response's `x-ratelimit-remaining-tokens` forgot the calls admitted after that " +
+  "one and still on their way to the server, which its figure did not count yet. Since d867b8c the report is " +
+  "aged (`RateLimiter.sync`'s `since`): those calls, at their current charge, are subtracted."
 
 const render = (rows: ReadonlyArray<Row>, started: { date: string; load: ReadonlyArray<number> }) => {
   const byRound = new Map<number, Array<Row>>()
