@@ -277,14 +277,12 @@ export const render = (
 export type Outcome = "completed" | "completed-with-failures" | "stopped"
 
 /**
+ * What a run has done so far, as the live progress and the summary report it.
+ *
  * @since 0.1.0
  * @category models
  */
-export interface Summary {
-  readonly outcome: Outcome
-  readonly stop: StopReason | undefined
-  /** Non-blank input lines. */
-  readonly total: number
+export interface Counts {
   /** Skipped: already in the output file. */
   readonly alreadyDone: number
   readonly succeeded: number
@@ -292,11 +290,7 @@ export interface Summary {
   readonly failuresByKind: Readonly<Record<string, number>>
   readonly invalid: number
   readonly invalidByReason: Readonly<Record<string, number>>
-  /** Valid requests with no output line yet (resumable). */
-  readonly notDone: number
-  /** Bytes of a torn last output line removed before appending. */
-  readonly repairedBytes: number
-  readonly wallMs: number
+  /** Admissions that waited for room, and for how long in all. */
   readonly waits: number
   readonly waitMs: number
   readonly rateLimited: number
@@ -306,6 +300,24 @@ export interface Summary {
   readonly theoreticalMinimumMs: number | undefined
   readonly tokensReserved: number
   readonly tokensUsed: number
+}
+
+/**
+ * The end of a run: its {@link Counts} and how it ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary extends Counts {
+  readonly outcome: Outcome
+  readonly stop: StopReason | undefined
+  /** Non-blank input lines. */
+  readonly total: number
+  /** Valid requests with no output line yet (resumable). */
+  readonly notDone: number
+  /** Bytes of a torn last output line removed before appending. */
+  readonly repairedBytes: number
+  readonly wallMs: number
 }
 
 /**

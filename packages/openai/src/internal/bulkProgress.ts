@@ -3,26 +3,13 @@
  *
  * @internal
  */
+import type { Counts } from "../BulkRunner.js"
 
 /** @internal */
-export interface Stats {
+export interface Stats extends Counts {
   readonly total: number | undefined
-  readonly alreadyDone: number
-  readonly succeeded: number
-  readonly failed: number
-  readonly failuresByKind: Readonly<Record<string, number>>
-  readonly invalid: number
-  readonly invalidByReason: Readonly<Record<string, number>>
   readonly inFlight: number
   readonly startedAt: number
-  readonly waits: number
-  readonly waitMs: number
-  readonly rateLimited: number
-  readonly retries: number
-  readonly binding: string | undefined
-  readonly theoreticalMinimumMs: number | undefined
-  readonly tokensReserved: number
-  readonly tokensUsed: number
 }
 
 /** @internal */
