@@ -15,10 +15,40 @@ import { execFileSync, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import * as Http from "node:http"
 import { createRequire } from "node:module"
-import { cpus } from "node:os"
+import { cpus, setPriority } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { ClientReport } from "./openai-workload.js"
+
+// -----------------------------------------------------------------------------
+// the command line
+// -----------------------------------------------------------------------------
+
+/**
+ * The options both bulk benchmarks take: `--rounds N` (default 2), `--timeout S` per row (default 300),
+ * `--only a,b` (those rows; nothing is written), `--no-write`, and `--priority N`: run the simulator and the
+ * clients at scheduling priority N (a nice value; negative needs root). On a shared machine this keeps other
+ * work from starving the simulator, which handles a burst of hundreds of requests one after another on one
+ * core, so the rows measure the clients rather than the box. The priority is applied here.
+ */
+export const benchmarkOptions = (implementations: ReadonlyArray<string>) => {
+  const args = process.argv.slice(2)
+  const flag = (name: string): string | undefined => {
+    const i = args.indexOf(`--${name}`)
+    return i >= 0 ? args[i + 1] : undefined
+  }
+  const only = flag("only")?.split(",")
+  const priority = flag("priority")
+  if (priority !== undefined) setPriority(Number(priority))
+  return {
+    args,
+    rounds: Number(flag("rounds") ?? 2),
+    timeoutSeconds: Number(flag("timeout") ?? 300),
+    selected: only === undefined ? [...implementations] : only,
+    writeResults: only === undefined && !args.includes("--no-write"),
+    priority
+  }
+}
 
 // -----------------------------------------------------------------------------
 // the simulator's server

@@ -21,10 +21,11 @@
 import { SimConfig, Simulator } from "@sluice/testing"
 import { Effect } from "effect"
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { getPriority, loadavg, setPriority } from "node:os"
+import { getPriority, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Exchange, ProcessResult } from "./cli-harness.js"
 import {
+  benchmarkOptions,
   bucketMinimumMillis,
   CLIENT,
   fmt,
@@ -73,19 +74,7 @@ const scenario: SimConfig.ScenarioInput = {
   faults: { rates: { ...FAULTS } }
 }
 
-const args = process.argv.slice(2)
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 ? args[i + 1] : undefined
-}
-const rounds = Number(flag("rounds") ?? 2)
-const timeoutSeconds = Number(flag("timeout") ?? 300)
-const only = flag("only")?.split(",")
-const selected = only === undefined ? [...IMPLEMENTATIONS] : only
-const writeResults = only === undefined && !args.includes("--no-write")
-/** `--priority N`: run the simulator and the clients at scheduling priority N (see benchmarks/openai.ts). */
-const priority = flag("priority")
-if (priority !== undefined) setPriority(Number(priority))
+const { args, priority, rounds, selected, timeoutSeconds, writeResults } = benchmarkOptions(IMPLEMENTATIONS)
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const work = `${root}.sluice-tmp/bench-cli`

@@ -18,8 +18,9 @@
 import { SimConfig, SimStats, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
 import { writeFileSync } from "node:fs"
-import { getPriority, loadavg, setPriority } from "node:os"
+import { getPriority, loadavg } from "node:os"
 import {
+  benchmarkOptions,
   bucketMinimumMillis,
   CLIENT,
   fmt,
@@ -44,23 +45,7 @@ const IMPLEMENTATIONS = [
   "cookbook"
 ] as const
 
-const args = process.argv.slice(2)
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 ? args[i + 1] : undefined
-}
-const rounds = Number(flag("rounds") ?? 2)
-const timeoutSeconds = Number(flag("timeout") ?? 300)
-const only = flag("only")?.split(",")
-const selected = only === undefined ? [...IMPLEMENTATIONS] : only
-const writeResults = only === undefined && !args.includes("--no-write")
-/**
- * `--priority N`: run the simulator and the clients at scheduling priority N (a nice value; negative needs
- * root). On a shared machine this keeps other work from starving the simulator, which handles a burst of
- * hundreds of requests one after another on one core, so the rows measure the clients rather than the box.
- */
-const priority = flag("priority")
-if (priority !== undefined) setPriority(Number(priority))
+const { args, priority, rounds, selected, timeoutSeconds, writeResults } = benchmarkOptions(IMPLEMENTATIONS)
 
 const runChild = (implementation: string, url: string) =>
   Effect.flatMap(
@@ -205,7 +190,8 @@ const goals = (byRound: ReadonlyMap<number, ReadonlyArray<Row>>): Array<string> 
 const command = ["pnpm bench:openai", ...args].join(" ")
 
 /** The run before this one, in one line: what changed since, and what it measured. */
-const PREVIOUS = "Previous runs (2026-12-01, `--priority -10`): at commit 9eb897a plus uncommitted changes (load 11.0), " +
+const PREVIOUS =
+  "Previous runs (2026-12-01, `--priority -10`): at commit 9eb897a plus uncommitted changes (load 11.0), " +
   "Sluice with limits 1.116× / 1.152× the minimum with 2 / 4 429s, adaptive 1.218× / 1.239× (6 / 6 429s), the " +
   "fastest complete peer (bare SDK + p-limit(64)) 1.171× / 1.154×, the cookbook processor 1.408× / 1.408×; at " +
   "commit cb4fbbc (load 3.7), Sluice with limits 1.097× / 1.074× with 19 / 23 429s, adaptive 1.170× / 1.100× " +
