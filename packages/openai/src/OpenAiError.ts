@@ -219,29 +219,8 @@ export type OpenAiError =
   | NotFound
   | UnknownError
 
-/**
- * The schema of every kind (for decoding errors that crossed a process boundary).
- *
- * @since 0.1.0
- * @category schemas
- */
-export const OpenAiError: Schema.Union<[
-  typeof RateLimited,
-  typeof RequestTooLarge,
-  typeof QuotaExhausted,
-  typeof Overloaded,
-  typeof ServerError,
-  typeof Timeout,
-  typeof ConnectionError,
-  typeof Conflict,
-  typeof ContextLengthExceeded,
-  typeof ContentPolicy,
-  typeof BadRequest,
-  typeof Unauthorized,
-  typeof PermissionDenied,
-  typeof NotFound,
-  typeof UnknownError
-]> = Schema.Union(
+/** Every kind's class, in the order `OpenAiError` lists them. */
+const classes = [
   RateLimited,
   RequestTooLarge,
   QuotaExhausted,
@@ -257,7 +236,15 @@ export const OpenAiError: Schema.Union<[
   PermissionDenied,
   NotFound,
   UnknownError
-)
+] as const
+
+/**
+ * The schema of every kind (for decoding errors that crossed a process boundary).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const OpenAiError: Schema.Union<typeof classes> = Schema.Union(...classes)
 
 /**
  * The tag of a kind.
@@ -283,24 +270,6 @@ export const neverRetried: ReadonlySet<Kind> = new Set<Kind>([
   "PermissionDenied",
   "NotFound"
 ])
-
-const classes = [
-  RateLimited,
-  RequestTooLarge,
-  QuotaExhausted,
-  Overloaded,
-  ServerError,
-  Timeout,
-  ConnectionError,
-  Conflict,
-  ContextLengthExceeded,
-  ContentPolicy,
-  BadRequest,
-  Unauthorized,
-  PermissionDenied,
-  NotFound,
-  UnknownError
-] as const
 
 /**
  * @since 0.1.0
