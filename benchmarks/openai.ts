@@ -197,8 +197,9 @@ const PREVIOUS =
   "commit cb4fbbc (load 3.7), Sluice with limits 1.097× / 1.074× with 19 / 23 429s, adaptive 1.170× / 1.100× " +
   "(13 / 9 429s), p-limit(64) 1.142× / 1.143×, the cookbook 1.408× / 1.408×. Those 429s came from the header " +
   "sync: lowering the level to a response's `x-ratelimit-remaining-tokens` forgot the calls admitted after that " +
-  "one and still on their way to the server, which its figure did not count yet. Since d867b8c the report is " +
-  "aged (`RateLimiter.sync`'s `since`): those calls, at their current charge, are subtracted."
+  "one and still on their way to the server, which its figure did not count yet. Since then the report is " +
+  "aged (`RateLimiter.sync`'s `since`, `Permit.markSent`): the calls sent after that one and those not sent yet, " +
+  "at their current charge, are subtracted."
 
 const render = (rows: ReadonlyArray<Row>, started: { date: string; load: ReadonlyArray<number> }) => {
   const byRound = new Map<number, Array<Row>>()

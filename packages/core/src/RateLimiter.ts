@@ -145,6 +145,15 @@ export interface Permit {
   readonly settle: (actual: Budget.Cost) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Refunds the whole charge (the call was not made). Idempotent. */
   readonly release: Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /**
+   * Records that the request this permit admitted has left now. A server's report is then aged by send
+   * order (`Observation.since`): the calls sent after this one, and those admitted but not sent yet, are
+   * the ones the server had not seen when it answered. Without it a permit counts as sent when it was
+   * admitted. Only the first call counts; nothing once settled or released.
+   *
+   * @since 0.1.0
+   */
+  readonly markSent: Effect.Effect<void>
 }
 
 /**
@@ -338,27 +347,41 @@ interface Resolved {
   readonly learned: boolean
 }
 
-const PermitSequence = Symbol.for("@sluice/core/RateLimiter/PermitSequence")
+const PermitSend = Symbol.for("@sluice/core/RateLimiter/PermitSend")
+
+/** Where a permit stands in its limiter's send order: see `Ledger`. */
+interface SendPoint {
+  /** The limiter's admission count at its admission. */
+  readonly admission: number
+  /** Its send sequence once marked sent, else the last send sequence when it was admitted. */
+  readonly sequence: number
+  /** Its own entry in the send order (marked sent, or settled), if any. */
+  readonly entry: number | undefined
+  readonly debits: ReadonlyArray<LimiterStore.Debit>
+}
 
 /** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
 const LEDGER_RETENTION_MILLIS = 120_000
 
 /**
- * What this limiter has charged one bucket lately, by permit: each permit's current charge (its estimate
- * while held, its actual once settled, nothing once released), in a Fenwick tree over the permits in
- * admission order. Recording and settling are O(log n), and so is asking what the permits admitted after a
- * given one hold now. Permits admitted more than the retention ago are dropped as new ones arrive.
+ * What this limiter has charged one bucket lately, in the order the calls were sent: each sent permit's
+ * current charge (its estimate until settled, its actual after, nothing once released) in a Fenwick tree,
+ * so recording, settling and asking what was sent after a given point are O(log n); plus `unsent`, what
+ * the permits admitted and not sent yet hold. Entries older than the retention are dropped as new ones
+ * arrive.
  */
 class Ledger {
-  /** The first permit recorded: a permit before it did not charge this bucket (not yet known, say). */
-  constructor(readonly first: number) {}
+  /** The limiter's admission count when this bucket was first charged: an earlier permit never charged it. */
+  constructor(readonly firstAdmission: number) {}
+  /** What the held permits not marked sent hold. */
+  unsent = 0
   private sequences: Array<number> = []
   private times: Array<number> = []
   private amounts: Array<number> = []
   /** 1-based Fenwick tree over `amounts`. */
   private tree: Array<number> = [0]
   private head = 0
-  /** The last sequence dropped: a question about an earlier one cannot be answered. */
+  /** The last send sequence dropped: a question about an earlier point cannot be answered. */
   private dropped = 0
 
   private prefix(count: number): number {
@@ -367,11 +390,7 @@ class Ledger {
     return sum
   }
 
-  private add(index: number, delta: number): void {
-    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
-  }
-
-  /** The index of the last permit with a sequence ≤ the one given (at least `head - 1`). */
+  /** The index of the last entry with a sequence ≤ the one given (at least `head - 1`). */
   private indexOf(sequence: number): number {
     let lo = this.head
     let hi = this.sequences.length - 1
@@ -414,18 +433,24 @@ class Ledger {
     }
   }
 
-  /** A permit's charge changed by `delta` (settled, released); nothing if it was dropped. */
+  /** The entry with this sequence changed by `delta` (settled, released); nothing if it was dropped. */
   adjust(sequence: number, delta: number): void {
     const index = this.indexOf(sequence)
     if (index < this.head || this.sequences[index] !== sequence) return
     this.amounts[index] += delta
-    this.add(index, delta)
+    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
   }
 
-  /** What the permits admitted after this one hold now; `undefined` when that is no longer known. */
+  /** The amount of the entry with this sequence (0 if none, or dropped). */
+  amountOf(sequence: number): number {
+    const index = this.indexOf(sequence)
+    return index >= this.head && this.sequences[index] === sequence ? this.amounts[index] : 0
+  }
+
+  /** What was sent after the point `sequence`, plus what is not sent yet; `undefined` when no longer known. */
   after(sequence: number): number | undefined {
     if (sequence < this.dropped) return undefined
-    return this.prefix(this.sequences.length) - this.prefix(this.indexOf(sequence) + 1)
+    return this.prefix(this.sequences.length) - this.prefix(this.indexOf(sequence) + 1) + this.unsent
   }
 }
 
@@ -574,14 +599,15 @@ export const make = (
     const planCache = new Map<string, ScopePlan>()
     /** Bumped whenever a limit is learned or changes (sync): queued waiters are prepared again. */
     let limitsVersion = 0
-    /** Admissions so far: each permit's sequence number. */
+    /** Admissions so far, and sends so far (permits marked sent, or settled unmarked). */
     let admissions = 0
-    /** Per bucket, what this limiter admitted lately, so a server's report can be aged (`Observation.since`). */
+    let sends = 0
+    /** Per bucket, what this limiter sent lately, so a server's report can be aged (`Observation.since`). */
     const ledgers = new Map<string, Ledger>()
-    const ledgerOf = (id: string, sequence: number): Ledger => {
+    const ledgerOf = (id: string, admission: number): Ledger => {
       let ledger = ledgers.get(id)
       if (ledger === undefined) {
-        ledger = new Ledger(sequence)
+        ledger = new Ledger(admission)
         ledgers.set(id, ledger)
       }
       return ledger
@@ -666,15 +692,40 @@ export const make = (
     }
 
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
-      const sequence = ++admissions
-      for (const debit of prepared.debits) {
-        if (debit.amount > 0) ledgerOf(debit.bucket.id, sequence).record(sequence, admittedAt, debit.amount)
+      const admission = ++admissions
+      for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
+      const point: {
+        admission: number
+        sequence: number
+        entry: number | undefined
+        marked: boolean
+        readonly debits: ReadonlyArray<LimiterStore.Debit>
+      } = { admission, sequence: sends, entry: undefined, marked: false, debits: prepared.debits }
+      /**
+       * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
+       * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
+       */
+      const send = (at: number, current: (debit: LimiterStore.Debit) => number, marked: boolean) => {
+        const sequence = ++sends
+        point.entry = sequence
+        point.marked = true
+        if (marked) point.sequence = sequence
+        for (const debit of prepared.debits) {
+          const ledger = ledgers.get(debit.bucket.id)
+          if (ledger === undefined) continue
+          ledger.unsent -= debit.amount
+          const amount = current(debit)
+          if (amount !== 0) ledger.record(sequence, at, amount)
+        }
       }
       let state: Permit["state"] = "held"
       let charged: Budget.Cost = prepared.cost
       /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
       const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost) => {
-        if (debits.length === 0) return Effect.void
+        if (debits.length === 0) {
+          if (!point.marked && state === "settled") send(admittedAt, (debit) => debit.amount, false)
+          return Effect.void
+        }
         let any = false
         for (const debit of debits) if (debit.amount < 0) any = true
         let counted: Effect.Effect<void> | undefined
@@ -683,12 +734,26 @@ export const make = (
           const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
           counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
-        for (const debit of debits) ledgers.get(debit.bucket.id)?.adjust(sequence, debit.amount)
+        if (point.marked) {
+          for (const debit of debits) ledgers.get(debit.bucket.id)?.adjust(point.entry!, debit.amount)
+        } else if (state === "settled") {
+          // answered, so sent by now: into the send order at its actual charge
+          send(admittedAt, (debit) => {
+            let amount = debit.amount
+            for (const correction of debits) if (correction.bucket.id === debit.bucket.id) amount += correction.amount
+            return amount
+          }, false)
+        } else {
+          for (const debit of prepared.debits) {
+            const ledger = ledgers.get(debit.bucket.id)
+            if (ledger !== undefined) ledger.unsent -= debit.amount
+          }
+        }
         const adjusted = counted === undefined ? store.adjust(debits) : Effect.zipRight(store.adjust(debits), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
       }
-      const permit: Permit & { readonly [PermitSequence]: number } = {
-        [PermitSequence]: sequence,
+      const permit: Permit & { readonly [PermitSend]: SendPoint } = {
+        [PermitSend]: point,
         scopes: prepared.scopes,
         get charged() {
           return charged
@@ -729,6 +794,10 @@ export const make = (
             prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
             prepared.cost
           )
+        }),
+        markSent: Effect.suspend(() => {
+          if (state !== "held" || point.marked) return Effect.void
+          return Effect.map(Clock.currentTimeMillis, (now) => send(now, (debit) => debit.amount, true))
         })
       }
       return permit
@@ -1131,16 +1200,31 @@ export const make = (
         }
         if (target === undefined) return
         let remaining = Math.max(0, observation.remaining)
-        const since = observation.since as (Permit & { readonly [PermitSequence]?: number }) | undefined
-        const sequence = since?.[PermitSequence]
+        const since = observation.since as (Permit & { readonly [PermitSend]?: SendPoint }) | undefined
+        const point = since?.[PermitSend]
         const ledger = ledgers.get(target.spec.id)
         // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
-        if (since !== undefined && sequence !== undefined && ledger !== undefined && ledger.first <= sequence) {
-          const after = ledger.after(sequence)
-          if (after === undefined) return // older than the ledger keeps: stale
+        if (
+          since !== undefined && point !== undefined && ledger !== undefined && ledger.firstAdmission <= point.admission
+        ) {
           const now = yield* Clock.currentTimeMillis
-          const refill = target.spec.refillPerMs * Math.max(0, now - (observation.sentAt ?? since.admittedAt))
-          remaining = Math.max(-target.spec.capacity, Math.min(target.spec.capacity, remaining + refill) - after)
+          const from = observation.sentAt ?? since.admittedAt
+          const later = ledger.after(point.sequence)
+          // older than the ledger keeps: stale
+          if (later === undefined || now - from > LEDGER_RETENTION_MILLIS) return
+          // the report counts the permit itself: settled unmarked, its entry is after its point; held
+          // unmarked, it is in `unsent`
+          let own = 0
+          if (point.entry !== undefined) {
+            if (point.entry > point.sequence) own = ledger.amountOf(point.entry)
+          } else if (since.state === "held") {
+            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) own += debit.amount
+          }
+          const after = later - own
+          const refill = target.spec.refillPerMs * Math.max(0, now - from)
+          // the server's level then, refilled since, less what it has received or will receive since: it
+          // cannot have refilled past its capacity, but the calls arriving meanwhile kept it below
+          remaining = Math.max(-target.spec.capacity, Math.min(target.spec.capacity, remaining + refill - after))
         }
         yield* store.observe(target.spec, remaining)
       })

@@ -23,6 +23,7 @@ const levelOf = (limiter: RateLimiter.Service) =>
 
 type Step =
   | { readonly _tag: "admit"; readonly estimate: number; readonly actualShare: number }
+  | { readonly _tag: "send"; readonly pick: number }
   | { readonly _tag: "deliver" }
   | { readonly _tag: "respond"; readonly pick: number }
   | { readonly _tag: "external"; readonly amount: number }
@@ -33,6 +34,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     estimate: fc.integer({ min: 1, max: 9_000 }),
     actualShare: fc.double({ min: 0, max: 1, noNaN: true })
   }),
+  fc.record({ _tag: fc.constant("send" as const), pick: fc.nat() }),
   fc.constant({ _tag: "deliver" as const }),
   fc.record({ _tag: fc.constant("respond" as const), pick: fc.nat() }),
   fc.record({ _tag: fc.constant("external" as const), amount: fc.integer({ min: 1, max: 5_000 }) })
@@ -49,17 +51,20 @@ interface Call {
 }
 
 /**
- * A server that charges each request's estimate when it arrives (in the order admitted) and trues it up
- * when it answers, with other traffic of its own; the client admits, settles and syncs with `since`.
+ * A client that admits calls, sends them in any order (marking them sent, or not: `marked`), settles
+ * them and syncs with `since`; a wire that delivers them in the order sent; a server that charges each
+ * request's estimate when it arrives and trues it up when it answers, with other traffic of its own.
  * Returns the worst overshoot seen right after a sync: how far the client's level was above what the
  * server will have once the client's undelivered requests arrive (less the other traffic the server saw
  * after the report, which no client can know).
  */
-const simulate = (steps: ReadonlyArray<Step>, aged: boolean) =>
+const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
   run((limiter) =>
     Effect.gen(function*() {
       let server = CAPACITY
       let external = 0
+      const unsent: Array<Call> = []
+      /** Sent, not yet arrived: the wire, in the order sent. */
       const undelivered: Array<Call> = []
       const delivered: Array<Call> = []
       let worst = -Infinity
@@ -68,12 +73,19 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean) =>
           case "admit": {
             const permit = yield* limiter.tryAcquire([SCOPE], { tokens: s.estimate })
             if (Option.isSome(permit)) {
-              undelivered.push({
+              unsent.push({
                 permit: permit.value,
                 estimate: s.estimate,
                 actual: Math.floor(s.estimate * s.actualShare)
               })
             }
+            break
+          }
+          case "send": {
+            if (unsent.length === 0) break
+            const [call] = unsent.splice(s.pick % unsent.length, 1)
+            if (marked) yield* call.permit.markSent
+            undelivered.push(call)
             break
           }
           case "deliver": {
@@ -101,7 +113,7 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean) =>
               since: aged ? call.permit : undefined
             })
             const level = yield* levelOf(limiter)
-            const inFlight = undelivered.reduce((sum, c) => sum + c.estimate, 0)
+            const inFlight = [...unsent, ...undelivered].reduce((sum, c) => sum + c.estimate, 0)
             const unknowable = external - call.externalAt!
             worst = Math.max(worst, level - (Math.max(-CAPACITY, server) - inFlight + unknowable))
           }
@@ -113,10 +125,10 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean) =>
 
 describe("RateLimiter.sync with since", () => {
   it.effect.prop(
-    "after a report, the level never exceeds what the server will have once the requests in flight arrive",
-    { steps: fc.array(step, { minLength: 1, maxLength: 120 }) },
-    ({ steps }) =>
-      Effect.map(simulate(steps, true), (worst) => {
+    "after a report, the level never exceeds what the server will have once the requests in flight arrive (calls marked sent or not, sent in any order)",
+    { steps: fc.array(step, { minLength: 1, maxLength: 120 }), marked: fc.boolean() },
+    ({ marked, steps }) =>
+      Effect.map(simulate(steps, true, marked), (worst) => {
         expect(worst).toBeLessThanOrEqual(1e-6)
       }),
     { fastCheck: { numRuns: 200 } }
@@ -129,6 +141,8 @@ describe("RateLimiter.sync with since", () => {
         { _tag: "admit", estimate: 100, actualShare: 1 },
         { _tag: "admit", estimate: 100, actualShare: 1 },
         { _tag: "external", amount: 500 },
+        { _tag: "send", pick: 0 },
+        { _tag: "send", pick: 0 },
         { _tag: "deliver" },
         { _tag: "respond", pick: 0 }
       ]
@@ -159,8 +173,10 @@ describe("RateLimiter.sync with since", () => {
         expect(yield* levelOf(limiter)).toBeCloseTo(30_000, 6)
 
         const old = yield* limiter.acquire([SCOPE], { tokens: 1 })
+        yield* old.markSent
         yield* TestClock.adjust("3 minutes")
-        yield* limiter.acquire([SCOPE], { tokens: 1 }) // a new admission drops what is older than 2 minutes
+        const later = yield* limiter.acquire([SCOPE], { tokens: 1 })
+        yield* later.markSent // a new entry drops what is older than 2 minutes
         const before = yield* levelOf(limiter)
         yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 0, since: old })
         expect(yield* levelOf(limiter)).toBe(before)

@@ -376,6 +376,7 @@ export const make = (
       const use = (permit: RateLimiter.Permit, asked: number) =>
         Effect.gen(function*() {
           const sent = yield* Clock.currentTimeMillis
+          yield* permit.markSent
           yield* emit({
             _tag: "Admitted",
             model: metered.model,

@@ -296,6 +296,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
           )
         )
         const sent = yield* Clock.currentTimeMillis
+        yield* permit.markSent
         yield* args.emit({
           _tag: "Admitted",
           model,
