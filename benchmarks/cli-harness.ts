@@ -51,6 +51,36 @@ export const benchmarkOptions = (implementations: ReadonlyArray<string>) => {
 }
 
 // -----------------------------------------------------------------------------
+// the report
+// -----------------------------------------------------------------------------
+
+/** What both benchmarks' rows have in common, for the parts of the report they share. */
+export interface ReportRow {
+  readonly round: number
+  readonly implementation: string
+  readonly name: string
+  /** "how it is configured; a note; another note": the first part is the same every round. */
+  readonly config: string
+}
+
+/** The rows by round, in order. */
+export const byRoundOf = <R extends ReportRow>(rows: ReadonlyArray<R>): Map<number, Array<R>> => {
+  const byRound = new Map<number, Array<R>>()
+  for (const row of rows) byRound.set(row.round, [...(byRound.get(row.round) ?? []), row])
+  return byRound
+}
+
+/** One bullet per implementation: its configuration, then what each round noted. */
+export const configLines = (rows: ReadonlyArray<ReportRow>): Array<string> =>
+  [...new Set(rows.map((row) => row.implementation))].map((implementation) => {
+    const list = rows.filter((r) => r.implementation === implementation)
+    const [base] = list[0].config.split("; ")
+    const notes = list.map((row) => [row.round, row.config.split("; ").slice(1).join("; ")] as const)
+      .filter(([, note]) => note !== "")
+    return `- **${list[0].name}**: ${base}.${notes.map(([round, note]) => ` Round ${round}: ${note}.`).join("")}`
+  })
+
+// -----------------------------------------------------------------------------
 // the simulator's server
 // -----------------------------------------------------------------------------
 

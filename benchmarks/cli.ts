@@ -27,7 +27,9 @@ import type { Exchange, ProcessResult } from "./cli-harness.js"
 import {
   benchmarkOptions,
   bucketMinimumMillis,
+  byRoundOf,
   CLIENT,
+  configLines,
   fmt,
   gitState,
   loads,
@@ -366,8 +368,7 @@ const render = (
   started: { readonly date: string; readonly load: ReadonlyArray<number> },
   probe: { readonly source: ReadonlyArray<number>; readonly dist: ReadonlyArray<number> }
 ) => {
-  const byRound = new Map<number, Array<Row>>()
-  for (const row of rows) byRound.set(row.round, [...(byRound.get(row.round) ?? []), row])
+  const byRound = byRoundOf(rows)
   const base = (round: number) => byRound.get(round)?.find((row) => row.implementation === "sluice-run")
   const wallCell = (row: Row) => row.finished ? seconds(row.wallMillis) : `> ${seconds(row.wallMillis)} (killed)`
   const ratioCell = (wall: number, row: Row) =>
@@ -409,13 +410,7 @@ const render = (
     })
   ].join("\n")
 
-  const configs = implementations.map((implementation) => {
-    const list = rows.filter((r) => r.implementation === implementation)
-    const [first] = list[0].config.split("; ")
-    const notes = list.map((row) => [row.round, row.config.split("; ").slice(1).join("; ")] as const)
-      .filter(([, note]) => note !== "")
-    return `- **${list[0].name}**: ${first}.${notes.map(([round, note]) => ` Round ${round}: ${note}.`).join("")}`
-  })
+  const configs = configLines(rows)
 
   const checks = rows.map((row) =>
     `| ${row.round} | ${row.name} | ${row.exitCode ?? "killed"} | ${fmt(row.serverAttempts)} | ${

@@ -22,7 +22,9 @@ import { getPriority, loadavg } from "node:os"
 import {
   benchmarkOptions,
   bucketMinimumMillis,
+  byRoundOf,
   CLIENT,
+  configLines,
   fmt,
   gitState,
   loads,
@@ -202,8 +204,7 @@ const PREVIOUS =
   "at their current charge, are subtracted."
 
 const render = (rows: ReadonlyArray<Row>, started: { date: string; load: ReadonlyArray<number> }) => {
-  const byRound = new Map<number, Array<Row>>()
-  for (const row of rows) byRound.set(row.round, [...(byRound.get(row.round) ?? []), row])
+  const byRound = byRoundOf(rows)
   const sluiceWall = (round: number) => byRound.get(round)?.find((row) => row.implementation === "sluice")?.wallMillis
   const wallCell = (row: Row) => row.finished ? seconds(row.wallMillis) : `> ${seconds(row.wallMillis)} (stopped)`
   const ratioCell = (row: Row) =>
@@ -236,13 +237,7 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
   ].join("\n")
 
   // a row's configuration, then what happened in each round (the notes after the first "; ")
-  const configs = implementations.map((implementation) => {
-    const list = rows.filter((r) => r.implementation === implementation)
-    const [base] = list[0].config.split("; ")
-    const notes = list.map((row) => [row.round, row.config.split("; ").slice(1).join("; ")] as const)
-      .filter(([, note]) => note !== "")
-    return `- **${list[0].name}**: ${base}.${notes.map(([round, note]) => ` Round ${round}: ${note}.`).join("")}`
-  })
+  const configs = configLines(rows)
 
   const checks = rows.map((row) =>
     `| ${row.round} | ${row.name} | ${fmt(row.serverAttempts)} | ${fmt(row.clientRetries)} | ${
