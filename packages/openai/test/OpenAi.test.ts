@@ -6,22 +6,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore } from "@sluice/core"
 import { OpenAi, TokenEstimator } from "@sluice/openai"
-import { Scenario, SimFetch, Simulator } from "@sluice/testing"
+import { SimFetch, Simulator } from "@sluice/testing"
 import type { Duration } from "effect"
 import { Cause, Clock, Effect, Exit, Layer, Option, Redacted } from "effect"
-import { API_KEY, drive, filler, mixedBatch, sum, theoreticalMinimum, withService } from "./harness.js"
+import { API_KEY, drive, filler, mixedBatch, sum, theoreticalMinimum, tier1, withService } from "./harness.js"
 
 const MODEL = "gpt-4o"
 const POOL = "org:acme/pool:gpt-4o"
-
-/** The service over a simulator client, with its events recorded at their virtual times. */
-
-const tier1 = (overrides: Parameters<typeof Scenario.tier1>[0] = {}) =>
-  Simulator.layer(Scenario.tier1({
-    seed: 11,
-    latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 },
-    ...overrides
-  }))
 
 // -----------------------------------------------------------------------------
 // tests

@@ -4,20 +4,11 @@
  * headers before the herd is admitted.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Scenario, Simulator } from "@sluice/testing"
+import { Simulator } from "@sluice/testing"
 import { Effect, Exit } from "effect"
-import { drive, mixedBatch, theoreticalMinimum, withService } from "./harness.js"
+import { drive, mixedBatch, theoreticalMinimum, tier1, withService } from "./harness.js"
 
 const POOL = "org:acme/pool:gpt-4o"
-
-/** The service over a simulator client, with its events recorded at their virtual times. */
-
-const tier1 = (overrides: Parameters<typeof Scenario.tier1>[0] = {}) =>
-  Simulator.layer(Scenario.tier1({
-    seed: 11,
-    latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 },
-    ...overrides
-  }))
 
 describe("OpenAi: adaptive mode (limits unknown)", () => {
   it.effect("500 mixed chat calls: learns the pool's limits from headers, 429s under 2%, near the minimum", () =>

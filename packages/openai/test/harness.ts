@@ -5,8 +5,7 @@
  */
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
-import type { Simulator } from "@sluice/testing"
-import { SimFetch } from "@sluice/testing"
+import { Scenario, SimFetch, Simulator } from "@sluice/testing"
 import { Chunk, Clock, Effect, Fiber, Layer, Random, TestClock } from "effect"
 import OpenAIClient from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
@@ -146,3 +145,11 @@ export const theoreticalMinimum = (
     (requests - limits.rpm) / (limits.rpm / 60_000)
   )
 }
+
+/** OpenAI's Tier 1 in the simulator (seeded), with 200–800 ms latency plus 1 ms per output token. */
+export const tier1 = (overrides: Parameters<typeof Scenario.tier1>[0] = {}) =>
+  Simulator.layer(Scenario.tier1({
+    seed: 11,
+    latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 },
+    ...overrides
+  }))
