@@ -358,10 +358,14 @@ interface SendPoint {
   /** Its own entry in the send order (marked sent, or settled), if any. */
   readonly entry: number | undefined
   readonly debits: ReadonlyArray<LimiterStore.Debit>
+  /** The limiter that admitted it (its ledgers): a permit of another limiter ages nothing here. */
+  readonly owner: object
 }
 
 /** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
 const LEDGER_RETENTION_MILLIS = 120_000
+/** The most calls a report is replayed over one by one (see `Ledger.replay`). */
+const REPLAY_LIMIT = 2_048
 
 /**
  * What this limiter has charged one bucket lately, in the order the calls were sent: each sent permit's
@@ -441,16 +445,53 @@ class Ledger {
     for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
   }
 
+  /** Whether an entry with this sequence is kept. */
+  has(sequence: number): boolean {
+    const index = this.indexOf(sequence)
+    return index >= this.head && this.sequences[index] === sequence
+  }
+
   /** The amount of the entry with this sequence (0 if none, or dropped). */
   amountOf(sequence: number): number {
     const index = this.indexOf(sequence)
     return index >= this.head && this.sequences[index] === sequence ? this.amounts[index] : 0
   }
 
-  /** What was sent after the point `sequence`, plus what is not sent yet; `undefined` when no longer known. */
-  after(sequence: number): number | undefined {
+  /**
+   * The server's level now, replayed from what it reported (`level`, as of `from`): the calls sent after
+   * the point `sequence` arrive when they were sent, the bucket refilling up to its capacity in between,
+   * then what is not sent yet is taken off. `skip` (an entry) and `ownUnsent` leave out the call the report
+   * answered, which the report counts already. Past `REPLAY_LIMIT` calls, the conservative bound: capped
+   * refill first, then everything since. `undefined` when the point is older than the ledger keeps.
+   */
+  replay(
+    sequence: number,
+    from: number,
+    level: number,
+    now: number,
+    bucket: { readonly capacity: number; readonly refillPerMs: number },
+    skip: number | undefined,
+    ownUnsent: number
+  ): number | undefined {
     if (sequence < this.dropped) return undefined
-    return this.prefix(this.sequences.length) - this.prefix(this.indexOf(sequence) + 1) + this.unsent
+    const { capacity, refillPerMs } = bucket
+    const start = this.indexOf(sequence) + 1
+    const end = this.sequences.length
+    const unsent = this.unsent - ownUnsent
+    if (end - start > REPLAY_LIMIT) {
+      const skipped = skip === undefined ? 0 : this.amountOf(skip)
+      const sent = this.prefix(end) - this.prefix(start) - skipped
+      return Math.min(capacity, level + refillPerMs * Math.max(0, now - from)) - sent - unsent
+    }
+    let t = from
+    for (let i = start; i < end; i++) {
+      if (this.sequences[i] === skip) continue
+      // entries of calls settled unmarked carry their admission time: never step back
+      const at = Math.max(t, this.times[i])
+      level = Math.min(capacity, level + refillPerMs * (at - t)) - this.amounts[i]
+      t = at
+    }
+    return Math.min(capacity, level + refillPerMs * Math.max(0, now - t)) - unsent
   }
 }
 
@@ -700,7 +741,8 @@ export const make = (
         entry: number | undefined
         marked: boolean
         readonly debits: ReadonlyArray<LimiterStore.Debit>
-      } = { admission, sequence: sends, entry: undefined, marked: false, debits: prepared.debits }
+        readonly owner: object
+      } = { admission, sequence: sends, entry: undefined, marked: false, debits: prepared.debits, owner: ledgers }
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
@@ -721,9 +763,9 @@ export const make = (
       let state: Permit["state"] = "held"
       let charged: Budget.Cost = prepared.cost
       /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
-      const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost) => {
+      const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost, now: number) => {
         if (debits.length === 0) {
-          if (!point.marked && state === "settled") send(admittedAt, (debit) => debit.amount, false)
+          if (!point.marked && state === "settled") send(now, (debit) => debit.amount, false)
           return Effect.void
         }
         let any = false
@@ -735,14 +777,25 @@ export const make = (
           counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
         if (point.marked) {
-          for (const debit of debits) ledgers.get(debit.bucket.id)?.adjust(point.entry!, debit.amount)
+          for (const debit of debits) {
+            const ledger = ledgers.get(debit.bucket.id)
+            if (ledger !== undefined && ledger.has(point.entry!)) ledger.adjust(point.entry!, debit.amount)
+            else if (debit.amount > 0) ledgerOf(debit.bucket.id, admission).record(++sends, now, debit.amount)
+          }
         } else if (state === "settled") {
-          // answered, so sent by now: into the send order at its actual charge
-          send(admittedAt, (debit) => {
+          // answered, so sent by now: into the send order at its actual charge, as of now (the latest it
+          // can have arrived: a report replayed over it assumes the least refill before it)
+          send(now, (debit) => {
             let amount = debit.amount
             for (const correction of debits) if (correction.bucket.id === debit.bucket.id) amount += correction.amount
             return amount
           }, false)
+          // a charge on a bucket the estimate left out (an under-estimate of a dimension estimated at 0)
+          for (const correction of debits) {
+            if (correction.amount <= 0) continue
+            if (prepared.debits.some((debit) => debit.bucket.id === correction.bucket.id)) continue
+            ledgerOf(correction.bucket.id, admission).record(point.entry!, now, correction.amount)
+          }
         } else {
           for (const debit of prepared.debits) {
             const ledger = ledgers.get(debit.bucket.id)
@@ -763,7 +816,7 @@ export const make = (
         },
         admittedAt,
         settle: (actual) =>
-          Effect.suspend(() => {
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
             if (state !== "held") return Effect.void
             state = "settled"
             const corrections: Array<LimiterStore.Debit> = []
@@ -784,20 +837,23 @@ export const make = (
               if (next[dimension] < before) refunded[dimension] = before - next[dimension]
             }
             charged = next
-            return refund(corrections, refunded)
+            return refund(corrections, refunded, now)
           }),
-        release: Effect.suspend(() => {
+        release: Effect.flatMap(Clock.currentTimeMillis, (now) => {
           if (state !== "held") return Effect.void
           state = "released"
           charged = {}
           return refund(
             prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
-            prepared.cost
+            prepared.cost,
+            now
           )
         }),
         markSent: Effect.suspend(() => {
           if (state !== "held" || point.marked) return Effect.void
-          return Effect.map(Clock.currentTimeMillis, (now) => send(now, (debit) => debit.amount, true))
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            if (state === "held" && !point.marked) send(now, (debit) => debit.amount, true)
+          })
         })
       }
       return permit
@@ -1205,26 +1261,22 @@ export const make = (
         const ledger = ledgers.get(target.spec.id)
         // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
         if (
-          since !== undefined && point !== undefined && ledger !== undefined && ledger.firstAdmission <= point.admission
+          since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined &&
+          ledger.firstAdmission <= point.admission
         ) {
           const now = yield* Clock.currentTimeMillis
           const from = observation.sentAt ?? since.admittedAt
-          const later = ledger.after(point.sequence)
-          // older than the ledger keeps: stale
-          if (later === undefined || now - from > LEDGER_RETENTION_MILLIS) return
-          // the report counts the permit itself: settled unmarked, its entry is after its point; held
+          if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // the report counts the call itself: settled unmarked, its entry is after its point; held
           // unmarked, it is in `unsent`
-          let own = 0
-          if (point.entry !== undefined) {
-            if (point.entry > point.sequence) own = ledger.amountOf(point.entry)
-          } else if (since.state === "held") {
-            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) own += debit.amount
+          let ownUnsent = 0
+          if (point.entry === undefined && since.state === "held") {
+            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
           }
-          const after = later - own
-          const refill = target.spec.refillPerMs * Math.max(0, now - from)
-          // the server's level then, refilled since, less what it has received or will receive since: it
-          // cannot have refilled past its capacity, but the calls arriving meanwhile kept it below
-          remaining = Math.max(-target.spec.capacity, Math.min(target.spec.capacity, remaining + refill - after))
+          const skip = point.entry !== undefined && point.entry > point.sequence ? point.entry : undefined
+          const aged = ledger.replay(point.sequence, from, remaining, now, target.spec, skip, ownUnsent)
+          if (aged === undefined) return
+          remaining = Math.max(-target.spec.capacity, aged)
         }
         yield* store.observe(target.spec, remaining)
       })

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Effect, FastCheck as fc, Option, TestClock } from "effect"
+import { Clock, Effect, FastCheck as fc, Option, TestClock } from "effect"
 
 const CAPACITY = 100_000
 const SCOPE = "org:a/pool:m"
@@ -27,6 +27,7 @@ type Step =
   | { readonly _tag: "deliver" }
   | { readonly _tag: "respond"; readonly pick: number }
   | { readonly _tag: "external"; readonly amount: number }
+  | { readonly _tag: "wait"; readonly millis: number }
 
 const step: fc.Arbitrary<Step> = fc.oneof(
   fc.record({
@@ -37,7 +38,8 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ _tag: fc.constant("send" as const), pick: fc.nat() }),
   fc.constant({ _tag: "deliver" as const }),
   fc.record({ _tag: fc.constant("respond" as const), pick: fc.nat() }),
-  fc.record({ _tag: fc.constant("external" as const), amount: fc.integer({ min: 1, max: 5_000 }) })
+  fc.record({ _tag: fc.constant("external" as const), amount: fc.integer({ min: 1, max: 5_000 }) }),
+  fc.record({ _tag: fc.constant("wait" as const), millis: fc.integer({ min: 1, max: 20_000 }) })
 )
 
 interface Call {
@@ -48,6 +50,8 @@ interface Call {
   remaining?: number
   /** Other traffic the server had seen when it answered. */
   externalAt?: number
+  /** When it arrived (ms since the start): the report is as of then. */
+  arrivedAt?: number
 }
 
 /**
@@ -61,6 +65,7 @@ interface Call {
 const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
   run((limiter) =>
     Effect.gen(function*() {
+      const start = yield* Clock.currentTimeMillis
       let server = CAPACITY
       let external = 0
       const unsent: Array<Call> = []
@@ -68,6 +73,14 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
       const undelivered: Array<Call> = []
       const delivered: Array<Call> = []
       let worst = -Infinity
+      const arrive = (call: Call) => {
+        server -= call.estimate
+        call.remaining = server
+        call.externalAt = external
+        call.arrivedAt = now
+        delivered.push(call)
+      }
+      let now = 0
       for (const s of steps) {
         switch (s._tag) {
           case "admit": {
@@ -90,11 +103,15 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
           }
           case "deliver": {
             const call = undelivered.shift()
-            if (call === undefined) break
-            server -= call.estimate
-            call.remaining = server
-            call.externalAt = external
-            delivered.push(call)
+            if (call !== undefined) arrive(call)
+            break
+          }
+          case "wait": {
+            // what is on the wire arrives before time passes (a call arrives when it is sent)
+            for (const call of undelivered.splice(0)) arrive(call)
+            yield* TestClock.adjust(s.millis)
+            now += s.millis
+            server = Math.min(CAPACITY, server + (CAPACITY / 60_000) * s.millis)
             break
           }
           case "external": {
@@ -110,7 +127,8 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
             yield* limiter.sync(SCOPE, {
               dimension: "tokens",
               remaining: call.remaining,
-              since: aged ? call.permit : undefined
+              since: aged ? call.permit : undefined,
+              sentAt: aged ? start + call.arrivedAt! : undefined
             })
             const level = yield* levelOf(limiter)
             const inFlight = [...unsent, ...undelivered].reduce((sum, c) => sum + c.estimate, 0)
@@ -125,7 +143,7 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
 
 describe("RateLimiter.sync with since", () => {
   it.effect.prop(
-    "after a report, the level never exceeds what the server will have once the requests in flight arrive (calls marked sent or not, sent in any order)",
+    "after a report, the level never exceeds what the server will have once the requests in flight arrive (calls marked sent or not, sent in any order, time passing)",
     { steps: fc.array(step, { minLength: 1, maxLength: 120 }), marked: fc.boolean() },
     ({ marked, steps }) =>
       Effect.map(simulate(steps, true, marked), (worst) => {

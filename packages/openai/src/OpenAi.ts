@@ -375,8 +375,6 @@ export const make = (
       /** The call itself, holding the permit; what it does with the answer (or failure). */
       const use = (permit: RateLimiter.Permit, asked: number) =>
         Effect.gen(function*() {
-          const sent = yield* Clock.currentTimeMillis
-          yield* permit.markSent
           yield* emit({
             _tag: "Admitted",
             model: metered.model,
@@ -386,6 +384,9 @@ export const make = (
             // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
             waitedMillis: Math.max(0, permit.admittedAt - asked)
           })
+          // last before the request leaves: the order marked is the order sent
+          const sent = yield* Clock.currentTimeMillis
+          yield* permit.markSent
           let failure: unknown
           const outcome = yield* Effect.exit(
             Effect.tryPromise({ try: (signal) => metered.send(signal), catch: (error) => error }).pipe(

@@ -295,8 +295,6 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
             (permit) => Effect.addFinalizer(() => Effect.ignore(permit.settle(usedSoFar(progress))))
           )
         )
-        const sent = yield* Clock.currentTimeMillis
-        yield* permit.markSent
         yield* args.emit({
           _tag: "Admitted",
           model,
@@ -307,6 +305,9 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
         })
         const controller = new AbortController()
         yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
+        // last before the request leaves: the order marked is the order sent
+        const sent = yield* Clock.currentTimeMillis
+        yield* permit.markSent
         const result = yield* Effect.tryPromise({ try: () => args.open(controller.signal), catch: (error) => error })
           .pipe(
             Effect.catchAll((raw) =>
