@@ -396,7 +396,7 @@ export const command = (env: Environment) =>
  * ```ts
  * import { Cli } from "@sluice/cli"
  * import { NodeContext, NodeRuntime } from "@effect/platform-node"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * Cli.run(process.argv, {
  *   stop: Effect.never,

@@ -136,8 +136,9 @@ describe("sluice CLI (in process)", () => {
     expect(Cli.defaultErrorsPath("results")).toBe("results.errors.jsonl")
   })
 
-  // The embedded simulator on the real clock with no latency: a run of a few hundred lines takes well under
-  // a second, so this is `it.live`.
+  // live: `Cli.run` reads and writes real files through Node streams and runs the embedded simulator on the
+  // clock it installs itself (no latency here, so well under a second of wall time); TestClock would have to
+  // be driven from outside a program that does real I/O.
   it.live(
     "run --routing: lines naming a task go through the router, spill when a pool is full, and the summary says so",
     () =>

@@ -29,6 +29,7 @@ const scenario = {
 }
 
 describe("sluice run in bounded memory (real process)", () => {
+  // live: a real process whose heap and RSS are measured; TestClock cannot drive it
   it.live(`${lines} lines with a 128 MB heap: every line once, peak RSS measured`, () =>
     Effect.promise(async () => {
       const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-mem-"))

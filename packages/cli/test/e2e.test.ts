@@ -103,6 +103,7 @@ const lineCount = (path: string) => {
   }
 }
 
+// real time on purpose: the child is a separate OS process, polled and killed at wall-clock moments
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const expectExactlyOnce = (path: string, n: number) => {
@@ -114,6 +115,7 @@ const expectExactlyOnce = (path: string, n: number) => {
 }
 
 describe("sluice run (real process, HTTP simulator)", () => {
+  // live: a real child process and sockets (see the top of the file)
   it.live(
     "faults and 400s: exactly one line per custom_id, 400s never retried, server errors retried",
     () =>
@@ -150,6 +152,7 @@ describe("sluice run (real process, HTTP simulator)", () => {
     120_000
   )
 
+  // live: kill -9 lands at random wall-clock moments of a real process
   it.live("kill -9 at random points, then resume: every custom_id exactly once", () =>
     Effect.promise(async () => {
       const sim = await startSim({})
@@ -184,6 +187,7 @@ describe("sluice run (real process, HTTP simulator)", () => {
       }
     }), 120_000)
 
+  // live: a real process stopped by the server's quota and by a real SIGINT
   it.live(
     "insufficient_quota stops with exit 3 without burning work; SIGINT too; resume completes",
     () =>
@@ -238,6 +242,7 @@ describe("sluice run (real process, HTTP simulator)", () => {
     120_000
   )
 
+  // live: a real process; its stderr and exit code are what is checked
   it.live(
     "malformed lines are reported with line numbers; exit 1; bad usage exits 2; the key never printed",
     () =>

@@ -82,7 +82,7 @@ const PositiveAmount = Schema.Number.pipe(Schema.finite(), Schema.positive())
  * @example
  * ```ts
  * import { Budget } from "@sluice/core"
- * import { Duration } from "effect"
+ * import * as Duration from "effect/Duration"
  *
  * const rpm = Budget.Limit.perMinute("requests", 500)
  * const tpd = new Budget.Limit({ dimension: "tokens", amount: 10_000_000, window: Duration.days(1) })

@@ -189,7 +189,7 @@ const stateValue = (s: State): number => (s === "Closed" ? 0 : s === "HalfOpen" 
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { CircuitBreaker } from "@sluice/core"
  *
  * const program = Effect.scoped(Effect.gen(function*() {

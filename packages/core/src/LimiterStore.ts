@@ -160,7 +160,7 @@ export const gateId = (gate: GateKey): string => `${gate.scope}\u0000${gate.dime
  * @example
  * ```ts
  * import { LimiterStore } from "@sluice/core"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const store = Effect.runSync(LimiterStore.makeMemory)
  * ```

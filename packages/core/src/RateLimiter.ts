@@ -572,7 +572,7 @@ const rejectionsByReason = {
  * @example
  * ```ts
  * import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const program = Effect.gen(function*() {
  *   const limiter = yield* RateLimiter.make({
@@ -1419,7 +1419,7 @@ export const layer = (options: RateLimiter.Options): Layer.Layer<RateLimiter, ne
  * @example
  * ```ts
  * import { Budget, RateLimiter } from "@sluice/core"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const Limits = RateLimiter.layerMemory({
  *   budgets: [

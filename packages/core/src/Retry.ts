@@ -255,7 +255,7 @@ export declare namespace Budget {
  * @category budget
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Retry } from "@sluice/core"
  *
  * const program = Effect.gen(function*() {
@@ -369,7 +369,7 @@ const build = <E>(
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Retry } from "@sluice/core"
  *
  * type Failure = { readonly _tag: "Busy" | "Invalid"; readonly retryable: boolean }
@@ -427,7 +427,7 @@ export const schedule = <E>(policy: Policy<E>, options: RetryOptions = {}): Sche
  * @category combinators
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Retry } from "@sluice/core"
  *
  * declare const policy: Retry.Policy<Error & { readonly _tag: string }>

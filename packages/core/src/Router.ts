@@ -522,7 +522,7 @@ export const allowWait: {
  * @example
  * ```ts
  * import { Router } from "@sluice/core"
- * import { Schema } from "effect"
+ * import * as Schema from "effect/Schema"
  *
  * const table = Schema.decodeUnknownSync(Router.TaskTable)({
  *   classification: ["gpt-4o-mini"],
@@ -990,7 +990,7 @@ const priceOf = (c: Candidate, request: RouteRequest): number =>
  * @example
  * ```ts
  * import { Budget, RateLimiter, Router } from "@sluice/core"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const program = Effect.gen(function*() {
  *   const router = yield* Router.make({
@@ -1668,7 +1668,7 @@ export const run = <A, E, R>(
  * @example
  * ```ts
  * import { Router } from "@sluice/core"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * declare const router: Router.Service
  * const program = Effect.gen(function*() {

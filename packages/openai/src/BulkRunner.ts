@@ -447,7 +447,7 @@ type Classified =
  * @example
  * ```ts
  * import { BulkRunner } from "@sluice/openai"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const program = BulkRunner.run({
  *   input: "requests.jsonl",

@@ -620,7 +620,8 @@ export const budgetsFor = (options: OpenAi.Options): ReadonlyArray<Budget.Budget
  * ```ts
  * import { LimiterStore } from "@sluice/core"
  * import { OpenAi } from "@sluice/openai"
- * import { Effect, Layer } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
  * import OpenAIClient from "openai"
  *
  * const Live = OpenAi.layerClient(new OpenAIClient(), { organization: "acme", tier: 1 }).pipe(

@@ -636,7 +636,7 @@ const isStreamEvent = (u: Record<string, unknown>): boolean =>
  * @category classification
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { OpenAiError } from "@sluice/openai"
  *
  * declare const call: () => Promise<string>

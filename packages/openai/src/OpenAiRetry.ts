@@ -111,7 +111,7 @@ export interface Overrides {
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Retry } from "@sluice/core"
  * import { OpenAiRetry, type OpenAiError } from "@sluice/openai"
  *

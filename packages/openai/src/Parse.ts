@@ -63,7 +63,7 @@ const GO_PART = /(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|μs|ns)/g
  * @category durations
  * @example
  * ```ts
- * import { Duration } from "effect"
+ * import * as Duration from "effect/Duration"
  * import { Parse } from "@sluice/openai"
  *
  * Parse.goDuration("2m52.8s") // Duration.millis(172_800)

@@ -574,7 +574,8 @@ const closedInfo = (key: string): CircuitBreaker.Info => ({
  * ```ts
  * import { Budget, RateLimiter } from "@sluice/core"
  * import { Routing } from "@sluice/openai"
- * import { Effect, Redacted } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Redacted from "effect/Redacted"
  *
  * const program = Effect.gen(function*() {
  *   const routed = yield* Routing.make({
@@ -1059,7 +1060,9 @@ export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budge
  * ```ts
  * import { LimiterStore } from "@sluice/core"
  * import { Routing } from "@sluice/openai"
- * import { Effect, Layer, Redacted } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
  *
  * const Live = Routing.layer({
  *   tier: 1,
@@ -1222,7 +1225,7 @@ const issuesOf = (error: ParseResult.ParseError): Array<{ path: string; message:
  * @example
  * ```ts
  * import { Routing } from "@sluice/openai"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const program = Routing.decodeConfig({
  *   deployments: [{ model: "gpt-4o", price: { input: "cheap", output: 1e-5 } }]
@@ -1404,7 +1407,8 @@ export const optionsFromConfig = (
  * ```ts
  * import { LimiterStore } from "@sluice/core"
  * import { Routing } from "@sluice/openai"
- * import { Layer, Redacted } from "effect"
+ * import * as Layer from "effect/Layer"
+ * import * as Redacted from "effect/Redacted"
  * import * as fs from "node:fs"
  *
  * const Live = Routing.layerConfig(JSON.parse(fs.readFileSync("routing.json", "utf8")), {

@@ -297,7 +297,7 @@ const waitReady = (client: Client, timeout: Duration.Duration): Effect.Effect<bo
  * ```ts
  * import { LimiterStore } from "@sluice/core"
  * import { RedisLimiterStore } from "@sluice/redis"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * const program = Effect.gen(function*() {
  *   const store = yield* RedisLimiterStore.make({ url: "redis://127.0.0.1:6379", keyPrefix: "myapp" })
@@ -694,7 +694,7 @@ export const make = (
  * ```ts
  * import { Budget, RateLimiter } from "@sluice/core"
  * import { RedisLimiterStore } from "@sluice/redis"
- * import { Layer } from "effect"
+ * import * as Layer from "effect/Layer"
  *
  * const Limits = RateLimiter.layer({
  *   budgets: [Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500)])]

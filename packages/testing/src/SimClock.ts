@@ -22,7 +22,7 @@ import * as Effect from "effect/Effect"
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { SimClock } from "@sluice/testing"
  *
  * // a minute of simulated time in three real seconds

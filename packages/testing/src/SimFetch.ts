@@ -116,7 +116,9 @@ const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => 
  * @example
  * ```ts
  * import { it } from "@effect/vitest"
- * import { Effect, Fiber, TestClock } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Fiber from "effect/Fiber"
+ * import * as TestClock from "effect/TestClock"
  * import OpenAI from "openai"
  * import { Scenario, SimFetch, Simulator } from "@sluice/testing"
  *
@@ -142,7 +144,9 @@ export const make: Effect.Effect<Fetch, never, Simulator.Simulator> = Effect.sus
  * @example
  * ```ts
  * import { it } from "@effect/vitest"
- * import { Effect, Fiber, TestClock } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Fiber from "effect/Fiber"
+ * import * as TestClock from "effect/TestClock"
  * import OpenAI from "openai"
  * import { Scenario, SimFetch, Simulator } from "@sluice/testing"
  *

@@ -139,7 +139,7 @@ export const app: Effect.Effect<
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Scenario, SimServer, Simulator } from "@sluice/testing"
  *
  * const program = Effect.gen(function*() {

@@ -81,7 +81,7 @@ export class Simulator extends Context.Tag("@sluice/testing/Simulator")<Simulato
  * @category constructors
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  * import { Scenario, Simulator } from "@sluice/testing"
  *
  * const program = Effect.gen(function*() {
