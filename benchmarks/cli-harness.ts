@@ -80,6 +80,35 @@ export const configLines = (rows: ReadonlyArray<ReportRow>): Array<string> =>
     return `- **${list[0].name}**: ${base}.${notes.map(([round, note]) => ` Round ${round}: ${note}.`).join("")}`
   })
 
+/**
+ * The sections both reports share, in order: a table per round, the spread across rounds, the rows'
+ * configurations and the cross-checks table (`checks`: its header, its alignment line, its rows).
+ */
+export const tableSections = <R extends ReportRow>(
+  rows: ReadonlyArray<R>,
+  sections: {
+    readonly table: (list: ReadonlyArray<R>) => string
+    readonly spread: string
+    readonly checks: readonly [header: string, align: string, rows: ReadonlyArray<string>]
+  }
+): Array<string> => [
+  ...[...byRoundOf(rows).entries()].flatMap(([round, list]) => [`## Round ${round}`, "", sections.table(list), ""]),
+  "## Spread across rounds",
+  "",
+  sections.spread,
+  "",
+  "## Rows",
+  "",
+  ...configLines(rows),
+  "",
+  "## Cross-checks",
+  "",
+  sections.checks[0],
+  sections.checks[1],
+  ...sections.checks[2],
+  ""
+]
+
 // -----------------------------------------------------------------------------
 // the simulator's server
 // -----------------------------------------------------------------------------

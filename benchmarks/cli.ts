@@ -29,14 +29,14 @@ import {
   bucketMinimumMillis,
   byRoundOf,
   CLIENT,
-  configLines,
   fmt,
   gitState,
   loads,
   machine,
   runProcess,
   seconds,
-  serveSimulator
+  serveSimulator,
+  tableSections
 } from "./cli-harness.js"
 import type { BenchRequest } from "./openai-workload.js"
 import {
@@ -410,8 +410,6 @@ const render = (
     })
   ].join("\n")
 
-  const configs = configLines(rows)
-
   const checks = rows.map((row) =>
     `| ${row.round} | ${row.name} | ${row.exitCode ?? "killed"} | ${fmt(row.serverAttempts)} | ${
       fmt(row.serverFaults)
@@ -518,21 +516,15 @@ const render = (
     }; the rest of the start-up is reading and`,
     "checking the input file and building the executor.",
     "",
-    ...[...byRound.entries()].flatMap(([round, list]) => [`## Round ${round}`, "", table(list), ""]),
-    "## Spread across rounds",
-    "",
-    spread,
-    "",
-    "## Rows",
-    "",
-    ...configs,
-    "",
-    "## Cross-checks",
-    "",
-    "| round | implementation | exit code | attempts (server) | faults served | output lines | error lines | bad lines | charged tokens chat / embeddings | last response s | exit after last response ms | last latency ms | CPU ms client / simulator | load at end |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ...checks,
-    "",
+    ...tableSections(rows, {
+      table,
+      spread,
+      checks: [
+        "| round | implementation | exit code | attempts (server) | faults served | output lines | error lines | bad lines | charged tokens chat / embeddings | last response s | exit after last response ms | last latency ms | CPU ms client / simulator | load at end |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        checks
+      ]
+    }),
     "\"wall ÷ sluice run's\" compares with the `sluice run --limits` row of the same round: above 1, Sluice was faster.",
     "\"error lines\": lines for a request that ended in a failure (none of the faults here is terminal); \"bad lines\":",
     "unparsable lines or `custom_id`s not in the input. Client CPU is sampled from /proc every 100 ms.",

@@ -24,7 +24,6 @@ import {
   bucketMinimumMillis,
   byRoundOf,
   CLIENT,
-  configLines,
   fmt,
   gitState,
   loads,
@@ -32,7 +31,8 @@ import {
   quantile,
   runProcess,
   seconds,
-  serveSimulator
+  serveSimulator,
+  tableSections
 } from "./cli-harness.js"
 import type { AttemptRecord, ClientReport } from "./openai-workload.js"
 import { LATENCY_DESCRIPTION, LIMITS, MODEL, REQUESTS, scenarioInput, SEED, workload } from "./openai-workload.js"
@@ -237,7 +237,6 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
   ].join("\n")
 
   // a row's configuration, then what happened in each round (the notes after the first "; ")
-  const configs = configLines(rows)
 
   const checks = rows.map((row) =>
     `| ${row.round} | ${row.name} | ${fmt(row.serverAttempts)} | ${fmt(row.clientRetries)} | ${
@@ -302,21 +301,15 @@ const render = (rows: ReadonlyArray<Row>, started: { date: string; load: Readonl
     "",
     PREVIOUS,
     "",
-    ...[...byRound.entries()].flatMap(([round, list]) => [`## Round ${round}`, "", table(list), ""]),
-    "## Spread across rounds",
-    "",
-    spread,
-    "",
-    "## Rows",
-    "",
-    ...configs,
-    "",
-    "## Cross-checks",
-    "",
-    "| round | implementation | attempts (server) | retries (client's count) | failed (client) | charged tokens | first sent ms | latency p50 / p99 ms | last latency ms | CPU ms client / simulator | fetch errors | load at end |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ...checks,
-    "",
+    ...tableSections(rows, {
+      table,
+      spread,
+      checks: [
+        "| round | implementation | attempts (server) | retries (client's count) | failed (client) | charged tokens | first sent ms | latency p50 / p99 ms | last latency ms | CPU ms client / simulator | fetch errors | load at end |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        checks
+      ]
+    }),
     "\"wall ÷ Sluice's\" compares with the Sluice (limits configured) row of the same round: above 1, Sluice was",
     "faster. \"first sent\": when the first request left the client, after the clock started.",
     ""
