@@ -221,9 +221,10 @@ export interface Observation {
   /**
    * The permit of the request whose response carried this report. The server counted what it had
    * received when it answered, not the requests this limiter admitted after this one and that were still
-   * on their way to it: those are subtracted from `remaining` (and the refill since `sentAt` added), so
-   * that lowering the level to the report does not forget them. Without it `remaining` is taken as
-   * current. A report older than two minutes of admissions is ignored.
+   * on their way to it: the report is replayed from `sentAt` over the calls sent since (each arriving when
+   * sent, the bucket refilling up to its capacity in between), then the calls not sent yet come off, so
+   * that lowering the level to it does not forget them. Without it `remaining` is taken as current. A
+   * report older than two minutes is ignored.
    *
    * @since 0.1.0
    */
@@ -486,7 +487,7 @@ class Ledger {
     let t = from
     for (let i = start; i < end; i++) {
       if (this.sequences[i] === skip) continue
-      // entries of calls settled unmarked carry their admission time: never step back
+      // an entry can be older than the report's `from`: never step back in time
       const at = Math.max(t, this.times[i])
       level = Math.min(capacity, level + refillPerMs * (at - t)) - this.amounts[i]
       t = at
@@ -739,10 +740,9 @@ export const make = (
         admission: number
         sequence: number
         entry: number | undefined
-        marked: boolean
         readonly debits: ReadonlyArray<LimiterStore.Debit>
         readonly owner: object
-      } = { admission, sequence: sends, entry: undefined, marked: false, debits: prepared.debits, owner: ledgers }
+      } = { admission, sequence: sends, entry: undefined, debits: prepared.debits, owner: ledgers }
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
@@ -750,7 +750,6 @@ export const make = (
       const send = (at: number, current: (debit: LimiterStore.Debit) => number, marked: boolean) => {
         const sequence = ++sends
         point.entry = sequence
-        point.marked = true
         if (marked) point.sequence = sequence
         for (const debit of prepared.debits) {
           const ledger = ledgers.get(debit.bucket.id)
@@ -765,7 +764,7 @@ export const make = (
       /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
       const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost, now: number) => {
         if (debits.length === 0) {
-          if (!point.marked && state === "settled") send(now, (debit) => debit.amount, false)
+          if (point.entry === undefined && state === "settled") send(now, (debit) => debit.amount, false)
           return Effect.void
         }
         let any = false
@@ -776,7 +775,7 @@ export const make = (
           const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
           counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
-        if (point.marked) {
+        if (point.entry !== undefined) {
           for (const debit of debits) {
             const ledger = ledgers.get(debit.bucket.id)
             if (ledger !== undefined && ledger.has(point.entry!)) ledger.adjust(point.entry!, debit.amount)
@@ -850,9 +849,9 @@ export const make = (
           )
         }),
         markSent: Effect.suspend(() => {
-          if (state !== "held" || point.marked) return Effect.void
+          if (state !== "held" || point.entry !== undefined) return Effect.void
           return Effect.map(Clock.currentTimeMillis, (now) => {
-            if (state === "held" && !point.marked) send(now, (debit) => debit.amount, true)
+            if (state === "held" && point.entry === undefined) send(now, (debit) => debit.amount, true)
           })
         })
       }
