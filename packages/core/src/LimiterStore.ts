@@ -120,6 +120,13 @@ export interface Service {
   readonly block: (gate: GateKey, millis: number) => Effect.Effect<void, LimiterStoreError>
   /** Lowers a bucket to what the server reports remaining (never raises it). */
   readonly observe: (bucket: BucketSpec, remaining: number) => Effect.Effect<void, LimiterStoreError>
+  /**
+   * Sets a bucket to a level, up or down (capped at its capacity): the limiter adopts a server's report
+   * with it (see `RateLimiter.Observation.remaining`). Only a store whose buckets one limiter alone
+   * charges offers it — the memory store; a store shared by many processes (Redis) leaves it out, as a
+   * process cannot know what the others have on their way to the server.
+   */
+  readonly track?: ((bucket: BucketSpec, level: number) => Effect.Effect<void, LimiterStoreError>) | undefined
   /** Reads levels and gates without changing anything. */
   readonly levels: (
     buckets: ReadonlyArray<BucketSpec>,
@@ -245,6 +252,11 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
           buckets.set(bucket.id, { level: remaining, at: now })
           specs.set(bucket.id, bucket)
         }
+      }),
+    track: (bucket, level) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        buckets.set(bucket.id, { level: Math.min(bucket.capacity, level), at: now })
+        specs.set(bucket.id, bucket)
       }),
     levels: (bucketSpecs, gateKeys) =>
       Effect.map(Clock.currentTimeMillis, (now) => ({

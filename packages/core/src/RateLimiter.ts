@@ -214,7 +214,14 @@ export interface Observation {
   readonly dimension: Budget.Dimension
   /** The limit the server enforces; learned when no limit is configured for this dimension. */
   readonly limit?: number | undefined
-  /** What the server says is left; the local level is lowered to it, never raised. */
+  /**
+   * What the server says is left. Without `since`, or when the bucket is tighter than the server's limit,
+   * the local level is lowered to it, never raised. With `since`, on a bucket whose limit is the server's
+   * own (`limit` equal to the bucket's amount) and a store that this limiter alone charges (the memory
+   * store), the level follows the replayed report both ways: the server has already trued up the calls
+   * it answered earlier, so the over-estimates those calls still hold here come back now (and do not come
+   * back a second time when they settle).
+   */
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */
   readonly window?: Duration.DurationInput | undefined
@@ -236,6 +243,13 @@ export interface Observation {
    * @since 0.1.0
    */
   readonly sentAt?: number | undefined
+  /**
+   * `false`: only ever lower the level, even where the report could be adopted both ways (see
+   * `remaining`) — for a caller that keeps reservations charged on purpose (reserve-only). Default `true`.
+   *
+   * @since 0.1.0
+   */
+  readonly adopt?: boolean | undefined
 }
 
 /**
@@ -358,6 +372,8 @@ interface SendPoint {
   readonly sequence: number
   /** Its own entry in the send order (marked sent, or settled), if any. */
   readonly entry: number | undefined
+  /** The buckets on which a report that counted it was adopted: its corrections there are the server's already. */
+  readonly absorbed: ReadonlyArray<string> | undefined
   readonly debits: ReadonlyArray<LimiterStore.Debit>
   /** The limiter that admitted it (its ledgers): a permit of another limiter ages nothing here. */
   readonly owner: object
@@ -365,6 +381,12 @@ interface SendPoint {
 
 /** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
 const LEDGER_RETENTION_MILLIS = 120_000
+/**
+ * How much earlier than the answered call a call must have been sent to count as having reached the
+ * server before it: calls sent in the same moment can arrive in another order (concurrent connections),
+ * so a report adopted both ways treats those sent within this of the answered one as not counted yet.
+ */
+const REPORT_SKEW_MILLIS = 50
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
@@ -380,6 +402,12 @@ class Ledger {
   constructor(readonly firstAdmission: number) {}
   /** What the held permits not marked sent hold. */
   unsent = 0
+  /**
+   * The send sequence through which a report was adopted both ways (see `Observation.remaining`): a
+   * permit marked sent at or before it and settled since is as the server counts it already. A report
+   * whose calls end before it is older than one adopted, and is passed over.
+   */
+  absorbed = 0
   private sequences: Array<number> = []
   private times: Array<number> = []
   private amounts: Array<number> = []
@@ -444,6 +472,26 @@ class Ledger {
     if (index < this.head || this.sequences[index] !== sequence) return
     this.amounts[index] += delta
     for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
+  }
+
+  /**
+   * The last send sequence of an entry sent at or before `at` and at or before `sequence` (what was
+   * dropped counts as sent before).
+   */
+  sentBy(at: number, sequence: number): number {
+    let lo = this.head
+    let hi = this.indexOf(sequence)
+    let found = this.head - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.times[mid] <= at) {
+        found = mid
+        lo = mid + 1
+      } else {
+        hi = mid - 1
+      }
+    }
+    return found >= this.head ? this.sequences[found] : this.dropped
   }
 
   /** Whether an entry with this sequence is kept. */
@@ -740,9 +788,17 @@ export const make = (
         admission: number
         sequence: number
         entry: number | undefined
+        absorbed: Array<string> | undefined
         readonly debits: ReadonlyArray<LimiterStore.Debit>
         readonly owner: object
-      } = { admission, sequence: sends, entry: undefined, debits: prepared.debits, owner: ledgers }
+      } = { admission, sequence: sends, entry: undefined, absorbed: undefined, debits: prepared.debits, owner: ledgers }
+      /** Whether a report adopted on this bucket counted this permit (see `Ledger.absorbed`). */
+      const absorbedOn = (bucket: string): boolean => {
+        if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return true
+        if (point.entry === undefined || point.entry !== point.sequence) return false
+        const ledger = ledgers.get(bucket)
+        return ledger !== undefined && point.sequence <= ledger.absorbed
+      }
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
@@ -801,7 +857,15 @@ export const make = (
             if (ledger !== undefined) ledger.unsent -= debit.amount
           }
         }
-        const adjusted = counted === undefined ? store.adjust(debits) : Effect.zipRight(store.adjust(debits), counted)
+        // the server's report, adopted, counted this call as it charged it: nothing to correct there
+        let applied = debits
+        for (const debit of debits) {
+          if (absorbedOn(debit.bucket.id)) {
+            applied = debits.filter((d) => !absorbedOn(d.bucket.id))
+            break
+          }
+        }
+        const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
       }
       const permit: Permit & { readonly [PermitSend]: SendPoint } = {
@@ -1272,6 +1336,26 @@ export const make = (
           if (point.entry === undefined && since.state === "held") {
             for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
           }
+          // Adopted both ways when the bucket is the server's own limit and this limiter alone charges the
+          // store: replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
+          // sent earlier are counted by the server as it charged them, so their corrections are not applied
+          // a second time (`Ledger.absorbed`).
+          const cut = store.track !== undefined && observation.adopt !== false &&
+              observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis
+            ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
+            : undefined
+          if (cut !== undefined && cut >= ledger.absorbed) {
+            const skip = point.entry !== undefined && point.entry > cut ? point.entry : undefined
+            const aged = ledger.replay(cut, from, remaining, now, target.spec, skip, ownUnsent)
+            if (aged === undefined) return
+            ledger.absorbed = cut
+            const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
+            if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
+            return yield* store.track!(target.spec, Math.max(-target.spec.capacity, aged))
+          }
+          // about calls that reached the server before those of a report adopted already: it knows less (and
+          // would take back what that one gave, as it counts their over-estimates)
+          if (cut !== undefined) return
           const skip = point.entry !== undefined && point.entry > point.sequence ? point.entry : undefined
           const aged = ledger.replay(point.sequence, from, remaining, now, target.spec, skip, ownUnsent)
           if (aged === undefined) return

@@ -54,15 +54,34 @@ interface Call {
   arrivedAt?: number
 }
 
+interface Model {
+  /** Calls marked sent (as the OpenAi service does), or not. */
+  readonly marked: boolean
+  /** Reports carry the server's limit, the bucket's own: the limiter adopts them both ways. */
+  readonly tracked: boolean
+  /**
+   * When the server trues a charge to actual usage: as the call arrives (the simulator) or answers. A
+   * true-up at arrival into a full bucket is lost there, later than the client can know (it is refunded
+   * at the answer): in that model the run starts with the bucket half used and time passes in steps of
+   * at most 200 ms, so the server's bucket stays below its capacity and the levels after each settle are
+   * compared too.
+   */
+  readonly trueUp: "arrival" | "response"
+  /** On an answer, the client settles then syncs, or syncs then settles (the OpenAi service). */
+  readonly syncFirst: boolean
+}
+
+const lowerOnly: Model = { marked: false, tracked: false, trueUp: "response", syncFirst: false }
+
 /**
- * A client that admits calls, sends them in any order (marking them sent, or not: `marked`), settles
- * them and syncs with `since`; a wire that delivers them in the order sent; a server that charges each
- * request's estimate when it arrives and trues it up when it answers, with other traffic of its own.
- * Returns the worst overshoot seen right after a sync: how far the client's level was above what the
- * server will have once the client's undelivered requests arrive (less the other traffic the server saw
- * after the report, which no client can know).
+ * A client that admits calls, sends them in any order (marking them sent, or not), settles them and
+ * syncs with `since`; a wire that delivers them in the order sent; a server that charges each request's
+ * estimate when it arrives and trues it up (as it arrives, or when it answers), with other traffic of its
+ * own. Returns the worst overshoot seen after each settle and each sync: how far the client's level was
+ * above what the server will have once the client's undelivered requests arrive (less the other traffic
+ * the server saw after the latest report, which no client can know).
  */
-const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
+const simulate = (steps: ReadonlyArray<Step>, aged: boolean, model: Model = lowerOnly) =>
   run((limiter) =>
     Effect.gen(function*() {
       const start = yield* Clock.currentTimeMillis
@@ -73,14 +92,29 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
       const undelivered: Array<Call> = []
       const delivered: Array<Call> = []
       let worst = -Infinity
+      /**
+       * Whether the server's bucket has been full: refill it could not hold is lost there but not here
+       * until a report says so, so after that only the levels right after a sync are compared. So too when
+       * reports only lower the level: the lower of two bounds, which a later refund raises (what the
+       * report knew and the client did not is forgotten until the next report).
+       */
+      let clipped = false
+      /** The other traffic the latest report had seen. */
+      let known = 0
       const arrive = (call: Call) => {
         server -= call.estimate
+        if (model.trueUp === "arrival") server += call.estimate - call.actual
         call.remaining = server
         call.externalAt = external
         call.arrivedAt = now
         delivered.push(call)
       }
       let now = 0
+      if (model.trueUp === "arrival") {
+        const warm = yield* limiter.acquire([SCOPE], { tokens: CAPACITY / 2 })
+        yield* warm.settle({ tokens: CAPACITY / 2 })
+        server -= CAPACITY / 2
+      }
       for (const s of steps) {
         switch (s._tag) {
           case "admit": {
@@ -97,7 +131,7 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
           case "send": {
             if (unsent.length === 0) break
             const [call] = unsent.splice(s.pick % unsent.length, 1)
-            if (marked) yield* call.permit.markSent
+            if (model.marked) yield* call.permit.markSent
             undelivered.push(call)
             break
           }
@@ -109,9 +143,11 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
           case "wait": {
             // what is on the wire arrives before time passes (a call arrives when it is sent)
             for (const call of undelivered.splice(0)) arrive(call)
-            yield* TestClock.adjust(s.millis)
-            now += s.millis
-            server = Math.min(CAPACITY, server + (CAPACITY / 60_000) * s.millis)
+            const millis = model.trueUp === "arrival" ? 1 + (s.millis % 200) : s.millis
+            yield* TestClock.adjust(millis)
+            now += millis
+            if (server + (CAPACITY / 60_000) * millis > CAPACITY) clipped = true
+            server = Math.min(CAPACITY, server + (CAPACITY / 60_000) * millis)
             break
           }
           case "external": {
@@ -122,18 +158,30 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
           case "respond": {
             if (delivered.length === 0) break
             const [call] = delivered.splice(s.pick % delivered.length, 1)
-            server += call.estimate - call.actual
-            yield* call.permit.settle({ tokens: call.actual })
-            yield* limiter.sync(SCOPE, {
-              dimension: "tokens",
-              remaining: call.remaining,
-              since: aged ? call.permit : undefined,
-              sentAt: aged ? start + call.arrivedAt! : undefined
-            })
-            const level = yield* levelOf(limiter)
-            const inFlight = [...unsent, ...undelivered].reduce((sum, c) => sum + c.estimate, 0)
-            const unknowable = external - call.externalAt!
-            worst = Math.max(worst, level - (Math.max(-CAPACITY, server) - inFlight + unknowable))
+            if (model.trueUp === "response") server += call.estimate - call.actual
+            const check = (settled: boolean) =>
+              Effect.map(levelOf(limiter), (level) => {
+                if (settled && (clipped || !model.tracked)) return
+                const inFlight = [...unsent, ...undelivered].reduce((sum, c) => sum + c.estimate, 0)
+                worst = Math.max(worst, level - (Math.max(-CAPACITY, server) - inFlight + (external - known)))
+              })
+            const settle = Effect.zipRight(call.permit.settle({ tokens: call.actual }), check(true))
+            const sync = Effect.zipRight(
+              Effect.zipRight(
+                limiter.sync(SCOPE, {
+                  dimension: "tokens",
+                  limit: model.tracked ? CAPACITY : undefined,
+                  remaining: call.remaining,
+                  since: aged ? call.permit : undefined,
+                  sentAt: aged ? start + call.arrivedAt! : undefined
+                }),
+                Effect.sync(() => {
+                  known = Math.max(known, call.externalAt!)
+                })
+              ),
+              check(false)
+            )
+            yield* model.syncFirst ? Effect.zipRight(sync, settle) : Effect.zipRight(settle, sync)
           }
         }
       }
@@ -143,10 +191,18 @@ const simulate = (steps: ReadonlyArray<Step>, aged: boolean, marked = false) =>
 
 describe("RateLimiter.sync with since", () => {
   it.effect.prop(
-    "after a report, the level never exceeds what the server will have once the requests in flight arrive (calls marked sent or not, sent in any order, time passing)",
-    { steps: fc.array(step, { minLength: 1, maxLength: 120 }), marked: fc.boolean() },
-    ({ marked, steps }) =>
-      Effect.map(simulate(steps, true, marked), (worst) => {
+    "after a report, the level never exceeds what the server will have once the requests in flight arrive (calls marked sent or not, sent in any order, reports adopted both ways or only lowering, the server truing up as calls arrive or as it answers, time passing)",
+    {
+      steps: fc.array(step, { minLength: 1, maxLength: 120 }),
+      model: fc.record({
+        marked: fc.boolean(),
+        tracked: fc.boolean(),
+        trueUp: fc.constantFrom("arrival" as const, "response" as const),
+        syncFirst: fc.boolean()
+      })
+    },
+    ({ model, steps }) =>
+      Effect.map(simulate(steps, true, model), (worst) => {
         expect(worst).toBeLessThanOrEqual(1e-6)
       }),
     { fastCheck: { numRuns: 200 } }
@@ -198,6 +254,51 @@ describe("RateLimiter.sync with since", () => {
         const before = yield* levelOf(limiter)
         yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 0, since: old })
         expect(yield* levelOf(limiter)).toBe(before)
+      })
+    ))
+
+  it.effect("a report adopted both ways gives back at once what the server has trued up, and not again at settle; a tighter bucket only lowers", () =>
+    Effect.gen(function*() {
+      // A (10,000 estimated, 2,000 used) leaves; a second later B (10,000, 3,000). The server trues each up
+      // as it arrives and answers B first: 100,000 - 2,000 (refilled to full) - 3,000 = 96,667 is left.
+      const scenario = (limit: number) =>
+        run((limiter) =>
+          Effect.gen(function*() {
+            const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
+            yield* a.markSent
+            yield* TestClock.adjust("1 second")
+            const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
+            yield* b.markSent
+            const sentAt = yield* Clock.currentTimeMillis
+            const before = yield* levelOf(limiter)
+            yield* limiter.sync(SCOPE, { dimension: "tokens", limit, remaining: 96_667, since: b, sentAt })
+            const synced = yield* levelOf(limiter)
+            yield* a.settle({ tokens: 2_000 })
+            yield* b.settle({ tokens: 3_000 })
+            return { before, synced, settled: yield* levelOf(limiter) }
+          })
+        )
+      const own = yield* scenario(CAPACITY)
+      expect(own.before).toBeCloseTo(81_666.67, 1)
+      expect(own.synced).toBe(96_667)
+      expect(own.settled).toBe(96_667)
+      // the server's limit is twice this bucket's: its report may lower the bucket, never raise it
+      const tighter = yield* scenario(2 * CAPACITY)
+      expect(tighter.synced).toBeCloseTo(81_666.67, 1)
+      expect(tighter.settled).toBeCloseTo(96_666.67, 1)
+    }))
+
+  it.effect("the first report on a bucket is adopted too: other traffic the server saw lowers the level", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const a = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        yield* a.markSent
+        const sentAt = yield* Clock.currentTimeMillis
+        // nothing was sent before A: the server counted A (1,000) and 49,000 of somebody else's
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 50_000, since: a, sentAt })
+        expect(yield* levelOf(limiter)).toBe(50_000)
+        yield* a.settle({ tokens: 400 })
+        expect(yield* levelOf(limiter)).toBe(50_000)
       })
     ))
 })
