@@ -38,6 +38,7 @@ import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/reso
 import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
 import * as Adapt from "./internal/adapt.js"
+import * as TimeSlice from "./internal/timeSlice.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
 import * as TokenEstimator from "./TokenEstimator.js"
@@ -109,6 +110,15 @@ export declare namespace OpenAi {
      * versus used), each failed attempt. For progress displays and metrics of your own; it must not fail.
      */
     readonly onEvent?: ((event: CallEvent) => Effect.Effect<void>) | undefined
+    /**
+     * Shares the thread during a burst (default 4 ms): a call yields to the event loop once the current
+     * macrotask has been busy for longer than this, so when thousands of calls start at once (an
+     * `Effect.forEach` with `concurrency: "unbounded"`) the first requests leave after one slice instead
+     * of after all of them have been estimated and prepared, while the server's bucket sits full. Real
+     * CPU time, not the `Clock`; a call that runs within its slice is never delayed. `false` runs calls on
+     * the caller's scheduler as they come.
+     */
+    readonly timeSlice?: Duration.DurationInput | false | undefined
   }
 
   /**
@@ -403,7 +413,9 @@ export const make = (
             // actual usage, so lowering to it before the refund would count the refund twice.
             const used = settleUsage ? metered.usage(data) ?? cost : cost
             yield* Effect.ignore(permit.settle(used))
-            yield* Effect.ignore(Adapt.syncHeaders(limiter, poolScope, response.headers, { permit, sentAt: sent }))
+            yield* Effect.ignore(
+              Adapt.syncHeaders(limiter, poolScope, response.headers, { permit, sentAt: sent, adopt: settleUsage })
+            )
             yield* learned(poolScope)
             yield* emit({
               _tag: "Succeeded",
@@ -420,7 +432,9 @@ export const make = (
           // `x-ratelimit-*` headers (the same as a success's), after the refund for the same reason as above.
           yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
           if (failure !== undefined) {
-            yield* Effect.ignore(Adapt.syncErrorHeaders(limiter, poolScope, failure, { permit, sentAt: sent }))
+            yield* Effect.ignore(
+              Adapt.syncErrorHeaders(limiter, poolScope, failure, { permit, sentAt: sent, adopt: settleUsage })
+            )
           }
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
@@ -477,17 +491,23 @@ export const make = (
       })
 
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
+    const sliceMillis = TimeSlice.millisOf(options.timeSlice)
+    /** A call, estimated and run once it has its turn of the thread (see `Options.timeSlice`). */
+    const sliced = <A, E>(call: () => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      TimeSlice.enter(sliceMillis, Effect.suspend(call))
     const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
 
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
-      Effect.map(
-        governed({
-          model: params.model,
-          estimate: TokenEstimator.chat(params, estimateOptions),
-          send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse(),
-          usage: (data) => Adapt.usageCost(data.usage)
-        }, call),
-        (result) => result.data
+      sliced(() =>
+        Effect.map(
+          governed({
+            model: params.model,
+            estimate: TokenEstimator.chat(params, estimateOptions),
+            send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse(),
+            usage: (data) => Adapt.usageCost(data.usage)
+          }, call),
+          (result) => result.data
+        )
       )
 
     const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
@@ -520,44 +540,50 @@ export const make = (
       )
 
     const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) =>
-      Effect.flatMap(
-        governed({
-          model: String(params.model ?? "gpt-4o"),
-          estimate: TokenEstimator.responses(params as any, estimateOptions),
-          send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse(),
-          usage: (data) => Adapt.usageCost(data.usage)
-        }, call),
-        (result) => Adapt.checkResponseStatus(result.data, String(params.model ?? "gpt-4o"))
+      sliced(() =>
+        Effect.flatMap(
+          governed({
+            model: String(params.model ?? "gpt-4o"),
+            estimate: TokenEstimator.responses(params as any, estimateOptions),
+            send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse(),
+            usage: (data) => Adapt.usageCost(data.usage)
+          }, call),
+          (result) => Adapt.checkResponseStatus(result.data, String(params.model ?? "gpt-4o"))
+        )
       )
 
     const embeddingsCreate: OpenAi.Service["embeddings"]["create"] = (params, call) =>
-      Effect.map(
-        governed({
-          model: params.model,
-          estimate: TokenEstimator.embeddings(params),
-          send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse(),
-          usage: (data) => Adapt.usageCost(data.usage)
-        }, call),
-        (result) => result.data
+      sliced(() =>
+        Effect.map(
+          governed({
+            model: params.model,
+            estimate: TokenEstimator.embeddings(params),
+            send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse(),
+            usage: (data) => Adapt.usageCost(data.usage)
+          }, call),
+          (result) => result.data
+        )
       )
 
     const imagesGenerate: OpenAi.Service["images"]["generate"] = (params, call) =>
-      Effect.map(
-        governed({
-          model: params.model ?? "dall-e-2",
-          estimate: TokenEstimator.images(params),
-          send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse(),
-          usage: (data) => {
-            const usage = Adapt.usageCost(data.usage)
-            const images = data.data?.length ?? params.n ?? 1
-            return usage === undefined ? { images } : { ...usage, images }
-          }
-        }, call),
-        (result) => result.data
+      sliced(() =>
+        Effect.map(
+          governed({
+            model: params.model ?? "dall-e-2",
+            estimate: TokenEstimator.images(params),
+            send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse(),
+            usage: (data) => {
+              const usage = Adapt.usageCost(data.usage)
+              const images = data.data?.length ?? params.n ?? 1
+              return usage === undefined ? { images } : { ...usage, images }
+            }
+          }, call),
+          (result) => result.data
+        )
       )
 
     const request: OpenAi.Service["request"] = (url, body, call) =>
-      Effect.suspend(() => {
+      sliced(() => {
         const estimate = TokenEstimator.forEndpoint(url, body, estimateOptions)
         if (estimate === undefined) return Effect.fail(Adapt.unsupportedEndpoint(url))
         const path = url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")

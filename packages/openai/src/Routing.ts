@@ -56,6 +56,7 @@ import type {
 import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
 import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
+import * as TimeSlice from "./internal/timeSlice.js"
 import * as OpenAi from "./OpenAi.js"
 import * as OpenAiError from "./OpenAiError.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
@@ -280,6 +281,8 @@ export declare namespace Routing {
     readonly poolOf?: ((model: string) => string) | undefined
     readonly defaultMaxOutputTokens?: number | undefined
     readonly settleUsage?: boolean | undefined
+    /** See `OpenAi.Options.timeSlice`: a routed call waits for its turn before the router chooses. */
+    readonly timeSlice?: OpenAi.OpenAi.Options["timeSlice"]
   }
 
   /**
@@ -673,6 +676,7 @@ export const make = (
         poolOf: options.poolOf,
         defaultMaxOutputTokens: options.defaultMaxOutputTokens,
         settleUsage: options.settleUsage,
+        timeSlice: options.timeSlice,
         onEvent: options.onEvent === undefined ? undefined : (event) => options.onEvent!(id, event)
       })
       const scopes = openai.scopesFor(d.model)
@@ -824,65 +828,69 @@ export const make = (
       return Either.right({ task, allowed })
     }
 
+    const sliceMillis = TimeSlice.millisOf(options.timeSlice)
     const run = <A, E, R>(
       request: Routing.RunRequest,
       f: (target: Target, call: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, E, R>
     ): Effect.Effect<readonly [A, Router.Decision], E | Router.NoCandidate, R> =>
-      Effect.suspend(() => {
-        const resolved = resolve(request)
-        if (Either.isLeft(resolved)) return Effect.fail(resolved.left)
-        const { allowed, task } = resolved.right
-        // the estimate on each kind of model allowed (encoding, default output); the largest is routed
-        let estimate: TokenEstimator.Estimate | undefined
-        if (request.estimate !== undefined) {
-          const seen = new Set<string>()
-          for (const t of allowed) {
-            const key = estimateKey(t.model, options.defaultMaxOutputTokens)
-            if (seen.has(key)) continue
-            seen.add(key)
-            const e = request.estimate(t.model)
-            if (estimate === undefined || e.tokens > estimate.tokens || e.images > estimate.images) estimate = e
+      TimeSlice.enter(
+        sliceMillis,
+        Effect.suspend(() => {
+          const resolved = resolve(request)
+          if (Either.isLeft(resolved)) return Effect.fail(resolved.left)
+          const { allowed, task } = resolved.right
+          // the estimate on each kind of model allowed (encoding, default output); the largest is routed
+          let estimate: TokenEstimator.Estimate | undefined
+          if (request.estimate !== undefined) {
+            const seen = new Set<string>()
+            for (const t of allowed) {
+              const key = estimateKey(t.model, options.defaultMaxOutputTokens)
+              if (seen.has(key)) continue
+              seen.add(key)
+              const e = request.estimate(t.model)
+              if (estimate === undefined || e.tokens > estimate.tokens || e.images > estimate.images) estimate = e
+            }
           }
-        }
-        const policy = request.retry === false ? false : request.retry ?? basePolicy
-        // the router weighs waits against the call's deadline, or its `maxWait` from now
-        const deadline = request.deadline === undefined
-          ? undefined
-          : typeof request.deadline === "number"
-          ? request.deadline
-          : request.deadline.getTime()
-        const routerDeadline = request.maxWait === undefined
-          ? Effect.succeed(deadline)
-          : Effect.map(Clock.currentTimeMillis, (now) => {
-            const byWait = now + Duration.toMillis(Duration.decode(request.maxWait!))
-            return deadline === undefined ? byWait : Math.min(deadline, byWait)
-          })
-        return Effect.flatMap(routerDeadline, (routeDeadline) =>
-          router.runWithDecision(
-            {
-              cost: estimate === undefined ? { requests: 1 } : costOf(estimate),
-              promptTokens: estimate?.promptTokens,
-              outputTokens: estimate?.maxOutputTokens,
-              capabilities: request.capabilities,
-              task,
-              priority: request.priority,
-              deadline: routeDeadline,
-              tags: request.tags,
-              region: request.region,
-              stream: request.stream,
-              scopes: request.tenant === undefined ? undefined : [`tenant:${request.tenant}`],
-              only: allowed.length === targets.length ? undefined : allowed.map((t) => t.id)
-            },
-            (candidate, attempt) =>
-              f(byId.get(candidate.id)!, {
+          const policy = request.retry === false ? false : request.retry ?? basePolicy
+          // the router weighs waits against the call's deadline, or its `maxWait` from now
+          const deadline = request.deadline === undefined
+            ? undefined
+            : typeof request.deadline === "number"
+            ? request.deadline
+            : request.deadline.getTime()
+          const routerDeadline = request.maxWait === undefined
+            ? Effect.succeed(deadline)
+            : Effect.map(Clock.currentTimeMillis, (now) => {
+              const byWait = now + Duration.toMillis(Duration.decode(request.maxWait!))
+              return deadline === undefined ? byWait : Math.min(deadline, byWait)
+            })
+          return Effect.flatMap(routerDeadline, (routeDeadline) =>
+            router.runWithDecision(
+              {
+                cost: estimate === undefined ? { requests: 1 } : costOf(estimate),
+                promptTokens: estimate?.promptTokens,
+                outputTokens: estimate?.maxOutputTokens,
+                capabilities: request.capabilities,
+                task,
                 priority: request.priority,
-                deadline: request.deadline,
-                maxWait: request.maxWait,
-                tenant: request.tenant,
-                retry: policy === false ? false : composed(policy, attempt)
-              })
-          ))
-      })
+                deadline: routeDeadline,
+                tags: request.tags,
+                region: request.region,
+                stream: request.stream,
+                scopes: request.tenant === undefined ? undefined : [`tenant:${request.tenant}`],
+                only: allowed.length === targets.length ? undefined : allowed.map((t) => t.id)
+              },
+              (candidate, attempt) =>
+                f(byId.get(candidate.id)!, {
+                  priority: request.priority,
+                  deadline: request.deadline,
+                  maxWait: request.maxWait,
+                  tenant: request.tenant,
+                  retry: policy === false ? false : composed(policy, attempt)
+                })
+            ))
+        })
+      )
 
     const value = <A, E, R>(effect: Effect.Effect<readonly [A, Router.Decision], E, R>) =>
       Effect.map(effect, (pair) => pair[0])

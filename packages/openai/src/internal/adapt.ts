@@ -79,7 +79,7 @@ export const syncHeaders = (
   limiter: RateLimiter.Service,
   scope: string,
   headers: Headers,
-  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number; readonly adopt?: boolean }
 ) =>
   Effect.forEach(["requests", "tokens", "images"] as const, (dimension) => {
     const limit = headerNumber(headers, `x-ratelimit-limit-${dimension}`)
@@ -90,7 +90,8 @@ export const syncHeaders = (
       limit: limit !== undefined && limit > 0 ? limit : undefined,
       remaining: remaining === undefined ? undefined : Math.max(0, remaining),
       since: since?.permit,
-      sentAt: since?.sentAt
+      sentAt: since?.sentAt,
+      adopt: since?.adopt
     })
   }, { discard: true })
 
@@ -102,7 +103,7 @@ export const syncErrorHeaders = (
   limiter: RateLimiter.Service,
   scope: string,
   error: unknown,
-  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number; readonly adopt?: boolean }
 ) => {
   const headers = (error as { readonly headers?: unknown } | null | undefined)?.headers
   if (headers instanceof Headers) return syncHeaders(limiter, scope, headers, since)

@@ -1,0 +1,105 @@
+/**
+ * Letting the event loop in during a burst of calls.
+ *
+ * Effect's default scheduler runs every ready fiber in one go, in microtasks. A burst of thousands of
+ * calls (`Effect.forEach(..., { concurrency: "unbounded" })`) then estimates, admits and prepares every
+ * one of them before the first request can leave: no socket is written until the whole burst has run,
+ * and meanwhile the server's bucket sits full, its refill wasted. `enter` makes a call that starts after
+ * the current macrotask has already been busy for a slice wait for a later turn of the event loop (after
+ * its I/O) before it is even estimated; the calls that waited go on in the order they came, a slice's
+ * worth per turn. Once a call has started it runs as before (its admission is not split from what
+ * decided it, a router's choice included).
+ *
+ * It measures real time (`performance.now()`), not the `Clock`: it is about sharing the thread, not about
+ * when anything happens. A call that starts within its slice is never delayed.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import { globalValue } from "effect/GlobalValue"
+import * as Scheduler from "effect/Scheduler"
+
+/** The process's thread is one: so is its slicer. */
+class TimeSliced implements Scheduler.Scheduler {
+  /** When the current slice began (`-1`: none; the next turn of the event loop ends it). */
+  private sliceStart = -1
+  private readonly queue: Array<Scheduler.Task> = []
+  private draining = false
+  /** The slice the waiting calls asked for (the shortest). */
+  private sliceMillis = Infinity
+
+  private readonly endSlice = () => {
+    this.sliceStart = -1
+  }
+
+  /** Whether the current macrotask has run for longer than `sliceMillis` (starting a slice if none is). */
+  exhausted(sliceMillis: number): boolean {
+    const now = performance.now()
+    if (this.sliceStart < 0) {
+      this.sliceStart = now
+      setImmediate(this.endSlice)
+      return false
+    }
+    if (now - this.sliceStart <= sliceMillis) return false
+    if (sliceMillis < this.sliceMillis) this.sliceMillis = sliceMillis
+    return true
+  }
+
+  shouldYield(fiber: Fiber.RuntimeFiber<unknown, unknown>): number | false {
+    return Scheduler.defaultScheduler.shouldYield(fiber)
+  }
+
+  /** Only the yield of a call that waits for a turn is scheduled here. */
+  scheduleTask(task: Scheduler.Task): void {
+    this.queue.push(task)
+    if (!this.draining) {
+      this.draining = true
+      setImmediate(this.drain)
+    }
+  }
+
+  /** One slice's worth of the calls that waited, in order; the rest wait for the next turn. */
+  private readonly drain = () => {
+    this.sliceStart = performance.now()
+    setImmediate(this.endSlice)
+    const slice = this.sliceMillis
+    let i = 0
+    while (i < this.queue.length && (i === 0 || performance.now() - this.sliceStart <= slice)) this.queue[i++]()
+    this.queue.splice(0, i)
+    if (this.queue.length > 0) {
+      setImmediate(this.drain)
+    } else {
+      this.draining = false
+      this.sliceMillis = Infinity
+    }
+  }
+}
+
+const slicer = globalValue("@sluice/openai/timeSlice", () => new TimeSliced())
+
+/** Set inside a call that has entered: a call it makes (a router's, to the service) does not wait again. */
+const entered = globalValue("@sluice/openai/timeSlice/entered", () => FiberRef.unsafeMake(false))
+
+const nextTurn = Effect.withScheduler(Effect.yieldNow(), slicer)
+
+/**
+ * Runs `self` as a call that shares the thread: when the current macrotask has been busy for longer than
+ * `sliceMillis`, it first waits for a later turn of the event loop. `undefined`: no slicing.
+ */
+export const enter = <A, E, R>(sliceMillis: number | undefined, self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  sliceMillis === undefined ? self : Effect.flatMap(FiberRef.get(entered), (inside) =>
+    inside ? self : Effect.locally(
+      Effect.suspend(() => slicer.exhausted(sliceMillis) ? Effect.zipRight(nextTurn, self) : self),
+      entered,
+      true
+    ))
+
+/** The default slice. */
+export const DEFAULT_SLICE = Duration.millis(4)
+
+/** An option's slice in milliseconds (`false`: `undefined`, no slicing). */
+export const millisOf = (option: Duration.DurationInput | false | undefined): number | undefined =>
+  option === false ? undefined : Duration.toMillis(Duration.decode(option ?? DEFAULT_SLICE))
