@@ -14,6 +14,10 @@
  * client do not share an event loop. Rows run one after another; with `--rounds N` the whole set repeats,
  * interleaved, to show the spread. A row that has not finished after `--timeout` seconds (default 300) is
  * stopped and reported with what the simulator had served by then.
+ *
+ * `SLUICE_BENCH_DEBUG=1` also prints, per row, where the time over the minimum went: the server's token
+ * bucket replayed from its admissions (refill wasted while full, tokens left unused when the last request
+ * arrived, the level every 2 s) and the requests that finished last against those sent last.
  */
 import { SimConfig, SimStats, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
@@ -144,6 +148,38 @@ const runRow = (round: number, implementation: string) =>
       simulatorCpuMillis: (cpuServer.user + cpuServer.system) / 1000,
       fetchErrors: Object.entries(report.fetchErrors ?? {}).map(([cause, n]) => `${cause} ×${n}`).join(", "),
       load: loadavg()
+    }
+    if (process.env.SLUICE_BENCH_DEBUG !== undefined) {
+      // the server's token bucket replayed from its admissions: refill wasted while full, level at the end
+      const list = stats.admissions.filter((a) => a.tokens > 0).slice().sort((a, b) => a.at - b.at)
+      const perMs = LIMITS.tpm / 60_000
+      let level = LIMITS.tpm
+      let t = list[0]?.at ?? 0
+      let wasted = 0
+      const samples: Array<string> = []
+      let nextSample = t
+      for (const a of list) {
+        const gain = perMs * (a.at - t)
+        wasted += Math.max(0, level + gain - LIMITS.tpm)
+        level = Math.min(LIMITS.tpm, level + gain) - a.tokens
+        t = a.at
+        if (a.at >= nextSample) {
+          samples.push(`${Math.round((a.at - list[0].at) / 100) / 10}s:${Math.round(level)}`)
+          nextSample += 2000
+        }
+      }
+      const done = report.attempts.filter((a) => a.status === 200).map((a) => ({ ...a, end: a.sentAt + a.latency }))
+      const byEnd = [...done].sort((a, b) => b.end - a.end).slice(0, 5)
+      const bySent = [...done].sort((a, b) => b.sentAt - a.sentAt).slice(0, 5)
+      const f = (a: { sentAt: number; latency: number }) => `${Math.round(a.sentAt)}+${Math.round(a.latency)}`
+      process.stdout.write(`debug tail: last ends ${byEnd.map(f).join(" ")}; last sent ${bySent.map(f).join(" ")}\n`)
+      process.stdout.write(
+        `debug ${implementation}: first arrival ${Math.round(list[0]?.at ?? 0)} ms sim, last ${Math.round(t)}, span ${
+          Math.round(t - (list[0]?.at ?? 0))
+        } ms; wasted refill ${Math.round(wasted)} tok (${Math.round(wasted / perMs)} ms), level at last ${
+          Math.round(level)
+        } tok (${Math.round(level / perMs)} ms)\n  ${samples.join(" ")}\n`
+      )
     }
     process.stdout.write(
       `round ${round} ${implementation}: ${row.finished ? "" : "STOPPED "}${seconds(row.wallMillis)} s (min ${
