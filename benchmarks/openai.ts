@@ -229,15 +229,22 @@ const command = ["pnpm bench:openai", ...args].join(" ")
 
 /** The run before this one, in one line: what changed since, and what it measured. */
 const PREVIOUS =
-  "Previous runs (2026-12-01, `--priority -10`): at commit 9eb897a plus uncommitted changes (load 11.0), " +
-  "Sluice with limits 1.116× / 1.152× the minimum with 2 / 4 429s, adaptive 1.218× / 1.239× (6 / 6 429s), the " +
-  "fastest complete peer (bare SDK + p-limit(64)) 1.171× / 1.154×, the cookbook processor 1.408× / 1.408×; at " +
-  "commit cb4fbbc (load 3.7), Sluice with limits 1.097× / 1.074× with 19 / 23 429s, adaptive 1.170× / 1.100× " +
-  "(13 / 9 429s), p-limit(64) 1.142× / 1.143×, the cookbook 1.408× / 1.408×. Those 429s came from the header " +
-  "sync: lowering the level to a response's `x-ratelimit-remaining-tokens` forgot the calls admitted after that " +
-  "one and still on their way to the server, which its figure did not count yet. Since then the report is " +
-  "aged (`RateLimiter.sync`'s `since`, `Permit.markSent`): the calls sent after that one and those not sent yet, " +
-  "at their current charge, are subtracted."
+  "Previous runs (2026-12-01, `--priority -10`): at commit c1ee14c (reports aged, lowering only; load 1.1), " +
+  "Sluice with limits 1.075× / 1.076× the minimum with 0 / 0 429s, adaptive 1.123× / 1.128×, p-limit(64) " +
+  "1.138× / 1.138×, the cookbook processor 1.408× / 1.408×; at cb4fbbc (before the aging), Sluice with limits " +
+  "1.097× / 1.074× with 19 / 23 429s. What changed since c1ee14c: (1) a report on a bucket that is the " +
+  "server's own limit is adopted both ways (`RateLimiter.sync`): the over-estimates of calls the server has " +
+  "already trued up come back when a report says so, not when each answer returns (the tokens the server had " +
+  "unused when the last request arrived went from ~5,800 to ~2,500); (2) the OpenAi service's calls share the " +
+  "thread (`timeSlice`): the first of the 2,000 requests leaves after ~0.2 s instead of ~0.6–0.8 s, while the " +
+  "server's full bucket wastes its refill.\n\n" +
+  "What is left over the minimum for Sluice with limits, as `SLUICE_BENCH_DEBUG=1` shows it: ~0.2 s before the " +
+  "first request leaves (forking 2,000 fibers and the first slice), ~0.34 s of tokens the server had unused when " +
+  "the last request arrived (reports are as of their call's arrival, so the calls sent since are still counted " +
+  "at their estimate, and calls sent within 50 ms of the answered one are counted as not seen yet), and the tail: " +
+  "the requests sent in the last seconds include some with 3–4 s of latency, which end ~2 s after the one sent " +
+  "last (each request's latency is the simulator's, seeded per request; every FIFO client sends them in the " +
+  "file's order and has the same tail)."
 
 const render = (rows: ReadonlyArray<Row>, started: { date: string; load: ReadonlyArray<number> }) => {
   const byRound = byRoundOf(rows)
