@@ -387,6 +387,13 @@ const LEDGER_RETENTION_MILLIS = 120_000
  * so a report adopted both ways treats those sent within this of the answered one as not counted yet.
  */
 const REPORT_SKEW_MILLIS = 50
+/**
+ * A report is adopted both ways only when at most this many calls left in the `BURST_WINDOW_MILLIS`
+ * before the answered one: in a burst, requests wait for connections and reach the server in an order
+ * nobody can tell, so a report then only lowers the level.
+ */
+const BURST_CALLS = 64
+const BURST_WINDOW_MILLIS = 250
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
@@ -474,11 +481,8 @@ class Ledger {
     for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
   }
 
-  /**
-   * The last send sequence of an entry sent at or before `at` and at or before `sequence` (what was
-   * dropped counts as sent before).
-   */
-  sentBy(at: number, sequence: number): number {
+  /** The index of the last kept entry at or before `sequence` sent at or before `at` (`head - 1`: none). */
+  private lastSentBy(at: number, sequence: number): number {
     let lo = this.head
     let hi = this.indexOf(sequence)
     let found = this.head - 1
@@ -491,7 +495,21 @@ class Ledger {
         hi = mid - 1
       }
     }
+    return found
+  }
+
+  /**
+   * The last send sequence of an entry sent at or before `at` and at or before `sequence` (what was
+   * dropped counts as sent before).
+   */
+  sentBy(at: number, sequence: number): number {
+    const found = this.lastSentBy(at, sequence)
     return found >= this.head ? this.sequences[found] : this.dropped
+  }
+
+  /** How many kept entries at or before `sequence` were sent after `at`. */
+  sentAfter(at: number, sequence: number): number {
+    return this.indexOf(sequence) - this.lastSentBy(at, sequence)
   }
 
   /** Whether an entry with this sequence is kept. */
@@ -1336,12 +1354,14 @@ export const make = (
           if (point.entry === undefined && since.state === "held") {
             for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
           }
-          // Adopted both ways when the bucket is the server's own limit and this limiter alone charges the
-          // store: replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
+          // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
+          // store and the call was not part of a burst (BURST_CALLS): replayed from the calls sent a
+          // little before this one (see REPORT_SKEW_MILLIS), those
           // sent earlier are counted by the server as it charged them, so their corrections are not applied
           // a second time (`Ledger.absorbed`).
           const cut = store.track !== undefined && observation.adopt !== false &&
-              observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis
+              observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis &&
+              ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
             : undefined
           if (cut !== undefined && cut >= ledger.absorbed) {

@@ -301,4 +301,20 @@ describe("RateLimiter.sync with since", () => {
         expect(yield* levelOf(limiter)).toBe(50_000)
       })
     ))
+
+  it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const burst = yield* Effect.forEach(Array.from({ length: 100 }), () =>
+          Effect.tap(limiter.acquire([SCOPE], { tokens: 500 }), (permit) => permit.markSent))
+        const last = burst[burst.length - 1]
+        const sentAt = yield* Clock.currentTimeMillis
+        // the server answered the last one first, before most of the others reached it
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 99_000, since: last, sentAt })
+        expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500)
+        // ...and a lower report still lowers it
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 10_000, since: last, sentAt })
+        expect(yield* levelOf(limiter)).toBe(10_000)
+      })
+    ))
 })
