@@ -316,7 +316,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
                 const error = yield* args.classify(raw, model)
                 yield* Effect.ignore(permit.settle(chargeOnFailure(error)))
                 // after the refund: the server's remaining does not count this refused call's tokens either
-                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent }))
+                yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent, adopt: false }))
                 if (error.status !== undefined) yield* args.learned(poolScope)
                 yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
@@ -325,7 +325,11 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
               })
             )
           )
-        yield* Effect.ignore(syncHeaders(limiter, poolScope, result.response.headers, { permit, sentAt: sent }))
+        // a stream's headers come before its output: they cannot count its final charge, which its settle
+        // (from the final usage chunk, or what was read) applies, so its report only lowers
+        yield* Effect.ignore(
+          syncHeaders(limiter, poolScope, result.response.headers, { permit, sentAt: sent, adopt: false })
+        )
         yield* args.learned(poolScope)
         return { permit, data: result.data, attempt, sent, controller, progress }
       })
