@@ -397,6 +397,21 @@ const BURST_WINDOW_MILLIS = 250
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
+/** The last index in `[lo, hi]` of an ascending array whose value is at most `bound` (`lo - 1`: none). */
+const lastAtMost = (values: ReadonlyArray<number>, bound: number, lo: number, hi: number): number => {
+  let found = lo - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    if (values[mid] <= bound) {
+      found = mid
+      lo = mid + 1
+    } else {
+      hi = mid - 1
+    }
+  }
+  return found
+}
+
 /**
  * What this limiter has charged one bucket lately, in the order the calls were sent: each sent permit's
  * current charge (its estimate until settled, its actual after, nothing once released) in a Fenwick tree,
@@ -432,19 +447,7 @@ class Ledger {
 
   /** The index of the last entry with a sequence ≤ the one given (at least `head - 1`). */
   private indexOf(sequence: number): number {
-    let lo = this.head
-    let hi = this.sequences.length - 1
-    let found = this.head - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1
-      if (this.sequences[mid] <= sequence) {
-        found = mid
-        lo = mid + 1
-      } else {
-        hi = mid - 1
-      }
-    }
-    return found
+    return lastAtMost(this.sequences, sequence, this.head, this.sequences.length - 1)
   }
 
   record(sequence: number, at: number, amount: number): void {
@@ -483,19 +486,7 @@ class Ledger {
 
   /** The index of the last kept entry at or before `sequence` sent at or before `at` (`head - 1`: none). */
   private lastSentBy(at: number, sequence: number): number {
-    let lo = this.head
-    let hi = this.indexOf(sequence)
-    let found = this.head - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1
-      if (this.times[mid] <= at) {
-        found = mid
-        lo = mid + 1
-      } else {
-        hi = mid - 1
-      }
-    }
-    return found
+    return lastAtMost(this.times, at, this.head, this.indexOf(sequence))
   }
 
   /**
