@@ -329,7 +329,11 @@ export interface Service {
     dimension: Budget.Dimension | "*",
     until: Date | Duration.DurationInput
   ) => Effect.Effect<void, LimiterStore.LimiterStoreError>
-  /** Folds a server's report into the buckets: lowers remaining, learns an unconfigured limit. */
+  /**
+   * Folds a server's report into the buckets: lowers remaining (or, on a bucket that is the server's own limit
+   * in a store this limiter alone charges, adopts it both ways — see `Observation.remaining`), learns an
+   * unconfigured limit.
+   */
   readonly sync: (scope: string, observation: Observation) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Closes a scope: every waiter on it fails with `ScopeClosed`, and so does every admission until reopened. */
   readonly close: (scope: string, reason: string, cause?: unknown) => Effect.Effect<void>
