@@ -140,10 +140,12 @@ export interface Permit {
   /**
    * Trues the charge to actual usage: refunds an over-estimate, charges an under-estimate (the
    * buckets may go into debt, which delays later admissions). Dimensions `actual` leaves out keep
-   * their charge. Idempotent: only the first settle or release counts.
+   * their charge. On a bucket where a server's report that counted this call was adopted (see
+   * `Observation.remaining`) the refund is left out: the report gave it back already. Idempotent: only
+   * the first settle or release counts.
    */
   readonly settle: (actual: Budget.Cost) => Effect.Effect<void, LimiterStore.LimiterStoreError>
-  /** Refunds the whole charge (the call was not made). Idempotent. */
+  /** Refunds the whole charge (the call was not made), save on buckets an adopted report counted it on. Idempotent. */
   readonly release: Effect.Effect<void, LimiterStore.LimiterStoreError>
   /**
    * Records that the request this permit admitted has left now. A server's report is then aged by send
@@ -217,10 +219,12 @@ export interface Observation {
   /**
    * What the server says is left. Without `since`, or when the bucket is tighter than the server's limit,
    * the local level is lowered to it, never raised. With `since`, on a bucket whose limit is the server's
-   * own (`limit` equal to the bucket's amount) and a store that this limiter alone charges (the memory
-   * store), the level follows the replayed report both ways: the server has already trued up the calls
-   * it answered earlier, so the over-estimates those calls still hold here come back now (and do not come
-   * back a second time when they settle).
+   * own (`limit` equal to the bucket's amount, same window), in a store that this limiter alone charges
+   * (the memory store), unless `adopt` is `false` or the answered call was part of a burst (more than 64
+   * calls sent in the 250 ms before it), the level follows the replayed report both ways: the server has
+   * already trued up the calls that reached it earlier (sent at least 50 ms before the answered one), so
+   * the over-estimates those calls still hold here come back now, and are not refunded a second time when
+   * they settle (an under-estimate is still charged then).
    */
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */
@@ -870,11 +874,13 @@ export const make = (
             if (ledger !== undefined) ledger.unsent -= debit.amount
           }
         }
-        // the server's report, adopted, counted this call as it charged it: nothing to correct there
+        // An adopted report counted this call as the server charged it then: a refund there is left out (the
+        // server trued it up already, or a later report brings it back). A charge is applied all the same:
+        // a server that trues up only later has not counted it yet, and one that has is merely charged twice.
         let applied = debits
         for (const debit of debits) {
-          if (absorbedOn(debit.bucket.id)) {
-            applied = debits.filter((d) => !absorbedOn(d.bucket.id))
+          if (debit.amount < 0 && absorbedOn(debit.bucket.id)) {
+            applied = debits.filter((d) => d.amount >= 0 || !absorbedOn(d.bucket.id))
             break
           }
         }
@@ -1366,7 +1372,9 @@ export const make = (
             ledger.absorbed = cut
             const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
             if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
-            return yield* store.track!(target.spec, Math.max(-target.spec.capacity, aged))
+            yield* store.track!(target.spec, Math.max(-target.spec.capacity, aged))
+            // the level may have risen: waiters planned on the old one look again
+            return signal()
           }
           // about calls that reached the server before those of a report adopted already: it knows less (and
           // would take back what that one gave, as it counts their over-estimates)

@@ -71,7 +71,8 @@ const headerNumber = (headers: Headers, name: string): number | undefined => {
 
 /**
  * Folds `x-ratelimit-limit-*` and `x-ratelimit-remaining-*` into the pool's buckets: remaining lowers
- * the local level where the server knows better; a limit teaches an unconfigured (or adaptive) one.
+ * the local level where the server knows better (and, with `since.adopt`, may raise it: see
+ * `RateLimiter.Observation.remaining`); a limit teaches an unconfigured (or adaptive) one.
  * Daily limits are never in headers. Azure's negative remaining counts as zero; its `-1` sentinel
  * limit is ignored.
  */

@@ -5,9 +5,9 @@
  * calls (`Effect.forEach(..., { concurrency: "unbounded" })`) then estimates, admits and prepares every
  * one of them before the first request can leave: no socket is written until the whole burst has run,
  * and meanwhile the server's bucket sits full, its refill wasted. `enter` makes a call that starts after
- * the current macrotask has already been busy for a slice wait for a later turn of the event loop (after
- * its I/O) before it is even estimated; the calls that waited go on in the order they came, a slice's
- * worth per turn. Once a call has started it runs as before (its admission is not split from what
+ * the current macrotask has already been busy for a slice (or while calls are waiting) wait for a later
+ * turn of the event loop (after its I/O) before it is even estimated; the calls that waited go on in the
+ * order they came, a slice's worth per turn. Node only (`setImmediate`); elsewhere nothing is sliced. Once a call has started it runs as before (its admission is not split from what
  * decided it, a router's choice included).
  *
  * It measures real time (`performance.now()`), not the `Clock`: it is about sharing the thread, not about
@@ -22,6 +22,14 @@ import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import * as Scheduler from "effect/Scheduler"
 
+/**
+ * The event loop's next turn, taken when this module loads (fake timers installed later do not stop it);
+ * `undefined` where there is none (no `setImmediate`: not Node): then nothing is sliced.
+ */
+const nextTurnOfLoop: ((f: () => void) => void) | undefined = typeof globalThis.setImmediate === "function"
+  ? globalThis.setImmediate.bind(globalThis)
+  : undefined
+
 /** The process's thread is one: so is its slicer. */
 class TimeSliced implements Scheduler.Scheduler {
   /** When the current slice began (`-1`: none; the next turn of the event loop ends it). */
@@ -35,12 +43,16 @@ class TimeSliced implements Scheduler.Scheduler {
     this.sliceStart = -1
   }
 
-  /** Whether the current macrotask has run for longer than `sliceMillis` (starting a slice if none is). */
+  /**
+   * Whether a call starting now must wait for its turn: calls are waiting already (it goes behind them),
+   * or the current macrotask has run for longer than `sliceMillis` (starting a slice if none is).
+   */
   exhausted(sliceMillis: number): boolean {
+    if (this.queue.length > 0) return true
     const now = performance.now()
     if (this.sliceStart < 0) {
       this.sliceStart = now
-      setImmediate(this.endSlice)
+      nextTurnOfLoop!(this.endSlice)
       return false
     }
     if (now - this.sliceStart <= sliceMillis) return false
@@ -57,23 +69,30 @@ class TimeSliced implements Scheduler.Scheduler {
     this.queue.push(task)
     if (!this.draining) {
       this.draining = true
-      setImmediate(this.drain)
+      nextTurnOfLoop!(this.drain)
     }
   }
 
   /** One slice's worth of the calls that waited, in order; the rest wait for the next turn. */
   private readonly drain = () => {
-    this.sliceStart = performance.now()
-    setImmediate(this.endSlice)
+    // a slice this turn's I/O callbacks began goes on: the turn gets one slice in all
+    if (this.sliceStart < 0) {
+      this.sliceStart = performance.now()
+      nextTurnOfLoop!(this.endSlice)
+    }
     const slice = this.sliceMillis
     let i = 0
-    while (i < this.queue.length && (i === 0 || performance.now() - this.sliceStart <= slice)) this.queue[i++]()
-    this.queue.splice(0, i)
-    if (this.queue.length > 0) {
-      setImmediate(this.drain)
-    } else {
-      this.draining = false
-      this.sliceMillis = Infinity
+    try {
+      while (i < this.queue.length && (i === 0 || performance.now() - this.sliceStart <= slice)) this.queue[i++]()
+    } finally {
+      // even if a task threw, what is left waits for the next turn rather than forever
+      this.queue.splice(0, i)
+      if (this.queue.length > 0) {
+        nextTurnOfLoop!(this.drain)
+      } else {
+        this.draining = false
+        this.sliceMillis = Infinity
+      }
     }
   }
 }
@@ -102,4 +121,6 @@ export const DEFAULT_SLICE = Duration.millis(4)
 
 /** An option's slice in milliseconds (`false`: `undefined`, no slicing). */
 export const millisOf = (option: Duration.DurationInput | false | undefined): number | undefined =>
-  option === false ? undefined : Duration.toMillis(Duration.decode(option ?? DEFAULT_SLICE))
+  option === false || nextTurnOfLoop === undefined
+    ? undefined
+    : Duration.toMillis(Duration.decode(option ?? DEFAULT_SLICE))
