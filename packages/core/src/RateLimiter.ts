@@ -405,6 +405,14 @@ const BURST_WINDOW_MILLIS = 250
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
+/** Whether a report adopted on this bucket counted this permit (see `Ledger.absorbed`). */
+const absorbedOn = (point: SendPoint, ledgers: ReadonlyMap<string, Ledger>, bucket: string): boolean => {
+  if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return true
+  if (point.entry === undefined || point.entry !== point.sequence) return false
+  const ledger = ledgers.get(bucket)
+  return ledger !== undefined && point.sequence <= ledger.absorbed
+}
+
 /** The last index in `[lo, hi]` of an ascending array whose value is at most `bound` (`lo - 1`: none). */
 const lastAtMost = (values: ReadonlyArray<number>, bound: number, lo: number, hi: number): number => {
   let found = lo - 1
@@ -484,12 +492,13 @@ class Ledger {
     }
   }
 
-  /** The entry with this sequence changed by `delta` (settled, released); nothing if it was dropped. */
-  adjust(sequence: number, delta: number): void {
+  /** The entry with this sequence changed by `delta` (settled, released); `false` if there is none (dropped). */
+  adjust(sequence: number, delta: number): boolean {
     const index = this.indexOf(sequence)
-    if (index < this.head || this.sequences[index] !== sequence) return
+    if (index < this.head || this.sequences[index] !== sequence) return false
     this.amounts[index] += delta
     for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
+    return true
   }
 
   /** The index of the last kept entry at or before `sequence` sent at or before `at` (`head - 1`: none). */
@@ -509,12 +518,6 @@ class Ledger {
   /** How many kept entries at or before `sequence` were sent after `at`. */
   sentAfter(at: number, sequence: number): number {
     return this.indexOf(sequence) - this.lastSentBy(at, sequence)
-  }
-
-  /** Whether an entry with this sequence is kept. */
-  has(sequence: number): boolean {
-    const index = this.indexOf(sequence)
-    return index >= this.head && this.sequences[index] === sequence
   }
 
   /** The amount of the entry with this sequence (0 if none, or dropped). */
@@ -809,13 +812,6 @@ export const make = (
         readonly debits: ReadonlyArray<LimiterStore.Debit>
         readonly owner: object
       } = { admission, sequence: sends, entry: undefined, absorbed: undefined, debits: prepared.debits, owner: ledgers }
-      /** Whether a report adopted on this bucket counted this permit (see `Ledger.absorbed`). */
-      const absorbedOn = (bucket: string): boolean => {
-        if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return true
-        if (point.entry === undefined || point.entry !== point.sequence) return false
-        const ledger = ledgers.get(bucket)
-        return ledger !== undefined && point.sequence <= ledger.absorbed
-      }
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
@@ -851,8 +847,8 @@ export const make = (
         if (point.entry !== undefined) {
           for (const debit of debits) {
             const ledger = ledgers.get(debit.bucket.id)
-            if (ledger !== undefined && ledger.has(point.entry!)) ledger.adjust(point.entry!, debit.amount)
-            else if (debit.amount > 0) ledgerOf(debit.bucket.id, admission).record(++sends, now, debit.amount)
+            if (ledger !== undefined && ledger.adjust(point.entry!, debit.amount)) continue
+            if (debit.amount > 0) ledgerOf(debit.bucket.id, admission).record(++sends, now, debit.amount)
           }
         } else if (state === "settled") {
           // answered, so sent by now: into the send order at its actual charge, as of now (the latest it
@@ -879,8 +875,8 @@ export const make = (
         // a server that trues up only later has not counted it yet, and one that has is merely charged twice.
         let applied = debits
         for (const debit of debits) {
-          if (debit.amount < 0 && absorbedOn(debit.bucket.id)) {
-            applied = debits.filter((d) => d.amount >= 0 || !absorbedOn(d.bucket.id))
+          if (debit.amount < 0 && absorbedOn(point, ledgers, debit.bucket.id)) {
+            applied = debits.filter((d) => d.amount >= 0 || !absorbedOn(point, ledgers, d.bucket.id))
             break
           }
         }
@@ -1365,24 +1361,22 @@ export const make = (
               ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
             : undefined
-          if (cut !== undefined && cut >= ledger.absorbed) {
-            const skip = point.entry !== undefined && point.entry > cut ? point.entry : undefined
-            const aged = ledger.replay(cut, from, remaining, now, target.spec, skip, ownUnsent)
-            if (aged === undefined) return
+          // about calls that reached the server before those of a report adopted already: it knows less (and
+          // would take back what that one gave, as it counts their over-estimates)
+          if (cut !== undefined && cut < ledger.absorbed) return
+          const start = cut ?? point.sequence
+          const skip = point.entry !== undefined && point.entry > start ? point.entry : undefined
+          const aged = ledger.replay(start, from, remaining, now, target.spec, skip, ownUnsent)
+          if (aged === undefined) return
+          remaining = Math.max(-target.spec.capacity, aged)
+          if (cut !== undefined) {
             ledger.absorbed = cut
             const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
             if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
-            yield* store.track!(target.spec, Math.max(-target.spec.capacity, aged))
+            yield* store.track!(target.spec, remaining)
             // the level may have risen: waiters planned on the old one look again
             return signal()
           }
-          // about calls that reached the server before those of a report adopted already: it knows less (and
-          // would take back what that one gave, as it counts their over-estimates)
-          if (cut !== undefined) return
-          const skip = point.entry !== undefined && point.entry > point.sequence ? point.entry : undefined
-          const aged = ledger.replay(point.sequence, from, remaining, now, target.spec, skip, ownUnsent)
-          if (aged === undefined) return
-          remaining = Math.max(-target.spec.capacity, aged)
         }
         yield* store.observe(target.spec, remaining)
       })

@@ -114,9 +114,9 @@ export declare namespace OpenAi {
      * Shares the thread during a burst (default 4 ms): a call yields to the event loop once the current
      * macrotask has been busy for longer than this, so when thousands of calls start at once (an
      * `Effect.forEach` with `concurrency: "unbounded"`) the first requests leave after one slice instead
-     * of after all of them have been estimated and prepared, while the server's bucket sits full. Real
-     * CPU time, not the `Clock`; a call that runs within its slice is never delayed. `false` runs calls on
-     * the caller's scheduler as they come.
+     * of after all of them have been estimated and prepared, while the server's bucket sits full. A call
+     * that starts while others wait goes behind them. Real time (`performance.now()`), not the `Clock`; a
+     * call that starts within its slice is never delayed. Node only; `false` turns it off.
      */
     readonly timeSlice?: Duration.DurationInput | false | undefined
   }

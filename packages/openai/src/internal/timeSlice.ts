@@ -34,8 +34,8 @@ const nextTurnOfLoop: ((f: () => void) => void) | undefined = typeof globalThis.
 class TimeSliced implements Scheduler.Scheduler {
   /** When the current slice began (`-1`: none; the next turn of the event loop ends it). */
   private sliceStart = -1
+  /** The calls waiting for a turn; while there are any, a drain is due. */
   private readonly queue: Array<Scheduler.Task> = []
-  private draining = false
   /** The slice the waiting calls asked for (the shortest). */
   private sliceMillis = Infinity
 
@@ -66,11 +66,8 @@ class TimeSliced implements Scheduler.Scheduler {
 
   /** Only the yield of a call that waits for a turn is scheduled here. */
   scheduleTask(task: Scheduler.Task): void {
-    this.queue.push(task)
-    if (!this.draining) {
-      this.draining = true
-      nextTurnOfLoop!(this.drain)
-    }
+    // the first to wait books the drain; later ones are taken by it (or by the drain it books in turn)
+    if (this.queue.push(task) === 1) nextTurnOfLoop!(this.drain)
   }
 
   /** One slice's worth of the calls that waited, in order; the rest wait for the next turn. */
@@ -87,12 +84,8 @@ class TimeSliced implements Scheduler.Scheduler {
     } finally {
       // even if a task threw, what is left waits for the next turn rather than forever
       this.queue.splice(0, i)
-      if (this.queue.length > 0) {
-        nextTurnOfLoop!(this.drain)
-      } else {
-        this.draining = false
-        this.sliceMillis = Infinity
-      }
+      if (this.queue.length > 0) nextTurnOfLoop!(this.drain)
+      else this.sliceMillis = Infinity
     }
   }
 }
@@ -117,7 +110,7 @@ export const enter = <A, E, R>(sliceMillis: number | undefined, self: Effect.Eff
     ))
 
 /** The default slice. */
-export const DEFAULT_SLICE = Duration.millis(4)
+const DEFAULT_SLICE = Duration.millis(4)
 
 /** An option's slice in milliseconds (`false`: `undefined`, no slicing). */
 export const millisOf = (option: Duration.DurationInput | false | undefined): number | undefined =>
