@@ -1,0 +1,155 @@
+#!/usr/bin/env node
+// Type-checks every TypeScript snippet (```ts / ```typescript) of every README.md in the repository, under
+// `strict`, with NodeNext and Bundler module resolution. A failure names the README and its line.
+//
+// A snippet is compiled as written (as its own ES module), unless the HTML comment right before its fence marks
+// it a fragment and gives the context it is checked in:
+//
+//   <!-- fragment
+//   import { Effect } from "effect"
+//   declare const call: Effect.Effect<string>
+//   -->
+//
+// The comment's text after `fragment` is placed before the snippet; a line `/* snippet */` in it places the
+// snippet there instead (to wrap it, e.g. in an `Effect.gen`). A fragment is never skipped: it compiles in its
+// context or the check fails.
+//
+// Usage:
+//   node scripts/readme-snippets.mjs              in the workspace (packages resolved to their src/ through the
+//                                                 "sluice-source" condition); the consumer test runs the same
+//                                                 check against the installed tarballs (scripts/consumer-test.mjs).
+import { execFileSync } from "node:child_process"
+import * as NodeFs from "node:fs"
+import * as NodePath from "node:path"
+import { fileURLToPath } from "node:url"
+
+const fence = /^```(ts|typescript)\s*$/
+const marker = "/* snippet */"
+
+/**
+ * Every TypeScript snippet of every README.md tracked by git under `root`.
+ * @param {string} root
+ * @returns {Array<{ readme: string, line: number, code: string, prelude: string | undefined, markerLine: number | undefined }>}
+ */
+export const findSnippets = (root) => {
+  const readmes = execFileSync("git", ["ls-files", "-co", "--exclude-standard", "*README.md", "README.md"], {
+    cwd: root
+  }).toString().split("\n").filter((f) => f !== "" && !f.includes("node_modules/") && NodeFs.existsSync(NodePath.join(root, f)))
+  const snippets = []
+  for (const readme of [...new Set(readmes)].sort()) {
+    const lines = NodeFs.readFileSync(NodePath.join(root, readme), "utf8").split("\n")
+    for (let i = 0; i < lines.length; i++) {
+      if (!fence.test(lines[i])) continue
+      let end = i + 1
+      while (end < lines.length && !/^```\s*$/.test(lines[end])) end++
+      if (end >= lines.length) throw new Error(`${readme}:${i + 1}: the code block is not closed`)
+      // the HTML comment right before the fence (blank lines between are allowed)
+      let j = i - 1
+      while (j >= 0 && lines[j].trim() === "") j--
+      let prelude
+      let markerLine
+      if (j >= 0 && lines[j].trim().endsWith("-->")) {
+        let start = j
+        while (start >= 0 && !lines[start].includes("<!--")) start--
+        if (start >= 0) {
+          const text = lines.slice(start, j + 1).join("\n")
+          const body = text.slice(text.indexOf("<!--") + 4, text.lastIndexOf("-->")).trim()
+          if (/^fragment\b/.test(body)) {
+            prelude = body.replace(/^fragment:?/, "").replace(/^[ \t]*\n/, "")
+            markerLine = start + 1
+          }
+        }
+      }
+      snippets.push({ readme, line: i + 1, code: lines.slice(i + 1, end).join("\n"), prelude, markerLine })
+      i = end
+    }
+  }
+  return snippets
+}
+
+/**
+ * Writes one module per snippet into `dir` and type-checks them with `tsc` under each resolution.
+ * @param {{ root: string, dir: string, tsc: string, compilerOptions?: Record<string, unknown>, modes?: Array<"NodeNext" | "Bundler">, log?: (line: string) => void }} options
+ * @returns {Array<string>} the failures, each `README:line: message`
+ */
+export const checkSnippets = ({ root, dir, tsc, compilerOptions = {}, modes = ["NodeNext", "Bundler"], log = console.log }) => {
+  const snippets = findSnippets(root)
+  NodeFs.rmSync(dir, { recursive: true, force: true })
+  NodeFs.mkdirSync(dir, { recursive: true })
+  NodeFs.writeFileSync(NodePath.join(dir, "package.json"), JSON.stringify({ type: "module", private: true }) + "\n")
+  const files = snippets.map((snippet, index) => {
+    const name = `${snippet.readme.replace(/[/.]/g, "_")}_L${snippet.line}.ts`
+    let before = []
+    let after = []
+    if (snippet.prelude !== undefined) {
+      const parts = snippet.prelude.split(marker)
+      before = parts[0].split("\n")
+      after = parts.length > 1 ? parts.slice(1).join(marker).split("\n") : []
+      if (before[before.length - 1] === "") before.pop()
+    }
+    const text = [...before, snippet.code, ...after, "export {}", ""].join("\n")
+    NodeFs.writeFileSync(NodePath.join(dir, name), text)
+    return { name, index, offset: before.length }
+  })
+  const failures = []
+  for (const mode of modes) {
+    const tsconfig = {
+      compilerOptions: {
+        target: "ES2022",
+        lib: ["ES2022"],
+        module: mode === "NodeNext" ? "NodeNext" : "ESNext",
+        moduleResolution: mode,
+        strict: true,
+        noEmit: true,
+        skipLibCheck: true,
+        types: ["node"],
+        ...compilerOptions
+      },
+      files: files.map((f) => f.name)
+    }
+    NodeFs.writeFileSync(NodePath.join(dir, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
+    let output = ""
+    try {
+      execFileSync(process.execPath, [tsc, "-p", "tsconfig.json", "--pretty", "false"], { cwd: dir, stdio: "pipe" })
+    } catch (error) {
+      output = `${error.stdout ?? ""}${error.stderr ?? ""}`
+      if (output.trim() === "") output = String(error.message)
+    }
+    const before = failures.length
+    for (const line of output.split("\n")) {
+      const m = /^(.+?)\((\d+),(\d+)\): (error .*)$/.exec(line)
+      if (m === null) {
+        if (line.trim() !== "" && !line.startsWith(" ")) failures.push(`[${mode}] ${line}`)
+        else if (line.trim() !== "" && failures.length > before) failures[failures.length - 1] += `\n${line}`
+        continue
+      }
+      const file = files.find((f) => NodePath.basename(m[1]) === f.name)
+      if (file === undefined) {
+        failures.push(`[${mode}] ${line}`)
+        continue
+      }
+      const snippet = snippets[file.index]
+      const at = Number(m[2]) - 1 - file.offset
+      const where = at >= 0 && at < snippet.code.split("\n").length
+        ? `${snippet.readme}:${snippet.line + 1 + at}`
+        : `${snippet.readme}:${snippet.markerLine ?? snippet.line} (the fragment's context)`
+      failures.push(`[${mode}] ${where}:${m[3]}: ${m[4]}`)
+    }
+    log(`${mode}: ${snippets.length} snippets from ${new Set(snippets.map((s) => s.readme)).size} READMEs, ${
+      failures.length - before
+    } errors`)
+  }
+  return failures
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const root = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
+  const failures = checkSnippets({
+    root,
+    dir: NodePath.join(root, ".sluice-tmp", "readme-snippets"),
+    tsc: NodePath.join(root, "node_modules", "typescript", "bin", "tsc"),
+    compilerOptions: { customConditions: ["sluice-source"] }
+  })
+  for (const failure of failures) console.error(failure)
+  process.exit(failures.length === 0 ? 0 : 1)
+}
