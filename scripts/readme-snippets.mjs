@@ -34,7 +34,9 @@ const marker = "/* snippet */"
 export const findSnippets = (root) => {
   const readmes = execFileSync("git", ["ls-files", "-co", "--exclude-standard", "*README.md", "README.md"], {
     cwd: root
-  }).toString().split("\n").filter((f) => f !== "" && !f.includes("node_modules/") && NodeFs.existsSync(NodePath.join(root, f)))
+  }).toString().split("\n").filter((f) =>
+    f !== "" && !f.includes("node_modules/") && NodeFs.existsSync(NodePath.join(root, f))
+  )
   const snippets = []
   for (const readme of [...new Set(readmes)].sort()) {
     const lines = NodeFs.readFileSync(NodePath.join(root, readme), "utf8").split("\n")
@@ -72,7 +74,9 @@ export const findSnippets = (root) => {
  * @param {{ root: string, dir: string, tsc: string, compilerOptions?: Record<string, unknown>, modes?: Array<"NodeNext" | "Bundler">, log?: (line: string) => void }} options
  * @returns {Array<string>} the failures, each `README:line: message`
  */
-export const checkSnippets = ({ root, dir, tsc, compilerOptions = {}, modes = ["NodeNext", "Bundler"], log = console.log }) => {
+export const checkSnippets = (
+  { root, dir, tsc, compilerOptions = {}, modes = ["NodeNext", "Bundler"], log = console.log }
+) => {
   const snippets = findSnippets(root)
   NodeFs.rmSync(dir, { recursive: true, force: true })
   NodeFs.mkdirSync(dir, { recursive: true })
@@ -135,9 +139,11 @@ export const checkSnippets = ({ root, dir, tsc, compilerOptions = {}, modes = ["
         : `${snippet.readme}:${snippet.markerLine ?? snippet.line} (the fragment's context)`
       failures.push(`[${mode}] ${where}:${m[3]}: ${m[4]}`)
     }
-    log(`${mode}: ${snippets.length} snippets from ${new Set(snippets.map((s) => s.readme)).size} READMEs, ${
-      failures.length - before
-    } errors`)
+    log(
+      `${mode}: ${snippets.length} snippets from ${new Set(snippets.map((s) => s.readme)).size} READMEs, ${
+        failures.length - before
+      } errors`
+    )
   }
   return failures
 }
