@@ -10,6 +10,8 @@ export default tseslint.config(
       "**/build/**",
       "**/*.d.ts",
       "**/.sluice-tmp/**",
+      "**/.stryker-tmp/**",
+      "reports/**",
       "benchmarks/results/**"
     ]
   },

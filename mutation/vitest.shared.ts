@@ -1,0 +1,26 @@
+/**
+ * The vitest configuration a mutation run uses: the root one, with only the given test files, and the
+ * workspace packages resolved to the sources beside this file. Stryker runs vitest in a sandbox copy of the
+ * repository whose `node_modules` links to the real one, so `@sluice/core` would otherwise resolve to the
+ * unmutated sources and every mutant would survive.
+ */
+import * as NodePath from "node:path"
+import { fileURLToPath } from "node:url"
+import { defineConfig } from "vitest/config"
+import root from "../vitest.config.js"
+
+const repo = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
+const packages = ["core", "openai", "testing", "redis", "cli"]
+
+export const mutationConfig = (include: ReadonlyArray<string>) =>
+  defineConfig({
+    ...root,
+    resolve: {
+      ...root.resolve,
+      alias: packages.map((name) => ({
+        find: new RegExp(`^@sluice/${name}$`),
+        replacement: NodePath.join(repo, "packages", name, "src", "index.ts")
+      }))
+    },
+    test: { ...root.test, include: [...include] }
+  })
