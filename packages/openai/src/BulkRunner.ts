@@ -26,6 +26,7 @@ import * as NodeFs from "node:fs"
 import * as Files from "./internal/bulkFiles.js"
 import * as Input from "./internal/bulkInput.js"
 import * as Stats from "./internal/bulkProgress.js"
+import * as Endpoints from "./internal/endpoint.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // errors
@@ -429,12 +430,43 @@ export declare namespace BulkRunner {
     readonly fsyncEvery?: number | undefined
     /** Count the input lines first for the progress total and ETA (default true). */
     readonly countTotal?: boolean | undefined
+    /**
+     * Check each 2xx response's body against its endpoint's shape (default true): a mismatch is written as
+     * an {@link invalidResponse} failure instead of a success.
+     */
+    readonly checkResponses?: boolean | undefined
   }
 }
 
 type Classified =
   | { readonly _tag: "Work"; readonly request: Request }
   | { readonly _tag: "Skip"; readonly alreadyDone?: boolean }
+  | { readonly _tag: "InvalidBody"; readonly request: Request; readonly message: string }
+
+/**
+ * The failure written for a line whose `body` does not have its endpoint's shape (a field of the wrong type,
+ * a required field missing): `kind: "InvalidBody"`, `code: "invalid_body"`, the message naming the field
+ * (`body.messages: expected ReadonlyArray<Message>, got an object`). The request is not sent.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const invalidBody = (message: string): Failure => ({ kind: "InvalidBody", code: "invalid_body", message })
+
+/**
+ * The failure written for a 2xx response whose body is not the endpoint's JSON (an HTML page, a bare array,
+ * a chat completion without `choices`): `kind: "InvalidResponse"`, `code: "invalid_response"`, with the
+ * status code. Not retried by the runner (the executor's retry policy decides that before answering).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const invalidResponse = (message: string, statusCode: number): Failure => ({
+  kind: "InvalidResponse",
+  code: "invalid_response",
+  message,
+  statusCode
+})
 
 /**
  * Runs a bulk file. Fails only when a file cannot be opened, read or written (`BulkFileError`); every other
@@ -453,7 +485,8 @@ type Classified =
  *   input: "requests.jsonl",
  *   output: "results.jsonl",
  *   errors: "errors.jsonl",
- *   execute: (request) => Effect.succeed({ statusCode: 200, requestId: null, body: { echo: request.customId } }),
+ *   execute: (request) =>
+ *     Effect.succeed({ statusCode: 200, requestId: null, body: { id: request.customId, choices: [], data: [] } }),
  *   describe: (error: never) => error
  * }).pipe(Effect.map(BulkRunner.exitCode))
  * ```
@@ -533,7 +566,11 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
         }
         seen.set(decoded.customId, line)
         if (done.has(decoded.customId)) return { _tag: "Skip", alreadyDone: true }
-        return { _tag: "Work", request: { customId: decoded.customId, url: decoded.url, body: decoded.body, line } }
+        const request: Request = { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
+        // decoded per endpoint before anything estimates it: a wrong field fails this line, not the run
+        const endpoint = Endpoints.endpointOf(decoded.url)
+        const problem = endpoint === undefined ? undefined : Endpoints.bodyProblem(endpoint, decoded.body)
+        return problem === undefined ? { _tag: "Work", request } : { _tag: "InvalidBody", request, message: problem }
       }
 
       const reject = (error: BulkInputError): Effect.Effect<void, Files.FileFailure> => {
@@ -558,17 +595,20 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
         Effect.suspend(() => {
           const work: Array<Request | null> = []
           const rejected: Array<BulkInputError> = []
+          const invalid: Array<{ readonly request: Request; readonly message: string }> = []
           let alreadyDone = 0
           for (const line of chunk) {
             if (stopReason !== undefined) break
             const classified = classify(line)
             if (classified instanceof BulkInputError) rejected.push(classified)
             else if (classified._tag === "Work") work.push(classified.request)
+            else if (classified._tag === "InvalidBody") invalid.push(classified)
             else if (classified.alreadyDone === true) alreadyDone++
           }
           const steps: Array<Effect.Effect<void, Files.FileFailure>> = []
           if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
           for (const error of rejected) steps.push(reject(error))
+          for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
           if (work.length > 0) steps.push(Effect.asVoid(Queue.offerAll(queue, work)))
           return Effect.all(steps, { discard: true })
         })
@@ -589,6 +629,21 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
           }
         }))
 
+      /** Writes a terminal failure of a request. */
+      const fail = (request: Request, failure: Failure): Effect.Effect<void, Files.FileFailure> =>
+        Effect.zipRight(
+          write(request, null, failure),
+          update((s) => ({ ...s, failed: s.failed + 1, failuresByKind: Stats.bump(s.failuresByKind, failure.kind) }))
+        )
+
+      const checkResponses = options.checkResponses !== false
+      /** What is wrong with a 2xx response's body for the request's endpoint, if anything. */
+      const responseProblem = (request: Request, response: Response): string | undefined => {
+        if (!checkResponses || response.statusCode < 200 || response.statusCode > 299) return undefined
+        const endpoint = Endpoints.endpointOf(request.url)
+        return endpoint === undefined ? undefined : Endpoints.responseProblem(endpoint, response.body)
+      }
+
       const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
           if (stopReason !== undefined) return Effect.void
@@ -597,6 +652,8 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
             Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
             Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
               if (Exit.isSuccess(exit)) {
+                const problem = responseProblem(request, exit.value)
+                if (problem !== undefined) return fail(request, invalidResponse(problem, exit.value.statusCode))
                 return Effect.zipRight(
                   write(request, exit.value, null),
                   update((s) => ({ ...s, succeeded: s.succeeded + 1 }))
@@ -618,14 +675,7 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
                   }
                   return Effect.void
                 }
-                return Effect.zipRight(
-                  write(request, null, described),
-                  update((s) => ({
-                    ...s,
-                    failed: s.failed + 1,
-                    failuresByKind: Stats.bump(s.failuresByKind, described.kind)
-                  }))
-                )
+                return fail(request, described)
               }
               if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
               if (stopReason === undefined) {

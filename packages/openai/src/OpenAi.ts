@@ -38,6 +38,7 @@ import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/reso
 import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
 import * as Adapt from "./internal/adapt.js"
+import * as Endpoints from "./internal/endpoint.js"
 import * as TimeSlice from "./internal/timeSlice.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
@@ -497,13 +498,26 @@ export const make = (
       TimeSlice.enter(sliceMillis, Effect.suspend(call))
     const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
 
+    /** A body the service cannot read fails typed (`BadRequest`, `invalid_body`), unsent. */
+    const unreadable = (path: Endpoints.Path, params: unknown) => {
+      const problem = Endpoints.serviceBodyProblem(path, params)
+      return problem === undefined
+        ? undefined
+        : Effect.fail(Endpoints.invalidBodyError(problem, (params as { readonly model?: unknown } | null)?.model))
+    }
+
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
       sliced(() =>
-        Effect.map(
+        unreadable("/chat/completions", params) ?? Effect.map(
           governed({
             model: params.model,
             estimate: TokenEstimator.chat(params, estimateOptions),
-            send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse(),
+            send: (signal) =>
+              Endpoints.checked(
+                "/chat/completions",
+                params.model,
+                client.chat.completions.create(params, requestOptions(signal)).withResponse()
+              ),
             usage: (data) => Adapt.usageCost(data.usage)
           }, call),
           (result) => result.data
@@ -511,8 +525,10 @@ export const make = (
       )
 
     const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
-      Stream.suspend(() =>
-        Adapt.stream({
+      Stream.suspend(() => {
+        const problem = Endpoints.serviceBodyProblem("/chat/completions", params)
+        if (problem !== undefined) return Stream.fail(Endpoints.invalidBodyError(problem, params?.model))
+        return Adapt.stream({
           limiter,
           scopes: scopesFor(options, poolOf(params.model), call?.tenant),
           org,
@@ -537,15 +553,20 @@ export const make = (
               requestOptions(signal)
             ).withResponse()
         })
-      )
+      })
 
     const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) =>
       sliced(() =>
-        Effect.flatMap(
+        unreadable("/responses", params) ?? Effect.flatMap(
           governed({
             model: String(params.model ?? "gpt-4o"),
             estimate: TokenEstimator.responses(params as any, estimateOptions),
-            send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse(),
+            send: (signal) =>
+              Endpoints.checked(
+                "/responses",
+                String(params.model ?? "gpt-4o"),
+                client.responses.create(params, requestOptions(signal)).withResponse()
+              ),
             usage: (data) => Adapt.usageCost(data.usage)
           }, call),
           (result) => Adapt.checkResponseStatus(result.data, String(params.model ?? "gpt-4o"))
@@ -554,11 +575,16 @@ export const make = (
 
     const embeddingsCreate: OpenAi.Service["embeddings"]["create"] = (params, call) =>
       sliced(() =>
-        Effect.map(
+        unreadable("/embeddings", params) ?? Effect.map(
           governed({
             model: params.model,
             estimate: TokenEstimator.embeddings(params),
-            send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse(),
+            send: (signal) =>
+              Endpoints.checked(
+                "/embeddings",
+                params.model,
+                client.embeddings.create(params, requestOptions(signal)).withResponse()
+              ),
             usage: (data) => Adapt.usageCost(data.usage)
           }, call),
           (result) => result.data
@@ -567,11 +593,16 @@ export const make = (
 
     const imagesGenerate: OpenAi.Service["images"]["generate"] = (params, call) =>
       sliced(() =>
-        Effect.map(
+        unreadable("/images/generations", params) ?? Effect.map(
           governed({
             model: params.model ?? "dall-e-2",
             estimate: TokenEstimator.images(params),
-            send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse(),
+            send: (signal) =>
+              Endpoints.checked(
+                "/images/generations",
+                params.model ?? "dall-e-2",
+                client.images.generate(params, requestOptions(signal)).withResponse()
+              ),
             usage: (data) => {
               const usage = Adapt.usageCost(data.usage)
               const images = data.data?.length ?? params.n ?? 1
@@ -584,17 +615,24 @@ export const make = (
 
     const request: OpenAi.Service["request"] = (url, body, call) =>
       sliced(() => {
+        const endpoint = Endpoints.endpointOf(url)
+        if (endpoint === undefined) return Effect.fail(Adapt.unsupportedEndpoint(String(url)))
+        const invalid = unreadable(endpoint, body)
+        if (invalid !== undefined) return invalid
         const estimate = TokenEstimator.forEndpoint(url, body, estimateOptions)
         if (estimate === undefined) return Effect.fail(Adapt.unsupportedEndpoint(url))
-        const path = url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
         return Effect.map(
           governed({
             model: estimate.model,
             estimate,
             send: (signal) =>
-              client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<
-                { data: any; response: Response; request_id: string | null }
-              >,
+              Endpoints.checked(
+                endpoint,
+                estimate.model,
+                client.post(endpoint, { body, maxRetries: 0, signal }).withResponse() as Promise<
+                  { data: any; response: Response; request_id: string | null }
+                >
+              ),
             usage: (data: any) => {
               const usage = Adapt.usageCost(data?.usage)
               return estimate.images > 0 ? { ...usage, images: data?.data?.length ?? estimate.images } : usage

@@ -12,8 +12,7 @@
  *
  * @since 0.1.0
  */
-import { countTokens as countCl100k } from "gpt-tokenizer/encoding/cl100k_base"
-import { countTokens as countO200k } from "gpt-tokenizer/encoding/o200k_base"
+import * as TokenCount from "./internal/tokenCount.js"
 
 /**
  * The encodings Sluice counts with.
@@ -30,32 +29,43 @@ export type Encoding = "o200k_base" | "cl100k_base"
  * @category encoding
  */
 export const encodingFor = (model: string): Encoding =>
-  /^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|chatgpt-4o|o\d|gpt-image|gpt-oss|codex|computer-use)/.test(model)
+  typeof model !== "string"
+    ? "o200k_base"
+    : /^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|chatgpt-4o|o\d|gpt-image|gpt-oss|codex|computer-use)/.test(model)
     ? "o200k_base"
     : /^(gpt-4|gpt-3\.5|text-embedding|davinci|babbage)/.test(model)
     ? "cl100k_base"
     : "o200k_base"
 
 /**
- * Counts the tokens of a text in an encoding.
+ * Counts the tokens of a text in an encoding, in time linear in its length: exact unless the text holds a
+ * piece of more than 256 characters without a break (a run without whitespace), more than a million
+ * characters to encode, or a run of more than 4,096 characters without whitespace; then an upper bound
+ * (such a piece counts its UTF-8 bytes), never lower than the exact count. Special-token strings
+ * (`<|endoftext|>`) count as the text they are. The encoding's vocabulary is loaded on first use.
  *
  * @since 0.1.0
  * @category encoding
  */
 export const countText = (text: string, encoding: Encoding = "o200k_base"): number =>
-  text.length === 0 ? 0 : encoding === "cl100k_base" ? countCl100k(text) : countO200k(text)
+  typeof text !== "string" ? 0 : TokenCount.count(text, encoding)
 
 /**
- * The tokens a text is charged at admission: the larger of its real token count and a quarter of its
- * characters, rounded up. OpenAI's limiter estimates a request's tokens "based on the character count"
- * before the model has counted them, so a reservation below that estimate would be admitted locally
- * and refused by the server; settling to `usage` then trues it to the real count.
+ * The tokens a text is charged at admission: the larger of its token count ({@link countText}) and a
+ * quarter of its characters, rounded up. OpenAI's limiter estimates a request's tokens "based on the
+ * character count" before the model has counted them, so a reservation below that estimate would be
+ * admitted locally and refused by the server; settling to `usage` then trues it to the real count.
  *
  * @since 0.1.0
  * @category encoding
  */
 export const admissionCount = (text: string, encoding: Encoding = "o200k_base"): number =>
-  text.length === 0 ? 0 : Math.max(countText(text, encoding), Math.ceil(text.length / 4))
+  admissionWith(text, encoding, TokenCount.makeBudget())
+
+const admissionWith = (text: unknown, encoding: Encoding, budget: TokenCount.Budget): number =>
+  typeof text !== "string" || text.length === 0
+    ? 0
+    : Math.max(TokenCount.count(text, encoding, budget), Math.ceil(text.length / 4))
 
 /**
  * The output reserved when a call sets no `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
@@ -69,7 +79,8 @@ export const admissionCount = (text: string, encoding: Encoding = "o200k_base"):
  * @since 0.1.0
  * @category defaults
  */
-export const defaultMaxOutputTokens = (model: string): number => /^(o\d|gpt-5)/.test(model) ? 8_192 : 1_024
+export const defaultMaxOutputTokens = (model: string): number =>
+  typeof model === "string" && /^(o\d|gpt-5)/.test(model) ? 8_192 : 1_024
 
 /** Chat format overhead: every message is wrapped in a few tokens, and the reply is primed with 3. */
 const TOKENS_PER_MESSAGE = 3
@@ -78,28 +89,63 @@ const REPLY_PRIMING = 3
 /** A high-detail image part counts at most 765 tokens for a 1024×1024 tile set; low detail 85. */
 const IMAGE_TOKENS = { low: 85, high: 765, auto: 765 } as const
 
-type Part = { readonly type?: string; readonly text?: string; readonly image_url?: { readonly detail?: string } }
+/** Counts the texts of one estimate against one budget of exactly-encoded characters. */
+interface Counter {
+  readonly text: (text: unknown) => number
+  readonly json: (value: unknown) => number
+}
 
-const contentTokens = (content: unknown, encoding: Encoding): number => {
+/** JSON text of a value, or `undefined` when it has none (cyclic, too deep, a BigInt): counted as nothing. */
+const jsonOf = (value: unknown): string | undefined => {
+  try {
+    const text = JSON.stringify(value)
+    return typeof text === "string" ? text : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const counter = (encoding: Encoding): Counter => {
+  const budget = TokenCount.makeBudget()
+  return {
+    text: (text) => admissionWith(text, encoding, budget),
+    json: (value) => value === undefined || value === null ? 0 : admissionWith(jsonOf(value), encoding, budget)
+  }
+}
+
+const isObject = (u: unknown): u is Readonly<Record<string, unknown>> => typeof u === "object" && u !== null
+
+const imageTokens = (part: Readonly<Record<string, unknown>>): number => {
+  const url = part.image_url
+  const detail = isObject(url) ? url.detail : part.detail
+  return typeof detail === "string" && detail in IMAGE_TOKENS
+    ? IMAGE_TOKENS[detail as keyof typeof IMAGE_TOKENS]
+    : IMAGE_TOKENS.auto
+}
+
+const contentTokens = (content: unknown, count: Counter): number => {
   if (content === null || content === undefined) return 0
-  if (typeof content === "string") return admissionCount(content, encoding)
+  if (typeof content === "string") return count.text(content)
   if (Array.isArray(content)) {
     let total = 0
-    for (const part of content as ReadonlyArray<Part | string>) {
-      if (typeof part === "string") total += admissionCount(part, encoding)
-      else if (typeof part?.text === "string") total += admissionCount(part.text, encoding)
-      else if (part?.type === "image_url" || part?.type === "input_image") {
-        const detail = (part.image_url?.detail ?? (part as any).detail ?? "auto") as keyof typeof IMAGE_TOKENS
-        total += IMAGE_TOKENS[detail] ?? IMAGE_TOKENS.auto
-      } else if (part !== null && typeof part === "object") total += admissionCount(JSON.stringify(part), encoding)
+    for (const part of content as ReadonlyArray<unknown>) {
+      if (typeof part === "string") total += count.text(part)
+      else if (!isObject(part)) total += count.json(part)
+      else if (typeof part.text === "string") total += count.text(part.text)
+      else if (part.type === "image_url" || part.type === "input_image") total += imageTokens(part)
+      else total += count.json(part)
     }
     return total
   }
-  return admissionCount(JSON.stringify(content), encoding)
+  return count.json(content)
 }
 
-const jsonTokens = (value: unknown, encoding: Encoding): number =>
-  value === undefined || value === null ? 0 : admissionCount(JSON.stringify(value), encoding)
+/** A body's fields (none when it is not an object). */
+const fieldsOf = (body: unknown): Readonly<Record<string, unknown>> => isObject(body) ? body : {}
+
+/** The model a body names, or the fallback when it names none (or not as a string). */
+const modelOf = (model: unknown, fallback: string): string =>
+  typeof model === "string" && model.length > 0 ? model : fallback
 
 /**
  * What a call is charged at admission, and what it may be settled against later.
@@ -139,7 +185,7 @@ const positive = (value: unknown): number | undefined =>
  * // estimate.tokens === estimate.promptTokens + 5
  * ```
  */
-export const chat = (body: {
+export const chat = (input: {
   readonly model: string
   readonly messages: ReadonlyArray<unknown>
   readonly n?: number | null | undefined
@@ -149,23 +195,34 @@ export const chat = (body: {
   readonly functions?: unknown
   readonly response_format?: unknown
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
-  const encoding = encodingFor(body.model)
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "gpt-4o")
+  const count = counter(encodingFor(model))
   let prompt = REPLY_PRIMING
-  for (const raw of body.messages) {
-    const message = raw as { role?: string; content?: unknown; name?: string; tool_calls?: unknown }
-    prompt += TOKENS_PER_MESSAGE + admissionCount(message.role ?? "", encoding) +
-      contentTokens(message.content, encoding)
-    if (typeof message.name === "string") prompt += TOKENS_PER_NAME + admissionCount(message.name, encoding)
-    if (message.tool_calls !== undefined) prompt += jsonTokens(message.tool_calls, encoding)
+  const messages: ReadonlyArray<unknown> = Array.isArray(body.messages)
+    ? body.messages
+    : body.messages === undefined
+    ? []
+    : [body.messages]
+  for (const message of messages) {
+    if (!isObject(message)) {
+      prompt += TOKENS_PER_MESSAGE + count.json(message)
+      continue
+    }
+    prompt += TOKENS_PER_MESSAGE + count.text(message.role) + contentTokens(message.content, count)
+    if (typeof message.name === "string") prompt += TOKENS_PER_NAME + count.text(message.name)
+    if (message.tool_calls !== undefined) prompt += count.json(message.tool_calls)
   }
-  prompt += jsonTokens(body.tools, encoding) + jsonTokens(body.functions, encoding)
-  const format = body.response_format as { type?: string } | undefined
-  if (format !== undefined && format !== null && format.type !== "text") prompt += jsonTokens(format, encoding)
+  prompt += count.json(body.tools) + count.json(body.functions)
+  const format = body.response_format
+  if (format !== undefined && format !== null && !(isObject(format) && format.type === "text")) {
+    prompt += count.json(format)
+  }
   const perChoice = positive(body.max_completion_tokens) ?? positive(body.max_tokens) ??
-    options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(body.model)
+    options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
   const n = positive(body.n) ?? 1
   const output = n * perChoice
-  return { model: body.model, promptTokens: prompt, maxOutputTokens: output, tokens: prompt + output, images: 0 }
+  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: prompt + output, images: 0 }
 }
 
 /**
@@ -174,7 +231,7 @@ export const chat = (body: {
  * @since 0.1.0
  * @category estimating
  */
-export const responses = (body: {
+export const responses = (input: {
   readonly model?: string | undefined
   readonly input?: unknown
   readonly instructions?: string | null | undefined
@@ -182,18 +239,20 @@ export const responses = (body: {
   readonly tools?: unknown
   readonly text?: unknown
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
-  const model = body.model ?? "gpt-4o"
-  const encoding = encodingFor(model)
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "gpt-4o")
+  const count = counter(encodingFor(model))
   let prompt = REPLY_PRIMING
-  if (typeof body.instructions === "string") prompt += TOKENS_PER_MESSAGE + admissionCount(body.instructions, encoding)
-  if (typeof body.input === "string") prompt += TOKENS_PER_MESSAGE + admissionCount(body.input, encoding)
+  if (typeof body.instructions === "string") prompt += TOKENS_PER_MESSAGE + count.text(body.instructions)
+  if (typeof body.input === "string") prompt += TOKENS_PER_MESSAGE + count.text(body.input)
   else if (Array.isArray(body.input)) {
-    for (const item of body.input as ReadonlyArray<{ role?: string; content?: unknown }>) {
-      prompt += TOKENS_PER_MESSAGE + admissionCount(item?.role ?? "", encoding) +
-        (item?.content !== undefined ? contentTokens(item.content, encoding) : jsonTokens(item, encoding))
+    for (const item of body.input as ReadonlyArray<unknown>) {
+      prompt += TOKENS_PER_MESSAGE + (isObject(item)
+        ? count.text(item.role) + (item.content !== undefined ? contentTokens(item.content, count) : count.json(item))
+        : count.json(item))
     }
-  }
-  prompt += jsonTokens(body.tools, encoding) + jsonTokens(body.text, encoding)
+  } else prompt += count.json(body.input)
+  prompt += count.json(body.tools) + count.json(body.text)
   const output = positive(body.max_output_tokens) ?? options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
   return { model, promptTokens: prompt, maxOutputTokens: output, tokens: prompt + output, images: 0 }
 }
@@ -204,19 +263,21 @@ export const responses = (body: {
  * @since 0.1.0
  * @category estimating
  */
-export const embeddings = (body: { readonly model: string; readonly input: unknown }): Estimate => {
-  const encoding = encodingFor(body.model)
-  const one = (input: unknown): number =>
-    typeof input === "string"
-      ? admissionCount(input, encoding)
-      : Array.isArray(input) && input.every((x) => typeof x === "number")
-      ? input.length
-      : 0
-  const input = body.input
-  const prompt = Array.isArray(input) && input.some((x) => typeof x !== "number")
-    ? input.reduce<number>((sum, item) => sum + one(item), 0)
-    : one(input)
-  return { model: body.model, promptTokens: prompt, maxOutputTokens: 0, tokens: prompt, images: 0 }
+export const embeddings = (input: { readonly model: string; readonly input: unknown }): Estimate => {
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "text-embedding-3-small")
+  const count = counter(encodingFor(model))
+  const one = (item: unknown): number =>
+    typeof item === "string"
+      ? count.text(item)
+      : Array.isArray(item) && item.every((x) => typeof x === "number")
+      ? item.length
+      : count.json(item)
+  const inputs = body.input
+  const prompt = Array.isArray(inputs) && inputs.some((x) => typeof x !== "number")
+    ? inputs.reduce<number>((sum, item) => sum + one(item), 0)
+    : one(inputs)
+  return { model, promptTokens: prompt, maxOutputTokens: 0, tokens: prompt, images: 0 }
 }
 
 /** Output tokens of one GPT Image picture by quality, for a 1024×1024 picture (larger sizes cost ~1.5×). */
@@ -229,23 +290,25 @@ const IMAGE_OUTPUT_TOKENS: Record<string, number> = { low: 272, medium: 1_056, h
  * @since 0.1.0
  * @category estimating
  */
-export const images = (body: {
+export const images = (input: {
   readonly model?: string | null | undefined
   readonly prompt: string
   readonly n?: number | null | undefined
   readonly quality?: string | null | undefined
   readonly size?: string | null | undefined
 }): Estimate => {
-  const model = body.model ?? "dall-e-2"
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "dall-e-2")
   const n = positive(body.n) ?? 1
   if (!model.startsWith("gpt-image")) {
     return { model, promptTokens: 0, maxOutputTokens: 0, tokens: 0, images: n }
   }
-  const prompt = admissionCount(body.prompt, "o200k_base")
+  const prompt = counter("o200k_base").text(body.prompt)
   const large = typeof body.size === "string" && body.size !== "1024x1024" && body.size !== "auto"
-  const perImage = Math.ceil(
-    (IMAGE_OUTPUT_TOKENS[body.quality ?? "auto"] ?? IMAGE_OUTPUT_TOKENS.auto) * (large ? 1.5 : 1)
-  )
+  const quality = typeof body.quality === "string" && Object.hasOwn(IMAGE_OUTPUT_TOKENS, body.quality)
+    ? body.quality
+    : "auto"
+  const perImage = Math.ceil(IMAGE_OUTPUT_TOKENS[quality]! * (large ? 1.5 : 1))
   return { model, promptTokens: prompt, maxOutputTokens: n * perImage, tokens: prompt + n * perImage, images: n }
 }
 
@@ -261,6 +324,7 @@ export const forEndpoint = (
   body: any,
   options?: { readonly defaultMaxOutputTokens?: number | undefined }
 ): Estimate | undefined => {
+  if (typeof url !== "string") return undefined
   const path = url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
   switch (path) {
     case "/chat/completions":

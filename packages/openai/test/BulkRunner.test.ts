@@ -41,7 +41,7 @@ const describeErr = (e: Err): BulkRunner.Failure =>
     : { kind: "bad_request", code: "invalid_request_error", message: "bad", statusCode: 400 }
 
 const ok = (r: BulkRunner.Request): Effect.Effect<BulkRunner.Response, Err> =>
-  Effect.succeed({ statusCode: 200, requestId: `req_${r.customId}`, body: { id: r.customId } })
+  Effect.succeed({ statusCode: 200, requestId: `req_${r.customId}`, body: { id: r.customId, choices: [], data: [] } })
 
 const silent = { onInputError: () => Effect.void }
 

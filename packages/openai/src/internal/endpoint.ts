@@ -1,0 +1,299 @@
+/**
+ * The endpoints Sluice meters, in one place: each one's path, and the shapes Sluice reads of its request
+ * body and of its response, as `effect/Schema`. The schemas are lenient: they check the fields Sluice reads
+ * (to estimate, route and settle a call) and ignore every other field, so new API fields pass through.
+ *
+ * @internal
+ */
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Errors from "../OpenAiError.js"
+
+/**
+ * The endpoints, by path under `/v1`.
+ *
+ * @internal
+ */
+export type Path = "/chat/completions" | "/responses" | "/embeddings" | "/images/generations"
+
+/**
+ * The path of a URL under `/v1` (`https://api.openai.com/v1/embeddings` and `/v1/embeddings` both give
+ * `/embeddings`), whether or not Sluice meters it.
+ *
+ * @internal
+ */
+export const pathOf = (url: string): string => url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
+
+const paths: ReadonlySet<string> = new Set<Path>([
+  "/chat/completions",
+  "/responses",
+  "/embeddings",
+  "/images/generations"
+])
+
+/**
+ * The metered endpoint of a URL, or `undefined`.
+ *
+ * @internal
+ */
+export const endpointOf = (url: unknown): Path | undefined => {
+  if (typeof url !== "string") return undefined
+  const path = pathOf(url)
+  return paths.has(path) ? (path as Path) : undefined
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// request bodies: the fields the estimator and the router read
+// -----------------------------------------------------------------------------------------------------------
+
+const optional = <S extends Schema.Schema.Any>(schema: S) => Schema.optional(Schema.NullOr(schema))
+
+/** A content part: an object whose `type` and `text`, when present, are strings. */
+const Part = Schema.Struct({ type: optional(Schema.String), text: optional(Schema.String) })
+  .annotations({ identifier: "ContentPart" })
+
+/** A message's content: text, or a list of parts (or text pieces). */
+const Content = Schema.Union(Schema.String, Schema.Array(Schema.Union(Schema.String, Part)))
+  .annotations({ identifier: "string | Array<ContentPart>" })
+
+const Message = Schema.Struct({
+  role: optional(Schema.String),
+  content: optional(Content),
+  name: optional(Schema.String)
+}).annotations({ identifier: "Message" })
+
+/** `model` is optional here: under a router a body may leave it to the routing strategy. */
+const Model = Schema.optional(Schema.String)
+
+/** @internal */
+export const ChatBody = Schema.Struct({
+  model: Model,
+  messages: Schema.Array(Message).annotations({ identifier: "Array<Message>" }),
+  n: optional(Schema.Number),
+  max_tokens: optional(Schema.Number),
+  max_completion_tokens: optional(Schema.Number)
+}).annotations({ identifier: "a chat completion body" })
+
+/** @internal */
+export const ResponsesBody = Schema.Struct({
+  model: Model,
+  input: optional(Schema.Union(Schema.String, Schema.Array(Message))),
+  instructions: optional(Schema.String),
+  max_output_tokens: optional(Schema.Number)
+}).annotations({ identifier: "a Responses body" })
+
+/** @internal */
+export const EmbeddingsBody = Schema.Struct({
+  model: Model,
+  input: Schema.Union(
+    Schema.String,
+    Schema.Array(Schema.Union(Schema.String, Schema.Number, Schema.Array(Schema.Number)))
+  )
+}).annotations({ identifier: "an embeddings body" })
+
+/** @internal */
+export const ImagesBody = Schema.Struct({
+  model: optional(Schema.String),
+  prompt: Schema.String,
+  n: optional(Schema.Number),
+  quality: optional(Schema.String),
+  size: optional(Schema.String)
+}).annotations({ identifier: "an image generation body" })
+
+const bodies = {
+  "/chat/completions": ChatBody,
+  "/responses": ResponsesBody,
+  "/embeddings": EmbeddingsBody,
+  "/images/generations": ImagesBody
+} as const
+
+// -----------------------------------------------------------------------------------------------------------
+// responses: what settling (usage) and the bulk runner read
+// -----------------------------------------------------------------------------------------------------------
+
+const Tokens = Schema.optional(Schema.Number)
+
+/** `usage`, when present: token counts as numbers (extra fields such as `*_details` pass). */
+const Usage = Schema.optional(Schema.NullOr(
+  Schema.Struct({
+    prompt_tokens: Tokens,
+    completion_tokens: Tokens,
+    input_tokens: Tokens,
+    output_tokens: Tokens,
+    total_tokens: Tokens
+  }).annotations({ identifier: "Usage" })
+))
+
+/** @internal */
+export const ChatResponse = Schema.Struct({ choices: Schema.Array(Schema.Unknown), usage: Usage }).annotations({
+  identifier: "a chat completion"
+})
+
+/** @internal */
+export const ResponsesResponse = Schema.Struct({ output: Schema.Array(Schema.Unknown), usage: Usage }).annotations({
+  identifier: "a response"
+})
+
+/** @internal */
+export const EmbeddingsResponse = Schema.Struct({ data: Schema.Array(Schema.Unknown), usage: Usage }).annotations({
+  identifier: "an embeddings list"
+})
+
+/** @internal */
+export const ImagesResponse = Schema.Struct({ data: Schema.Array(Schema.Unknown), usage: Usage }).annotations({
+  identifier: "an images response"
+})
+
+const responses = {
+  "/chat/completions": ChatResponse,
+  "/responses": ResponsesResponse,
+  "/embeddings": EmbeddingsResponse,
+  "/images/generations": ImagesResponse
+} as const
+
+// -----------------------------------------------------------------------------------------------------------
+// checking
+// -----------------------------------------------------------------------------------------------------------
+
+const MESSAGE_LIMIT = 300
+
+const describe = (value: unknown): string => {
+  if (value === null) return "null"
+  if (Array.isArray(value)) return "an array"
+  if (typeof value === "string") {
+    return value.length > 40
+      ? `a string of ${value.length} characters`
+      : JSON.stringify(value)
+  }
+  if (typeof value === "object") return "an object"
+  return `${typeof value} ${String(value)}`
+}
+
+/** The first issue as `where: what`, short (a huge value is never printed whole). */
+const firstIssue = (root: string, error: ParseResult.ParseError): string => {
+  // the most specific issue: the deepest (a union reports one issue per member)
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error).reduce<ParseResult.ArrayFormatterIssue | undefined>(
+    (best, next) => best === undefined || next.path.length > best.path.length ? next : best,
+    undefined
+  )
+  if (issue === undefined) return `${root}: invalid`
+  const where = [root, ...issue.path.map((key) => typeof key === "number" ? `[${key}]` : `.${String(key)}`)].join("")
+    .replace(/\.\[/g, "[")
+  let what = issue.message
+  if (issue._tag === "Type" || issue._tag === "Composite") {
+    // "Expected X, actual <the value printed whole>": keep the expectation, describe the value briefly
+    const actual = (error.issue as { readonly actual?: unknown }).actual
+    const at = issue.path.reduce<unknown>(
+      (value, key) => (typeof value === "object" && value !== null ? (value as any)[key as any] : undefined),
+      actual
+    )
+    const expected = /^Expected (.*?), actual /s.exec(what)?.[1]
+    if (expected !== undefined) what = `expected ${expected}, got ${describe(at)}`
+  }
+  const text = `${where}: ${what}`
+  return text.length > MESSAGE_LIMIT ? `${text.slice(0, MESSAGE_LIMIT)}…` : text
+}
+
+const check = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" })
+  return (value: unknown, root: string): string | undefined => {
+    const result = decode(value)
+    return Either.isRight(result) ? undefined : firstIssue(root, result.left)
+  }
+}
+
+const bodyChecks = Object.fromEntries(
+  Object.entries(bodies).map(([path, schema]) => [path, check(schema as Schema.Schema<unknown, unknown>)])
+) as Record<Path, (value: unknown, root: string) => string | undefined>
+
+const responseChecks = Object.fromEntries(
+  Object.entries(responses).map(([path, schema]) => [path, check(schema as Schema.Schema<unknown, unknown>)])
+) as Record<Path, (value: unknown, root: string) => string | undefined>
+
+/**
+ * What is wrong with a request body for its endpoint (`body.messages: expected ReadonlyArray<…>, got an
+ * object`), or `undefined` when Sluice can read it.
+ *
+ * @internal
+ */
+export const bodyProblem = (path: Path, body: unknown): string | undefined => bodyChecks[path](body, "body")
+
+/**
+ * What is wrong with a successful response's body for its endpoint (an HTML page, a bare array, a missing
+ * `choices`), or `undefined` when it has the endpoint's shape.
+ *
+ * @internal
+ */
+export const responseProblem = (path: Path, body: unknown): string | undefined => {
+  if (typeof body === "string") {
+    return `response: expected the endpoint's JSON, got text${
+      /^\s*</.test(body) ? " (an HTML page?)" : ""
+    } of ${body.length} characters`
+  }
+  return responseChecks[path](body, "response")
+}
+
+/**
+ * What is wrong with a body sent straight to the `OpenAi` service (no router to pick a model): its shape,
+ * or a missing `model` where the API has no default (chat completions, embeddings).
+ *
+ * @internal
+ */
+export const serviceBodyProblem = (path: Path, body: unknown): string | undefined =>
+  bodyProblem(path, body) ??
+    ((path === "/chat/completions" || path === "/embeddings") &&
+        typeof (body as { readonly model?: unknown }).model !== "string"
+      ? "body.model: is missing"
+      : undefined)
+
+/**
+ * The error of a body Sluice cannot read: `BadRequest` with `code: "invalid_body"`, never sent, never
+ * retried.
+ *
+ * @internal
+ */
+export const invalidBodyError = (problem: string, model: unknown): Errors.OpenAiError =>
+  new Errors.BadRequest({
+    message: problem,
+    retryable: false,
+    code: "invalid_body",
+    ...(typeof model === "string" ? { model } : {})
+  })
+
+/**
+ * The error of a 2xx answer that is not the endpoint's JSON: `UnknownError` with `code: "invalid_response"`
+ * and the status, retryable (a proxy's or gateway's page is often passing; the default policy retries
+ * `UnknownError` twice), then written as a failure.
+ *
+ * @internal
+ */
+export const invalidResponseError = (
+  problem: string,
+  context: { readonly model: string; readonly status: number; readonly requestId: string | null }
+): Errors.OpenAiError =>
+  new Errors.UnknownError({
+    message: problem,
+    retryable: true,
+    code: "invalid_response",
+    status: context.status,
+    model: context.model,
+    ...(context.requestId === null ? {} : { requestId: context.requestId })
+  })
+
+/**
+ * Checks an SDK answer (`withResponse()`) against the endpoint's response shape; a mismatch rejects with
+ * {@link invalidResponseError}.
+ *
+ * @internal
+ */
+export const checked = <A>(
+  path: Path,
+  model: string,
+  sent: Promise<{ readonly data: A; readonly response: Response; readonly request_id: string | null }>
+) =>
+  sent.then((result) => {
+    const problem = responseProblem(path, result.data)
+    if (problem === undefined) return result
+    throw invalidResponseError(problem, { model, status: result.response.status, requestId: result.request_id })
+  })
