@@ -1,0 +1,180 @@
+/**
+ * Token counting is linear with a cap: exact while every piece is short and the budget lasts, an upper
+ * bound (never below the exact count) otherwise; estimators never throw, whatever the body.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { TokenEstimator } from "@sluice/openai"
+import * as FastCheck from "effect/FastCheck"
+import * as TokenCount from "../src/internal/tokenCount.js"
+
+const encodings = ["o200k_base", "cl100k_base"] as const
+
+/** Text from pieces that exercise the split: words, digits, whitespace runs, punctuation, CJK, emoji, specials. */
+const text = FastCheck.array(
+  FastCheck.oneof(
+    FastCheck.constantFrom(
+      " ",
+      "  ",
+      "\n",
+      "\n\n",
+      "\t",
+      "\r\n",
+      "'s",
+      "'LL",
+      "!",
+      "?!",
+      "/",
+      "<|endoftext|>",
+      "<|im_start|>",
+      "中文",
+      "日本語",
+      "🙂",
+      "𝔘",
+      "\ud800",
+      "é",
+      "Ω"
+    ),
+    FastCheck.stringMatching(/^[a-zA-Z]{1,12}$/),
+    FastCheck.stringMatching(/^[0-9]{1,7}$/),
+    FastCheck.string({ maxLength: 6 }),
+    FastCheck.string({ unit: "binary", maxLength: 4 })
+  ),
+  { maxLength: 30 }
+).map((parts) => parts.join(""))
+
+describe("token counting", () => {
+  it("property: with no limit in reach the count is exact", () =>
+    FastCheck.assert(
+      FastCheck.property(text, FastCheck.constantFrom(...encodings), (s, encoding) => {
+        expect(TokenCount.count(s, encoding)).toBe(TokenCount.exact(s, encoding))
+      }),
+      { numRuns: 300 }
+    ))
+
+  it("property: with tiny limits (pieces, budget) the count is never below the exact count", () =>
+    FastCheck.assert(
+      FastCheck.property(
+        text,
+        FastCheck.constantFrom(...encodings),
+        FastCheck.integer({ min: 0, max: 12 }),
+        FastCheck.integer({ min: 0, max: 40 }),
+        (s, encoding, pieceLimit, budget) => {
+          const capped = TokenCount.count(s, encoding, TokenCount.makeBudget(budget), pieceLimit)
+          expect(capped).toBeGreaterThanOrEqual(TokenCount.exact(s, encoding))
+          expect(capped).toBeLessThanOrEqual(TokenCount.utf8Length(s))
+        }
+      ),
+      { numRuns: 300 }
+    ))
+
+  it("property: a run longer than the split can take counts its bytes, never below the exact count", () =>
+    FastCheck.assert(
+      FastCheck.property(
+        FastCheck.constantFrom("a", "A", "aA", "1", "中", "!", " ", "\n", "ab1", "é"),
+        FastCheck.integer({ min: 1, max: 200 }),
+        text,
+        (unit, extra, around) => {
+          const run = unit.repeat(Math.ceil((TokenCount.RUN_LIMIT + extra) / unit.length))
+          const s = `${around}${run}${around}`
+          expect(TokenCount.hasLongRun(s)).toBe(true)
+          expect(TokenCount.count(s, "o200k_base")).toBe(TokenCount.utf8Length(s))
+          expect(TokenCount.count(s, "o200k_base")).toBeGreaterThanOrEqual(TokenCount.exact(s, "o200k_base"))
+        }
+      ),
+      // the exact count of a 4,000-character piece is the slow part: a few runs suffice
+      { numRuns: 12 }
+    ))
+
+  it("the UTF-8 length is the encoder's", () =>
+    FastCheck.assert(
+      FastCheck.property(FastCheck.string({ unit: "binary", maxLength: 40 }), (s) => {
+        expect(TokenCount.utf8Length(s)).toBe(new TextEncoder().encode(s).length)
+      })
+    ))
+
+  it("special-token strings count as text and never throw", () => {
+    expect(() => TokenEstimator.countText("<|endoftext|> and <|im_start|>", "cl100k_base")).not.toThrow()
+    expect(TokenEstimator.countText("<|endoftext|>", "o200k_base")).toBeGreaterThan(1)
+  })
+
+  it("5 MB without whitespace: counted at once, an upper bound, without blocking", () => {
+    // the speed is measured in benchmarks/tokens.ts; here only that it returns the bound
+    const s = "a".repeat(5_000_000)
+    expect(TokenEstimator.countText(s, "o200k_base")).toBe(5_000_000)
+  })
+})
+
+/** Bodies of any JSON shape, and objects whose known fields have any JSON type. */
+const anyBody = FastCheck.oneof(
+  FastCheck.jsonValue({ maxDepth: 4 }),
+  FastCheck.record({
+    model: FastCheck.jsonValue({ maxDepth: 2 }),
+    messages: FastCheck.jsonValue({ maxDepth: 3 }),
+    input: FastCheck.jsonValue({ maxDepth: 3 }),
+    prompt: FastCheck.jsonValue({ maxDepth: 2 }),
+    instructions: FastCheck.jsonValue({ maxDepth: 2 }),
+    n: FastCheck.jsonValue({ maxDepth: 1 }),
+    max_tokens: FastCheck.jsonValue({ maxDepth: 1 }),
+    max_completion_tokens: FastCheck.jsonValue({ maxDepth: 1 }),
+    max_output_tokens: FastCheck.jsonValue({ maxDepth: 1 }),
+    tools: FastCheck.jsonValue({ maxDepth: 3 }),
+    response_format: FastCheck.jsonValue({ maxDepth: 2 }),
+    quality: FastCheck.jsonValue({ maxDepth: 1 }),
+    size: FastCheck.jsonValue({ maxDepth: 1 })
+  }, { requiredKeys: [] }),
+  FastCheck.record({
+    model: FastCheck.constantFrom("gpt-4o-mini", "gpt-image-1", "text-embedding-3-small"),
+    messages: FastCheck.array(
+      FastCheck.record({
+        role: FastCheck.jsonValue({ maxDepth: 1 }),
+        content: FastCheck.jsonValue({ maxDepth: 3 }),
+        name: FastCheck.jsonValue({ maxDepth: 1 }),
+        tool_calls: FastCheck.jsonValue({ maxDepth: 2 })
+      }, { requiredKeys: [] }),
+      { maxLength: 4 }
+    )
+  })
+)
+
+const isCount = (n: number) => Number.isFinite(n) && n >= 0
+
+describe("estimators on any body", () => {
+  it("property: every estimator returns finite, non-negative figures and never throws", () =>
+    FastCheck.assert(
+      FastCheck.property(anyBody, (body) => {
+        const estimates = [
+          TokenEstimator.chat(body as any),
+          TokenEstimator.responses(body as any),
+          TokenEstimator.embeddings(body as any),
+          TokenEstimator.images(body as any),
+          TokenEstimator.forEndpoint("/v1/chat/completions", body),
+          TokenEstimator.forEndpoint("/v1/embeddings", body)
+        ]
+        for (const estimate of estimates) {
+          expect(estimate).toBeDefined()
+          expect(typeof estimate!.model).toBe("string")
+          for (
+            const figure of [estimate!.promptTokens, estimate!.maxOutputTokens, estimate!.tokens, estimate!.images]
+          ) {
+            expect(isCount(figure)).toBe(true)
+          }
+        }
+      }),
+      { numRuns: 300 }
+    ))
+
+  it("cyclic or too deep values and huge strings never throw", () => {
+    const cyclic: Record<string, unknown> = { a: 1 }
+    cyclic.self = cyclic
+    let deep: unknown = "leaf"
+    for (let i = 0; i < 100_000; i++) deep = [deep]
+    for (const tools of [cyclic, deep, 10n]) {
+      const estimate = TokenEstimator.chat({ model: "gpt-4o", messages: [], tools } as any)
+      expect(isCount(estimate.tokens)).toBe(true)
+    }
+    const huge = TokenEstimator.chat({ model: "gpt-4o", messages: [{ role: "user", content: "x".repeat(3_000_000) }] })
+    expect(huge.promptTokens).toBeGreaterThanOrEqual(3_000_000 / 4)
+    expect(TokenEstimator.forEndpoint(42 as any, {})).toBeUndefined()
+    expect(TokenEstimator.chat(null as any).tokens).toBeGreaterThan(0)
+  })
+})
