@@ -117,7 +117,10 @@ export declare namespace OpenAi {
      * `Effect.forEach` with `concurrency: "unbounded"`) the first requests leave after one slice instead
      * of after all of them have been estimated and prepared, while the server's bucket sits full. A call
      * that starts while others wait goes behind them. Real time (`performance.now()`), not the `Clock`; a
-     * call that starts within its slice is never delayed. Node only; `false` turns it off.
+     * call that starts within its slice is never delayed. Node only; `false` turns it off. Only on the
+     * live `Clock`: under `TestClock` (any other clock) a call yields once through Effect's scheduler
+     * instead and nothing waits on real time, so a test gives the same admissions at the same virtual
+     * times on every run.
      */
     readonly timeSlice?: Duration.DurationInput | false | undefined
   }
@@ -218,6 +221,8 @@ export type CallEvent =
     readonly scopes: ReadonlyArray<string>
     readonly cost: Budget.Cost
     readonly waitedMillis: number
+    /** On a retry (`attempt` above 1): the kind (`_tag`) of the failure it retries. */
+    readonly retryOf?: Adapt.OpenAiError["_tag"] | undefined
   }
   | {
     readonly _tag: "Succeeded"
@@ -371,7 +376,8 @@ export const make = (
       metered: Metered<A>,
       call: OpenAi.CallOptions | undefined,
       pool: string,
-      attemptNumber: number
+      attemptNumber: number,
+      retries: { last: Adapt.OpenAiError["_tag"] | undefined } = { last: undefined }
     ) => {
       const scopes = scopesFor(options, pool, call?.tenant)
       const poolScope = scopes[1]
@@ -393,7 +399,8 @@ export const make = (
             scopes,
             cost,
             // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
-            waitedMillis: Math.max(0, permit.admittedAt - asked)
+            waitedMillis: Math.max(0, permit.admittedAt - asked),
+            ...(attemptNumber > 1 && retries.last !== undefined ? { retryOf: retries.last } : {})
           })
           // last before the request leaves: the order marked is the order sent
           const sent = yield* Clock.currentTimeMillis
@@ -440,6 +447,7 @@ export const make = (
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
             yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+            retries.last = error._tag
             yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
           }
           return yield* outcome
@@ -467,7 +475,8 @@ export const make = (
       Effect.suspend(() => {
         const pool = poolOf(metered.model)
         let attempts = 0
-        const once = Effect.suspend(() => attempt(metered, call, pool, ++attempts))
+        const retries = { last: undefined as Adapt.OpenAiError["_tag"] | undefined }
+        const once = Effect.suspend(() => attempt(metered, call, pool, ++attempts, retries))
         const guarded = breakers === undefined
           ? once
           : Effect.mapError(

@@ -13,8 +13,16 @@
  * It measures real time (`performance.now()`), not the `Clock`: it is about sharing the thread, not about
  * when anything happens. A call that starts within its slice is never delayed.
  *
+ * Only on the live `Clock`. Under any other (`TestClock`, a scaled simulation clock) nothing here reads real
+ * time or waits for the host's event loop: a call yields once through Effect's own scheduler instead
+ * (`Effect.yieldNow`), so the calls of a burst still go in the order they came, and the same program gives
+ * the same order, at the same virtual times, on every run.
+ *
  * @internal
  */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -97,14 +105,25 @@ const entered = globalValue("@sluice/openai/timeSlice/entered", () => FiberRef.u
 
 const nextTurn = Effect.withScheduler(Effect.yieldNow(), slicer)
 
+/** The live clock's class: `Clock.make()` builds one of these, `TestClock` and scaled clocks are others. */
+const LiveClock = Context.get(DefaultServices.liveServices, Clock.Clock).constructor
+
+/** Whether `clock` reads real time (the live clock): only then is the host's event loop waited for. */
+const isLive = (clock: Clock.Clock): boolean => clock.constructor === LiveClock
+
 /**
  * Runs `self` as a call that shares the thread: when the current macrotask has been busy for longer than
- * `sliceMillis`, it first waits for a later turn of the event loop. `undefined`: no slicing.
+ * `sliceMillis`, it first waits for a later turn of the event loop. `undefined`: no slicing. On a clock
+ * other than the live one, it yields once through Effect's scheduler instead (deterministic).
  */
 export const enter = <A, E, R>(sliceMillis: number | undefined, self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   sliceMillis === undefined ? self : Effect.flatMap(FiberRef.get(entered), (inside) =>
     inside ? self : Effect.locally(
-      Effect.suspend(() => slicer.exhausted(sliceMillis) ? Effect.zipRight(nextTurn, self) : self),
+      Effect.clockWith((clock) =>
+        isLive(clock)
+          ? Effect.suspend(() => slicer.exhausted(sliceMillis) ? Effect.zipRight(nextTurn, self) : self)
+          : Effect.zipRight(Effect.yieldNow(), self)
+      ),
       entered,
       true
     ))
