@@ -219,6 +219,35 @@ export class Budget extends Schema.Class<Budget>("Budget")(
 export const make = (scope: string, limits: ReadonlyArray<Limit>): Budget => new Budget({ scope, limits })
 
 /**
+ * The theoretical minimum: the least time, in milliseconds, in which `charged` (the total cost admitted
+ * against one scope) can be admitted under `limits`, buckets starting full. A limit's capacity is admitted at
+ * once and the rest arrives at its refill rate (`amount / window`), so the minimum is the largest
+ * `(charged − capacity) × window / amount` over the limits (0 when everything fits in the capacities). Latency
+ * comes on top: a run at the limits ends some time after it. For several scopes, take the largest.
+ *
+ * @since 0.1.0
+ * @category queries
+ * @example
+ * ```ts
+ * import { Budget } from "@sluice/core"
+ *
+ * // 80,000 tokens at 30,000 a minute: 30,000 at once, the other 50,000 take 100 s
+ * const ms = Budget.theoreticalMinimum([Budget.Limit.perMinute("tokens", 30_000)], { tokens: 80_000 }) // 100_000
+ * ```
+ */
+export const theoreticalMinimum = (
+  limits: ReadonlyArray<Pick<Limit, "dimension" | "amount" | "capacity" | "windowMillis">>,
+  charged: Cost
+): number => {
+  let worst = 0
+  for (const limit of limits) {
+    const over = (charged[limit.dimension] ?? 0) - limit.capacity
+    if (over > 0) worst = Math.max(worst, (over * limit.windowMillis) / limit.amount)
+  }
+  return worst
+}
+
+/**
  * Per dimension, the amount a call is charged (`{ requests: 1, tokens: 1_480 }`). Amounts are finite
  * and not negative.
  *

@@ -174,14 +174,7 @@ export const makeExecutor = (
 
     const minimumFor = (scope: string): number => {
       const totals = charged.get(scope)
-      if (totals === undefined) return 0
-      let worst = 0
-      for (const limit of limiter.limitsOf(scope)) {
-        const total = totals.get(limit.dimension) ?? 0
-        const over = total - limit.capacity
-        if (over > 0) worst = Math.max(worst, (over * limit.windowMillis) / limit.amount)
-      }
-      return worst
+      return totals === undefined ? 0 : Budget.theoreticalMinimum(limiter.limitsOf(scope), Object.fromEntries(totals))
     }
 
     const charge = (scopes: ReadonlyArray<string>, cost: Budget.Cost) =>
