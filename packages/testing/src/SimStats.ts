@@ -7,6 +7,8 @@
  *
  * @since 0.1.0
  */
+import { Budget } from "@sluice/core"
+import type * as SimConfig from "./SimConfig.js"
 
 /**
  * One attempt as the simulator handled it.
@@ -165,4 +167,112 @@ export const succeededKeys = (snapshot: Snapshot): ReadonlySet<string> => {
     if (attempt.key !== undefined && attempt.status >= 200 && attempt.status < 300) ok.add(attempt.key)
   }
   return ok
+}
+
+/** The Budget limits a scenario's `Limits` stand for (and their sub-minute buckets, when enforced). */
+const limitsOf = (limits: SimConfig.Limits, subWindowMs: number | undefined): Array<Budget.Limit> => {
+  const out: Array<Budget.Limit> = []
+  const perMinute = (dimension: Dimension, amount: number | undefined) => {
+    if (amount === undefined) return
+    out.push(Budget.Limit.perMinute(dimension, amount))
+    if (subWindowMs !== undefined && subWindowMs < 60_000) {
+      out.push(
+        Budget.Limit.perMinute(dimension, amount, Math.min(amount, Math.max(1, (amount * subWindowMs) / 60_000)))
+      )
+    }
+  }
+  perMinute("requests", limits.rpm)
+  perMinute("tokens", limits.tpm)
+  perMinute("images", limits.ipm)
+  if (limits.rpd !== undefined) out.push(Budget.Limit.perDay("requests", limits.rpd))
+  if (limits.tpd !== undefined) out.push(Budget.Limit.perDay("tokens", limits.tpd))
+  return out
+}
+
+const isScenario = (limits: SimConfig.Limits | SimConfig.Scenario): limits is SimConfig.Scenario =>
+  "models" in limits && typeof limits.models === "object"
+
+/**
+ * The theoretical minimum of a run: the least virtual time, in milliseconds, in which what the simulator admitted
+ * could have been admitted under the limits, buckets starting full (`Budget.theoreticalMinimum` for each scope's
+ * charged total; the largest). A client that keeps to the limits without wasting them ends a limit-bound run a
+ * little after it (the last calls' latency); compare `Simulator.elapsed` with it.
+ *
+ * With a scenario, each admission counts against its own organization's limits for its model or pool (an
+ * organization's `limits` override, else `pools`, else the model's), and its project's when `projects` limits it;
+ * `enforcement.subWindowMs` adds the sub-minute buckets. With plain `Limits`, every admission (after the filters)
+ * counts against them together. Background load is not counted. Under `stats: "counts"` (no admissions kept), the
+ * per-model counters stand in: the default organization, no projects.
+ *
+ * @since 0.1.0
+ * @category queries
+ * @example
+ * ```ts
+ * import { Scenario, SimStats } from "@sluice/testing"
+ *
+ * declare const snapshot: SimStats.Snapshot
+ * const scenario = Scenario.tier1()
+ * const minimumMs = SimStats.theoreticalMinimum(snapshot, scenario)
+ * // or against one model's limits only
+ * const forMini = SimStats.theoreticalMinimum(snapshot, scenario.models["gpt-4o-mini"].limits, { model: "gpt-4o-mini" })
+ * ```
+ */
+export const theoreticalMinimum = (
+  snapshot: Snapshot,
+  limits: SimConfig.Limits | SimConfig.Scenario,
+  options: {
+    readonly model?: string | undefined
+    readonly scope?: string | undefined
+    readonly project?: string | undefined
+    readonly organization?: string | undefined
+  } = {}
+): number => {
+  const admissions: ReadonlyArray<Admission> = snapshot.admissions.length > 0 || snapshot.attempts.length > 0
+    ? snapshot.admissions
+    : Object.keys(snapshot.requestsByModel).map((model) => ({
+      at: 0,
+      model,
+      scope: isScenario(limits) ? limits.models[model]?.pool ?? model : model,
+      project: undefined,
+      requests: snapshot.requestsByModel[model] ?? 0,
+      tokens: snapshot.tokensByModel[model] ?? 0,
+      images: 0
+    }))
+  const groups = new Map<string, { limits: ReadonlyArray<Budget.Limit>; charged: Record<Dimension, number> }>()
+  const charge = (key: string, of: () => ReadonlyArray<Budget.Limit>, a: Admission) => {
+    let group = groups.get(key)
+    if (group === undefined) {
+      group = { limits: of(), charged: { requests: 0, tokens: 0, images: 0 } }
+      groups.set(key, group)
+    }
+    group.charged.requests += a.requests
+    group.charged.tokens += a.tokens
+    group.charged.images += a.images
+  }
+  for (const a of admissions) {
+    if (
+      (options.model !== undefined && a.model !== options.model) ||
+      (options.scope !== undefined && a.scope !== options.scope) ||
+      (options.project !== undefined && a.project !== options.project) ||
+      (options.organization !== undefined && a.organization !== options.organization)
+    ) continue
+    if (!isScenario(limits)) {
+      charge("", () => limitsOf(limits, undefined), a)
+      continue
+    }
+    const sub = limits.enforcement.subWindowMs
+    const organization = a.organization ?? limits.organization
+    charge(`org ${organization} ${a.scope}`, () => {
+      const own = limits.organizations[organization]?.limits[a.scope] ?? limits.pools[a.scope] ??
+        limits.models[a.scope]?.limits ?? limits.models[a.model]?.limits
+      return own === undefined ? [] : limitsOf(own, sub)
+    }, a)
+    const project = a.project === undefined ? undefined : limits.projects[a.project]?.limits[a.scope]
+    if (project !== undefined) {
+      charge(`project ${organization} ${a.project} ${a.scope}`, () => limitsOf(project, sub), a)
+    }
+  }
+  let worst = 0
+  for (const group of groups.values()) worst = Math.max(worst, Budget.theoreticalMinimum(group.limits, group.charged))
+  return worst
 }

@@ -159,3 +159,11 @@ export const estimateTokens: (text: string) => number = Internal.estimateTokens
  * @category accessors
  */
 export const stats: Effect.Effect<SimStats.Snapshot, never, Simulator> = Effect.flatMap(Simulator, (s) => s.stats)
+
+/**
+ * The virtual (or, served live, real) milliseconds since the simulator started: how long a run took.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const elapsed: Effect.Effect<number, never, Simulator> = Effect.flatMap(Simulator, (s) => s.elapsed)

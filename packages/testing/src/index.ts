@@ -26,3 +26,11 @@ export * as SimServer from "./SimServer.js"
  * @since 0.1.0
  */
 export * as SimClock from "./SimClock.js"
+/**
+ * @since 0.1.0
+ */
+export * as VirtualTime from "./VirtualTime.js"
+/**
+ * @since 0.1.0
+ */
+export * as CallStats from "./CallStats.js"
