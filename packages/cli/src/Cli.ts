@@ -19,7 +19,6 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { parseMillis } from "./internal/duration.js"
 import { makeExecutor } from "./internal/executor.js"
@@ -210,15 +209,6 @@ const runBody = (env: Environment, options: RunOptions) =>
         }; no API key, no network`
       )
     }
-    if (options.restart) {
-      yield* Effect.try({
-        try: () => {
-          if (NodeFs.existsSync(options.output)) NodeFs.truncateSync(options.output, 0)
-        },
-        catch: (error) => usage(`--restart: cannot truncate ${options.output}: ${(error as Error).message}`)
-      })
-    }
-
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
     const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
     const renderer = mode === "off" ? undefined : yield* Effect.fork(
@@ -233,7 +223,8 @@ const runBody = (env: Environment, options: RunOptions) =>
       describe: executor.describe,
       concurrency: options.concurrency,
       stop: env.stop,
-      progress
+      progress,
+      restart: options.restart
     }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
     yield* Console.log(BulkRunner.formatSummary(summary))
     const routed = yield* executor.routingSummary

@@ -15,6 +15,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -77,6 +78,23 @@ export class BulkInputError extends Schema.TaggedError<BulkInputError>()("BulkIn
 export class BulkFileError extends Schema.TaggedError<BulkFileError>()("BulkFileError", {
   path: Schema.String,
   operation: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * A run that must not start, refused before any file is opened for writing:
+ *
+ * - `same-file`: two of the input, output, errors (and lock, retried-failures) paths are one file — by real
+ *   path, through symbolic links, or by device and inode (hard links);
+ * - `locked`: another run holds the output's lock (`<output>.lock`); the message names its pid and host;
+ * - `not-output`: the output exists but is not a Batch API output file (it would be damaged by appending).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BulkPathError extends Schema.TaggedError<BulkPathError>()("BulkPathError", {
+  reason: Schema.Literal("same-file", "locked", "not-output"),
+  path: Schema.String,
   message: Schema.String
 }) {}
 
@@ -316,6 +334,10 @@ export interface Summary extends Counts {
   readonly total: number
   /** Valid requests with no output line yet (resumable). */
   readonly notDone: number
+  /** Of `alreadyDone`, those whose line records a failure (they make the outcome `completed-with-failures`). */
+  readonly alreadyFailed: number
+  /** Failure lines taken out of the output to be resent (the `retryFailed` option). */
+  readonly superseded: number
   /** Bytes of a torn last output line removed before appending. */
   readonly repairedBytes: number
   readonly wallMs: number
@@ -361,7 +383,9 @@ export const formatSummary = (summary: Summary): string => {
     )
   }
   rows.push(
-    `lines: ${summary.total}; already done ${summary.alreadyDone}; succeeded ${summary.succeeded}; failed ${summary.failed}${
+    `lines: ${summary.total}; already done ${summary.alreadyDone}${
+      summary.alreadyFailed > 0 ? ` (${summary.alreadyFailed} of them failed)` : ""
+    }; succeeded ${summary.succeeded}; failed ${summary.failed}${
       summary.failed > 0 ? ` (${kinds(summary.failuresByKind)})` : ""
     }; invalid ${summary.invalid}${
       summary.invalid > 0 ? ` (${kinds(summary.invalidByReason)})` : ""
@@ -389,6 +413,9 @@ export const formatSummary = (summary: Summary): string => {
       }% of the reservations; the rest was refunded at settle)`
       : ""
     rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}${share}`)
+  }
+  if (summary.superseded > 0) {
+    rows.push(`resent ${summary.superseded} earlier failures (their old lines moved out of the output)`)
   }
   if (summary.repairedBytes > 0) rows.push(`repaired a torn last output line (${summary.repairedBytes} bytes)`)
   return rows.join("\n")
@@ -435,6 +462,14 @@ export declare namespace BulkRunner {
      * an {@link invalidResponse} failure instead of a success.
      */
     readonly checkResponses?: boolean | undefined
+    /** Start over: empty the output (after the path checks and the lock) instead of resuming from it. */
+    readonly restart?: boolean | undefined
+    /**
+     * Resend the lines whose output line records a failure: those lines are first appended to this file (a
+     * history, never truncated) and taken out of the output, so each `custom_id` still ends in exactly one
+     * output line. Without it, earlier failures count as done (and make the outcome `completed-with-failures`).
+     */
+    readonly retryFailed?: string | undefined
   }
 }
 
@@ -491,7 +526,9 @@ export const invalidResponse = (message: string, statusCode: number): Failure =>
  * }).pipe(Effect.map(BulkRunner.exitCode))
  * ```
  */
-export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summary, BulkFileError, R> =>
+export const run = <E, R>(
+  options: BulkRunner.Options<E, R>
+): Effect.Effect<Summary, BulkFileError | BulkPathError, R> =>
   Effect.scoped(
     Effect.gen(function*() {
       const progress = options.progress ?? (yield* makeProgress)
@@ -503,18 +540,28 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       }))
       const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(progress.stats, f)
 
-      // 1. resume: repair a torn tail, then collect the custom_ids already written
-      const repairedBytes = yield* Files.repairTail(options.output)
-      const done = new Set<string>()
-      if (NodeFs.existsSync(options.output)) {
-        yield* Stream.runForEachChunk(Files.lines(options.output), (chunk) =>
-          Effect.sync(() => {
-            for (const { text } of chunk) {
-              const id = Input.outputCustomId(text)
-              if (id !== undefined) done.add(id)
-            }
-          }))
+      // 0. before anything is opened for writing: distinct files, then the output's lock
+      const collision = Files.checkPaths([
+        { role: "input", path: options.input },
+        { role: "output", path: options.output },
+        ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
+        { role: "lock file", path: Files.lockPath(options.output) },
+        ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }])
+      ])
+      if (collision !== undefined) return yield* Effect.fail(collision)
+      yield* Files.acquireLock(options.output)
+      if (options.restart === true && NodeFs.existsSync(options.output)) {
+        yield* Effect.try({
+          try: () => NodeFs.truncateSync(options.output, 0),
+          catch: (cause) => new Files.FileFailure(options.output, "truncate", cause)
+        })
       }
+
+      // 1. resume: check the output is one, repair a torn tail, collect the custom_ids already written
+      const { done, failed: failedBefore, repairedBytes, superseded } = yield* Files.resume(options.output, {
+        retryFailed: options.retryFailed
+      })
+      let alreadyFailed = 0
 
       // Count the input in the background (for the total and ETA) while the work starts.
       const counting = options.countTotal === false ? undefined : yield* Effect.forkScoped(
@@ -544,8 +591,8 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       // 2. classify lines in order (so duplicates and line numbers are deterministic)
       const seen = new Map<string, number>()
       /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
-      const classify = ({ line, text }: Files.NumberedLine): Classified | BulkInputError => {
-        if (text.trim().length === 0) return { _tag: "Skip" }
+      const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
+        if (Files.isBlank(text)) return { _tag: "Skip" }
         const decoded = Input.decode(text)
         if (decoded._tag === "Invalid") {
           return new BulkInputError({
@@ -564,8 +611,20 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
             message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
           })
         }
+        if (invalidUtf8 === true) {
+          // U+FFFD stands where the bad bytes were: sending it (or recording the id) would alter the line
+          return new BulkInputError({
+            line,
+            reason: "invalid-line",
+            customId: decoded.customId,
+            message: "the line is not valid UTF-8"
+          })
+        }
         seen.set(decoded.customId, line)
-        if (done.has(decoded.customId)) return { _tag: "Skip", alreadyDone: true }
+        if (done.has(decoded.customId)) {
+          if (failedBefore.has(decoded.customId)) alreadyFailed++
+          return { _tag: "Skip", alreadyDone: true }
+        }
         const request: Request = { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
         // decoded per endpoint before anything estimates it: a wrong field fails this line, not the run
         const endpoint = Endpoints.endpointOf(decoded.url)
@@ -591,7 +650,7 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       }
 
       /** A chunk of lines, in order: the work goes to the queue (waiting for room), the rest is recorded. */
-      const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure> =>
+      const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
           const work: Array<Request | null> = []
           const rejected: Array<BulkInputError> = []
@@ -605,11 +664,13 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
             else if (classified._tag === "InvalidBody") invalid.push(classified)
             else if (classified.alreadyDone === true) alreadyDone++
           }
-          const steps: Array<Effect.Effect<void, Files.FileFailure>> = []
+          const steps: Array<Effect.Effect<void, Files.FileFailure, R>> = []
           if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
           for (const error of rejected) steps.push(reject(error))
           for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
-          if (work.length > 0) steps.push(Effect.asVoid(Queue.offerAll(queue, work)))
+          if (work.length > 0) {
+            steps.push(Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
+          }
           return Effect.all(steps, { discard: true })
         })
 
@@ -691,25 +752,40 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
           )
         })
 
-      // A fixed pool of workers over a bounded queue (Stream.mapEffect's per-element fibers cost far more).
+      // A pool of workers over a bounded queue (Stream.mapEffect's per-element fibers cost far more). The pool
+      // grows only while lines wait and no worker is idle, up to `concurrency`: memory follows the work in
+      // flight, not the option (a million on a three-line file starts three workers).
       const concurrency = Math.max(1, Math.floor(options.concurrency ?? 256))
-      const queue = yield* Queue.bounded<Request | null>(concurrency)
+      const queue = yield* Queue.bounded<Request | null>(Math.min(concurrency, 1024))
+      const workers = yield* FiberSet.make<void, Files.FileFailure>()
+      let started = 0
+      let idle = 0
+      const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(
+        Queue.take(queue),
+        (request) => {
+          idle--
+          return request === null
+            ? Effect.void
+            : Effect.zipRight(work(request), Effect.suspend(() => (idle++, worker)))
+        }
+      )
+      /** Starts workers for `count` more lines, as many as are not met by an idle worker, up to `concurrency`. */
+      const grow = (count: number) =>
+        Effect.flatMap(Queue.size(queue), (queued) => {
+          const more = Math.min(concurrency - started, queued + count - idle)
+          if (more <= 0) return Effect.void
+          started += more
+          idle += more
+          return Effect.forEach(Array.from({ length: more }), () => FiberSet.run(workers, worker), { discard: true })
+        })
       const producer = Files.lines(options.input).pipe(
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
-        Effect.zipRight(Queue.offerAll(queue, Array.from({ length: concurrency }, () => null)))
+        Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
+        Effect.zipRight(FiberSet.awaitEmpty(workers))
       )
-      const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(
-        Queue.take(queue),
-        (request) => request === null ? Effect.void : Effect.zipRight(work(request), worker)
-      )
-      yield* Effect.all(
-        [
-          producer,
-          Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
-        ],
-        { concurrency: 2, discard: true }
-      )
+      // a worker's failure (a write that failed) ends the run at once
+      yield* Effect.raceFirst(producer, FiberSet.join(workers))
 
       if (counting !== undefined) yield* Fiber.join(counting)
       const finishedAt = yield* Clock.currentTimeMillis
@@ -718,7 +794,7 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       const notDone = Math.max(0, total - s.alreadyDone - s.invalid - s.succeeded - s.failed)
       const outcome: Outcome = stopReason !== undefined && (notDone > 0 || s.total === undefined)
         ? "stopped"
-        : s.failed > 0 || s.invalid > 0
+        : s.failed > 0 || s.invalid > 0 || alreadyFailed > 0
         ? "completed-with-failures"
         : "completed"
       const summary: Summary = {
@@ -726,6 +802,8 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
         stop: stopReason,
         total,
         alreadyDone: s.alreadyDone,
+        alreadyFailed,
+        superseded,
         succeeded: s.succeeded,
         failed: s.failed,
         failuresByKind: s.failuresByKind,
@@ -745,4 +823,10 @@ export const run = <E, R>(options: BulkRunner.Options<E, R>): Effect.Effect<Summ
       }
       return summary
     })
-  ).pipe(Effect.mapError((e) => (e instanceof Files.FileFailure ? fileError(e) : e)))
+  ).pipe(Effect.mapError((e) =>
+    e instanceof Files.FileFailure
+      ? fileError(e)
+      : e instanceof Files.PathProblem
+      ? new BulkPathError({ reason: e.reason, path: e.path, message: e.message })
+      : e
+  ))

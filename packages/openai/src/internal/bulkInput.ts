@@ -94,28 +94,21 @@ export const decode = (text: string): Decoded => {
       message: ParseResult.TreeFormatter.formatErrorSync(decoded.left)
     }
   }
+  const stream = decoded.right.body["stream"]
+  if (stream !== undefined && stream !== false && stream !== null) {
+    // a streamed answer is Server-Sent Events text, not the JSON body the output line records
+    return {
+      _tag: "Invalid",
+      reason: "invalid-line",
+      customId: id,
+      message: `body.stream ${JSON.stringify(stream)} is not supported (the output records whole JSON bodies; ` +
+        `remove "stream")`
+    }
+  }
   return {
     _tag: "Ok",
     customId: id,
     url: decoded.right.url as (typeof supportedUrls)[number],
     body: decoded.right.body
   }
-}
-
-/**
- * The `custom_id` of an output line, or `undefined` when the line is not a result line.
- *
- * @internal
- */
-export const outputCustomId = (text: string): string | undefined => {
-  try {
-    const json = JSON.parse(text) as unknown
-    if (typeof json === "object" && json !== null) {
-      const id = (json as Record<string, unknown>)["custom_id"]
-      return typeof id === "string" ? id : undefined
-    }
-  } catch {
-    // not a result line
-  }
-  return undefined
 }
