@@ -19,7 +19,7 @@ const request = (id: string, body: Record<string, unknown> = {}) =>
   })
 
 const ok = (r: BulkRunner.Request): Effect.Effect<BulkRunner.Response, string> =>
-  Effect.succeed({ statusCode: 200, requestId: `req_${r.customId}`, body: { id: r.customId } })
+  Effect.succeed({ statusCode: 200, requestId: `req_${r.customId}`, body: { id: r.customId, choices: [] } })
 const describe_ = (e: string): BulkRunner.Failure => ({ kind: "BadRequest", code: e, message: e, statusCode: 400 })
 const silent = { onInputError: () => Effect.void }
 
