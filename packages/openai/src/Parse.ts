@@ -76,10 +76,26 @@ export const goDuration = (text: string): Duration.Duration | undefined => {
   if (m === null || m[1] === "-") return undefined
   let total = 0
   for (const part of s.matchAll(GO_PART)) total += Number(part[1]) * UNIT_MILLIS[part[2]]
-  return Number.isFinite(total) ? Duration.millis(roundMillis(total)) : undefined
+  return wait(total)
 }
 
 const roundMillis = (ms: number): number => Math.round(ms * 1_000_000) / 1_000_000
+
+/**
+ * The longest wait a header or message is believed: a week. OpenAI's longest limit window is a day; a
+ * longer (or infinite: `retry-after: 9…9` with 400 digits) figure is garbage from a server or proxy, and
+ * believing it would close a gate for ever and wedge every call behind it, so it is ignored.
+ *
+ * @since 0.1.0
+ * @category durations
+ */
+export const MAX_WAIT_MILLIS = 7 * 86_400_000
+
+/** A wait in milliseconds as a `Duration`, or `undefined` when it is not a finite figure in [0, a week]. */
+const wait = (ms: number): Duration.Duration | undefined => {
+  const rounded = roundMillis(ms)
+  return Number.isFinite(rounded) && rounded >= 0 && rounded <= MAX_WAIT_MILLIS ? Duration.millis(rounded) : undefined
+}
 
 /**
  * Parses an `x-ratelimit-reset-*` value: a Go duration (OpenAI) or a number of seconds (Azure).
@@ -93,8 +109,7 @@ export const resetDuration = (text: string | undefined): Duration.Duration | und
   const s = text.trim()
   if (s === "") return undefined
   if (/^[+-]?\d+(\.\d+)?$/.test(s)) {
-    const n = Number(s)
-    return n < 0 ? undefined : Duration.millis(roundMillis(n * 1000))
+    return wait(Number(s) * 1000)
   }
   return goDuration(s)
 }
@@ -111,13 +126,12 @@ export const retryAfter = (text: string | undefined, now: number): Duration.Dura
   const s = text.trim()
   if (s === "") return undefined
   if (/^[+-]?\d+(\.\d+)?$/.test(s)) {
-    const n = Number(s)
-    return n < 0 ? undefined : Duration.millis(roundMillis(n * 1000))
+    return wait(Number(s) * 1000)
   }
   if (!/[a-z]/i.test(s)) return undefined
   const at = Date.parse(s)
   if (Number.isNaN(at)) return undefined
-  return Duration.millis(Math.max(0, at - now))
+  return wait(Math.max(0, at - now))
 }
 
 /**
@@ -130,8 +144,7 @@ export const retryAfterMillis = (text: string | undefined): Duration.Duration | 
   if (text === undefined) return undefined
   const s = text.trim()
   if (!/^[+-]?\d+(\.\d+)?$/.test(s)) return undefined
-  const n = Number(s)
-  return n < 0 ? undefined : Duration.millis(n)
+  return wait(Number(s))
 }
 
 /**
@@ -233,7 +246,8 @@ const integer = (text: string | undefined): number | undefined => {
   if (text === undefined) return undefined
   const s = text.trim()
   if (!/^[+-]?\d+(\.\d+)?$/.test(s)) return undefined
-  return Number(s)
+  const n = Number(s)
+  return Number.isFinite(n) ? n : undefined
 }
 
 /**
@@ -294,7 +308,7 @@ export const tryAgainIn = (message: string | undefined): Duration.Duration | und
   const go = TRY_AGAIN_GO.exec(message)
   if (go !== null) return goDuration(go[1])
   const words = TRY_AGAIN_WORDS.exec(message)
-  if (words !== null) return Duration.millis(roundMillis(Number(words[1]) * WORD_MILLIS(words[2])))
+  if (words !== null) return wait(Number(words[1]) * WORD_MILLIS(words[2]))
   return undefined
 }
 
