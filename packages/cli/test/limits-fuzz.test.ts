@@ -43,7 +43,7 @@ describe("--limits file: fuzzed", () => {
           if (exit.cause._tag === "Fail") expect(exit.cause.error.path).toBe(path)
         } else {
           for (const figures of Object.values(exit.value.models)) {
-            for (const n of Object.values(figures)) expect(Number.isSafeInteger(n) && n > 0).toBe(true)
+            for (const n of Object.values(figures)) expect(Number.isSafeInteger(n) && n! > 0).toBe(true)
           }
         }
       }
