@@ -224,7 +224,12 @@ export interface Observation {
    * calls sent in the 250 ms before it), the level follows the replayed report both ways: the server has
    * already trued up the calls that reached it earlier (sent at least 50 ms before the answered one), so
    * the over-estimates those calls still hold here come back now, and are not refunded a second time when
-   * they settle (an under-estimate is still charged then).
+   * they settle (an under-estimate is still charged then). The calls sent in those 50 ms count as not seen
+   * by the server there, so that bound is adopted only where it is not below both the local level and the
+   * report replayed by send order; otherwise (a burst sent in one moment, each report counting the calls
+   * sent before it) adopting it would count those calls twice, and the report is folded in by send order
+   * instead: the level is lowered to it, never raised, and the refunds of the calls it counted raise the
+   * level only as far as it leaves room.
    */
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */
@@ -382,6 +387,8 @@ interface SendPoint {
   readonly entry: number | undefined
   /** The buckets on which a report that counted it was adopted: its corrections there are the server's already. */
   readonly absorbed: ReadonlyArray<string> | undefined
+  /** The buckets on which a report folded in by send order counted it unmarked: see `Ledger.counted`. */
+  readonly counted: ReadonlyArray<string> | undefined
   readonly debits: ReadonlyArray<LimiterStore.Debit>
   /** The limiter that admitted it (its ledgers): a permit of another limiter ages nothing here. */
   readonly owner: object
@@ -405,12 +412,24 @@ const BURST_WINDOW_MILLIS = 250
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
-/** Whether a report adopted on this bucket counted this permit (see `Ledger.absorbed`). */
-const absorbedOn = (point: SendPoint, ledgers: ReadonlyMap<string, Ledger>, bucket: string): boolean => {
-  if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return true
-  if (point.entry === undefined || point.entry !== point.sequence) return false
+/**
+ * What of a refund (`amount`, negative) on this bucket is applied: none where a report adopted both ways
+ * counted this permit (`Ledger.absorbed`); where a report folded in by send order counted it
+ * (`Ledger.counted`), as much as that report still leaves room for (`Ledger.credit`, which it uses up);
+ * else all of it.
+ */
+const refundOn = (point: SendPoint, ledgers: ReadonlyMap<string, Ledger>, bucket: string, amount: number): number => {
+  if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return 0
   const ledger = ledgers.get(bucket)
-  return ledger !== undefined && point.sequence <= ledger.absorbed
+  if (ledger === undefined) return amount
+  const marked = point.entry !== undefined && point.entry === point.sequence
+  if (marked && point.sequence <= ledger.absorbed) return 0
+  if ((marked && point.sequence <= ledger.counted) || (point.counted !== undefined && point.counted.includes(bucket))) {
+    const applied = Math.max(amount, -ledger.credit)
+    ledger.credit += applied
+    return applied
+  }
+  return amount
 }
 
 /** The last index in `[lo, hi]` of an ascending array whose value is at most `bound` (`lo - 1`: none). */
@@ -446,6 +465,13 @@ class Ledger {
    * whose calls end before it is older than one adopted, and is passed over.
    */
   absorbed = 0
+  /**
+   * The send sequence through which the latest report that was not adopted both ways (folded in by send
+   * order instead: see `sync`) counted the calls. Their refunds raise the level only by what that report
+   * still leaves room for, `credit`: the server has them as it charged them already.
+   */
+  counted = 0
+  credit = 0
   private sequences: Array<number> = []
   private times: Array<number> = []
   private amounts: Array<number> = []
@@ -809,9 +835,18 @@ export const make = (
         sequence: number
         entry: number | undefined
         absorbed: Array<string> | undefined
+        counted: Array<string> | undefined
         readonly debits: ReadonlyArray<LimiterStore.Debit>
         readonly owner: object
-      } = { admission, sequence: sends, entry: undefined, absorbed: undefined, debits: prepared.debits, owner: ledgers }
+      } = {
+        admission,
+        sequence: sends,
+        entry: undefined,
+        absorbed: undefined,
+        counted: undefined,
+        debits: prepared.debits,
+        owner: ledgers
+      }
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
@@ -871,14 +906,17 @@ export const make = (
           }
         }
         // An adopted report counted this call as the server charged it then: a refund there is left out (the
-        // server trued it up already, or a later report brings it back). A charge is applied all the same:
-        // a server that trues up only later has not counted it yet, and one that has is merely charged twice.
-        let applied = debits
-        for (const debit of debits) {
-          if (debit.amount < 0 && absorbedOn(point, ledgers, debit.bucket.id)) {
-            applied = debits.filter((d) => d.amount >= 0 || !absorbedOn(point, ledgers, d.bucket.id))
-            break
-          }
+        // server trued it up already, or a later report brings it back); one folded in by send order leaves
+        // in what it has room for (`refundOn`). A charge is applied all the same: a server that trues up only
+        // later has not counted it yet, and one that has is merely charged twice.
+        let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
+        for (let i = 0; i < debits.length; i++) {
+          const debit = debits[i]
+          if (debit.amount >= 0) continue
+          const amount = refundOn(point, ledgers, debit.bucket.id, debit.amount)
+          if (amount === debit.amount) continue
+          if (applied === debits) applied = debits.slice()
+          ;(applied as Array<LimiterStore.Debit>)[i] = { bucket: debit.bucket, amount }
         }
         const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
@@ -1364,19 +1402,49 @@ export const make = (
           // about calls that reached the server before those of a report adopted already: it knows less (and
           // would take back what that one gave, as it counts their over-estimates)
           if (cut !== undefined && cut < ledger.absorbed) return
-          const start = cut ?? point.sequence
-          const skip = point.entry !== undefined && point.entry > start ? point.entry : undefined
-          const aged = ledger.replay(start, from, remaining, now, target.spec, skip, ownUnsent)
+          const replayFrom = (start: number) =>
+            ledger.replay(
+              start,
+              from,
+              remaining,
+              now,
+              target.spec,
+              point.entry !== undefined && point.entry > start ? point.entry : undefined,
+              ownUnsent
+            )
+          const aged = replayFrom(cut ?? point.sequence)
           if (aged === undefined) return
-          remaining = Math.max(-target.spec.capacity, aged)
           if (cut !== undefined) {
+            // Adopted, the calls sent just before this one (after `cut`) count as not seen by the server, though
+            // it has most likely seen them (they left first): a lower bound, which raises the level only where
+            // it is above the local one. Where it is not, adopting it would count those calls twice, and every
+            // later report of the same burst (the same cut) would again: the level would sink by all the calls
+            // answered so far. Then the report is folded in by send order (as one that only lowers): lowered to
+            // it where it is lower, and the refunds of the calls it counted raise the level only up to it.
+            const ordered = cut === point.sequence ? aged : replayFrom(point.sequence)
+            const local = ordered === undefined || ordered === aged
+              ? undefined
+              : (yield* store.levels([target.spec], [])).levels[0]
+            if (ordered !== undefined && local !== undefined && aged < Math.min(local, ordered)) {
+              ledger.counted = point.sequence
+              ledger.credit = Math.max(0, ordered - local)
+              if (point.entry === undefined || point.entry !== point.sequence) {
+                const counted = (point as { counted: Array<string> | undefined }).counted ??= []
+                if (!counted.includes(target.spec.id)) counted.push(target.spec.id)
+              }
+              return yield* store.observe(target.spec, Math.max(-target.spec.capacity, ordered))
+            }
+            remaining = Math.max(-target.spec.capacity, aged)
             ledger.absorbed = cut
+            ledger.counted = cut
+            ledger.credit = 0
             const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
             if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
             yield* store.track!(target.spec, remaining)
             // the level may have risen: waiters planned on the old one look again
             return signal()
           }
+          remaining = Math.max(-target.spec.capacity, aged)
         }
         yield* store.observe(target.spec, remaining)
       })

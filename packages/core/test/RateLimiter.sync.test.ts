@@ -302,6 +302,39 @@ describe("RateLimiter.sync with since", () => {
       })
     ))
 
+  it.effect("calls sent in the same moment: each report counts the earlier ones, and adopting it does not count them again", () =>
+    Effect.gen(function*() {
+      // Three calls of 30,000 estimated, 25,000 used, leave at once and reach the server in the order sent;
+      // it trues each up as it arrives and reports what is left then. Each is answered in turn (settled,
+      // then synced, as the OpenAi service does). The server's limit is the bucket's own: the reports
+      // could be adopted both ways, but the calls sent just before the answered one fall within the skew
+      // and count as unseen — adopting that bound counted them twice (the level sank 25,000 below the
+      // server's per call answered before this one: -5,000 and -25,000 instead of 20,000 and 25,000; a
+      // run of such calls ended twice as late as it could).
+      const level = yield* run((limiter) =>
+        Effect.gen(function*() {
+          const calls = yield* Effect.forEach(Array.from({ length: 3 }), () =>
+            Effect.tap(limiter.acquire([SCOPE], { tokens: 30_000 }), (permit) => permit.markSent))
+          const sentAt = yield* Clock.currentTimeMillis
+          const levels: Array<number> = []
+          for (let k = 0; k < calls.length; k++) {
+            yield* calls[k].settle({ tokens: 25_000 })
+            yield* limiter.sync(SCOPE, {
+              dimension: "tokens",
+              limit: CAPACITY,
+              remaining: CAPACITY - (k + 1) * 25_000,
+              since: calls[k],
+              sentAt
+            })
+            levels.push(yield* levelOf(limiter))
+          }
+          return levels
+        })
+      )
+      // the server's level after each answer: 100,000 less what it charged, less the estimates still held here
+      expect(level).toEqual([100_000 - 25_000 - 2 * 30_000, 100_000 - 2 * 25_000 - 30_000, 100_000 - 3 * 25_000])
+    }))
+
   it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
     run((limiter) =>
       Effect.gen(function*() {
