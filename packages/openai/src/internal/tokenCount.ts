@@ -60,8 +60,12 @@ const entryPoints: Record<Encoding, string> = {
   cl100k_base: "gpt-tokenizer/cjs/encoding/cl100k_base"
 }
 
-/** `require` where there is one (the CommonJS build), else one made for this module (ESM). */
-const load = (id: string): unknown => (typeof require === "function" ? require : createRequire(import.meta.url))(id)
+/**
+ * A `require` for this module: from its file name in the CommonJS build, from `import.meta.url` in the ESM
+ * one (not the bare `require`, which a bundler's ESM output replaces with a shim that throws).
+ */
+const load = (id: string): unknown =>
+  createRequire(typeof __filename === "string" && __filename.length > 0 ? __filename : import.meta.url)(id)
 
 const apis: Partial<Record<Encoding, Api>> = {}
 
