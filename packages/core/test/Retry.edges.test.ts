@@ -20,6 +20,7 @@ import {
 } from "effect"
 
 class Failure {
+  readonly retryable: boolean | undefined = undefined
   constructor(
     readonly _tag: string,
     readonly retryAfter: Duration.Duration | undefined = undefined
@@ -295,7 +296,7 @@ describe("Retry edges", () => {
       const byTimeout = yield* Effect.flip(Retry.retry(once, p, { timeout: "5 seconds" }))
       expect(byTimeout).toBeInstanceOf(Retry.RetryDeadlineExceeded)
       expect(byTimeout).toMatchObject({ deadline: 65_000, retries: 0, kind: "K" })
-      expect(byTimeout.message).toBe("retry of K needs 10s, beyond the deadline")
+      expect((byTimeout as Retry.RetryDeadlineExceeded).message).toBe("retry of K needs 10s, beyond the deadline")
       const both = yield* Effect.flip(Retry.retry(once, p, { timeout: "1 hour", deadline: 65_000 }))
       expect(both).toMatchObject({ _tag: "RetryDeadlineExceeded", deadline: 65_000 })
       expect(yield* Ref.get(calls)).toBe(2)
