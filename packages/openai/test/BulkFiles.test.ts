@@ -1,5 +1,5 @@
 // The bulk runner's file and line handling, tested directly (found by mutation testing, `pnpm mutate:bulk`):
-// line splitting across read chunks, line counting, torn-tail repair, the output writer and request decoding.
+// line splitting across read chunks, line counting, the output writer, output lines and request decoding.
 import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
@@ -94,6 +94,9 @@ describe("bulk files", () => {
       expect(yield* Files.countLines(fileWith("a\n \t\r\n\n\nb\r\nc"))).toBe(3)
       expect(yield* Files.countLines(fileWith("a\n  \t "))).toBe(1)
       expect(yield* Files.countLines(fileWith("\n\n x\n"))).toBe(1)
+      // a byte order mark is not content
+      expect(yield* Files.countLines(fileWith(Buffer.from([0xef, 0xbb, 0xbf, 0x0a, 0x0a])))).toBe(0)
+      expect(yield* Files.countLines(fileWith(Buffer.from([0xef, 0xbb, 0xbf])))).toBe(0)
       // across the 1 MiB read buffer: a line cut by the boundary counts once
       const big = `${"q".repeat((1 << 20) - 2)}\nstraddles${"w".repeat(10)}\nend\n`
       expect(yield* Files.countLines(fileWith(big))).toBe(3)
@@ -101,44 +104,26 @@ describe("bulk files", () => {
       expect(error.operation).toBe("open")
     }))
 
-  it.effect("repairTail cuts a torn last line and says how many bytes it cut", () =>
+  it.effect("lines: a byte order mark is dropped; a line that is not UTF-8 says so", () =>
     Effect.gen(function*() {
-      const dir = tmp()
-      expect(yield* Files.repairTail(NodePath.join(dir, "absent"))).toBe(0)
-      expect(NodeFs.existsSync(NodePath.join(dir, "absent"))).toBe(false)
-      const empty = fileWith("")
-      expect(yield* Files.repairTail(empty)).toBe(0)
-      const whole = fileWith("{\"a\":1}\n{\"b\":2}\n")
-      expect(yield* Files.repairTail(whole)).toBe(0)
-      expect(NodeFs.readFileSync(whole, "utf8")).toBe("{\"a\":1}\n{\"b\":2}\n")
-      const torn = fileWith("{\"a\":1}\n{\"b\"")
-      expect(yield* Files.repairTail(torn)).toBe(4)
-      expect(NodeFs.readFileSync(torn, "utf8")).toBe("{\"a\":1}\n")
-      const noLine = fileWith("{\"partial")
-      expect(yield* Files.repairTail(noLine)).toBe(9)
-      expect(NodeFs.statSync(noLine).size).toBe(0)
+      const bom = fileWith(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("a\nb\n")]))
+      expect(yield* readLines(bom)).toEqual([[1, "a"], [2, "b"]])
+      const bad = fileWith(Buffer.concat([Buffer.from("ok\n"), Buffer.from([0x7b, 0xff, 0x7d]), Buffer.from("\nfine")]))
+      const got = Chunk.toReadonlyArray(yield* Stream.runCollect(Files.lines(bad)))
+      expect(got.map((l) => [l.line, l.invalidUtf8 === true])).toEqual([[1, false], [2, true], [3, false]])
+      expect(got[0].invalidUtf8).toBeUndefined()
+      const badLast = fileWith(Buffer.concat([Buffer.from("ok\n"), Buffer.from([0xc3])]))
+      const last = Chunk.toReadonlyArray(yield* Stream.runCollect(Files.lines(badLast)))
+      expect(last.map((l) => [l.line, l.invalidUtf8 === true])).toEqual([[1, false], [2, true]])
     }))
 
-  it.effect("repairTail finds the last complete line behind a torn tail longer than its 64 KiB read", () =>
-    Effect.gen(function*() {
-      const tail = "t".repeat(150 * 1024)
-      const long = fileWith(`first\nsecond\n${tail}`)
-      expect(yield* Files.repairTail(long)).toBe(tail.length)
-      expect(NodeFs.readFileSync(long, "utf8")).toBe("first\nsecond\n")
-      const noNewline = fileWith("n".repeat(130 * 1024))
-      expect(yield* Files.repairTail(noNewline)).toBe(130 * 1024)
-      expect(NodeFs.statSync(noNewline).size).toBe(0)
-      // the newline is the very first byte
-      const atStart = fileWith(`\n${"u".repeat(70 * 1024)}`)
-      expect(yield* Files.repairTail(atStart)).toBe(70 * 1024)
-      expect(NodeFs.readFileSync(atStart, "utf8")).toBe("\n")
-    }))
-
-  it.effect("repairTail of something that is not a file is a repair FileFailure", () =>
-    Effect.gen(function*() {
-      const error = yield* Effect.flip(Files.repairTail(tmp()))
-      expect(error.operation).toBe("repair")
-    }))
+  it("isBlank: only spaces, tabs and carriage returns", () => {
+    expect(Files.isBlank("")).toBe(true)
+    expect(Files.isBlank(" \t\r ")).toBe(true)
+    expect(Files.isBlank(" \f")).toBe(false)
+    expect(Files.isBlank("\u00a0")).toBe(false)
+    expect(Files.isBlank("  x")).toBe(false)
+  })
 
   it.effect("lineWriter appends lines (or truncates), creates the directory and counts what it wrote", () =>
     Effect.gen(function*() {
@@ -223,11 +208,24 @@ describe("bulk input lines", () => {
     expect((invalid as { message: string }).message).toContain("body")
   })
 
-  it("outputCustomId reads the custom_id of an output line, or nothing", () => {
-    expect(Input.outputCustomId(JSON.stringify({ id: "batch_req_1", custom_id: "x" }))).toBe("x")
-    expect(Input.outputCustomId(JSON.stringify({ custom_id: 1 }))).toBeUndefined()
-    expect(Input.outputCustomId("null")).toBeUndefined()
-    expect(Input.outputCustomId("\"custom_id\"")).toBeUndefined()
-    expect(Input.outputCustomId("{\"custom_id\":\"torn")).toBeUndefined()
+  it("outputLine reads the custom_id of an output line and whether it records a failure, or nothing", () => {
+    expect(Files.outputLine(JSON.stringify({ id: "batch_req_1", custom_id: "x", response: {}, error: null }))).toEqual({
+      customId: "x",
+      failed: false
+    })
+    expect(Files.outputLine(JSON.stringify({ custom_id: "y", error: { code: "c" } }))).toEqual({
+      customId: "y",
+      failed: true
+    })
+    expect(Files.outputLine(JSON.stringify({ custom_id: "z", response: null }))).toEqual({
+      customId: "z",
+      failed: false
+    })
+    expect(Files.outputLine(JSON.stringify({ custom_id: 1, response: null }))).toBeUndefined()
+    expect(Files.outputLine(JSON.stringify({ custom_id: "no-fields" }))).toBeUndefined()
+    expect(Files.outputLine("null")).toBeUndefined()
+    expect(Files.outputLine("[{\"custom_id\":\"a\",\"error\":null}]")).toBeUndefined()
+    expect(Files.outputLine("\"custom_id\"")).toBeUndefined()
+    expect(Files.outputLine("{\"custom_id\":\"torn")).toBeUndefined()
   })
 })

@@ -34,13 +34,15 @@ class Bad {
 const describeBad = (_: Bad): BulkRunner.Failure => ({ kind: "bad_request", code: "invalid", message: "bad" })
 
 const ok = (r: BulkRunner.Request): Effect.Effect<BulkRunner.Response, Bad> =>
-  Effect.succeed({ statusCode: 200, requestId: null, body: { echo: r.body } })
+  Effect.succeed({ statusCode: 200, requestId: null, body: { object: "list", data: [], echo: r.customId } })
 
 const base: BulkRunner.Summary = {
   outcome: "completed",
   stop: undefined,
   total: 10,
   alreadyDone: 0,
+  alreadyFailed: 0,
+  superseded: 0,
   succeeded: 10,
   failed: 0,
   failuresByKind: {},
@@ -238,14 +240,14 @@ describe("BulkRunner edges", () => {
         output,
         execute: (r): Effect.Effect<BulkRunner.Response, { readonly status?: number }> =>
           r.customId === "a"
-            ? Effect.succeed({ statusCode: 201, requestId: "req_1", body: { line: r.line } })
+            ? Effect.succeed({ statusCode: 201, requestId: "req_1", body: { object: "list", data: [], line: r.line } })
             : Effect.fail(r.customId === "b" ? {} : { status: 503 }),
         describe: (e) => ({ kind: "k", code: "c", message: "m", statusCode: e.status }),
         onInputError: () => Effect.void
       })
       const byId = new Map(readJsonl(output).map((l) => [l.custom_id, l]))
       expect(byId.get("a")).toMatchObject({
-        response: { status_code: 201, request_id: "req_1", body: { line: 1 } },
+        response: { status_code: 201, request_id: "req_1", body: { data: [], line: 1 } },
         error: null
       })
       expect(byId.get("b").error).toEqual({ code: "c", message: "m", kind: "k" })
