@@ -277,7 +277,8 @@ describe("answers", () => {
     const [name, body, type] of [
       ["an HTML page", "<html><body>Service temporarily unavailable</body></html>", "text/html"],
       ["a bare array", "[1, 2, 3]", "application/json"],
-      ["JSON without choices", "{\"id\": \"x\", \"object\": \"chat.completion\"}", "application/json"]
+      ["JSON without choices", "{\"id\": \"x\", \"object\": \"chat.completion\"}", "application/json"],
+      ["an HTML page labelled JSON", "<html>502 Bad Gateway</html>", "application/json"]
     ] as const
   ) {
     it.effect(`a 200 with ${name} is a retryable UnknownError invalid_response, retried, never a success`, () =>
@@ -295,7 +296,9 @@ describe("answers", () => {
         expect(Exit.isFailure(exit)).toBe(true)
         if (Exit.isFailure(exit)) {
           const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-          expect(error).toMatchObject({ _tag: "UnknownError", code: "invalid_response", status: 200, retryable: true })
+          expect(error).toMatchObject({ _tag: "UnknownError", code: "invalid_response", retryable: true })
+          // the SDK parses a JSON content type itself: unparsable, it rejects before Sluice sees the status
+          expect((error as { status?: number }).status).toBe(name === "an HTML page labelled JSON" ? undefined : 200)
           expect((error as { message: string }).message).toMatch(/^response/)
         }
         // the default policy retries UnknownError twice

@@ -270,20 +270,21 @@ export const invalidBodyError = (problem: string, model: unknown): Errors.OpenAi
  */
 export const invalidResponseError = (
   problem: string,
-  context: { readonly model: string; readonly status: number; readonly requestId: string | null }
+  context: { readonly model: string; readonly status?: number | undefined; readonly requestId: string | null }
 ): Errors.OpenAiError =>
   new Errors.UnknownError({
     message: problem,
     retryable: true,
     code: "invalid_response",
-    status: context.status,
+    ...(context.status === undefined ? {} : { status: context.status }),
     model: context.model,
     ...(context.requestId === null ? {} : { requestId: context.requestId })
   })
 
 /**
  * Checks an SDK answer (`withResponse()`) against the endpoint's response shape; a mismatch rejects with
- * {@link invalidResponseError}.
+ * {@link invalidResponseError}. So does a 2xx the SDK could not parse (a `SyntaxError`: a JSON content type
+ * over an HTML page); the SDK reports every non-2xx as its `APIError` instead.
  *
  * @internal
  */
@@ -292,8 +293,16 @@ export const checked = <A>(
   model: string,
   sent: Promise<{ readonly data: A; readonly response: Response; readonly request_id: string | null }>
 ) =>
-  sent.then((result) => {
-    const problem = responseProblem(path, result.data)
-    if (problem === undefined) return result
-    throw invalidResponseError(problem, { model, status: result.response.status, requestId: result.request_id })
-  })
+  sent.then(
+    (result) => {
+      const problem = responseProblem(path, result.data)
+      if (problem === undefined) return result
+      throw invalidResponseError(problem, { model, status: result.response.status, requestId: result.request_id })
+    },
+    (error: unknown) => {
+      if (error instanceof SyntaxError) {
+        throw invalidResponseError(`response: not JSON (${error.message.slice(0, 120)})`, { model, requestId: null })
+      }
+      throw error
+    }
+  )
