@@ -4,14 +4,41 @@ import * as Path from "node:path"
 import { SimConfig } from "../src/index.js"
 
 describe("README", () => {
-  // The README's dozen-line test is run as test/simulator-readme.test.ts: the two must not drift apart.
-  it("shows test/simulator-readme.test.ts verbatim (less its first comment line)", () => {
-    const root = Path.resolve(__dirname, "../../..")
-    const readme = Fs.readFileSync(Path.join(root, "packages/testing/README.md"), "utf8")
-    const test = Fs.readFileSync(Path.join(root, "test/simulator-readme.test.ts"), "utf8")
-    const block = /## A deterministic test of your application\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1]
-    expect(block).toBeDefined()
-    expect(block).toBe(test.slice(test.indexOf("\n") + 1))
+  // The README's examples are run as tests under test/: the two must not drift apart.
+  const root = Path.resolve(__dirname, "../../..")
+  const readme = () => Fs.readFileSync(Path.join(root, "packages/testing/README.md"), "utf8")
+  const examples = [
+    ["### An Effect application on the `OpenAi` service", "test/readme-effect-app.test.ts"],
+    ["### A Promise application on `wrapOpenAI`", "test/readme-promise-app.test.ts"],
+    ["### The bare SDK against the simulator", "test/simulator-readme.test.ts"]
+  ] as const
+  for (const [heading, file] of examples) {
+    it(`shows ${file} verbatim (less its first comment line) under "${heading}"`, () => {
+      const test = Fs.readFileSync(Path.join(root, file), "utf8")
+      const section = readme().split(heading)[1]
+      expect(section).toBeDefined()
+      const block = /```ts\n([\s\S]*?)```/.exec(section!)?.[1]
+      expect(block).toBe(test.slice(test.indexOf("\n") + 1))
+    })
+  }
+
+  it("leads with the two tests of your own application, each with at most 12 lines of setup", () => {
+    const text = readme()
+    expect(text.indexOf("### An Effect application")).toBeLessThan(text.indexOf("## Over HTTP"))
+    expect(text.indexOf("### An Effect application")).toBeLessThan(text.indexOf("### The bare SDK"))
+    for (const [, file] of examples.slice(0, 2)) {
+      const code = Fs.readFileSync(Path.join(root, file), "utf8")
+      // setup: what is neither an import, the application under test, an assertion, a comment nor a blank line
+      const app = code.slice(
+        code.indexOf("// your application"),
+        code.indexOf("\n\n", code.indexOf("// your application"))
+      )
+      const setup = code.replace(app, "").split("\n").filter((line) =>
+        line.trim() !== "" && !line.startsWith("import ") && !line.trim().startsWith("//") &&
+        !line.trim().startsWith("expect(")
+      )
+      expect(setup.length, `${file}:\n${setup.join("\n")}`).toBeLessThanOrEqual(12)
+    }
   })
 
   it("every JSON scenario in the README decodes", () => {
