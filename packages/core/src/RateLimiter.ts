@@ -214,7 +214,10 @@ export interface Estimate {
  */
 export interface Observation {
   readonly dimension: Budget.Dimension
-  /** The limit the server enforces; learned when no limit is configured for this dimension. */
+  /**
+   * The limit the server enforces over `window`; learned when the scope has no limit of this dimension over
+   * that window (configured or learned): a per-day limit is learned beside per-minute ones.
+   */
   readonly limit?: number | undefined
   /**
    * What the server says is left. Without `since`, or when the bucket is tighter than the server's limit,
@@ -1331,9 +1334,11 @@ export const make = (
           ? 60_000
           : Duration.toMillis(Duration.decode(observation.window))
         let matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        // Learned per dimension and window: a per-day limit the server reports (a daily 429) is a bucket of
+        // its own beside the per-minute ones, not a figure folded into them.
         if (
-          matching.length === 0 && observation.limit !== undefined && observation.limit > 0 &&
-          Number.isFinite(observation.limit)
+          !matching.some((resolved) => resolved.spec.windowMillis === windowMillis) &&
+          observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)
         ) {
           const limit = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
           const list = learned.get(scope) ?? []

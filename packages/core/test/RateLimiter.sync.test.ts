@@ -4,8 +4,9 @@
  * them, or the next admissions overshoot the server's bucket (429s).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Clock, Effect, FastCheck as fc, Option, TestClock } from "effect"
+import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
+import type { MetricState } from "effect"
+import { Clock, Effect, FastCheck as fc, Metric, Option, TestClock } from "effect"
 
 const CAPACITY = 100_000
 const SCOPE = "org:a/pool:m"
@@ -348,6 +349,43 @@ describe("RateLimiter.sync with since", () => {
         // ...and a lower report still lowers it
         yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 10_000, since: last, sentAt })
         expect(yield* levelOf(limiter)).toBe(10_000)
+      })
+    ))
+})
+
+describe("RateLimiter.sync learning", () => {
+  it.effect("a per-day limit is learned beside a per-minute one of the same dimension, shows in snapshot and the level gauge, and binds", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        // the scope has 100,000 tokens a minute; the server says (a daily 429) 150,000 a day, 40,000 left
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 150_000, window: "1 day", remaining: 40_000 })
+        const limits = limiter.limitsOf(SCOPE).map((limit) => [limit.dimension, limit.amount, limit.windowMillis])
+        expect(limits).toEqual([["tokens", CAPACITY, 60_000], ["tokens", 150_000, 86_400_000]])
+        const snapshot = yield* limiter.snapshot
+        expect(snapshot.levels.map((l) => [l.limit.windowMillis, l.learned, l.level])).toEqual([
+          [60_000, false, CAPACITY],
+          [86_400_000, true, 40_000]
+        ])
+        const gauge = Metrics.level.pipe(
+          Metric.tagged("scope", SCOPE),
+          Metric.tagged("dimension", "tokens"),
+          Metric.tagged("window", "1d")
+        )
+        expect(yield* Effect.map(Metric.value(gauge), (state: MetricState.MetricState.Gauge<number>) => state.value))
+          .toBe(40_000)
+        // the day's bucket binds: 40,000 fit, 50,000 wait for its refill
+        expect(Option.isSome(yield* limiter.tryAcquire([SCOPE], { tokens: 40_000 }))).toBe(true)
+        const estimate = yield* limiter.peek([SCOPE], { tokens: 50_000 })
+        expect(Option.getOrThrow(estimate.binding).dimension).toBe("tokens")
+        expect(estimate.waitMillis).toBe(Math.ceil(50_000 / (150_000 / 86_400_000)))
+        // a later per-day report lowers the day's bucket, not the minute's; a per-minute one the minute's
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 150_000, window: "1 day", remaining: 0 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 10_000 })
+        const after = yield* limiter.snapshot
+        expect(after.levels.map((l) => [l.limit.windowMillis, l.level])).toEqual([[60_000, 10_000], [86_400_000, 0]])
+        // the same report again learns nothing more
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 150_000, window: "1 day", remaining: 0 })
+        expect(limiter.limitsOf(SCOPE)).toHaveLength(2)
       })
     ))
 })

@@ -115,7 +115,8 @@ export const syncErrorHeaders = (
 /**
  * What a failure teaches the limiter, so the herd waits instead of each fiber finding out alone:
  * - a transient rate limit with a hint closes the pool's gate on its dimension until then;
- * - a daily limit is learned as a per-day limit (from "Limit L") and gated;
+ * - a daily limit is learned as a per-day bucket of its dimension, beside the per-minute ones (from "Limit L",
+ *   at L − U left, "Used U"), and gated;
  * - `insufficient_quota` closes the organization: every waiting call fails at once, unsent.
  */
 export const feedback = (
@@ -131,12 +132,14 @@ export const feedback = (
           : scopes.poolScope
         const dimension = error.dimension ?? "*"
         if (error.window === "day" && error.limit !== undefined && error.limit > 0) {
+          // learned as a per-day bucket of its own (beside the per-minute ones), at what the server has left
+          // ("Limit L, Used U"; none when the message does not say)
           yield* Effect.ignore(
             limiter.sync(scope, {
               dimension: error.dimension ?? "requests",
               limit: error.limit,
               window: "1 day",
-              remaining: 0
+              remaining: error.used !== undefined ? Math.max(0, error.limit - error.used) : 0
             })
           )
         }
