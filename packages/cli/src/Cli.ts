@@ -268,7 +268,7 @@ const simOptions = {
 const simHandler = (env: Environment) => (options: Command.Command.ParseConfig<typeof simOptions>) =>
   Effect.scoped(
     Effect.gen(function*() {
-      const { SimServer, Simulator } = yield* testing
+      const { SimServer, SimStats, Simulator } = yield* testing
       const scenario = yield* scenarioOf(options.scenario)
       const simulator = yield* Simulator.make(scenario)
       const address = yield* SimServer.serve({ port: options.port, host: options.host }).pipe(
@@ -276,8 +276,11 @@ const simHandler = (env: Environment) => (options: Command.Command.ParseConfig<t
         Effect.mapError((e) => usage(`cannot serve on ${options.host}:${options.port}: ${String(e)}`))
       )
       yield* Console.log(`simulated OpenAI (${scenario.name}) at ${address.url}  (OPENAI_BASE_URL=${address.url})`)
+      yield* Console.log(`stats: GET ${address.url.replace(/\/v1$/, SimServer.STATS_PATH)}`)
       yield* env.stop
-      yield* Console.log("simulator stopped")
+      yield* Console.log(
+        `simulator stopped\n${SimStats.formatSummary(SimStats.summary(yield* simulator.stats, scenario))}`
+      )
     })
   )
 

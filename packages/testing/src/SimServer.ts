@@ -19,6 +19,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Http from "node:http"
+import * as SimStats from "./SimStats.js"
 import * as Simulator from "./Simulator.js"
 
 /**
@@ -85,7 +86,17 @@ const readBody = (request: HttpServerRequest.HttpServerRequest, contentType: str
   })
 
 /**
- * The simulator as an `HttpApp`, for mounting in your own server.
+ * Where the server answers with the run's {@link SimStats.Summary} as JSON (`GET`): requests by status and
+ * code, 429s by kind, the peak rolling rate per limit.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const STATS_PATH = "/_sluice/stats"
+
+/**
+ * The simulator as an `HttpApp`, for mounting in your own server. `GET /_sluice/stats` answers with the run's
+ * summary ({@link STATS_PATH}).
  *
  * @since 0.1.0
  * @category handlers
@@ -99,8 +110,11 @@ export const app: Effect.Effect<
   const request = yield* HttpServerRequest.HttpServerRequest
   const headers: Record<string, string> = {}
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
-  const body = yield* readBody(request, headers["content-type"] ?? "")
   const path = new URL(request.url, "http://sim.local").pathname
+  if (path === STATS_PATH && request.method === "GET") {
+    return yield* HttpServerResponse.json(SimStats.summary(yield* sim.stats, sim.scenario)).pipe(Effect.orDie)
+  }
+  const body = yield* readBody(request, headers["content-type"] ?? "")
   const response = yield* sim.handle({ method: request.method, path, headers, body })
   switch (response._tag) {
     case "Reset": {

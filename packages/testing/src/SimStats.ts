@@ -189,6 +189,15 @@ const limitsOf = (limits: SimConfig.Limits, subWindowMs: number | undefined): Ar
   return out
 }
 
+/** An admission's limits in a scenario: its organization's override, else its pool's, else its model's. */
+const scopeLimits = (
+  scenario: SimConfig.Scenario,
+  organization: string,
+  a: { readonly scope: string; readonly model: string }
+): SimConfig.Limits | undefined =>
+  scenario.organizations[organization]?.limits[a.scope] ?? scenario.pools[a.scope] ??
+    scenario.models[a.scope]?.limits ?? scenario.models[a.model]?.limits
+
 const isScenario = (limits: SimConfig.Limits | SimConfig.Scenario): limits is SimConfig.Scenario =>
   "models" in limits && typeof limits.models === "object"
 
@@ -263,8 +272,7 @@ export const theoreticalMinimum = (
     const sub = limits.enforcement.subWindowMs
     const organization = a.organization ?? limits.organization
     charge(`org ${organization} ${a.scope}`, () => {
-      const own = limits.organizations[organization]?.limits[a.scope] ?? limits.pools[a.scope] ??
-        limits.models[a.scope]?.limits ?? limits.models[a.model]?.limits
+      const own = scopeLimits(limits, organization, a)
       return own === undefined ? [] : limitsOf(own, sub)
     }, a)
     const project = a.project === undefined ? undefined : limits.projects[a.project]?.limits[a.scope]
@@ -275,4 +283,116 @@ export const theoreticalMinimum = (
   let worst = 0
   for (const group of groups.values()) worst = Math.max(worst, Budget.theoreticalMinimum(group.limits, group.charged))
   return worst
+}
+
+/**
+ * A run in a few figures, for a person or a dashboard: requests by status and by error code, the 429s by what
+ * they meant (the limit that refused them: `rpm`, `tpm`, `rpd`, `tpd`, `ipm`, `request_too_large`; or
+ * `insufficient_quota`), and for every limit of every scope that admitted anything, the peak admitted in any
+ * rolling window of the limit's own (a minute, a day) beside the limit.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly requests: number
+  readonly byStatus: Readonly<Record<string, number>>
+  readonly byCode: Readonly<Record<string, number>>
+  readonly rateLimited: { readonly total: number; readonly byKind: Readonly<Record<string, number>> }
+  readonly peaks: ReadonlyArray<{
+    readonly organization: string
+    readonly scope: string
+    /** `rpm`, `tpm`, `rpd`, `tpd` or `ipm`. */
+    readonly limit: string
+    readonly value: number
+    readonly peak: number
+  }>
+  readonly spendUsd: number
+}
+
+const peakLimits: ReadonlyArray<readonly [keyof SimConfig.Limits, Dimension, number]> = [
+  ["rpm", "requests", 60_000],
+  ["tpm", "tokens", 60_000],
+  ["ipm", "images", 60_000],
+  ["rpd", "requests", 86_400_000],
+  ["tpd", "tokens", 86_400_000]
+]
+
+/**
+ * The {@link Summary} of a snapshot, its limits read from the scenario. Peaks need the admissions (not kept under
+ * `stats: "counts"`: then none are given).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const summary = (snapshot: Snapshot, scenario: SimConfig.Scenario): Summary => {
+  let requests = 0
+  for (const n of Object.values(snapshot.byStatus)) requests += n
+  const byKind: Record<string, number> = {}
+  let limited = 0
+  for (const attempt of snapshot.attempts) {
+    if (attempt.status !== 429) continue
+    limited++
+    const kind = attempt.code === "insufficient_quota" ? "insufficient_quota" : attempt.limit ?? "rate_limit"
+    byKind[kind] = (byKind[kind] ?? 0) + 1
+  }
+  if (snapshot.attempts.length === 0) limited = snapshot.byStatus["429"] ?? 0
+  const scopes = new Map<string, { organization: string; scope: string; model: string }>()
+  for (const a of snapshot.admissions) {
+    const organization = a.organization ?? scenario.organization
+    scopes.set(`${organization}\u0000${a.scope}`, { organization, scope: a.scope, model: a.model })
+  }
+  const peaks: Array<Summary["peaks"][number]> = []
+  for (const { model, organization, scope } of scopes.values()) {
+    const limits = scopeLimits(scenario, organization, { scope, model })
+    if (limits === undefined) continue
+    for (const [name, dimension, windowMs] of peakLimits) {
+      const value = limits[name]
+      if (value === undefined) continue
+      const observed = peak(snapshot, {
+        dimension,
+        windowMs,
+        scope,
+        ...(Object.keys(scenario.organizations).length > 0 ? { organization } : {})
+      })
+      peaks.push({ organization, scope, limit: name, value, peak: observed })
+    }
+  }
+  return {
+    requests,
+    byStatus: { ...snapshot.byStatus },
+    byCode: { ...snapshot.byCode },
+    rateLimited: { total: limited, byKind },
+    peaks,
+    spendUsd: snapshot.spendUsd
+  }
+}
+
+/**
+ * A {@link Summary} as lines of text (what `sluice sim` prints when it stops).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const formatSummary = (summary: Summary): string => {
+  const counts = (record: Readonly<Record<string, number>>) =>
+    Object.keys(record).length === 0
+      ? "none"
+      : Object.entries(record).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(", ")
+  const lines = [
+    `requests: ${summary.requests} (by status: ${counts(summary.byStatus)})`,
+    `error codes: ${counts(summary.byCode)}`,
+    `429s: ${summary.rateLimited.total}${
+      summary.rateLimited.total === 0 ? "" : ` (by kind: ${counts(summary.rateLimited.byKind)})`
+    }`
+  ]
+  if (summary.peaks.length > 0) {
+    lines.push("peak rolling rate per limit:")
+    for (const p of summary.peaks) {
+      const share = p.value > 0 ? ` (${((100 * p.peak) / p.value).toFixed(1)}%)` : ""
+      lines.push(`  ${p.organization} ${p.scope} ${p.limit}: ${Math.round(p.peak)} of ${p.value}${share}`)
+    }
+  }
+  lines.push(`spend: $${summary.spendUsd.toFixed(4)}`)
+  return lines.join("\n")
 }
