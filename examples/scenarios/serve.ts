@@ -6,7 +6,8 @@
  * then point a client at the printed base URL, e.g. `new OpenAI({ baseURL: "http://127.0.0.1:4010/v1" })`.
  */
 import { NodeFileSystem, NodeRuntime } from "@effect/platform-node"
-import { SimServer, Simulator } from "@sluice/testing"
+import { Simulator } from "@sluice/testing"
+import { SimServer } from "@sluice/testing/node"
 import { Effect, Layer } from "effect"
 
 const [file = "examples/scenarios/tier1.json", port = "4010"] = process.argv.slice(2)

@@ -2,7 +2,8 @@
 // OpenAI over HTTP (SimServer, started in this test process on a loopback port). These tests use real
 // processes, sockets, signals and wall time, which TestClock cannot drive: they run with `it.live`.
 import { describe, expect, it } from "@effect/vitest"
-import { SimConfig, SimServer, SimStats, Simulator } from "@sluice/testing"
+import { SimConfig, SimStats, Simulator } from "@sluice/testing"
+import { SimServer } from "@sluice/testing/node"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"

@@ -21,10 +21,6 @@ export * as Simulator from "./Simulator.js"
 /**
  * @since 0.1.0
  */
-export * as SimServer from "./SimServer.js"
-/**
- * @since 0.1.0
- */
 export * as SimClock from "./SimClock.js"
 /**
  * @since 0.1.0

@@ -10,7 +10,8 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import OpenAI, { toFile } from "openai"
-import { Scenario, SimConfig, SimServer, Simulator } from "../src/index.js"
+import { Scenario, SimConfig, Simulator } from "../src/index.js"
+import { SimServer } from "../src/node.js"
 
 const attempt = <A>(f: () => Promise<A>) => Effect.either(Effect.tryPromise({ try: f, catch: (e) => e }))
 
