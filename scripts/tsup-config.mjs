@@ -1,5 +1,6 @@
 // The one tsup configuration every package builds with: ESM in dist/esm (.js) and CommonJS in dist/cjs
-// (.cjs), with source maps, for Node 20. Declarations come from tsc (tsconfig.build.json) into dist/dts.
+// (.cjs), with source maps, for Node 20 (shims: import.meta.url in CommonJS). Declarations: tsc
+// (tsconfig.build.json) into dist/dts, then scripts/dual-dts.mjs (dist/esm/*.d.ts and dist/cjs/*.d.cts).
 import { defineConfig } from "tsup"
 
 /** @param {ReadonlyArray<string>} entry the package's entry points */
@@ -9,7 +10,8 @@ export const packageConfig = (entry) =>
     format: ["esm", "cjs"],
     outDir: "dist",
     sourcemap: true,
-    clean: false,
+    clean: true,
+    shims: true,
     splitting: false,
     target: "node20",
     outExtension: ({ format }) => ({ js: format === "cjs" ? ".cjs" : ".js" }),

@@ -17,6 +17,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as NodePath from "node:path"
@@ -55,8 +56,23 @@ export interface Environment {
 
 const usage = (message: string) => new UsageError({ message })
 
+// `--version`: the version in this package's package.json, one directory above src/ (the workspace) or two above
+// dist/esm and dist/cjs (an installed package).
+const packageVersion = (): string => {
+  for (const path of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg: unknown = JSON.parse(NodeFs.readFileSync(new URL(path, import.meta.url), "utf8"))
+      if (Predicate.isRecord(pkg) && pkg.name === "@sluice/cli" && typeof pkg.version === "string") return pkg.version
+    } catch {
+      // not at this level
+    }
+  }
+  return "unknown"
+}
+
 // The simulator is loaded only when used (it is not needed by `run` against a real server or by `plan`).
 const testing = Effect.promise(() => import("@sluice/testing"))
+const testingNode = Effect.promise(() => import("@sluice/testing/node"))
 
 const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError, FileSystem.FileSystem> =>
   Effect.flatMap(testing, ({ Scenario, SimConfig }) => {
@@ -268,7 +284,8 @@ const simOptions = {
 const simHandler = (env: Environment) => (options: Command.Command.ParseConfig<typeof simOptions>) =>
   Effect.scoped(
     Effect.gen(function*() {
-      const { SimServer, SimStats, Simulator } = yield* testing
+      const { SimStats, Simulator } = yield* testing
+      const { SimServer } = yield* testingNode
       const scenario = yield* scenarioOf(options.scenario)
       const simulator = yield* Simulator.make(scenario)
       const address = yield* SimServer.serve({ port: options.port, host: options.host }).pipe(
@@ -404,4 +421,4 @@ export const run = (
   argv: ReadonlyArray<string>,
   env: Environment
 ): Effect.Effect<void, unknown | ValidationError.ValidationError, CliApp.CliApp.Environment> =>
-  Command.run(command(env), { name: "sluice", version: "0.1.0" })(argv)
+  Command.run(command(env), { name: "sluice", version: packageVersion() })(argv)
