@@ -71,11 +71,23 @@ export const findSnippets = (root) => {
 
 /**
  * Writes one module per snippet into `dir` and type-checks them with `tsc` under each resolution.
- * @param {{ root: string, dir: string, tsc: string, compilerOptions?: Record<string, unknown>, modes?: Array<"NodeNext" | "Bundler">, log?: (line: string) => void }} options
+ * `extraFiles` (e.g. a consumer's programs, `.mts` / `.cts`) join the same compilation in the modes they name;
+ * with `emit`, the NodeNext compilation writes JavaScript to `dir/out` (to run those programs).
+ * @param {{ root: string, dir: string, tsc: string, node?: string, compilerOptions?: Record<string, unknown>, modes?: Array<"NodeNext" | "Bundler">, extraFiles?: Array<{ name: string, text: string, modes: Array<"NodeNext" | "Bundler"> }>, emit?: boolean, log?: (line: string) => void }} options
  * @returns {Array<string>} the failures, each `README:line: message`
  */
 export const checkSnippets = (
-  { root, dir, tsc, compilerOptions = {}, modes = ["NodeNext", "Bundler"], log = console.log }
+  {
+    compilerOptions = {},
+    dir,
+    emit = false,
+    extraFiles = [],
+    log = console.log,
+    modes = ["NodeNext", "Bundler"],
+    node = process.execPath,
+    root,
+    tsc
+  }
 ) => {
   const snippets = findSnippets(root)
   NodeFs.rmSync(dir, { recursive: true, force: true })
@@ -95,8 +107,10 @@ export const checkSnippets = (
     NodeFs.writeFileSync(NodePath.join(dir, name), text)
     return { name, index, offset: before.length }
   })
+  for (const extra of extraFiles) NodeFs.writeFileSync(NodePath.join(dir, extra.name), extra.text)
   const failures = []
   for (const mode of modes) {
+    const emitting = emit && mode === "NodeNext"
     const tsconfig = {
       compilerOptions: {
         target: "ES2022",
@@ -104,17 +118,18 @@ export const checkSnippets = (
         module: mode === "NodeNext" ? "NodeNext" : "ESNext",
         moduleResolution: mode,
         strict: true,
-        noEmit: true,
+        noEmit: !emitting,
+        outDir: "out",
         skipLibCheck: true,
         types: ["node"],
         ...compilerOptions
       },
-      files: files.map((f) => f.name)
+      files: [...files.map((f) => f.name), ...extraFiles.filter((e) => e.modes.includes(mode)).map((e) => e.name)]
     }
     NodeFs.writeFileSync(NodePath.join(dir, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
     let output = ""
     try {
-      execFileSync(process.execPath, [tsc, "-p", "tsconfig.json", "--pretty", "false"], { cwd: dir, stdio: "pipe" })
+      execFileSync(node, [tsc, "-p", "tsconfig.json", "--pretty", "false"], { cwd: dir, stdio: "pipe" })
     } catch (error) {
       output = `${error.stdout ?? ""}${error.stderr ?? ""}`
       if (output.trim() === "") output = String(error.message)
