@@ -154,7 +154,8 @@ export const app: Effect.Effect<
  * @example
  * ```ts
  * import * as Effect from "effect/Effect"
- * import { Scenario, SimServer, Simulator } from "@sluice/testing"
+ * import { Scenario, Simulator } from "@sluice/testing"
+ * import { SimServer } from "@sluice/testing/node"
  *
  * const program = Effect.gen(function*() {
  *   const { url } = yield* SimServer.serve({ port: 4010 })
