@@ -16,6 +16,8 @@ import * as Config from "effect/Config"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import type * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
@@ -25,7 +27,7 @@ import * as NodePath from "node:path"
 import { parseMillis } from "./internal/duration.js"
 import { makeExecutor } from "./internal/executor.js"
 import type { Fetch } from "./internal/executor.js"
-import { loadLimits, readJson } from "./internal/limits.js"
+import { loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Plan from "./Plan.js"
 
 /**
@@ -70,6 +72,24 @@ const packageVersion = (): string => {
   }
   return "unknown"
 }
+
+/**
+ * The logger of the `sluice` process: Effect's default format, to stderr (stdout carries only the summary).
+ *
+ * @since 0.1.0
+ * @category commands
+ * @example
+ * ```ts
+ * import { Cli } from "@sluice/cli"
+ * import * as Effect from "effect/Effect"
+ *
+ * Effect.logError("to stderr").pipe(Effect.provide(Cli.logToStderr), Effect.runSync)
+ * ```
+ */
+export const logToStderr: Layer.Layer<never> = Logger.replace(
+  Logger.defaultLogger,
+  Logger.withConsoleError(Logger.stringLogger)
+)
 
 // The simulator is loaded only when used (it is not needed by `run` against a real server or by `plan`).
 const testing = Effect.promise(() => import("@sluice/testing"))
@@ -148,6 +168,11 @@ const runOptions = {
   restart: Options.boolean("restart").pipe(
     Options.withDescription("Start over: truncate the output instead of resuming from it")
   ),
+  retryFailed: Options.boolean("retry-failed").pipe(
+    Options.withDescription(
+      "Resend the lines whose output line is a failure; their old lines move to <output>.retried.jsonl"
+    )
+  ),
   progress: Options.choice("progress", ["auto", "line", "log", "off"]).pipe(
     Options.withDescription("Progress display: live line on a terminal, log lines otherwise (auto)"),
     Options.withDefault("auto")
@@ -171,6 +196,14 @@ const runBody = (env: Environment, options: RunOptions) =>
       return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
     }
     const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
+    if (limits !== undefined && Option.isSome(options.limits)) {
+      for (const model of unknownModels(limits)) {
+        yield* Console.error(
+          `sluice: warning: ${options.limits.value}: models.${model} is not a model sluice knows (no tier preset); ` +
+            `its limits apply only to lines whose body.model is ${JSON.stringify(model)}`
+        )
+      }
+    }
     const routing = Option.isSome(options.routing)
       ? { config: yield* readJson(options.routing.value), path: options.routing.value }
       : undefined
@@ -194,12 +227,20 @@ const runBody = (env: Environment, options: RunOptions) =>
       apiKey = Redacted.make("sk-simulated")
       simulated = { name: scenario.name }
     } else {
-      baseUrl = Option.isSome(options.baseUrl)
-        ? options.baseUrl.value
-        : yield* Config.string("OPENAI_BASE_URL").pipe(Config.withDefault("https://api.openai.com/v1"))
+      baseUrl = yield* checkBaseUrl(
+        Option.isSome(options.baseUrl)
+          ? { text: options.baseUrl.value, from: "--base-url" }
+          : Option.match(yield* Config.option(Config.string("OPENAI_BASE_URL")), {
+            onNone: () => ({ text: "https://api.openai.com/v1", from: "the default" }),
+            onSome: (text) => ({ text, from: "OPENAI_BASE_URL" })
+          })
+      )
       apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
         Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
       )
+      if (Redacted.value(apiKey).trim().length === 0) {
+        return yield* usage(`the API key in ${options.apiKeyEnv} is empty: set it (or pass --api-key-env NAME)`)
+      }
     }
     const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
     const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
@@ -231,6 +272,9 @@ const runBody = (env: Environment, options: RunOptions) =>
     const renderer = mode === "off" ? undefined : yield* Effect.fork(
       BulkRunner.render(progress, { tty: mode === "line", write: env.writeProgress })
     )
+    // Ctrl-C: calls waiting for admission (or for a retry) fail at once, unsent; those on the wire finish
+    yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
+    const retried = options.retryFailed ? defaultRetriedPath(options.output) : undefined
     const realStart = Date.now()
     const summary = yield* BulkRunner.run({
       input: options.input,
@@ -241,7 +285,8 @@ const runBody = (env: Environment, options: RunOptions) =>
       concurrency: options.concurrency,
       stop: env.stop,
       progress,
-      restart: options.restart
+      restart: options.restart,
+      retryFailed: retried
     }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
     yield* Console.log(BulkRunner.formatSummary(summary))
     const routed = yield* executor.routingSummary
@@ -252,8 +297,55 @@ const runBody = (env: Environment, options: RunOptions) =>
       )
     }
     if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
+    if (summary.alreadyFailed > 0) {
+      yield* Console.log(
+        `${summary.alreadyFailed} lines failed in an earlier run (exit 1): --retry-failed resends them`
+      )
+    }
+    if (retried !== undefined && summary.superseded > 0) {
+      yield* Console.log(`the ${summary.superseded} failure lines resent were moved to ${retried}`)
+    }
     env.setExitCode(BulkRunner.exitCode(summary))
   })
+
+/**
+ * Checks a base URL before anything is sent (a key must never go to a URL nobody meant): absolute, `http:` or
+ * `https:`, not empty.
+ *
+ * @since 0.1.0
+ * @category run
+ */
+export const checkBaseUrl = (
+  source: { readonly text: string; readonly from: string }
+): Effect.Effect<string, UsageError> => {
+  const text = source.text.trim()
+  if (text.length === 0) {
+    return Effect.fail(usage(`${source.from} is empty: give the server's URL, e.g. https://api.openai.com/v1`))
+  }
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    return Effect.fail(
+      usage(`${source.from}: ${JSON.stringify(source.text)} is not an absolute URL (e.g. https://api.openai.com/v1)`)
+    )
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return Effect.fail(usage(`${source.from}: ${JSON.stringify(source.text)} must be an http:// or https:// URL`))
+  }
+  return Effect.succeed(text)
+}
+
+/**
+ * `<output>.retried.jsonl` next to the output: where `--retry-failed` keeps the failure lines it resends.
+ *
+ * @since 0.1.0
+ * @category run
+ */
+export const defaultRetriedPath = (output: string): string => {
+  const ext = NodePath.extname(output)
+  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.retried.jsonl`
+}
 
 /**
  * `<output>.errors.jsonl` next to the output (`results.jsonl` → `results.errors.jsonl`).
@@ -422,4 +514,4 @@ export const run = (
   argv: ReadonlyArray<string>,
   env: Environment
 ): Effect.Effect<void, unknown | ValidationError.ValidationError, CliApp.CliApp.Environment> =>
-  Command.run(command(env), { name: "sluice", version: packageVersion() })(argv)
+  Command.run(command(env), { name: "sluice", version: packageVersion() })(argv).pipe(Effect.provide(logToStderr))

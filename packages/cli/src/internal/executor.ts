@@ -16,6 +16,9 @@ import * as Clock from "effect/Clock"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
@@ -51,10 +54,29 @@ export interface ExecutorOptions {
   readonly progress: BulkRunner.Progress
 }
 
+/**
+ * A call given up before it was sent (never written: a rerun sends it): after Ctrl-C, or when the server was
+ * never reached (`Outage`: no connection succeeded, so the lines are not at fault).
+ *
+ * @internal
+ */
+export class Cancelled {
+  readonly _tag = "Cancelled"
+  constructor(readonly kind: "Signal" | "Outage", readonly message: string) {}
+}
+
+/** @internal */
+export type ExecuteError = Routing.RoutedError | Cancelled
+
 /** @internal */
 export interface Executor {
-  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, Routing.RoutedError>
-  readonly describe: (error: Routing.RoutedError) => BulkRunner.Failure
+  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, ExecuteError>
+  readonly describe: (error: ExecuteError) => BulkRunner.Failure
+  /**
+   * Gives up every call not being sent right now (waiting for admission, for a retry, or queued): each fails
+   * with {@link Cancelled} at once, unsent; calls on the wire finish, and are not retried.
+   */
+  readonly cancel: (kind: "Signal", message: string) => Effect.Effect<void>
   /** The limiter the executor admits through (for a final snapshot). */
   readonly limiter: RateLimiter.Service
   /** With `--routing`: the router's summary in words (served, spilled and why, reported). */
@@ -107,6 +129,22 @@ const describeError = (error: Routing.RoutedError): BulkRunner.Failure => {
       }
   }
 }
+
+/** Failures after which a call would be retried: while the run stops, a call that failed one is given up. */
+const transient = new Set(["RateLimited", "Overloaded", "ServerError", "Timeout", "ConnectionError", "Conflict"])
+
+/** How the process, not the line, is at fault: before any answer, these mean the server is not reachable. */
+const unreachable = new Set(["ConnectionError", "Timeout", "CircuitOpen"])
+
+/**
+ * The call a fiber runs for, so that `onEvent` (which runs in that fiber) can tell whether it is on the wire.
+ */
+interface CallState {
+  sending: boolean
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+  cancelled: Cancelled | undefined
+}
+const currentCall = FiberRef.unsafeMake<CallState | undefined>(undefined)
 
 /**
  * The bulk policy: OpenAI's defaults with more patience, since a line that gives up is written as a failure
@@ -213,7 +251,65 @@ export const makeExecutor = (
         yield* progress.setBinding(top)
       })
 
-    const onEvent = (event: OpenAi.CallEvent): Effect.Effect<void> => {
+    // --- cancelling: Ctrl-C, and an outage (no connection to the server ever succeeded) --------------------
+    const calls = new Set<CallState>()
+    let cancelling: Cancelled | undefined
+    let answered = false
+    let unreachableFailures = 0
+    /**
+     * Interrupts a call's fiber from a daemon (it may be this very fiber, in its `onEvent`), unless the call is on
+     * the wire by then: an interrupted request could have reached the server, and a rerun would send it twice.
+     */
+    const interrupt = (state: CallState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const fiber = state.fiber
+        if (state.cancelled !== undefined || fiber === undefined || cancelling === undefined) return Effect.void
+        const reason = cancelling
+        return Effect.asVoid(Effect.forkDaemon(Effect.suspend(() => {
+          if (state.sending || state.cancelled !== undefined) return Effect.void
+          state.cancelled = reason
+          return Fiber.interrupt(fiber)
+        })))
+      })
+    const cancelAll = (reason: Cancelled) =>
+      Effect.suspend(() => {
+        if (cancelling !== undefined) return Effect.void
+        cancelling = reason
+        return Effect.forEach(Array.from(calls).filter((state) => !state.sending), interrupt, { discard: true })
+      })
+    const outage = (error: { readonly _tag: string; readonly message: string }) =>
+      new Cancelled(
+        "Outage",
+        `no connection to ${options.baseUrl} has succeeded (${error._tag}: ${error.message}); ` +
+          `the lines are left to a rerun`
+      )
+
+    /** Tracks the call's state (on the wire or not), whether the server ever answered, and outages. */
+    const track = (event: OpenAi.CallEvent): Effect.Effect<void> =>
+      Effect.flatMap(FiberRef.get(currentCall), (state) =>
+        Effect.suspend(() => {
+          if (event._tag === "Admitted") {
+            if (state !== undefined) state.sending = true
+            return Effect.void
+          }
+          if (state !== undefined) state.sending = false
+          if (event._tag === "Succeeded" || event.error.status !== undefined) {
+            answered = true
+            return Effect.void
+          }
+          const error = event.error
+          // the server never answered, and a retry or five attempts could not reach it: an outage, not the lines'
+          // fault (the circuit breaker holds retries back, so they alone may not come soon)
+          if (!answered && unreachable.has(error._tag) && (event.attempt > 1 || ++unreachableFailures >= 5)) {
+            return cancelAll(outage(error))
+          }
+          return cancelling !== undefined && state !== undefined && transient.has(error._tag)
+            ? interrupt(state)
+            : Effect.void
+        }))
+
+    const onEvent = (event: OpenAi.CallEvent): Effect.Effect<void> => Effect.zipRight(track(event), report(event))
+    const report = (event: OpenAi.CallEvent): Effect.Effect<void> => {
       switch (event._tag) {
         case "Admitted":
           return Effect.all([
@@ -261,10 +357,34 @@ export const makeExecutor = (
       )
     }
 
+    /** Sends a line in its own fiber, which a cancel interrupts unless it is on the wire. */
+    const cancellable = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | Cancelled> =>
+      Effect.suspend(() => {
+        if (cancelling !== undefined) return Effect.fail(cancelling)
+        const state: CallState = { sending: false, fiber: undefined, cancelled: undefined }
+        return Effect.flatMap(Effect.fork(Effect.locally(effect, currentCall, state)), (fiber) => {
+          state.fiber = fiber
+          calls.add(state)
+          return Effect.flatMap(
+            Effect.ensuring(
+              Effect.zipRight(interrupt(state), Fiber.await(fiber)),
+              Effect.sync(() => calls.delete(state))
+            ),
+            (exit): Effect.Effect<A, E | Cancelled> =>
+              state.cancelled !== undefined && Exit.isInterrupted(exit) ? Effect.fail(state.cancelled) : exit
+          )
+        })
+      })
+
     const execute = (request: BulkRunner.Request) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const result = yield* send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs)
+        const result = yield* cancellable(
+          send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs)
+        ).pipe(
+          // a line that gave up on a server that never answered: every other line would too
+          Effect.tapError((error) => !answered && unreachable.has(error._tag) ? cancelAll(outage(error)) : Effect.void)
+        )
         if (result.scopes.length > 0) {
           const usage = (result.body as { usage?: Record<string, unknown> } | null)?.usage
           const total = typeof usage?.total_tokens === "number"
@@ -283,5 +403,24 @@ export const makeExecutor = (
       ? Effect.succeed(undefined)
       : Effect.map(routed.summary, Routing.formatSummary)
 
-    return { execute, describe: describeError, limiter, routingSummary }
+    const describe = (error: ExecuteError): BulkRunner.Failure => {
+      if (error._tag === "Cancelled") {
+        return {
+          kind: error.kind,
+          code: error.kind === "Signal" ? "signal" : "outage",
+          message: error.message,
+          stop: true
+        }
+      }
+      // a line that could not reach a server that never answered is not the line's failure: stop, resumable
+      if (!answered && unreachable.has(error._tag)) {
+        const reason = outage(error)
+        return { kind: reason.kind, code: "outage", message: reason.message, stop: true }
+      }
+      return describeError(error)
+    }
+
+    const cancel = (kind: "Signal", message: string) => cancelAll(new Cancelled(kind, message))
+
+    return { execute, describe, cancel, limiter, routingSummary }
   })

@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import { Tiers } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -44,14 +45,31 @@ export const readJson = (path: string): Effect.Effect<unknown, FileProblem> =>
     catch: (error) => new FileProblem({ path, message: `cannot read ${path}: ${(error as Error).message}` })
   })
 
-/** @internal */
+/**
+ * Reads and decodes a limits file. An unknown field (a typo such as `tmp` for `tpm`, or a key beside `models`)
+ * is an error naming its path: a limit silently ignored would let a run exceed it.
+ *
+ * @internal
+ */
 export const loadLimits = (path: string): Effect.Effect<LimitsFile, FileProblem> =>
-  Effect.flatMap(readJson(path), (json) =>
-    Schema.decodeUnknown(LimitsFile, { errors: "all" })(json).pipe(
-      Effect.mapError((error) =>
-        new FileProblem({
-          path,
-          message: `invalid limits file ${path}:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`
-        })
+  Effect.flatMap(
+    readJson(path),
+    (json) =>
+      Schema.decodeUnknown(LimitsFile, { errors: "all", onExcessProperty: "error" })(json).pipe(
+        Effect.mapError((error) =>
+          new FileProblem({
+            path,
+            message: `invalid limits file ${path}:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`
+          })
+        )
       )
-    ))
+  )
+
+/**
+ * The models of a limits file with no tier preset: likely typos (a warning, not an error, since a deployment may
+ * serve a model this version does not know). Their limits apply only to lines naming exactly that model.
+ *
+ * @internal
+ */
+export const unknownModels = (limits: LimitsFile): ReadonlyArray<string> =>
+  Object.keys(limits.models).filter((model) => Tiers.limits(1, model) === undefined)

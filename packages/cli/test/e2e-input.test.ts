@@ -1,0 +1,365 @@
+// Careless and hostile input through the real `sluice` process (node packages/cli/bin/sluice.mjs): path
+// collisions, the output lock, reruns over failed lines, base URL checks, Ctrl-C, --concurrency and small input
+// defects. Real processes, files, signals and sockets, which TestClock cannot drive: these tests use `it.live`.
+import { describe, expect, it } from "@effect/vitest"
+import { Cli } from "@sluice/cli"
+import { SimConfig, SimServer, Simulator } from "@sluice/testing"
+import type * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+import { fileURLToPath } from "node:url"
+import { writeChatInput } from "./helpers.js"
+
+const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
+const KEY = "sk-e2e-input-0123456789"
+const S = ["--simulate", "tier1", "--progress", "off"]
+
+const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-input-"))
+
+const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const child = spawn(process.execPath, [bin, "run", ...args], {
+    env: { ...process.env, SLUICE_INPUT_KEY: KEY, ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let out = ""
+  let err = ""
+  child.stdout!.on("data", (d) => (out += d))
+  child.stderr!.on("data", (d) => (err += d))
+  const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+    child.on("exit", (code) => resolve({ code, out, err }))
+  )
+  return { child, done, lines: () => out }
+}
+const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => start(args, env).done
+
+const lineCount = (path: string) => {
+  try {
+    return NodeFs.readFileSync(path, "utf8").split("\n").length - 1
+  } catch {
+    return 0
+  }
+}
+const outputLines = (path: string): Array<any> =>
+  NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
+
+// real time on purpose: the child is a separate OS process, polled at wall-clock moments
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const waitFor = async (what: () => boolean, child: ChildProcess) => {
+  while (!what() && child.exitCode === null) await sleep(20)
+}
+
+const chat = (dir: string, name: string, n: number, content: (i: number) => string = (i) => `request ${i}`) => {
+  const path = NodePath.join(dir, name)
+  writeChatInput(path, n, content)
+  return path
+}
+
+/** The HTTP simulator on a free loopback port. */
+const startSim = () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const simulator = yield* Simulator.make(SimConfig.make({
+      name: "e2e-input",
+      seed: 3,
+      apiKeys: [KEY],
+      models: {
+        "gpt-4o-mini": { limits: { rpm: 60_000, tpm: 20_000_000 }, contextWindow: 128_000 },
+        "gpt-4o": { limits: { rpm: 60_000, tpm: 5_000_000 }, contextWindow: 128_000 }
+      },
+      latency: { request: { _tag: "uniform", min: 0, max: 5 }, perOutputTokenMs: 0 },
+      output: { fixedTokens: 4 }
+    }))
+    const address = yield* SimServer.serve({ port: 0 }).pipe(
+      Effect.provideService(Simulator.Simulator, simulator),
+      Scope.extend(scope)
+    )
+    return { url: address.url, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+  }))
+
+describe("sluice run: careless and hostile input (real process)", () => {
+  // live: real processes and files
+  it.live(
+    "path collisions are refused with exit 2 before any file is written; a non-JSONL output too",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 3)
+        const original = NodeFs.readFileSync(input, "utf8")
+        const refused = async (args: ReadonlyArray<string>, expected: RegExp) => {
+          const before = Object.fromEntries(
+            NodeFs.readdirSync(dir).map((n) => [n, NodeFs.readFileSync(NodePath.join(dir, n), "utf8")])
+          )
+          const run = await sluice([...args, ...S])
+          expect(run.code, run.err).toBe(2)
+          expect(run.err).toMatch(expected)
+          expect(run.err).not.toMatch(/\n\s+at /) // a message, not a stack trace
+          const after = Object.fromEntries(
+            NodeFs.readdirSync(dir).map((n) => [n, NodeFs.readFileSync(NodePath.join(dir, n), "utf8")])
+          )
+          expect(after).toEqual(before)
+        }
+        const p = (name: string) => NodePath.join(dir, name)
+        // --errors equal to --input
+        await refused(["--input", input, "--output", p("o.jsonl"), "--errors", input], /errors file .* is the input/)
+        // the default errors path of x.jsonl is x.errors.jsonl: the input
+        NodeFs.copyFileSync(input, p("x.errors.jsonl"))
+        await refused(["--input", p("x.errors.jsonl"), "--output", p("x.jsonl")], /errors file .* is the input/)
+        // --restart with input = output, and input = output without it; through a symbolic link too
+        await refused(["--input", input, "--output", input, "--restart"], /output .* is the input/)
+        NodeFs.symlinkSync(input, p("link.jsonl"))
+        await refused(["--input", input, "--output", p("link.jsonl")], /output .* is the input .*both lead to/)
+        // --errors equal to --output would wipe the earlier results
+        const done = await sluice(["--input", input, "--output", p("results.jsonl"), ...S])
+        expect(done.code).toBe(0)
+        await refused(["--input", input, "--output", p("results.jsonl"), "--errors", p("results.jsonl")], /errors file/)
+        expect(lineCount(p("results.jsonl"))).toBe(3)
+        // an output that is not JSONL (a notes file without a final newline) keeps every byte
+        NodeFs.writeFileSync(p("notes.txt"), "my notes\nno final newline")
+        await refused(["--input", input, "--output", p("notes.txt")], /notes\.txt:1 is not a Batch API output line/)
+        expect(NodeFs.readFileSync(input, "utf8")).toBe(original)
+      }),
+    240_000
+  )
+
+  // live: two real concurrent processes
+  it.live(
+    "the output lock: a second run on the same output is refused (exit 2) while the first runs; no double spend",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 3000)
+        const output = NodePath.join(dir, "out.jsonl")
+        const args = ["--input", input, "--output", output, "--simulate", "tier5", "--progress", "off"]
+        const first = start(args)
+        await waitFor(() => lineCount(output) > 0, first.child)
+        const second = await sluice(args)
+        expect(second.code).toBe(2)
+        expect(second.err).toContain(`another sluice run (pid ${first.child.pid}`)
+        expect(second.err).toContain(`${output}.lock`)
+        const r1 = await first.done
+        expect(r1.code).toBe(0)
+        const ids = outputLines(output).map((l) => l.custom_id)
+        expect(ids.length).toBe(3000)
+        expect(new Set(ids).size).toBe(3000)
+        expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
+        // a stale lock (its process is gone, this host) is taken over
+        NodeFs.writeFileSync(
+          `${output}.lock`,
+          JSON.stringify({ pid: 2 ** 22 + 4321, host: NodeOs.hostname(), started: "2026-01-01T00:00:00Z", token: "x" })
+        )
+        const third = await sluice(args)
+        expect(third.code).toBe(0)
+        expect(third.out).toContain("already done 3000")
+      }),
+    240_000
+  )
+
+  // live: real processes
+  it.live(
+    "a rerun over failed lines exits 1; --retry-failed resends only those, one line per custom_id",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 6, (i) => `request ${i}${i % 3 === 1 ? " [sim:content-policy]" : ""}`)
+        const output = NodePath.join(dir, "out.jsonl")
+        const first = await sluice(["--input", input, "--output", output, ...S])
+        expect(first.code).toBe(1)
+        const rerun = await sluice(["--input", input, "--output", output, ...S])
+        expect(rerun.code).toBe(1)
+        expect(rerun.out).toContain("already done 6 (2 of them failed)")
+        expect(rerun.out).toContain("--retry-failed resends them")
+        const retry = await sluice(["--input", input, "--output", output, "--retry-failed", ...S])
+        expect(retry.code).toBe(1) // they fail again: the content is the same
+        expect(retry.out).toContain("already done 4; succeeded 0; failed 2")
+        const lines = outputLines(output)
+        expect(lines.map((l) => l.custom_id).sort()).toEqual(["id-0", "id-1", "id-2", "id-3", "id-4", "id-5"])
+        expect(outputLines(NodePath.join(dir, "out.retried.jsonl")).map((l) => l.custom_id).sort()).toEqual([
+          "id-1",
+          "id-4"
+        ])
+      }),
+    240_000
+  )
+
+  // live: real processes and a real socket that refuses connections
+  it.live(
+    "base URL: checked at startup (exit 2); an unreachable server is an outage (exit 3), lines resumable",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 40)
+        const output = NodePath.join(dir, "out.jsonl")
+        const real = ["--input", input, "--output", output, "--api-key-env", "SLUICE_INPUT_KEY", "--progress", "off"]
+        for (const url of ["not a url", "", "ftp://example.com/v1"]) {
+          const run = await sluice([...real, "--base-url", url])
+          expect(run.code, url).toBe(2)
+          expect(run.err).toContain("--base-url")
+          expect(NodeFs.existsSync(output)).toBe(false)
+        }
+        const empty = await sluice([...real, "--base-url", "http://127.0.0.1:1/v1"], { SLUICE_INPUT_KEY: "" })
+        expect(empty.code).toBe(2)
+        expect(empty.err).toContain("SLUICE_INPUT_KEY is empty")
+        expect(empty.err).not.toMatch(/\n\s+at /)
+
+        // port 1 on loopback: nothing listens
+        const down = await sluice([...real, "--base-url", "http://127.0.0.1:1/v1"])
+        expect(down.code).toBe(3)
+        expect(down.out).toContain("stopped by: Outage")
+        expect(lineCount(output)).toBe(0)
+        const sim = await startSim()
+        try {
+          const up = await sluice([...real, "--base-url", sim.url])
+          expect(up.code).toBe(0)
+          expect(lineCount(output)).toBe(40)
+        } finally {
+          await sim.close()
+        }
+      }),
+    240_000
+  )
+
+  // live: a real SIGINT at a wall-clock moment
+  it.live(
+    "Ctrl-C: calls waiting for admission fail at once, unsent; only those in flight finish",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 3000)
+        const output = NodePath.join(dir, "out.jsonl")
+        const run = start(["--input", input, "--output", output, ...S])
+        await waitFor(() => lineCount(output) >= 30, run.child)
+        const atSignal = lineCount(output)
+        run.child.kill("SIGINT")
+        const r = await run.done
+        expect(r.code).toBe(3)
+        expect(r.out).toContain("stopped by: signal")
+        // 256 calls were waiting for admission (tier 1 paces them); before, every one of them was sent
+        expect(lineCount(output) - atSignal).toBeLessThan(40)
+        const resume = await sluice([
+          "--input",
+          input,
+          "--output",
+          output,
+          "--concurrency",
+          "4",
+          "--simulate",
+          "tier5",
+          "--progress",
+          "off"
+        ])
+        expect(resume.code).toBe(0)
+        expect(new Set(outputLines(output).map((l) => l.custom_id)).size).toBe(3000)
+      }),
+    240_000
+  )
+
+  // live: a real process under a small heap
+  it.live("--concurrency 1000000 on a 3-line file runs in a 96 MB heap", () =>
+    Effect.promise(async () => {
+      const dir = tmp()
+      const input = chat(dir, "in.jsonl", 3)
+      const output = NodePath.join(dir, "out.jsonl")
+      const run = await sluice(["--input", input, "--output", output, "--concurrency", "1000000", ...S], {
+        NODE_OPTIONS: "--max-old-space-size=96"
+      })
+      expect(run.code, run.err).toBe(0)
+      expect(lineCount(output)).toBe(3)
+    }), 240_000)
+
+  // live: real processes
+  it.live(
+    "small defects: BOM, stream: true, invalid UTF-8, \\f and U+00A0 lines, limits-file typos",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const line = (id: string, extra: Record<string, unknown> = {}) =>
+          JSON.stringify({
+            custom_id: id,
+            method: "POST",
+            url: "/v1/chat/completions",
+            body: { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 5, ...extra }
+          })
+        const input = NodePath.join(dir, "in.jsonl")
+        NodeFs.writeFileSync(
+          input,
+          Buffer.concat([
+            Buffer.from([0xef, 0xbb, 0xbf]),
+            Buffer.from(`${line("a")}\n${line("s", { stream: true })}\n\f\n\u00a0\n`),
+            Buffer.from(`{"custom_id":"x`),
+            Buffer.from([0xff]),
+            Buffer.from(
+              `y","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[]}}\n`
+            )
+          ])
+        )
+        const output = NodePath.join(dir, "out.jsonl")
+        const run = await sluice(["--input", input, "--output", output, ...S])
+        expect(run.code).toBe(1)
+        expect(outputLines(output).map((l) => l.custom_id)).toEqual(["a"])
+        expect(run.out).toContain("lines: 5; already done 0; succeeded 1; failed 0; invalid 4")
+        expect(run.out).toContain("not done 0")
+        expect(run.err).toMatch(/in\.jsonl:2: invalid-line \(s\): body\.stream true is not supported/)
+        expect(run.err).toMatch(/in\.jsonl:3: malformed-json/)
+        expect(run.err).toMatch(/in\.jsonl:4: malformed-json/)
+        expect(run.err).toMatch(/in\.jsonl:5: invalid-line .*not valid UTF-8/)
+
+        const limits = NodePath.join(dir, "limits.json")
+        NodeFs.writeFileSync(limits, JSON.stringify({ models: { "gpt-4o-mini": { rpm: 500, tmp: 10 } } }))
+        const typo = await sluice([
+          "--input",
+          input,
+          "--output",
+          NodePath.join(dir, "o2.jsonl"),
+          "--limits",
+          limits,
+          ...S
+        ])
+        expect(typo.code).toBe(2)
+        expect(typo.err).toContain(limits)
+        expect(typo.err).toContain(`["tmp"]`)
+        NodeFs.writeFileSync(limits, JSON.stringify({ models: { "gpt-4o-mni": { rpm: 500 } } }))
+        const unknown = await sluice([
+          "--input",
+          input,
+          "--output",
+          NodePath.join(dir, "o3.jsonl"),
+          "--limits",
+          limits,
+          ...S
+        ])
+        expect(unknown.code).toBe(1)
+        expect(unknown.err).toContain(`${limits}: models.gpt-4o-mni is not a model sluice knows`)
+      }),
+    240_000
+  )
+})
+
+describe("sluice logging", () => {
+  it.effect("logs (an executor defect's, for one) go to stderr, never into the summary on stdout", () =>
+    Effect.gen(function*() {
+      const out: Array<string> = []
+      const err: Array<string> = []
+      const base = yield* Effect.console
+      const console: Console.Console = {
+        ...base,
+        log: (...args: ReadonlyArray<any>) => Effect.sync(() => out.push(args.join(" "))),
+        error: (...args: ReadonlyArray<any>) => Effect.sync(() => err.push(args.join(" "))),
+        unsafe: {
+          ...base.unsafe,
+          log: (...args: ReadonlyArray<any>) => out.push(args.join(" ")),
+          error: (...args: ReadonlyArray<any>) => err.push(args.join(" "))
+        }
+      } as Console.Console
+      yield* Effect.logError("bulk executor defect; stopping").pipe(
+        Effect.provide(Cli.logToStderr),
+        Effect.withConsole(console)
+      )
+      expect(out).toEqual([])
+      expect(err.join("\n")).toContain("bulk executor defect; stopping")
+    }))
+})
