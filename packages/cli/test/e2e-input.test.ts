@@ -3,7 +3,8 @@
 // defects. Real processes, files, signals and sockets, which TestClock cannot drive: these tests use `it.live`.
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
-import { SimConfig, SimServer, Simulator } from "@sluice/testing"
+import { SimConfig, Simulator } from "@sluice/testing"
+import { SimServer } from "@sluice/testing/node"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
