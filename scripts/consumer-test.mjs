@@ -354,6 +354,35 @@ for (const leg of legs) {
     )
   }
 
+  if (leg.name === "node20") {
+    step(`${leg.name}: sluice run --redis without @sluice/redis installed (an optional peer): a clear message`)
+    const redisDir = NodePath.join(dir, "node_modules", "@sluice", "redis")
+    const aside = NodePath.join(dir, "redis-aside")
+    NodeFs.renameSync(redisDir, aside)
+    const noRedis = await run("npx", [
+      "--no-install",
+      "sluice",
+      "run",
+      "--input",
+      "requests.jsonl",
+      "--output",
+      "results-redis.jsonl",
+      "--simulate",
+      "tier1",
+      "--redis",
+      "redis://127.0.0.1:9"
+    ], { cwd: dir, env })
+    NodeFs.renameSync(aside, redisDir)
+    console.log(noRedis.stderr.trim().split("\n").slice(-1)[0])
+    if (noRedis.status !== 2 || !noRedis.stderr.includes("npm install @sluice/redis")) {
+      fail(
+        leg.name,
+        `sluice run --redis without @sluice/redis: exit ${noRedis.status}, expected 2 and an install hint`,
+        noRedis.stderr
+      )
+    }
+  }
+
   step(`${leg.name}: start-up, ${startupRuns} runs of sluice --version`)
   const bin = NodePath.join(dir, "node_modules", ".bin", "sluice")
   const times = []

@@ -95,6 +95,18 @@ export const logToStderr: Layer.Layer<never> = Logger.replace(
 const testing = Effect.promise(() => import("@sluice/testing"))
 const testingNode = Effect.promise(() => import("@sluice/testing/node"))
 
+// `--redis`: @sluice/redis (and ioredis) is an optional peer dependency, loaded only when asked for.
+const redisStore = (url: string) =>
+  Effect.tryPromise({
+    try: () => import("@sluice/redis"),
+    catch: (cause) =>
+      usage(
+        `--redis needs the @sluice/redis package (npm install @sluice/redis): ${
+          cause instanceof Error ? cause.message : String(cause)
+        }`
+      )
+  }).pipe(Effect.map(({ RedisLimiterStore }) => RedisLimiterStore.layer({ url: Redacted.make(url) })))
+
 const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError, FileSystem.FileSystem> =>
   Effect.flatMap(testing, ({ Scenario, SimConfig }) => {
     switch (name) {
@@ -153,6 +165,12 @@ const runOptions = {
   ),
   deadline: Options.text("deadline").pipe(
     Options.withDescription("Per-request admission deadline (e.g. 30s, 5m, 1h30m)"),
+    Options.optional
+  ),
+  redis: Options.text("redis").pipe(
+    Options.withDescription(
+      "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
+    ),
     Options.optional
   ),
   simulate: Options.text("simulate").pipe(
@@ -245,8 +263,10 @@ const runBody = (env: Environment, options: RunOptions) =>
     const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
     const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
 
+    const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
     const progress = yield* BulkRunner.makeProgress
     const executor = yield* makeExecutor({
+      store,
       baseUrl,
       apiKey,
       organization: Option.getOrUndefined(organizationId),

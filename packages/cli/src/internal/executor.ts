@@ -52,6 +52,8 @@ export interface ExecutorOptions {
   readonly fetch: Fetch | undefined
   /** Progress hooks to feed (waits, 429s, retries, binding budget, tokens). */
   readonly progress: BulkRunner.Progress
+  /** Where the budgets live: `LimiterStore.layerMemory` (this process) unless given (`--redis`: shared). */
+  readonly store?: Layer.Layer<LimiterStore.LimiterStore, Error> | undefined
 }
 
 /**
@@ -165,13 +167,13 @@ const windowName = (limit: Budget.Limit): string => {
 }
 
 /**
- * Builds the executor for `sluice run`, with its own limiter (memory store) and `OpenAi` service.
+ * Builds the executor for `sluice run`, with its own limiter (memory store, or the one given) and `OpenAi` service.
  *
  * @internal
  */
 export const makeExecutor = (
   options: ExecutorOptions
-): Effect.Effect<Executor, Routing.RoutingConfigError | ConfigError.ConfigError, Scope.Scope> =>
+): Effect.Effect<Executor, Routing.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
   Effect.gen(function*() {
     const organization = options.organization ?? "default"
     const progress = options.progress
@@ -202,7 +204,9 @@ export const makeExecutor = (
     const budgets = routingOptions === undefined
       ? OpenAi.budgetsFor(serviceOptions)
       : Routing.budgetsFor(routingOptions)
-    const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(LimiterStore.layerMemory))
+    // built in the executor's scope: a Redis store's connection lives as long as the run
+    const store = yield* Layer.build(options.store ?? LimiterStore.layerMemory)
+    const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(store))
 
     // Charged totals per scope and dimension in this run, for the theoretical minimum.
     const charged = new Map<string, Map<string, number>>()
