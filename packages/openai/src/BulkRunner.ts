@@ -4,6 +4,9 @@
  * that the limiter, not the runner, is the bottleneck), and appends one Batch API output line per
  * `custom_id`. Rerunning with the same output file resumes: every `custom_id` already there is skipped
  * and a torn last line is repaired first, so across crashes every `custom_id` ends in exactly one line.
+ * Before anything is opened for writing, the input, output and errors paths must be distinct files (by real
+ * path and by device and inode), the output must be an output file, and the run takes the output's lock
+ * (`<output>.lock`), so two runs never send the same lines.
  *
  * @since 0.1.0
  */
@@ -504,9 +507,10 @@ export const invalidResponse = (message: string, statusCode: number): Failure =>
 })
 
 /**
- * Runs a bulk file. Fails only when a file cannot be opened, read or written (`BulkFileError`); every other
- * problem is recorded in the output (typed executor failures), reported with its line number (bad input
- * lines) or ends the run early with `outcome: "stopped"` (a `stop` failure, the `stop` signal, an executor
+ * Runs a bulk file. Fails only when it must not start (`BulkPathError`: two paths name one file, the output is
+ * locked by another run or is not an output file) or a file cannot be opened, read or written
+ * (`BulkFileError`); every other problem is recorded in the output (typed executor failures), reported with its
+ * line number (bad input lines) or ends the run early with `outcome: "stopped"` (a `stop` failure, the `stop` signal, an executor
  * defect). Interrupting the fiber abandons in-flight requests without writing them: a rerun retries them.
  *
  * @since 0.1.0
