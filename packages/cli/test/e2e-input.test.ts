@@ -3,18 +3,14 @@
 // defects. Real processes, files, signals and sockets, which TestClock cannot drive: these tests use `it.live`.
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
-import { SimConfig, Simulator } from "@sluice/testing"
-import { SimServer } from "@sluice/testing/node"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
-import { writeChatInput } from "./helpers.js"
+import { startSim, writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
 const KEY = "sk-e2e-input-0123456789"
@@ -59,28 +55,6 @@ const chat = (dir: string, name: string, n: number, content: (i: number) => stri
   writeChatInput(path, n, content)
   return path
 }
-
-/** The HTTP simulator on a free loopback port. */
-const startSim = () =>
-  Effect.runPromise(Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const simulator = yield* Simulator.make(SimConfig.make({
-      name: "e2e-input",
-      seed: 3,
-      apiKeys: [KEY],
-      models: {
-        "gpt-4o-mini": { limits: { rpm: 60_000, tpm: 20_000_000 }, contextWindow: 128_000 },
-        "gpt-4o": { limits: { rpm: 60_000, tpm: 5_000_000 }, contextWindow: 128_000 }
-      },
-      latency: { request: { _tag: "uniform", min: 0, max: 5 }, perOutputTokenMs: 0 },
-      output: { fixedTokens: 4 }
-    }))
-    const address = yield* SimServer.serve({ port: 0 }).pipe(
-      Effect.provideService(Simulator.Simulator, simulator),
-      Scope.extend(scope)
-    )
-    return { url: address.url, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
-  }))
 
 describe("sluice run: careless and hostile input (real process)", () => {
   // live: real processes and files
@@ -212,7 +186,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
         expect(down.code).toBe(3)
         expect(down.out).toContain("stopped by: Outage")
         expect(lineCount(output)).toBe(0)
-        const sim = await startSim()
+        const sim = await startSim(KEY)
         try {
           const up = await sluice([...real, "--base-url", sim.url])
           expect(up.code).toBe(0)

@@ -2,54 +2,21 @@
 // OpenAI over HTTP (SimServer, started in this test process on a loopback port). These tests use real
 // processes, sockets, signals and wall time, which TestClock cannot drive: they run with `it.live`.
 import { describe, expect, it } from "@effect/vitest"
-import { SimConfig, SimStats, Simulator } from "@sluice/testing"
-import { SimServer } from "@sluice/testing/node"
+import type { SimConfig } from "@sluice/testing"
+import { SimStats } from "@sluice/testing"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
-import { writeChatInput } from "./helpers.js"
+import { startSim as startSimWith, writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
 const KEY = "sk-e2e-test-0123456789"
 
-interface Sim {
-  readonly url: string
-  readonly stats: () => Promise<SimStats.Snapshot>
-  readonly close: () => Promise<void>
-}
-
 /** The HTTP simulator on a free loopback port, with real time. */
-const startSim = (input: Partial<SimConfig.ScenarioInput>): Promise<Sim> =>
-  Effect.runPromise(Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const simulator = yield* Simulator.make(SimConfig.make({
-      name: "e2e",
-      seed: 11,
-      apiKeys: [KEY],
-      models: {
-        "gpt-4o-mini": { limits: { rpm: 60_000, tpm: 20_000_000 }, contextWindow: 128_000 },
-        "gpt-4o": { limits: { rpm: 60_000, tpm: 5_000_000 }, contextWindow: 128_000 },
-        "text-embedding-3-small": { kind: "embedding", limits: { rpm: 60_000, tpm: 50_000_000 } }
-      },
-      latency: { request: { _tag: "uniform", min: 0, max: 20 }, perOutputTokenMs: 0 },
-      output: { fixedTokens: 4 },
-      ...input
-    }))
-    const address = yield* SimServer.serve({ port: 0 }).pipe(
-      Effect.provideService(Simulator.Simulator, simulator),
-      Scope.extend(scope)
-    )
-    return {
-      url: address.url,
-      stats: () => Effect.runPromise(simulator.stats),
-      close: () => Effect.runPromise(Scope.close(scope, Exit.void))
-    }
-  }))
+const startSim = (input: Partial<SimConfig.ScenarioInput>) => startSimWith(KEY, input)
 
 const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-e2e-"))
 

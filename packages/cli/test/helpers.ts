@@ -1,5 +1,45 @@
 // Shared by the CLI's process tests.
+import { SimConfig, type SimStats, Simulator } from "@sluice/testing"
+import { SimServer } from "@sluice/testing/node"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as NodeFs from "node:fs"
+
+/** A running HTTP simulator. */
+export interface Sim {
+  readonly url: string
+  readonly stats: () => Promise<SimStats.Snapshot>
+  readonly close: () => Promise<void>
+}
+
+/** The HTTP simulator on a free loopback port, with real time, accepting `key`. */
+export const startSim = (key: string, input: Partial<SimConfig.ScenarioInput> = {}): Promise<Sim> =>
+  Effect.runPromise(Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const simulator = yield* Simulator.make(SimConfig.make({
+      name: "e2e",
+      seed: 11,
+      apiKeys: [key],
+      models: {
+        "gpt-4o-mini": { limits: { rpm: 60_000, tpm: 20_000_000 }, contextWindow: 128_000 },
+        "gpt-4o": { limits: { rpm: 60_000, tpm: 5_000_000 }, contextWindow: 128_000 },
+        "text-embedding-3-small": { kind: "embedding", limits: { rpm: 60_000, tpm: 50_000_000 } }
+      },
+      latency: { request: { _tag: "uniform", min: 0, max: 20 }, perOutputTokenMs: 0 },
+      output: { fixedTokens: 4 },
+      ...input
+    }))
+    const address = yield* SimServer.serve({ port: 0 }).pipe(
+      Effect.provideService(Simulator.Simulator, simulator),
+      Scope.extend(scope)
+    )
+    return {
+      url: address.url,
+      stats: () => Effect.runPromise(simulator.stats),
+      close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+  }))
 
 /**
  * Writes `n` Batch-API chat lines (`custom_id` `id-<i>`, models alternating gpt-4o-mini / gpt-4o), the body's

@@ -195,25 +195,19 @@ describe("BulkRunner guards", () => {
           Effect.sync(() => calls.push(r.customId)),
           failing.has(r.customId) ? Effect.fail("boom") : ok(r)
         )
-      const first = yield* BulkRunner.run({ input, output, execute, describe: describe_, ...silent })
+      const options = { input, output, execute, describe: describe_, ...silent }
+      const first = yield* BulkRunner.run(options)
       expect(BulkRunner.exitCode(first)).toBe(1)
 
       calls.length = 0
-      const rerun = yield* BulkRunner.run({ input, output, execute, describe: describe_, ...silent })
+      const rerun = yield* BulkRunner.run(options)
       expect(calls).toEqual([])
       expect(rerun).toMatchObject({ outcome: "completed-with-failures", alreadyDone: 4, alreadyFailed: 2 })
       expect(BulkRunner.exitCode(rerun)).toBe(1)
       expect(BulkRunner.formatSummary(rerun)).toContain("already done 4 (2 of them failed)")
 
       failing.delete("b") // b now succeeds, d still fails
-      const retry = yield* BulkRunner.run({
-        input,
-        output,
-        execute,
-        describe: describe_,
-        retryFailed: retried,
-        ...silent
-      })
+      const retry = yield* BulkRunner.run({ ...options, retryFailed: retried })
       expect(calls.sort()).toEqual(["b", "d"])
       expect(retry).toMatchObject({ superseded: 2, alreadyDone: 2, alreadyFailed: 0, succeeded: 1, failed: 1 })
       expect(BulkRunner.exitCode(retry)).toBe(1)
@@ -223,14 +217,7 @@ describe("BulkRunner guards", () => {
       expect(readOutput(retried).map((l) => l.custom_id).sort()).toEqual(["b", "d"]) // the old failures, kept
 
       failing.clear()
-      const last = yield* BulkRunner.run({
-        input,
-        output,
-        execute,
-        describe: describe_,
-        retryFailed: retried,
-        ...silent
-      })
+      const last = yield* BulkRunner.run({ ...options, retryFailed: retried })
       expect(BulkRunner.exitCode(last)).toBe(0)
       expect(readOutput(output).filter((l) => l.error !== null)).toEqual([])
       expect(readOutput(retried).map((l) => l.custom_id).sort()).toEqual(["b", "d", "d"])
