@@ -222,7 +222,7 @@ export interface Observation {
   /**
    * What the server says is left. Without `since`, or when the bucket is tighter than the server's limit,
    * the local level is lowered to it, never raised. With `since`, on a bucket whose limit is the server's
-   * own (`limit` equal to the bucket's amount, same window), in a store that this limiter alone charges
+   * own (`limit` equal to the bucket's amount, same window, no burst), in a store that this limiter alone charges
    * (the memory store), unless `adopt` is `false` or the answered call was part of a burst (more than 64
    * calls sent in the 250 ms before it), the level follows the replayed report both ways: the server has
    * already trued up the calls that reached it earlier (sent at least 50 ms before the answered one), so
@@ -237,6 +237,16 @@ export interface Observation {
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */
   readonly window?: Duration.DurationInput | undefined
+  /**
+   * The capacity the server really enforces on this limit, when smaller than its amount: a burst learned
+   * from what the server did (a limit enforced over a shorter period than announced). A learned limit takes
+   * it, and keeps it when later reports give none; a configured limit is left as configured. A cost above
+   * a learned burst (within the amount) waits, as at such a server, for the bucket to be full and takes it
+   * into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
+   *
+   * @since 0.1.0
+   */
+  readonly burst?: number | undefined
   /**
    * The permit of the request whose response carried this report. The server counted what it had
    * received when it answered, not the requests this limiter admitted after this one and that were still
@@ -785,6 +795,13 @@ export const make = (
         const raw = cost[resolved.limit.dimension]
         if (raw === undefined || !(raw > 0)) continue
         if (raw > resolved.spec.capacity) {
+          // a learned burst is a server's (a limit enforced over a shorter period than announced): like it, a
+          // cost above the burst but within the amount waits for the bucket to be full, then takes it into debt
+          if (resolved.learned && raw <= resolved.limit.amount) {
+            debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
+            debits.push({ bucket: resolved.spec, amount: raw - resolved.spec.capacity })
+            continue
+          }
           return new CostExceedsCapacity({
             scope: resolved.spec.scope,
             dimension: resolved.limit.dimension,
@@ -1334,13 +1351,25 @@ export const make = (
           ? 60_000
           : Duration.toMillis(Duration.decode(observation.window))
         let matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        /** The burst to learn with `amount`: the report's (at most the amount), else `kept`. */
+        const burstFor = (amount: number, kept: number | undefined): number | undefined => {
+          const burst = observation.burst !== undefined && observation.burst > 0 && Number.isFinite(observation.burst)
+            ? observation.burst
+            : kept
+          return burst === undefined || burst >= amount ? undefined : burst
+        }
         // Learned per dimension and window: a per-day limit the server reports (a daily 429) is a bucket of
         // its own beside the per-minute ones, not a figure folded into them.
         if (
           !matching.some((resolved) => resolved.spec.windowMillis === windowMillis) &&
           observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)
         ) {
-          const limit = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
+          const limit = Budget.Limit.of(
+            observation.dimension,
+            observation.limit,
+            Duration.millis(windowMillis),
+            burstFor(observation.limit, undefined)
+          )
           const list = learned.get(scope) ?? []
           list.push(limit)
           learned.set(scope, list)
@@ -1349,21 +1378,41 @@ export const make = (
           limitsVersion++
           signal()
           matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
-        } else if (observation.limit !== undefined && observation.limit > 0) {
-          // A learned limit follows what the server says it is now.
+        } else if (
+          (observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)) ||
+          observation.burst !== undefined
+        ) {
+          // A learned limit follows what the server says it is now (its learned burst kept unless a new one comes).
           const list = learned.get(scope)
           const index = list?.findIndex((limit) =>
             limit.dimension === observation.dimension && limit.windowMillis === windowMillis
           ) ?? -1
-          if (list !== undefined && index >= 0 && list[index].amount !== observation.limit) {
-            list[index] = Budget.Limit.of(observation.dimension, observation.limit, Duration.millis(windowMillis))
+          const current = list !== undefined && index >= 0 ? list[index] : undefined
+          const amount = observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)
+            ? observation.limit
+            : current?.amount
+          const burst = amount === undefined ? undefined : burstFor(amount, current?.burst)
+          if (
+            list !== undefined && current !== undefined && amount !== undefined &&
+            (current.amount !== amount || current.burst !== burst)
+          ) {
+            const grown = list[index] = Budget.Limit.of(
+              observation.dimension,
+              amount,
+              Duration.millis(windowMillis),
+              burst
+            )
             resolvedCache.delete(scope)
             planCache.clear()
             limitsVersion++
-            signal()
             matching = resolve(scope).filter((resolved) =>
               resolved.limit.dimension === observation.dimension
             )
+            // a bucket that grows gains what it grew by (a limit raised: that much more room now)
+            if (grown.capacity > current.capacity) {
+              yield* store.adjust([{ bucket: specOf(scope, grown), amount: current.capacity - grown.capacity }])
+            }
+            signal()
           }
         }
         if (observation.remaining === undefined || !Number.isFinite(observation.remaining)) return
@@ -1401,6 +1450,8 @@ export const make = (
           // a second time (`Ledger.absorbed`).
           const cut = store.track !== undefined && observation.adopt !== false &&
               observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis &&
+              // a bucket with a burst is tighter than the limit the report is about: it only lowers
+              target.limit.burst === undefined &&
               ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
             : undefined

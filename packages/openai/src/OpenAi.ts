@@ -39,6 +39,7 @@ import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/res
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
 import * as Adapt from "./internal/adapt.js"
 import * as Endpoints from "./internal/endpoint.js"
+import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
@@ -203,6 +204,13 @@ export declare namespace OpenAi {
     >
     /** The scopes a call on `model` is charged against. */
     readonly scopesFor: (model: string, tenant?: string) => ReadonlyArray<string>
+    /**
+     * What the service has learned that the server enforces but does not announce (see {@link Learned}):
+     * burst capacities below the announced limits, and limits found without headers.
+     *
+     * @since 0.1.0
+     */
+    readonly learned: Effect.Effect<ReadonlyArray<Learned>>
   }
 }
 
@@ -241,6 +249,39 @@ export type CallEvent =
   }
 
 /**
+ * Something the service learned of a pool that the server does not announce: a `burst` (the server
+ * enforces the announced per-minute limit over a shorter period: its bucket holds only `amount`), or a
+ * `limit` per minute found without rate-limit headers (from a 429's message, or by backing off when the
+ * message names none). `after` counts the pool's 429s on that dimension until then. The learned limits and
+ * bursts are also in the limiter (`snapshot`, `limitsOf`) and the `sluice_openai_learned` gauge.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Learned {
+  readonly scope: string
+  readonly dimension: "requests" | "tokens"
+  readonly kind: "burst" | "limit"
+  readonly amount: number
+  readonly after: number
+}
+
+/**
+ * One line per thing learned, for summaries.
+ *
+ * @since 0.1.0
+ * @category models
+ * @example
+ * ```ts
+ * import { OpenAi } from "@sluice/openai"
+ *
+ * OpenAi.describeLearned([{ scope: "org:acme/pool:gpt-4o-mini", dimension: "tokens", kind: "burst", amount: 10_000, after: 3 }])
+ * // ["tokens burst 10,000 on org:acme/pool:gpt-4o-mini after 3 429s"]
+ * ```
+ */
+export const describeLearned = (learned: ReadonlyArray<Learned>): ReadonlyArray<string> => Learn.describe(learned)
+
+/**
  * @since 0.1.0
  * @category tags
  */
@@ -274,6 +315,9 @@ interface Metered<A> {
   readonly usage: (data: A) => Budget.Cost | undefined
 }
 
+/** How long calls wait for a pool's first answer before they probe its limits without it. */
+const PROBE_PATIENCE = Duration.seconds(1)
+
 /**
  * Builds the service over an SDK client. The limiter comes from context when one is there (so several
  * services, or other code, can share budgets); otherwise give budgets in the options.
@@ -306,6 +350,8 @@ export const make = (
     }
     const org = `org:${options.organization ?? "default"}`
     const settleUsage = options.settleUsage !== false
+    /** What the server enforces but does not announce, learned on the pools whose limits are learned. */
+    const learner = Learn.make(limiter)
     /**
      * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP
      * answer has taught the pool its limits, during which calls go one at a time.
@@ -333,21 +379,24 @@ export const make = (
      * taught nothing (a server or proxy that sends no `x-ratelimit-*`), the pool gets the cautious
      * starting limits, which later headers can still correct.
      */
-    const learned = (poolScope: string) =>
+    const learned = (poolScope: string, impatient = false) =>
       Effect.suspend(() => {
         const state = adaptivePools.get(poolScope)
         if (state === undefined || !state.probing || adaptive === undefined) return Effect.void
         state.probing = false
-        if (limiter.limitsOf(poolScope).length > 0) return Effect.void
-        return Effect.ignore(Effect.forEach(
-          unknownDimensions(poolScope),
-          (dimension) =>
-            limiter.sync(poolScope, {
-              dimension,
-              limit: dimension === "requests" ? adaptive.requestsPerMinute : adaptive.tokensPerMinute
-            }),
-          { discard: true }
-        ))
+        if (limiter.limitsOf(poolScope).length > 0) return impatient ? Effect.void : learner.taught(poolScope)
+        return Effect.zipRight(
+          Effect.ignore(Effect.forEach(
+            unknownDimensions(poolScope),
+            (dimension) =>
+              limiter.sync(poolScope, {
+                dimension,
+                limit: dimension === "requests" ? adaptive.requestsPerMinute : adaptive.tokensPerMinute
+              }),
+            { discard: true }
+          )),
+          learner.blind(poolScope)
+        )
       })
 
     /**
@@ -360,11 +409,19 @@ export const make = (
       Effect.suspend(() => {
         const state = adaptivePools.get(poolScope)
         if (state === undefined || !state.probing) return effect
-        return Effect.flatMap(
-          state.probe.withPermits(1)(
-            Effect.suspend(() => state.probing ? Effect.asSome(Effect.exit(effect)) : Effect.succeedNone)
-          ),
-          (exit) => Option.isSome(exit) ? exit.value : effect
+        // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
+        // pool's limits from the cautious ones (see `Learn`)
+        const turn = Effect.raceFirst(
+          Effect.as(state.probe.take(1), true),
+          Effect.as(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), learned(poolScope, true)), false)
+        )
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(restore(turn), (mine) =>
+            !mine
+              ? restore(effect)
+              : state.probing
+              ? Effect.ensuring(restore(effect), state.probe.release(1))
+              : Effect.zipRight(state.probe.release(1), restore(effect)))
         )
       })
 
@@ -424,6 +481,7 @@ export const make = (
             yield* Effect.ignore(
               Adapt.syncHeaders(limiter, poolScope, response.headers, { permit, sentAt: sent, adopt: settleUsage })
             )
+            learner.heard(poolScope, response.headers)
             yield* learned(poolScope)
             yield* emit({
               _tag: "Succeeded",
@@ -448,6 +506,7 @@ export const make = (
             if (error.status !== undefined) yield* learned(poolScope)
             yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
             retries.last = error._tag
+            if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error)
             yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
           }
           return yield* outcome
@@ -459,6 +518,7 @@ export const make = (
       const governedAttempt = Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           const asked = yield* Clock.currentTimeMillis
+          yield* learner.fit(poolScope, cost)
           const permit = yield* restore(Effect.mapError(
             limiter.acquire(scopes, cost, acquireOptions),
             (error) => Adapt.fromAdmission(error, metered.model)
@@ -549,6 +609,7 @@ export const make = (
           seed,
           probed,
           learned,
+          learner,
           guard: (effect) => breakers === undefined ? effect : breakers.withBreaker(params.model, effect),
           emit,
           classify: classifyNow,
@@ -660,7 +721,8 @@ export const make = (
       embeddings: { create: embeddingsCreate },
       images: { generate: imagesGenerate },
       request,
-      scopesFor: (model, tenant) => scopesFor(options, poolOf(model), tenant)
+      scopesFor: (model, tenant) => scopesFor(options, poolOf(model), tenant),
+      learned: Effect.sync(() => learner.learned())
     } satisfies OpenAi.Service
   })
 

@@ -14,6 +14,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { CallEvent } from "../OpenAi.js"
 import * as Errors from "../OpenAiError.js"
+import type * as Learn from "./learn.js"
 
 /** @internal */
 export type OpenAiError = Errors.OpenAiError
@@ -266,6 +267,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
   readonly seed: (poolScope: string) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   readonly probed: <A, E, R>(poolScope: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly learned: (poolScope: string) => Effect.Effect<void>
+  readonly learner?: Learn.Learner | undefined
   readonly guard: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitBreaker.CircuitOpen, R>
   readonly emit: (event: CallEvent) => Effect.Effect<void>
   readonly classify: (error: unknown, model: string) => Effect.Effect<Errors.OpenAiError>
@@ -284,6 +286,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
       poolScope,
       Effect.gen(function*() {
         const asked = yield* Clock.currentTimeMillis
+        if (args.learner !== undefined) yield* args.learner.fit(poolScope, cost)
         const progress: Progress = { output: 0, used: undefined }
         // However the stream ends (completed, failed, interrupted, abandoned), its scope settles the
         // permit to what was used: the usage chunk's figures, else the prompt and the output seen.
@@ -323,6 +326,9 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
                 yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent, adopt: false }))
                 if (error.status !== undefined) yield* args.learned(poolScope)
                 yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
+                if (error._tag === "RateLimited" && args.learner !== undefined) {
+                  yield* args.learner.rateLimited(poolScope, error)
+                }
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
                 yield* args.emit({ _tag: "Failed", model, attempt, error, latencyMillis })
                 return yield* Effect.fail(error)
@@ -334,6 +340,7 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
         yield* Effect.ignore(
           syncHeaders(limiter, poolScope, result.response.headers, { permit, sentAt: sent, adopt: false })
         )
+        args.learner?.heard(poolScope, result.response.headers)
         yield* args.learned(poolScope)
         return { permit, data: result.data, attempt, sent, controller, progress }
       })

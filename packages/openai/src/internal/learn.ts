@@ -1,0 +1,286 @@
+/**
+ * Learning what the server enforces but does not announce, on a pool whose limits are learned (not
+ * configured):
+ *
+ * - **Burst capacity** (a limit enforced over a shorter period than announced: 60,000 TPM taken as 1,000
+ *   a second): a 429 arrives while the announced bucket had room for the call (its message's `Used` plus
+ *   `Requested` is within `Limit`). The bucket that refused holds `Requested − hint × rate` (the "try again
+ *   in" hint at the limit's refill rate) and has lost at most what the announced bucket lost (`Used`), so
+ *   its capacity is at most their sum: that upper bound (the least seen) becomes the learned limit's burst.
+ *   One such 429 usually teaches it exactly. A call larger than the burst waits, as at the server, for the
+ *   bucket to be full and takes it into debt (see `RateLimiter`: a learned burst).
+ *   Until a pool has seen a 429, the herd that follows its first answer is let out over a short ramp (the
+ *   first 1/64 of its learned limits at once, the amount doubling every 25 ms, all of it after 150 ms)
+ *   rather than in one instant: a 429 comes back at once, so a bucket smaller than announced is found by
+ *   the first calls that overflow it, not by the whole herd.
+ * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
+ *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
+ *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
+ *   limit that grows gains the room it grew by), until the server pushes back. The 429's message names the
+ *   limit ("Limit 600, Used 598"): the pool takes it and what is left, and that dimension stops probing. A
+ *   429 that names no limit halves the probe and holds it there.
+ *
+ * What is learned is in the limiter (the learned limits and their bursts show in `snapshot`), in the
+ * `sluice_openai_learned` gauge, and in {@link Learner.describe}.
+ *
+ * @internal
+ */
+import type { Budget, RateLimiter } from "@sluice/core"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type * as Errors from "../OpenAiError.js"
+
+/**
+ * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
+ * once and doubles every 25 ms (all of it after 150 ms); the blind one (no headers) starts from the cautious
+ * limits and doubles every 400 ms until a 429 stops it.
+ */
+const FIRST_START = 1 / 64
+const FIRST_DOUBLING_MILLIS = 25
+const BLIND_DOUBLING_MILLIS = 400
+/** After a 429 that names no limit: the probe's cut. */
+const BACKOFF = 0.5
+
+type Dimension = "requests" | "tokens"
+
+/** The per-minute learned limits' gauge: `kind` is `limit` or `burst`. */
+const learnedGauge = Metric.gauge("sluice_openai_learned", {
+  description: "What the OpenAi service learned of a pool's limits that the server does not announce"
+})
+
+/** What the learner found out about one pool and dimension. */
+export interface Learned {
+  readonly scope: string
+  readonly dimension: Dimension
+  /** `burst`: a capacity below the announced limit; `limit`: a limit found without headers. */
+  readonly kind: "burst" | "limit"
+  readonly amount: number
+  /** The 429s it took (the pool's 429s on this dimension until it was learned). */
+  readonly after: number
+}
+
+/**
+ * Lets a pool's calls out over time: by `t` ms after `startedAt`, at most `start × 2^(t / doubling)` of a
+ * dimension in all (what each call asked for, in the order they came). A dimension leaves the ramp on its
+ * first 429; the ramp ends when none is left (or, for the first-contact ramp, once it has reached the limits).
+ */
+interface Ramp {
+  readonly startedAt: number
+  readonly doublingMillis: number
+  /** Per dimension still ramped: the amount let out at once. */
+  readonly start: Map<Dimension, number>
+  readonly given: Map<Dimension, number>
+  /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
+  readonly endsAt: number | undefined
+}
+
+interface PoolState {
+  ramp: Ramp | undefined
+  /** The pool's answers carry no `x-ratelimit-*` headers: its limits are probes until a 429 names them. */
+  blind: boolean
+  /** 429s seen per dimension. */
+  readonly rejections: Map<Dimension, number>
+  readonly learned: Map<string, Learned>
+}
+
+/** @internal */
+export interface Learner {
+  /** Before admission: the call's turn on the pool's ramp (a probe grows ahead of it). */
+  readonly fit: (poolScope: string, cost: Budget.Cost) => Effect.Effect<void>
+  /** A pool's first answer taught its limits (headers): the herd goes out over the first-contact ramp. */
+  readonly taught: (poolScope: string) => Effect.Effect<void>
+  /** A pool's first answer had no rate-limit headers: its (cautious) learned limits are probes. */
+  readonly blind: (poolScope: string) => Effect.Effect<void>
+  /** An answer with `x-ratelimit-*` headers came: the pool's limits are announced, its probes stop. */
+  readonly heard: (poolScope: string, headers: Headers) => void
+  /** What a 429 teaches (after its headers are synced and its gate closed). */
+  readonly rateLimited: (poolScope: string, error: Errors.RateLimited) => Effect.Effect<void>
+  /** Everything learned so far. */
+  readonly learned: () => ReadonlyArray<Learned>
+}
+
+/** One line per thing learned: `tokens burst 10,000 on org:acme/pool:gpt-4o-mini after 3 429s`. */
+export const describe = (learned: ReadonlyArray<Learned>): ReadonlyArray<string> =>
+  learned.map((entry) =>
+    `${entry.dimension} ${entry.kind === "burst" ? "burst" : "limit"} ${
+      Math.round(entry.amount).toLocaleString("en-US")
+    }${entry.kind === "limit" ? "/min" : ""} on ${entry.scope} after ${entry.after} 429${entry.after === 1 ? "" : "s"}`
+  )
+
+/** @internal */
+export const make = (limiter: RateLimiter.Service): Learner => {
+  const pools = new Map<string, PoolState>()
+  const stateOf = (poolScope: string): PoolState => {
+    let state = pools.get(poolScope)
+    if (state === undefined) {
+      state = { ramp: undefined, blind: false, rejections: new Map(), learned: new Map() }
+      pools.set(poolScope, state)
+    }
+    return state
+  }
+
+  /** The pool's per-minute buckets (with their learned flags), by dimension. */
+  const levelsOf = (poolScope: string) =>
+    Effect.map(Effect.orElseSucceed(limiter.peek([poolScope], {}), () => undefined), (estimate) => {
+      const out = new Map<Dimension, RateLimiter.LevelInfo>()
+      for (const level of estimate?.levels ?? []) {
+        const dimension = level.dimension
+        if (
+          level.scope === poolScope && level.limit.windowMillis === 60_000 &&
+          (dimension === "requests" || dimension === "tokens")
+        ) out.set(dimension, level)
+      }
+      return out
+    })
+
+  const record = (poolScope: string, state: PoolState, entry: Omit<Learned, "scope" | "after">) =>
+    Effect.suspend(() => {
+      const learned: Learned = { ...entry, scope: poolScope, after: state.rejections.get(entry.dimension) ?? 0 }
+      state.learned.set(`${entry.dimension}:${entry.kind}`, learned)
+      return learnedGauge.pipe(
+        Metric.tagged("scope", poolScope),
+        Metric.tagged("dimension", entry.dimension),
+        Metric.tagged("kind", entry.kind),
+        Metric.set(entry.amount)
+      )
+    })
+
+  /** What the ramp lets out of `dimension` by `at`. */
+  const allowance = (ramp: Ramp, dimension: Dimension, at: number) =>
+    (ramp.start.get(dimension) ?? 0) * 2 ** (Math.max(0, at - ramp.startedAt) / ramp.doublingMillis)
+
+  const fit: Learner["fit"] = (poolScope, cost) =>
+    Effect.suspend(() => {
+      const state = pools.get(poolScope)
+      const ramp = state?.ramp
+      if (state === undefined || ramp === undefined) return Effect.void
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if ((ramp.endsAt !== undefined && now >= ramp.endsAt) || ramp.start.size === 0) {
+          state.ramp = undefined
+          return Effect.void
+        }
+        // the call's turn: when the ramp has let out what came before it and itself
+        let due = now
+        for (const [dimension, start] of ramp.start) {
+          const amount = cost[dimension]
+          if (amount === undefined || !(amount > 0)) continue
+          const given = (ramp.given.get(dimension) ?? 0) + amount
+          ramp.given.set(dimension, given)
+          if (given > start) due = Math.max(due, ramp.startedAt + ramp.doublingMillis * Math.log2(given / start))
+        }
+        if (!state.blind) return due > now ? Effect.sleep(Duration.millis(Math.ceil(due - now))) : Effect.void
+        // a probe grows ahead of the ramp, so that the limiter lets the call out when the ramp does (a limit
+        // that grows gains the room it grew by)
+        const grow = Effect.forEach(ramp.start.keys(), (dimension) => {
+          const limit = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
+          const wanted = Math.max(allowance(ramp, dimension, due), cost[dimension] ?? 0)
+          return limit === undefined || limit.amount >= wanted
+            ? Effect.void
+            : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(wanted * 1.25) }))
+        }, { discard: true })
+        return due > now ? Effect.zipRight(Effect.sleep(Duration.millis(Math.ceil(due - now))), grow) : grow
+      })
+    })
+
+  const taught: Learner["taught"] = (poolScope) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.map(levelsOf(poolScope), (levels) => {
+        const state = stateOf(poolScope)
+        if (state.ramp !== undefined) return
+        // the limits the first answer taught (a configured one is the user's figure: no ramp on it)
+        const start = new Map<Dimension, number>()
+        for (const [dimension, level] of levels) {
+          if (level.learned) start.set(dimension, level.limit.capacity * FIRST_START)
+        }
+        if (start.size === 0) return
+        state.ramp = {
+          startedAt: now,
+          doublingMillis: FIRST_DOUBLING_MILLIS,
+          start,
+          given: new Map(),
+          endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
+        }
+      }))
+
+  const blind: Learner["blind"] = (poolScope) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.map(levelsOf(poolScope), (levels) => {
+        const state = stateOf(poolScope)
+        state.blind = true
+        const start = new Map<Dimension, number>()
+        for (const [dimension, level] of levels) if (level.learned) start.set(dimension, level.limit.capacity)
+        state.ramp = {
+          startedAt: now,
+          doublingMillis: BLIND_DOUBLING_MILLIS,
+          start,
+          given: new Map(),
+          endsAt: undefined
+        }
+      }))
+
+  const heard: Learner["heard"] = (poolScope, headers) => {
+    const state = pools.get(poolScope)
+    if (state === undefined || !state.blind) return
+    if (!headers.has("x-ratelimit-limit-requests") && !headers.has("x-ratelimit-limit-tokens")) return
+    state.blind = false
+    state.ramp = undefined
+  }
+
+  const rateLimited: Learner["rateLimited"] = (poolScope, error) =>
+    Effect.gen(function*() {
+      const dimension = error.dimension
+      if (dimension !== "requests" && dimension !== "tokens") return
+      if (error.window !== undefined && error.window !== "minute") return
+      const state = stateOf(poolScope)
+      state.rejections.set(dimension, (state.rejections.get(dimension) ?? 0) + 1)
+      const ramp = state.ramp
+      const ramped = ramp !== undefined && ramp.start.has(dimension)
+      if (ramp !== undefined) {
+        if (ramp.endsAt !== undefined) state.ramp = undefined // the first-contact ramp: the server has spoken
+        else ramp.start.delete(dimension)
+      }
+      const level = (yield* levelsOf(poolScope)).get(dimension)
+      if (level === undefined || !level.learned) return // configured (or none): the user's figures stand
+      const used = error.used
+      const requested = error.requested
+      const announced = error.limit
+      if (state.blind && ramped) {
+        if (announced !== undefined && announced > 0) {
+          // the server named its limit: take it, and what it says is left
+          yield* Effect.ignore(limiter.sync(poolScope, {
+            dimension,
+            limit: announced,
+            remaining: used === undefined ? undefined : Math.max(0, announced - used)
+          }))
+          yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
+        } else {
+          const cut = Math.max(1, Math.floor(level.limit.amount * BACKOFF))
+          yield* Effect.ignore(limiter.sync(poolScope, { dimension, limit: cut, remaining: 0 }))
+          yield* record(poolScope, state, { dimension, kind: "limit", amount: cut })
+        }
+      }
+      // burst: the announced bucket had room, yet the call was refused
+      const limit = announced ?? level.limit.amount
+      if (used === undefined || requested === undefined || !(limit > 0) || used + requested > limit) return
+      const ratePerMs = limit / 60_000
+      const hint = error.retryAfter === undefined ? 0 : Duration.toMillis(error.retryAfter)
+      const left = Math.max(0, requested - hint * ratePerMs)
+      const bound = Math.max(1, Math.floor(left + used))
+      if (bound >= limit) return
+      const current = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
+      const burst = Math.min(bound, current?.burst ?? Number.POSITIVE_INFINITY)
+      yield* Effect.ignore(limiter.sync(poolScope, { dimension, burst, remaining: left }))
+      yield* record(poolScope, state, { dimension, kind: "burst", amount: burst })
+    })
+
+  return {
+    fit,
+    taught,
+    blind,
+    heard,
+    rateLimited,
+    learned: () => [...pools.values()].flatMap((state) => [...state.learned.values()])
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * A faster `drive` for the long virtual-time runs of the learning tests. The driven effect runs on a
+ * scheduler that only ever yields through microtasks (Effect's default one falls back to a `setTimeout`
+ * after 2,048 ticks in a row), and nothing else in the run schedules a timer (the simulator's `fetch`
+ * answers through promises; `timeSlice: false`), so one `setImmediate` turn lets every piece of work in
+ * flight run until it waits again: the TestClock moves once three such turns change nothing. A timer turn
+ * (a millisecond or more, far longer on a loaded machine) is never needed.
+ */
+import { Chunk, Clock, Effect, Fiber, Random, Scheduler, TestClock } from "effect"
+
+const immediate = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+const microtasksOnly = new Scheduler.MixedScheduler(Number.MAX_SAFE_INTEGER)
+
+const fingerprint = Effect.map(
+  TestClock.sleeps(),
+  (sleeps) => `${Chunk.size(sleeps)}:${Chunk.reduce(sleeps, 0, (a, b) => a + b)}`
+)
+
+/** Settles: the pending sleeps unchanged over three immediate turns. */
+const settle = Effect.gen(function*() {
+  let last = yield* fingerprint
+  let stable = 0
+  while (stable < 3) {
+    yield* immediate
+    const now = yield* fingerprint
+    if (now === last) stable++
+    else {
+      stable = 0
+      last = now
+    }
+  }
+})
+
+/** Runs `effect` while virtual time advances to each next pending sleep; returns its exit and end time. */
+export const fastDrive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
+  Effect.gen(function*() {
+    let endedAt = 0
+    const fiber = yield* Effect.fork(
+      Effect.ensuring(effect, Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (endedAt = now))))
+        .pipe(Effect.withRandom(Random.make("sluice-tests")), Effect.withScheduler(microtasksOnly))
+    )
+    let done = false
+    fiber.addObserver(() => {
+      done = true
+    })
+    while (!done) {
+      yield* settle
+      if (done) break
+      const now = yield* Clock.currentTimeMillis
+      const sleeps = yield* TestClock.sleeps()
+      const next = Chunk.isEmpty(sleeps)
+        ? now + maxStepMillis
+        : Chunk.reduce(sleeps, Number.POSITIVE_INFINITY, (a, b) => Math.min(a, b))
+      yield* TestClock.setTime(Math.max(now, next))
+    }
+    return { exit: yield* Fiber.await(fiber), endedAt }
+  })
