@@ -422,6 +422,8 @@ const REPORT_SKEW_MILLIS = 50
  */
 const BURST_CALLS = 64
 const BURST_WINDOW_MILLIS = 250
+/** A cost above a learned burst is charged in at most this many parts (each within the burst). */
+const MAX_DEBT_PARTS = 64
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 const REPLAY_LIMIT = 2_048
 
@@ -797,9 +799,12 @@ export const make = (
         if (raw > resolved.spec.capacity) {
           // a learned burst is a server's (a limit enforced over a shorter period than announced): like it, a
           // cost above the burst but within the amount waits for the bucket to be full, then takes it into debt
-          if (resolved.learned && raw <= resolved.limit.amount) {
+          // (charged in parts of at most the capacity, each of which fits a full bucket)
+          const parts = Math.ceil(raw / resolved.spec.capacity)
+          if (resolved.learned && raw <= resolved.limit.amount && parts <= MAX_DEBT_PARTS) {
             debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
-            debits.push({ bucket: resolved.spec, amount: raw - resolved.spec.capacity })
+            const rest = (raw - resolved.spec.capacity) / (parts - 1)
+            for (let part = 1; part < parts; part++) debits.push({ bucket: resolved.spec, amount: rest })
             continue
           }
           return new CostExceedsCapacity({

@@ -1,0 +1,83 @@
+/**
+ * Learned limits that the server enforces but does not announce (`Observation.burst`): a learned limit
+ * takes a burst below its amount and keeps it across later reports; a cost above a learned burst waits for
+ * a full bucket and takes it into debt, as such a server does; a learned bucket that grows gains the room it
+ * grew by. A configured limit is left as configured.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+import { Clock, Effect, FastCheck as fc, TestClock } from "effect"
+
+const SCOPE = "org:a/pool:m"
+
+const run = <A, E>(budgets: ReadonlyArray<Budget.Budget>, f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
+  Effect.scoped(Effect.flatMap(RateLimiter.make({ budgets }), f)).pipe(
+    Effect.provide(LimiterStore.layerMemory),
+    Effect.orDie
+  )
+
+const levelOf = (limiter: RateLimiter.Service) =>
+  Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels.find((l) => l.dimension === "tokens")!)
+
+describe("RateLimiter: learned bursts", () => {
+  it.effect("a learned limit takes a burst and keeps it when later reports give none", () =>
+    run([], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", burst: 5_000 })
+        expect((yield* levelOf(limiter)).level).toBe(5_000)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, remaining: 59_000 })
+        const info = yield* levelOf(limiter)
+        expect([info.limit.amount, info.limit.burst, info.learned]).toEqual([60_000, 5_000, true])
+        // a burst at or above the amount is none
+        yield* limiter.sync(SCOPE, { dimension: "tokens", burst: 70_000 })
+        expect((yield* levelOf(limiter)).limit.burst).toBeUndefined()
+      })))
+
+  it.effect("a configured limit is left as configured", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000)])], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst: 5_000 })
+        const info = yield* levelOf(limiter)
+        expect([info.limit.burst, info.learned, info.level]).toEqual([undefined, false, 60_000])
+        // and a cost above a configured burst still never fits
+        const exit = yield* Effect.exit(
+          run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000, 5_000)])], (other) =>
+            other.acquire([SCOPE], { tokens: 6_000 }))
+        )
+        expect(exit._tag).toBe("Failure")
+      })))
+
+  it.effect.prop(
+    "a cost above a learned burst (within the amount) waits for a full bucket, then takes it into debt",
+    { burst: fc.integer({ min: 100, max: 5_000 }), over: fc.double({ min: 1.01, max: 5, noNaN: true }) },
+    ({ burst, over }) =>
+      run([], (limiter) =>
+        Effect.gen(function*() {
+          yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst })
+          const cost = Math.min(60_000, Math.ceil(burst * over))
+          yield* limiter.acquire([SCOPE], { tokens: Math.ceil(burst / 2) })
+          const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
+          // the bucket refills 1 token a ms: full again after ceil(burst / 2) ms, not after `cost`
+          yield* TestClock.adjust(Math.ceil(burst / 2) + 1)
+          const exit = yield* fiber.await
+          expect(exit._tag).toBe("Success")
+          if (exit._tag !== "Success") return
+          // admitted as soon as the bucket was full again, and into debt by what it exceeds the burst by
+          expect(exit.value.admittedAt).toBe(Math.ceil(burst / 2))
+          const now = yield* Clock.currentTimeMillis
+          expect((yield* levelOf(limiter)).level).toBeCloseTo(burst - cost + (now - exit.value.admittedAt), 6)
+        })),
+    { fastCheck: { numRuns: 20 } }
+  )
+
+  it.effect("a learned bucket that grows gains the room it grew by", () =>
+    run([], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 1_000 })
+        yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        expect((yield* levelOf(limiter)).level).toBe(0)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 3_000 })
+        expect((yield* levelOf(limiter)).level).toBe(2_000)
+      })))
+})
