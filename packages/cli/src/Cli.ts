@@ -309,6 +309,8 @@ const runBody = (env: Environment, options: RunOptions) =>
       retryFailed: retried
     }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
     yield* Console.log(BulkRunner.formatSummary(summary))
+    const learned = yield* executor.learned
+    if (learned.length > 0) yield* Console.log(`learned: ${learned.join("; ")}`)
     const routed = yield* executor.routingSummary
     if (routed !== undefined) yield* Console.log(`routing: ${routed.split("\n").join("\n  ")}`)
     if (options.speed !== 1) {

@@ -28,7 +28,7 @@ const minimumOf = (
     (sum(stats.admissions.map((a) => a.requests)) - limits.rpm * burstShare) / (limits.rpm / 60_000)
   )
 
-// Long virtual-time runs through the real SDK: a minute or two of real time on a loaded machine.
+// Long virtual-time runs through the real SDK: one to several minutes of real time on a loaded machine.
 describe("OpenAi: learning what the server does not announce", () => {
   it.effect(
     "item 2: 250 calls against sub-minute enforcement (5 s buckets): learns the burst",
@@ -71,7 +71,7 @@ describe("OpenAi: learning what the server does not announce", () => {
           enforcement: { subWindowMs: 5_000 },
           latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 }
         })))),
-    300_000
+    900_000
   )
 
   it.effect(
@@ -113,6 +113,6 @@ describe("OpenAi: learning what the server does not announce", () => {
           enforcement: { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false },
           latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 }
         })))),
-    300_000
+    900_000
   )
 })

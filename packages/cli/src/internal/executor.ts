@@ -83,6 +83,8 @@ export interface Executor {
   readonly limiter: RateLimiter.Service
   /** With `--routing`: the router's summary in words (served, spilled and why, reported). */
   readonly routingSummary: Effect.Effect<string | undefined>
+  /** What the service learned that the server does not announce (one line each; none through a router). */
+  readonly learned: Effect.Effect<ReadonlyArray<string>>
 }
 
 /**
@@ -426,5 +428,9 @@ export const makeExecutor = (
 
     const cancel = (kind: "Signal", message: string) => cancelAll(new Cancelled(kind, message))
 
-    return { execute, describe, cancel, limiter, routingSummary }
+    const learned = openai === undefined
+      ? Effect.succeed([])
+      : Effect.map(openai.learned, OpenAi.describeLearned)
+
+    return { execute, describe, cancel, limiter, routingSummary, learned }
   })
