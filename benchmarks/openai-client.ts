@@ -20,7 +20,24 @@ import OpenAI from "openai"
 import type { OnResult } from "./openai-peers.js"
 import { bareSdk, cookbook, cookbookEstimate } from "./openai-peers.js"
 import type { BenchRequest, ClientReport, Meter } from "./openai-workload.js"
-import { isChat, LIMITS, makeMeter, MODEL, readBatchFile, workload } from "./openai-workload.js"
+import {
+  activeShape,
+  arrival,
+  isChat,
+  LIMITS as DEFAULT_LIMITS,
+  makeMeter,
+  MODEL,
+  readBatchFile,
+  shapeWorkload,
+  workload
+} from "./openai-workload.js"
+
+/** `SLUICE_BENCH_SHAPE`: one of the named shapes (`pnpm bench:openai --shapes`) instead of the default workload. */
+const shape = activeShape()
+const LIMITS = shape?.limits ?? DEFAULT_LIMITS
+/** The configured row is given the server's burst too, when it enforces one (the limits as the server has them). */
+const burstOf = (amount: number) =>
+  shape?.burstShare === undefined ? undefined : Math.max(1, Math.floor(amount * shape.burstShare))
 
 const sluice = async (
   requests: ReadonlyArray<BenchRequest>,
@@ -37,8 +54,8 @@ const sluice = async (
   const budgets = options.adaptive ? [] : [
     // OpenAI's limits are per model (pool), so they go on the pool's scope
     Budget.make(scopes[1], [
-      Budget.Limit.perMinute("requests", LIMITS.rpm),
-      Budget.Limit.perMinute("tokens", LIMITS.tpm)
+      Budget.Limit.perMinute("requests", LIMITS.rpm, burstOf(LIMITS.rpm)),
+      Budget.Limit.perMinute("tokens", LIMITS.tpm, burstOf(LIMITS.tpm))
     ])
   ]
   let retries = 0
@@ -67,15 +84,19 @@ const sluice = async (
   const program = Effect.gen(function*() {
     const openai = yield* OpenAi.OpenAi
     options.meter.start()
+    const origin = performance.now()
     const outcomes = yield* Effect.forEach(
       requests.filter(isChat),
       (request) =>
-        Effect.either(
-          openai.chat.completions.create({
-            model: request.body.model,
-            messages: request.body.messages.map((message) => ({ role: message.role, content: message.content })),
-            max_tokens: request.body.max_tokens
-          })
+        Effect.zipRight(
+          Effect.promise(() => arrival(origin, request.at) ?? Promise.resolve()),
+          Effect.either(
+            openai.chat.completions.create({
+              model: request.body.model,
+              messages: request.body.messages.map((message) => ({ role: message.role, content: message.content })),
+              max_tokens: request.body.max_tokens
+            })
+          )
         ),
       { concurrency: "unbounded" }
     )
@@ -191,7 +212,7 @@ const warmUp = async () => {
 const main = async (): Promise<ClientReport> => {
   if (input === undefined) {
     await warmUp()
-    return run(workload(), undefined)
+    return run(shape === undefined ? workload() : shapeWorkload(shape), undefined)
   }
   const out = output === undefined ? undefined : sink(output)
   try {

@@ -23,7 +23,7 @@ import OpenAI from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 import pLimit from "p-limit"
 import type { BenchRequest, ChatBody, ClientReport, Meter } from "./openai-workload.js"
-import { EMBEDDINGS_URL } from "./openai-workload.js"
+import { arrival, EMBEDDINGS_URL } from "./openai-workload.js"
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -74,8 +74,10 @@ export const bareSdk = async (
   let succeeded = 0
   let failed = 0
   options.meter.start()
-  await Promise.all(requests.map((request) =>
-    limit(async () => {
+  const origin = performance.now()
+  await Promise.all(requests.map(async (request) => {
+    await arrival(origin, request.at)
+    return limit(async () => {
       try {
         const body = await send(request)
         succeeded++
@@ -92,7 +94,7 @@ export const bareSdk = async (
         })
       }
     })
-  ))
+  }))
   const wallMillis = options.meter.elapsed()
   return {
     name: `bare SDK + p-limit(${options.concurrency}), maxRetries ${options.maxRetries}`,
@@ -229,7 +231,7 @@ export const cookbook = async (
       if (retry !== undefined) {
         next = retry
         retries++
-      } else if (cursor < requests.length) {
+      } else if (cursor < requests.length && options.meter.elapsed() >= (requests[cursor].at ?? 0)) {
         const request = requests[cursor++]
         next = { request, tokens: cookbookEstimate(request), attemptsLeft: maxAttempts }
       }

@@ -66,6 +66,8 @@ export type BenchRequest =
     readonly body: ChatBody
     /** What the simulator charges once it is served: `ceil(chars / 4)` of the prompt plus the output. */
     readonly knownUsage: number
+    /** When the request arrives (ms after the run's start; absent: at once). */
+    readonly at?: number
   }
   | {
     readonly id: string
@@ -73,6 +75,7 @@ export type BenchRequest =
     readonly body: EmbeddingBody
     /** What the simulator charges: `ceil(chars / 4)` of each input. */
     readonly knownUsage: number
+    readonly at?: number
   }
 
 export type ChatRequest = Extract<BenchRequest, { readonly url: typeof CHAT_URL }>
@@ -134,11 +137,18 @@ const prose = (random: Random, words: number): string => {
 }
 
 /** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
-const chatRequest = (random: Random, id: string): BenchRequest => {
-  const words = 40 + Math.floor(random() * 281)
+const chatRequest = (
+  random: Random,
+  id: string,
+  size: { readonly words: readonly [number, number]; readonly maxTokens: ReadonlyArray<number> } = {
+    words: [40, 320],
+    maxTokens: MAX_TOKENS
+  }
+): BenchRequest => {
+  const words = size.words[0] + Math.floor(random() * (size.words[1] - size.words[0] + 1))
   const text = prose(random, words)
   const user = `[req:${id}] ${pick(random, TASKS)} ${text}.`
-  const maxTokens = pick(random, MAX_TOKENS)
+  const maxTokens = pick(random, size.maxTokens)
   const prompt = Math.ceil((SYSTEM.length + user.length) / 4)
   const output = Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
   return {
@@ -269,4 +279,131 @@ export interface ClientReport {
   readonly fetchErrors?: Readonly<Record<string, number>>
   /** CPU time the client process spent (user + system, ms), from its start. */
   readonly cpuMillis?: number
+}
+
+// -----------------------------------------------------------------------------
+// shapes (pnpm bench:openai --shapes …)
+// -----------------------------------------------------------------------------
+
+/**
+ * A named workload shape for `pnpm bench:openai --shapes`: its requests (count and sizes), when they arrive,
+ * the server's limits and how it enforces them. Each is scaled so that its theoretical minimum is some
+ * 10–20 s of real time.
+ */
+export interface Shape {
+  readonly name: string
+  readonly description: string
+  readonly requests: number
+  readonly words: readonly [number, number]
+  readonly maxTokens: ReadonlyArray<number>
+  readonly limits: { readonly rpm: number; readonly tpm: number }
+  /** Arrivals: all at once, or Poisson at this share of the binding capacity. */
+  readonly load?: number | undefined
+  readonly enforcement?: SimConfig.ScenarioInput["enforcement"]
+  /** With sub-minute enforcement: the server's burst as a share of each limit (the configured row is given it). */
+  readonly burstShare?: number | undefined
+}
+
+const MIXED = { words: [40, 320] as const, maxTokens: MAX_TOKENS }
+
+export const SHAPES: ReadonlyArray<Shape> = [
+  {
+    name: "few-large",
+    description: "90 large calls (prompts of 200–400 words, max_tokens 2,048–8,192), all at once",
+    requests: 90,
+    words: [200, 400],
+    maxTokens: [2_048, 4_096, 6_144, 8_192],
+    limits: { rpm: 5_000, tpm: 200_000 }
+  },
+  {
+    name: "many-small",
+    description: "1,200 small calls (prompts of 5–30 words, max_tokens 16–64), all at once; RPM-bound",
+    requests: 1_200,
+    words: [5, 30],
+    maxTokens: [16, 32, 64],
+    limits: { rpm: 1_000, tpm: 450_000 }
+  },
+  {
+    name: "mixed",
+    description: "650 mixed calls (the default workload's sizes), all at once",
+    requests: 650,
+    ...MIXED,
+    limits: { rpm: 5_000, tpm: 200_000 }
+  },
+  {
+    name: "poisson-90",
+    description: "150 mixed calls arriving as a Poisson process at 90% of the token capacity",
+    requests: 150,
+    ...MIXED,
+    limits: { rpm: 5_000, tpm: 200_000 },
+    load: 0.9
+  },
+  {
+    name: "poisson-120",
+    description: "150 mixed calls arriving as a Poisson process at 120% of the token capacity",
+    requests: 150,
+    ...MIXED,
+    limits: { rpm: 5_000, tpm: 200_000 },
+    load: 1.2
+  },
+  {
+    name: "sub-minute",
+    description:
+      "400 mixed calls, all at once, against a server whose buckets hold 5 s of each per-minute limit (sub-minute enforcement)",
+    requests: 400,
+    ...MIXED,
+    limits: { rpm: 5_000, tpm: 450_000 },
+    enforcement: { subWindowMs: 5_000 },
+    burstShare: 5_000 / 60_000
+  },
+  {
+    name: "no-headers",
+    description:
+      "650 mixed calls, all at once, against a server that sends no x-ratelimit-* headers and no retry-after",
+    requests: 650,
+    ...MIXED,
+    limits: { rpm: 5_000, tpm: 200_000 },
+    enforcement: { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false }
+  }
+]
+
+/** The shape a client process runs (`SLUICE_BENCH_SHAPE`), if any. */
+export const activeShape = (): Shape | undefined => {
+  const name = process.env.SLUICE_BENCH_SHAPE
+  return name === undefined ? undefined : SHAPES.find((shape) => shape.name === name)
+}
+
+/** A shape's requests, with their arrival times. */
+export const shapeWorkload = (shape: Shape, seed: number = SEED): ReadonlyArray<BenchRequest> => {
+  const random = prng(seed)
+  const out: Array<BenchRequest> = []
+  for (let i = 0; i < shape.requests; i++) {
+    out.push(chatRequest(random, `s${String(i).padStart(5, "0")}`, { words: shape.words, maxTokens: shape.maxTokens }))
+  }
+  if (shape.load === undefined) return out
+  // Poisson arrivals at `load` of the binding capacity (the mean call's usage against the limits)
+  const mean = out.reduce((sum, request) => sum + request.knownUsage, 0) / out.length
+  const perMs = Math.min(shape.limits.rpm / 60_000, shape.limits.tpm / 60_000 / mean) * shape.load
+  const arrivals = prng(seed + 1)
+  let t = 0
+  return out.map((request, i) => {
+    if (i > 0) t += -Math.log(1 - Math.min(arrivals(), 0.999_999)) / perMs
+    return { ...request, at: Math.round(t) }
+  })
+}
+
+/** A shape's simulated server. */
+export const shapeScenario = (shape: Shape): SimConfig.ScenarioInput => ({
+  ...scenarioInput,
+  name: `bench-openai-${shape.name}`,
+  description: shape.description,
+  models: { [MODEL]: { kind: "chat", limits: { ...shape.limits }, contextWindow: 128_000 } },
+  ...(shape.enforcement === undefined ? {} : { enforcement: shape.enforcement })
+})
+
+/** Resolves once `at` ms have passed since `origin` (`performance.now()`). */
+export const arrival = (origin: number, at: number | undefined): Promise<void> | undefined => {
+  if (at === undefined) return undefined
+  const wait = origin + at - performance.now()
+  return wait > 0 ? new Promise((resolve) => setTimeout(resolve, wait)) : undefined
 }

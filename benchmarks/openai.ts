@@ -4,6 +4,7 @@
  *
  *   pnpm bench:openai                                        (2 rounds; writes benchmarks/results/openai.md)
  *   pnpm bench:openai --rounds 1 --only sluice,cookbook      (a quick look; writes nothing)
+ *   pnpm bench:openai --shapes all --rounds 1                (named workload shapes: benchmarks/openai-shapes.ts)
  *
  * Rows: Sluice with its limits configured; Sluice in adaptive mode (no limits: learned from headers);
  * (a) the bare `openai` SDK with its built-in retries and `p-limit`, at several concurrencies; (b) a
@@ -370,7 +371,12 @@ const main = Effect.gen(function*() {
   process.stdout.write("\n" + out)
 })
 
-Effect.runPromise(main).catch((error) => {
-  process.stderr.write(String(error?.stack ?? error) + "\n")
-  process.exit(1)
-})
+// `--shapes NAME,…|all`: the named workload shapes instead (benchmarks/openai-shapes.ts)
+if (args.includes("--shapes")) {
+  void import("./openai-shapes.js")
+} else {
+  Effect.runPromise(main).catch((error) => {
+    process.stderr.write(String(error?.stack ?? error) + "\n")
+    process.exit(1)
+  })
+}
