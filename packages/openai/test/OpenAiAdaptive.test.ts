@@ -55,7 +55,7 @@ describe("OpenAi: adaptive mode (limits unknown)", () => {
     180_000
   )
 
-  it.effect("a server without rate-limit headers: after the probe the pool starts cautious (60 RPM, 20k TPM), growing only the limit calls wait on", () =>
+  it.effect("a server without rate-limit headers: after the probe the pool starts cautious (60 RPM, 20k TPM) and probes upward", () =>
     withService({ organization: "acme" }, (openai) =>
       Effect.gen(function*() {
         const batch = mixedBatch(20, 3)
@@ -66,8 +66,10 @@ describe("OpenAi: adaptive mode (limits unknown)", () => {
         const learned = Object.fromEntries(
           openai.limiter.limitsOf(POOL).map((limit) => [limit.dimension, limit.amount])
         )
-        // 20 calls fit the cautious 60 requests: that probe never grew; the tokens one grew as calls waited on it
-        expect(learned.requests).toBe(60)
+        // the probes start at the cautious limits and grow only as the slow start lets calls out (20 calls:
+        // far from the server's 500 requests a minute)
+        expect(learned.requests).toBeGreaterThanOrEqual(60)
+        expect(learned.requests).toBeLessThan(500)
         expect(learned.tokens).toBeGreaterThanOrEqual(20_000)
         const stats = yield* Simulator.stats
         expect(stats.byStatus).toEqual({ "200": 20 })
