@@ -72,6 +72,35 @@ export declare namespace SimFetch {
 }
 
 /** Reads a request into the simulator's shape (JSON or multipart). */
+/**
+ * The common case without building a `Request` (whose construction, signal and body stream cost more than the
+ * simulator's whole judgement): a URL and a string body (or none), as the `openai` SDK sends JSON calls.
+ */
+const fastSimRequest = (
+  input: string | URL | Request,
+  init: RequestInit | undefined
+): Simulator.SimRequest | undefined => {
+  if (typeof input !== "string" && !(input instanceof URL)) return undefined
+  const raw = init?.body
+  if (raw !== undefined && raw !== null && typeof raw !== "string") return undefined
+  const method = (init?.method ?? "GET").toUpperCase()
+  const headers: Record<string, string> = {}
+  new Headers(init?.headers).forEach((value, name) => {
+    headers[name] = value
+  })
+  if ((headers["content-type"] ?? "").startsWith("multipart/form-data")) return undefined
+  let body: unknown = undefined
+  if (method !== "GET" && method !== "HEAD" && typeof raw === "string" && raw !== "") {
+    try {
+      body = JSON.parse(raw)
+    } catch {
+      body = raw
+    }
+  }
+  const path = typeof input === "string" ? new URL(input).pathname : input.pathname
+  return { method, path, headers, body }
+}
+
 const toSimRequest = async (request: Request): Promise<Simulator.SimRequest> => {
   const url = new URL(request.url)
   const headers: Record<string, string> = {}
@@ -185,9 +214,13 @@ export const makeWith = (options: SimFetch.Options = {}): Effect.Effect<Fetch, n
       })
 
     return async (input, init) => {
-      const request = new Request(input, init)
-      const signal = init?.signal ?? request.signal
-      const simRequest = await toSimRequest(request)
+      let simRequest = fastSimRequest(input, init)
+      let signal = init?.signal
+      if (simRequest === undefined) {
+        const request = new Request(input, init)
+        signal = init?.signal ?? request.signal
+        simRequest = await toSimRequest(request)
+      }
       const handled = timeout === undefined
         ? Effect.map(sim.handle(simRequest), Option.some)
         : Effect.timeoutOption(sim.handle(simRequest), timeout)

@@ -64,13 +64,73 @@ class Tracking implements Scheduler.Scheduler {
 /** What the driver reads of the clock and how it moves it. */
 interface Driven {
   readonly now: () => number
+  /** A cheap reading that changes when sleeps are registered (for telling when things have settled). */
+  readonly activity: Effect.Effect<number>
   /** Pending sleeps (their count) and the earliest's instant. */
   readonly pending: Effect.Effect<{ readonly count: number; readonly earliest: number | undefined }>
   /** Moves to `instant` (never back), waking every sleep due by then, in time and registration order. */
   readonly advanceTo: (instant: number) => Effect.Effect<void>
+  /** Gives back to the clock the sleeps the driver took over (when it stops). */
+  readonly release: Effect.Effect<void>
 }
 
 type SleepEntry = readonly [number, Deferred.Deferred<void>]
+
+/** A binary min-heap of sleeps by (instant, registration order). */
+class Sleeps {
+  private readonly heap: Array<{ readonly at: number; readonly seq: number; readonly entry: SleepEntry }> = []
+  private seq = 0
+  get size(): number {
+    return this.heap.length
+  }
+  get earliest(): number | undefined {
+    return this.heap[0]?.at
+  }
+  private less(i: number, j: number): boolean {
+    const a = this.heap[i]
+    const b = this.heap[j]
+    return a.at < b.at || (a.at === b.at && a.seq < b.seq)
+  }
+  private swap(i: number, j: number): void {
+    const t = this.heap[i]
+    this.heap[i] = this.heap[j]
+    this.heap[j] = t
+  }
+  push(entry: SleepEntry): void {
+    this.heap.push({ at: entry[0], seq: this.seq++, entry })
+    let i = this.heap.length - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (!this.less(i, parent)) break
+      this.swap(i, parent)
+      i = parent
+    }
+  }
+  pop(): SleepEntry {
+    const top = this.heap[0]
+    const last = this.heap.pop()!
+    if (this.heap.length > 0) {
+      this.heap[0] = last
+      let i = 0
+      while (true) {
+        const l = 2 * i + 1
+        const r = l + 1
+        let m = i
+        if (l < this.heap.length && this.less(l, m)) m = l
+        if (r < this.heap.length && this.less(r, m)) m = r
+        if (m === i) break
+        this.swap(i, m)
+        i = m
+      }
+    }
+    return top.entry
+  }
+  /** Every entry, oldest first; empties the heap. */
+  drain(): Array<SleepEntry> {
+    const all = this.heap.splice(0).sort((a, b) => a.seq - b.seq)
+    return all.map((e) => e.entry)
+  }
+}
 
 /**
  * Effect's `TestClock` keeps its state (`TestClock.Data`: the instant and the pending sleeps) in a `Ref` named
@@ -101,28 +161,44 @@ const internalsOf = (clock: TestClock.TestClock): Effect.Effect<TestClockInterna
 
 const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals | undefined): Driven => {
   if (internals !== undefined) {
+    // The driver takes the sleeps over as they are registered: a heap finds the earliest in O(log n) where the
+    // clock's own list would be scanned and rebuilt at every step (a day of traffic has tens of thousands).
     const state = internals.clockState
+    const owned = new Sleeps()
+    /** Moves the sleeps registered since the last look into the heap (the clock's list holds the latest first). */
+    const absorb = Ref.modify(state, (data): [void, TestClock.Data] => {
+      if (Chunk.isEmpty(data.sleeps)) return [undefined, data]
+      const fresh = Chunk.toReadonlyArray(data.sleeps)
+      for (let i = fresh.length - 1; i >= 0; i--) owned.push(fresh[i])
+      return [undefined, TestClock.makeData(data.instant, Chunk.empty())]
+    })
     return {
       now: () => clock.unsafeCurrentTimeMillis(),
-      pending: Effect.map(Ref.get(state), ({ sleeps }) => {
-        let earliest: number | undefined = undefined
-        for (const [at] of sleeps) if (earliest === undefined || at < earliest) earliest = at
-        return { count: Chunk.size(sleeps), earliest }
-      }),
+      activity: Effect.map(Ref.get(state), (data) => Chunk.size(data.sleeps)),
+      pending: Effect.zipRight(absorb, Effect.sync(() => ({ count: owned.size, earliest: owned.earliest }))),
       advanceTo: (instant) =>
-        Effect.flatMap(
-          Ref.modify(state, (data): [Array<SleepEntry>, TestClock.Data] => {
-            const due: Array<SleepEntry> = []
-            const rest: Array<SleepEntry> = []
-            // the chunk holds the latest first: walk it backwards for registration order
-            const all = Chunk.toReadonlyArray(data.sleeps)
-            for (let i = all.length - 1; i >= 0; i--) (all[i][0] <= instant ? due : rest).push(all[i])
-            if (due.length === 0 && instant <= data.instant) return [due, data]
-            due.sort((a, b) => a[0] - b[0]) // stable: registration order within an instant
-            return [due, TestClock.makeData(Math.max(instant, data.instant), Chunk.unsafeFromArray(rest.reverse()))]
-          }),
-          (due) => Effect.forEach(due, ([, deferred]) => Deferred.succeed(deferred, undefined), { discard: true })
+        Effect.zipRight(
+          absorb,
+          Effect.flatMap(
+            Ref.modify(state, (data): [Array<SleepEntry>, TestClock.Data] => {
+              const due: Array<SleepEntry> = []
+              while (owned.size > 0 && owned.earliest! <= instant) due.push(owned.pop())
+              return [due, instant > data.instant ? TestClock.makeData(instant, data.sleeps) : data]
+            }),
+            (due) => Effect.forEach(due, ([, deferred]) => Deferred.succeed(deferred, undefined), { discard: true })
+          )
+        ),
+      release: Effect.zipRight(
+        absorb,
+        Ref.update(
+          state,
+          (data) =>
+            TestClock.makeData(
+              data.instant,
+              Chunk.appendAll(data.sleeps, Chunk.unsafeFromArray(owned.drain().reverse()))
+            )
         )
+      )
     }
   }
   // another TestClock implementation: its public interface (slower: it waits for real timers)
@@ -133,7 +209,9 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
       for (const at of sleeps) if (earliest === undefined || at < earliest) earliest = at
       return { count: Chunk.size(sleeps), earliest }
     }),
-    advanceTo: (instant) => clock.setTime(instant)
+    activity: Effect.map(clock.sleeps, Chunk.size),
+    advanceTo: (instant) => clock.setTime(instant),
+    release: Effect.void
   }
 }
 
@@ -224,11 +302,11 @@ export const drive = <A, E, R>(
     const settle = (patience: number) =>
       Effect.gen(function*() {
         let stable = 0
-        let last = -1
-        let lastCount = -1
+        let last = tracking.scheduled
+        let lastCount = yield* driven.activity
         while (stable < patience && !done) {
           yield* turn(stable >= 2 ? timer : macrotask)
-          const { count } = yield* driven.pending
+          const count = yield* driven.activity
           if (tracking.pending === 0 && tracking.scheduled === last && count === lastCount) stable++
           else stable = 0
           last = tracking.scheduled
@@ -236,37 +314,41 @@ export const drive = <A, E, R>(
         }
       })
 
-    while (true) {
-      yield* settle(2)
-      if (done) break
-      let { count, earliest } = yield* driven.pending
-      if (earliest === undefined) {
-        // nothing to wake: make sure (real timers, I/O) before calling it stuck
-        yield* settle(6)
+    const loop = Effect.gen(function*() {
+      while (true) {
+        yield* settle(1)
         if (done) break
-        ;({ count, earliest } = yield* driven.pending)
+        let { count, earliest } = yield* driven.pending
         if (earliest === undefined) {
+          // nothing to wake: make sure (real timers, I/O) before calling it stuck
+          yield* settle(6)
+          if (done) break
+          ;({ count, earliest } = yield* driven.pending)
+          if (earliest === undefined) {
+            const waiting = yield* alive(fiber, forked)
+            yield* Fiber.interruptFork(fiber)
+            return { _tag: "Stuck", at: driven.now() - start, waiting } as const
+          }
+        }
+        if (earliest > deadline) {
+          yield* driven.advanceTo(deadline)
           const waiting = yield* alive(fiber, forked)
           yield* Fiber.interruptFork(fiber)
-          return { _tag: "Stuck", at: driven.now() - start, waiting } as const
+          return {
+            _tag: "Deadline",
+            at: driven.now() - start,
+            deadlineMillis: options.deadlineMillis,
+            nextSleepAt: earliest - start,
+            pendingSleeps: count,
+            waiting
+          } as const
         }
+        yield* driven.advanceTo(earliest)
       }
-      if (earliest > deadline) {
-        yield* driven.advanceTo(deadline)
-        const waiting = yield* alive(fiber, forked)
-        yield* Fiber.interruptFork(fiber)
-        return {
-          _tag: "Deadline",
-          at: driven.now() - start,
-          deadlineMillis: options.deadlineMillis,
-          nextSleepAt: earliest - start,
-          pendingSleeps: count,
-          waiting
-        } as const
-      }
-      yield* driven.advanceTo(earliest)
-    }
-    return yield* Fiber.await(fiber)
+      return yield* Fiber.await(fiber)
+    })
+    // the sleeps the driver took over go back to the clock, whatever happens
+    return yield* Effect.ensuring(loop, driven.release)
   })
 
 /** The default deadline: thirty virtual days. */
