@@ -5,7 +5,7 @@
  */
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
-import { Scenario, SimFetch, Simulator } from "@sluice/testing"
+import { Scenario, SimFetch, SimStats, Simulator } from "@sluice/testing"
 import { Chunk, Clock, Effect, Fiber, Layer, Random, TestClock } from "effect"
 import OpenAIClient from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
@@ -134,17 +134,9 @@ export const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
  * limit) and refill continuously, so the charged total beyond one capacity arrives at the refill rate.
  */
 export const theoreticalMinimum = (
-  stats: { readonly admissions: ReadonlyArray<{ readonly tokens: number; readonly requests: number }> },
+  stats: SimStats.Snapshot,
   limits: { readonly rpm: number; readonly tpm: number }
-) => {
-  const tokens = sum(stats.admissions.map((a) => a.tokens))
-  const requests = sum(stats.admissions.map((a) => a.requests))
-  return Math.max(
-    0,
-    (tokens - limits.tpm) / (limits.tpm / 60_000),
-    (requests - limits.rpm) / (limits.rpm / 60_000)
-  )
-}
+) => SimStats.theoreticalMinimum(stats, limits)
 
 /** OpenAI's Tier 1 in the simulator (seeded), with 200–800 ms latency plus 1 ms per output token. */
 export const tier1 = (overrides: Parameters<typeof Scenario.tier1>[0] = {}) =>
