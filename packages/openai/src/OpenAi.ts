@@ -315,8 +315,11 @@ interface Metered<A> {
   readonly usage: (data: A) => Budget.Cost | undefined
 }
 
-/** How long calls wait for a pool's first answer before they probe its limits without it. */
-const PROBE_PATIENCE = Duration.seconds(1)
+/**
+ * How long calls wait for a pool's first answer before they probe its limits without it (a slow start from
+ * the cautious limits: a server that does announce its limits is then found by 429s, so not too soon).
+ */
+const PROBE_PATIENCE = Duration.seconds(10)
 
 /**
  * Builds the service over an SDK client. The limiter comes from context when one is there (so several

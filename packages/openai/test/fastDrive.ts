@@ -6,7 +6,8 @@
  * flight run until it waits again: the TestClock moves once three such turns change nothing. A timer turn
  * (a millisecond or more, far longer on a loaded machine) is never needed.
  */
-import { Chunk, Clock, Effect, Fiber, Random, Scheduler, TestClock } from "effect"
+import { Chunk, Effect, Scheduler, TestClock } from "effect"
+import { driveWith } from "./harness.js"
 
 const immediate = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 const microtasksOnly = new Scheduler.MixedScheduler(Number.MAX_SAFE_INTEGER)
@@ -33,25 +34,4 @@ const settle = Effect.gen(function*() {
 
 /** Runs `effect` while virtual time advances to each next pending sleep; returns its exit and end time. */
 export const fastDrive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
-  Effect.gen(function*() {
-    let endedAt = 0
-    const fiber = yield* Effect.fork(
-      Effect.ensuring(effect, Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (endedAt = now))))
-        .pipe(Effect.withRandom(Random.make("sluice-tests")), Effect.withScheduler(microtasksOnly))
-    )
-    let done = false
-    fiber.addObserver(() => {
-      done = true
-    })
-    while (!done) {
-      yield* settle
-      if (done) break
-      const now = yield* Clock.currentTimeMillis
-      const sleeps = yield* TestClock.sleeps()
-      const next = Chunk.isEmpty(sleeps)
-        ? now + maxStepMillis
-        : Chunk.reduce(sleeps, Number.POSITIVE_INFINITY, (a, b) => Math.min(a, b))
-      yield* TestClock.setTime(Math.max(now, next))
-    }
-    return { exit: yield* Fiber.await(fiber), endedAt }
-  })
+  driveWith(effect, maxStepMillis, settle, Effect.withScheduler(microtasksOnly))

@@ -43,18 +43,29 @@ export const settle = Effect.gen(function*() {
  * Returns its exit and the virtual time it ended at.
  */
 export const drive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
+  driveWith(effect, maxStepMillis, settle, (driven) => driven)
+
+/** `drive` with its own way of letting the work settle, and of running the driven effect. */
+export const driveWith = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  maxStepMillis: number,
+  settled: Effect.Effect<void>,
+  around: (effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+) =>
   Effect.gen(function*() {
     let endedAt = 0
     const fiber = yield* Effect.fork(
-      Effect.ensuring(effect, Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (endedAt = now))))
-        .pipe(Effect.withRandom(Random.make("sluice-tests")))
+      around(
+        Effect.ensuring(effect, Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (endedAt = now))))
+          .pipe(Effect.withRandom(Random.make("sluice-tests")))
+      )
     )
     let done = false
     fiber.addObserver(() => {
       done = true
     })
     while (!done) {
-      yield* settle
+      yield* settled
       if (done) break
       const now = yield* Clock.currentTimeMillis
       const sleeps = yield* TestClock.sleeps()
