@@ -327,21 +327,23 @@ for (const leg of legs) {
   ]
   step(`${leg.name}: npx sluice run --simulate tier1 (${lines.length} lines)`)
   NodeFs.writeFileSync(NodePath.join(dir, "requests.jsonl"), lines.join("\n") + "\n")
-  const job = await run("npx", [
-    "--no-install",
-    "sluice",
-    "run",
-    "--input",
-    "requests.jsonl",
-    "--output",
-    "results.jsonl",
-    "--simulate",
-    "tier1",
-    "--tier",
-    "1",
-    "--progress",
-    "off"
-  ], { cwd: dir, env })
+  // npx sluice run on requests.jsonl against the embedded simulator, with more options
+  const sluiceRun = (output, ...more) =>
+    run("npx", [
+      "--no-install",
+      "sluice",
+      "run",
+      "--input",
+      "requests.jsonl",
+      "--output",
+      output,
+      "--simulate",
+      "tier1",
+      "--progress",
+      "off",
+      ...more
+    ], { cwd: dir, env })
+  const job = await sluiceRun("results.jsonl", "--tier", "1")
   const results = NodeFs.existsSync(NodePath.join(dir, "results.jsonl"))
     ? NodeFs.readFileSync(NodePath.join(dir, "results.jsonl"), "utf8").split("\n").filter((l) => l !== "")
     : []
@@ -359,19 +361,7 @@ for (const leg of legs) {
     const redisDir = NodePath.join(dir, "node_modules", "@sluice", "redis")
     const aside = NodePath.join(dir, "redis-aside")
     NodeFs.renameSync(redisDir, aside)
-    const noRedis = await run("npx", [
-      "--no-install",
-      "sluice",
-      "run",
-      "--input",
-      "requests.jsonl",
-      "--output",
-      "results-redis.jsonl",
-      "--simulate",
-      "tier1",
-      "--redis",
-      "redis://127.0.0.1:9"
-    ], { cwd: dir, env })
+    const noRedis = await sluiceRun("results-redis.jsonl", "--redis", "redis://127.0.0.1:9")
     NodeFs.renameSync(aside, redisDir)
     console.log(noRedis.stderr.trim().split("\n").slice(-1)[0])
     if (noRedis.status !== 2 || !noRedis.stderr.includes("npm install @sluice/redis")) {
