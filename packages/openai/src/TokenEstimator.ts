@@ -168,6 +168,9 @@ export interface Estimate {
 const positive = (value: unknown): number | undefined =>
   typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined
 
+/** A product of body figures stays a finite count (`n: 1e305` × `max_tokens` would be `Infinity`). */
+const bounded = (value: number): number => Math.min(value, Number.MAX_SAFE_INTEGER)
+
 /**
  * Estimates a chat completion (`/v1/chat/completions` body).
  *
@@ -221,8 +224,8 @@ export const chat = (input: {
   const perChoice = positive(body.max_completion_tokens) ?? positive(body.max_tokens) ??
     options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
   const n = positive(body.n) ?? 1
-  const output = n * perChoice
-  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: prompt + output, images: 0 }
+  const output = bounded(n * perChoice)
+  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: 0 }
 }
 
 /**
@@ -254,7 +257,7 @@ export const responses = (input: {
   } else prompt += count.json(body.input)
   prompt += count.json(body.tools) + count.json(body.text)
   const output = positive(body.max_output_tokens) ?? options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
-  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: prompt + output, images: 0 }
+  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: 0 }
 }
 
 /**
@@ -309,7 +312,8 @@ export const images = (input: {
     ? body.quality
     : "auto"
   const perImage = Math.ceil(IMAGE_OUTPUT_TOKENS[quality]! * (large ? 1.5 : 1))
-  return { model, promptTokens: prompt, maxOutputTokens: n * perImage, tokens: prompt + n * perImage, images: n }
+  const output = bounded(n * perImage)
+  return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: n }
 }
 
 /**

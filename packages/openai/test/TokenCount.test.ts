@@ -163,6 +163,14 @@ describe("estimators on any body", () => {
       { numRuns: 300 }
     ))
 
+  it("huge n and max_tokens give a finite count (found by the property: n = 1.76e305)", () => {
+    const chat = TokenEstimator.chat({ model: "gpt-4o-mini", messages: [], n: 1.7555597020139804e305, max_tokens: 10 })
+    expect(chat.maxOutputTokens).toBe(Number.MAX_SAFE_INTEGER)
+    expect(chat.tokens).toBe(Number.MAX_SAFE_INTEGER)
+    const image = TokenEstimator.images({ model: "gpt-image-1", prompt: "a cat", n: 1e308 })
+    expect(Number.isFinite(image.tokens)).toBe(true)
+  })
+
   it("cyclic or too deep values and huge strings never throw", () => {
     const cyclic: Record<string, unknown> = { a: 1 }
     cyclic.self = cyclic
