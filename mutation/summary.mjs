@@ -1,0 +1,48 @@
+// Prints a module's mutation score from its Stryker JSON report (reports/mutation/<name>.json):
+//   node mutation/summary.mjs <name> [--without <test file part> ...]
+// With --without, also the score had the named test files not existed: a mutant counts as killed only when a test
+// outside them killed it (needs a run with disableBail, where killedBy lists every killing test; with bail,
+// killedBy holds the first killer only and the figure is a lower bound). Timeouts count as detected.
+import * as NodeFs from "node:fs"
+
+const [name, ...rest] = process.argv.slice(2)
+if (name === undefined) {
+  console.error("usage: node mutation/summary.mjs <name> [--without <test file part> ...]")
+  process.exit(2)
+}
+const without = rest.filter((_, i) => rest[i - 1] === "--without")
+const report = JSON.parse(NodeFs.readFileSync(`reports/mutation/${name}.json`, "utf8"))
+const fileOf = new Map()
+for (const [file, { tests }] of Object.entries(report.testFiles ?? {})) {
+  for (const test of tests) fileOf.set(test.id, file)
+}
+const tally = (killedBy, keep = () => true) => {
+  const t = { killed: 0, timeout: 0, survived: 0, noCoverage: 0, other: 0 }
+  for (const { mutants } of Object.values(report.files)) {
+    for (const m of mutants.filter(keep)) {
+      if (m.status === "Killed") {
+        if (killedBy(m)) t.killed++
+        else if ((m.coveredBy ?? []).some((id) => !without.some((w) => (fileOf.get(id) ?? "").includes(w)))) {
+          t.survived++
+        } else t.noCoverage++
+      } else if (m.status === "Timeout") t.timeout++
+      else if (m.status === "Survived") t.survived++
+      else if (m.status === "NoCoverage") t.noCoverage++
+      else t.other++
+    }
+  }
+  const valid = t.killed + t.timeout + t.survived + t.noCoverage
+  return { ...t, score: valid === 0 ? 0 : (100 * (t.killed + t.timeout)) / valid }
+}
+const row = (label, t) =>
+  `| ${label} | ${t.killed} | ${t.survived} | ${t.timeout} | ${t.noCoverage} | ${t.score.toFixed(2)}% |`
+console.log("| run | killed | survived | timeout | no coverage | score |")
+console.log("| --- | ---: | ---: | ---: | ---: | ---: |")
+console.log(row(`${name}: all tests`, tally(() => true)))
+// Static mutants (module-level code: metric names, tags, schema annotations) need the module reloaded; the vitest
+// runner does not reload it between mutants, so they survive whatever the tests check.
+console.log(row(`${name}: all tests, static mutants left out`, tally(() => true, (m) => m.static !== true)))
+if (without.length > 0) {
+  const old = (m) => (m.killedBy ?? []).some((id) => !without.some((w) => (fileOf.get(id) ?? "").includes(w)))
+  console.log(row(`${name}: without ${without.join(", ")}`, tally(old)))
+}
