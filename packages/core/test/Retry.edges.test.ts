@@ -49,6 +49,8 @@ describe("Retry edges", () => {
       delays: [500, 1000, 2000, 4000, 8000].map((n) => Duration.millis(n)),
       stop: Option.some("MaxRetries")
     })
+    // no draws given (or none at all): 0.5
+    expect(Retry.delays(p, six, { random: [] })).toEqual(Retry.delays(p, six))
     expect(millis(Retry.delays(p, six, { random: [0.999999] }).delays).map(Math.round)).toEqual([
       1000,
       2000,
