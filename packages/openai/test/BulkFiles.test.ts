@@ -97,6 +97,9 @@ describe("bulk files", () => {
       // a byte order mark is not content
       expect(yield* Files.countLines(fileWith(Buffer.from([0xef, 0xbb, 0xbf, 0x0a, 0x0a])))).toBe(0)
       expect(yield* Files.countLines(fileWith(Buffer.from([0xef, 0xbb, 0xbf])))).toBe(0)
+      expect(yield* Files.countLines(fileWith("\ufec0\n"))).toBe(1)
+      expect(yield* Files.countLines(fileWith("a\u00bf\n"))).toBe(1)
+      expect(yield* Files.countLines(fileWith("\u00ef\u00bb\n"))).toBe(1)
       // across the 1 MiB read buffer: a line cut by the boundary counts once
       const big = `${"q".repeat((1 << 20) - 2)}\nstraddles${"w".repeat(10)}\nend\n`
       expect(yield* Files.countLines(fileWith(big))).toBe(3)
@@ -112,6 +115,15 @@ describe("bulk files", () => {
       const got = Chunk.toReadonlyArray(yield* Stream.runCollect(Files.lines(bad)))
       expect(got.map((l) => [l.line, l.invalidUtf8 === true])).toEqual([[1, false], [2, true], [3, false]])
       expect(got[0].invalidUtf8).toBeUndefined()
+      // a block that is not UTF-8 is split byte by byte: same CR handling, a newline first of all
+      const badCrlf = fileWith(
+        Buffer.concat([Buffer.from("\nx\r\n"), Buffer.from([0xff]), Buffer.from("\r\n\r\nz\r\n")])
+      )
+      expect(yield* readLines(badCrlf)).toEqual([[1, ""], [2, "x"], [3, "\ufffd"], [4, ""], [5, "z"]])
+      // only the three bytes EF BB BF are a byte order mark: not EF BB 80 (U+FEC0), not a BF in third place
+      expect(yield* readLines(fileWith("\ufec0\nb\n"))).toEqual([[1, "\ufec0"], [2, "b"]])
+      expect(yield* readLines(fileWith("a\u00bf\n"))).toEqual([[1, "a\u00bf"]])
+      expect(yield* readLines(fileWith("\u00ef\u00bb\n"))).toEqual([[1, "\u00ef\u00bb"]])
       const badLast = fileWith(Buffer.concat([Buffer.from("ok\n"), Buffer.from([0xc3])]))
       const last = Chunk.toReadonlyArray(yield* Stream.runCollect(Files.lines(badLast)))
       expect(last.map((l) => [l.line, l.invalidUtf8 === true])).toEqual([[1, false], [2, true]])
