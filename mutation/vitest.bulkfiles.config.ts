@@ -1,6 +1,6 @@
 import { mutationConfig } from "./vitest.shared.js"
 
-// The direct tests of the file and line helpers, and the guards (resume, lock, path checks); the end-to-end
+// The direct tests of the line helpers and the decoder, and the guards (which read lines too); the end-to-end
 // BulkRunner tests also reach these files but cost seconds of real file I/O per mutant.
 export default mutationConfig([
   "packages/openai/test/BulkFiles.test.ts",

@@ -1,3 +1,3 @@
 import { mutationConfig } from "./vitest.shared.js"
 
-export default mutationConfig(["packages/core/test/Retry.test.ts"])
+export default mutationConfig(["packages/core/test/Retry*.test.ts"])
