@@ -29,6 +29,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Budget from "./Budget.js"
 import * as Bucket from "./internal/bucket.js"
+import { fullPasses } from "./internal/dispatch.js"
 import * as LimiterStore from "./LimiterStore.js"
 import * as Metrics from "./Metrics.js"
 
@@ -634,6 +635,8 @@ interface Waiter {
    * of the queue meanwhile, so a later arrival cannot overtake it while an asynchronous store answers.
    */
   inFlight: boolean
+  /** The dispatcher pass that counted it as visited (see `pass`). */
+  seen: number
 }
 
 const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => {
@@ -699,6 +702,7 @@ export const make = (
   Effect.gen(function*() {
     const store = yield* LimiterStore.LimiterStore
     const jitter = Math.max(0, options.wakeJitter ?? 0)
+    const alwaysFull = (options as { readonly [fullPasses]?: boolean })[fullPasses] === true
 
     // --- budgets -----------------------------------------------------------
     const exact = new Map<string, Budget.Budget>()
@@ -824,7 +828,8 @@ export const make = (
      * The (scope, dimension) keys a waiter needs, for queue fairness: a waiter denied on a scope and
      * dimension blocks the later waiters that need it (every waiter needs its scopes' `*` key).
      */
-    const keysOf = (prepared: Prepared): ReadonlyArray<string> => prepared.gates.map(LimiterStore.gateId)
+    const keysOf = (prepared: Prepared): ReadonlyArray<string> =>
+      Array.from(new Set(prepared.gates.map(LimiterStore.gateId)))
 
     // --- closed scopes ---------------------------------------------------------
     const closed = new Map<string, ScopeClosed>()
@@ -840,16 +845,58 @@ export const make = (
     // --- the queue and the dispatcher ----------------------------------------
     const lanes: Array<Array<Waiter>> = [[], []]
     let queued = 0
+    /*
+     * For the pass's early stop: per (scope, dimension) key, how many queued waiters need it; how many queued
+     * waiters have a finite deadline; finished waiters still in the lanes. `epoch` counts what can change a
+     * waiter that is merely blocked (a limit learned or changed, a scope closed, a waiter prepared for older
+     * limits): `verified` is the epoch the last full pass started at.
+     */
+    const keyCounts = new Map<string, number>()
+    let finite = 0
+    let finished = 0
+    let epoch = 0
+    let verified = -1
+    let passes = 0
+    let passing = false
+    /** This pass's counts over the waiters it visited that are still queued. */
+    const seenKeys = new Map<string, number>()
+    let seenWaiters = 0
+    let seenFinite = 0
+    const countKeys = (keys: ReadonlyArray<string>, by: number) => {
+      for (const key of keys) {
+        const count = (keyCounts.get(key) ?? 0) + by
+        if (count === 0) keyCounts.delete(key)
+        else keyCounts.set(key, count)
+      }
+    }
+    const unsee = (waiter: Waiter) => {
+      if (!passing || waiter.seen !== passes) return
+      waiter.seen = 0
+      seenWaiters--
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite--
+      for (const key of waiter.keys) seenKeys.set(key, seenKeys.get(key)! - 1)
+    }
+    /** Takes a waiter out of the queue's counts (it stays in its lane, marked done, until `compact`). */
+    const finish = (waiter: Waiter) => {
+      unsee(waiter)
+      waiter.done = true
+      queued--
+      finished++
+      countKeys(waiter.keys, -1)
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) finite--
+    }
     let wakeup = Deferred.unsafeMake<void>(undefined as any)
     const signal = () => {
       if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
     }
-    /** Drops finished waiters from the lanes. */
+    /** Drops finished waiters from the lanes (once a few have gathered: amortised O(1) per waiter). */
     const compact = () => {
+      if (finished === 0 || (queued > 0 && finished < 64)) return
       for (let i = 0; i < lanes.length; i++) {
         if (queued === 0) lanes[i].length = 0
         else if (lanes[i].some((waiter) => waiter.done)) lanes[i] = lanes[i].filter((waiter) => !waiter.done)
       }
+      finished = 0
     }
 
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
@@ -1001,8 +1048,7 @@ export const make = (
     }
 
     const deliver = (waiter: Waiter, now: number) => {
-      waiter.done = true
-      queued--
+      finish(waiter)
       const permit = makePermit(waiter.prepared, now)
       if (waiter.cancelled) return Effect.ignore(permit.release)
       waiter.permit = permit
@@ -1014,8 +1060,7 @@ export const make = (
     }
 
     const reject = (waiter: Waiter, error: AcquireError) => {
-      waiter.done = true
-      queued--
+      finish(waiter)
       Deferred.unsafeDone(waiter.deferred!, Exit.fail(error))
       const reason = error._tag === "DeadlineExceeded"
         ? "deadline"
@@ -1033,107 +1078,144 @@ export const make = (
       // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
       const blocked = new Map<string, number>()
       let next = Number.POSITIVE_INFINITY
-      for (const lane of lanes) {
+      passes++
+      passing = true
+      seenKeys.clear()
+      seenWaiters = 0
+      seenFinite = 0
+      const start = epoch
+      const mayStop = !alwaysFull && verified === start
+      /**
+       * Whether every waiter not visited yet is merely blocked: none has a finite deadline, nothing changed
+       * since the last full pass that a blocked waiter must see (`epoch`), and one blocked key is needed by
+       * all of them. Visiting them would change nothing (a blocked waiter without a deadline only waits).
+       */
+      const covered = (): boolean => {
+        if (!mayStop || epoch !== start || finite !== seenFinite || blocked.size === 0) return false
+        const unvisited = queued - seenWaiters
+        for (const key of blocked.keys()) {
+          if ((keyCounts.get(key) ?? 0) - (seenKeys.get(key) ?? 0) === unvisited) return true
+        }
+        return false
+      }
+      let stopped = false
+      scan: for (const lane of lanes) {
         for (const waiter of lane) {
           if (waiter.done) continue
-          if (waiter.inFlight) {
-            // its first attempt is at the store: nothing behind it may take its buckets meanwhile
-            for (const debit of waiter.prepared.debits) {
-              const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
-              if (!blocked.has(key)) blocked.set(key, now)
+          if (covered()) {
+            stopped = true
+            break scan
+          }
+          visit: {
+            if (waiter.inFlight) {
+              // its first attempt is at the store: nothing behind it may take its buckets meanwhile
+              for (const debit of waiter.prepared.debits) {
+                const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
+                if (!blocked.has(key)) blocked.set(key, now)
+              }
+              break visit
             }
-            continue
-          }
-          const closedError = closedFor(waiter.prepared.scopes)
-          if (closedError !== undefined) {
-            yield* reject(waiter, closedError)
-            continue
-          }
-          if (waiter.version !== limitsVersion) {
-            // a limit was learned or changed while it waited: ask for today's buckets
-            const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
-            if (again instanceof CostExceedsCapacity) {
-              yield* reject(waiter, again)
-              continue
+            const closedError = closedFor(waiter.prepared.scopes)
+            if (closedError !== undefined) {
+              yield* reject(waiter, closedError)
+              break visit
             }
-            waiter.prepared = again
-            waiter.keys = keysOf(again)
-            waiter.version = limitsVersion
-          }
-          let blockedBy: string | undefined
-          let aheadDue = Number.NEGATIVE_INFINITY
-          for (const key of waiter.keys) {
-            const due = blocked.get(key)
-            if (due !== undefined && due > aheadDue) {
-              blockedBy = key
-              aheadDue = due
+            if (waiter.version !== limitsVersion) {
+              // a limit was learned or changed while it waited: ask for today's buckets
+              const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
+              if (again instanceof CostExceedsCapacity) {
+                yield* reject(waiter, again)
+                break visit
+              }
+              waiter.prepared = again
+              countKeys(waiter.keys, -1)
+              waiter.keys = keysOf(again)
+              countKeys(waiter.keys, 1)
+              waiter.version = limitsVersion
             }
-          }
-          if (blockedBy !== undefined) {
-            // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
-            // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
-            const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
-            waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
-            if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
-              const [scope, dimension] = blockedBy.split("\u0000")
+            let blockedBy: string | undefined
+            let aheadDue = Number.NEGATIVE_INFINITY
+            for (const key of waiter.keys) {
+              const due = blocked.get(key)
+              if (due !== undefined && due > aheadDue) {
+                blockedBy = key
+                aheadDue = due
+              }
+            }
+            if (blockedBy !== undefined) {
+              // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
+              // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
+              const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
+              waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
+              if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
+                const [scope, dimension] = blockedBy.split("\u0000")
+                yield* reject(
+                  waiter,
+                  new DeadlineExceeded({
+                    scope,
+                    dimension,
+                    reason: "queue",
+                    estimatedWaitMillis: atLeast,
+                    allowedMillis: Math.max(0, waiter.deadline - now)
+                  })
+                )
+              } else if (waiter.deadline < next) {
+                next = waiter.deadline
+              }
+              break visit
+            }
+            const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+            if (admission._tag === "Left") {
+              yield* reject(waiter, admission.left)
+              break visit
+            }
+            const answer = admission.right
+            if (waiter.done) {
+              // cancelled while an asynchronous store answered: refund what it admitted
+              if (answer._tag === "Admitted") {
+                yield* Effect.ignore(
+                  store.adjust(waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
+                )
+              }
+              break visit
+            }
+            if (answer._tag === "Admitted") {
+              yield* deliver(waiter, now)
+              break visit
+            }
+            waiter.lastEstimate = answer.waitMillis
+            if (now + answer.waitMillis > waiter.deadline) {
               yield* reject(
                 waiter,
                 new DeadlineExceeded({
-                  scope,
-                  dimension,
-                  reason: "queue",
-                  estimatedWaitMillis: atLeast,
-                  allowedMillis: Math.max(0, waiter.deadline - now)
+                  scope: answer.scope,
+                  dimension: answer.dimension,
+                  reason: answer.reason,
+                  estimatedWaitMillis: answer.waitMillis,
+                  allowedMillis: waiter.deadline - now
                 })
               )
-            } else if (waiter.deadline < next) {
-              next = waiter.deadline
+              break visit
             }
-            continue
+            // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
+            // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
+            let due = now + answer.waitMillis
+            if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+            const key = `${answer.scope}\u0000${answer.dimension}`
+            if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
+            if (due < next) next = due
+            if (waiter.deadline < next) next = waiter.deadline
           }
-          const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
-          if (admission._tag === "Left") {
-            yield* reject(waiter, admission.left)
-            continue
+          if (!waiter.done && waiter.seen !== passes) {
+            waiter.seen = passes
+            seenWaiters++
+            if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite++
+            for (const key of waiter.keys) seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
           }
-          const answer = admission.right
-          if (waiter.done) {
-            // cancelled while an asynchronous store answered: refund what it admitted
-            if (answer._tag === "Admitted") {
-              yield* Effect.ignore(
-                store.adjust(waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
-              )
-            }
-            continue
-          }
-          if (answer._tag === "Admitted") {
-            yield* deliver(waiter, now)
-            continue
-          }
-          waiter.lastEstimate = answer.waitMillis
-          if (now + answer.waitMillis > waiter.deadline) {
-            yield* reject(
-              waiter,
-              new DeadlineExceeded({
-                scope: answer.scope,
-                dimension: answer.dimension,
-                reason: answer.reason,
-                estimatedWaitMillis: answer.waitMillis,
-                allowedMillis: waiter.deadline - now
-              })
-            )
-            continue
-          }
-          // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
-          // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
-          let due = now + answer.waitMillis
-          if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
-          const key = `${answer.scope}\u0000${answer.dimension}`
-          if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
-          if (due < next) next = due
-          if (waiter.deadline < next) next = waiter.deadline
         }
       }
+      passing = false
+      if (!stopped) verified = start
       compact()
       return next
     })
@@ -1165,13 +1247,7 @@ export const make = (
 
     const sharesQueue = (prepared: Prepared): boolean => {
       if (queued === 0) return false
-      const keys = new Set(keysOf(prepared))
-      for (const lane of lanes) {
-        for (const waiter of lane) {
-          if (waiter.done) continue
-          for (const key of waiter.keys) if (keys.has(key)) return true
-        }
-      }
+      for (const key of keysOf(prepared)) if (keyCounts.has(key)) return true
       return false
     }
 
@@ -1209,8 +1285,16 @@ export const make = (
       cancelled: false,
       permit: undefined,
       lastEstimate: estimate,
-      inFlight: false
+      inFlight: false,
+      seen: 0
     })
+    /** Puts a waiter at the end of its lane. */
+    const push = (waiter: Waiter) => {
+      lanes[waiter.lane].push(waiter)
+      queued++
+      countKeys(waiter.keys, 1)
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) finite++
+    }
 
     const awaitWaiter = (waiter: Waiter) =>
       Deferred.await(waiter.deferred!).pipe(
@@ -1218,8 +1302,7 @@ export const make = (
           Effect.suspend(() => {
             waiter.cancelled = true
             if (!waiter.done) {
-              waiter.done = true
-              queued--
+              finish(waiter)
               signal()
               return Effect.void
             }
@@ -1231,18 +1314,19 @@ export const make = (
     const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
       Effect.suspend(() => {
         const waiter = newWaiter(prepared, lane, now, deadline, estimate)
-        lanes[lane].push(waiter)
-        queued++
+        push(waiter)
         signal()
         return awaitWaiter(waiter)
       })
 
     /** Ends a fast-path placeholder that did not become a waiter. */
     const leave = (waiter: Waiter) => {
-      waiter.done = true
-      queued--
+      finish(waiter)
       const lane = lanes[waiter.lane]
-      if (lane[lane.length - 1] === waiter) lane.pop()
+      if (lane[lane.length - 1] === waiter) {
+        lane.pop()
+        finished--
+      }
       if (queued === 0) compact()
       signal()
     }
@@ -1275,8 +1359,7 @@ export const make = (
           // meanwhile.
           const waiter = newWaiter(prepared, lane, now, deadline, 0, true)
           waiter.inFlight = true
-          lanes[lane].push(waiter)
-          queued++
+          push(waiter)
           return Effect.uninterruptibleMask((restore) =>
             Effect.matchEffect(store.tryAcquire(prepared.debits, prepared.gates), {
               onFailure: (error) => {
@@ -1300,7 +1383,12 @@ export const make = (
                   return deadlineFailure(answer, deadline, now)
                 }
                 // Denied: it stays where it is in the queue, now a waiter like the others.
+                // counted as not visited yet by a pass under way (conservative for its early stop)
+                unsee(waiter)
                 waiter.keys = keysOf(prepared)
+                countKeys(waiter.keys, 1)
+                // prepared for limits that changed meanwhile: the next pass is a full one, and prepares it again
+                if (waiter.version !== limitsVersion) epoch++
                 waiter.deferred = Deferred.unsafeMake<Permit, AcquireError>(undefined as any)
                 waiter.inFlight = false
                 waiter.lastEstimate = answer.waitMillis
@@ -1381,6 +1469,7 @@ export const make = (
           resolvedCache.delete(scope)
           planCache.clear()
           limitsVersion++
+          epoch++
           signal()
           matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
         } else if (
@@ -1410,6 +1499,7 @@ export const make = (
             resolvedCache.delete(scope)
             planCache.clear()
             limitsVersion++
+            epoch++
             matching = resolve(scope).filter((resolved) =>
               resolved.limit.dimension === observation.dimension
             )
@@ -1513,6 +1603,7 @@ export const make = (
     const close: Service["close"] = (scope, reason, cause) =>
       Effect.sync(() => {
         closed.set(scope, new ScopeClosed(cause === undefined ? { scope, reason } : { scope, reason, cause }))
+        epoch++
         signal()
       })
 
