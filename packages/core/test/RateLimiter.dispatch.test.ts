@@ -67,7 +67,7 @@ type Scenario = typeof scenario extends fc.Arbitrary<infer A> ? A : never
 /** Every outcome, as `index outcome @ time`, in the order they happened. */
 const play = (input: Scenario, full: boolean) =>
   Effect.gen(function*() {
-    const options = { budgets, [fullPasses]: full } as RateLimiter.Options
+    const options = { budgets, [fullPasses]: full } as Parameters<typeof RateLimiter.make>[0]
     const limiter = yield* RateLimiter.make(options)
     const log: Array<string> = []
     const note = (entry: string) =>
