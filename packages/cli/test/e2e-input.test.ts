@@ -102,6 +102,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
   )
 
   // live: two real concurrent processes
+  // live: two real `sluice run` processes race for one output lock
   it.live(
     "the output lock: a second run on the same output is refused (exit 2) while the first runs; no double spend",
     () =>
@@ -135,6 +136,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
   )
 
   // live: real processes
+  // live: real processes rerun over a real output file
   it.live(
     "a rerun over failed lines exits 1; --retry-failed resends only those, one line per custom_id",
     () =>
@@ -162,6 +164,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
   )
 
   // live: real processes and a real socket that refuses connections
+  // live: a real process against a real (or unreachable) socket
   it.live(
     "base URL: checked at startup (exit 2); an unreachable server is an outage (exit 3), lines resumable",
     () =>
@@ -199,6 +202,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
   )
 
   // live: a real SIGINT at a wall-clock moment
+  // live: a real SIGINT to a real process, with requests on the wire
   it.live(
     "Ctrl-C: calls waiting for admission fail at once, unsent; only those in flight finish",
     () =>
@@ -234,6 +238,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
   )
 
   // live: a real process under a small heap
+  // live: a real process's heap limit (--max-old-space-size)
   it.live("--concurrency 1000000 on a 3-line file runs in a 96 MB heap", () =>
     Effect.promise(async () => {
       const dir = tmp()
@@ -247,6 +252,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
     }), 240_000)
 
   // live: real processes
+  // live: a real process reading real bytes (BOM, invalid UTF-8) from disk
   it.live(
     "small defects: BOM, stream: true, invalid UTF-8, \\f and U+00A0 lines, limits-file typos",
     () =>
