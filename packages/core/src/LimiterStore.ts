@@ -93,11 +93,13 @@ export interface Levels {
  * @since 0.1.0
  * @category errors
  */
-export class LimiterStoreError extends Schema.TaggedError<LimiterStoreError>()("LimiterStoreError", {
-  operation: Schema.String,
-  message: Schema.String,
-  cause: Schema.optional(Schema.Defect)
-}) {}
+export class LimiterStoreError
+  extends Schema.TaggedError<LimiterStoreError>("@sluice/core/LimiterStoreError")("LimiterStoreError", {
+    operation: Schema.String,
+    message: Schema.String,
+    cause: Schema.optional(Schema.Defect)
+  })
+{}
 
 /**
  * The store interface.

@@ -119,12 +119,14 @@ export declare namespace RedisLimiterStore {
  * @since 0.1.0
  * @category errors
  */
-export class HashTagConflict extends Schema.TaggedError<HashTagConflict>()("HashTagConflict", {
-  operation: Schema.String,
-  /** Two scopes of the call, and their tags. */
-  scopes: Schema.Tuple(Schema.String, Schema.String),
-  tags: Schema.Tuple(Schema.String, Schema.String)
-}) {
+export class HashTagConflict
+  extends Schema.TaggedError<HashTagConflict>("@sluice/redis/HashTagConflict")("HashTagConflict", {
+    operation: Schema.String,
+    /** Two scopes of the call, and their tags. */
+    scopes: Schema.Tuple(Schema.String, Schema.String),
+    tags: Schema.Tuple(Schema.String, Schema.String)
+  })
+{
   override get message(): string {
     return `on Redis Cluster the keys of one call must share a hash tag, but scope ${this.scopes[0]} has tag ` +
       `{${this.tags[0]}} and scope ${this.scopes[1]} has tag {${this.tags[1]}} (see the hashTag option)`
@@ -148,9 +150,11 @@ export const byOrganization = (fallback: string = "sluice") => (scope: string): 
  * @since 0.1.0
  * @category errors
  */
-export class RedisStoreConfigError extends Schema.TaggedError<RedisStoreConfigError>()("RedisStoreConfigError", {
-  message: Schema.String
-}) {}
+export class RedisStoreConfigError
+  extends Schema.TaggedError<RedisStoreConfigError>("@sluice/redis/RedisStoreConfigError")("RedisStoreConfigError", {
+    message: Schema.String
+  })
+{}
 
 const DurationInput = Schema.transformOrFail(Schema.Unknown, Schema.DurationFromSelf, {
   strict: true,

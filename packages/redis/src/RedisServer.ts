@@ -63,9 +63,11 @@ export interface Options {
  * @since 0.1.0
  * @category errors
  */
-export class RedisServerError extends Schema.TaggedError<RedisServerError>()("RedisServerError", {
-  message: Schema.String
-}) {}
+export class RedisServerError
+  extends Schema.TaggedError<RedisServerError>("@sluice/redis/RedisServerError")("RedisServerError", {
+    message: Schema.String
+  })
+{}
 
 /**
  * A free loopback port.
