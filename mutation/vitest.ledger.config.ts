@@ -1,3 +1,7 @@
 import { mutationConfig } from "./vitest.shared.js"
 
-export default mutationConfig(["packages/core/test/RateLimiter.test.ts", "packages/core/test/RateLimiter.sync.test.ts"])
+export default mutationConfig([
+  "packages/core/test/Ledger.test.ts",
+  "packages/core/test/RateLimiter.test.ts",
+  "packages/core/test/RateLimiter.sync.test.ts"
+])

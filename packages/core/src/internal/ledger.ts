@@ -1,0 +1,215 @@
+/**
+ * Internal: what one limiter has charged one bucket lately, in send order (`Ledger`), and where each permit
+ * stands in that order (`SendPoint`). Reports from the server are replayed over it (`RateLimiter.sync`), and
+ * refunds consult it so that nothing the server already trued up is refunded twice (`refundOn`). Pure data:
+ * no Effect, no clock (times are passed in), so it is unit-tested directly.
+ *
+ * @internal
+ */
+import type * as LimiterStore from "../LimiterStore.js"
+
+/** Where a permit stands in its limiter's send order: see `Ledger`. */
+export interface SendPoint {
+  /** The limiter's admission count at its admission. */
+  readonly admission: number
+  /** Its send sequence once marked sent, else the last send sequence when it was admitted. */
+  readonly sequence: number
+  /** Its own entry in the send order (marked sent, or settled), if any. */
+  readonly entry: number | undefined
+  /** The buckets on which a report that counted it was adopted: its corrections there are the server's already. */
+  readonly absorbed: ReadonlyArray<string> | undefined
+  /** The buckets on which a report folded in by send order counted it unmarked: see `Ledger.counted`. */
+  readonly counted: ReadonlyArray<string> | undefined
+  readonly debits: ReadonlyArray<LimiterStore.Debit>
+  /** The limiter that admitted it (its ledgers): a permit of another limiter ages nothing here. */
+  readonly owner: object
+}
+
+/** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
+export const LEDGER_RETENTION_MILLIS = 120_000
+
+/** The most calls a report is replayed over one by one (see `Ledger.replay`). */
+export const REPLAY_LIMIT = 2_048
+
+/**
+ * What of a refund (`amount`, negative) on this bucket is applied: none where a report adopted both ways
+ * counted this permit (`Ledger.absorbed`); where a report folded in by send order counted it
+ * (`Ledger.counted`), as much as that report still leaves room for (`Ledger.credit`, which it uses up);
+ * else all of it.
+ */
+export const refundOn = (
+  point: SendPoint,
+  ledgers: ReadonlyMap<string, Ledger>,
+  bucket: string,
+  amount: number
+): number => {
+  if (point.absorbed !== undefined && point.absorbed.includes(bucket)) return 0
+  const ledger = ledgers.get(bucket)
+  if (ledger === undefined) return amount
+  const marked = point.entry !== undefined && point.entry === point.sequence
+  if (marked && point.sequence <= ledger.absorbed) return 0
+  if ((marked && point.sequence <= ledger.counted) || (point.counted !== undefined && point.counted.includes(bucket))) {
+    const applied = Math.max(amount, -ledger.credit)
+    ledger.credit += applied
+    return applied
+  }
+  return amount
+}
+
+/** The last index in `[lo, hi]` of an ascending array whose value is at most `bound` (`lo - 1`: none). */
+export const lastAtMost = (values: ReadonlyArray<number>, bound: number, lo: number, hi: number): number => {
+  let found = lo - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    if (values[mid] <= bound) {
+      found = mid
+      lo = mid + 1
+    } else {
+      hi = mid - 1
+    }
+  }
+  return found
+}
+
+/**
+ * What this limiter has charged one bucket lately, in the order the calls were sent: each sent permit's
+ * current charge (its estimate until settled, its actual after, nothing once released) in a Fenwick tree,
+ * so recording, settling and asking what was sent after a given point are O(log n); plus `unsent`, what
+ * the permits admitted and not sent yet hold. Entries older than the retention are dropped as new ones
+ * arrive.
+ */
+export class Ledger {
+  /** The limiter's admission count when this bucket was first charged: an earlier permit never charged it. */
+  constructor(readonly firstAdmission: number) {}
+  /** What the held permits not marked sent hold. */
+  unsent = 0
+  /**
+   * The send sequence through which a report was adopted both ways (see `Observation.remaining`): a
+   * permit marked sent at or before it and settled since is as the server counts it already. A report
+   * whose calls end before it is older than one adopted, and is passed over.
+   */
+  absorbed = 0
+  /**
+   * The send sequence through which the latest report that was not adopted both ways (folded in by send
+   * order instead: see `sync`) counted the calls. Their refunds raise the level only by what that report
+   * still leaves room for, `credit`: the server has them as it charged them already.
+   */
+  counted = 0
+  credit = 0
+  private sequences: Array<number> = []
+  private times: Array<number> = []
+  private amounts: Array<number> = []
+  /** 1-based Fenwick tree over `amounts`. */
+  private tree: Array<number> = [0]
+  private head = 0
+  /** The last send sequence dropped: a question about an earlier point cannot be answered. */
+  private dropped = 0
+
+  private prefix(count: number): number {
+    let sum = 0
+    for (let i = count; i > 0; i -= i & -i) sum += this.tree[i]
+    return sum
+  }
+
+  /** The index of the last entry with a sequence ≤ the one given (at least `head - 1`). */
+  private indexOf(sequence: number): number {
+    return lastAtMost(this.sequences, sequence, this.head, this.sequences.length - 1)
+  }
+
+  record(sequence: number, at: number, amount: number): void {
+    const n = this.sequences.length + 1
+    this.sequences.push(sequence)
+    this.times.push(at)
+    this.amounts.push(amount)
+    // a new last node covers (n - lowbit(n), n]
+    this.tree.push(amount + this.prefix(n - 1) - this.prefix(n - (n & -n)))
+    const horizon = at - LEDGER_RETENTION_MILLIS
+    while (this.head < this.times.length && this.times[this.head] < horizon) {
+      this.dropped = this.sequences[this.head]
+      this.head++
+    }
+    if (this.head > 1024 && this.head * 2 > this.times.length) {
+      this.sequences = this.sequences.slice(this.head)
+      this.times = this.times.slice(this.head)
+      this.amounts = this.amounts.slice(this.head)
+      this.head = 0
+      this.tree = [0]
+      for (let i = 0; i < this.amounts.length; i++) this.tree.push(this.amounts[i])
+      for (let i = 1; i < this.tree.length; i++) {
+        const parent = i + (i & -i)
+        if (parent < this.tree.length) this.tree[parent] += this.tree[i]
+      }
+    }
+  }
+
+  /** The entry with this sequence changed by `delta` (settled, released); `false` if there is none (dropped). */
+  adjust(sequence: number, delta: number): boolean {
+    const index = this.indexOf(sequence)
+    if (index < this.head || this.sequences[index] !== sequence) return false
+    this.amounts[index] += delta
+    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
+    return true
+  }
+
+  /** The index of the last kept entry at or before `sequence` sent at or before `at` (`head - 1`: none). */
+  private lastSentBy(at: number, sequence: number): number {
+    return lastAtMost(this.times, at, this.head, this.indexOf(sequence))
+  }
+
+  /**
+   * The last send sequence of an entry sent at or before `at` and at or before `sequence` (what was
+   * dropped counts as sent before).
+   */
+  sentBy(at: number, sequence: number): number {
+    const found = this.lastSentBy(at, sequence)
+    return found >= this.head ? this.sequences[found] : this.dropped
+  }
+
+  /** How many kept entries at or before `sequence` were sent after `at`. */
+  sentAfter(at: number, sequence: number): number {
+    return this.indexOf(sequence) - this.lastSentBy(at, sequence)
+  }
+
+  /** The amount of the entry with this sequence (0 if none, or dropped). */
+  amountOf(sequence: number): number {
+    const index = this.indexOf(sequence)
+    return index >= this.head && this.sequences[index] === sequence ? this.amounts[index] : 0
+  }
+
+  /**
+   * The server's level now, replayed from what it reported (`level`, as of `from`): the calls sent after
+   * the point `sequence` arrive when they were sent, the bucket refilling up to its capacity in between,
+   * then what is not sent yet is taken off. `skip` (an entry) and `ownUnsent` leave out the call the report
+   * answered, which the report counts already. Past `REPLAY_LIMIT` calls, the conservative bound: capped
+   * refill first, then everything since. `undefined` when the point is older than the ledger keeps.
+   */
+  replay(
+    sequence: number,
+    from: number,
+    level: number,
+    now: number,
+    bucket: { readonly capacity: number; readonly refillPerMs: number },
+    skip: number | undefined,
+    ownUnsent: number
+  ): number | undefined {
+    if (sequence < this.dropped) return undefined
+    const { capacity, refillPerMs } = bucket
+    const start = this.indexOf(sequence) + 1
+    const end = this.sequences.length
+    const unsent = this.unsent - ownUnsent
+    if (end - start > REPLAY_LIMIT) {
+      const skipped = skip === undefined ? 0 : this.amountOf(skip)
+      const sent = this.prefix(end) - this.prefix(start) - skipped
+      return Math.min(capacity, level + refillPerMs * Math.max(0, now - from)) - sent - unsent
+    }
+    let t = from
+    for (let i = start; i < end; i++) {
+      if (this.sequences[i] === skip) continue
+      // an entry can be older than the report's `from`: never step back in time
+      const at = Math.max(t, this.times[i])
+      level = Math.min(capacity, level + refillPerMs * (at - t)) - this.amounts[i]
+      t = at
+    }
+    return Math.min(capacity, level + refillPerMs * Math.max(0, now - t)) - unsent
+  }
+}

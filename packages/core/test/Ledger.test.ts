@@ -1,0 +1,238 @@
+/**
+ * The ledger of one bucket (`internal/ledger.ts`), tested directly against a plain model: a list of
+ * (sequence, time, amount) entries that drops what is older than the retention. The ledger answers the same
+ * questions in O(log n) with a Fenwick tree, a moving head and a compaction once most entries are dropped.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
+import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, REPLAY_LIMIT, type SendPoint } from "../src/internal/ledger.js"
+
+interface Entry {
+  readonly sequence: number
+  readonly at: number
+  amount: number
+}
+
+/** The plain model: every question answered by a scan. */
+class Model {
+  entries: Array<Entry> = []
+  dropped = 0
+  record(sequence: number, at: number, amount: number) {
+    this.entries.push({ sequence, at, amount })
+    const horizon = at - LEDGER_RETENTION_MILLIS
+    while (this.entries.length > 0 && this.entries[0].at < horizon) this.dropped = this.entries.shift()!.sequence
+  }
+  find(sequence: number) {
+    return this.entries.find((entry) => entry.sequence === sequence)
+  }
+  adjust(sequence: number, delta: number) {
+    const entry = this.find(sequence)
+    if (entry === undefined) return false
+    entry.amount += delta
+    return true
+  }
+  sentBy(at: number, sequence: number) {
+    const sent = this.entries.filter((entry) => entry.sequence <= sequence && entry.at <= at)
+    return sent.length > 0 ? sent[sent.length - 1].sequence : this.dropped
+  }
+  sentAfter(at: number, sequence: number) {
+    return this.entries.filter((entry) => entry.sequence <= sequence && entry.at > at).length
+  }
+  amountOf(sequence: number) {
+    return this.find(sequence)?.amount ?? 0
+  }
+  /** The step-by-step replay, whatever the number of calls. */
+  replay(
+    sequence: number,
+    from: number,
+    level: number,
+    now: number,
+    bucket: { capacity: number; refillPerMs: number },
+    skip: number | undefined,
+    unsent: number
+  ) {
+    if (sequence < this.dropped) return undefined
+    let t = from
+    for (const entry of this.entries) {
+      if (entry.sequence <= sequence || entry.sequence === skip) continue
+      const at = Math.max(t, entry.at)
+      level = Math.min(bucket.capacity, level + bucket.refillPerMs * (at - t)) - entry.amount
+      t = at
+    }
+    return Math.min(bucket.capacity, level + bucket.refillPerMs * Math.max(0, now - t)) - unsent
+  }
+}
+
+type Op =
+  | { readonly _tag: "record"; readonly gap: number; readonly step: number; readonly amount: number }
+  | { readonly _tag: "adjust"; readonly pick: number; readonly delta: number }
+  | { readonly _tag: "ask"; readonly pick: number; readonly back: number }
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      _tag: fc.constant("record" as const),
+      // mostly calls close together, sometimes a pause longer than the retention (everything before it drops)
+      gap: fc.oneof(
+        { weight: 20, arbitrary: fc.integer({ min: 0, max: 200 }) },
+        { weight: 1, arbitrary: fc.integer({ min: 0, max: LEDGER_RETENTION_MILLIS + 10_000 }) }
+      ),
+      step: fc.integer({ min: 1, max: 3 }),
+      amount: fc.integer({ min: 0, max: 5_000 })
+    })
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      _tag: fc.constant("adjust" as const),
+      pick: fc.nat(),
+      delta: fc.integer({ min: -5_000, max: 5_000 })
+    })
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      _tag: fc.constant("ask" as const),
+      pick: fc.nat(),
+      back: fc.integer({ min: 0, max: 2_000 })
+    })
+  }
+)
+
+const bucket = { capacity: 30_000, refillPerMs: 0.5 }
+
+describe("Ledger", () => {
+  it("answers every question as a scan of the kept entries does, across drops and compactions", () => {
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 400 }), fc.integer({ min: 1, max: 20 }), (ops, repeat) => {
+        const ledger = new Ledger(0)
+        const model = new Model()
+        let sequence = 0
+        let now = 1_000
+        const recorded: Array<number> = []
+        // each generated op runs `repeat` times, so some runs keep and drop thousands of entries (compaction)
+        for (const o of ops.flatMap((o) => Array.from({ length: repeat }, () => o))) {
+          if (o._tag === "record") {
+            now += o.gap
+            sequence += o.step
+            ledger.record(sequence, now, o.amount)
+            model.record(sequence, now, o.amount)
+            recorded.push(sequence)
+            continue
+          }
+          if (recorded.length === 0) continue
+          const target = recorded[o.pick % recorded.length] + (o.pick % 3 === 0 ? 1 : 0)
+          if (o._tag === "adjust") {
+            expect(ledger.adjust(target, o.delta)).toBe(model.adjust(target, o.delta))
+            continue
+          }
+          const at = now - o.back
+          expect(ledger.sentBy(at, target)).toBe(model.sentBy(at, target))
+          expect(ledger.sentAfter(at, target)).toBe(model.sentAfter(at, target))
+          expect(ledger.amountOf(target)).toBe(model.amountOf(target))
+          const skip = o.pick % 2 === 0 ? recorded[recorded.length - 1] : undefined
+          const level = (o.pick % 7) * 4_000
+          const replayed = ledger.replay(target, at, level, now + 100, bucket, skip, 0)
+          const expected = model.replay(target, at, level, now + 100, bucket, skip, 0)
+          const later = model.entries.filter((entry) => entry.sequence > target && entry.sequence !== skip).length
+          if (expected === undefined) {
+            expect(replayed).toBeUndefined()
+          } else if (later <= REPLAY_LIMIT) {
+            expect(replayed).toBeCloseTo(expected, 6)
+          } else {
+            // past the replay limit: the conservative bound (capped refill first, then everything since), never
+            // above the step-by-step replay
+            const since = model.entries.filter((entry) => entry.sequence > target && entry.sequence !== skip)
+              .reduce((sum, entry) => sum + entry.amount, 0)
+            const bound = Math.min(bucket.capacity, level + bucket.refillPerMs * Math.max(0, now + 100 - at)) - since
+            expect(replayed).toBeCloseTo(bound, 6)
+            expect(replayed!).toBeLessThanOrEqual(expected + 1e-6)
+          }
+        }
+      }),
+      { numRuns: 150 }
+    )
+  })
+
+  it("takes what is admitted and not sent off every replay", () => {
+    const ledger = new Ledger(0)
+    ledger.record(1, 0, 1_000)
+    ledger.record(2, 10, 2_000)
+    ledger.unsent = 5_000
+    // from level 10,000 at 0: entry 2 arrives at 10 (refill 5) → 8,005; now 20 → 8,010; minus unsent 5,000
+    expect(ledger.replay(1, 0, 10_000, 20, bucket, undefined, 0)).toBeCloseTo(3_010, 6)
+    // the answered call's own unsent share is not taken twice
+    expect(ledger.replay(1, 0, 10_000, 20, bucket, undefined, 1_000)).toBeCloseTo(4_010, 6)
+    // a point older than the ledger keeps cannot be answered
+    ledger.record(3, LEDGER_RETENTION_MILLIS + 100, 0)
+    expect(ledger.replay(0, 0, 10_000, 20, bucket, undefined, 0)).toBeUndefined()
+  })
+
+  it("the conservative replay past the limit is the capped refill minus everything since", () => {
+    const ledger = new Ledger(0)
+    for (let i = 1; i <= REPLAY_LIMIT + 2; i++) ledger.record(i, i, 1)
+    // REPLAY_LIMIT + 1 entries after sequence 1, skipping one of them
+    const replayed = ledger.replay(1, 0, 29_000, 10_000, bucket, 2, 0)
+    expect(replayed).toBe(Math.min(30_000, 29_000 + 0.5 * 10_000) - REPLAY_LIMIT)
+  })
+
+  it("keeps its sums through a compaction (most entries dropped), and answers as before", () => {
+    const ledger = new Ledger(0)
+    let sequence = 0
+    for (let i = 0; i < 1_500; i++) ledger.record(++sequence, i, 7)
+    // a pause longer than the retention drops them all; the head passes 1,024: the arrays are compacted
+    const start = LEDGER_RETENTION_MILLIS + 10_000
+    for (let i = 0; i < REPLAY_LIMIT + 10; i++) ledger.record(++sequence, start + i, (i % 5) + 1)
+    expect(ledger.amountOf(1_500)).toBe(0)
+    expect(ledger.adjust(1_501, 10)).toBe(true)
+    const kept = Array.from({ length: REPLAY_LIMIT + 10 }, (_, i) => (i % 5) + 1)
+    kept[0] += 10
+    const total = kept.reduce((a, b) => a + b, 0)
+    // the conservative path sums the tree: after the compaction it must hold the kept amounts
+    expect(ledger.replay(1_500, start, 0, start + 100_000, bucket, undefined, 0)).toBe(30_000 - total)
+    expect(ledger.replay(1_501, start, 0, start + 100_000, bucket, undefined, 0)).toBe(30_000 - (total - kept[0]))
+    expect(ledger.sentAfter(start + 4, sequence)).toBe(REPLAY_LIMIT + 10 - 5)
+    expect(ledger.sentBy(start + 4, sequence)).toBe(1_505)
+  })
+})
+
+describe("refundOn", () => {
+  const point = (over: Partial<SendPoint>): SendPoint => ({
+    admission: 1,
+    sequence: 5,
+    entry: 5,
+    absorbed: undefined,
+    counted: undefined,
+    debits: [],
+    owner: {},
+    ...over
+  })
+
+  it("applies no refund where an adopted report counted the permit, all of it where nothing did", () => {
+    const ledger = new Ledger(0)
+    const ledgers = new Map([["b", ledger]])
+    expect(refundOn(point({ absorbed: ["b"] }), ledgers, "b", -100)).toBe(0)
+    expect(refundOn(point({}), new Map(), "b", -100)).toBe(-100)
+    ledger.absorbed = 5
+    expect(refundOn(point({}), ledgers, "b", -100)).toBe(0)
+    // an unmarked permit (entry not its sequence) is not covered by the absorbed watermark
+    expect(refundOn(point({ entry: undefined }), ledgers, "b", -100)).toBe(-100)
+    ledger.absorbed = 4
+    expect(refundOn(point({}), ledgers, "b", -100)).toBe(-100)
+  })
+
+  it("where a report folded in by send order counted it, refunds only as far as its credit, which they use up", () => {
+    const ledger = new Ledger(0)
+    const ledgers = new Map([["b", ledger]])
+    ledger.counted = 5
+    ledger.credit = 150
+    expect(refundOn(point({}), ledgers, "b", -100)).toBe(-100)
+    expect(ledger.credit).toBe(50)
+    expect(refundOn(point({ counted: ["b"], entry: undefined }), ledgers, "b", -100)).toBe(-50)
+    expect(ledger.credit).toBe(0)
+    expect(refundOn(point({}), ledgers, "b", -100)).toBe(-0)
+    // past the watermark, a refund is the permit's own
+    expect(refundOn(point({ sequence: 6, entry: 6 }), ledgers, "b", -100)).toBe(-100)
+  })
+})
