@@ -18,24 +18,23 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as ExecutionPlan from "effect/ExecutionPlan"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
+import type * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
-import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import type * as Budget from "./Budget.js"
-import * as CircuitBreaker from "./CircuitBreaker.js"
+import type * as CircuitBreaker from "./CircuitBreaker.js"
 import * as internal from "./internal/router.js"
-import * as RateLimiter from "./RateLimiter.js"
+import * as routerRun from "./internal/routerRun.js"
+import * as service from "./internal/routerService.js"
+import type * as RateLimiter from "./RateLimiter.js"
 
 // -----------------------------------------------------------------------------
 // candidates
@@ -658,30 +657,48 @@ export const FallbackRules = Schema.Record({ key: Schema.String, value: Rule }).
 export type FallbackRules = Schema.Schema.Type<typeof FallbackRules>
 
 /**
- * The default rules (the ones the OpenAI preset uses): context length → a larger window; rate limited
- * or a saturated/gated pool → another pool for background, wait for interactive; the limiter's
- * `DeadlineExceeded` or a closed scope → another pool; overloaded, server errors, timeouts and open
- * breakers → next; content policy and bad requests → none; quota → another organization (reported);
- * unknown tags → none.
+ * The rules for what the core itself raises or decides, which every router starts from (a provider's
+ * rules are passed in, merged over these: `@sluice/openai`'s `Routing.defaultRules`, say):
  *
- * @since 0.1.0
+ * - `Saturated` (before a call: the pool cannot admit now) → wait for interactive work, another pool for
+ *   background work;
+ * - the limiter's `DeadlineExceeded` or a closed scope (`ScopeClosed`) → another pool;
+ * - an open breaker (`CircuitOpen`) → the next candidate;
+ * - any other tag (`*`) → none.
+ *
+ * @since 0.2.0
  * @category fallbacks
  */
-export const defaultRules: FallbackRules = {
-  ContextLengthExceeded: "larger-context",
-  RateLimited: { interactive: "wait", background: "other-pool" },
+export const baseRules: FallbackRules = {
   Saturated: { interactive: "wait", background: "other-pool" },
   DeadlineExceeded: "other-pool",
   ScopeClosed: "other-pool",
+  CircuitOpen: "next",
+  "*": "none"
+}
+
+/**
+ * The rules `make` started from before 0.2.0: {@link baseRules} plus a provider's error kinds (context
+ * length → a larger window; rate limited → as `Saturated`; overloaded, server errors, timeouts,
+ * connection errors → next; content policy, bad requests → none; quota → another organization). The
+ * core no longer applies them by default: pass a provider's rules (`@sluice/openai`'s
+ * `Routing.defaultRules`) or your own as `rules`.
+ *
+ * @since 0.1.0
+ * @category fallbacks
+ * @deprecated Use {@link baseRules} and pass the provider's rules as `rules`.
+ */
+export const defaultRules: FallbackRules = {
+  ...baseRules,
+  ContextLengthExceeded: "larger-context",
+  RateLimited: { interactive: "wait", background: "other-pool" },
   Overloaded: "next",
   ServerError: "next",
   Timeout: "next",
   ConnectionError: "next",
-  CircuitOpen: "next",
   ContentPolicy: "none",
   BadRequest: "none",
-  QuotaExhausted: "other-organization",
-  "*": "none"
+  QuotaExhausted: "other-organization"
 }
 
 /**
@@ -690,10 +707,8 @@ export const defaultRules: FallbackRules = {
  * @since 0.1.0
  * @category fallbacks
  */
-export const actionFor = (rules: FallbackRules, tag: string | undefined, lane: RateLimiter.Lane): Action => {
-  const rule = (tag === undefined ? undefined : rules[tag]) ?? rules["*"] ?? "none"
-  return typeof rule === "string" ? rule : rule[lane]
-}
+export const actionFor: (rules: FallbackRules, tag: string | undefined, lane: RateLimiter.Lane) => Action =
+  routerRun.actionFor
 
 // -----------------------------------------------------------------------------
 // decisions
@@ -878,9 +893,9 @@ export declare namespace Router {
     readonly candidates: ReadonlyArray<Candidate>
     /** Default {@link eligible}({@link priority}). */
     readonly strategy?: RoutingStrategy | undefined
-    /** Merged over {@link defaultRules}. */
+    /** The provider's rules (by error `_tag`), merged over {@link baseRules}. */
     readonly rules?: FallbackRules | undefined
-    /** Error tags always reported, in addition to `other-organization` actions. Default `["QuotaExhausted"]`. */
+    /** Error tags always reported, in addition to `other-organization` actions. Default none. */
     readonly report?: ReadonlyArray<string> | undefined
     /** "wait" retries of one candidate per request. Default 3. */
     readonly maxWaits?: number | undefined
@@ -959,29 +974,6 @@ export class CurrentCandidate extends Context.Tag("@sluice/core/Router/CurrentCa
   Candidate
 >() {}
 
-/** The scope a candidate is saturated or gated on now, or else its own pool. */
-const blockedScopes = (state: CandidateState): ReadonlyArray<string> =>
-  Option.match(state.binding, {
-    onSome: (b) => [b.scope],
-    onNone: () => {
-      const pool = poolOf(state.candidate)
-      return pool === undefined ? [] : [pool]
-    }
-  })
-
-/** The scopes a call on `c` charges for `request`: the candidate's, then the request's own. */
-const scopesOf = (c: Candidate, request: RouteRequest): ReadonlyArray<string> =>
-  request.scopes === undefined || request.scopes.length === 0 ? c.scopes : [...c.scopes, ...request.scopes]
-
-/** The scope that is a candidate's own pool: `pool`, or its last scope. */
-const poolOf = (c: Candidate): string | undefined => c.pool ?? c.scopes[c.scopes.length - 1]
-
-const deadlineOf = (deadline: number | Date | undefined): number | undefined =>
-  deadline === undefined ? undefined : typeof deadline === "number" ? deadline : deadline.getTime()
-
-const priceOf = (c: Candidate, request: RouteRequest): number =>
-  c.price === undefined ? 0 : (request.promptTokens ?? 0) * c.price.input + (request.outputTokens ?? 0) * c.price.output
-
 /**
  * Builds a router over the `RateLimiter` in context (and the `CircuitBreaker`, when there is one).
  *
@@ -1014,564 +1006,8 @@ const priceOf = (c: Candidate, request: RouteRequest): number =>
  * )
  * ```
  */
-export const make = (options: Router.Options): Effect.Effect<Router.Service, never, RateLimiter.RateLimiter> =>
-  Effect.gen(function*() {
-    const limiter = yield* RateLimiter.RateLimiter
-    const breaker = yield* Effect.serviceOption(CircuitBreaker.CircuitBreaker)
-    const candidates = options.candidates
-    const strategy = options.strategy ?? eligible(priority)
-    const rules: FallbackRules = { ...defaultRules, ...options.rules }
-    const report = new Set(options.report ?? ["QuotaExhausted"])
-    const maxWaits = Math.max(0, options.maxWaits ?? 3)
-    const alpha = options.alpha ?? 0.2
-    const wrapBreaker = options.wrapBreaker ?? true
-    const keep = Math.max(0, options.keepDecisions ?? 1000)
-    const stats = new Map<string, internal.Stats>()
-    const statsOf = (id: string): internal.Stats => {
-      let s = stats.get(id)
-      if (s === undefined) {
-        s = new internal.Stats(alpha)
-        stats.set(id, s)
-      }
-      return s
-    }
-    const recent: Array<Decision> = []
-    const totals = {
-      decisions: 0,
-      failures: 0,
-      spilled: 0,
-      reported: 0,
-      chosen: {} as Record<string, number>,
-      spills: new Map<string, { from: string; to: string; reason: string; count: number }>()
-    }
-
-    const breakerKey = (c: Candidate) => c.breakerKey ?? c.id
-
-    const stateOf = (c: Candidate, request: RouteRequest): Effect.Effect<CandidateState> =>
-      Effect.gen(function*() {
-        const scopes = scopesOf(c, request)
-        const estimate = yield* limiter.peek(scopes, request.cost).pipe(Effect.option)
-        const breakerState: CircuitBreaker.State = Option.isSome(breaker)
-          ? yield* breaker.value.state(breakerKey(c))
-          : "Closed"
-        const headroom: Record<string, number> = {}
-        const headroomFraction: Record<string, number> = {}
-        if (Option.isSome(estimate)) {
-          for (const info of estimate.value.levels) {
-            const left = info.level - (request.cost[info.dimension] ?? 0)
-            headroom[info.dimension] = Math.min(headroom[info.dimension] ?? Number.POSITIVE_INFINITY, left)
-            const fraction = info.limit.capacity > 0 ? info.level / info.limit.capacity : 0
-            headroomFraction[info.dimension] = Math.min(
-              headroomFraction[info.dimension] ?? Number.POSITIVE_INFINITY,
-              fraction
-            )
-          }
-        }
-        let estimatedWaitMillis = Option.isSome(estimate) ? estimate.value.waitMillis : 0
-        if (Option.isSome(estimate) && estimate.value.queued > 0 && Number.isFinite(estimatedWaitMillis)) {
-          // the queue ahead, scope by scope: a queue on a shared organization bucket is not this pool's
-          for (const scope of scopes) {
-            const perScope = yield* limiter.peek([scope], request.cost).pipe(Effect.option)
-            if (Option.isNone(perScope) || perScope.value.queued === 0) continue
-            for (const info of perScope.value.levels) {
-              const amount = request.cost[info.dimension] ?? 0
-              const refill = info.limit.amount / info.limit.windowMillis
-              if (!(amount > 0) || !(refill > 0)) continue
-              const behind = ((perScope.value.queued + 1) * amount - info.level) / refill
-              estimatedWaitMillis = Math.max(estimatedWaitMillis, behind)
-            }
-          }
-        }
-        const s = statsOf(c.id)
-        return {
-          candidate: c,
-          estimatedWaitMillis,
-          waitMillis: Option.isSome(estimate) ? estimate.value.waitMillis : 0,
-          binding: Option.isSome(estimate) ? estimate.value.binding : Option.none(),
-          headroom,
-          headroomFraction,
-          queued: Option.isSome(estimate) ? estimate.value.queued : 0,
-          breaker: breakerState,
-          latencyMillis: s.latency,
-          ttftMillis: s.ttft,
-          errorRate: s.errorRate,
-          calls: s.calls,
-          price: priceOf(c, request)
-        } satisfies CandidateState
-      })
-
-    const states = (request: RouteRequest) => Effect.forEach(candidates, (c) => stateOf(c, request))
-
-    const toRequest = (request: RouteRequest): Effect.Effect<Request> =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const random = request.random ?? (yield* Random.next)
-        return {
-          ...request,
-          priority: request.priority ?? "interactive",
-          deadline: deadlineOf(request.deadline),
-          random,
-          now
-        }
-      })
-
-    const planFor = (req: Request, all: ReadonlyArray<CandidateState>): Plan => {
-      const only = req.only
-      const requested = only === undefined
-        ? all
-        : all.filter((s) => only.includes(s.candidate.id) || only.includes(s.candidate.model))
-      const raw = strategy(req, requested)
-      const normal = internal.normalize(requested, raw.order, raw.skipped)
-      const order: Array<CandidateState> = []
-      const skipped: Array<Skipped> = [...normal.skipped]
-      if (only !== undefined) {
-        for (const s of all) if (!requested.includes(s)) skipped.push({ state: s, reason: "not requested" })
-      }
-      for (const s of normal.order) {
-        if (s.breaker === "Open") skipped.push({ state: s, reason: "circuit breaker open" })
-        else if (s.waitMillis === Number.POSITIVE_INFINITY) {
-          skipped.push({
-            state: s,
-            reason: Option.match(s.binding, {
-              onNone: () => "never admitted",
-              onSome: (b) => b.reason === "closed" ? `scope ${b.scope} closed` : `never admitted on ${b.scope}`
-            })
-          })
-        } else order.push(s)
-      }
-      return { order, skipped, wait: raw.wait }
-    }
-
-    const plan = (request: RouteRequest) =>
-      Effect.flatMap(toRequest(request), (req) => Effect.map(states(req), (all) => planFor(req, all)))
-
-    const observe: Router.Service["observe"] = (candidateId, observation) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        const s = statsOf(candidateId)
-        if (observation.latencyMillis !== undefined) s.latencyObserved(observation.latencyMillis)
-        if (observation.ttftMillis !== undefined) s.ttftObserved(observation.ttftMillis)
-        if (observation.success !== undefined) s.outcome(observation.success, now)
-      })
-
-    const count = (candidateId: string, outcome: string) =>
-      Metric.update(decisionsTotal.pipe(Metric.tagged("candidate", candidateId), Metric.tagged("outcome", outcome)), 1)
-
-    const finish = (decision: Decision): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        totals.decisions++
-        if (decision.outcome === "failure") totals.failures++
-        if (decision.spilled) totals.spilled++
-        totals.reported += decision.reported.length
-        if (Option.isSome(decision.chosen)) {
-          totals.chosen[decision.chosen.value] = (totals.chosen[decision.chosen.value] ?? 0) + 1
-        }
-        for (const step of decision.steps) {
-          if (step._tag !== "Spilled") continue
-          const key = `${step.from}\u0000${step.to}\u0000${step.reason}`
-          const entry = totals.spills.get(key)
-          if (entry === undefined) {
-            totals.spills.set(key, { from: step.from, to: step.to, reason: step.reason, count: 1 })
-          } else entry.count++
-        }
-        if (keep > 0) {
-          recent.push(decision)
-          if (recent.length > keep) recent.splice(0, recent.length - keep)
-        }
-        yield* Effect.annotateCurrentSpan({
-          "sluice.router.planned": decision.planned.join(","),
-          "sluice.router.skipped": decision.skipped.map((s) => `${s.candidate}: ${s.reason}`).join("; "),
-          "sluice.router.chosen": Option.getOrElse(decision.chosen, () => ""),
-          "sluice.router.outcome": decision.outcome,
-          "sluice.router.spilled": decision.spilled,
-          "sluice.router.steps": decision.steps.map(describeStep).join("; ")
-        })
-        if (options.onDecision !== undefined) yield* options.onDecision(decision)
-      })
-
-    const runWithDecision = <A, E, R>(
-      request: RouteRequest,
-      f: (candidate: Candidate, attempt: Attempt) => Effect.Effect<A, E, R>
-    ): Effect.Effect<readonly [A, Decision], E | NoCandidate, R> =>
-      Effect.gen(function*() {
-        const req = yield* toRequest(request)
-        const all = yield* states(req)
-        const thePlan = planFor(req, all)
-        const steps: Array<Step> = []
-        const reported: Array<{ candidate: string; error: string }> = []
-        const skippedRecord = thePlan.skipped.map((s) => ({ candidate: s.state.candidate.id, reason: s.reason }))
-        for (const s of skippedRecord) yield* count(s.candidate, "skipped")
-        const lane = req.priority
-        const first = thePlan.order[0]?.candidate.id
-
-        const tried = new Set<string>()
-        const waits = new Map<string, number>()
-        // accumulated constraints on the next candidate
-        let minContext = -1
-        // scopes avoided after an "other-pool" fallback: the binding scope, or the failed candidate's pool
-        const avoidScopes: Array<string> = []
-        // the part of them avoided after a failure (not merely because a pool was saturated)
-        const failedScopes: Array<string> = []
-        const avoidOrganizations = new Set<string>()
-        let requireOtherOrg = false
-        let pendingFrom: string | undefined
-        let pendingReason: string | undefined
-        let lastError: Option.Option<E> = Option.none()
-        // saturated candidates passed over for another pool: waited on if nothing else serves
-        const parked: Array<CandidateState> = []
-
-        /**
-         * Whether `c` meets the constraints the fallbacks so far have set (tried or not); `scopes` are the
-         * scopes to avoid (all of them for the next candidate, only those of failures for a wait).
-         */
-        const meetsConstraints = (c: Candidate, scopes: ReadonlyArray<string> = avoidScopes): boolean => {
-          if (minContext >= 0 && !((c.contextWindow ?? 0) > minContext)) return false
-          if (internal.sharesScope(scopesOf(c, req), scopes)) return false
-          if (requireOtherOrg && (c.organization === undefined || avoidOrganizations.has(c.organization))) {
-            return false
-          }
-          return true
-        }
-        const eligibleNext = (c: Candidate): boolean => !tried.has(c.id) && meetsConstraints(c)
-
-        /** Whether the rules move `error` on `c` to another candidate, and one is left that takes it. */
-        const fallsOver = (c: Candidate, error: unknown): boolean => {
-          const action = actionFor(rules, internal.tagOf(error), lane)
-          if (action === "none" || action === "wait") return false
-          const pool = poolOf(c)
-          return thePlan.order.some(({ candidate: o }) => {
-            if (o.id === c.id || !eligibleNext(o)) return false
-            switch (action) {
-              case "next":
-                return true
-              case "larger-context":
-                return (o.contextWindow ?? 0) > Math.max(minContext, c.contextWindow ?? 0)
-              case "other-pool":
-                return pool === undefined || !internal.sharesScope(scopesOf(o, req), [pool])
-              case "other-organization":
-                return o.organization !== undefined && o.organization !== c.organization &&
-                  !avoidOrganizations.has(o.organization)
-            }
-          })
-        }
-
-        const nowMs = Clock.currentTimeMillis
-        const deadlineAllows = (waitMillis: number, now: number) =>
-          thePlan.wait !== false && Number.isFinite(waitMillis) && (req.deadline === undefined ||
-            now + waitMillis <= req.deadline)
-
-        const done = (outcome: "success" | "failure", chosen: Option.Option<string>) =>
-          Effect.map(nowMs, (endedAt): Decision => ({
-            task: req.task,
-            priority: lane,
-            startedAt: req.now,
-            endedAt,
-            planned: thePlan.order.map((s) => s.candidate.id),
-            skipped: skippedRecord,
-            steps,
-            chosen,
-            outcome,
-            spilled: Option.isSome(chosen) && chosen.value !== first,
-            reported
-          }))
-
-        const noCandidate = () =>
-          new NoCandidate({
-            ...(req.task === undefined ? {} : { task: req.task }),
-            skipped: [
-              ...skippedRecord,
-              ...steps.flatMap((s) =>
-                s._tag === "Skipped"
-                  ? [{ candidate: s.candidate, reason: s.reason }]
-                  : s._tag === "Failed"
-                  ? [{ candidate: s.candidate, reason: `failed with ${s.error} (${s.action})` }]
-                  : []
-              )
-            ]
-          })
-
-        const attempt = (c: Candidate) =>
-          Effect.gen(function*() {
-            const at = yield* nowMs
-            if (pendingFrom !== undefined && pendingFrom !== c.id) {
-              const reason = pendingReason ?? "fallback"
-              steps.push({ _tag: "Spilled", from: pendingFrom, to: c.id, at, reason })
-              yield* Metric.update(
-                spillsTotal.pipe(
-                  Metric.tagged("from", pendingFrom),
-                  Metric.tagged("to", c.id),
-                  Metric.tagged("reason", reason)
-                ),
-                1
-              )
-            }
-            pendingFrom = undefined
-            pendingReason = undefined
-            tried.add(c.id)
-            const n = steps.filter((s) => s._tag === "Attempt" && s.candidate === c.id).length + 1
-            const number = steps.filter((s) => s._tag === "Attempt").length + 1
-            steps.push({ _tag: "Attempt", candidate: c.id, at, attempt: n })
-            yield* count(c.id, "chosen")
-            const call = f(c, { number, fallsOver: (error) => fallsOver(c, error) })
-            const guarded = wrapBreaker && Option.isSome(breaker)
-              ? breaker.value.withBreaker(breakerKey(c), call)
-              : call
-            const result = yield* Effect.either(
-              guarded.pipe(Effect.withSpan("Router.attempt", {
-                attributes: { "sluice.router.candidate": c.id },
-                captureStackTrace: false
-              }))
-            )
-            const end = yield* nowMs
-            const s = statsOf(c.id)
-            if (Either.isRight(result)) {
-              s.latencyObserved(end - at)
-              s.outcome(true, end)
-              steps.push({ _tag: "Succeeded", candidate: c.id, at: end, latencyMillis: end - at })
-              yield* count(c.id, "succeeded")
-            } else {
-              s.outcome(false, end)
-              yield* count(c.id, "failed")
-            }
-            return result as Either.Either<A, E | CircuitBreaker.CircuitOpen>
-          })
-
-        // The loop: a cursor over the plan, plus the candidate to retry after a "wait".
-        let retry: Candidate | undefined
-        while (true) {
-          let current: CandidateState | undefined
-          if (retry !== undefined) {
-            current = all.find((s) => s.candidate.id === retry!.id)
-            retry = undefined
-          } else {
-            current = thePlan.order.find((s) => eligibleNext(s.candidate))
-            if (current !== undefined) {
-              // re-read the live state: a pool may have filled since the plan was made
-              const fresh = yield* stateOf(current.candidate, req)
-              const at = yield* nowMs
-              if (fresh.breaker === "Open") {
-                tried.add(current.candidate.id)
-                steps.push({ _tag: "Skipped", candidate: current.candidate.id, at, reason: "circuit breaker open" })
-                yield* count(current.candidate.id, "skipped")
-                pendingFrom ??= current.candidate.id
-                pendingReason ??= "CircuitOpen"
-                continue
-              }
-              if (fresh.waitMillis === Number.POSITIVE_INFINITY) {
-                // closed (e.g. after a quota error) or never admitted since the plan was made
-                tried.add(current.candidate.id)
-                steps.push({
-                  _tag: "Skipped",
-                  candidate: current.candidate.id,
-                  at,
-                  reason: Option.match(fresh.binding, {
-                    onNone: () => "never admitted",
-                    onSome: (b) => b.reason === "closed" ? `scope ${b.scope} closed` : `never admitted on ${b.scope}`
-                  })
-                })
-                yield* count(current.candidate.id, "skipped")
-                pendingFrom ??= current.candidate.id
-                pendingReason ??= "ScopeClosed"
-                continue
-              }
-              if (fresh.waitMillis > 0) {
-                const action = actionFor(rules, "Saturated", lane)
-                const blocked = blockedScopes(fresh)
-                const hasOtherPool = thePlan.order.some((o) =>
-                  o.candidate.id !== current!.candidate.id && eligibleNext(o.candidate) &&
-                  !internal.sharesScope(scopesOf(o.candidate, req), blocked)
-                )
-                const wantsWait = action === "wait" && deadlineAllows(fresh.waitMillis, at)
-                if (!wantsWait && action !== "none" && hasOtherPool) {
-                  tried.add(current.candidate.id)
-                  parked.push(fresh)
-                  const binding = Option.match(fresh.binding, {
-                    onNone: () => "",
-                    onSome: (b) => ` on ${b.scope} ${b.dimension} (${b.reason})`
-                  })
-                  steps.push({
-                    _tag: "Skipped",
-                    candidate: current.candidate.id,
-                    at,
-                    reason: `saturated: about ${Math.ceil(fresh.waitMillis)}ms wait${binding}`
-                  })
-                  yield* count(current.candidate.id, "skipped")
-                  pendingFrom ??= current.candidate.id
-                  pendingReason ??= "Saturated"
-                  if (action === "next") continue
-                  for (const scope of blocked) avoidScopes.push(scope)
-                  continue
-                }
-                if (!wantsWait && parked.length > 0) {
-                  // every other pool is saturated too: wait where the wait (queue included) is least
-                  const fresher = yield* Effect.forEach(parked, (p) => stateOf(p.candidate, req))
-                  const best = internal.stableSortBy([fresh, ...fresher], (x) => x.estimatedWaitMillis)[0]
-                  if (best.candidate.id !== current.candidate.id) {
-                    tried.add(current.candidate.id)
-                    tried.delete(best.candidate.id)
-                    parked.splice(parked.findIndex((p) => p.candidate.id === best.candidate.id), 1, fresh)
-                    current = best
-                  }
-                  steps.push({
-                    _tag: "Waited",
-                    candidate: current.candidate.id,
-                    at,
-                    reason: "least wait of the saturated pools",
-                    estimatedWaitMillis: current.estimatedWaitMillis
-                  })
-                } else {
-                  steps.push({
-                    _tag: "Waited",
-                    candidate: current.candidate.id,
-                    at,
-                    reason: wantsWait ? "Saturated" : "no other pool",
-                    estimatedWaitMillis: fresh.estimatedWaitMillis
-                  })
-                }
-              }
-            }
-          }
-          if (current === undefined) {
-            // nothing left: wait on the least-loaded parked candidate if allowed, else fail. A parked
-            // candidate still has to meet what the fallbacks since require (a larger window, another
-            // organization, another pool): a spill target's 503 should not lose the request when the
-            // pool it spilled from will admit it after a wait.
-            const at = yield* nowMs
-            const fresher = yield* Effect.forEach(
-              parked.filter((p) => meetsConstraints(p.candidate, failedScopes)),
-              (p) => stateOf(p.candidate, req)
-            )
-            const best = internal.stableSortBy(
-              fresher.filter((s) => s.breaker !== "Open" && Number.isFinite(s.waitMillis)),
-              (s) => s.estimatedWaitMillis
-            )[0]
-            if (best !== undefined && deadlineAllows(best.waitMillis, at)) {
-              parked.length = 0
-              tried.delete(best.candidate.id)
-              steps.push({
-                _tag: "Waited",
-                candidate: best.candidate.id,
-                at,
-                reason: "no other pool could admit now",
-                estimatedWaitMillis: best.waitMillis
-              })
-              retry = best.candidate
-              continue
-            }
-            const decision = yield* done("failure", Option.none())
-            yield* finish(decision)
-            if (Option.isSome(lastError)) return yield* Effect.fail(lastError.value)
-            return yield* Effect.fail(noCandidate())
-          }
-
-          const c = current.candidate
-          const result = yield* attempt(c)
-          if (Either.isRight(result)) {
-            const decision = yield* done("success", Option.some(c.id))
-            yield* finish(decision)
-            return [result.right, decision] as const
-          }
-          const error = result.left
-          lastError = Option.some(error as E)
-          const tag = internal.tagOf(error)
-          let action = actionFor(rules, tag, lane)
-          const at = yield* nowMs
-          if (action === "wait") {
-            const used = waits.get(c.id) ?? 0
-            const estimate = yield* stateOf(c, req)
-            if (used < maxWaits && deadlineAllows(estimate.waitMillis, at)) {
-              waits.set(c.id, used + 1)
-              steps.push({ _tag: "Failed", candidate: c.id, at, error: tag ?? "unknown", action })
-              steps.push({
-                _tag: "Waited",
-                candidate: c.id,
-                at,
-                reason: tag ?? "unknown",
-                estimatedWaitMillis: estimate.waitMillis
-              })
-              retry = c
-              continue
-            }
-            action = "other-pool"
-          }
-          steps.push({ _tag: "Failed", candidate: c.id, at, error: tag ?? "unknown", action })
-          if (action === "other-organization" || (tag !== undefined && report.has(tag))) {
-            reported.push({ candidate: c.id, error: tag ?? "unknown" })
-            steps.push({ _tag: "Reported", candidate: c.id, at, error: tag ?? "unknown" })
-            yield* Metric.update(
-              reportsTotal.pipe(Metric.tagged("candidate", c.id), Metric.tagged("error", tag ?? "unknown")),
-              1
-            )
-            yield* Effect.logWarning(`router: ${tag ?? "unknown error"} on candidate ${c.id}`).pipe(
-              Effect.annotateLogs({ candidate: c.id, organization: c.organization ?? "" })
-            )
-          }
-          if (action === "none") {
-            const decision = yield* done("failure", Option.none())
-            yield* finish(decision)
-            return yield* Effect.fail(error as E)
-          }
-          if (action === "larger-context") minContext = Math.max(minContext, c.contextWindow ?? 0)
-          if (action === "other-pool") {
-            for (const scope of blockedScopes(yield* stateOf(c, req))) {
-              avoidScopes.push(scope)
-              failedScopes.push(scope)
-            }
-          }
-          if (action === "other-organization") {
-            requireOtherOrg = true
-            if (c.organization !== undefined) avoidOrganizations.add(c.organization)
-          }
-          pendingFrom = c.id
-          pendingReason = tag ?? "unknown"
-        }
-      }).pipe(
-        Effect.withSpan("Router.run", {
-          // a stack trace per call costs more than the rest of the span; the attributes say what it was
-          captureStackTrace: false,
-          attributes: {
-            "sluice.router.task": request.task ?? "",
-            "sluice.router.priority": request.priority ?? "interactive"
-          }
-        })
-      ) as Effect.Effect<readonly [A, Decision], E | NoCandidate, R>
-
-    return {
-      candidates,
-      states: (request) => Effect.flatMap(toRequest(request), states),
-      plan,
-      run: (request, f) => Effect.map(runWithDecision(request, f), (pair) => pair[0]),
-      runWithDecision,
-      observe,
-      decisions: Effect.sync(() => recent.slice()),
-      summary: Effect.sync((): Summary => ({
-        decisions: totals.decisions,
-        failures: totals.failures,
-        spilled: totals.spilled,
-        reported: totals.reported,
-        chosen: { ...totals.chosen },
-        spills: Array.from(totals.spills.values(), (entry) => ({ ...entry }))
-      }))
-    } satisfies Router.Service
-  })
-
-const describeStep = (step: Step): string => {
-  switch (step._tag) {
-    case "Attempt":
-      return `attempt ${step.candidate}#${step.attempt}`
-    case "Succeeded":
-      return `succeeded ${step.candidate}`
-    case "Failed":
-      return `failed ${step.candidate} ${step.error} -> ${step.action}`
-    case "Skipped":
-      return `skipped ${step.candidate} (${step.reason})`
-    case "Spilled":
-      return `spilled ${step.from} -> ${step.to} (${step.reason})`
-    case "Waited":
-      return `waited ${step.candidate} (${step.reason})`
-    case "Reported":
-      return `reported ${step.candidate} ${step.error}`
-  }
-}
+export const make: (options: Router.Options) => Effect.Effect<Router.Service, never, RateLimiter.RateLimiter> =
+  service.make
 
 /**
  * The router as a layer over the `RateLimiter` in context.
@@ -1695,7 +1131,7 @@ export const toExecutionPlan = (
   NoCandidate
 > =>
   Effect.suspend(() => {
-    const rules: FallbackRules = { ...defaultRules, ...options?.rules }
+    const rules: FallbackRules = { ...baseRules, ...options?.rules }
     const lane = options?.priority ?? "interactive"
     const steps = plan.order.map((state) => ({
       provide: Context.make(CurrentCandidate, state.candidate),

@@ -33,6 +33,21 @@ class Overloaded extends Schema.TaggedError<Overloaded>()("Overloaded", { model:
 
 type CallError = ContextLengthExceeded | ContentPolicy | QuotaExhausted | Overloaded
 
+/**
+ * The fake provider's fallback rules for the errors above (the core knows none of them), and the tags it
+ * always reports: passed to the router as a provider package passes its own.
+ */
+const provider: { readonly rules: Router.FallbackRules; readonly report: ReadonlyArray<string> } = {
+  rules: {
+    ContextLengthExceeded: "larger-context",
+    RateLimited: { interactive: "wait", background: "other-pool" },
+    Overloaded: "next",
+    ContentPolicy: "none",
+    QuotaExhausted: "other-organization"
+  },
+  report: ["QuotaExhausted"]
+}
+
 const large: Router.Candidate = {
   id: "gpt-4o",
   model: "gpt-4o",
@@ -94,7 +109,7 @@ describe("Router", () => {
   it.effect("when the large pool is exhausted, background spills to mini and interactive waits", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.RateLimiter
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       // exhaust gpt-4o's pool
       const hog = yield* limiter.acquire(["pool:gpt-4o"], { tokens: 60_000 })
       yield* hog.settle({ tokens: 60_000 })
@@ -138,7 +153,7 @@ describe("Router", () => {
   it.effect("a 429 (RateLimited) gates the pool: interactive waits and retries the same model, background moves", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.RateLimiter
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       let rejectNext = 0
       const calls: Array<string> = []
       // what a provider layer does with a 429: gate the pool for retry-after, then fail with RateLimited
@@ -204,7 +219,7 @@ describe("Router", () => {
           order: pick.order.map((id) => states.find((s) => s.candidate.id === id)!),
           skipped: pick.skipped.map((id) => ({ state: states.find((s) => s.candidate.id === id)!, reason: "x" }))
         })
-        const router = yield* Router.make({ candidates, strategy: careless })
+        const router = yield* Router.make({ ...provider, candidates, strategy: careless })
         const plan = yield* router.plan({ cost })
         const seen = [...plan.order, ...plan.skipped.map((s) => s.state)].map((s) => s.candidate.id)
         expect([...seen].sort()).toEqual(ids)
@@ -224,7 +239,7 @@ describe("Router", () => {
         },
         context: base.context
       })
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       yield* router.run(
         { cost, task: "classification" },
         (c) => c.id === "gpt-4o" ? Effect.fail(new Overloaded({ model: c.model })) : Effect.succeed(c.id)
@@ -242,7 +257,7 @@ describe("Router", () => {
       const measure = (candidates: ReadonlyArray<Router.Candidate>) =>
         Effect.gen(function*() {
           const limiter = yield* RateLimiter.RateLimiter
-          const router = yield* Router.make({ candidates, strategy: Router.leastWait })
+          const router = yield* Router.make({ ...provider, candidates, strategy: Router.leastWait })
           let done = 0
           yield* Effect.forEach(
             // more than two pools can carry in 5 minutes (2 × 360), so every pool stays saturated
@@ -279,7 +294,7 @@ describe("Router", () => {
 
   it.effect("a context-length failure falls over to the long-context candidate exactly once", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini, longContext] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini, longContext] })
       const calls: Array<string> = []
       const call = (fits: (c: Router.Candidate) => boolean) => (c: Router.Candidate) =>
         Effect.suspend(() => {
@@ -307,7 +322,7 @@ describe("Router", () => {
 
   it.effect("a content-policy failure does not fall over", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini, longContext] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini, longContext] })
       const calls: Array<string> = []
       const exit = yield* Effect.exit(router.runWithDecision({ cost }, (c) =>
         Effect.suspend(() => {
@@ -334,6 +349,7 @@ describe("Router", () => {
       }
       const reports: Array<Router.Decision> = []
       const router = yield* Router.make({
+        ...provider,
         candidates: [large, mini, otherOrg],
         onDecision: (d) => Effect.sync(() => void (d.reported.length > 0 && reports.push(d)))
       })
@@ -372,7 +388,7 @@ describe("Router", () => {
 
   it.effect("quota exhaustion with no other organization fails with the quota error, reported", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       const calls: Array<string> = []
       const error = yield* Effect.flip(router.run({ cost }, (c) =>
         Effect.suspend(() => {
@@ -387,7 +403,7 @@ describe("Router", () => {
   it.effect("an open breaker is skipped until half-open, then probed", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.CircuitBreaker
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       let healthy = false
       const calls: Array<string> = []
       const call = (c: Router.Candidate) =>
@@ -435,7 +451,7 @@ describe("Router", () => {
           ? states.filter((s) => s.candidate.id === "gpt-4o").map((state) => ({ state, reason: "no background on 4o" }))
           : []
       })
-      const router = yield* Router.make({ candidates: [large, mini, longContext], strategy: custom })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini, longContext], strategy: custom })
       const pick = (request: Router.RouteRequest) => router.runWithDecision(request, (c) => Effect.succeed(c.id))
 
       const [short] = yield* pick({ cost, promptTokens: 100, outputTokens: 100 })
@@ -456,6 +472,7 @@ describe("Router", () => {
         "long-document": ["gpt-4.1", "gpt-4o"]
       })
       const router = yield* Router.make({
+        ...provider,
         candidates: [large, mini, longContext],
         strategy: Router.eligible(Router.byTask(Router.priority, table))
       })
@@ -511,14 +528,14 @@ describe("Router", () => {
   it.effect("weighted random and cheapest-now are pure in the request", () =>
     Effect.gen(function*() {
       const weighted = [{ ...large, weight: 1 }, { ...mini, weight: 3 }]
-      const router = yield* Router.make({ candidates: weighted, strategy: Router.weightedRandom })
+      const router = yield* Router.make({ ...provider, candidates: weighted, strategy: Router.weightedRandom })
       const first = (random: number) => Effect.map(router.plan({ cost, random }), (p) => p.order[0].candidate.id)
       expect(yield* first(0.1)).toBe("gpt-4o")
       expect(yield* first(0.3)).toBe("gpt-4o-mini")
       expect(yield* first(0.99)).toBe("gpt-4o-mini")
 
       const limiter = yield* RateLimiter.RateLimiter
-      const cheap = yield* Router.make({ candidates: [large, mini], strategy: Router.cheapest })
+      const cheap = yield* Router.make({ ...provider, candidates: [large, mini], strategy: Router.cheapest })
       const request = { cost, promptTokens: 500, outputTokens: 500 }
       expect((yield* cheap.plan(request)).order.map((s) => s.candidate.id)).toEqual(["gpt-4o-mini", "gpt-4o"])
       const hog = yield* limiter.acquire(["pool:gpt-4o-mini"], { tokens: 60_000 })
@@ -528,7 +545,7 @@ describe("Router", () => {
 
   it.effect("lowest latency follows the recorded EWMA", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini], strategy: Router.lowestLatency })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini], strategy: Router.lowestLatency })
       yield* router.observe("gpt-4o", { latencyMillis: 900, success: true })
       yield* router.observe("gpt-4o-mini", { latencyMillis: 300, success: true })
       expect((yield* router.plan({ cost })).order[0].candidate.id).toBe("gpt-4o-mini")
@@ -546,8 +563,8 @@ describe("Router", () => {
 
   it.effect("an ExecutionPlan derived from a routing plan falls over while the rules allow", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini] })
-      const plan = yield* Router.toExecutionPlan(yield* router.plan({ cost }))
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
+      const plan = yield* Router.toExecutionPlan(yield* router.plan({ cost }), { rules: provider.rules })
       const calls: Array<string> = []
       const call = (fail: (c: Router.Candidate) => CallError | undefined) =>
         Effect.flatMap(Router.CurrentCandidate, (c) => {
@@ -662,7 +679,7 @@ describe("Router: request scopes, only, Attempt.fallsOver", () => {
   it.effect("a request's own scopes are peeked with every candidate's; `only` restricts the candidates", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.RateLimiter
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       // the tenant's one request a minute is used: every candidate waits on it
       const permit = yield* limiter.acquire(["tenant:t"], { requests: 1 })
       yield* permit.settle({ requests: 1 })
@@ -685,7 +702,7 @@ describe("Router: request scopes, only, Attempt.fallsOver", () => {
 
   it.effect("Attempt.fallsOver says whether the router will take an error elsewhere", () =>
     Effect.gen(function*() {
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       const seen: Array<string> = []
       const exit = yield* Effect.exit(router.run({ cost }, (c, attempt) =>
         Effect.suspend(() => {
@@ -708,7 +725,7 @@ describe("Router: request scopes, only, Attempt.fallsOver", () => {
   it.effect("a spill target's failure does not lose the request: it waits for the pool it left", () =>
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.RateLimiter
-      const router = yield* Router.make({ candidates: [large, mini] })
+      const router = yield* Router.make({ ...provider, candidates: [large, mini] })
       // drain gpt-4o's pool: background work spills to mini, which is overloaded
       const drained = yield* limiter.acquire(large.scopes, { tokens: 60_000 })
       yield* drained.settle({ tokens: 60_000 })

@@ -165,11 +165,16 @@ export const strategies: {
 export type StrategyName = keyof typeof strategies
 
 /**
- * The fallback rules of OpenAI routing: `Router.defaultRules` (context length → a larger window; rate
- * limited or saturated → another pool for background, wait for interactive; overloaded, server errors,
- * timeouts, connection errors, open breakers → next; content policy, bad requests → none; quota → another
- * organization), plus what only OpenAI deployments raise:
+ * The fallback rules of OpenAI routing, by the kinds `OpenAiError` classifies, merged over
+ * `Router.baseRules` (a saturated pool → another pool for background, wait for interactive; the
+ * limiter's `DeadlineExceeded` or a closed scope → another pool; open breakers → next; unknown tags →
+ * none):
  *
+ * - `ContextLengthExceeded` → a larger context window;
+ * - `RateLimited` → as `Saturated`: wait for interactive work, another pool for background work;
+ * - `Overloaded`, `ServerError`, `Timeout`, `ConnectionError` → the next deployment;
+ * - `ContentPolicy`, `BadRequest` → none (another deployment would refuse it too);
+ * - `QuotaExhausted` → only another organization, always reported;
  * - `RequestTooLarge` ("Request too large … must be reduced": the call alone exceeds that pool's TPM) and
  *   `RetryDeadlineExceeded` (the service's retry would wait past the deadline) → another pool;
  * - `Unauthorized`, `PermissionDenied`, `NotFound` (a key, tier or model that one deployment lacks) →
@@ -180,7 +185,16 @@ export type StrategyName = keyof typeof strategies
  * @category fallbacks
  */
 export const defaultRules: Router.FallbackRules = {
-  ...Router.defaultRules,
+  ...Router.baseRules,
+  ContextLengthExceeded: "larger-context",
+  RateLimited: { interactive: "wait", background: "other-pool" },
+  Overloaded: "next",
+  ServerError: "next",
+  Timeout: "next",
+  ConnectionError: "next",
+  ContentPolicy: "none",
+  BadRequest: "none",
+  QuotaExhausted: "other-organization",
   RequestTooLarge: "other-pool",
   RetryDeadlineExceeded: "other-pool",
   Unauthorized: "next",

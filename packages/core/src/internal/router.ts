@@ -138,3 +138,52 @@ export const tagOf = (error: unknown): string | undefined => {
   }
   return undefined
 }
+
+// -----------------------------------------------------------------------------
+// candidates and scopes
+// -----------------------------------------------------------------------------
+
+/** What the helpers below read of a candidate. */
+interface CandidateLike {
+  readonly id: string
+  readonly scopes: ReadonlyArray<string>
+  readonly pool?: string | undefined
+  readonly price?: { readonly input: number; readonly output: number } | undefined
+}
+
+/**
+ * The scopes a call on `c` charges for `request`: the candidate's, then the request's own.
+ *
+ * @internal
+ */
+export const scopesOf = (
+  c: CandidateLike,
+  request: { readonly scopes?: ReadonlyArray<string> | undefined }
+): ReadonlyArray<string> =>
+  request.scopes === undefined || request.scopes.length === 0 ? c.scopes : [...c.scopes, ...request.scopes]
+
+/**
+ * The scope that is a candidate's own pool: `pool`, or its last scope.
+ *
+ * @internal
+ */
+export const poolOf = (c: CandidateLike): string | undefined => c.pool ?? c.scopes[c.scopes.length - 1]
+
+/**
+ * A deadline as epoch milliseconds.
+ *
+ * @internal
+ */
+export const deadlineOf = (deadline: number | Date | undefined): number | undefined =>
+  deadline === undefined ? undefined : typeof deadline === "number" ? deadline : deadline.getTime()
+
+/**
+ * A request's price on a candidate (0 without a price).
+ *
+ * @internal
+ */
+export const priceOf = (
+  c: CandidateLike,
+  request: { readonly promptTokens?: number | undefined; readonly outputTokens?: number | undefined }
+): number =>
+  c.price === undefined ? 0 : (request.promptTokens ?? 0) * c.price.input + (request.outputTokens ?? 0) * c.price.output
