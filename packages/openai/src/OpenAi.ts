@@ -41,6 +41,7 @@ import * as Adapt from "./internal/adapt.js"
 import * as Endpoints from "./internal/endpoint.js"
 import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
+import * as Turn from "./internal/turn.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
 import * as TokenEstimator from "./TokenEstimator.js"
@@ -359,7 +360,7 @@ export const make = (
      * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP
      * answer has taught the pool its limits, during which calls go one at a time.
      */
-    const adaptivePools = new Map<string, { probing: boolean; readonly probe: Effect.Semaphore }>()
+    const adaptivePools = new Map<string, { probing: boolean; readonly probe: Turn.Turn }>()
 
     /** The dimensions the adaptive mode governs. */
     const unknownDimensions = (poolScope: string) => {
@@ -373,7 +374,7 @@ export const make = (
         if (adaptive === undefined || adaptivePools.has(poolScope)) return
         adaptivePools.set(poolScope, {
           probing: unknownDimensions(poolScope).length > 0,
-          probe: Effect.unsafeMakeSemaphore(1)
+          probe: Turn.make()
         })
       })
 
@@ -415,7 +416,7 @@ export const make = (
         // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
         // pool's limits from the cautious ones (see `Learn`)
         const turn = Effect.raceFirst(
-          Effect.as(state.probe.take(1), true),
+          Effect.as(state.probe.take, true),
           Effect.as(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), learned(poolScope, true)), false)
         )
         return Effect.uninterruptibleMask((restore) =>
@@ -423,8 +424,8 @@ export const make = (
             !mine
               ? restore(effect)
               : state.probing
-              ? Effect.ensuring(restore(effect), state.probe.release(1))
-              : Effect.zipRight(state.probe.release(1), restore(effect)))
+              ? Effect.ensuring(restore(effect), state.probe.release)
+              : Effect.zipRight(state.probe.release, restore(effect)))
         )
       })
 
