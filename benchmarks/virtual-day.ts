@@ -6,6 +6,9 @@
  *   node scripts/run-ts.mjs benchmarks/virtual-day.ts --rounds 1 --no-write
  *   node scripts/run-ts.mjs benchmarks/virtual-day.ts --only limiter      (one row: sdk, limiter or driver; writes nothing)
  *   node scripts/run-ts.mjs benchmarks/virtual-day.ts --requests 2000  (a smaller run; writes nothing)
+ *   node scripts/run-ts.mjs benchmarks/virtual-day.ts --only driver --profile driver.cpuprofile
+ *     (a CPU profile of the measured rounds only, after the warm-up and the modules' loading; writes nothing;
+ *     a file named *.heapprofile gets what they allocate instead)
  *
  * The workload: 10,000 chat requests to `gpt-4o-mini` started at once, against 500 RPM and 5,000 requests a day
  * (the simulator's buckets start full, so 5,000 go within ten minutes and the other 5,000 at the daily rate, one
@@ -17,6 +20,7 @@ import { Scenario, SimFetch, SimStats, Simulator, VirtualTime } from "@sluice/te
 import { Clock, Effect, Layer, TestContext } from "effect"
 import { execSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
+import { Session } from "node:inspector/promises"
 import * as Os from "node:os"
 import OpenAI from "openai"
 
@@ -27,8 +31,12 @@ const flag = (name: string) => {
 }
 const rounds = Number(flag("--rounds") ?? 3)
 const requests = Number(flag("--requests") ?? 10_000)
-const only = flag("--only") // "sdk" or "limiter": one row
-const write = !argv.includes("--no-write") && flag("--requests") === undefined && only === undefined
+const only = flag("--only") // "sdk", "limiter" or "driver": one row
+const profile = flag("--profile") // a file: the CPU profile of the measured rounds
+/** `--profile x.heapprofile`: what the measured rounds allocate (sampled, collected objects included) instead. */
+const heap = profile?.endsWith(".heapprofile") === true
+const write = !argv.includes("--no-write") && flag("--requests") === undefined && only === undefined &&
+  profile === undefined
 const RPM = Number(process.env.VT_RPM ?? 500)
 const RPD = Number(process.env.VT_RPD ?? 5_000)
 const MODEL = "gpt-4o-mini"
@@ -158,6 +166,21 @@ const main = async () => {
   await Effect.runPromise(runLimiter(200))
   const load = Os.loadavg().map((l) => l.toFixed(2)).join(" / ")
   const rows: Array<string> = []
+  const profiler = profile === undefined ? undefined : new Session()
+  if (profiler !== undefined) {
+    profiler.connect()
+    if (heap) {
+      await profiler.post("HeapProfiler.enable")
+      await profiler.post("HeapProfiler.startSampling", {
+        samplingInterval: 16_384,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true
+      })
+    } else {
+      await profiler.post("Profiler.enable")
+      await profiler.post("Profiler.start")
+    }
+  }
   for (let round = 1; round <= rounds; round++) {
     for (const [name, row] of Object.entries(rowsOf)) {
       if (
@@ -173,6 +196,13 @@ const main = async () => {
       rows.push(line)
       console.log(line)
     }
+  }
+  if (profiler !== undefined && profile !== undefined) {
+    const { profile: recorded } = heap
+      ? await profiler.post("HeapProfiler.stopSampling")
+      : await profiler.post("Profiler.stop")
+    writeFileSync(profile, JSON.stringify(recorded))
+    profiler.disconnect()
   }
   const commit = execSync("git rev-parse --short HEAD").toString().trim()
   const report = `# Virtual time: a simulated day
