@@ -43,6 +43,19 @@ export const endpointOf = (url: unknown): Path | undefined => {
   return paths.has(path) ? (path as Path) : undefined
 }
 
+/**
+ * The limiter cost of a call from its estimate: one request, plus its tokens and images when it has any
+ * (a dimension the call does not use is left out of the cost).
+ *
+ * @internal
+ */
+export const costOf = (estimate: { readonly tokens: number; readonly images: number }): Record<string, number> => {
+  const cost: Record<string, number> = { requests: 1 }
+  if (estimate.tokens > 0) cost.tokens = estimate.tokens
+  if (estimate.images > 0) cost.images = estimate.images
+  return cost
+}
+
 // -----------------------------------------------------------------------------------------------------------
 // request bodies: the fields the estimator and the router read
 // -----------------------------------------------------------------------------------------------------------
