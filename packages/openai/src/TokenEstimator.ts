@@ -51,6 +51,27 @@ export const countText = (text: string, encoding: Encoding = "o200k_base"): numb
   typeof text !== "string" ? 0 : TokenCount.count(text, encoding)
 
 /**
+ * Loads the vocabularies of some encodings now (both by default) instead of on their first count. Loading
+ * one takes a few hundred milliseconds of CPU and blocks the thread; a program that counts on a
+ * latency-sensitive path (a bulk run dispatching at the limit, a server answering requests) loads them
+ * before it starts, so the first count of each encoding does not stall every call in flight. Loading twice
+ * is free.
+ *
+ * @since 0.1.0
+ * @category encoding
+ * @example
+ * ```ts
+ * import { TokenEstimator } from "@sluice/openai"
+ *
+ * TokenEstimator.load() // o200k_base and cl100k_base, before the work starts
+ * TokenEstimator.load(["o200k_base"]) // only GPT-4o / GPT-4.1 / GPT-5 / o-series models will be counted
+ * ```
+ */
+export const load = (encodings: ReadonlyArray<Encoding> = ["o200k_base", "cl100k_base"]): void => {
+  for (const encoding of encodings) TokenCount.api(encoding)
+}
+
+/**
  * The tokens a text is charged at admission: the larger of its token count ({@link countText}) and a
  * quarter of its characters, rounded up. OpenAI's limiter estimates a request's tokens "based on the
  * character count" before the model has counted them, so a reservation below that estimate would be
