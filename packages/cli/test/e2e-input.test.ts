@@ -135,6 +135,49 @@ describe("sluice run: careless and hostile input (real process)", () => {
     240_000
   )
 
+  // live: two real `sluice run` processes, distinct outputs, one errors file
+  it.live(
+    "the errors lock: a second run writing the same errors file is refused (exit 2) while the first runs",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = chat(dir, "in.jsonl", 3000)
+        const errors = NodePath.join(dir, "shared.errors.jsonl")
+        const output = (name: string) => NodePath.join(dir, name)
+        const args = (out: string) => [
+          "--input",
+          input,
+          "--output",
+          out,
+          "--errors",
+          errors,
+          "--simulate",
+          "tier5",
+          "--progress",
+          "off"
+        ]
+        const first = start(args(output("a.jsonl")))
+        await waitFor(() => lineCount(output("a.jsonl")) > 0, first.child)
+        const second = await sluice(args(output("b.jsonl")))
+        expect(second.code, second.err).toBe(2)
+        expect(second.err).toContain(`another sluice run (pid ${first.child.pid}`)
+        expect(second.err).toContain(`${errors}.lock`)
+        // refused before anything was written; its output's lock released
+        expect(NodeFs.existsSync(output("b.jsonl"))).toBe(false)
+        expect(NodeFs.existsSync(`${output("b.jsonl")}.lock`)).toBe(false)
+        const r1 = await first.done
+        expect(r1.code, r1.err).toBe(0)
+        expect(lineCount(output("a.jsonl"))).toBe(3000)
+        expect(NodeFs.existsSync(`${errors}.lock`)).toBe(false)
+        // once the first has ended, another run may write that errors file
+        const small = chat(dir, "small.jsonl", 3)
+        const third = await sluice([...args(output("b.jsonl")).slice(2), "--input", small])
+        expect(third.code, third.err).toBe(0)
+        expect(lineCount(output("b.jsonl"))).toBe(3)
+      }),
+    240_000
+  )
+
   // live: real processes
   // live: real processes rerun over a real output file
   it.live(

@@ -6,7 +6,8 @@
  * and a torn last line is repaired first, so across crashes every `custom_id` ends in exactly one line.
  * Before anything is opened for writing, the input, output and errors paths must be distinct files (by real
  * path and by device and inode), the output must be an output file, and the run takes the output's lock
- * (`<output>.lock`), so two runs never send the same lines.
+ * (`<output>.lock`), so two runs never send the same lines, and the errors file's (`<errors>.lock`), so two
+ * runs never write one errors file.
  *
  * @since 0.1.0
  */
@@ -89,7 +90,8 @@ export class BulkFileError extends Schema.TaggedError<BulkFileError>()("BulkFile
  *
  * - `same-file`: two of the input, output, errors (and lock, retried-failures) paths are one file — by real
  *   path, through symbolic links, or by device and inode (hard links);
- * - `locked`: another run holds the output's lock (`<output>.lock`); the message names its pid and host;
+ * - `locked`: another run holds the output's lock (`<output>.lock`) or the errors file's (`<errors>.lock`); the
+ *   message names its pid and host;
  * - `not-output`: the output exists but is not a Batch API output file (it would be damaged by appending).
  *
  * @since 0.1.0
@@ -550,10 +552,14 @@ export const run = <E, R>(
         { role: "output", path: options.output },
         ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
         { role: "lock file", path: Files.lockPath(options.output) },
+        ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
         ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }])
       ])
       if (collision !== undefined) return yield* Effect.fail(collision)
       yield* Files.acquireLock(options.output)
+      // the errors file is truncated and written too: two runs with distinct outputs but one errors path would
+      // interleave or wipe each other's lines
+      if (options.errors !== undefined) yield* Files.acquireLock(options.errors)
       if (options.restart === true && NodeFs.existsSync(options.output)) {
         yield* Effect.try({
           try: () => NodeFs.truncateSync(options.output, 0),
