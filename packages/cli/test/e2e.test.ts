@@ -225,7 +225,7 @@ describe("sluice run (real process, HTTP simulator)", () => {
             JSON.stringify({ custom_id: "a", method: "POST", url: "/v1/embeddings", body: embed }),
             "{oops",
             JSON.stringify({ custom_id: "a", method: "POST", url: "/v1/embeddings", body: embed }),
-            JSON.stringify({ custom_id: "b", method: "POST", url: "/v1/moderations", body: {} }),
+            JSON.stringify({ custom_id: "b", method: "POST", url: "/v1/audio/speech", body: {} }),
             JSON.stringify({ method: "POST", url: "/v1/embeddings", body: {} }),
             JSON.stringify({
               custom_id: "c",

@@ -39,10 +39,12 @@ export const encodingFor = (model: string): Encoding =>
 
 /**
  * Counts the tokens of a text in an encoding, in time linear in its length: exact unless the text holds a
- * piece of more than 256 characters without a break (a run without whitespace), more than a million
- * characters to encode, or a run of more than 4,096 characters without whitespace; then an upper bound
- * (such a piece counts its UTF-8 bytes), never lower than the exact count. Special-token strings
- * (`<|endoftext|>`) count as the text they are. The encoding's vocabulary is loaded on first use.
+ * piece of more than 256 characters (a word of more than 256 letters, say), more than a million characters,
+ * or more than 4,096 characters without whitespace and without a place where every split ends a piece (a
+ * letter or a number followed by punctuation, a number followed by a letter…: minified JSON and base64 have
+ * many; `"a"` × 10,000 has none); then an upper bound (what is not counted exactly counts its UTF-8 bytes),
+ * never lower than the exact count. Special-token strings (`<|endoftext|>`) count as the text they are. The
+ * encoding's vocabulary is loaded on first use (see {@link load}).
  *
  * @since 0.1.0
  * @category encoding
@@ -337,9 +339,76 @@ export const images = (input: {
   return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: n }
 }
 
+/** Output reserved per choice by a legacy completion that sets no `max_tokens`: the API's default. */
+const COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+/**
+ * Estimates a legacy completion (`/v1/completions` body): the prompt's tokens (text counted, token ids as
+ * they are; a list of prompts is as many completions), plus `prompts × max(n, best_of) × max_tokens` output
+ * (`max_tokens` defaults to 16, the API's default; the server generates `best_of` choices).
+ *
+ * @since 0.1.0
+ * @category estimating
+ */
+export const completions = (input: {
+  readonly model?: string | undefined
+  readonly prompt: unknown
+  readonly suffix?: string | null | undefined
+  readonly n?: number | null | undefined
+  readonly best_of?: number | null | undefined
+  readonly max_tokens?: number | null | undefined
+}, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "gpt-3.5-turbo-instruct")
+  const count = counter(encodingFor(model))
+  const one = (item: unknown): number =>
+    typeof item === "string"
+      ? count.text(item)
+      : typeof item === "number"
+      ? 1
+      : Array.isArray(item) && item.every((x) => typeof x === "number")
+      ? item.length
+      : count.json(item)
+  const prompt = body.prompt
+  // a list of texts or of token lists is one completion per item; a list of numbers is one prompt's tokens
+  const many = Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
+  const prompts = many ? Math.max(1, (prompt as ReadonlyArray<unknown>).length) : 1
+  const promptTokens = (many ?
+    (prompt as ReadonlyArray<unknown>).reduce<number>((sum, item) => sum + one(item), 0)
+    : Array.isArray(prompt)
+    ? prompt.length
+    : one(prompt)) + count.text(body.suffix)
+  const perChoice = positive(body.max_tokens) ?? options?.defaultMaxOutputTokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS
+  const choices = Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
+  const output = bounded(prompts * choices * perChoice)
+  return { model, promptTokens, maxOutputTokens: output, tokens: bounded(promptTokens + output), images: 0 }
+}
+
+/**
+ * Estimates a moderation (`/v1/moderations` body): the tokens of its texts (other parts, such as images,
+ * count their JSON); nothing is generated.
+ *
+ * @since 0.1.0
+ * @category estimating
+ */
+export const moderations = (input: { readonly model?: string | undefined; readonly input: unknown }): Estimate => {
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, "omni-moderation-latest")
+  const count = counter(encodingFor(model))
+  const inputs = Array.isArray(body.input) ? (body.input as ReadonlyArray<unknown>) : [body.input]
+  let prompt = 0
+  for (const item of inputs) {
+    if (typeof item === "string") prompt += count.text(item)
+    else if (isObject(item) && typeof item.text === "string") prompt += count.text(item.text)
+    else prompt += count.json(item)
+  }
+  return { model, promptTokens: prompt, maxOutputTokens: 0, tokens: prompt, images: 0 }
+}
+
 /**
  * Estimates any request body by its endpoint (`/v1/chat/completions`, `/v1/responses`,
- * `/v1/embeddings`, `/v1/images/generations`); `undefined` for an endpoint Sluice does not meter.
+ * `/v1/embeddings`, `/v1/images/generations`, `/v1/completions`, `/v1/moderations`); `undefined` for an
+ * endpoint Sluice does not meter.
  *
  * @since 0.1.0
  * @category estimating
@@ -360,6 +429,10 @@ export const forEndpoint = (
       return embeddings(body)
     case "/images/generations":
       return images(body)
+    case "/completions":
+      return completions(body, options)
+    case "/moderations":
+      return moderations(body)
     default:
       return undefined
   }

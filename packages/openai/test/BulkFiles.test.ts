@@ -176,7 +176,9 @@ describe("bulk input lines", () => {
       "/v1/chat/completions",
       "/v1/responses",
       "/v1/embeddings",
-      "/v1/images/generations"
+      "/v1/images/generations",
+      "/v1/completions",
+      "/v1/moderations"
     ])
   })
 
@@ -208,12 +210,12 @@ describe("bulk input lines", () => {
       customId: "c1",
       message: "unsupported method \"GET\" (only POST)"
     })
-    expect(Input.decode(line({ url: "/v1/completions" }))).toEqual({
+    expect(Input.decode(line({ url: "/v1/audio/speech" }))).toEqual({
       _tag: "Invalid",
       reason: "unsupported-url",
       customId: "c1",
-      message: "unsupported url \"/v1/completions\" (supported: /v1/chat/completions, /v1/responses, /v1/embeddings, " +
-        "/v1/images/generations)"
+      message: "unsupported url \"/v1/audio/speech\" (supported: /v1/chat/completions, /v1/responses, " +
+        "/v1/embeddings, /v1/images/generations, /v1/completions, /v1/moderations)"
     })
     const invalid = Input.decode(line({ body: [1] }))
     expect(invalid).toMatchObject({ _tag: "Invalid", reason: "invalid-line", customId: "c1" })

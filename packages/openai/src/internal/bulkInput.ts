@@ -12,7 +12,9 @@ export const supportedUrls = [
   "/v1/chat/completions",
   "/v1/responses",
   "/v1/embeddings",
-  "/v1/images/generations"
+  "/v1/images/generations",
+  "/v1/completions",
+  "/v1/moderations"
 ] as const
 
 /** @internal */

@@ -15,7 +15,13 @@ import * as Errors from "../OpenAiError.js"
  *
  * @internal
  */
-export type Path = "/chat/completions" | "/responses" | "/embeddings" | "/images/generations"
+export type Path =
+  | "/chat/completions"
+  | "/responses"
+  | "/embeddings"
+  | "/images/generations"
+  | "/completions"
+  | "/moderations"
 
 /**
  * The path of a URL under `/v1` (`https://api.openai.com/v1/embeddings` and `/v1/embeddings` both give
@@ -29,7 +35,9 @@ const paths: ReadonlySet<string> = new Set<Path>([
   "/chat/completions",
   "/responses",
   "/embeddings",
-  "/images/generations"
+  "/images/generations",
+  "/completions",
+  "/moderations"
 ])
 
 /**
@@ -114,11 +122,42 @@ export const ImagesBody = Schema.Struct({
   size: optional(Schema.String)
 }).annotations({ identifier: "an image generation body" })
 
+/** A legacy completion's prompt: text, texts, token ids, or lists of token ids. */
+const Prompt = Schema.Union(
+  Schema.String,
+  Schema.Array(Schema.Union(Schema.String, Schema.Number)),
+  Schema.Array(Schema.Array(Schema.Number))
+).annotations({ identifier: "string | Array<string | number> | Array<Array<number>>" })
+
+/** @internal */
+export const CompletionsBody = Schema.Struct({
+  model: Model,
+  prompt: Prompt,
+  suffix: optional(Schema.String),
+  n: optional(Schema.Number),
+  best_of: optional(Schema.Number),
+  max_tokens: optional(Schema.Number)
+}).annotations({ identifier: "a (legacy) completion body" })
+
+/** A moderation input: text, texts, or multi-modal parts (`{ type: "text", text }`, `{ type: "image_url", … }`). */
+const ModerationInput = Schema.Union(
+  Schema.String,
+  Schema.Array(Schema.Union(Schema.String, Part))
+).annotations({ identifier: "string | Array<string | ContentPart>" })
+
+/** @internal */
+export const ModerationsBody = Schema.Struct({
+  model: optional(Schema.String),
+  input: ModerationInput
+}).annotations({ identifier: "a moderation body" })
+
 const bodies = {
   "/chat/completions": ChatBody,
   "/responses": ResponsesBody,
   "/embeddings": EmbeddingsBody,
-  "/images/generations": ImagesBody
+  "/images/generations": ImagesBody,
+  "/completions": CompletionsBody,
+  "/moderations": ModerationsBody
 } as const
 
 // -----------------------------------------------------------------------------------------------------------
@@ -158,11 +197,27 @@ export const ImagesResponse = Schema.Struct({ data: Schema.Array(Schema.Unknown)
   identifier: "an images response"
 })
 
+/** @internal */
+export const CompletionsResponse = Schema.Struct({ choices: Schema.Array(Schema.Unknown), usage: Usage }).annotations({
+  identifier: "a (legacy) completion"
+})
+
+/**
+ * A moderation answer carries no `usage`: its `results`, one per input.
+ *
+ * @internal
+ */
+export const ModerationsResponse = Schema.Struct({ results: Schema.Array(Schema.Unknown) }).annotations({
+  identifier: "a moderation"
+})
+
 const responses = {
   "/chat/completions": ChatResponse,
   "/responses": ResponsesResponse,
   "/embeddings": EmbeddingsResponse,
-  "/images/generations": ImagesResponse
+  "/images/generations": ImagesResponse,
+  "/completions": CompletionsResponse,
+  "/moderations": ModerationsResponse
 } as const
 
 // -----------------------------------------------------------------------------------------------------------
@@ -249,13 +304,13 @@ export const responseProblem = (path: Path, body: unknown): string | undefined =
 
 /**
  * What is wrong with a body sent straight to the `OpenAi` service (no router to pick a model): its shape,
- * or a missing `model` where the API has no default (chat completions, embeddings).
+ * or a missing `model` where the API has no default (chat completions, embeddings, legacy completions).
  *
  * @internal
  */
 export const serviceBodyProblem = (path: Path, body: unknown): string | undefined =>
   bodyProblem(path, body) ??
-    ((path === "/chat/completions" || path === "/embeddings") &&
+    ((path === "/chat/completions" || path === "/embeddings" || path === "/completions") &&
         typeof (body as { readonly model?: unknown }).model !== "string"
       ? "body.model: is missing"
       : undefined)
