@@ -67,7 +67,7 @@ describe("token counting", () => {
       { numRuns: 300 }
     ))
 
-  it("property: a run longer than the split can take counts its bytes, never below the exact count", () =>
+  it("property: a long run with no cut position counts its bytes; one with cuts less; never below the exact count", () =>
     FastCheck.assert(
       FastCheck.property(
         FastCheck.constantFrom("a", "A", "aA", "1", "中", "!", " ", "\n", "ab1", "é"),
@@ -77,13 +77,118 @@ describe("token counting", () => {
           const run = unit.repeat(Math.ceil((TokenCount.RUN_LIMIT + extra) / unit.length))
           const s = `${around}${run}${around}`
           expect(TokenCount.hasLongRun(s)).toBe(true)
-          expect(TokenCount.count(s, "o200k_base")).toBe(TokenCount.utf8Length(s))
-          expect(TokenCount.count(s, "o200k_base")).toBeGreaterThanOrEqual(TokenCount.exact(s, "o200k_base"))
+          const counted = TokenCount.count(s, "o200k_base")
+          expect(counted).toBeGreaterThanOrEqual(TokenCount.exact(s, "o200k_base"))
+          expect(counted).toBeLessThanOrEqual(TokenCount.utf8Length(s))
+          // "ab1" × n is cut after every "b" and every "1": counted piece by piece ("ab", "1": 2 tokens per 3
+          // bytes), not as its bytes
+          if (unit === "ab1") {
+            expect(counted).toBeLessThanOrEqual(0.67 * TokenCount.utf8Length(run) + 2 * TokenCount.utf8Length(around))
+          } else expect(counted).toBeGreaterThanOrEqual(TokenCount.utf8Length(run))
         }
       ),
       // the exact count of a 4,000-character piece is the slow part: a few runs suffice
       { numRuns: 12 }
     ))
+
+  /** Text without whitespace (or little of it): words, numbers, punctuation, marks, apostrophes, astral. */
+  const dense = FastCheck.array(
+    FastCheck.oneof(
+      FastCheck.constantFrom(
+        "'s",
+        "'",
+        "'LL",
+        "’",
+        ".",
+        "+",
+        "/",
+        "=",
+        "{\"",
+        "\":",
+        "_",
+        "-",
+        "é",
+        "e\u0301",
+        "\u0301",
+        "中文",
+        "Ω",
+        "½",
+        "٣",
+        "𝔘",
+        "🙂",
+        "\ud800",
+        " ",
+        "\n",
+        "\r\n"
+      ),
+      FastCheck.stringMatching(/^[a-zA-Z]{1,8}$/),
+      FastCheck.stringMatching(/^[0-9]{1,5}$/),
+      FastCheck.string({ maxLength: 4 }),
+      FastCheck.string({ unit: "binary", maxLength: 3 })
+    ),
+    { maxLength: 60 }
+  ).map((parts) => parts.join(""))
+
+  const pieces = (s: string, encoding: (typeof encodings)[number]) =>
+    Array.from(s.matchAll(TokenCount.api(encoding).bytePairEncodingCoreProcessor!.tokenSplitRegex), (m) => m[0])
+
+  it("property: cut at every cut position, the slices split into exactly the pieces of the whole", () =>
+    FastCheck.assert(
+      FastCheck.property(dense, FastCheck.constantFrom(...encodings), (s, encoding) => {
+        const slices: Array<string> = []
+        let start = 0
+        for (let at = 1; at < s.length; at++) {
+          if (TokenCount.cutsAt(s, at)) {
+            slices.push(s.slice(start, at))
+            start = at
+          }
+        }
+        slices.push(s.slice(start))
+        expect(slices.flatMap((slice) => pieces(slice, encoding))).toEqual(pieces(s, encoding))
+      }),
+      { numRuns: 1_000 }
+    ))
+
+  it("property: texts with runs over the run limit count exactly when every uncut stretch fits; never below", () =>
+    FastCheck.assert(
+      FastCheck.property(
+        dense,
+        FastCheck.constantFrom(...encodings),
+        FastCheck.integer({ min: 1, max: 24 }),
+        (s, encoding, runLimit) => {
+          const counted = TokenCount.count(s, encoding, TokenCount.makeBudget(), TokenCount.PIECE_LIMIT, runLimit)
+          const exact = TokenCount.exact(s, encoding)
+          expect(counted).toBeGreaterThanOrEqual(exact)
+          expect(counted).toBeLessThanOrEqual(TokenCount.utf8Length(s))
+          let longest = 0
+          let start = 0
+          for (let at = 1; at <= s.length; at++) {
+            if (at === s.length || TokenCount.cutsAt(s, at)) {
+              longest = Math.max(longest, at - start)
+              start = at
+            }
+          }
+          if (longest <= runLimit) expect(counted).toBe(exact)
+        }
+      ),
+      { numRuns: 1_000 }
+    ))
+
+  it("base64-like text over the run limit is counted piece by piece: within 5% of the exact count", () => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    let x = 7
+    let s = ""
+    for (let i = 0; i < 40_000; i++) {
+      x = (x * 1_103_515_245 + 12_345) >>> 0
+      s += alphabet[(x >>> 8) % 64]
+    }
+    for (const encoding of encodings) {
+      const counted = TokenCount.count(s, encoding)
+      const exact = TokenCount.exact(s, encoding)
+      expect(counted).toBeGreaterThanOrEqual(exact)
+      expect(counted).toBeLessThanOrEqual(exact * 1.05)
+    }
+  })
 
   it("the UTF-8 length is the encoder's", () =>
     FastCheck.assert(
@@ -112,6 +217,8 @@ const anyBody = FastCheck.oneof(
     messages: FastCheck.jsonValue({ maxDepth: 3 }),
     input: FastCheck.jsonValue({ maxDepth: 3 }),
     prompt: FastCheck.jsonValue({ maxDepth: 2 }),
+    best_of: FastCheck.jsonValue({ maxDepth: 1 }),
+    suffix: FastCheck.jsonValue({ maxDepth: 1 }),
     instructions: FastCheck.jsonValue({ maxDepth: 2 }),
     n: FastCheck.jsonValue({ maxDepth: 1 }),
     max_tokens: FastCheck.jsonValue({ maxDepth: 1 }),
@@ -147,8 +254,12 @@ describe("estimators on any body", () => {
           TokenEstimator.responses(body as any),
           TokenEstimator.embeddings(body as any),
           TokenEstimator.images(body as any),
+          TokenEstimator.completions(body as any),
+          TokenEstimator.moderations(body as any),
           TokenEstimator.forEndpoint("/v1/chat/completions", body),
-          TokenEstimator.forEndpoint("/v1/embeddings", body)
+          TokenEstimator.forEndpoint("/v1/embeddings", body),
+          TokenEstimator.forEndpoint("/v1/completions", body),
+          TokenEstimator.forEndpoint("/v1/moderations", body)
         ]
         for (const estimate of estimates) {
           expect(estimate).toBeDefined()
