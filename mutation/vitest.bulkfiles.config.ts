@@ -4,5 +4,6 @@ import { mutationConfig } from "./vitest.shared.js"
 // BulkRunner tests also reach these files but cost seconds of real file I/O per mutant.
 export default mutationConfig([
   "packages/openai/test/BulkFiles.test.ts",
+  "packages/openai/test/BulkFiles.mutants.test.ts",
   "packages/openai/test/BulkRunnerGuards.test.ts"
 ])
