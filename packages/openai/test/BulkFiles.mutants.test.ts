@@ -5,6 +5,7 @@
 // file system calls are the real ones, recorded; a test makes one of them fail or write short where it says so.
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -250,4 +251,44 @@ describe("decode: body.stream", () => {
       })
     }
   })
+})
+
+describe("lines: the byte order mark", () => {
+  const CHUNK = 256 * 1024
+  const readLines = (content: string | Buffer) =>
+    Effect.gen(function*() {
+      const path = NodePath.join(tmp(), "in.jsonl")
+      NodeFs.writeFileSync(path, content)
+      const got: Array<[number, string]> = []
+      yield* Stream.runForEach(Files.lines(path), (l) => Effect.sync(() => got.push([l.line, l.text])))
+      return got
+    })
+
+  it.effect("only EF BB BF first in the file is dropped: not E1 BB BF (U+1EFF), not a mark first in a later read", () =>
+    Effect.gen(function*() {
+      expect(yield* readLines("\u1eff\nb\n")).toEqual([[1, "\u1eff"], [2, "b"]])
+      expect(yield* readLines("\u1eff")).toEqual([[1, "\u1eff"]])
+      // a file that is only the mark, without a newline, has no line
+      expect(yield* readLines(Buffer.from([0xef, 0xbb, 0xbf]))).toEqual([])
+      expect(yield* readLines(Buffer.from([0xef, 0xbb, 0xbf, 0x61]))).toEqual([[1, "a"]])
+      // the second 256 KiB read begins with U+FEFF: it is a line's content there, kept
+      const head = "x".repeat(CHUNK - 1)
+      expect(yield* readLines(`${head}\n\ufeffy\n`)).toEqual([[1, head], [2, "\ufeffy"]])
+    }))
+
+  it.effect("countLines: only EF BB BF first in the file is not content (E1 BB BF is a line)", () =>
+    Effect.gen(function*() {
+      const path = NodePath.join(tmp(), "in.jsonl")
+      NodeFs.writeFileSync(path, "\u1eff\n")
+      expect(yield* Files.countLines(path)).toBe(1)
+    }))
+
+  it.effect("a failure is tagged FileFailure (what catchTag matches on)", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Files.countLines(NodePath.join(tmp(), "missing")))
+      expect(error._tag).toBe("FileFailure")
+      const caught = yield* Effect.catchTag(Files.countLines(NodePath.join(tmp(), "missing")), "FileFailure", () =>
+        Effect.succeed(-1))
+      expect(caught).toBe(-1)
+    }))
 })
