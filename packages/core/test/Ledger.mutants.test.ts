@@ -36,7 +36,7 @@ interface Scenario {
   /** Calls of 10 tokens sent after the answered call, 50 every 500 ms (the bucket refills 833 meanwhile). */
   readonly after: number
   /** Which of those calls is settled at 0 tokens before the report (a refund of its 10 tokens), if any. */
-  readonly settle?: number
+  readonly settle?: number | undefined
 }
 
 /**
