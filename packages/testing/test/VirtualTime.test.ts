@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Exit, Fiber } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber, TestClock } from "effect"
 import { VirtualTime } from "../src/index.js"
 
 describe("VirtualTime.run", () => {
@@ -95,5 +95,58 @@ describe("VirtualTime.run", () => {
       yield* Effect.flip(VirtualTime.run(run, { deadline: "1 hour" }))
       yield* Deferred.await(finalized)
       expect(yield* Fiber.interrupt(yield* Effect.fork(Effect.void))).toBeDefined()
+    }))
+
+  // The driven fiber sleeps on the driver's own clock (the TestClock but for `sleep`): what lives on past the run,
+  // or moves the TestClock itself, still sees one clock.
+  it.effect("TestClock.adjust inside a run moves the same clock", () =>
+    Effect.gen(function*() {
+      expect(yield* VirtualTime.run(Effect.zipRight(TestClock.adjust("15 seconds"), Clock.currentTimeMillis))).toBe(
+        15_000
+      )
+      expect(yield* Clock.currentTimeMillis).toBe(15_000)
+    }))
+
+  it.effect("a fiber that outlives the run sleeps on the TestClock: its sleeps pending at the end, and later ones", () =>
+    Effect.gen(function*() {
+      const first = yield* Deferred.make<number>()
+      const gate = yield* Deferred.make<void>()
+      const second = yield* Deferred.make<number>()
+      const wokeAt = (deferred: Deferred.Deferred<number>) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Deferred.succeed(deferred, now))
+      yield* VirtualTime.run(Effect.gen(function*() {
+        yield* Effect.forkDaemon(Effect.zipRight(Effect.sleep("1 hour"), wokeAt(first)))
+        yield* Effect.forkDaemon(
+          Effect.zipRight(Deferred.await(gate), Effect.zipRight(Effect.sleep("2 hours"), wokeAt(second)))
+        )
+        yield* Effect.yieldNow()
+      }))
+      expect(yield* Clock.currentTimeMillis).toBe(0)
+      expect((yield* TestClock.sleeps()).length).toBe(1)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.repeatN(Effect.yieldNow(), 10)
+      // the daemon's next sleep, registered after the run, is the TestClock's (due at 2 h)
+      expect((yield* TestClock.sleeps()).length).toBe(2)
+      yield* TestClock.adjust("1 hour")
+      expect(yield* Deferred.await(first)).toBe(3_600_000)
+      yield* TestClock.adjust("2 hours")
+      expect(yield* Deferred.await(second)).toBe(2 * 3_600_000)
+    }))
+
+  it.effect("a run stopped at its deadline gives its pending sleeps back to the TestClock", () =>
+    Effect.gen(function*() {
+      const woke = yield* Deferred.make<number>()
+      const outside = Effect.zipRight(
+        Effect.sleep("3 hours"),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Deferred.succeed(woke, now))
+      )
+      const error = yield* Effect.flip(VirtualTime.run(
+        Effect.zipRight(Effect.forkDaemon(outside), Effect.sleep("1 day")),
+        { deadline: "1 hour" }
+      ))
+      expect(error._tag).toBe("DeadlineReached")
+      if (error._tag === "DeadlineReached") expect(error.pendingSleeps).toBe(2)
+      yield* TestClock.adjust("2 hours")
+      expect(yield* Deferred.await(woke)).toBe(3 * 3_600_000)
     }))
 })

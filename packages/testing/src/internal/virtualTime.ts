@@ -10,21 +10,28 @@
  * when nothing is left to run, so what runs at each virtual instant, and in what order, does not depend on
  * how fast the machine is.
  *
- * Moving the clock: on Effect's `TestClock` the driver takes the due sleeps out of its state and completes
- * them, in the order they were registered, at the instant they were due; `TestClock.setTime` would also
- * work but waits two real timer turns per sleep (about 2 ms each), far too slow for a simulated day.
+ * Moving the clock: on Effect's `TestClock` the driven fiber (and every fiber it forks) sleeps on the
+ * driver's clock, the TestClock but for `sleep`, which puts the sleep straight in the driver's heap (no
+ * `Deferred`, no list rebuilt, no warning check per sleep); sleeps registered on the TestClock itself
+ * (fibers outside the run) are taken out of its state as they appear. The driver wakes the due ones, in
+ * time and registration order, at the instant they were due. When it stops it gives the sleeps still
+ * pending back to the TestClock, and a fiber that outlives the run sleeps on the TestClock from then on.
+ * `TestClock.setTime` would also work but waits two real timer turns per sleep (about 2 ms each), far too
+ * slow for a simulated day.
  *
  * @internal
  */
 import * as Chunk from "effect/Chunk"
+import type * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberStatus from "effect/FiberStatus"
+import * as MutableRef from "effect/MutableRef"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scheduler from "effect/Scheduler"
@@ -36,8 +43,6 @@ const macrotask: (f: () => void) => void = typeof globalThis.setImmediate === "f
   ? globalThis.setImmediate.bind(globalThis)
   : (f) => globalThis.setTimeout(f, 0)
 const timer: (f: () => void) => void = (f) => globalThis.setTimeout(f, 0)
-
-const turn = (schedule: (f: () => void) => void) => Effect.async<void>((resume) => schedule(() => resume(Effect.void)))
 
 /** Wraps the fiber's scheduler, counting the tasks scheduled and those not yet run. */
 class Tracking implements Scheduler.Scheduler {
@@ -65,20 +70,33 @@ class Tracking implements Scheduler.Scheduler {
 interface Driven {
   readonly now: () => number
   /** A cheap reading that changes when sleeps are registered (for telling when things have settled). */
-  readonly activity: Effect.Effect<number>
+  readonly activity: () => number
   /** Pending sleeps (their count) and the earliest's instant. */
   readonly pending: Effect.Effect<{ readonly count: number; readonly earliest: number | undefined }>
   /** Moves to `instant` (never back), waking every sleep due by then, in time and registration order. */
   readonly advanceTo: (instant: number) => Effect.Effect<void>
+  /** The clock the driven fiber sees (its sleeps go straight to the driver), when there is one. */
+  readonly clock: Clock.Clock | undefined
   /** Gives back to the clock the sleeps the driver took over (when it stops). */
   readonly release: Effect.Effect<void>
 }
 
 type SleepEntry = readonly [number, Deferred.Deferred<void>]
 
+/**
+ * A sleep the driver holds: one taken over from the clock's list (`deferred`), or one registered with
+ * the driver's clock (`wake` resumes its fiber; undefined once that sleep was interrupted).
+ */
+interface Owned {
+  readonly at: number
+  readonly seq: number
+  readonly deferred: Deferred.Deferred<void> | undefined
+  wake: (() => void) | undefined
+}
+
 /** A binary min-heap of sleeps by (instant, registration order). */
 class Sleeps {
-  private readonly heap: Array<{ readonly at: number; readonly seq: number; readonly entry: SleepEntry }> = []
+  private readonly heap: Array<Owned> = []
   private seq = 0
   get size(): number {
     return this.heap.length
@@ -96,8 +114,9 @@ class Sleeps {
     this.heap[i] = this.heap[j]
     this.heap[j] = t
   }
-  push(entry: SleepEntry): void {
-    this.heap.push({ at: entry[0], seq: this.seq++, entry })
+  push(at: number, deferred: Deferred.Deferred<void> | undefined, wake: (() => void) | undefined): Owned {
+    const owned: Owned = { at, seq: this.seq++, deferred, wake }
+    this.heap.push(owned)
     let i = this.heap.length - 1
     while (i > 0) {
       const parent = (i - 1) >> 1
@@ -105,8 +124,9 @@ class Sleeps {
       this.swap(i, parent)
       i = parent
     }
+    return owned
   }
-  pop(): SleepEntry {
+  pop(): Owned {
     const top = this.heap[0]
     const last = this.heap.pop()!
     if (this.heap.length > 0) {
@@ -123,82 +143,127 @@ class Sleeps {
         i = m
       }
     }
-    return top.entry
+    return top
   }
   /** Every entry, oldest first; empties the heap. */
-  drain(): Array<SleepEntry> {
-    const all = this.heap.splice(0).sort((a, b) => a.seq - b.seq)
-    return all.map((e) => e.entry)
+  drain(): Array<Owned> {
+    return this.heap.splice(0).sort((a, b) => a.seq - b.seq)
   }
 }
 
 /**
  * Effect's `TestClock` keeps its state (`TestClock.Data`: the instant and the pending sleeps) in a `Ref` named
- * `clockState`, and cancels its "nothing advances the clock" warning with `warningDone`. Neither is in its public
- * type, so they are checked for here, shape and all; without them the driver uses the public `setTime`.
+ * `clockState` (whose value is a `MutableRef` named `ref`), and cancels its "nothing advances the clock" warning
+ * with `warningDone`. None is in its public type, so they are checked for here, shape and all; without them the
+ * driver uses the public `setTime`.
  */
 interface TestClockInternals {
-  readonly clockState: Ref.Ref<TestClock.Data>
+  readonly clockState: Ref.Ref<TestClock.Data> & { readonly ref: MutableRef.MutableRef<TestClock.Data> }
   readonly warningDone: () => Effect.Effect<void>
 }
 
-const internalsOf = (clock: TestClock.TestClock): Effect.Effect<TestClockInternals | undefined> => {
+const MutableRefTypeId = Symbol.for("effect/MutableRef")
+
+const internalsOf = (clock: TestClock.TestClock): TestClockInternals | undefined => {
   const candidate = clock as unknown as Partial<Record<keyof TestClockInternals, unknown>>
   const state = candidate.clockState
   if (
     typeof candidate.warningDone !== "function" || typeof state !== "object" || state === null ||
-    !(Ref.RefTypeId in state)
-  ) return Effect.succeed(undefined)
-  return Effect.map(
-    Ref.get(state as Ref.Ref<unknown>),
-    (data) =>
-      typeof data === "object" && data !== null && "instant" in data && typeof data.instant === "number" &&
-        "sleeps" in data && Chunk.isChunk(data.sleeps)
-        ? clock as unknown as TestClockInternals
-        : undefined
-  )
+    !(Ref.RefTypeId in state) || !("ref" in state) || typeof state.ref !== "object" || state.ref === null ||
+    !(MutableRefTypeId in state.ref)
+  ) return undefined
+  const data: unknown = MutableRef.get(state.ref as unknown as MutableRef.MutableRef<unknown>)
+  return typeof data === "object" && data !== null && "instant" in data && typeof data.instant === "number" &&
+      "sleeps" in data && Chunk.isChunk(data.sleeps)
+    ? clock as unknown as TestClockInternals
+    : undefined
 }
 
 const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals | undefined): Driven => {
   if (internals !== undefined) {
-    // The driver takes the sleeps over as they are registered: a heap finds the earliest in O(log n) where the
-    // clock's own list would be scanned and rebuilt at every step (a day of traffic has tens of thousands).
-    const state = internals.clockState
+    // The driver takes the sleeps over: a heap finds the earliest in O(log n) where the clock's own list would be
+    // scanned and rebuilt at every step (a day of traffic has tens of thousands). The driven fiber sleeps on a
+    // clock that registers its sleeps in the heap directly (no Deferred, no list, no warning); sleeps registered
+    // on the TestClock itself (fibers outside the run) are taken over as they appear. All of it synchronous: the
+    // state is read and written through its MutableRef.
+    const cell = internals.clockState.ref
     const owned = new Sleeps()
-    /** Moves the sleeps registered since the last look into the heap (the clock's list holds the latest first). */
-    const absorb = Ref.modify(state, (data): [void, TestClock.Data] => {
-      if (Chunk.isEmpty(data.sleeps)) return [undefined, data]
+    let registered = 0
+    let active = true
+    /** Moves the sleeps registered on the TestClock since the last look into the heap (latest first there). */
+    const absorb = () => {
+      const data = MutableRef.get(cell)
+      if (Chunk.isEmpty(data.sleeps)) return
       const fresh = Chunk.toReadonlyArray(data.sleeps)
-      for (let i = fresh.length - 1; i >= 0; i--) owned.push(fresh[i])
-      return [undefined, TestClock.makeData(data.instant, Chunk.empty())]
+      for (let i = fresh.length - 1; i >= 0; i--) owned.push(fresh[i][0], fresh[i][1], undefined)
+      MutableRef.set(cell, TestClock.makeData(data.instant, Chunk.empty()))
+    }
+    const wakeEntry = (entry: Owned) => {
+      if (entry.deferred !== undefined) Deferred.unsafeDone(entry.deferred, Exit.void)
+      else entry.wake?.()
+    }
+    // the TestClock, but for `sleep`: its other methods (adjust, setTime, currentTimeMillis...) are the clock's
+    const driverClock: TestClock.TestClock = Object.create(clock)
+    const sleepOnClock = (duration: Duration.Duration) => clock.sleep(duration)
+    Object.defineProperty(driverClock, "sleep", {
+      value: (duration: Duration.Duration): Effect.Effect<void> => {
+        const millis = Duration.toMillis(duration)
+        return Effect.suspend(() => {
+          // once the driver has stopped, a fiber still holding its clock sleeps on the TestClock
+          if (!active) return sleepOnClock(duration)
+          const now = MutableRef.get(cell).instant
+          const end = now + millis
+          if (!(end > now)) return Effect.void
+          return Effect.async<void>((resume) => {
+            registered++
+            const entry = owned.push(end, undefined, () => resume(Effect.void))
+            return Effect.sync(() => {
+              entry.wake = undefined
+            })
+          })
+        })
+      }
     })
     return {
-      now: () => clock.unsafeCurrentTimeMillis(),
-      activity: Effect.map(Ref.get(state), (data) => Chunk.size(data.sleeps)),
-      pending: Effect.zipRight(absorb, Effect.sync(() => ({ count: owned.size, earliest: owned.earliest }))),
+      now: () => MutableRef.get(cell).instant,
+      activity: () => registered + Chunk.size(MutableRef.get(cell).sleeps),
+      pending: Effect.sync(() => {
+        absorb()
+        return { count: owned.size, earliest: owned.earliest }
+      }),
       advanceTo: (instant) =>
-        Effect.zipRight(
-          absorb,
-          Effect.flatMap(
-            Ref.modify(state, (data): [Array<SleepEntry>, TestClock.Data] => {
-              const due: Array<SleepEntry> = []
-              while (owned.size > 0 && owned.earliest! <= instant) due.push(owned.pop())
-              return [due, instant > data.instant ? TestClock.makeData(instant, data.sleeps) : data]
-            }),
-            (due) => Effect.forEach(due, ([, deferred]) => Deferred.succeed(deferred, undefined), { discard: true })
-          )
-        ),
-      release: Effect.zipRight(
-        absorb,
-        Ref.update(
-          state,
-          (data) =>
-            TestClock.makeData(
-              data.instant,
-              Chunk.appendAll(data.sleeps, Chunk.unsafeFromArray(owned.drain().reverse()))
-            )
+        Effect.sync(() => {
+          absorb()
+          const data = MutableRef.get(cell)
+          if (instant > data.instant) MutableRef.set(cell, TestClock.makeData(instant, data.sleeps))
+          while (owned.size > 0 && owned.earliest! <= instant) wakeEntry(owned.pop())
+        }),
+      clock: driverClock,
+      release: Effect.suspend(() => {
+        active = false
+        absorb()
+        const left = owned.drain()
+        const back: Array<SleepEntry> = []
+        const forwarded: Array<Effect.Effect<void>> = []
+        for (const entry of left) {
+          if (entry.deferred !== undefined) back.push([entry.at, entry.deferred])
+          else if (entry.wake !== undefined) {
+            // a sleep of the driver's clock goes back as a Deferred of the TestClock's that wakes it
+            const deferred = Deferred.unsafeMake<void>(FiberId.none)
+            const wake = entry.wake
+            back.push([entry.at, deferred])
+            forwarded.push(Effect.zipRight(Deferred.await(deferred), Effect.sync(wake)))
+          }
+        }
+        const data = MutableRef.get(cell)
+        MutableRef.set(
+          cell,
+          TestClock.makeData(data.instant, Chunk.appendAll(data.sleeps, Chunk.unsafeFromArray(back.reverse())))
         )
-      )
+        return forwarded.length === 0 ? Effect.void : Effect.asVoid(
+          Effect.forkDaemon(Effect.forEach(forwarded, (f) => f, { concurrency: "unbounded", discard: true }))
+        )
+      })
     }
   }
   // another TestClock implementation: its public interface (slower: it waits for real timers)
@@ -209,8 +274,9 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
       for (const at of sleeps) if (earliest === undefined || at < earliest) earliest = at
       return { count: Chunk.size(sleeps), earliest }
     }),
-    activity: Effect.map(clock.sleeps, Chunk.size),
+    activity: () => 0,
     advanceTo: (instant) => clock.setTime(instant),
+    clock: undefined,
     release: Effect.void
   }
 }
@@ -282,7 +348,7 @@ export const drive = <A, E, R>(
         "VirtualTime.run needs TestClock in its context (it.effect provides one; else Effect.provide(TestContext.TestContext))"
       )
     }
-    const internals = yield* internalsOf(clock)
+    const internals = internalsOf(clock)
     const driven = onTestClock(clock, internals)
     // the driver moves the clock: TestClock's warning that nothing does is moot
     if (internals !== undefined) yield* internals.warningDone()
@@ -290,28 +356,37 @@ export const drive = <A, E, R>(
     const deadline = start + options.deadlineMillis
     const tracking = new Tracking(yield* FiberRef.get(FiberRef.currentScheduler))
     const forked = yield* Supervisor.track
-    const fiber = yield* Effect.fork(
-      self.pipe(Effect.supervised(forked), Effect.withRandom(Random.make(options.seed)), Effect.withScheduler(tracking))
+    const seeded = self.pipe(
+      Effect.supervised(forked),
+      Effect.withRandom(Random.make(options.seed)),
+      Effect.withScheduler(tracking)
     )
+    const fiber = yield* Effect.fork(driven.clock === undefined ? seeded : Effect.withClock(seeded, driven.clock))
     let done = false
     fiber.addObserver(() => {
       done = true
     })
 
-    /** Turns of the loop until nothing is left to run and the pending sleeps stay as they are. */
+    /**
+     * Turns of the loop until nothing is left to run and the pending sleeps stay as they are (`patience` turns
+     * in a row without anything new; after two such, real timer turns rather than immediates).
+     */
     const settle = (patience: number) =>
-      Effect.gen(function*() {
+      Effect.async<void>((resume) => {
         let stable = 0
         let last = tracking.scheduled
-        let lastCount = yield* driven.activity
-        while (stable < patience && !done) {
-          yield* turn(stable >= 2 ? timer : macrotask)
-          const count = yield* driven.activity
+        let lastCount = driven.activity()
+        const look = () => {
+          const count = driven.activity()
           if (tracking.pending === 0 && tracking.scheduled === last && count === lastCount) stable++
           else stable = 0
           last = tracking.scheduled
           lastCount = count
+          if (stable >= patience || done) resume(Effect.void)
+          else (stable >= 2 ? timer : macrotask)(look)
         }
+        if (done) resume(Effect.void)
+        else macrotask(look)
       })
 
     const loop = Effect.gen(function*() {
