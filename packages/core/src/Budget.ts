@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as parseIssues from "./internal/parseIssues.js"
 
 /**
  * A dimension a limit counts: `requests`, `tokens`, `images`, or any other non-empty name
@@ -303,25 +304,33 @@ export class BudgetConfigError extends Schema.TaggedError<BudgetConfigError>()("
 }
 
 /**
- * Formats a path as `[0].limits[1].amount`.
+ * Formats a path as `[0].limits[1].amount`; with `quoteKeys`, a key that is not an identifier as
+ * `["a key"]`.
  *
  * @since 0.1.0
  * @category utils
  */
-export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.map((key) => typeof key === "number" ? `[${key}]` : `.${String(key)}`).join("").replace(/^\./, "")
+export const formatPath: (
+  path: ReadonlyArray<PropertyKey>,
+  options?: { readonly quoteKeys?: boolean | undefined }
+) => string = parseIssues.formatPath
 
 /**
- * Turns a parse error into `{ path, message }` issues.
+ * Turns a parse error into `{ path, message }` issues. Every configuration decoder of Sluice formats its
+ * errors with it: `quoteKeys` names a key that is not an identifier as `["a key"]`, and `concise` leaves
+ * out the "Expected undefined" half of an optional field's reasons (when there is a real reason) and
+ * repeated issues.
  *
  * @since 0.1.0
  * @category utils
  */
-export const issuesOf = (error: ParseResult.ParseError): Array<{ path: string; message: string }> =>
-  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
-    path: formatPath(issue.path),
-    message: issue.message
-  }))
+export const issuesOf: (
+  error: ParseResult.ParseError,
+  options?: {
+    readonly quoteKeys?: boolean | undefined
+    readonly concise?: boolean | undefined
+  }
+) => Array<{ path: string; message: string }> = parseIssues.issuesOf
 
 /**
  * Decodes budgets from unknown input (a parsed JSON file, say); the error names the path of every bad

@@ -442,9 +442,7 @@ export const make = (
     ) => {
       const scopes = scopesFor(options, pool, call?.tenant)
       const poolScope = scopes[1]
-      const cost: Record<string, number> = { requests: 1 }
-      if (metered.estimate.tokens > 0) cost.tokens = metered.estimate.tokens
-      if (metered.estimate.images > 0) cost.images = metered.estimate.images
+      const cost = Endpoints.costOf(metered.estimate)
       const acquireOptions = {
         priority: call?.priority,
         deadline: call?.deadline,

@@ -27,25 +27,16 @@
  *
  * @since 0.1.0
  */
-import type { Budget, LimiterStore } from "@sluice/core"
-import { CircuitBreaker, RateLimiter, Retry, Router } from "@sluice/core"
-import * as Chunk from "effect/Chunk"
-import * as Clock from "effect/Clock"
-import * as Config from "effect/Config"
+import type { Budget, CircuitBreaker, LimiterStore, Retry } from "@sluice/core"
+import { RateLimiter, Router } from "@sluice/core"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import type OpenAI from "openai"
 import type {
   ChatCompletion,
@@ -56,12 +47,12 @@ import type {
 import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
 import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
-import * as TimeSlice from "./internal/timeSlice.js"
+import * as internal from "./internal/routing.js"
+import * as config from "./internal/routingConfig.js"
 import * as OpenAi from "./OpenAi.js"
-import * as OpenAiError from "./OpenAiError.js"
-import * as OpenAiRetry from "./OpenAiRetry.js"
+import type * as OpenAiError from "./OpenAiError.js"
 import * as Tiers from "./Tiers.js"
-import * as TokenEstimator from "./TokenEstimator.js"
+import type * as TokenEstimator from "./TokenEstimator.js"
 
 // -----------------------------------------------------------------------------
 // deployments
@@ -508,76 +499,9 @@ export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>("
   }
 }
 
-const configError = (source: string, issues: ReadonlyArray<{ path: string; message: string }>) =>
-  new RoutingConfigError({ source, issues: [...issues] })
-
 // -----------------------------------------------------------------------------
 // constructors
 // -----------------------------------------------------------------------------
-
-const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key)
-
-const isClient = (client: OpenAI | OpenAi.ClientOptions): client is OpenAI =>
-  typeof (client as { readonly chat?: unknown }).chat === "object"
-
-const defaultId = (
-  d: { readonly model: string; readonly organization?: string | undefined; readonly project?: string | undefined }
-): string => [d.organization ?? "default", ...(d.project === undefined ? [] : [d.project]), d.model].join("/")
-
-const estimateKey = (model: string, defaultMax: number | undefined): string =>
-  `${TokenEstimator.encodingFor(model)}|${defaultMax ?? TokenEstimator.defaultMaxOutputTokens(model)}`
-
-const costOf = (estimate: TokenEstimator.Estimate): Budget.Cost => {
-  const cost: Record<string, number> = { requests: 1 }
-  if (estimate.tokens > 0) cost.tokens = estimate.tokens
-  if (estimate.images > 0) cost.images = estimate.images
-  return cost
-}
-
-const pathOf = (url: string): string => url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
-
-const kindOfPath = (url: string): Kind | undefined => {
-  switch (pathOf(url)) {
-    case "/chat/completions":
-    case "/responses":
-      return "chat"
-    case "/embeddings":
-      return "embedding"
-    case "/images/generations":
-      return "image"
-    default:
-      return undefined
-  }
-}
-
-/**
- * A per-attempt policy: `base`, except that an error the router will fall over on is not retried here.
- */
-const composed = (
-  base: Retry.Policy<OpenAiError.OpenAiError>,
-  attempt: Router.Attempt
-): Retry.Policy<OpenAiError.OpenAiError> => {
-  const s = base.settings
-  return Retry.make<OpenAiError.OpenAiError>({
-    is: s.is,
-    kind: s.kind,
-    retryable: (error) => s.retryable(error) && !attempt.fallsOver(error),
-    retryAfter: s.retryAfter,
-    kinds: s.kinds,
-    maxRetries: s.maxRetries,
-    maxElapsed: Number.isFinite(s.maxElapsed) ? s.maxElapsed : undefined
-  })
-}
-
-const closedInfo = (key: string): CircuitBreaker.Info => ({
-  key,
-  state: "Closed",
-  openUntil: Option.none(),
-  consecutiveFailures: 0,
-  windowCalls: 0,
-  windowFailures: 0,
-  probesInFlight: 0
-})
 
 /**
  * Builds the routing service over the `RateLimiter` in context (which must hold, or learn, the budgets of
@@ -619,437 +543,9 @@ const closedInfo = (key: string): CircuitBreaker.Info => ({
  * )
  * ```
  */
-export const make = (
+export const make: (
   options: Routing.Options
-): Effect.Effect<Routing.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> =>
-  Effect.gen(function*() {
-    const source = "<options>"
-    const issues: Array<{ path: string; message: string }> = []
-    if (options.deployments.length === 0) issues.push({ path: "deployments", message: "no deployments" })
-
-    // clients: one SDK client per client object given
-    const clients = new Map<unknown, OpenAI>()
-    const clientFor = (given: OpenAI | OpenAi.ClientOptions): OpenAI => {
-      let client = clients.get(given)
-      if (client === undefined) {
-        client = isClient(given) ? given : OpenAi.makeClient(given)
-        clients.set(given, client)
-      }
-      return client
-    }
-
-    const ids = new Map<string, number>()
-    options.deployments.forEach((d, i) => {
-      const id = d.id ?? defaultId(d)
-      const previous = ids.get(id)
-      if (previous !== undefined) {
-        issues.push({
-          path: `deployments[${i}].id`,
-          message: `duplicate deployment id ${JSON.stringify(id)} (also deployments[${previous}]); give each an id`
-        })
-      } else ids.set(id, i)
-      if (d.client === undefined && options.client === undefined) {
-        issues.push({ path: `deployments[${i}].client`, message: "no client, and the router has no default client" })
-      }
-    })
-    const names = new Set<string>()
-    for (const d of options.deployments) {
-      names.add(d.id ?? defaultId(d))
-      names.add(d.model)
-      for (const alias of d.aliases ?? []) names.add(alias)
-    }
-    for (const [task, list] of Object.entries(options.tasks ?? {})) {
-      list.forEach((name, j) => {
-        if (!names.has(name)) {
-          issues.push({
-            path: formatPath(["tasks", task, j]),
-            message: `no deployment has the id, model or alias ${JSON.stringify(name)}`
-          })
-        }
-      })
-    }
-    if (typeof options.strategy === "string" && !hasOwn(strategies, options.strategy)) {
-      issues.push({
-        path: "strategy",
-        message: `unknown strategy ${JSON.stringify(options.strategy)} (one of ${Object.keys(strategies).join(", ")})`
-      })
-    }
-    if (issues.length > 0) return yield* Effect.fail(configError(source, issues))
-
-    // one OpenAi service per deployment, on the shared limiter
-    const targets: Array<Target> = []
-    for (const d of options.deployments) {
-      const id = d.id ?? defaultId(d)
-      const organization = d.organization ?? "default"
-      const openai = yield* OpenAi.make(clientFor(d.client ?? options.client!), {
-        organization,
-        project: d.project,
-        retry: options.retry,
-        breaker: options.breaker,
-        adaptive: options.adaptive,
-        poolOf: options.poolOf,
-        defaultMaxOutputTokens: options.defaultMaxOutputTokens,
-        settleUsage: options.settleUsage,
-        timeSlice: options.timeSlice,
-        onEvent: options.onEvent === undefined ? undefined : (event) => options.onEvent!(id, event)
-      })
-      const scopes = openai.scopesFor(d.model)
-      const candidate: Router.Candidate = {
-        id,
-        model: d.model,
-        scopes,
-        organization,
-        // the model's pool in the organization (a project's pool is narrower: the limiter's binding says so)
-        pool: scopes[1],
-        ...(d.price === undefined ? {} : { price: d.price }),
-        ...(d.contextWindow === undefined ? {} : { contextWindow: d.contextWindow }),
-        ...(d.capabilities === undefined ? {} : { capabilities: d.capabilities }),
-        ...(d.tags === undefined ? {} : { tags: d.tags }),
-        ...(d.weight === undefined ? {} : { weight: d.weight }),
-        ...(d.region === undefined ? {} : { region: d.region })
-      }
-      targets.push({
-        id,
-        model: d.model,
-        organization,
-        project: d.project,
-        kind: d.kind ?? kindOf(d.model),
-        aliases: d.aliases ?? [],
-        candidate,
-        openai
-      })
-    }
-    const byId = new Map(targets.map((t) => [t.id, t] as const))
-
-    // the breakers of every deployment, keyed by deployment id, for the router to read
-    const breakerOf = (key: string) => {
-      const target = byId.get(key)
-      return target?.openai.breakers === undefined ? undefined : { breaker: target.openai.breakers, key: target.model }
-    }
-    const breakers: CircuitBreaker.CircuitBreaker.Service = {
-      withBreaker: (key, self) => {
-        const b = breakerOf(key)
-        return b === undefined ? self : b.breaker.withBreaker(b.key, self)
-      },
-      state: (key) => {
-        const b = breakerOf(key)
-        return b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key)
-      },
-      info: (key) => {
-        const b = breakerOf(key)
-        return b === undefined
-          ? Effect.succeed(closedInfo(key))
-          : Effect.map(b.breaker.info(b.key), (i) => ({ ...i, key }))
-      },
-      states: Effect.map(
-        Effect.forEach(targets, (t) => {
-          const b = breakerOf(t.id)
-          return Effect.map(b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key), (s) =>
-            [t.id, s] as const)
-        }),
-        (entries) =>
-          new Map(entries)
-      ),
-      reset: (key) => {
-        const b = breakerOf(key)
-        return b === undefined ? Effect.void : b.breaker.reset(b.key)
-      },
-      trip: (key) => {
-        const b = breakerOf(key)
-        return b === undefined ? Effect.void : b.breaker.trip(b.key)
-      }
-    }
-
-    // the strategy: task names may be aliases; the table lists ids and models
-    const aliasIds = new Map<string, Array<string>>()
-    for (const t of targets) {
-      for (const alias of t.aliases) aliasIds.set(alias, [...(aliasIds.get(alias) ?? []), t.id])
-    }
-    const tasks: Router.TaskTable | undefined = options.tasks === undefined ? undefined : Object.fromEntries(
-      Object.entries(options.tasks).map(([task, list]) => {
-        const expanded = list.flatMap((name) =>
-          byId.has(name) || targets.some((t) => t.model === name) ? [name] : aliasIds.get(name) ?? []
-        )
-        return [task, expanded as unknown as readonly [string, ...Array<string>]]
-      })
-    )
-    const base = typeof options.strategy === "string"
-      ? strategies[options.strategy]
-      : options.strategy ?? Router.priority
-    const tasked = tasks === undefined ? base : Router.byTask(base, tasks, { others: options.taskOthers ?? "skip" })
-    const strategy = options.filters === false ? tasked : Router.eligible(tasked)
-
-    const rules: Router.FallbackRules = { ...defaultRules, ...options.rules }
-    const router = yield* Effect.provideService(
-      Router.make({
-        candidates: targets.map((t) => t.candidate),
-        strategy,
-        rules,
-        report: options.report ?? defaultReport,
-        maxWaits: options.maxWaits ?? 0,
-        alpha: options.alpha,
-        // each deployment's OpenAi service runs its calls under its breaker already
-        wrapBreaker: false,
-        onDecision: options.onDecision,
-        keepDecisions: options.keepDecisions
-      }),
-      CircuitBreaker.CircuitBreaker,
-      breakers
-    )
-    const basePolicy = options.retry ?? OpenAiRetry.defaultPolicy
-
-    /** Which targets a call may use: its kind, its `model` (a task, or ids/models/aliases) and `deployments`. */
-    const resolve = (
-      request: Routing.RunRequest
-    ): Either.Either<
-      { readonly task: string | undefined; readonly allowed: ReadonlyArray<Target> },
-      Router.NoCandidate
-    > => {
-      const kind = request.kind
-      let task = request.task
-      let allowed: ReadonlyArray<Target> = kind === undefined ? targets : targets.filter((t) => t.kind === kind)
-      const reasons: Array<{ candidate: string; reason: string }> = []
-      if (kind !== undefined) {
-        for (const t of targets) {
-          if (t.kind !== kind) reasons.push({ candidate: t.id, reason: `serves ${t.kind} calls, not ${kind}` })
-        }
-      }
-      const matches = (t: Target, name: string) => t.id === name || t.model === name || t.aliases.includes(name)
-      const model = request.model
-      if (model !== undefined && model !== "") {
-        if (
-          tasks !== undefined && hasOwn(tasks, model) &&
-          !targets.some((t) => matches(t, model))
-        ) {
-          task ??= model
-        } else {
-          for (const t of allowed) {
-            if (!matches(t, model)) reasons.push({ candidate: t.id, reason: `does not serve ${JSON.stringify(model)}` })
-          }
-          allowed = allowed.filter((t) => matches(t, model))
-        }
-      }
-      const only = request.deployments
-      if (only !== undefined) {
-        for (const t of allowed) {
-          if (!only.some((name) => matches(t, name))) reasons.push({ candidate: t.id, reason: "not requested" })
-        }
-        allowed = allowed.filter((t) => only.some((name) => matches(t, name)))
-      }
-      if (allowed.length === 0) {
-        return Either.left(new Router.NoCandidate({ ...(task === undefined ? {} : { task }), skipped: reasons }))
-      }
-      return Either.right({ task, allowed })
-    }
-
-    const sliceMillis = TimeSlice.millisOf(options.timeSlice)
-    const run = <A, E, R>(
-      request: Routing.RunRequest,
-      f: (target: Target, call: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, E, R>
-    ): Effect.Effect<readonly [A, Router.Decision], E | Router.NoCandidate, R> =>
-      TimeSlice.enter(
-        sliceMillis,
-        Effect.suspend(() => {
-          const resolved = resolve(request)
-          if (Either.isLeft(resolved)) return Effect.fail(resolved.left)
-          const { allowed, task } = resolved.right
-          // the estimate on each kind of model allowed (encoding, default output); the largest is routed
-          let estimate: TokenEstimator.Estimate | undefined
-          if (request.estimate !== undefined) {
-            const seen = new Set<string>()
-            for (const t of allowed) {
-              const key = estimateKey(t.model, options.defaultMaxOutputTokens)
-              if (seen.has(key)) continue
-              seen.add(key)
-              const e = request.estimate(t.model)
-              if (estimate === undefined || e.tokens > estimate.tokens || e.images > estimate.images) estimate = e
-            }
-          }
-          const policy = request.retry === false ? false : request.retry ?? basePolicy
-          // the router weighs waits against the call's deadline, or its `maxWait` from now
-          const deadline = request.deadline === undefined
-            ? undefined
-            : typeof request.deadline === "number"
-            ? request.deadline
-            : request.deadline.getTime()
-          const routerDeadline = request.maxWait === undefined
-            ? Effect.succeed(deadline)
-            : Effect.map(Clock.currentTimeMillis, (now) => {
-              const byWait = now + Duration.toMillis(Duration.decode(request.maxWait!))
-              return deadline === undefined ? byWait : Math.min(deadline, byWait)
-            })
-          return Effect.flatMap(routerDeadline, (routeDeadline) =>
-            router.runWithDecision(
-              {
-                cost: estimate === undefined ? { requests: 1 } : costOf(estimate),
-                promptTokens: estimate?.promptTokens,
-                outputTokens: estimate?.maxOutputTokens,
-                capabilities: request.capabilities,
-                task,
-                priority: request.priority,
-                deadline: routeDeadline,
-                tags: request.tags,
-                region: request.region,
-                stream: request.stream,
-                scopes: request.tenant === undefined ? undefined : [`tenant:${request.tenant}`],
-                only: allowed.length === targets.length ? undefined : allowed.map((t) => t.id)
-              },
-              (candidate, attempt) =>
-                f(byId.get(candidate.id)!, {
-                  priority: request.priority,
-                  deadline: request.deadline,
-                  maxWait: request.maxWait,
-                  tenant: request.tenant,
-                  retry: policy === false ? false : composed(policy, attempt)
-                })
-            ))
-        })
-      )
-
-    const value = <A, E, R>(effect: Effect.Effect<readonly [A, Router.Decision], E, R>) =>
-      Effect.map(effect, (pair) => pair[0])
-
-    const chatCreate: Routing.Service["chat"]["completions"]["create"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "chat",
-          model: params.model,
-          estimate: (model) =>
-            TokenEstimator.chat({ ...params, model }, { defaultMaxOutputTokens: options.defaultMaxOutputTokens })
-        },
-        (target, co) =>
-          target.openai.chat.completions.create(
-            { ...params, model: target.model } as ChatCompletionCreateParamsNonStreaming,
-            co
-          )
-      ))
-
-    const chatStream: Routing.Service["chat"]["completions"]["stream"] = (params, call) =>
-      Stream.unwrapScoped(
-        Effect.map(
-          run(
-            {
-              ...call,
-              kind: "chat",
-              stream: true,
-              model: params.model,
-              estimate: (model) =>
-                TokenEstimator.chat({ ...params, model }, { defaultMaxOutputTokens: options.defaultMaxOutputTokens })
-            },
-            (target, co) =>
-              // each attempt in its own scope: a failed opening releases what it held at once
-              Effect.flatMap(Effect.scope, (outer) =>
-                Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) =>
-                  Effect.gen(function*() {
-                    const started = yield* Clock.currentTimeMillis
-                    const pull = yield* Stream.toPull(
-                      target.openai.chat.completions.stream(
-                        { ...params, model: target.model } as Omit<ChatCompletionCreateParamsStreaming, "stream">,
-                        co
-                      )
-                    )
-                    const first = yield* Effect.catchAll(pull, (end) =>
-                      Option.isNone(end) ? Effect.succeed(Chunk.empty<ChatCompletionChunk>()) : Effect.fail(end.value))
-                    const now = yield* Clock.currentTimeMillis
-                    yield* router.observe(target.id, { ttftMillis: now - started })
-                    return { first, pull }
-                  }).pipe(
-                    Effect.provideService(Scope.Scope, scope),
-                    Effect.onExit((exit) =>
-                      Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void
-                    )
-                  )))
-          ),
-          ([{ first, pull }]) =>
-            Stream.concat(Stream.fromChunk(first), Stream.repeatEffectChunkOption(pull))
-        )
-      )
-
-    const responsesCreate: Routing.Service["responses"]["create"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "chat",
-          model: typeof params.model === "string" ? params.model : undefined,
-          estimate: (model) =>
-            TokenEstimator.responses({ ...params, model } as Parameters<typeof TokenEstimator.responses>[0], {
-              defaultMaxOutputTokens: options.defaultMaxOutputTokens
-            })
-        },
-        (target, co) =>
-          target.openai.responses.create({ ...params, model: target.model } as ResponseCreateParamsNonStreaming, co)
-      ))
-
-    const embeddingsCreate: Routing.Service["embeddings"]["create"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "embedding",
-          model: params.model,
-          estimate: (model) => TokenEstimator.embeddings({ ...params, model })
-        },
-        (target, co) => target.openai.embeddings.create({ ...params, model: target.model } as EmbeddingCreateParams, co)
-      ))
-
-    const imagesGenerate: Routing.Service["images"]["generate"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "image",
-          model: params.model,
-          estimate: (model) => TokenEstimator.images({ ...params, model })
-        },
-        (target, co) =>
-          target.openai.images.generate({ ...params, model: target.model } as ImageGenerateParamsNonStreaming, co)
-      ))
-
-    const request: Routing.Service["request"] = (url, body, call) =>
-      Effect.suspend(() => {
-        const kind = kindOfPath(url)
-        if (kind === undefined) {
-          return Effect.fail(
-            OpenAiError.classify(
-              { status: 404, error: { message: `Sluice does not meter ${url}`, code: "unsupported_endpoint" } },
-              { model: typeof body.model === "string" ? body.model : "unknown" }
-            )
-          )
-        }
-        return Effect.map(
-          run(
-            {
-              ...call,
-              kind,
-              model: typeof body.model === "string" ? body.model : undefined,
-              estimate: (model) =>
-                TokenEstimator.forEndpoint(url, { ...body, model }, {
-                  defaultMaxOutputTokens: options.defaultMaxOutputTokens
-                }) ?? { model, promptTokens: 0, maxOutputTokens: 0, tokens: 0, images: 0 }
-            },
-            (target, co) =>
-              Effect.map(
-                target.openai.request(url, { ...body, model: target.model }, co),
-                (result) => ({ ...result, deployment: target.id, model: target.model })
-              )
-          ),
-          ([result, decision]): Routing.RequestResult => ({ ...result, decision })
-        )
-      })
-
-    return {
-      router,
-      targets,
-      breakers,
-      chat: { completions: { create: chatCreate, stream: chatStream } },
-      responses: { create: responsesCreate },
-      embeddings: { create: embeddingsCreate },
-      images: { generate: imagesGenerate },
-      request,
-      run,
-      decisions: router.decisions,
-      summary: router.summary
-    } satisfies Routing.Service
-  })
+) => Effect.Effect<Routing.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> = internal.make
 
 /**
  * The budgets the options imply for {@link layer}: per organization of the deployments, its tier's
@@ -1211,32 +707,6 @@ export const RoutingConfig = Schema.Struct({
  */
 export type RoutingConfig = Schema.Schema.Type<typeof RoutingConfig>
 
-const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.map((key, i) =>
-    typeof key === "number"
-      ? `[${key}]`
-      : typeof key === "string" && /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key)
-      ? `${i === 0 ? "" : "."}${key}`
-      : `[${JSON.stringify(typeof key === "symbol" ? String(key) : key)}]`
-  ).join("")
-
-const issuesOf = (error: ParseResult.ParseError): Array<{ path: string; message: string }> => {
-  const all = ParseResult.ArrayFormatter.formatErrorSync(error)
-  // optional fields decode as `X | undefined`: drop the "Expected undefined" half of their reasons
-  const useful = all.filter((issue) => !issue.message.startsWith("Expected undefined"))
-  const seen = new Set<string>()
-  const issues: Array<{ path: string; message: string }> = []
-  for (const issue of useful.length > 0 ? useful : all) {
-    const entry = { path: formatPath(issue.path), message: issue.message }
-    const key = `${entry.path}\u0000${entry.message}`
-    if (!seen.has(key)) {
-      seen.add(key)
-      issues.push(entry)
-    }
-  }
-  return issues
-}
-
 /**
  * Decodes a routing file's content (parsed JSON) into a {@link RoutingConfig}, failing with a
  * {@link RoutingConfigError} that names the path of every problem, including the cross-field ones
@@ -1257,50 +727,11 @@ const issuesOf = (error: ParseResult.ParseError): Array<{ path: string; message:
  * // "deployments[0].price.input"
  * ```
  */
-export const decodeConfig = (
+export const decodeConfig: (
   input: unknown,
-  source = "<routing>",
+  source?: string,
   options?: { readonly strategies?: Readonly<Record<string, Router.RoutingStrategy>> | undefined }
-): Effect.Effect<RoutingConfig, RoutingConfigError> =>
-  Schema.decodeUnknown(RoutingConfig, { errors: "all", onExcessProperty: "error" })(input).pipe(
-    Effect.mapError((error) => configError(source, issuesOf(error))),
-    Effect.flatMap((config) => {
-      const issues: Array<{ path: string; message: string }> = []
-      const ids = new Map<string, number>()
-      const names = new Set<string>()
-      config.deployments.forEach((d, i) => {
-        const id = d.id ?? defaultId(d)
-        const previous = ids.get(id)
-        if (previous !== undefined) {
-          issues.push({
-            path: `deployments[${i}]${d.id === undefined ? "" : ".id"}`,
-            message: `duplicate deployment id ${JSON.stringify(id)} (also deployments[${previous}]); give each an id`
-          })
-        } else ids.set(id, i)
-        names.add(id)
-        names.add(d.model)
-        for (const alias of d.aliases ?? []) names.add(alias)
-      })
-      for (const [task, list] of Object.entries(config.tasks ?? {})) {
-        list.forEach((name, j) => {
-          if (!names.has(name)) {
-            issues.push({
-              path: formatPath(["tasks", task, j]),
-              message: `no deployment has the id, model or alias ${JSON.stringify(name)}`
-            })
-          }
-        })
-      }
-      const known = [...Object.keys(strategies), ...Object.keys(options?.strategies ?? {})]
-      if (config.strategy !== undefined && !known.includes(config.strategy)) {
-        issues.push({
-          path: "strategy",
-          message: `unknown strategy ${JSON.stringify(config.strategy)} (one of ${known.join(", ")})`
-        })
-      }
-      return issues.length > 0 ? Effect.fail(configError(source, issues)) : Effect.succeed(config)
-    })
-  )
+) => Effect.Effect<RoutingConfig, RoutingConfigError> = config.decodeConfig
 
 /**
  * What code adds to a routing file: the default client (the CLI's), named clients and strategies, and any
@@ -1321,103 +752,11 @@ export interface ConfigDefaults extends Partial<Omit<Routing.Options, "deploymen
  * @since 0.1.0
  * @category constructors
  */
-export const optionsFromConfig = (
+export const optionsFromConfig: (
   config: RoutingConfig,
-  defaults: ConfigDefaults = {},
-  source = "<routing>"
-): Effect.Effect<Routing.Options, RoutingConfigError | ConfigError.ConfigError> =>
-  Effect.gen(function*() {
-    const fallback = defaults.client
-    const fallbackOptions = fallback === undefined
-      ? undefined
-      : isClient(fallback)
-      ? { apiKey: Redacted.make(String(fallback.apiKey ?? "")), baseURL: fallback.baseURL }
-      : fallback
-    const issues: Array<{ path: string; message: string }> = []
-    const own = new Map<string, OpenAi.ClientOptions>()
-    const deployments: Array<Deployment> = []
-    for (let i = 0; i < config.deployments.length; i++) {
-      const d = config.deployments[i]
-      let client: OpenAI | OpenAi.ClientOptions | undefined
-      if (d.client !== undefined) {
-        client = defaults.clients?.[d.client]
-        if (client === undefined) {
-          issues.push({ path: `deployments[${i}].client`, message: `no client named ${JSON.stringify(d.client)}` })
-        }
-      } else if (
-        d.baseURL !== undefined || d.apiKeyEnv !== undefined || d.organizationId !== undefined ||
-        d.projectId !== undefined
-      ) {
-        const key = JSON.stringify([d.baseURL, d.apiKeyEnv, d.organizationId, d.projectId])
-        client = own.get(key)
-        if (client === undefined) {
-          const apiKey = d.apiKeyEnv !== undefined
-            ? yield* Config.redacted(d.apiKeyEnv)
-            : fallbackOptions?.apiKey
-          if (apiKey === undefined) {
-            issues.push({
-              path: `deployments[${i}].apiKeyEnv`,
-              message: "no API key: name its environment variable, or give a default client"
-            })
-            continue
-          }
-          const built: OpenAi.ClientOptions = {
-            ...fallbackOptions,
-            apiKey,
-            baseURL: d.baseURL ?? fallbackOptions?.baseURL,
-            organizationId: d.organizationId,
-            projectId: d.projectId
-          }
-          own.set(key, built)
-          client = built
-        }
-      } else if (fallback === undefined) {
-        issues.push({ path: `deployments[${i}]`, message: "no client: give a default client in code, or apiKeyEnv" })
-      }
-      deployments.push({
-        ...(d.id === undefined ? {} : { id: d.id }),
-        model: d.model,
-        organization: d.organization,
-        project: d.project,
-        kind: d.kind,
-        client,
-        price: d.price,
-        contextWindow: d.contextWindow,
-        capabilities: d.capabilities,
-        tags: d.tags,
-        weight: d.weight,
-        region: d.region,
-        aliases: d.aliases
-      })
-    }
-    const named = config.strategy === undefined
-      ? undefined
-      : defaults.strategies !== undefined && hasOwn(defaults.strategies, config.strategy)
-      ? defaults.strategies[config.strategy]
-      : hasOwn(strategies, config.strategy)
-      ? config.strategy as StrategyName
-      : undefined
-    if (config.strategy !== undefined && named === undefined) {
-      issues.push({ path: "strategy", message: `unknown strategy ${JSON.stringify(config.strategy)}` })
-    }
-    if (issues.length > 0) return yield* Effect.fail(configError(source, issues))
-    const organizations: Record<string, { readonly tier?: Tiers.Tier | undefined }> = {}
-    for (const [name, org] of Object.entries(config.organizations ?? {})) organizations[name] = { tier: org.tier }
-    const { clients: _clients, strategies: _strategies, ...given } = defaults
-    // what code gives wins over the file, but an absent (undefined) option does not erase the file's
-    const rest = Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined))
-    return {
-      deployments,
-      strategy: named,
-      tasks: config.tasks,
-      taskOthers: config.taskOthers,
-      rules: config.rules,
-      report: config.report,
-      tier: config.tier,
-      organizations: { ...organizations, ...defaults.organizations },
-      ...rest
-    } satisfies Routing.Options
-  })
+  defaults?: ConfigDefaults,
+  source?: string
+) => Effect.Effect<Routing.Options, RoutingConfigError | ConfigError.ConfigError> = config.optionsFromConfig
 
 /**
  * The routing service (and its limiter) from a routing file's content: decoded with

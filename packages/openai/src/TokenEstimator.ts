@@ -12,6 +12,7 @@
  *
  * @since 0.1.0
  */
+import * as Endpoints from "./internal/endpoint.js"
 import * as TokenCount from "./internal/tokenCount.js"
 
 /**
@@ -419,8 +420,7 @@ export const forEndpoint = (
   options?: { readonly defaultMaxOutputTokens?: number | undefined }
 ): Estimate | undefined => {
   if (typeof url !== "string") return undefined
-  const path = url.replace(/^https?:\/\/[^/]+/, "").replace(/^\/v1/, "")
-  switch (path) {
+  switch (Endpoints.pathOf(url)) {
     case "/chat/completions":
       return chat(body, options)
     case "/responses":

@@ -10,8 +10,9 @@
  * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
+import { Budget } from "@sluice/core"
 import * as Effect from "effect/Effect"
-import * as ParseResult from "effect/ParseResult"
+import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
 const NonNegative = Schema.Number.pipe(Schema.nonNegative())
@@ -498,22 +499,10 @@ export const decode = (input: unknown, source = "<scenario>"): Effect.Effect<Sce
     )
   )
 
-const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.length === 0
-    ? "(root)"
-    : path.map((key, i) =>
-      typeof key === "string" && /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key)
-        ? `${i === 0 ? "" : "."}${key}`
-        : `[${JSON.stringify(typeof key === "symbol" ? String(key) : key)}]`
-    ).join("")
-
-const formatIssues = (error: ParseResult.ParseError): string => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
-  // optional fields are `X | undefined` unions: drop the "Expected undefined" half when there is a real reason
-  const useful = issues.filter((i) => !i.message.startsWith("Expected undefined"))
-  const shown = useful.length > 0 ? useful : issues
-  return [...new Set(shown.map((i) => `  at ${formatPath(i.path)}: ${i.message}`))].join("\n")
-}
+const formatIssues = (error: ParseResult.ParseError): string =>
+  Budget.issuesOf(error, { quoteKeys: true, concise: true })
+    .map((issue) => `  at ${issue.path === "" ? "(root)" : issue.path}: ${issue.message}`)
+    .join("\n")
 
 /**
  * Builds a {@link Scenario} from a literal, synchronously (throws a {@link ScenarioError} when invalid).
