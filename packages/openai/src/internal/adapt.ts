@@ -114,6 +114,27 @@ export const syncErrorHeaders = (
 }
 
 /**
+ * How long a per-minute 429 closes its dimension for every call. Its "try again in" hint is the wait of the
+ * refused call's size: when the message says the announced bucket refused it ("Limit L, Used U, Requested R"
+ * with U + R > L), a call of one unit would wait only `(U + 1 − L) / rate` (nothing while U < L), so the
+ * gate is that long and the server's level (L − U) is synced instead: smaller calls go on, larger ones wait
+ * their turn in the limiter. Otherwise (a bucket the message does not name refused it, or it says nothing)
+ * the whole hint.
+ */
+const minuteGate = (
+  error: Errors.RateLimited,
+  hint: number
+): number | { readonly millis: number; readonly remaining: number } => {
+  const { limit, requested, used } = error
+  if (
+    limit === undefined || used === undefined || requested === undefined || !(limit > 0) ||
+    error.dimension === undefined || used + requested <= limit
+  ) return hint
+  const perMs = limit / 60_000
+  return { millis: Math.min(hint, Math.max(0, (used + 1 - limit) / perMs)), remaining: Math.max(0, limit - used) }
+}
+
+/**
  * What a failure teaches the limiter, so the herd waits instead of each fiber finding out alone:
  * - a transient rate limit with a hint closes the pool's gate on its dimension until then;
  * - a daily limit is learned as a per-day bucket of its dimension, beside the per-minute ones (from "Limit L",
@@ -144,9 +165,15 @@ export const feedback = (
             })
           )
         }
-        if (error.retryAfter !== undefined && Duration.toMillis(error.retryAfter) > 0) {
-          yield* Effect.ignore(limiter.block(scope, dimension, error.retryAfter))
+        const hint = error.retryAfter === undefined ? 0 : Duration.toMillis(error.retryAfter)
+        const gate = error.window === "day" ? hint : minuteGate(error, hint)
+        if (typeof gate !== "number" && error.dimension !== undefined) {
+          // what the message says the server has left (limit − used): the limiter paces the refused call (and
+          // any other too large for it) to it
+          yield* Effect.ignore(limiter.sync(scope, { dimension: error.dimension, remaining: gate.remaining }))
         }
+        const millis = typeof gate === "number" ? gate : gate.millis
+        if (millis > 0) yield* Effect.ignore(limiter.block(scope, dimension, Duration.millis(millis)))
         return
       }
       case "QuotaExhausted": {
