@@ -1355,13 +1355,20 @@ export const make = (
           // about calls that reached the server before those of a report adopted already: it knows less (and
           // would take back what that one gave, as it counts their over-estimates)
           if (cut !== undefined && cut < ledger.absorbed) return
+          // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
+          // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
+          // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
+          // and the refill since: the level sank below the server's with every report.
+          const reported = target.limit.burst === undefined
+            ? target.spec
+            : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
           const replayFrom = (start: number) =>
             ledger.replay(
               start,
               from,
               remaining,
               now,
-              target.spec,
+              reported,
               point.entry !== undefined && point.entry > start ? point.entry : undefined,
               ownUnsent
             )

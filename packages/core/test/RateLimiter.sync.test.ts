@@ -353,6 +353,99 @@ describe("RateLimiter.sync with since", () => {
     ))
 })
 
+describe("RateLimiter.sync on a limit with a burst", () => {
+  it.effect.prop(
+    "a report of the limit's remaining never lowers its burst bucket below what the server's burst bucket holds",
+    [fc.array(
+      fc.record({
+        estimate: fc.integer({ min: 1, max: 700 }),
+        actualShare: fc.double({ min: 0, max: 1, noNaN: true }),
+        gap: fc.integer({ min: 0, max: 2_000 }),
+        latency: fc.integer({ min: 1, max: 3_000 })
+      }),
+      { minLength: 1, maxLength: 12 }
+    )],
+    ([calls]) =>
+      Effect.scoped(Effect.gen(function*() {
+        // the server: a per-minute bucket of 42,580 tokens and a burst bucket of 709 at the same rate, each call
+        // charged its estimate as it arrives and trued up to its actual as it is answered; the client: one limit
+        // with that burst. Each answer reports the per-minute bucket's remaining.
+        const AMOUNT = 42_580
+        const BURST = 709
+        const rate = AMOUNT / 60_000
+        const limiter = yield* RateLimiter.make({
+          budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", AMOUNT, BURST)])]
+        })
+        const server = { minute: AMOUNT, burst: BURST, at: 0 }
+        const age = (now: number) => {
+          server.minute = Math.min(AMOUNT, server.minute + (now - server.at) * rate)
+          server.burst = Math.min(BURST, server.burst + (now - server.at) * rate)
+          server.at = now
+        }
+        const pending: Array<
+          { at: number; permit: RateLimiter.Permit; sentAt: number; estimate: number; refund: number }
+        > = []
+        const answer = (until: number) =>
+          Effect.gen(function*() {
+            pending.sort((a, b) => a.at - b.at)
+            while (pending.length > 0 && pending[0].at <= until) {
+              const call = pending.shift()!
+              yield* TestClock.setTime(call.at)
+              age(call.at)
+              server.minute = Math.min(AMOUNT, server.minute + call.refund)
+              server.burst = Math.min(BURST, server.burst + call.refund)
+              yield* call.permit.settle({ tokens: call.estimate - call.refund })
+              yield* limiter.sync(SCOPE, {
+                dimension: "tokens",
+                limit: AMOUNT,
+                remaining: Math.floor(server.minute),
+                since: call.permit,
+                sentAt: call.sentAt
+              })
+              const level = (yield* limiter.peek([SCOPE], {})).levels[0].level
+              // the client never thinks it has less than the server's burst bucket holds (less the floor)
+              expect(level).toBeGreaterThanOrEqual(server.burst - 1)
+            }
+          })
+        let now = 0
+        for (const call of calls) {
+          now += call.gap
+          yield* answer(now)
+          yield* TestClock.setTime(now)
+          // admitted as soon as the client's bucket has room, answers coming back meanwhile
+          let permit = Option.getOrUndefined(yield* limiter.tryAcquire([SCOPE], { tokens: call.estimate }))
+          while (permit === undefined) {
+            const wait = (yield* limiter.peek([SCOPE], { tokens: call.estimate })).waitMillis
+            const next = Math.min(
+              now + Math.max(1, wait),
+              pending.length > 0
+                ? Math.min(...pending.map((p) => p.at))
+                : Infinity
+            )
+            yield* answer(next)
+            now = Math.max(now, next)
+            yield* TestClock.setTime(now)
+            permit = Option.getOrUndefined(yield* limiter.tryAcquire([SCOPE], { tokens: call.estimate }))
+          }
+          yield* permit.markSent
+          age(now)
+          server.minute -= call.estimate
+          server.burst -= call.estimate
+          const actual = Math.floor(call.estimate * call.actualShare)
+          pending.push({
+            at: now + call.latency,
+            permit,
+            sentAt: now,
+            estimate: call.estimate,
+            refund: call.estimate - actual
+          })
+        }
+        yield* answer(Number.POSITIVE_INFINITY)
+      })).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie),
+    { fastCheck: { numRuns: 100, seed: 17 } }
+  )
+})
+
 describe("RateLimiter.sync learning", () => {
   it.effect("a per-day limit is learned beside a per-minute one of the same dimension, shows in snapshot and the level gauge, and binds", () =>
     run((limiter) =>
