@@ -14,15 +14,22 @@
  * A 429 is the only sign of a limit the server does not announce, so a run that must learn one is allowed
  * one 429 per dimension it had to learn when the share rounds below it (see {@link allowed429s}).
  *
+ * With no budgets the issue's `slack × M + L` is not reachable by a client that sends one call and waits for
+ * its answer before the rest: the bound adds the learning that client cannot avoid, measured (see
+ * {@link learningAllowance}, which says why each part is unavoidable).
+ *
  * Asserted on every shape: every call succeeds, and with budgets equal to the server's or below them not
- * one 429. The time bounds and the 429 shares are not met by every shape yet (about a fifth of them fail,
- * mostly with no budgets: the first answer's round trip and the first-contact ramp are paid before the
- * herd, which a run whose minimum is a few seconds cannot absorb); the test prints every failing shape and
- * a table per class, and asserts them with `SLUICE_PACING_STRICT=1`. `SLUICE_PACING_RUNS` and
- * `SLUICE_PACING_SEED` pick the number of shapes (default 200) and the seed.
+ * one 429. The time bounds and the 429 allowances are asserted on every shape of the default sample (seed
+ * 13, 200 shapes) but the ones in {@link KNOWN_OUTSIDE}, each with what was found of its cause; a shape of
+ * that list that comes within its bounds fails the test too, so the list only shrinks. With another seed or
+ * number of shapes the bounds are reported, and asserted with `SLUICE_PACING_STRICT=1`.
+ * `SLUICE_PACING_RUNS` and `SLUICE_PACING_SEED` pick the number of shapes and the seed;
+ * `SLUICE_PACING_ONLY=3,17` runs only those shapes of the sample and `SLUICE_PACING_TRACE=1` prints their
+ * admissions, answers and attempts.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget } from "@sluice/core"
+import { TokenEstimator } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
 import { Cause, Clock, Effect, Exit, FastCheck as fc, Stream } from "effect"
 import { fastDrive } from "./fastDrive.js"
@@ -94,6 +101,8 @@ interface Planned {
   /** What the server charges at admission (prompt + max tokens) and once served (prompt + output). */
   readonly estimate: number
   readonly actual: number
+  /** What the client reserves for it: its estimator's count (see {@link reserveOf}). */
+  readonly reserve: number
 }
 
 /** The budgets' share of the server's limits (`undefined`: no budgets). */
@@ -117,6 +126,7 @@ const plan = (c: Case): ReadonlyArray<Planned> => {
       stream: call.stream,
       estimate: promptTokens + maxTokens,
       actual: promptTokens + output,
+      reserve: reserveOf(i, chars, maxTokens),
       gap: call.gap
     }
   })
@@ -150,18 +160,21 @@ const plan = (c: Case): ReadonlyArray<Planned> => {
       maxTokens: s.maxTokens,
       stream: s.stream,
       estimate: s.estimate,
-      actual: s.actual
+      actual: s.actual,
+      reserve: s.reserve
     }
   })
 }
 
 /**
- * What a chat call's reservation adds to its prompt and `max_tokens`: the message framing OpenAI counts
- * (3 tokens to prime the reply, 4 per message; one message here). The simulator does not charge it, the
- * client cannot know that, so a client pacing at its budget reserves it and gets it back when the call
- * settles: the minimum below is that of a client reserving it.
+ * What the client reserves for a call: its estimator's count of the prompt (a tokenizer's, with OpenAI's
+ * message framing) plus `max_tokens`. The simulator charges a quarter of the characters instead, which the
+ * client cannot know; a client pacing at its budget reserves its own count and gets the difference back when
+ * the call settles: the minimum below is that of a client reserving it.
  */
-const MESSAGE_OVERHEAD = 7
+const reserveOf = (i: number, chars: number, maxTokens: number) =>
+  TokenEstimator.chat({ model: MODEL, messages: [{ role: "user", content: prompt(i, chars) }], max_tokens: maxTokens })
+    .tokens
 
 /**
  * The theoretical minimum: when the last call can be admitted by buckets of these limits (each starting
@@ -191,7 +204,8 @@ const minimumOf = (
     tokens: [make(limits.tpm, limits.tpm)]
   }
   if (burstShare !== undefined) {
-    const capacity = (limit: number) => Math.max(1, budgeted ? Math.floor(limit * burstShare + 1e-9) : limit * burstShare)
+    const capacity = (limit: number) =>
+      Math.max(1, budgeted ? Math.floor(limit * burstShare + 1e-9) : limit * burstShare)
     dims.requests.push(make(limits.rpm, capacity(limits.rpm)))
     dims.tokens.push(make(limits.tpm, capacity(limits.tpm)))
   }
@@ -215,14 +229,14 @@ const minimumOf = (
   for (const call of [...calls].sort((a, b) => a.at - b.at)) {
     advance(Math.max(now, call.at))
     for (;;) {
-      const wait = Math.max(waitFor(dims.requests, 1), waitFor(dims.tokens, call.estimate + MESSAGE_OVERHEAD))
+      const wait = Math.max(waitFor(dims.requests, 1), waitFor(dims.tokens, call.reserve))
       if (wait <= 1e-9) break
       const nextRefund = refunds.length > 0 ? Math.min(...refunds.map((r) => r.at)) : Number.POSITIVE_INFINITY
       advance(Math.min(now + wait, nextRefund))
     }
     for (const b of dims.requests) b.level -= 1
-    for (const b of dims.tokens) b.level -= call.estimate + MESSAGE_OVERHEAD
-    refunds.push({ at: now + latency, amount: call.estimate + MESSAGE_OVERHEAD - call.actual })
+    for (const b of dims.tokens) b.level -= call.reserve
+    refunds.push({ at: now + latency, amount: call.reserve - call.actual })
   }
   return now
 }
@@ -280,7 +294,7 @@ const learningAllowance = (
   r: { readonly firstAnswer: number; readonly refused: number }
 ) => {
   const blind = c.server === "noHeaders" || r.firstAnswer >= PROBE_PATIENCE
-  const tokens = calls.reduce((sum, call) => sum + call.estimate + MESSAGE_OVERHEAD, 0)
+  const tokens = calls.reduce((sum, call) => sum + call.reserve, 0)
   const slowStart = blind
     ? BLIND.doublingMillis * Math.log2(Math.max(1, tokens / BLIND.tokens, calls.length / BLIND.requests))
     : 0
@@ -324,7 +338,13 @@ const runCase = (c: Case) => {
         console.log(JSON.stringify(c))
         console.log(calls.map((p) => `${p.at}:${p.estimate}/${p.actual}`).join(" "))
         for (const e of events) {
-          console.log(`${e.at - start} ${e._tag} ${e.attempt} ${"cost" in e ? JSON.stringify(e.cost) : ""} ${"waitedMillis" in e ? e.waitedMillis : ""} ${"error" in e ? `${e.error._tag} ${(e.error as any).message?.slice(0, 160)}` : ""} ${"latencyMillis" in e ? e.latencyMillis : ""}`)
+          console.log(
+            `${e.at - start} ${e._tag} ${e.attempt} ${"cost" in e ? JSON.stringify(e.cost) : ""} ${
+              "waitedMillis" in e ? e.waitedMillis : ""
+            } ${"error" in e ? `${e.error._tag} ${(e.error as any).message?.slice(0, 160)}` : ""} ${
+              "latencyMillis" in e ? e.latencyMillis : ""
+            }`
+          )
         }
         for (const a of stats.attempts) console.log(`attempt ${a.at} ${a.status}`)
       }
@@ -368,6 +388,18 @@ const runCase = (c: Case) => {
     )
 }
 
+/**
+ * The shapes of the default sample outside their bounds, and what is known of why. Both learn limits
+ * without headers with calls of a third to half the TPM: a call admitted against the level the client
+ * learned from the first 429 ("Limit L, Used U": L − U, then the refunds and refill since) is refused again
+ * because the server's level is lower than that (by about the actual usage of the calls in flight when the
+ * limit was learned: #8 thought ≥ 47,325 where the server had 38,725, #114 ≥ 9,196 where it had 3,315). The
+ * second refusal costs the call's hint (7.9 s in #8; 22.6 s in #114, which also takes a third 429).
+ * Not yet explained: the simulator admitted all of #114's herd at once though its estimates sum above
+ * the TPM, so how the simulator charges those calls is the first thing to look at.
+ */
+const KNOWN_OUTSIDE: ReadonlyArray<number> = [8, 114]
+
 const describeCase = (c: Case) =>
   `${c.server}${
     c.server === "subMinute" ? `(${c.subWindowMs} ms)` : ""
@@ -375,20 +407,24 @@ const describeCase = (c: Case) =>
 
 describe("OpenAi: pacing over random workload shapes", () => {
   it.effect(
-    "every shape: every call succeeds, no 429 with the budgets given; near the minimum (reported)",
+    "every shape: every call succeeds, no 429 with the budgets given; within 1.03 M + L with budgets, 1.10 M + L (1.15 without headers) + the learning without",
     () =>
       Effect.gen(function*() {
         const runs = Number(process.env.SLUICE_PACING_RUNS ?? 200)
         const strict = process.env.SLUICE_PACING_STRICT === "1"
+        const sample = process.env.SLUICE_PACING_SEED === undefined && process.env.SLUICE_PACING_RUNS === undefined
         const cases = fc.sample(arbitrary, { numRuns: runs, seed: Number(process.env.SLUICE_PACING_SEED ?? 13) })
         const broken: Array<string> = []
         const outside: Array<string> = []
+        const outsideIndices: Array<number> = []
         const classes = new Map<string, { shapes: number; within: number; worst: number; rejected: number }>()
         const only = process.env.SLUICE_PACING_ONLY?.split(",").map(Number)
         for (const [index, c] of cases.entries()) {
           if (only !== undefined && !only.includes(index)) continue
           const r = yield* runCase(c)
-          const line = `#${index} ${describeCase(c)}: ${r.ok ? "" : `FAILED (${r.cause}), `}${r.succeeded}/${c.calls.length} ok`
+          const line = `#${index} ${describeCase(c)}: ${
+            r.ok ? "" : `FAILED (${r.cause}), `
+          }${r.succeeded}/${c.calls.length} ok`
           // asserted on every shape
           if (!r.ok || r.succeeded !== c.calls.length) broken.push(line)
           if ((c.budgets === "equal" || c.budgets === "below") && r.rejected > 0) {
@@ -407,12 +443,13 @@ describe("OpenAi: pacing over random workload shapes", () => {
           const within = (!timed || r.endedAt <= bound) && r.rejected <= limit429
           const over = r.minimum > 0 ? (r.endedAt - c.latency.max - learning) / r.minimum : Number.NaN
           if (!within) {
+            outsideIndices.push(index)
             outside.push(
               `${line}, wall ${Math.round(r.endedAt)} ms vs bound ${Math.round(bound)} (minimum ${
                 Math.round(r.minimum)
-              }, ×${
-                Number.isNaN(over) ? "–" : over.toFixed(3)
-              } after the latency${learning > 0 ? ` and ${Math.round(learning)} ms of learning` : ""}), 429s ${r.rejected}/${r.attempts} (allowed ${limit429})`
+              }, ×${Number.isNaN(over) ? "–" : over.toFixed(3)} after the latency${
+                learning > 0 ? ` and ${Math.round(learning)} ms of learning` : ""
+              }), 429s ${r.rejected}/${r.attempts} (allowed ${limit429})`
             )
           }
           const name = `${c.server} / budgets ${c.budgets}`
@@ -430,11 +467,19 @@ describe("OpenAi: pacing over random workload shapes", () => {
         )
         console.log(
           `${cases.length} shapes; ${outside.length} outside their bounds${
-            strict ? "" : " (reported, not asserted)"
+            strict
+              ? ""
+              : sample
+              ? ` (known: ${KNOWN_OUTSIDE.map((i) => `#${i}`).join(", ")})`
+              : " (reported, not asserted)"
           }:\n${table.join("\n")}\n${outside.join("\n")}`
         )
         expect(broken).toEqual([])
         if (strict) expect(outside).toEqual([])
+        else if (sample) {
+          const expected = KNOWN_OUTSIDE.filter((i) => only === undefined || only.includes(i))
+          expect(outsideIndices, outside.join("\n")).toEqual(expected)
+        }
       }),
     900_000
   )
