@@ -135,45 +135,59 @@ describe("sluice run: careless and hostile input (real process)", () => {
     240_000
   )
 
-  // live: two real `sluice run` processes, distinct outputs, one errors file
+  // live: two real `sluice run` processes, distinct outputs, one errors file; a real kill -9
   it.live(
-    "the errors lock: a second run writing the same errors file is refused (exit 2) while the first runs",
+    "the errors lock: a second run writing the same errors file is refused (exit 2) while the first runs; a stale one is taken over",
     () =>
       Effect.promise(async () => {
         const dir = tmp()
-        const input = chat(dir, "in.jsonl", 3000)
         const errors = NodePath.join(dir, "shared.errors.jsonl")
-        const output = (name: string) => NodePath.join(dir, name)
-        const args = (out: string) => [
+        const p = (name: string) => NodePath.join(dir, name)
+        // the first run's answers take an hour: it holds its locks for as long as the test needs, however
+        // slow the machine
+        const slow = p("slow.json")
+        NodeFs.writeFileSync(
+          slow,
+          JSON.stringify({
+            name: "slow",
+            seed: 1,
+            models: {
+              "gpt-4o-mini": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 },
+              "gpt-4o": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 }
+            },
+            latency: { request: { _tag: "fixed", ms: 3_600_000 }, perOutputTokenMs: 0 }
+          })
+        )
+        const args = (input: string, output: string, simulate: string) => [
           "--input",
           input,
           "--output",
-          out,
+          output,
           "--errors",
           errors,
           "--simulate",
-          "tier5",
+          simulate,
           "--progress",
           "off"
         ]
-        const first = start(args(output("a.jsonl")))
-        await waitFor(() => lineCount(output("a.jsonl")) > 0, first.child)
-        const second = await sluice(args(output("b.jsonl")))
+        const first = start(args(chat(dir, "a.jsonl", 3), p("a.out.jsonl"), slow))
+        await waitFor(() => NodeFs.existsSync(`${errors}.lock`), first.child)
+        expect(first.child.exitCode).toBeNull()
+        const second = await sluice(args(chat(dir, "b.jsonl", 3), p("b.out.jsonl"), "tier1"))
         expect(second.code, second.err).toBe(2)
         expect(second.err).toContain(`another sluice run (pid ${first.child.pid}`)
         expect(second.err).toContain(`${errors}.lock`)
         // refused before anything was written; its output's lock released
-        expect(NodeFs.existsSync(output("b.jsonl"))).toBe(false)
-        expect(NodeFs.existsSync(`${output("b.jsonl")}.lock`)).toBe(false)
-        const r1 = await first.done
-        expect(r1.code, r1.err).toBe(0)
-        expect(lineCount(output("a.jsonl"))).toBe(3000)
-        expect(NodeFs.existsSync(`${errors}.lock`)).toBe(false)
-        // once the first has ended, another run may write that errors file
-        const small = chat(dir, "small.jsonl", 3)
-        const third = await sluice([...args(output("b.jsonl")).slice(2), "--input", small])
+        expect(NodeFs.existsSync(p("b.out.jsonl"))).toBe(false)
+        expect(NodeFs.existsSync(`${p("b.out.jsonl")}.lock`)).toBe(false)
+        // the first dies holding its locks: a stale errors lock (this host, its process gone) is taken over
+        first.child.kill("SIGKILL")
+        await first.done
+        expect(NodeFs.existsSync(`${errors}.lock`)).toBe(true)
+        const third = await sluice(args(p("b.jsonl"), p("b.out.jsonl"), "tier1"))
         expect(third.code, third.err).toBe(0)
-        expect(lineCount(output("b.jsonl"))).toBe(3)
+        expect(lineCount(p("b.out.jsonl"))).toBe(3)
+        expect(NodeFs.existsSync(`${errors}.lock`)).toBe(false)
       }),
     240_000
   )
