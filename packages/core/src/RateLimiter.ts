@@ -691,12 +691,36 @@ export const make = (
     const signal = () => {
       if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
     }
-    /** Drops finished waiters from the lanes (once a few have gathered: amortised O(1) per waiter). */
+    /**
+     * Drops finished waiters from the lanes (once a few have gathered), in place and in order. They are mostly
+     * at a lane's front (FIFO): that run goes in one `splice`, and the rest of the lane is walked only while
+     * finished waiters are left to find (a long queue behind admitted ones is not copied at every compaction).
+     * Only at the end of a pass, or when nothing is queued: no pass is walking the lanes then.
+     */
     const compact = () => {
       if (finished === 0 || (queued > 0 && finished < 64)) return
-      for (let i = 0; i < lanes.length; i++) {
-        if (queued === 0) lanes[i].length = 0
-        else if (lanes[i].some((waiter) => waiter.done)) lanes[i] = lanes[i].filter((waiter) => !waiter.done)
+      let left = finished
+      for (const lane of lanes) {
+        if (queued === 0) {
+          lane.length = 0
+          continue
+        }
+        let front = 0
+        while (front < lane.length && lane[front].done) front++
+        if (front > 0) lane.splice(0, front)
+        left -= front
+        if (left <= 0) continue
+        let kept = 0
+        let read = 0
+        for (; read < lane.length && left > 0; read++) {
+          const waiter = lane[read]
+          if (waiter.done) left--
+          else lane[kept++] = waiter
+        }
+        if (kept < read) {
+          lane.copyWithin(kept, read)
+          lane.length -= read - kept
+        }
       }
       finished = 0
     }
