@@ -218,7 +218,7 @@ rate (one every ${
     (86_400 / RPD).toFixed(2)
   } s): the theoretical minimum is one day. Sluice has the same limits configured;
 latency 200–800 ms per request; the simulator keeps counters only (\`stats: "counts"\`). Each run is a fresh simulator
-and limiter in a fresh \`TestContext\`, after a 200-request warm-up of each row. Two rows:
+and limiter in a fresh \`TestContext\`, after a 200-request warm-up of each row. Three rows:
 
 - **OpenAi service + openai SDK + SimFetch**: an application on the \`OpenAi\` service, the real \`openai\` SDK on the
   simulator's in-process \`fetch\` — what a user's test runs.
