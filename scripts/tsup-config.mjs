@@ -1,11 +1,17 @@
 // The one tsup configuration every package builds with: ESM in dist/esm (.js) and CommonJS in dist/cjs
-// (.cjs), with source maps, for Node 20 (shims: import.meta.url in CommonJS); code shared by several entry points
-// goes to a shared chunk (splitting), so each class exists once per format. Declarations: tsc
+// (.cjs), with source maps, for Node 20 (shims: import.meta.url in CommonJS). No code splitting: tsup's CommonJS
+// splitting rewrites `a ?? (yield* b)` into an arrow function, which is a syntax error in a generator. A second entry
+// point that needs the first one's modules imports them by the package's own name (listed in `external`), so
+// each class exists once per format. Declarations: tsc
 // (tsconfig.build.json) into dist/dts, then scripts/dual-dts.mjs (dist/esm/*.d.ts and dist/cjs/*.d.cts).
 import { defineConfig } from "tsup"
 
-/** @param {ReadonlyArray<string>} entry the package's entry points */
-export const packageConfig = (entry) =>
+/**
+ * @param {ReadonlyArray<string>} entry the package's entry points
+ * @param {ReadonlyArray<string>} [external] modules left as imports besides the dependencies (the package's own
+ *   name, for a second entry point that imports the first)
+ */
+export const packageConfig = (entry, external = []) =>
   defineConfig({
     entry: [...entry],
     format: ["esm", "cjs"],
@@ -13,7 +19,8 @@ export const packageConfig = (entry) =>
     sourcemap: true,
     clean: true,
     shims: true,
-    splitting: true,
+    splitting: false,
+    external: [...external],
     target: "node20",
     outExtension: ({ format }) => ({ js: format === "cjs" ? ".cjs" : ".js" }),
     esbuildOptions: (options, { format }) => {

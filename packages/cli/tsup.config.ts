@@ -1,3 +1,4 @@
 import { packageConfig } from "../../scripts/tsup-config.mjs"
 
-export default packageConfig(["src/index.ts", "src/main.ts"])
+// main (the bin) imports the main entry point by the package's name: one copy of each class
+export default packageConfig(["src/index.ts", "src/main.ts"], ["@sluice/cli"])

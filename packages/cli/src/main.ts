@@ -5,6 +5,8 @@
  */
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
+// by the package's own name, so that the built bin shares the main entry point's classes
+import { Cli } from "@sluice/cli"
 import { BulkRunner } from "@sluice/openai"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -12,7 +14,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import * as Cli from "./Cli.js"
 
 const stop = Deferred.unsafeMake<void>(FiberId.none)
 let signals = 0

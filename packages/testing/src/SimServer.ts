@@ -19,8 +19,8 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Http from "node:http"
-import * as SimStats from "./SimStats.js"
-import * as Simulator from "./Simulator.js"
+// by the package's own name, so that the built `@sluice/testing/node` shares the main entry point's classes
+import { SimStats, Simulator } from "@sluice/testing"
 
 /**
  * Where the server listens.
