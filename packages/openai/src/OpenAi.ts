@@ -54,6 +54,95 @@ import * as TokenEstimator from "./TokenEstimator.js"
  */
 export type CallError = Adapt.CallError
 
+// -----------------------------------------------------------------------------
+// the call surface: declared once, for OpenAi, Routing and wrapOpenAI
+// -----------------------------------------------------------------------------
+
+/**
+ * The calls of the OpenAI surface Sluice governs, each with the SDK's parameters and result (for
+ * a stream, its chunks). `OpenAi.Service`, `Routing.Service` and `wrapOpenAI`'s client derive their calls
+ * from this one table through {@link CallSurface}.
+ *
+ * @since 0.2.0
+ * @category call surface
+ */
+export interface Calls {
+  readonly "chat.completions.create": {
+    readonly params: ChatCompletionCreateParamsNonStreaming
+    readonly result: ChatCompletion
+  }
+  /** Streams the chunks; the final usage chunk settles the reservation, interruption releases it. */
+  readonly "chat.completions.stream": {
+    readonly params: Omit<ChatCompletionCreateParamsStreaming, "stream"> & { readonly stream?: true }
+    readonly result: ChatCompletionChunk
+  }
+  readonly "responses.create": { readonly params: ResponseCreateParamsNonStreaming; readonly result: OpenAiResponse }
+  readonly "embeddings.create": { readonly params: EmbeddingCreateParams; readonly result: CreateEmbeddingResponse }
+  readonly "images.generate": { readonly params: ImageGenerateParamsNonStreaming; readonly result: ImagesResponse }
+}
+
+/**
+ * @since 0.2.0
+ * @category call surface
+ */
+export type CallName = keyof Calls
+
+/**
+ * How one surface types its calls: `type` is the call named `this["call"]` (a type lambda,
+ * as effect's `TypeLambda`).
+ *
+ * @since 0.2.0
+ * @category call surface
+ */
+export interface CallLambda {
+  readonly call: CallName
+  readonly type: unknown
+}
+
+/**
+ * The type a {@link CallLambda} gives the call `K`.
+ *
+ * @since 0.2.0
+ * @category call surface
+ */
+export type CallOf<F extends CallLambda, K extends CallName> = (F & { readonly call: K })["type"]
+
+/**
+ * The SDK's call surface — `chat.completions.create` and `stream`, `responses.create`,
+ * `embeddings.create`, `images.generate` — with each call typed by `F`: Effects here ({@link EffectCalls}),
+ * routed Effects in `Routing`, Promises in `wrapOpenAI`.
+ *
+ * @since 0.2.0
+ * @category call surface
+ */
+export interface CallSurface<F extends CallLambda> {
+  readonly chat: {
+    readonly completions: {
+      readonly create: CallOf<F, "chat.completions.create">
+      /** Streams the chunks; the final usage chunk settles the reservation, interruption releases it. */
+      readonly stream: CallOf<F, "chat.completions.stream">
+    }
+  }
+  readonly responses: { readonly create: CallOf<F, "responses.create"> }
+  readonly embeddings: { readonly create: CallOf<F, "embeddings.create"> }
+  readonly images: { readonly generate: CallOf<F, "images.generate"> }
+}
+
+/**
+ * The `OpenAi` service's calls: the SDK's parameters and {@link OpenAi.CallOptions}; an Effect of the
+ * SDK's result (a `Stream` of chunks for `stream`) failing with a {@link CallError}.
+ *
+ * @since 0.2.0
+ * @category call surface
+ */
+export interface EffectCalls extends CallLambda {
+  readonly type: (
+    params: Calls[this["call"]]["params"],
+    options?: OpenAi.CallOptions
+  ) => this["call"] extends "chat.completions.stream" ? Stream.Stream<Calls[this["call"]]["result"], CallError>
+    : Effect.Effect<Calls[this["call"]]["result"], CallError>
+}
+
 /**
  * @since 0.1.0
  * @category models
@@ -154,43 +243,12 @@ export declare namespace OpenAi {
    * @since 0.1.0
    * @category models
    */
-  export interface Service {
+  export interface Service extends CallSurface<EffectCalls> {
     /** The SDK client the service calls. */
     readonly client: OpenAI
     readonly limiter: RateLimiter.Service
     /** The circuit breakers, keyed by model (`undefined` with `breaker: false`): routing reads them. */
     readonly breakers: CircuitBreaker.CircuitBreaker.Service | undefined
-    readonly chat: {
-      readonly completions: {
-        readonly create: (
-          params: ChatCompletionCreateParamsNonStreaming,
-          options?: CallOptions
-        ) => Effect.Effect<ChatCompletion, CallError>
-        /** Streams the chunks; the final usage chunk settles the reservation, interruption releases it. */
-        readonly stream: (
-          params: Omit<ChatCompletionCreateParamsStreaming, "stream"> & { readonly stream?: true },
-          options?: CallOptions
-        ) => Stream.Stream<ChatCompletionChunk, CallError>
-      }
-    }
-    readonly responses: {
-      readonly create: (
-        params: ResponseCreateParamsNonStreaming,
-        options?: CallOptions
-      ) => Effect.Effect<OpenAiResponse, CallError>
-    }
-    readonly embeddings: {
-      readonly create: (
-        params: EmbeddingCreateParams,
-        options?: CallOptions
-      ) => Effect.Effect<CreateEmbeddingResponse, CallError>
-    }
-    readonly images: {
-      readonly generate: (
-        params: ImageGenerateParamsNonStreaming,
-        options?: CallOptions
-      ) => Effect.Effect<ImagesResponse, CallError>
-    }
     /**
      * Any metered endpoint by its Batch-API path (`/v1/chat/completions`, `/v1/responses`,
      * `/v1/embeddings`, `/v1/images/generations`) with a JSON body: what the bulk runner calls.

@@ -39,14 +39,12 @@ import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type OpenAI from "openai"
 import type {
-  ChatCompletion,
-  ChatCompletionChunk,
   ChatCompletionCreateParamsNonStreaming,
   ChatCompletionCreateParamsStreaming
 } from "openai/resources/chat/completions"
-import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
-import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
-import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
+import type { EmbeddingCreateParams } from "openai/resources/embeddings"
+import type { ImageGenerateParamsNonStreaming } from "openai/resources/images"
+import type { ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
 import * as internal from "./internal/routing.js"
 import * as config from "./internal/routingConfig.js"
 import * as OpenAi from "./OpenAi.js"
@@ -348,47 +346,12 @@ export declare namespace Routing {
    * @since 0.1.0
    * @category models
    */
-  export interface Service {
+  export interface Service extends OpenAi.CallSurface<RoutedCalls> {
     /** The router (live states, plans, `observe`, decisions and summary). */
     readonly router: Router.Service
     readonly targets: ReadonlyArray<Target>
     /** Every deployment's circuit breaker, keyed by deployment id (always closed with `breaker: false`). */
     readonly breakers: CircuitBreaker.CircuitBreaker.Service
-    readonly chat: {
-      readonly completions: {
-        readonly create: (
-          params: ChatParams,
-          options?: CallOptions
-        ) => Effect.Effect<ChatCompletion, RoutedError>
-        /**
-         * Streams the chunks of a routed call. Routing covers the opening: a call that fails before its
-         * first chunk falls over like any other; once chunks flow, a failure ends the stream. The time to
-         * the first chunk feeds the router's TTFT EWMA (what `lowestLatency` ranks streams by).
-         */
-        readonly stream: (
-          params: ChatStreamParams,
-          options?: CallOptions
-        ) => Stream.Stream<ChatCompletionChunk, RoutedError>
-      }
-    }
-    readonly responses: {
-      readonly create: (
-        params: ResponsesParams,
-        options?: CallOptions
-      ) => Effect.Effect<OpenAiResponse, RoutedError>
-    }
-    readonly embeddings: {
-      readonly create: (
-        params: EmbeddingParams,
-        options?: CallOptions
-      ) => Effect.Effect<CreateEmbeddingResponse, RoutedError>
-    }
-    readonly images: {
-      readonly generate: (
-        params: ImageParams,
-        options?: CallOptions
-      ) => Effect.Effect<ImagesResponse, RoutedError>
-    }
     /**
      * Any metered endpoint by its Batch-API path with a JSON body, for the bulk runner. The body's `model`
      * may be absent (route by strategy), a task, or a deployment's id, model or alias; it is replaced by
@@ -413,12 +376,39 @@ export declare namespace Routing {
 }
 
 /**
+ * Parameters whose `model` is optional: a deployment's id, model or alias, or a task (absent: the strategy
+ * chooses).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ModelOptional<P> = Omit<P, "model"> & { readonly model?: string | undefined }
+
+/**
+ * The routed calls: the `OpenAi` service's ({@link OpenAi.Calls}), with an optional `model` and
+ * {@link Routing.CallOptions}, failing with a {@link RoutedError}. A stream is routed at its opening: a
+ * call that fails before its first chunk falls over like any other; once chunks flow, a failure ends the
+ * stream. The time to the first chunk feeds the router's TTFT EWMA (what `lowestLatency` ranks streams
+ * by).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RoutedCalls extends OpenAi.CallLambda {
+  readonly type: (
+    params: ModelOptional<OpenAi.Calls[this["call"]]["params"]>,
+    options?: Routing.CallOptions
+  ) => this["call"] extends "chat.completions.stream" ? Stream.Stream<OpenAi.Calls[this["call"]]["result"], RoutedError>
+    : Effect.Effect<OpenAi.Calls[this["call"]]["result"], RoutedError>
+}
+
+/**
  * Chat completion parameters whose `model` is optional: a deployment's id, model or alias, or a task.
  *
  * @since 0.1.0
  * @category models
  */
-export type ChatParams = Omit<ChatCompletionCreateParamsNonStreaming, "model"> & { readonly model?: string | undefined }
+export type ChatParams = ModelOptional<ChatCompletionCreateParamsNonStreaming>
 
 /**
  * Streaming chat completion parameters whose `model` is optional (as for {@link ChatParams}).
@@ -437,9 +427,7 @@ export type ChatStreamParams = Omit<ChatCompletionCreateParamsStreaming, "model"
  * @since 0.1.0
  * @category models
  */
-export type ResponsesParams = Omit<ResponseCreateParamsNonStreaming, "model"> & {
-  readonly model?: string | undefined
-}
+export type ResponsesParams = ModelOptional<ResponseCreateParamsNonStreaming>
 
 /**
  * Embedding parameters whose `model` is optional (as for {@link ChatParams}).
@@ -447,7 +435,7 @@ export type ResponsesParams = Omit<ResponseCreateParamsNonStreaming, "model"> & 
  * @since 0.1.0
  * @category models
  */
-export type EmbeddingParams = Omit<EmbeddingCreateParams, "model"> & { readonly model?: string | undefined }
+export type EmbeddingParams = ModelOptional<EmbeddingCreateParams>
 
 /**
  * Image generation parameters whose `model` is optional (as for {@link ChatParams}).
@@ -455,7 +443,7 @@ export type EmbeddingParams = Omit<EmbeddingCreateParams, "model"> & { readonly 
  * @since 0.1.0
  * @category models
  */
-export type ImageParams = Omit<ImageGenerateParamsNonStreaming, "model"> & { readonly model?: string | undefined }
+export type ImageParams = ModelOptional<ImageGenerateParamsNonStreaming>
 
 /**
  * The routing service.

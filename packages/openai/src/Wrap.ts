@@ -29,9 +29,6 @@ import type {
   ChatCompletionCreateParamsNonStreaming,
   ChatCompletionCreateParamsStreaming
 } from "openai/resources/chat/completions"
-import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
-import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
-import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
 import * as OpenAi from "./OpenAi.js"
 
 /**
@@ -57,12 +54,27 @@ export class ClientClosed extends Schema.TaggedError<ClientClosed>("@sluice/open
 }) {}
 
 /**
- * The wrapped client.
+ * The wrapped client's calls: the `OpenAi` service's ({@link OpenAi.Calls}) with {@link CallOptions},
+ * as Promises of the SDK's results.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface PromiseCalls extends OpenAi.CallLambda {
+  readonly type: (
+    params: OpenAi.Calls[this["call"]]["params"],
+    options?: CallOptions
+  ) => Promise<OpenAi.Calls[this["call"]]["result"]>
+}
+
+/**
+ * The wrapped client: the SDK's call surface ({@link OpenAi.CallSurface}), where a stream is
+ * `chat.completions.create` with `stream: true`, as in the SDK.
  *
  * @since 0.1.0
  * @category models
  */
-export interface WrappedOpenAI {
+export interface WrappedOpenAI extends Omit<OpenAi.CallSurface<PromiseCalls>, "chat"> {
   readonly chat: {
     readonly completions: {
       create(params: ChatCompletionCreateParamsNonStreaming, options?: CallOptions): Promise<ChatCompletion>
@@ -75,15 +87,6 @@ export interface WrappedOpenAI {
         options?: CallOptions
       ): Promise<AsyncIterable<ChatCompletionChunk>>
     }
-  }
-  readonly responses: {
-    create(params: ResponseCreateParamsNonStreaming, options?: CallOptions): Promise<OpenAiResponse>
-  }
-  readonly embeddings: {
-    create(params: EmbeddingCreateParams, options?: CallOptions): Promise<CreateEmbeddingResponse>
-  }
-  readonly images: {
-    generate(params: ImageGenerateParamsNonStreaming, options?: CallOptions): Promise<ImagesResponse>
   }
   /**
    * The limiter, for operators (peeks, gates). Its methods are Effects: run them on the wrapper's
@@ -244,20 +247,18 @@ export const wrapOpenAI = (client: OpenAI, options: WrapOptions = {}): WrappedOp
     return run((openai) => openai.chat.completions.create(params, callOptions(options)), options?.signal)
   }
 
+  /** A call of the service, as a Promise (the signal, if any, interrupts it). */
+  const call = <P, A>(
+    f: (openai: OpenAi.OpenAi.Service) => (params: P, options?: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, unknown>
+  ) =>
+  (params: P, options?: CallOptions): Promise<A> =>
+    run((openai) => f(openai)(params, callOptions(options)), options?.signal)
+
   return {
     chat: { completions: { create } },
-    responses: {
-      create: (params, options) =>
-        run((openai) => openai.responses.create(params, callOptions(options)), options?.signal)
-    },
-    embeddings: {
-      create: (params, options) =>
-        run((openai) => openai.embeddings.create(params, callOptions(options)), options?.signal)
-    },
-    images: {
-      generate: (params, options) =>
-        run((openai) => openai.images.generate(params, callOptions(options)), options?.signal)
-    },
+    responses: { create: call((openai) => openai.responses.create) },
+    embeddings: { create: call((openai) => openai.embeddings.create) },
+    images: { generate: call((openai) => openai.images.generate) },
     limiter: () => run((openai) => Effect.succeed(openai.limiter)),
     snapshot: () => run((openai) => openai.limiter.snapshot),
     close: async () => {

@@ -28,7 +28,15 @@ import type { ResponseCreateParamsNonStreaming } from "openai/resources/response
 import * as OpenAi from "../OpenAi.js"
 import * as OpenAiError from "../OpenAiError.js"
 import * as OpenAiRetry from "../OpenAiRetry.js"
-import type { Kind, Target } from "../Routing.js"
+import type {
+  ChatParams,
+  EmbeddingParams,
+  ImageParams,
+  Kind,
+  ResponsesParams,
+  RoutedError,
+  Target
+} from "../Routing.js"
 import { defaultReport, defaultRules, kindOf, type Routing, RoutingConfigError, strategies } from "../Routing.js"
 import * as TokenEstimator from "../TokenEstimator.js"
 import * as Endpoints from "./endpoint.js"
@@ -343,21 +351,35 @@ export const make = (
     const value = <A, E, R>(effect: Effect.Effect<readonly [A, Router.Decision], E, R>) =>
       Effect.map(effect, (pair) => pair[0])
 
-    const chatCreate: Routing.Service["chat"]["completions"]["create"] = (params, call) =>
+    /**
+     * A routed call: routed by the params' `model` (see `resolve`) with the call's estimate on each model
+     * allowed, then made by the chosen deployment's `OpenAi` service with the deployment's model.
+     */
+    const routed = <P, A>(
+      kind: Kind,
+      modelOf: (params: P) => string | undefined,
+      estimate: (params: P, model: string) => TokenEstimator.Estimate,
+      call: (
+        openai: OpenAi.OpenAi.Service,
+        params: P,
+        model: string,
+        options: OpenAi.OpenAi.CallOptions
+      ) => Effect.Effect<A, OpenAi.CallError>
+    ) =>
+    (params: P, callOptions?: Routing.CallOptions): Effect.Effect<A, RoutedError> =>
       value(run(
-        {
-          ...call,
-          kind: "chat",
-          model: params.model,
-          estimate: (model) =>
-            TokenEstimator.chat({ ...params, model }, { defaultMaxOutputTokens: options.defaultMaxOutputTokens })
-        },
-        (target, co) =>
-          target.openai.chat.completions.create(
-            { ...params, model: target.model } as ChatCompletionCreateParamsNonStreaming,
-            co
-          )
+        { ...callOptions, kind, model: modelOf(params), estimate: (model) => estimate(params, model) },
+        (target, co) => call(target.openai, params, target.model, co)
       ))
+    const outputs = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
+
+    const chatCreate = routed(
+      "chat",
+      (params: ChatParams) => params.model,
+      (params, model) => TokenEstimator.chat({ ...params, model }, outputs),
+      (openai, params, model, co) =>
+        openai.chat.completions.create({ ...params, model } as ChatCompletionCreateParamsNonStreaming, co)
+    )
 
     const chatStream: Routing.Service["chat"]["completions"]["stream"] = (params, call) =>
       Stream.unwrapScoped(
@@ -400,43 +422,28 @@ export const make = (
         )
       )
 
-    const responsesCreate: Routing.Service["responses"]["create"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "chat",
-          model: typeof params.model === "string" ? params.model : undefined,
-          estimate: (model) =>
-            TokenEstimator.responses({ ...params, model } as Parameters<typeof TokenEstimator.responses>[0], {
-              defaultMaxOutputTokens: options.defaultMaxOutputTokens
-            })
-        },
-        (target, co) =>
-          target.openai.responses.create({ ...params, model: target.model } as ResponseCreateParamsNonStreaming, co)
-      ))
+    const responsesCreate = routed(
+      "chat",
+      (params: ResponsesParams) => typeof params.model === "string" ? params.model : undefined,
+      (params, model) =>
+        TokenEstimator.responses({ ...params, model } as Parameters<typeof TokenEstimator.responses>[0], outputs),
+      (openai, params, model, co) =>
+        openai.responses.create({ ...params, model } as ResponseCreateParamsNonStreaming, co)
+    )
 
-    const embeddingsCreate: Routing.Service["embeddings"]["create"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "embedding",
-          model: params.model,
-          estimate: (model) => TokenEstimator.embeddings({ ...params, model })
-        },
-        (target, co) => target.openai.embeddings.create({ ...params, model: target.model } as EmbeddingCreateParams, co)
-      ))
+    const embeddingsCreate = routed(
+      "embedding",
+      (params: EmbeddingParams) => params.model,
+      (params, model) => TokenEstimator.embeddings({ ...params, model }),
+      (openai, params, model, co) => openai.embeddings.create({ ...params, model } as EmbeddingCreateParams, co)
+    )
 
-    const imagesGenerate: Routing.Service["images"]["generate"] = (params, call) =>
-      value(run(
-        {
-          ...call,
-          kind: "image",
-          model: params.model,
-          estimate: (model) => TokenEstimator.images({ ...params, model })
-        },
-        (target, co) =>
-          target.openai.images.generate({ ...params, model: target.model } as ImageGenerateParamsNonStreaming, co)
-      ))
+    const imagesGenerate = routed(
+      "image",
+      (params: ImageParams) => params.model,
+      (params, model) => TokenEstimator.images({ ...params, model }),
+      (openai, params, model, co) => openai.images.generate({ ...params, model } as ImageGenerateParamsNonStreaming, co)
+    )
 
     const request: Routing.Service["request"] = (url, body, call) =>
       Effect.suspend(() => {
