@@ -36,7 +36,7 @@ import * as Plan from "./Plan.js"
  * @since 0.1.0
  * @category errors
  */
-export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
+export class UsageError extends Schema.TaggedError<UsageError>("@sluice/cli/UsageError")("UsageError", {
   message: Schema.String
 }) {}
 

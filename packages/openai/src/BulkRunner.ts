@@ -65,13 +65,15 @@ export type InputErrorReason = typeof InputErrorReason.Type
  * @since 0.1.0
  * @category errors
  */
-export class BulkInputError extends Schema.TaggedError<BulkInputError>()("BulkInputError", {
-  /** 1-based line number in the input file. */
-  line: Schema.Number,
-  reason: InputErrorReason,
-  customId: Schema.optional(Schema.String),
-  message: Schema.String
-}) {}
+export class BulkInputError
+  extends Schema.TaggedError<BulkInputError>("@sluice/openai/BulkInputError")("BulkInputError", {
+    /** 1-based line number in the input file. */
+    line: Schema.Number,
+    reason: InputErrorReason,
+    customId: Schema.optional(Schema.String),
+    message: Schema.String
+  })
+{}
 
 /**
  * The input or output file cannot be opened, read or written. Lines already written stay written.
@@ -79,7 +81,7 @@ export class BulkInputError extends Schema.TaggedError<BulkInputError>()("BulkIn
  * @since 0.1.0
  * @category errors
  */
-export class BulkFileError extends Schema.TaggedError<BulkFileError>()("BulkFileError", {
+export class BulkFileError extends Schema.TaggedError<BulkFileError>("@sluice/openai/BulkFileError")("BulkFileError", {
   path: Schema.String,
   operation: Schema.String,
   message: Schema.String
@@ -97,7 +99,7 @@ export class BulkFileError extends Schema.TaggedError<BulkFileError>()("BulkFile
  * @since 0.1.0
  * @category errors
  */
-export class BulkPathError extends Schema.TaggedError<BulkPathError>()("BulkPathError", {
+export class BulkPathError extends Schema.TaggedError<BulkPathError>("@sluice/openai/BulkPathError")("BulkPathError", {
   reason: Schema.Literal("same-file", "locked", "not-output"),
   path: Schema.String,
   message: Schema.String

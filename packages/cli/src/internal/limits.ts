@@ -33,7 +33,7 @@ export const LimitsFile = Schema.Struct({
 export type LimitsFile = typeof LimitsFile.Type
 
 /** @internal */
-export class FileProblem extends Schema.TaggedError<FileProblem>()("FileProblem", {
+export class FileProblem extends Schema.TaggedError<FileProblem>("@sluice/cli/FileProblem")("FileProblem", {
   path: Schema.String,
   message: Schema.String
 }) {}
