@@ -8,7 +8,7 @@
  * live {@link CandidateState} of every candidate — the estimated wait and headroom for this request's
  * cost (from `RateLimiter.peek`), the circuit breaker's state, the latency and error-rate EWMAs it keeps
  * from outcomes, and this request's price — and asks a {@link RoutingStrategy} (a plain, pure function)
- * for a {@link Plan}: an ordered list of candidates and the ones skipped, with reasons.
+ * for a {@link RoutePlan}: an ordered list of candidates and the ones skipped, with reasons.
  *
  * `run` then tries the plan in order. What happens after a failure depends on the error's `_tag`,
  * looked up in {@link FallbackRules} (data; the core knows nothing of OpenAI): try the next candidate,
@@ -202,15 +202,24 @@ export interface Skipped {
  * @since 0.1.0
  * @category models
  */
-export interface Plan {
+export interface RoutePlan {
   readonly order: ReadonlyArray<CandidateState>
   readonly skipped: ReadonlyArray<Skipped>
   readonly wait?: boolean | undefined
 }
 
 /**
+ * The former name of {@link RoutePlan} (`Plan` is also the CLI's capacity plan).
+ *
+ * @since 0.1.0
+ * @category models
+ * @deprecated Use {@link RoutePlan}.
+ */
+export type Plan = RoutePlan
+
+/**
  * A routing strategy: a plain, pure function from the request and the candidates' live state to a
- * {@link Plan}. Randomised strategies use `request.random`, so they stay pure and testable.
+ * {@link RoutePlan}. Randomised strategies use `request.random`, so they stay pure and testable.
  *
  * @since 0.1.0
  * @category models
@@ -229,7 +238,7 @@ export interface Plan {
  * })
  * ```
  */
-export type RoutingStrategy = (request: Request, states: ReadonlyArray<CandidateState>) => Plan
+export type RoutingStrategy = (request: Request, states: ReadonlyArray<CandidateState>) => RoutePlan
 
 // -----------------------------------------------------------------------------
 // strategies
@@ -922,7 +931,7 @@ export declare namespace Router {
     /** The live state of every candidate for a request. */
     readonly states: (request: RouteRequest) => Effect.Effect<ReadonlyArray<CandidateState>>
     /** The plan the strategy makes now (open breakers and closed scopes moved to skipped). */
-    readonly plan: (request: RouteRequest) => Effect.Effect<Plan>
+    readonly plan: (request: RouteRequest) => Effect.Effect<RoutePlan>
     /** Routes a request: tries the plan in order, with fallbacks by error kind. */
     readonly run: <A, E, R>(
       request: RouteRequest,
@@ -1115,7 +1124,7 @@ export const run = <A, E, R>(
  * ```
  */
 export const toExecutionPlan = (
-  plan: Plan,
+  plan: RoutePlan,
   options?: {
     readonly rules?: FallbackRules | undefined
     readonly priority?: RateLimiter.Lane | undefined

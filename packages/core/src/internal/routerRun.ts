@@ -21,8 +21,8 @@ import type {
   CandidateState,
   Decision,
   FallbackRules,
-  Plan,
   Request,
+  RoutePlan,
   Step
 } from "../Router.js"
 import { NoCandidate, reportsTotal, spillsTotal } from "../Router.js"
@@ -126,7 +126,7 @@ export class Run<E> {
     readonly req: Request,
     /** Every candidate's state when the request was planned. */
     readonly all: ReadonlyArray<CandidateState>,
-    readonly plan: Plan,
+    readonly plan: RoutePlan,
     readonly skipped: ReadonlyArray<{ readonly candidate: string; readonly reason: string }>
   ) {}
 

@@ -19,8 +19,8 @@ import type {
   Decision,
   FallbackRules,
   NoCandidate,
-  Plan,
   Request,
+  RoutePlan,
   Router,
   RouteRequest,
   Skipped,
@@ -131,7 +131,11 @@ const toRequest = (request: RouteRequest): Effect.Effect<Request> =>
  * The strategy's plan over the requested candidates (`only`), normalised (every candidate ordered or
  * skipped once), with open breakers and scopes that never admit moved to skipped.
  */
-const planFor = (strategy: Router.Options["strategy"] & {}, req: Request, all: ReadonlyArray<CandidateState>): Plan => {
+const planFor = (
+  strategy: Router.Options["strategy"] & {},
+  req: Request,
+  all: ReadonlyArray<CandidateState>
+): RoutePlan => {
   const only = req.only
   const requested = only === undefined
     ? all
