@@ -564,9 +564,9 @@ export const make = (
           }
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
-            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error)
+            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error, { permit, sentAt: sent })
             retries.last = error._tag
-            if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error)
+            if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error, { permit, sentAt: sent })
             yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
           }
           return yield* outcome

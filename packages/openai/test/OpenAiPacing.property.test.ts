@@ -389,18 +389,15 @@ const runCase = (c: Case) => {
 }
 
 /**
- * The shapes of the default sample outside their bounds, and why. Both learn limits without headers with
- * calls of a third to half the TPM, and a call admitted against the level the client learned from the first
- * 429 is refused again (#8 thought it had ≥ 47,325 where the server had 38,725; #114 ≥ 9,196 where it had
- * 3,315), which costs that call's hint (7.9 s in #8; 22.6 s and a third 429 in #114). The cause: the
- * simulator trues a call up to its actual usage when it admits it (the latency only delays the answer), so
- * the 429's "Used" already counts the calls in flight at their actual usage, while the client, which takes
- * `Limit − Used` as its level (`Learn.rateLimited`, `Adapt.feedback`: a sync without `since`), refunds their
- * over-estimates again when they are answered: the level ends above the server's by those refunds. The
- * `x-ratelimit-*` headers are folded in by send order through the limiter's ledger (`since`, `adopt`), which
- * does not count such refunds twice; a 429's message is not yet.
+ * The shape of the default sample outside its bounds, and why. #8 learns limits without headers with calls
+ * of a third to most of the TPM: the slow start overshoots on its largest call (47,325 tokens; the 429 that
+ * names the limit), and while that call waits for the server to have room for it the smaller calls behind it
+ * go on (a 429 no longer holds calls that fit: see `Adapt.feedback`), so it is admitted after their usage
+ * has been charged (32.4 s, when the server has room for it within 59 ms, the second 429) where the minimum,
+ * admitting in arrival order, has it before them (24.5 s). A client that held the calls behind a refused one
+ * would pace this shape better and every shape whose refused call is large worse.
  */
-const KNOWN_OUTSIDE: ReadonlyArray<number> = [8, 114]
+const KNOWN_OUTSIDE: ReadonlyArray<number> = [8]
 
 const describeCase = (c: Case) =>
   `${c.server}${

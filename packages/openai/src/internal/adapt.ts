@@ -144,7 +144,9 @@ const minuteGate = (
 export const feedback = (
   limiter: RateLimiter.Service,
   scopes: { readonly org: string; readonly poolScope: string; readonly scopes: ReadonlyArray<string> },
-  error: Errors.OpenAiError
+  error: Errors.OpenAiError,
+  /** The refused call: its message's figures are as of its arrival, folded in by send order (see `syncHeaders`). */
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
 ) =>
   Effect.gen(function*() {
     switch (error._tag) {
@@ -170,7 +172,13 @@ export const feedback = (
         if (typeof gate !== "number" && error.dimension !== undefined) {
           // what the message says the server has left (limit − used): the limiter paces the refused call (and
           // any other too large for it) to it
-          yield* Effect.ignore(limiter.sync(scope, { dimension: error.dimension, remaining: gate.remaining }))
+          yield* Effect.ignore(limiter.sync(scope, {
+            dimension: error.dimension,
+            limit: error.limit,
+            remaining: gate.remaining,
+            since: since?.permit,
+            sentAt: since?.sentAt
+          }))
         }
         const millis = typeof gate === "number" ? gate : gate.millis
         if (millis > 0) yield* Effect.ignore(limiter.block(scope, dimension, Duration.millis(millis)))
@@ -352,9 +360,9 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
                 // after the refund: the server's remaining does not count this refused call's tokens either
                 yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent, adopt: false }))
                 if (error.status !== undefined) yield* args.learned(poolScope)
-                yield* feedback(limiter, { org: args.org, poolScope, scopes }, error)
+                yield* feedback(limiter, { org: args.org, poolScope, scopes }, error, { permit, sentAt: sent })
                 if (error._tag === "RateLimited" && args.learner !== undefined) {
-                  yield* args.learner.rateLimited(poolScope, error)
+                  yield* args.learner.rateLimited(poolScope, error, { permit, sentAt: sent })
                 }
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
                 yield* args.emit({ _tag: "Failed", model, attempt, error, latencyMillis })

@@ -96,7 +96,11 @@ export interface Learner {
   /** An answer with `x-ratelimit-*` headers came: the pool's limits are announced, its probes stop. */
   readonly heard: (poolScope: string, headers: Headers) => void
   /** What a 429 teaches (after its headers are synced and its gate closed). */
-  readonly rateLimited: (poolScope: string, error: Errors.RateLimited) => Effect.Effect<void>
+  readonly rateLimited: (
+    poolScope: string,
+    error: Errors.RateLimited,
+    since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+  ) => Effect.Effect<void>
   /** Everything learned so far. */
   readonly learned: () => ReadonlyArray<Learned>
 }
@@ -228,7 +232,7 @@ export const make = (limiter: RateLimiter.Service): Learner => {
     state.ramp = undefined
   }
 
-  const rateLimited: Learner["rateLimited"] = (poolScope, error) =>
+  const rateLimited: Learner["rateLimited"] = (poolScope, error, since) =>
     Effect.gen(function*() {
       const dimension = error.dimension
       if (dimension !== "requests" && dimension !== "tokens") return
@@ -249,10 +253,15 @@ export const make = (limiter: RateLimiter.Service): Learner => {
       if (state.blind && ramped) {
         if (announced !== undefined && announced > 0) {
           // the server named its limit: take it, and what it says is left
+          // taken as of the refused call's arrival, by send order: "Used" counts the calls in flight as the
+          // server charged them (trued up to their usage when it admitted them), so their over-estimates are
+          // not given back a second time when they are answered (see `RateLimiter.sync`, `since`)
           yield* Effect.ignore(limiter.sync(poolScope, {
             dimension,
             limit: announced,
-            remaining: used === undefined ? undefined : Math.max(0, announced - used)
+            remaining: used === undefined ? undefined : Math.max(0, announced - used),
+            since: since?.permit,
+            sentAt: since?.sentAt
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
