@@ -8,6 +8,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
 import { Effect, TestClock } from "effect"
+import { Ledger, LEDGER_RETENTION_MILLIS } from "../src/internal/ledger.js"
 
 const CAPACITY = 100_000
 const SCOPE = "org:a/pool:m"
@@ -105,4 +106,70 @@ describe("RateLimiter ledger at scale", () => {
         else expect(compacted.after).toBeCloseTo(compacted.before, 6)
       }
     }))
+})
+
+// The ledger itself (internal/ledger.ts), where the limiter-level tests above and Ledger.test.ts leave mutants
+// alive: a compaction that keeps hundreds of entries (the tree rebuilt from them, then asked about a point inside
+// them), an update reaching the tree's last node, a dropped entry, a refill that is not capped, and memory.
+describe("Ledger internals", () => {
+  const bucket = { capacity: 30_000, refillPerMs: 0.5 }
+  /** 1,100 entries at 0; 300 at 60 s (amounts 1 to 7); 2,100 from 121 s (1 to 5): the first of those compacts. */
+  const build = () => {
+    const ledger = new Ledger(0)
+    const amounts = new Map<number, number>()
+    let sequence = 0
+    const add = (at: number, amount: number) => {
+      ledger.record(++sequence, at, amount)
+      amounts.set(sequence, amount)
+    }
+    for (let i = 0; i < 1_100; i++) add(0, 1)
+    for (let i = 0; i < 300; i++) add(60_000, (i % 7) + 1)
+    for (let i = 0; i < 2_100; i++) add(121_000 + i, (i % 5) + 1)
+    return { ledger, amounts, last: sequence }
+  }
+  const after = (amounts: Map<number, number>, s: number) => {
+    let sum = 0
+    for (const [sequence, amount] of amounts) if (sequence > s) sum += amount
+    return sum
+  }
+
+  it("after a compaction that keeps 301 entries, the bound sums every entry after any point", () => {
+    const { amounts, last, ledger } = build()
+    ledger.unsent = 700
+    const now = 124_000
+    const from = now - 1_000 // refill 500, far below the capacity: not capped
+    for (const s of [1_100, 1_101, 1_150, 1_257, 1_399, 1_400, 1_401]) {
+      const expected = Math.min(30_000, 0 + 0.5 * 1_000) - after(amounts, s) - (700 - 200)
+      expect(ledger.replay(s, from, 0, now, bucket, undefined, 200)).toBeCloseTo(expected, 6)
+    }
+    // the last entry changed: the update walks up to the tree's last node and no further
+    expect(ledger.adjust(last, 5)).toBe(true)
+    amounts.set(last, amounts.get(last)! + 5)
+    ledger.record(last + 1, 123_000, 3)
+    amounts.set(last + 1, 3)
+    for (const s of [1_150, 1_400]) {
+      const expected = 500 - after(amounts, s) - 700
+      expect(ledger.replay(s, from, 0, now, bucket, undefined, 0)).toBeCloseTo(expected, 6)
+    }
+  })
+
+  it("a dropped entry is not adjusted and has no amount, even before a compaction", () => {
+    const ledger = new Ledger(0)
+    ledger.record(1, 0, 10)
+    ledger.record(2, LEDGER_RETENTION_MILLIS + 1, 5)
+    expect(ledger.adjust(1, 3)).toBe(false)
+    expect(ledger.amountOf(1)).toBe(0)
+    expect(ledger.amountOf(2)).toBe(5)
+    expect(ledger.adjust(2, 3)).toBe(true)
+    expect(ledger.amountOf(2)).toBe(8)
+  })
+
+  it("memory stays bounded by what is kept: 10,000 entries over 1,000 s keep about 1,200", () => {
+    const ledger = new Ledger(0)
+    for (let i = 0; i < 10_000; i++) ledger.record(i + 1, i * 100, 1)
+    // the arrays are private: read their size, the one thing this checks
+    const held = (ledger as unknown as { sequences: Array<number> }).sequences.length
+    expect(held).toBeLessThan(3_500)
+    expect(ledger.sentAfter(10_000 * 100 - LEDGER_RETENTION_MILLIS - 1, 10_000)).toBe(1_200)
+  })
 })
