@@ -60,7 +60,7 @@ export const countText = (text: string, encoding: Encoding = "o200k_base"): numb
  * before it starts, so the first count of each encoding does not stall every call in flight. Loading twice
  * is free.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category encoding
  * @example
  * ```ts
@@ -285,6 +285,19 @@ export const responses = (input: {
 }
 
 /**
+ * The tokens of one input item of an embeddings or legacy completions body: a text is counted, a token id is one
+ * token, a list of token ids is its length, anything else counts its JSON.
+ */
+const itemTokens = (count: Counter, item: unknown): number =>
+  typeof item === "string"
+    ? count.text(item)
+    : typeof item === "number"
+    ? 1
+    : Array.isArray(item) && item.every((x) => typeof x === "number")
+    ? item.length
+    : count.json(item)
+
+/**
  * Estimates an embeddings call: the tokens of every input (token arrays count their length).
  *
  * @since 0.1.0
@@ -294,16 +307,10 @@ export const embeddings = (input: { readonly model: string; readonly input: unkn
   const body = fieldsOf(input)
   const model = modelOf(body.model, "text-embedding-3-small")
   const count = counter(encodingFor(model))
-  const one = (item: unknown): number =>
-    typeof item === "string"
-      ? count.text(item)
-      : Array.isArray(item) && item.every((x) => typeof x === "number")
-      ? item.length
-      : count.json(item)
   const inputs = body.input
   const prompt = Array.isArray(inputs) && inputs.some((x) => typeof x !== "number")
-    ? inputs.reduce<number>((sum, item) => sum + one(item), 0)
-    : one(inputs)
+    ? inputs.reduce<number>((sum, item) => sum + itemTokens(count, item), 0)
+    : itemTokens(count, inputs)
   return { model, promptTokens: prompt, maxOutputTokens: 0, tokens: prompt, images: 0 }
 }
 
@@ -348,7 +355,7 @@ const COMPLETIONS_DEFAULT_MAX_TOKENS = 16
  * they are; a list of prompts is as many completions), plus `prompts × max(n, best_of) × max_tokens` output
  * (`max_tokens` defaults to 16, the API's default; the server generates `best_of` choices).
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category estimating
  */
 export const completions = (input: {
@@ -362,23 +369,15 @@ export const completions = (input: {
   const body = fieldsOf(input)
   const model = modelOf(body.model, "gpt-3.5-turbo-instruct")
   const count = counter(encodingFor(model))
-  const one = (item: unknown): number =>
-    typeof item === "string"
-      ? count.text(item)
-      : typeof item === "number"
-      ? 1
-      : Array.isArray(item) && item.every((x) => typeof x === "number")
-      ? item.length
-      : count.json(item)
   const prompt = body.prompt
   // a list of texts or of token lists is one completion per item; a list of numbers is one prompt's tokens
   const many = Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
   const prompts = many ? Math.max(1, (prompt as ReadonlyArray<unknown>).length) : 1
   const promptTokens = (many ?
-    (prompt as ReadonlyArray<unknown>).reduce<number>((sum, item) => sum + one(item), 0)
+    (prompt as ReadonlyArray<unknown>).reduce<number>((sum, item) => sum + itemTokens(count, item), 0)
     : Array.isArray(prompt)
     ? prompt.length
-    : one(prompt)) + count.text(body.suffix)
+    : itemTokens(count, prompt)) + count.text(body.suffix)
   const perChoice = positive(body.max_tokens) ?? options?.defaultMaxOutputTokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS
   const choices = Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
   const output = bounded(prompts * choices * perChoice)
@@ -389,7 +388,7 @@ export const completions = (input: {
  * Estimates a moderation (`/v1/moderations` body): the tokens of its texts (other parts, such as images,
  * count their JSON); nothing is generated.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category estimating
  */
 export const moderations = (input: { readonly model?: string | undefined; readonly input: unknown }): Estimate => {
