@@ -564,9 +564,15 @@ export const make = (
           }
           if (error !== undefined) {
             if (error.status !== undefined) yield* learned(poolScope)
-            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error, { permit, sentAt: sent })
+            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error, {
+              permit,
+              sentAt: sent,
+              adopt: settleUsage
+            })
             retries.last = error._tag
-            if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error, { permit, sentAt: sent })
+            if (error._tag === "RateLimited") {
+              yield* learner.rateLimited(poolScope, error, { permit, sentAt: sent, adopt: settleUsage })
+            }
             yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
           }
           return yield* outcome

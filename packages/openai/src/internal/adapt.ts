@@ -145,8 +145,11 @@ export const feedback = (
   limiter: RateLimiter.Service,
   scopes: { readonly org: string; readonly poolScope: string; readonly scopes: ReadonlyArray<string> },
   error: Errors.OpenAiError,
-  /** The refused call: its message's figures are as of its arrival, folded in by send order (see `syncHeaders`). */
-  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+  /**
+   * The refused call: its message's figures are as of its arrival, folded in by send order (see `syncHeaders`);
+   * `adopt` as for its headers (`false`: a reserve-only service or a stream only ever lowers the level).
+   */
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number; readonly adopt?: boolean | undefined }
 ) =>
   Effect.gen(function*() {
     switch (error._tag) {
@@ -177,7 +180,8 @@ export const feedback = (
             limit: error.limit,
             remaining: gate.remaining,
             since: since?.permit,
-            sentAt: since?.sentAt
+            sentAt: since?.sentAt,
+            adopt: since?.adopt
           }))
         }
         const millis = typeof gate === "number" ? gate : gate.millis
@@ -360,9 +364,13 @@ export const stream = <Chunk extends { readonly usage?: unknown; readonly choice
                 // after the refund: the server's remaining does not count this refused call's tokens either
                 yield* Effect.ignore(syncErrorHeaders(limiter, poolScope, raw, { permit, sentAt: sent, adopt: false }))
                 if (error.status !== undefined) yield* args.learned(poolScope)
-                yield* feedback(limiter, { org: args.org, poolScope, scopes }, error, { permit, sentAt: sent })
+                yield* feedback(limiter, { org: args.org, poolScope, scopes }, error, {
+                  permit,
+                  sentAt: sent,
+                  adopt: false
+                })
                 if (error._tag === "RateLimited" && args.learner !== undefined) {
-                  yield* args.learner.rateLimited(poolScope, error, { permit, sentAt: sent })
+                  yield* args.learner.rateLimited(poolScope, error, { permit, sentAt: sent, adopt: false })
                 }
                 const latencyMillis = (yield* Clock.currentTimeMillis) - sent
                 yield* args.emit({ _tag: "Failed", model, attempt, error, latencyMillis })

@@ -99,7 +99,7 @@ export interface Learner {
   readonly rateLimited: (
     poolScope: string,
     error: Errors.RateLimited,
-    since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number }
+    since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number; readonly adopt?: boolean | undefined }
   ) => Effect.Effect<void>
   /** Everything learned so far. */
   readonly learned: () => ReadonlyArray<Learned>
@@ -261,7 +261,8 @@ export const make = (limiter: RateLimiter.Service): Learner => {
             limit: announced,
             remaining: used === undefined ? undefined : Math.max(0, announced - used),
             since: since?.permit,
-            sentAt: since?.sentAt
+            sentAt: since?.sentAt,
+            adopt: since?.adopt
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
