@@ -307,6 +307,8 @@ export class BudgetConfigError extends Schema.TaggedError<BudgetConfigError>()("
  * Formats a path as `[0].limits[1].amount`; with `quoteKeys`, a key that is not an identifier as
  * `["a key"]`.
  *
+ * `options`: since 0.2.0.
+ *
  * @since 0.1.0
  * @category utils
  */
@@ -320,6 +322,8 @@ export const formatPath: (
  * errors with it: `quoteKeys` names a key that is not an identifier as `["a key"]`, and `concise` leaves
  * out the "Expected undefined" half of an optional field's reasons (when there is a real reason) and
  * repeated issues.
+ *
+ * `options`: since 0.2.0.
  *
  * @since 0.1.0
  * @category utils

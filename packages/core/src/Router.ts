@@ -199,7 +199,7 @@ export interface Skipped {
  * What a strategy returns: candidates to try in order, and the ones skipped with a reason. `wait:
  * false` forbids the "wait" fallback for this request (default: allowed when the deadline allows).
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface RoutePlan {

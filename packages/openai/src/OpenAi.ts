@@ -251,7 +251,8 @@ export declare namespace OpenAi {
     readonly breakers: CircuitBreaker.CircuitBreaker.Service | undefined
     /**
      * Any metered endpoint by its Batch-API path (`/v1/chat/completions`, `/v1/responses`,
-     * `/v1/embeddings`, `/v1/images/generations`) with a JSON body: what the bulk runner calls.
+     * `/v1/embeddings`, `/v1/images/generations`, `/v1/completions`, `/v1/moderations`) with a JSON body: what
+     * the bulk runner calls.
      */
     readonly request: (
       url: string,
