@@ -292,10 +292,12 @@ export const Budgets = Schema.Array(Budget).pipe(
  * @since 0.1.0
  * @category errors
  */
-export class BudgetConfigError extends Schema.TaggedError<BudgetConfigError>()("BudgetConfigError", {
-  source: Schema.String,
-  issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
-}) {
+export class BudgetConfigError
+  extends Schema.TaggedError<BudgetConfigError>("@sluice/core/BudgetConfigError")("BudgetConfigError", {
+    source: Schema.String,
+    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+  })
+{
   override get message(): string {
     return `invalid budgets in ${this.source}:\n${
       this.issues.map((issue) => `  ${issue.path || "(root)"}: ${issue.message}`).join("\n")

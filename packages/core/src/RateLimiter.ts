@@ -44,13 +44,15 @@ import * as Metrics from "./Metrics.js"
  * @since 0.1.0
  * @category errors
  */
-export class CostExceedsCapacity extends Schema.TaggedError<CostExceedsCapacity>()("CostExceedsCapacity", {
-  scope: Schema.String,
-  dimension: Schema.String,
-  limit: Schema.String,
-  capacity: Schema.Number,
-  cost: Schema.Number
-}) {
+export class CostExceedsCapacity
+  extends Schema.TaggedError<CostExceedsCapacity>("@sluice/core/CostExceedsCapacity")("CostExceedsCapacity", {
+    scope: Schema.String,
+    dimension: Schema.String,
+    limit: Schema.String,
+    capacity: Schema.Number,
+    cost: Schema.Number
+  })
+{
   override get message(): string {
     return `a cost of ${this.cost} ${this.dimension} can never fit scope ${this.scope}: its limit ${this.limit} holds at most ${this.capacity}`
   }
@@ -63,13 +65,15 @@ export class CostExceedsCapacity extends Schema.TaggedError<CostExceedsCapacity>
  * @since 0.1.0
  * @category errors
  */
-export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("DeadlineExceeded", {
-  scope: Schema.String,
-  dimension: Schema.String,
-  reason: Schema.Literal("limit", "gate", "queue"),
-  estimatedWaitMillis: Schema.Number,
-  allowedMillis: Schema.Number
-}) {
+export class DeadlineExceeded
+  extends Schema.TaggedError<DeadlineExceeded>("@sluice/core/DeadlineExceeded")("DeadlineExceeded", {
+    scope: Schema.String,
+    dimension: Schema.String,
+    reason: Schema.Literal("limit", "gate", "queue"),
+    estimatedWaitMillis: Schema.Number,
+    allowedMillis: Schema.Number
+  })
+{
   /**
    * @since 0.1.0
    */
@@ -93,7 +97,7 @@ export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("De
  * @since 0.1.0
  * @category errors
  */
-export class ScopeClosed extends Schema.TaggedError<ScopeClosed>()("ScopeClosed", {
+export class ScopeClosed extends Schema.TaggedError<ScopeClosed>("@sluice/core/ScopeClosed")("ScopeClosed", {
   scope: Schema.String,
   reason: Schema.String,
   cause: Schema.optional(Schema.Unknown)

@@ -480,7 +480,7 @@ export type ScenarioInput = typeof Scenario.Encoded
  * @since 0.1.0
  * @category errors
  */
-export class ScenarioError extends Schema.TaggedError<ScenarioError>()("ScenarioError", {
+export class ScenarioError extends Schema.TaggedError<ScenarioError>("@sluice/testing/ScenarioError")("ScenarioError", {
   source: Schema.String,
   message: Schema.String
 }) {}
