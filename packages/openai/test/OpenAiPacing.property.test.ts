@@ -179,17 +179,18 @@ const reserveOf = (i: number, chars: number, maxTokens: number) =>
 /**
  * The theoretical minimum: when the last call can be admitted by buckets of these limits (each starting
  * full, a sub-minute one beside each when enforced), admitting in arrival order as early as the buckets
- * allow, each call charged its reservation at admission and refunded the unused part when it is answered.
- * The server draws each call's latency (uniform between the least and the largest), which no client knows
- * before the answer: a refund is counted at the largest latency, the time by which it has certainly come
- * (with a fixed latency, exactly when it comes). Admitting as early as the buckets allow is optimistic: no
- * client that waits for its refunds is admitted earlier.
+ * allow, each call charged its reservation at admission and refunded the unused part when it is answered:
+ * at its admission plus the latency the simulator drew for it in this run (`Attempt.latencyMs`; the largest
+ * latency for a call that never succeeded). The simulator draws latencies in the order calls reach it, so this
+ * is a lower bound for any client that gets the same latencies: admitting as early as the buckets allow is
+ * optimistic, and no client that waits for its refunds is admitted earlier.
  */
 const minimumOf = (
   calls: ReadonlyArray<Planned>,
   limits: { readonly rpm: number; readonly tpm: number },
   burstShare: number | undefined,
-  latency: number,
+  /** When a call, admitted at `at`, is answered (its refund comes back). */
+  answeredAt: (call: Planned, at: number) => number,
   /** The sub-minute buckets are the budgets' (whole units, as {@link budgetsOf} gives them), not the server's. */
   budgeted: boolean
 ): number => {
@@ -236,7 +237,7 @@ const minimumOf = (
     }
     for (const b of dims.requests) b.level -= 1
     for (const b of dims.tokens) b.level -= call.reserve
-    refunds.push({ at: now + latency, amount: call.reserve - call.actual })
+    refunds.push({ at: answeredAt(call, now), amount: call.reserve - call.actual })
   }
   return now
 }
@@ -354,11 +355,17 @@ const runCase = (c: Case) => {
       const limits = factor !== undefined && factor < 1
         ? { rpm: Math.floor(c.rpm * factor), tpm: Math.floor(c.tpm * factor) }
         : { rpm: c.rpm, tpm: c.tpm }
+      // each call's latency in this run (its answered attempt; the call's index is its prompt's `[req:i]` key)
+      const latencies = new Map<string, number>()
+      for (const a of stats.attempts) {
+        if (a.status === 200 && a.key !== undefined && a.latencyMs !== undefined) latencies.set(a.key, a.latencyMs)
+      }
+      const indexOf = new Map(calls.map((call, i) => [call, i]))
       const minimum = minimumOf(
         calls,
         limits,
         c.server === "subMinute" ? c.subWindowMs / 60_000 : undefined,
-        c.latency.max,
+        (call, at) => at + (latencies.get(String(indexOf.get(call))) ?? c.latency.max),
         factor !== undefined
       )
       return {

@@ -33,6 +33,13 @@ export interface Attempt {
   readonly fault: string | undefined
   /** The organization the request was judged in (undefined when its key or organization was refused). */
   readonly organization?: string | undefined
+  /**
+   * An answered call (200): the delay the simulator drew for its answer (ms, streaming included), so a test
+   * can compute what a client could have done with the latencies this run really had.
+   *
+   * @since 0.2.0
+   */
+  readonly latencyMs?: number | undefined
 }
 
 /**

@@ -420,6 +420,7 @@ export class Model {
       limit?: string | undefined
       fault?: string | undefined
       organization?: string | undefined
+      latencyMs?: number | undefined
     } = {}
   ): void {
     const status_ = String(status)
@@ -438,7 +439,8 @@ export class Model {
       code: extra.code,
       limit: extra.limit,
       fault: extra.fault,
-      organization: extra.organization
+      organization: extra.organization,
+      ...(extra.latencyMs === undefined ? {} : { latencyMs: extra.latencyMs })
     })
   }
 
@@ -1159,7 +1161,7 @@ export class Model {
     const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
       (fault === "slow" ? this.scenario.faults.slowMs : 0)
     const headers = { ...headersNow(), "openai-processing-ms": String(Math.round(delay)) }
-    this.record(now, request, requestId, key, model, 200, { fault, organization: org })
+    this.record(now, request, requestId, key, model, 200, { fault, organization: org, latencyMs: delay })
     if (parsed.stream && (endpoint.kind === "chat" || endpoint.kind === "responses")) {
       return {
         _tag: "Stream",
