@@ -1,3 +1,4 @@
 import { mutationOptions } from "./stryker.shared.mjs"
 
-export default mutationOptions("limiter", ["packages/core/src/RateLimiter.ts"])
+// the limiter's mechanism (internal/rateLimiter.ts since the public module was split; the ledger is pnpm mutate:ledger)
+export default mutationOptions("limiter", ["packages/core/src/internal/rateLimiter.ts"])

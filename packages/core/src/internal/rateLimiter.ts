@@ -1,0 +1,1179 @@
+/**
+ * Internal: the limiter's mechanism behind `RateLimiter.make` — budgets resolved per scope (configured and
+ * learned), the wait queue in two lanes and its dispatcher, permits (settle, refund, mark sent) and report
+ * adoption (`sync`). The public module (`../RateLimiter.ts`) holds the models, errors and documentation.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import * as Budget from "../Budget.js"
+import * as LimiterStore from "../LimiterStore.js"
+import * as Metrics from "../Metrics.js"
+import type { AcquireError, Lane, LevelInfo, Permit, RateLimiter, Service } from "../RateLimiter.js"
+import { CostExceedsCapacity, DeadlineExceeded, ScopeClosed } from "../RateLimiter.js"
+import * as Bucket from "./bucket.js"
+import { fullPasses } from "./dispatch.js"
+import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./ledger.js"
+
+const laneIndex = (lane: Lane | undefined): number => lane === "background" ? 1 : 0
+const laneNames: ReadonlyArray<Lane> = ["interactive", "background"]
+
+interface Resolved {
+  readonly limit: Budget.Limit
+  readonly spec: LimiterStore.BucketSpec
+  readonly learned: boolean
+}
+
+const PermitSend = Symbol.for("@sluice/core/RateLimiter/PermitSend")
+
+/**
+ * How much earlier than the answered call a call must have been sent to count as having reached the
+ * server before it: calls sent in the same moment can arrive in another order (concurrent connections),
+ * so a report adopted both ways treats those sent within this of the answered one as not counted yet.
+ */
+const REPORT_SKEW_MILLIS = 50
+/**
+ * A report is adopted both ways only when at most this many calls left in the `BURST_WINDOW_MILLIS`
+ * before the answered one: in a burst, requests wait for connections and reach the server in an order
+ * nobody can tell, so a report then only lowers the level.
+ */
+const BURST_CALLS = 64
+const BURST_WINDOW_MILLIS = 250
+/** A cost above a learned burst is charged in at most this many parts (each within the burst). */
+const MAX_DEBT_PARTS = 64
+
+interface Prepared {
+  readonly scopes: ReadonlyArray<string>
+  readonly cost: Budget.Cost
+  readonly debits: ReadonlyArray<LimiterStore.Debit>
+  readonly gates: ReadonlyArray<LimiterStore.GateKey>
+  readonly resolved: ReadonlyArray<Resolved>
+}
+
+interface Waiter {
+  /** The buckets it asks for, as the limits were when it was prepared (see `version`). */
+  prepared: Prepared
+  keys: ReadonlyArray<string>
+  /** The limits' version `prepared` was made for: a waiter queued before a limit changed is prepared again. */
+  version: number
+  readonly lane: number
+  readonly enqueuedAt: number
+  readonly deadline: number
+  /** Completed when it is admitted or refused (made when it starts to wait: a fast-path placeholder has none). */
+  deferred: Deferred.Deferred<Permit, AcquireError> | undefined
+  done: boolean
+  cancelled: boolean
+  permit: Permit | undefined
+  /** The last estimated wait (milliseconds), for the deadline error. */
+  lastEstimate: number
+  /**
+   * The store is answering this waiter's first attempt (the fast path). It holds its place at the head
+   * of the queue meanwhile, so a later arrival cannot overtake it while an asynchronous store answers.
+   */
+  inFlight: boolean
+  /** The dispatcher pass that counted it as visited (see `pass`). */
+  seen: number
+}
+
+const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => {
+  const windowMillis = limit.windowMillis
+  return {
+    id: `${scope}\u0000${limit.dimension}\u0000${windowMillis}`,
+    scope,
+    dimension: limit.dimension,
+    windowMillis,
+    capacity: limit.capacity,
+    refillPerMs: limit.amount / windowMillis
+  }
+}
+
+const refundCounters = new Map<string, Metric.Metric.Counter<number>>()
+const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
+  let counter = refundCounters.get(dimension)
+  if (counter === undefined) {
+    counter = Metric.tagged(Metrics.refunds, "dimension", dimension)
+    refundCounters.set(dimension, counter)
+  }
+  return counter
+}
+/** An admission that did not wait: counted, and a zero in the wait histogram. */
+const admittedAtOnce = laneNames.map((_, i) =>
+  Effect.zipRight(
+    Metric.increment(Metric.tagged(Metrics.admissions, "lane", laneNames[i])),
+    Metric.update(Metric.tagged(Metrics.waitMillis, "lane", laneNames[i]), 0)
+  )
+)
+const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
+const waitsByLane = laneNames.map((lane) => Metric.tagged(Metrics.waitMillis, "lane", lane))
+const rejectionsByReason = {
+  capacity: Metric.tagged(Metrics.rejections, "reason", "capacity"),
+  deadline: Metric.tagged(Metrics.rejections, "reason", "deadline"),
+  closed: Metric.tagged(Metrics.rejections, "reason", "closed"),
+  store: Metric.tagged(Metrics.rejections, "reason", "store")
+}
+
+/** The limiter: see `RateLimiter.make`. */
+export const make = (
+  options: RateLimiter.Options
+): Effect.Effect<Service, never, LimiterStore.LimiterStore | Scope.Scope> =>
+  Effect.gen(function*() {
+    const store = yield* LimiterStore.LimiterStore
+    const jitter = Math.max(0, options.wakeJitter ?? 0)
+    const alwaysFull = (options as { readonly [fullPasses]?: boolean })[fullPasses] === true
+
+    // --- budgets -----------------------------------------------------------
+    const exact = new Map<string, Budget.Budget>()
+    const patterns: Array<Budget.Budget> = []
+    for (const budget of options.budgets) {
+      if (budget.scope.endsWith("*")) patterns.push(budget)
+      else exact.set(budget.scope, budget)
+    }
+    patterns.sort((a, b) => b.scope.length - a.scope.length)
+    const learned = new Map<string, Array<Budget.Limit>>()
+    const resolvedCache = new Map<string, ReadonlyArray<Resolved>>()
+
+    const configuredLimits = (scope: string): ReadonlyArray<Budget.Limit> => {
+      const budget = exact.get(scope) ?? patterns.find((pattern) => Budget.matches(pattern.scope, scope))
+      return budget?.limits ?? []
+    }
+
+    const resolve = (scope: string): ReadonlyArray<Resolved> => {
+      let resolved = resolvedCache.get(scope)
+      if (resolved === undefined) {
+        const list: Array<Resolved> = configuredLimits(scope).map((limit) => ({
+          limit,
+          spec: specOf(scope, limit),
+          learned: false
+        }))
+        for (const limit of learned.get(scope) ?? []) list.push({ limit, spec: specOf(scope, limit), learned: true })
+        resolved = list
+        resolvedCache.set(scope, resolved)
+      }
+      return resolved
+    }
+
+    const gateKeyCache = new Map<string, LimiterStore.GateKey>()
+    const gateKey = (scope: string, dimension: string): LimiterStore.GateKey => {
+      const id = `${scope}\u0000${dimension}`
+      let key = gateKeyCache.get(id)
+      if (key === undefined) {
+        key = { scope, dimension }
+        gateKeyCache.set(id, key)
+      }
+      return key
+    }
+
+    interface ScopePlan {
+      readonly resolved: ReadonlyArray<Resolved>
+      readonly star: ReadonlyArray<LimiterStore.GateKey>
+      readonly byDimension: Map<string, ReadonlyArray<LimiterStore.GateKey>>
+    }
+    const planCache = new Map<string, ScopePlan>()
+    /** Bumped whenever a limit is learned or changes (sync): queued waiters are prepared again. */
+    let limitsVersion = 0
+    /** Admissions so far, and sends so far (permits marked sent, or settled unmarked). */
+    let admissions = 0
+    let sends = 0
+    /** Per bucket, what this limiter sent lately, so a server's report can be aged (`Observation.since`). */
+    const ledgers = new Map<string, Ledger>()
+    const ledgerOf = (id: string, admission: number): Ledger => {
+      let ledger = ledgers.get(id)
+      if (ledger === undefined) {
+        ledger = new Ledger(admission)
+        ledgers.set(id, ledger)
+      }
+      return ledger
+    }
+    const planOf = (scopes: ReadonlyArray<string>): ScopePlan => {
+      const id = scopes.length === 1 ? scopes[0] : scopes.join("\u0001")
+      let plan = planCache.get(id)
+      if (plan === undefined) {
+        plan = {
+          resolved: scopes.flatMap(resolve),
+          star: scopes.map((scope) => gateKey(scope, "*")),
+          byDimension: new Map()
+        }
+        planCache.set(id, plan)
+      }
+      return plan
+    }
+
+    const prepare = (
+      scopes: ReadonlyArray<string>,
+      cost: Budget.Cost
+    ): Prepared | CostExceedsCapacity => {
+      const plan = planOf(scopes)
+      const debits: Array<LimiterStore.Debit> = []
+      const gates: Array<LimiterStore.GateKey> = plan.star.slice()
+      for (const dimension in cost) {
+        if (!(cost[dimension] > 0)) continue
+        let keys = plan.byDimension.get(dimension)
+        if (keys === undefined) {
+          keys = scopes.map((scope) => gateKey(scope, dimension))
+          plan.byDimension.set(dimension, keys)
+        }
+        for (const key of keys) gates.push(key)
+      }
+      for (const resolved of plan.resolved) {
+        const raw = cost[resolved.limit.dimension]
+        if (raw === undefined || !(raw > 0)) continue
+        if (raw > resolved.spec.capacity) {
+          // a learned burst is a server's (a limit enforced over a shorter period than announced): like it, a
+          // cost above the burst but within the amount waits for the bucket to be full, then takes it into debt
+          // (charged in parts of at most the capacity, each of which fits a full bucket)
+          const parts = Math.ceil(raw / resolved.spec.capacity)
+          if (resolved.learned && raw <= resolved.limit.amount && parts <= MAX_DEBT_PARTS) {
+            debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
+            const rest = (raw - resolved.spec.capacity) / (parts - 1)
+            for (let part = 1; part < parts; part++) debits.push({ bucket: resolved.spec, amount: rest })
+            continue
+          }
+          return new CostExceedsCapacity({
+            scope: resolved.spec.scope,
+            dimension: resolved.limit.dimension,
+            limit: resolved.limit.label,
+            capacity: resolved.spec.capacity,
+            cost: raw
+          })
+        }
+        debits.push({ bucket: resolved.spec, amount: raw })
+      }
+      return { scopes, cost, debits, gates, resolved: plan.resolved }
+    }
+
+    /**
+     * The (scope, dimension) keys a waiter needs, for queue fairness: a waiter denied on a scope and
+     * dimension blocks the later waiters that need it (every waiter needs its scopes' `*` key).
+     */
+    const keysOf = (prepared: Prepared): ReadonlyArray<string> =>
+      Array.from(new Set(prepared.gates.map(LimiterStore.gateId)))
+
+    // --- closed scopes ---------------------------------------------------------
+    const closed = new Map<string, ScopeClosed>()
+    const closedFor = (scopes: ReadonlyArray<string>): ScopeClosed | undefined => {
+      if (closed.size === 0) return undefined
+      for (const scope of scopes) {
+        const error = closed.get(scope)
+        if (error !== undefined) return error
+      }
+      return undefined
+    }
+
+    // --- the queue and the dispatcher ----------------------------------------
+    const lanes: Array<Array<Waiter>> = [[], []]
+    let queued = 0
+    /*
+     * For the pass's early stop: per (scope, dimension) key, how many queued waiters need it; how many queued
+     * waiters have a finite deadline; finished waiters still in the lanes. `epoch` counts what can change a
+     * waiter that is merely blocked (a limit learned or changed, a scope closed, a waiter prepared for older
+     * limits): `verified` is the epoch the last full pass started at.
+     */
+    const keyCounts = new Map<string, number>()
+    let finite = 0
+    let finished = 0
+    let epoch = 0
+    let verified = -1
+    let passes = 0
+    let passing = false
+    /** This pass's counts over the waiters it visited that are still queued. */
+    const seenKeys = new Map<string, number>()
+    let seenWaiters = 0
+    let seenFinite = 0
+    const countKeys = (keys: ReadonlyArray<string>, by: number) => {
+      for (const key of keys) {
+        const count = (keyCounts.get(key) ?? 0) + by
+        if (count === 0) keyCounts.delete(key)
+        else keyCounts.set(key, count)
+      }
+    }
+    const unsee = (waiter: Waiter) => {
+      if (!passing || waiter.seen !== passes) return
+      waiter.seen = 0
+      seenWaiters--
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite--
+      for (const key of waiter.keys) seenKeys.set(key, seenKeys.get(key)! - 1)
+    }
+    /** Takes a waiter out of the queue's counts (it stays in its lane, marked done, until `compact`). */
+    const finish = (waiter: Waiter) => {
+      unsee(waiter)
+      waiter.done = true
+      queued--
+      finished++
+      countKeys(waiter.keys, -1)
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) finite--
+    }
+    let wakeup = Deferred.unsafeMake<void>(undefined as any)
+    const signal = () => {
+      if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
+    }
+    /**
+     * Drops finished waiters from the lanes (once a few have gathered), in place and in order. They are mostly
+     * at a lane's front (FIFO): that run goes in one `splice`, and the rest of the lane is walked only while
+     * finished waiters are left to find (a long queue behind admitted ones is not copied at every compaction).
+     * Only at the end of a pass, or when nothing is queued: no pass is walking the lanes then.
+     */
+    const compact = () => {
+      if (finished === 0 || (queued > 0 && finished < 64)) return
+      let left = finished
+      for (const lane of lanes) {
+        if (queued === 0) {
+          lane.length = 0
+          continue
+        }
+        let front = 0
+        while (front < lane.length && lane[front].done) front++
+        if (front > 0) lane.splice(0, front)
+        left -= front
+        if (left <= 0) continue
+        let kept = 0
+        let read = 0
+        for (; read < lane.length && left > 0; read++) {
+          const waiter = lane[read]
+          if (waiter.done) left--
+          else lane[kept++] = waiter
+        }
+        if (kept < read) {
+          lane.copyWithin(kept, read)
+          lane.length -= read - kept
+        }
+      }
+      finished = 0
+    }
+
+    const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
+      const admission = ++admissions
+      for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
+      const point: {
+        admission: number
+        sequence: number
+        entry: number | undefined
+        absorbed: Array<string> | undefined
+        counted: Array<string> | undefined
+        readonly debits: ReadonlyArray<LimiterStore.Debit>
+        readonly owner: object
+      } = {
+        admission,
+        sequence: sends,
+        entry: undefined,
+        absorbed: undefined,
+        counted: undefined,
+        debits: prepared.debits,
+        owner: ledgers
+      }
+      /**
+       * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
+       * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
+       */
+      const send = (at: number, current: (debit: LimiterStore.Debit) => number, marked: boolean) => {
+        const sequence = ++sends
+        point.entry = sequence
+        if (marked) point.sequence = sequence
+        for (const debit of prepared.debits) {
+          const ledger = ledgers.get(debit.bucket.id)
+          if (ledger === undefined) continue
+          ledger.unsent -= debit.amount
+          const amount = current(debit)
+          if (amount !== 0) ledger.record(sequence, at, amount)
+        }
+      }
+      let state: Permit["state"] = "held"
+      let charged: Budget.Cost = prepared.cost
+      /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
+      const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost, now: number) => {
+        if (debits.length === 0) {
+          if (point.entry === undefined && state === "settled") send(now, (debit) => debit.amount, false)
+          return Effect.void
+        }
+        let any = false
+        for (const debit of debits) if (debit.amount < 0) any = true
+        let counted: Effect.Effect<void> | undefined
+        for (const dimension in refunded) {
+          if (!(refunded[dimension] > 0)) continue
+          const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
+          counted = counted === undefined ? update : Effect.zipRight(counted, update)
+        }
+        if (point.entry !== undefined) {
+          for (const debit of debits) {
+            const ledger = ledgers.get(debit.bucket.id)
+            if (ledger !== undefined && ledger.adjust(point.entry!, debit.amount)) continue
+            if (debit.amount > 0) ledgerOf(debit.bucket.id, admission).record(++sends, now, debit.amount)
+          }
+        } else if (state === "settled") {
+          // answered, so sent by now: into the send order at its actual charge, as of now (the latest it
+          // can have arrived: a report replayed over it assumes the least refill before it)
+          send(now, (debit) => {
+            let amount = debit.amount
+            for (const correction of debits) if (correction.bucket.id === debit.bucket.id) amount += correction.amount
+            return amount
+          }, false)
+          // a charge on a bucket the estimate left out (an under-estimate of a dimension estimated at 0)
+          for (const correction of debits) {
+            if (correction.amount <= 0) continue
+            if (prepared.debits.some((debit) => debit.bucket.id === correction.bucket.id)) continue
+            ledgerOf(correction.bucket.id, admission).record(point.entry!, now, correction.amount)
+          }
+        } else {
+          for (const debit of prepared.debits) {
+            const ledger = ledgers.get(debit.bucket.id)
+            if (ledger !== undefined) ledger.unsent -= debit.amount
+          }
+        }
+        // An adopted report counted this call as the server charged it then: a refund there is left out (the
+        // server trued it up already, or a later report brings it back); one folded in by send order leaves
+        // in what it has room for (`refundOn`). A charge is applied all the same: a server that trues up only
+        // later has not counted it yet, and one that has is merely charged twice.
+        let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
+        for (let i = 0; i < debits.length; i++) {
+          const debit = debits[i]
+          if (debit.amount >= 0) continue
+          const amount = refundOn(point, ledgers, debit.bucket.id, debit.amount)
+          if (amount === debit.amount) continue
+          if (applied === debits) applied = debits.slice()
+          ;(applied as Array<LimiterStore.Debit>)[i] = { bucket: debit.bucket, amount }
+        }
+        const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
+        return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
+      }
+      const permit: Permit & { readonly [PermitSend]: SendPoint } = {
+        [PermitSend]: point,
+        scopes: prepared.scopes,
+        get charged() {
+          return charged
+        },
+        get state() {
+          return state
+        },
+        admittedAt,
+        settle: (actual) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            if (state !== "held") return Effect.void
+            state = "settled"
+            const corrections: Array<LimiterStore.Debit> = []
+            for (const resolved of prepared.resolved) {
+              const dimension = resolved.limit.dimension
+              const raw = actual[dimension]
+              if (raw === undefined) continue
+              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+              const after = raw > 0 && Number.isFinite(raw) ? raw : 0
+              if (after !== before) corrections.push({ bucket: resolved.spec, amount: after - before })
+            }
+            const next: Record<string, number> = Object.assign({}, prepared.cost)
+            const refunded: Record<string, number> = {}
+            for (const dimension in actual) {
+              const raw = actual[dimension]
+              next[dimension] = raw > 0 && Number.isFinite(raw) ? raw : 0
+              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+              if (next[dimension] < before) refunded[dimension] = before - next[dimension]
+            }
+            charged = next
+            return refund(corrections, refunded, now)
+          }),
+        release: Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          if (state !== "held") return Effect.void
+          state = "released"
+          charged = {}
+          return refund(
+            prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
+            prepared.cost,
+            now
+          )
+        }),
+        markSent: Effect.suspend(() => {
+          if (state !== "held" || point.entry !== undefined) return Effect.void
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            if (state === "held" && point.entry === undefined) send(now, (debit) => debit.amount, true)
+          })
+        })
+      }
+      return permit
+    }
+
+    const deliver = (waiter: Waiter, now: number) => {
+      finish(waiter)
+      const permit = makePermit(waiter.prepared, now)
+      if (waiter.cancelled) return Effect.ignore(permit.release)
+      waiter.permit = permit
+      Deferred.unsafeDone(waiter.deferred!, Exit.succeed(permit))
+      return Effect.zipRight(
+        Metric.increment(admissionsByLane[waiter.lane]),
+        Metric.update(waitsByLane[waiter.lane], now - waiter.enqueuedAt)
+      )
+    }
+
+    const reject = (waiter: Waiter, error: AcquireError) => {
+      finish(waiter)
+      Deferred.unsafeDone(waiter.deferred!, Exit.fail(error))
+      const reason = error._tag === "DeadlineExceeded"
+        ? "deadline"
+        : error._tag === "ScopeClosed"
+        ? "closed"
+        : error._tag === "CostExceedsCapacity"
+        ? "capacity"
+        : "store"
+      return Metric.increment(rejectionsByReason[reason])
+    }
+
+    /** One pass over the queue; returns when the next pass is due (epoch ms), Infinity for "on signal". */
+    const pass: Effect.Effect<number> = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
+      const blocked = new Map<string, number>()
+      let next = Number.POSITIVE_INFINITY
+      passes++
+      passing = true
+      seenKeys.clear()
+      seenWaiters = 0
+      seenFinite = 0
+      const start = epoch
+      const mayStop = !alwaysFull && verified === start
+      /**
+       * Whether every waiter not visited yet is merely blocked: none has a finite deadline, nothing changed
+       * since the last full pass that a blocked waiter must see (`epoch`), and one blocked key is needed by
+       * all of them. Visiting them would change nothing (a blocked waiter without a deadline only waits).
+       */
+      const covered = (): boolean => {
+        if (!mayStop || epoch !== start || finite !== seenFinite || blocked.size === 0) return false
+        const unvisited = queued - seenWaiters
+        for (const key of blocked.keys()) {
+          if ((keyCounts.get(key) ?? 0) - (seenKeys.get(key) ?? 0) === unvisited) return true
+        }
+        return false
+      }
+      let stopped = false
+      scan: for (const lane of lanes) {
+        for (const waiter of lane) {
+          if (waiter.done) continue
+          if (covered()) {
+            stopped = true
+            break scan
+          }
+          visit: {
+            if (waiter.inFlight) {
+              // its first attempt is at the store: nothing behind it may take its buckets meanwhile
+              for (const debit of waiter.prepared.debits) {
+                const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
+                if (!blocked.has(key)) blocked.set(key, now)
+              }
+              break visit
+            }
+            const closedError = closedFor(waiter.prepared.scopes)
+            if (closedError !== undefined) {
+              yield* reject(waiter, closedError)
+              break visit
+            }
+            if (waiter.version !== limitsVersion) {
+              // a limit was learned or changed while it waited: ask for today's buckets
+              const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
+              if (again instanceof CostExceedsCapacity) {
+                yield* reject(waiter, again)
+                break visit
+              }
+              waiter.prepared = again
+              countKeys(waiter.keys, -1)
+              waiter.keys = keysOf(again)
+              countKeys(waiter.keys, 1)
+              waiter.version = limitsVersion
+            }
+            let blockedBy: string | undefined
+            let aheadDue = Number.NEGATIVE_INFINITY
+            for (const key of waiter.keys) {
+              const due = blocked.get(key)
+              if (due !== undefined && due > aheadDue) {
+                blockedBy = key
+                aheadDue = due
+              }
+            }
+            if (blockedBy !== undefined) {
+              // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
+              // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
+              const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
+              waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
+              if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
+                const [scope, dimension] = blockedBy.split("\u0000")
+                yield* reject(
+                  waiter,
+                  new DeadlineExceeded({
+                    scope,
+                    dimension,
+                    reason: "queue",
+                    estimatedWaitMillis: atLeast,
+                    allowedMillis: Math.max(0, waiter.deadline - now)
+                  })
+                )
+              } else if (waiter.deadline < next) {
+                next = waiter.deadline
+              }
+              break visit
+            }
+            const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+            if (admission._tag === "Left") {
+              yield* reject(waiter, admission.left)
+              break visit
+            }
+            const answer = admission.right
+            if (waiter.done) {
+              // cancelled while an asynchronous store answered: refund what it admitted
+              if (answer._tag === "Admitted") {
+                yield* Effect.ignore(
+                  store.adjust(waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
+                )
+              }
+              break visit
+            }
+            if (answer._tag === "Admitted") {
+              yield* deliver(waiter, now)
+              break visit
+            }
+            waiter.lastEstimate = answer.waitMillis
+            if (now + answer.waitMillis > waiter.deadline) {
+              yield* reject(
+                waiter,
+                new DeadlineExceeded({
+                  scope: answer.scope,
+                  dimension: answer.dimension,
+                  reason: answer.reason,
+                  estimatedWaitMillis: answer.waitMillis,
+                  allowedMillis: waiter.deadline - now
+                })
+              )
+              break visit
+            }
+            // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
+            // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
+            let due = now + answer.waitMillis
+            if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+            const key = `${answer.scope}\u0000${answer.dimension}`
+            if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
+            if (due < next) next = due
+            if (waiter.deadline < next) next = waiter.deadline
+          }
+          if (!waiter.done && waiter.seen !== passes) {
+            waiter.seen = passes
+            seenWaiters++
+            if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite++
+            for (const key of waiter.keys) seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
+          }
+        }
+      }
+      passing = false
+      if (!stopped) verified = start
+      compact()
+      return next
+    })
+
+    const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
+      while (true) {
+        wakeup = Deferred.unsafeMake<void>(undefined as any)
+        const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
+        if (queued === 0 || next === Number.POSITIVE_INFINITY) {
+          yield* Deferred.await(wakeup)
+        } else {
+          const now = yield* Clock.currentTimeMillis
+          yield* Effect.raceFirst(Deferred.await(wakeup), Effect.sleep(Duration.millis(Math.max(0, next - now))))
+        }
+      }
+    }) as Effect.Effect<never>
+    yield* Effect.forkScoped(Effect.interruptible(dispatcher))
+
+    const deadlineOf = (options: RateLimiter.AcquireOptions | undefined, now: number): number => {
+      let deadline = Number.POSITIVE_INFINITY
+      if (options?.deadline !== undefined) {
+        deadline = typeof options.deadline === "number" ? options.deadline : options.deadline.getTime()
+      }
+      if (options?.maxWait !== undefined) {
+        deadline = Math.min(deadline, now + Duration.toMillis(Duration.decode(options.maxWait)))
+      }
+      return deadline
+    }
+
+    const sharesQueue = (prepared: Prepared): boolean => {
+      if (queued === 0) return false
+      for (const key of keysOf(prepared)) if (keyCounts.has(key)) return true
+      return false
+    }
+
+    const deadlineFailure = (answer: LimiterStore.Admission & { _tag: "Denied" }, deadline: number, now: number) =>
+      Effect.zipRight(
+        Metric.increment(rejectionsByReason.deadline),
+        Effect.fail(
+          new DeadlineExceeded({
+            scope: answer.scope,
+            dimension: answer.dimension,
+            reason: answer.reason,
+            estimatedWaitMillis: answer.waitMillis,
+            allowedMillis: deadline - now
+          })
+        )
+      )
+
+    const noKeys: ReadonlyArray<string> = []
+    const newWaiter = (
+      prepared: Prepared,
+      lane: number,
+      now: number,
+      deadline: number,
+      estimate: number,
+      placeholder = false
+    ): Waiter => ({
+      prepared,
+      keys: placeholder ? noKeys : keysOf(prepared),
+      version: limitsVersion,
+      lane,
+      enqueuedAt: now,
+      deadline,
+      deferred: placeholder ? undefined : Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
+      done: false,
+      cancelled: false,
+      permit: undefined,
+      lastEstimate: estimate,
+      inFlight: false,
+      seen: 0
+    })
+    /** Puts a waiter at the end of its lane. */
+    const push = (waiter: Waiter) => {
+      lanes[waiter.lane].push(waiter)
+      queued++
+      countKeys(waiter.keys, 1)
+      if (waiter.deadline !== Number.POSITIVE_INFINITY) finite++
+    }
+
+    const awaitWaiter = (waiter: Waiter) =>
+      Deferred.await(waiter.deferred!).pipe(
+        Effect.onInterrupt(() =>
+          Effect.suspend(() => {
+            waiter.cancelled = true
+            if (!waiter.done) {
+              finish(waiter)
+              signal()
+              return Effect.void
+            }
+            return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
+          })
+        )
+      )
+
+    const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
+      Effect.suspend(() => {
+        const waiter = newWaiter(prepared, lane, now, deadline, estimate)
+        push(waiter)
+        signal()
+        return awaitWaiter(waiter)
+      })
+
+    /** Ends a fast-path placeholder that did not become a waiter. */
+    const leave = (waiter: Waiter) => {
+      finish(waiter)
+      const lane = lanes[waiter.lane]
+      if (lane[lane.length - 1] === waiter) {
+        lane.pop()
+        finished--
+      }
+      if (queued === 0) compact()
+      signal()
+    }
+
+    const acquire: Service["acquire"] = (scopes, cost, options) =>
+      Effect.suspend(() => {
+        const prepared = prepare(scopes, cost)
+        if (prepared instanceof CostExceedsCapacity) {
+          return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(prepared))
+        }
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) {
+          return Effect.zipRight(Metric.increment(rejectionsByReason.closed), Effect.fail(closedError))
+        }
+        const lane = laneIndex(options?.priority)
+        return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
+          const deadline = deadlineOf(options, now)
+          if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
+          if (store.unsafeTryAcquire !== undefined) {
+            // A synchronous store answers in this very step: nothing can come between its admission and the
+            // permit, and no one can arrive meanwhile.
+            const answer = store.unsafeTryAcquire(prepared.debits, prepared.gates, now)
+            if (answer._tag === "Admitted") {
+              return Effect.as(admittedAtOnce[lane], makePermit(prepared, now))
+            }
+            if (now + answer.waitMillis > deadline) return deadlineFailure(answer, deadline, now)
+            return enqueue(prepared, lane, now, deadline, answer.waitMillis)
+          }
+          // The fast path of an asynchronous store: ask at once, holding a place at the head of the queue
+          // meanwhile.
+          const waiter = newWaiter(prepared, lane, now, deadline, 0, true)
+          waiter.inFlight = true
+          push(waiter)
+          return Effect.uninterruptibleMask((restore) =>
+            Effect.matchEffect(store.tryAcquire(prepared.debits, prepared.gates), {
+              onFailure: (error) => {
+                leave(waiter)
+                return Effect.zipRight(Metric.increment(rejectionsByReason.store), Effect.fail(error))
+              },
+              onSuccess: (answer): Effect.Effect<Permit, AcquireError> => {
+                if (answer._tag === "Admitted") {
+                  leave(waiter)
+                  const admitted = makePermit(prepared, now)
+                  // An interruption that arrived while the store answered lands here, and refunds it.
+                  return Effect.zipRight(
+                    admittedAtOnce[lane],
+                    restore(Effect.succeed(admitted)).pipe(
+                      Effect.onInterrupt(() => Effect.ignore(admitted.release))
+                    )
+                  )
+                }
+                if (now + answer.waitMillis > deadline) {
+                  leave(waiter)
+                  return deadlineFailure(answer, deadline, now)
+                }
+                // Denied: it stays where it is in the queue, now a waiter like the others.
+                // counted as not visited yet by a pass under way (conservative for its early stop)
+                unsee(waiter)
+                waiter.keys = keysOf(prepared)
+                countKeys(waiter.keys, 1)
+                // prepared for limits that changed meanwhile: the next pass is a full one, and prepares it again
+                if (waiter.version !== limitsVersion) epoch++
+                waiter.deferred = Deferred.unsafeMake<Permit, AcquireError>(undefined as any)
+                waiter.inFlight = false
+                waiter.lastEstimate = answer.waitMillis
+                signal()
+                return restore(awaitWaiter(waiter))
+              }
+            })
+          )
+        })
+      })
+
+    const acquireScoped: Service["acquireScoped"] = (scopes, cost, options) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.tap(
+          restore(acquire(scopes, cost, options)),
+          (permit) => Effect.addFinalizer(() => Effect.ignore(permit.release))
+        )
+      )
+
+    const withPermit: Service["withPermit"] = (scopes, cost, use, options) =>
+      Effect.scoped(Effect.flatMap(acquireScoped(scopes, cost, options), use))
+
+    const tryAcquire: Service["tryAcquire"] = (scopes, cost, options) =>
+      Effect.suspend((): ReturnType<Service["tryAcquire"]> => {
+        const prepared = prepare(scopes, cost)
+        if (prepared instanceof CostExceedsCapacity) return Effect.fail(prepared)
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) return Effect.fail(closedError)
+        if (sharesQueue(prepared)) return Effect.succeed(Option.none())
+        return Effect.flatMap(store.tryAcquire(prepared.debits, prepared.gates), (answer) =>
+          answer._tag === "Denied"
+            ? Effect.succeed(Option.none())
+            : Effect.zipRight(
+              Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
+              Effect.map(Clock.currentTimeMillis, (now) => Option.some(makePermit(prepared, now)))
+            ))
+      })
+
+    const block: Service["block"] = (scope, dimension, until) =>
+      Effect.gen(function*() {
+        const millis = until instanceof Date
+          ? until.getTime() - (yield* Clock.currentTimeMillis)
+          : Duration.toMillis(Duration.decode(until))
+        if (!(millis > 0)) return
+        yield* store.block(gateKey(scope, dimension), millis)
+        yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.gates, "scope", scope), "dimension", dimension))
+        signal()
+      })
+
+    const sync: Service["sync"] = (scope, observation) =>
+      Effect.gen(function*() {
+        const windowMillis = observation.window === undefined
+          ? 60_000
+          : Duration.toMillis(Duration.decode(observation.window))
+        let matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        /** The burst to learn with `amount`: the report's (at most the amount), else `kept`. */
+        const burstFor = (amount: number, kept: number | undefined): number | undefined => {
+          const burst = observation.burst !== undefined && observation.burst > 0 && Number.isFinite(observation.burst)
+            ? observation.burst
+            : kept
+          return burst === undefined || burst >= amount ? undefined : burst
+        }
+        // Learned per dimension and window: a per-day limit the server reports (a daily 429) is a bucket of
+        // its own beside the per-minute ones, not a figure folded into them.
+        if (
+          !matching.some((resolved) => resolved.spec.windowMillis === windowMillis) &&
+          observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)
+        ) {
+          const limit = Budget.Limit.of(
+            observation.dimension,
+            observation.limit,
+            Duration.millis(windowMillis),
+            burstFor(observation.limit, undefined)
+          )
+          const list = learned.get(scope) ?? []
+          list.push(limit)
+          learned.set(scope, list)
+          resolvedCache.delete(scope)
+          planCache.clear()
+          limitsVersion++
+          epoch++
+          signal()
+          matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
+        } else if (
+          (observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)) ||
+          observation.burst !== undefined
+        ) {
+          // A learned limit follows what the server says it is now (its learned burst kept unless a new one comes).
+          const list = learned.get(scope)
+          const index = list?.findIndex((limit) =>
+            limit.dimension === observation.dimension && limit.windowMillis === windowMillis
+          ) ?? -1
+          const current = list !== undefined && index >= 0 ? list[index] : undefined
+          const amount = observation.limit !== undefined && observation.limit > 0 && Number.isFinite(observation.limit)
+            ? observation.limit
+            : current?.amount
+          const burst = amount === undefined ? undefined : burstFor(amount, current?.burst)
+          if (
+            list !== undefined && current !== undefined && amount !== undefined &&
+            (current.amount !== amount || current.burst !== burst)
+          ) {
+            const grown = list[index] = Budget.Limit.of(
+              observation.dimension,
+              amount,
+              Duration.millis(windowMillis),
+              burst
+            )
+            resolvedCache.delete(scope)
+            planCache.clear()
+            limitsVersion++
+            epoch++
+            matching = resolve(scope).filter((resolved) =>
+              resolved.limit.dimension === observation.dimension
+            )
+            // a bucket that grows gains what it grew by (a limit raised: that much more room now)
+            if (grown.capacity > current.capacity) {
+              yield* store.adjust([{ bucket: specOf(scope, grown), amount: current.capacity - grown.capacity }])
+            }
+            signal()
+          }
+        }
+        if (observation.remaining === undefined || !Number.isFinite(observation.remaining)) return
+        // The server's remaining applies to its per-window limit: the bucket with the closest window.
+        let target: Resolved | undefined
+        for (const resolved of matching) {
+          if (
+            target === undefined ||
+            Math.abs(resolved.spec.windowMillis - windowMillis) < Math.abs(target.spec.windowMillis - windowMillis)
+          ) target = resolved
+        }
+        if (target === undefined) return
+        let remaining = Math.max(0, observation.remaining)
+        const since = observation.since as (Permit & { readonly [PermitSend]?: SendPoint }) | undefined
+        const point = since?.[PermitSend]
+        const ledger = ledgers.get(target.spec.id)
+        // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
+        if (
+          since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined &&
+          ledger.firstAdmission <= point.admission
+        ) {
+          const now = yield* Clock.currentTimeMillis
+          const from = observation.sentAt ?? since.admittedAt
+          if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // the report counts the call itself: settled unmarked, its entry is after its point; held
+          // unmarked, it is in `unsent`
+          let ownUnsent = 0
+          if (point.entry === undefined && since.state === "held") {
+            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
+          }
+          // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
+          // store and the call was not part of a burst (BURST_CALLS): replayed from the calls sent a
+          // little before this one (see REPORT_SKEW_MILLIS), those
+          // sent earlier are counted by the server as it charged them, so their corrections are not applied
+          // a second time (`Ledger.absorbed`).
+          const cut = store.track !== undefined && observation.adopt !== false &&
+              observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis &&
+              // a bucket with a burst is tighter than the limit the report is about: it only lowers
+              target.limit.burst === undefined &&
+              ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
+            ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
+            : undefined
+          // about calls that reached the server before those of a report adopted already: it knows less (and
+          // would take back what that one gave, as it counts their over-estimates)
+          if (cut !== undefined && cut < ledger.absorbed) return
+          // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
+          // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
+          // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
+          // and the refill since: the level sank below the server's with every report.
+          const reported = target.limit.burst === undefined
+            ? target.spec
+            : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
+          const replayFrom = (start: number) =>
+            ledger.replay(
+              start,
+              from,
+              remaining,
+              now,
+              reported,
+              point.entry !== undefined && point.entry > start ? point.entry : undefined,
+              ownUnsent
+            )
+          const aged = replayFrom(cut ?? point.sequence)
+          if (aged === undefined) return
+          if (cut !== undefined) {
+            // Adopted, the calls sent just before this one (after `cut`) count as not seen by the server, though
+            // it has most likely seen them (they left first): a lower bound, which raises the level only where
+            // it is above the local one. Where it is not, adopting it would count those calls twice, and every
+            // later report of the same burst (the same cut) would again: the level would sink by all the calls
+            // answered so far. Then the report is folded in by send order (as one that only lowers): lowered to
+            // it where it is lower, and the refunds of the calls it counted raise the level only up to it.
+            const ordered = cut === point.sequence ? aged : replayFrom(point.sequence)
+            const local = ordered === undefined || ordered === aged
+              ? undefined
+              : (yield* store.levels([target.spec], [])).levels[0]
+            if (ordered !== undefined && local !== undefined && aged < Math.min(local, ordered)) {
+              ledger.counted = point.sequence
+              ledger.credit = Math.max(0, ordered - local)
+              if (point.entry === undefined || point.entry !== point.sequence) {
+                const counted = (point as { counted: Array<string> | undefined }).counted ??= []
+                if (!counted.includes(target.spec.id)) counted.push(target.spec.id)
+              }
+              return yield* store.observe(target.spec, Math.max(-target.spec.capacity, ordered))
+            }
+            remaining = Math.max(-target.spec.capacity, aged)
+            ledger.absorbed = cut
+            ledger.counted = cut
+            ledger.credit = 0
+            const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
+            if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
+            yield* store.track!(target.spec, remaining)
+            // the level may have risen: waiters planned on the old one look again
+            return signal()
+          }
+          remaining = Math.max(-target.spec.capacity, aged)
+        }
+        yield* store.observe(target.spec, remaining)
+      })
+
+    const close: Service["close"] = (scope, reason, cause) =>
+      Effect.sync(() => {
+        closed.set(scope, new ScopeClosed(cause === undefined ? { scope, reason } : { scope, reason, cause }))
+        epoch++
+        signal()
+      })
+
+    const reopen: Service["reopen"] = (scope) =>
+      Effect.sync(() => {
+        closed.delete(scope)
+      })
+
+    const levelInfos = (resolved: ReadonlyArray<Resolved>, levels: ReadonlyArray<number>): Array<LevelInfo> =>
+      resolved.map((entry, i) => ({
+        scope: entry.spec.scope,
+        dimension: entry.spec.dimension,
+        limit: entry.limit,
+        learned: entry.learned,
+        level: levels[i],
+        fullInMillis: levels[i] >= entry.spec.capacity
+          ? 0
+          : Math.ceil((entry.spec.capacity - levels[i]) / entry.spec.refillPerMs)
+      }))
+
+    const peek: Service["peek"] = (scopes, cost) =>
+      Effect.gen(function*() {
+        const resolved = scopes.flatMap(resolve)
+        const gates: Array<LimiterStore.GateKey> = []
+        for (const scope of scopes) {
+          gates.push(gateKey(scope, "*"))
+          for (const dimension in cost) if (cost[dimension] > 0) gates.push(gateKey(scope, dimension))
+        }
+        const read = yield* store.levels(resolved.map((entry) => entry.spec), gates)
+        let waitMillis = 0
+        let binding: Option.Option<{ scope: string; dimension: string; reason: string }> = Option.none()
+        const closedError = closedFor(scopes)
+        if (closedError !== undefined) {
+          waitMillis = Number.POSITIVE_INFINITY
+          binding = Option.some({ scope: closedError.scope, dimension: "*", reason: "closed" })
+        }
+        gates.forEach((gate, i) => {
+          if (read.gates[i] > waitMillis) {
+            waitMillis = read.gates[i]
+            binding = Option.some({ scope: gate.scope, dimension: gate.dimension, reason: "gate" })
+          }
+        })
+        resolved.forEach((entry, i) => {
+          const amount = cost[entry.limit.dimension] ?? 0
+          if (!(amount > 0)) return
+          const wait = Bucket.waitFor(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
+          if (wait > waitMillis) {
+            waitMillis = wait
+            binding = Option.some({ scope: entry.spec.scope, dimension: entry.spec.dimension, reason: "limit" })
+          }
+        })
+        let ahead = 0
+        if (queued > 0) {
+          const keys = new Set(resolved.map((entry) => entry.spec.id))
+          for (const lane of lanes) {
+            for (const waiter of lane) {
+              if (!waiter.done && waiter.prepared.debits.some((debit) => keys.has(debit.bucket.id))) ahead++
+            }
+          }
+        }
+        return { waitMillis, binding, levels: levelInfos(resolved, read.levels), queued: ahead }
+      })
+
+    const knownScopes = (): Array<string> => {
+      const scopes = new Set<string>(exact.keys())
+      for (const scope of resolvedCache.keys()) scopes.add(scope)
+      for (const scope of learned.keys()) scopes.add(scope)
+      return Array.from(scopes)
+    }
+
+    const snapshot: Service["snapshot"] = Effect.gen(function*() {
+      const scopes = knownScopes()
+      const resolved = scopes.flatMap(resolve)
+      const gates = Array.from(gateKeyCache.values())
+      const read = yield* store.levels(resolved.map((entry) => entry.spec), gates)
+      const levels = levelInfos(resolved, read.levels)
+      for (const info of levels) {
+        yield* Metric.set(
+          Metrics.level.pipe(
+            Metric.tagged("scope", info.scope),
+            Metric.tagged("dimension", info.dimension),
+            Metric.tagged("window", Duration.format(info.limit.window))
+          ),
+          info.level
+        )
+      }
+      let interactive = 0
+      let background = 0
+      for (const waiter of lanes[0]) if (!waiter.done && !waiter.inFlight) interactive++
+      for (const waiter of lanes[1]) if (!waiter.done && !waiter.inFlight) background++
+      return {
+        now: read.now,
+        levels,
+        gates: gates
+          .map((gate, i) => ({ scope: gate.scope, dimension: gate.dimension, remainingMillis: read.gates[i] }))
+          .filter((gate) => gate.remainingMillis > 0),
+        closed: Array.from(closed.values(), (error) => ({ scope: error.scope, reason: error.reason })),
+        waiting: { interactive, background }
+      }
+    })
+
+    const limitsOf: Service["limitsOf"] = (scope) => resolve(scope).map((entry) => entry.limit)
+
+    return {
+      acquire,
+      acquireScoped,
+      withPermit,
+      tryAcquire,
+      block,
+      sync,
+      close,
+      reopen,
+      peek,
+      snapshot,
+      limitsOf
+    } satisfies Service
+  })
