@@ -108,29 +108,57 @@ describe("sluice run: careless and hostile input (real process)", () => {
     () =>
       Effect.promise(async () => {
         const dir = tmp()
-        const input = chat(dir, "in.jsonl", 3000)
+        const input = chat(dir, "in.jsonl", 200)
         const output = NodePath.join(dir, "out.jsonl")
-        const args = ["--input", input, "--output", output, "--simulate", "tier5", "--progress", "off"]
-        const first = start(args)
-        await waitFor(() => lineCount(output) > 0, first.child)
-        const second = await sluice(args)
-        expect(second.code).toBe(2)
+        // the first run's answers take 30 s each, all 200 in flight at once: it holds its lock while the second
+        // starts and is refused, however slow the machine (a fast first run could end before the second
+        // process has started: it then finds the job done, not the lock)
+        const slow = NodePath.join(dir, "slow.json")
+        NodeFs.writeFileSync(
+          slow,
+          JSON.stringify({
+            name: "slow",
+            seed: 1,
+            models: {
+              "gpt-4o-mini": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 },
+              "gpt-4o": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 }
+            },
+            latency: { request: { _tag: "fixed", ms: 30_000 }, perOutputTokenMs: 0 }
+          })
+        )
+        const args = (simulate: string) => [
+          "--input",
+          input,
+          "--output",
+          output,
+          "--simulate",
+          simulate,
+          "--concurrency",
+          "200",
+          "--progress",
+          "off"
+        ]
+        const first = start(args(slow))
+        await waitFor(() => NodeFs.existsSync(`${output}.lock`), first.child)
+        const second = await sluice(args("tier5"))
+        expect(first.child.exitCode, "the first run was still running when the second was refused").toBeNull()
+        expect(second.code, second.err).toBe(2)
         expect(second.err).toContain(`another sluice run (pid ${first.child.pid}`)
         expect(second.err).toContain(`${output}.lock`)
         const r1 = await first.done
-        expect(r1.code).toBe(0)
+        expect(r1.code, r1.out + r1.err).toBe(0)
         const ids = outputLines(output).map((l) => l.custom_id)
-        expect(ids.length).toBe(3000)
-        expect(new Set(ids).size).toBe(3000)
+        expect(ids.length).toBe(200)
+        expect(new Set(ids).size).toBe(200)
         expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
         // a stale lock (its process is gone, this host) is taken over
         NodeFs.writeFileSync(
           `${output}.lock`,
           JSON.stringify({ pid: 2 ** 22 + 4321, host: NodeOs.hostname(), started: "2026-01-01T00:00:00Z", token: "x" })
         )
-        const third = await sluice(args)
+        const third = await sluice(args("tier5"))
         expect(third.code).toBe(0)
-        expect(third.out).toContain("already done 3000")
+        expect(third.out).toContain("already done 200")
       }),
     240_000
   )
