@@ -56,6 +56,22 @@ const chat = (dir: string, name: string, n: number, content: (i: number) => stri
   return path
 }
 
+/** A simulated scenario whose every answer takes `ms`: a run on it holds its locks as long as a test needs. */
+const slowScenario = (dir: string, ms: number) => {
+  const path = NodePath.join(dir, "slow.json")
+  const model = { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 }
+  NodeFs.writeFileSync(
+    path,
+    JSON.stringify({
+      name: "slow",
+      seed: 1,
+      models: { "gpt-4o-mini": model, "gpt-4o": model },
+      latency: { request: { _tag: "fixed", ms }, perOutputTokenMs: 0 }
+    })
+  )
+  return path
+}
+
 describe("sluice run: careless and hostile input (real process)", () => {
   // live: real processes and files
   it.live(
@@ -101,7 +117,6 @@ describe("sluice run: careless and hostile input (real process)", () => {
     240_000
   )
 
-  // live: two real concurrent processes
   // live: two real `sluice run` processes race for one output lock
   it.live(
     "the output lock: a second run on the same output is refused (exit 2) while the first runs; no double spend",
@@ -113,19 +128,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
         // the first run's answers take 30 s each, all 200 in flight at once: it holds its lock while the second
         // starts and is refused, however slow the machine (a fast first run could end before the second
         // process has started: it then finds the job done, not the lock)
-        const slow = NodePath.join(dir, "slow.json")
-        NodeFs.writeFileSync(
-          slow,
-          JSON.stringify({
-            name: "slow",
-            seed: 1,
-            models: {
-              "gpt-4o-mini": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 },
-              "gpt-4o": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 }
-            },
-            latency: { request: { _tag: "fixed", ms: 30_000 }, perOutputTokenMs: 0 }
-          })
-        )
+        const slow = slowScenario(dir, 30_000)
         const args = (simulate: string) => [
           "--input",
           input,
@@ -173,19 +176,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
         const p = (name: string) => NodePath.join(dir, name)
         // the first run's answers take an hour: it holds its locks for as long as the test needs, however
         // slow the machine
-        const slow = p("slow.json")
-        NodeFs.writeFileSync(
-          slow,
-          JSON.stringify({
-            name: "slow",
-            seed: 1,
-            models: {
-              "gpt-4o-mini": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 },
-              "gpt-4o": { limits: { rpm: 10_000, tpm: 10_000_000 }, contextWindow: 128_000 }
-            },
-            latency: { request: { _tag: "fixed", ms: 3_600_000 }, perOutputTokenMs: 0 }
-          })
-        )
+        const slow = slowScenario(dir, 3_600_000)
         const args = (input: string, output: string, simulate: string) => [
           "--input",
           input,
