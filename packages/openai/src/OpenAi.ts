@@ -42,6 +42,7 @@ import * as Endpoints from "./internal/endpoint.js"
 import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
 import * as Turn from "./internal/turn.js"
+import type * as OpenAiError from "./OpenAiError.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
 import * as TokenEstimator from "./TokenEstimator.js"
@@ -52,7 +53,14 @@ import * as TokenEstimator from "./TokenEstimator.js"
  * @since 0.1.0
  * @category errors
  */
-export type CallError = Adapt.CallError
+export type CallError =
+  | OpenAiError.OpenAiError
+  | RateLimiter.DeadlineExceeded
+  | RateLimiter.CostExceedsCapacity
+  | RateLimiter.ScopeClosed
+  | LimiterStore.LimiterStoreError
+  | CircuitBreaker.CircuitOpen
+  | Retry.RetryDeadlineExceeded
 
 // -----------------------------------------------------------------------------
 // the call surface: declared once, for OpenAi, Routing and wrapOpenAI
@@ -175,7 +183,7 @@ export declare namespace OpenAi {
     /** The pool a model charges (default {@link Tiers.poolOf}: snapshots share their family's pool). */
     readonly poolOf?: ((model: string) => string) | undefined
     /** The retry policy (default {@link OpenAiRetry.defaultPolicy}). */
-    readonly retry?: Retry.Policy<Adapt.OpenAiError> | undefined
+    readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | undefined
     /**
      * A retry budget shared by every call of the service, so a provider incident cannot become a retry
      * storm: retries are allowed up to `ratio` of the recent first attempts plus `minRetries` per `window`
@@ -236,7 +244,7 @@ export declare namespace OpenAi {
      * This call's retry policy instead of the service's; `false` for a single attempt (a router that
      * falls over to another model itself, say). Non-retryable kinds stay unretried whatever it says.
      */
-    readonly retry?: Retry.Policy<Adapt.OpenAiError> | false | undefined
+    readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | false | undefined
   }
 
   /**
@@ -290,7 +298,7 @@ export type CallEvent =
     readonly cost: Budget.Cost
     readonly waitedMillis: number
     /** On a retry (`attempt` above 1): the kind (`_tag`) of the failure it retries. */
-    readonly retryOf?: Adapt.OpenAiError["_tag"] | undefined
+    readonly retryOf?: OpenAiError.OpenAiError["_tag"] | undefined
   }
   | {
     readonly _tag: "Succeeded"
@@ -304,7 +312,7 @@ export type CallEvent =
     readonly _tag: "Failed"
     readonly model: string
     readonly attempt: number
-    readonly error: Adapt.OpenAiError
+    readonly error: OpenAiError.OpenAiError
     readonly latencyMillis: number
   }
 
@@ -497,7 +505,7 @@ export const make = (
       call: OpenAi.CallOptions | undefined,
       pool: string,
       attemptNumber: number,
-      retries: { last: Adapt.OpenAiError["_tag"] | undefined } = { last: undefined }
+      retries: { last: OpenAiError.OpenAiError["_tag"] | undefined } = { last: undefined }
     ) => {
       const scopes = scopesFor(options, pool, call?.tenant)
       const poolScope = scopes[1]
@@ -602,7 +610,7 @@ export const make = (
       Effect.suspend(() => {
         const pool = poolOf(metered.model)
         let attempts = 0
-        const retries = { last: undefined as Adapt.OpenAiError["_tag"] | undefined }
+        const retries = { last: undefined as OpenAiError.OpenAiError["_tag"] | undefined }
         const once = Effect.suspend(() => attempt(metered, call, pool, ++attempts, retries))
         const guarded = breakers === undefined
           ? once

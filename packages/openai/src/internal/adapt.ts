@@ -12,22 +12,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import type { CallEvent } from "../OpenAi.js"
+import type { CallError, CallEvent } from "../OpenAi.js"
 import * as Errors from "../OpenAiError.js"
 import type * as Learn from "./learn.js"
-
-/** @internal */
-export type OpenAiError = Errors.OpenAiError
-
-/** @internal */
-export type CallError =
-  | Errors.OpenAiError
-  | RateLimiter.DeadlineExceeded
-  | RateLimiter.CostExceedsCapacity
-  | RateLimiter.ScopeClosed
-  | LimiterStore.LimiterStoreError
-  | CircuitBreaker.CircuitOpen
-  | Retry.RetryDeadlineExceeded
 
 /** @internal */
 export const classify = (error: unknown, model: string, now?: number): Errors.OpenAiError =>
