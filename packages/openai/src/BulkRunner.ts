@@ -11,27 +11,13 @@
  *
  * @since 0.1.0
  */
-import * as Cause from "effect/Cause"
-import type * as Chunk from "effect/Chunk"
-import * as Clock from "effect/Clock"
-import * as Console from "effect/Console"
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
-import * as FiberSet from "effect/FiberSet"
-import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
-import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
+import type * as Effect from "effect/Effect"
+import type * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
-import * as Stream from "effect/Stream"
-import { randomUUID } from "node:crypto"
-import * as NodeFs from "node:fs"
-import * as Files from "./internal/bulkFiles.js"
 import * as Input from "./internal/bulkInput.js"
 import * as Stats from "./internal/bulkProgress.js"
-import * as Endpoints from "./internal/endpoint.js"
+import * as internal from "./internal/bulkRun.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // errors
@@ -104,9 +90,6 @@ export class BulkPathError extends Schema.TaggedError<BulkPathError>("@sluice/op
   path: Schema.String,
   message: Schema.String
 }) {}
-
-const fileError = (failure: Files.FileFailure) =>
-  new BulkFileError({ path: failure.path, operation: failure.operation, message: failure.message })
 
 // ---------------------------------------------------------------------------------------------------------------
 // executor contract
@@ -192,12 +175,19 @@ export type StopReason =
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * A snapshot of a run's progress.
+ * A snapshot of a run's progress: its {@link Counts} so far, the input's size once counted, the requests in
+ * flight and when the run started.
  *
  * @since 0.1.0
  * @category progress
  */
-export type ProgressStats = Stats.Stats
+export interface ProgressStats extends Counts {
+  /** Non-blank input lines, once counted (`countTotal`); `undefined` until then. */
+  readonly total: number | undefined
+  readonly inFlight: number
+  /** When the run started (`Clock` milliseconds). */
+  readonly startedAt: number
+}
 
 /**
  * Live progress: a `Ref` of {@link ProgressStats} plus the hooks an executor feeds (waits, 429s, retries,
@@ -230,22 +220,7 @@ export interface Progress {
  * @since 0.1.0
  * @category progress
  */
-export const makeProgress: Effect.Effect<Progress> = Effect.gen(function*() {
-  const now = yield* Clock.currentTimeMillis
-  const stats = yield* Ref.make(Stats.empty(now))
-  const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(stats, f)
-  return {
-    stats,
-    recordWait: (ms) => update((s) => ({ ...s, waits: s.waits + 1, waitMs: s.waitMs + ms })),
-    recordRateLimited: update((s) => ({ ...s, rateLimited: s.rateLimited + 1 })),
-    recordRetry: update((s) => ({ ...s, retries: s.retries + 1 })),
-    setBinding: (binding) => update((s) => ({ ...s, binding })),
-    setTheoreticalMinimum: (ms) => update((s) => ({ ...s, theoreticalMinimumMs: ms })),
-    recordTokens: ({ reserved, used }) =>
-      update((s) => ({ ...s, tokensReserved: s.tokensReserved + reserved, tokensUsed: s.tokensUsed + used })),
-    line: Effect.zipWith(Ref.get(stats), Clock.currentTimeMillis, Stats.line)
-  }
-})
+export const makeProgress: Effect.Effect<Progress> = Stats.make
 
 /**
  * Derived figures of a snapshot: done in this run, remaining, rate (per second), ETA.
@@ -253,19 +228,72 @@ export const makeProgress: Effect.Effect<Progress> = Effect.gen(function*() {
  * @since 0.1.0
  * @category progress
  */
-export const view: (stats: ProgressStats, now: number) => {
-  readonly done: number
-  readonly remaining: number | undefined
-  readonly elapsedMs: number
-  readonly rate: number
-  readonly etaMs: number | undefined
-} = Stats.view
+export const view: (stats: ProgressStats, now: number) => ProgressView = Stats.view
 
 /**
- * Renders progress until interrupted (fork it next to `run`): on a terminal a single live line rewritten
- * with `\r` every `intervalMs` (default 250 ms); otherwise a log line every `intervalMs` (default 5 s).
- * Time goes through `Clock`.
+ * What {@link view} derives from a snapshot.
  *
+ * @since 0.2.0
+ * @category progress
+ */
+export interface ProgressView {
+  /** Requests finished (succeeded or failed) in this run. */
+  readonly done: number
+  /** Requests left, once the input is counted. */
+  readonly remaining: number | undefined
+  readonly elapsedMs: number
+  /** Requests finished per second in this run. */
+  readonly rate: number
+  readonly etaMs: number | undefined
+}
+
+/**
+ * Reports progress until interrupted (fork it next to {@link run}): `report` gets the progress line
+ * ({@link Progress}'s `line`) every `interval`, and once more with `last: true` when interrupted. Time goes
+ * through `Clock`. What to do with the line — a log, a terminal, a metric — is the caller's: the `sluice`
+ * command rewrites one terminal line in place (`Cli.renderProgress`).
+ *
+ * @since 0.2.0
+ * @category progress
+ * @example
+ * ```ts
+ * import { BulkRunner } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ * import * as Fiber from "effect/Fiber"
+ *
+ * const program = Effect.gen(function*() {
+ *   const progress = yield* BulkRunner.makeProgress
+ *   const reporter = yield* Effect.fork(
+ *     BulkRunner.reportProgress(progress, {
+ *       interval: "10 seconds",
+ *       report: (line) => Effect.logInfo(line)
+ *     })
+ *   )
+ *   return yield* BulkRunner.run({
+ *     input: "requests.jsonl",
+ *     output: "results.jsonl",
+ *     progress,
+ *     execute: (request) =>
+ *       Effect.succeed({ statusCode: 200, requestId: null, body: { object: "list", data: [], id: request.customId } }),
+ *     describe: (error: never) => error
+ *   }).pipe(Effect.ensuring(Fiber.interrupt(reporter)))
+ * })
+ * ```
+ */
+export const reportProgress = (
+  progress: Progress,
+  options: {
+    readonly interval: Duration.DurationInput
+    readonly report: (line: string, last: boolean) => Effect.Effect<void>
+  }
+): Effect.Effect<void> => Stats.every(progress, options.interval, options.report)
+
+/**
+ * Renders progress until interrupted: on a terminal a single live line rewritten with `\r` every `intervalMs`
+ * (default 250 ms); otherwise a log line every `intervalMs` (default 5 s).
+ *
+ * @deprecated Since 0.2.0: terminal output is the command's. Use `Cli.renderProgress` of `@sluice/cli` (the
+ * same behaviour), or {@link reportProgress} with your own output.
  * @since 0.1.0
  * @category progress
  */
@@ -276,14 +304,12 @@ export const render = (
     readonly write: (text: string) => Effect.Effect<void>
     readonly interval?: Duration.DurationInput | undefined
   }
-): Effect.Effect<void> => {
-  const interval = options.interval ?? (options.tty ? "250 millis" : "5 seconds")
-  const once = Effect.flatMap(progress.line, (text) => options.write(options.tty ? `\r${text}\x1b[K` : `${text}\n`))
-  return Effect.repeat(Effect.delay(once, interval), Schedule.forever).pipe(
-    Effect.asVoid,
-    Effect.onInterrupt(() => options.tty ? Effect.flatMap(progress.line, (t) => options.write(`\r${t}\x1b[K\n`)) : once)
+): Effect.Effect<void> =>
+  Stats.every(
+    progress,
+    options.interval ?? (options.tty ? "250 millis" : "5 seconds"),
+    (text, last) => options.write(options.tty ? `\r${text}\x1b[K${last ? "\n" : ""}` : `${text}\n`)
   )
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // summary
@@ -354,12 +380,17 @@ export interface Summary extends Counts {
  * Process exit codes: 0 all done, 1 some failed (or invalid input lines), 2 bad usage (the CLI's), 3 stopped
  * early (resumable).
  *
+ * @deprecated Since 0.2.0: exit codes are the command's. Use `Cli.ExitCode` of `@sluice/cli` (the same values).
  * @since 0.1.0
  * @category models
  */
 export const ExitCode = { Done: 0, SomeFailed: 1, BadUsage: 2, Stopped: 3 } as const
 
 /**
+ * The exit code for a summary: 3 when it stopped, 1 when it completed with failures, else 0.
+ *
+ * @deprecated Since 0.2.0: exit codes are the command's. Use `Cli.exitCode` of `@sluice/cli` (the same mapping),
+ * or read the summary's `outcome`.
  * @since 0.1.0
  * @category models
  */
@@ -372,61 +403,7 @@ export const exitCode = (summary: Summary): 0 | 1 | 3 =>
  * @since 0.1.0
  * @category models
  */
-export const formatSummary = (summary: Summary): string => {
-  const kinds = (record: Readonly<Record<string, number>>) =>
-    Object.entries(record).map(([k, n]) => `${k} ${n}`).join(", ")
-  const rows: Array<string> = [
-    `outcome: ${summary.outcome}${summary.outcome === "stopped" ? " (rerun with the same --output to resume)" : ""}`
-  ]
-  if (summary.stop !== undefined) {
-    rows.push(
-      `stopped by: ${
-        summary.stop._tag === "Signal"
-          ? "signal"
-          : summary.stop._tag === "Executor"
-          ? `${summary.stop.kind} (${summary.stop.code}) at line ${summary.stop.line}: ${summary.stop.message}`
-          : `defect at line ${summary.stop.line}: ${summary.stop.message}`
-      }`
-    )
-  }
-  rows.push(
-    `lines: ${summary.total}; already done ${summary.alreadyDone}${
-      summary.alreadyFailed > 0 ? ` (${summary.alreadyFailed} of them failed)` : ""
-    }; succeeded ${summary.succeeded}; failed ${summary.failed}${
-      summary.failed > 0 ? ` (${kinds(summary.failuresByKind)})` : ""
-    }; invalid ${summary.invalid}${
-      summary.invalid > 0 ? ` (${kinds(summary.invalidByReason)})` : ""
-    }; not done ${summary.notDone}`
-  )
-  // The ratio only means something when the limits bound the run (a minimum of at least a second).
-  const minimum = summary.theoreticalMinimumMs === undefined
-    ? ""
-    : summary.theoreticalMinimumMs < 1000
-    ? " (the limits in force did not bind)"
-    : ` (theoretical minimum for the limits in force ${Stats.formatDuration(summary.theoreticalMinimumMs)}, ratio ${
-      (summary.wallMs / summary.theoreticalMinimumMs).toFixed(2)
-    })`
-  rows.push(`wall time: ${Stats.formatDuration(summary.wallMs)}${minimum}`)
-  const waits = summary.waits === 0
-    ? "no admission waits"
-    : `${summary.waits} admissions waited (${Stats.formatDuration(summary.waitMs / summary.waits)} on average)`
-  rows.push(
-    `binding: ${summary.binding ?? "none"}; ${waits}; 429s ${summary.rateLimited}; retries ${summary.retries}`
-  )
-  if (summary.tokensReserved > 0 || summary.tokensUsed > 0) {
-    const share = summary.tokensReserved > 0
-      ? ` (${
-        ((summary.tokensUsed / summary.tokensReserved) * 100).toFixed(0)
-      }% of the reservations; the rest was refunded at settle)`
-      : ""
-    rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}${share}`)
-  }
-  if (summary.superseded > 0) {
-    rows.push(`resent ${summary.superseded} earlier failures (their old lines moved out of the output)`)
-  }
-  if (summary.repairedBytes > 0) rows.push(`repaired a torn last output line (${summary.repairedBytes} bytes)`)
-  return rows.join("\n")
-}
+export const formatSummary: (summary: Summary) => string = Stats.formatSummary
 
 // ---------------------------------------------------------------------------------------------------------------
 // run
@@ -480,11 +457,6 @@ export declare namespace BulkRunner {
   }
 }
 
-type Classified =
-  | { readonly _tag: "Work"; readonly request: Request }
-  | { readonly _tag: "Skip"; readonly alreadyDone?: boolean }
-  | { readonly _tag: "InvalidBody"; readonly request: Request; readonly message: string }
-
 /**
  * The failure written for a line whose `body` does not have its endpoint's shape (a field of the wrong type,
  * a required field missing): `kind: "InvalidBody"`, `code: "invalid_body"`, the message naming the field
@@ -534,311 +506,6 @@ export const invalidResponse = (message: string, statusCode: number): Failure =>
  * }).pipe(Effect.map(BulkRunner.exitCode))
  * ```
  */
-export const run = <E, R>(
+export const run: <E, R>(
   options: BulkRunner.Options<E, R>
-): Effect.Effect<Summary, BulkFileError | BulkPathError, R> =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const progress = options.progress ?? (yield* makeProgress)
-      const startedAt = yield* Clock.currentTimeMillis
-      yield* Ref.update(progress.stats, (s) => ({
-        ...Stats.empty(startedAt),
-        binding: s.binding,
-        theoreticalMinimumMs: s.theoreticalMinimumMs
-      }))
-      const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(progress.stats, f)
-
-      // 0. before anything is opened for writing: distinct files, then the output's lock
-      const collision = Files.checkPaths([
-        { role: "input", path: options.input },
-        { role: "output", path: options.output },
-        ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
-        { role: "lock file", path: Files.lockPath(options.output) },
-        ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
-        ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }])
-      ])
-      if (collision !== undefined) return yield* Effect.fail(collision)
-      yield* Files.acquireLock(options.output)
-      // the errors file is truncated and written too: two runs with distinct outputs but one errors path would
-      // interleave or wipe each other's lines
-      if (options.errors !== undefined) yield* Files.acquireLock(options.errors)
-      if (options.restart === true && NodeFs.existsSync(options.output)) {
-        yield* Effect.try({
-          try: () => NodeFs.truncateSync(options.output, 0),
-          catch: (cause) => new Files.FileFailure(options.output, "truncate", cause)
-        })
-      }
-
-      // 1. resume: check the output is one, repair a torn tail, collect the custom_ids already written
-      const { done, failed: failedBefore, repairedBytes, superseded } = yield* Files.resume(options.output, {
-        retryFailed: options.retryFailed
-      })
-      let alreadyFailed = 0
-
-      // Count the input in the background (for the total and ETA) while the work starts.
-      const counting = options.countTotal === false ? undefined : yield* Effect.forkScoped(
-        Effect.flatMap(Files.countLines(options.input), (total) => update((s) => ({ ...s, total })))
-      )
-
-      const out = yield* Files.lineWriter(options.output, { fsyncEvery: options.fsyncEvery ?? 256 })
-      const errs = options.errors === undefined
-        ? undefined
-        : yield* Files.lineWriter(options.errors, { truncate: true, fsyncEvery: 64 })
-      const report = options.onInputError ??
-        ((e: BulkInputError) =>
-          Console.error(
-            `${options.input}:${e.line}: ${e.reason}${e.customId === undefined ? "" : ` (${e.customId})`}: ${e.message}`
-          ))
-
-      let stopReason: StopReason | undefined
-      if (options.stop !== undefined) {
-        yield* Effect.forkScoped(
-          Effect.tap(options.stop, () =>
-            Effect.sync(() => {
-              if (stopReason === undefined) stopReason = { _tag: "Signal" }
-            }))
-        )
-      }
-
-      // 2. classify lines in order (so duplicates and line numbers are deterministic)
-      const seen = new Map<string, number>()
-      /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
-      const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
-        if (Files.isBlank(text)) return { _tag: "Skip" }
-        const decoded = Input.decode(text)
-        if (decoded._tag === "Invalid") {
-          return new BulkInputError({
-            line,
-            reason: decoded.reason,
-            message: decoded.message,
-            ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
-          })
-        }
-        const first = seen.get(decoded.customId)
-        if (first !== undefined) {
-          return new BulkInputError({
-            line,
-            reason: "duplicate-custom-id",
-            customId: decoded.customId,
-            message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
-          })
-        }
-        if (invalidUtf8 === true) {
-          // U+FFFD stands where the bad bytes were: sending it (or recording the id) would alter the line
-          return new BulkInputError({
-            line,
-            reason: "invalid-line",
-            customId: decoded.customId,
-            message: "the line is not valid UTF-8"
-          })
-        }
-        seen.set(decoded.customId, line)
-        if (done.has(decoded.customId)) {
-          if (failedBefore.has(decoded.customId)) alreadyFailed++
-          return { _tag: "Skip", alreadyDone: true }
-        }
-        const request: Request = { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
-        // decoded per endpoint before anything estimates it: a wrong field fails this line, not the run
-        const endpoint = Endpoints.endpointOf(decoded.url)
-        const problem = endpoint === undefined ? undefined : Endpoints.bodyProblem(endpoint, decoded.body)
-        return problem === undefined ? { _tag: "Work", request } : { _tag: "InvalidBody", request, message: problem }
-      }
-
-      const reject = (error: BulkInputError): Effect.Effect<void, Files.FileFailure> => {
-        const record = errs === undefined ? Effect.void : errs.write(JSON.stringify({
-          line: error.line,
-          reason: error.reason,
-          custom_id: error.customId ?? null,
-          message: error.message
-        }))
-        return record.pipe(
-          Effect.zipRight(report(error)),
-          Effect.zipRight(update((s) => ({
-            ...s,
-            invalid: s.invalid + 1,
-            invalidByReason: Stats.bump(s.invalidByReason, error.reason)
-          })))
-        )
-      }
-
-      /** A chunk of lines, in order: the work goes to the queue (waiting for room), the rest is recorded. */
-      const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure, R> =>
-        Effect.suspend(() => {
-          const work: Array<Request | null> = []
-          const rejected: Array<BulkInputError> = []
-          const invalid: Array<{ readonly request: Request; readonly message: string }> = []
-          let alreadyDone = 0
-          for (const line of chunk) {
-            if (stopReason !== undefined) break
-            const classified = classify(line)
-            if (classified instanceof BulkInputError) rejected.push(classified)
-            else if (classified._tag === "Work") work.push(classified.request)
-            else if (classified._tag === "InvalidBody") invalid.push(classified)
-            else if (classified.alreadyDone === true) alreadyDone++
-          }
-          const steps: Array<Effect.Effect<void, Files.FileFailure, R>> = []
-          if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
-          for (const error of rejected) steps.push(reject(error))
-          for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
-          if (work.length > 0) {
-            steps.push(Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
-          }
-          return Effect.all(steps, { discard: true })
-        })
-
-      // 3. execute with bounded concurrency; write each finished request at once
-      const write = (request: Request, response: Response | null, failure: Failure | null) =>
-        out.write(JSON.stringify({
-          id: `batch_req_${randomUUID().replace(/-/g, "")}`,
-          custom_id: request.customId,
-          response: response === null
-            ? null
-            : { status_code: response.statusCode, request_id: response.requestId, body: response.body },
-          error: failure === null ? null : {
-            code: failure.code,
-            message: failure.message,
-            kind: failure.kind,
-            ...(failure.statusCode === undefined ? {} : { status_code: failure.statusCode })
-          }
-        }))
-
-      /** Writes a terminal failure of a request. */
-      const fail = (request: Request, failure: Failure): Effect.Effect<void, Files.FileFailure> =>
-        Effect.zipRight(
-          write(request, null, failure),
-          update((s) => ({ ...s, failed: s.failed + 1, failuresByKind: Stats.bump(s.failuresByKind, failure.kind) }))
-        )
-
-      const checkResponses = options.checkResponses !== false
-      /** What is wrong with a 2xx response's body for the request's endpoint, if anything. */
-      const responseProblem = (request: Request, response: Response): string | undefined => {
-        if (!checkResponses || response.statusCode < 200 || response.statusCode > 299) return undefined
-        const endpoint = Endpoints.endpointOf(request.url)
-        return endpoint === undefined ? undefined : Endpoints.responseProblem(endpoint, response.body)
-      }
-
-      const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
-        Effect.suspend(() => {
-          if (stopReason !== undefined) return Effect.void
-          return update((s) => ({ ...s, inFlight: s.inFlight + 1 })).pipe(
-            Effect.zipRight(Effect.exit(options.execute(request))),
-            Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
-            Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
-              if (Exit.isSuccess(exit)) {
-                const problem = responseProblem(request, exit.value)
-                if (problem !== undefined) return fail(request, invalidResponse(problem, exit.value.statusCode))
-                return Effect.zipRight(
-                  write(request, exit.value, null),
-                  update((s) => ({ ...s, succeeded: s.succeeded + 1 }))
-                )
-              }
-              const failure = Cause.failureOption(exit.cause)
-              if (Option.isSome(failure)) {
-                const described = options.describe(failure.value)
-                if (described.stop === true) {
-                  if (stopReason === undefined) {
-                    stopReason = {
-                      _tag: "Executor",
-                      kind: described.kind,
-                      code: described.code,
-                      message: described.message,
-                      customId: request.customId,
-                      line: request.line
-                    }
-                  }
-                  return Effect.void
-                }
-                return fail(request, described)
-              }
-              if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
-              if (stopReason === undefined) {
-                stopReason = {
-                  _tag: "Defect",
-                  customId: request.customId,
-                  line: request.line,
-                  message: Cause.pretty(exit.cause)
-                }
-              }
-              return Effect.logError("bulk executor defect; stopping", exit.cause)
-            })
-          )
-        })
-
-      // A pool of workers over a bounded queue (Stream.mapEffect's per-element fibers cost far more). The pool
-      // grows only while lines wait and no worker is idle, up to `concurrency`: memory follows the work in
-      // flight, not the option (a million on a three-line file starts three workers).
-      const concurrency = Math.max(1, Math.floor(options.concurrency ?? 256))
-      const queue = yield* Queue.bounded<Request | null>(Math.min(concurrency, 1024))
-      const workers = yield* FiberSet.make<void, Files.FileFailure>()
-      let started = 0
-      let idle = 0
-      const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(
-        Queue.take(queue),
-        (request) => {
-          idle--
-          return request === null
-            ? Effect.void
-            : Effect.zipRight(work(request), Effect.suspend(() => (idle++, worker)))
-        }
-      )
-      /** Starts workers for `count` more lines, as many as are not met by an idle worker, up to `concurrency`. */
-      const grow = (count: number) =>
-        Effect.flatMap(Queue.size(queue), (queued) => {
-          const more = Math.min(concurrency - started, queued + count - idle)
-          if (more <= 0) return Effect.void
-          started += more
-          idle += more
-          return Effect.forEach(Array.from({ length: more }), () => FiberSet.run(workers, worker), { discard: true })
-        })
-      const producer = Files.lines(options.input).pipe(
-        Stream.takeWhile(() => stopReason === undefined),
-        Stream.runForEachChunk(classifyChunk),
-        Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
-        Effect.zipRight(FiberSet.awaitEmpty(workers))
-      )
-      // a worker's failure (a write that failed) ends the run at once
-      yield* Effect.raceFirst(producer, FiberSet.join(workers))
-
-      if (counting !== undefined) yield* Fiber.join(counting)
-      const finishedAt = yield* Clock.currentTimeMillis
-      const s = yield* Ref.get(progress.stats)
-      const total = s.total ?? (s.alreadyDone + s.invalid + s.succeeded + s.failed)
-      const notDone = Math.max(0, total - s.alreadyDone - s.invalid - s.succeeded - s.failed)
-      const outcome: Outcome = stopReason !== undefined && (notDone > 0 || s.total === undefined)
-        ? "stopped"
-        : s.failed > 0 || s.invalid > 0 || alreadyFailed > 0
-        ? "completed-with-failures"
-        : "completed"
-      const summary: Summary = {
-        outcome,
-        stop: stopReason,
-        total,
-        alreadyDone: s.alreadyDone,
-        alreadyFailed,
-        superseded,
-        succeeded: s.succeeded,
-        failed: s.failed,
-        failuresByKind: s.failuresByKind,
-        invalid: s.invalid,
-        invalidByReason: s.invalidByReason,
-        notDone,
-        repairedBytes,
-        wallMs: finishedAt - startedAt,
-        waits: s.waits,
-        waitMs: s.waitMs,
-        rateLimited: s.rateLimited,
-        retries: s.retries,
-        binding: s.binding,
-        theoreticalMinimumMs: s.theoreticalMinimumMs,
-        tokensReserved: s.tokensReserved,
-        tokensUsed: s.tokensUsed
-      }
-      return summary
-    })
-  ).pipe(Effect.mapError((e) =>
-    e instanceof Files.FileFailure
-      ? fileError(e)
-      : e instanceof Files.PathProblem
-      ? new BulkPathError({ reason: e.reason, path: e.path, message: e.message })
-      : e
-  ))
+) => Effect.Effect<Summary, BulkFileError | BulkPathError, R> = (options) => internal.run(options)

@@ -1,16 +1,15 @@
 /**
- * Progress arithmetic and formatting for the bulk runner.
+ * The bulk runner's progress: the hooks over a `Ref` of stats, its arithmetic (rate, ETA), the progress line,
+ * the periodic report, and the text of a summary.
  *
  * @internal
  */
-import type { Counts } from "../BulkRunner.js"
-
-/** @internal */
-export interface Stats extends Counts {
-  readonly total: number | undefined
-  readonly inFlight: number
-  readonly startedAt: number
-}
+import * as Clock from "effect/Clock"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import type { Progress, ProgressStats as Stats, ProgressView as View, Summary } from "../BulkRunner.js"
 
 /** @internal */
 export const empty = (startedAt: number): Stats => ({
@@ -38,16 +37,6 @@ export const bump = (record: Readonly<Record<string, number>>, key: string): Rec
   ...record,
   [key]: (record[key] ?? 0) + 1
 })
-
-/** @internal */
-export interface View {
-  readonly done: number
-  readonly remaining: number | undefined
-  readonly elapsedMs: number
-  /** Requests finished per second in this run. */
-  readonly rate: number
-  readonly etaMs: number | undefined
-}
 
 /** @internal */
 export const view = (stats: Stats, now: number): View => {
@@ -93,4 +82,91 @@ export const line = (stats: Stats, now: number): string => {
   if (stats.binding !== undefined) parts.push(`binding ${stats.binding}`)
   parts.push(`waits ${stats.waits}`, `429s ${stats.rateLimited}`, `retries ${stats.retries}`)
   return parts.join(" | ")
+}
+
+/** @internal */
+export const make: Effect.Effect<Progress> = Effect.gen(function*() {
+  const now = yield* Clock.currentTimeMillis
+  const stats = yield* Ref.make(empty(now))
+  const update = (f: (s: Stats) => Stats) => Ref.update(stats, f)
+  return {
+    stats,
+    recordWait: (ms) => update((s) => ({ ...s, waits: s.waits + 1, waitMs: s.waitMs + ms })),
+    recordRateLimited: update((s) => ({ ...s, rateLimited: s.rateLimited + 1 })),
+    recordRetry: update((s) => ({ ...s, retries: s.retries + 1 })),
+    setBinding: (binding) => update((s) => ({ ...s, binding })),
+    setTheoreticalMinimum: (ms) => update((s) => ({ ...s, theoreticalMinimumMs: ms })),
+    recordTokens: ({ reserved, used }) =>
+      update((s) => ({ ...s, tokensReserved: s.tokensReserved + reserved, tokensUsed: s.tokensUsed + used })),
+    line: Effect.zipWith(Ref.get(stats), Clock.currentTimeMillis, line)
+  }
+})
+
+/** @internal */
+export const every = (
+  progress: Progress,
+  interval: Duration.DurationInput,
+  report: (line: string, last: boolean) => Effect.Effect<void>
+): Effect.Effect<void> =>
+  Effect.repeat(Effect.delay(Effect.flatMap(progress.line, (text) => report(text, false)), interval), Schedule.forever)
+    .pipe(
+      Effect.asVoid,
+      Effect.onInterrupt(() => Effect.flatMap(progress.line, (text) => report(text, true)))
+    )
+
+/** @internal */
+export const formatSummary = (summary: Summary): string => {
+  const kinds = (record: Readonly<Record<string, number>>) =>
+    Object.entries(record).map(([k, n]) => `${k} ${n}`).join(", ")
+  const rows: Array<string> = [
+    `outcome: ${summary.outcome}${summary.outcome === "stopped" ? " (rerun with the same --output to resume)" : ""}`
+  ]
+  if (summary.stop !== undefined) {
+    rows.push(
+      `stopped by: ${
+        summary.stop._tag === "Signal"
+          ? "signal"
+          : summary.stop._tag === "Executor"
+          ? `${summary.stop.kind} (${summary.stop.code}) at line ${summary.stop.line}: ${summary.stop.message}`
+          : `defect at line ${summary.stop.line}: ${summary.stop.message}`
+      }`
+    )
+  }
+  rows.push(
+    `lines: ${summary.total}; already done ${summary.alreadyDone}${
+      summary.alreadyFailed > 0 ? ` (${summary.alreadyFailed} of them failed)` : ""
+    }; succeeded ${summary.succeeded}; failed ${summary.failed}${
+      summary.failed > 0 ? ` (${kinds(summary.failuresByKind)})` : ""
+    }; invalid ${summary.invalid}${
+      summary.invalid > 0 ? ` (${kinds(summary.invalidByReason)})` : ""
+    }; not done ${summary.notDone}`
+  )
+  // The ratio only means something when the limits bound the run (a minimum of at least a second).
+  const minimum = summary.theoreticalMinimumMs === undefined
+    ? ""
+    : summary.theoreticalMinimumMs < 1000
+    ? " (the limits in force did not bind)"
+    : ` (theoretical minimum for the limits in force ${formatDuration(summary.theoreticalMinimumMs)}, ratio ${
+      (summary.wallMs / summary.theoreticalMinimumMs).toFixed(2)
+    })`
+  rows.push(`wall time: ${formatDuration(summary.wallMs)}${minimum}`)
+  const waits = summary.waits === 0
+    ? "no admission waits"
+    : `${summary.waits} admissions waited (${formatDuration(summary.waitMs / summary.waits)} on average)`
+  rows.push(
+    `binding: ${summary.binding ?? "none"}; ${waits}; 429s ${summary.rateLimited}; retries ${summary.retries}`
+  )
+  if (summary.tokensReserved > 0 || summary.tokensUsed > 0) {
+    const share = summary.tokensReserved > 0
+      ? ` (${
+        ((summary.tokensUsed / summary.tokensReserved) * 100).toFixed(0)
+      }% of the reservations; the rest was refunded at settle)`
+      : ""
+    rows.push(`tokens reserved ${summary.tokensReserved}, used ${summary.tokensUsed}${share}`)
+  }
+  if (summary.superseded > 0) {
+    rows.push(`resent ${summary.superseded} earlier failures (their old lines moved out of the output)`)
+  }
+  if (summary.repairedBytes > 0) rows.push(`repaired a torn last output line (${summary.repairedBytes} bytes)`)
+  return rows.join("\n")
 }

@@ -1,0 +1,354 @@
+/**
+ * The bulk runner's mechanism: path checks and locks, resume, the classifier over the input's lines, the
+ * pool of workers over a bounded queue, the output and errors writers, and the summary. The documentation
+ * and the types are in `BulkRunner.ts`; `BulkRunner.run` is {@link run}.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import type * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as Stream from "effect/Stream"
+import { randomUUID } from "node:crypto"
+import * as NodeFs from "node:fs"
+import type {
+  BulkRunner,
+  Failure,
+  Outcome,
+  ProgressStats,
+  Request,
+  Response,
+  StopReason,
+  Summary
+} from "../BulkRunner.js"
+import { BulkFileError, BulkInputError, BulkPathError, invalidBody, invalidResponse } from "../BulkRunner.js"
+import * as Files from "./bulkFiles.js"
+import * as Input from "./bulkInput.js"
+import * as Stats from "./bulkProgress.js"
+import * as Endpoints from "./endpoint.js"
+
+type Classified =
+  | { readonly _tag: "Work"; readonly request: Request }
+  | { readonly _tag: "Skip"; readonly alreadyDone?: boolean }
+  | { readonly _tag: "InvalidBody"; readonly request: Request; readonly message: string }
+
+const fileError = (failure: Files.FileFailure) =>
+  new BulkFileError({ path: failure.path, operation: failure.operation, message: failure.message })
+
+/** @internal */
+export const run = <E, R>(
+  options: BulkRunner.Options<E, R>
+): Effect.Effect<Summary, BulkFileError | BulkPathError, R> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const progress = options.progress ?? (yield* Stats.make)
+      const startedAt = yield* Clock.currentTimeMillis
+      yield* Ref.update(progress.stats, (s) => ({
+        ...Stats.empty(startedAt),
+        binding: s.binding,
+        theoreticalMinimumMs: s.theoreticalMinimumMs
+      }))
+      const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(progress.stats, f)
+
+      // 0. before anything is opened for writing: distinct files, then the output's lock
+      const collision = Files.checkPaths([
+        { role: "input", path: options.input },
+        { role: "output", path: options.output },
+        ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
+        { role: "lock file", path: Files.lockPath(options.output) },
+        ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
+        ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }])
+      ])
+      if (collision !== undefined) return yield* Effect.fail(collision)
+      yield* Files.acquireLock(options.output)
+      // the errors file is truncated and written too: two runs with distinct outputs but one errors path would
+      // interleave or wipe each other's lines
+      if (options.errors !== undefined) yield* Files.acquireLock(options.errors)
+      if (options.restart === true && NodeFs.existsSync(options.output)) {
+        yield* Effect.try({
+          try: () => NodeFs.truncateSync(options.output, 0),
+          catch: (cause) => new Files.FileFailure(options.output, "truncate", cause)
+        })
+      }
+
+      // 1. resume: check the output is one, repair a torn tail, collect the custom_ids already written
+      const { done, failed: failedBefore, repairedBytes, superseded } = yield* Files.resume(options.output, {
+        retryFailed: options.retryFailed
+      })
+      let alreadyFailed = 0
+
+      // Count the input in the background (for the total and ETA) while the work starts.
+      const counting = options.countTotal === false ? undefined : yield* Effect.forkScoped(
+        Effect.flatMap(Files.countLines(options.input), (total) => update((s) => ({ ...s, total })))
+      )
+
+      const out = yield* Files.lineWriter(options.output, { fsyncEvery: options.fsyncEvery ?? 256 })
+      const errs = options.errors === undefined
+        ? undefined
+        : yield* Files.lineWriter(options.errors, { truncate: true, fsyncEvery: 64 })
+      const report = options.onInputError ??
+        ((e: BulkInputError) =>
+          Console.error(
+            `${options.input}:${e.line}: ${e.reason}${e.customId === undefined ? "" : ` (${e.customId})`}: ${e.message}`
+          ))
+
+      let stopReason: StopReason | undefined
+      if (options.stop !== undefined) {
+        yield* Effect.forkScoped(
+          Effect.tap(options.stop, () =>
+            Effect.sync(() => {
+              if (stopReason === undefined) stopReason = { _tag: "Signal" }
+            }))
+        )
+      }
+
+      // 2. classify lines in order (so duplicates and line numbers are deterministic)
+      const seen = new Map<string, number>()
+      /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
+      const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
+        if (Files.isBlank(text)) return { _tag: "Skip" }
+        const decoded = Input.decode(text)
+        if (decoded._tag === "Invalid") {
+          return new BulkInputError({
+            line,
+            reason: decoded.reason,
+            message: decoded.message,
+            ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
+          })
+        }
+        const first = seen.get(decoded.customId)
+        if (first !== undefined) {
+          return new BulkInputError({
+            line,
+            reason: "duplicate-custom-id",
+            customId: decoded.customId,
+            message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
+          })
+        }
+        if (invalidUtf8 === true) {
+          // U+FFFD stands where the bad bytes were: sending it (or recording the id) would alter the line
+          return new BulkInputError({
+            line,
+            reason: "invalid-line",
+            customId: decoded.customId,
+            message: "the line is not valid UTF-8"
+          })
+        }
+        seen.set(decoded.customId, line)
+        if (done.has(decoded.customId)) {
+          if (failedBefore.has(decoded.customId)) alreadyFailed++
+          return { _tag: "Skip", alreadyDone: true }
+        }
+        const request: Request = { customId: decoded.customId, url: decoded.url, body: decoded.body, line }
+        // decoded per endpoint before anything estimates it: a wrong field fails this line, not the run
+        const endpoint = Endpoints.endpointOf(decoded.url)
+        const problem = endpoint === undefined ? undefined : Endpoints.bodyProblem(endpoint, decoded.body)
+        return problem === undefined ? { _tag: "Work", request } : { _tag: "InvalidBody", request, message: problem }
+      }
+
+      const reject = (error: BulkInputError): Effect.Effect<void, Files.FileFailure> => {
+        const record = errs === undefined ? Effect.void : errs.write(JSON.stringify({
+          line: error.line,
+          reason: error.reason,
+          custom_id: error.customId ?? null,
+          message: error.message
+        }))
+        return record.pipe(
+          Effect.zipRight(report(error)),
+          Effect.zipRight(update((s) => ({
+            ...s,
+            invalid: s.invalid + 1,
+            invalidByReason: Stats.bump(s.invalidByReason, error.reason)
+          })))
+        )
+      }
+
+      /** A chunk of lines, in order: the work goes to the queue (waiting for room), the rest is recorded. */
+      const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure, R> =>
+        Effect.suspend(() => {
+          const work: Array<Request | null> = []
+          const rejected: Array<BulkInputError> = []
+          const invalid: Array<{ readonly request: Request; readonly message: string }> = []
+          let alreadyDone = 0
+          for (const line of chunk) {
+            if (stopReason !== undefined) break
+            const classified = classify(line)
+            if (classified instanceof BulkInputError) rejected.push(classified)
+            else if (classified._tag === "Work") work.push(classified.request)
+            else if (classified._tag === "InvalidBody") invalid.push(classified)
+            else if (classified.alreadyDone === true) alreadyDone++
+          }
+          const steps: Array<Effect.Effect<void, Files.FileFailure, R>> = []
+          if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
+          for (const error of rejected) steps.push(reject(error))
+          for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
+          if (work.length > 0) {
+            steps.push(Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
+          }
+          return Effect.all(steps, { discard: true })
+        })
+
+      // 3. execute with bounded concurrency; write each finished request at once
+      const write = (request: Request, response: Response | null, failure: Failure | null) =>
+        out.write(JSON.stringify({
+          id: `batch_req_${randomUUID().replace(/-/g, "")}`,
+          custom_id: request.customId,
+          response: response === null
+            ? null
+            : { status_code: response.statusCode, request_id: response.requestId, body: response.body },
+          error: failure === null ? null : {
+            code: failure.code,
+            message: failure.message,
+            kind: failure.kind,
+            ...(failure.statusCode === undefined ? {} : { status_code: failure.statusCode })
+          }
+        }))
+
+      /** Writes a terminal failure of a request. */
+      const fail = (request: Request, failure: Failure): Effect.Effect<void, Files.FileFailure> =>
+        Effect.zipRight(
+          write(request, null, failure),
+          update((s) => ({ ...s, failed: s.failed + 1, failuresByKind: Stats.bump(s.failuresByKind, failure.kind) }))
+        )
+
+      const checkResponses = options.checkResponses !== false
+      /** What is wrong with a 2xx response's body for the request's endpoint, if anything. */
+      const responseProblem = (request: Request, response: Response): string | undefined => {
+        if (!checkResponses || response.statusCode < 200 || response.statusCode > 299) return undefined
+        const endpoint = Endpoints.endpointOf(request.url)
+        return endpoint === undefined ? undefined : Endpoints.responseProblem(endpoint, response.body)
+      }
+
+      const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
+        Effect.suspend(() => {
+          if (stopReason !== undefined) return Effect.void
+          return update((s) => ({ ...s, inFlight: s.inFlight + 1 })).pipe(
+            Effect.zipRight(Effect.exit(options.execute(request))),
+            Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
+            Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
+              if (Exit.isSuccess(exit)) {
+                const problem = responseProblem(request, exit.value)
+                if (problem !== undefined) return fail(request, invalidResponse(problem, exit.value.statusCode))
+                return Effect.zipRight(
+                  write(request, exit.value, null),
+                  update((s) => ({ ...s, succeeded: s.succeeded + 1 }))
+                )
+              }
+              const failure = Cause.failureOption(exit.cause)
+              if (Option.isSome(failure)) {
+                const described = options.describe(failure.value)
+                if (described.stop === true) {
+                  if (stopReason === undefined) {
+                    stopReason = {
+                      _tag: "Executor",
+                      kind: described.kind,
+                      code: described.code,
+                      message: described.message,
+                      customId: request.customId,
+                      line: request.line
+                    }
+                  }
+                  return Effect.void
+                }
+                return fail(request, described)
+              }
+              if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
+              if (stopReason === undefined) {
+                stopReason = {
+                  _tag: "Defect",
+                  customId: request.customId,
+                  line: request.line,
+                  message: Cause.pretty(exit.cause)
+                }
+              }
+              return Effect.logError("bulk executor defect; stopping", exit.cause)
+            })
+          )
+        })
+
+      // A pool of workers over a bounded queue (Stream.mapEffect's per-element fibers cost far more). The pool
+      // grows only while lines wait and no worker is idle, up to `concurrency`: memory follows the work in
+      // flight, not the option (a million on a three-line file starts three workers).
+      const concurrency = Math.max(1, Math.floor(options.concurrency ?? 256))
+      const queue = yield* Queue.bounded<Request | null>(Math.min(concurrency, 1024))
+      const workers = yield* FiberSet.make<void, Files.FileFailure>()
+      let started = 0
+      let idle = 0
+      const worker: Effect.Effect<void, Files.FileFailure, R> = Effect.flatMap(
+        Queue.take(queue),
+        (request) => {
+          idle--
+          return request === null
+            ? Effect.void
+            : Effect.zipRight(work(request), Effect.suspend(() => (idle++, worker)))
+        }
+      )
+      /** Starts workers for `count` more lines, as many as are not met by an idle worker, up to `concurrency`. */
+      const grow = (count: number) =>
+        Effect.flatMap(Queue.size(queue), (queued) => {
+          const more = Math.min(concurrency - started, queued + count - idle)
+          if (more <= 0) return Effect.void
+          started += more
+          idle += more
+          return Effect.forEach(Array.from({ length: more }), () => FiberSet.run(workers, worker), { discard: true })
+        })
+      const producer = Files.lines(options.input).pipe(
+        Stream.takeWhile(() => stopReason === undefined),
+        Stream.runForEachChunk(classifyChunk),
+        Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
+        Effect.zipRight(FiberSet.awaitEmpty(workers))
+      )
+      // a worker's failure (a write that failed) ends the run at once
+      yield* Effect.raceFirst(producer, FiberSet.join(workers))
+
+      if (counting !== undefined) yield* Fiber.join(counting)
+      const finishedAt = yield* Clock.currentTimeMillis
+      const s = yield* Ref.get(progress.stats)
+      const total = s.total ?? (s.alreadyDone + s.invalid + s.succeeded + s.failed)
+      const notDone = Math.max(0, total - s.alreadyDone - s.invalid - s.succeeded - s.failed)
+      const outcome: Outcome = stopReason !== undefined && (notDone > 0 || s.total === undefined)
+        ? "stopped"
+        : s.failed > 0 || s.invalid > 0 || alreadyFailed > 0
+        ? "completed-with-failures"
+        : "completed"
+      const summary: Summary = {
+        outcome,
+        stop: stopReason,
+        total,
+        alreadyDone: s.alreadyDone,
+        alreadyFailed,
+        superseded,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        failuresByKind: s.failuresByKind,
+        invalid: s.invalid,
+        invalidByReason: s.invalidByReason,
+        notDone,
+        repairedBytes,
+        wallMs: finishedAt - startedAt,
+        waits: s.waits,
+        waitMs: s.waitMs,
+        rateLimited: s.rateLimited,
+        retries: s.retries,
+        binding: s.binding,
+        theoreticalMinimumMs: s.theoreticalMinimumMs,
+        tokensReserved: s.tokensReserved,
+        tokensUsed: s.tokensUsed
+      }
+      return summary
+    })
+  ).pipe(Effect.mapError((e) =>
+    e instanceof Files.FileFailure
+      ? fileError(e)
+      : e instanceof Files.PathProblem
+      ? new BulkPathError({ reason: e.reason, path: e.path, message: e.message })
+      : e
+  ))
