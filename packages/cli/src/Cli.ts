@@ -10,7 +10,7 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type { Tiers } from "@sluice/openai"
-import { BulkRunner } from "@sluice/openai"
+import { BulkExecutor, BulkRunner } from "@sluice/openai"
 import type { SimConfig } from "@sluice/testing"
 import * as Config from "effect/Config"
 import * as Console from "effect/Console"
@@ -25,9 +25,7 @@ import * as Schema from "effect/Schema"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { parseMillis } from "./internal/duration.js"
-import { makeExecutor } from "./internal/executor.js"
-import type { Fetch } from "./internal/executor.js"
-import { loadLimits, readJson, unknownModels } from "./internal/limits.js"
+import { budgetsOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Plan from "./Plan.js"
 
 /**
@@ -231,7 +229,7 @@ const runBody = (env: Environment, options: RunOptions) =>
       return yield* usage("--speed only applies with --simulate (a real API runs in real time)")
     }
 
-    let fetch: Fetch | undefined
+    let fetch: BulkExecutor.Fetch | undefined
     let baseUrl: string
     let apiKey: Redacted.Redacted<string>
     let simulated: { readonly name: string } | undefined
@@ -265,15 +263,16 @@ const runBody = (env: Environment, options: RunOptions) =>
 
     const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
     const progress = yield* BulkRunner.makeProgress
-    const executor = yield* makeExecutor({
+    const organization = Option.getOrUndefined(organizationId)
+    const executor = yield* BulkExecutor.make({
       store,
       baseUrl,
       apiKey,
-      organization: Option.getOrUndefined(organizationId),
-      organizationId: Option.getOrUndefined(organizationId),
+      organization,
+      organizationId: organization,
       projectId: Option.getOrUndefined(projectId),
       tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
-      limits,
+      budgets: limits === undefined ? undefined : budgetsOfLimits(limits, organization ?? "default"),
       routing,
       priority: Option.getOrUndefined(options.priority),
       deadlineMs,
@@ -290,7 +289,7 @@ const runBody = (env: Environment, options: RunOptions) =>
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
     const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
     const renderer = mode === "off" ? undefined : yield* Effect.fork(
-      BulkRunner.render(progress, { tty: mode === "line", write: env.writeProgress })
+      renderProgress(progress, mode, env.writeProgress)
     )
     // Ctrl-C: calls waiting for admission (or for a retry) fail at once, unsent; those on the wire finish
     yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
@@ -327,8 +326,76 @@ const runBody = (env: Environment, options: RunOptions) =>
     if (retried !== undefined && summary.superseded > 0) {
       yield* Console.log(`the ${summary.superseded} failure lines resent were moved to ${retried}`)
     }
-    env.setExitCode(BulkRunner.exitCode(summary))
+    env.setExitCode(exitCode(summary))
   })
+
+/**
+ * The exit codes of `sluice`: 0 all done, 1 some lines failed (or input lines were invalid), 2 bad usage (a
+ * missing key, a bad option or file, a path or lock refused), 3 stopped early (resumable: rerun with the same
+ * `--output`).
+ *
+ * @since 0.2.0
+ * @category run
+ */
+export const ExitCode = { Done: 0, SomeFailed: 1, BadUsage: 2, Stopped: 3 } as const
+
+/**
+ * @since 0.2.0
+ * @category run
+ */
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
+
+const exitCodes: { readonly [outcome in BulkRunner.Outcome]: ExitCode } = {
+  completed: ExitCode.Done,
+  "completed-with-failures": ExitCode.SomeFailed,
+  stopped: ExitCode.Stopped
+}
+
+/**
+ * The exit code of `sluice run` for a run's summary, by its outcome.
+ *
+ * @since 0.2.0
+ * @category run
+ * @example
+ * ```ts
+ * import { Cli } from "@sluice/cli"
+ * import type { BulkRunner } from "@sluice/openai"
+ *
+ * const done = (summary: BulkRunner.Summary) => Cli.exitCode(summary) === Cli.ExitCode.Done
+ * ```
+ */
+export const exitCode = (summary: BulkRunner.Summary): ExitCode => exitCodes[summary.outcome]
+
+/**
+ * Shows a run's progress until interrupted (fork it next to the run), as `sluice run --progress` does: `line`
+ * rewrites one terminal line in place every 250 ms (`\r`, erase to the end) and ends it with a newline when
+ * interrupted; `log` writes a line every 5 seconds, and one more when interrupted.
+ *
+ * @since 0.2.0
+ * @category run
+ * @example
+ * ```ts
+ * import { Cli } from "@sluice/cli"
+ * import { BulkRunner } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const progress = yield* BulkRunner.makeProgress
+ *   yield* Effect.fork(Cli.renderProgress(progress, "line", (text) => Effect.sync(() => process.stderr.write(text))))
+ * })
+ * ```
+ */
+export const renderProgress = (
+  progress: BulkRunner.Progress,
+  mode: "line" | "log",
+  write: (text: string) => Effect.Effect<void>
+): Effect.Effect<void> =>
+  mode === "line"
+    ? BulkRunner.reportProgress(progress, {
+      interval: "250 millis",
+      report: (text, last) => write(`\r${text}\x1b[K${last ? "\n" : ""}`)
+    })
+    : BulkRunner.reportProgress(progress, { interval: "5 seconds", report: (text) => write(`${text}\n`) })
 
 /**
  * Checks a base URL before anything is sent (a key must never go to a URL nobody meant): absolute, `http:` or

@@ -7,7 +7,6 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 // by the package's own name, so that the built bin shares the main entry point's classes
 import { Cli } from "@sluice/cli"
-import { BulkRunner } from "@sluice/openai"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -24,7 +23,7 @@ const onSignal = () => {
     Deferred.unsafeDone(stop, Exit.void)
   } else {
     // Abort: in-flight requests are not written; a rerun retries them.
-    process.exit(BulkRunner.ExitCode.Stopped)
+    process.exit(Cli.ExitCode.Stopped)
   }
 }
 process.on("SIGINT", onSignal)
@@ -49,11 +48,11 @@ Effect.runPromiseExit(program).then((exit) => {
     const error = failure.value as { readonly _tag?: string; readonly message?: string }
     if (ValidationError.isValidationError(failure.value)) {
       // @effect/cli has printed the problem and the usage
-      process.exitCode = ValidationError.isHelpRequested(failure.value) ? 0 : BulkRunner.ExitCode.BadUsage
+      process.exitCode = ValidationError.isHelpRequested(failure.value) ? 0 : Cli.ExitCode.BadUsage
       return
     }
     process.stderr.write(`sluice: ${error.message ?? String(failure.value)}\n`)
-    process.exitCode = BulkRunner.ExitCode.BadUsage
+    process.exitCode = Cli.ExitCode.BadUsage
     return
   }
   process.stderr.write(`sluice: ${Cause.pretty(exit.cause)}\n`)

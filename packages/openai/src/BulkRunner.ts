@@ -292,8 +292,9 @@ export const reportProgress = (
  * Renders progress until interrupted: on a terminal a single live line rewritten with `\r` every `intervalMs`
  * (default 250 ms); otherwise a log line every `intervalMs` (default 5 s).
  *
- * @deprecated Since 0.2.0: terminal output is the command's. Use `Cli.renderProgress` of `@sluice/cli` (the
- * same behaviour), or {@link reportProgress} with your own output.
+ * @deprecated Since 0.2.0: terminal output is the command's. Use `Cli.renderProgress(progress, tty ? "line" :
+ * "log", write)` of `@sluice/cli` (the same output at the default intervals), or {@link reportProgress} with your
+ * own output.
  * @since 0.1.0
  * @category progress
  */

@@ -39,6 +39,11 @@ export * from "./Wrap.js"
 export * as BulkRunner from "./BulkRunner.js"
 
 /**
+ * @since 0.2.0
+ */
+export * as BulkExecutor from "./BulkExecutor.js"
+
+/**
  * @since 0.1.0
  */
 export * as Routing from "./Routing.js"

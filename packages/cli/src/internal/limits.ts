@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import { Budget } from "@sluice/core"
 import { Tiers } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
@@ -73,3 +74,23 @@ export const loadLimits = (path: string): Effect.Effect<LimitsFile, FileProblem>
  */
 export const unknownModels = (limits: LimitsFile): ReadonlyArray<string> =>
   Object.keys(limits.models).filter((model) => Tiers.limits(1, model) === undefined)
+
+/**
+ * The budgets of a `--limits` file: each model's figures on its pool's scope.
+ *
+ * @internal
+ */
+export const budgetsOfLimits = (limits: LimitsFile, organization: string): ReadonlyArray<Budget.Budget> => {
+  const byPool = new Map<string, Array<Budget.Limit>>()
+  for (const [model, figures] of Object.entries(limits.models)) {
+    const pool = Tiers.poolOf(model)
+    const list = byPool.get(pool) ?? []
+    if (figures.rpm !== undefined) list.push(Budget.Limit.perMinute("requests", figures.rpm))
+    if (figures.tpm !== undefined) list.push(Budget.Limit.perMinute("tokens", figures.tpm))
+    if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm))
+    if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd))
+    if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd))
+    byPool.set(pool, list)
+  }
+  return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
+}

@@ -1,138 +1,27 @@
 /**
- * The executor `sluice run` hands to the bulk runner: every request goes through the `OpenAi` service of
- * `@sluice/openai` — estimated, admitted atomically across its scopes (organization, the model's pool),
- * sent with the official SDK, synced from the `x-ratelimit-*` headers, settled to its `usage`, gated on
- * 429 hints and retried per the typed policy — and its events feed the run's progress: waits, 429s,
- * retries, the binding budget, tokens reserved against used, and the theoretical minimum wall time for the
- * limits in force.
+ * The OpenAI executor's mechanism: the limiter and the `OpenAi` service (or the router) it sends through,
+ * progress fed from the call events (waits, 429s, retries, the binding budget, tokens, the theoretical
+ * minimum), and cancelling (a signal, an outage) without interrupting a call on the wire. The documentation
+ * and the policy (`retryPolicy`, `describeError`) are in `BulkExecutor.ts`.
  *
  * @internal
  */
-import type { Retry } from "@sluice/core"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import type { BulkRunner, OpenAiError } from "@sluice/openai"
-import { OpenAi, OpenAiRetry, Routing, Tiers, TokenEstimator } from "@sluice/openai"
 import * as Clock from "effect/Clock"
 import type * as ConfigError from "effect/ConfigError"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
-import type { LimitsFile } from "./limits.js"
-
-/** @internal */
-export type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<globalThis.Response>
-
-/**
- * What `sluice run` knows when it builds the executor.
- *
- * @internal
- */
-export interface ExecutorOptions {
-  /** The SDK-style base URL (`https://api.openai.com/v1`). */
-  readonly baseUrl: string
-  readonly apiKey: Redacted.Redacted<string>
-  /** The organization name used in scope keys (and sent as `OpenAI-Organization` when it is an id). */
-  readonly organization?: string | undefined
-  readonly organizationId?: string | undefined
-  readonly projectId?: string | undefined
-  readonly tier: Tiers.Tier | undefined
-  readonly limits: LimitsFile | undefined
-  /** A routing file (parsed JSON) and its path: lines go through `Routing` over its deployments. */
-  readonly routing?: { readonly config: unknown; readonly path: string } | undefined
-  readonly priority: "interactive" | "background" | undefined
-  /** Per-request admission deadline, in milliseconds from when the request is taken up. */
-  readonly deadlineMs: number | undefined
-  /** The `fetch` to use (the embedded simulator's with `--simulate`). */
-  readonly fetch: Fetch | undefined
-  /** Progress hooks to feed (waits, 429s, retries, binding budget, tokens). */
-  readonly progress: BulkRunner.Progress
-  /** Where the budgets live: `LimiterStore.layerMemory` (this process) unless given (`--redis`: shared). */
-  readonly store?: Layer.Layer<LimiterStore.LimiterStore, Error> | undefined
-}
-
-/**
- * A call given up before it was sent (never written: a rerun sends it): after Ctrl-C, or when the server was
- * never reached (`Outage`: no connection succeeded, so the lines are not at fault).
- *
- * @internal
- */
-export class Cancelled {
-  readonly _tag = "Cancelled"
-  constructor(readonly kind: "Signal" | "Outage", readonly message: string) {}
-}
-
-/** @internal */
-export type ExecuteError = Routing.RoutedError | Cancelled
-
-/** @internal */
-export interface Executor {
-  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, ExecuteError>
-  readonly describe: (error: ExecuteError) => BulkRunner.Failure
-  /**
-   * Gives up every call not being sent right now (waiting for admission, for a retry, or queued): each fails
-   * with {@link Cancelled} at once, unsent; calls on the wire finish, and are not retried.
-   */
-  readonly cancel: (kind: "Signal", message: string) => Effect.Effect<void>
-  /** The limiter the executor admits through (for a final snapshot). */
-  readonly limiter: RateLimiter.Service
-  /** With `--routing`: the router's summary in words (served, spilled and why, reported). */
-  readonly routingSummary: Effect.Effect<string | undefined>
-  /** What the service learned that the server does not announce (one line each; none through a router). */
-  readonly learned: Effect.Effect<ReadonlyArray<string>>
-}
-
-/**
- * The budgets of a `--limits` file: each model's figures on its pool's scope.
- *
- * @internal
- */
-export const budgetsOfLimits = (limits: LimitsFile, organization: string): ReadonlyArray<Budget.Budget> => {
-  const byPool = new Map<string, Array<Budget.Limit>>()
-  for (const [model, figures] of Object.entries(limits.models)) {
-    const pool = Tiers.poolOf(model)
-    const list = byPool.get(pool) ?? []
-    if (figures.rpm !== undefined) list.push(Budget.Limit.perMinute("requests", figures.rpm))
-    if (figures.tpm !== undefined) list.push(Budget.Limit.perMinute("tokens", figures.tpm))
-    if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm))
-    if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd))
-    if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd))
-    byPool.set(pool, list)
-  }
-  return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
-}
-
-const describeError = (error: Routing.RoutedError): BulkRunner.Failure => {
-  switch (error._tag) {
-    case "NoCandidate":
-      return { kind: error._tag, code: error._tag, message: error.message }
-    case "QuotaExhausted":
-    case "Unauthorized":
-      // Not written, and the run stops: every other line would fail the same way. A rerun (after topping up,
-      // or with the right key) does them all.
-      return { kind: error._tag, code: error.code ?? error._tag, message: error.message, stop: true }
-    case "ScopeClosed":
-    case "LimiterStoreError":
-      return { kind: error._tag, code: error._tag, message: error.message, stop: true }
-    case "DeadlineExceeded":
-    case "RetryDeadlineExceeded":
-    case "CostExceedsCapacity":
-    case "CircuitOpen":
-      return { kind: error._tag, code: error._tag, message: error.message }
-    default:
-      return {
-        kind: error._tag,
-        code: error.code ?? error.type ?? (error.status === undefined ? error._tag : `http_${error.status}`),
-        message: error.message,
-        statusCode: error.status
-      }
-  }
-}
+import type * as BulkExecutor from "../BulkExecutor.js"
+import { Cancelled, describeError, retryPolicy } from "../BulkExecutor.js"
+import type * as BulkRunner from "../BulkRunner.js"
+import * as OpenAi from "../OpenAi.js"
+import * as Routing from "../Routing.js"
+import * as TokenEstimator from "../TokenEstimator.js"
 
 /** Failures after which a call would be retried: while the run stops, a call that failed one is given up. */
 const transient = new Set(["RateLimited", "Overloaded", "ServerError", "Timeout", "ConnectionError", "Conflict"])
@@ -150,36 +39,19 @@ interface CallState {
 }
 const currentCall = FiberRef.unsafeMake<CallState | undefined>(undefined)
 
-/**
- * The bulk policy: OpenAI's defaults with more patience, since a line that gives up is written as a failure
- * a rerun will not retry — at most 12 retries and 30 minutes per request, and an open circuit breaker waited
- * out up to 8 times (an incident on one model delays its lines rather than burning them).
- *
- * @internal
- */
-export const bulkPolicy: Retry.Policy<OpenAiError.OpenAiError> = OpenAiRetry.make({
-  kinds: { CircuitOpen: { maxRetries: 8, maxDelay: Duration.seconds(5) } },
-  maxRetries: 12,
-  maxElapsed: Duration.minutes(30)
-})
-
 const windowName = (limit: Budget.Limit): string => {
   const ms = limit.windowMillis
   return ms === 60_000 ? "min" : ms === 86_400_000 ? "day" : ms === 1_000 ? "s" : `${ms}ms`
 }
 
-/**
- * Builds the executor for `sluice run`, with its own limiter (memory store, or the one given) and `OpenAi` service.
- *
- * @internal
- */
-export const makeExecutor = (
-  options: ExecutorOptions
-): Effect.Effect<Executor, Routing.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
+/** @internal */
+export const make = (
+  options: BulkExecutor.Options
+): Effect.Effect<BulkExecutor.Executor, Routing.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
   Effect.gen(function*() {
     const organization = options.organization ?? "default"
     const progress = options.progress
-    const explicit = options.limits === undefined ? [] : budgetsOfLimits(options.limits, organization)
+    const explicit = options.budgets ?? []
     const serviceOptions: OpenAi.OpenAi.Options = {
       organization,
       tier: options.tier,
@@ -199,7 +71,7 @@ export const makeExecutor = (
           client: clientOptions,
           tier: options.tier,
           budgets: explicit,
-          retry: bulkPolicy,
+          retry: retryPolicy,
           onEvent: (_deployment, event) => onEvent(event)
         }, options.routing!.path)
     )
@@ -284,11 +156,11 @@ export const makeExecutor = (
         return Effect.forEach(Array.from(calls).filter((state) => !state.sending), interrupt, { discard: true })
       })
     const outage = (error: { readonly _tag: string; readonly message: string }) =>
-      new Cancelled(
-        "Outage",
-        `no connection to ${options.baseUrl} has succeeded (${error._tag}: ${error.message}); ` +
+      new Cancelled({
+        kind: "Outage",
+        message: `no connection to ${options.baseUrl} has succeeded (${error._tag}: ${error.message}); ` +
           `the lines are left to a rerun`
-      )
+      })
 
     /** Tracks the call's state (on the wire or not), whether the server ever answered, and outages. */
     const track = (event: OpenAi.CallEvent): Effect.Effect<void> =>
@@ -352,7 +224,7 @@ export const makeExecutor = (
       const service = openai!
       return Effect.map(
         service.request(request.url, body, {
-          retry: bulkPolicy,
+          retry: retryPolicy,
           priority: options.priority,
           deadline
         }),
@@ -409,7 +281,7 @@ export const makeExecutor = (
       ? Effect.succeed(undefined)
       : Effect.map(routed.summary, Routing.formatSummary)
 
-    const describe = (error: ExecuteError): BulkRunner.Failure => {
+    const describe = (error: BulkExecutor.ExecuteError): BulkRunner.Failure => {
       if (error._tag === "Cancelled") {
         return {
           kind: error.kind,
@@ -426,7 +298,7 @@ export const makeExecutor = (
       return describeError(error)
     }
 
-    const cancel = (kind: "Signal", message: string) => cancelAll(new Cancelled(kind, message))
+    const cancel = (kind: "Signal", message: string) => cancelAll(new Cancelled({ kind, message }))
 
     const learned = openai === undefined
       ? Effect.succeed([])
