@@ -9,6 +9,9 @@
  * (`<output>.lock`), so two runs never send the same lines, and the errors file's (`<errors>.lock`), so two
  * runs never write one errors file.
  *
+ * For OpenAI, `BulkExecutor.make` builds the executor (`execute` and `describe`) that `sluice run` uses: every
+ * line through the `OpenAi` service, its progress fed to the run's {@link Progress}.
+ *
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
@@ -504,7 +507,7 @@ export const invalidResponse = (message: string, statusCode: number): Failure =>
  *   execute: (request) =>
  *     Effect.succeed({ statusCode: 200, requestId: null, body: { id: request.customId, choices: [], data: [] } }),
  *   describe: (error: never) => error
- * }).pipe(Effect.map(BulkRunner.exitCode))
+ * }).pipe(Effect.tap((summary) => Effect.log(BulkRunner.formatSummary(summary))))
  * ```
  */
 export const run: <E, R>(
