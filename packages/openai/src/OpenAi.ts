@@ -13,9 +13,8 @@
  *
  * @since 0.1.0
  */
-import type { Budget, LimiterStore } from "@sluice/core"
-import { CircuitBreaker, RateLimiter, Retry } from "@sluice/core"
-import * as Clock from "effect/Clock"
+import type { Budget, CircuitBreaker, LimiterStore, Retry } from "@sluice/core"
+import { RateLimiter } from "@sluice/core"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -37,13 +36,11 @@ import type {
 import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
 import type { ImageGenerateParamsNonStreaming, ImagesResponse } from "openai/resources/images"
 import type { Response as OpenAiResponse, ResponseCreateParamsNonStreaming } from "openai/resources/responses/responses"
-import * as Adapt from "./internal/adapt.js"
+import * as Call from "./internal/call.js"
 import * as Endpoints from "./internal/endpoint.js"
 import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
-import * as Turn from "./internal/turn.js"
 import type * as OpenAiError from "./OpenAiError.js"
-import * as OpenAiRetry from "./OpenAiRetry.js"
 import * as Tiers from "./Tiers.js"
 import * as TokenEstimator from "./TokenEstimator.js"
 
@@ -182,7 +179,7 @@ export declare namespace OpenAi {
     readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
     /** The pool a model charges (default {@link Tiers.poolOf}: snapshots share their family's pool). */
     readonly poolOf?: ((model: string) => string) | undefined
-    /** The retry policy (default {@link OpenAiRetry.defaultPolicy}). */
+    /** The retry policy (default `OpenAiRetry.defaultPolicy`). */
     readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | undefined
     /**
      * A retry budget shared by every call of the service, so a provider incident cannot become a retry
@@ -362,36 +359,21 @@ export class OpenAi extends Context.Tag("@sluice/openai/OpenAi")<OpenAi, OpenAi.
  * @since 0.1.0
  * @category scopes
  */
-export const scopesFor = (
+export const scopesFor: (
   options: { readonly organization?: string | undefined; readonly project?: string | undefined },
   pool: string,
   tenant?: string
-): ReadonlyArray<string> => {
-  const org = `org:${options.organization ?? "default"}`
-  const scopes = [org, `${org}/pool:${pool}`]
-  if (options.project !== undefined) {
-    scopes.push(`${org}/project:${options.project}`, `${org}/project:${options.project}/pool:${pool}`)
-  }
-  if (tenant !== undefined) scopes.push(`tenant:${tenant}`)
-  return scopes
-}
-
-interface Metered<A> {
-  readonly model: string
-  readonly estimate: TokenEstimator.Estimate
-  readonly send: (signal: AbortSignal) => Promise<{ data: A; response: Response; request_id: string | null }>
-  readonly usage: (data: A) => Budget.Cost | undefined
-}
-
-/**
- * How long calls wait for a pool's first answer before they probe its limits without it (a slow start from
- * the cautious limits: a server that does announce its limits is then found by 429s, so not too soon).
- */
-const PROBE_PATIENCE = Duration.seconds(10)
+) => ReadonlyArray<string> = Call.scopesFor
 
 /**
  * Builds the service over an SDK client. The limiter comes from context when one is there (so several
  * services, or other code, can share budgets); otherwise give budgets in the options.
+ *
+ * Every call takes the same path: its turn of the thread (`Options.timeSlice`), its body checked (a body the
+ * service cannot read fails typed, `BadRequest` with `invalid_body`, unsent) and estimated
+ * ({@link TokenEstimator}), then one governed call (`internal/call.ts`): the retry policy around the model's
+ * breaker around each attempt, and each attempt admitted, marked sent, sent, settled, synced, and on a
+ * failure classified and fed back.
  *
  * @since 0.1.0
  * @category constructors
@@ -402,402 +384,117 @@ export const make = (
 ): Effect.Effect<OpenAi.Service, never, RateLimiter.RateLimiter | Scope.Scope> =>
   Effect.gen(function*() {
     const limiter = yield* RateLimiter.RateLimiter
-    const poolOf = options.poolOf ?? Tiers.poolOf
-    const policy = options.retry ?? OpenAiRetry.defaultPolicy
-    const breakers = options.breaker === false
-      ? undefined
-      : options.breaker !== undefined && "withBreaker" in options.breaker
-      ? options.breaker
-      : yield* CircuitBreaker.make({ isFailure: OpenAiRetry.breakerCounts(), ...options.breaker })
-    const emit = options.onEvent ?? (() => Effect.void)
-    const retryBudget = options.retryBudget === undefined
-      ? undefined
-      : "tryRetry" in options.retryBudget
-      ? options.retryBudget
-      : yield* Retry.makeBudget(options.retryBudget)
-    const adaptive = options.adaptive === false ? undefined : {
-      requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
-      tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
-    }
-    const org = `org:${options.organization ?? "default"}`
-    const settleUsage = options.settleUsage !== false
-    /** What the server enforces but does not announce, learned on the pools whose limits are learned. */
-    const learner = Learn.make(limiter)
-    /**
-     * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP
-     * answer has taught the pool its limits, during which calls go one at a time.
-     */
-    const adaptivePools = new Map<string, { probing: boolean; readonly probe: Turn.Turn }>()
-
-    /** The dimensions the adaptive mode governs. */
-    const unknownDimensions = (poolScope: string) => {
-      const known = new Set(limiter.limitsOf(poolScope).map((limit) => limit.dimension))
-      return (["requests", "tokens"] as const).filter((dimension) => !known.has(dimension))
-    }
-
-    /** The adaptive mode: a pool with no limit probes first (see {@link probed}). */
-    const seed = (poolScope: string) =>
-      Effect.sync(() => {
-        if (adaptive === undefined || adaptivePools.has(poolScope)) return
-        adaptivePools.set(poolScope, {
-          probing: unknownDimensions(poolScope).length > 0,
-          probe: Turn.make()
-        })
-      })
-
-    /**
-     * Ends a pool's probing: an HTTP answer came back and its headers have been synced. When they
-     * taught nothing (a server or proxy that sends no `x-ratelimit-*`), the pool gets the cautious
-     * starting limits, which later headers can still correct.
-     */
-    const learned = (poolScope: string, impatient = false) =>
-      Effect.suspend(() => {
-        const state = adaptivePools.get(poolScope)
-        if (state === undefined || !state.probing || adaptive === undefined) return Effect.void
-        state.probing = false
-        if (limiter.limitsOf(poolScope).length > 0) return impatient ? Effect.void : learner.taught(poolScope)
-        return Effect.zipRight(
-          Effect.ignore(Effect.forEach(
-            unknownDimensions(poolScope),
-            (dimension) =>
-              limiter.sync(poolScope, {
-                dimension,
-                limit: dimension === "requests" ? adaptive.requestsPerMinute : adaptive.tokensPerMinute
-              }),
-            { discard: true }
-          )),
-          learner.blind(poolScope)
-        )
-      })
-
-    /**
-     * Runs an attempt on an adaptive pool that has not heard from the server yet as the pool's only
-     * call in flight (a probe): the herd is admitted after the first answer's `x-ratelimit-*` headers
-     * have replaced the cautious starting limits with the real ones, not before. Once the pool has
-     * learned, this is the attempt itself.
-     */
-    const probed = <A, E, R>(poolScope: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      Effect.suspend(() => {
-        const state = adaptivePools.get(poolScope)
-        if (state === undefined || !state.probing) return effect
-        // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
-        // pool's limits from the cautious ones (see `Learn`)
-        const turn = Effect.raceFirst(
-          Effect.as(state.probe.take, true),
-          Effect.as(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), learned(poolScope, true)), false)
-        )
-        return Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(turn), (mine) =>
-            !mine
-              ? restore(effect)
-              : state.probing
-              ? Effect.ensuring(restore(effect), state.probe.release)
-              : Effect.zipRight(state.probe.release, restore(effect)))
-        )
-      })
-
-    /** Classifies a failure at the Clock's time (an HTTP-date `retry-after` is relative to it). */
-    const classifyNow = (error: unknown, model: string) =>
-      Effect.map(Clock.currentTimeMillis, (now) => Adapt.classify(error, model, now))
-
-    const attempt = <A>(
-      metered: Metered<A>,
-      call: OpenAi.CallOptions | undefined,
-      pool: string,
-      attemptNumber: number,
-      retries: { last: OpenAiError.OpenAiError["_tag"] | undefined } = { last: undefined }
-    ) => {
-      const scopes = scopesFor(options, pool, call?.tenant)
-      const poolScope = scopes[1]
-      const cost = Endpoints.costOf(metered.estimate)
-      const acquireOptions = {
-        priority: call?.priority,
-        deadline: call?.deadline,
-        maxWait: call?.maxWait
-      }
-      /** The call itself, holding the permit; what it does with the answer (or failure). */
-      const use = (permit: RateLimiter.Permit, asked: number) =>
-        Effect.gen(function*() {
-          yield* emit({
-            _tag: "Admitted",
-            model: metered.model,
-            attempt: attemptNumber,
-            scopes,
-            cost,
-            // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
-            waitedMillis: Math.max(0, permit.admittedAt - asked),
-            ...(attemptNumber > 1 && retries.last !== undefined ? { retryOf: retries.last } : {})
-          })
-          // last before the request leaves: the order marked is the order sent
-          const sent = yield* Clock.currentTimeMillis
-          yield* permit.markSent
-          let failure: unknown
-          const outcome = yield* Effect.exit(
-            Effect.tryPromise({ try: (signal) => metered.send(signal), catch: (error) => error }).pipe(
-              Effect.catchAll((raw) => {
-                failure = raw
-                return Effect.flatMap(classifyNow(raw, metered.model), Effect.fail)
-              })
-            )
-          )
-          const latencyMillis = (yield* Clock.currentTimeMillis) - sent
-          if (outcome._tag === "Success") {
-            const { data, response } = outcome.value
-            // Settle first, then fold in the server's remaining: its figure already counts this call at its
-            // actual usage, so lowering to it before the refund would count the refund twice.
-            const used = settleUsage ? metered.usage(data) ?? cost : cost
-            yield* Effect.ignore(permit.settle(used))
-            yield* Effect.ignore(
-              Adapt.syncHeaders(limiter, poolScope, response.headers, { permit, sentAt: sent, adopt: settleUsage })
-            )
-            learner.heard(poolScope, response.headers)
-            yield* learned(poolScope)
-            yield* emit({
-              _tag: "Succeeded",
-              model: metered.model,
-              attempt: attemptNumber,
-              reserved: cost,
-              used,
-              latencyMillis
-            })
-            return outcome.value
-          }
-          const error = Option.getOrUndefined(Adapt.failureOf(outcome.cause))
-          // A refused or failed call still counts as a request; its tokens are returned. Then the error answer's
-          // `x-ratelimit-*` headers (the same as a success's), after the refund for the same reason as above.
-          yield* Effect.ignore(permit.settle(Adapt.chargeOnFailure(error)))
-          if (failure !== undefined) {
-            yield* Effect.ignore(
-              Adapt.syncErrorHeaders(limiter, poolScope, failure, { permit, sentAt: sent, adopt: settleUsage })
-            )
-          }
-          if (error !== undefined) {
-            if (error.status !== undefined) yield* learned(poolScope)
-            yield* Adapt.feedback(limiter, { org, poolScope, scopes }, error, {
-              permit,
-              sentAt: sent,
-              adopt: settleUsage
-            })
-            retries.last = error._tag
-            if (error._tag === "RateLimited") {
-              yield* learner.rateLimited(poolScope, error, { permit, sentAt: sent, adopt: settleUsage })
-            }
-            yield* emit({ _tag: "Failed", model: metered.model, attempt: attemptNumber, error, latencyMillis })
-          }
-          return yield* outcome
-        })
-
-      // Interrupted once admitted (a timeout, a cancelled caller), the call is charged its request and
-      // prompt, and the rest of the reservation goes back at once.
-      const interrupted: Budget.Cost = { requests: 1, tokens: metered.estimate.promptTokens, images: 0 }
-      const governedAttempt = Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const asked = yield* Clock.currentTimeMillis
-          yield* learner.fit(poolScope, cost)
-          const permit = yield* restore(Effect.mapError(
-            limiter.acquire(scopes, cost, acquireOptions),
-            (error) => Adapt.fromAdmission(error, metered.model)
-          ))
-          return yield* restore(use(permit, asked)).pipe(
-            Effect.onInterrupt(() => Effect.ignore(permit.settle(interrupted)))
-          )
-        })
-      )
-      return Effect.zipRight(seed(poolScope), probed(poolScope, governedAttempt))
-    }
-
-    const governed = <A>(metered: Metered<A>, call: OpenAi.CallOptions | undefined) =>
-      Effect.suspend(() => {
-        const pool = poolOf(metered.model)
-        let attempts = 0
-        const retries = { last: undefined as OpenAiError.OpenAiError["_tag"] | undefined }
-        const once = Effect.suspend(() => attempt(metered, call, pool, ++attempts, retries))
-        const guarded = breakers === undefined
-          ? once
-          : Effect.mapError(
-            breakers.withBreaker(metered.model, once),
-            (error) => Adapt.fromBreaker(error, metered.model)
-          )
-        const callPolicy = call?.retry ?? policy
-        const retried = callPolicy === false
-          ? guarded
-          : Retry.retry(guarded, callPolicy, Adapt.retryOptions(call, retryBudget))
-        return retried.pipe(
-          Effect.withSpan("sluice.openai.call", {
-            // a stack trace per call costs more than the rest of the span; the attributes say what it was
-            captureStackTrace: false,
-            attributes: {
-              "sluice.model": metered.model,
-              "sluice.pool": pool,
-              "sluice.tokens.estimate": metered.estimate.tokens
-            }
-          })
-        )
-      })
-
+    const calls = yield* Call.make(limiter, options)
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
     const sliceMillis = TimeSlice.millisOf(options.timeSlice)
-    /** A call, estimated and run once it has its turn of the thread (see `Options.timeSlice`). */
-    const sliced = <A, E>(call: () => Effect.Effect<A, E>): Effect.Effect<A, E> =>
-      TimeSlice.enter(sliceMillis, Effect.suspend(call))
     const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
 
-    /** A body the service cannot read fails typed (`BadRequest`, `invalid_body`), unsent. */
-    const unreadable = (path: Endpoints.Path, params: unknown) => {
-      const problem = Endpoints.serviceBodyProblem(path, params)
-      return problem === undefined
-        ? undefined
-        : Effect.fail(Endpoints.invalidBodyError(problem, (params as { readonly model?: unknown } | null)?.model))
-    }
+    /** A call on `path`, once it has its turn of the thread and its body has been read. */
+    const governed = <A>(
+      path: Endpoints.Path,
+      params: unknown,
+      call: OpenAi.CallOptions | undefined,
+      request: () => Omit<Call.Request<A>, "path">
+    ): Effect.Effect<Call.Answer<A>, CallError> =>
+      TimeSlice.enter(
+        sliceMillis,
+        Effect.suspend(() => {
+          const problem = Endpoints.serviceBodyProblem(path, params)
+          if (problem !== undefined) {
+            return Effect.fail(Endpoints.invalidBodyError(problem, (params as { readonly model?: unknown })?.model))
+          }
+          return calls.run({ path, ...request() }, call)
+        })
+      )
 
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
-      sliced(() =>
-        unreadable("/chat/completions", params) ?? Effect.map(
-          governed({
-            model: params.model,
-            estimate: TokenEstimator.chat(params, estimateOptions),
-            send: (signal) =>
-              Endpoints.checked(
-                "/chat/completions",
-                params.model,
-                client.chat.completions.create(params, requestOptions(signal)).withResponse()
-              ),
-            usage: (data) => Adapt.usageCost(data.usage)
-          }, call),
-          (result) => result.data
-        )
+      Effect.map(
+        governed("/chat/completions", params, call, () => ({
+          model: params.model,
+          estimate: TokenEstimator.chat(params, estimateOptions),
+          send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse()
+        })),
+        (answer) => answer.data
       )
 
     const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
       Stream.suspend(() => {
         const problem = Endpoints.serviceBodyProblem("/chat/completions", params)
         if (problem !== undefined) return Stream.fail(Endpoints.invalidBodyError(problem, params?.model))
-        return Adapt.stream({
-          limiter,
-          scopes: scopesFor(options, poolOf(params.model), call?.tenant),
-          org,
-          policy: call?.retry ?? policy,
-          budget: retryBudget,
-          call,
+        return calls.stream({
+          path: "/chat/completions",
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
-          seed,
-          probed,
-          learned,
-          learner,
-          guard: (effect) => breakers === undefined ? effect : breakers.withBreaker(params.model, effect),
-          emit,
-          classify: classifyNow,
-          open: (signal) =>
+          // the final chunk carries the usage the reservation settles to
+          send: (signal) =>
             client.chat.completions.create(
-              {
-                ...params,
-                stream: true,
-                stream_options: { ...params.stream_options, include_usage: true }
-              } as ChatCompletionCreateParamsStreaming,
+              { ...params, stream: true, stream_options: { ...params.stream_options, include_usage: true } },
               requestOptions(signal)
             ).withResponse()
-        })
+        }, call)
       })
 
-    const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) =>
-      sliced(() =>
-        unreadable("/responses", params) ?? Effect.flatMap(
-          governed({
-            model: String(params.model ?? "gpt-4o"),
-            estimate: TokenEstimator.responses(params as any, estimateOptions),
-            send: (signal) =>
-              Endpoints.checked(
-                "/responses",
-                String(params.model ?? "gpt-4o"),
-                client.responses.create(params, requestOptions(signal)).withResponse()
-              ),
-            usage: (data) => Adapt.usageCost(data.usage)
-          }, call),
-          (result) => Adapt.checkResponseStatus(result.data, String(params.model ?? "gpt-4o"))
-        )
+    const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) => {
+      const model = String(params.model ?? "gpt-4o")
+      return Effect.flatMap(
+        governed("/responses", params, call, () => ({
+          model,
+          estimate: TokenEstimator.responses(params as any, estimateOptions),
+          send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse()
+        })),
+        // an answer that says its response `failed` fails of its kind (after the call settled)
+        (answer) => Endpoints.checkResponseStatus(answer.data, model)
       )
+    }
 
     const embeddingsCreate: OpenAi.Service["embeddings"]["create"] = (params, call) =>
-      sliced(() =>
-        unreadable("/embeddings", params) ?? Effect.map(
-          governed({
-            model: params.model,
-            estimate: TokenEstimator.embeddings(params),
-            send: (signal) =>
-              Endpoints.checked(
-                "/embeddings",
-                params.model,
-                client.embeddings.create(params, requestOptions(signal)).withResponse()
-              ),
-            usage: (data) => Adapt.usageCost(data.usage)
-          }, call),
-          (result) => result.data
-        )
+      Effect.map(
+        governed("/embeddings", params, call, () => ({
+          model: params.model,
+          estimate: TokenEstimator.embeddings(params),
+          send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse()
+        })),
+        (answer) => answer.data
       )
 
     const imagesGenerate: OpenAi.Service["images"]["generate"] = (params, call) =>
-      sliced(() =>
-        unreadable("/images/generations", params) ?? Effect.map(
-          governed({
-            model: params.model ?? "dall-e-2",
-            estimate: TokenEstimator.images(params),
-            send: (signal) =>
-              Endpoints.checked(
-                "/images/generations",
-                params.model ?? "dall-e-2",
-                client.images.generate(params, requestOptions(signal)).withResponse()
-              ),
-            usage: (data) => {
-              const usage = Adapt.usageCost(data.usage)
-              const images = data.data?.length ?? params.n ?? 1
-              return usage === undefined ? { images } : { ...usage, images }
-            }
-          }, call),
-          (result) => result.data
-        )
+      Effect.map(
+        governed("/images/generations", params, call, () => ({
+          model: params.model ?? "dall-e-2",
+          estimate: TokenEstimator.images(params),
+          send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse()
+        })),
+        (answer) => answer.data
       )
 
-    const request: OpenAi.Service["request"] = (url, body, call) =>
-      sliced(() => {
-        const endpoint = Endpoints.endpointOf(url)
-        if (endpoint === undefined) return Effect.fail(Adapt.unsupportedEndpoint(String(url)))
-        const invalid = unreadable(endpoint, body)
-        if (invalid !== undefined) return invalid
-        const estimate = TokenEstimator.forEndpoint(url, body, estimateOptions)
-        if (estimate === undefined) return Effect.fail(Adapt.unsupportedEndpoint(url))
-        return Effect.map(
-          governed({
+    const request: OpenAi.Service["request"] = (url, body, call) => {
+      const path = Endpoints.endpointOf(url)
+      if (path === undefined) return Effect.fail(Endpoints.unsupportedEndpointError(String(url)))
+      return Effect.map(
+        governed(path, body, call, () => {
+          const estimate = TokenEstimator.forEndpoint(path, body, estimateOptions)!
+          return {
             model: estimate.model,
             estimate,
             send: (signal) =>
-              Endpoints.checked(
-                endpoint,
-                estimate.model,
-                client.post(endpoint, { body, maxRetries: 0, signal }).withResponse() as Promise<
-                  { data: any; response: Response; request_id: string | null }
-                >
-              ),
-            usage: (data: any) => {
-              const usage = Adapt.usageCost(data?.usage)
-              return estimate.images > 0 ? { ...usage, images: data?.data?.length ?? estimate.images } : usage
-            }
-          }, call),
-          (result) => ({ body: result.data, requestId: result.request_id, status: result.response.status })
-        )
-      })
+              client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<Call.Answer<unknown>>
+          }
+        }),
+        (answer) => ({ body: answer.data, requestId: answer.request_id, status: answer.response.status })
+      )
+    }
 
     return {
       client,
       limiter,
-      breakers,
+      breakers: calls.breakers,
       chat: { completions: { create: chatCreate, stream: chatStream } },
       responses: { create: responsesCreate },
       embeddings: { create: embeddingsCreate },
       images: { generate: imagesGenerate },
       request,
-      scopesFor: (model, tenant) => scopesFor(options, poolOf(model), tenant),
-      learned: Effect.sync(() => learner.learned())
+      scopesFor: calls.scopesOf,
+      learned: Effect.sync(() => calls.learned())
     } satisfies OpenAi.Service
   })
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
 import { OpenAiError } from "@sluice/openai"
 import { Effect } from "effect"
-import * as Adapt from "../src/internal/adapt.js"
+import * as Call from "../src/internal/call.js"
 
 const POOL = "org:o/pool:m"
 
@@ -29,7 +29,7 @@ const levelAfter = (adopt: boolean | undefined) =>
       used: 2_000,
       requested: 9_000
     })
-    yield* Adapt.feedback(limiter, { org: "org:o", poolScope: POOL, scopes: ["org:o", POOL] }, error, {
+    yield* Call.feedback(limiter, { org: "org:o", poolScope: POOL, scopes: ["org:o", POOL] }, error, {
       permit,
       sentAt: 0,
       adopt
@@ -38,7 +38,7 @@ const levelAfter = (adopt: boolean | undefined) =>
     return estimate.levels.find((level) => level.dimension === "tokens")!.level
   })).pipe(Effect.provide(LimiterStore.layerMemory))
 
-describe("Adapt.feedback: a 429's figures and adopt", () => {
+describe("Call.feedback: a 429's figures and adopt", () => {
   it.effect("with adopt false (reserve-only, streams) the level is only lowered, never raised to the message's", () =>
     Effect.gen(function*() {
       expect(yield* levelAfter(false)).toBeLessThanOrEqual(4_000)

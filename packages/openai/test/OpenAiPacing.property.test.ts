@@ -399,7 +399,7 @@ const runCase = (c: Case) => {
  * The shape of the default sample outside its bounds, and why. #8 learns limits without headers with calls
  * of a third to most of the TPM: the slow start overshoots on its largest call (47,325 tokens; the 429 that
  * names the limit), and while that call waits for the server to have room for it the smaller calls behind it
- * go on (a 429 no longer holds calls that fit: see `Adapt.feedback`), so it is admitted after their usage
+ * go on (a 429 no longer holds calls that fit: see `Call.feedback`), so it is admitted after their usage
  * has been charged (32.4 s, when the server has room for it within 59 ms, the second 429) where the minimum,
  * admitting in arrival order, has it before them (24.5 s). A client that held the calls behind a refused one
  * would pace this shape better and every shape whose refused call is large worse.

@@ -1,10 +1,13 @@
 /**
- * The endpoints Sluice meters, in one place: each one's path, and the shapes Sluice reads of its request
- * body and of its response, as `effect/Schema`. The schemas are lenient: they check the fields Sluice reads
- * (to estimate, route and settle a call) and ignore every other field, so new API fields pass through.
+ * The endpoints Sluice meters, in one place: each one's path, what a call costs (reserved from its estimate,
+ * charged from its answer's `usage`), and the shapes Sluice reads of its request body and of its response, as
+ * `effect/Schema`. The schemas are lenient: they check the fields Sluice reads (to estimate, route and settle a
+ * call) and ignore every other field, so new API fields pass through.
  *
  * @internal
  */
+import type { Budget } from "@sluice/core"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -62,6 +65,36 @@ export const costOf = (estimate: { readonly tokens: number; readonly images: num
   if (estimate.tokens > 0) cost.tokens = estimate.tokens
   if (estimate.images > 0) cost.images = estimate.images
   return cost
+}
+
+/**
+ * The cost of a call from its `usage` (chat, Responses, embeddings or images), or `undefined` without one.
+ *
+ * @internal
+ */
+export const usageCost = (usage: unknown): Budget.Cost | undefined => {
+  if (usage === null || typeof usage !== "object") return undefined
+  const u = usage as Record<string, unknown>
+  const num = (value: unknown) => (typeof value === "number" && Number.isFinite(value) ? value : undefined)
+  const total = num(u.total_tokens) ??
+    ((num(u.prompt_tokens) ?? num(u.input_tokens) ?? 0) + (num(u.completion_tokens) ?? num(u.output_tokens) ?? 0))
+  return { requests: 1, tokens: total }
+}
+
+/**
+ * What an answer says its call used, to settle it: its `usage`, and for an image generation the images it
+ * returned; `undefined` when the answer does not say (the estimate stays charged).
+ *
+ * @internal
+ */
+export const usedCost = (
+  path: Path,
+  data: unknown,
+  estimate: { readonly images: number }
+): Budget.Cost | undefined => {
+  const answer = data as { readonly usage?: unknown; readonly data?: ReadonlyArray<unknown> } | null | undefined
+  const usage = usageCost(answer?.usage)
+  return path === "/images/generations" ? { ...usage, images: answer?.data?.length ?? estimate.images } : usage
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -374,3 +407,26 @@ export const checked = <A>(
       throw error
     }
   )
+
+/**
+ * A Responses API object that came back `failed` is a failure of its kind.
+ *
+ * @internal
+ */
+export const checkResponseStatus = <A extends { readonly status?: unknown; readonly error?: unknown }>(
+  response: A,
+  model: string
+): Effect.Effect<A, Errors.OpenAiError> =>
+  response.status === "failed" && response.error !== null && response.error !== undefined
+    ? Effect.fail(Errors.fromResponseFailed({ type: "response.failed", response } as any, { model }))
+    : Effect.succeed(response)
+
+/**
+ * The error of a URL Sluice does not meter (`OpenAi.request`): a 404 `NotFound`, `unsupported_endpoint`.
+ *
+ * @internal
+ */
+export const unsupportedEndpointError = (url: string): Errors.OpenAiError =>
+  Errors.classify({ status: 404, error: { message: `Sluice does not meter ${url}`, code: "unsupported_endpoint" } }, {
+    model: "unknown"
+  })

@@ -20,6 +20,10 @@
  *   limit ("Limit 600, Used 598"): the pool takes it and what is left, and that dimension stops probing. A
  *   429 that names no limit halves the probe and holds it there.
  *
+ * - **The first answer** (the adaptive mode: a pool with no configured limit): the pool's first call goes
+ *   alone (a probe, {@link Learner.probed}), and the herd is admitted once its answer's `x-ratelimit-*` headers
+ *   have taught the pool its real limits; an answer without them starts the pool at the cautious limits.
+ *
  * What is learned is in the limiter (the learned limits and their bursts show in `snapshot`), in the
  * `sluice_openai_learned` gauge, and in {@link Learner.describe}.
  *
@@ -31,6 +35,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type * as Errors from "../OpenAiError.js"
+import * as Turn from "./turn.js"
 
 /**
  * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
@@ -42,6 +47,11 @@ const FIRST_DOUBLING_MILLIS = 25
 const BLIND_DOUBLING_MILLIS = 400
 /** After a 429 that names no limit: the probe's cut. */
 const BACKOFF = 0.5
+/**
+ * How long calls wait for a pool's first answer before they probe its limits without it (a slow start from
+ * the cautious limits: a server that does announce its limits is then found by 429s, so not too soon).
+ */
+const PROBE_PATIENCE = Duration.seconds(10)
 
 type Dimension = "requests" | "tokens"
 
@@ -85,14 +95,34 @@ interface PoolState {
   readonly learned: Map<string, Learned>
 }
 
+/**
+ * The adaptive mode's cautious starting limits (per minute), for a pool whose first answer announced none;
+ * `undefined`: no adaptive mode (a pool with no configured limit stays unlimited).
+ *
+ * @internal
+ */
+export interface Adaptive {
+  readonly requestsPerMinute: number
+  readonly tokensPerMinute: number
+}
+
 /** @internal */
 export interface Learner {
+  /**
+   * Runs an attempt on an adaptive pool that has not heard from the server yet as the pool's only call in
+   * flight (a probe): the herd is admitted after the first answer's `x-ratelimit-*` headers have replaced the
+   * cautious starting limits with the real ones, not before. Once the pool has learned, this is the attempt
+   * itself.
+   */
+  readonly probed: <A, E, R>(poolScope: string, attempt: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * An HTTP answer came back (its headers synced): the pool's probing ends. When they taught nothing (a server
+   * or proxy that sends no `x-ratelimit-*`), the pool gets the cautious starting limits, which later headers
+   * can still correct.
+   */
+  readonly answered: (poolScope: string) => Effect.Effect<void>
   /** Before admission: the call's turn on the pool's ramp (a probe grows ahead of it). */
   readonly fit: (poolScope: string, cost: Budget.Cost) => Effect.Effect<void>
-  /** A pool's first answer taught its limits (headers): the herd goes out over the first-contact ramp. */
-  readonly taught: (poolScope: string) => Effect.Effect<void>
-  /** A pool's first answer had no rate-limit headers: its (cautious) learned limits are probes. */
-  readonly blind: (poolScope: string) => Effect.Effect<void>
   /** An answer with `x-ratelimit-*` headers came: the pool's limits are announced, its probes stop. */
   readonly heard: (poolScope: string, headers: Headers) => void
   /** What a 429 teaches (after its headers are synced and its gate closed). */
@@ -114,7 +144,7 @@ export const describe = (learned: ReadonlyArray<Learned>): ReadonlyArray<string>
   )
 
 /** @internal */
-export const make = (limiter: RateLimiter.Service): Learner => {
+export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefined): Learner => {
   const pools = new Map<string, PoolState>()
   const stateOf = (poolScope: string): PoolState => {
     let state = pools.get(poolScope)
@@ -188,7 +218,8 @@ export const make = (limiter: RateLimiter.Service): Learner => {
       })
     })
 
-  const taught: Learner["taught"] = (poolScope) =>
+  /** A pool's first answer taught its limits (headers): the herd goes out over the first-contact ramp. */
+  const taught = (poolScope: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.map(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
@@ -208,7 +239,8 @@ export const make = (limiter: RateLimiter.Service): Learner => {
         }
       }))
 
-  const blind: Learner["blind"] = (poolScope) =>
+  /** A pool's first answer had no rate-limit headers: its (cautious) learned limits are probes. */
+  const blind = (poolScope: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.map(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
@@ -285,10 +317,73 @@ export const make = (limiter: RateLimiter.Service): Learner => {
       yield* record(poolScope, state, { dimension, kind: "burst", amount: burst })
     })
 
+  // ---------------------------------------------------------------------------------------------------------
+  // the adaptive mode's first answer
+  // ---------------------------------------------------------------------------------------------------------
+
+  /**
+   * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP answer has
+   * taught the pool its limits, during which calls go one at a time.
+   */
+  const adaptivePools = new Map<string, { probing: boolean; readonly probe: Turn.Turn }>()
+
+  /** The dimensions the adaptive mode governs. */
+  const unknownDimensions = (poolScope: string) => {
+    const known = new Set(limiter.limitsOf(poolScope).map((limit) => limit.dimension))
+    return (["requests", "tokens"] as const).filter((dimension) => !known.has(dimension))
+  }
+
+  /** Ends a pool's probing (see {@link Learner.answered}); `impatient`: no answer came in time. */
+  const ended = (poolScope: string, impatient: boolean) =>
+    Effect.suspend(() => {
+      const state = adaptivePools.get(poolScope)
+      if (state === undefined || !state.probing || adaptive === undefined) return Effect.void
+      state.probing = false
+      if (limiter.limitsOf(poolScope).length > 0) return impatient ? Effect.void : taught(poolScope)
+      return Effect.zipRight(
+        Effect.ignore(Effect.forEach(
+          unknownDimensions(poolScope),
+          (dimension) =>
+            limiter.sync(poolScope, {
+              dimension,
+              limit: dimension === "requests" ? adaptive.requestsPerMinute : adaptive.tokensPerMinute
+            }),
+          { discard: true }
+        )),
+        blind(poolScope)
+      )
+    })
+
+  const probed: Learner["probed"] = (poolScope, attempt) =>
+    Effect.suspend(() => {
+      let state = adaptivePools.get(poolScope)
+      if (state === undefined && adaptive !== undefined) {
+        // the pool's first call: it probes when a dimension has no configured limit
+        state = { probing: unknownDimensions(poolScope).length > 0, probe: Turn.make() }
+        adaptivePools.set(poolScope, state)
+      }
+      if (state === undefined || !state.probing) return attempt
+      const pool = state
+      // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
+      // pool's limits from the cautious ones (see the ramps above)
+      const turn = Effect.raceFirst(
+        Effect.as(pool.probe.take, true),
+        Effect.as(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), ended(poolScope, true)), false)
+      )
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(turn), (mine) =>
+          !mine
+            ? restore(attempt)
+            : pool.probing
+            ? Effect.ensuring(restore(attempt), pool.probe.release)
+            : Effect.zipRight(pool.probe.release, restore(attempt)))
+      )
+    })
+
   return {
+    probed,
+    answered: (poolScope) => ended(poolScope, false),
     fit,
-    taught,
-    blind,
     heard,
     rateLimited,
     learned: () => [...pools.values()].flatMap((state) => [...state.learned.values()])

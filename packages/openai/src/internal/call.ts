@@ -1,0 +1,598 @@
+/**
+ * One governed call: the path every call of the `OpenAi` service takes, `create`, `stream` and `request` alike.
+ *
+ * A call is the retry policy around the model's circuit breaker around one attempt, and every attempt, a
+ * retry as much as the first, goes:
+ *
+ * 1. **admit**: a pool that has not heard from the server yet lets one probe out first, the call takes its turn
+ *    on the pool's learning ramp (both in `learn.ts`), then `RateLimiter.acquire` charges its estimate on every
+ *    scope at once (organization, pool, project, tenant), waiting in its lane for room;
+ * 2. **mark sent**, last before the request leaves: the order marked is the order sent, by which the limiter
+ *    ages the server's reports;
+ * 3. **send** through the SDK (its own retries off), the answer checked against the endpoint's shape;
+ * 4. **settle**, then **sync**: the permit is trued to the answer's `usage`, then the answer's `x-ratelimit-*`
+ *    report is folded in ({@link settleThenSync}: the rule of their order is written there, once);
+ * 5. on a failure, **classify** it into OpenAI's kinds (`OpenAiError`), settle (its request counts, its tokens
+ *    go back) and sync the error's headers the same way, then **feedback**: what it teaches the limiter (a 429
+ *    closes a gate for the whole pool, `insufficient_quota` closes the organization) and the learner.
+ *
+ * A stream takes the same attempt with its permit held: it opens the stream (its headers come with the first
+ * byte, before any output), and the permit settles when the stream ends, from the final usage chunk or from what
+ * was read. An attempt runs in a scope: closing it (an interruption, the end of a stream) aborts the request and
+ * settles a permit nothing else settled.
+ *
+ * @internal
+ */
+import type { Budget, RateLimiter } from "@sluice/core"
+import { CircuitBreaker, Retry } from "@sluice/core"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { CallError, OpenAi } from "../OpenAi.js"
+import * as Errors from "../OpenAiError.js"
+import * as OpenAiRetry from "../OpenAiRetry.js"
+import * as Tiers from "../Tiers.js"
+import type * as TokenEstimator from "../TokenEstimator.js"
+import * as Endpoints from "./endpoint.js"
+import * as Learn from "./learn.js"
+
+/** What the SDK's `withResponse()` gives: the parsed body, the HTTP response, the request id. */
+export interface Answer<A> {
+  readonly data: A
+  readonly response: Response
+  readonly request_id: string | null
+}
+
+/** One request to govern: its endpoint, its model, its estimate, and how the SDK sends it. */
+export interface Request<A> {
+  readonly path: Endpoints.Path
+  readonly model: string
+  readonly estimate: TokenEstimator.Estimate
+  /** The SDK call (`maxRetries: 0`); `signal` aborts it. */
+  readonly send: (signal: AbortSignal) => Promise<Answer<A>>
+}
+
+/** A streamed chat completion's chunk, as far as governing it reads. */
+export interface StreamChunk {
+  readonly usage?: unknown
+  readonly choices?: ReadonlyArray<unknown>
+}
+
+/** The governed calls of one `OpenAi` service. */
+export interface Calls {
+  /** A call to its answer (checked against its endpoint's shape), settled and synced. */
+  readonly run: <A>(request: Request<A>, options: OpenAi.CallOptions | undefined) => Effect.Effect<Answer<A>, CallError>
+  /**
+   * A streamed chat completion: opening it is retried like any call; once chunks flow, a failure ends the
+   * stream. Interrupted half-way (or ended early by the consumer), the permit settles to the prompt plus the
+   * output seen so far (a quarter of the delta characters, at least a token a delta).
+   */
+  readonly stream: <Chunk extends StreamChunk>(
+    request: Request<AsyncIterable<Chunk>>,
+    options: OpenAi.CallOptions | undefined
+  ) => Stream.Stream<Chunk, CallError>
+  /** The scopes a call on `model` is charged against. */
+  readonly scopesOf: (model: string, tenant?: string) => ReadonlyArray<string>
+  /** The circuit breakers, keyed by model (`undefined` with `breaker: false`). */
+  readonly breakers: CircuitBreaker.CircuitBreaker.Service | undefined
+  /** What the service has learned that the server does not announce. */
+  readonly learned: () => ReadonlyArray<Learn.Learned>
+}
+
+/**
+ * The scopes a call is charged against: the organization, its pool for the model, the project and its pool
+ * (when a project is set) and the tenant (when given). (`OpenAi.scopesFor`.)
+ */
+export const scopesFor = (
+  options: { readonly organization?: string | undefined; readonly project?: string | undefined },
+  pool: string,
+  tenant?: string
+): ReadonlyArray<string> => {
+  const org = `org:${options.organization ?? "default"}`
+  const scopes = [org, `${org}/pool:${pool}`]
+  if (options.project !== undefined) {
+    scopes.push(`${org}/project:${options.project}`, `${org}/project:${options.project}/pool:${pool}`)
+  }
+  if (tenant !== undefined) scopes.push(`tenant:${tenant}`)
+  return scopes
+}
+
+/** One call across its attempts. */
+interface Call {
+  readonly model: string
+  readonly pool: string
+  readonly scopes: ReadonlyArray<string>
+  readonly poolScope: string
+  /** What admission charges: the estimate (see `Endpoints.costOf`). */
+  readonly cost: Budget.Cost
+  readonly options: OpenAi.CallOptions | undefined
+  /** The attempts so far, and the kind of the last one's failure (what a retry retries). */
+  attempts: number
+  lastFailure: Errors.OpenAiError["_tag"] | undefined
+}
+
+/** What a stream has used so far: the output seen, and the usage chunk's figures once it came. */
+interface Progress {
+  output: number
+  used: Budget.Cost | undefined
+}
+
+/** An attempt answered: its permit (settled, or held by a stream), and what the rest of a stream needs. */
+interface Sent<A> {
+  readonly answer: Answer<A>
+  readonly permit: RateLimiter.Permit
+  readonly attempt: number
+  readonly sentAt: number
+  readonly controller: AbortController
+  readonly progress: Progress
+}
+
+/** A server's report as of one call: folded in by its send order; `adopt` see `RateLimiter.Observation`. */
+interface Since {
+  readonly permit: RateLimiter.Permit
+  readonly sentAt: number
+  readonly adopt: boolean
+}
+
+/**
+ * What a failed call is charged: its request (OpenAI counts rejected requests; a call that may never have
+ * reached the server, a connection refused, counts too, conservatively); its tokens and images go back. The
+ * dimensions left out keep their charge.
+ */
+const FAILED: Budget.Cost = { tokens: 0, images: 0 }
+
+/**
+ * What a call used when its answer did not say: its request and prompt, and the output a stream read (an
+ * interrupted call gets the rest of its reservation back at once; an image call, its images).
+ */
+const usedSoFar = (progress: Progress, estimate: TokenEstimator.Estimate): Budget.Cost => {
+  if (progress.used !== undefined) return progress.used
+  const used = { requests: 1, tokens: estimate.promptTokens + progress.output }
+  return estimate.images > 0 ? { ...used, images: 0 } : used
+}
+
+/** A closed organization (after `insufficient_quota`) fails with the quota error that closed it. */
+const fromAdmission = (error: RateLimiter.AcquireError): CallError =>
+  error._tag === "ScopeClosed" && Errors.isOpenAiError(error.cause) ? error.cause : error
+
+/** Classifies a failure at the Clock's time (an HTTP-date `retry-after` is relative to it). */
+const classify = (error: unknown, model: string) =>
+  Effect.map(Clock.currentTimeMillis, (now) => Errors.classify(error, { model, now }))
+
+/**
+ * The governed calls of a service: the retry policy and budget, the breakers, the learner and the events
+ * shared by its calls.
+ */
+export const make = (
+  limiter: RateLimiter.Service,
+  options: OpenAi.Options
+): Effect.Effect<Calls, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const poolOf = options.poolOf ?? Tiers.poolOf
+    const policy = options.retry ?? OpenAiRetry.defaultPolicy
+    const breakers = options.breaker === false
+      ? undefined
+      : options.breaker !== undefined && "withBreaker" in options.breaker
+      ? options.breaker
+      : yield* CircuitBreaker.make({ isFailure: OpenAiRetry.breakerCounts(), ...options.breaker })
+    const retryBudget = options.retryBudget === undefined
+      ? undefined
+      : "tryRetry" in options.retryBudget
+      ? options.retryBudget
+      : yield* Retry.makeBudget(options.retryBudget)
+    const emit = options.onEvent ?? (() => Effect.void)
+    const settleUsage = options.settleUsage !== false
+    const org = `org:${options.organization ?? "default"}`
+    /** What the server enforces but does not announce, and the adaptive pools' first answer. */
+    const learner = Learn.make(
+      limiter,
+      options.adaptive === false ? undefined : {
+        requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
+        tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
+      }
+    )
+
+    const callOf = (request: Request<unknown>, callOptions: OpenAi.CallOptions | undefined): Call => {
+      const pool = poolOf(request.model)
+      const scopes = scopesFor(options, pool, callOptions?.tenant)
+      return {
+        model: request.model,
+        pool,
+        scopes,
+        poolScope: scopes[1],
+        cost: Endpoints.costOf(request.estimate),
+        options: callOptions,
+        attempts: 0,
+        lastFailure: undefined
+      }
+    }
+
+    /** 1. Admission on every scope at once; closing the scope then settles the permit if nothing else did. */
+    const admit = (call: Call, estimate: TokenEstimator.Estimate, progress: Progress) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.tap(
+          Effect.mapError(
+            restore(limiter.acquire(call.scopes, call.cost, {
+              priority: call.options?.priority,
+              deadline: call.options?.deadline,
+              maxWait: call.options?.maxWait
+            })),
+            fromAdmission
+          ),
+          (permit) => Effect.addFinalizer(() => Effect.ignore(permit.settle(usedSoFar(progress, estimate))))
+        )
+      )
+
+    /**
+     * One attempt, in the caller's scope. `held`: a stream's, whose permit settles at the stream's end (its
+     * report may then only lower the limiter's levels).
+     */
+    const attempt = <A>(
+      request: Request<A>,
+      call: Call,
+      held: boolean
+    ): Effect.Effect<Sent<A>, CallError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const number = ++call.attempts
+        const { poolScope } = call
+        const asked = yield* Clock.currentTimeMillis
+        yield* learner.fit(poolScope, call.cost)
+        const progress: Progress = { output: 0, used: undefined }
+        const permit = yield* admit(call, request.estimate, progress)
+        yield* emit({
+          _tag: "Admitted",
+          model: call.model,
+          attempt: number,
+          scopes: call.scopes,
+          cost: call.cost,
+          // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
+          waitedMillis: Math.max(0, permit.admittedAt - asked),
+          ...(number > 1 && call.lastFailure !== undefined ? { retryOf: call.lastFailure } : {})
+        })
+        const controller = new AbortController()
+        yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
+        // 2. last before the request leaves: the order marked is the order sent
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* permit.markSent
+        // 3. send: a call's answer checked against its endpoint's shape (a stream's is its chunks, read later)
+        const sent = yield* Effect.either(Effect.tryPromise({
+          try: () =>
+            held
+              ? request.send(controller.signal)
+              : Endpoints.checked(request.path, request.model, request.send(controller.signal)),
+          catch: (error) => error
+        }))
+        const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
+        const since: Since = { permit, sentAt, adopt: !held && settleUsage }
+        if (Either.isLeft(sent)) {
+          // 5. a failure: classified, settled and synced, then fed back to the limiter and the learner
+          const raw = sent.left
+          const error = yield* classify(raw, call.model)
+          yield* settleThenSync(
+            limiter,
+            poolScope,
+            FAILED,
+            (raw as { readonly headers?: unknown } | null)?.headers,
+            since
+          )
+          if (error.status !== undefined) yield* learner.answered(poolScope)
+          yield* feedback(limiter, { org, poolScope, scopes: call.scopes }, error, since)
+          call.lastFailure = error._tag
+          if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error, since)
+          yield* emit({ _tag: "Failed", model: call.model, attempt: number, error, latencyMillis })
+          return yield* Effect.fail(error)
+        }
+        // 4. an answer: settled to its usage (a stream's at its end), then synced
+        const answer = sent.right
+        const used = held
+          ? undefined
+          : settleUsage
+          ? Endpoints.usedCost(request.path, answer.data, request.estimate) ?? call.cost
+          : call.cost
+        yield* settleThenSync(limiter, poolScope, used, answer.response.headers, since)
+        learner.heard(poolScope, answer.response.headers)
+        yield* learner.answered(poolScope)
+        if (used !== undefined) {
+          yield* emit({
+            _tag: "Succeeded",
+            model: call.model,
+            attempt: number,
+            reserved: call.cost,
+            used,
+            latencyMillis
+          })
+        }
+        return { answer, permit, attempt: number, sentAt, controller, progress }
+      })
+
+    /** The retry policy (the call's, else the service's) around the model's breaker around each attempt. */
+    const retried = <A, R>(call: Call, once: Effect.Effect<A, CallError, R>): Effect.Effect<A, CallError, R> => {
+      const probed = learner.probed(call.poolScope, once)
+      const guarded = breakers === undefined ? probed : breakers.withBreaker(call.model, probed)
+      const callPolicy = call.options?.retry ?? policy
+      if (callPolicy === false) return guarded
+      const deadline = call.options?.deadline
+      return Retry.retry(guarded, callPolicy, {
+        ...(deadline === undefined ? {} : { deadline: typeof deadline === "number" ? deadline : deadline.getTime() }),
+        ...(retryBudget === undefined ? {} : { budget: retryBudget })
+      })
+    }
+
+    const run: Calls["run"] = (request, callOptions) =>
+      Effect.suspend(() => {
+        const call = callOf(request, callOptions)
+        return Effect.map(retried(call, Effect.scoped(attempt(request, call, false))), (sent) => sent.answer).pipe(
+          Effect.withSpan("sluice.openai.call", {
+            // a stack trace per call costs more than the rest of the span; the attributes say what it was
+            captureStackTrace: false,
+            attributes: {
+              "sluice.model": call.model,
+              "sluice.pool": call.pool,
+              "sluice.tokens.estimate": request.estimate.tokens
+            }
+          })
+        )
+      })
+
+    const stream: Calls["stream"] = <Chunk extends StreamChunk>(
+      request: Request<AsyncIterable<Chunk>>,
+      callOptions: OpenAi.CallOptions | undefined
+    ) =>
+      Stream.unwrapScoped(Effect.suspend(() => {
+        const call = callOf(request, callOptions)
+        return Effect.map(retried(call, attempt(request, call, true)), (sent) => chunks(call, request.estimate, sent))
+      }))
+
+    /** A stream's chunks once opened: each counts its output; the usage chunk settles; the end reports. */
+    const chunks = <Chunk extends StreamChunk>(
+      call: Call,
+      estimate: TokenEstimator.Estimate,
+      { answer, attempt, controller, permit, progress, sentAt }: Sent<AsyncIterable<Chunk>>
+    ): Stream.Stream<Chunk, CallError> => {
+      const finish = (exit: Exit.Exit<unknown, Errors.OpenAiError>) =>
+        Effect.gen(function*() {
+          const used = usedSoFar(progress, estimate)
+          yield* Effect.ignore(permit.settle(used))
+          const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
+          if (Exit.isSuccess(exit) || progress.used !== undefined) {
+            yield* emit({ _tag: "Succeeded", model: call.model, attempt, reserved: call.cost, used, latencyMillis })
+            return
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (failure._tag === "Some" && Errors.isOpenAiError(failure.value)) {
+            yield* emit({ _tag: "Failed", model: call.model, attempt, error: failure.value, latencyMillis })
+          }
+        })
+      return Stream.fromAsyncIterable(abortable(answer.data, controller), (error) => error).pipe(
+        Stream.catchAll((raw) =>
+          Stream.fromEffect(Effect.flatMap(classify(raw, call.model), (error) => Effect.fail(error)))
+        ),
+        Stream.tap((chunk) =>
+          Effect.suspend(() => {
+            progress.output += chunkOutputTokens(chunk)
+            const usage = Endpoints.usageCost(chunk.usage)
+            if (usage === undefined) return Effect.void
+            progress.used = usage
+            return Effect.ignore(permit.settle(usage))
+          })
+        ),
+        Stream.ensuringWith(finish)
+      )
+    }
+
+    return {
+      run,
+      stream,
+      scopesOf: (model, tenant) => scopesFor(options, poolOf(model), tenant),
+      breakers,
+      learned: () => learner.learned()
+    }
+  })
+
+// -----------------------------------------------------------------------------------------------------------
+// 4. settle, then sync
+// -----------------------------------------------------------------------------------------------------------
+
+/**
+ * Settles a call's permit to `used`, then folds in the server's report of it (the `x-ratelimit-*` headers of
+ * its answer, or of its error: a 429 or any other HTTP error answer has them too). In that order: the server's
+ * remaining already counts the call at its actual usage (and a refused call's tokens not at all), so lowering
+ * to it before the refund would count the refund twice. `used` undefined: the permit stays held (a stream,
+ * settled at its end), and `since.adopt` is then `false`, so its report only lowers.
+ */
+const settleThenSync = (
+  limiter: RateLimiter.Service,
+  poolScope: string,
+  used: Budget.Cost | undefined,
+  headers: unknown,
+  since: Since
+) =>
+  Effect.zipRight(
+    used === undefined ? Effect.void : Effect.ignore(since.permit.settle(used)),
+    Effect.ignore(syncHeaders(limiter, poolScope, headers, since))
+  )
+
+const headerNumber = (headers: Headers, name: string): number | undefined => {
+  const raw = headers.get(name)
+  if (raw === null || raw.trim() === "") return undefined
+  const value = Number(raw)
+  return Number.isFinite(value) ? value : undefined
+}
+
+/**
+ * Folds `x-ratelimit-limit-*` and `x-ratelimit-remaining-*` (from `Headers`, or a plain object as an SDK
+ * error may carry; nothing without headers) into the pool's buckets: remaining lowers the local level where the server knows better (and,
+ * with `since.adopt`, may raise it: see `RateLimiter.Observation.remaining`); a limit teaches an unconfigured
+ * (or adaptive) one. Daily limits are never in headers. Azure's negative remaining counts as zero; its `-1`
+ * sentinel limit is ignored.
+ */
+const syncHeaders = (limiter: RateLimiter.Service, scope: string, source: unknown, since: Since) => {
+  if (source === null || typeof source !== "object") return Effect.void
+  const headers = typeof (source as Headers).get === "function"
+    ? source as Headers
+    : new Headers(source as Record<string, string>)
+  return Effect.forEach(["requests", "tokens", "images"] as const, (dimension) => {
+    const limit = headerNumber(headers, `x-ratelimit-limit-${dimension}`)
+    const remaining = headerNumber(headers, `x-ratelimit-remaining-${dimension}`)
+    if (limit === undefined && remaining === undefined) return Effect.void
+    return limiter.sync(scope, {
+      dimension,
+      limit: limit !== undefined && limit > 0 ? limit : undefined,
+      remaining: remaining === undefined ? undefined : Math.max(0, remaining),
+      since: since.permit,
+      sentAt: since.sentAt,
+      adopt: since.adopt
+    })
+  }, { discard: true })
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// 5. feedback
+// -----------------------------------------------------------------------------------------------------------
+
+/**
+ * How long a per-minute 429 closes its dimension for every call. Its "try again in" hint is the wait of the
+ * refused call's size: when the message says the announced bucket refused it ("Limit L, Used U, Requested R"
+ * with U + R > L), a call of one unit would wait only `(U + 1 − L) / rate` (nothing while U < L), so the
+ * gate is that long and the server's level (L − U) is synced instead: smaller calls go on, larger ones wait
+ * their turn in the limiter. Otherwise (a bucket the message does not name refused it, or it says nothing)
+ * the whole hint.
+ */
+const minuteGate = (
+  error: Errors.RateLimited,
+  hint: number
+): number | { readonly millis: number; readonly remaining: number } => {
+  const { limit, requested, used } = error
+  if (
+    limit === undefined || used === undefined || requested === undefined || !(limit > 0) ||
+    error.dimension === undefined || used + requested <= limit
+  ) return hint
+  const perMs = limit / 60_000
+  return { millis: Math.min(hint, Math.max(0, (used + 1 - limit) / perMs)), remaining: Math.max(0, limit - used) }
+}
+
+/**
+ * What a failure teaches the limiter, so the herd waits instead of each fiber finding out alone:
+ * - a transient rate limit with a hint closes the pool's gate on its dimension until then;
+ * - a daily limit is learned as a per-day bucket of its dimension, beside the per-minute ones (from "Limit L",
+ *   at L − U left, "Used U"), and gated;
+ * - `insufficient_quota` closes the organization: every waiting call fails at once, unsent.
+ */
+export const feedback = (
+  limiter: RateLimiter.Service,
+  scopes: { readonly org: string; readonly poolScope: string; readonly scopes: ReadonlyArray<string> },
+  error: Errors.OpenAiError,
+  /**
+   * The refused call: its message's figures are as of its arrival, folded in by send order (see `syncHeaders`);
+   * `adopt` as for its headers (`false`: a reserve-only service or a stream only ever lowers the level).
+   */
+  since?: { readonly permit: RateLimiter.Permit; readonly sentAt: number; readonly adopt?: boolean | undefined }
+) =>
+  Effect.gen(function*() {
+    switch (error._tag) {
+      case "RateLimited": {
+        const scope = error.scope === "project"
+          ? scopes.scopes.find((s) => s.includes("/project:") && s.includes("/pool:")) ?? scopes.poolScope
+          : scopes.poolScope
+        const dimension = error.dimension ?? "*"
+        if (error.window === "day" && error.limit !== undefined && error.limit > 0) {
+          // learned as a per-day bucket of its own (beside the per-minute ones), at what the server has left
+          // ("Limit L, Used U"; none when the message does not say)
+          yield* Effect.ignore(
+            limiter.sync(scope, {
+              dimension: error.dimension ?? "requests",
+              limit: error.limit,
+              window: "1 day",
+              remaining: error.used !== undefined ? Math.max(0, error.limit - error.used) : 0
+            })
+          )
+        }
+        const hint = error.retryAfter === undefined ? 0 : Duration.toMillis(error.retryAfter)
+        const gate = error.window === "day" ? hint : minuteGate(error, hint)
+        if (typeof gate !== "number" && error.dimension !== undefined) {
+          // what the message says the server has left (limit − used): the limiter paces the refused call (and
+          // any other too large for it) to it
+          yield* Effect.ignore(limiter.sync(scope, {
+            dimension: error.dimension,
+            limit: error.limit,
+            remaining: gate.remaining,
+            since: since?.permit,
+            sentAt: since?.sentAt,
+            adopt: since?.adopt
+          }))
+        }
+        const millis = typeof gate === "number" ? gate : gate.millis
+        if (millis > 0) yield* Effect.ignore(limiter.block(scope, dimension, Duration.millis(millis)))
+        return
+      }
+      case "QuotaExhausted": {
+        yield* limiter.close(scopes.org, "insufficient_quota", error)
+        return
+      }
+      case "Overloaded": {
+        if (error.retryAfter !== undefined && Duration.toMillis(error.retryAfter) > 0) {
+          yield* Effect.ignore(limiter.block(scopes.poolScope, "*", error.retryAfter))
+        }
+        return
+      }
+      default:
+        return
+    }
+  })
+
+// -----------------------------------------------------------------------------------------------------------
+// streams
+// -----------------------------------------------------------------------------------------------------------
+
+/** What a stream chunk's deltas say was generated, in tokens (a quarter of the characters, at least 1). */
+const chunkOutputTokens = (chunk: StreamChunk): number => {
+  let chars = 0
+  let parts = 0
+  for (const choice of chunk.choices ?? []) {
+    const delta = (choice as { readonly delta?: Record<string, unknown> } | null)?.delta
+    if (delta === undefined || delta === null) continue
+    for (const field of ["content", "refusal"] as const) {
+      const text = delta[field]
+      if (typeof text === "string" && text.length > 0) {
+        chars += text.length
+        parts++
+      }
+    }
+    const calls = delta.tool_calls
+    if (Array.isArray(calls)) {
+      for (const call of calls) {
+        const args = (call as { readonly function?: { readonly arguments?: unknown } } | null)?.function?.arguments
+        if (typeof args === "string" && args.length > 0) {
+          chars += args.length
+          parts++
+        }
+      }
+    }
+  }
+  return parts === 0 ? 0 : Math.max(parts, Math.ceil(chars / 4))
+}
+
+/**
+ * An async iterable whose `return()` (a consumer stopping, or an interruption) first aborts the
+ * request: an async generator such as the SDK's queues `return()` behind a pending `next()`, which
+ * would otherwise wait for the server's next chunk.
+ */
+const abortable = <A>(iterable: AsyncIterable<A>, controller: AbortController): AsyncIterable<A> => ({
+  [Symbol.asyncIterator]() {
+    const iterator = iterable[Symbol.asyncIterator]()
+    return {
+      next: () => iterator.next(),
+      return: (value?: unknown) => {
+        controller.abort()
+        return iterator.return !== undefined
+          ? iterator.return(value)
+          : Promise.resolve({ done: true as const, value: value as any })
+      }
+    }
+  }
+})
