@@ -85,7 +85,9 @@ const fastSimRequest = (
   if (raw !== undefined && raw !== null && typeof raw !== "string") return undefined
   const method = (init?.method ?? "GET").toUpperCase()
   const headers: Record<string, string> = {}
-  new Headers(init?.headers).forEach((value, name) => {
+  // the `openai` SDK passes a `Headers` already (names lower-cased, values checked): read it, not a copy of it
+  const given = init?.headers
+  ;(given instanceof Headers ? given : new Headers(given)).forEach((value, name) => {
     headers[name] = value
   })
   if ((headers["content-type"] ?? "").startsWith("multipart/form-data")) return undefined
@@ -231,7 +233,12 @@ export const makeWith = (options: SimFetch.Options = {}): Effect.Effect<Fetch, n
         case "Reset":
           throw response.reason === "timeout" ? headersTimeoutError() : resetError()
         case "Response":
-          return new Response(response.body, { status: response.status, headers: response.headers })
+          return nullBodyStatus(response.status)
+            ? new Response(response.body, { status: response.status, headers: response.headers })
+            : new TextResponse(response.body, {
+              status: response.status,
+              headers: response.headers
+            }) as unknown as Response
         case "Stream": {
           const encoder = new TextEncoder()
           let index = 0
@@ -248,6 +255,99 @@ export const makeWith = (options: SimFetch.Options = {}): Effect.Effect<Fetch, n
       }
     }
   })
+
+/** The statuses whose responses have no body (`new Response` refuses one). */
+const nullBodyStatus = (status: number): boolean => status === 101 || status === 204 || status === 205 || status === 304
+
+/** What undici's body mixin rejects with when a body is read twice. */
+const bodyUnusable = (): TypeError => new TypeError("Body is unusable: Body has already been read")
+
+/**
+ * A `Response` whose body is a string held as it is: `text()` and `json()` read it directly, without undici's
+ * body stream, byte buffer and decoder (which cost several times the simulator's whole judgement per call).
+ * Everything else is the real `Response`'s: it is one (`instanceof Response`), with its `status`, `ok` and
+ * `Headers`; the first use of `body`, `arrayBuffer()`, `bytes()`, `blob()`, `formData()` or `clone()` builds
+ * a real `Response` over the same text (marked read if the text was read already) and answers from it, so a
+ * body read twice fails as it does on any `Response`.
+ */
+class TextResponse extends (Response as new(body: null, init: ResponseInit) => object) {
+  #text: string
+  #read = false
+  #real: Response | undefined
+  constructor(text: string, init: ResponseInit) {
+    super(null, init)
+    this.#text = text
+  }
+  /** As the `Response` it is (its `status` and `headers`, set by the constructor). */
+  get #self(): Response {
+    return this as unknown as Response
+  }
+  #materialize(): Response {
+    if (this.#real === undefined) {
+      this.#real = new Response(this.#text, { status: this.#self.status, headers: this.#self.headers })
+      // a body read as text is read: the real one says so too (its stream is taken)
+      if (this.#read) this.#real.text().catch(() => undefined)
+    }
+    return this.#real
+  }
+  #take(): string {
+    if (this.#read) throw bodyUnusable()
+    this.#read = true
+    return this.#text
+  }
+  get body(): ReadableStream<Uint8Array> | null {
+    return this.#materialize().body
+  }
+  get bodyUsed(): boolean {
+    return this.#real === undefined ? this.#read : this.#real.bodyUsed
+  }
+  text(): Promise<string> {
+    if (this.#real !== undefined) return this.#real.text()
+    try {
+      return Promise.resolve(this.#take())
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+  json(): Promise<unknown> {
+    if (this.#real !== undefined) return this.#real.json()
+    try {
+      return Promise.resolve(JSON.parse(this.#take()))
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+  arrayBuffer(): Promise<ArrayBuffer> {
+    return this.#materialize().arrayBuffer()
+  }
+  blob(): Promise<Blob> {
+    return this.#materialize().blob()
+  }
+  formData(): Promise<FormData> {
+    return this.#materialize().formData()
+  }
+  clone(): Response {
+    if (this.#real !== undefined) return this.#real.clone()
+    if (this.#read) throw new TypeError("Response.clone: Body has already been consumed.")
+    return new TextResponse(this.#text, {
+      status: this.#self.status,
+      headers: this.#self.headers
+    }) as unknown as Response
+  }
+  /** `bytes()`, where the host's `Response` has it (Node 20.16+, 22): from the real `Response`. */
+  static bytesOf(response: TextResponse): Promise<Uint8Array> {
+    return (response.#materialize() as unknown as { bytes: () => Promise<Uint8Array> }).bytes()
+  }
+}
+if (typeof (Response.prototype as Partial<Record<"bytes", unknown>>).bytes === "function") {
+  Object.defineProperty(TextResponse.prototype, "bytes", {
+    value(this: TextResponse) {
+      return TextResponse.bytesOf(this)
+    },
+    writable: true,
+    configurable: true
+  })
+}
 
 const fiberInterrupt = (fiber: { readonly interruptAsFork: (id: any) => Effect.Effect<void> }) =>
   Effect.flatMap(Effect.fiberId, (id) => fiber.interruptAsFork(id))
