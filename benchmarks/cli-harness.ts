@@ -18,7 +18,8 @@ import { createRequire } from "node:module"
 import { cpus, setPriority } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import type { ClientReport } from "./openai-workload.js"
+import type { ClientReport, Shape } from "./openai-workload.js"
+import { shapeWorkload } from "./openai-workload.js"
 
 // -----------------------------------------------------------------------------
 // the command line
@@ -269,6 +270,23 @@ export const runProcess = (
  */
 export const bucketMinimumMillis = (total: number, limitPerMinute: number): number =>
   Math.max(0, (total - limitPerMinute) / limitPerMinute) * 60_000
+
+/**
+ * The least time a named shape's server allows (admission only; the last request's latency is added per
+ * row): each bucket starts full at its capacity C = share × L (the burst where the server enforces
+ * sub-minute buckets, else one minute's limit) and refills at L a minute, so a total X takes (X − C) / L
+ * minutes; with Poisson arrivals, no earlier than the last arrival. Both shape benchmarks (`pnpm bench:openai
+ * --shapes`, `pnpm bench:cli --shapes`) use it.
+ */
+export const shapeMinimumMillis = (shape: Shape): number => {
+  const requests = shapeWorkload(shape)
+  const tokens = requests.reduce((sum, request) => sum + request.knownUsage, 0)
+  const share = shape.burstShare ?? 1
+  const bucket = (total: number, limit: number) => bucketMinimumMillis(total - limit * share + limit, limit)
+  const admission = Math.max(bucket(tokens, shape.limits.tpm), bucket(requests.length, shape.limits.rpm))
+  const lastArrival = Math.max(0, ...requests.map((request) => request.at ?? 0))
+  return Math.max(admission, lastArrival)
+}
 
 // -----------------------------------------------------------------------------
 // reporting

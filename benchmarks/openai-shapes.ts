@@ -17,9 +17,9 @@ import { SimConfig, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
 import { writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
-import { benchmarkOptions, bucketMinimumMillis, CLIENT, gitState, runProcess, serveSimulator } from "./cli-harness.js"
+import { benchmarkOptions, CLIENT, gitState, runProcess, serveSimulator, shapeMinimumMillis } from "./cli-harness.js"
 import type { ClientReport, Shape } from "./openai-workload.js"
-import { SHAPES, shapeScenario, shapeWorkload } from "./openai-workload.js"
+import { SHAPES, shapeScenario } from "./openai-workload.js"
 
 const IMPLEMENTATIONS = ["sluice", "sluice-adaptive", "bare-64-2", "cookbook"] as const
 
@@ -28,18 +28,6 @@ const shapeFlag = args[args.indexOf("--shapes") + 1] ?? "all"
 const shapes = shapeFlag === "all" ? SHAPES : SHAPES.filter((shape) => shapeFlag.split(",").includes(shape.name))
 if (shapes.length === 0) {
   throw new Error(`--shapes: none of ${shapeFlag} (known: ${SHAPES.map((s) => s.name).join(", ")})`)
-}
-
-/** The least time the shape's server allows (admission only; the last request's latency is added per row). */
-const minimumOf = (shape: Shape): number => {
-  const requests = shapeWorkload(shape)
-  const tokens = requests.reduce((sum, request) => sum + request.knownUsage, 0)
-  const share = shape.burstShare ?? 1
-  // a bucket of capacity C = share × L refilled at L a minute: (total − C) / L minutes
-  const bucket = (total: number, limit: number) => bucketMinimumMillis(total - limit * share + limit, limit)
-  const admission = Math.max(bucket(tokens, shape.limits.tpm), bucket(requests.length, shape.limits.rpm))
-  const lastArrival = Math.max(0, ...requests.map((request) => request.at ?? 0))
-  return Math.max(admission, lastArrival)
 }
 
 interface Row {
@@ -80,7 +68,7 @@ const runRow = (round: number, shape: Shape, implementation: string) =>
       implementation,
       finished: report !== undefined,
       wallMillis: report?.wallMillis ?? timeoutSeconds * 1000,
-      minimumMillis: minimumOf(shape) + last.latency,
+      minimumMillis: shapeMinimumMillis(shape) + last.latency,
       server429: stats.byStatus["429"] ?? 0,
       attempts: chat.length,
       lost: shape.requests - succeeded,
