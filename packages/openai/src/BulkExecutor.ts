@@ -197,7 +197,11 @@ export interface Executor {
   readonly limiter: RateLimiter.Service
   /** With a routing config: the router's summary in words (served, spilled and why, reported). */
   readonly routingSummary: Effect.Effect<string | undefined>
-  /** What the service learned that the server does not announce (one line each; none through a router). */
+  /**
+   * What was learned that the server does not announce, one line each: the OpenAi service's bursts and limits
+   * found without headers (`tokens burst 2,500 on … after 3 429s`; none through a router), then the daily
+   * limits a 429 taught the limiter (`requests limit 10,000/day on …`; through a router too).
+   */
   readonly learned: Effect.Effect<ReadonlyArray<string>>
 }
 

@@ -300,9 +300,20 @@ export const make = (
 
     const cancel = (kind: "Signal", message: string) => cancelAll(new Cancelled({ kind, message }))
 
-    const learned = openai === undefined
-      ? Effect.succeed([])
-      : Effect.map(openai.learned, OpenAi.describeLearned)
+    // what the OpenAi service learned of its pools (bursts, limits without headers), then the daily limits a 429
+    // taught the limiter (per-day buckets it was not given: also through a router, and with per-minute limits)
+    const learnedDaily = Effect.map(
+      Effect.orElseSucceed(limiter.snapshot, () => undefined),
+      (snapshot) =>
+        (snapshot?.levels ?? []).filter((level) => level.learned && windowName(level.limit) === "day").map((level) =>
+          `${level.dimension} limit ${Math.round(level.limit.amount).toLocaleString("en-US")}/day on ${level.scope}`
+        )
+    )
+    const learned = Effect.zipWith(
+      openai === undefined ? Effect.succeed([]) : Effect.map(openai.learned, OpenAi.describeLearned),
+      learnedDaily,
+      (service, daily) => [...service, ...daily]
+    )
 
     // Every line is estimated: both vocabularies are loaded here, before the run starts, not on the first line of
     // each encoding, where the load (a few hundred ms of CPU, blocking) would stall every call in flight — at
