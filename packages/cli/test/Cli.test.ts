@@ -1,33 +1,10 @@
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import { Cli, Plan } from "@sluice/cli"
-import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-
-const capture = (argv: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const out: Array<string> = []
-    const err: Array<string> = []
-    let exitCode: number | undefined
-    const base = yield* Effect.console
-    const console: Console.Console = {
-      ...base,
-      log: (...args: ReadonlyArray<any>) => Effect.sync(() => out.push(args.join(" "))),
-      error: (...args: ReadonlyArray<any>) => Effect.sync(() => err.push(args.join(" ")))
-    } as Console.Console
-    const exit = yield* Cli.run(["node", "sluice", ...argv], {
-      stop: Effect.never,
-      setExitCode: (code) => {
-        exitCode = code
-      },
-      isTTY: false,
-      writeProgress: () => Effect.void
-    }).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer), Effect.exit)
-    return { exit, out: out.join("\n"), err: err.join("\n"), exitCode }
-  })
+import { capture } from "./helpers.js"
 
 describe("sluice CLI (in process)", () => {
   it.effect("plan prints the binding limit, drain time and cost", () =>

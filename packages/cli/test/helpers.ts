@@ -1,6 +1,9 @@
 // Shared by the CLI's process tests.
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { Cli } from "@sluice/cli"
 import { SimConfig, type SimStats, Simulator } from "@sluice/testing"
 import { SimServer } from "@sluice/testing/node"
+import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
@@ -63,3 +66,26 @@ export const writeChatInput = (path: string, n: number, content: (i: number) => 
   NodeFs.writeSync(fd, chunk)
   NodeFs.closeSync(fd)
 }
+
+/** `sluice <argv…>` in this process (no stop signal, not a terminal): its exit, what it logged and its exit code. */
+export const capture = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const out: Array<string> = []
+    const err: Array<string> = []
+    let exitCode: number | undefined
+    const base = yield* Effect.console
+    const console: Console.Console = {
+      ...base,
+      log: (...args: ReadonlyArray<any>) => Effect.sync(() => out.push(args.join(" "))),
+      error: (...args: ReadonlyArray<any>) => Effect.sync(() => err.push(args.join(" ")))
+    } as Console.Console
+    const exit = yield* Cli.run(["node", "sluice", ...argv], {
+      stop: Effect.never,
+      setExitCode: (code) => {
+        exitCode = code
+      },
+      isTTY: false,
+      writeProgress: () => Effect.void
+    }).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer), Effect.exit)
+    return { exit, out: out.join("\n"), err: err.join("\n"), exitCode }
+  })

@@ -3,16 +3,14 @@
  * the in-process program on the embedded simulator (`--simulate scenario.json`), in virtual time
  * (`VirtualTime.run` under TestClock: the run's files are real, its waits and the simulator's are not).
  */
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
-import { Cli } from "@sluice/cli"
-import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import { capture } from "./helpers.js"
 
-/** `sluice run` on `scenario` over `lines` chat lines to gpt-4o, no limits given: its stdout and exit code. */
+/** `sluice run` on `scenario` over `lines` chat lines to gpt-4o, no limits given, at `--speed 20`. */
 const runLearning = (scenario: object, lines: number) =>
   Effect.gen(function*() {
     const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-learned-"))
@@ -36,40 +34,19 @@ const runLearning = (scenario: object, lines: number) =>
           }
         })).join("\n") + "\n"
     )
-    const out: Array<string> = []
-    let exitCode: number | undefined
-    const base = yield* Effect.console
-    const console: Console.Console = {
-      ...base,
-      log: (...args: ReadonlyArray<any>) => Effect.sync(() => out.push(args.join(" "))),
-      error: () => Effect.void
-    } as Console.Console
-    yield* Cli.run(
-      [
-        "node",
-        "sluice",
-        "run",
-        "--input",
-        input,
-        "--output",
-        NodePath.join(dir, "out.jsonl"),
-        "--simulate",
-        scenarioPath,
-        "--speed",
-        "20",
-        "--progress",
-        "off"
-      ],
-      {
-        stop: Effect.never,
-        setExitCode: (code) => {
-          exitCode = code
-        },
-        isTTY: false,
-        writeProgress: () => Effect.void
-      }
-    ).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer))
-    return { out: out.join("\n"), exitCode }
+    return yield* capture([
+      "run",
+      "--input",
+      input,
+      "--output",
+      NodePath.join(dir, "out.jsonl"),
+      "--simulate",
+      scenarioPath,
+      "--speed",
+      "20",
+      "--progress",
+      "off"
+    ])
   })
 
 /** The summary's `learned:` line as figures: `[dimension, kind, amount, after]` per thing learned. */
