@@ -5,7 +5,7 @@
  * accessor says `false` is never retried, whatever the configuration. Delays are exponential with
  * full or decorrelated jitter, a server's `retryAfter` is a floor (`delay = max(backoff, retryAfter)`,
  * with no cut-off), attempts and total elapsed time are capped, a caller's deadline makes a wait that
- * cannot be met fail at once with the time it would have taken, and a shared {@link Budget} keeps
+ * cannot be met fail at once with the time it would have taken, and a shared {@link RetryBudget} keeps
  * retries to a share of recent first attempts so an incident cannot become a retry storm.
  *
  * This module knows nothing of any provider: it reads errors through accessors (`kind`,
@@ -149,7 +149,7 @@ export interface Policy<E> extends Schedule.Schedule<Step, E> {
 
 /**
  * The caller's side of a retry: an absolute `deadline` (Clock milliseconds) or a `timeout` from the
- * start of the call, and a shared {@link Budget}.
+ * start of the call, and a shared {@link RetryBudget}.
  *
  * @since 0.1.0
  * @category models
@@ -157,7 +157,7 @@ export interface Policy<E> extends Schedule.Schedule<Step, E> {
 export interface RetryOptions {
   readonly deadline?: number | undefined
   readonly timeout?: Duration.DurationInput | undefined
-  readonly budget?: Budget | undefined
+  readonly budget?: RetryBudget | undefined
 }
 
 /**
@@ -208,18 +208,19 @@ export const stopsTotal = Metric.counter("sluice_retry_stops_total", {
 })
 
 // -----------------------------------------------------------------------------
-// Budget
+// RetryBudget
 // -----------------------------------------------------------------------------
 
 /**
  * A retry budget shared by many calls: over a sliding `window`, retries may not exceed
  * `minRetries + ratio × first attempts`. {@link retry} records each call's first attempt and asks the
- * budget before each retry; a refused retry ends the retries with the last error.
+ * budget before each retry; a refused retry ends the retries with the last error. (Not a `Budget` of
+ * `@sluice/core`'s `Budget` module, which holds a scope's rate limits.)
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category budget
  */
-export interface Budget {
+export interface RetryBudget {
   readonly recordFirstAttempt: Effect.Effect<void>
   readonly tryRetry: Effect.Effect<boolean>
   readonly snapshot: Effect.Effect<{
@@ -230,15 +231,15 @@ export interface Budget {
 }
 
 /**
- * @since 0.1.0
+ * @since 0.2.0
  * @category budget
  */
-export declare namespace Budget {
+export declare namespace RetryBudget {
   /**
    * Defaults: `ratio` 0.2 (retries up to 20% of first attempts), `minRetries` 10 per window,
    * `window` 10 seconds.
    *
-   * @since 0.1.0
+   * @since 0.2.0
    * @category budget
    */
   export interface Options {
@@ -251,7 +252,7 @@ export declare namespace Budget {
 /**
  * Creates a retry budget; time comes from the `Clock`.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category budget
  * @example
  * ```ts
@@ -259,13 +260,13 @@ export declare namespace Budget {
  * import { Retry } from "@sluice/core"
  *
  * const program = Effect.gen(function*() {
- *   const budget = yield* Retry.makeBudget({ ratio: 0.1, minRetries: 5, window: "10 seconds" })
+ *   const budget = yield* Retry.makeRetryBudget({ ratio: 0.1, minRetries: 5, window: "10 seconds" })
  *   // share `budget` between every call: Retry.retry(call, policy, { budget })
  *   return budget
  * })
  * ```
  */
-export const makeBudget = (options: Budget.Options = {}): Effect.Effect<Budget> =>
+export const makeRetryBudget = (options: RetryBudget.Options = {}): Effect.Effect<RetryBudget> =>
   Effect.sync(() => {
     const window = new internal.BudgetWindow(
       Duration.toMillis(options.window ?? Duration.seconds(10)),
@@ -279,6 +280,34 @@ export const makeBudget = (options: Budget.Options = {}): Effect.Effect<Budget> 
       snapshot: Effect.map(Clock.currentTimeMillis, (now) => window.snapshot(now))
     }
   })
+
+/**
+ * @deprecated Since 0.2.0: use {@link RetryBudget} (the same interface; `Budget` is the rate-limits module's name).
+ * @since 0.1.0
+ * @category budget
+ */
+export interface Budget extends RetryBudget {}
+
+/**
+ * @deprecated Since 0.2.0: use {@link RetryBudget}.
+ * @since 0.1.0
+ * @category budget
+ */
+export declare namespace Budget {
+  /**
+   * @deprecated Since 0.2.0: use `RetryBudget.Options`.
+   * @since 0.1.0
+   * @category budget
+   */
+  export interface Options extends RetryBudget.Options {}
+}
+
+/**
+ * @deprecated Since 0.2.0: use {@link makeRetryBudget} (the same function).
+ * @since 0.1.0
+ * @category budget
+ */
+export const makeBudget: (options?: RetryBudget.Options) => Effect.Effect<RetryBudget> = makeRetryBudget
 
 // -----------------------------------------------------------------------------
 // Policies
@@ -329,7 +358,7 @@ const toStep = (d: Extract<internal.Decision, { _tag: "Retry" }>): Step => ({
 const build = <E>(
   settings: internal.Settings<E>,
   deadline: number | undefined,
-  budget: Budget | undefined,
+  budget: RetryBudget | undefined,
   onStop: ((stopped: Stopped) => void) | undefined
 ): Schedule.Schedule<Step, E> =>
   Schedule.makeWithState<internal.State, E, Step>(internal.initialState, (now, error, state) =>
@@ -434,7 +463,7 @@ export const schedule = <E>(policy: Policy<E>, options: RetryOptions = {}): Sche
  * declare const call: Effect.Effect<string, Error & { readonly _tag: string }>
  *
  * const program = Effect.gen(function*() {
- *   const budget = yield* Retry.makeBudget()
+ *   const budget = yield* Retry.makeRetryBudget()
  *   return yield* call.pipe(Retry.retry(policy, { timeout: "30 seconds", budget }))
  * })
  * ```

@@ -119,7 +119,7 @@ export interface Overrides {
  *
  * declare const call: Effect.Effect<string, OpenAiError.OpenAiError>
  * const program = Effect.gen(function*() {
- *   const budget = yield* Retry.makeBudget({ ratio: 0.2, minRetries: 10, window: "10 seconds" })
+ *   const budget = yield* Retry.makeRetryBudget({ ratio: 0.2, minRetries: 10, window: "10 seconds" })
  *   return yield* Retry.retry(call, policy, { timeout: "2 minutes", budget })
  * })
  * ```
