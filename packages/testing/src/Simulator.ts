@@ -12,7 +12,7 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Internal from "./internal/model.js"
+import * as Internal from "./internal/simulator.js"
 import * as SimConfig from "./SimConfig.js"
 import type * as SimStats from "./SimStats.js"
 
