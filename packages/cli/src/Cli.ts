@@ -431,10 +431,7 @@ export const checkBaseUrl = (
  * @since 0.1.0
  * @category run
  */
-export const defaultRetriedPath = (output: string): string => {
-  const ext = NodePath.extname(output)
-  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.retried.jsonl`
-}
+export const defaultRetriedPath = (output: string): string => besideOutput(output, "retried")
 
 /**
  * `<output>.errors.jsonl` next to the output (`results.jsonl` → `results.errors.jsonl`).
@@ -442,9 +439,12 @@ export const defaultRetriedPath = (output: string): string => {
  * @since 0.1.0
  * @category run
  */
-export const defaultErrorsPath = (output: string): string => {
+export const defaultErrorsPath = (output: string): string => besideOutput(output, "errors")
+
+/** `<output>.<name>.jsonl`, the output's `.jsonl` extension (if any) dropped first. */
+const besideOutput = (output: string, name: string): string => {
   const ext = NodePath.extname(output)
-  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.errors.jsonl`
+  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.${name}.jsonl`
 }
 
 // -----------------------------------------------------------------------------------------------------------

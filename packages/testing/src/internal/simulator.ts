@@ -482,41 +482,37 @@ export class Model {
       param,
       code: "missing_required_parameter"
     })
+    /** A request that generates text (chat, responses): one input, `max` tokens at most (else the default). */
+    const generating = (
+      text: string,
+      max: number | undefined,
+      options: { readonly n: number; readonly includeUsage: boolean }
+    ): Parsed => ({
+      model,
+      text,
+      body,
+      inputs: [text],
+      promptTokens: estimateTokens(text),
+      maxTokens: max ?? output.defaultMaxTokens,
+      explicitMax: max !== undefined,
+      n: options.n,
+      stream: body.stream === true,
+      includeUsage: options.includeUsage
+    })
     switch (kind) {
       case "chat": {
         if (!Array.isArray(body.messages)) return missing("messages")
         const text = textOf(body.messages)
-        const max = num(body.max_completion_tokens) ?? num(body.max_tokens)
         const streamOptions = isRecord(body.stream_options) ? body.stream_options : {}
-        return {
-          model,
-          text,
-          body,
-          inputs: [text],
-          promptTokens: estimateTokens(text),
-          maxTokens: max ?? output.defaultMaxTokens,
-          explicitMax: max !== undefined,
+        return generating(text, num(body.max_completion_tokens) ?? num(body.max_tokens), {
           n: Math.max(1, num(body.n) ?? 1),
-          stream: body.stream === true,
           includeUsage: streamOptions.include_usage === true
-        }
+        })
       }
       case "responses": {
         if (body.input === undefined) return missing("input")
         const text = textOf(body.input) + (typeof body.instructions === "string" ? body.instructions : "")
-        const max = num(body.max_output_tokens)
-        return {
-          model,
-          text,
-          body,
-          inputs: [text],
-          promptTokens: estimateTokens(text),
-          maxTokens: max ?? output.defaultMaxTokens,
-          explicitMax: max !== undefined,
-          n: 1,
-          stream: body.stream === true,
-          includeUsage: true
-        }
+        return generating(text, num(body.max_output_tokens), { n: 1, includeUsage: true })
       }
       case "embeddings": {
         const input = body.input
