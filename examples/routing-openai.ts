@@ -8,7 +8,7 @@
  * flight, at OpenAI's Tier 1 figures: gpt-4o has 30,000 tokens a minute per organization. Limits are per
  * organization, so a second organization ("acme-research", its own API key and its own simulator) is a
  * second gpt-4o pool of the same size. The job runs twice for two virtual minutes: once on acme's gpt-4o
- * alone, once through `Routing` over both organizations with the `priority` strategy — acme first; when
+ * alone, once through `OpenAiRouter` over both organizations with the `priority` strategy — acme first; when
  * the limiter says acme's pool cannot admit a call now (`Saturated`), background work spills to
  * acme-research, and when both are saturated it waits where the wait (queue included) is least — and the
  * `OpenAi` service of the chosen organization makes the call with its own client. The second run does
@@ -16,7 +16,7 @@
  * (`strategy: "leastWait"` balances the two pools up front instead: the same throughput, no spills.)
  */
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Routing } from "@sluice/openai"
+import { OpenAiRouter } from "@sluice/openai"
 import { Scenario, SimFetch, Simulator } from "@sluice/testing"
 import { Clock, Console, Effect, Fiber, TestClock, TestContext } from "effect"
 import OpenAI from "openai"
@@ -54,7 +54,7 @@ const tick = (millis: number) =>
 /** Runs the job through a router over `orgs`' gpt-4o; counts what finishes within the window. */
 const runJob = (orgs: ReadonlyArray<{ readonly name: string; readonly client: OpenAI }>) =>
   Effect.scoped(Effect.gen(function*() {
-    const options: Routing.Routing.Options = {
+    const options: OpenAiRouter.OpenAiRouter.Options = {
       deployments: orgs.map((org) => ({
         id: `${org.name}/gpt-4o`,
         model: "gpt-4o",
@@ -72,10 +72,10 @@ const runJob = (orgs: ReadonlyArray<{ readonly name: string; readonly client: Op
         ])
       )
     }
-    const limiter = yield* RateLimiter.make({ budgets: Routing.budgetsFor(options) }).pipe(
+    const limiter = yield* RateLimiter.make({ budgets: OpenAiRouter.budgetsFor(options) }).pipe(
       Effect.provide(LimiterStore.layerMemory)
     )
-    const routed = yield* Routing.make(options).pipe(Effect.provideService(RateLimiter.RateLimiter, limiter))
+    const routed = yield* OpenAiRouter.make(options).pipe(Effect.provideService(RateLimiter.RateLimiter, limiter))
 
     const start = yield* Clock.currentTimeMillis
     let next = 0
@@ -127,7 +127,7 @@ const program = Effect.gen(function*() {
     } a minute, 429s: ${twoStats.reduce((n, s) => n + (s.byStatus["429"] ?? 0), 0)}`
   )
   yield* Console.log(`\nthroughput, two pools vs one: ${(two.done / one.done).toFixed(2)}×\n`)
-  yield* Console.log(`router summary of the two-pool run:\n${Routing.formatSummary(two.summary)}`)
+  yield* Console.log(`router summary of the two-pool run:\n${OpenAiRouter.formatSummary(two.summary)}`)
   yield* Console.log(`\n(${((Date.now() - wall) / 1000).toFixed(1)} s of real time)`)
 })
 

@@ -667,7 +667,7 @@ export type FallbackRules = Schema.Schema.Type<typeof FallbackRules>
 
 /**
  * The rules for what the core itself raises or decides, which every router starts from (a provider's
- * rules are passed in, merged over these: `@sluice/openai`'s `Routing.defaultRules`, say):
+ * rules are passed in, merged over these: `@sluice/openai`'s `OpenAiRouter.defaultRules`, say):
  *
  * - `Saturated` (before a call: the pool cannot admit now) → wait for interactive work, another pool for
  *   background work;
@@ -691,7 +691,7 @@ export const baseRules: FallbackRules = {
  * length → a larger window; rate limited → as `Saturated`; overloaded, server errors, timeouts,
  * connection errors → next; content policy, bad requests → none; quota → another organization). The
  * core no longer applies them by default: pass a provider's rules (`@sluice/openai`'s
- * `Routing.defaultRules`) or your own as `rules`.
+ * `OpenAiRouter.defaultRules`) or your own as `rules`.
  *
  * @since 0.1.0
  * @category fallbacks
@@ -810,7 +810,7 @@ export interface Summary {
  * `fallsOver(error)` says whether the rules move that error to another candidate (any action but `wait`
  * and `none`) and a candidate is left that would take it now (given the fallbacks so far). A call with its
  * own retry policy can then skip retrying what the router will fall over on, and retry in place only
- * what it will not: what `@sluice/openai`'s `Routing` does.
+ * what it will not: what `@sluice/openai`'s `OpenAiRouter` does.
  *
  * @since 0.1.0
  * @category models

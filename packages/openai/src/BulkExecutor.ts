@@ -1,7 +1,7 @@
 /**
  * The OpenAI executor of the bulk runner: what `sluice run` hands to {@link BulkRunner.run}, for any program to
  * use without the command. Every line goes through the `OpenAi` service (or, given a routing config, through
- * `Routing` over its deployments): estimated, admitted atomically across its scopes (organization, the model's
+ * `OpenAiRouter` over its deployments): estimated, admitted atomically across its scopes (organization, the model's
  * pool), sent with the official SDK, synced from the `x-ratelimit-*` headers, settled to its `usage`, gated on
  * 429 hints and retried per {@link retryPolicy}. Its call events feed the run's {@link BulkRunner.Progress}:
  * waits, 429s, retries, the binding budget, tokens reserved against used, and the theoretical minimum wall time
@@ -33,7 +33,7 @@ import type * as BulkRunner from "./BulkRunner.js"
 import * as internal from "./internal/bulkExecutor.js"
 import type * as OpenAiError from "./OpenAiError.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
-import type * as Routing from "./Routing.js"
+import type * as OpenAiRouter from "./OpenAiRouter.js"
 import type * as Tiers from "./Tiers.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ export class Cancelled extends Schema.TaggedError<Cancelled>("@sluice/openai/Can
  * @since 0.2.0
  * @category errors
  */
-export type ExecuteError = Routing.RoutedError | Cancelled
+export type ExecuteError = OpenAiRouter.RoutedError | Cancelled
 
 // ---------------------------------------------------------------------------------------------------------------
 // the policy
@@ -107,7 +107,7 @@ export const retryPolicy: Retry.Policy<OpenAiError.OpenAiError> = OpenAiRetry.ma
  * // { kind: "QuotaExhausted", code: "insufficient_quota", message: "no quota left", stop: true }
  * ```
  */
-export const describeError = (error: Routing.RoutedError): BulkRunner.Failure => {
+export const describeError = (error: OpenAiRouter.RoutedError): BulkRunner.Failure => {
   switch (error._tag) {
     case "NoCandidate":
       return { kind: error._tag, code: error._tag, message: error.message }
@@ -165,7 +165,7 @@ export interface Options {
   readonly tier: Tiers.Tier | undefined
   /** Budgets that replace the tier's for their scopes (e.g. `org:<organization>/pool:<pool>`). */
   readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
-  /** A routing config (parsed JSON) and where it came from: lines go through `Routing` over its deployments. */
+  /** A routing config (parsed JSON) and where it came from: lines go through `OpenAiRouter` over its deployments. */
   readonly routing?: { readonly config: unknown; readonly path: string } | undefined
   readonly priority: "interactive" | "background" | undefined
   /** Per-request admission deadline, in milliseconds from when the request is taken up. */
@@ -241,5 +241,5 @@ export interface Executor {
  */
 export const make = (
   options: Options
-): Effect.Effect<Executor, Routing.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
+): Effect.Effect<Executor, OpenAiRouter.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
   internal.make(options)

@@ -44,6 +44,14 @@ export * as BulkRunner from "./BulkRunner.js"
 export * as BulkExecutor from "./BulkExecutor.js"
 
 /**
+ * @since 0.2.0
+ */
+export * as OpenAiRouter from "./OpenAiRouter.js"
+
+/**
+ * The {@link OpenAiRouter} module under its 0.1.0 name (its Tag and namespace: `Routing.Routing`).
+ *
+ * @deprecated Since 0.2.0: use `OpenAiRouter` (the same module).
  * @since 0.1.0
  */
-export * as Routing from "./Routing.js"
+export * as Routing from "./OpenAiRouter.js"

@@ -20,7 +20,7 @@ import type * as BulkExecutor from "../BulkExecutor.js"
 import { Cancelled, describeError, retryPolicy } from "../BulkExecutor.js"
 import type * as BulkRunner from "../BulkRunner.js"
 import * as OpenAi from "../OpenAi.js"
-import * as Routing from "../Routing.js"
+import * as OpenAiRouter from "../OpenAiRouter.js"
 import * as TokenEstimator from "../TokenEstimator.js"
 
 /** Failures after which a call would be retried: while the run stops, a call that failed one is given up. */
@@ -47,7 +47,11 @@ const windowName = (limit: Budget.Limit): string => {
 /** @internal */
 export const make = (
   options: BulkExecutor.Options
-): Effect.Effect<BulkExecutor.Executor, Routing.RoutingConfigError | ConfigError.ConfigError | Error, Scope.Scope> =>
+): Effect.Effect<
+  BulkExecutor.Executor,
+  OpenAiRouter.RoutingConfigError | ConfigError.ConfigError | Error,
+  Scope.Scope
+> =>
   Effect.gen(function*() {
     const organization = options.organization ?? "default"
     const progress = options.progress
@@ -65,9 +69,9 @@ export const make = (
       fetch: options.fetch as typeof globalThis.fetch | undefined
     }
     const routingOptions = options.routing === undefined ? undefined : yield* Effect.flatMap(
-      Routing.decodeConfig(options.routing.config, options.routing.path),
+      OpenAiRouter.decodeConfig(options.routing.config, options.routing.path),
       (config) =>
-        Routing.optionsFromConfig(config, {
+        OpenAiRouter.optionsFromConfig(config, {
           client: clientOptions,
           tier: options.tier,
           budgets: explicit,
@@ -77,7 +81,7 @@ export const make = (
     )
     const budgets = routingOptions === undefined
       ? OpenAi.budgetsFor(serviceOptions)
-      : Routing.budgetsFor(routingOptions)
+      : OpenAiRouter.budgetsFor(routingOptions)
     // built in the executor's scope: a Redis store's connection lives as long as the run
     const store = yield* Layer.build(options.store ?? LimiterStore.layerMemory)
     const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(store))
@@ -204,7 +208,7 @@ export const make = (
     }
 
     const withLimiter = Effect.provide(Layer.succeed(RateLimiter.RateLimiter, limiter))
-    const routed = routingOptions === undefined ? undefined : yield* withLimiter(Routing.make(routingOptions))
+    const routed = routingOptions === undefined ? undefined : yield* withLimiter(OpenAiRouter.make(routingOptions))
     const openai = routed !== undefined ? undefined : yield* withLimiter(
       OpenAi.make(OpenAi.makeClient(clientOptions), { ...serviceOptions, onEvent })
     )
@@ -279,7 +283,7 @@ export const make = (
 
     const routingSummary = routed === undefined
       ? Effect.succeed(undefined)
-      : Effect.map(routed.summary, Routing.formatSummary)
+      : Effect.map(routed.summary, OpenAiRouter.formatSummary)
 
     const describe = (error: BulkExecutor.ExecuteError): BulkRunner.Failure => {
       if (error._tag === "Cancelled") {

@@ -36,8 +36,15 @@ import type {
   ResponsesParams,
   RoutedError,
   Target
-} from "../Routing.js"
-import { defaultReport, defaultRules, kindOf, type Routing, RoutingConfigError, strategies } from "../Routing.js"
+} from "../OpenAiRouter.js"
+import {
+  defaultReport,
+  defaultRules,
+  kindOf,
+  type OpenAiRouter,
+  RoutingConfigError,
+  strategies
+} from "../OpenAiRouter.js"
 import * as TokenEstimator from "../TokenEstimator.js"
 import * as Endpoints from "./endpoint.js"
 import * as Config from "./routingConfig.js"
@@ -92,8 +99,8 @@ const closedInfo = (key: string): CircuitBreaker.Info => ({
 
 /** @internal */
 export const make = (
-  options: Routing.Options
-): Effect.Effect<Routing.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> =>
+  options: OpenAiRouter.Options
+): Effect.Effect<OpenAiRouter.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> =>
   Effect.gen(function*() {
     const source = "<options>"
     const issues: Array<{ path: string; message: string }> = []
@@ -186,11 +193,12 @@ export const make = (
       states: Effect.map(
         Effect.forEach(targets, (t) => {
           const b = breakerOf(t.id)
-          return Effect.map(b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key), (s) =>
-            [t.id, s] as const)
+          return Effect.map(
+            b === undefined ? Effect.succeed("Closed" as const) : b.breaker.state(b.key),
+            (s) => [t.id, s] as const
+          )
         }),
-        (entries) =>
-          new Map(entries)
+        (entries) => new Map(entries)
       ),
       reset: (key) => {
         const b = breakerOf(key)
@@ -242,7 +250,7 @@ export const make = (
 
     /** Which targets a call may use: its kind, its `model` (a task, or ids/models/aliases) and `deployments`. */
     const resolve = (
-      request: Routing.RunRequest
+      request: OpenAiRouter.RunRequest
     ): Either.Either<
       { readonly task: string | undefined; readonly allowed: ReadonlyArray<Target> },
       Router.NoCandidate
@@ -286,7 +294,7 @@ export const make = (
 
     const sliceMillis = TimeSlice.millisOf(options.timeSlice)
     const run = <A, E, R>(
-      request: Routing.RunRequest,
+      request: OpenAiRouter.RunRequest,
       f: (target: Target, call: OpenAi.OpenAi.CallOptions) => Effect.Effect<A, E, R>
     ): Effect.Effect<readonly [A, Router.Decision], E | Router.NoCandidate, R> =>
       TimeSlice.enter(
@@ -366,7 +374,7 @@ export const make = (
         options: OpenAi.OpenAi.CallOptions
       ) => Effect.Effect<A, OpenAi.CallError>
     ) =>
-    (params: P, callOptions?: Routing.CallOptions): Effect.Effect<A, RoutedError> =>
+    (params: P, callOptions?: OpenAiRouter.CallOptions): Effect.Effect<A, RoutedError> =>
       value(run(
         { ...callOptions, kind, model: modelOf(params), estimate: (model) => estimate(params, model) },
         (target, co) => call(target.openai, params, target.model, co)
@@ -381,7 +389,7 @@ export const make = (
         openai.chat.completions.create({ ...params, model } as ChatCompletionCreateParamsNonStreaming, co)
     )
 
-    const chatStream: Routing.Service["chat"]["completions"]["stream"] = (params, call) =>
+    const chatStream: OpenAiRouter.Service["chat"]["completions"]["stream"] = (params, call) =>
       Stream.unwrapScoped(
         Effect.map(
           run(
@@ -405,16 +413,17 @@ export const make = (
                         co
                       )
                     )
-                    const first = yield* Effect.catchAll(pull, (end) =>
-                      Option.isNone(end) ? Effect.succeed(Chunk.empty<ChatCompletionChunk>()) : Effect.fail(end.value))
+                    const first = yield* Effect.catchAll(
+                      pull,
+                      (end) =>
+                        Option.isNone(end) ? Effect.succeed(Chunk.empty<ChatCompletionChunk>()) : Effect.fail(end.value)
+                    )
                     const now = yield* Clock.currentTimeMillis
                     yield* router.observe(target.id, { ttftMillis: now - started })
                     return { first, pull }
                   }).pipe(
                     Effect.provideService(Scope.Scope, scope),
-                    Effect.onExit((exit) =>
-                      Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void
-                    )
+                    Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)
                   )))
           ),
           ([{ first, pull }]) =>
@@ -445,7 +454,7 @@ export const make = (
       (openai, params, model, co) => openai.images.generate({ ...params, model } as ImageGenerateParamsNonStreaming, co)
     )
 
-    const request: Routing.Service["request"] = (url, body, call) =>
+    const request: OpenAiRouter.Service["request"] = (url, body, call) =>
       Effect.suspend(() => {
         const kind = kindOfPath(url)
         if (kind === undefined) {
@@ -473,7 +482,7 @@ export const make = (
                 (result) => ({ ...result, deployment: target.id, model: target.model })
               )
           ),
-          ([result, decision]): Routing.RequestResult => ({ ...result, decision })
+          ([result, decision]): OpenAiRouter.RequestResult => ({ ...result, decision })
         )
       })
 
@@ -489,5 +498,5 @@ export const make = (
       run,
       decisions: router.decisions,
       summary: router.summary
-    } satisfies Routing.Service
+    } satisfies OpenAiRouter.Service
   })

@@ -1,5 +1,5 @@
 /**
- * Routing's configuration: the checks that span fields (duplicate deployment ids, task entries naming no
+ * OpenAiRouter's configuration: the checks that span fields (duplicate deployment ids, task entries naming no
  * deployment, unknown strategies), written once for options given in code and routing files alike; the
  * decoding of a routing file; and the resolution of its clients and strategy into options.
  *
@@ -14,8 +14,8 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type OpenAI from "openai"
 import type * as OpenAi from "../OpenAi.js"
-import type { ConfigDefaults, Deployment, Routing, StrategyName } from "../Routing.js"
-import { RoutingConfig, RoutingConfigError, strategies } from "../Routing.js"
+import type { ConfigDefaults, Deployment, OpenAiRouter, StrategyName } from "../OpenAiRouter.js"
+import { RoutingConfig, RoutingConfigError, strategies } from "../OpenAiRouter.js"
 import type * as Tiers from "../Tiers.js"
 
 /** @internal */
@@ -189,7 +189,7 @@ export const optionsFromConfig = (
   config: RoutingConfig,
   defaults: ConfigDefaults = {},
   source = "<routing>"
-): Effect.Effect<Routing.Options, RoutingConfigError | ConfigError.ConfigError> =>
+): Effect.Effect<OpenAiRouter.Options, RoutingConfigError | ConfigError.ConfigError> =>
   Effect.gen(function*() {
     const issues: Array<Issue> = []
     const own = new Map<string, OpenAi.ClientOptions>()
@@ -241,5 +241,5 @@ export const optionsFromConfig = (
       tier: config.tier,
       organizations: { ...organizations, ...defaults.organizations },
       ...rest
-    } satisfies Routing.Options
+    } satisfies OpenAiRouter.Options
   })

@@ -1,5 +1,6 @@
 /**
- * Model routing for OpenAI: `@sluice/core`'s `Router` wired to the `OpenAi` service.
+ * Model routing for OpenAI: `@sluice/core`'s `Router` wired to the `OpenAi` service. (Named `Routing` in 0.1.0;
+ * that name is kept, deprecated.)
  *
  * Declare **deployments** — a model in an organization (and optionally a project), reached through an
  * `OpenAI` client or client options (a `Redacted` key, a base URL), with a price, a context window,
@@ -217,7 +218,7 @@ export type RoutedError = OpenAi.CallError | Router.NoCandidate
  * @since 0.1.0
  * @category models
  */
-export declare namespace Routing {
+export declare namespace OpenAiRouter {
   /**
    * @since 0.1.0
    * @category models
@@ -386,7 +387,7 @@ export type ModelOptional<P> = Omit<P, "model"> & { readonly model?: string | un
 
 /**
  * The routed calls: the `OpenAi` service's ({@link OpenAi.Calls}), with an optional `model` and
- * {@link Routing.CallOptions}, failing with a {@link RoutedError}. A stream is routed at its opening: a
+ * {@link OpenAiRouter.CallOptions}, failing with a {@link RoutedError}. A stream is routed at its opening: a
  * call that fails before its first chunk falls over like any other; once chunks flow, a failure ends the
  * stream. The time to the first chunk feeds the router's TTFT EWMA (what `lowestLatency` ranks streams
  * by).
@@ -397,7 +398,7 @@ export type ModelOptional<P> = Omit<P, "model"> & { readonly model?: string | un
 export interface RoutedCalls extends OpenAi.CallLambda {
   readonly type: (
     params: ModelOptional<OpenAi.Calls[this["call"]]["params"]>,
-    options?: Routing.CallOptions
+    options?: OpenAiRouter.CallOptions
   ) => this["call"] extends "chat.completions.stream" ? Stream.Stream<OpenAi.Calls[this["call"]]["result"], RoutedError>
     : Effect.Effect<OpenAi.Calls[this["call"]]["result"], RoutedError>
 }
@@ -451,13 +452,13 @@ export type ImageParams = ModelOptional<ImageGenerateParamsNonStreaming>
  * @since 0.1.0
  * @category models
  */
-export type Service = Routing.Service
+export type Service = OpenAiRouter.Service
 
 /**
  * @since 0.1.0
  * @category tags
  */
-export class Routing extends Context.Tag("@sluice/openai/Routing")<Routing, Routing.Service>() {}
+export class OpenAiRouter extends Context.Tag("@sluice/openai/OpenAiRouter")<OpenAiRouter, OpenAiRouter.Service>() {}
 
 // -----------------------------------------------------------------------------
 // errors
@@ -502,12 +503,12 @@ export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>("
  * @example
  * ```ts
  * import { Budget, RateLimiter } from "@sluice/core"
- * import { Routing } from "@sluice/openai"
+ * import { OpenAiRouter } from "@sluice/openai"
  * import * as Effect from "effect/Effect"
  * import * as Redacted from "effect/Redacted"
  *
  * const program = Effect.gen(function*() {
- *   const routed = yield* Routing.make({
+ *   const routed = yield* OpenAiRouter.make({
  *     client: { apiKey: Redacted.make(process.env.OPENAI_API_KEY ?? "") },
  *     deployments: [
  *       { model: "gpt-4o", organization: "acme", contextWindow: 128_000, price: { input: 2.5e-6, output: 1e-5 } },
@@ -532,8 +533,8 @@ export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>("
  * ```
  */
 export const make: (
-  options: Routing.Options
-) => Effect.Effect<Routing.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> = internal.make
+  options: OpenAiRouter.Options
+) => Effect.Effect<OpenAiRouter.Service, RoutingConfigError, RateLimiter.RateLimiter | Scope.Scope> = internal.make
 
 /**
  * The budgets the options imply for {@link layer}: per organization of the deployments, its tier's
@@ -543,7 +544,7 @@ export const make: (
  * @since 0.1.0
  * @category limits
  */
-export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budget> => {
+export const budgetsFor = (options: OpenAiRouter.Options): ReadonlyArray<Budget.Budget> => {
   const byScope = new Map<string, Budget.Budget>()
   const organizations = new Set(options.deployments.map((d) => d.organization ?? "default"))
   for (const organization of organizations) {
@@ -558,19 +559,19 @@ export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budge
 
 /**
  * The routing service with its own limiter, built from {@link budgetsFor} on the `LimiterStore` in context
- * (memory, or Redis for budgets shared by many processes). Provides both `Routing` and `RateLimiter`.
+ * (memory, or Redis for budgets shared by many processes). Provides both `OpenAiRouter` and `RateLimiter`.
  *
  * @since 0.1.0
  * @category layers
  * @example
  * ```ts
  * import { LimiterStore } from "@sluice/core"
- * import { Routing } from "@sluice/openai"
+ * import { OpenAiRouter } from "@sluice/openai"
  * import * as Effect from "effect/Effect"
  * import * as Layer from "effect/Layer"
  * import * as Redacted from "effect/Redacted"
  *
- * const Live = Routing.layer({
+ * const Live = OpenAiRouter.layer({
  *   tier: 1,
  *   deployments: [
  *     { model: "gpt-4o", organization: "acme", client: { apiKey: Redacted.make("sk-acme") } },
@@ -580,7 +581,7 @@ export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budge
  * }).pipe(Layer.provide(LimiterStore.layerMemory))
  *
  * const program = Effect.gen(function*() {
- *   const routed = yield* Routing.Routing
+ *   const routed = yield* OpenAiRouter.OpenAiRouter
  *   yield* routed.chat.completions.create(
  *     { messages: [{ role: "user", content: "Summarise: …" }], max_tokens: 200 },
  *     { priority: "background" }
@@ -591,10 +592,10 @@ export const budgetsFor = (options: Routing.Options): ReadonlyArray<Budget.Budge
  * ```
  */
 export const layer = (
-  options: Routing.Options
-): Layer.Layer<Routing | RateLimiter.RateLimiter, RoutingConfigError, LimiterStore.LimiterStore> => {
+  options: OpenAiRouter.Options
+): Layer.Layer<OpenAiRouter | RateLimiter.RateLimiter, RoutingConfigError, LimiterStore.LimiterStore> => {
   const limiter = RateLimiter.layer({ budgets: budgetsFor(options) })
-  return Layer.merge(limiter, Layer.scoped(Routing, make(options)).pipe(Layer.provide(limiter))).pipe(Layer.fresh)
+  return Layer.merge(limiter, Layer.scoped(OpenAiRouter, make(options)).pipe(Layer.provide(limiter))).pipe(Layer.fresh)
 }
 
 // -----------------------------------------------------------------------------
@@ -704,10 +705,10 @@ export type RoutingConfig = Schema.Schema.Type<typeof RoutingConfig>
  * @category decoding
  * @example
  * ```ts
- * import { Routing } from "@sluice/openai"
+ * import { OpenAiRouter } from "@sluice/openai"
  * import * as Effect from "effect/Effect"
  *
- * const program = Routing.decodeConfig({
+ * const program = OpenAiRouter.decodeConfig({
  *   deployments: [{ model: "gpt-4o", price: { input: "cheap", output: 1e-5 } }]
  * }, "routing.json").pipe(
  *   Effect.catchTag("RoutingConfigError", (error) => Effect.succeed(error.issues[0].path))
@@ -723,12 +724,12 @@ export const decodeConfig: (
 
 /**
  * What code adds to a routing file: the default client (the CLI's), named clients and strategies, and any
- * other {@link Routing.Options} (they win over the file's).
+ * other {@link OpenAiRouter.Options} (they win over the file's).
  *
  * @since 0.1.0
  * @category models
  */
-export interface ConfigDefaults extends Partial<Omit<Routing.Options, "deployments" | "strategy">> {
+export interface ConfigDefaults extends Partial<Omit<OpenAiRouter.Options, "deployments" | "strategy">> {
   readonly clients?: Readonly<Record<string, OpenAI | OpenAi.ClientOptions>> | undefined
   readonly strategies?: Readonly<Record<string, Router.RoutingStrategy>> | undefined
 }
@@ -744,7 +745,7 @@ export const optionsFromConfig: (
   config: RoutingConfig,
   defaults?: ConfigDefaults,
   source?: string
-) => Effect.Effect<Routing.Options, RoutingConfigError | ConfigError.ConfigError> = config.optionsFromConfig
+) => Effect.Effect<OpenAiRouter.Options, RoutingConfigError | ConfigError.ConfigError> = config.optionsFromConfig
 
 /**
  * The routing service (and its limiter) from a routing file's content: decoded with
@@ -755,12 +756,12 @@ export const optionsFromConfig: (
  * @example
  * ```ts
  * import { LimiterStore } from "@sluice/core"
- * import { Routing } from "@sluice/openai"
+ * import { OpenAiRouter } from "@sluice/openai"
  * import * as Layer from "effect/Layer"
  * import * as Redacted from "effect/Redacted"
  * import * as fs from "node:fs"
  *
- * const Live = Routing.layerConfig(JSON.parse(fs.readFileSync("routing.json", "utf8")), {
+ * const Live = OpenAiRouter.layerConfig(JSON.parse(fs.readFileSync("routing.json", "utf8")), {
  *   client: { apiKey: Redacted.make(process.env.OPENAI_API_KEY ?? "") },
  *   source: "routing.json"
  * }).pipe(Layer.provide(LimiterStore.layerMemory))
@@ -770,7 +771,7 @@ export const layerConfig = (
   input: unknown,
   defaults: ConfigDefaults & { readonly source?: string | undefined } = {}
 ): Layer.Layer<
-  Routing | RateLimiter.RateLimiter,
+  OpenAiRouter | RateLimiter.RateLimiter,
   RoutingConfigError | ConfigError.ConfigError,
   LimiterStore.LimiterStore
 > => {
@@ -805,4 +806,58 @@ export const formatSummary = (summary: Router.Summary): string => {
   for (const spill of summary.spills) lines.push(`  ${spill.from} -> ${spill.to} (${spill.reason}): ${spill.count}`)
   if (summary.reported > 0) lines.push(`reported: ${summary.reported}`)
   return lines.join("\n")
+}
+
+// -----------------------------------------------------------------------------
+// deprecated names
+// -----------------------------------------------------------------------------
+
+/**
+ * The service's Tag under its 0.1.0 name.
+ *
+ * @deprecated Since 0.2.0: use {@link OpenAiRouter} (the same Tag). `Routing` beside core's `Router` read as
+ * two concepts.
+ * @since 0.1.0
+ * @category tags
+ */
+export const Routing: typeof OpenAiRouter = OpenAiRouter
+
+/**
+ * @deprecated Since 0.2.0: use {@link OpenAiRouter}.
+ * @since 0.1.0
+ * @category tags
+ */
+export type Routing = OpenAiRouter
+
+/**
+ * @deprecated Since 0.2.0: use the {@link OpenAiRouter} namespace (the same interfaces).
+ * @since 0.1.0
+ * @category models
+ */
+export declare namespace Routing {
+  /**
+   * @deprecated Since 0.2.0: use `OpenAiRouter.Options`.
+   * @since 0.1.0
+   */
+  export type Options = OpenAiRouter.Options
+  /**
+   * @deprecated Since 0.2.0: use `OpenAiRouter.CallOptions`.
+   * @since 0.1.0
+   */
+  export type CallOptions = OpenAiRouter.CallOptions
+  /**
+   * @deprecated Since 0.2.0: use `OpenAiRouter.RunRequest`.
+   * @since 0.1.0
+   */
+  export type RunRequest = OpenAiRouter.RunRequest
+  /**
+   * @deprecated Since 0.2.0: use `OpenAiRouter.RequestResult`.
+   * @since 0.1.0
+   */
+  export type RequestResult = OpenAiRouter.RequestResult
+  /**
+   * @deprecated Since 0.2.0: use `OpenAiRouter.Service`.
+   * @since 0.1.0
+   */
+  export type Service = OpenAiRouter.Service
 }
