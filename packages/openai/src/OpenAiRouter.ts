@@ -38,7 +38,7 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import type OpenAI from "openai"
+import type OpenAIClient from "openai"
 import type {
   ChatCompletionCreateParamsNonStreaming,
   ChatCompletionCreateParamsStreaming
@@ -99,7 +99,7 @@ export interface Deployment {
   readonly model: string
   readonly organization?: string | undefined
   readonly project?: string | undefined
-  readonly client?: OpenAI | OpenAi.ClientOptions | undefined
+  readonly client?: OpenAIClient | OpenAi.ClientOptions | undefined
   readonly kind?: Kind | undefined
   readonly price?: { readonly input: number; readonly output: number } | undefined
   readonly contextWindow?: number | undefined
@@ -227,7 +227,7 @@ export declare namespace OpenAiRouter {
     /** In order of preference (the `priority` strategy's order). */
     readonly deployments: ReadonlyArray<Deployment>
     /** The client of deployments that name none. */
-    readonly client?: OpenAI | OpenAi.ClientOptions | undefined
+    readonly client?: OpenAIClient | OpenAi.ClientOptions | undefined
     /**
      * A strategy or a built-in's name; default `"priority"` (deployments in order, falling back). It is
      * wrapped in `Router.byTask` when there is a task table and in `Router.eligible` (capabilities,
@@ -730,7 +730,7 @@ export const decodeConfig: (
  * @category models
  */
 export interface ConfigDefaults extends Partial<Omit<OpenAiRouter.Options, "deployments" | "strategy">> {
-  readonly clients?: Readonly<Record<string, OpenAI | OpenAi.ClientOptions>> | undefined
+  readonly clients?: Readonly<Record<string, OpenAIClient | OpenAi.ClientOptions>> | undefined
   readonly strategies?: Readonly<Record<string, Router.RoutingStrategy>> | undefined
 }
 

@@ -21,7 +21,7 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type OpenAI from "openai"
+import type OpenAIClient from "openai"
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -138,7 +138,7 @@ const rejection = (cause: Cause.Cause<unknown>): unknown =>
  * )
  * ```
  */
-export const wrapOpenAI = (client: OpenAI, options: WrapOptions = {}): WrappedOpenAI => {
+export const wrapOpenAI = (client: OpenAIClient, options: WrapOptions = {}): WrappedOpenAI => {
   const runtime = options.runtime ?? Runtime.defaultRuntime
   const runExit = Runtime.runPromiseExit(runtime)
   const layer = OpenAi.layerClient(client, options).pipe(Layer.provide(options.store ?? Stores.layerMemory))

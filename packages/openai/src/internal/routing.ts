@@ -16,7 +16,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type OpenAI from "openai"
+import type OpenAIClient from "openai"
 import type {
   ChatCompletionChunk,
   ChatCompletionCreateParamsNonStreaming,
@@ -107,8 +107,8 @@ export const make = (
     if (options.deployments.length === 0) issues.push({ path: "deployments", message: "no deployments" })
 
     // clients: one SDK client per client object given
-    const clients = new Map<unknown, OpenAI>()
-    const clientFor = (given: OpenAI | OpenAi.ClientOptions): OpenAI => {
+    const clients = new Map<unknown, OpenAIClient>()
+    const clientFor = (given: OpenAIClient | OpenAi.ClientOptions): OpenAIClient => {
       let client = clients.get(given)
       if (client === undefined) {
         client = Config.isClient(given) ? given : OpenAi.makeClient(given)

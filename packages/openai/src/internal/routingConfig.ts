@@ -12,7 +12,7 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import type OpenAI from "openai"
+import type OpenAIClient from "openai"
 import type * as OpenAi from "../OpenAi.js"
 import type { ConfigDefaults, Deployment, OpenAiRouter, StrategyName } from "../OpenAiRouter.js"
 import { RoutingConfig, RoutingConfigError, strategies } from "../OpenAiRouter.js"
@@ -28,7 +28,7 @@ export interface Issue {
 export const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key)
 
 /** @internal */
-export const isClient = (client: OpenAI | OpenAi.ClientOptions): client is OpenAI =>
+export const isClient = (client: OpenAIClient | OpenAi.ClientOptions): client is OpenAIClient =>
   typeof (client as { readonly chat?: unknown }).chat === "object"
 
 /**
@@ -132,7 +132,10 @@ const clientOf = (
   defaults: ConfigDefaults,
   own: Map<string, OpenAi.ClientOptions>,
   issues: Array<Issue>
-): Effect.Effect<{ readonly client: OpenAI | OpenAi.ClientOptions | undefined } | undefined, ConfigError.ConfigError> =>
+): Effect.Effect<
+  { readonly client: OpenAIClient | OpenAi.ClientOptions | undefined } | undefined,
+  ConfigError.ConfigError
+> =>
   Effect.gen(function*() {
     const fallback = defaults.client
     if (d.client !== undefined) {
