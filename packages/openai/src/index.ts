@@ -55,3 +55,8 @@ export * as OpenAiRouter from "./OpenAiRouter.js"
  * @since 0.1.0
  */
 export * as Routing from "./OpenAiRouter.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as BatchOffload from "./BatchOffload.js"

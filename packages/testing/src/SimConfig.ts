@@ -78,7 +78,16 @@ export const ModelSpec = Schema.Struct({
   /** Tokens charged per generated image (GPT Image models charge image tokens against TPM). */
   imageTokens: Schema.optionalWith(NonNegative, { default: () => 0 }),
   /** Embedding vector length when the request does not name `dimensions`. */
-  dimensions: Schema.optionalWith(PositiveInt, { default: () => 256 })
+  dimensions: Schema.optionalWith(PositiveInt, { default: () => 256 }),
+  /**
+   * The Batch API's enqueued-token limit for this model, per organization: a batch whose estimated tokens
+   * (prompt + `n × max_tokens`, as admission estimates them) would take the organization's batches still
+   * validating, in progress, finalizing or cancelling over it fails validation with `token_limit_exceeded`.
+   * Absent: no limit.
+   *
+   * @since 0.2.0
+   */
+  batchQueueTokens: Schema.optional(PositiveInt)
 })
 
 /**
@@ -313,7 +322,12 @@ export type Latency = typeof Latency.Type
 
 /**
  * Batch API timing: a batch is `validating` for `validatingMs`, `in_progress` for
- * `inProgressMs + perRequestMs × requests`, `finalizing` for `finalizingMs`, then `completed`.
+ * `inProgressMs + perRequestMs × requests`, `finalizing` for `finalizingMs`, then `completed`. Its requests
+ * finish evenly over the `in_progress` time (the `i`-th of `n` after `(i + 1) / n` of it). A batch still in
+ * progress 24 hours after it was created is `expired`: the requests finished by then are in its output (and error)
+ * file, the others in its error file with `batch_expired`. A cancelled batch keeps the results of the requests
+ * finished before the cancel, in its output (and error) file; the others are in neither. A line holding
+ * `[sim:batch-invalid]` fails the batch's validation, naming that line (`invalid_request`).
  *
  * @since 0.1.0
  * @category schemas

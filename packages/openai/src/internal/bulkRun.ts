@@ -17,7 +17,6 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
-import { randomUUID } from "node:crypto"
 import * as NodeFs from "node:fs"
 import type {
   BulkRunner,
@@ -32,6 +31,7 @@ import type {
 import { BulkFileError, BulkInputError, BulkPathError, invalidBody, invalidResponse } from "../BulkRunner.js"
 import * as Files from "./bulkFiles.js"
 import * as Input from "./bulkInput.js"
+import * as OutputLine from "./outputLine.js"
 import * as Stats from "./bulkProgress.js"
 import * as Endpoints from "./endpoint.js"
 
@@ -198,19 +198,7 @@ export const run = <E, R>(
 
       // 3. execute with bounded concurrency; write each finished request at once
       const write = (request: Request, response: Response | null, failure: Failure | null) =>
-        out.write(JSON.stringify({
-          id: `batch_req_${randomUUID().replace(/-/g, "")}`,
-          custom_id: request.customId,
-          response: response === null
-            ? null
-            : { status_code: response.statusCode, request_id: response.requestId, body: response.body },
-          error: failure === null ? null : {
-            code: failure.code,
-            message: failure.message,
-            kind: failure.kind,
-            ...(failure.statusCode === undefined ? {} : { status_code: failure.statusCode })
-          }
-        }))
+        out.write(OutputLine.format(request.customId, response, failure))
 
       /** Writes a terminal failure of a request. */
       const fail = (request: Request, failure: Failure): Effect.Effect<void, Files.FileFailure> =>

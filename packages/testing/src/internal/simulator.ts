@@ -171,7 +171,13 @@ interface BatchRecord {
   readonly errors: ReadonlyArray<{ code: string; message: string; line: number | null; param: string | null }>
   /** The organization that created the batch (and is billed for it). */
   readonly organization: string
+  /** The model of its lines (the first line's, when they disagree: the batch fails then). */
+  readonly model: string
+  /** Its estimated tokens, held against the model's enqueued-token limit while it is not finished. */
+  readonly tokens: number
   cancelAt: number | undefined
+  /** Its output and error files are written (it completed, expired or was cancelled). */
+  finished: boolean
   outputFileId: string | null
   errorFileId: string | null
   counts: { total: number; completed: number; failed: number }
@@ -1479,6 +1485,16 @@ export class Model {
           })
           return
         }
+        if (text.includes("[sim:batch-invalid]")) {
+          // a line the Batch API's validation refuses (the marker stands for whatever it finds wrong)
+          errors.push({
+            code: "invalid_request",
+            message: "This line is not a valid request (marked [sim:batch-invalid]).",
+            line: i + 1,
+            param: "body"
+          })
+          return
+        }
         models.add(String(line.body.model))
         lines.push({ custom_id: line.custom_id, method: String(line.method ?? "POST"), url: endpoint, body: line.body })
       } catch {
@@ -1506,6 +1522,32 @@ export class Model {
         param: "body.model"
       })
     }
+    const model = lines.length > 0 ? String(lines[0].body.model) : ""
+    const kind = endpoints[endpoint].kind
+    let tokens = 0
+    for (const l of lines) {
+      const parsed = this.parse(kind, l.body)
+      if (!("status" in parsed)) tokens += this.estimate(kind, parsed)
+    }
+    const queueLimit = this.scenario.models[model]?.batchQueueTokens
+    if (errors.length === 0 && queueLimit !== undefined) {
+      let enqueued = 0
+      for (const other of this.batches.values()) {
+        if (other.organization !== organization || other.model !== model || other.errors.length > 0) continue
+        const status = this.batchStatus(other, now)
+        if (["validating", "in_progress", "finalizing", "cancelling"].includes(status)) enqueued += other.tokens
+      }
+      if (enqueued + tokens > queueLimit) {
+        errors.push({
+          code: "token_limit_exceeded",
+          message: `Enqueued token limit reached for ${model} in organization ${organization}. Limit: ${
+            queueLimit.toLocaleString("en-US")
+          } enqueued tokens. Please try again once some in_progress batches have been completed.`,
+          line: null,
+          param: null
+        })
+      }
+    }
     const ids = new Set<string>()
     for (const [i, l] of lines.entries()) {
       if (ids.has(l.custom_id)) {
@@ -1528,7 +1570,10 @@ export class Model {
       lines,
       errors,
       organization,
+      model,
+      tokens,
       cancelAt: undefined,
+      finished: false,
       outputFileId: null,
       errorFileId: null,
       counts: { total: 0, completed: 0, failed: 0 }
@@ -1542,7 +1587,10 @@ export class Model {
     const inProgressAt = batch.createdAt + t.validatingMs
     const finalizingAt = inProgressAt + t.inProgressMs + t.perRequestMs * batch.lines.length
     const completedAt = finalizingAt + t.finalizingMs
-    return { inProgressAt, finalizingAt, completedAt }
+    const expiresAt = batch.createdAt + DAY
+    /** When the `i`-th request is done: the requests finish evenly over the in-progress time. */
+    const doneAt = (i: number) => inProgressAt + ((finalizingAt - inProgressAt) * (i + 1)) / batch.lines.length
+    return { inProgressAt, finalizingAt, completedAt, expiresAt, doneAt }
   }
 
   private batchStatus(batch: BatchRecord, now: number): string {
@@ -1550,6 +1598,7 @@ export class Model {
     if (batch.cancelAt !== undefined) return now >= batch.cancelAt + 1000 ? "cancelled" : "cancelling"
     if (now < tl.inProgressAt) return "validating"
     if (batch.errors.length > 0) return "failed"
+    if (tl.finalizingAt > tl.expiresAt && now >= tl.expiresAt) return "expired"
     if (now < tl.finalizingAt) return "in_progress"
     if (now < tl.completedAt) return "finalizing"
     return "completed"
@@ -1558,18 +1607,39 @@ export class Model {
   /** Produces the output and error files once the batch completes. */
   private advance(batch: BatchRecord, now: number): void {
     const status = this.batchStatus(batch, now)
-    if (batch.outputFileId !== null || batch.errorFileId !== null) return
+    if (batch.finished) return
     if (status === "in_progress" || status === "finalizing" || status === "validating") {
       if (status !== "validating" && batch.errors.length === 0) {
         batch.counts = { total: batch.lines.length, completed: 0, failed: 0 }
       }
       return
     }
-    if (status !== "completed") return
+    if (status !== "completed" && status !== "expired" && status !== "cancelled") return
+    const tl = this.timeline(batch)
+    // the requests finished: all of them, or those done before the batch expired or was cancelled
+    const until = status === "completed"
+      ? Number.POSITIVE_INFINITY
+      : status === "expired"
+      ? tl.expiresAt
+      : batch.cancelAt!
     const kind = endpoints[batch.endpoint].kind
     const out: Array<string> = []
     const err: Array<string> = []
-    for (const line of batch.lines) {
+    for (const [i, line] of batch.lines.entries()) {
+      if (tl.doneAt(i) > until) {
+        if (status === "expired") {
+          err.push(JSON.stringify({
+            id: `batch_req_${this.idRng.id(24)}`,
+            custom_id: line.custom_id,
+            response: null,
+            error: {
+              code: "batch_expired",
+              message: "This request could not be executed before the completion window expired."
+            }
+          }))
+        }
+        continue
+      }
       const requestId = this.requestId()
       const id = `batch_req_${this.idRng.id(24)}`
       const parsed = this.parse(kind, line.body)
@@ -1621,6 +1691,7 @@ export class Model {
     batch.outputFileId = out.length > 0 ? file(out, "output") : null
     batch.errorFileId = err.length > 0 ? file(err, "error") : null
     batch.counts = { total: batch.lines.length, completed: out.length, failed: err.length }
+    batch.finished = true
   }
 
   private batchObject(batch: BatchRecord, now: number) {
@@ -1630,6 +1701,7 @@ export class Model {
     const reached = (ms: number) => (now >= ms ? sec(ms) : null)
     const cancelled = batch.cancelAt !== undefined
     const failed = status === "failed"
+    const expired = status === "expired"
     return {
       id: batch.id,
       object: "batch",
@@ -1643,10 +1715,10 @@ export class Model {
       created_at: sec(batch.createdAt),
       in_progress_at: failed || (cancelled && batch.cancelAt! < tl.inProgressAt) ? null : reached(tl.inProgressAt),
       expires_at: sec(batch.createdAt + DAY),
-      finalizing_at: failed || cancelled ? null : reached(tl.finalizingAt),
-      completed_at: failed || cancelled ? null : reached(tl.completedAt),
+      finalizing_at: failed || cancelled || expired ? null : reached(tl.finalizingAt),
+      completed_at: failed || cancelled || expired ? null : reached(tl.completedAt),
       failed_at: failed ? sec(tl.inProgressAt) : null,
-      expired_at: null,
+      expired_at: expired ? sec(tl.expiresAt) : null,
       cancelling_at: cancelled ? sec(batch.cancelAt!) : null,
       cancelled_at: status === "cancelled" ? sec(batch.cancelAt! + 1000) : null,
       request_counts: batch.counts,
