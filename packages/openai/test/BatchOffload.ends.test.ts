@@ -1,0 +1,175 @@
+/**
+ * Every way a batch ends, against the in-process simulator under TestClock, each in its documented state with
+ * nothing lost: expired (finished lines delivered, the rest handed back and requeued by a resume), failed for one
+ * line (that line fails, named; the others go out again), refused for the enqueued-token limit (resubmitted
+ * once the queue has room), cancelled (partial results, the rest handed back), a line over the limit alone; and
+ * resuming from a recorded state never creates a batch twice.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { BatchOffload } from "@sluice/openai"
+import { Effect, Exit, Option, Stream } from "effect"
+import { toFile } from "openai"
+import { chatLine, offload, parse, recorder, runLines, scenario, simBatches, Simulator } from "./batchHarness.js"
+import { drive, makeClient } from "./harness.js"
+
+const ids = (n: number, prefix = "l") => Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
+const summaryOf = <A, E>(exit: Exit.Exit<A, E>): A => {
+  if (Exit.isFailure(exit)) throw new Error(`run failed: ${String(exit.cause)}`)
+  return exit.value
+}
+
+describe("BatchOffload: how batches end", () => {
+  it.effect("expired: the lines done in 24 h are delivered, the rest come back and a resume finishes them", () =>
+    Effect.gen(function*() {
+      // one request an hour: 23 of 30 are done when the 24-hour window closes
+      const lines = ids(30).map((id) => chatLine(id, `slow ${id}`))
+      const service = yield* offload({}, { poll: { initial: "10 minutes", max: "2 hours" } })
+      const first = recorder()
+      const run = yield* drive(service.run(Stream.fromIterable(lines), first.options), 600_000)
+      const summary = summaryOf(run.exit)
+      expect(first.results).toHaveLength(23)
+      expect(summary.unfinished.map((u) => u.reason)).toEqual(Array(7).fill("expired"))
+      expect(summary.unfinished.map((u) => u.customId).sort()).toEqual(ids(30).slice(23).sort())
+      expect(summary.unfinished.every((u) => lines.includes(u.request))).toBe(true)
+      const expired = summary.problems.filter((p) => p._tag === "BatchExpired")
+      expect(expired).toHaveLength(1)
+      expect(expired[0]).toMatchObject({ completed: 23, unfinished: 7 })
+      // requeue: the resume plans every line no batch holds (the 7 handed back)
+      const second = recorder()
+      const resumed = yield* drive(
+        service.resume(summary.state, second.options, Stream.fromIterable(lines)),
+        600_000
+      )
+      const after = summaryOf(resumed.exit)
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(30).slice(23).sort())
+      expect(after.skipped).toBe(23)
+      expect(after.unfinished).toEqual([])
+      const all = [...first.results, ...second.results].map((r) => r.customId).sort()
+      expect(all).toEqual(ids(30).sort())
+      expect(yield* simBatches).toHaveLength(2)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
+
+  it.effect("a validation error on one line: that line fails, named; the others go out again", () =>
+    Effect.gen(function*() {
+      const lines = ids(10).map((id, i) => chatLine(id, i === 3 ? "[sim:batch-invalid] this one" : `fine ${id}`))
+      const { exit, recorded } = yield* runLines(lines, {})
+      const summary = summaryOf(exit)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(10).sort())
+      const bad = parse(recorded.results.find((r) => r.customId === "l-3")!.line)
+      expect(bad.error).toMatchObject({ kind: "BatchValidationError", code: "invalid_request" })
+      expect(summary.succeeded).toBe(9)
+      expect(summary.failed).toBe(1)
+      const problem = summary.problems.find((p) => p._tag === "BatchValidationError")
+      expect(problem).toMatchObject({ customId: "l-3", line: 4, fileLine: 4 })
+      const batches = yield* simBatches
+      expect(batches.map((b) => b.status).sort()).toEqual(["completed", "failed"])
+      expect(summary.state.batches).toHaveLength(2)
+      expect(summary.state.batches[0].released.length).toBe(9)
+    }).pipe(Effect.provide(Simulator.layer(scenario({})))))
+
+  it.effect("refused for the enqueued-token limit (another job filled the queue): resubmitted when it has room", () =>
+    Effect.gen(function*() {
+      // about 300 tokens a line (800 characters and max_tokens 100): the other job holds 3,900 of 5,000
+      const content = (id: string) => `${id} ${"word ".repeat(160)}`.slice(0, 800)
+      const client = yield* makeClient()
+      const other = ids(13, "other").map((id) => chatLine(id, content(id), "gpt-4o-mini", 100)).join("\n")
+      const file = yield* Effect.promise(async () =>
+        client.files.create({ file: await toFile(Buffer.from(other), "other.jsonl"), purpose: "batch" })
+      )
+      yield* Effect.promise(() =>
+        client.batches.create({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" })
+      )
+      const lines = ids(10).map((id) => chatLine(id, content(id), "gpt-4o-mini", 100))
+      const { exit, recorded } = yield* runLines(lines, { "gpt-4o-mini": 5_000 })
+      const summary = summaryOf(exit)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(10).sort())
+      expect(summary.succeeded).toBe(10)
+      const refused = summary.problems.filter((p) => p._tag === "EnqueuedTokenLimitExceeded")
+      expect(refused.length).toBeGreaterThan(0)
+      expect(refused.every((p) => p._tag === "EnqueuedTokenLimitExceeded" && p.reason === "refused")).toBe(true)
+      expect(summary.state.batches).toHaveLength(1)
+      expect(summary.state.batches[0].attempts).toBe(refused.length + 1)
+      const statuses = (yield* simBatches).map((b) => b.status)
+      expect(statuses.filter((s) => s === "failed")).toHaveLength(refused.length)
+      expect(statuses.filter((s) => s === "completed")).toHaveLength(2)
+    }).pipe(Effect.provide(Simulator.layer(scenario({ "gpt-4o-mini": 5_000 })))))
+
+  it.effect("a line that alone needs more than the model's enqueued-token limit fails at once, typed", () =>
+    Effect.gen(function*() {
+      const lines = [chatLine("small", "hello", "gpt-4o-mini", 50), chatLine("huge", "hello", "gpt-4o-mini", 9_000)]
+      const { exit, recorded } = yield* runLines(lines, { "gpt-4o-mini": 5_000 })
+      const summary = summaryOf(exit)
+      const huge = parse(recorded.results.find((r) => r.customId === "huge")!.line)
+      expect(huge.error).toMatchObject({ kind: "EnqueuedTokenLimitExceeded", code: "token_limit_exceeded" })
+      expect(summary.problems).toHaveLength(1)
+      expect(summary.problems[0]).toMatchObject({ reason: "line-too-large", customId: "huge", line: 2, limit: 5_000 })
+      expect(parse(recorded.results.find((r) => r.customId === "small")!.line).response.status_code).toBe(200)
+      expect(yield* simBatches).toHaveLength(1)
+    }).pipe(Effect.provide(Simulator.layer(scenario({ "gpt-4o-mini": 5_000 })))))
+
+  it.effect("cancel: the results finished before the cancel are delivered, the others come back", () =>
+    Effect.gen(function*() {
+      // one request an hour; the job is cancelled at 3 h 30 min: 3 are done
+      const lines = ids(10).map((id) => chatLine(id, `slow ${id}`))
+      const { exit, recorded } = yield* runLines(lines, {}, { stop: Effect.sleep("210 minutes") }, {
+        poll: { initial: "1 minute", max: "30 minutes" }
+      })
+      const summary = summaryOf(exit)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(3).sort())
+      expect(summary.unfinished.map((u) => u.customId).sort()).toEqual(ids(10).slice(3).sort())
+      expect(summary.unfinished.every((u) => u.reason === "cancelled")).toBe(true)
+      expect(summary.problems).toHaveLength(1)
+      expect(summary.problems[0]).toMatchObject({ _tag: "BatchCancelled", completed: 3, unfinished: 7 })
+      expect((yield* simBatches).map((b) => b.status)).toEqual(["cancelled"])
+      expect(summary.state.batches[0]).toMatchObject({ finished: true, status: "cancelled" })
+    }).pipe(Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
+})
+
+describe("BatchOffload: resume", () => {
+  it.effect("killed while its batches run: the resume follows them, creates none, delivers each line once", () =>
+    Effect.gen(function*() {
+      const lines = ids(20).map((id) => chatLine(id, `resume ${id}`))
+      const service = yield* offload({}, { maxRequests: 10 })
+      const first = recorder()
+      // the run stops (as a killed process would) 10 minutes in: both batches exist, neither has finished
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "10 minutes"), 60_000)
+      expect(first.results).toEqual([])
+      const saved = first.states[first.states.length - 1]
+      expect(saved.batches.map((b) => b.batchId !== undefined)).toEqual([true, true])
+      // persisted as JSON and read back
+      const state = yield* BatchOffload.decodeState(BatchOffload.encodeState(saved))
+      const second = recorder()
+      const resumed = yield* drive(service.resume(state, second.options, Stream.fromIterable(lines)), 600_000)
+      const summary = summaryOf(resumed.exit)
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(20).sort())
+      expect(summary.skipped).toBe(20)
+      expect(yield* simBatches).toHaveLength(2)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+
+  it.effect("killed between creating a batch and recording its id: the resume finds it by its file", () =>
+    Effect.gen(function*() {
+      const lines = ids(5).map((id) => chatLine(id, `found ${id}`))
+      const service = yield* offload({})
+      const first = recorder()
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "1 minute"), 10_000)
+      // the state as it was recorded after the upload, before the batch id
+      const uploaded = first.states.find((s) => s.batches.length === 1 && s.batches[0].batchId === undefined)!
+      expect(uploaded).toBeDefined()
+      expect(yield* simBatches).toHaveLength(1)
+      const second = recorder()
+      const resumed = yield* drive(service.resume(uploaded, second.options, Stream.fromIterable(lines)), 60_000)
+      const summary = summaryOf(resumed.exit)
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(5).sort())
+      expect(yield* simBatches).toHaveLength(1)
+      expect(summary.state.batches[0].batchId).toBe((yield* simBatches)[0].id)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({})))))
+
+  it.effect("done custom_ids are neither sent nor delivered again", () =>
+    Effect.gen(function*() {
+      const lines = ids(6).map((id) => chatLine(id, `done ${id}`))
+      const { exit, recorded } = yield* runLines(lines, {}, { done: new Set(["l-0", "l-1"]) })
+      expect(summaryOf(exit).skipped).toBe(2)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(6).slice(2))
+      expect(Option.some((yield* simBatches)[0].request_counts?.total)).toEqual(Option.some(4))
+    }).pipe(Effect.provide(Simulator.layer(scenario({})))))
+})
