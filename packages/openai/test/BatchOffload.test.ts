@@ -4,7 +4,7 @@
  * expired, failed for a line, refused for the queue, cancelled) leaving nothing lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { BulkRunner } from "@sluice/openai"
+import { BulkExecutor, BulkRunner } from "@sluice/openai"
 import { Effect, Exit } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -92,7 +92,7 @@ describe("BatchOffload: the same results as live", () => {
               openai.request(request.url, request.body as Record<string, unknown>),
               (r): BulkRunner.Response => ({ statusCode: r.status, requestId: r.requestId, body: r.body })
             ),
-          describe: BulkRunner.failureOf,
+          describe: BulkExecutor.describeError,
           countTotal: false
         })))
       const live = new Map(
