@@ -31,9 +31,9 @@ import type {
 import { BulkFileError, BulkInputError, BulkPathError, invalidBody, invalidResponse } from "../BulkRunner.js"
 import * as Files from "./bulkFiles.js"
 import * as Input from "./bulkInput.js"
-import * as OutputLine from "./outputLine.js"
 import * as Stats from "./bulkProgress.js"
 import * as Endpoints from "./endpoint.js"
+import * as OutputLine from "./outputLine.js"
 
 type Classified =
   | { readonly _tag: "Work"; readonly request: Request }
