@@ -138,6 +138,14 @@ export class BatchValidationError extends Schema.TaggedError<BatchValidationErro
   message: Schema.String
 }) {}
 
+/** The fields of a batch that ended with some lines done and the others handed back. */
+const partial = {
+  batchId: Schema.String,
+  model: Schema.String,
+  completed: Schema.Number,
+  unfinished: Schema.Number
+}
+
 /**
  * A batch expired (its 24-hour window ended first): `completed` lines were delivered, `unfinished` came back.
  *
@@ -145,12 +153,7 @@ export class BatchValidationError extends Schema.TaggedError<BatchValidationErro
  * @category errors
  */
 export class BatchExpired
-  extends Schema.TaggedError<BatchExpired>("@sluice/openai/BatchOffload/BatchExpired")("BatchExpired", {
-    batchId: Schema.String,
-    model: Schema.String,
-    completed: Schema.Number,
-    unfinished: Schema.Number
-  })
+  extends Schema.TaggedError<BatchExpired>("@sluice/openai/BatchOffload/BatchExpired")("BatchExpired", partial)
 {
   override get message(): string {
     return `batch ${this.batchId} (${this.model}) expired: ${this.completed} lines done, ${this.unfinished} to requeue`
@@ -164,12 +167,7 @@ export class BatchExpired
  * @category errors
  */
 export class BatchCancelled
-  extends Schema.TaggedError<BatchCancelled>("@sluice/openai/BatchOffload/BatchCancelled")("BatchCancelled", {
-    batchId: Schema.String,
-    model: Schema.String,
-    completed: Schema.Number,
-    unfinished: Schema.Number
-  })
+  extends Schema.TaggedError<BatchCancelled>("@sluice/openai/BatchOffload/BatchCancelled")("BatchCancelled", partial)
 {
   override get message(): string {
     return `batch ${this.batchId} (${this.model}) cancelled: ${this.completed} lines done, ${this.unfinished} to requeue`

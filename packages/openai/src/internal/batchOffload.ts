@@ -613,27 +613,9 @@ export const make = (options: Api.Options): Api.Service => {
         Effect.suspend(() => {
           const line = ++lineNumber
           if (text.trim() === "") return Effect.void
-          const decoded = Input.decode(text)
+          const decoded = Input.decodeFresh(text, seen)
           if (decoded._tag === "Invalid") {
-            return invalid(
-              new BulkRunner.BulkInputError({
-                line,
-                reason: decoded.reason,
-                message: decoded.message,
-                ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
-              })
-            )
-          }
-          const first = seen.get(decoded.customId)
-          if (first !== undefined) {
-            return invalid(
-              new BulkRunner.BulkInputError({
-                line,
-                reason: "duplicate-custom-id",
-                customId: decoded.customId,
-                message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
-              })
-            )
+            return invalid(new BulkRunner.BulkInputError(Input.errorFields(line, decoded)))
           }
           seen.set(decoded.customId, line)
           if (done.has(decoded.customId) || owned.has(decoded.customId)) {

@@ -114,3 +114,29 @@ export const decode = (text: string): Decoded => {
     body: decoded.right.body
   }
 }
+
+/**
+ * Decodes one line and refuses a `custom_id` already `seen` (by its first line number); recording it is the
+ * caller's.
+ *
+ * @internal
+ */
+export const decodeFresh = (text: string, seen: ReadonlyMap<string, number>): Decoded => {
+  const decoded = decode(text)
+  if (decoded._tag === "Invalid") return decoded
+  const first = seen.get(decoded.customId)
+  return first === undefined ? decoded : {
+    _tag: "Invalid",
+    reason: "duplicate-custom-id",
+    customId: decoded.customId,
+    message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
+  }
+}
+
+/** The fields of a `BulkInputError` for a rejected line. @internal */
+export const errorFields = (line: number, invalid: Extract<Decoded, { readonly _tag: "Invalid" }>) => ({
+  line,
+  reason: invalid.reason,
+  message: invalid.message,
+  ...(invalid.customId === undefined ? {} : { customId: invalid.customId })
+})

@@ -115,24 +115,8 @@ export const run = <E, R>(
       /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
       const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
         if (Files.isBlank(text)) return { _tag: "Skip" }
-        const decoded = Input.decode(text)
-        if (decoded._tag === "Invalid") {
-          return new BulkInputError({
-            line,
-            reason: decoded.reason,
-            message: decoded.message,
-            ...(decoded.customId === undefined ? {} : { customId: decoded.customId })
-          })
-        }
-        const first = seen.get(decoded.customId)
-        if (first !== undefined) {
-          return new BulkInputError({
-            line,
-            reason: "duplicate-custom-id",
-            customId: decoded.customId,
-            message: `custom_id ${JSON.stringify(decoded.customId)} already used at line ${first}`
-          })
-        }
+        const decoded = Input.decodeFresh(text, seen)
+        if (decoded._tag === "Invalid") return new BulkInputError(Input.errorFields(line, decoded))
         if (invalidUtf8 === true) {
           // U+FFFD stands where the bad bytes were: sending it (or recording the id) would alter the line
           return new BulkInputError({
