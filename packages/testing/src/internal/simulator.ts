@@ -1079,13 +1079,8 @@ export class Model {
 
     const fault = this.drawFault(now, model)
     const requestDelay = this.sample(this.scenario.latency.request)
-    if (
-      fault === "overloaded" || fault === "server_error" || fault === "bad_gateway" || fault === "gateway_timeout" ||
-      fault === "connection_reset" || fault === "timeout" || fault === "conflict"
-    ) {
-      // a failed call is refunded its tokens and images; the request still counts
-      this.charge(scopes, "tokens", -estimate)
-      this.charge(scopes, "images", -images)
+    /** Records the admitted request with what it was finally charged (refunded on a fault, settled on success). */
+    const admitted = (tokens: number, charged: number) =>
       this.admit({
         at: now - this.startedAt,
         model,
@@ -1093,9 +1088,17 @@ export class Model {
         project,
         organization: org,
         requests: 1,
-        tokens: 0,
-        images: 0
+        tokens,
+        images: charged
       })
+    if (
+      fault === "overloaded" || fault === "server_error" || fault === "bad_gateway" || fault === "gateway_timeout" ||
+      fault === "connection_reset" || fault === "timeout" || fault === "conflict"
+    ) {
+      // a failed call is refunded its tokens and images; the request still counts
+      this.charge(scopes, "tokens", -estimate)
+      this.charge(scopes, "images", -images)
+      admitted(0, 0)
       const timeoutThen = this.scenario.faults.timeoutThen
       if (fault === "connection_reset" || (fault === "timeout" && timeoutThen !== "gateway_timeout")) {
         const timedOut = fault === "timeout" && timeoutThen === "connection_timeout"
@@ -1149,16 +1152,7 @@ export class Model {
     // settle: true the estimate up or down to actual usage
     const actual = estimate === 0 ? 0 : served.promptTokens + served.outputTokens
     this.charge(scopes, "tokens", actual - estimate)
-    this.admit({
-      at: now - this.startedAt,
-      model,
-      scope: scope.name,
-      project,
-      organization: org,
-      requests: 1,
-      tokens: actual,
-      images
-    })
+    admitted(actual, images)
     this.addSpend(org, this.cost(spec, served))
     const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
       (fault === "slow" ? this.scenario.faults.slowMs : 0)
