@@ -6,7 +6,18 @@
  * @param {import("@stryker-mutator/api/core").PartialStrykerOptions} [extra] options of this module's run
  * @returns {import("@stryker-mutator/api/core").PartialStrykerOptions}
  */
-export const mutationOptions = (name, mutate, extra = {}) => ({
+export const mutationOptions = (name, mutate, extra = {}) => {
+  // SLUICE_MUTATE_LINES=START-END mutates only those lines of the run's first file, as a chunk with its own report and
+  // incremental file (reports/mutation/<run>.START-END.*), so a long run can be done, resumed and counted in parts
+  // of under half an hour each: `node mutation/summary.mjs <run>.1-350,<run>.351-520,...` adds the chunks up.
+  const lines = process.env.SLUICE_MUTATE_LINES
+  if (lines === undefined || lines === "") return options(name, name, mutate, extra)
+  if (!/^\d+-\d+$/.test(lines)) throw new Error(`SLUICE_MUTATE_LINES must be START-END, got ${lines}`)
+  const file = mutate[0].replace(/:\d+-\d+$/, "")
+  return options(name, `${name}.${lines}`, [`${file}:${lines}`], extra)
+}
+
+const options = (name, report, mutate, extra) => ({
   testRunner: "vitest",
   plugins: ["@stryker-mutator/vitest-runner"],
   vitest: { configFile: `mutation/vitest.${name}.config.ts`, related: false },
@@ -15,10 +26,10 @@ export const mutationOptions = (name, mutate, extra = {}) => ({
   concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),
   timeoutMS: 3_000,
   incremental: true,
-  incrementalFile: `reports/mutation/${name}.incremental.json`,
+  incrementalFile: `reports/mutation/${report}.incremental.json`,
   reporters: ["clear-text", "progress-append-only", "html", "json"],
-  htmlReporter: { fileName: `reports/mutation/${name}.html` },
-  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  htmlReporter: { fileName: `reports/mutation/${report}.html` },
+  jsonReporter: { fileName: `reports/mutation/${report}.json` },
   clearTextReporter: { allowColor: false, logTests: false, maxTestsToLog: 0 },
   tempDirName: ".stryker-tmp",
   cleanTempDir: "always",

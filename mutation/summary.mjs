@@ -1,5 +1,6 @@
 // Prints a module's mutation score from its Stryker JSON report (reports/mutation/<name>.json):
-//   node mutation/summary.mjs <name> [--without <test file part> ...]
+//   node mutation/summary.mjs <name>[,<name>...] [--without <test file part> ...]
+// Several names (the chunks of one run, e.g. limiter.1-350,limiter.351-520) are added up.
 // With --without, also the score had the named test files not existed: a mutant counts as killed only when a test
 // outside them killed it (needs a run with disableBail, where killedBy lists every killing test; with bail,
 // killedBy holds the first killer only and the figure is a lower bound). Timeouts count as detected.
@@ -11,11 +12,20 @@ if (name === undefined) {
   process.exit(2)
 }
 const without = rest.filter((_, i) => rest[i - 1] === "--without")
-const report = JSON.parse(NodeFs.readFileSync(`reports/mutation/${name}.json`, "utf8"))
+const reports = name.split(",").map((part) => JSON.parse(NodeFs.readFileSync(`reports/mutation/${part}.json`, "utf8")))
 const fileOf = new Map()
-for (const [file, { tests }] of Object.entries(report.testFiles ?? {})) {
-  for (const test of tests) fileOf.set(test.id, file)
-}
+// test ids are per report: prefix them with the report's index so that chunks do not mix them up
+const report = { files: {} }
+reports.forEach((one, index) => {
+  for (const [file, { tests }] of Object.entries(one.testFiles ?? {})) {
+    for (const test of tests) fileOf.set(`${index}:${test.id}`, file)
+  }
+  const ids = (list) => list?.map((id) => `${index}:${id}`)
+  for (const [file, { mutants }] of Object.entries(one.files)) {
+    const into = (report.files[file] ??= { mutants: [] })
+    for (const m of mutants) into.mutants.push({ ...m, killedBy: ids(m.killedBy), coveredBy: ids(m.coveredBy) })
+  }
+})
 const tally = (killedBy, keep = () => true) => {
   const t = { killed: 0, timeout: 0, survived: 0, noCoverage: 0, other: 0 }
   for (const { mutants } of Object.values(report.files)) {
