@@ -6,7 +6,6 @@
  * @internal
  */
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -24,6 +23,7 @@ import { CostExceedsCapacity, DeadlineExceeded, ScopeClosed } from "../RateLimit
 import * as Bucket from "./bucket.js"
 import { fullPasses } from "./dispatch.js"
 import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./ledger.js"
+import * as Slot from "./slot.js"
 
 const laneIndex = (lane: Lane | undefined): number => lane === "background" ? 1 : 0
 const laneNames: ReadonlyArray<Lane> = ["interactive", "background"]
@@ -70,7 +70,7 @@ interface Waiter {
   readonly enqueuedAt: number
   readonly deadline: number
   /** Completed when it is admitted or refused (made when it starts to wait: a fast-path placeholder has none). */
-  deferred: Deferred.Deferred<Permit, AcquireError> | undefined
+  deferred: Slot.Slot<Permit, AcquireError> | undefined
   done: boolean
   cancelled: boolean
   permit: Permit | undefined
@@ -312,9 +312,9 @@ export const make = (
       countKeys(waiter.keys, -1)
       if (waiter.deadline !== Number.POSITIVE_INFINITY) finite--
     }
-    let wakeup = Deferred.unsafeMake<void>(undefined as any)
+    let wakeup = Slot.make<void>()
     const signal = () => {
-      if (queued > 0) Deferred.unsafeDone(wakeup, Exit.void)
+      if (queued > 0) Slot.done(wakeup, Exit.void)
     }
     /**
      * Drops finished waiters from the lanes (once a few have gathered), in place and in order. They are mostly
@@ -503,7 +503,7 @@ export const make = (
       const permit = makePermit(waiter.prepared, now)
       if (waiter.cancelled) return Effect.ignore(permit.release)
       waiter.permit = permit
-      Deferred.unsafeDone(waiter.deferred!, Exit.succeed(permit))
+      Slot.done(waiter.deferred!, Exit.succeed(permit))
       return Effect.zipRight(
         Metric.increment(admissionsByLane[waiter.lane]),
         Metric.update(waitsByLane[waiter.lane], now - waiter.enqueuedAt)
@@ -512,7 +512,7 @@ export const make = (
 
     const reject = (waiter: Waiter, error: AcquireError) => {
       finish(waiter)
-      Deferred.unsafeDone(waiter.deferred!, Exit.fail(error))
+      Slot.done(waiter.deferred!, Exit.fail(error))
       const reason = error._tag === "DeadlineExceeded"
         ? "deadline"
         : error._tag === "ScopeClosed"
@@ -685,13 +685,13 @@ export const make = (
     const ring = (at: number) =>
       Effect.sync(() => {
         if (alarm?.at === at) alarm = undefined
-        Deferred.unsafeDone(wakeup, Exit.void)
+        Slot.done(wakeup, Exit.void)
       })
 
     const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
       const self = yield* Effect.fiberId
       while (true) {
-        wakeup = Deferred.unsafeMake<void>(undefined as any)
+        wakeup = Slot.make<void>()
         const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
         if (queued === 0 || next === Number.POSITIVE_INFINITY) {
           disarm(self)
@@ -703,7 +703,7 @@ export const make = (
           )
           alarm = { at: next, fiber }
         }
-        yield* Deferred.await(wakeup)
+        yield* Slot.wait(wakeup)
       }
     }) as Effect.Effect<never>
     yield* Effect.forkScoped(Effect.interruptible(dispatcher))
@@ -754,7 +754,7 @@ export const make = (
       lane,
       enqueuedAt: now,
       deadline,
-      deferred: placeholder ? undefined : Deferred.unsafeMake<Permit, AcquireError>(undefined as any),
+      deferred: placeholder ? undefined : Slot.make<Permit, AcquireError>(),
       done: false,
       cancelled: false,
       permit: undefined,
@@ -771,7 +771,7 @@ export const make = (
     }
 
     const awaitWaiter = (waiter: Waiter) =>
-      Deferred.await(waiter.deferred!).pipe(
+      Slot.wait(waiter.deferred!).pipe(
         Effect.onInterrupt(() =>
           Effect.suspend(() => {
             waiter.cancelled = true
@@ -863,7 +863,7 @@ export const make = (
                 countKeys(waiter.keys, 1)
                 // prepared for limits that changed meanwhile: the next pass is a full one, and prepares it again
                 if (waiter.version !== limitsVersion) epoch++
-                waiter.deferred = Deferred.unsafeMake<Permit, AcquireError>(undefined as any)
+                waiter.deferred = Slot.make<Permit, AcquireError>()
                 waiter.inFlight = false
                 waiter.lastEstimate = answer.waitMillis
                 signal()
