@@ -60,3 +60,8 @@ export * as Routing from "./OpenAiRouter.js"
  * @since 0.2.0
  */
 export * as BatchOffload from "./BatchOffload.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as Pipeline from "./Pipeline.js"
