@@ -497,7 +497,7 @@ export const budgets = (pipeline: Pipeline<any, any, any, any>): ReadonlyArray<B
  * ```ts
  * import { OpenAiError, Pipeline } from "@sluice/openai"
  *
- * Pipeline.defaultDecision(new OpenAiError.ContentPolicy({ message: "flagged" })) // "skip"
+ * Pipeline.defaultDecision(new OpenAiError.ContentPolicy({ message: "flagged", retryable: false })) // "skip"
  * ```
  */
 export const defaultDecision: (error: unknown) => Decision = internal.defaultDecision
