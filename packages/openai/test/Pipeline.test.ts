@@ -37,7 +37,8 @@ describe("Pipeline: failures by kind", () => {
           concurrency: 4,
           queue: 2,
           output: Schema.String,
-          onError: (error: OpenAiError.Overloaded | Flaky) => error._tag === "Flaky" ? "retry" : Pipeline.defaultDecision(error),
+          onError: (error: OpenAiError.Overloaded | Flaky) =>
+            error._tag === "Flaky" ? "retry" : Pipeline.defaultDecision(error),
           run: (id: string, item) =>
             Effect.gen(function*() {
               attempts.set(id, item.attempt)
@@ -67,7 +68,11 @@ describe("Pipeline: failures by kind", () => {
       expect([work.done, work.skipped, work.retried]).toEqual([3, 1, 5])
       const counter = (outcome: string) =>
         Metric.value(
-          Metric.tagged(Metric.tagged(Metric.tagged(Pipeline.metrics.items, "pipeline", "kinds"), "stage", "work"), "outcome", outcome)
+          Metric.tagged(
+            Metric.tagged(Metric.tagged(Pipeline.metrics.items, "pipeline", "kinds"), "stage", "work"),
+            "outcome",
+            outcome
+          )
         )
       expect((yield* counter("done")).count).toBe(3)
       expect((yield* counter("skipped")).count).toBe(1)
@@ -104,8 +109,11 @@ describe("Pipeline: failures by kind", () => {
           output: Schema.String,
           run: (text: string) =>
             Effect.flatMap(OpenAi.OpenAi, (openai) =>
-              openai.chat.completions.create({ model, messages: [{ role: "user", content: text }], max_tokens: 20 })).pipe(
-                Effect.map((answer) => answer.choices[0]?.message.content ?? "")
+              openai.chat.completions.create({ model, messages: [{ role: "user", content: text }], max_tokens: 20 }))
+              .pipe(
+                Effect.map((answer) =>
+                  answer.choices[0]?.message.content ?? ""
+                )
               )
         }))
       const inputs = [
@@ -116,7 +124,12 @@ describe("Pipeline: failures by kind", () => {
       const result = yield* VirtualTime.run(Pipeline.run(chat("gpt-4o-mini"), inputs))
       expect(result.outcomes.get("1")?._tag).toBe("Done")
       expect(result.outcomes.get("3")?._tag).toBe("Done")
-      expect(result.outcomes.get("2")).toMatchObject({ _tag: "Skipped", stage: "write", kind: "ContentPolicy", attempts: 1 })
+      expect(result.outcomes.get("2")).toMatchObject({
+        _tag: "Skipped",
+        stage: "write",
+        kind: "ContentPolicy",
+        attempts: 1
+      })
       const failed = yield* VirtualTime.run(Effect.flip(Pipeline.run(chat("gpt-9-imaginary"), inputs)))
       expect(failed).toMatchObject({ _tag: "StageFailed", stage: "write", kind: "NotFound" })
     }).pipe(Effect.provide(openAiLayer([])), Effect.provide(Simulator.layer(Scenario.tier1()))))
@@ -133,31 +146,38 @@ describe("Pipeline: stages' budgets, lanes and configuration", () => {
         budget: [Budget.Limit.perMinute("requests", 20)],
         output: Schema.Number,
         run: (text: string) =>
-          Effect.flatMap(OpenAi.OpenAi, (openai) =>
-            openai.embeddings.create({ model: "text-embedding-3-small", input: text })).pipe(
-              Effect.map((answer) => answer.data.length)
-            )
+          Effect.flatMap(
+            OpenAi.OpenAi,
+            (openai) => openai.embeddings.create({ model: "text-embedding-3-small", input: text })
+          ).pipe(
+            Effect.map((answer) => answer.data.length)
+          )
       }))
       expect(Pipeline.budgets(p).map((b) => b.scope)).toEqual(["tenant:tenanted/embed"])
       // every 10 s: the stage's calls wait in the limiter's background lane (the stage's `lane`)
       const lanes: Array<{ readonly interactive: number; readonly background: number }> = []
       const lines: Array<string> = []
       const result = yield* VirtualTime.run(
-        Effect.flatMap(OpenAi.OpenAi, (openai) =>
-          Pipeline.run(p, Array.from({ length: 40 }, (_, i) => ({ id: `t${i}`, input: `text ${i}` })), {
-            progress: {
-              every: "10 seconds",
-              report: (stats) =>
-                Effect.map(Effect.orDie(openai.limiter.snapshot), (snapshot) => {
-                  lanes.push(snapshot.waiting)
-                  lines.push(Pipeline.progressLine(stats))
-                })
-            }
-          })).pipe(Effect.provide(openAiLayer(Pipeline.budgets(p))))
+        Effect.flatMap(
+          OpenAi.OpenAi,
+          (openai) =>
+            Pipeline.run(p, Array.from({ length: 40 }, (_, i) => ({ id: `t${i}`, input: `text ${i}` })), {
+              progress: {
+                every: "10 seconds",
+                report: (stats) =>
+                  Effect.map(Effect.orDie(openai.limiter.snapshot), (snapshot) => {
+                    lanes.push(snapshot.waiting)
+                    lines.push(Pipeline.progressLine(stats))
+                  })
+              }
+            })
+        ).pipe(Effect.provide(openAiLayer(Pipeline.budgets(p))))
       )
       expect(lanes.length).toBeGreaterThanOrEqual(5)
       expect(lanes[0]).toEqual({ interactive: 0, background: 4 })
-      expect(lines[0]).toMatch(/^tenanted 10s \| embed \d+\/\d+ q4\/4 ▶4 \| binding requests\/min tenant:tenanted\/embed in stage embed$/)
+      expect(lines[0]).toMatch(
+        /^tenanted 10s \| embed \d+\/\d+ q4\/4 ▶4 \| binding requests\/min tenant:tenanted\/embed in stage embed$/
+      )
       expect(result.outcomes.size).toBe(40)
       // 20 at once from the full bucket, the other 20 at 20 a minute: the last admitted at 60 s
       expect(result.stats.elapsedMillis).toBeGreaterThanOrEqual(57_000)
@@ -217,11 +237,13 @@ describe("Pipeline: resume", () => {
           queue: 2,
           output: Rendered,
           run: (prompt: string, item) =>
-            Effect.flatMap(OpenAi.OpenAi, (openai) =>
-              openai.images.generate({ model: "gpt-image-1", prompt: `[req:${item.id}/render] ${prompt}` })).pipe(
-                Effect.map((image) => ({ prompt, bytes: image.data?.[0]?.b64_json?.length ?? 0 })),
-                Effect.tap(done(`${item.id}/render`))
-              )
+            Effect.flatMap(
+              OpenAi.OpenAi,
+              (openai) => openai.images.generate({ model: "gpt-image-1", prompt: `[req:${item.id}/render] ${prompt}` })
+            ).pipe(
+              Effect.map((image) => ({ prompt, bytes: image.data?.[0]?.b64_json?.length ?? 0 })),
+              Effect.tap(done(`${item.id}/render`))
+            )
         }),
         Pipeline.stage({
           name: "caption",
@@ -234,7 +256,10 @@ describe("Pipeline: resume", () => {
                 model: "gpt-4o-mini",
                 messages: [{ role: "user", content: `[req:${item.id}/caption] ${rendered.prompt.slice(0, 80)}` }],
                 max_tokens: 20
-              })).pipe(Effect.map((a) => `${a.choices[0]?.message.content ?? ""} (${rendered.bytes} bytes)`), Effect.tap(done(`${item.id}/caption`)))
+              })).pipe(
+                Effect.map((a) => `${a.choices[0]?.message.content ?? ""} (${rendered.bytes} bytes)`),
+                Effect.tap(done(`${item.id}/caption`))
+              )
         })
       )
       const briefs = Array.from({ length: 30 }, (_, i) => ({ id: `b${i}`, input: `brief ${i}` }))
@@ -250,11 +275,13 @@ describe("Pipeline: resume", () => {
       // the checkpoints are the record of what completed, stage by stage
       for (const c of saved) expect(completed.get(`${c.id}/${c.stage}`)).toBe(1)
       const captionedBefore = at("caption")
-      const inFlightAtCut = (yield* Simulator.stats).attempts.length - [...completed.values()].reduce((a, b) => a + b, 0)
+      const inFlightAtCut = (yield* Simulator.stats).attempts.length -
+        [...completed.values()].reduce((a, b) => a + b, 0)
 
       expect(inFlightAtCut).toBeGreaterThan(0)
       const resumed = yield* VirtualTime.run(Pipeline.run(p, briefs, { store }))
       expect(resumed.outcomes.size).toBe(30)
+      expect(resumed.stats.resumed).toBe(saved.length)
       expect([...resumed.outcomes.values()].every((o) => o._tag === "Done")).toBe(true)
       expect([...resumed.outcomes.values()].filter((o) => o.resumed)).toHaveLength(captionedBefore)
       for (const b of briefs) {
@@ -272,6 +299,8 @@ describe("Pipeline: resume", () => {
         Budget.make("org:default/pool:gpt-4o-mini", [Budget.Limit.perMinute("requests", 500)]),
         Budget.make("org:default/pool:gpt-image-1", [Budget.Limit.perMinute("images", 5)])
       ])),
-      Effect.provide(Simulator.layer(Scenario.tier1({ latency: { request: { _tag: "uniform", min: 1_000, max: 4_000 } } })))
+      Effect.provide(
+        Simulator.layer(Scenario.tier1({ latency: { request: { _tag: "uniform", min: 1_000, max: 4_000 } } }))
+      )
     ))
 })

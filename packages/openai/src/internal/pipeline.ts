@@ -118,6 +118,8 @@ export interface Stats {
   readonly pipeline: string
   readonly elapsedMillis: number
   readonly entered: number
+  /** Items whose checkpoint was in the store: done or skipped before, or entering at a later stage. */
+  readonly resumed: number
   readonly delivered: number
   readonly held: number
   readonly maxHeld: number
@@ -409,7 +411,7 @@ export const start = <In, Out, E, R, EIn, RIn>(
       outputBuffer
     )
     const books = stages.map((stage, index) => new StageBook(stage, index))
-    const counts = { entered: 0, delivered: 0, maxHeld: 0, callEvents: false }
+    const counts = { entered: 0, resumed: 0, delivered: 0, maxHeld: 0 }
     const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, stage: string) =>
       Metric.tagged(Metric.tagged(metric, "pipeline", name), "stage", stage)
     const depthGauges = stages.map((s) => tag(metrics.queueDepth, s.name))
@@ -459,6 +461,7 @@ export const start = <In, Out, E, R, EIn, RIn>(
         const checkpoint = store === undefined ? Option.none() : yield* store.get(id)
         if (Option.isNone(checkpoint)) return yield* handTo(0, id, item.input)
         const c = checkpoint.value
+        counts.resumed++
         const at = stages.findIndex((s) => s.name === c.stage)
         if (at < 0) {
           return yield* inputError(
@@ -649,6 +652,7 @@ export const start = <In, Out, E, R, EIn, RIn>(
         pipeline: name,
         elapsedMillis,
         entered: counts.entered,
+        resumed: counts.resumed,
         delivered: counts.delivered,
         held: counts.entered - counts.delivered,
         maxHeld: counts.maxHeld,
@@ -728,7 +732,9 @@ export const summary = (stats: Stats): string => {
   const done = stats.stages.length === 0 ? 0 : stats.stages[stats.stages.length - 1]!.done
   const skipped = stats.stages.reduce((n, s) => n + s.skipped, 0)
   const lines = [
-    `pipeline ${stats.pipeline}: ${stats.entered} items, ${done} through every stage, ${skipped} skipped in ${
+    `pipeline ${stats.pipeline}: ${stats.entered} items${
+      stats.resumed > 0 ? ` (${stats.resumed} resumed from their checkpoints)` : ""
+    }, ${done} through the last stage in this run, ${skipped} skipped in ${
       Duration.format(Duration.millis(Math.round(stats.elapsedMillis)))
     }; items held at most ${stats.maxHeld} (bound ${stats.bound})`
   ]
