@@ -39,7 +39,6 @@ describe("Pipeline: the campaign", () => {
         expect(render!.calls).toBe(200)
         expect(render!.admissionWaitMillis).toBeGreaterThan(0)
         console.log(result.summary, `\nminimum ${minimum} ms, ratio ${(stats.elapsedMillis / minimum).toFixed(4)}`)
-      }),
-    20_000
+      })
   )
 })
