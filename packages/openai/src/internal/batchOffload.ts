@@ -199,9 +199,19 @@ export const make = (options: Api.Options): Api.Service => {
           return byId
         })
 
+      /** Each record's position of every custom_id (a batch holds up to 50,000: no linear searches). */
+      const positions = new Map<string, Map<string, number>>()
+      const positionOf = (record: Record_, customId: string): number | undefined => {
+        let index = positions.get(record.key)
+        if (index === undefined) {
+          index = new Map(record.customIds.map((id, i) => [id, i] as const))
+          positions.set(record.key, index)
+        }
+        return index.get(customId)
+      }
       const lineOf = (record: Record_, customId: string): number | undefined => {
-        const i = record.customIds.indexOf(customId)
-        return i < 0 ? undefined : record.lines[i]
+        const i = positionOf(record, customId)
+        return i === undefined ? undefined : record.lines[i]
       }
 
       /** Hands lines back to the caller and records that this batch no longer answers for them. */
@@ -275,7 +285,7 @@ export const make = (options: Api.Options): Api.Service => {
         back: Map<string, Api.Unfinished["reason"]>
       ): Effect.Effect<void> => {
         const customId = row.custom_id
-        if (typeof customId !== "string" || !record.customIds.includes(customId)) return Effect.void
+        if (typeof customId !== "string" || positionOf(record, customId) === undefined) return Effect.void
         const id = typeof row.id === "string" ? row.id : undefined
         const response = isRecord(row.response) ? row.response : undefined
         if (response !== undefined && typeof response.status_code === "number") {
@@ -302,13 +312,13 @@ export const make = (options: Api.Options): Api.Service => {
         }, id)
       }
 
-      /** Follows a record to its end; returns the records it gave rise to (a resubmission without bad lines). */
+      /** Follows a record to its end (its hold released however it ends, a hold taken again after a refusal too). */
       const track = (
         initialRecord: Record_,
         permit: RateLimiter.Permit | undefined
-      ): Effect.Effect<void, Api.BatchApiError> =>
-        Effect.gen(function*() {
-          let current = permit
+      ): Effect.Effect<void, Api.BatchApiError> => {
+        let current = permit
+        return Effect.gen(function*() {
           let record = initialRecord
           const latest = Effect.map(Ref.get(state), (s) => s.batches.find((r) => r.key === record.key) ?? record)
           let batchId = record.batchId ?? (yield* create(record))
@@ -391,14 +401,17 @@ export const make = (options: Api.Options): Api.Service => {
             const byReason = new Map<Api.Unfinished["reason"], Array<string>>()
             for (const id of left) {
               const r = back.get(id) ?? reason
-              byReason.set(r, [...(byReason.get(r) ?? []), id])
+              const group = byReason.get(r)
+              if (group === undefined) byReason.set(r, [id])
+              else group.push(id)
             }
             for (const [r, ids] of byReason) yield* giveBack(record, batchId, ids, r)
             break
           }
           yield* updateRecord(record.key, (r) => ({ ...r, finished: true }))
           yield* release(current)
-        }).pipe(Effect.onExit(() => release(permit)))
+        }).pipe(Effect.onExit(() => Effect.zipRight(release(permit), Effect.suspend(() => release(current)))))
+      }
 
       /** A batch refused for some of its lines: those lines fail (named), the others go out in a new file. */
       const resubmitWithout = (
@@ -455,7 +468,8 @@ export const make = (options: Api.Options): Api.Service => {
             }
           })
           const kept = keep.map((raw) => JSON.parse(raw).custom_id as string)
-          const unreadable = record.customIds.filter((id) => !badIds.has(id) && !kept.includes(id))
+          const keptIds = new Set(kept)
+          const unreadable = record.customIds.filter((id) => !badIds.has(id) && !keptIds.has(id))
           if (unreadable.length > 0) yield* giveBack(record, batchId, unreadable, "failed")
           if (keep.length === 0) {
             yield* release(permit)
