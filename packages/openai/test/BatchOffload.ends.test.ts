@@ -125,6 +125,26 @@ describe("BatchOffload: how batches end", () => {
     }).pipe(Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
 })
 
+describe("BatchOffload: cancel from elsewhere", () => {
+  it.effect("cancel(state) from another fiber (another process would do the same): the run delivers what finished", () =>
+    Effect.gen(function*() {
+      const lines = ids(10).map((id) => chatLine(id, `slow ${id}`))
+      const service = yield* offload({}, { poll: { initial: "1 minute", max: "30 minutes" } })
+      const recorded = recorder()
+      const canceller = Effect.gen(function*() {
+        yield* Effect.sleep("150 minutes")
+        yield* service.cancel(recorded.states[recorded.states.length - 1])
+      })
+      const both = Effect.zipLeft(service.run(Stream.fromIterable(lines), recorded.options), canceller, {
+        concurrent: true
+      })
+      const summary = summaryOf((yield* drive(both, 600_000)).exit)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(2))
+      expect(summary.unfinished.map((u) => u.customId).sort()).toEqual(ids(10).slice(2).sort())
+      expect(summary.problems.map((p) => p._tag)).toEqual(["BatchCancelled"])
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
+})
+
 describe("BatchOffload: resume", () => {
   it.effect("killed while its batches run: the resume follows them, creates none, delivers each line once", () =>
     Effect.gen(function*() {
