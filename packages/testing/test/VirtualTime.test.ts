@@ -149,4 +149,27 @@ describe("VirtualTime.run", () => {
       yield* TestClock.adjust("2 hours")
       expect(yield* Deferred.await(woke)).toBe(3 * 3_600_000)
     }))
+
+  it.effect("a fiber outside the run, on the same TestClock, sleeps into the run's time; the clock is its own after", () =>
+    Effect.gen(function*() {
+      const clock = yield* TestClock.testClock()
+      const woke: Array<number> = []
+      const tick = Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => woke.push(now)))
+      // forked before the run, on the test's runtime: not a fiber of the run (as the simulator's fetch is not)
+      const start = yield* Deferred.make<void>()
+      const outside = yield* Effect.fork(
+        Effect.zipRight(Deferred.await(start), Effect.repeatN(Effect.zipRight(Effect.sleep("10 minutes"), tick), 2))
+      )
+      yield* VirtualTime.run(Effect.zipRight(Deferred.succeed(start, undefined), Fiber.join(outside)))
+      expect(woke).toEqual([600_000, 1_200_000, 1_800_000])
+      expect(yield* Clock.currentTimeMillis).toBe(1_800_000)
+      expect(Object.prototype.hasOwnProperty.call(clock, "sleep")).toBe(false)
+      // after the run, a sleep is the TestClock's own again
+      const later = yield* Effect.fork(Effect.zipRight(Effect.sleep("1 minute"), tick))
+      yield* Effect.yieldNow()
+      expect((yield* TestClock.sleeps()).length).toBe(1)
+      yield* TestClock.adjust("1 minute")
+      yield* Fiber.join(later)
+      expect(woke.at(-1)).toBe(1_860_000)
+    }))
 })

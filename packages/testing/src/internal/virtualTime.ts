@@ -12,8 +12,9 @@
  *
  * Moving the clock: on Effect's `TestClock` the driven fiber (and every fiber it forks) sleeps on the
  * driver's clock, the TestClock but for `sleep`, which puts the sleep straight in the driver's heap (no
- * `Deferred`, no list rebuilt, no warning check per sleep); sleeps registered on the TestClock itself
- * (fibers outside the run) are taken out of its state as they appear. The driver wakes the due ones, in
+ * `Deferred`, no list rebuilt, no warning check per sleep); so do fibers outside the run on the same TestClock
+ * (the simulator's `fetch`, built before the run), whose TestClock's `sleep` is the driver's while it runs; sleeps
+ * registered in the TestClock's state otherwise are taken out of it as they appear. The driver wakes the due ones, in
  * time and registration order, at the instant they were due. When it stops it gives the sleeps still
  * pending back to the TestClock, and a fiber that outlives the run sleeps on the TestClock from then on.
  * `TestClock.setTime` would also work but waits two real timer turns per sleep (about 2 ms each), far too
@@ -204,26 +205,32 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
     }
     // the TestClock, but for `sleep`: its other methods (adjust, setTime, currentTimeMillis...) are the clock's
     const driverClock: TestClock.TestClock = Object.create(clock)
-    const sleepOnClock = (duration: Duration.Duration) => clock.sleep(duration)
-    Object.defineProperty(driverClock, "sleep", {
-      value: (duration: Duration.Duration): Effect.Effect<void> => {
-        const millis = Duration.toMillis(duration)
-        return Effect.suspend(() => {
-          // once the driver has stopped, a fiber still holding its clock sleeps on the TestClock
-          if (!active) return sleepOnClock(duration)
-          const now = MutableRef.get(cell).instant
-          const end = now + millis
-          if (!(end > now)) return Effect.void
-          return Effect.async<void>((resume) => {
-            registered++
-            const entry = owned.push(end, undefined, () => resume(Effect.void))
-            return Effect.sync(() => {
-              entry.wake = undefined
-            })
+    const clockSleep = clock.sleep
+    const sleepOnClock = (duration: Duration.Duration) => clockSleep.call(clock, duration)
+    const sleep = (duration: Duration.Duration): Effect.Effect<void> => {
+      const millis = Duration.toMillis(duration)
+      return Effect.suspend(() => {
+        // once the driver has stopped, a fiber still holding its clock sleeps on the TestClock
+        if (!active) return sleepOnClock(duration)
+        const now = MutableRef.get(cell).instant
+        const end = now + millis
+        if (!(end > now)) return Effect.void
+        return Effect.async<void>((resume) => {
+          registered++
+          const entry = owned.push(end, undefined, () => resume(Effect.void))
+          return Effect.sync(() => {
+            entry.wake = undefined
           })
         })
-      }
-    })
+      })
+    }
+    Object.defineProperty(driverClock, "sleep", { value: sleep })
+    // Fibers outside the run on the same TestClock (the simulator's `fetch` runs on the runtime it was built in)
+    // sleep into the heap as well while the driver runs, rather than through `TestClock.sleep` (a Deferred, the
+    // list, a synchronized warning check). Not when the clock's `sleep` is someone's
+    // already (a driver within a driver): their sleeps are then taken over from the list, as they appear.
+    const patched = !Object.prototype.hasOwnProperty.call(clock, "sleep")
+    if (patched) Object.defineProperty(clock, "sleep", { value: sleep, configurable: true, writable: true })
     return {
       now: () => MutableRef.get(cell).instant,
       activity: () => registered + Chunk.size(MutableRef.get(cell).sleeps),
@@ -241,6 +248,7 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
       clock: driverClock,
       release: Effect.suspend(() => {
         active = false
+        if (patched) delete (clock as { sleep?: unknown }).sleep
         absorb()
         const left = owned.drain()
         const back: Array<SleepEntry> = []
