@@ -572,43 +572,62 @@ export const metrics = internal.metrics
 // running
 // ---------------------------------------------------------------------------------------------------------------
 
-const toStream = <In, EIn, RIn>(
-  items: Stream.Stream<Item<In>, EIn, RIn> | Iterable<Item<In>>
-): Stream.Stream<Item<In>, EIn, RIn> => (Stream.StreamTypeId in items ? items : Stream.fromIterable(items)) as any
+/**
+ * What a run reads: the items as a `Stream` (read as the first stage takes them) or any iterable.
+ *
+ * @since 0.2.0
+ * @category running
+ */
+export type Input<In, EIn = never, RIn = never> = Stream.Stream<Item<In>, EIn, RIn> | Iterable<Item<In>>
 
 /**
- * Starts a run in the current scope: the stages' workers and the reading of the input are forked there (and
- * stopped with it). Pull the outcomes to keep it going.
+ * How a run can fail: a stage's error decided `fail` ({@link StageFailed}, which carries it), the input's own
+ * error, a bad item or checkpoint, a store that failed.
+ *
+ * @since 0.2.0
+ * @category running
+ */
+export type RunError<E, EIn> = E | EIn | StageFailed | PipelineInputError | PipelineStoreError
+
+const toStream = <In, EIn, RIn>(items: Input<In, EIn, RIn>): Stream.Stream<Item<In>, EIn, RIn> =>
+  (Stream.StreamTypeId in items ? items : Stream.fromIterable(items)) as Stream.Stream<Item<In>, EIn, RIn>
+
+/**
+ * Starts a run in the current scope: the stages' workers, the reading of the input and the progress reports
+ * are forked there (and stopped with it). Pull the outcomes to keep it going.
  *
  * @since 0.2.0
  * @category running
  */
 export const start = <In, Out, E, R, EIn = never, RIn = never>(
   pipeline: Pipeline<In, Out, E, R>,
-  items: Stream.Stream<Item<In>, EIn, RIn> | Iterable<Item<In>>,
+  items: Input<In, EIn, RIn>,
   options: Pipeline.RunOptions = {}
-): Effect.Effect<
-  Running<Out, E | EIn | StageFailed | PipelineInputError | PipelineStoreError>,
-  PipelineConfigError,
-  R | RIn | Scope.Scope
-> => internal.start(pipeline.name, pipeline.stages, toStream(items), options)
+): Effect.Effect<Running<Out, RunError<E, EIn>>, PipelineConfigError, R | RIn | Scope.Scope> =>
+  Effect.tap(
+    internal.start<In, Out, E, R, EIn, RIn>(pipeline.name, pipeline.stages, toStream(items), options),
+    (running) => {
+      if (options.progress === undefined) return Effect.void
+      const { every, report } = options.progress
+      return Effect.forkScoped(
+        Effect.forever(Effect.zipRight(Effect.sleep(every), Effect.flatMap(running.stats, report)))
+      )
+    }
+  )
 
 /**
  * The outcomes as a stream (for runs too large to keep every result): the run starts when the stream is
- * pulled and stops when it ends.
+ * pulled and stops when it ends; the last stage waits while the consumer is behind.
  *
  * @since 0.2.0
  * @category running
  */
 export const stream = <In, Out, E, R, EIn = never, RIn = never>(
   pipeline: Pipeline<In, Out, E, R>,
-  items: Stream.Stream<Item<In>, EIn, RIn> | Iterable<Item<In>>,
+  items: Input<In, EIn, RIn>,
   options: Pipeline.RunOptions = {}
-): Stream.Stream<
-  Outcome<Out>,
-  E | EIn | StageFailed | PipelineInputError | PipelineStoreError | PipelineConfigError,
-  R | RIn
-> => Stream.unwrapScoped(Effect.map(start(pipeline, items, options), (running) => running.outcomes))
+): Stream.Stream<Outcome<Out>, RunError<E, EIn> | PipelineConfigError, R | RIn> =>
+  Stream.unwrapScoped(Effect.map(start(pipeline, items, options), (running) => running.outcomes))
 
 /**
  * Runs every item through the pipeline; returns each item's outcome by id, the stats and their summary.
@@ -631,21 +650,11 @@ export const stream = <In, Out, E, R, EIn = never, RIn = never>(
  */
 export const run = <In, Out, E, R, EIn = never, RIn = never>(
   pipeline: Pipeline<In, Out, E, R>,
-  items: Stream.Stream<Item<In>, EIn, RIn> | Iterable<Item<In>>,
+  items: Input<In, EIn, RIn>,
   options: Pipeline.RunOptions = {}
-): Effect.Effect<
-  Result<Out>,
-  E | EIn | StageFailed | PipelineInputError | PipelineStoreError | PipelineConfigError,
-  R | RIn
-> =>
+): Effect.Effect<Result<Out>, RunError<E, EIn> | PipelineConfigError, R | RIn> =>
   Effect.scoped(Effect.gen(function*() {
     const running = yield* start(pipeline, items, options)
-    if (options.progress !== undefined) {
-      const { every, report } = options.progress
-      yield* Effect.forkScoped(
-        Effect.forever(Effect.zipRight(Effect.sleep(every), Effect.flatMap(running.stats, report)))
-      )
-    }
     const outcomes = new Map<string, Outcome<Out>>()
     yield* Stream.runForEachChunk(running.outcomes, (chunk) =>
       Effect.sync(() => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore } from "@sluice/core"
 import { OpenAi, OpenAiError, Pipeline } from "@sluice/openai"
 import { Scenario, SimStats, Simulator, VirtualTime } from "@sluice/testing"
-import { Clock, Effect, Exit, Layer, Metric, Option, Schema } from "effect"
+import { Chunk, Clock, Effect, Exit, Layer, Metric, Option, Schema, Stream } from "effect"
 import { makeClient } from "./harness.js"
 
 const openAiLayer = (budgets: ReadonlyArray<Budget.Budget>) =>
@@ -208,6 +208,52 @@ describe("Pipeline: stages' budgets, lanes and configuration", () => {
         reason: "duplicate-id",
         id: "x"
       })
+    }))
+})
+
+describe("Pipeline: backpressure from the consumer", () => {
+  it.effect("a consumer taking one outcome every 10 s: the stages and the reading of the input wait for it, the items held stay within the bound", () =>
+    Effect.gen(function*() {
+      const step = (name: string) =>
+        Pipeline.stage({
+          name,
+          concurrency: 2,
+          queue: 3,
+          output: Schema.String,
+          run: (x: string) => Effect.as(Effect.sleep("1 second"), `${x}>${name}`)
+        })
+      const p = Pipeline.make<string>("slow-reader").pipe(step("a"), step("b"))
+      let read = 0
+      const source = Stream.fromIterable(Array.from({ length: 60 }, (_, i) => ({ id: `i${i}`, input: `i${i}` }))).pipe(
+        Stream.tap(() => Effect.sync(() => read++))
+      )
+      const seen: Array<{ readonly read: number; readonly held: number }> = []
+      const values = yield* VirtualTime.run(Effect.scoped(Effect.gen(function*() {
+        const running = yield* Pipeline.start(p, source)
+        return yield* running.outcomes.pipe(
+          Stream.mapEffect((outcome) =>
+            Effect.gen(function*() {
+              yield* Effect.sleep("10 seconds")
+              const stats = yield* running.stats
+              seen.push({ read, held: stats.held })
+              return outcome._tag === "Done" ? outcome.value : ""
+            })
+          ),
+          Stream.runCollect
+        )
+      })))
+      expect(Chunk.size(values)).toBe(60)
+      expect(Chunk.unsafeGet(values, 0)).toMatch(/^i\d+>a>b$/)
+      const bound = Pipeline.bound(p) // 1 + (3 + 2) + (3 + 2) + 2 = 13
+      expect(bound).toBe(13)
+      // after 10 outcomes (100 s, when an unbounded pipeline would have read all 60 long ago): read at most the
+      // bound and what the consumer pulled (the 10, and up to the output buffer's 2 more pulled with them)
+      expect(seen[9]!.read).toBeLessThanOrEqual(bound + 10 + 2)
+      expect(seen[9]!.read).toBeGreaterThanOrEqual(10)
+      for (const s of seen) expect(s.held).toBeLessThanOrEqual(bound)
+      // the whole stream through Pipeline.stream
+      const all = yield* VirtualTime.run(Stream.runCollect(Pipeline.stream(p, items(["x", "y", "z"]))))
+      expect(Chunk.toReadonlyArray(all).map((o) => o.id).sort()).toEqual(["x", "y", "z"])
     }))
 })
 
