@@ -255,7 +255,14 @@ export const make = (
           ...(number > 1 && call.lastFailure !== undefined ? { retryOf: call.lastFailure } : {})
         })
         const controller = new AbortController()
-        yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
+        // a call's answer read whole leaves nothing to abort (an abort builds a DOMException, and the SDK's own
+        // controller another: 1.6 s of CPU in a simulated day of 10,000 calls); a stream's body may still be open when its scope closes
+        let answered = false
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            if (held || !answered) controller.abort()
+          })
+        )
         // 2. last before the request leaves: the order marked is the order sent
         const sentAt = yield* Clock.currentTimeMillis
         yield* permit.markSent
@@ -267,6 +274,7 @@ export const make = (
               : Endpoints.checked(request.path, request.model, request.send(controller.signal)),
           catch: (error) => error
         }))
+        answered = true
         const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
         const since: Since = { permit, sentAt, adopt: !held && settleUsage }
         if (Either.isLeft(sent)) {
