@@ -1,6 +1,7 @@
 // Prints a module's mutation score from its Stryker JSON report (reports/mutation/<name>.json):
 //   node mutation/summary.mjs <name>[,<name>...] [--without <test file part> ...]
-// Several names (the chunks of one run, e.g. limiter.1-350,limiter.351-520) are added up.
+// Several names (the chunks of one run, e.g. limiter.1-350,limiter.351-520) are added up. With --targets [--shift N],
+// the mutants a report left alive take their result from its retest (<name>.targets.json, see targets.mjs).
 // With --without, also the score had the named test files not existed: a mutant counts as killed only when a test
 // outside them killed it (needs a run with disableBail, where killedBy lists every killing test; with bail,
 // killedBy holds the first killer only and the figure is a lower bound). Timeouts count as detected.
@@ -12,7 +13,29 @@ if (name === undefined) {
   process.exit(2)
 }
 const without = rest.filter((_, i) => rest[i - 1] === "--without")
-const reports = name.split(",").map((part) => JSON.parse(NodeFs.readFileSync(`reports/mutation/${part}.json`, "utf8")))
+const targets = rest.includes("--targets")
+const shift = rest.includes("--shift") ? Number(rest[rest.indexOf("--shift") + 1]) : 0
+const read = (file) => JSON.parse(NodeFs.readFileSync(`reports/mutation/${file}.json`, "utf8"))
+const reports = name.split(",").map((part) => {
+  const one = read(part)
+  if (!targets) return one
+  const again = read(`${part}.targets`)
+  const key = (m, by) =>
+    `${m.mutatorName} ${m.replacement} ${m.location.start.line + by}:${m.location.start.column}-${
+      m.location.end.line + by
+    }:${m.location.end.column}`
+  for (const [file, { mutants }] of Object.entries(one.files)) {
+    const retested = new Map((again.files[file]?.mutants ?? []).map((m) => [key(m, 0), m]))
+    one.files[file].mutants = mutants.map((m) => {
+      if (m.status !== "Survived" && m.status !== "NoCoverage") return m
+      const r = retested.get(key(m, shift))
+      if (r === undefined) throw new Error(`not retested: ${key(m, shift)}`)
+      // the retest's test ids are its own report's: --without does not apply to a retested mutant
+      return { ...r, killedBy: [], coveredBy: [] }
+    })
+  }
+  return one
+})
 const fileOf = new Map()
 // test ids are per report: prefix them with the report's index so that chunks do not mix them up
 const report = { files: {} }
