@@ -18,8 +18,8 @@
  *
  * A stream takes the same attempt with its permit held: it opens the stream (its headers come with the first
  * byte, before any output), and the permit settles when the stream ends, from the final usage chunk or from what
- * was read. An attempt runs in a scope: closing it (an interruption, the end of a stream) aborts the request and
- * settles a permit nothing else settled.
+ * was read. However an attempt ends once admitted (an interruption, a defect; for a stream, the stream's end), its
+ * request is aborted if still out and a permit nothing settled is settled to what was used.
  *
  * @internal
  */
@@ -122,15 +122,32 @@ interface Progress {
   used: Budget.Cost | undefined
 }
 
-/** An attempt answered: its permit (settled, or held by a stream), and what the rest of a stream needs. */
-interface Sent<A> {
-  readonly answer: Answer<A>
+/** An attempt admitted: its permit, the abort of its request, what a stream has used so far. */
+interface Admitted {
   readonly permit: RateLimiter.Permit
   readonly attempt: number
-  readonly sentAt: number
+  readonly waitedMillis: number
   readonly controller: AbortController
   readonly progress: Progress
 }
+
+/** An attempt answered: its permit (settled, or held by a stream), and what the rest of a stream needs. */
+interface Sent<A> extends Admitted {
+  readonly answer: Answer<A>
+  readonly sentAt: number
+}
+
+/**
+ * The end of an attempt that did not settle (an interruption, a defect; a stream's end): `abort`s its request
+ * if asked, and settles its permit, if still held, to what was used ({@link usedSoFar}).
+ */
+const release = (estimate: TokenEstimator.Estimate, admitted: Admitted, abort: boolean) =>
+  Effect.suspend(() => {
+    if (abort) admitted.controller.abort()
+    return admitted.permit.state === "held"
+      ? Effect.ignore(admitted.permit.settle(usedSoFar(admitted.progress, estimate)))
+      : Effect.void
+  })
 
 /** A server's report as of one call: folded in by its send order; `adopt` see `RateLimiter.Observation`. */
 interface Since {
@@ -212,74 +229,81 @@ export const make = (
       }
     }
 
-    /** 1. Admission on every scope at once; closing the scope then settles the permit if nothing else did. */
-    const admit = (call: Call, estimate: TokenEstimator.Estimate, progress: Progress) =>
+    /**
+     * One attempt: its turn on the learning ramp, 1. admission on every scope at once, then {@link sent} (2–5).
+     * Once admitted, however it ends, an interrupted request is aborted and a permit nothing settled is settled
+     * to what was used ({@link release}); a stream's answer keeps both (`held`: its permit settles at the
+     * stream's end, and its report may only lower the limiter's levels).
+     */
+    const attempt = <A>(request: Request<A>, call: Call, held: boolean): Effect.Effect<Sent<A>, CallError> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.tap(
-          Effect.mapError(
-            restore(limiter.acquire(call.scopes, call.cost, {
+        Effect.gen(function*() {
+          const number = ++call.attempts
+          const asked = yield* Clock.currentTimeMillis
+          yield* restore(learner.fit(call.poolScope, call.cost))
+          const permit = yield* restore(Effect.mapError(
+            limiter.acquire(call.scopes, call.cost, {
               priority: call.options?.priority,
               deadline: call.options?.deadline,
               maxWait: call.options?.maxWait
-            })),
+            }),
             fromAdmission
-          ),
-          (permit) => Effect.addFinalizer(() => Effect.ignore(permit.settle(usedSoFar(progress, estimate))))
-        )
+          ))
+          const admitted: Admitted = {
+            permit,
+            attempt: number,
+            // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
+            waitedMillis: Math.max(0, permit.admittedAt - asked),
+            controller: new AbortController(),
+            progress: { output: 0, used: undefined }
+          }
+          // a call's answer read whole (or refused) leaves nothing to abort: an abort builds a DOMException, and the
+          // SDK's linked controller another (1.6 s of CPU in a simulated day of 10,000 calls)
+          return yield* Effect.onExit(
+            restore(sent(request, call, held, admitted)),
+            (exit) =>
+              held && Exit.isSuccess(exit)
+                ? Effect.void
+                : release(request.estimate, admitted, held || Exit.isInterrupted(exit))
+          )
+        })
       )
 
-    /**
-     * One attempt, in the caller's scope. `held`: a stream's, whose permit settles at the stream's end (its
-     * report may then only lower the limiter's levels).
-     */
-    const attempt = <A>(
+    /** 2–5: an admitted attempt sent, and its answer (or failure) settled, synced, classified and fed back. */
+    const sent = <A>(
       request: Request<A>,
       call: Call,
-      held: boolean
-    ): Effect.Effect<Sent<A>, CallError, Scope.Scope> =>
+      held: boolean,
+      admitted: Admitted
+    ): Effect.Effect<Sent<A>, CallError> =>
       Effect.gen(function*() {
-        const number = ++call.attempts
+        const { attempt: number, controller, permit } = admitted
         const { poolScope } = call
-        const asked = yield* Clock.currentTimeMillis
-        yield* learner.fit(poolScope, call.cost)
-        const progress: Progress = { output: 0, used: undefined }
-        const permit = yield* admit(call, request.estimate, progress)
         yield* emit({
           _tag: "Admitted",
           model: call.model,
           attempt: number,
           scopes: call.scopes,
           cost: call.cost,
-          // the time in the limiter's queue (the permit's admission time), not the CPU between two reads
-          waitedMillis: Math.max(0, permit.admittedAt - asked),
+          waitedMillis: admitted.waitedMillis,
           ...(number > 1 && call.lastFailure !== undefined ? { retryOf: call.lastFailure } : {})
         })
-        const controller = new AbortController()
-        // a call's answer read whole leaves nothing to abort (an abort builds a DOMException, and the SDK's own
-        // controller another: 1.6 s of CPU in a simulated day of 10,000 calls); a stream's body may still be open when its scope closes
-        let answered = false
-        yield* Effect.addFinalizer(() =>
-          Effect.sync(() => {
-            if (held || !answered) controller.abort()
-          })
-        )
         // 2. last before the request leaves: the order marked is the order sent
         const sentAt = yield* Clock.currentTimeMillis
         yield* permit.markSent
         // 3. send: a call's answer checked against its endpoint's shape (a stream's is its chunks, read later)
-        const sent = yield* Effect.either(Effect.tryPromise({
+        const outcome = yield* Effect.either(Effect.tryPromise({
           try: () =>
             held
               ? request.send(controller.signal)
               : Endpoints.checked(request.path, request.model, request.send(controller.signal)),
           catch: (error) => error
         }))
-        answered = true
         const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
         const since: Since = { permit, sentAt, adopt: !held && settleUsage }
-        if (Either.isLeft(sent)) {
+        if (Either.isLeft(outcome)) {
           // 5. a failure: classified, settled and synced, then fed back to the limiter and the learner
-          const raw = sent.left
+          const raw = outcome.left
           const error = yield* classify(raw, call.model)
           yield* settleThenSync(
             limiter,
@@ -296,7 +320,7 @@ export const make = (
           return yield* Effect.fail(error)
         }
         // 4. an answer: settled to its usage (a stream's at its end), then synced
-        const answer = sent.right
+        const answer = outcome.right
         const used = held
           ? undefined
           : settleUsage
@@ -315,7 +339,7 @@ export const make = (
             latencyMillis
           })
         }
-        return { answer, permit, attempt: number, sentAt, controller, progress }
+        return { ...admitted, answer, sentAt }
       })
 
     /** The retry policy (the call's, else the service's) around the model's breaker around each attempt. */
@@ -334,7 +358,7 @@ export const make = (
     const run: Calls["run"] = (request, callOptions) =>
       Effect.suspend(() => {
         const call = callOf(request, callOptions)
-        return Effect.map(retried(call, Effect.scoped(attempt(request, call, false))), (sent) => sent.answer).pipe(
+        return Effect.map(retried(call, attempt(request, call, false)), (answered) => answered.answer).pipe(
           Effect.withSpan("sluice.openai.call", {
             // a stack trace per call costs more than the rest of the span; the attributes say what it was
             captureStackTrace: false,
@@ -353,7 +377,17 @@ export const make = (
     ) =>
       Stream.unwrapScoped(Effect.suspend(() => {
         const call = callOf(request, callOptions)
-        return Effect.map(retried(call, attempt(request, call, true)), (sent) => chunks(call, request.estimate, sent))
+        // the stream's scope holds the answered attempt: closing it aborts the request and settles what was used
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(
+            restore(retried(call, attempt(request, call, true))),
+            (answered) =>
+              Effect.as(
+                Effect.addFinalizer(() => release(request.estimate, answered, true)),
+                chunks(call, request.estimate, answered)
+              )
+          )
+        )
       }))
 
     /** A stream's chunks once opened: each counts its output; the usage chunk settles; the end reports. */
