@@ -121,6 +121,10 @@ const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError,
 
 const tierOption = Options.choice("tier", ["1", "2", "3", "4", "5"])
 
+/** A whole-number option with a description and a default. */
+const count = (name: string, description: string, fallback: number) =>
+  Options.integer(name).pipe(Options.withDescription(description), Options.withDefault(fallback))
+
 // -----------------------------------------------------------------------------------------------------------
 // run
 // -----------------------------------------------------------------------------------------------------------
@@ -153,10 +157,7 @@ const runOptions = {
     Options.withDescription("Routing table file (JSON)"),
     Options.optional
   ),
-  concurrency: Options.integer("concurrency").pipe(
-    Options.withDescription("Requests in flight at most (the rate limiter paces them)"),
-    Options.withDefault(256)
-  ),
+  concurrency: count("concurrency", "Requests in flight at most (the rate limiter paces them)", 256),
   priority: Options.choice("priority", ["interactive", "background"]).pipe(
     Options.withDescription("Priority lane for admission"),
     Options.optional
@@ -456,7 +457,7 @@ const simOptions = {
     Options.withDescription("tier1 | tier5 | free | <scenario.json>"),
     Options.withDefault("tier1")
   ),
-  port: Options.integer("port").pipe(Options.withDescription("Port (0 picks a free one)"), Options.withDefault(4010)),
+  port: count("port", "Port (0 picks a free one)", 4010),
   host: Options.text("host").pipe(
     Options.withDescription("Interface (loopback by default)"),
     Options.withDefault("127.0.0.1")
@@ -493,22 +494,14 @@ const planOptions = {
     Options.withDescription("Model mix: model=share,... (e.g. gpt-4o-mini=0.8,gpt-4o=0.2)"),
     Options.withDefault("gpt-4o-mini=1")
   ),
-  requests: Options.integer("requests").pipe(
-    Options.withDescription("Number of requests"),
-    Options.withDefault(10_000)
+  requests: count("requests", "Number of requests", 10_000),
+  inputTokens: count("input-tokens", "Input tokens per request", 500),
+  outputTokens: count(
+    "output-tokens",
+    "Output tokens per request (max_tokens; ignored for embeddings and images)",
+    200
   ),
-  inputTokens: Options.integer("input-tokens").pipe(
-    Options.withDescription("Input tokens per request"),
-    Options.withDefault(500)
-  ),
-  outputTokens: Options.integer("output-tokens").pipe(
-    Options.withDescription("Output tokens per request (max_tokens; ignored for embeddings and images)"),
-    Options.withDefault(200)
-  ),
-  images: Options.integer("images").pipe(
-    Options.withDescription("Images per request for image models"),
-    Options.withDefault(1)
-  ),
+  images: count("images", "Images per request for image models", 1),
   peakPerMinute: Options.integer("peak-per-minute").pipe(
     Options.withDescription("Requests in the busiest minute (for the headroom check)"),
     Options.optional
