@@ -9,11 +9,10 @@
  *   its capacity is at most their sum: that upper bound (the least seen) becomes the learned limit's burst.
  *   One such 429 usually teaches it exactly. A call larger than the burst waits, as at the server, for the
  *   bucket to be full and takes it into debt (see `RateLimiter`: a learned burst).
- *   Until a pool has seen a 429, the herd that follows its first answer is let out over a ramp (the
- *   first 1/64 of its learned limits at once, the amount doubling every 650 ms, all of it after 3.9 s:
- *   never less than the limits refill, so no time is lost when the herd is larger than the bucket)
- *   rather than in one instant: a 429 takes a round trip to come back, so a bucket smaller than announced
- *   is found by the first calls that overflow it, not by the whole herd.
+ *   Until a pool has seen a 429, the herd that follows its first answer is let out over a short ramp (the
+ *   first 1/64 of its learned limits at once, the amount doubling every 25 ms, all of it after 150 ms)
+ *   rather than in one instant: a 429 comes back at once, so a bucket smaller than announced is found by
+ *   the first calls that overflow it, not by the whole herd.
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
  *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
  *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
@@ -40,22 +39,11 @@ import * as Turn from "./turn.js"
 
 /**
  * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
- * once and doubles every `FIRST_DOUBLING_MILLIS` (all of it after six doublings, 3.9 s); the blind one (no
- * headers) starts from the cautious limits and doubles every 400 ms until a 429 stops it.
- *
- * The first-contact ramp's pace: what it lets out by `t` is `S(t) = s · 2^(t / D)` of a limit `L` a minute,
- * from `s = L / 64`. With `D = ln 2 · s / (L / 60 s)` (650 ms), `S(t) = s · e^(t · rate / s) ≥ s + rate · t`:
- * it lets out at least what the limit refills, so the server's bucket is never left full and no refill is
- * lost — a herd larger than the bucket finishes when it would have with everything sent at once, and only a
- * herd that fits whole waits for the ramp (at most 3.9 s). A faster ramp gains only there, and blinds the
- * client: a 429 takes a round trip to come back (the network, and the queue the herd itself makes: 400 calls
- * released at once reached a loaded loopback simulator over 3–4 s), and what the ramp lets out meanwhile is
- * refused too. At 25 ms a doubling (the earlier pace) the whole herd was out in 150 ms, long before the first
- * 429 of a sub-minute bucket was read: 38% of the attempts were 429s in real time, none in virtual time. At
- * 650 ms a round trip of `R` lets out `2^(R / D) − 1` more than the bucket held: 5% at 50 ms.
+ * once and doubles every 25 ms (all of it after 150 ms); the blind one (no headers) starts from the cautious
+ * limits and doubles every 400 ms until a 429 stops it.
  */
 const FIRST_START = 1 / 64
-const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
+const FIRST_DOUBLING_MILLIS = 25
 const BLIND_DOUBLING_MILLIS = 400
 /** After a 429 that names no limit: the probe's cut. */
 const BACKOFF = 0.5
