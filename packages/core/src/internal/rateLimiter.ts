@@ -9,8 +9,6 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
-import type * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
@@ -671,39 +669,16 @@ export const make = (
       return next
     })
 
-    /**
-     * The dispatcher's alarm: a fiber sleeping until the next pass is due, which then wakes the dispatcher. It is
-     * kept while the due time stays the same (a signal between two passes does not restart it) and replaced when
-     * it changes: one fiber per due time, where racing the signal against a fresh sleep forked two per pass.
-     */
-    let alarm: { readonly at: number; readonly fiber: Fiber.RuntimeFiber<void> } | undefined
-    const disarm = (by: FiberId.FiberId) => {
-      if (alarm === undefined) return
-      alarm.fiber.unsafeInterruptAsFork(by)
-      alarm = undefined
-    }
-    const ring = (at: number) =>
-      Effect.sync(() => {
-        if (alarm?.at === at) alarm = undefined
-        Slot.done(wakeup, Exit.void)
-      })
-
     const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
-      const self = yield* Effect.fiberId
       while (true) {
         wakeup = Slot.make<void>()
         const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
         if (queued === 0 || next === Number.POSITIVE_INFINITY) {
-          disarm(self)
-        } else if (alarm === undefined || alarm.at !== next) {
-          disarm(self)
+          yield* Slot.wait(wakeup)
+        } else {
           const now = yield* Clock.currentTimeMillis
-          const fiber = yield* Effect.fork(
-            Effect.zipRight(Effect.sleep(Duration.millis(Math.max(0, next - now))), ring(next))
-          )
-          alarm = { at: next, fiber }
+          yield* Effect.raceFirst(Slot.wait(wakeup), Effect.sleep(Duration.millis(Math.max(0, next - now))))
         }
-        yield* Slot.wait(wakeup)
       }
     }) as Effect.Effect<never>
     yield* Effect.forkScoped(Effect.interruptible(dispatcher))
