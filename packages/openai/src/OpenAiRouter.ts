@@ -455,10 +455,13 @@ export type ImageParams = ModelOptional<ImageGenerateParamsNonStreaming>
 export type Service = OpenAiRouter.Service
 
 /**
+ * The routing service's Tag. Its key is still `@sluice/openai/Routing`, the 0.1.0 key: a tree that holds 0.1.x
+ * and 0.2.x of this package (or code written against the deprecated `Routing.Routing`) shares one service.
+ *
  * @since 0.1.0
  * @category tags
  */
-export class OpenAiRouter extends Context.Tag("@sluice/openai/OpenAiRouter")<OpenAiRouter, OpenAiRouter.Service>() {}
+export class OpenAiRouter extends Context.Tag("@sluice/openai/Routing")<OpenAiRouter, OpenAiRouter.Service>() {}
 
 // -----------------------------------------------------------------------------
 // errors
