@@ -153,6 +153,11 @@ describe("RateLimiter: the queue's bookkeeping", () => {
           yield* TestClock.adjust("19 seconds")
           expect(Exit.isSuccess(yield* Fiber.await(big))).toBe(true)
           yield* TestClock.adjust("10 seconds")
+          // with another waiter queued (on org:b), org:a's count is back to none
+          yield* room(limiter, "org:b")
+          const onB = yield* Effect.fork(limiter.acquire(["org:b"], { requests: 1 }))
+          yield* TestClock.adjust("1 millis")
+          expect(Option.isNone(yield* Fiber.poll(onB))).toBe(true)
           expect(Option.isSome(yield* limiter.tryAcquire(["org:a"], { tokens: 100 }))).toBe(true)
         })
     ))
