@@ -184,6 +184,29 @@ describe("BatchOffload: resume", () => {
       expect(summary.state.batches[0].batchId).toBe((yield* simBatches)[0].id)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({})))))
 
+  it.effect("killed while the lines around a refused one run again: the resume follows that batch, makes no third", () =>
+    Effect.gen(function*() {
+      // line 4 fails validation; the 9 others go out in a second batch, cut (as a kill would) while it runs
+      const lines = ids(10).map((id, i) => chatLine(id, i === 3 ? "[sim:batch-invalid] this one" : `fine ${id}`))
+      const service = yield* offload({})
+      const first = recorder()
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "4 minutes"), 10_000)
+      const saved = first.states[first.states.length - 1]
+      expect(saved.batches.map((b) => b.finished)).toEqual([true, false])
+      expect((yield* simBatches).map((b) => b.status).sort()).toEqual(["failed", "in_progress"])
+      const state = yield* BatchOffload.decodeState(BatchOffload.encodeState(saved))
+      const second = recorder()
+      const done = new Set(first.results.map((r) => r.customId))
+      const resumed = yield* drive(service.resume(state, { ...second.options, done }, Stream.fromIterable(lines)), 60_000)
+      const summary = summaryOf(resumed.exit)
+      const all = [...first.results, ...second.results].map((r) => r.customId).sort()
+      expect(all).toEqual(ids(10).sort())
+      expect(summary.unfinished).toEqual([])
+      const batches = yield* simBatches
+      expect(batches).toHaveLength(2)
+      expect(batches.map((b) => `${b.status}:${b.request_counts?.total}`).sort()).toEqual(["completed:9", "failed:0"])
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+
   it.effect("done custom_ids are neither sent nor delivered again", () =>
     Effect.gen(function*() {
       const lines = ids(6).map((id) => chatLine(id, `done ${id}`))

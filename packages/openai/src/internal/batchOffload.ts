@@ -222,7 +222,8 @@ export const make = (options: Api.Options): Api.Service => {
         reason: Api.Unfinished["reason"]
       ) =>
         Effect.gen(function*() {
-          const open = ids.filter((id) => !delivered.has(id) && !done.has(id))
+          const released = new Set(record.released)
+          const open = ids.filter((id) => !delivered.has(id) && !done.has(id) && !released.has(id))
           if (open.length === 0) return
           const requests = yield* requestsOf(record)
           for (const customId of open) {
@@ -460,33 +461,39 @@ export const make = (options: Api.Options): Api.Service => {
               message: failure.message
             })
           }
-          const keep = rows.filter((raw) => {
+          // each kept line parsed once; lines already handed back (an earlier run of this step) or answered
+          // are not sent again
+          const released = new Set(record.released)
+          const items: Array<Plan.Item> = []
+          const keptIds = new Set<string>()
+          for (const raw of rows) {
+            let parsed: unknown
             try {
-              return !badIds.has(JSON.parse(raw).custom_id)
+              parsed = JSON.parse(raw)
             } catch {
-              return false
+              continue
             }
-          })
-          const kept = keep.map((raw) => JSON.parse(raw).custom_id as string)
-          const keptIds = new Set(kept)
-          const unreadable = record.customIds.filter((id) => !badIds.has(id) && !keptIds.has(id))
-          if (unreadable.length > 0) yield* giveBack(record, batchId, unreadable, "failed")
-          if (keep.length === 0) {
-            yield* release(permit)
-            return
-          }
-          const items = keep.map((raw) => {
-            const customId = JSON.parse(raw).custom_id as string
-            return {
+            if (!isRecord(parsed) || typeof parsed.custom_id !== "string") continue
+            const customId = parsed.custom_id
+            if (badIds.has(customId) || positionOf(record, customId) === undefined) continue
+            keptIds.add(customId)
+            if (released.has(customId) || done.has(customId) || delivered.has(customId)) continue
+            items.push({
               customId,
               line: lineOf(record, customId) ?? 0,
               url: record.endpoint,
               model: record.model,
               text: raw,
               bytes: Plan.bytesOf(raw),
-              tokens: estimateLine(raw, record.endpoint)
-            }
-          })
+              tokens: isRecord(parsed.body) ? estimate(record.endpoint, parsed.body) : 0
+            })
+          }
+          const unreadable = record.customIds.filter((id) => !badIds.has(id) && !keptIds.has(id))
+          if (unreadable.length > 0) yield* giveBack(record, batchId, unreadable, "failed")
+          if (items.length === 0) {
+            yield* release(permit)
+            return
+          }
           const file: Plan.File = {
             model: record.model,
             url: record.endpoint,
@@ -494,27 +501,38 @@ export const make = (options: Api.Options): Api.Service => {
             bytes: items.reduce((a, i) => a + i.bytes, 0),
             tokens: items.reduce((a, i) => a + i.tokens, 0)
           }
-          yield* updateRecord(record.key, (r) => ({ ...r, released: [...r.released, ...kept] }))
-          // the hold moves to the new file (its tokens are fewer: the difference goes back)
+          // the hold moves to the new file (its tokens are fewer: the difference goes back); the new file's
+          // record and this one's end are written in one change, so a resume follows the new batch only
           yield* release(permit)
-          yield* submitFile(file)
+          yield* submitFile(file, record.key)
         })
 
-      const estimateLine = (raw: string, url: string): number => {
-        try {
-          const body = JSON.parse(raw).body
-          return isRecord(body) ? estimate(url, body) : 0
-        } catch {
-          return 0
-        }
-      }
+      /** Releases `ids` from the record `key` (and, with `finished`, ends it) inside a state change. */
+      const handOver = (s: Api.State, key: string, ids: ReadonlyArray<string>, finished: boolean): Api.State => ({
+        ...s,
+        batches: s.batches.map((r) => {
+          if (r.key !== key) return r
+          const released = new Set(r.released)
+          return {
+            ...r,
+            released: [...r.released, ...ids.filter((id) => !released.has(id))],
+            ...(finished ? { finished: true } : {})
+          }
+        })
+      })
 
-      /** Holds a file's tokens, uploads it, records it, and follows its batch to the end. */
-      const submitFile = (file: Plan.File): Effect.Effect<void, Api.BatchApiError> =>
+      /**
+       * Holds a file's tokens, uploads it, records it, and follows its batch to the end. With `replaces`, the
+       * file takes over lines of that record: the same state change records the new file and ends the old one.
+       */
+      const submitFile = (file: Plan.File, replaces?: string): Effect.Effect<void, Api.BatchApiError> =>
         Effect.gen(function*() {
           const permit = stopping ? undefined : yield* hold(file.model, file.tokens)
           if (stopping) {
             yield* release(permit)
+            if (replaces !== undefined) {
+              yield* commit((s) => handOver(s, replaces, file.items.map((i) => i.customId), false))
+            }
             for (const item of file.items) {
               unfinished.push({
                 customId: item.customId,
@@ -548,7 +566,10 @@ export const make = (options: Api.Options): Api.Service => {
             released: [],
             finished: false
           }
-          yield* commit((s) => ({ ...s, batches: [...s.batches, record] }))
+          yield* commit((s) => {
+            const next = replaces === undefined ? s : handOver(s, replaces, record.customIds, true)
+            return { ...next, batches: [...next.batches, record] }
+          })
           yield* track(record, permit)
         })
 
