@@ -197,7 +197,10 @@ describe("BatchOffload: resume", () => {
       const state = yield* BatchOffload.decodeState(BatchOffload.encodeState(saved))
       const second = recorder()
       const done = new Set(first.results.map((r) => r.customId))
-      const resumed = yield* drive(service.resume(state, { ...second.options, done }, Stream.fromIterable(lines)), 60_000)
+      const resumed = yield* drive(
+        service.resume(state, { ...second.options, done }, Stream.fromIterable(lines)),
+        60_000
+      )
       const summary = summaryOf(resumed.exit)
       const all = [...first.results, ...second.results].map((r) => r.customId).sort()
       expect(all).toEqual(ids(10).sort())
