@@ -50,7 +50,7 @@ import type * as OpenAi from "./OpenAi.js"
  * @since 0.2.0
  * @category models
  */
-export type Decision = internal.Decision
+export type Decision = "retry" | "skip" | "fail"
 
 /**
  * Who the stage is running for: the item's id, the stage's name and the attempt (above 1 on the pipeline's
@@ -59,7 +59,12 @@ export type Decision = internal.Decision
  * @since 0.2.0
  * @category models
  */
-export type ItemInfo = internal.ItemInfo
+export interface ItemInfo {
+  readonly id: string
+  readonly stage: string
+  /** 1 on the first run of the stage for this item; above 1 on the pipeline's own retries. */
+  readonly attempt: number
+}
 
 /**
  * One stage, as data and a function.
@@ -118,7 +123,19 @@ export interface Item<In> {
  * @since 0.2.0
  * @category models
  */
-export type Outcome<Out> = internal.Outcome<Out>
+export type Outcome<Out> =
+  | { readonly _tag: "Done"; readonly id: string; readonly value: Out; readonly resumed: boolean }
+  | {
+    readonly _tag: "Skipped"
+    readonly id: string
+    readonly stage: string
+    readonly kind: string
+    readonly message: string
+    readonly attempts: number
+    /** The error itself (`undefined` for an item skipped in an earlier run, known from its checkpoint). */
+    readonly error: unknown
+    readonly resumed: boolean
+  }
 
 /**
  * What was charged on one scope and dimension by a stage's calls (at admission, every attempt).
@@ -126,7 +143,11 @@ export type Outcome<Out> = internal.Outcome<Out>
  * @since 0.2.0
  * @category models
  */
-export type Charged = internal.Charged
+export interface Charged {
+  readonly scope: string
+  readonly dimension: string
+  readonly amount: number
+}
 
 /**
  * One stage's figures. Worker time is split three ways: `busyMillis` (working on an item, its calls'
@@ -137,7 +158,26 @@ export type Charged = internal.Charged
  * @since 0.2.0
  * @category models
  */
-export type StageStats = internal.StageStats
+export interface StageStats {
+  readonly name: string
+  readonly concurrency: number
+  readonly capacity: number
+  readonly queued: number
+  readonly maxQueued: number
+  readonly inFlight: number
+  readonly entered: number
+  readonly done: number
+  readonly skipped: number
+  readonly retried: number
+  readonly calls: number
+  readonly callRetries: number
+  readonly rateLimited: number
+  readonly admissionWaitMillis: number
+  readonly busyMillis: number
+  readonly idleMillis: number
+  readonly blockedMillis: number
+  readonly charged: ReadonlyArray<Charged>
+}
 
 /**
  * The budget that held the run back: of every limit the stages' calls were charged against, the one they
@@ -147,7 +187,14 @@ export type StageStats = internal.StageStats
  * @since 0.2.0
  * @category models
  */
-export type Binding = internal.Binding
+export interface Binding {
+  readonly stage: string
+  readonly scope: string
+  readonly dimension: string
+  readonly windowMillis: number
+  /** The share of what the limit allowed over the run (a full bucket at the start plus its refill) that was used. */
+  readonly utilization: number
+}
 
 /**
  * A run's figures: per stage, the items held now and at most, and {@link bound}.
@@ -155,7 +202,21 @@ export type Binding = internal.Binding
  * @since 0.2.0
  * @category models
  */
-export type Stats = internal.Stats
+export interface Stats {
+  readonly pipeline: string
+  readonly elapsedMillis: number
+  readonly entered: number
+  /** Items whose checkpoint was in the store: done or skipped before, or entering at a later stage. */
+  readonly resumed: number
+  readonly delivered: number
+  readonly held: number
+  readonly maxHeld: number
+  readonly bound: number
+  readonly stages: ReadonlyArray<StageStats>
+  readonly binding: Option.Option<Binding>
+  /** Whether the OpenAi calls' events reached the pipeline (`onEvent: Pipeline.onEvent`). */
+  readonly callEvents: boolean
+}
 
 /**
  * A pipeline: its name and its stages, from the input type `In` to the last stage's output `Out`.
@@ -333,7 +394,10 @@ export type Checkpoint = typeof Checkpoint.Type
  * @since 0.2.0
  * @category checkpoints
  */
-export interface Store extends internal.Store {}
+export interface Store {
+  readonly get: (id: string) => Effect.Effect<Option.Option<Checkpoint>, PipelineStoreError>
+  readonly put: (checkpoint: Checkpoint) => Effect.Effect<void, PipelineStoreError>
+}
 
 /**
  * A store in memory (for tests, and for a run resumed in the same process); `checkpoints` lists what it

@@ -26,23 +26,23 @@ import * as Stream from "effect/Stream"
 import * as Take from "effect/Take"
 import * as OpenAiModule from "../OpenAi.js"
 import * as OpenAiError from "../OpenAiError.js"
-import type { Checkpoint, PipelineStoreError, Stage } from "../Pipeline.js"
+import type {
+  Binding,
+  Charged,
+  Checkpoint,
+  Decision,
+  Outcome,
+  PipelineStoreError,
+  Stage,
+  StageStats,
+  Stats,
+  Store
+} from "../Pipeline.js"
 import { PipelineConfigError, PipelineInputError, StageFailed } from "../Pipeline.js"
 
 // ---------------------------------------------------------------------------------------------------------------
-// models (the public module re-exports these)
+// models (the public ones are defined in Pipeline.ts)
 // ---------------------------------------------------------------------------------------------------------------
-
-/** @internal */
-export type Decision = "retry" | "skip" | "fail"
-
-/** @internal */
-export interface ItemInfo {
-  readonly id: string
-  readonly stage: string
-  /** 1 on the first run of the stage for this item; above 1 on the pipeline's own retries. */
-  readonly attempt: number
-}
 
 /** @internal */
 export type AnyStage = Stage<any, any, any, any>
@@ -51,83 +51,6 @@ export type AnyStage = Stage<any, any, any, any>
 export const errorMessage = (error: unknown): string => {
   const message = (error as { readonly message?: unknown } | null | undefined)?.message
   return typeof message === "string" ? message : ""
-}
-
-/** @internal */
-export interface Store {
-  readonly get: (id: string) => Effect.Effect<Option.Option<Checkpoint>, PipelineStoreError>
-  readonly put: (checkpoint: Checkpoint) => Effect.Effect<void, PipelineStoreError>
-}
-
-/** @internal */
-export type Outcome<Out> =
-  | { readonly _tag: "Done"; readonly id: string; readonly value: Out; readonly resumed: boolean }
-  | {
-    readonly _tag: "Skipped"
-    readonly id: string
-    readonly stage: string
-    readonly kind: string
-    readonly message: string
-    readonly attempts: number
-    /** The error itself (`undefined` for an item skipped in an earlier run, known from its checkpoint). */
-    readonly error: unknown
-    readonly resumed: boolean
-  }
-
-/** @internal */
-export interface Charged {
-  readonly scope: string
-  readonly dimension: string
-  readonly amount: number
-}
-
-/** @internal */
-export interface StageStats {
-  readonly name: string
-  readonly concurrency: number
-  readonly capacity: number
-  readonly queued: number
-  readonly maxQueued: number
-  readonly inFlight: number
-  readonly entered: number
-  readonly done: number
-  readonly skipped: number
-  readonly retried: number
-  readonly calls: number
-  readonly callRetries: number
-  readonly rateLimited: number
-  readonly admissionWaitMillis: number
-  readonly busyMillis: number
-  readonly idleMillis: number
-  readonly blockedMillis: number
-  readonly charged: ReadonlyArray<Charged>
-}
-
-/** @internal */
-export interface Binding {
-  readonly stage: string
-  readonly scope: string
-  readonly dimension: string
-  readonly windowMillis: number
-  /** The share of what the limit allowed over the run (a full bucket at the start plus its refill) that was used. */
-  readonly utilization: number
-}
-
-/** @internal */
-export interface Stats {
-  readonly pipeline: string
-  readonly elapsedMillis: number
-  readonly entered: number
-  /** Items whose checkpoint was in the store: done or skipped before, or entering at a later stage. */
-  readonly resumed: number
-  readonly delivered: number
-  readonly held: number
-  readonly maxHeld: number
-  readonly bound: number
-  readonly stages: ReadonlyArray<StageStats>
-  readonly binding: Option.Option<Binding>
-  /** Whether the OpenAi calls' events reached the pipeline (`onEvent: Pipeline.onEvent`). */
-  readonly callEvents: boolean
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -511,7 +434,8 @@ export const start = <In, Out, E, R, EIn, RIn>(
           )
           const run = Option.isSome(service) ? Effect.provideService(body, OpenAiModule.OpenAi, service.value) : body
           // the call and its checkpoint are one step: an interruption lands before the call ends or after the
-          // checkpoint is written, never between (so a resume neither loses the result nor makes the call again)
+          // checkpoint is written, never between: a resume never loses a completed stage's result nor runs that
+          // stage again (a call interrupted while in flight may have reached the server and is made again)
           const result: Either.Either<unknown, unknown> = yield* Effect.uninterruptibleMask((restore) =>
             Effect.flatMap(Effect.either(restore(run)), (either) =>
               Either.isLeft(either) || store === undefined
