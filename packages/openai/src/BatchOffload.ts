@@ -387,7 +387,10 @@ export interface Unfinished {
   readonly customId: string
   /** 1-based line number in the caller's input, when known. */
   readonly line?: number | undefined
-  /** The request line, as it was submitted. */
+  /**
+   * The request line, as it was submitted; empty when a resume without input reports a line an earlier run handed
+   * back and could not read its file back (the `customId` still names it).
+   */
   readonly request: string
   readonly reason: "expired" | "cancelled" | "failed" | "token-limit" | "ineligible"
   readonly batchId: string | null

@@ -49,6 +49,27 @@ describe("BatchOffload: how batches end", () => {
       expect(yield* simBatches).toHaveLength(2)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
 
+  it.effect("expired, then a resume without input: the lines handed back are reported again, not lost", () =>
+    Effect.gen(function*() {
+      const lines = ids(30).map((id) => chatLine(id, `slow ${id}`))
+      const service = yield* offload({}, { poll: { initial: "10 minutes", max: "2 hours" } })
+      const first = recorder()
+      const summary = summaryOf((yield* drive(service.run(Stream.fromIterable(lines), first.options), 600_000)).exit)
+      expect(summary.unfinished).toHaveLength(7)
+      const state = yield* BatchOffload.decodeState(BatchOffload.encodeState(summary.state))
+      const second = recorder()
+      const done = new Set(first.results.map((r) => r.customId))
+      const after = summaryOf((yield* drive(service.resume(state, { ...second.options, done }), 60_000)).exit)
+      expect(second.results).toEqual([])
+      expect(after.unfinished.map((u) => u.customId).sort()).toEqual(ids(30).slice(23).sort())
+      expect(after.unfinished.every((u) => u.reason === "expired")).toBe(true)
+      expect(after.unfinished.map((u) => u.request).sort()).toEqual(lines.slice(23).sort())
+      expect(after.unfinished.map((u) => u.line).sort()).toEqual(
+        summary.unfinished.map((u) => u.line).sort()
+      )
+      expect(yield* simBatches).toHaveLength(1)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
+
   it.effect("a validation error on one line: that line fails, named; the others go out again", () =>
     Effect.gen(function*() {
       const lines = ids(10).map((id, i) => chatLine(id, i === 3 ? "[sim:batch-invalid] this one" : `fine ${id}`))

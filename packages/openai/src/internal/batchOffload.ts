@@ -612,6 +612,43 @@ export const make = (options: Api.Options): Api.Service => {
         const released = new Set(record.released)
         for (const id of record.customIds) if (!released.has(id)) owned.add(id)
       }
+      /**
+       * Lines an earlier run handed back (released) that no record holds and that are not done: nothing follows
+       * them any more. A resume with input plans them again (they are not `owned`); the others (all of them
+       * without input) come back in `unfinished`, their request read back from the file that held them.
+       */
+      const orphans = new Map<string, Record_>()
+      for (const record of initial?.batches ?? []) {
+        for (const id of record.released) if (!owned.has(id) && !done.has(id)) orphans.set(id, record)
+      }
+      const reportOrphans = (ids: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const byRecord = new Map<Record_, Array<string>>()
+          for (const id of ids) {
+            const record = orphans.get(id)!
+            const group = byRecord.get(record)
+            if (group === undefined) byRecord.set(record, [id])
+            else group.push(id)
+          }
+          for (const [record, group] of byRecord) {
+            const requests = yield* requestsOf(record).pipe(
+              Effect.orElseSucceed(() => new Map<string, string>())
+            )
+            const reason: Api.Unfinished["reason"] = record.status === "expired" || record.status === "cancelled"
+              ? record.status
+              : "failed"
+            for (const customId of group) {
+              const line = lineOf(record, customId)
+              unfinished.push({
+                customId,
+                request: requests.get(customId) ?? "",
+                reason,
+                batchId: record.batchId ?? null,
+                ...(line === undefined ? {} : { line })
+              })
+            }
+          }
+        })
       const seen = new Map<string, number>()
       let lineNumber = 0
       const planner = new Plan.Planner({ maxRequests, maxBytes, maxTokens })
@@ -719,6 +756,9 @@ export const make = (options: Api.Options): Api.Service => {
         )
         const reader = yield* Effect.fork(reading)
         yield* Effect.raceFirst(Fiber.join(reader), Effect.zipRight(FiberSet.join(workers), Effect.never))
+        yield* reportOrphans([...orphans.keys()].filter((id) => !seen.has(id)))
+      } else {
+        yield* reportOrphans([...orphans.keys()])
       }
       yield* Effect.raceFirst(FiberSet.awaitEmpty(workers), Effect.zipRight(FiberSet.join(workers), Effect.never))
 
