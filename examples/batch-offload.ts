@@ -53,7 +53,7 @@ const program = Effect.gen(function*() {
   const limiter = yield* RateLimiter.make({
     budgets: Object.entries(queue).map(([model, tokens]) => BatchOffload.budget(model, tokens))
   }).pipe(Effect.provide(LimiterStore.layerMemory))
-  const offload = BatchOffload.make({ client, limiter })
+  const offload = yield* BatchOffload.make({ client, limiter })
 
   const plan = yield* offload.plan(Stream.fromIterable(lines))
   yield* Console.log(

@@ -471,6 +471,19 @@ export interface Options {
 }
 
 /**
+ * An option of {@link make} out of range: `option` names it (`poll.factor`, `maxRequests`, ...).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class BatchOffloadConfigError extends Schema.TaggedError<BatchOffloadConfigError>(
+  "@sluice/openai/BatchOffload/BatchOffloadConfigError"
+)("BatchOffloadConfigError", {
+  option: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
  * The options of one run.
  *
  * @since 0.2.0
@@ -535,7 +548,8 @@ export interface Service {
 export class BatchOffload extends Context.Tag("@sluice/openai/BatchOffload")<BatchOffload, Service>() {}
 
 /**
- * Builds the offload over an SDK client and a limiter.
+ * Builds the offload over an SDK client and a limiter; an option out of range fails with a
+ * {@link BatchOffloadConfigError} naming it.
  *
  * @since 0.2.0
  * @category constructors
@@ -556,12 +570,12 @@ export class BatchOffload extends Context.Tag("@sluice/openai/BatchOffload")<Bat
  *
  * const program = Effect.gen(function*() {
  *   const limiter = yield* RateLimiter.RateLimiter
- *   const offload = BatchOffload.make({ client: new OpenAIClient(), limiter })
+ *   const offload = yield* BatchOffload.make({ client: new OpenAIClient(), limiter })
  *   return yield* offload.run(lines, { onResult: (result) => Effect.log(result.line) })
  * }).pipe(Effect.provide(RateLimiter.layerMemory({ budgets: [BatchOffload.budget("gpt-4o-mini", 2_000_000)] })))
  * ```
  */
-export const make: (options: Options) => Service = internal.make
+export const make: (options: Options) => Effect.Effect<Service, BatchOffloadConfigError> = internal.make
 
 /**
  * The offload as a layer over the `OpenAi` service in context: its SDK client and its limiter (give the
@@ -586,8 +600,11 @@ export const make: (options: Options) => Service = internal.make
  */
 export const layer = (
   options: Omit<Options, "client" | "limiter"> = {}
-): Layer.Layer<BatchOffload, never, OpenAiService.OpenAi> =>
+): Layer.Layer<BatchOffload, BatchOffloadConfigError, OpenAiService.OpenAi> =>
   Layer.effect(
     BatchOffload,
-    Effect.map(OpenAiService.OpenAi, (openai) => make({ ...options, client: openai.client, limiter: openai.limiter }))
+    Effect.flatMap(
+      OpenAiService.OpenAi,
+      (openai) => make({ ...options, client: openai.client, limiter: openai.limiter })
+    )
   )

@@ -15,7 +15,7 @@ describe("BatchOffload.plan", () => {
       const limiter = yield* RateLimiter.make({
         budgets: [BatchOffload.budget("gpt-4o", 90_000), BatchOffload.budget("gpt-4o-mini", 2_000_000)]
       }).pipe(Effect.provide(LimiterStore.layerMemory))
-      const offload = BatchOffload.make({
+      const offload = yield* BatchOffload.make({
         client: new OpenAIClient({ apiKey: "sk-plan" }),
         limiter,
         maxBytes: 9_000_000

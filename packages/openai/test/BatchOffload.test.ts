@@ -4,11 +4,13 @@
  * expired, failed for a line, refused for the queue, cancelled) leaving nothing lost.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { BulkExecutor, BulkRunner } from "@sluice/openai"
-import { Effect, Exit } from "effect"
+import { LimiterStore, RateLimiter } from "@sluice/core"
+import { BatchOffload, BulkExecutor, BulkRunner } from "@sluice/openai"
+import { Duration, Effect, Exit } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import OpenAIClient from "openai"
 import { chatLine, embeddingLine, parse, runLines, scenario, simBatches, Simulator } from "./batchHarness.js"
 import { drive, withService } from "./harness.js"
 
@@ -104,4 +106,40 @@ describe("BatchOffload: the same results as live", () => {
       expect(batched.get("policy")?.error?.kind).toBe("ContentPolicy")
       expect(batched.get("long")?.error?.code).toBe("context_length_exceeded")
     }).pipe(Effect.provide(Simulator.layer(scenario({})))))
+})
+
+describe("BatchOffload.make: options", () => {
+  const bad: ReadonlyArray<readonly [string, Partial<BatchOffload.Options>]> = [
+    ["poll.factor", { poll: { factor: 0.5 } }],
+    ["poll.factor", { poll: { factor: Number.NaN } }],
+    ["poll.initial", { poll: { initial: "0 seconds" } }],
+    ["poll.initial", { poll: { initial: "soon" as Duration.DurationInput } }],
+    ["poll.max", { poll: { initial: "1 minute", max: "10 seconds" } }],
+    ["poll.max", { poll: { max: Duration.infinity } }],
+    ["maxRequests", { maxRequests: 0 }],
+    ["maxRequests", { maxRequests: 50_001 }],
+    ["maxRequests", { maxRequests: 2.5 }],
+    ["maxBytes", { maxBytes: 200_000_001 }],
+    ["tokenLimitRetries", { tokenLimitRetries: -1 }]
+  ]
+  it.effect("an option out of range fails with a typed error that names it", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ budgets: [] }).pipe(Effect.provide(LimiterStore.layerMemory))
+      const client = new OpenAIClient({ apiKey: "sk-options" })
+      for (const [option, options] of bad) {
+        const error = yield* Effect.flip(BatchOffload.make({ client, limiter, ...options }))
+        expect(error).toBeInstanceOf(BatchOffload.BatchOffloadConfigError)
+        expect(error.option, JSON.stringify(options)).toBe(option)
+        expect(error.message.startsWith(`${option}: `)).toBe(true)
+      }
+      const ok = yield* BatchOffload.make({
+        client,
+        limiter,
+        maxRequests: 50_000,
+        maxBytes: 1,
+        tokenLimitRetries: 0,
+        poll: { initial: "1 second", max: "1 second", factor: 1 }
+      })
+      expect(ok.maxTokens("gpt-4o-mini")).toBeUndefined()
+    }).pipe(Effect.scoped))
 })

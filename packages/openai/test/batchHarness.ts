@@ -68,7 +68,7 @@ export const offload = (
     const limiter = yield* RateLimiter.make({
       budgets: Object.entries(queue).map(([model, tokens]) => BatchOffload.budget(model, tokens))
     }).pipe(Effect.provide(LimiterStore.layerMemory))
-    return BatchOffload.make({ client, limiter, poll: { initial: "5 seconds", max: "1 minute" }, ...options })
+    return yield* BatchOffload.make({ client, limiter, poll: { initial: "5 seconds", max: "1 minute" }, ...options })
   })
 
 /** Runs `lines` through a fresh offload and drives virtual time to its end. */

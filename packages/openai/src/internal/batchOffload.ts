@@ -9,11 +9,14 @@
 import type { Budget, RateLimiter } from "@sluice/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import * as StreamM from "effect/Stream"
 import { randomUUID } from "node:crypto"
@@ -49,18 +52,63 @@ const parseJsonLines = (text: string): Array<Record<string, unknown>> => {
   return out
 }
 
+/** The numeric options, as the Batch API (its file limits: `BatchOffload.fileLimits`) and the back-off allow them. */
+const NumericOptions = Schema.Struct({
+  maxRequests: Schema.optional(Schema.Int.pipe(Schema.between(1, 50_000))),
+  maxBytes: Schema.optional(Schema.Int.pipe(Schema.between(1, 200_000_000))),
+  tokenLimitRetries: Schema.optional(Schema.NonNegativeInt),
+  poll: Schema.optional(Schema.Struct({
+    factor: Schema.optional(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)))
+  }))
+})
+const decodeNumeric = Schema.decodeUnknownEither(NumericOptions)
+
+/** Decodes the options (a typed error naming the first one out of range) into the settings `make` uses. */
+const settingsOf = (options: Api.Options) =>
+  Effect.gen(function*() {
+    const fail = (option: string, message: string) =>
+      Effect.fail(new Api.BatchOffloadConfigError({ option, message: `${option}: ${message}` }))
+    const numeric = decodeNumeric(options)
+    if (Either.isLeft(numeric)) {
+      const issue = ParseResult.ArrayFormatter.formatErrorSync(numeric.left)[0]
+      return yield* fail(issue?.path.join(".") ?? "options", issue?.message ?? "invalid")
+    }
+    const millis = (option: string, input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) =>
+      Effect.suspend(() => {
+        const decoded = Duration.decodeUnknown(input ?? fallback)
+        const ms = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : NaN
+        return Number.isFinite(ms) && ms > 0
+          ? Effect.succeed(ms)
+          : fail(option, `must be a finite duration above zero, got ${String(input)}`)
+      })
+    const pollInitial = yield* millis("poll.initial", options.poll?.initial, "10 seconds")
+    const pollMax = yield* millis("poll.max", options.poll?.max, "5 minutes")
+    if (pollMax < pollInitial) {
+      return yield* fail("poll.max", `must be at least poll.initial (${pollInitial} ms), got ${pollMax} ms`)
+    }
+    return {
+      maxRequests: options.maxRequests ?? Api.fileLimits.maxRequests,
+      maxBytes: options.maxBytes ?? Api.fileLimits.maxBytes,
+      pollInitial,
+      pollMax,
+      pollFactor: options.poll?.factor ?? 1.5,
+      refusals: options.tokenLimitRetries ?? 20
+    }
+  })
+
 /** @internal */
-export const make = (options: Api.Options): Api.Service => {
+export const make = (options: Api.Options): Effect.Effect<Api.Service, Api.BatchOffloadConfigError> =>
+  Effect.map(settingsOf(options), (settings) => makeWith(options, settings))
+
+const makeWith = (
+  options: Api.Options,
+  settings: Effect.Effect.Success<ReturnType<typeof settingsOf>>
+): Api.Service => {
   const client: OpenAI = options.client
   const limiter = options.limiter
   const dimension = options.dimension ?? "enqueuedTokens"
   const scopesFor = options.scopesFor ?? ((model: string) => [`batch:${model}`])
-  const maxRequests = options.maxRequests ?? 50_000
-  const maxBytes = options.maxBytes ?? 200_000_000
-  const pollInitial = Duration.toMillis(Duration.decode(options.poll?.initial ?? "10 seconds"))
-  const pollMax = Duration.toMillis(Duration.decode(options.poll?.max ?? "5 minutes"))
-  const pollFactor = options.poll?.factor ?? 1.5
-  const refusals = options.tokenLimitRetries ?? 20
+  const { maxBytes, maxRequests, pollFactor, pollInitial, pollMax, refusals } = settings
   const estimate = options.estimate ??
     ((url: string, body: Record<string, unknown>) => TokenEstimator.forEndpoint(url, body)?.tokens ?? 0)
 
