@@ -123,6 +123,21 @@ const makeWith = (
     return least
   }
 
+  /** A decoded input line as the planner takes it. */
+  const itemOf = (
+    decoded: { readonly customId: string; readonly url: string; readonly body: Record<string, unknown> },
+    line: number,
+    text: string
+  ): Plan.Item => ({
+    customId: decoded.customId,
+    line,
+    url: decoded.url,
+    model: typeof decoded.body.model === "string" ? decoded.body.model : "",
+    text,
+    bytes: Plan.bytesOf(text),
+    tokens: estimate(decoded.url, decoded.body)
+  })
+
   // -------------------------------------------------------------------------------------------------------------
   // the transport: the SDK, its failures classified, transient ones retried
   // -------------------------------------------------------------------------------------------------------------
@@ -526,14 +541,10 @@ const makeWith = (
             if (badIds.has(customId) || positionOf(record, customId) === undefined) continue
             keptIds.add(customId)
             if (released.has(customId) || done.has(customId) || delivered.has(customId)) continue
+            const body = isRecord(parsed.body) ? parsed.body : {}
             items.push({
-              customId,
-              line: lineOf(record, customId) ?? 0,
-              url: record.endpoint,
-              model: record.model,
-              text: raw,
-              bytes: Plan.bytesOf(raw),
-              tokens: isRecord(parsed.body) ? estimate(record.endpoint, parsed.body) : 0
+              ...itemOf({ customId, url: record.endpoint, body }, lineOf(record, customId) ?? 0, raw),
+              model: record.model
             })
           }
           const unreadable = record.customIds.filter((id) => !badIds.has(id) && !keptIds.has(id))
@@ -646,7 +657,9 @@ const makeWith = (
           const known = record.batchId === undefined ? yield* findBatch(record) : record
           // hold its tokens again in this process if there is room (a hold of the process that died is the
           // store's to expire); a batch that exists runs whether or not this process could hold it
-          const limiterPermit = yield* limiter.tryAcquire(scopesFor(known.model), { [dimension]: known.tokens }).pipe(
+          const limiterPermit = yield* limiter.tryAcquire(scopesFor(known.model), { [dimension]: known.tokens }, {
+            priority: "background"
+          }).pipe(
             Effect.map(Option.getOrUndefined),
             Effect.orElseSucceed(() => undefined)
           )
@@ -756,15 +769,7 @@ const makeWith = (
               })
             )
           }
-          const added = planner.add({
-            customId: decoded.customId,
-            line,
-            url: decoded.url,
-            model: typeof decoded.body.model === "string" ? decoded.body.model : "",
-            text,
-            bytes: Plan.bytesOf(text),
-            tokens: estimate(decoded.url, decoded.body)
-          })
+          const added = planner.add(itemOf(decoded, line, text))
           if (added === undefined) return Effect.void
           if ("_tag" in added) {
             const failure = added.dimension === "tokens"
@@ -839,15 +844,7 @@ const makeWith = (
             ineligible++
             return
           }
-          const added = planner.add({
-            customId: decoded.customId,
-            line: 0,
-            url: decoded.url,
-            model: typeof decoded.body.model === "string" ? decoded.body.model : "",
-            text,
-            bytes: Plan.bytesOf(text),
-            tokens: estimate(decoded.url, decoded.body)
-          })
+          const added = planner.add(itemOf(decoded, 0, text))
           if (added === undefined) return
           if ("_tag" in added) tooLarge.push(added)
           else files.push(added)
