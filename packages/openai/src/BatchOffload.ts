@@ -91,6 +91,15 @@ export const holdWindow: Duration.Duration = Duration.days(365_000)
  *
  * @since 0.2.0
  * @category limits
+ * @example
+ * ```ts
+ * import { BatchOffload } from "@sluice/openai"
+ *
+ * BatchOffload.scopeFor("gpt-4o-mini") // "batch:gpt-4o-mini"
+ *
+ * // the same scope shared by two models that one enqueued-token limit covers
+ * const scopesFor = (model: string) => [BatchOffload.scopeFor(model.startsWith("gpt-4o") ? "gpt-4o" : model)]
+ * ```
  */
 export const scopeFor = (model: string): string => `batch:${model}`
 
@@ -335,6 +344,18 @@ export class StateError extends Schema.TaggedError<StateError>("@sluice/openai/B
  *
  * @since 0.2.0
  * @category state
+ * @example
+ * ```ts
+ * import { BatchOffload } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ * import * as NodeFs from "node:fs"
+ *
+ * // handed to RunOptions.onState: written after every change, read back by a resume
+ * const save = (state: BatchOffload.State) =>
+ *   Effect.sync(() => NodeFs.writeFileSync("out.jsonl.batch-state.json", BatchOffload.encodeState(state)))
+ *
+ * const load = BatchOffload.decodeState(NodeFs.readFileSync("out.jsonl.batch-state.json", "utf8"))
+ * ```
  */
 export const encodeState = (state: State): string => JSON.stringify(Schema.encodeSync(State)(state))
 
