@@ -354,6 +354,20 @@ export const make = (
       return tag
     }
     const baseOf = (scope: string): string => fixedBase ?? Keys.base(prefix, tagOf(scope))
+    /** The script's keys: the gates' first, then the buckets', in order. */
+    const keysOf = (
+      gates: ReadonlyArray<{ readonly scope: string; readonly dimension: string }>,
+      buckets: ReadonlyArray<
+        { readonly scope: string; readonly dimension: string; readonly windowMillis: number }
+      >
+    ): Array<string> => {
+      const keys: Array<string> = []
+      for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
+      for (const bucket of buckets) {
+        keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
+      }
+      return keys
+    }
     const timeoutMs = Duration.toMillis(config.commandTimeout)
     const margin = num(Math.ceil(Duration.toMillis(config.ttlMargin)))
     const nowArg: Effect.Effect<string> = config.time === "clock"
@@ -531,11 +545,7 @@ export const make = (
         const refused = conflict("tryAcquire", gates, debits.map((debit) => debit.bucket))
         if (refused !== undefined) return refused
       }
-      const keys: Array<string> = []
-      for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
-      for (const { bucket } of debits) {
-        keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
-      }
+      const keys = keysOf(gates, debits.map((debit) => debit.bucket))
       return run(
         "tryAcquire",
         Scripts.scripts.acquire,
@@ -617,11 +627,7 @@ export const make = (
       buckets: ReadonlyArray<LimiterStore.BucketSpec>,
       gates: ReadonlyArray<LimiterStore.GateKey>
     ): Effect.Effect<LimiterStore.Levels, LimiterStore.LimiterStoreError> => {
-      const keys: Array<string> = []
-      for (const gate of gates) keys.push(Keys.gateKey(baseOf(gate.scope), gate.scope, gate.dimension))
-      for (const bucket of buckets) {
-        keys.push(Keys.bucketKey(baseOf(bucket.scope), bucket.scope, bucket.dimension, bucket.windowMillis))
-      }
+      const keys = keysOf(gates, buckets)
       return run(
         "levels",
         Scripts.scripts.levels,
