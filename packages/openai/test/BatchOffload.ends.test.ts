@@ -6,6 +6,7 @@
  * resuming from a recorded state never creates a batch twice.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { LimiterStore, RateLimiter } from "@sluice/core"
 import { BatchOffload } from "@sluice/openai"
 import { Effect, Exit, Option, Stream } from "effect"
 import { toFile } from "openai"
@@ -67,6 +68,13 @@ describe("BatchOffload: how batches end", () => {
       expect(after.unfinished.map((u) => u.line).sort()).toEqual(
         summary.unfinished.map((u) => u.line).sort()
       )
+      // with input that lacks them: the same
+      const third = recorder()
+      const partial = summaryOf(
+        (yield* drive(service.resume(state, third.options, Stream.fromIterable(lines.slice(0, 23))), 60_000)).exit
+      )
+      expect(third.results).toEqual([])
+      expect(partial.unfinished.map((u) => u.customId).sort()).toEqual(ids(30).slice(23).sort())
       expect(yield* simBatches).toHaveLength(1)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
 
@@ -229,6 +237,33 @@ describe("BatchOffload: resume", () => {
       const batches = yield* simBatches
       expect(batches).toHaveLength(2)
       expect(batches.map((b) => `${b.status}:${b.request_counts?.total}`).sort()).toEqual(["completed:9", "failed:0"])
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+
+  it.effect("a resume holds its batches' tokens again with priority background, as a first run does", () =>
+    Effect.gen(function*() {
+      const lines = ids(6).map((id) => chatLine(id, `held ${id}`))
+      const client = yield* makeClient()
+      const base = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
+        Effect.provide(LimiterStore.layerMemory)
+      )
+      const asked: Array<string | undefined> = []
+      const limiter: RateLimiter.Service = {
+        ...base,
+        tryAcquire: (scopes, cost, options) => {
+          asked.push(options?.priority)
+          return base.tryAcquire(scopes, cost, options)
+        }
+      }
+      const service = yield* BatchOffload.make({ client, limiter, poll: { initial: "5 seconds", max: "1 minute" } })
+      const first = recorder()
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "2 minutes"), 10_000)
+      expect(asked).toEqual(["background"])
+      const saved = first.states[first.states.length - 1]
+      expect(saved.batches.map((b) => b.finished)).toEqual([false])
+      const second = recorder()
+      summaryOf((yield* drive(service.resume(saved, second.options), 60_000)).exit)
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(6).sort())
+      expect(asked).toEqual(["background", "background"])
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 
   it.effect("done custom_ids are neither sent nor delivered again", () =>
