@@ -122,6 +122,10 @@ const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError,
 const tierOption = Options.choice("tier", ["1", "2", "3", "4", "5"])
 
 /** A whole-number option with a description and a default. */
+/** An option that may be left out, with its description. */
+const optional = <A>(option: Options.Options<A>, description: string) =>
+  option.pipe(Options.withDescription(description), Options.optional)
+
 const count = (name: string, description: string, fallback: number) =>
   Options.integer(name).pipe(Options.withDescription(description), Options.withDefault(fallback))
 
@@ -136,45 +140,34 @@ const runOptions = {
   output: Options.file("output").pipe(
     Options.withDescription("Output file (Batch API output format); rerun with the same file to resume")
   ),
-  errors: Options.file("errors").pipe(
-    Options.withDescription("Errors file for rejected input lines (JSONL); default <output>.errors.jsonl"),
-    Options.optional
+  errors: optional(
+    Options.file("errors"),
+    "Errors file for rejected input lines (JSONL); default <output>.errors.jsonl"
   ),
-  baseUrl: Options.text("base-url").pipe(
-    Options.withDescription("OpenAI-compatible base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"),
-    Options.optional
+  baseUrl: optional(
+    Options.text("base-url"),
+    "OpenAI-compatible base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
   ),
   apiKeyEnv: Options.text("api-key-env").pipe(
     Options.withDescription("Name of the environment variable holding the API key"),
     Options.withDefault("OPENAI_API_KEY")
   ),
-  tier: tierOption.pipe(Options.withDescription("Usage tier presets for the limits (1-5)"), Options.optional),
-  limits: Options.file("limits", { exists: "yes" }).pipe(
-    Options.withDescription("Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm}}})"),
-    Options.optional
+  tier: optional(tierOption, "Usage tier presets for the limits (1-5)"),
+  limits: optional(
+    Options.file("limits", { exists: "yes" }),
+    "Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm}}})"
   ),
-  routing: Options.file("routing", { exists: "yes" }).pipe(
-    Options.withDescription("Routing table file (JSON)"),
-    Options.optional
-  ),
+  routing: optional(Options.file("routing", { exists: "yes" }), "Routing table file (JSON)"),
   concurrency: count("concurrency", "Requests in flight at most (the rate limiter paces them)", 256),
-  priority: Options.choice("priority", ["interactive", "background"]).pipe(
-    Options.withDescription("Priority lane for admission"),
-    Options.optional
+  priority: optional(Options.choice("priority", ["interactive", "background"]), "Priority lane for admission"),
+  deadline: optional(Options.text("deadline"), "Per-request admission deadline (e.g. 30s, 5m, 1h30m)"),
+  redis: optional(
+    Options.text("redis"),
+    "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
   ),
-  deadline: Options.text("deadline").pipe(
-    Options.withDescription("Per-request admission deadline (e.g. 30s, 5m, 1h30m)"),
-    Options.optional
-  ),
-  redis: Options.text("redis").pipe(
-    Options.withDescription(
-      "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
-    ),
-    Options.optional
-  ),
-  simulate: Options.text("simulate").pipe(
-    Options.withDescription("Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"),
-    Options.optional
+  simulate: optional(
+    Options.text("simulate"),
+    "Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"
   ),
   speed: Options.float("speed").pipe(
     Options.withDescription(
@@ -502,9 +495,9 @@ const planOptions = {
     200
   ),
   images: count("images", "Images per request for image models", 1),
-  peakPerMinute: Options.integer("peak-per-minute").pipe(
-    Options.withDescription("Requests in the busiest minute (for the headroom check)"),
-    Options.optional
+  peakPerMinute: optional(
+    Options.integer("peak-per-minute"),
+    "Requests in the busiest minute (for the headroom check)"
   ),
   batch: Options.boolean("batch").pipe(Options.withDescription("Price at the Batch API's half price")),
   json: Options.boolean("json").pipe(Options.withDescription("Print the plan as JSON"))
