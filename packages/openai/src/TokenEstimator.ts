@@ -171,6 +171,13 @@ const fieldsOf = (body: unknown): Readonly<Record<string, unknown>> => isObject(
 const modelOf = (model: unknown, fallback: string): string =>
   typeof model === "string" && model.length > 0 ? model : fallback
 
+/** A text body's fields, its model (or the fallback) and a counter in that model's encoding. */
+const textBody = (input: unknown, fallback: string) => {
+  const body = fieldsOf(input)
+  const model = modelOf(body.model, fallback)
+  return { body, model, count: counter(encodingFor(model)) }
+}
+
 /**
  * What a call is charged at admission, and what it may be settled against later.
  *
@@ -222,9 +229,7 @@ export const chat = (input: {
   readonly functions?: unknown
   readonly response_format?: unknown
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
-  const body = fieldsOf(input)
-  const model = modelOf(body.model, "gpt-4o")
-  const count = counter(encodingFor(model))
+  const { body, count, model } = textBody(input, "gpt-4o")
   let prompt = REPLY_PRIMING
   const messages: ReadonlyArray<unknown> = Array.isArray(body.messages)
     ? body.messages
@@ -266,9 +271,7 @@ export const responses = (input: {
   readonly tools?: unknown
   readonly text?: unknown
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
-  const body = fieldsOf(input)
-  const model = modelOf(body.model, "gpt-4o")
-  const count = counter(encodingFor(model))
+  const { body, count, model } = textBody(input, "gpt-4o")
   let prompt = REPLY_PRIMING
   if (typeof body.instructions === "string") prompt += TOKENS_PER_MESSAGE + count.text(body.instructions)
   if (typeof body.input === "string") prompt += TOKENS_PER_MESSAGE + count.text(body.input)
@@ -304,9 +307,7 @@ const itemTokens = (count: Counter, item: unknown): number =>
  * @category estimating
  */
 export const embeddings = (input: { readonly model: string; readonly input: unknown }): Estimate => {
-  const body = fieldsOf(input)
-  const model = modelOf(body.model, "text-embedding-3-small")
-  const count = counter(encodingFor(model))
+  const { body, count, model } = textBody(input, "text-embedding-3-small")
   const inputs = body.input
   const prompt = Array.isArray(inputs) && inputs.some((x) => typeof x !== "number")
     ? inputs.reduce<number>((sum, item) => sum + itemTokens(count, item), 0)
@@ -366,9 +367,7 @@ export const completions = (input: {
   readonly best_of?: number | null | undefined
   readonly max_tokens?: number | null | undefined
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
-  const body = fieldsOf(input)
-  const model = modelOf(body.model, "gpt-3.5-turbo-instruct")
-  const count = counter(encodingFor(model))
+  const { body, count, model } = textBody(input, "gpt-3.5-turbo-instruct")
   const prompt = body.prompt
   // a list of texts or of token lists is one completion per item; a list of numbers is one prompt's tokens
   const many = Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
@@ -392,9 +391,7 @@ export const completions = (input: {
  * @category estimating
  */
 export const moderations = (input: { readonly model?: string | undefined; readonly input: unknown }): Estimate => {
-  const body = fieldsOf(input)
-  const model = modelOf(body.model, "omni-moderation-latest")
-  const count = counter(encodingFor(model))
+  const { body, count, model } = textBody(input, "omni-moderation-latest")
   const inputs = Array.isArray(body.input) ? (body.input as ReadonlyArray<unknown>) : [body.input]
   let prompt = 0
   for (const item of inputs) {
