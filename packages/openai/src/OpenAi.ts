@@ -184,11 +184,11 @@ export declare namespace OpenAi {
     /**
      * A retry budget shared by every call of the service, so a provider incident cannot become a retry
      * storm: retries are allowed up to `ratio` of the recent first attempts plus `minRetries` per `window`
-     * (see `Retry.makeBudget`); beyond it a failure is returned instead of retried. Give options to make
+     * (see `Retry.makeRetryBudget`); beyond it a failure is returned instead of retried. Give options to make
      * one, or an existing budget to share it with other services. Default: none — every retry already goes
      * back through admission, so retries never exceed the limits; a budget bounds them further.
      */
-    readonly retryBudget?: Retry.Budget | Retry.Budget.Options | undefined
+    readonly retryBudget?: Retry.RetryBudget | Retry.RetryBudget.Options | undefined
     /**
      * Circuit breakers per model (default: open after 5 server errors, overloads, timeouts or connection
      * errors in a row, for 30 seconds; rate limits and the caller's own mistakes do not count); `false`

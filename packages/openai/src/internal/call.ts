@@ -201,7 +201,7 @@ export const make = (
       ? undefined
       : "tryRetry" in options.retryBudget
       ? options.retryBudget
-      : yield* Retry.makeBudget(options.retryBudget)
+      : yield* Retry.makeRetryBudget(options.retryBudget)
     const emit = options.onEvent ?? (() => Effect.void)
     const settleUsage = options.settleUsage !== false
     const org = `org:${options.organization ?? "default"}`
