@@ -73,7 +73,7 @@ const slowScenario = (dir: string, ms: number) => {
 }
 
 describe("sluice run: careless and hostile input (real process)", () => {
-  // live: real processes and files
+  // live: real `sluice run` processes and files; TestClock cannot drive another OS process
   it.live(
     "path collisions are refused with exit 2 before any file is written; a non-JSONL output too",
     () =>
@@ -117,7 +117,7 @@ describe("sluice run: careless and hostile input (real process)", () => {
     240_000
   )
 
-  // live: two real `sluice run` processes race for one output lock
+  // live: two real `sluice run` processes race for one output lock (an O_EXCL file); TestClock cannot drive them
   it.live(
     "the output lock: a second run on the same output is refused (exit 2) while the first runs; after a kill -9 a rerun takes the stale lock over",
     () =>
@@ -163,7 +163,8 @@ describe("sluice run: careless and hostile input (real process)", () => {
     240_000
   )
 
-  // live: two real `sluice run` processes, distinct outputs, one errors file; a real kill -9
+  // live: two real `sluice run` processes, distinct outputs, one errors file; a real kill -9 (TestClock cannot
+  // drive another OS process)
   it.live(
     "the errors lock: a second run writing the same errors file is refused (exit 2) while the first runs; a stale one is taken over",
     () =>

@@ -408,7 +408,7 @@ export interface Store {
  * @example
  * ```ts
  * import { Pipeline } from "@sluice/openai"
- * import { Effect } from "effect"
+ * import * as Effect from "effect/Effect"
  *
  * Effect.gen(function*() {
  *   const store = yield* Pipeline.memoryStore
@@ -449,7 +449,8 @@ const makePipeline = (name: string, stages: ReadonlyArray<Stage<any, any, any, a
  * @example
  * ```ts
  * import { OpenAi, Pipeline } from "@sluice/openai"
- * import { Effect, Schema } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Schema from "effect/Schema"
  *
  * interface Brief { readonly product: string }
  *
@@ -495,7 +496,8 @@ export const make = <In>(name: string): Pipeline<In, In> => makePipeline(name, [
  * @example
  * ```ts
  * import { Pipeline } from "@sluice/openai"
- * import { Effect, Schema } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Schema from "effect/Schema"
  *
  * const lengths = Pipeline.make<string>("lengths").pipe(
  *   Pipeline.stage({ name: "measure", concurrency: 2, queue: 4, output: Schema.Number, run: (s: string) => Effect.succeed(s.length) })
@@ -532,7 +534,8 @@ export const stage: {
  * ```ts
  * import { Budget } from "@sluice/core"
  * import { Pipeline } from "@sluice/openai"
- * import { Effect, Schema } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Schema from "effect/Schema"
  *
  * const p = Pipeline.make<string>("p").pipe(Pipeline.stage({
  *   name: "embed", concurrency: 2, queue: 4, output: Schema.Number,
@@ -577,7 +580,7 @@ export const defaultDecision: (error: unknown) => Decision = internal.defaultDec
  * ```ts
  * import { LimiterStore } from "@sluice/core"
  * import { OpenAi, Pipeline } from "@sluice/openai"
- * import { Layer } from "effect"
+ * import * as Layer from "effect/Layer"
  * import OpenAI from "openai"
  *
  * declare const client: OpenAI
@@ -701,7 +704,8 @@ export const stream = <In, Out, E, R, EIn = never, RIn = never>(
  * @example
  * ```ts
  * import { Pipeline } from "@sluice/openai"
- * import { Effect, Schema } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Schema from "effect/Schema"
  *
  * const shout = Pipeline.make<string>("shout").pipe(
  *   Pipeline.stage({ name: "upper", concurrency: 2, queue: 4, output: Schema.String, run: (s: string) => Effect.succeed(s.toUpperCase()) })
