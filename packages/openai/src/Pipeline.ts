@@ -300,8 +300,9 @@ export class StageFailed extends Schema.TaggedError<StageFailed>("@sluice/openai
   }
 ) {
   override get message(): string {
+    const cause = internal.errorMessage(this.error)
     return `pipeline ${this.pipeline}: item ${this.id} failed the run in stage ${this.stage} after ${this.attempts} attempt(s): ${this.kind}${
-      internal.errorMessage(this.error) === "" ? "" : ` (${internal.errorMessage(this.error)})`
+      cause === "" ? "" : ` (${cause})`
     }`
   }
 }

@@ -14,6 +14,7 @@ import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -36,15 +37,13 @@ type Record_ = Api.BatchRecord
 
 const terminal = new Set(["completed", "failed", "expired", "cancelled"])
 
-const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
-
 const parseJsonLines = (text: string): Array<Record<string, unknown>> => {
   const out: Array<Record<string, unknown>> = []
   for (const raw of text.split("\n")) {
     if (raw.trim() === "") continue
     try {
       const value = JSON.parse(raw)
-      if (isRecord(value)) out.push(value)
+      if (Predicate.isRecord(value)) out.push(value)
     } catch {
       // a torn line in a downloaded file: its custom_id is then unanswered and comes back unfinished
     }
@@ -106,8 +105,8 @@ const makeWith = (
 ): Api.Service => {
   const client: OpenAI = options.client
   const limiter = options.limiter
-  const dimension = options.dimension ?? "enqueuedTokens"
-  const scopesFor = options.scopesFor ?? ((model: string) => [`batch:${model}`])
+  const dimension = options.dimension ?? Api.dimension
+  const scopesFor = options.scopesFor ?? ((model: string) => [Api.scopeFor(model)])
   const { maxBytes, maxRequests, pollFactor, pollInitial, pollMax, refusals } = settings
   const estimate = options.estimate ??
     ((url: string, body: Record<string, unknown>) => TokenEstimator.forEndpoint(url, body)?.tokens ?? 0)
@@ -351,7 +350,7 @@ const makeWith = (
         const customId = row.custom_id
         if (typeof customId !== "string" || positionOf(record, customId) === undefined) return Effect.void
         const id = typeof row.id === "string" ? row.id : undefined
-        const response = isRecord(row.response) ? row.response : undefined
+        const response = Predicate.isRecord(row.response) ? row.response : undefined
         if (response !== undefined && typeof response.status_code === "number") {
           const status = response.status_code
           const requestId = typeof response.request_id === "string" ? response.request_id : null
@@ -365,7 +364,7 @@ const makeWith = (
           const error = OpenAiError.fromHttp({ status, body: response.body }, { model: record.model })
           return deliver(customId, batchId, null, BulkExecutor.describeError(error), id)
         }
-        const error = isRecord(row.error) ? row.error : {}
+        const error = Predicate.isRecord(row.error) ? row.error : {}
         const code = typeof error.code === "string" ? error.code : "batch_error"
         if (code === "batch_expired") return Effect.sync(() => void back.set(customId, "expired"))
         if (code === "batch_cancelled") return Effect.sync(() => void back.set(customId, "cancelled"))
@@ -461,7 +460,6 @@ const makeWith = (
                 new Api.BatchCancelled({ batchId, model: record.model, completed, unfinished: left.length })
               )
             }
-            for (const id of left) if (!back.has(id)) back.set(id, reason)
             const byReason = new Map<Api.Unfinished["reason"], Array<string>>()
             for (const id of left) {
               const r = back.get(id) ?? reason
@@ -504,15 +502,14 @@ const makeWith = (
             } catch {
               customId = undefined
             }
+            const line = customId === undefined ? undefined : lineOf(record, customId)
             const failure = new Api.BatchValidationError({
               batchId,
               fileLine: error.line ?? 0,
               code: error.code ?? "invalid_request",
               message: error.message ?? "the line was refused",
               ...(customId === undefined ? {} : { customId }),
-              ...(customId === undefined || lineOf(record, customId) === undefined
-                ? {}
-                : { line: lineOf(record, customId)! }),
+              ...(line === undefined ? {} : { line }),
               ...(error.param === null || error.param === undefined ? {} : { param: error.param })
             })
             yield* report(failure)
@@ -536,12 +533,12 @@ const makeWith = (
             } catch {
               continue
             }
-            if (!isRecord(parsed) || typeof parsed.custom_id !== "string") continue
+            if (!Predicate.isRecord(parsed) || typeof parsed.custom_id !== "string") continue
             const customId = parsed.custom_id
             if (badIds.has(customId) || positionOf(record, customId) === undefined) continue
             keptIds.add(customId)
             if (released.has(customId) || done.has(customId) || delivered.has(customId)) continue
-            const body = isRecord(parsed.body) ? parsed.body : {}
+            const body = Predicate.isRecord(parsed.body) ? parsed.body : {}
             items.push({
               ...itemOf({ customId, url: record.endpoint, body }, lineOf(record, customId) ?? 0, raw),
               model: record.model

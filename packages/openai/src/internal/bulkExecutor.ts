@@ -138,6 +138,8 @@ export const make = (
     let cancelling: Cancelled | undefined
     let answered = false
     let unreachableFailures = 0
+    /** A failure to reach the server while no call has ever been answered: an outage. */
+    const isOutage = (error: { readonly _tag: string }) => !answered && unreachable.has(error._tag)
     /**
      * Interrupts a call's fiber from a daemon (it may be this very fiber, in its `onEvent`), unless the call is on
      * the wire by then: an interrupted request could have reached the server, and a rerun would send it twice.
@@ -182,7 +184,7 @@ export const make = (
           const error = event.error
           // the server never answered, and a retry or five attempts could not reach it: an outage, not the lines'
           // fault (the circuit breaker holds retries back, so they alone may not come soon)
-          if (!answered && unreachable.has(error._tag) && (event.attempt > 1 || ++unreachableFailures >= 5)) {
+          if (isOutage(error) && (event.attempt > 1 || ++unreachableFailures >= 5)) {
             return cancelAll(outage(error))
           }
           return cancelling !== undefined && state !== undefined && transient.has(error._tag)
@@ -265,7 +267,7 @@ export const make = (
           send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs)
         ).pipe(
           // a line that gave up on a server that never answered: every other line would too
-          Effect.tapError((error) => !answered && unreachable.has(error._tag) ? cancelAll(outage(error)) : Effect.void)
+          Effect.tapError((error) => isOutage(error) ? cancelAll(outage(error)) : Effect.void)
         )
         if (result.scopes.length > 0) {
           const usage = (result.body as { usage?: Record<string, unknown> } | null)?.usage
@@ -295,7 +297,7 @@ export const make = (
         }
       }
       // a line that could not reach a server that never answered is not the line's failure: stop, resumable
-      if (!answered && unreachable.has(error._tag)) {
+      if (isOutage(error)) {
         const reason = outage(error)
         return { kind: reason.kind, code: "outage", message: reason.message, stop: true }
       }

@@ -8,7 +8,6 @@ import * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
 import type { Progress, ProgressStats as Stats, ProgressView as View, Summary } from "../BulkRunner.js"
 
 /** @internal */
@@ -108,11 +107,9 @@ export const every = (
   interval: Duration.DurationInput,
   report: (line: string, last: boolean) => Effect.Effect<void>
 ): Effect.Effect<void> =>
-  Effect.repeat(Effect.delay(Effect.flatMap(progress.line, (text) => report(text, false)), interval), Schedule.forever)
-    .pipe(
-      Effect.asVoid,
-      Effect.onInterrupt(() => Effect.flatMap(progress.line, (text) => report(text, true)))
-    )
+  Effect.forever(Effect.delay(Effect.flatMap(progress.line, (text) => report(text, false)), interval)).pipe(
+    Effect.onInterrupt(() => Effect.flatMap(progress.line, (text) => report(text, true)))
+  )
 
 /** @internal */
 export const formatSummary = (summary: Summary): string => {

@@ -4,21 +4,13 @@
  * @internal
  */
 import { randomUUID } from "node:crypto"
+import type * as BulkRunner from "../BulkRunner.js"
 
 /** @internal */
-export interface LineResponse {
-  readonly statusCode: number
-  readonly requestId: string | null
-  readonly body: unknown
-}
+export type LineResponse = BulkRunner.Response
 
 /** @internal */
-export interface LineFailure {
-  readonly kind: string
-  readonly code: string
-  readonly message: string
-  readonly statusCode?: number | undefined
-}
+export type LineFailure = Omit<BulkRunner.Failure, "stop">
 
 /** A fresh output line id, shaped like the Batch API's (`batch_req_<32 hex>`). @internal */
 export const lineId = (): string => `batch_req_${randomUUID().replace(/-/g, "")}`

@@ -339,7 +339,14 @@ export const start = <In, Out, E, R, EIn, RIn>(
       Metric.tagged(Metric.tagged(metric, "pipeline", name), "stage", stage)
     const depthGauges = stages.map((s) => tag(metrics.queueDepth, s.name))
     const flightGauges = stages.map((s) => tag(metrics.inFlight, s.name))
-    const itemCounters = stages.map((s) => tag(metrics.items, s.name))
+    const outcomeCounters = stages.map((s) => {
+      const items = tag(metrics.items, s.name)
+      return {
+        retried: Metric.tagged(items, "outcome", "retried"),
+        skipped: Metric.tagged(items, "outcome", "skipped"),
+        done: Metric.tagged(items, "outcome", "done")
+      }
+    })
     const stageTimers = stages.map((s) => tag(metrics.stageMillis, s.name))
     const services = stages.map((stage) =>
       Option.map(openai, (base) => stageService(base, { priority: stage.lane, tenant: stage.tenant }))
@@ -472,17 +479,18 @@ export const start = <In, Out, E, R, EIn, RIn>(
           }
           if (decision === "retry" && attempt <= retries) {
             book.retried++
-            yield* Metric.increment(Metric.tagged(itemCounters[k]!, "outcome", "retried"))
+            yield* Metric.increment(outcomeCounters[k]!.retried)
             yield* Effect.sleep(Duration.times(delay, 2 ** (attempt - 1)))
             continue
           }
           const message = errorMessage(error)
-          yield* put({ _tag: "Skipped", id, stage: stage.name, kind: kindOf(error), message, attempts: attempt })
+          const kind = kindOf(error)
+          yield* put({ _tag: "Skipped", id, stage: stage.name, kind, message, attempts: attempt })
           return Either.left<Outcome<Out>>({
             _tag: "Skipped",
             id,
             stage: stage.name,
-            kind: kindOf(error),
+            kind,
             message,
             attempts: attempt,
             error,
@@ -513,11 +521,11 @@ export const start = <In, Out, E, R, EIn, RIn>(
           book.enter(w, "blocked", finished)
           if (Either.isLeft(result)) {
             book.skipped++
-            yield* Metric.increment(Metric.tagged(itemCounters[k]!, "outcome", "skipped"))
+            yield* Metric.increment(outcomeCounters[k]!.skipped)
             yield* emit(result.left)
           } else {
             book.done++
-            yield* Metric.increment(Metric.tagged(itemCounters[k]!, "outcome", "done"))
+            yield* Metric.increment(outcomeCounters[k]!.done)
             if (k === last) yield* emit({ _tag: "Done", id: entry.id, value: result.right as Out, resumed: false })
             else yield* handTo(k + 1, entry.id, result.right)
           }

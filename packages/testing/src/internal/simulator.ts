@@ -1708,7 +1708,7 @@ export class Model {
       error_file_id: batch.errorFileId,
       created_at: sec(batch.createdAt),
       in_progress_at: failed || (cancelled && batch.cancelAt! < tl.inProgressAt) ? null : reached(tl.inProgressAt),
-      expires_at: sec(batch.createdAt + DAY),
+      expires_at: sec(tl.expiresAt),
       finalizing_at: failed || cancelled || expired ? null : reached(tl.finalizingAt),
       completed_at: failed || cancelled || expired ? null : reached(tl.completedAt),
       failed_at: failed ? sec(tl.inProgressAt) : null,
