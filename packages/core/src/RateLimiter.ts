@@ -289,6 +289,21 @@ export declare namespace RateLimiter {
   }
 
   /**
+   * A slow start (see {@link Service.ramp}).
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  export interface Ramp {
+    /** What is let out at once. */
+    readonly from: number
+    /** How long the amount let out in all takes to double. */
+    readonly doubling: Duration.DurationInput
+    /** The ramp ends once it has let out this much in all; without it, when ended by `ramp(…, undefined)`. */
+    readonly to?: number | undefined
+  }
+
+  /**
    * @since 0.1.0
    * @category models
    */
@@ -356,6 +371,36 @@ export interface Service {
   readonly close: (scope: string, reason: string, cause?: unknown) => Effect.Effect<void>
   /** Reopens a closed scope. */
   readonly reopen: (scope: string) => Effect.Effect<void>
+  /**
+   * Starts a slow start on `scope` and `dimension` (a temporary limit beside its buckets): from now, the
+   * admissions charging `dimension` on `scope` take at most `from` of it at once, the amount let out in all
+   * doubling every `doubling`, until it reaches `to` (then the ramp is gone); `undefined` ends the ramp. A call
+   * it holds back waits in the queue like one a bucket holds (in order, within its deadline, failing at once
+   * when its scope closes). A new ramp replaces the one there was.
+   *
+   * @since 0.2.0
+   * @example
+   * ```ts
+   * import { Budget, RateLimiter } from "@sluice/core"
+   * import * as Effect from "effect/Effect"
+   *
+   * const program = Effect.gen(function*() {
+   *   const limiter = yield* RateLimiter.RateLimiter
+   *   // 10 requests at once, 20 in all after 1 s, 40 after 2 s, ... up to 640 (then unramped)
+   *   yield* limiter.ramp("org:acme", "requests", { from: 10, doubling: "1 second", to: 640 })
+   *   yield* limiter.acquire(["org:acme"], { requests: 1 })
+   * }).pipe(
+   *   Effect.provide(RateLimiter.layerMemory({
+   *     budgets: [Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500)])]
+   *   }))
+   * )
+   * ```
+   */
+  readonly ramp: (
+    scope: string,
+    dimension: Budget.Dimension,
+    ramp: RateLimiter.Ramp | undefined
+  ) => Effect.Effect<void>
   /** The estimated wait for a cost, without charging. */
   readonly peek: (
     scopes: ReadonlyArray<string>,

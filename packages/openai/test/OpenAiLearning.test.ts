@@ -63,7 +63,7 @@ describe("OpenAi: learning what the server does not announce", () => {
           expect(rejected / stats.attempts.length).toBeLessThanOrEqual(0.01)
           expect(endedAt).toBeLessThanOrEqual(1.1 * minimum + 800)
           expect(OpenAi.describeLearned(yield* openai.learned)).toEqual([
-            "tokens burst 2,500 on org:acme/pool:gpt-4o after 2 429s"
+            "tokens burst 2,500 on org:acme/pool:gpt-4o after 1 429"
           ])
         })).pipe(Effect.provide(Simulator.layer(SimConfig.make({
           seed: 3,

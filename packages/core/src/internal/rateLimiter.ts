@@ -8,6 +8,7 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -21,6 +22,7 @@ import { CostExceedsCapacity, DeadlineExceeded, ScopeClosed } from "../RateLimit
 import * as Bucket from "./bucket.js"
 import { fullPasses } from "./dispatch.js"
 import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./ledger.js"
+import { Ramps } from "./ramp.js"
 import * as Slot from "./slot.js"
 
 const laneIndex = (lane: Lane | undefined): number => lane === "background" ? 1 : 0
@@ -177,6 +179,8 @@ export const make = (
       readonly byDimension: Map<string, ReadonlyArray<LimiterStore.GateKey>>
     }
     const planCache = new Map<string, ScopePlan>()
+    /** Temporary limits: slow starts (`ramp`), checked before the store. */
+    const ramps = new Ramps()
     /** Bumped whenever a limit is learned or changes (sync): queued waiters are prepared again. */
     let limitsVersion = 0
     /** Admissions so far, and sends so far (permits marked sent, or settled unmarked). */
@@ -350,6 +354,7 @@ export const make = (
 
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
       const admission = ++admissions
+      ramps.charge(prepared.scopes, prepared.cost)
       for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
       const point: {
         admission: number
@@ -613,7 +618,10 @@ export const make = (
               }
               break visit
             }
-            const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+            const ramped = ramps.held(waiter.prepared.scopes, waiter.prepared.cost, now)
+            const admission = ramped !== undefined
+              ? Either.right(ramped)
+              : yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
             if (admission._tag === "Left") {
               yield* reject(waiter, admission.left)
               break visit
@@ -794,6 +802,11 @@ export const make = (
         return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
           const deadline = deadlineOf(options, now)
           if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
+          const ramped = ramps.held(scopes, cost, now)
+          if (ramped !== undefined) {
+            if (now + ramped.waitMillis > deadline) return deadlineFailure(ramped, deadline, now)
+            return enqueue(prepared, lane, now, deadline, ramped.waitMillis)
+          }
           if (store.unsafeTryAcquire !== undefined) {
             // A synchronous store answers in this very step: nothing can come between its admission and the
             // permit, and no one can arrive meanwhile.
@@ -867,13 +880,16 @@ export const make = (
         const closedError = closedFor(scopes)
         if (closedError !== undefined) return Effect.fail(closedError)
         if (sharesQueue(prepared)) return Effect.succeed(Option.none())
-        return Effect.flatMap(store.tryAcquire(prepared.debits, prepared.gates), (answer) =>
-          answer._tag === "Denied"
+        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          ramps.held(scopes, cost, now) !== undefined
             ? Effect.succeed(Option.none())
-            : Effect.zipRight(
-              Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
-              Effect.map(Clock.currentTimeMillis, (now) => Option.some(makePermit(prepared, now)))
-            ))
+            : Effect.flatMap(store.tryAcquire(prepared.debits, prepared.gates), (answer) =>
+              answer._tag === "Denied"
+                ? Effect.succeed(Option.none())
+                : Effect.zipRight(
+                  Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
+                  Effect.map(Clock.currentTimeMillis, (at) => Option.some(makePermit(prepared, at)))
+                )))
       })
 
     const block: Service["block"] = (scope, dimension, until) =>
@@ -1068,6 +1084,23 @@ export const make = (
         closed.delete(scope)
       })
 
+    const ramp: Service["ramp"] = (scope, dimension, slowStart) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        ramps.set(
+          scope,
+          dimension,
+          slowStart === undefined ? undefined : {
+            from: slowStart.from,
+            doublingMillis: Duration.toMillis(Duration.decode(slowStart.doubling)),
+            to: slowStart.to
+          },
+          now
+        )
+        // the waiters it held (or the ones a new ramp holds) look again
+        epoch++
+        signal()
+      })
+
     const levelInfos = (resolved: ReadonlyArray<Resolved>, levels: ReadonlyArray<number>): Array<LevelInfo> =>
       resolved.map((entry, i) => ({
         scope: entry.spec.scope,
@@ -1111,6 +1144,11 @@ export const make = (
             binding = Option.some({ scope: entry.spec.scope, dimension: entry.spec.dimension, reason: "limit" })
           }
         })
+        const ramped = ramps.held(scopes, cost, yield* Clock.currentTimeMillis)
+        if (ramped !== undefined && ramped.waitMillis > waitMillis) {
+          waitMillis = ramped.waitMillis
+          binding = Option.some({ scope: ramped.scope, dimension: ramped.dimension, reason: "ramp" })
+        }
         let ahead = 0
         if (queued > 0) {
           const keys = new Set(resolved.map((entry) => entry.spec.id))
@@ -1172,6 +1210,7 @@ export const make = (
       sync,
       close,
       reopen,
+      ramp,
       peek,
       snapshot,
       limitsOf

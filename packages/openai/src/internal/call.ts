@@ -327,7 +327,7 @@ export const make = (
           ? Endpoints.usedCost(request.path, answer.data, request.estimate) ?? call.cost
           : call.cost
         yield* settleThenSync(limiter, poolScope, used, answer.response.headers, since)
-        learner.heard(poolScope, answer.response.headers)
+        yield* learner.heard(poolScope, answer.response.headers)
         yield* learner.answered(poolScope)
         if (used !== undefined) {
           yield* emit({

@@ -9,10 +9,11 @@
  *   its capacity is at most their sum: that upper bound (the least seen) becomes the learned limit's burst.
  *   One such 429 usually teaches it exactly. A call larger than the burst waits, as at the server, for the
  *   bucket to be full and takes it into debt (see `RateLimiter`: a learned burst).
- *   Until a pool has seen a 429, the herd that follows its first answer is let out over a short ramp (the
- *   first 1/64 of its learned limits at once, the amount doubling every 25 ms, all of it after 150 ms)
- *   rather than in one instant: a 429 comes back at once, so a bucket smaller than announced is found by
- *   the first calls that overflow it, not by the whole herd.
+ *   Until a pool has seen a 429, the herd that follows its first answer is let out over a ramp (the
+ *   first 1/64 of its learned limits at once, the amount doubling every 650 ms, all of it after 3.9 s:
+ *   never less than the limits refill, so no time is lost when the herd is larger than the bucket)
+ *   rather than in one instant: a 429 takes a round trip to come back, so a bucket smaller than announced
+ *   is found by the first calls that overflow it, not by the whole herd.
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
  *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
  *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
@@ -39,12 +40,25 @@ import * as Turn from "./turn.js"
 
 /**
  * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
- * once and doubles every 25 ms (all of it after 150 ms); the blind one (no headers) starts from the cautious
- * limits and doubles every 400 ms until a 429 stops it.
+ * once and doubles every `FIRST_DOUBLING_MILLIS` (all of it after six doublings, 3.9 s); the blind one (no
+ * headers) starts from the cautious limits and doubles every 400 ms until a 429 stops it.
+ *
+ * The first-contact ramp's pace: what it lets out by `t` is `S(t) = s · 2^(t / D)` of a limit `L` a minute,
+ * from `s = L / 64`. With `D = ln 2 · s / (L / 60 s)` (650 ms), `S(t) = s · e^(t · rate / s) ≥ s + rate · t`:
+ * it lets out at least what the limit refills, so the server's bucket is never left full and no refill is
+ * lost — a herd larger than the bucket finishes when it would have with everything sent at once, and only a
+ * herd that fits whole waits for the ramp (at most 3.9 s). A faster ramp gains only there, and blinds the
+ * client: a 429 takes a round trip to come back (the network, and the queue the herd itself makes: 400 calls
+ * released at once reached a loaded loopback simulator over 3–4 s), and what the ramp lets out meanwhile is
+ * refused too. At 25 ms a doubling (the earlier pace) the whole herd was out in 150 ms, long before the first
+ * 429 of a sub-minute bucket was read: 38% of the attempts were 429s in real time, none in virtual time. At
+ * 650 ms a round trip of `R` lets out `2^(R / D) − 1` more than the bucket held: 5% at 50 ms.
  */
 const FIRST_START = 1 / 64
-const FIRST_DOUBLING_MILLIS = 25
+const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
 const BLIND_DOUBLING_MILLIS = 400
+/** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
+const GROWTH = 1.25
 /** After a 429 that names no limit: the probe's cut. */
 const BACKOFF = 0.5
 /**
@@ -121,10 +135,13 @@ export interface Learner {
    * can still correct.
    */
   readonly answered: (poolScope: string) => Effect.Effect<void>
-  /** Before admission: the call's turn on the pool's ramp (a probe grows ahead of it). */
+  /**
+   * Before admission, on a pool without headers: its probed limits grow ahead of the call's turn on the ramp
+   * (the ramp itself is in the limiter, where the call waits for its turn).
+   */
   readonly fit: (poolScope: string, cost: Budget.Cost) => Effect.Effect<void>
   /** An answer with `x-ratelimit-*` headers came: the pool's limits are announced, its probes stop. */
-  readonly heard: (poolScope: string, headers: Headers) => void
+  readonly heard: (poolScope: string, headers: Headers) => Effect.Effect<void>
   /** What a 429 teaches (after its headers are synced and its gate closed). */
   readonly rateLimited: (
     poolScope: string,
@@ -185,16 +202,34 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
   const allowance = (ramp: Ramp, dimension: Dimension, at: number) =>
     (ramp.start.get(dimension) ?? 0) * 2 ** (Math.max(0, at - ramp.startedAt) / ramp.doublingMillis)
 
+  /** Starts the pool's ramp, in the limiter: its calls wait for their turn in the limiter's queue. */
+  const startRamp = (poolScope: string, state: PoolState, ramp: Ramp) => {
+    state.ramp = ramp
+    return Effect.forEach(ramp.start, ([dimension, from]) =>
+      limiter.ramp(poolScope, dimension, {
+        from,
+        doubling: Duration.millis(ramp.doublingMillis),
+        to: ramp.endsAt === undefined ? undefined : from * 2 ** ((ramp.endsAt - ramp.startedAt) / ramp.doublingMillis)
+      }), { discard: true })
+  }
+
+  /** Ends the pool's ramp on `dimension` (all of it: `undefined`). */
+  const endRamp = (poolScope: string, state: PoolState, dimension?: Dimension) =>
+    Effect.suspend(() => {
+      const ramp = state.ramp
+      if (ramp === undefined) return Effect.void
+      const ended = dimension === undefined ? [...ramp.start.keys()] : ramp.start.has(dimension) ? [dimension] : []
+      for (const each of ended) ramp.start.delete(each)
+      if (dimension === undefined || ramp.start.size === 0) state.ramp = undefined
+      return Effect.forEach(ended, (each) => limiter.ramp(poolScope, each, undefined), { discard: true })
+    })
+
   const fit: Learner["fit"] = (poolScope, cost) =>
     Effect.suspend(() => {
       const state = pools.get(poolScope)
       const ramp = state?.ramp
-      if (state === undefined || ramp === undefined) return Effect.void
+      if (state === undefined || ramp === undefined || !state.blind) return Effect.void
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if ((ramp.endsAt !== undefined && now >= ramp.endsAt) || ramp.start.size === 0) {
-          state.ramp = undefined
-          return Effect.void
-        }
         // the call's turn: when the ramp has let out what came before it and itself
         let due = now
         for (const [dimension, start] of ramp.start) {
@@ -204,65 +239,64 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           ramp.given.set(dimension, given)
           if (given > start) due = Math.max(due, ramp.startedAt + ramp.doublingMillis * Math.log2(given / start))
         }
-        if (!state.blind) return due > now ? Effect.sleep(Duration.millis(Math.ceil(due - now))) : Effect.void
         // a probe grows ahead of the ramp, so that the limiter lets the call out when the ramp does (a limit
         // that grows gains the room it grew by)
-        const grow = Effect.forEach(ramp.start.keys(), (dimension) => {
+        return Effect.forEach(ramp.start.keys(), (dimension) => {
           const limit = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
           const wanted = Math.max(allowance(ramp, dimension, due), cost[dimension] ?? 0)
           return limit === undefined || limit.amount >= wanted
             ? Effect.void
-            : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(wanted * 1.25) }))
+            : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(wanted * GROWTH) }))
         }, { discard: true })
-        return due > now ? Effect.zipRight(Effect.sleep(Duration.millis(Math.ceil(due - now))), grow) : grow
       })
     })
 
   /** A pool's first answer taught its limits (headers): the herd goes out over the first-contact ramp. */
   const taught = (poolScope: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.map(levelsOf(poolScope), (levels) => {
+      Effect.flatMap(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
-        if (state.ramp !== undefined) return
+        if (state.ramp !== undefined) return Effect.void
         // the limits the first answer taught (a configured one is the user's figure: no ramp on it)
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) {
           if (level.learned) start.set(dimension, level.limit.capacity * FIRST_START)
         }
-        if (start.size === 0) return
-        state.ramp = {
+        if (start.size === 0) return Effect.void
+        return startRamp(poolScope, state, {
           startedAt: now,
           doublingMillis: FIRST_DOUBLING_MILLIS,
           start,
           given: new Map(),
           endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
-        }
+        })
       }))
 
   /** A pool's first answer had no rate-limit headers: its (cautious) learned limits are probes. */
   const blind = (poolScope: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.map(levelsOf(poolScope), (levels) => {
+      Effect.flatMap(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
         state.blind = true
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) if (level.learned) start.set(dimension, level.limit.capacity)
-        state.ramp = {
+        return startRamp(poolScope, state, {
           startedAt: now,
           doublingMillis: BLIND_DOUBLING_MILLIS,
           start,
           given: new Map(),
           endsAt: undefined
-        }
+        })
       }))
 
-  const heard: Learner["heard"] = (poolScope, headers) => {
-    const state = pools.get(poolScope)
-    if (state === undefined || !state.blind) return
-    if (!headers.has("x-ratelimit-limit-requests") && !headers.has("x-ratelimit-limit-tokens")) return
-    state.blind = false
-    state.ramp = undefined
-  }
+  const heard: Learner["heard"] = (poolScope, headers) =>
+    Effect.suspend(() => {
+      const state = pools.get(poolScope)
+      if (state === undefined || !state.blind) return Effect.void
+      if (!headers.has("x-ratelimit-limit-requests") && !headers.has("x-ratelimit-limit-tokens")) return Effect.void
+      state.blind = false
+      return endRamp(poolScope, state)
+    })
 
   const rateLimited: Learner["rateLimited"] = (poolScope, error, since) =>
     Effect.gen(function*() {
@@ -273,9 +307,11 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       state.rejections.set(dimension, (state.rejections.get(dimension) ?? 0) + 1)
       const ramp = state.ramp
       const ramped = ramp !== undefined && ramp.start.has(dimension)
+      // what the blind ramp let out a minute until now (its probed limit grows ahead of it)
+      const probed = ramp === undefined ? undefined : allowance(ramp, dimension, yield* Clock.currentTimeMillis)
       if (ramp !== undefined) {
-        if (ramp.endsAt !== undefined) state.ramp = undefined // the first-contact ramp: the server has spoken
-        else ramp.start.delete(dimension)
+        // the first-contact ramp ends on the first 429 (the server has spoken); the blind one, on that dimension
+        yield* endRamp(poolScope, state, ramp.endsAt !== undefined ? undefined : dimension)
       }
       const level = (yield* levelsOf(poolScope)).get(dimension)
       if (level === undefined || !level.learned) return // configured (or none): the user's figures stand
@@ -298,7 +334,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
-          const cut = Math.max(1, Math.floor(level.limit.amount * BACKOFF))
+          const cut = Math.max(1, Math.floor(Math.min(level.limit.amount, (probed ?? 0) * GROWTH) * BACKOFF))
           yield* Effect.ignore(limiter.sync(poolScope, { dimension, limit: cut, remaining: 0 }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: cut })
         }
