@@ -46,7 +46,7 @@ describe("RateLimiter ramp", () => {
                       yield* Effect.fork(
                         Effect.zipRight(
                           limiter.acquire(["org:x", "pool:a"], { requests: cost }),
-                          Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => admitted.push(at)))
+                          Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => void admitted.push(at)))
                         )
                       )
                     )
