@@ -10,7 +10,7 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type { Tiers } from "@sluice/openai"
-import { BulkExecutor, BulkRunner } from "@sluice/openai"
+import { BatchOffload, BulkExecutor, BulkRunner } from "@sluice/openai"
 import type { SimConfig } from "@sluice/testing"
 import * as Config from "effect/Config"
 import * as Console from "effect/Console"
@@ -24,8 +24,10 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
+import OpenAI from "openai"
+import * as Batch from "./internal/batch.js"
 import { parseMillis } from "./internal/duration.js"
-import { budgetsOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
+import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Plan from "./Plan.js"
 
 /**
@@ -155,12 +157,29 @@ const runOptions = {
   tier: optional(tierOption, "Usage tier presets for the limits (1-5)"),
   limits: optional(
     Options.file("limits", { exists: "yes" }),
-    "Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm}}})"
+    "Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm, enqueuedTokens}}})"
   ),
   routing: optional(Options.file("routing", { exists: "yes" }), "Routing table file (JSON)"),
   concurrency: count("concurrency", "Requests in flight at most (the rate limiter paces them)", 256),
   priority: optional(Options.choice("priority", ["interactive", "background"]), "Priority lane for admission"),
-  deadline: optional(Options.text("deadline"), "Per-request admission deadline (e.g. 30s, 5m, 1h30m)"),
+  deadline: optional(
+    Options.text("deadline"),
+    "Per-request admission deadline (e.g. 30s, 5m, 1h30m); with --via auto, the whole job's deadline (e.g. 48h)"
+  ),
+  via: Options.choice("via", ["live", "batch", "auto"]).pipe(
+    Options.withDescription(
+      "live: every line at the rate limit; batch: every line the Batch API takes through it (half price, " +
+        "state in <output>.batch.json); auto: by batch what fits --deadline, the rest live"
+    ),
+    Options.withDefault("live" as const)
+  ),
+  cancel: Options.boolean("cancel").pipe(
+    Options.withDescription("Cancel this output's Batch API batches (its lines not done stay resumable)")
+  ),
+  batchPoll: Options.text("batch-poll").pipe(
+    Options.withDescription("Batch API: poll a batch first after this (then x1.5, up to 5 min)"),
+    Options.withDefault("10s")
+  ),
   redis: optional(
     Options.text("redis"),
     "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
@@ -205,7 +224,30 @@ const runBody = (env: Environment, options: RunOptions) =>
     if (Option.isSome(options.deadline) && deadlineMs === undefined) {
       return yield* usage(`--deadline: cannot parse ${JSON.stringify(options.deadline.value)}`)
     }
+    const via = options.cancel ? "batch" : options.via
+    if (via === "auto" && deadlineMs === undefined) {
+      return yield* usage("--via auto needs --deadline: the whole job's deadline (e.g. 48h)")
+    }
+    const batchPollMs = parseMillis(options.batchPoll)
+    if (batchPollMs === undefined || !(batchPollMs > 0)) {
+      return yield* usage(`--batch-poll: cannot parse ${JSON.stringify(options.batchPoll)}`)
+    }
+    const statePath = defaultBatchStatePath(options.output)
+    // a first look (the run reads it again under the output's lock): batches in progress must not be forgotten
+    const open = Batch.openBatches(yield* Batch.readState(statePath))
+    if (open > 0 && via === "live") {
+      return yield* usage(
+        `${statePath} records ${open} Batch API batches of this output not finished: rerun with --via batch or ` +
+          `--via auto to collect them, or --cancel them (a live run could send their lines twice)`
+      )
+    }
+    if (open > 0 && options.restart) {
+      return yield* usage(
+        `--restart: ${statePath} records ${open} Batch API batches not finished; --cancel them first`
+      )
+    }
     const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
+    const enqueued = enqueuedOfLimits(limits)
     if (limits !== undefined && Option.isSome(options.limits)) {
       for (const model of unknownModels(limits)) {
         yield* Console.error(
@@ -266,10 +308,14 @@ const runBody = (env: Environment, options: RunOptions) =>
       organizationId: organization,
       projectId: Option.getOrUndefined(projectId),
       tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
-      budgets: limits === undefined ? undefined : budgetsOfLimits(limits, organization ?? "default"),
+      budgets: limits === undefined ? undefined : [
+        ...budgetsOfLimits(limits, organization ?? "default"),
+        ...Array.from(enqueued, ([model, tokens]) => BatchOffload.budget(model, tokens))
+      ],
       routing,
       priority: Option.getOrUndefined(options.priority),
-      deadlineMs,
+      // with --via auto, --deadline is the job's
+      deadlineMs: via === "auto" ? undefined : deadlineMs,
       fetch,
       progress
     }).pipe(Effect.mapError((error) => usage(error.message)))
@@ -281,9 +327,39 @@ const runBody = (env: Environment, options: RunOptions) =>
       )
     }
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
+    let batch: Batch.Batch | undefined
+    if (via !== "live") {
+      const plan = via === "auto"
+        ? yield* Batch.planAuto({
+          input: options.input,
+          deadlineMs: deadlineMs!,
+          tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
+          limits,
+          enqueued
+        })
+        : undefined
+      if (plan !== undefined) yield* Console.log(plan.message)
+      batch = yield* Batch.make({
+        client: new OpenAI({
+          apiKey: Redacted.value(apiKey),
+          baseURL: baseUrl,
+          organization: organization ?? null,
+          project: Option.getOrNull(projectId),
+          maxRetries: 0,
+          ...(fetch === undefined ? {} : { fetch })
+        }),
+        limiter: executor.limiter,
+        statePath,
+        accepts: plan === undefined ? () => true : (request) => plan.batch.has(request.customId),
+        cancel: options.cancel,
+        restart: options.restart,
+        poll: batchPollMs,
+        report: (text) => Console.error(`sluice: ${text}`)
+      }).pipe(Effect.mapError((e) => usage(e.message)))
+    }
     const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
     const renderer = mode === "off" ? undefined : yield* Effect.fork(
-      renderProgress(progress, mode, env.writeProgress)
+      renderProgress(progress, mode, env.writeProgress, batch?.progress)
     )
     // Ctrl-C: calls waiting for admission (or for a retry) fail at once, unsent; those on the wire finish
     yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
@@ -299,9 +375,11 @@ const runBody = (env: Environment, options: RunOptions) =>
       stop: env.stop,
       progress,
       restart: options.restart,
-      retryFailed: retried
+      retryFailed: retried,
+      offload: batch?.offload
     }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
     yield* Console.log(BulkRunner.formatSummary(summary))
+    if (batch !== undefined) yield* Console.log((yield* batch.summary).join("\n"))
     const learned = yield* executor.learned
     if (learned.length > 0) yield* Console.log(`learned: ${learned.join("; ")}`)
     const routed = yield* executor.routingSummary
@@ -363,7 +441,8 @@ export const exitCode = (summary: BulkRunner.Summary): ExitCode => exitCodes[sum
 /**
  * Shows a run's progress until interrupted (fork it next to the run), as `sluice run --progress` does: `line`
  * rewrites one terminal line in place every 250 ms (`\r`, erase to the end) and ends it with a newline when
- * interrupted; `log` writes a line every 5 seconds, and one more when interrupted.
+ * interrupted; `log` writes a line every 5 seconds, and one more when interrupted. `extra` (since 0.2.0), when it
+ * gives a text, is appended after ` | ` (the Batch API's batches, with `--via batch`).
  *
  * @since 0.2.0
  * @category run
@@ -382,14 +461,23 @@ export const exitCode = (summary: BulkRunner.Summary): ExitCode => exitCodes[sum
 export const renderProgress = (
   progress: BulkRunner.Progress,
   mode: "line" | "log",
-  write: (text: string) => Effect.Effect<void>
-): Effect.Effect<void> =>
-  mode === "line"
+  write: (text: string) => Effect.Effect<void>,
+  extra?: Effect.Effect<string | undefined>
+): Effect.Effect<void> => {
+  const withExtra = (text: string) =>
+    extra === undefined
+      ? Effect.succeed(text)
+      : Effect.map(extra, (more) => (more === undefined ? text : `${text} | ${more}`))
+  return mode === "line"
     ? BulkRunner.reportProgress(progress, {
       interval: "250 millis",
-      report: (text, last) => write(`\r${text}\x1b[K${last ? "\n" : ""}`)
+      report: (text, last) => Effect.flatMap(withExtra(text), (line) => write(`\r${line}\x1b[K${last ? "\n" : ""}`))
     })
-    : BulkRunner.reportProgress(progress, { interval: "5 seconds", report: (text) => write(`${text}\n`) })
+    : BulkRunner.reportProgress(progress, {
+      interval: "5 seconds",
+      report: (text) => Effect.flatMap(withExtra(text), (line) => write(`${line}\n`))
+    })
+}
 
 /**
  * Checks a base URL before anything is sent (a key must never go to a URL nobody meant): absolute, `http:` or
@@ -426,6 +514,24 @@ export const checkBaseUrl = (
  * @category run
  */
 export const defaultRetriedPath = (output: string): string => besideOutput(output, "retried")
+
+/**
+ * `<output>.batch.json` next to the output (`results.jsonl` → `results.batch.json`): the Batch API job's state
+ * with `--via batch|auto` (batch ids, file ids, which lines each holds), read and written under the output's lock.
+ *
+ * @since 0.2.0
+ * @category run
+ * @example
+ * ```ts
+ * import { Cli } from "@sluice/cli"
+ *
+ * Cli.defaultBatchStatePath("results.jsonl") // "results.batch.json"
+ * ```
+ */
+export const defaultBatchStatePath = (output: string): string => {
+  const ext = NodePath.extname(output)
+  return `${ext === ".jsonl" ? output.slice(0, -ext.length) : output}.batch.json`
+}
 
 /**
  * `<output>.errors.jsonl` next to the output (`results.jsonl` → `results.errors.jsonl`).

@@ -49,6 +49,13 @@ export interface Workload {
   readonly peakPerMinute?: number | undefined
   /** Batch API: half price (the limits differ and are not modelled). */
   readonly batch?: boolean | undefined
+  /**
+   * Limits that replace the tier's presets for a pool (`sluice run --limits`); a pool it gives `undefined` for
+   * keeps the tier's.
+   *
+   * @since 0.2.0
+   */
+  readonly limitsOf?: ((pool: string) => Tiers.ModelLimits | undefined) | undefined
 }
 
 /**
@@ -140,7 +147,7 @@ export const compute = (workload: Workload): Plan => {
       }
     }
     if (cost !== undefined && workload.batch === true) cost /= 2
-    const limits = Tiers.limits(workload.tier, pool)
+    const limits = workload.limitsOf?.(pool) ?? Tiers.limits(workload.tier, pool)
     if (limits === undefined) warnings.push(`no tier preset for ${pool}: pass --limits`)
     if (limits?.interpolated === true) warnings.push(`${pool}: tier ${workload.tier} limits are interpolated`)
     const minutesBy: Record<string, number> = {}
@@ -209,7 +216,19 @@ export const compute = (workload: Workload): Plan => {
   }
 }
 
-const fmtMinutes = (minutes: number | undefined) => {
+/**
+ * Minutes as the plan prints them: `45s`, `8.0 min`, `3.5 h`, `2.1 days`, `n/a`.
+ *
+ * @since 0.2.0
+ * @category planning
+ * @example
+ * ```ts
+ * import { Plan } from "@sluice/cli"
+ *
+ * Plan.formatMinutes(90) // "90.0 min"
+ * ```
+ */
+export const formatMinutes = (minutes: number | undefined) => {
   if (minutes === undefined) return "n/a"
   if (minutes < 1) return `${Math.ceil(minutes * 60)}s`
   if (minutes < 120) return `${minutes.toFixed(1)} min`
@@ -241,7 +260,7 @@ export const format = (workload: Workload, plan: Plan): string => {
       `pool ${p.pool} (${p.models.join(", ")}): ${Math.round(p.requests)} requests, ${Math.round(p.tokens)} tokens${
         p.images > 0 ? `, ${Math.round(p.images)} images` : ""
       }; limits ${limits}`,
-      `  binding ${p.binding ?? "n/a"}; drain ${fmtMinutes(p.minutes)}; sustainable ${
+      `  binding ${p.binding ?? "n/a"}; drain ${formatMinutes(p.minutes)}; sustainable ${
         p.sustainablePerMinute === undefined ? "n/a" : `${Math.floor(p.sustainablePerMinute)} req/min at 30% headroom`
       }${p.peakHeadroom === undefined ? "" : `; peak-minute headroom ${(p.peakHeadroom * 100).toFixed(0)}%`}; cost ${
         p.cost === undefined ? "n/a" : `$${p.cost.toFixed(2)}`
@@ -250,7 +269,7 @@ export const format = (workload: Workload, plan: Plan): string => {
   }
   rows.push(
     `binding limit: ${plan.binding ?? "n/a"}`,
-    `time to drain: ${fmtMinutes(plan.minutes)}`,
+    `time to drain: ${formatMinutes(plan.minutes)}`,
     `cost: ${plan.cost === undefined ? "n/a" : `$${plan.cost.toFixed(2)}`}${
       workload.batch === true ? " (Batch API price)" : ""
     }`

@@ -18,6 +18,7 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
 import * as Input from "./internal/bulkInput.js"
 import * as Stats from "./internal/bulkProgress.js"
 import * as internal from "./internal/bulkRun.js"
@@ -172,6 +173,50 @@ export type StopReason =
   }
   | { readonly _tag: "Signal" }
   | { readonly _tag: "Defect"; readonly customId: string; readonly line: number; readonly message: string }
+  /** The {@link Offload} left lines not done (handed back by the Batch API, cancelled, or its API failed). */
+  | { readonly _tag: "Offload"; readonly message: string }
+
+/**
+ * Another way through for some of a run's lines — the Batch API (`BatchOffload`), as `sluice run --via batch`
+ * uses it: every line not yet done that `accepts` takes is handed to `run` instead of the executor, and `run`
+ * writes their output lines through the run's own writer (`OffloadIo.write`), in the same output file, under the
+ * same lock, resumed the same way. Interrupted (not waited for) when the run's `stop` completes: what it records
+ * (its state) must let a rerun go on.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Offload<R = never> {
+  /** Whether this line goes to the offload. Asked once per valid line not yet in the output, in input order. */
+  readonly accepts: (request: Request) => boolean
+  /** Files the offload writes (its state file), checked with the run's paths before anything is opened. */
+  readonly paths?: ReadonlyArray<{ readonly role: string; readonly path: string }> | undefined
+  /** Runs once the output's lock is held and the output resumed, before any line is asked about (read state here). */
+  readonly prepare?: Effect.Effect<void, BulkFileError, R> | undefined
+  /**
+   * Runs the lines accepted, started once the output's lock is held and the output resumed. Ends with `stop` set
+   * when lines it took are left not done (the run's outcome is then `stopped`).
+   */
+  readonly run: (io: OffloadIo) => Effect.Effect<{ readonly stop?: string | undefined }, BulkFileError, R>
+}
+
+/**
+ * What an {@link Offload} gets from the run.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface OffloadIo {
+  /**
+   * The input's lines in order, each line the offload did not take as an empty string (so a line's 1-based
+   * number is its position in the stream); it ends with the input.
+   */
+  readonly lines: Stream.Stream<string>
+  /** The `custom_id`s already in the output (never to be written again). */
+  readonly done: ReadonlySet<string>
+  /** Appends one output line (its JSON text); `failure`, when it records one (its `kind` is counted). */
+  readonly write: (line: string, failure: { readonly kind: string } | null) => Effect.Effect<void, BulkFileError>
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // progress
@@ -458,6 +503,8 @@ export declare namespace BulkRunner {
      * output line. Without it, earlier failures count as done (and make the outcome `completed-with-failures`).
      */
     readonly retryFailed?: string | undefined
+    /** Lines to send another way (the Batch API): see {@link Offload}. */
+    readonly offload?: Offload<R> | undefined
   }
 }
 

@@ -18,7 +18,9 @@ export const ModelLimits = Schema.Struct({
   tpm: Schema.optional(Count),
   rpd: Schema.optional(Count),
   tpd: Schema.optional(Count),
-  ipm: Schema.optional(Count)
+  ipm: Schema.optional(Count),
+  /** The Batch API's enqueued-token limit of this model (`sluice run --via batch|auto`). */
+  enqueuedTokens: Schema.optional(Count)
 })
 
 /**
@@ -90,7 +92,34 @@ export const budgetsOfLimits = (limits: LimitsFile, organization: string): Reado
     if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm))
     if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd))
     if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd))
-    byPool.set(pool, list)
+    if (list.length > 0) byPool.set(pool, list)
   }
   return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
+}
+
+/**
+ * The enqueued-token limits of a `--limits` file, by model (the Batch API's queue, per model).
+ *
+ * @internal
+ */
+export const enqueuedOfLimits = (limits: LimitsFile | undefined): ReadonlyMap<string, number> => {
+  const out = new Map<string, number>()
+  for (const [model, figures] of Object.entries(limits?.models ?? {})) {
+    if (figures.enqueuedTokens !== undefined) out.set(model, figures.enqueuedTokens)
+  }
+  return out
+}
+
+/**
+ * The live limits of a `--limits` file for a pool (the first model of the pool that gives any), for the plan.
+ *
+ * @internal
+ */
+export const poolLimitsOf = (limits: LimitsFile | undefined) => (pool: string): Tiers.ModelLimits | undefined => {
+  for (const [model, figures] of Object.entries(limits?.models ?? {})) {
+    if (Tiers.poolOf(model) !== pool) continue
+    const { enqueuedTokens: _, ...live } = figures
+    if (Object.keys(live).length > 0) return { ...live, interpolated: false }
+  }
+  return undefined
 }

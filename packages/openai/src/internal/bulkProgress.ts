@@ -125,6 +125,8 @@ export const formatSummary = (summary: Summary): string => {
           ? "signal"
           : summary.stop._tag === "Executor"
           ? `${summary.stop.kind} (${summary.stop.code}) at line ${summary.stop.line}: ${summary.stop.message}`
+          : summary.stop._tag === "Offload"
+          ? summary.stop.message
           : `defect at line ${summary.stop.line}: ${summary.stop.message}`
       }`
     )

@@ -65,7 +65,8 @@ export const run = <E, R>(
         ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
         { role: "lock file", path: Files.lockPath(options.output) },
         ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
-        ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }])
+        ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }]),
+        ...(options.offload?.paths ?? [])
       ])
       if (collision !== undefined) return yield* Effect.fail(collision)
       yield* Files.acquireLock(options.output)
@@ -101,6 +102,33 @@ export const run = <E, R>(
           ))
 
       let stopReason: StopReason | undefined
+
+      // the offload (the Batch API): the input's lines in chunks, each line it does not take as "" (numbering)
+      const offload = options.offload
+      if (offload?.prepare !== undefined) yield* offload.prepare
+      const handed = yield* Queue.bounded<ReadonlyArray<string> | null>(16)
+      let handedLine = 0
+      const offloadFiber = offload === undefined ? undefined : yield* Effect.forkScoped(offload.run({
+        lines: Stream.fromQueue(handed).pipe(
+          Stream.takeWhile((chunk): chunk is ReadonlyArray<string> => chunk !== null),
+          Stream.flattenIterables
+        ),
+        done,
+        write: (line, failure) =>
+          Effect.zipRight(
+            Effect.mapError(out.write(line), fileError),
+            update((s) =>
+              failure === null
+                ? { ...s, succeeded: s.succeeded + 1 }
+                : { ...s, failed: s.failed + 1, failuresByKind: Stats.bump(s.failuresByKind, failure.kind) }
+            )
+          )
+      }))
+      /** An offload that fails ends the run at once (the producer may be waiting for it to take lines). */
+      const offloadFailure = offloadFiber === undefined ? Effect.never : Effect.flatMap(
+        Fiber.await(offloadFiber),
+        (exit) => Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? exit : Effect.never
+      )
       if (options.stop !== undefined) {
         yield* Effect.forkScoped(
           Effect.tap(options.stop, () =>
@@ -162,15 +190,25 @@ export const run = <E, R>(
           const rejected: Array<BulkInputError> = []
           const invalid: Array<{ readonly request: Request; readonly message: string }> = []
           let alreadyDone = 0
+          const taken: Array<string> | undefined = offload === undefined ? undefined : []
           for (const line of chunk) {
             if (stopReason !== undefined) break
             const classified = classify(line)
+            let text = ""
             if (classified instanceof BulkInputError) rejected.push(classified)
-            else if (classified._tag === "Work") work.push(classified.request)
-            else if (classified._tag === "InvalidBody") invalid.push(classified)
+            else if (classified._tag === "Work") {
+              if (offload !== undefined && offload.accepts(classified.request)) text = line.text
+              else work.push(classified.request)
+            } else if (classified._tag === "InvalidBody") invalid.push(classified)
             else if (classified.alreadyDone === true) alreadyDone++
+            if (taken !== undefined) {
+              for (; handedLine < line.line - 1; handedLine++) taken.push("")
+              handedLine = line.line
+              taken.push(text)
+            }
           }
           const steps: Array<Effect.Effect<void, Files.FileFailure, R>> = []
+          if (taken !== undefined && taken.length > 0) steps.push(Effect.asVoid(Queue.offer(handed, taken)))
           if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
           for (const error of rejected) steps.push(reject(error))
           for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
@@ -276,10 +314,17 @@ export const run = <E, R>(
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
         Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
+        Effect.zipRight(Queue.offer(handed, null)),
         Effect.zipRight(FiberSet.awaitEmpty(workers))
       )
-      // a worker's failure (a write that failed) ends the run at once
-      yield* Effect.raceFirst(producer, FiberSet.join(workers))
+      // a worker's failure (a write that failed) or the offload's ends the run at once
+      yield* Effect.raceFirst(producer, Effect.raceFirst(FiberSet.join(workers), offloadFailure))
+      if (offloadFiber !== undefined) {
+        // a stop does not wait for the offload (batches run for hours): it is interrupted, its state kept
+        const stopped = Effect.zipRight(options.stop ?? Effect.never, Effect.as(Fiber.interrupt(offloadFiber), {}))
+        const ended: { readonly stop?: string | undefined } = yield* Effect.raceFirst(Fiber.join(offloadFiber), stopped)
+        if (ended.stop !== undefined && stopReason === undefined) stopReason = { _tag: "Offload", message: ended.stop }
+      }
 
       if (counting !== undefined) yield* Fiber.join(counting)
       const finishedAt = yield* Clock.currentTimeMillis
