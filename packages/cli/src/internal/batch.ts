@@ -256,7 +256,7 @@ export const planAuto = (options: {
       : ` (≈ ${Plan.formatMinutes(minutes)}${options.tier === undefined ? "" : ` at tier ${options.tier}`}, ${
         binding ?? "no limit"
       } binding)`
-    const saved = batchTotal.cost === undefined
+    const saved = batchTotal.cost === undefined || batchTotal.requests === 0
       ? ""
       : ` (≈ ${usd(batchTotal.cost / 2)} at the Batch API's half price, ≈ ${usd(batchTotal.cost / 2)} saved)`
     rows.push(`auto: ${n(liveTotal.requests)} lines live${liveTime}, ${n(batchTotal.requests)} via batch${saved}`)
@@ -351,7 +351,7 @@ export const make = (options: {
         onResult: onResult(io),
         onState: (next) =>
           Effect.orDie(Effect.tap(writeState(options.statePath, next), () => Effect.sync(() => (state = next)))),
-        onProblem: (problem) => options.report(`batch: ${problem.message}`),
+        onProblem: (problem) => options.report(`batch: ${describeProblem(problem)}`),
         stop: options.cancel ? Effect.void : undefined
       })
 
@@ -467,6 +467,14 @@ export const make = (options: {
       return { offload, progress, summary: summaryLines }
     }
   )
+
+/** A problem in words, naming its line (input line and `custom_id`) when it concerns one. */
+const describeProblem = (problem: BatchOffload.BatchProblem): string => {
+  const where = "customId" in problem && problem.customId !== undefined
+    ? `line ${"line" in problem && problem.line !== undefined ? problem.line : "?"} (${problem.customId}): `
+    : ""
+  return `${where}${problem._tag}: ${problem.message}`
+}
 
 const reasons = (unfinished: ReadonlyArray<BatchOffload.Unfinished>) => {
   const by = new Map<string, number>()

@@ -1,0 +1,176 @@
+// `sluice run --via batch|auto` in this process against the embedded simulator (its Batch API timeline shortened to
+// well under a second): every custom_id once in the live output format, the state file beside the output, the
+// auto plan's decision and arithmetic, the enqueued-token limits of --limits.
+import { describe, expect, it } from "@effect/vitest"
+import { Cli } from "@sluice/cli"
+import * as Effect from "effect/Effect"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+import { capture } from "./helpers.js"
+
+const line = (id: string, model: string, content: string, url = "/v1/chat/completions") =>
+  JSON.stringify({
+    custom_id: id,
+    method: "POST",
+    url,
+    body: url === "/v1/images/generations"
+      ? { model, prompt: content }
+      : { model, messages: [{ role: "user", content }], max_tokens: 16 }
+  })
+
+const setup = (lines: ReadonlyArray<string>, enqueued: Record<string, number> = {}) => {
+  const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-batch-"))
+  const scenario = NodePath.join(dir, "scenario.json")
+  NodeFs.writeFileSync(
+    scenario,
+    JSON.stringify({
+      name: "batch",
+      models: {
+        "gpt-4o-mini": {
+          limits: { rpm: 10_000, tpm: 2_000_000 },
+          pricing: { inputPerMillion: 0.15, outputPerMillion: 0.6 }
+        },
+        "gpt-4o": { limits: { rpm: 5_000, tpm: 800_000 }, pricing: { inputPerMillion: 2.5, outputPerMillion: 10 } },
+        "dall-e-3": { kind: "image", limits: { rpm: 500, ipm: 500 } }
+      },
+      latency: { request: { _tag: "fixed", ms: 0 }, perOutputTokenMs: 0 },
+      output: { fixedTokens: 4 },
+      batch: { validatingMs: 50, inProgressMs: 100, perRequestMs: 1, finalizingMs: 50 }
+    })
+  )
+  const input = NodePath.join(dir, "in.jsonl")
+  NodeFs.writeFileSync(input, lines.join("\n") + "\n")
+  const limits = NodePath.join(dir, "limits.json")
+  const models: Record<string, Record<string, number>> = {
+    "gpt-4o-mini": { rpm: 10_000, tpm: 2_000_000 },
+    "gpt-4o": { rpm: 5_000, tpm: 800_000 }
+  }
+  for (const [model, tokens] of Object.entries(enqueued)) models[model] = { ...models[model], enqueuedTokens: tokens }
+  NodeFs.writeFileSync(limits, JSON.stringify({ models }))
+  const output = NodePath.join(dir, "out.jsonl")
+  const args = (...extra: ReadonlyArray<string>) => [
+    "run",
+    "--input",
+    input,
+    "--output",
+    output,
+    "--simulate",
+    scenario,
+    "--limits",
+    limits,
+    "--batch-poll",
+    "20ms",
+    "--progress",
+    "off",
+    ...extra
+  ]
+  const written = (): Array<any> =>
+    NodeFs.readFileSync(output, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
+  return { dir, output, args, written, state: Cli.defaultBatchStatePath(output) }
+}
+
+const chat = (n: number) =>
+  Array.from({ length: n }, (_, i) => line(`id-${i}`, i % 2 === 0 ? "gpt-4o-mini" : "gpt-4o", `question ${i}`))
+
+describe("sluice run --via (in process, embedded simulator)", () => {
+  // live: `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the
+  // Batch API's timeline here is under a second of wall time); TestClock cannot drive a program doing real I/O.
+  it.live(
+    "--via batch: every line through the Batch API once, the image line live, a refused line named",
+    () =>
+      Effect.gen(function*() {
+        const lines = [
+          ...chat(40),
+          line("img-1", "dall-e-3", "a cat", "/v1/images/generations"),
+          line("bad-1", "gpt-4o", "[sim:batch-invalid]")
+        ]
+        const job = setup(lines)
+        const run = yield* capture(job.args("--via", "batch"))
+        expect(run.exit._tag).toBe("Success")
+        expect(run.exitCode).toBe(1) // the refused line is a failure
+        const out = job.written()
+        expect(out.map((l) => l.custom_id).sort()).toEqual(lines.map((l) => JSON.parse(l).custom_id).sort())
+        const bad = out.find((l) => l.custom_id === "bad-1")
+        expect(bad.error).toMatchObject({ kind: "BatchValidationError" })
+        expect(bad.error.message).toBeTruthy()
+        for (const l of out.filter((l) => l.custom_id.startsWith("id-"))) {
+          expect(l.response.status_code).toBe(200)
+          expect(l.response.body.object).toBe("chat.completion")
+        }
+        // two models and the resubmitted file without the refused line: each batch recorded, all finished
+        const state = JSON.parse(NodeFs.readFileSync(job.state, "utf8"))
+        expect(state.batches.length).toBeGreaterThanOrEqual(3)
+        expect(state.batches.every((b: any) => b.finished && b.batchId)).toBe(true)
+        expect(run.out).toMatch(/batch: job job_\w+; \d+ batches \(\d+ completed, 1 failed\)/)
+        expect(run.out).toContain("batch lines: 40 succeeded, 1 failed")
+        expect(run.out).toMatch(/batch cost: \$\d+\.\d\d at the Batch API's half price \(saved \$\d+\.\d\d against/)
+        expect(run.err).toMatch(/sluice: batch: line 42 \(bad-1\): BatchValidationError: /)
+
+        // a rerun: nothing submitted or written again
+        const again = yield* capture(job.args("--via", "batch"))
+        expect(again.out).toContain("already done 42")
+        expect(job.written().length).toBe(lines.length)
+        expect(JSON.parse(NodeFs.readFileSync(job.state, "utf8")).batches.length).toBe(state.batches.length)
+      }),
+    60_000
+  )
+
+  it.live(
+    "--via auto: what the enqueued-token limits pass by the deadline goes by batch, the rest live",
+    () =>
+      Effect.gen(function*() {
+        const lines = chat(40)
+        // gpt-4o's queue holds about 2 of these lines (≈ 26 tokens each): 2 windows pass about 4 of its 20 lines
+        const job = setup(lines, { "gpt-4o": 60 })
+        const run = yield* capture(job.args("--via", "auto", "--deadline", "48h", "--tier", "1"))
+        expect(run.exitCode).toBe(0)
+        expect(run.out).toContain("auto: deadline 2.0 days = 2 Batch API windows of 24 h")
+        const gpt4o =
+          /gpt-4o: enqueued-token limit 60 → at most 120 tokens by the deadline; (\d+) lines via batch \(\d+ tokens\), (\d+) live/
+            .exec(run.out)
+        expect(gpt4o).not.toBeNull()
+        const [viaBatch, live] = [Number(gpt4o![1]), Number(gpt4o![2])]
+        expect(viaBatch).toBeGreaterThan(0)
+        expect(viaBatch + live).toBe(20)
+        expect(run.out).toContain("gpt-4o-mini: no enqueued-token limit given")
+        expect(run.out).toMatch(
+          new RegExp(`auto: ${live} lines live \\(≈ .+ at tier 1, .+ binding\\), ${20 + viaBatch} via batch`)
+        )
+        expect(run.out).toContain(`batch lines: ${20 + viaBatch} succeeded, 0 failed`)
+        expect(job.written().length).toBe(40)
+
+        // under 24 hours: every line live, no batch
+        const short = setup(lines)
+        const quick = yield* capture(short.args("--via", "auto", "--deadline", "2h"))
+        expect(quick.out).toContain("shorter than the Batch API's 24 h window")
+        expect(quick.out).toMatch(/^auto: 40 lines live \(≈ .+ binding\), 0 via batch$/m)
+        expect(short.written().length).toBe(40)
+        expect(NodeFs.existsSync(short.state)).toBe(false)
+      }),
+    60_000
+  )
+
+  it.live(
+    "usage: --via auto needs --deadline; a bad enqueuedTokens is named; --cancel without a job says so",
+    () =>
+      Effect.gen(function*() {
+        const job = setup(chat(2))
+        const noDeadline = yield* capture(job.args("--via", "auto"))
+        expect(noDeadline.exit._tag).toBe("Failure")
+        expect(String(noDeadline.exit._tag === "Failure" && noDeadline.exit.cause)).toContain("--deadline")
+        NodeFs.writeFileSync(
+          NodePath.join(job.dir, "limits.json"),
+          JSON.stringify({ models: { "gpt-4o": { enqueuedTokens: -5 } } })
+        )
+        const bad = yield* capture(job.args("--via", "batch"))
+        expect(String(bad.exit._tag === "Failure" && bad.exit.cause)).toMatch(/enqueuedTokens/)
+        const fresh = setup(chat(2))
+        const cancel = yield* capture(fresh.args("--cancel"))
+        expect(cancel.exitCode).toBe(3)
+        expect(cancel.out).toContain("--cancel: no batch state")
+        expect(NodeFs.existsSync(fresh.output) ? fresh.written().length : 0).toBe(0)
+      }),
+    60_000
+  )
+})
