@@ -4,10 +4,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { capture } from "./helpers.js"
+import { capture, startSim, writeChatInput } from "./helpers.js"
 
 const line = (id: string, model: string, content: string, url = "/v1/chat/completions") =>
   JSON.stringify({
@@ -170,6 +171,63 @@ describe("sluice run --via (in process, embedded simulator)", () => {
         expect(cancel.exitCode).toBe(3)
         expect(cancel.out).toContain("--cancel: no batch state")
         expect(NodeFs.existsSync(fresh.output) ? fresh.written().length : 0).toBe(0)
+      }),
+    60_000
+  )
+  // live: the simulator over HTTP in this process (one server across the runs, as a real API), `Cli.run` in process
+  it.live(
+    "--cancel: a job stopped mid-poll has its batches cancelled and recorded; a live rerun is refused; a rerun ends it",
+    () =>
+      Effect.gen(function*() {
+        const key = "sk-batch-cancel-0123456789"
+        process.env.SLUICE_BATCH_TEST_KEY = key
+        const sim = yield* Effect.promise(() =>
+          startSim(key, { batch: { validatingMs: 50, inProgressMs: 1500, perRequestMs: 2, finalizingMs: 50 } })
+        )
+        const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cancel-"))
+        const n = 200
+        writeChatInput(NodePath.join(dir, "in.jsonl"), n, (i) => `question ${i}`)
+        const output = NodePath.join(dir, "out.jsonl")
+        const statePath = Cli.defaultBatchStatePath(output)
+        const state = (): any =>
+          NodeFs.existsSync(statePath) ? JSON.parse(NodeFs.readFileSync(statePath, "utf8")) : undefined
+        const args = (...extra: ReadonlyArray<string>) => [
+          "run",
+          "--input",
+          NodePath.join(dir, "in.jsonl"),
+          "--output",
+          output,
+          "--base-url",
+          sim.url,
+          "--api-key-env",
+          "SLUICE_BATCH_TEST_KEY",
+          "--batch-poll",
+          "20ms",
+          "--progress",
+          "off",
+          ...extra
+        ]
+        const first = yield* Effect.fork(capture(args("--via", "batch")))
+        while (state()?.batches.some((b: any) => b.status === "in_progress") !== true) yield* Effect.sleep("5 millis")
+        yield* Fiber.interrupt(first)
+
+        const live = yield* capture(args())
+        expect(live.exit._tag).toBe("Failure")
+        expect(String(live.exit._tag === "Failure" && live.exit.cause)).toMatch(/not finished: rerun with --via batch/)
+
+        const cancel = yield* capture(args("--cancel"))
+        expect(cancel.exitCode).toBe(3)
+        expect(cancel.out).toMatch(/--cancel: 2 batches cancelled; \d+ lines not done \(rerun without --cancel/)
+        const recorded = state()
+        expect(recorded.batches).toHaveLength(2)
+        expect(recorded.batches.every((b: any) => b.finished && b.status === "cancelled")).toBe(true)
+
+        const rerun = yield* capture(args("--via", "batch"))
+        expect(rerun.exitCode).toBe(0)
+        const ids = NodeFs.readFileSync(output, "utf8").trim().split("\n").map((l) => JSON.parse(l).custom_id)
+        expect(ids).toHaveLength(n)
+        expect(new Set(ids).size).toBe(n)
+        yield* Effect.promise(() => sim.close())
       }),
     60_000
   )

@@ -282,4 +282,49 @@ describe("sluice run (real process, HTTP simulator)", () => {
       }),
     120_000
   )
+  // live: a real process killed -9 while it polls its batches over HTTP (its files uploaded multipart)
+  it.live(
+    "--via batch: kill -9 mid-poll, then a rerun collects the batches: no batch created twice",
+    () =>
+      Effect.promise(async () => {
+        const sim = await startSim({
+          batch: { validatingMs: 200, inProgressMs: 1200, perRequestMs: 2, finalizingMs: 200 }
+        })
+        const n = 300
+        const dir = tmp()
+        writeInput(NodePath.join(dir, "in.jsonl"), n)
+        const out = NodePath.join(dir, "out.jsonl")
+        const args = runArgs(dir, sim.url, ["--via", "batch", "--batch-poll", "100ms"])
+        const state = (): any => {
+          try {
+            return JSON.parse(NodeFs.readFileSync(NodePath.join(dir, "out.batch.json"), "utf8"))
+          } catch {
+            return undefined // not written yet
+          }
+        }
+        try {
+          const child = sluice(args)
+          const first = collect(child)
+          while (child.exitCode === null && state()?.batches.some((b: any) => b.status === "in_progress") !== true) {
+            await sleep(5)
+          }
+          child.kill("SIGKILL")
+          expect((await first.done).signal).toBe("SIGKILL")
+          expect(lineCount(out)).toBeLessThan(n)
+          const resumed = collect(sluice(args))
+          expect((await resumed.done).code).toBe(0)
+          expectExactlyOnce(out, n)
+          expect(resumed.out()).toMatch(/batch lines: \d+ succeeded, 0 failed/)
+          // the server's batches are the state's, n lines in all: none created twice, no line uploaded twice
+          const response = await fetch(`${sim.url}/batches?limit=100`, { headers: { authorization: `Bearer ${KEY}` } })
+          const created = ((await response.json()) as { data: Array<any> }).data
+          expect(new Set(created.map((b) => b.id))).toEqual(new Set(state().batches.map((b: any) => b.batchId)))
+          expect(created.length).toBe(state().batches.length)
+          expect(created.reduce((sum, b) => sum + b.request_counts.total, 0)).toBe(n)
+        } finally {
+          await sim.close()
+        }
+      }),
+    120_000
+  )
 })
