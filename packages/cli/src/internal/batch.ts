@@ -19,6 +19,7 @@ import { poolLimitsOf } from "./limits.js"
 const DAY_MS = 86_400_000
 const eligible = new Set<string>(BatchOffload.endpoints)
 const n = (value: number) => Math.round(value).toLocaleString("en-US")
+const lines = (count: number) => `${n(count)} line${count === 1 ? "" : "s"}`
 const usd = (value: number) => `$${value < 10 ? value.toFixed(2) : value.toFixed(0)}`
 
 // -------------------------------------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ export const planAuto = (options: {
     const batched = new Map<string, Figures>()
     const used = new Map<string, number>()
     let ineligible = 0
+    /** Per model, its lines the Batch API could take that go live (the plan's arithmetic names them). */
+    const spilled = new Map<string, number>()
     const of = (map: Map<string, Figures>, model: string) => {
       let f = map.get(model)
       if (f === undefined) map.set(model, f = zero())
@@ -144,11 +147,11 @@ export const planAuto = (options: {
     }
     yield* Effect.tryPromise({
       try: async () => {
-        const lines = NodeReadline.createInterface({
+        const reader = NodeReadline.createInterface({
           input: NodeFs.createReadStream(options.input),
           crlfDelay: Infinity
         })
-        for await (const text of lines) {
+        for await (const text of reader) {
           let parsed: unknown
           try {
             parsed = JSON.parse(text)
@@ -175,6 +178,7 @@ export const planAuto = (options: {
             add(of(batched, model), estimate)
           } else {
             add(of(live, model), estimate)
+            spilled.set(model, (spilled.get(model) ?? 0) + 1)
           }
         }
       },
@@ -234,21 +238,20 @@ export const planAuto = (options: {
         `auto: deadline ${deadline} = ${windows} Batch API window${windows > 1 ? "s" : ""} of 24 h ` +
           `(a batch may take its whole window, so a model's queue passes at most ${windows} × its enqueued-token limit by then)`
       )
-      for (const model of new Set([...batched.keys(), ...live.keys()])) {
+      for (const model of new Set([...batched.keys(), ...spilled.keys()])) {
         const limit = options.enqueued.get(model)
         const b = batched.get(model)?.requests ?? 0
-        const l = live.get(model)?.requests ?? 0
-        if (b === 0 && l === 0) continue
+        const l = spilled.get(model) ?? 0
         rows.push(
           `  ${model}: ${
             limit === undefined
               ? "no enqueued-token limit given (--limits models.<model>.enqueuedTokens)"
               : `enqueued-token limit ${n(limit)} → at most ${n(windows * limit)} tokens by the deadline`
-          }; ${n(b)} lines via batch (${n(used.get(model) ?? 0)} tokens), ${n(l)} live`
+          }; ${lines(b)} via batch (${n(used.get(model) ?? 0)} tokens), ${n(l)} live`
         )
       }
     }
-    if (ineligible > 0) rows.push(`  ${n(ineligible)} lines live: their endpoint is not one the Batch API takes`)
+    if (ineligible > 0) rows.push(`  ${lines(ineligible)} live: an endpoint the Batch API does not take`)
     const liveTime = liveTotal.requests === 0
       ? ""
       : minutes === undefined
@@ -259,7 +262,7 @@ export const planAuto = (options: {
     const saved = batchTotal.cost === undefined || batchTotal.requests === 0
       ? ""
       : ` (≈ ${usd(batchTotal.cost / 2)} at the Batch API's half price, ≈ ${usd(batchTotal.cost / 2)} saved)`
-    rows.push(`auto: ${n(liveTotal.requests)} lines live${liveTime}, ${n(batchTotal.requests)} via batch${saved}`)
+    rows.push(`auto: ${lines(liveTotal.requests)} live${liveTime}, ${n(batchTotal.requests)} via batch${saved}`)
     if (missesDeadline) {
       rows.push(
         `auto: warning: the live lines need ≈ ${Plan.formatMinutes(minutes!)}, more than the deadline (${deadline})`
