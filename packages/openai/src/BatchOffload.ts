@@ -301,6 +301,13 @@ export const BatchRecord = Schema.Struct({
   attempts: Schema.Number,
   /** `custom_id`s this batch no longer answers for: handed back unfinished, or moved to a new file. */
   released: Schema.Array(Schema.String),
+  /**
+   * Why all of its lines were handed back, when one reason covers them (`token-limit`: refused for the
+   * enqueued-token limit too often; `failed`; `cancelled` while stopping), so a resume reports them the same way.
+   *
+   * @since 0.2.0
+   */
+  handedBack: Schema.optional(Schema.Literal("expired", "cancelled", "failed", "token-limit", "ineligible")),
   /** Its results are delivered and its unfinished lines handed back. */
   finished: Schema.Boolean
 }).annotations({ identifier: "BatchOffload.BatchRecord" })

@@ -274,4 +274,59 @@ describe("BatchOffload: resume", () => {
       expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(6).slice(2))
       expect(Option.some((yield* simBatches)[0].request_counts?.total)).toEqual(Option.some(4))
     }).pipe(Effect.provide(Simulator.layer(scenario({})))))
+  it.effect("a resume reports the lines a refused batch handed back as token-limit, not failed", () =>
+    Effect.gen(function*() {
+      // the server's queue (100 tokens) is far smaller than the limiter's (1,000,000): every submission is refused
+      const lines = ids(4).map((id) => chatLine(id, `refused ${id}`, "gpt-4o-mini", 100))
+      const { exit, recorded, service } = yield* runLines(lines, { "gpt-4o-mini": 1_000_000 }, {}, {
+        tokenLimitRetries: 0
+      })
+      const first = summaryOf(exit)
+      expect(first.unfinished.map((u) => u.reason)).toEqual([
+        "token-limit",
+        "token-limit",
+        "token-limit",
+        "token-limit"
+      ])
+      const saved = recorded.states[recorded.states.length - 1]
+      const again = recorder()
+      const resumed = summaryOf((yield* drive(service.resume(saved, again.options), 60_000)).exit)
+      expect(resumed.unfinished.map((u) => u.customId).sort()).toEqual(ids(4).sort())
+      expect(resumed.unfinished.every((u) => u.reason === "token-limit")).toBe(true)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({ "gpt-4o-mini": 100 })))))
+
+  it.effect("a resume of a batch whose tokens are 0 leaves no permit held", () =>
+    Effect.gen(function*() {
+      const lines = ids(3).map((id) => chatLine(id, `free ${id}`))
+      const client = yield* makeClient()
+      const base = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
+        Effect.provide(LimiterStore.layerMemory)
+      )
+      let held = 0
+      const limiter: RateLimiter.Service = {
+        ...base,
+        tryAcquire: (scopes, cost, options) =>
+          Effect.map(
+            base.tryAcquire(scopes, cost, options),
+            Option.map((permit) => {
+              held++
+              return { ...permit, release: Effect.zipRight(Effect.sync(() => held--), permit.release) }
+            })
+          )
+      }
+      const service = yield* BatchOffload.make({
+        client,
+        limiter,
+        estimate: () => 0,
+        poll: { initial: "5 seconds", max: "1 minute" }
+      })
+      const first = recorder()
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "2 minutes"), 10_000)
+      const saved = first.states[first.states.length - 1]
+      expect(saved.batches.map((b) => [b.finished, b.tokens])).toEqual([[false, 0]])
+      const second = recorder()
+      summaryOf((yield* drive(service.resume(saved, second.options), 60_000)).exit)
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(3).sort())
+      expect(held).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 })

@@ -294,7 +294,13 @@ const makeWith = (
             const line = lineOf(record, customId)
             unfinished.push({ customId, request, reason, batchId, ...(line === undefined ? {} : { line }) })
           }
-          yield* updateRecord(record.key, (r) => ({ ...r, released: [...r.released, ...open] }))
+          // a whole batch handed back for one reason (refused, failed, stopped) keeps it: a resume reports it
+          const whole = ids.length === record.customIds.length
+          yield* updateRecord(record.key, (r) => ({
+            ...r,
+            released: [...r.released, ...open],
+            ...(whole ? { handedBack: reason } : {})
+          }))
         })
 
       const create = (record: Record_) =>
@@ -654,13 +660,16 @@ const makeWith = (
           const known = record.batchId === undefined ? yield* findBatch(record) : record
           // hold its tokens again in this process if there is room (a hold of the process that died is the
           // store's to expire); a batch that exists runs whether or not this process could hold it
-          const limiterPermit = yield* limiter.tryAcquire(scopesFor(known.model), { [dimension]: known.tokens }, {
-            priority: "background"
-          }).pipe(
+          // (a batch of no tokens holds nothing: a permit taken for it would never be released)
+          const limiterPermit = known.tokens <= 0 ? undefined : yield* limiter.tryAcquire(
+            scopesFor(known.model),
+            { [dimension]: known.tokens },
+            { priority: "background" }
+          ).pipe(
             Effect.map(Option.getOrUndefined),
             Effect.orElseSucceed(() => undefined)
           )
-          yield* track(known, known.tokens > 0 ? limiterPermit : undefined)
+          yield* track(known, limiterPermit)
         })
 
       // --- the input ------------------------------------------------------------------------------------------
@@ -692,9 +701,8 @@ const makeWith = (
             const requests = yield* requestsOf(record).pipe(
               Effect.orElseSucceed(() => new Map<string, string>())
             )
-            const reason: Api.Unfinished["reason"] = record.status === "expired" || record.status === "cancelled"
-              ? record.status
-              : "failed"
+            const reason: Api.Unfinished["reason"] = record.handedBack ??
+              (record.status === "expired" || record.status === "cancelled" ? record.status : "failed")
             for (const customId of group) {
               const line = lineOf(record, customId)
               unfinished.push({
