@@ -235,9 +235,11 @@ export interface Observation {
   /**
    * The capacity the server really enforces on this limit, when smaller than its amount: a burst learned
    * from what the server did (a limit enforced over a shorter period than announced). A learned limit takes
-   * it, and keeps it when later reports give none; a configured limit is left as configured. A cost above
-   * a learned burst (within the amount) waits, as at such a server, for the bucket to be full and takes it
-   * into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
+   * it, and keeps it when later reports give none. A configured limit keeps its amount, but a burst smaller
+   * than its capacity becomes its bucket's capacity (the server proved it: a configured figure cannot make
+   * it admit more); it shows as learned in `snapshot`, and a later burst only narrows it. A cost above a
+   * burst, learned or configured (within the amount), waits, as at such a server, for the bucket to be full
+   * and takes it into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
    *
    * @since 0.1.0
    */

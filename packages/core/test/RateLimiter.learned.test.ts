@@ -2,7 +2,8 @@
  * Learned limits that the server enforces but does not announce (`Observation.burst`): a learned limit
  * takes a burst below its amount and keeps it across later reports; a cost above a learned burst waits for
  * a full bucket and takes it into debt, as such a server does; a learned bucket that grows gains the room it
- * grew by. A configured limit is left as configured.
+ * grew by. A configured limit keeps its amount but takes a smaller burst; a cost above a configured burst
+ * waits and takes the bucket into debt the same way.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
@@ -34,40 +35,58 @@ describe("RateLimiter: learned bursts", () => {
         expect((yield* levelOf(limiter)).limit.burst).toBeUndefined()
       })))
 
-  it.effect("a configured limit is left as configured", () =>
+  it.effect("a configured limit keeps its amount and takes a smaller burst as its capacity, which only narrows", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000)])], (limiter) =>
       Effect.gen(function*() {
-        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst: 5_000 })
-        const info = yield* levelOf(limiter)
-        expect([info.limit.burst, info.learned, info.level]).toEqual([undefined, false, 60_000])
-        // and a cost above a configured burst still never fits
-        const exit = yield* Effect.exit(
-          run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000, 5_000)])], (other) =>
-            other.acquire([SCOPE], { tokens: 6_000 }))
+        // a report's limit does not change a configured amount
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 90_000 })
+        expect((yield* levelOf(limiter)).limit.amount).toBe(60_000)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", burst: 5_000 })
+        let info = yield* levelOf(limiter)
+        expect([info.limit.amount, info.limit.burst, info.learned, info.level]).toEqual([60_000, 5_000, true, 5_000])
+        // a wider burst, or one at or above the amount, does not widen it; a narrower one narrows it
+        yield* limiter.sync(SCOPE, { dimension: "tokens", burst: 8_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", burst: 70_000 })
+        expect((yield* levelOf(limiter)).limit.burst).toBe(5_000)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst: 4_000 })
+        info = yield* levelOf(limiter)
+        expect([info.limit.amount, info.limit.burst, info.level]).toEqual([60_000, 4_000, 4_000])
+        expect(limiter.limitsOf(SCOPE).map((l) => [l.amount, l.burst])).toEqual([[60_000, 4_000]])
+        // a configured burst below the learned one stays; the learned one only narrows it
+        const kept = yield* run(
+          [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000, 3_000)])],
+          (other) => Effect.zipRight(other.sync(SCOPE, { dimension: "tokens", burst: 5_000 }), levelOf(other))
         )
-        expect(exit._tag).toBe("Failure")
+        expect([kept.limit.burst, kept.learned]).toEqual([3_000, false])
       })))
 
   it.effect.prop(
-    "a cost above a learned burst (within the amount) waits for a full bucket, then takes it into debt",
-    { burst: fc.integer({ min: 100, max: 5_000 }), over: fc.double({ min: 1.01, max: 5, noNaN: true }) },
-    ({ burst, over }) =>
-      run([], (limiter) =>
-        Effect.gen(function*() {
-          yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst })
-          const cost = Math.min(60_000, Math.ceil(burst * over))
-          yield* limiter.acquire([SCOPE], { tokens: Math.ceil(burst / 2) })
-          const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
-          // the bucket refills 1 token a ms: full again after ceil(burst / 2) ms, not after `cost`
-          yield* TestClock.adjust(Math.ceil(burst / 2) + 1)
-          const exit = yield* fiber.await
-          expect(exit._tag).toBe("Success")
-          if (exit._tag !== "Success") return
-          // admitted as soon as the bucket was full again, and into debt by what it exceeds the burst by
-          expect(exit.value.admittedAt).toBe(Math.ceil(burst / 2))
-          const now = yield* Clock.currentTimeMillis
-          expect((yield* levelOf(limiter)).level).toBeCloseTo(burst - cost + (now - exit.value.admittedAt), 6)
-        })),
+    "a cost above a burst, learned or configured (within the amount), waits for a full bucket, then takes it into debt",
+    {
+      burst: fc.integer({ min: 100, max: 5_000 }),
+      over: fc.double({ min: 1.01, max: 5, noNaN: true }),
+      configured: fc.boolean()
+    },
+    ({ burst, configured, over }) =>
+      run(
+        configured ? [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000, burst)])] : [],
+        (limiter) =>
+          Effect.gen(function*() {
+            if (!configured) yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst })
+            const cost = Math.min(60_000, Math.ceil(burst * over))
+            yield* limiter.acquire([SCOPE], { tokens: Math.ceil(burst / 2) })
+            const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
+            // the bucket refills 1 token a ms: full again after ceil(burst / 2) ms, not after `cost`
+            yield* TestClock.adjust(Math.ceil(burst / 2) + 1)
+            const exit = yield* fiber.await
+            expect(exit._tag).toBe("Success")
+            if (exit._tag !== "Success") return
+            // admitted as soon as the bucket was full again, and into debt by what it exceeds the burst by
+            expect(exit.value.admittedAt).toBe(Math.ceil(burst / 2))
+            const now = yield* Clock.currentTimeMillis
+            expect((yield* levelOf(limiter)).level).toBeCloseTo(burst - cost + (now - exit.value.admittedAt), 6)
+          })
+      ),
     { fastCheck: { numRuns: 20 } }
   )
 

@@ -140,6 +140,13 @@ export const make = (
     }
     patterns.sort((a, b) => b.scope.length - a.scope.length)
     const learned = new Map<string, Array<Budget.Limit>>()
+    /**
+     * Bursts learned on configured limits (per scope, dimension and window): the configured figure stands, but a
+     * server that proved a smaller bucket (a 429 while the configured one had room) is honoured.
+     */
+    const configuredBursts = new Map<string, number>()
+    const burstKey = (scope: string, limit: { readonly dimension: string; readonly windowMillis: number }) =>
+      `${scope}\u0000${limit.dimension}\u0000${limit.windowMillis}`
     const resolvedCache = new Map<string, ReadonlyArray<Resolved>>()
 
     const configuredLimits = (scope: string): ReadonlyArray<Budget.Limit> => {
@@ -150,11 +157,13 @@ export const make = (
     const resolve = (scope: string): ReadonlyArray<Resolved> => {
       let resolved = resolvedCache.get(scope)
       if (resolved === undefined) {
-        const list: Array<Resolved> = configuredLimits(scope).map((limit) => ({
-          limit,
-          spec: specOf(scope, limit),
-          learned: false
-        }))
+        const list: Array<Resolved> = configuredLimits(scope).map((configured) => {
+          const burst = configuredBursts.get(burstKey(scope, configured))
+          const limit = burst === undefined || burst >= configured.capacity
+            ? configured
+            : Budget.Limit.of(configured.dimension, configured.amount, configured.window, burst)
+          return { limit, spec: specOf(scope, limit), learned: limit !== configured }
+        })
         for (const limit of learned.get(scope) ?? []) list.push({ limit, spec: specOf(scope, limit), learned: true })
         resolved = list
         resolvedCache.set(scope, resolved)
@@ -230,11 +239,11 @@ export const make = (
         const raw = cost[resolved.limit.dimension]
         if (raw === undefined || !(raw > 0)) continue
         if (raw > resolved.spec.capacity) {
-          // a learned burst is a server's (a limit enforced over a shorter period than announced): like it, a
-          // cost above the burst but within the amount waits for the bucket to be full, then takes it into debt
-          // (charged in parts of at most the capacity, each of which fits a full bucket)
+          // a burst is a server's (a limit enforced over a shorter period than announced, learned or given):
+          // like it, a cost above the burst but within the amount waits for the bucket to be full, then takes
+          // it into debt (charged in parts of at most the capacity, each of which fits a full bucket)
           const parts = Math.ceil(raw / resolved.spec.capacity)
-          if (resolved.learned && raw <= resolved.limit.amount && parts <= MAX_DEBT_PARTS) {
+          if (resolved.limit.burst !== undefined && raw <= resolved.limit.amount && parts <= MAX_DEBT_PARTS) {
             debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
             const rest = (raw - resolved.spec.capacity) / (parts - 1)
             for (let part = 1; part < parts; part++) debits.push({ bucket: resolved.spec, amount: rest })
@@ -951,7 +960,30 @@ export const make = (
             ? observation.limit
             : current?.amount
           const burst = amount === undefined ? undefined : burstFor(amount, current?.burst)
+          const configured = current === undefined && observation.burst !== undefined
+            ? configuredLimits(scope).find((limit) =>
+              limit.dimension === observation.dimension && limit.windowMillis === windowMillis
+            )
+            : undefined
+          const smaller = configured === undefined ? undefined : burstFor(
+            configured.amount,
+            configuredBursts.get(burstKey(scope, configured)) ?? configured.burst
+          )
           if (
+            configured !== undefined && smaller !== undefined &&
+            smaller < (configuredBursts.get(burstKey(scope, configured)) ?? configured.capacity)
+          ) {
+            // a configured limit keeps its amount; the server's smaller burst becomes its bucket's capacity
+            configuredBursts.set(burstKey(scope, configured), smaller)
+            resolvedCache.delete(scope)
+            planCache.clear()
+            limitsVersion++
+            epoch++
+            matching = resolve(scope).filter((resolved) =>
+              resolved.limit.dimension === observation.dimension
+            )
+            signal()
+          } else if (
             list !== undefined && current !== undefined && amount !== undefined &&
             (current.amount !== amount || current.burst !== burst)
           ) {
@@ -965,9 +997,7 @@ export const make = (
             planCache.clear()
             limitsVersion++
             epoch++
-            matching = resolve(scope).filter((resolved) =>
-              resolved.limit.dimension === observation.dimension
-            )
+            matching = resolve(scope).filter((resolved) => resolved.limit.dimension === observation.dimension)
             // a bucket that grows gains what it grew by (a limit raised: that much more room now)
             if (grown.capacity > current.capacity) {
               yield* store.adjust([{ bucket: specOf(scope, grown), amount: current.capacity - grown.capacity }])

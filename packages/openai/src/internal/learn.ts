@@ -1,9 +1,10 @@
 /**
- * Learning what the server enforces but does not announce, on a pool whose limits are learned (not
- * configured):
+ * Learning what the server enforces but does not announce (a burst also on a pool whose limits are
+ * configured; the rest on a pool whose limits are learned):
  *
  * - **Burst capacity** (a limit enforced over a shorter period than announced: 60,000 TPM taken as 1,000
- *   a second): a 429 arrives while the announced bucket had room for the call (its message's `Used` plus
+ *   a second), on learned and configured limits alike (a configured amount stands, but a bucket the server
+ *   proved smaller is honoured): a 429 arrives while the announced bucket had room for the call (its message's `Used` plus
  *   `Requested` is within `Limit`). The bucket that refused holds `Requested − hint × rate` (the "try again
  *   in" hint at the limit's refill rate) and has lost at most what the announced bucket lost (`Used`), so
  *   its capacity is at most their sum: that upper bound (the least seen) becomes the learned limit's burst.
@@ -314,11 +315,12 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         yield* endRamp(poolScope, state, ramp.endsAt !== undefined ? undefined : dimension)
       }
       const level = (yield* levelsOf(poolScope)).get(dimension)
-      if (level === undefined || !level.learned) return // configured (or none): the user's figures stand
+      if (level === undefined) return // no per-minute limit: nothing to learn a burst of
       const used = error.used
       const requested = error.requested
       const announced = error.limit
-      if (state.blind && ramped) {
+      // a configured limit is the user's figure: its amount stands (only a burst below it is learned)
+      if (state.blind && ramped && level.learned) {
         if (announced !== undefined && announced > 0) {
           // the server named its limit: take it, and what it says is left
           // taken as of the refused call's arrival, by send order: "Used" counts the calls in flight as the
