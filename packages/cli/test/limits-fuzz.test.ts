@@ -21,6 +21,10 @@ const file = FastCheck.oneof(
         FastCheck.oneof(FastCheck.constantFrom("gpt-4o", "__proto__", ""), FastCheck.string()),
         FastCheck.oneof(
           FastCheck.record({ rpm: number, tpm: number, rpd: number, tpd: number, ipm: number }, { requiredKeys: [] }),
+          FastCheck.record({
+            tpm: FastCheck.integer({ min: 1, max: 100 }),
+            burst: FastCheck.record({ tpm: number, rpm: number }, { requiredKeys: [] })
+          }, { requiredKeys: [] }),
           FastCheck.jsonValue({ maxDepth: 2 })
         ),
         { maxKeys: 3 }
@@ -42,8 +46,11 @@ describe("--limits file: fuzzed", () => {
           expect(exit.cause._tag, text.slice(0, 200)).toBe("Fail")
           if (exit.cause._tag === "Fail") expect(exit.cause.error.path).toBe(path)
         } else {
-          for (const figures of Object.values(exit.value.models)) {
+          for (const { burst, ...figures } of Object.values(exit.value.models)) {
             for (const n of Object.values(figures)) expect(Number.isSafeInteger(n) && n! > 0).toBe(true)
+            for (const [name, n] of Object.entries(burst ?? {})) {
+              expect(Number.isSafeInteger(n) && n! > 0 && n! <= figures[name as keyof typeof figures]!).toBe(true)
+            }
           }
         }
       }

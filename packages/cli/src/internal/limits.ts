@@ -12,19 +12,46 @@ import * as NodeFs from "node:fs"
 
 const Count = Schema.Number.pipe(Schema.int(), Schema.positive())
 
-/** @internal */
-export const ModelLimits = Schema.Struct({
+const figures = {
   rpm: Schema.optional(Count),
   tpm: Schema.optional(Count),
   rpd: Schema.optional(Count),
   tpd: Schema.optional(Count),
-  ipm: Schema.optional(Count),
-  /** The Batch API's enqueued-token limit of this model (`sluice run --via batch|auto`). */
-  enqueuedTokens: Schema.optional(Count)
-})
+  ipm: Schema.optional(Count)
+}
+
+/** The names of a model's limits (the keys a `burst` may name). */
+const limitNames = ["rpm", "tpm", "rpd", "tpd", "ipm"] as const
 
 /**
- * `{ "models": { "gpt-4o-mini": { "rpm": 500, "tpm": 200000 } } }`
+ * A model's limits, and optionally the bursts the server allows on them: `burst.tpm` is the most the server
+ * takes at once of its `tpm` (a limit enforced over a shorter period than announced, such as 450,000 TPM
+ * taken as 37,500 tokens per 5 s). A burst needs its limit and must not exceed it.
+ *
+ * @internal
+ */
+export const ModelLimits = Schema.Struct({
+  ...figures,
+  /** The Batch API's enqueued-token limit of this model (`sluice run --via batch|auto`). */
+  enqueuedTokens: Schema.optional(Count),
+  burst: Schema.optional(Schema.Struct(figures))
+}).pipe(Schema.filter((limits) => {
+  const issues: Array<Schema.FilterIssue> = []
+  for (const name of limitNames) {
+    const burst = limits.burst?.[name]
+    if (burst === undefined) continue
+    const limit = limits[name]
+    if (limit === undefined) {
+      issues.push({ path: ["burst", name], message: `a burst for ${name} needs ${name} itself` })
+    } else if (burst > limit) {
+      issues.push({ path: ["burst", name], message: `burst ${burst} exceeds ${name} ${limit}` })
+    }
+  }
+  return issues
+}))
+
+/**
+ * `{ "models": { "gpt-4o-mini": { "rpm": 500, "tpm": 200000, "burst": { "tpm": 16667 } } } }`
  *
  * @internal
  */
@@ -78,7 +105,8 @@ export const unknownModels = (limits: LimitsFile): ReadonlyArray<string> =>
   Object.keys(limits.models).filter((model) => Tiers.limits(1, model) === undefined)
 
 /**
- * The budgets of a `--limits` file: each model's figures on its pool's scope.
+ * The budgets of a `--limits` file: each model's figures on its pool's scope, a burst as its limit's bucket
+ * capacity (refilled at the limit's rate).
  *
  * @internal
  */
@@ -87,11 +115,12 @@ export const budgetsOfLimits = (limits: LimitsFile, organization: string): Reado
   for (const [model, figures] of Object.entries(limits.models)) {
     const pool = Tiers.poolOf(model)
     const list = byPool.get(pool) ?? []
-    if (figures.rpm !== undefined) list.push(Budget.Limit.perMinute("requests", figures.rpm))
-    if (figures.tpm !== undefined) list.push(Budget.Limit.perMinute("tokens", figures.tpm))
-    if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm))
-    if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd))
-    if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd))
+    const burst = figures.burst ?? {}
+    if (figures.rpm !== undefined) list.push(Budget.Limit.perMinute("requests", figures.rpm, burst.rpm))
+    if (figures.tpm !== undefined) list.push(Budget.Limit.perMinute("tokens", figures.tpm, burst.tpm))
+    if (figures.ipm !== undefined) list.push(Budget.Limit.perMinute("images", figures.ipm, burst.ipm))
+    if (figures.rpd !== undefined) list.push(Budget.Limit.perDay("requests", figures.rpd, burst.rpd))
+    if (figures.tpd !== undefined) list.push(Budget.Limit.perDay("tokens", figures.tpd, burst.tpd))
     if (list.length > 0) byPool.set(pool, list)
   }
   return Array.from(byPool, ([pool, list]) => Budget.make(`org:${organization}/pool:${pool}`, list))
