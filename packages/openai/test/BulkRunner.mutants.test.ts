@@ -1,0 +1,217 @@
+// The bulk runner (internal/bulkRun.ts) where `pnpm mutate:bulk` found its tests silent: the errors file's
+// lock, --restart, the retried-failures file among the paths checked, which answers are checked against the
+// endpoint's shape, the in-flight count, a stop that comes when every line is done, and the wall time.
+import { describe, expect, it } from "@effect/vitest"
+import { BulkRunner } from "@sluice/openai"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Ref from "effect/Ref"
+import * as TestClock from "effect/TestClock"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+
+const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-bulk-mutants-"))
+
+const request = (id: string) =>
+  JSON.stringify({ custom_id: id, method: "POST", url: "/v1/embeddings", body: { model: "m", input: id } })
+
+const setup = (ids: ReadonlyArray<string>) => {
+  const dir = tmp()
+  const input = NodePath.join(dir, "in.jsonl")
+  NodeFs.writeFileSync(input, ids.map(request).join("\n") + "\n")
+  return { dir, input, output: NodePath.join(dir, "out.jsonl") }
+}
+
+const readJsonl = (path: string): Array<any> =>
+  NodeFs.existsSync(path)
+    ? NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
+    : []
+
+const embeddings = { object: "list", data: [{ object: "embedding", index: 0, embedding: [0.5] }], model: "m" }
+const ok = (_: BulkRunner.Request): Effect.Effect<BulkRunner.Response, string> =>
+  Effect.succeed({ statusCode: 200, requestId: null, body: embeddings })
+const describe_ = (e: string): BulkRunner.Failure => ({ kind: "bad_request", code: e, message: e })
+const silent = { onInputError: () => Effect.void }
+
+describe("BulkRunner (mutation survivors)", () => {
+  it.effect("the errors file has its own lock: a live owner of it refuses the run before anything is written", () =>
+    Effect.gen(function*() {
+      const { dir, input, output } = setup(["a"])
+      const errors = NodePath.join(dir, "errors.jsonl")
+      NodeFs.writeFileSync(errors, "kept\n")
+      const owner = { pid: process.pid, host: NodeOs.hostname(), started: "2026-01-01T00:00:00.000Z", token: "t" }
+      NodeFs.writeFileSync(`${errors}.lock`, JSON.stringify(owner))
+      const refused = yield* Effect.flip(BulkRunner.run({ input, output, errors, execute: ok, describe: describe_ }))
+      expect(refused).toMatchObject({ _tag: "BulkPathError", reason: "locked", path: errors })
+      expect(NodeFs.readFileSync(errors, "utf8")).toBe("kept\n")
+      expect(NodeFs.existsSync(output)).toBe(false)
+      // the output's lock, taken first, was released
+      expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
+
+      NodeFs.unlinkSync(`${errors}.lock`)
+      const summary = yield* BulkRunner.run({ input, output, errors, execute: ok, describe: describe_ })
+      expect(summary.succeeded).toBe(1)
+      expect(NodeFs.readFileSync(errors, "utf8")).toBe("")
+      expect(NodeFs.readdirSync(dir).filter((name) => name.endsWith(".lock"))).toEqual([])
+    }))
+
+  it.effect("an errors path equal to the output's lock file, or a retried-failures file equal to the input, is refused", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a"])
+      const locked = yield* Effect.flip(
+        BulkRunner.run({ input, output, errors: `${output}.lock`, execute: ok, describe: describe_ })
+      )
+      expect(locked).toMatchObject({ _tag: "BulkPathError", reason: "same-file" })
+      expect(locked.message).toContain("the lock file")
+      expect(locked.message).toContain("the errors file")
+      const retried = yield* Effect.flip(
+        BulkRunner.run({ input, output, retryFailed: input, execute: ok, describe: describe_ })
+      )
+      expect(retried).toMatchObject({ _tag: "BulkPathError", reason: "same-file", path: input })
+      expect(retried.message).toContain("the retried-failures file")
+      expect(NodeFs.existsSync(output)).toBe(false)
+    }))
+
+  it.effect("restart empties the output and sends every line again; without it the output's lines are skipped", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      const calls: Array<string> = []
+      const execute = (r: BulkRunner.Request) => Effect.zipRight(Effect.sync(() => calls.push(r.customId)), ok(r))
+      yield* BulkRunner.run({ input, output, execute, describe: describe_, ...silent })
+      const resumed = yield* BulkRunner.run({ input, output, execute, describe: describe_, ...silent })
+      expect(resumed).toMatchObject({ alreadyDone: 2, succeeded: 0 })
+      const restarted = yield* BulkRunner.run({ input, output, execute, describe: describe_, restart: true })
+      expect(restarted).toMatchObject({ alreadyDone: 0, succeeded: 2, outcome: "completed" })
+      expect(calls.sort()).toEqual(["a", "a", "b", "b"])
+      expect(readJsonl(output).map((l) => l.custom_id).sort()).toEqual(["a", "b"])
+      // restart on an output that does not exist yet is a fresh run
+      const fresh = NodePath.join(NodePath.dirname(output), "fresh.jsonl")
+      expect((yield* BulkRunner.run({ input, output: fresh, execute, describe: describe_, restart: true })).succeeded)
+        .toBe(2)
+    }))
+
+  it.effect("only a 2xx answer is checked against the endpoint's shape: 199 and 300 are written as they are", () =>
+    Effect.gen(function*() {
+      const ids = ["s199", "s200", "s299", "s300"]
+      const { input, output } = setup(ids)
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        execute: (r) =>
+          Effect.succeed<BulkRunner.Response>({
+            statusCode: Number(r.customId.slice(1)),
+            requestId: null,
+            body: "<html>not json</html>"
+          }),
+        describe: describe_,
+        ...silent
+      })
+      const byId = new Map(readJsonl(output).map((l) => [l.custom_id, l]))
+      for (const id of ["s200", "s299"]) {
+        expect(byId.get(id).response).toBeNull()
+        expect(byId.get(id).error).toMatchObject({ kind: "InvalidResponse", code: "invalid_response" })
+      }
+      for (const id of ["s199", "s300"]) {
+        expect(byId.get(id).error).toBeNull()
+        expect(byId.get(id).response.body).toBe("<html>not json</html>")
+      }
+      expect(summary).toMatchObject({ succeeded: 2, failed: 2, failuresByKind: { InvalidResponse: 2 } })
+      // a well-formed 200 passes the check
+      const good = setup(["g"])
+      const clean = yield* BulkRunner.run({ ...good, execute: ok, describe: describe_ })
+      expect(clean).toMatchObject({ succeeded: 1, failed: 0, outcome: "completed" })
+    }))
+
+  it.effect("the progress counts a call in flight while it runs and not after", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c"])
+      const progress = yield* BulkRunner.makeProgress
+      const seen: Array<number> = []
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        progress,
+        concurrency: 1,
+        execute: (r) =>
+          Effect.flatMap(Ref.get(progress.stats), (s) => {
+            seen.push(s.inFlight)
+            return r.customId === "b" ? Effect.fail("no") : ok(r)
+          }),
+        describe: describe_,
+        ...silent
+      })
+      expect(seen).toEqual([1, 1, 1])
+      expect((yield* Ref.get(progress.stats)).inFlight).toBe(0)
+      expect(summary).toMatchObject({ succeeded: 2, failed: 1, failuresByKind: { bad_request: 1 } })
+    }))
+
+  it.effect("a stop that comes once every line is done is no stop: the run is completed", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      const stop = yield* Deferred.make<void>()
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        stop: Deferred.await(stop),
+        execute: (r) =>
+          r.customId === "b"
+            // the signal arrives while the last call is in flight: that call still finishes and is written
+            ? Effect.zipRight(Deferred.succeed(stop, void 0), Effect.zipRight(Effect.yieldNow(), ok(r)))
+            : ok(r),
+        describe: describe_,
+        ...silent
+      })
+      expect(summary.stop).toEqual({ _tag: "Signal" })
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 2, notDone: 0 })
+      expect(BulkRunner.exitCode(summary)).toBe(0)
+    }))
+
+  it.effect("a signal after the executor stopped the run does not replace the executor's reason", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c"])
+      const stop = yield* Deferred.make<void>()
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        stop: Deferred.await(stop),
+        execute: (r) =>
+          r.customId === "b"
+            ? Effect.zipRight(
+              Effect.ensuring(Effect.yieldNow(), Deferred.succeed(stop, void 0)),
+              Effect.fail("quota")
+            )
+            : ok(r),
+        describe: (e) => ({ kind: "quota", code: e, message: e, stop: true }),
+        ...silent
+      })
+      expect(summary.stop).toMatchObject({ _tag: "Executor", customId: "b", line: 2 })
+      expect(summary).toMatchObject({ outcome: "stopped", succeeded: 1, notDone: 2 })
+    }))
+
+  it.effect("the wall time is the virtual time the run took", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      yield* TestClock.adjust(10_000) // the clock does not start at zero
+      const fiber = yield* Effect.fork(BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        execute: (r) => Effect.zipRight(Effect.sleep("2 seconds"), ok(r)),
+        describe: describe_,
+        ...silent
+      }))
+      let summary: BulkRunner.Summary | undefined
+      for (let i = 0; i < 200 && summary === undefined; i++) {
+        yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+        yield* TestClock.adjust(500)
+        const polled = yield* Fiber.poll(fiber)
+        if (polled._tag === "Some" && polled.value._tag === "Success") summary = polled.value.value
+      }
+      expect(summary?.wallMs).toBeGreaterThanOrEqual(4_000)
+      expect(summary?.wallMs).toBeLessThan(10_000)
+    }))
+})
