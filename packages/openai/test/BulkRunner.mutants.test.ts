@@ -1,6 +1,9 @@
-// The bulk runner (internal/bulkRun.ts) where `pnpm mutate:bulk` found its tests silent: the errors file's
-// lock, --restart, the retried-failures file among the paths checked, which answers are checked against the
-// endpoint's shape, the in-flight count, a stop that comes when every line is done, and the wall time.
+// The bulk runner's mechanism (internal/bulkRun.ts) where its other tests were silent, each checked by hand to fail
+// on the mutant it names (`pnpm mutate:bulk` was started and stopped for the machine's load, see
+// benchmarks/results/mutation.md): the errors file's lock, --restart, the retried-failures file among the paths
+// checked, which answers are checked against the endpoint's shape (2xx only), the in-flight count, a stop that comes
+// when every line is done or after the executor's, the wall time, the pool's size (below 1, the default 256), a
+// stop without a count of the input, and an output write that fails.
 import { describe, expect, it } from "@effect/vitest"
 import { BulkRunner } from "@sluice/openai"
 import * as Deferred from "effect/Deferred"
@@ -11,6 +14,20 @@ import * as TestClock from "effect/TestClock"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import { afterEach, vi } from "vitest"
+
+vi.mock("node:fs", async (importOriginal) => {
+  const actual = await importOriginal<typeof NodeFs>()
+  return { ...actual, openSync: vi.fn(actual.openSync), writeSync: vi.fn(actual.writeSync) }
+})
+
+const fs = vi.mocked(NodeFs)
+const real = await vi.importActual<typeof NodeFs>("node:fs")
+
+afterEach(() => {
+  fs.openSync.mockImplementation(real.openSync)
+  fs.writeSync.mockImplementation(real.writeSync)
+})
 
 const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-bulk-mutants-"))
 
@@ -213,5 +230,87 @@ describe("BulkRunner (mutation survivors)", () => {
       }
       expect(summary?.wallMs).toBeGreaterThanOrEqual(4_000)
       expect(summary?.wallMs).toBeLessThan(10_000)
+    }))
+
+  it.effect("a concurrency below 1 is one call at a time; without one, 256 calls are in flight at once, no more", () =>
+    Effect.gen(function*() {
+      const peakOf = (ids: ReadonlyArray<string>, concurrency: number | undefined, open: number) =>
+        Effect.gen(function*() {
+          const { input, output } = setup(ids)
+          let inFlight = 0
+          let peak = 0
+          const gate = yield* Deferred.make<void>()
+          const summary = yield* BulkRunner.run({
+            input,
+            output,
+            ...(concurrency === undefined ? {} : { concurrency }),
+            execute: (r) =>
+              Effect.gen(function*() {
+                inFlight++
+                peak = Math.max(peak, inFlight)
+                // the first `open` calls wait until they are all in flight together
+                if (peak >= open) yield* Deferred.succeed(gate, void 0)
+                yield* Deferred.await(gate)
+                yield* Effect.yieldNow()
+                inFlight--
+                return yield* ok(r)
+              }),
+            describe: describe_,
+            ...silent
+          })
+          expect(summary.succeeded).toBe(ids.length)
+          return peak
+        })
+      expect(yield* peakOf(["a", "b", "c"], 0, 1)).toBe(1)
+      expect(yield* peakOf(["a", "b", "c"], -3, 1)).toBe(1)
+      const many = Array.from({ length: 300 }, (_, i) => `r${i}`)
+      expect(yield* peakOf(many, undefined, 256)).toBe(256)
+    }))
+
+  it.effect("without counting the input, a stopped run is stopped even though every line it saw is accounted for", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c"])
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        countTotal: false,
+        concurrency: 1,
+        execute: (r) => r.customId === "b" ? Effect.fail("quota") : ok(r),
+        describe: (e) => ({ kind: "quota", code: e, message: e, stop: true }),
+        ...silent
+      })
+      expect(summary).toMatchObject({ outcome: "stopped", succeeded: 1, failed: 0, notDone: 0 })
+      expect(BulkRunner.exitCode(summary)).toBe(3)
+    }))
+
+  it.effect("an output write that fails ends the run at once with a BulkFileError naming the output", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c", "d"])
+      let outputFd: number | undefined
+      fs.openSync.mockImplementation((path, flags, mode) => {
+        const fd = real.openSync(path, flags, mode)
+        if (path === output) outputFd = fd
+        return fd
+      })
+      let writes = 0
+      fs.writeSync.mockImplementation(
+        ((fd: number, ...rest: Array<any>) => {
+          if (fd === outputFd && ++writes === 2) throw Object.assign(new Error("no space left"), { code: "ENOSPC" })
+          return (real.writeSync as any)(fd, ...rest)
+        }) as any
+      )
+      const calls: Array<string> = []
+      const error = yield* Effect.flip(BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        execute: (r) => Effect.zipRight(Effect.sync(() => calls.push(r.customId)), ok(r)),
+        describe: describe_,
+        ...silent
+      }))
+      expect(error).toMatchObject({ _tag: "BulkFileError", path: output, operation: "write" })
+      expect(error.message).toContain("no space left")
+      expect(calls).toEqual(["a", "b"]) // nothing sent after the failed write
+      expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
     }))
 })
