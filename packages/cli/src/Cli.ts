@@ -595,6 +595,11 @@ const planOptions = {
   ),
   requests: count("requests", "Number of requests", 10_000),
   inputTokens: count("input-tokens", "Input tokens per request", 500),
+  cachedTokens: count(
+    "cached-tokens",
+    "Of the input tokens, those OpenAI's prompt caching serves (a shared prefix): priced at the cached-input rate",
+    0
+  ),
   outputTokens: count(
     "output-tokens",
     "Output tokens per request (max_tokens; ignored for embeddings and images)",
@@ -629,14 +634,23 @@ const planHandler = (options: Command.Command.ParseConfig<typeof planOptions>) =
   Effect.gen(function*() {
     const mix = parseMix(options.mix)
     if (mix === undefined) return yield* usage(`--mix: expected model=share,... got ${JSON.stringify(options.mix)}`)
-    if (options.requests < 0 || options.inputTokens < 0 || options.outputTokens < 0 || options.images < 0) {
-      return yield* usage("--requests, --input-tokens, --output-tokens and --images must not be negative")
+    if (
+      options.requests < 0 || options.inputTokens < 0 || options.outputTokens < 0 || options.images < 0 ||
+      options.cachedTokens < 0
+    ) {
+      return yield* usage(
+        "--requests, --input-tokens, --cached-tokens, --output-tokens and --images must not be negative"
+      )
+    }
+    if (options.cachedTokens > options.inputTokens) {
+      return yield* usage(`--cached-tokens (${options.cachedTokens}) exceeds --input-tokens (${options.inputTokens})`)
     }
     const workload: Plan.Workload = {
       tier: Number(options.tier) as Tiers.Tier,
       mix,
       requests: options.requests,
       inputTokens: options.inputTokens,
+      cachedInputTokens: options.cachedTokens,
       outputTokens: options.outputTokens,
       images: options.images,
       peakPerMinute: Option.getOrUndefined(options.peakPerMinute),

@@ -5,32 +5,16 @@
  *
  * @since 0.1.0
  */
-import { Tiers } from "@sluice/openai"
+import { Pricing, Tiers } from "@sluice/openai"
 
 /**
- * List prices in USD, standard (non-Batch) processing. Sources: openai.com/api/pricing and the model pages
- * on platform.openai.com/docs/models, as published in 2025; image prices for DALL-E 3 from
- * `shared/reference/openai-limits-2026.md`. Prices change: treat as an estimate. `undefined` = not known.
+ * List prices in USD, standard (non-Batch) processing: `Pricing.prices` of `@sluice/openai` (with the cached-input
+ * price of OpenAI's prompt caching). Prices change: treat as an estimate. `undefined` = not known.
  *
  * @since 0.1.0
  * @category prices
  */
-export const prices: Readonly<
-  Record<string, { readonly inputPerMTok?: number; readonly outputPerMTok?: number; readonly perImage?: number }>
-> = {
-  "gpt-4o": { inputPerMTok: 2.5, outputPerMTok: 10 },
-  "gpt-4o-mini": { inputPerMTok: 0.15, outputPerMTok: 0.6 },
-  "o1": { inputPerMTok: 15, outputPerMTok: 60 },
-  "o3": { inputPerMTok: 2, outputPerMTok: 8 },
-  "o1-mini": { inputPerMTok: 1.1, outputPerMTok: 4.4 },
-  "o3-mini": { inputPerMTok: 1.1, outputPerMTok: 4.4 },
-  "text-embedding-3-small": { inputPerMTok: 0.02 },
-  "text-embedding-3-large": { inputPerMTok: 0.13 },
-  // standard quality 1024×1024
-  "dall-e-3": { perImage: 0.04 },
-  // medium quality 1024×1024
-  "gpt-image-1": { perImage: 0.042 }
-}
+export const prices: Readonly<Record<string, Pricing.Price>> = Pricing.prices
 
 /**
  * @since 0.1.0
@@ -42,6 +26,13 @@ export interface Workload {
   readonly mix: ReadonlyArray<{ readonly model: string; readonly share: number }>
   readonly requests: number
   readonly inputTokens: number
+  /**
+   * Of `inputTokens`, those OpenAI's prompt caching serves (a shared prefix of 1,024 tokens or more: see the
+   * openai README), billed at the cached-input price. They still count toward TPM. Default 0.
+   *
+   * @since 0.2.0
+   */
+  readonly cachedInputTokens?: number | undefined
   readonly outputTokens: number
   /** Images per request, for image models. */
   readonly images: number
@@ -136,14 +127,21 @@ export const compute = (workload: Workload): Plan => {
       requests += n
       tokens += n * (workload.inputTokens + outputTokens)
       images += imageCount
-      const price = prices[Tiers.poolOf(model)]
-      if (price === undefined || cost === undefined) {
-        if (price === undefined) warnings.push(`no price for ${model}: cost not computed`)
+      const input = isImage(model) ? 0 : workload.inputTokens
+      const dollars = Pricing.dollars(
+        model,
+        {
+          input: n * input,
+          cachedInput: n * Math.min(input, isEmbedding(model) ? 0 : workload.cachedInputTokens ?? 0),
+          output: n * outputTokens
+        },
+        imageCount
+      )
+      if (dollars === undefined || cost === undefined) {
+        if (dollars === undefined) warnings.push(`no price for ${model}: cost not computed`)
         cost = undefined
       } else {
-        cost += (n * workload.inputTokens * (price.inputPerMTok ?? 0)) / 1e6 +
-          (n * outputTokens * (price.outputPerMTok ?? 0)) / 1e6 +
-          imageCount * (price.perImage ?? 0)
+        cost += dollars
       }
     }
     if (cost !== undefined && workload.batch === true) cost /= 2
@@ -244,7 +242,9 @@ export const formatMinutes = (minutes: number | undefined) => {
  */
 export const format = (workload: Workload, plan: Plan): string => {
   const rows: Array<string> = [
-    `tier ${workload.tier}, ${workload.requests} requests, ${workload.inputTokens} input + ${workload.outputTokens} output tokens each`
+    `tier ${workload.tier}, ${workload.requests} requests, ${workload.inputTokens} input${
+      (workload.cachedInputTokens ?? 0) > 0 ? ` (${workload.cachedInputTokens} from the prompt cache)` : ""
+    } + ${workload.outputTokens} output tokens each`
   ]
   for (const p of plan.pools) {
     const l = p.limits

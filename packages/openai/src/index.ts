@@ -65,3 +65,8 @@ export * as BatchOffload from "./BatchOffload.js"
  * @since 0.2.0
  */
 export * as Pipeline from "./Pipeline.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as Pricing from "./Pricing.js"
