@@ -41,6 +41,7 @@ import * as Endpoints from "./internal/endpoint.js"
 import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
 import type * as OpenAiError from "./OpenAiError.js"
+import * as ResponseCache from "./ResponseCache.js"
 import * as Tiers from "./Tiers.js"
 import * as TokenEstimator from "./TokenEstimator.js"
 
@@ -219,6 +220,13 @@ export declare namespace OpenAi {
      * times on every run.
      */
     readonly timeSlice?: Duration.DurationInput | false | undefined
+    /**
+     * The response cache its calls go through (see `ResponseCache`): by default the `ResponseCache` in context
+     * when there is one; `false` for none even then.
+     *
+     * @since 0.2.0
+     */
+    readonly cache?: ResponseCache.ResponseCache.Service | false | undefined
   }
 
   /**
@@ -242,6 +250,14 @@ export declare namespace OpenAi {
      * falls over to another model itself, say). Non-retryable kinds stay unretried whatever it says.
      */
     readonly retry?: Retry.Policy<OpenAiError.OpenAiError> | false | undefined
+    /**
+     * With a response cache (`ResponseCache`): `true` caches this call whatever the cache's policy for
+     * non-deterministic requests; `false` neither reads nor writes the cache. Default: the policy (text at
+     * `temperature: 0` or with a `seed`, embeddings, moderations).
+     *
+     * @since 0.2.0
+     */
+    readonly cache?: boolean | undefined
   }
 
   /**
@@ -385,6 +401,9 @@ export const make = (
   Effect.gen(function*() {
     const limiter = yield* RateLimiter.RateLimiter
     const calls = yield* Call.make(limiter, options)
+    const cache = options.cache === false
+      ? undefined
+      : options.cache ?? Option.getOrUndefined(yield* Effect.serviceOption(ResponseCache.ResponseCache))
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
     const sliceMillis = TimeSlice.millisOf(options.timeSlice)
     const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
@@ -407,18 +426,37 @@ export const make = (
         })
       )
 
+    /**
+     * A governed call through the response cache, if any: in front of everything (a hit takes no turn of the
+     * thread, no admission, no tokens).
+     */
+    const cached = <A>(
+      path: Endpoints.Path,
+      params: unknown,
+      model: string,
+      call: OpenAi.CallOptions | undefined,
+      request: () => Omit<Call.Request<A>, "path">
+    ): Effect.Effect<ResponseCache.ResponseCache.Stored<A>, CallError> => {
+      const answered = Effect.map(governed(path, params, call, request), (answer) => ({
+        body: answer.data,
+        requestId: answer.request_id,
+        status: answer.response.status
+      }))
+      return cache === undefined ? answered : cache.through({ path, body: params, model, cache: call?.cache }, answered)
+    }
+
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
       Effect.map(
-        governed("/chat/completions", params, call, () => ({
+        cached("/chat/completions", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
           send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse()
         })),
-        (answer) => answer.data
+        (answer) => answer.body
       )
 
-    const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) =>
-      Stream.suspend(() => {
+    const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) => {
+      const governedStream = Stream.suspend(() => {
         const problem = Endpoints.serviceBodyProblem("/chat/completions", params)
         if (problem !== undefined) return Stream.fail(Endpoints.invalidBodyError(problem, params?.model))
         return calls.stream({
@@ -433,45 +471,53 @@ export const make = (
             ).withResponse()
         }, call)
       })
+      return cache === undefined ? governedStream : cache.replay(
+        { path: "/chat/completions", body: params, model: params.model, cache: call?.cache, stream: true },
+        governedStream
+      )
+    }
 
     const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) => {
       const model = String(params.model ?? "gpt-4o")
       return Effect.flatMap(
-        governed("/responses", params, call, () => ({
+        cached("/responses", params, model, call, () => ({
           model,
           estimate: TokenEstimator.responses(params as any, estimateOptions),
           send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse()
         })),
-        // an answer that says its response `failed` fails of its kind (after the call settled)
-        (answer) => Endpoints.checkResponseStatus(answer.data, model)
+        // an answer that says its response `failed` fails of its kind (after the call settled); one kept by the
+        // bulk runner's `request` has no SDK `output_text` yet
+        (answer) => Endpoints.checkResponseStatus(Endpoints.withOutputText(answer.body), model)
       )
     }
 
     const embeddingsCreate: OpenAi.Service["embeddings"]["create"] = (params, call) =>
       Effect.map(
-        governed("/embeddings", params, call, () => ({
+        cached("/embeddings", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.embeddings(params),
           send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse()
         })),
-        (answer) => answer.data
+        (answer) => answer.body
       )
 
     const imagesGenerate: OpenAi.Service["images"]["generate"] = (params, call) =>
       Effect.map(
-        governed("/images/generations", params, call, () => ({
+        cached("/images/generations", params, params.model ?? "dall-e-2", call, () => ({
           model: params.model ?? "dall-e-2",
           estimate: TokenEstimator.images(params),
           send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse()
         })),
-        (answer) => answer.data
+        (answer) => answer.body
       )
 
     const request: OpenAi.Service["request"] = (url, body, call) => {
       const path = Endpoints.endpointOf(url)
       if (path === undefined) return Effect.fail(Endpoints.unsupportedEndpointError(String(url)))
+      // the body's model, for the price a hit saves (the estimate's, once read)
+      const model = typeof body.model === "string" ? body.model : "unknown"
       return Effect.map(
-        governed(path, body, call, () => {
+        cached(path, body, model, call, () => {
           const estimate = TokenEstimator.forEndpoint(path, body, estimateOptions)!
           return {
             model: estimate.model,
@@ -480,7 +526,7 @@ export const make = (
               client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<Call.Answer<unknown>>
           }
         }),
-        (answer) => ({ body: answer.data, requestId: answer.request_id, status: answer.response.status })
+        (answer) => ({ body: answer.body, requestId: answer.requestId, status: answer.status ?? 200 })
       )
     }
 

@@ -69,4 +69,9 @@ export * as Pipeline from "./Pipeline.js"
 /**
  * @since 0.2.0
  */
+export * as ResponseCache from "./ResponseCache.js"
+
+/**
+ * @since 0.2.0
+ */
 export * as Pricing from "./Pricing.js"

@@ -430,3 +430,22 @@ export const unsupportedEndpointError = (url: string): Errors.OpenAiError =>
   Errors.classify({ status: 404, error: { message: `Sluice does not meter ${url}`, code: "unsupported_endpoint" } }, {
     model: "unknown"
   })
+
+/**
+ * A Responses API object with the SDK's convenience `output_text` (the message outputs' `output_text` parts
+ * joined), as `responses.create` gives it; the object itself when it has one (or has no `output`).
+ *
+ * @internal
+ */
+export const withOutputText = <A>(response: A): A => {
+  const r = response as { readonly output_text?: unknown; readonly output?: unknown } | null
+  if (r === null || typeof r !== "object" || r.output_text !== undefined || !Array.isArray(r.output)) return response
+  const texts: Array<string> = []
+  for (const output of r.output as ReadonlyArray<{ readonly type?: unknown; readonly content?: unknown }>) {
+    if (output?.type !== "message" || !Array.isArray(output.content)) continue
+    for (const part of output.content as ReadonlyArray<{ readonly type?: unknown; readonly text?: unknown }>) {
+      if (part?.type === "output_text" && typeof part.text === "string") texts.push(part.text)
+    }
+  }
+  return { ...r, output_text: texts.join("") } as A
+}

@@ -1,0 +1,528 @@
+/**
+ * The response cache's mechanism: the key of a request, the policy for non-deterministic requests, the entries on
+ * a `KeyValueStore` (their expiry, their size bounds and the least-recently-used index), and the flights that
+ * make overlapping identical requests one call.
+ *
+ * @internal
+ */
+import * as KeyValueStore from "@effect/platform/KeyValueStore"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { createHash } from "node:crypto"
+import * as Pricing from "../Pricing.js"
+import type { ResponseCache } from "../ResponseCache.js"
+import * as Endpoints from "./endpoint.js"
+
+// -----------------------------------------------------------------------------------------------------------
+// the key
+// -----------------------------------------------------------------------------------------------------------
+
+/**
+ * The top-level body fields left out of the key: they do not change what the model answers (who asks, tags, how
+ * the answer is delivered or billed, whether OpenAI stores it, its prompt-cache routing).
+ *
+ * @internal
+ */
+export const EXCLUDED: ReadonlyArray<string> = [
+  "user",
+  "safety_identifier",
+  "metadata",
+  "store",
+  "stream",
+  "stream_options",
+  "service_tier",
+  "prompt_cache_key",
+  "prompt_cache_retention"
+]
+
+const excluded: ReadonlySet<string> = new Set(EXCLUDED)
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === "object" && !Array.isArray(value)
+
+/**
+ * JSON with every object's keys sorted, at every depth (arrays keep their order); `undefined` members are
+ * dropped, as JSON drops them. Throws on what JSON cannot carry (a `BigInt`, a cycle).
+ *
+ * @internal
+ */
+export const canonicalJson = (value: unknown): string =>
+  JSON.stringify(value, (_key, member: unknown) => {
+    if (!isRecord(member)) return member
+    // no prototype: a `__proto__` member stays a member
+    const sorted: Record<string, unknown> = Object.create(null)
+    for (const key of Object.keys(member).sort()) sorted[key] = member[key]
+    return sorted
+  })
+
+/**
+ * The key of a request: SHA-256 of the canonical JSON of its endpoint, whether it streams, and its body without
+ * the {@link EXCLUDED} fields; `undefined` for a body that is not a JSON object.
+ *
+ * @internal
+ */
+export const keyOf = (path: string, body: unknown, stream = false): string | undefined => {
+  if (!isRecord(body)) return undefined
+  const kept: Record<string, unknown> = Object.create(null)
+  for (const [field, value] of Object.entries(body)) if (!excluded.has(field)) kept[field] = value
+  let canonical: string
+  try {
+    canonical = canonicalJson({ path: Endpoints.pathOf(path), stream, body: kept })
+  } catch {
+    return undefined
+  }
+  return createHash("sha256").update(canonical).digest("hex")
+}
+
+/**
+ * Whether a request gives the same answer each time, as far as its body says: embeddings and moderations always;
+ * image generations never; text at `temperature: 0` or with a `seed`.
+ *
+ * @internal
+ */
+export const deterministic = (path: string, body: unknown): boolean => {
+  switch (Endpoints.pathOf(path)) {
+    case "/embeddings":
+    case "/moderations":
+      return true
+    case "/images/generations":
+      return false
+    default:
+      return isRecord(body) && (body.temperature === 0 || typeof body.seed === "number")
+  }
+}
+
+/** An answer worth keeping: a Responses object that failed, was cancelled or is still running is not. */
+const keepable = (path: string, body: unknown): boolean => {
+  if (Endpoints.pathOf(path) !== "/responses" || !isRecord(body) || body.status === undefined) return true
+  return body.status === "completed" || body.status === "incomplete"
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// entries and the index
+// -----------------------------------------------------------------------------------------------------------
+
+/** One stored answer: JSON in the store, decoded with this schema (a mismatch is a miss, and removed). */
+const Entry = Schema.parseJson(Schema.Struct({
+  v: Schema.Literal(1),
+  path: Schema.String,
+  model: Schema.String,
+  storedAt: Schema.Number,
+  expiresAt: Schema.NullOr(Schema.Number),
+  /** What a hit saves: the answer's tokens (its `usage`) and their list price. */
+  tokens: Schema.Number,
+  dollars: Schema.NullOr(Schema.Number),
+  requestId: Schema.NullOr(Schema.String),
+  status: Schema.optional(Schema.Number),
+  body: Schema.Unknown
+}))
+type Entry = typeof Entry.Type
+
+const decodeEntry = Schema.decodeUnknownEither(Entry)
+const encodeEntry = Schema.encodeSync(Entry)
+
+/** The index of the entries this cache knows, oldest use first, kept in the store under {@link INDEX_KEY}. */
+const Index = Schema.parseJson(Schema.Struct({
+  v: Schema.Literal(1),
+  entries: Schema.Array(Schema.Tuple(Schema.String, Schema.Number, Schema.NullOr(Schema.Number)))
+}))
+const decodeIndex = Schema.decodeUnknownEither(Index)
+const encodeIndex = Schema.encodeSync(Index)
+
+const INDEX_KEY = "index"
+/** The index is written after this many changes, and when the cache's scope closes. */
+const FLUSH_EVERY = 100
+
+interface Known {
+  readonly bytes: number
+  readonly expiresAt: number | null
+}
+
+// -----------------------------------------------------------------------------------------------------------
+// metrics
+// -----------------------------------------------------------------------------------------------------------
+
+/** @internal */
+export const metrics = {
+  lookups: Metric.counter("sluice_cache_lookups_total", {
+    description: "Response cache lookups, tagged endpoint and outcome (hit, miss, stale, deduplicated, bypassed)",
+    incremental: true
+  }),
+  evictions: Metric.counter("sluice_cache_evictions_total", {
+    description: "Response cache entries evicted to stay within the size bounds",
+    incremental: true
+  }),
+  tokensSaved: Metric.counter("sluice_cache_tokens_saved_total", {
+    description: "Tokens of the answers served by the response cache or shared by in-flight dedupe",
+    incremental: true
+  }),
+  dollarsSaved: Metric.counter("sluice_cache_dollars_saved_total", {
+    description: "List-price dollars of the answers served by the response cache or shared by in-flight dedupe",
+    incremental: true
+  })
+} as const
+
+type Outcome = "hit" | "miss" | "stale" | "deduplicated" | "bypassed"
+
+// -----------------------------------------------------------------------------------------------------------
+// the service
+// -----------------------------------------------------------------------------------------------------------
+
+/** A call under way for a key: its result for every caller, and how many callers still wait for it. */
+interface Flight {
+  readonly deferred: Deferred.Deferred<Served, unknown>
+  waiters: number
+  fiber: Fiber.RuntimeFiber<boolean> | undefined
+}
+
+/** A flight's result: the answer, and what a caller that did not send it saved. */
+interface Served {
+  readonly stored: ResponseCache.Stored<unknown>
+  readonly tokens: number
+  readonly dollars: number | null
+}
+
+const savingOf = (path: string, model: string, body: unknown): { tokens: number; dollars: number | null } => {
+  const used = Endpoints.usedCost(Endpoints.endpointOf(path) ?? "/chat/completions", body, { images: 0 })
+  return { tokens: used?.tokens ?? 0, dollars: Pricing.dollarsOfAnswer(model, body) ?? null }
+}
+
+/** @internal */
+export const make = (
+  options: ResponseCache.Options = {}
+): Effect.Effect<ResponseCache.Service, never, KeyValueStore.KeyValueStore | Scope.Scope> =>
+  Effect.gen(function*() {
+    const store = KeyValueStore.prefix(yield* KeyValueStore.KeyValueStore, options.namespace ?? "sluice-cache-v1-")
+    const scope = yield* Effect.scope
+    const ttlMillis = options.ttl === undefined ? undefined : Duration.toMillis(Duration.decode(options.ttl))
+    const maxEntries = options.maxEntries ?? 10_000
+    const maxBytes = options.maxBytes ?? 256 * 1024 * 1024
+    const nonDeterministic = options.nonDeterministic === true
+    const dedupe = options.dedupe !== false
+    /** The entries this cache knows, least recently used first (a `Map` keeps insertion order). */
+    const index = new Map<string, Known>()
+    let bytes = 0
+    let changes = 0
+    const counts = {
+      hits: 0,
+      misses: 0,
+      stale: 0,
+      deduplicated: 0,
+      bypassed: 0,
+      evictions: 0,
+      storeErrors: 0,
+      tokensSaved: 0,
+      dollarsSaved: 0
+    }
+    const flights = new Map<string, Flight>()
+
+    /** A store operation whose failure is logged and counted, never the call's: the cache is an optimisation. */
+    const safely = <A>(operation: string, effect: Effect.Effect<A, unknown>, otherwise: A) =>
+      Effect.catchAll(effect, (error) =>
+        Effect.as(
+          Effect.zipRight(
+            Effect.sync(() => counts.storeErrors++),
+            Effect.logWarning(`response cache: ${operation} failed; going on without the cache`, error)
+          ),
+          otherwise
+        ))
+
+    const count = (
+      path: string,
+      outcome: Outcome,
+      saved?: { readonly tokens: number; readonly dollars: number | null }
+    ) =>
+      Effect.suspend(() => {
+        const endpoint = Endpoints.pathOf(path)
+        const counted = Metric.increment(
+          Metric.tagged(Metric.tagged(metrics.lookups, "endpoint", endpoint), "outcome", outcome)
+        )
+        if (saved === undefined) return counted
+        counts.tokensSaved += saved.tokens
+        counts.dollarsSaved += saved.dollars ?? 0
+        return Effect.zipRight(
+          counted,
+          Effect.zipRight(
+            Metric.incrementBy(Metric.tagged(metrics.tokensSaved, "endpoint", endpoint), saved.tokens),
+            Metric.incrementBy(Metric.tagged(metrics.dollarsSaved, "endpoint", endpoint), saved.dollars ?? 0)
+          )
+        )
+      })
+
+    const forget = (key: string) => {
+      const known = index.get(key)
+      if (known === undefined) return
+      index.delete(key)
+      bytes -= known.bytes
+      changes++
+    }
+
+    const remember = (key: string, known: Known) => {
+      forget(key)
+      index.set(key, known)
+      bytes += known.bytes
+      changes++
+    }
+
+    const flush = Effect.suspend(() => {
+      changes = 0
+      const entries = Array.from(index, ([key, known]) => [key, known.bytes, known.expiresAt] as const)
+      return safely("writing the index", store.set(INDEX_KEY, encodeIndex({ v: 1, entries })), undefined)
+    })
+
+    /** Least recently used first, until within both bounds (`keep`, just written, stays). */
+    const evict = (keep: string) =>
+      Effect.suspend(() => {
+        const victims: Array<string> = []
+        let entries = index.size
+        let total = bytes
+        for (const [key, known] of index) {
+          if (entries <= maxEntries && total <= maxBytes) break
+          if (key === keep) continue
+          victims.push(key)
+          entries--
+          total -= known.bytes
+        }
+        if (victims.length === 0) return Effect.void
+        for (const key of victims) forget(key)
+        counts.evictions += victims.length
+        return Effect.zipRight(
+          Effect.forEach(victims, (key) => safely("evicting", store.remove(key), undefined), { discard: true }),
+          Metric.incrementBy(metrics.evictions, victims.length)
+        )
+      })
+
+    /** The entry of `key` if there is one and it has not expired (an expired one is removed: `stale`). */
+    const lookup = (key: string, path: string) =>
+      Effect.gen(function*() {
+        const raw = yield* safely("reading", store.get(key), Option.none<string>())
+        if (Option.isNone(raw)) return Option.none<Entry>()
+        const decoded = decodeEntry(raw.value)
+        if (Either.isLeft(decoded) || Endpoints.pathOf(decoded.right.path) !== Endpoints.pathOf(path)) {
+          forget(key)
+          yield* safely("removing an unreadable entry", store.remove(key), undefined)
+          return Option.none<Entry>()
+        }
+        const entry = decoded.right
+        const now = yield* Clock.currentTimeMillis
+        if (entry.expiresAt !== null && now >= entry.expiresAt) {
+          counts.stale++
+          forget(key)
+          yield* safely("removing an expired entry", store.remove(key), undefined)
+          yield* count(path, "stale")
+          return Option.none<Entry>()
+        }
+        remember(key, { bytes: Buffer.byteLength(raw.value), expiresAt: entry.expiresAt })
+        return Option.some(entry)
+      })
+
+    /** Writes an answer (or a stream's chunks) under `key`, then evicts to the bounds. */
+    const write = (
+      key: string,
+      request: ResponseCache.Request,
+      body: unknown,
+      answer: { readonly requestId: string | null; readonly status?: number | undefined },
+      saving: { readonly tokens: number; readonly dollars: number | null }
+    ) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const expiresAt = ttlMillis === undefined ? null : now + ttlMillis
+        const entry = {
+          v: 1 as const,
+          path: Endpoints.pathOf(request.path),
+          model: request.model,
+          storedAt: now,
+          expiresAt,
+          ...saving,
+          requestId: answer.requestId,
+          ...(answer.status === undefined ? {} : { status: answer.status }),
+          body
+        }
+        let json: string
+        try {
+          json = encodeEntry(entry)
+        } catch {
+          return // not JSON (a cycle, a BigInt): not kept
+        }
+        const size = Buffer.byteLength(json)
+        if (size > maxBytes) return
+        yield* safely("writing", store.set(key, json), undefined)
+        remember(key, { bytes: size, expiresAt })
+        yield* evict(key)
+        if (changes >= FLUSH_EVERY) yield* flush
+      })
+
+    const load = Effect.gen(function*() {
+      const raw = yield* safely("reading the index", store.get(INDEX_KEY), Option.none<string>())
+      if (Option.isNone(raw)) return
+      const decoded = decodeIndex(raw.value)
+      if (Either.isLeft(decoded)) {
+        return yield* Effect.logWarning("response cache: the index is unreadable; starting a new one")
+      }
+      for (const [key, size, expiresAt] of decoded.right.entries) remember(key, { bytes: size, expiresAt })
+      changes = 0
+      yield* evict("")
+    })
+    yield* load
+    yield* Effect.addFinalizer(() => flush)
+
+    const cacheable = (request: ResponseCache.Request): boolean =>
+      request.cache !== false &&
+      (request.cache === true || nonDeterministic || deterministic(request.path, request.body))
+
+    /** What the first caller of a key does: the store, else the call (then stored). */
+    const fly = <E>(
+      key: string,
+      request: ResponseCache.Request,
+      call: Effect.Effect<ResponseCache.Stored<unknown>, E>
+    ) =>
+      Effect.gen(function*() {
+        const found = yield* lookup(key, request.path)
+        if (Option.isSome(found)) {
+          const entry = found.value
+          counts.hits++
+          const saved = { tokens: entry.tokens, dollars: entry.dollars }
+          yield* count(request.path, "hit", saved)
+          return {
+            stored: { body: entry.body, requestId: entry.requestId, status: entry.status },
+            ...saved
+          } satisfies Served
+        }
+        counts.misses++
+        yield* count(request.path, "miss")
+        const stored = yield* call
+        const saving = savingOf(request.path, request.model, stored.body)
+        if (keepable(request.path, stored.body)) yield* write(key, request, stored.body, stored, saving)
+        return { stored, ...saving } satisfies Served
+      })
+
+    /** Waits for a flight; one caller's interruption leaves it to the others (the last one's cancels it). */
+    const join = (key: string, flight: Flight) =>
+      Effect.uninterruptibleMask((restore) => {
+        flight.waiters++
+        return restore(Deferred.await(flight.deferred)).pipe(
+          Effect.onInterrupt(() =>
+            Effect.suspend(() => {
+              flight.waiters--
+              if (flight.waiters > 0 || flights.get(key) !== flight || flight.fiber === undefined) return Effect.void
+              flights.delete(key)
+              return Fiber.interruptFork(flight.fiber)
+            })
+          )
+        )
+      })
+
+    const through: ResponseCache.Service["through"] = <A, E>(
+      request: ResponseCache.Request,
+      call: Effect.Effect<ResponseCache.Stored<A>, E>
+    ) =>
+      Effect.suspend((): Effect.Effect<ResponseCache.Stored<A>, E> => {
+        const key = cacheable(request) ? keyOf(request.path, request.body) : undefined
+        if (key === undefined) {
+          counts.bypassed++
+          return Effect.zipRight(count(request.path, "bypassed"), call)
+        }
+        if (!dedupe) return Effect.map(fly(key, request, call), (served) => served.stored as ResponseCache.Stored<A>)
+        const current = flights.get(key)
+        if (current !== undefined) {
+          return Effect.flatMap(join(key, current) as Effect.Effect<Served, E>, (served) =>
+            Effect.as(
+              Effect.zipRight(
+                Effect.sync(() => counts.deduplicated++),
+                count(request.path, "deduplicated", served)
+              ),
+              served.stored as ResponseCache.Stored<A>
+            ))
+        }
+        // the first caller: its flight is registered and forked before anything can interrupt it
+        return Effect.uninterruptibleMask((restore) => {
+          const flight: Flight = { deferred: Deferred.unsafeMake(FiberId.none), waiters: 0, fiber: undefined }
+          flights.set(key, flight)
+          // interruptible: forked here, it would inherit the mask
+          const run = Effect.interruptible(fly(key, request, call)).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(flight.deferred, exit)),
+            Effect.ensuring(Effect.sync(() => {
+              if (flights.get(key) === flight) flights.delete(key)
+            }))
+          )
+          return Effect.flatMap(Effect.forkIn(run, scope), (fiber) => {
+            flight.fiber = fiber
+            return Effect.map(
+              restore(join(key, flight)) as Effect.Effect<Served, E>,
+              (served) => served.stored as ResponseCache.Stored<A>
+            )
+          })
+        })
+      })
+
+    const replay: ResponseCache.Service["replay"] = <C, E>(
+      request: ResponseCache.Request,
+      stream: Stream.Stream<C, E>
+    ) =>
+      Stream.unwrap(Effect.suspend(() => {
+        const key = cacheable(request) ? keyOf(request.path, request.body, true) : undefined
+        if (key === undefined) {
+          counts.bypassed++
+          return Effect.as(count(request.path, "bypassed"), stream)
+        }
+        return Effect.flatMap(lookup(key, request.path), (found) => {
+          if (Option.isSome(found) && Array.isArray(found.value.body)) {
+            const entry = found.value
+            counts.hits++
+            return Effect.as(
+              count(request.path, "hit", { tokens: entry.tokens, dollars: entry.dollars }),
+              Stream.fromIterable(entry.body as ReadonlyArray<C>)
+            )
+          }
+          counts.misses++
+          const chunks: Array<C> = []
+          // stored only when the stream ran to its end: a consumer that stops early leaves nothing behind
+          const recorded = Stream.concat(
+            Stream.tap(stream, (chunk) => Effect.sync(() => chunks.push(chunk))),
+            Stream.execute(Effect.suspend(() => {
+              let usage: unknown
+              for (const chunk of chunks) usage = (chunk as { readonly usage?: unknown } | null)?.usage ?? usage
+              // what a hit saves: the usage chunk's tokens and price
+              return write(key, request, chunks, { requestId: null }, {
+                tokens: Endpoints.usageCost(usage)?.tokens ?? 0,
+                dollars: Pricing.dollarsOfAnswer(request.model, { usage }) ?? null
+              })
+            }))
+          )
+          return Effect.as(count(request.path, "miss"), recorded)
+        })
+      }))
+
+    return {
+      through,
+      replay,
+      cacheable,
+      keyOf: (request) => cacheable(request) ? keyOf(request.path, request.body, request.stream === true) : undefined,
+      stats: Effect.sync(() => ({
+        hits: counts.hits,
+        misses: counts.misses,
+        stale: counts.stale,
+        deduplicated: counts.deduplicated,
+        bypassed: counts.bypassed,
+        evictions: counts.evictions,
+        storeErrors: counts.storeErrors,
+        entries: index.size,
+        bytes,
+        requestsSaved: counts.hits + counts.deduplicated,
+        tokensSaved: counts.tokensSaved,
+        dollarsSaved: counts.dollarsSaved
+      })),
+      flush
+    } satisfies ResponseCache.Service
+  })
