@@ -65,7 +65,14 @@ import {
 
 const IMPLEMENTATIONS = ["sluice-run", "sluice-run-adaptive", "bare-64-2", "bare-256-2", "cookbook"] as const
 /** `--shapes`: per shape, `sluice run` with limits given and learned beside the two peers. */
-const SHAPE_IMPLEMENTATIONS = ["sluice-run", "sluice-run-adaptive", "bare-64-2", "cookbook"] as const
+/** `sluice-run-burst` runs only on a shape whose server enforces a burst: its limits file gives it. */
+const SHAPE_IMPLEMENTATIONS = [
+  "sluice-run",
+  "sluice-run-burst",
+  "sluice-run-adaptive",
+  "bare-64-2",
+  "cookbook"
+] as const
 const shapeMode = process.argv.includes("--shapes")
 
 const LINES = 3_000
@@ -126,6 +133,8 @@ interface Workload {
   readonly known: ReadonlyMap<string, { readonly requests: number; readonly tokens: number }>
   readonly inputPath: string
   readonly limitsPath: string
+  /** The limits file with the server's bursts too (`burst` per limit), on a shape whose server enforces them. */
+  readonly burstLimitsPath?: string | undefined
   readonly scenario: SimConfig.ScenarioInput
   /** Admission alone: each row adds the latency of its last request. */
   readonly admissionMinimumMillis: number
@@ -149,7 +158,12 @@ const bulk: Workload = { label: "", ids, known, inputPath, limitsPath, scenario,
 // one row
 // -----------------------------------------------------------------------------
 
-const command = (implementation: string, url: string, output: string, { inputPath, limitsPath }: Workload) =>
+const command = (
+  implementation: string,
+  url: string,
+  output: string,
+  { burstLimitsPath, inputPath, limitsPath }: Workload
+) =>
   implementation.startsWith("sluice-run")
     ? {
       args: [
@@ -164,6 +178,9 @@ const command = (implementation: string, url: string, output: string, { inputPat
         "--api-key-env",
         "SLUICE_BENCH_API_KEY",
         ...(implementation === "sluice-run" ? ["--limits", limitsPath] : []),
+        ...(implementation === "sluice-run-burst" && burstLimitsPath !== undefined
+          ? ["--limits", burstLimitsPath]
+          : []),
         "--progress",
         "off"
       ]
@@ -175,6 +192,7 @@ const command = (implementation: string, url: string, output: string, { inputPat
 
 const NAMES: Record<string, string> = {
   "sluice-run": "sluice run --limits",
+  "sluice-run-burst": "sluice run --limits, with the bursts",
   "sluice-run-adaptive": "sluice run, no limits (adaptive)"
 }
 
@@ -186,6 +204,9 @@ const describe = (implementation: string, result: ProcessResult, workload: Workl
   }
   if (implementation === "sluice-run-adaptive") {
     return "the same without --limits: limits learned from the response headers"
+  }
+  if (implementation === "sluice-run-burst" && workload.burstLimitsPath !== undefined) {
+    return `the same with --limits ${rel(workload.burstLimitsPath)} (the server's bursts given, \`burst\` per limit)`
   }
   return result.report?.config ?? "no report"
 }
@@ -601,7 +622,17 @@ const shapeFiles = (shape: Shape): Workload => {
   const limits = `${dir}/${shape.name}.limits.json`
   writeFileSync(input, list.map(batchLine).join("\n") + "\n")
   writeFileSync(limits, JSON.stringify({ models: { [MODEL]: shape.limits } }, null, 2) + "\n")
+  const share = shape.burstShare
+  const burstLimits = share === undefined ? undefined : `${dir}/${shape.name}.burst.limits.json`
+  if (burstLimits !== undefined && share !== undefined) {
+    const burst = {
+      rpm: Math.max(1, Math.floor(shape.limits.rpm * share)),
+      tpm: Math.max(1, Math.floor(shape.limits.tpm * share))
+    }
+    writeFileSync(burstLimits, JSON.stringify({ models: { [MODEL]: { ...shape.limits, burst } } }, null, 2) + "\n")
+  }
   return {
+    burstLimitsPath: burstLimits,
     label: `shapes/${shape.name}-`,
     ids: new Set(list.map((request) => request.id)),
     known: byModel(list),
@@ -622,7 +653,9 @@ const paced = (row: Row) => (row.wallMillis - row.startupMillis) / row.minimumMi
 /** The issue's goals, on the ratio after start-up: given ≤ 1.05× and no 429; learned ≤ 1.10× and ≤ 2% 429s. */
 const shapeGoal = (row: Row): "yes" | "no" | "" => {
   const complete = row.finished && row.lost === 0
-  if (row.implementation === "sluice-run") return complete && paced(row) <= 1.05 && row.server429 === 0 ? "yes" : "no"
+  if (row.implementation === "sluice-run" || row.implementation === "sluice-run-burst") {
+    return complete && paced(row) <= 1.05 && row.server429 === 0 ? "yes" : "no"
+  }
   if (row.implementation === "sluice-run-adaptive") {
     return complete && paced(row) <= 1.1 && row.server429 <= 0.02 * row.serverAttempts ? "yes" : "no"
   }
@@ -638,9 +671,9 @@ const renderShapes = (
   const cell = (row: Row, value: number) =>
     `${row.finished ? "" : "> "}${value.toFixed(3)}${row.lost > 0 ? ` (${fmt(row.lost)} lost)` : ""}`
   const misses = rows.filter((row) => shapeGoal(row) === "no")
-  const learned = rows.filter((row) => row.implementation === "sluice-run-adaptive").map((row) => {
+  const learned = rows.filter((row) => row.implementation.startsWith("sluice-run")).map((row) => {
     const lines = row.summary.split("\n").filter((line) => line.startsWith("learned:") || line.startsWith("binding:"))
-    return `- ${row.shape} (round ${row.round}): ${
+    return `- ${row.shape}, ${row.name} (round ${row.round}): ${
       lines.length === 0 ? "no summary" : lines.map((line) => `\`${line}\``).join("; ")
     }`
   })
@@ -655,8 +688,9 @@ const renderShapes = (
     "",
     "The OpenAI benchmark's named shapes (benchmarks/openai-workload.ts `SHAPES`, as `pnpm bench:openai --shapes`),",
     "each written as a Batch API file of chat lines to `gpt-4o-mini` with a limits file of the server's announced",
-    "limits (`{models: {gpt-4o-mini: {rpm, tpm}}}`; the limits file has no field for a burst, so on sub-minute the",
-    "limits given are the announced per-minute ones). Rows as in the tables above: a fresh simulator per row (the",
+    "limits (`{models: {gpt-4o-mini: {rpm, tpm}}}`: on sub-minute the announced per-minute ones, which the",
+    "`sluice run --limits` row is given, so it must learn the burst; the row \"with the bursts\" is given the server's",
+    "5 s buckets too, `burst: {rpm, tpm}`). Rows as in the tables above: a fresh simulator per row (the",
     "shape's scenario, no faults), the implementation a cold child process; `sluice run --limits`, `sluice run`",
     "with no limits (learned), the bare SDK with p-limit(64) and 2 retries, the cookbook processor given the limits",
     "file. The minimum: each server bucket starts full at its capacity (on sub-minute its 5 s burst) and refills",
@@ -697,7 +731,7 @@ const renderShapes = (
         ).join("; ")
       }.`,
     "",
-    "What `sluice run` with no limits said it learned (its summary's `learned:` and `binding:` lines):",
+    "What each `sluice run` row said it learned (its summary's `learned:` and `binding:` lines):",
     "",
     ...learned,
     ""
@@ -713,6 +747,7 @@ const shapesMain = Effect.gen(function*() {
     for (const shape of chosen.shapes) {
       const workload = shapeFiles(shape)
       for (const implementation of selected) {
+        if (implementation === "sluice-run-burst" && workload.burstLimitsPath === undefined) continue
         process.stdout.write(`${shape.name}: `)
         rows.push({ ...(yield* runRow(round, implementation, workload)), shape: shape.name })
       }
