@@ -365,19 +365,33 @@ const runBody = (env: Environment, options: RunOptions) =>
     yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
     const retried = options.retryFailed ? defaultRetriedPath(options.output) : undefined
     const realStart = Date.now()
-    const summary = yield* BulkRunner.run({
-      input: options.input,
-      output: options.output,
-      errors,
-      execute: executor.execute,
-      describe: executor.describe,
-      concurrency: options.concurrency,
-      stop: env.stop,
-      progress,
-      restart: options.restart,
-      retryFailed: retried,
-      offload: batch?.offload
-    }).pipe(Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)))
+    const runWith = (offload: BulkRunner.Offload | undefined, first: boolean) =>
+      BulkRunner.run({
+        input: options.input,
+        output: options.output,
+        errors,
+        execute: executor.execute,
+        describe: executor.describe,
+        concurrency: options.concurrency,
+        stop: env.stop,
+        progress,
+        // a second pass goes on from the first's output: never truncated, its failures never moved again
+        restart: first && options.restart,
+        retryFailed: first ? retried : undefined,
+        offload
+      })
+    const passes = Effect.gen(function*() {
+      const first = yield* runWith(batch?.offload, true)
+      // auto: the lines the Batch API handed back (expired, failed, refused) go live now; the others stay for a rerun
+      const requeue = via === "auto" && batch !== undefined ? yield* batch.requeue : new Set<string>()
+      if (requeue.size === 0 || first.stop?._tag !== "Offload") return first
+      yield* Console.log(BulkRunner.formatSummary(first))
+      yield* Console.log(`auto: ${requeue.size} lines came back from the Batch API: sending them live`)
+      return yield* runWith(Batch.holdBack(requeue), false)
+    })
+    const summary = yield* passes.pipe(
+      Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer))
+    )
     yield* Console.log(BulkRunner.formatSummary(summary))
     if (batch !== undefined) yield* Console.log((yield* batch.summary).join("\n"))
     const learned = yield* executor.learned

@@ -20,7 +20,11 @@ const line = (id: string, model: string, content: string, url = "/v1/chat/comple
       : { model, messages: [{ role: "user", content }], max_tokens: 16 }
   })
 
-const setup = (lines: ReadonlyArray<string>, enqueued: Record<string, number> = {}) => {
+const setup = (
+  lines: ReadonlyArray<string>,
+  enqueued: Record<string, number> = {},
+  batch = { validatingMs: 50, inProgressMs: 100, perRequestMs: 1, finalizingMs: 50 }
+) => {
   const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-batch-"))
   const scenario = NodePath.join(dir, "scenario.json")
   NodeFs.writeFileSync(
@@ -37,7 +41,7 @@ const setup = (lines: ReadonlyArray<string>, enqueued: Record<string, number> = 
       },
       latency: { request: { _tag: "fixed", ms: 0 }, perOutputTokenMs: 0 },
       output: { fixedTokens: 4 },
-      batch: { validatingMs: 50, inProgressMs: 100, perRequestMs: 1, finalizingMs: 50 }
+      batch
     })
   )
   const input = NodePath.join(dir, "in.jsonl")
@@ -151,6 +155,29 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       }),
     60_000
   )
+
+  it.live("--via auto: the lines of a batch that expired go live, each custom_id once", () =>
+    Effect.gen(function*() {
+      // 4 simulated hours a request: each model's 10 lines need 40 h, so their batches expire at 24 h half done
+      const job = setup(chat(20), {}, {
+        validatingMs: 1000,
+        inProgressMs: 0,
+        perRequestMs: 14_400_000,
+        finalizingMs: 1000
+      })
+      const run = yield* capture(
+        job.args("--via", "auto", "--deadline", "72h", "--tier", "1", "--speed", "100000")
+      )
+      expect(run.exitCode, `${String(run.exit._tag === "Failure" && run.exit.cause)}\n${run.err}`).toBe(0)
+      expect(run.out).toContain("auto: 0 lines live, 20 via batch")
+      const back = /auto: (\d+) lines came back from the Batch API: sending them live/.exec(run.out)
+      expect(back).not.toBeNull()
+      expect(run.out).toContain(`${back![1]} not done (expired ${back![1]})`)
+      expect(run.out).toMatch(/outcome: completed\n/)
+      const ids = job.written().map((l) => l.custom_id)
+      expect(ids).toHaveLength(20)
+      expect(new Set(ids).size).toBe(20)
+    }), 60_000)
 
   it.live(
     "usage: --via auto needs --deadline; a bad enqueuedTokens is named; --cancel without a job says so",

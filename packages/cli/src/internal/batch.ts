@@ -9,6 +9,7 @@ import type { RateLimiter } from "@sluice/core"
 import { BatchOffload, BulkRunner, Tiers, TokenEstimator } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
+import * as Stream from "effect/Stream"
 import * as NodeFs from "node:fs"
 import * as NodeReadline from "node:readline"
 import type OpenAI from "openai"
@@ -294,7 +295,25 @@ export interface Batch {
   readonly progress: Effect.Effect<string | undefined>
   /** The summary's batch lines, once the run has ended. */
   readonly summary: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * The `custom_id`s the Batch API handed back expired, failed or refused for the enqueued-token limit, once the
+   * offload has ended on its own (every batch finished): `auto` sends them live. Not those cancelled.
+   */
+  readonly requeue: Effect.Effect<ReadonlySet<string>>
 }
+
+/**
+ * A second pass's offload that sends only `live` live: every other line not done is held back, unsent, and the
+ * pass stops (resumable) naming how many.
+ */
+export const holdBack = (live: ReadonlySet<string>): BulkRunner.Offload => ({
+  accepts: (request) => !live.has(request.customId),
+  run: (io) =>
+    Effect.map(
+      Stream.runCount(Stream.filter(io.lines, (text) => text !== "")),
+      (held) => (held === 0 ? {} : { stop: `${lines(held)} left for a rerun (cancelled, or not handed back)` })
+    )
+})
 
 /** Builds the offload of one `sluice run`. */
 export const make = (options: {
@@ -467,7 +486,16 @@ export const make = (options: {
         return rows
       })
 
-      return { offload, progress, summary: summaryLines }
+      const requeue = Effect.sync(() => {
+        const ids = new Set<string>()
+        if (summary === undefined || options.cancel) return ids
+        for (const u of summary.unfinished) {
+          if (u.reason !== "cancelled" && u.reason !== "ineligible") ids.add(u.customId)
+        }
+        return ids
+      })
+
+      return { offload, progress, summary: summaryLines, requeue }
     }
   )
 
