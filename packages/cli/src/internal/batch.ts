@@ -6,7 +6,7 @@
  * @internal
  */
 import type { RateLimiter } from "@sluice/core"
-import { BatchOffload, BulkRunner, Tiers, TokenEstimator } from "@sluice/openai"
+import { BatchOffload, BulkRunner, Pricing, Tiers, TokenEstimator } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Stream from "effect/Stream"
@@ -100,12 +100,8 @@ const add = (f: Figures, e: TokenEstimator.Estimate) => {
 }
 
 /** List-price cost of some requests of a model (output at `max_tokens`), if its price is known. */
-const costOf = (model: string, f: Figures): number | undefined => {
-  const price = Plan.prices[Tiers.poolOf(model)]
-  if (price === undefined) return undefined
-  return (f.prompt * (price.inputPerMTok ?? 0) + f.output * (price.outputPerMTok ?? 0)) / 1e6 +
-    f.images * (price.perImage ?? 0)
-}
+const costOf = (model: string, f: Figures): number | undefined =>
+  Pricing.dollars(model, { input: f.prompt, cachedInput: 0, output: f.output }, f.images)
 
 /**
  * Which lines go by batch and why: `batch` holds their `custom_id`s; `message` says what goes where, with the
@@ -341,7 +337,9 @@ export const make = (options: {
       let summary: BatchOffload.Summary | undefined
       let failure: string | undefined
       const delivered = { succeeded: 0, failed: 0 }
-      const usage = new Map<string, Figures>()
+      /** The list price of the answers delivered (the Batch API bills half of it), `undefined` once one has none. */
+      let listCost: number | undefined = 0
+      let answers = 0
 
       const onResult = (io: BulkRunner.OffloadIo) => (result: BatchOffload.Result) => {
         let kind = "BatchRequestError"
@@ -350,13 +348,10 @@ export const make = (options: {
           if (Predicate.isRecord(line)) {
             if (Predicate.isRecord(line.error) && typeof line.error.kind === "string") kind = line.error.kind
             const body = Predicate.isRecord(line.response) ? line.response.body : undefined
-            if (Predicate.isRecord(body) && typeof body.model === "string" && Predicate.isRecord(body.usage)) {
-              const u = body.usage
-              let f = usage.get(body.model)
-              if (f === undefined) usage.set(body.model, f = zero())
-              f.requests++
-              f.prompt += typeof u.prompt_tokens === "number" ? u.prompt_tokens : 0
-              f.output += typeof u.completion_tokens === "number" ? u.completion_tokens : 0
+            if (Predicate.isRecord(body) && typeof body.model === "string") {
+              const dollars = Pricing.dollarsOfAnswer(body.model, body)
+              answers++
+              listCost = listCost === undefined || dollars === undefined ? undefined : listCost + dollars
             }
           }
         } catch {
@@ -468,17 +463,12 @@ export const make = (options: {
               : `, ${n(summary.unfinished.length)} not done (${reasons(summary.unfinished)})`
           }`
         )
-        let cost: number | undefined = 0
-        for (const [model, f] of usage) {
-          const c = costOf(model, f)
-          cost = cost === undefined || c === undefined ? undefined : cost + c
-        }
-        if (usage.size > 0) {
+        if (answers > 0) {
           rows.push(
-            cost === undefined
-              ? "batch cost: not known (a model without a price)"
-              : `batch cost: ${usd(cost / 2)} at the Batch API's half price (saved ${
-                usd(cost / 2)
+            listCost === undefined
+              ? "batch cost: not known (a model without a price, or an answer without usage)"
+              : `batch cost: ${usd(listCost / 2)} at the Batch API's half price (saved ${
+                usd(listCost / 2)
               } against the live price), from the usage the results report`
           )
         }
