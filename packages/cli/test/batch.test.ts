@@ -156,6 +156,27 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
+  it.live(
+    "--via batch --retry-failed: a line a finished batch failed goes out again in a new batch",
+    () =>
+      Effect.gen(function*() {
+        const lines = [...chat(6), line("policy-1", "gpt-4o-mini", "[sim:content-policy] no")]
+        const job = setup(lines)
+        const first = yield* capture(job.args("--via", "batch"))
+        expect(first.exitCode).toBe(1)
+        expect(job.written().find((l) => l.custom_id === "policy-1").error).not.toBeNull()
+        const batches = JSON.parse(NodeFs.readFileSync(job.state, "utf8")).batches.length
+        const retry = yield* capture(job.args("--via", "batch", "--retry-failed"))
+        expect(retry.out).toContain("already done 6")
+        expect(retry.out).toMatch(/not done 0/)
+        const out = job.written()
+        expect(out.map((l) => l.custom_id).sort()).toEqual(lines.map((l) => JSON.parse(l).custom_id).sort())
+        // its new batch is recorded beside the old ones
+        expect(JSON.parse(NodeFs.readFileSync(job.state, "utf8")).batches.length).toBe(batches + 1)
+      }),
+    60_000
+  )
+
   it.live("--via auto: the lines of a batch that expired go live, each custom_id once", () =>
     Effect.gen(function*() {
       // 4 simulated hours a request: each model's 10 lines need 40 h, so their batches expire at 24 h half done

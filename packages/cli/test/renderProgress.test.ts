@@ -39,6 +39,30 @@ describe("Cli run output", () => {
       expect(written).toEqual([`${line}\n`, `${line}\n`])
     }))
 
+  it.effect("renderProgress extra: appended after ' | ' when it gives a text (the batches), left out when not", () =>
+    Effect.gen(function*() {
+      const progress = yield* BulkRunner.makeProgress
+      const written: Array<string> = []
+      const batches: { text: string | undefined } = { text: undefined }
+      const fiber = yield* Effect.fork(
+        Cli.renderProgress(
+          progress,
+          "log",
+          (text) => Effect.sync(() => written.push(text)),
+          Effect.sync(() => batches.text)
+        )
+      )
+      yield* TestClock.adjust("5 seconds")
+      const extra = "batches: 2 in_progress; lines 300 in batches, 0 back"
+      batches.text = extra
+      yield* TestClock.adjust("5 seconds")
+      const line = yield* progress.line
+      yield* Fiber.interrupt(fiber)
+      expect(written).toEqual([`${line}\n`, `${line} | ${extra}\n`, `${line} | ${extra}\n`])
+      expect(Cli.defaultBatchStatePath("out/results.jsonl")).toBe("out/results.batch.json")
+      expect(Cli.defaultBatchStatePath("results")).toBe("results.batch.json")
+    }))
+
   it("exitCode by outcome; the codes", () => {
     const summary = (outcome: BulkRunner.Outcome) => ({ outcome }) as BulkRunner.Summary
     expect(Cli.exitCode(summary("completed"))).toBe(0)

@@ -157,6 +157,23 @@ describe("BulkRunner offload", () => {
       expect(readOutput(output).map((l) => l.custom_id)).toEqual(["l-2"])
     }))
 
+  it.effect("an offload that writes nothing for a line it took (and says nothing) still leaves the run stopped", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const input = NodePath.join(dir, "in.jsonl")
+      NodeFs.writeFileSync(input, [request("b-1"), request("b-2")].join("\n") + "\n")
+      const summary = yield* BulkRunner.run({
+        input,
+        output: NodePath.join(dir, "out.jsonl"),
+        ...silent,
+        offload: { accepts: () => true, run: (io) => Effect.as(Stream.runDrain(io.lines), {}) },
+        execute: () => Effect.never,
+        describe: (e: never) => e
+      })
+      expect(summary.outcome).toBe("stopped")
+      expect(summary.stop).toEqual({ _tag: "Offload", message: "2 lines the offload took have no output line" })
+    }))
+
   it.effect("the offload's paths are checked with the run's, and prepare runs under the lock before any line", () =>
     Effect.gen(function*() {
       const dir = tmp()

@@ -331,6 +331,10 @@ export const run = <E, R>(
       const s = yield* Ref.get(progress.stats)
       const total = s.total ?? (s.alreadyDone + s.invalid + s.succeeded + s.failed)
       const notDone = Math.max(0, total - s.alreadyDone - s.invalid - s.succeeded - s.failed)
+      if (offloadFiber !== undefined && stopReason === undefined && notDone > 0) {
+        // the offload took lines and wrote none for them: never `completed` with lines missing
+        stopReason = { _tag: "Offload", message: `${notDone} lines the offload took have no output line` }
+      }
       const outcome: Outcome = stopReason !== undefined && (notDone > 0 || s.total === undefined)
         ? "stopped"
         : s.failed > 0 || s.invalid > 0 || alreadyFailed > 0
