@@ -39,4 +39,26 @@ describe("Slot (the limiter's one-shot wake-up)", () => {
       Slot.done(slot, Exit.succeed(3))
       expect(yield* Slot.wait(slot)).toBe(3)
     }))
+
+  it.effect("onInterrupt runs when the wait is interrupted, and only then", () =>
+    Effect.gen(function*() {
+      const calls: Array<string> = []
+      const note = (what: string) => () => Effect.sync(() => calls.push(what))
+      const interrupted = Slot.make<number>()
+      const waiting = yield* Effect.fork(Slot.wait(interrupted, note("interrupted")))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(waiting)
+      expect(calls).toEqual(["interrupted"])
+      expect(interrupted.resume).toBeUndefined()
+
+      const answered = Slot.make<number>()
+      const served = yield* Effect.fork(Slot.wait(answered, note("answered")))
+      yield* Effect.yieldNow()
+      Slot.done(answered, Exit.succeed(5))
+      expect(yield* Fiber.join(served)).toBe(5)
+      const ready = Slot.make<number>()
+      Slot.done(ready, Exit.succeed(6))
+      expect(yield* Slot.wait(ready, note("ready"))).toBe(6)
+      expect(calls).toEqual(["interrupted"])
+    }))
 })

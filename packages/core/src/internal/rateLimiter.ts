@@ -5,12 +5,14 @@
  *
  * @internal
  */
+import * as Arr from "effect/Array"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
@@ -114,7 +116,6 @@ const admittedAtOnce = laneNames.map((_, i) =>
   )
 )
 const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
-const waitsByLane = laneNames.map((lane) => Metric.tagged(Metrics.waitMillis, "lane", lane))
 const rejectionsByReason = {
   capacity: Metric.tagged(Metrics.rejections, "reason", "capacity"),
   deadline: Metric.tagged(Metrics.rejections, "reason", "deadline"),
@@ -510,19 +511,36 @@ export const make = (
       return permit
     }
 
-    const deliver = (waiter: Waiter, now: number) => {
+    /*
+     * The dispatcher counts its admissions and rejections in place (`unsafeUpdate`), with the metric labels of
+     * the fiber that made the limiter, which the dispatcher's fiber inherits and never changes: the same series
+     * `Metric.increment` would update there, without an effect per waiter. Each series' labels are one array
+     * throughout, so the metric's hook is looked up once (a `Metric.tagged` looks it up at every update).
+     */
+    const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+    const labelled = (key: string, value: string) => Arr.union([MetricLabel.make(key, value)], labels)
+    const admittedLabels = laneNames.map((lane) => labelled("lane", lane))
+    const rejectedLabels = {
+      capacity: labelled("reason", "capacity"),
+      deadline: labelled("reason", "deadline"),
+      closed: labelled("reason", "closed"),
+      store: labelled("reason", "store")
+    }
+
+    /** Admits a waiter (in the dispatcher's pass). */
+    const deliver = (waiter: Waiter, now: number): Effect.Effect<void> | undefined => {
       finish(waiter)
       const permit = makePermit(waiter.prepared, now)
       if (waiter.cancelled) return Effect.ignore(permit.release)
       waiter.permit = permit
       Slot.done(waiter.deferred!, Exit.succeed(permit))
-      return Effect.zipRight(
-        Metric.increment(admissionsByLane[waiter.lane]),
-        Metric.update(waitsByLane[waiter.lane], now - waiter.enqueuedAt)
-      )
+      Metrics.admissions.unsafeUpdate(1, admittedLabels[waiter.lane])
+      Metrics.waitMillis.unsafeUpdate(now - waiter.enqueuedAt, admittedLabels[waiter.lane])
+      return undefined
     }
 
-    const reject = (waiter: Waiter, error: AcquireError) => {
+    /** Refuses a waiter (in the dispatcher's pass). */
+    const reject = (waiter: Waiter, error: AcquireError): void => {
       finish(waiter)
       Slot.done(waiter.deferred!, Exit.fail(error))
       const reason = error._tag === "DeadlineExceeded"
@@ -532,7 +550,7 @@ export const make = (
         : error._tag === "CostExceedsCapacity"
         ? "capacity"
         : "store"
-      return Metric.increment(rejectionsByReason[reason])
+      Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason])
     }
 
     /** One pass over the queue; returns when the next pass is due (epoch ms), Infinity for "on signal". */
@@ -580,14 +598,14 @@ export const make = (
             }
             const closedError = closedFor(waiter.prepared.scopes)
             if (closedError !== undefined) {
-              yield* reject(waiter, closedError)
+              reject(waiter, closedError)
               break visit
             }
             if (waiter.version !== limitsVersion) {
               // a limit was learned or changed while it waited: ask for today's buckets
               const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
               if (again instanceof CostExceedsCapacity) {
-                yield* reject(waiter, again)
+                reject(waiter, again)
                 break visit
               }
               waiter.prepared = again
@@ -612,7 +630,7 @@ export const make = (
               waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
               if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
                 const [scope, dimension] = blockedBy.split("\u0000")
-                yield* reject(
+                reject(
                   waiter,
                   new DeadlineExceeded({
                     scope,
@@ -627,15 +645,23 @@ export const make = (
               }
               break visit
             }
-            const ramped = ramps.held(waiter.prepared.scopes, waiter.prepared.cost, now)
-            const admission = ramped !== undefined
-              ? Either.right(ramped)
-              : yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
-            if (admission._tag === "Left") {
-              yield* reject(waiter, admission.left)
-              break visit
+            // a temporary limit (a ramp) that holds it denies it as the store would
+            let answer: LimiterStore.Admission | undefined = ramps.held(
+              waiter.prepared.scopes,
+              waiter.prepared.cost,
+              now
+            )
+            if (answer === undefined && store.unsafeTryAcquire !== undefined) {
+              // a synchronous store answers in place (no effect per waiter visited)
+              answer = store.unsafeTryAcquire(waiter.prepared.debits, waiter.prepared.gates, now)
+            } else if (answer === undefined) {
+              const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+              if (admission._tag === "Left") {
+                reject(waiter, admission.left)
+                break visit
+              }
+              answer = admission.right
             }
-            const answer = admission.right
             if (waiter.done) {
               // cancelled while an asynchronous store answered: refund what it admitted
               if (answer._tag === "Admitted") {
@@ -646,12 +672,13 @@ export const make = (
               break visit
             }
             if (answer._tag === "Admitted") {
-              yield* deliver(waiter, now)
+              const cancelled = deliver(waiter, now)
+              if (cancelled !== undefined) yield* cancelled
               break visit
             }
             waiter.lastEstimate = answer.waitMillis
             if (now + answer.waitMillis > waiter.deadline) {
-              yield* reject(
+              reject(
                 waiter,
                 new DeadlineExceeded({
                   scope: answer.scope,
@@ -686,15 +713,26 @@ export const make = (
       return next
     })
 
+    /**
+     * Wakes `slot` once `millis` have passed: a fiber of its own, bound to this one wake-up (a later pass has
+     * another slot, so a timer left over from an earlier wait can only complete a slot nobody waits on).
+     */
+    const alarm = (slot: Slot.Slot<void>, millis: number) =>
+      Effect.zipRight(Effect.sleep(Duration.millis(millis)), Effect.sync(() => Slot.done(slot, Exit.void)))
+
     const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
+      const self = yield* Effect.fiberId
       while (true) {
         wakeup = Slot.make<void>()
         const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
         if (queued === 0 || next === Number.POSITIVE_INFINITY) {
           yield* Slot.wait(wakeup)
         } else {
+          // woken by a signal or at `next`, whichever comes first (as a race of the two, at one fiber a wait)
           const now = yield* Clock.currentTimeMillis
-          yield* Effect.raceFirst(Slot.wait(wakeup), Effect.sleep(Duration.millis(Math.max(0, next - now))))
+          const timer = yield* Effect.fork(alarm(wakeup, Math.max(0, next - now)))
+          yield* Slot.wait(wakeup)
+          if (timer.unsafePoll() === null) timer.unsafeInterruptAsFork(self)
         }
       }
     }) as Effect.Effect<never>
@@ -763,19 +801,15 @@ export const make = (
     }
 
     const awaitWaiter = (waiter: Waiter) =>
-      Slot.wait(waiter.deferred!).pipe(
-        Effect.onInterrupt(() =>
-          Effect.suspend(() => {
-            waiter.cancelled = true
-            if (!waiter.done) {
-              finish(waiter)
-              signal()
-              return Effect.void
-            }
-            return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
-          })
-        )
-      )
+      Slot.wait(waiter.deferred!, () => {
+        waiter.cancelled = true
+        if (!waiter.done) {
+          finish(waiter)
+          signal()
+          return Effect.void
+        }
+        return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
+      })
 
     const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
       Effect.suspend(() => {

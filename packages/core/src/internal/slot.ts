@@ -28,12 +28,17 @@ export const done = <A, E>(slot: Slot<A, E>, exit: Exit.Exit<A, E>): void => {
   }
 }
 
-/** Waits for the slot's result (at once if it has one); interruptible, as `Deferred.await`. One waiter at a time. */
-export const wait = <A, E>(slot: Slot<A, E>): Effect.Effect<A, E> =>
+/**
+ * Waits for the slot's result (at once if it has one); interruptible, as `Deferred.await`. One waiter at a time.
+ * `onInterrupt`, if given, runs when the wait is interrupted (what `Effect.onInterrupt` around the wait would do,
+ * without a second interruption handler: the wait's own is the one).
+ */
+export const wait = <A, E>(slot: Slot<A, E>, onInterrupt?: () => Effect.Effect<void>): Effect.Effect<A, E> =>
   Effect.async<A, E>((resume) => {
     if (slot.exit !== undefined) return resume(slot.exit)
     slot.resume = resume
-    return Effect.sync(() => {
+    return Effect.suspend(() => {
       if (slot.resume === resume) slot.resume = undefined
+      return onInterrupt === undefined ? Effect.void : onInterrupt()
     })
   })
