@@ -265,6 +265,14 @@ describe("acquireLock", () => {
       }))
       expect(NodeFs.readFileSync(lock, "utf8")).toBe(ownerOf(4242, "elsewhere.example", "theirs"))
 
+      // a lock removed by hand while the run held it: the release finds nothing and ends quietly
+      NodeFs.unlinkSync(lock)
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* Files.acquireLock(output)
+        NodeFs.unlinkSync(lock)
+      }))
+      expect(NodeFs.existsSync(lock)).toBe(false)
+
       const file = write(NodePath.join(dir, "a-file"), "")
       const failure = yield* Effect.flip(Effect.scoped(Files.acquireLock(NodePath.join(file, "out.jsonl"))))
       expect(failure).toBeInstanceOf(Files.FileFailure)
@@ -404,5 +412,26 @@ describe("resume", () => {
       expect(found.done.size).toBe(0)
       expect(NodeFs.readFileSync(output, "utf8")).toBe("")
       expect(NodeFs.readFileSync(keep, "utf8")).toBe(outputLine("a", { code: "c", message: "m" }) + "\n")
+    }))
+
+  it.effect("a file whose only newline is its first byte: the torn line after it is cut, the newline kept", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const output = write(NodePath.join(dir, "out.jsonl"), "\n{\"id\":\"batch_req_x\"")
+      expect((yield* Files.resume(output)).repairedBytes).toBe(19)
+      expect(NodeFs.readFileSync(output, "utf8")).toBe("\n")
+    }))
+
+  it.effect("retryFailed: a temporary file left by an earlier run of the same pid is overwritten, not appended to", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const output = write(
+        NodePath.join(dir, "out.jsonl"),
+        [outputLine("a"), outputLine("b", { code: "c" })].join("\n") + "\n"
+      )
+      write(`${output}.sluice-tmp-${process.pid}`, outputLine("stale") + "\n")
+      const found = yield* Files.resume(output, { retryFailed: NodePath.join(dir, "retried.jsonl") })
+      expect([...found.done]).toEqual(["a"])
+      expect(NodeFs.readFileSync(output, "utf8")).toBe(outputLine("a") + "\n")
     }))
 })
