@@ -26,6 +26,7 @@ import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import OpenAI from "openai"
 import * as Batch from "./internal/batch.js"
+import * as Cache from "./internal/cache.js"
 import { parseMillis } from "./internal/duration.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Plan from "./Plan.js"
@@ -184,6 +185,11 @@ const runOptions = {
     Options.text("redis"),
     "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
   ),
+  cache: optional(
+    Options.text("cache"),
+    "Keep every answer in a response cache (a directory, or redis://host:port with @sluice/redis): a line whose " +
+      "body is already there, or under way, is not sent again"
+  ),
   simulate: optional(
     Options.text("simulate"),
     "Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"
@@ -298,6 +304,9 @@ const runBody = (env: Environment, options: RunOptions) =>
     const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
 
     const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
+    const cache = Option.isSome(options.cache)
+      ? yield* Effect.mapError(Cache.open(options.cache.value), usage)
+      : undefined
     const progress = yield* BulkRunner.makeProgress
     const organization = Option.getOrUndefined(organizationId)
     const executor = yield* BulkExecutor.make({
@@ -317,7 +326,8 @@ const runBody = (env: Environment, options: RunOptions) =>
       // with --via auto, --deadline is the job's
       deadlineMs: via === "auto" ? undefined : deadlineMs,
       fetch,
-      progress
+      progress,
+      cache
     }).pipe(Effect.mapError((error) => usage(error.message)))
     if (simulated !== undefined) {
       yield* Console.error(
@@ -394,6 +404,7 @@ const runBody = (env: Environment, options: RunOptions) =>
     )
     yield* Console.log(BulkRunner.formatSummary(summary))
     if (batch !== undefined) yield* Console.log((yield* batch.summary).join("\n"))
+    if (cache !== undefined) yield* Console.log(Cache.summary(yield* cache.stats))
     const learned = yield* executor.learned
     if (learned.length > 0) yield* Console.log(`learned: ${learned.join("; ")}`)
     const routed = yield* executor.routingSummary

@@ -34,6 +34,7 @@ import * as internal from "./internal/bulkExecutor.js"
 import type * as OpenAiError from "./OpenAiError.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import type * as OpenAiRouter from "./OpenAiRouter.js"
+import type * as ResponseCache from "./ResponseCache.js"
 import type * as Tiers from "./Tiers.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -176,6 +177,13 @@ export interface Options {
   readonly progress: BulkRunner.Progress
   /** Where the budgets live: `LimiterStore.layerMemory` (this process) unless given (Redis: shared). */
   readonly store?: Layer.Layer<LimiterStore.LimiterStore, Error> | undefined
+  /**
+   * A response cache every line goes through (`sluice run --cache`): a line answered from it (or sharing an
+   * identical line under way) is sent nowhere and charges nothing, not even the theoretical minimum.
+   *
+   * @since 0.2.0
+   */
+  readonly cache?: ResponseCache.ResponseCache.Service | undefined
 }
 
 /**

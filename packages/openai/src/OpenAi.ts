@@ -280,7 +280,13 @@ export declare namespace OpenAi {
       body: Record<string, unknown>,
       options?: CallOptions
     ) => Effect.Effect<
-      { readonly body: unknown; readonly requestId: string | null; readonly status: number },
+      {
+        readonly body: unknown
+        readonly requestId: string | null
+        readonly status: number
+        /** `true` when the response cache answered it (or it shared an identical call under way): nothing sent. */
+        readonly cached?: boolean | undefined
+      },
       CallError
     >
     /** The scopes a call on `model` is charged against. */
@@ -526,7 +532,12 @@ export const make = (
               client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<Call.Answer<unknown>>
           }
         }),
-        (answer) => ({ body: answer.body, requestId: answer.requestId, status: answer.status ?? 200 })
+        (answer) => ({
+          body: answer.body,
+          requestId: answer.requestId,
+          status: answer.status ?? 200,
+          ...(answer.cached === true ? { cached: true } : {})
+        })
       )
     }
 

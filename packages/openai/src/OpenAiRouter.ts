@@ -341,6 +341,13 @@ export declare namespace OpenAiRouter {
     readonly deployment: string
     readonly model: string
     readonly decision: Router.Decision
+    /**
+     * `true` when the response cache answered it (on the deployment's model) or it shared an identical call
+     * under way: nothing was sent.
+     *
+     * @since 0.2.0
+     */
+    readonly cached?: boolean | undefined
   }
 
   /**

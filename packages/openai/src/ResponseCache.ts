@@ -97,6 +97,8 @@ export declare namespace ResponseCache {
     readonly requestId: string | null
     /** The HTTP status it came with (a 2xx). */
     readonly status?: number | undefined
+    /** `true` when this caller did not send it: a hit, or a call under way it shared. */
+    readonly cached?: boolean | undefined
   }
 
   /**
@@ -144,7 +146,7 @@ export declare namespace ResponseCache {
     /** The key of a request the policy caches, else `undefined`. */
     readonly keyOf: (request: Request) => string | undefined
     readonly stats: Effect.Effect<Stats>
-    /** Writes the index of entries now (also done every 100 changes and when the cache's scope closes). */
+    /** Writes the index of entries now (also done as entries change, and when the cache's scope closes). */
     readonly flush: Effect.Effect<void>
   }
 }

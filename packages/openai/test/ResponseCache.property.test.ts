@@ -216,7 +216,7 @@ describe("ResponseCache: expiry on the Clock", () => {
         yield* TestClock.adjust("59999 millis")
         const second = yield* cache.through(request(1), call)
         expect(calls).toBe(1)
-        expect(second).toEqual({ ...first, status: undefined })
+        expect(second).toEqual({ ...first, status: undefined, cached: true })
         yield* TestClock.adjust("1 millis")
         const third = yield* cache.through(request(1), call)
         expect(calls).toBe(2)

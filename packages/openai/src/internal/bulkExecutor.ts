@@ -21,6 +21,7 @@ import { Cancelled, describeError, retryPolicy } from "../BulkExecutor.js"
 import type * as BulkRunner from "../BulkRunner.js"
 import * as OpenAi from "../OpenAi.js"
 import * as OpenAiRouter from "../OpenAiRouter.js"
+import * as ResponseCache from "../ResponseCache.js"
 import * as TokenEstimator from "../TokenEstimator.js"
 
 /** Failures after which a call would be retried: while the run stops, a call that failed one is given up. */
@@ -209,7 +210,14 @@ export const make = (
       }
     }
 
-    const withLimiter = Effect.provide(Layer.succeed(RateLimiter.RateLimiter, limiter))
+    // the cache, when given, for the service or each deployment's service (they read it from context)
+    const withLimiter = <A, E>(effect: Effect.Effect<A, E, RateLimiter.RateLimiter | Scope.Scope>) =>
+      Effect.provide(
+        options.cache === undefined
+          ? effect
+          : Effect.provideService(effect, ResponseCache.ResponseCache, options.cache),
+        Layer.succeed(RateLimiter.RateLimiter, limiter)
+      )
     const routed = routingOptions === undefined ? undefined : yield* withLimiter(OpenAiRouter.make(routingOptions))
     const openai = routed !== undefined ? undefined : yield* withLimiter(
       OpenAi.make(OpenAi.makeClient(clientOptions), { ...serviceOptions, onEvent })
@@ -269,7 +277,8 @@ export const make = (
           // a line that gave up on a server that never answered: every other line would too
           Effect.tapError((error) => isOutage(error) ? cancelAll(outage(error)) : Effect.void)
         )
-        if (result.scopes.length > 0) {
+        // a line the cache answered was charged nothing
+        if (result.scopes.length > 0 && result.cached !== true) {
           const usage = (result.body as { usage?: Record<string, unknown> } | null)?.usage
           const total = typeof usage?.total_tokens === "number"
             ? usage.total_tokens

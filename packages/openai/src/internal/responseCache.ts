@@ -140,7 +140,10 @@ const decodeIndex = Schema.decodeUnknownEither(Index)
 const encodeIndex = Schema.encodeSync(Index)
 
 const INDEX_KEY = "index"
-/** The index is written after this many changes, and when the cache's scope closes. */
+/**
+ * The index is written after this many changes, or a tenth of its size if more (so writing it costs a bounded
+ * multiple of its final size, however many entries), and when the cache's scope closes.
+ */
 const FLUSH_EVERY = 100
 
 interface Known {
@@ -229,13 +232,17 @@ export const make = (
     /** A store operation whose failure is logged and counted, never the call's: the cache is an optimisation. */
     const safely = <A>(operation: string, effect: Effect.Effect<A, unknown>, otherwise: A) =>
       Effect.catchAll(effect, (error) =>
-        Effect.as(
-          Effect.zipRight(
-            Effect.sync(() => counts.storeErrors++),
-            Effect.logWarning(`response cache: ${operation} failed; going on without the cache`, error)
-          ),
-          otherwise
-        ))
+        Effect.suspend(() => {
+          const failures = ++counts.storeErrors
+          // the 1st, 10th, 100th, … failure: a store that is down does not log once a call
+          const logged = Number.isInteger(Math.log10(failures))
+            ? Effect.logWarning(
+              `response cache: ${operation} failed (${failures} store failures so far); going on without the cache`,
+              error
+            )
+            : Effect.void
+          return Effect.as(logged, otherwise)
+        }))
 
     const count = (
       path: string,
@@ -359,7 +366,7 @@ export const make = (
         yield* safely("writing", store.set(key, json), undefined)
         remember(key, { bytes: size, expiresAt })
         yield* evict(key)
-        if (changes >= FLUSH_EVERY) yield* flush
+        if (changes >= Math.max(FLUSH_EVERY, index.size / 10)) yield* flush
       })
 
     const load = Effect.gen(function*() {
@@ -394,7 +401,7 @@ export const make = (
           const saved = { tokens: entry.tokens, dollars: entry.dollars }
           yield* count(request.path, "hit", saved)
           return {
-            stored: { body: entry.body, requestId: entry.requestId, status: entry.status },
+            stored: { body: entry.body, requestId: entry.requestId, status: entry.status, cached: true },
             ...saved
           } satisfies Served
         }
@@ -441,7 +448,7 @@ export const make = (
                 Effect.sync(() => counts.deduplicated++),
                 count(request.path, "deduplicated", served)
               ),
-              served.stored as ResponseCache.Stored<A>
+              { ...served.stored, cached: true } as ResponseCache.Stored<A>
             ))
         }
         // the first caller: its flight is registered and forked before anything can interrupt it
