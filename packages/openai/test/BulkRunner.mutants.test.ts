@@ -164,23 +164,34 @@ describe("BulkRunner (mutation survivors)", () => {
       expect(summary).toMatchObject({ succeeded: 2, failed: 1, failuresByKind: { bad_request: 1 } })
     }))
 
-  it.effect("a stop that comes once every line is done is no stop: the run is completed", () =>
+  /** A run of one call at a time whose stop signal `b`'s call may send (the executor's answer for `b` is `atB`'s). */
+  const runWithSignal = (
+    ids: ReadonlyArray<string>,
+    atB: (signal: Effect.Effect<boolean>, request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, string>,
+    describe: (e: string) => BulkRunner.Failure
+  ) =>
     Effect.gen(function*() {
-      const { input, output } = setup(["a", "b"])
+      const { input, output } = setup(ids)
       const stop = yield* Deferred.make<void>()
-      const summary = yield* BulkRunner.run({
+      return yield* BulkRunner.run({
         input,
         output,
         concurrency: 1,
         stop: Deferred.await(stop),
-        execute: (r) =>
-          r.customId === "b"
-            // the signal arrives while the last call is in flight: that call still finishes and is written
-            ? Effect.zipRight(Deferred.succeed(stop, void 0), Effect.zipRight(Effect.yieldNow(), ok(r)))
-            : ok(r),
-        describe: describe_,
+        execute: (r) => r.customId === "b" ? atB(Deferred.succeed(stop, void 0), r) : ok(r),
+        describe,
         ...silent
       })
+    })
+
+  it.effect("a stop that comes once every line is done is no stop: the run is completed", () =>
+    Effect.gen(function*() {
+      // the signal arrives while the last call is in flight: that call still finishes and is written
+      const summary = yield* runWithSignal(
+        ["a", "b"],
+        (signal, r) => Effect.zipRight(signal, Effect.zipRight(Effect.yieldNow(), ok(r))),
+        describe_
+      )
       expect(summary.stop).toEqual({ _tag: "Signal" })
       expect(summary).toMatchObject({ outcome: "completed", succeeded: 2, notDone: 0 })
       expect(BulkRunner.exitCode(summary)).toBe(0)
@@ -188,23 +199,11 @@ describe("BulkRunner (mutation survivors)", () => {
 
   it.effect("a signal after the executor stopped the run does not replace the executor's reason", () =>
     Effect.gen(function*() {
-      const { input, output } = setup(["a", "b", "c"])
-      const stop = yield* Deferred.make<void>()
-      const summary = yield* BulkRunner.run({
-        input,
-        output,
-        concurrency: 1,
-        stop: Deferred.await(stop),
-        execute: (r) =>
-          r.customId === "b"
-            ? Effect.zipRight(
-              Effect.ensuring(Effect.yieldNow(), Deferred.succeed(stop, void 0)),
-              Effect.fail("quota")
-            )
-            : ok(r),
-        describe: (e) => ({ kind: "quota", code: e, message: e, stop: true }),
-        ...silent
-      })
+      const summary = yield* runWithSignal(
+        ["a", "b", "c"],
+        (signal) => Effect.zipRight(Effect.ensuring(Effect.yieldNow(), signal), Effect.fail("quota")),
+        (e) => ({ kind: "quota", code: e, message: e, stop: true })
+      )
       expect(summary.stop).toMatchObject({ _tag: "Executor", customId: "b", line: 2 })
       expect(summary).toMatchObject({ outcome: "stopped", succeeded: 1, notDone: 2 })
     }))
