@@ -14,7 +14,9 @@
  *   first 1/64 of its learned limits at once, the amount doubling every 650 ms, all of it after 3.9 s:
  *   never less than the limits refill, so no time is lost when the herd is larger than the bucket)
  *   rather than in one instant: a 429 takes a round trip to come back, so a bucket smaller than announced
- *   is found by the first calls that overflow it, not by the whole herd.
+ *   is found by the first calls that overflow it, not by the whole herd. Both ramps are in the limiter
+ *   (`RateLimiter.Service.ramp`): a call they hold waits in its queue (in order, within its deadline,
+ *   failing at once when its organization closes, counted as waiting).
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
  *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
  *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
@@ -87,9 +89,10 @@ export interface Learned {
 }
 
 /**
- * Lets a pool's calls out over time: by `t` ms after `startedAt`, at most `start × 2^(t / doubling)` of a
- * dimension in all (what each call asked for, in the order they came). A dimension leaves the ramp on its
- * first 429; the ramp ends when none is left (or, for the first-contact ramp, once it has reached the limits).
+ * A pool's ramp, as started in the limiter (which holds the calls): by `t` ms after `startedAt`, at most
+ * `start × 2^(t / doubling)` of a dimension in all. A dimension leaves the ramp on its first 429; the ramp ends
+ * when none is left (or, for the first-contact ramp, once it has reached the limits). `given` (the blind ramp's
+ * calls so far, in the order they came) tells how far ahead of a call's turn its probed limits must grow.
  */
 interface Ramp {
   readonly startedAt: number
