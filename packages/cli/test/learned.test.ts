@@ -11,7 +11,7 @@ import * as NodePath from "node:path"
 import { capture } from "./helpers.js"
 
 /** `sluice run` on `scenario` over `lines` chat lines to gpt-4o, no limits given, at `--speed 20`. */
-const runLearning = (scenario: object, lines: number) =>
+const runLearning = (scenario: object, lines: number, extra: ReadonlyArray<string> = []) =>
   Effect.gen(function*() {
     const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-learned-"))
     const scenarioPath = NodePath.join(dir, "scenario.json")
@@ -45,7 +45,8 @@ const runLearning = (scenario: object, lines: number) =>
       "--speed",
       "20",
       "--progress",
-      "off"
+      "off",
+      ...extra
     ])
   })
 
@@ -101,7 +102,9 @@ describe("sluice run: the summary's learned line", () => {
   it.live("a daily limit: the requests per day the first daily 429s taught", () =>
     Effect.gen(function*() {
       // 4 requests a day, 8 lines, no limits given: 4 pass, the others are refused for the day (they fail: the
-      // bulk retry policy gives up after 30 minutes, and the day is further)
+      // bulk retry policy gives up after 30 minutes, and the day is further). A line the first-contact ramp still
+      // holds when the per-day bucket is learned waits for it in the limiter: `--deadline 30m` fails it at once
+      // (without it, it would wait the day out)
       const { exitCode, out } = yield* runLearning(
         {
           name: "daily",
@@ -109,7 +112,8 @@ describe("sluice run: the summary's learned line", () => {
           models: { "gpt-4o": { limits: { rpm: 500, tpm: 30_000, rpd: 4 }, contextWindow: 128_000 } },
           latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 }
         },
-        8
+        8,
+        ["--deadline", "30m"]
       )
       expect(exitCode, out).toBe(1)
       expect(out).toContain("succeeded 4; failed 4")
