@@ -160,6 +160,15 @@ export class ResponseCache
 {}
 
 /**
+ * The cache's Effect Metrics: `lookups` (`sluice_cache_lookups_total`, tagged `endpoint` and `outcome`: `hit`,
+ * `miss`, `stale`, `deduplicated`, `bypassed`), `evictions`, `tokensSaved` and `dollarsSaved` (tagged `endpoint`).
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const metrics = internal.metrics
+
+/**
  * The top-level body fields the key leaves out: they do not change the answer.
  *
  * @since 0.2.0

@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { LimiterStore } from "@sluice/core"
 import { OpenAi, OpenAiError, ResponseCache } from "@sluice/openai"
 import { Scenario, Simulator } from "@sluice/testing"
-import { Chunk, Clock, Effect, Exit, Fiber, Layer, Stream, TestClock } from "effect"
+import { Chunk, Clock, Effect, Exit, Fiber, Layer, Metric, Stream, TestClock } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -134,6 +134,34 @@ describe("ResponseCache: in-flight dedupe", () => {
         yield* TestClock.adjust("1 second")
         yield* Effect.forEach(fibers, Fiber.join)
         expect(counts.started).toBe(3)
+      })))
+})
+
+describe("ResponseCache: metrics", () => {
+  const lookups = (outcome: string) =>
+    Effect.map(
+      Metric.value(
+        Metric.tagged(Metric.tagged(ResponseCache.metrics.lookups, "endpoint", "/moderations"), "outcome", outcome)
+      ),
+      (state) => state.count
+    )
+
+  it.effect("lookups by outcome, evictions and what was saved, as Effect Metrics", () =>
+    withCache({ ttl: "1 minute", maxEntries: 1 }, (cache) =>
+      Effect.gen(function*() {
+        const before = { hit: yield* lookups("hit"), miss: yield* lookups("miss"), stale: yield* lookups("stale") }
+        const evictions = (yield* Metric.value(ResponseCache.metrics.evictions)).count
+        const req = (input: string) => ({ path: "/moderations", model: "omni-moderation-latest", body: { input } })
+        const call = Effect.succeed({ body: { results: [] }, requestId: null })
+        yield* cache.through(req("a"), call) // miss
+        yield* cache.through(req("a"), call) // hit
+        yield* TestClock.adjust("1 minute")
+        yield* cache.through(req("a"), call) // stale, then miss
+        yield* cache.through(req("b"), call) // miss, evicts a
+        expect(yield* lookups("hit")).toBe(before.hit + 1)
+        expect(yield* lookups("miss")).toBe(before.miss + 3)
+        expect(yield* lookups("stale")).toBe(before.stale + 1)
+        expect((yield* Metric.value(ResponseCache.metrics.evictions)).count).toBe(evictions + 1)
       })))
 })
 
