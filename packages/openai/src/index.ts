@@ -75,3 +75,8 @@ export * as ResponseCache from "./ResponseCache.js"
  * @since 0.2.0
  */
 export * as Pricing from "./Pricing.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as OpenAiHttp from "./OpenAiHttp.js"

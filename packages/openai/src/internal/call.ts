@@ -41,20 +41,35 @@ import type * as TokenEstimator from "../TokenEstimator.js"
 import * as Endpoints from "./endpoint.js"
 import * as Learn from "./learn.js"
 
-/** What the SDK's `withResponse()` gives: the parsed body, the HTTP response, the request id. */
+/**
+ * What the SDK's `withResponse()` gives: the parsed body, the HTTP response (a fetch `Response`, or any answer
+ * with a status and `Headers`: an `HttpClient`'s, see `OpenAiHttp`), the request id.
+ */
 export interface Answer<A> {
   readonly data: A
-  readonly response: Response
+  readonly response: { readonly status: number; readonly headers: Headers }
   readonly request_id: string | null
 }
 
-/** One request to govern: its endpoint, its model, its estimate, and how the SDK sends it. */
+/**
+ * One request to govern: its endpoint, its model, its estimate, and how one attempt is sent: the SDK's call
+ * (`maxRetries: 0`; `signal` aborts it), or an Effect (an `HttpClient` request: interrupting it aborts it), which
+ * fails with what `OpenAiError.classify` reads (a `{ status, headers, body }` answer, a transport error).
+ */
 export interface Request<A> {
   readonly path: Endpoints.Path
   readonly model: string
   readonly estimate: TokenEstimator.Estimate
-  /** The SDK call (`maxRetries: 0`); `signal` aborts it. */
-  readonly send: (signal: AbortSignal) => Promise<Answer<A>>
+  readonly send: (signal: AbortSignal) => Promise<Answer<A>> | Effect.Effect<Answer<A>, unknown>
+}
+
+/** A stream's chunks as its answer carries them: the SDK's async iterable, or an Effect `Stream`. */
+export type Chunks<Chunk> = AsyncIterable<Chunk> | Stream.Stream<Chunk, unknown>
+
+/** A stream opened: its answer (status and headers) and its chunks, which settle the permit as they go. */
+export interface Opened<Chunk> {
+  readonly answer: Answer<Chunks<Chunk>>
+  readonly chunks: Stream.Stream<Chunk, CallError>
 }
 
 /** A streamed chat completion's chunk, as far as governing it reads. */
@@ -73,9 +88,17 @@ export interface Calls {
    * output seen so far (a quarter of the delta characters, at least a token a delta).
    */
   readonly stream: <Chunk extends StreamChunk>(
-    request: Request<AsyncIterable<Chunk>>,
+    request: Request<Chunks<Chunk>>,
     options: OpenAi.CallOptions | undefined
   ) => Stream.Stream<Chunk, CallError>
+  /**
+   * {@link stream} opened in the caller's scope: the answered attempt (its status and headers, before any chunk)
+   * and its chunks. Closing the scope aborts the request and settles what was used.
+   */
+  readonly open: <Chunk extends StreamChunk>(
+    request: Request<Chunks<Chunk>>,
+    options: OpenAi.CallOptions | undefined
+  ) => Effect.Effect<Opened<Chunk>, CallError, Scope.Scope>
   /** The scopes a call on `model` is charged against. */
   readonly scopesOf: (model: string, tenant?: string) => ReadonlyArray<string>
   /** The circuit breakers, keyed by model (`undefined` with `breaker: false`). */
@@ -292,13 +315,7 @@ export const make = (
         const sentAt = yield* Clock.currentTimeMillis
         yield* permit.markSent
         // 3. send: a call's answer checked against its endpoint's shape (a stream's is its chunks, read later)
-        const outcome = yield* Effect.either(Effect.tryPromise({
-          try: () =>
-            held
-              ? request.send(controller.signal)
-              : Endpoints.checked(request.path, request.model, request.send(controller.signal)),
-          catch: (error) => error
-        }))
+        const outcome = yield* Effect.either(sendOnce(request, held, controller.signal))
         const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
         const since: Since = { permit, sentAt, adopt: !held && settleUsage }
         if (Either.isLeft(outcome)) {
@@ -371,30 +388,33 @@ export const make = (
         )
       })
 
-    const stream: Calls["stream"] = <Chunk extends StreamChunk>(
-      request: Request<AsyncIterable<Chunk>>,
+    const open: Calls["open"] = <Chunk extends StreamChunk>(
+      request: Request<Chunks<Chunk>>,
       callOptions: OpenAi.CallOptions | undefined
     ) =>
-      Stream.unwrapScoped(Effect.suspend(() => {
+      Effect.suspend(() => {
         const call = callOf(request, callOptions)
-        // the stream's scope holds the answered attempt: closing it aborts the request and settles what was used
+        // the scope holds the answered attempt: closing it aborts the request and settles what was used
         return Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(
             restore(retried(call, attempt(request, call, true))),
             (answered) =>
               Effect.as(
                 Effect.addFinalizer(() => release(request.estimate, answered, true)),
-                chunks(call, request.estimate, answered)
+                { answer: answered.answer, chunks: chunks(call, request.estimate, answered) }
               )
           )
         )
-      }))
+      })
+
+    const stream: Calls["stream"] = (request, callOptions) =>
+      Stream.unwrapScoped(Effect.map(open(request, callOptions), (opened) => opened.chunks))
 
     /** A stream's chunks once opened: each counts its output; the usage chunk settles; the end reports. */
     const chunks = <Chunk extends StreamChunk>(
       call: Call,
       estimate: TokenEstimator.Estimate,
-      { answer, attempt, controller, permit, progress, sentAt }: Sent<AsyncIterable<Chunk>>
+      { answer, attempt, controller, permit, progress, sentAt }: Sent<Chunks<Chunk>>
     ): Stream.Stream<Chunk, CallError> => {
       const finish = (exit: Exit.Exit<unknown, Errors.OpenAiError>) =>
         Effect.gen(function*() {
@@ -410,7 +430,11 @@ export const make = (
             yield* emit({ _tag: "Failed", model: call.model, attempt, error: failure.value, latencyMillis })
           }
         })
-      return Stream.fromAsyncIterable(abortable(answer.data, controller), (error) => error).pipe(
+      const data = answer.data
+      const source: Stream.Stream<Chunk, unknown> = Symbol.asyncIterator in data
+        ? Stream.fromAsyncIterable(abortable(data, controller), (error) => error)
+        : data
+      return source.pipe(
         Stream.catchAll((raw) =>
           Stream.fromEffect(Effect.flatMap(classify(raw, call.model), (error) => Effect.fail(error)))
         ),
@@ -430,10 +454,35 @@ export const make = (
     return {
       run,
       stream,
+      open,
       scopesOf: (model, tenant) => scopesFor(options, poolOf(model), tenant),
       breakers,
       learned: () => learner.learned()
     }
+  })
+
+/**
+ * 3. One attempt sent: the SDK's promise or an Effect; a call's answer (not a stream's) checked against its
+ * endpoint's shape. A send that throws fails with what it threw.
+ */
+const sendOnce = <A>(request: Request<A>, held: boolean, signal: AbortSignal): Effect.Effect<Answer<A>, unknown> =>
+  Effect.suspend(() => {
+    let sending: Promise<Answer<A>> | Effect.Effect<Answer<A>, unknown>
+    try {
+      sending = request.send(signal)
+    } catch (error) {
+      return Effect.fail(error)
+    }
+    if (Effect.isEffect(sending)) {
+      return held
+        ? sending
+        : Effect.flatMap(sending, (answer) => Endpoints.checkedAnswer(request.path, request.model, answer))
+    }
+    const promise = sending
+    return Effect.tryPromise({
+      try: () => held ? promise : Endpoints.checked(request.path, request.model, promise),
+      catch: (error) => error
+    })
   })
 
 // -----------------------------------------------------------------------------------------------------------

@@ -389,10 +389,16 @@ export const invalidResponseError = (
  *
  * @internal
  */
-export const checked = <A>(
+export const checked = <
+  A extends {
+    readonly data: unknown
+    readonly response: { readonly status: number }
+    readonly request_id: string | null
+  }
+>(
   path: Path,
   model: string,
-  sent: Promise<{ readonly data: A; readonly response: Response; readonly request_id: string | null }>
+  sent: Promise<A>
 ) =>
   sent.then(
     (result) => {
@@ -407,6 +413,31 @@ export const checked = <A>(
       throw error
     }
   )
+
+/**
+ * {@link checked} for an answer already in hand (an `HttpClient`'s, parsed): fails with
+ * {@link invalidResponseError} when it does not have the endpoint's shape.
+ *
+ * @internal
+ */
+export const checkedAnswer = <
+  A extends {
+    readonly data: unknown
+    readonly response: { readonly status: number }
+    readonly request_id: string | null
+  }
+>(
+  path: Path,
+  model: string,
+  answer: A
+): Effect.Effect<A, Errors.OpenAiError> => {
+  const problem = responseProblem(path, answer.data)
+  return problem === undefined
+    ? Effect.succeed(answer)
+    : Effect.fail(
+      invalidResponseError(problem, { model, status: answer.response.status, requestId: answer.request_id })
+    )
+}
 
 /**
  * A Responses API object that came back `failed` is a failure of its kind.
