@@ -29,13 +29,7 @@ import * as TokenEstimator from "./TokenEstimator.js"
  * @since 0.2.0
  * @category models
  */
-export type Endpoint =
-  | "/chat/completions"
-  | "/responses"
-  | "/embeddings"
-  | "/images/generations"
-  | "/completions"
-  | "/moderations"
+export type Endpoint = Endpoints.Path
 
 /**
  * The governed endpoint of a path under the API's root (`/chat/completions`; a leading `/v1` is allowed), or

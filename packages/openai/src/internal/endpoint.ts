@@ -382,6 +382,21 @@ export const invalidResponseError = (
     ...(context.requestId === null ? {} : { requestId: context.requestId })
   })
 
+/** An answer as the SDK's `withResponse()` gives it (or an `HttpClient`'s, parsed). */
+interface Answered {
+  readonly data: unknown
+  readonly response: { readonly status: number }
+  readonly request_id: string | null
+}
+
+/** The error of an answer that does not have its endpoint's shape, or `undefined`. */
+const shapeError = (path: Path, model: string, answer: Answered): Errors.OpenAiError | undefined => {
+  const problem = responseProblem(path, answer.data)
+  return problem === undefined
+    ? undefined
+    : invalidResponseError(problem, { model, status: answer.response.status, requestId: answer.request_id })
+}
+
 /**
  * Checks an SDK answer (`withResponse()`) against the endpoint's response shape; a mismatch rejects with
  * {@link invalidResponseError}. So does a 2xx the SDK could not parse (a `SyntaxError`: a JSON content type
@@ -389,22 +404,12 @@ export const invalidResponseError = (
  *
  * @internal
  */
-export const checked = <
-  A extends {
-    readonly data: unknown
-    readonly response: { readonly status: number }
-    readonly request_id: string | null
-  }
->(
-  path: Path,
-  model: string,
-  sent: Promise<A>
-) =>
+export const checked = <A extends Answered>(path: Path, model: string, sent: Promise<A>) =>
   sent.then(
     (result) => {
-      const problem = responseProblem(path, result.data)
-      if (problem === undefined) return result
-      throw invalidResponseError(problem, { model, status: result.response.status, requestId: result.request_id })
+      const error = shapeError(path, model, result)
+      if (error === undefined) return result
+      throw error
     },
     (error: unknown) => {
       if (error instanceof SyntaxError) {
@@ -420,23 +425,13 @@ export const checked = <
  *
  * @internal
  */
-export const checkedAnswer = <
-  A extends {
-    readonly data: unknown
-    readonly response: { readonly status: number }
-    readonly request_id: string | null
-  }
->(
+export const checkedAnswer = <A extends Answered>(
   path: Path,
   model: string,
   answer: A
 ): Effect.Effect<A, Errors.OpenAiError> => {
-  const problem = responseProblem(path, answer.data)
-  return problem === undefined
-    ? Effect.succeed(answer)
-    : Effect.fail(
-      invalidResponseError(problem, { model, status: answer.response.status, requestId: answer.request_id })
-    )
+  const error = shapeError(path, model, answer)
+  return error === undefined ? Effect.succeed(answer) : Effect.fail(error)
 }
 
 /**
