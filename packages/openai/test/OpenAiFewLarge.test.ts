@@ -90,13 +90,16 @@ describe("OpenAi: few large calls, budgets equal to the server's", () => {
       expect(first64).toBeLessThanOrEqual(LIMITS.tpm)
     }), 300_000)
 
-  // Issue 13's goal, not met yet (82.8 s against 22.8 s + 42.2 s: 1.27×): `fails` until a fix makes it hold,
-  // and then this must become `it.effect`.
-  it.effect.fails(
-    "within 1.10× the minimum plus the largest latency (not met: see the cause above)",
+  // Issue 13's goal (within 1.10× the minimum plus the largest latency) is not met yet: 82.8 s against
+  // 22.8 s + 42.2 s, 1.27×. The run is deterministic, so the band is pinned: a change that makes it worse fails
+  // here, and one that meets the goal fails too (then the bound becomes `≤ 1.10` and the lower one goes).
+  it.effect(
+    "ends at 1.27× the minimum plus the largest latency (goal 1.10×, not met: see the cause above)",
     () =>
       Effect.map(sluice, (ours) => {
-        expect(ours.wall).toBeLessThanOrEqual(1.1 * (ours.minimum + ours.latency))
+        const ratio = ours.wall / (ours.minimum + ours.latency)
+        expect(ratio).toBeGreaterThan(1.1)
+        expect(ratio).toBeLessThanOrEqual(1.3)
       }),
     300_000
   )
