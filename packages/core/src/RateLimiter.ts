@@ -297,9 +297,9 @@ export declare namespace RateLimiter {
    * @category models
    */
   export interface Ramp {
-    /** What is let out at once. */
+    /** What is let out at once; a `from` that is not a positive number ends the ramp, as `undefined` does. */
     readonly from: number
-    /** How long the amount let out in all takes to double. */
+    /** How long the amount let out in all takes to double; a zero (or negative) duration ends the ramp. */
     readonly doubling: Duration.DurationInput
     /** The ramp ends once it has let out this much in all; without it, when ended by `ramp(…, undefined)`. */
     readonly to?: number | undefined
