@@ -276,6 +276,33 @@ describe("BulkRunner edges", () => {
       expect(readJsonl(output).map((l) => l.custom_id)).toEqual(["a"])
     }))
 
+  // regression: the worker used to end on the interruption and the producer waited forever on the full queue
+  it.effect("an executor that interrupts itself stops the run (resumable) like a defect, naming the line", () =>
+    Effect.gen(function*() {
+      const interrupted = yield* Effect.fork(Effect.never)
+      yield* Fiber.interrupt(interrupted)
+      const selfInterrupts: ReadonlyArray<Effect.Effect<BulkRunner.Response, Bad>> = [
+        Effect.interrupt,
+        Fiber.join(interrupted)
+      ]
+      for (const interrupts of selfInterrupts) {
+        const { input, output } = writeInput(["a", "b", "c"].map(request))
+        const summary = yield* BulkRunner.run({
+          input,
+          output,
+          concurrency: 1,
+          execute: (r) => r.customId === "b" ? interrupts : ok(r),
+          describe: describeBad,
+          onInputError: () => Effect.void
+        })
+        expect(summary.outcome).toBe("stopped")
+        expect(BulkRunner.exitCode(summary)).toBe(BulkRunner.ExitCode.Stopped)
+        expect(summary.stop).toMatchObject({ _tag: "Defect", customId: "b", line: 2 })
+        expect(summary.notDone).toBe(2)
+        expect(readJsonl(output).map((l) => l.custom_id)).toEqual(["a"])
+      }
+    }))
+
   it.effect("the first stop wins: a later quota stop does not replace an earlier one", () =>
     Effect.gen(function*() {
       const { input, output } = writeInput(["a", "b", "c"].map(request))

@@ -205,4 +205,35 @@ describe("BulkRunner offload", () => {
       })
       expect(order).toEqual(["prepare lock=true", "accepts"])
     }))
+
+  // regression: the producer used to wait forever to hand its 17th chunk to an offload that had ended (the CLI turns
+  // a Batch API failure into a successful `{ stop }`), and neither the run nor a signal could end it
+  it.effect("an offload that ends before the input does stops the run (resumable) with its reason, not a hang", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const input = NodePath.join(dir, "in.jsonl")
+      // 6 MB: some 24 chunks of lines to hand over (the queue to the offload holds 16)
+      const line = (i: number) =>
+        JSON.stringify({
+          custom_id: `b-${i}`,
+          method: "POST",
+          url: "/v1/chat/completions",
+          body: { model: "gpt-4o-mini", messages: [{ role: "user", content: "x".repeat(1_100) }] }
+        })
+      NodeFs.writeFileSync(input, Array.from({ length: 5_000 }, (_, i) => line(i)).join("\n") + "\n")
+      const output = NodePath.join(dir, "out.jsonl")
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        ...silent,
+        countTotal: false,
+        offload: { accepts: () => true, run: () => Effect.succeed({ stop: "api failed" }) },
+        execute: () => Effect.never,
+        describe: (e: never) => e
+      })
+      expect(summary.outcome).toBe("stopped")
+      expect(BulkRunner.exitCode(summary)).toBe(BulkRunner.ExitCode.Stopped)
+      expect(summary.stop).toEqual({ _tag: "Offload", message: "api failed" })
+      expect(readOutput(output)).toEqual([])
+    }))
 })

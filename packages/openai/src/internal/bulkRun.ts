@@ -129,6 +129,20 @@ export const run = <E, R>(
         Fiber.await(offloadFiber),
         (exit) => Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? exit : Effect.never
       )
+      let inputEnded = false
+      if (offloadFiber !== undefined) {
+        // an offload that ends (whatever its exit) before the input does takes no more lines: the run stops with
+        // its reason, and what the producer still hands it is drained (so it never waits on a queue nobody reads)
+        yield* Effect.forkScoped(Effect.flatMap(Fiber.await(offloadFiber), (exit) =>
+          Effect.zipRight(
+            Effect.sync(() => {
+              if (inputEnded || stopReason !== undefined) return
+              const stop = Exit.isSuccess(exit) ? exit.value.stop : undefined
+              stopReason = { _tag: "Offload", message: stop ?? "the offload ended before the input did" }
+            }),
+            Effect.forever(Queue.take(handed))
+          )))
+      }
       if (options.stop !== undefined) {
         yield* Effect.forkScoped(
           Effect.tap(options.stop, () =>
@@ -270,7 +284,8 @@ export const run = <E, R>(
                 }
                 return fail(request, described)
               }
-              if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
+              // a defect, or an executor that interrupted itself (the run's own interruption never gets here):
+              // the worker goes on (skipping what is left), so the producer never waits on a full queue
               if (stopReason === undefined) {
                 stopReason = {
                   _tag: "Defect",
@@ -314,7 +329,7 @@ export const run = <E, R>(
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
         Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
-        Effect.zipRight(Queue.offer(handed, null)),
+        Effect.zipRight(Effect.suspend(() => (inputEnded = true, Queue.offer(handed, null)))),
         Effect.zipRight(FiberSet.awaitEmpty(workers))
       )
       // a worker's failure (a write that failed) or the offload's ends the run at once
