@@ -542,7 +542,8 @@ export const defaultRetriedPath = (output: string): string => besideOutput(outpu
 
 /**
  * `<output>.batch.json` next to the output (`results.jsonl` → `results.batch.json`): the Batch API job's state
- * with `--via batch|auto` (batch ids, file ids, which lines each holds), read and written under the output's lock.
+ * with `--via batch|auto` (batch ids, file ids, which lines each holds), read and written under the output's lock
+ * and its own (`results.batch.json.lock`: outputs `results.jsonl` and `results` share one state file).
  *
  * @since 0.2.0
  * @category run

@@ -223,6 +223,45 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
   // live: the simulator over HTTP in this process (one server across the runs, as a real API), `Cli.run` in process
+  // regression: outputs `out.jsonl` and `out` share `out.batch.json` (and its `.tmp`), and each run held only its
+  // output's lock while rewriting all of the state
+  it.live(
+    "two runs whose outputs map to one batch state file: the second is refused by the state's lock; the state's " +
+      "temporary is never written through a link",
+    () =>
+      Effect.gen(function*() {
+        const job = setup(chat(20), {}, { validatingMs: 50, inProgressMs: 1500, perRequestMs: 1, finalizingMs: 50 })
+        const victim = NodePath.join(job.dir, "victim.txt")
+        NodeFs.writeFileSync(victim, "keep me\n")
+        NodeFs.symlinkSync(victim, `${job.state}.tmp`)
+        const first = yield* Effect.fork(capture(job.args("--via", "batch")))
+        const inProgress = () => {
+          try {
+            return JSON.parse(NodeFs.readFileSync(job.state, "utf8")).batches.some((b: any) =>
+              b.status === "in_progress"
+            )
+          } catch {
+            return false
+          }
+        }
+        while (!inProgress()) yield* Effect.sleep("5 millis")
+        const other = job.output.slice(0, -".jsonl".length)
+        expect(Cli.defaultBatchStatePath(other)).toBe(job.state)
+        const second = yield* capture(job.args("--via", "batch").map((a) => a === job.output ? other : a))
+        expect(second.exit._tag).toBe("Failure")
+        expect(String(second.exit._tag === "Failure" && second.exit.cause)).toContain(
+          `another sluice run (pid ${process.pid}`
+        )
+        expect(NodeFs.existsSync(other)).toBe(false)
+        const done = yield* Fiber.join(first)
+        expect(done.exitCode, done.err).toBe(0)
+        expect(job.written()).toHaveLength(20)
+        expect(NodeFs.readFileSync(victim, "utf8")).toBe("keep me\n")
+        expect(NodeFs.existsSync(`${job.state}.lock`)).toBe(false)
+      }),
+    60_000
+  )
+
   it.live(
     "--cancel: a job stopped mid-poll has its batches cancelled and recorded; a live rerun is refused; a rerun ends it",
     () =>

@@ -191,6 +191,11 @@ export interface Offload<R = never> {
   readonly accepts: (request: Request) => boolean
   /** Files the offload writes (its state file), checked with the run's paths before anything is opened. */
   readonly paths?: ReadonlyArray<{ readonly role: string; readonly path: string }> | undefined
+  /**
+   * Files the run locks for its whole length as it does the output (`<path>.lock`), before `prepare`: its state
+   * file, which other outputs may map to. A second run on one of them is refused, naming the run that holds it.
+   */
+  readonly locks?: ReadonlyArray<string> | undefined
   /** Runs once the output's lock is held and the output resumed, before any line is asked about (read state here). */
   readonly prepare?: Effect.Effect<void, BulkFileError, R> | undefined
   /**

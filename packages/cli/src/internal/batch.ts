@@ -50,12 +50,17 @@ export const readState = (path: string): Effect.Effect<BatchOffload.State | unde
       }))
   })
 
-/** Replaces the state file in one step (written beside it, synced, renamed over it): a kill leaves old or new. */
+/**
+ * Replaces the state file in one step (written beside it, synced, renamed over it): a kill leaves old or new. The
+ * temporary is created afresh (`wx`), never opened through a link into another file; one left there is a killed
+ * run's (the state's lock is held).
+ */
 const writeState = (path: string, state: BatchOffload.State): Effect.Effect<void, BulkRunner.BulkFileError> =>
   Effect.try({
     try: () => {
       const tmp = `${path}.tmp`
-      const fd = NodeFs.openSync(tmp, "w")
+      NodeFs.rmSync(tmp, { force: true })
+      const fd = NodeFs.openSync(tmp, "wx")
       try {
         NodeFs.writeSync(fd, `${BatchOffload.encodeState(state)}\n`)
         NodeFs.fsyncSync(fd)
@@ -377,6 +382,8 @@ export const make = (options: {
           { role: "batch state file", path: options.statePath },
           { role: "batch state file's temporary", path: `${options.statePath}.tmp` }
         ],
+        // other outputs map to the same state file (`results.jsonl` and `results`): each run rewrites all of it
+        locks: [options.statePath],
         prepare: Effect.gen(function*() {
           const found = options.restart ? undefined : yield* readState(options.statePath)
           state = found === undefined ? undefined : settle(found)

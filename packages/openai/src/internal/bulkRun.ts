@@ -66,13 +66,15 @@ export const run = <E, R>(
         { role: "lock file", path: Files.lockPath(options.output) },
         ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
         ...(options.retryFailed === undefined ? [] : [{ role: "retried-failures file", path: options.retryFailed }]),
-        ...(options.offload?.paths ?? [])
+        ...(options.offload?.paths ?? []),
+        ...(options.offload?.locks ?? []).map((path) => ({ role: "offload lock file", path: Files.lockPath(path) }))
       ])
       if (collision !== undefined) return yield* Effect.fail(collision)
       yield* Files.acquireLock(options.output)
       // the errors file is truncated and written too: two runs with distinct outputs but one errors path would
       // interleave or wipe each other's lines
       if (options.errors !== undefined) yield* Files.acquireLock(options.errors)
+      for (const path of options.offload?.locks ?? []) yield* Files.acquireLock(path)
       if (options.restart === true && NodeFs.existsSync(options.output)) {
         yield* Effect.try({
           try: () => NodeFs.truncateSync(options.output, 0),
