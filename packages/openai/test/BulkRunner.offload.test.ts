@@ -236,4 +236,27 @@ describe("BulkRunner offload", () => {
       expect(summary.stop).toEqual({ _tag: "Offload", message: "api failed" })
       expect(readOutput(output)).toEqual([])
     }))
+
+  it.effect("on a signal the offload is not told the input ended (so it flushes nothing): it is interrupted", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const input = NodePath.join(dir, "in.jsonl")
+      NodeFs.writeFileSync(input, [request("b-1"), request("b-2")].join("\n") + "\n")
+      let ended = false
+      const summary = yield* BulkRunner.run({
+        input,
+        output: NodePath.join(dir, "out.jsonl"),
+        ...silent,
+        stop: Effect.void,
+        offload: {
+          accepts: () => true,
+          run: (io) => Effect.as(Effect.zipRight(Stream.runDrain(io.lines), Effect.sync(() => (ended = true))), {})
+        },
+        execute: () => Effect.never,
+        describe: (e: never) => e
+      })
+      expect(summary.stop).toEqual({ _tag: "Signal" })
+      expect(summary.outcome).toBe("stopped")
+      expect(ended).toBe(false)
+    }))
 })

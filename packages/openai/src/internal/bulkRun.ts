@@ -331,7 +331,12 @@ export const run = <E, R>(
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
         Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
-        Effect.zipRight(Effect.suspend(() => (inputEnded = true, Queue.offer(handed, null)))),
+        // on a signal the offload is not told the input ended (it would flush what it holds into a new batch): it is
+        // interrupted below, its state kept
+        Effect.zipRight(Effect.suspend(() => {
+          inputEnded = true
+          return stopReason?._tag === "Signal" ? Effect.void : Queue.offer(handed, null)
+        })),
         Effect.zipRight(FiberSet.awaitEmpty(workers))
       )
       // a worker's failure (a write that failed) or the offload's ends the run at once
