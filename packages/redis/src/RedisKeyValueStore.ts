@@ -38,6 +38,20 @@ export declare namespace RedisKeyValueStore {
     readonly keyPrefix?: string | undefined
     /** Redis expires every key this long after it was last set (default: never). */
     readonly ttl?: Duration.DurationInput | undefined
+    /**
+     * A client made from `url`: a command with no answer by then fails (ioredis `commandTimeout`; default
+     * 2 seconds), so a stalled server fails the store's operations instead of hanging them.
+     *
+     * @since 0.2.0
+     */
+    readonly commandTimeout?: Duration.DurationInput | undefined
+    /**
+     * A client made from `url`: a connection not made by then is abandoned and retried (ioredis
+     * `connectTimeout`; default 2 seconds).
+     *
+     * @since 0.2.0
+     */
+    readonly connectTimeout?: Duration.DurationInput | undefined
   }
 }
 
@@ -51,10 +65,29 @@ const failure = (method: string, cause: unknown) =>
   })
 
 /**
- * A `KeyValueStore` on Redis. A client made from `url` is closed with the scope.
+ * A `KeyValueStore` on Redis. A client made from `url` is closed with the scope; its commands time out after
+ * `commandTimeout` and its connection attempts after `connectTimeout` (2 seconds each by default), so a stalled
+ * server fails operations rather than hanging them. A `client` you pass keeps its own settings.
  *
  * @since 0.2.0
  * @category constructors
+ * @example
+ * ```ts
+ * import * as KeyValueStore from "@effect/platform/KeyValueStore"
+ * import { RedisKeyValueStore } from "@sluice/redis"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const store = yield* RedisKeyValueStore.make({ url: "redis://127.0.0.1:6379", commandTimeout: "500 millis" })
+ *   yield* store.set("greeting", "hello")
+ *   return yield* store.get("greeting") // Option.some("hello")
+ * }).pipe(Effect.scoped)
+ *
+ * // or as the context's store
+ * const sameProgram = Effect.flatMap(KeyValueStore.KeyValueStore, (store) => store.get("greeting")).pipe(
+ *   Effect.provide(RedisKeyValueStore.layer({ keyPrefix: "myapp:" }))
+ * )
+ * ```
  */
 export const make = (
   options: RedisKeyValueStore.Options = {}
@@ -63,7 +96,11 @@ export const make = (
     const client: Redis | Cluster = options.client ?? (yield* Effect.acquireRelease(
       Effect.sync(() => {
         const url = options.url ?? "redis://127.0.0.1:6379"
-        const redis = new Redis(Redacted.isRedacted(url) ? Redacted.value(url) : url, { maxRetriesPerRequest: 1 })
+        const redis = new Redis(Redacted.isRedacted(url) ? Redacted.value(url) : url, {
+          maxRetriesPerRequest: 1,
+          commandTimeout: millisOf(options.commandTimeout),
+          connectTimeout: millisOf(options.connectTimeout)
+        })
         // errors surface through the commands; without a listener ioredis reports them on stderr
         redis.on("error", () => {})
         return redis
@@ -116,6 +153,10 @@ export const make = (
       size: Effect.map(scanKeys, (keys) => keys.length)
     })
   })
+
+/** A timeout in whole milliseconds (at least 1), 2 seconds by default. */
+const millisOf = (duration: Duration.DurationInput | undefined): number =>
+  Math.max(1, Math.round(Duration.toMillis(Duration.decode(duration ?? "2 seconds"))))
 
 const escapeGlob = (text: string) => text.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
 

@@ -6,7 +6,8 @@ import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { RedisKeyValueStore } from "@sluice/redis"
 import * as RedisServer from "@sluice/redis/RedisServer"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Exit, Layer, Option } from "effect"
+import * as net from "node:net"
 import { cacheSuite } from "../../openai/test/cacheSuite.js"
 
 let server: RedisServer.RedisServer
@@ -75,3 +76,37 @@ describe("RedisKeyValueStore", () => {
 })
 
 cacheSuite("redis", () => store())
+
+describe("RedisKeyValueStore: a stalled server", () => {
+  // a socket that accepts and never answers: without a command timeout, ioredis waits for ever
+  it.live("a client made from a url fails a command the server does not answer, after commandTimeout", () => {
+    const sockets = new Set<net.Socket>()
+    return Effect.acquireUseRelease(
+      Effect.async<net.Server>((resume) => {
+        const silent = net.createServer((socket) => {
+          sockets.add(socket)
+        })
+        silent.listen(0, "127.0.0.1", () => resume(Effect.succeed(silent)))
+      }),
+      (silent) =>
+        Effect.gen(function*() {
+          const port = (silent.address() as net.AddressInfo).port
+          const exit = yield* Effect.exit(
+            Effect.flatMap(KeyValueStore.KeyValueStore, (kv) => kv.get("k")).pipe(
+              Effect.provide(RedisKeyValueStore.layer({
+                url: `redis://127.0.0.1:${port}`,
+                commandTimeout: "50 millis",
+                connectTimeout: "50 millis"
+              }))
+            )
+          )
+          expect(Exit.isFailure(exit)).toBe(true)
+        }),
+      (silent) =>
+        Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          silent.close(() => resume(Effect.void))
+        })
+    )
+  }, 10_000)
+})
