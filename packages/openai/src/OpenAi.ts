@@ -222,7 +222,9 @@ export declare namespace OpenAi {
     readonly timeSlice?: Duration.DurationInput | false | undefined
     /**
      * The response cache its calls go through (see `ResponseCache`): by default the `ResponseCache` in context
-     * when there is one; `false` for none even then.
+     * when there is one; `false` for none even then. The cache is read once, when the service is made: provide
+     * it to the `OpenAi` layer (`Layer.provide(ResponseCache.layerMemory())` on the layer), not to the program
+     * that uses the service — a cache provided only to the program is silently unused.
      *
      * @since 0.2.0
      */
@@ -436,6 +438,32 @@ export const make = (
      * A governed call through the response cache, if any: in front of everything (a hit takes no turn of the
      * thread, no admission, no tokens).
      */
+    /** Who answers, in the cache's key: two services on different deployments sharing a cache share no entry. */
+    const cacheScope = JSON.stringify([client.baseURL, client.organization ?? null, client.project ?? null])
+    /** Retry policies by identity, for {@link flightOf}. */
+    const policies = new WeakMap<object, number>()
+    let policiesSeen = 0
+    /**
+     * How a call is governed, for the cache's in-flight dedupe: only callers that agree on it share a call (none
+     * gets another's deadline, retries, lane or tenant).
+     */
+    const flightOf = (call: OpenAi.CallOptions | undefined): string => {
+      const { deadline, maxWait, priority, retry, tenant } = call ?? {}
+      let policy: number | false | null = null
+      if (retry === false) policy = false
+      else if (retry !== undefined) {
+        policy = policies.get(retry) ?? ++policiesSeen
+        policies.set(retry, policy)
+      }
+      return JSON.stringify([
+        deadline === undefined ? null : typeof deadline === "number" ? deadline : deadline.getTime(),
+        maxWait === undefined ? null : Duration.toMillis(Duration.decode(maxWait)),
+        priority ?? "interactive",
+        tenant ?? null,
+        policy
+      ])
+    }
+
     const cached = <A>(
       path: Endpoints.Path,
       params: unknown,
@@ -448,7 +476,12 @@ export const make = (
         requestId: answer.request_id,
         status: answer.response.status
       }))
-      return cache === undefined ? answered : cache.through({ path, body: params, model, cache: call?.cache }, answered)
+      return cache === undefined
+        ? answered
+        : cache.through(
+          { path, body: params, model, cache: call?.cache, scope: cacheScope, flight: flightOf(call) },
+          answered
+        )
     }
 
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
@@ -478,7 +511,14 @@ export const make = (
         }, call)
       })
       return cache === undefined ? governedStream : cache.replay(
-        { path: "/chat/completions", body: params, model: params.model, cache: call?.cache, stream: true },
+        {
+          path: "/chat/completions",
+          body: params,
+          model: params.model,
+          cache: call?.cache,
+          stream: true,
+          scope: cacheScope
+        },
         governedStream
       )
     }

@@ -33,6 +33,13 @@ export interface Price {
  *
  * @since 0.2.0
  * @category prices
+ * @example
+ * ```ts
+ * import { Pricing } from "@sluice/openai"
+ *
+ * Pricing.prices["gpt-4o-mini"]
+ * // { inputPerMTok: 0.15, cachedInputPerMTok: 0.075, outputPerMTok: 0.6 }
+ * ```
  */
 export const prices: Readonly<Record<string, Price>> = {
   "gpt-4o": { inputPerMTok: 2.5, cachedInputPerMTok: 1.25, outputPerMTok: 10 },
@@ -54,6 +61,13 @@ export const prices: Readonly<Record<string, Price>> = {
  *
  * @since 0.2.0
  * @category prices
+ * @example
+ * ```ts
+ * import { Pricing } from "@sluice/openai"
+ *
+ * Pricing.priceOf("gpt-4o-mini-2024-07-18") // a snapshot: its family's price, Pricing.prices["gpt-4o-mini"]
+ * Pricing.priceOf("my-fine-tune") // undefined
+ * ```
  */
 export const priceOf = (model: string): Price | undefined => prices[Tiers.poolOf(model)]
 
@@ -128,6 +142,14 @@ export const dollars = (model: string, tokens: Billed, images = 0): number | und
  *
  * @since 0.2.0
  * @category prices
+ * @example
+ * ```ts
+ * import { Pricing } from "@sluice/openai"
+ *
+ * Pricing.dollarsOfAnswer("gpt-4o-mini", { usage: { prompt_tokens: 1000, completion_tokens: 500 } })
+ * // (1000 × 0.15 + 500 × 0.6) / 1e6 = 0.00045
+ * Pricing.dollarsOfAnswer("dall-e-3", { data: [{ url: "…" }, { url: "…" }] }) // 2 × 0.04 = 0.08
+ * ```
  */
 export const dollarsOfAnswer = (model: string, answer: unknown): number | undefined => {
   const images = Array.isArray(field(answer, "data")) && /image|dall-e/.test(model)

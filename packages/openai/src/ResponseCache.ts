@@ -6,12 +6,16 @@
  * answers at once: it takes no admission, no tokens and no turn of the thread, and counts what it saved. A miss
  * makes the governed call and keeps its answer. Identical requests that overlap in time make one call, whose
  * result (or typed error) every caller gets; one caller's interruption does not cancel it for the others (the
- * last caller's does). A cached stream replays as a stream of the same chunks.
+ * last caller's does). Only callers that govern the call alike share it: the same deadline, `maxWait`, retry
+ * policy, lane and tenant (a caller with its own deadline, or without one, makes its own call). A cached stream
+ * replays as a stream of the same chunks.
  *
  * **The key** is SHA-256 of the canonical JSON (object keys sorted at every depth) of the endpoint, whether the
  * call streams, and the whole body except the fields that do not change the answer ({@link excludedFields}:
  * `user`, `safety_identifier`, `metadata`, `store`, `stream`, `stream_options`, `service_tier`,
- * `prompt_cache_key`, `prompt_cache_retention`). Every other field is in it, so any parameter that changes the
+ * `prompt_cache_key`, `prompt_cache_retention`; `store` is in it on the Responses endpoint), and the client's
+ * base URL, organization and project (two services on different deployments sharing a cache share no entry).
+ * Every other field is in it, so any parameter that changes the
  * result changes the key. An answer that echoes an excluded field (a Responses object's `metadata`) echoes the
  * first caller's.
  *
@@ -24,7 +28,9 @@
  * file per entry, `KeyValueStore.layerFileSystem`), on Redis `RedisKeyValueStore` of `@sluice/redis`. Entries
  * expire after `ttl` (on the `Clock`; an expired entry is a `stale` miss, removed); the cache keeps at most
  * `maxEntries` entries and `maxBytes` bytes, evicting the least recently used. Store failures are logged and
- * counted; a call never fails because of its cache.
+ * counted; a call never fails because of its cache, and a store that does not answer within `storeTimeout`
+ * (500 ms) counts as failed, so a stalled store delays a call by at most that. The cache is read by the `OpenAi`
+ * service when it is made: provide it to the `OpenAi` layer, not to the program that uses the service.
  *
  * **Metrics**: `sluice_cache_lookups_total` (tagged `endpoint` and `outcome`: `hit`, `miss`, `stale`,
  * `deduplicated`, `bypassed`), `sluice_cache_evictions_total`, `sluice_cache_tokens_saved_total`,
@@ -66,6 +72,14 @@ export declare namespace ResponseCache {
     readonly dedupe?: boolean | undefined
     /** The prefix of this cache's keys in the store (default `"sluice-cache-v1-"`): caches apart in one store. */
     readonly namespace?: string | undefined
+    /**
+     * How long a store operation may take (on the `Clock`; default 500 ms) before the cache goes on without it:
+     * a lookup that takes longer is a miss, a write that takes longer is not waited for (both counted in
+     * `storeErrors`). A stalled store slows each call by at most this much.
+     *
+     * @since 0.2.0
+     */
+    readonly storeTimeout?: Duration.DurationInput | undefined
   }
 
   /**
@@ -84,6 +98,21 @@ export declare namespace ResponseCache {
     readonly cache?: boolean | undefined
     /** A streamed call (its key is not the unstreamed call's: the answers differ in type). */
     readonly stream?: boolean | undefined
+    /**
+     * Who answers: the client's base URL, organization and project (the `OpenAi` service sets it), in the key,
+     * so that two services on different deployments sharing one cache do not share entries.
+     *
+     * @since 0.2.0
+     */
+    readonly scope?: string | undefined
+    /**
+     * How the call is governed (deadline, `maxWait`, retry policy, lane, tenant; the `OpenAi` service sets it):
+     * not in the key, but only overlapping callers with the same `flight` share a call, so that none gets
+     * another's deadline, retries or lane.
+     *
+     * @since 0.2.0
+     */
+    readonly flight?: string | undefined
   }
 
   /**
@@ -169,10 +198,19 @@ export class ResponseCache
 export const metrics = internal.metrics
 
 /**
- * The top-level body fields the key leaves out: they do not change the answer.
+ * The top-level body fields the key leaves out: they do not change the answer. (`store` is left out except on
+ * the Responses endpoint, where the key has it: an answer made with `store: false` has an id no later
+ * `previous_response_id` can use, so it does not answer a request that stores.)
  *
  * @since 0.2.0
  * @category keys
+ * @example
+ * ```ts
+ * import { ResponseCache } from "@sluice/openai"
+ *
+ * ResponseCache.excludedFields.includes("user") // true: requests differing only in `user` share an entry
+ * ResponseCache.excludedFields.includes("temperature") // false
+ * ```
  */
 export const excludedFields: ReadonlyArray<string> = internal.EXCLUDED
 
@@ -202,14 +240,37 @@ export const keyOf = (
  *
  * @since 0.2.0
  * @category keys
+ * @example
+ * ```ts
+ * import { ResponseCache } from "@sluice/openai"
+ *
+ * ResponseCache.deterministic("/embeddings", { model: "text-embedding-3-small", input: "hi" }) // true
+ * ResponseCache.deterministic("/chat/completions", { model: "gpt-4o-mini", temperature: 0, messages: [] }) // true
+ * ResponseCache.deterministic("/chat/completions", { model: "gpt-4o-mini", messages: [] }) // false
+ * ```
  */
 export const deterministic: (path: string, body: unknown) => boolean = internal.deterministic
 
 /**
- * A cache over the `KeyValueStore` in context. Its index is written when its scope closes.
+ * A cache over the `KeyValueStore` in context. Its index is written when its scope closes (and a call it is
+ * making then is cancelled; its callers are interrupted).
  *
  * @since 0.2.0
  * @category constructors
+ * @example
+ * ```ts
+ * import * as KeyValueStore from "@effect/platform/KeyValueStore"
+ * import { ResponseCache } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const cache = yield* ResponseCache.make({ ttl: "1 hour" })
+ *   const request = { path: "/embeddings", model: "text-embedding-3-small", body: { input: "hi" } }
+ *   const call = Effect.succeed({ body: { data: [] }, requestId: "req_1" })
+ *   yield* cache.through(request, call) // a miss: `call` runs, its answer kept
+ *   return yield* cache.through(request, call) // a hit: { ..., cached: true }
+ * }).pipe(Effect.scoped, Effect.provide(KeyValueStore.layerMemory))
+ * ```
  */
 export const make: (
   options?: ResponseCache.Options
@@ -251,6 +312,19 @@ export const layer = (
  *
  * @since 0.2.0
  * @category layers
+ * @example
+ * ```ts
+ * import { LimiterStore } from "@sluice/core"
+ * import { OpenAi, ResponseCache } from "@sluice/openai"
+ * import * as Layer from "effect/Layer"
+ * import OpenAIClient from "openai"
+ *
+ * // provided to the OpenAi layer: the service reads its cache when it is made
+ * const Live = OpenAi.layerClient(new OpenAIClient(), { tier: 1 }).pipe(
+ *   Layer.provide(ResponseCache.layerMemory({ maxEntries: 1_000 })),
+ *   Layer.provide(LimiterStore.layerMemory)
+ * )
+ * ```
  */
 export const layerMemory = (options?: ResponseCache.Options): Layer.Layer<ResponseCache> =>
   layer(options).pipe(Layer.provide(KeyValueStore.layerMemory))
@@ -262,6 +336,15 @@ export const layerMemory = (options?: ResponseCache.Options): Layer.Layer<Respon
  *
  * @since 0.2.0
  * @category layers
+ * @example
+ * ```ts
+ * import { NodeContext } from "@effect/platform-node"
+ * import { ResponseCache } from "@sluice/openai"
+ * import * as Layer from "effect/Layer"
+ *
+ * // entries kept a week in .cache/openai, across runs of the program
+ * const Cache = ResponseCache.layerFileSystem(".cache/openai", { ttl: "7 days" }).pipe(Layer.provide(NodeContext.layer))
+ * ```
  */
 export const layerFileSystem = (
   directory: string,

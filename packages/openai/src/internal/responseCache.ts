@@ -29,7 +29,9 @@ import * as Endpoints from "./endpoint.js"
 
 /**
  * The top-level body fields left out of the key: they do not change what the model answers (who asks, tags, how
- * the answer is delivered or billed, whether OpenAI stores it, its prompt-cache routing).
+ * the answer is delivered or billed, its prompt-cache routing). `store` is left out except on the Responses
+ * endpoint, where it decides whether the answer's id can be a later `previous_response_id` (absent counts as
+ * `true`, OpenAI's default).
  *
  * @internal
  */
@@ -66,18 +68,21 @@ export const canonicalJson = (value: unknown): string =>
   })
 
 /**
- * The key of a request: SHA-256 of the canonical JSON of its endpoint, whether it streams, and its body without
- * the {@link EXCLUDED} fields; `undefined` for a body that is not a JSON object.
+ * The key of a request: SHA-256 of the canonical JSON of its endpoint, whether it streams, the client's `scope`
+ * (its base URL, organization and project, when given) and its body without the {@link EXCLUDED} fields (with
+ * `store` on the Responses endpoint); `undefined` for a body that is not a JSON object.
  *
  * @internal
  */
-export const keyOf = (path: string, body: unknown, stream = false): string | undefined => {
+export const keyOf = (path: string, body: unknown, stream = false, scope?: string): string | undefined => {
   if (!isRecord(body)) return undefined
+  const endpoint = Endpoints.pathOf(path)
   const kept: Record<string, unknown> = Object.create(null)
   for (const [field, value] of Object.entries(body)) if (!excluded.has(field)) kept[field] = value
+  if (endpoint === "/responses") kept.store = body.store !== false
   let canonical: string
   try {
-    canonical = canonicalJson({ path: Endpoints.pathOf(path), stream, body: kept })
+    canonical = canonicalJson({ path: endpoint, stream, body: kept, ...(scope === undefined ? {} : { scope }) })
   } catch {
     return undefined
   }
@@ -140,6 +145,8 @@ const decodeIndex = Schema.decodeUnknownEither(Index)
 const encodeIndex = Schema.encodeSync(Index)
 
 const INDEX_KEY = "index"
+/** How long a store operation may take before the cache goes on without it (a miss, or nothing written). */
+const STORE_TIMEOUT = "500 millis"
 /**
  * The index is written after this many changes, or a tenth of its size if more (so writing it costs a bounded
  * multiple of its final size, however many entries), and when the cache's scope closes.
@@ -185,7 +192,7 @@ type Outcome = "hit" | "miss" | "stale" | "deduplicated" | "bypassed"
 interface Flight {
   readonly deferred: Deferred.Deferred<Served, unknown>
   waiters: number
-  fiber: Fiber.RuntimeFiber<boolean> | undefined
+  fiber: Fiber.RuntimeFiber<unknown> | undefined
 }
 
 /** A flight's result: the answer, and what a caller that did not send it saved. */
@@ -212,6 +219,7 @@ export const make = (
     const maxBytes = options.maxBytes ?? 256 * 1024 * 1024
     const nonDeterministic = options.nonDeterministic === true
     const dedupe = options.dedupe !== false
+    const storeTimeout = Duration.decode(options.storeTimeout ?? STORE_TIMEOUT)
     /** The entries this cache knows, least recently used first (a `Map` keeps insertion order). */
     const index = new Map<string, Known>()
     let bytes = 0
@@ -229,20 +237,29 @@ export const make = (
     }
     const flights = new Map<string, Flight>()
 
-    /** A store operation whose failure is logged and counted, never the call's: the cache is an optimisation. */
+    /**
+     * A store operation whose failure, or slowness beyond {@link STORE_TIMEOUT} (on the `Clock`), is logged and
+     * counted, never the call's: the cache is an optimisation, and a stalled store must not stall the calls.
+     */
     const safely = <A>(operation: string, effect: Effect.Effect<A, unknown>, otherwise: A) =>
-      Effect.catchAll(effect, (error) =>
-        Effect.suspend(() => {
-          const failures = ++counts.storeErrors
-          // the 1st, 10th, 100th, … failure: a store that is down does not log once a call
-          const logged = Number.isInteger(Math.log10(failures))
-            ? Effect.logWarning(
-              `response cache: ${operation} failed (${failures} store failures so far); going on without the cache`,
-              error
-            )
-            : Effect.void
-          return Effect.as(logged, otherwise)
-        }))
+      Effect.catchAll(
+        Effect.timeoutFail(effect, {
+          duration: storeTimeout,
+          onTimeout: () => new Error(`no answer from the store in ${Duration.format(storeTimeout)}`)
+        }),
+        (error) =>
+          Effect.suspend(() => {
+            const failures = ++counts.storeErrors
+            // the 1st, 10th, 100th, … failure: a store that is down does not log once a call
+            const logged = Number.isInteger(Math.log10(failures))
+              ? Effect.logWarning(
+                `response cache: ${operation} failed (${failures} store failures so far); going on without the cache`,
+                error
+              )
+              : Effect.void
+            return Effect.as(logged, otherwise)
+          })
+      )
 
     const count = (
       path: string,
@@ -413,64 +430,81 @@ export const make = (
         return { stored, ...saving } satisfies Served
       })
 
-    /** Waits for a flight; one caller's interruption leaves it to the others (the last one's cancels it). */
-    const join = (key: string, flight: Flight) =>
-      Effect.uninterruptibleMask((restore) => {
-        flight.waiters++
-        return restore(Deferred.await(flight.deferred)).pipe(
-          Effect.onInterrupt(() =>
-            Effect.suspend(() => {
-              flight.waiters--
-              if (flight.waiters > 0 || flights.get(key) !== flight || flight.fiber === undefined) return Effect.void
-              flights.delete(key)
-              return Fiber.interruptFork(flight.fiber)
-            })
-          )
+    /**
+     * Waits for a flight, as one more of its waiters (counted by the caller, in the same step as it found or made
+     * the flight); one caller's interruption leaves it to the others (the last one's cancels it).
+     */
+    const join = (
+      flightKey: string,
+      flight: Flight,
+      restore: <X, Y, Z>(e: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+    ) =>
+      restore(Deferred.await(flight.deferred)).pipe(
+        Effect.onInterrupt(() =>
+          Effect.suspend(() => {
+            flight.waiters--
+            if (flight.waiters > 0 || flights.get(flightKey) !== flight || flight.fiber === undefined) {
+              return Effect.void
+            }
+            flights.delete(flightKey)
+            return Fiber.interruptFork(flight.fiber)
+          })
         )
-      })
+      )
 
     const through: ResponseCache.Service["through"] = <A, E>(
       request: ResponseCache.Request,
       call: Effect.Effect<ResponseCache.Stored<A>, E>
     ) =>
       Effect.suspend((): Effect.Effect<ResponseCache.Stored<A>, E> => {
-        const key = cacheable(request) ? keyOf(request.path, request.body) : undefined
+        const key = cacheable(request) ? keyOf(request.path, request.body, false, request.scope) : undefined
         if (key === undefined) {
           counts.bypassed++
           return Effect.zipRight(count(request.path, "bypassed"), call)
         }
         if (!dedupe) return Effect.map(fly(key, request, call), (served) => served.stored as ResponseCache.Stored<A>)
-        const current = flights.get(key)
-        if (current !== undefined) {
-          return Effect.flatMap(join(key, current) as Effect.Effect<Served, E>, (served) =>
-            Effect.as(
-              Effect.zipRight(
-                Effect.sync(() => counts.deduplicated++),
-                count(request.path, "deduplicated", served)
+        // only callers that govern their call alike (deadline, retries, lane, tenant) share it
+        const flightKey = request.flight === undefined ? key : `${key} ${request.flight}`
+        // finding (or making) the flight and counting this caller in it is one step: no leaving waiter between
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.suspend(() => {
+            const current = flights.get(flightKey)
+            if (current !== undefined) {
+              current.waiters++
+              return Effect.flatMap(join(flightKey, current, restore) as Effect.Effect<Served, E>, (served) =>
+                Effect.as(
+                  Effect.zipRight(
+                    Effect.sync(() => counts.deduplicated++),
+                    count(request.path, "deduplicated", served)
+                  ),
+                  { ...served.stored, cached: true } as ResponseCache.Stored<A>
+                ))
+            }
+            // the first caller: its flight is registered and forked before anything can interrupt it
+            const flight: Flight = { deferred: Deferred.unsafeMake(FiberId.none), waiters: 1, fiber: undefined }
+            flights.set(flightKey, flight)
+            // interruptible: forked here, it would inherit the mask; however it ends (the cache's scope closing
+            // included), its waiters get the exit
+            const run = Effect.interruptible(fly(key, request, call)).pipe(
+              Effect.onExit((exit) =>
+                Effect.zipRight(
+                  Deferred.done(flight.deferred, exit),
+                  Effect.sync(() => {
+                    if (flights.get(flightKey) === flight) flights.delete(flightKey)
+                  })
+                )
               ),
-              { ...served.stored, cached: true } as ResponseCache.Stored<A>
-            ))
-        }
-        // the first caller: its flight is registered and forked before anything can interrupt it
-        return Effect.uninterruptibleMask((restore) => {
-          const flight: Flight = { deferred: Deferred.unsafeMake(FiberId.none), waiters: 0, fiber: undefined }
-          flights.set(key, flight)
-          // interruptible: forked here, it would inherit the mask
-          const run = Effect.interruptible(fly(key, request, call)).pipe(
-            Effect.exit,
-            Effect.flatMap((exit) => Deferred.done(flight.deferred, exit)),
-            Effect.ensuring(Effect.sync(() => {
-              if (flights.get(key) === flight) flights.delete(key)
-            }))
-          )
-          return Effect.flatMap(Effect.forkIn(run, scope), (fiber) => {
-            flight.fiber = fiber
-            return Effect.map(
-              restore(join(key, flight)) as Effect.Effect<Served, E>,
-              (served) => served.stored as ResponseCache.Stored<A>
+              Effect.exit
             )
+            return Effect.flatMap(Effect.forkIn(run, scope), (fiber) => {
+              flight.fiber = fiber
+              return Effect.map(
+                join(flightKey, flight, restore) as Effect.Effect<Served, E>,
+                (served) => served.stored as ResponseCache.Stored<A>
+              )
+            })
           })
-        })
+        )
       })
 
     const replay: ResponseCache.Service["replay"] = <C, E>(
@@ -478,7 +512,7 @@ export const make = (
       stream: Stream.Stream<C, E>
     ) =>
       Stream.unwrap(Effect.suspend(() => {
-        const key = cacheable(request) ? keyOf(request.path, request.body, true) : undefined
+        const key = cacheable(request) ? keyOf(request.path, request.body, true, request.scope) : undefined
         if (key === undefined) {
           counts.bypassed++
           return Effect.as(count(request.path, "bypassed"), stream)
@@ -515,7 +549,8 @@ export const make = (
       through,
       replay,
       cacheable,
-      keyOf: (request) => cacheable(request) ? keyOf(request.path, request.body, request.stream === true) : undefined,
+      keyOf: (request) =>
+        cacheable(request) ? keyOf(request.path, request.body, request.stream === true, request.scope) : undefined,
       stats: Effect.sync(() => ({
         hits: counts.hits,
         misses: counts.misses,
