@@ -240,7 +240,16 @@ const runBody = (env: Environment, options: RunOptions) =>
     }
     const statePath = defaultBatchStatePath(options.output)
     // a first look (the run reads it again under the output's lock): batches in progress must not be forgotten
-    const open = Batch.openBatches(yield* Batch.readState(statePath))
+    // a state a live run cannot read is named and left alone (only --via batch|auto needs it): it never stops one
+    const open = Batch.openBatches(
+      yield* via === "live"
+        ? Effect.catchAll(Batch.readState(statePath), (e) =>
+          Effect.as(
+            Console.error(`sluice: warning: ${e.message}\n(not read: a --via live run does not need it)`),
+            undefined
+          ))
+        : Batch.readState(statePath)
+    )
     if (open > 0 && via === "live") {
       return yield* usage(
         `${statePath} records ${open} Batch API batches of this output not finished: rerun with --via batch or ` +
@@ -266,7 +275,9 @@ const runBody = (env: Environment, options: RunOptions) =>
       ? { config: yield* readJson(options.routing.value), path: options.routing.value }
       : undefined
 
-    if (!(options.speed > 0) || !Number.isFinite(options.speed)) return yield* usage("--speed must be above 0")
+    if (!(options.speed > 0) || !Number.isFinite(options.speed)) {
+      return yield* usage("--speed must be above 0")
+    }
     if (options.speed !== 1 && Option.isNone(options.simulate)) {
       return yield* usage("--speed only applies with --simulate (a real API runs in real time)")
     }

@@ -262,6 +262,19 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
+  it.live("an unreadable batch state file stops --via batch, and only warns a --via live run", () =>
+    Effect.gen(function*() {
+      const job = setup(chat(4))
+      NodeFs.writeFileSync(job.state, "not json\n")
+      const batch = yield* capture(job.args("--via", "batch"))
+      expect(batch.exit._tag).toBe("Failure")
+      const live = yield* capture(job.args())
+      expect(live.exitCode, live.err).toBe(0)
+      expect(live.err).toContain("not read: a --via live run does not need it")
+      expect(job.written()).toHaveLength(4)
+      expect(NodeFs.readFileSync(job.state, "utf8")).toBe("not json\n")
+    }))
+
   it.live(
     "--cancel: a job stopped mid-poll has its batches cancelled and recorded; a live rerun is refused; a rerun ends it",
     () =>
