@@ -1,7 +1,8 @@
 import { mutationConfig } from "./vitest.shared.js"
 
 // The tests that go through BulkRunner.run (internal/bulkRun.ts): the runner's behaviour, its edges (summary, exit
-// codes, progress), the path guards and lock, and the per-endpoint bodies and response checks (Bodies.test.ts).
+// codes, progress), the path guards and lock, the per-endpoint bodies and response checks (Bodies.test.ts) and the
+// Batch API offload (BulkRunner.offload.test.ts).
 // BulkRunner.mutants.test.ts holds the tests written from this run's survivors: SLUICE_MUTATE_BEFORE=1 leaves it
 // out (the "before" figure).
 export default mutationConfig([
@@ -9,5 +10,6 @@ export default mutationConfig([
   "packages/openai/test/BulkRunner.edges.test.ts",
   "packages/openai/test/BulkRunnerGuards.test.ts",
   "packages/openai/test/Bodies.test.ts",
+  "packages/openai/test/BulkRunner.offload.test.ts",
   ...(process.env.SLUICE_MUTATE_BEFORE === "1" ? [] : ["packages/openai/test/BulkRunner.mutants.test.ts"])
 ])
