@@ -25,6 +25,8 @@ const options = (name, report, mutate, extra) => ({
   coverageAnalysis: "perTest",
   concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),
   timeoutMS: 3_000,
+  // the initial test run (which also measures each test's time) took over Stryker's default 5 minutes at load 28-30
+  dryRunTimeoutMinutes: 30,
   incremental: true,
   incrementalFile: `reports/mutation/${report}.incremental.json`,
   reporters: ["clear-text", "progress-append-only", "html", "json"],
