@@ -3,13 +3,17 @@
 // benchmarks/results/mutation.md): the errors file's lock, --restart, the retried-failures file among the paths
 // checked, which answers are checked against the endpoint's shape (2xx only), the in-flight count, a stop that comes
 // when every line is done or after the executor's, the wall time, the pool's size (below 1, the default 256), a
-// stop without a count of the input, and an output write that fails.
+// stop without a count of the input, and an output write that fails; then (fifth session, each also checked by hand
+// against its mutant) the errors file's and the offload's lock files among the checked paths, the offload's locks
+// held for the run, and the log line of an executor defect.
 import { describe, expect, it } from "@effect/vitest"
 import { BulkRunner } from "@sluice/openai"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
 import * as Ref from "effect/Ref"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -311,5 +315,82 @@ describe("BulkRunner (mutation survivors)", () => {
       expect(error.message).toContain("no space left")
       expect(calls).toEqual(["a", "b"]) // nothing sent after the failed write
       expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
+    }))
+
+  it.effect("the errors file's lock and the offload's locks are checked paths: naming one for another role is refused", () =>
+    Effect.gen(function*() {
+      const { dir, input } = setup(["a"])
+      const errors = NodePath.join(dir, "errors.jsonl")
+      const onErrorsLock = yield* Effect.flip(
+        BulkRunner.run({ input, output: `${errors}.lock`, errors, execute: ok, describe: describe_, ...silent })
+      )
+      expect(onErrorsLock).toMatchObject({ _tag: "BulkPathError", reason: "same-file" })
+      expect(onErrorsLock.message).toContain("the errors lock file")
+      const state = NodePath.join(dir, "state.json")
+      const onOffloadLock = yield* Effect.flip(BulkRunner.run({
+        input,
+        output: NodePath.join(dir, "out.jsonl"),
+        errors: `${state}.lock`,
+        execute: ok,
+        describe: describe_,
+        ...silent,
+        offload: { locks: [state], accepts: () => false, run: (io) => Effect.as(Stream.runDrain(io.lines), {}) }
+      }))
+      expect(onOffloadLock).toMatchObject({ _tag: "BulkPathError", reason: "same-file" })
+      expect(onOffloadLock.message).toContain("the offload lock file")
+      expect(NodeFs.readdirSync(dir).sort()).toEqual(["in.jsonl"])
+    }))
+
+  it.effect("the offload's locks are held for the whole run and released after; a live owner of one refuses the run", () =>
+    Effect.gen(function*() {
+      const { dir, input, output } = setup(["a", "b"])
+      const state = NodePath.join(dir, "state.json")
+      const held: Array<boolean> = []
+      const offload: BulkRunner.Offload = {
+        locks: [state],
+        prepare: Effect.sync(() => void held.push(NodeFs.existsSync(`${state}.lock`))),
+        accepts: (r) => r.customId === "b",
+        run: (io) =>
+          Effect.as(
+            Stream.runForEach(io.lines, (text) =>
+              text === ""
+                ? Effect.void
+                : Effect.zipRight(
+                  Effect.sync(() => void held.push(NodeFs.existsSync(`${state}.lock`))),
+                  io.write(JSON.stringify({ id: "batch_req_b", custom_id: "b", response: null, error: null }), null)
+                )),
+            {}
+          )
+      }
+      const summary = yield* BulkRunner.run({ input, output, execute: ok, describe: describe_, ...silent, offload })
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 2 })
+      expect(held).toEqual([true, true])
+      expect(NodeFs.existsSync(`${state}.lock`)).toBe(false)
+
+      const owner = { pid: process.pid, host: NodeOs.hostname(), started: "2026-01-01T00:00:00.000Z", token: "t" }
+      NodeFs.writeFileSync(`${state}.lock`, JSON.stringify(owner))
+      const refused = yield* Effect.flip(
+        BulkRunner.run({ input, output, restart: true, execute: ok, describe: describe_, ...silent, offload })
+      )
+      expect(refused).toMatchObject({ _tag: "BulkPathError", reason: "locked", path: state })
+      expect(held).toEqual([true, true]) // prepare did not run
+    }))
+
+  it.effect("an executor defect is logged as an error naming the stop", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      const logged: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => void logged.push(`${logLevel.label} ${String(message)}`))
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        execute: (r) => r.customId === "b" ? Effect.die(new Error("kaput")) : ok(r),
+        describe: describe_,
+        ...silent
+      }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      expect(summary.stop).toMatchObject({ _tag: "Defect", customId: "b" })
+      expect(logged).toHaveLength(1)
+      expect(logged[0]).toMatch(/^ERROR bulk executor defect; stopping/)
     }))
 })
