@@ -46,7 +46,7 @@ describe("RateLimiter: deadlines at admission", () => {
       Effect.gen(function*() {
         yield* TestClock.adjust(5_000) // the clock does not start at zero
         yield* limiter.acquire(["org:a"], { requests: 1 })
-        const refused = (options: RateLimiter.AcquireOptions) =>
+        const refused = (options: RateLimiter.RateLimiter.AcquireOptions) =>
           Effect.flip(limiter.acquire(["org:a"], { requests: 1 }, options))
         expect(yield* refused({ deadline: new Date(15_000) })).toMatchObject({
           _tag: "DeadlineExceeded",
@@ -87,16 +87,21 @@ describe("RateLimiter: deadlines at admission", () => {
       })))
 
   it.effect("a waiter whose jittered wake-up falls after its deadline wakes at its deadline, and is admitted", () =>
-    run({ budgets: [tokens("org:a", 1_000)], wakeJitter: 1 }, (limiter) =>
-      Effect.gen(function*() {
-        yield* limiter.acquire(["org:a"], { tokens: 1_000 })
-        // 30 s to refill 500; with the jitter it would wake 30 s later, after its 40 s
-        const waiting = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 500 }, { maxWait: "40 seconds" }))
-        yield* TestClock.adjust(39_999)
-        expect(Option.isNone(yield* Fiber.poll(waiting))).toBe(true)
-        yield* TestClock.adjust(1)
-        expect(Exit.isSuccess(yield* Fiber.await(waiting))).toBe(true)
-      }), LimiterStore.layerMemory, [0.999]))
+    run(
+      { budgets: [tokens("org:a", 1_000)], wakeJitter: 1 },
+      (limiter) =>
+        Effect.gen(function*() {
+          yield* limiter.acquire(["org:a"], { tokens: 1_000 })
+          // 30 s to refill 500; with the jitter it would wake 30 s later, after its 40 s
+          const waiting = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 500 }, { maxWait: "40 seconds" }))
+          yield* TestClock.adjust(39_999)
+          expect(Option.isNone(yield* Fiber.poll(waiting))).toBe(true)
+          yield* TestClock.adjust(1)
+          expect(Exit.isSuccess(yield* Fiber.await(waiting))).toBe(true)
+        }),
+      LimiterStore.layerMemory,
+      [0.999]
+    ))
 
   it.effect("behind a queued waiter, a deadline already past is refused at once, allowing 0 (not less)", () =>
     run({ budgets: [rpm("org:a", 1)] }, (limiter) =>
@@ -200,7 +205,11 @@ describe("RateLimiter: tryAcquire and block", () => {
         expect((yield* limiter.snapshot).gates).toEqual([])
         expect((yield* gates) - before).toBe(0)
         yield* limiter.block("org:a", "tokens", new Date(12_500))
-        expect((yield* limiter.snapshot).gates).toEqual([{ scope: "org:a", dimension: "tokens", remainingMillis: 2_500 }])
+        expect((yield* limiter.snapshot).gates).toEqual([{
+          scope: "org:a",
+          dimension: "tokens",
+          remainingMillis: 2_500
+        }])
         expect((yield* gates) - before).toBe(1)
         // a waiter behind the gate goes when it ends
         const waiting = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1, tokens: 1 }))
