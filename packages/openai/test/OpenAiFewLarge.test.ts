@@ -5,17 +5,26 @@
  * writes half the maximum at 10 ms a token (10–41 s a call). Real `openai` SDK against the in-process simulator,
  * under TestClock: the same admissions every run.
  *
- * What was found (the cause, by tracing `RateLimiter.sync` on the bench's own 90 lines; the figures below are
- * theirs, this test's lines are alike): the client reserves each call's estimate (prompt +
- * `max_tokens`, about twice what the simulator charges: it settles a call to its usage the moment it admits it)
- * until the call's answer, 10–41 s later. So 38 calls go at once where the server would take 64, and the rest
- * wait for the refill and for the refunds that come with the answers. The server's reports that would correct
- * the over-estimate come back with those answers too, and every call of the first instant was sent together
- * with 37 others: its report cannot say which of them the server had counted already (they may reach it in
- * any order), so it is folded in only to lower the level (`REPORT_SKEW_MILLIS`). The first report adopted both
- * ways is that of a call sent alone (at 187 ms), answered at 21.1 s: 14 calls were admitted at that instant.
- * Refunds are applied at settle and wake the next waiter at once (admissions follow each answer); the queue
- * is FIFO, so no call overtakes a large one at its head, which costs no capacity.
+ * What binds: the client reserves each call's estimate (prompt + `max_tokens`, about twice what the simulator
+ * charges: it settles a call to its usage the moment it admits it) until the call's answer, 10–41 s later. So
+ * 36 calls go at once where the server would take 64, and the rest wait for the refill, for the refunds that
+ * come with the answers and for the server's reports (`x-ratelimit-remaining-tokens`), which come with the
+ * answers too.
+ *
+ * Issue 13's goal (1.10× the minimum M plus the largest latency L) is out of reach of any client that does not
+ * know the output lengths before the answers, on this shape: {@link oracleFree} models the best such client
+ * that admits in arrival order (FIFO, as `RateLimiter` does), on this run's own estimates, charges and
+ * latencies. It sees each call as the server charged it once answered, and adopts every report exactly: the
+ * server's level right after the reported call, the calls sent after it replayed at their usage when answered,
+ * their estimate when not. What it cannot know is the order in which the calls sent in one instant reached the
+ * server (concurrent connections): the unanswered ones of the reported call's instant count as not seen by it
+ * (`"sent together"`; the answered ones are placed by their own reports). That client ends at 82.81 s, 1.273×;
+ * Sluice ends at the same millisecond. Even told that order (`"in order"`; or inferring it from how many
+ * requests the server counted), it ends at 81.83 s, 1.258×; the same client knowing every output length in
+ * advance, at 1.003×. What is left between those is the order of the calls: fed the longest calls first (the
+ * caller's order; the limiter keeps arrival order), Sluice ends at 1.069×, within the goal. Five other draws
+ * of this shape (other seeds, arrivals in groups) gave the same: Sluice at the first model's figure to the
+ * millisecond, the second 1–6% lower.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget } from "@sluice/core"
@@ -47,28 +56,105 @@ const calls = (() => {
   }))
 })()
 
+/**
+ * When the best client that does not know output lengths in advance ends this run: see the header. One call per
+ * admission of the run (arrival order), with what the client reserved (`estimate`), what the server charged
+ * (`actual`) and the latency the simulator drew for it (it draws them in admission order, so a client admitting
+ * in the same order gets the same ones). Event-driven: it admits the next call as soon as its view of the
+ * server's level has room for the estimate (whole milliseconds of refill, as the limiter waits).
+ */
+const oracleFree = (
+  calls: ReadonlyArray<{ readonly estimate: number; readonly actual: number; readonly latency: number }>,
+  order: "sent together" | "in order"
+): number => {
+  const capacity = LIMITS.tpm
+  const refill = LIMITS.tpm / 60_000
+  const sent: Array<{ readonly i: number; readonly at: number }> = []
+  const levelAt = (now: number): number => {
+    const answered = (k: number) => sent[k].at + calls[sent[k].i].latency <= now
+    const charge = (k: number) => answered(k) ? calls[sent[k].i].actual : calls[sent[k].i].estimate
+    const replay = (level: number, from: number, first: number) => {
+      let t = from
+      for (let k = first; k < sent.length; k++) {
+        level = Math.min(capacity, level + refill * (sent[k].at - t)) - charge(k)
+        t = sent[k].at
+      }
+      return Math.min(capacity, level + refill * (now - t))
+    }
+    // without any report: the answered calls at their usage, the others at their estimate
+    let best = replay(capacity, 0, 0)
+    // the server's level right after each call (what its report says), charged as the server charged it
+    let server = capacity
+    let t = 0
+    for (let m = 0; m < sent.length; m++) {
+      server = Math.min(capacity, server + refill * (sent[m].at - t)) - calls[sent[m].i].actual
+      t = sent[m].at
+      if (!answered(m)) continue
+      let level = server
+      let next = m + 1
+      if (order === "sent together") {
+        // the others sent in its instant: after it (its report does not count them) unless answered before it
+        for (let k = 0; k < sent.length; k++) {
+          if (k === m || sent[k].at !== sent[m].at) continue
+          if (k > m || !answered(k)) level -= charge(k)
+          if (k > m) next = k + 1
+        }
+      }
+      best = Math.max(best, replay(level, sent[m].at, next))
+    }
+    return best
+  }
+  let now = 0
+  while (sent.length < calls.length) {
+    const { estimate } = calls[sent.length]
+    const level = levelAt(now)
+    if (level >= estimate) {
+      sent.push({ i: sent.length, at: now })
+      continue
+    }
+    // the refill makes room, or an answer (a refund, a report) comes first
+    let to = now + Math.ceil((estimate - level) / refill)
+    for (const { at, i } of sent) if (at + calls[i].latency > now) to = Math.min(to, at + calls[i].latency)
+    now = to
+  }
+  return Math.max(...sent.map(({ at, i }) => at + calls[i].latency))
+}
+
 /** The server's minimum for what it charged (its buckets start full) plus the largest latency it served. */
 const boundOf = (stats: SimStats.Snapshot) => {
   const latency = Math.max(...stats.attempts.map((a) => a.latencyMs ?? 0))
   return { minimum: SimStats.theoreticalMinimum(stats, LIMITS), latency }
 }
 
-const sluice = withService({
-  timeSlice: false,
-  budgets: [
-    Budget.make(POOL, [Budget.Limit.perMinute("requests", LIMITS.rpm), Budget.Limit.perMinute("tokens", LIMITS.tpm)])
-  ]
-}, (openai, events) =>
-  Effect.gen(function*() {
-    const start = yield* Clock.currentTimeMillis
-    const { endedAt, exit } = yield* drive(
-      Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: 256 })
-    )
-    expect(Exit.isSuccess(exit)).toBe(true)
-    const stats = yield* Simulator.stats
-    const admitted = events.filter((e) => e._tag === "Admitted").map((e) => e.at - start)
-    return { wall: endedAt - start, stats, atOnce: admitted.filter((at) => at === 0).length, ...boundOf(stats) }
-  })).pipe(Effect.provide(Simulator.layer(scenario)))
+const sluice = (order: ReadonlyArray<(typeof calls)[number]>) =>
+  withService({
+    timeSlice: false,
+    budgets: [
+      Budget.make(POOL, [Budget.Limit.perMinute("requests", LIMITS.rpm), Budget.Limit.perMinute("tokens", LIMITS.tpm)])
+    ]
+  }, (openai, events) =>
+    Effect.gen(function*() {
+      const start = yield* Clock.currentTimeMillis
+      const { endedAt, exit } = yield* drive(
+        Effect.forEach(order, (params) => openai.chat.completions.create(params), { concurrency: 256 })
+      )
+      expect(Exit.isSuccess(exit)).toBe(true)
+      const stats = yield* Simulator.stats
+      const admissions = events.filter((e) => e._tag === "Admitted")
+      // no retries: the run's admissions, the simulator's and its answered attempts are in the same order
+      const runCalls = admissions.map((e, i) => ({
+        estimate: e.cost.tokens,
+        actual: stats.admissions[i].tokens,
+        latency: stats.attempts[i].latencyMs ?? 0
+      }))
+      return {
+        wall: endedAt - start,
+        stats,
+        runCalls,
+        atOnce: admissions.filter((e) => e.at === start).length,
+        ...boundOf(stats)
+      }
+    })).pipe(Effect.provide(Simulator.layer(scenario)))
 
 const report = (name: string, run: { wall: number; minimum: number; latency: number }) =>
   console.log(
@@ -78,28 +164,43 @@ const report = (name: string, run: { wall: number; minimum: number; latency: num
   )
 
 describe("OpenAi: few large calls, budgets equal to the server's", () => {
-  it.effect("every call succeeds with no 429; the estimates fill the bucket at 36 calls", () =>
-    Effect.gen(function*() {
-      const ours = yield* sluice
-      report("budgets equal to the server's", ours)
-      expect(ours.stats.byStatus).toEqual({ "200": 90 })
-      // the cause above: 36 estimates fill the 200,000-token bucket, where what the server charged for the
-      // first 64 calls (prompt + half the maximum) fits it
-      expect(ours.atOnce).toBe(36)
-      const first64 = ours.stats.admissions.slice(0, 64).reduce((sum, a) => sum + a.tokens, 0)
-      expect(first64).toBeLessThanOrEqual(LIMITS.tpm)
-    }), 300_000)
-
-  // Issue 13's goal (within 1.10× the minimum plus the largest latency) is not met yet: 82.8 s against
-  // 22.8 s + 42.2 s, 1.27×. The run is deterministic, so the band is pinned: a change that makes it worse fails
-  // here, and one that meets the goal fails too (then the bound becomes `≤ 1.10` and the lower one goes).
   it.effect(
-    "ends at 1.27× the minimum plus the largest latency (goal 1.10×, not met: see the cause above)",
+    "no 429; 36 estimates fill the bucket at once; ends with the best client that cannot know output lengths in advance (1.27×)",
     () =>
-      Effect.map(sluice, (ours) => {
-        const ratio = ours.wall / (ours.minimum + ours.latency)
-        expect(ratio).toBeGreaterThan(1.1)
-        expect(ratio).toBeLessThanOrEqual(1.3)
+      Effect.gen(function*() {
+        const ours = yield* sluice(calls)
+        report("budgets equal to the server's", ours)
+        expect(ours.stats.byStatus).toEqual({ "200": 90 })
+        // 36 estimates fill the 200,000-token bucket, where what the server charged for the first 64 calls
+        // (prompt + half the maximum) fits it
+        expect(ours.atOnce).toBe(36)
+        const first64 = ours.stats.admissions.slice(0, 64).reduce((sum, a) => sum + a.tokens, 0)
+        expect(first64).toBeLessThanOrEqual(LIMITS.tpm)
+        const bound = ours.minimum + ours.latency
+        const together = oracleFree(ours.runCalls, "sent together")
+        const inOrder = oracleFree(ours.runCalls, "in order")
+        report("oracle-free, calls sent together", { ...ours, wall: together })
+        report("oracle-free, their order known", { ...ours, wall: inOrder })
+        // the models of the header, on this run's figures (82.81 s and 81.83 s): the goal (1.10×) is out of
+        // reach of both
+        expect(together / bound).toBeGreaterThan(1.27)
+        expect(together / bound).toBeLessThan(1.28)
+        expect(inOrder / bound).toBeGreaterThan(1.25)
+        expect(inOrder / bound).toBeLessThan(1.26)
+        // Sluice ends with the first (within a millisecond: its answers come at fractional times)
+        expect(ours.wall).toBeLessThanOrEqual(together + 1)
+      }),
+    300_000
+  )
+
+  it.effect(
+    "the longest calls first (the caller's order): no 429, within the goal of 1.10× (1.07×)",
+    () =>
+      Effect.gen(function*() {
+        const ours = yield* sluice([...calls].sort((a, b) => b.max_tokens - a.max_tokens))
+        report("longest first", ours)
+        expect(ours.stats.byStatus).toEqual({ "200": 90 })
+        expect(ours.wall / (ours.minimum + ours.latency)).toBeLessThanOrEqual(1.1)
       }),
     300_000
   )
