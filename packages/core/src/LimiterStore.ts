@@ -108,7 +108,11 @@ export class LimiterStoreError
  * @category models
  */
 export interface Service {
-  /** Admits all debits at once, or none; checks the gates first. */
+  /**
+   * Admits all debits at once, or none; checks the gates first. A debit above its bucket's capacity (a cost
+   * above a burst, which the limiter lets through within the limit's amount) waits for the bucket to be full,
+   * then takes it below zero (debt).
+   */
   readonly tryAcquire: (
     debits: ReadonlyArray<Debit>,
     gates: ReadonlyArray<GateKey>
@@ -220,7 +224,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
     for (const debit of debits) {
       const { bucket } = debit
       const level = Bucket.levelAt(buckets.get(bucket.id), bucket.capacity, bucket.refillPerMs, now)
-      const wait = Bucket.waitFor(level, debit.amount, bucket.capacity, bucket.refillPerMs)
+      const wait = Bucket.waitForDebit(level, debit.amount, bucket.capacity, bucket.refillPerMs)
       if (wait > worstWait) {
         worstWait = wait
         worst = { _tag: "Denied", waitMillis: wait, scope: bucket.scope, dimension: bucket.dimension, reason: "limit" }

@@ -238,8 +238,9 @@ export interface Observation {
    * it, and keeps it when later reports give none. A configured limit keeps its amount, but a burst smaller
    * than its capacity becomes its bucket's capacity (the server proved it: a configured figure cannot make
    * it admit more); it shows as learned in `snapshot`, and a later burst only narrows it. A cost above a
-   * burst, learned or configured (within the amount), waits, as at such a server, for the bucket to be full
-   * and takes it into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
+   * burst, learned or configured (any cost within the amount: however narrow a learned burst, it never
+   * forbids a call the server would accept), waits, as at such a server, for the bucket to be full and takes
+   * it into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
    *
    * @since 0.1.0
    */

@@ -1,13 +1,14 @@
 /**
  * Learned limits that the server enforces but does not announce (`Observation.burst`): a learned limit
- * takes a burst below its amount and keeps it across later reports; a cost above a learned burst waits for
- * a full bucket and takes it into debt, as such a server does; a learned bucket that grows gains the room it
+ * takes a burst below its amount and keeps it across later reports; a cost above a learned burst (any cost
+ * within the amount: however narrow a learned burst, it never forbids a call the server would accept) waits
+ * for a full bucket and takes it into debt, as such a server does; a learned bucket that grows gains the room it
  * grew by. A configured limit keeps its amount but takes a smaller burst; a cost above a configured burst
  * waits and takes the bucket into debt the same way.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Clock, Effect, FastCheck as fc, TestClock } from "effect"
+import { Effect, FastCheck as fc, TestClock } from "effect"
 
 const SCOPE = "org:a/pool:m"
 
@@ -61,33 +62,45 @@ describe("RateLimiter: learned bursts", () => {
       })))
 
   it.effect.prop(
-    "a cost above a burst, learned or configured (within the amount), waits for a full bucket, then takes it into debt",
+    "a learned burst never forbids a call the server would accept: after any reports, a cost within the amount is admitted once the bucket has room for it (a full bucket when it is above the burst, then taken into debt); above the amount, it fails at once",
     {
-      burst: fc.integer({ min: 100, max: 5_000 }),
-      over: fc.double({ min: 1.01, max: 5, noNaN: true }),
-      configured: fc.boolean()
+      bursts: fc.array(fc.integer({ min: 1, max: 59_999 }), { minLength: 1, maxLength: 4 }),
+      configured: fc.boolean(),
+      cost: fc.integer({ min: 1, max: 60_000 })
     },
-    ({ burst, configured, over }) =>
+    ({ bursts, configured, cost }) =>
       run(
-        configured ? [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000, burst)])] : [],
+        configured ? [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 60_000)])] : [],
         (limiter) =>
           Effect.gen(function*() {
-            if (!configured) yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000, burst })
-            const cost = Math.min(60_000, Math.ceil(burst * over))
+            if (!configured) yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 60_000 })
+            // each report narrows it (a 429 proved a smaller bucket: the least seen, as `@sluice/openai` learns
+            // it), down to 1 token
+            let burst = Number.POSITIVE_INFINITY
+            for (const seen of bursts) {
+              burst = Math.min(burst, seen)
+              yield* limiter.sync(SCOPE, { dimension: "tokens", burst })
+            }
+            expect((yield* levelOf(limiter)).limit.burst).toBe(burst)
+            const over = yield* Effect.exit(limiter.acquire([SCOPE], { tokens: 60_001 }))
+            expect(over._tag === "Failure" && over.cause._tag === "Fail" && over.cause.error._tag).toBe(
+              "CostExceedsCapacity"
+            )
             yield* limiter.acquire([SCOPE], { tokens: Math.ceil(burst / 2) })
+            const left = burst - Math.ceil(burst / 2)
             const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
-            // the bucket refills 1 token a ms: full again after ceil(burst / 2) ms, not after `cost`
-            yield* TestClock.adjust(Math.ceil(burst / 2) + 1)
+            // the bucket refills 1 token a ms: room for the cost (at most the burst: a full bucket) after
+            const wait = Math.max(0, Math.min(cost, burst) - left)
+            yield* TestClock.adjust(wait)
             const exit = yield* fiber.await
             expect(exit._tag).toBe("Success")
             if (exit._tag !== "Success") return
-            // admitted as soon as the bucket was full again, and into debt by what it exceeds the burst by
-            expect(exit.value.admittedAt).toBe(Math.ceil(burst / 2))
-            const now = yield* Clock.currentTimeMillis
-            expect((yield* levelOf(limiter)).level).toBeCloseTo(burst - cost + (now - exit.value.admittedAt), 6)
+            expect(exit.value.admittedAt).toBe(wait)
+            // into debt by what it exceeds the level by
+            expect((yield* levelOf(limiter)).level).toBeCloseTo(Math.max(left, Math.min(cost, burst)) - cost, 6)
           })
       ),
-    { fastCheck: { numRuns: 20 } }
+    { fastCheck: { numRuns: 30 } }
   )
 
   it.effect("a learned bucket that grows gains the room it grew by", () =>

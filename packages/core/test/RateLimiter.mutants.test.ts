@@ -79,7 +79,7 @@ describe("RateLimiter: which budget a scope gets", () => {
     }))
 })
 
-describe("RateLimiter: learned bursts charged in parts", () => {
+describe("RateLimiter: a cost above a learned burst", () => {
   const learnedBurst = (cost: number, limit = 60_000) =>
     run({ budgets: [] }, (limiter) =>
       Effect.gen(function*() {
@@ -88,10 +88,14 @@ describe("RateLimiter: learned bursts charged in parts", () => {
         return Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit._tag
       }))
 
-  it.effect("a cost of up to 64 bursts is charged in parts; above, or above the amount, it never fits", () =>
+  it.effect("is admitted however many bursts it is, up to the amount; above the amount it never fits", () =>
     Effect.gen(function*() {
-      expect(yield* learnedBurst(6_400)).toBe("Success")
-      expect(yield* learnedBurst(6_401)).toBe("CostExceedsCapacity")
+      // a full bucket admits it at once (into debt), 1 or 600 bursts alike: the burst never forbids a call the
+      // server would accept
+      expect(yield* learnedBurst(101)).toBe("Success")
+      expect(yield* learnedBurst(6_401)).toBe("Success")
+      expect(yield* learnedBurst(60_000)).toBe("Success")
+      expect(yield* learnedBurst(60_001)).toBe("CostExceedsCapacity")
       expect(yield* learnedBurst(1_000, 1_000)).toBe("Success")
       expect(yield* learnedBurst(1_001, 1_000)).toBe("CostExceedsCapacity")
     }))

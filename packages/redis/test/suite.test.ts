@@ -18,11 +18,18 @@ afterAll(async () => {
 })
 
 let builds = 0
-// Every build (the suite uses Layer.fresh per test) gets its own key prefix: a clean slate on one server.
+// Every build (the suite uses Layer.fresh per test) gets its own key prefix: a clean slate on one server. The
+// command timeout is long: the suite is about the limiter's behaviour, and on a loaded machine (load 30) a
+// call slower than the default 250 ms failed a test now and then (fail-closed: the acquire failed).
 const store = Layer.scoped(
   LimiterStore.LimiterStore,
   Effect.suspend(() =>
-    RedisLimiterStore.make({ url: server.url, keyPrefix: `suite${process.pid}x${builds++}`, time: "clock" })
+    RedisLimiterStore.make({
+      url: server.url,
+      keyPrefix: `suite${process.pid}x${builds++}`,
+      time: "clock",
+      commandTimeout: "5 seconds"
+    })
   )
 )
 

@@ -39,3 +39,13 @@ export const waitFor = (level: number, amount: number, capacity: number, refillP
   if (refillPerMs <= 0) return Number.POSITIVE_INFINITY
   return Math.max(1, Math.ceil((amount - level) / refillPerMs - EPSILON))
 }
+
+/**
+ * Milliseconds until a debit of `amount` is admitted by a bucket at `level`: a debit above the capacity (a cost
+ * above a burst: see `RateLimiter`) needs the bucket full, then takes it below zero, as a server that enforces
+ * a burst below its limit does; one within it needs room for itself (`waitFor`).
+ *
+ * @internal
+ */
+export const waitForDebit = (level: number, amount: number, capacity: number, refillPerMs: number): number =>
+  waitFor(level, amount > capacity ? capacity : amount, capacity, refillPerMs)

@@ -51,8 +51,6 @@ const REPORT_SKEW_MILLIS = 50
  */
 const BURST_CALLS = 64
 const BURST_WINDOW_MILLIS = 250
-/** A cost above a learned burst is charged in at most this many parts (each within the burst). */
-const MAX_DEBT_PARTS = 64
 
 interface Prepared {
   readonly scopes: ReadonlyArray<string>
@@ -239,17 +237,14 @@ export const make = (
       for (const resolved of plan.resolved) {
         const raw = cost[resolved.limit.dimension]
         if (raw === undefined || !(raw > 0)) continue
-        if (raw > resolved.spec.capacity) {
-          // a burst is a server's (a limit enforced over a shorter period than announced, learned or given):
-          // like it, a cost above the burst but within the amount waits for the bucket to be full, then takes
-          // it into debt (charged in parts of at most the capacity, each of which fits a full bucket)
-          const parts = Math.ceil(raw / resolved.spec.capacity)
-          if (resolved.limit.burst !== undefined && raw <= resolved.limit.amount && parts <= MAX_DEBT_PARTS) {
-            debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
-            const rest = (raw - resolved.spec.capacity) / (parts - 1)
-            for (let part = 1; part < parts; part++) debits.push({ bucket: resolved.spec, amount: rest })
-            continue
-          }
+        // A burst is a server's (a limit enforced over a shorter period than announced, learned or given): like
+        // it, a cost above the burst but within the amount waits for the bucket to be full, then takes it into
+        // debt (the store admits a debit above its bucket's capacity so). However narrow a learned burst, it
+        // never forbids a call the server would accept: only a cost above the amount fails (the server's
+        // "Request too large").
+        if (
+          raw > resolved.spec.capacity && (resolved.limit.burst === undefined || raw > resolved.limit.amount)
+        ) {
           return new CostExceedsCapacity({
             scope: resolved.spec.scope,
             dimension: resolved.limit.dimension,
@@ -1202,7 +1197,10 @@ export const make = (
         resolved.forEach((entry, i) => {
           const amount = cost[entry.limit.dimension] ?? 0
           if (!(amount > 0)) return
-          const wait = Bucket.waitFor(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
+          // a cost above a burst (within the amount) waits for a full bucket, as `acquire` does
+          const wait = entry.limit.burst !== undefined && amount <= entry.limit.amount
+            ? Bucket.waitForDebit(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
+            : Bucket.waitFor(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
           if (wait > waitMillis) {
             waitMillis = wait
             binding = Option.some({ scope: entry.spec.scope, dimension: entry.spec.dimension, reason: "limit" })

@@ -80,6 +80,29 @@ export const limiterBehaviourSuite = (
           })
       ))
 
+    it.effect("a cost above a burst (within the amount) waits for a full bucket and takes it into debt, at any ratio", () =>
+      withLimiter([rpm("org:a", 6_000, 10)], (limiter) =>
+        Effect.gen(function*() {
+          // 100 bursts at once, in one admission (the store admits a debit above its capacity on a full bucket)
+          yield* limiter.acquire(["org:a"], { requests: 1 })
+          const large = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1_000 }))
+          // 0.1 a ms: full again after 10 ms
+          yield* TestClock.adjust("9 millis")
+          expect(Option.isNone(yield* Fiber.poll(large))).toBe(true)
+          yield* TestClock.adjust("1 millis")
+          expect(Exit.isSuccess(yield* Fiber.await(large))).toBe(true)
+          expect(yield* levelOf(limiter, "org:a", "requests")).toBeCloseTo(-990, 6)
+          // the next call waits for the debt to refill: 9,910 ms
+          const next = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+          yield* TestClock.adjust("9909 millis")
+          expect(Option.isNone(yield* Fiber.poll(next))).toBe(true)
+          yield* TestClock.adjust("1 millis")
+          expect(Exit.isSuccess(yield* Fiber.await(next))).toBe(true)
+          // above the amount it never fits
+          const error = yield* Effect.flip(limiter.acquire(["org:a"], { requests: 6_001 }))
+          expect(error._tag).toBe("CostExceedsCapacity")
+        })))
+
     it.effect("settle refunds an over-estimate and charges an under-estimate into debt", () =>
       withLimiter(
         [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 6000)])],

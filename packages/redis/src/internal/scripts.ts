@@ -110,7 +110,8 @@ for j = 1, n do
   local capacity, refill, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local level = level_of(values[ngates + j], capacity, refill, now)
   levels[j] = level
-  local w = wait_for(level, amount, capacity, refill)
+  -- a debit above the capacity (a cost above a burst) needs the bucket full, then takes it into debt
+  local w = wait_for(level, math.min(amount, capacity), capacity, refill)
   if w > worst then worst, worst_index, worst_reason = w, j, 'limit' end
 end
 if worst_index ~= 0 then
