@@ -36,12 +36,13 @@ const MODEL = "gpt-4o-mini"
 const POOL = "org:default/pool:gpt-4o-mini"
 const LIMITS = { rpm: 5_000, tpm: 200_000 }
 
-const scenario = SimConfig.make({
+const input = {
   seed: 20_261_206,
-  models: { [MODEL]: { kind: "chat", limits: LIMITS, contextWindow: 128_000 } },
-  latency: { request: { _tag: "lognormal", median: 500, sigma: 0.5, max: 6_000 }, perOutputTokenMs: 10 },
+  models: { [MODEL]: { kind: "chat" as const, limits: LIMITS, contextWindow: 128_000 } },
+  latency: { request: { _tag: "lognormal" as const, median: 500, sigma: 0.5, max: 6_000 }, perOutputTokenMs: 10 },
   output: { fraction: 0.5 }
-})
+}
+const scenario = SimConfig.make(input)
 
 /** 90 calls of 200–400 prompt words ("lorem ipsum dolor sit amet ": about 6.75 tokens per 5 words), seeded. */
 const calls = (() => {
@@ -126,7 +127,7 @@ const boundOf = (stats: SimStats.Snapshot) => {
   return { minimum: SimStats.theoreticalMinimum(stats, LIMITS), latency }
 }
 
-const sluice = (order: ReadonlyArray<(typeof calls)[number]>) =>
+const sluice = (order: ReadonlyArray<(typeof calls)[number]>, server = scenario) =>
   withService({
     timeSlice: false,
     budgets: [
@@ -154,7 +155,7 @@ const sluice = (order: ReadonlyArray<(typeof calls)[number]>) =>
         atOnce: admissions.filter((e) => e.at === start).length,
         ...boundOf(stats)
       }
-    })).pipe(Effect.provide(Simulator.layer(scenario)))
+    })).pipe(Effect.provide(Simulator.layer(server)))
 
 const report = (name: string, run: { wall: number; minimum: number; latency: number }) =>
   console.log(
@@ -201,6 +202,21 @@ describe("OpenAi: few large calls, budgets equal to the server's", () => {
         report("longest first", ours)
         expect(ours.stats.byStatus).toEqual({ "200": 90 })
         expect(ours.wall / (ours.minimum + ours.latency)).toBeLessThanOrEqual(1.1)
+      }),
+    300_000
+  )
+
+  // A server that keeps the estimate charged (`enforcement.settle: "never"`: counting `max_tokens` whatever the
+  // answer used, a reading of OpenAI's guide) charges what the client reserves: the client's refunds at settle
+  // are more than that server gives back, and its reports (adopted both ways) take them back.
+  it.effect(
+    "a server that never trues up to usage: no 429, within the minimum plus the largest latency (0.99×)",
+    () =>
+      Effect.gen(function*() {
+        const ours = yield* sluice(calls, SimConfig.make({ ...input, enforcement: { settle: "never" } }))
+        report("a server that never settles", ours)
+        expect(ours.stats.byStatus).toEqual({ "200": 90 })
+        expect(ours.wall / (ours.minimum + ours.latency)).toBeLessThanOrEqual(1)
       }),
     300_000
   )

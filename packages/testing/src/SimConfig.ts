@@ -266,6 +266,16 @@ export const Enforcement = Schema.Struct({
    * character count of your request").
    */
   estimate: Schema.optionalWith(Schema.Literal("sum", "max"), { default: () => "sum" as const }),
+  /**
+   * What becomes of the estimate charged at admission (chat and Responses calls, embeddings, images): `admission`
+   * (the default) trues it up or down to the call's usage at once (the simulator knows the output in advance);
+   * `never` keeps it, as a server that counts `max_tokens` whatever the answer used would (OpenAI's rate-limit
+   * guide advises setting `max_tokens` close to the expected size because the limit counts it). A failed call is
+   * refunded its tokens either way. Whether OpenAI trues up, and when, is not documented.
+   *
+   * @since 0.2.0
+   */
+  settle: Schema.optionalWith(Schema.Literal("admission", "never"), { default: () => "admission" as const }),
   /** Rejected requests (429 on tokens, 400s, faults) still consume a request from RPM/RPD. */
   rejectedCountAgainstRpm: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   /** Send `retry-after` (whole seconds, rounded up) on 429s. */
@@ -440,6 +450,7 @@ export const Scenario = Schema.Struct({
   enforcement: Schema.optionalWith(Enforcement, {
     default: () => ({
       estimate: "sum" as const,
+      settle: "admission" as const,
       rejectedCountAgainstRpm: true,
       retryAfter: true,
       retryAfterFormat: "seconds" as const,

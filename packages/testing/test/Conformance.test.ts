@@ -80,6 +80,20 @@ describe("limits", () => {
         .toBe(200)
     }).pipe(withSim(Scenario.single("gpt-4o-mini", { rpm: 100, tpm: 1000 }))))
 
+  it.effect("settle: never keeps the estimate charged (usage as served; stats count what was charged)", () =>
+    Effect.gen(function*() {
+      // the same call as above: estimate 500, usage 300, but the bucket keeps the 500
+      const first = yield* post("/v1/chat/completions", chatBody("x".repeat(400), { n: 2, max_tokens: 200 }))
+      expect(first.status).toBe(200)
+      expect(first.json.usage.total_tokens).toBe(300)
+      expect(first.headers["x-ratelimit-remaining-tokens"]).toBe("500")
+      // 600 more do not fit 500 (they would have fitted the 700 a settled bucket holds)
+      const second = yield* post("/v1/chat/completions", chatBody("x".repeat(400), { max_completion_tokens: 500 }))
+      expect(second.status).toBe(429)
+      expect(second.json.error.message).toContain("Limit 1000, Used 500, Requested 600.")
+      expect((yield* Simulator.stats).admissions.map((a) => a.tokens)).toEqual([500])
+    }).pipe(withSim(Scenario.single("gpt-4o-mini", { rpm: 100, tpm: 1000 }, { enforcement: { settle: "never" } }))))
+
   it.effect("rejected requests need not count against RPM", () =>
     Effect.gen(function*() {
       expect((yield* post("/v1/chat/completions", chatBody("x", { max_tokens: 2000 }))).status).toBe(200)

@@ -1149,8 +1149,10 @@ export class Model {
     }
 
     const served = this.serve(endpoint.kind, parsed, Math.floor(now / 1000))
-    // settle: true the estimate up or down to actual usage
-    const actual = estimate === 0 ? 0 : served.promptTokens + served.outputTokens
+    // settle: true the estimate up or down to actual usage (or keep it: `enforcement.settle`)
+    const actual = estimate === 0 || this.scenario.enforcement.settle === "never"
+      ? estimate
+      : served.promptTokens + served.outputTokens
     this.charge(scopes, "tokens", actual - estimate)
     admitted(actual, images)
     this.addSpend(org, this.cost(spec, served))
