@@ -40,6 +40,7 @@ import * as Call from "./internal/call.js"
 import * as Endpoints from "./internal/endpoint.js"
 import * as Learn from "./internal/learn.js"
 import * as TimeSlice from "./internal/timeSlice.js"
+import * as Wire from "./internal/wire.js"
 import type * as OpenAiError from "./OpenAiError.js"
 import * as ResponseCache from "./ResponseCache.js"
 import * as Tiers from "./Tiers.js"
@@ -399,6 +400,12 @@ export const scopesFor: (
  * breaker around each attempt, and each attempt admitted, marked sent, sent, settled, synced, and on a
  * failure classified and fed back.
  *
+ * An attempt is marked sent when its request goes on the wire, not when the SDK is called: the SDK may await an
+ * `apiKey` function or a token provider first, and the limiter reads the server's reports by the order calls were
+ * marked sent. So the client's `fetch` is wrapped (once, however many services share the client) by a
+ * pass-through that tells a governed request's attempt it is being sent; requests made with the client directly
+ * go through it untouched.
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -414,7 +421,12 @@ export const make = (
       : options.cache ?? Option.getOrUndefined(yield* Effect.serviceOption(ResponseCache.ResponseCache))
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
     const sliceMillis = TimeSlice.millisOf(options.timeSlice)
-    const requestOptions = (signal: AbortSignal) => ({ maxRetries: 0, signal })
+    const wired = Wire.install(client)
+    const requestOptions = (signal: AbortSignal, onWire: (() => void) | undefined) => ({
+      maxRetries: 0,
+      signal,
+      ...(onWire === undefined ? {} : { fetchOptions: Wire.options(onWire) })
+    })
 
     /** A call on `path`, once it has its turn of the thread and its body has been read. */
     const governed = <A>(
@@ -489,7 +501,9 @@ export const make = (
         cached("/chat/completions", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
-          send: (signal) => client.chat.completions.create(params, requestOptions(signal)).withResponse()
+          wired,
+          send: (signal, onWire) =>
+            client.chat.completions.create(params, requestOptions(signal, onWire)).withResponse()
         })),
         (answer) => answer.body
       )
@@ -502,11 +516,12 @@ export const make = (
           path: "/chat/completions",
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
+          wired,
           // the final chunk carries the usage the reservation settles to
-          send: (signal) =>
+          send: (signal, onWire) =>
             client.chat.completions.create(
               { ...params, stream: true, stream_options: { ...params.stream_options, include_usage: true } },
-              requestOptions(signal)
+              requestOptions(signal, onWire)
             ).withResponse()
         }, call)
       })
@@ -529,7 +544,8 @@ export const make = (
         cached("/responses", params, model, call, () => ({
           model,
           estimate: TokenEstimator.responses(params as any, estimateOptions),
-          send: (signal) => client.responses.create(params, requestOptions(signal)).withResponse()
+          wired,
+          send: (signal, onWire) => client.responses.create(params, requestOptions(signal, onWire)).withResponse()
         })),
         // an answer that says its response `failed` fails of its kind (after the call settled); one kept by the
         // bulk runner's `request` has no SDK `output_text` yet
@@ -542,7 +558,8 @@ export const make = (
         cached("/embeddings", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.embeddings(params),
-          send: (signal) => client.embeddings.create(params, requestOptions(signal)).withResponse()
+          wired,
+          send: (signal, onWire) => client.embeddings.create(params, requestOptions(signal, onWire)).withResponse()
         })),
         (answer) => answer.body
       )
@@ -552,7 +569,8 @@ export const make = (
         cached("/images/generations", params, params.model ?? "dall-e-2", call, () => ({
           model: params.model ?? "dall-e-2",
           estimate: TokenEstimator.images(params),
-          send: (signal) => client.images.generate(params, requestOptions(signal)).withResponse()
+          wired,
+          send: (signal, onWire) => client.images.generate(params, requestOptions(signal, onWire)).withResponse()
         })),
         (answer) => answer.body
       )
@@ -568,8 +586,11 @@ export const make = (
           return {
             model: estimate.model,
             estimate,
-            send: (signal) =>
-              client.post(path, { body, maxRetries: 0, signal }).withResponse() as Promise<Call.Answer<unknown>>
+            wired,
+            send: (signal, onWire) =>
+              client.post(path, { body, ...requestOptions(signal, onWire) }).withResponse() as Promise<
+                Call.Answer<unknown>
+              >
           }
         }),
         (answer) => ({

@@ -7,8 +7,10 @@
  * 1. **admit**: a pool that has not heard from the server yet lets one probe out first, the call takes its turn
  *    on the pool's learning ramp (both in `learn.ts`), then `RateLimiter.acquire` charges its estimate on every
  *    scope at once (organization, pool, project, tenant), waiting in its lane for room;
- * 2. **mark sent**, last before the request leaves: the order marked is the order sent, by which the limiter
- *    ages the server's reports;
+ * 2. **mark sent** as the request leaves: the order marked is the order sent, by which the limiter ages the
+ *    server's reports. An SDK request is marked from inside the `fetch` the SDK calls ({@link Request.wired}),
+ *    after the SDK's own preparation (an `apiKey` function, a token provider), which may take a while: marked
+ *    before it, a report of a call sent later would be read as counting this one, not yet on the wire;
  * 3. **send** through the SDK (its own retries off), the answer checked against the endpoint's shape;
  * 4. **settle**, then **sync**: the permit is trued to the answer's `usage`, then the answer's `x-ratelimit-*`
  *    report is folded in ({@link settleThenSync}: the rule of their order is written there, once);
@@ -31,6 +33,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { CallError, OpenAi } from "../OpenAi.js"
@@ -60,7 +63,19 @@ export interface Request<A> {
   readonly path: Endpoints.Path
   readonly model: string
   readonly estimate: TokenEstimator.Estimate
-  readonly send: (signal: AbortSignal) => Promise<Answer<A>> | Effect.Effect<Answer<A>, unknown>
+  /**
+   * One attempt. When {@link wired}, it calls `onWire` as its request leaves (from the `fetch` it is sent
+   * through); else `onWire` is `undefined` and the attempt is marked sent just before `send` is called.
+   */
+  readonly send: (
+    signal: AbortSignal,
+    onWire: (() => void) | undefined
+  ) => Promise<Answer<A>> | Effect.Effect<Answer<A>, unknown>
+  /**
+   * `send` calls its `onWire` as the request goes on the wire. An attempt whose send never does (it failed in
+   * the SDK before any `fetch`) is marked sent when it ends.
+   */
+  readonly wired?: boolean | undefined
 }
 
 /** A stream's chunks as its answer carries them: the SDK's async iterable, or an Effect `Stream`. */
@@ -311,11 +326,28 @@ export const make = (
           waitedMillis: admitted.waitedMillis,
           ...(number > 1 && call.lastFailure !== undefined ? { retryOf: call.lastFailure } : {})
         })
-        // 2. last before the request leaves: the order marked is the order sent
-        const sentAt = yield* Clock.currentTimeMillis
-        yield* permit.markSent
+        // 2. marked sent as the request leaves: the order marked is the order sent
+        let sentAt = -1
+        const mark = Effect.zipRight(
+          permit.markSent,
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            sentAt = now
+          })
+        )
+        let onWire: (() => void) | undefined = undefined
+        if (request.wired === true) {
+          // called from the SDK's `fetch`, outside this fiber: marked on its runtime (its Clock), once
+          const runtime = yield* Effect.runtime<never>()
+          onWire = () => {
+            if (sentAt < 0) Runtime.runSyncExit(runtime, mark)
+          }
+        } else {
+          yield* mark
+        }
         // 3. send: a call's answer checked against its endpoint's shape (a stream's is its chunks, read later)
-        const outcome = yield* Effect.either(sendOnce(request, held, controller.signal))
+        const outcome = yield* Effect.either(sendOnce(request, held, controller.signal, onWire))
+        // never on the wire (the SDK failed before its fetch): counted sent as of now, as a refused connection is
+        if (sentAt < 0) yield* mark
         const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
         const since: Since = { permit, sentAt, adopt: !held && settleUsage }
         if (Either.isLeft(outcome)) {
@@ -465,11 +497,16 @@ export const make = (
  * 3. One attempt sent: the SDK's promise or an Effect; a call's answer (not a stream's) checked against its
  * endpoint's shape. A send that throws fails with what it threw.
  */
-const sendOnce = <A>(request: Request<A>, held: boolean, signal: AbortSignal): Effect.Effect<Answer<A>, unknown> =>
+const sendOnce = <A>(
+  request: Request<A>,
+  held: boolean,
+  signal: AbortSignal,
+  onWire: (() => void) | undefined
+): Effect.Effect<Answer<A>, unknown> =>
   Effect.suspend(() => {
     let sending: Promise<Answer<A>> | Effect.Effect<Answer<A>, unknown>
     try {
-      sending = request.send(signal)
+      sending = request.send(signal, onWire)
     } catch (error) {
       return Effect.fail(error)
     }
