@@ -88,9 +88,11 @@ describe("RateLimiter: learned bursts", () => {
             )
             yield* limiter.acquire([SCOPE], { tokens: Math.ceil(burst / 2) })
             const left = burst - Math.ceil(burst / 2)
-            const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
             // the bucket refills 1 token a ms: room for the cost (at most the burst: a full bucket) after
             const wait = Math.max(0, Math.min(cost, burst) - left)
+            // and `peek` says so
+            expect((yield* limiter.peek([SCOPE], { tokens: cost })).waitMillis).toBe(wait)
+            const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { tokens: cost }))
             yield* TestClock.adjust(wait)
             const exit = yield* fiber.await
             expect(exit._tag).toBe("Success")
