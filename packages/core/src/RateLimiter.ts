@@ -289,6 +289,12 @@ export declare namespace RateLimiter {
      * when several processes share a store (Redis), so they do not all retry at once. Default 0.
      */
     readonly wakeJitter?: number | undefined
+    /**
+     * Which scopes' buckets the level gauges (`sluice_limiter_level`, `sluice.limiter.limit`,
+     * `sluice.limiter.utilization`) report. Default `Metrics.sharedScope`: every scope but a tenant's, whose
+     * series would grow with the number of tenants; `() => true` reports them all.
+     */
+    readonly metricScopes?: ((scope: string) => boolean) | undefined
   }
 
   /**
@@ -444,6 +450,40 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
 export const make: (
   options: RateLimiter.Options
 ) => Effect.Effect<Service, never, LimiterStore.LimiterStore | Scope.Scope> = internal.make
+
+/**
+ * Keeps the limiter's gauges current: a snapshot every `every` (on the `Clock`) for as long as the scope is
+ * open, so the levels, limits, utilisation and queue depths an exporter reads are at most that old. A snapshot
+ * that fails (a store that cannot answer) is skipped; the next one tries again.
+ *
+ * @since 0.2.0
+ * @category metrics
+ * @example
+ * ```ts
+ * import { Budget, RateLimiter } from "@sluice/core"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const limiter = yield* RateLimiter.RateLimiter
+ *   yield* RateLimiter.sampleMetrics(limiter, "1 second") // until the scope closes
+ *   // ... the calls
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.provide(RateLimiter.layerMemory({
+ *     budgets: [Budget.make("org:acme", [Budget.Limit.perMinute("requests", 500)])]
+ *   }))
+ * )
+ * ```
+ */
+export const sampleMetrics = (
+  limiter: Service,
+  every: Duration.DurationInput
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.asVoid(
+    Effect.forkScoped(
+      Effect.ignore(limiter.snapshot).pipe(Effect.zipRight(Effect.sleep(every)), Effect.forever, Effect.interruptible)
+    )
+  )
 
 /**
  * The limiter as a layer over the `LimiterStore` in context.

@@ -210,6 +210,21 @@ export declare namespace OpenAi {
      */
     readonly onEvent?: ((event: CallEvent) => Effect.Effect<void>) | undefined
     /**
+     * The service's metrics (see `OpenAiMetrics`; they are always counted, as Effect Metrics):
+     * - `every`: keep the limiter's gauges (levels, limits, utilisation, queue depth per lane) current with a
+     *   snapshot this often, on the `Clock`, while the service lives (`RateLimiter.sampleMetrics`). Default
+     *   none: the gauges then move only when something calls `snapshot`.
+     * - `tenants`: whether a call's tenant labels its series (`tenant`): `"omit"` (default: one series per
+     *   tenant has no bound), `"label"` (the tenant as given: only for a few known tenants), or a function
+     *   that buckets tenants into a few labels (their plan, a hash modulo 10).
+     *
+     * @since 0.2.0
+     */
+    readonly metrics?: {
+      readonly every?: Duration.DurationInput | undefined
+      readonly tenants?: "omit" | "label" | ((tenant: string) => string) | undefined
+    } | undefined
+    /**
      * Shares the thread during a burst (default 4 ms): a call yields to the event loop once the current
      * macrotask has been busy for longer than this, so when thousands of calls start at once (an
      * `Effect.forEach` with `concurrency: "unbounded"`) the first requests leave after one slice instead
@@ -415,6 +430,7 @@ export const make = (
 ): Effect.Effect<OpenAi.Service, never, RateLimiter.RateLimiter | Scope.Scope> =>
   Effect.gen(function*() {
     const limiter = yield* RateLimiter.RateLimiter
+    if (options.metrics?.every !== undefined) yield* RateLimiter.sampleMetrics(limiter, options.metrics.every)
     const calls = yield* Call.make(limiter, options)
     const cache = options.cache === false
       ? undefined

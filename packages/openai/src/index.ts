@@ -9,6 +9,11 @@ export * as OpenAi from "./OpenAi.js"
 export * as OpenAiError from "./OpenAiError.js"
 
 /**
+ * @since 0.2.0
+ */
+export * as OpenAiMetrics from "./OpenAiMetrics.js"
+
+/**
  * @since 0.1.0
  */
 export * as OpenAiRetry from "./OpenAiRetry.js"

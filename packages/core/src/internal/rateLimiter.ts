@@ -24,6 +24,7 @@ import { CostExceedsCapacity, DeadlineExceeded, ScopeClosed } from "../RateLimit
 import * as Bucket from "./bucket.js"
 import { fullPasses } from "./dispatch.js"
 import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./ledger.js"
+import * as InternalMetrics from "./metrics.js"
 import { Ramps } from "./ramp.js"
 import * as Slot from "./slot.js"
 
@@ -109,8 +110,11 @@ const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
 /** An admission that did not wait: counted, and a zero in the wait histogram. */
 const admittedAtOnce = laneNames.map((_, i) =>
   Effect.zipRight(
-    Metric.increment(Metric.tagged(Metrics.admissions, "lane", laneNames[i])),
-    Metric.update(Metric.tagged(Metrics.waitMillis, "lane", laneNames[i]), 0)
+    Effect.zipRight(
+      Metric.increment(Metric.tagged(Metrics.admissions, "lane", laneNames[i])),
+      Metric.update(Metric.tagged(Metrics.waitMillis, "lane", laneNames[i]), 0)
+    ),
+    Metric.update(Metric.tagged(Metrics.waitSeconds, "lane", laneNames[i]), 0)
   )
 )
 const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
@@ -515,6 +519,7 @@ export const make = (
     const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
     const labelled = (key: string, value: string) => Arr.union([MetricLabel.make(key, value)], labels)
     const admittedLabels = laneNames.map((lane) => labelled("lane", lane))
+    const secondsLabels = admittedLabels.map((lane) => Arr.union([InternalMetrics.unitSeconds], lane))
     const rejectedLabels = {
       capacity: labelled("reason", "capacity"),
       deadline: labelled("reason", "deadline"),
@@ -530,7 +535,10 @@ export const make = (
       waiter.permit = permit
       Slot.done(waiter.deferred!, Exit.succeed(permit))
       Metrics.admissions.unsafeUpdate(1, admittedLabels[waiter.lane])
-      Metrics.waitMillis.unsafeUpdate(now - waiter.enqueuedAt, admittedLabels[waiter.lane])
+      const waited = now - waiter.enqueuedAt
+      Metrics.waitMillis.unsafeUpdate(waited, admittedLabels[waiter.lane])
+      InternalMetrics.waitSeconds.unsafeUpdate(waited / 1000, secondsLabels[waiter.lane])
+      if (waited > 0) Metrics.admissionsWaited.unsafeUpdate(1, admittedLabels[waiter.lane])
       return undefined
     }
 
@@ -1160,6 +1168,27 @@ export const make = (
         signal()
       })
 
+    /** Which scopes' buckets the level gauges report (see `RateLimiter.Options.metricScopes`). */
+    const metricScope = options.metricScopes ?? Metrics.sharedScope
+    /** Each bucket's series labels, made once (the gauges' hooks are cached by the labels array). */
+    const bucketLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+    const bucketLabels = (scope: string, dimension: string, window: Duration.Duration) => {
+      const key = `${scope}\u0000${dimension}\u0000${Duration.toMillis(window)}`
+      let tags = bucketLabelCache.get(key)
+      if (tags === undefined) {
+        tags = Arr.union(
+          [
+            MetricLabel.make("scope", scope),
+            MetricLabel.make("dimension", dimension),
+            MetricLabel.make("window", Duration.format(window))
+          ],
+          labels
+        )
+        bucketLabelCache.set(key, tags)
+      }
+      return tags
+    }
+
     const levelInfos = (resolved: ReadonlyArray<Resolved>, levels: ReadonlyArray<number>): Array<LevelInfo> =>
       resolved.map((entry, i) => ({
         scope: entry.spec.scope,
@@ -1236,20 +1265,21 @@ export const make = (
       const gates = Array.from(gateKeyCache.values())
       const read = yield* store.levels(resolved.map((entry) => entry.spec), gates)
       const levels = levelInfos(resolved, read.levels)
-      for (const info of levels) {
-        yield* Metric.set(
-          Metrics.level.pipe(
-            Metric.tagged("scope", info.scope),
-            Metric.tagged("dimension", info.dimension),
-            Metric.tagged("window", Duration.format(info.limit.window))
-          ),
-          info.level
-        )
+      for (let i = 0; i < levels.length; i++) {
+        const info = levels[i]
+        if (!metricScope(info.scope)) continue
+        const tags = bucketLabels(info.scope, info.dimension, info.limit.window)
+        const capacity = resolved[i].spec.capacity
+        Metrics.level.unsafeUpdate(info.level, tags)
+        Metrics.limit.unsafeUpdate(capacity, tags)
+        Metrics.utilization.unsafeUpdate(capacity > 0 ? 1 - info.level / capacity : 0, tags)
       }
       let interactive = 0
       let background = 0
       for (const waiter of lanes[0]) if (!waiter.done && !waiter.inFlight) interactive++
       for (const waiter of lanes[1]) if (!waiter.done && !waiter.inFlight) background++
+      Metrics.queueDepth.unsafeUpdate(interactive, admittedLabels[0])
+      Metrics.queueDepth.unsafeUpdate(background, admittedLabels[1])
       return {
         now: read.now,
         levels,

@@ -33,6 +33,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -43,6 +44,7 @@ import * as Tiers from "../Tiers.js"
 import type * as TokenEstimator from "../TokenEstimator.js"
 import * as Endpoints from "./endpoint.js"
 import * as Learn from "./learn.js"
+import * as Telemetry from "./telemetry.js"
 
 /**
  * What the SDK's `withResponse()` gives: the parsed body, the HTTP response (a fetch `Response`, or any answer
@@ -149,9 +151,51 @@ interface Call {
   /** What admission charges: the estimate (see `Endpoints.costOf`). */
   readonly cost: Budget.Cost
   readonly options: OpenAi.CallOptions | undefined
+  /** `gen_ai.operation.name` of its endpoint. */
+  readonly operation: string
+  /** Its lane, and its tenant as metric labels show it (`undefined`: left out). */
+  readonly lane: RateLimiter.Lane
+  readonly tenant: string | undefined
   /** The attempts so far, and the kind of the last one's failure (what a retry retries). */
   attempts: number
   lastFailure: Errors.OpenAiError["_tag"] | undefined
+  /** For its span: the time waited for admission over all attempts, what the last answer said. */
+  waitedMillis: number
+  answered: AnswerInfo | undefined
+}
+
+/** What an answer says of itself, for the span and `gen_ai.*` metrics. */
+interface AnswerInfo {
+  readonly model: string | undefined
+  readonly id: string | undefined
+  readonly input: number | undefined
+  readonly output: number | undefined
+  readonly finishReasons: ReadonlyArray<string> | undefined
+}
+
+const answerInfo = (data: unknown): AnswerInfo => {
+  const body = data as {
+    readonly model?: unknown
+    readonly id?: unknown
+    readonly choices?: ReadonlyArray<{ readonly finish_reason?: unknown } | null>
+    readonly status?: unknown
+  } | null
+  const { input, output } = Telemetry.usageTokens(data)
+  let finishReasons: Array<string> | undefined
+  if (Array.isArray(body?.choices)) {
+    for (const choice of body.choices) {
+      if (typeof choice?.finish_reason === "string") (finishReasons ??= []).push(choice.finish_reason)
+    }
+  } else if (typeof body?.status === "string") {
+    finishReasons = [body.status]
+  }
+  return {
+    model: typeof body?.model === "string" ? body.model : undefined,
+    id: typeof body?.id === "string" ? body.id : undefined,
+    input,
+    output,
+    finishReasons
+  }
 }
 
 /** What a stream has used so far: the output seen, and the usage chunk's figures once it came. */
@@ -243,6 +287,7 @@ export const make = (
     const emit = options.onEvent ?? (() => Effect.void)
     const settleUsage = options.settleUsage !== false
     const org = `org:${options.organization ?? "default"}`
+    const telemetry = Telemetry.make(options.metrics?.tenants, yield* FiberRef.get(FiberRef.currentMetricLabels))
     /** What the server enforces but does not announce, and the adaptive pools' first answer. */
     const learner = Learn.make(
       limiter,
@@ -262,8 +307,13 @@ export const make = (
         poolScope: scopes[1],
         cost: Endpoints.costOf(request.estimate),
         options: callOptions,
+        operation: Telemetry.operationOf(request.path),
+        lane: callOptions?.priority ?? "interactive",
+        tenant: telemetry.tenantLabel(callOptions?.tenant),
         attempts: 0,
-        lastFailure: undefined
+        lastFailure: undefined,
+        waitedMillis: 0,
+        answered: undefined
       }
     }
 
@@ -317,6 +367,15 @@ export const make = (
       Effect.gen(function*() {
         const { attempt: number, controller, permit } = admitted
         const { poolScope } = call
+        call.waitedMillis += admitted.waitedMillis
+        telemetry.admitted(
+          call.model,
+          call.lane,
+          call.tenant,
+          admitted.waitedMillis,
+          call.cost.tokens ?? 0,
+          number > 1 ? call.lastFailure : undefined
+        )
         yield* emit({
           _tag: "Admitted",
           model: call.model,
@@ -364,6 +423,7 @@ export const make = (
           if (error.status !== undefined) yield* learner.answered(poolScope)
           yield* feedback(limiter, { org, poolScope, scopes: call.scopes }, error, since)
           call.lastFailure = error._tag
+          telemetry.answered(call.model, call.operation, call.tenant, error._tag, Telemetry.rateLimitKind(error))
           if (error._tag === "RateLimited") yield* learner.rateLimited(poolScope, error, since)
           yield* emit({ _tag: "Failed", model: call.model, attempt: number, error, latencyMillis })
           return yield* Effect.fail(error)
@@ -378,7 +438,10 @@ export const make = (
         yield* settleThenSync(limiter, poolScope, used, answer.response.headers, since)
         yield* learner.heard(poolScope, answer.response.headers)
         yield* learner.answered(poolScope)
+        telemetry.answered(call.model, call.operation, call.tenant, "ok", undefined)
+        if (!held) call.answered = answerInfo(answer.data)
         if (used !== undefined) {
+          telemetry.used(call.model, call.tenant, used.tokens ?? 0)
           yield* emit({
             _tag: "Succeeded",
             model: call.model,
@@ -404,20 +467,75 @@ export const make = (
       })
     }
 
+    /**
+     * A call's end, on its span and in the `gen_ai.*` metrics: what the answer said (model, id, usage, finish
+     * reasons), the attempts and waits, the decision (`ok`, `retried`, `failed`, `refused` by the limiter).
+     */
+    const ended = (call: Call, startedAt: number, exit: Exit.Exit<unknown, CallError>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : undefined
+        const errorType = Exit.isSuccess(exit)
+          ? undefined
+          : failure?._tag === "Some"
+          ? failure.value._tag
+          : Exit.isInterrupted(exit)
+          ? "Interrupted"
+          : "_OTHER"
+        const refused = failure?._tag === "Some" && !Errors.isOpenAiError(failure.value)
+        const info = call.answered
+        telemetry.operation(
+          call.operation,
+          call.model,
+          info?.model,
+          errorType,
+          (now - startedAt) / 1000,
+          Exit.isSuccess(exit) ? info?.input : undefined,
+          Exit.isSuccess(exit) ? info?.output : undefined
+        )
+        const attributes: Record<string, unknown> = {
+          "sluice.attempts": call.attempts,
+          "sluice.wait.duration": call.waitedMillis / 1000,
+          "sluice.decision": Exit.isSuccess(exit)
+            ? call.attempts > 1 ? "retried" : "ok"
+            : refused
+            ? "refused"
+            : "failed"
+        }
+        if (errorType !== undefined) attributes["error.type"] = errorType
+        if (Exit.isSuccess(exit) && info !== undefined) {
+          if (info.model !== undefined) attributes["gen_ai.response.model"] = info.model
+          if (info.id !== undefined) attributes["gen_ai.response.id"] = info.id
+          if (info.input !== undefined) attributes["gen_ai.usage.input_tokens"] = info.input
+          if (info.output !== undefined) attributes["gen_ai.usage.output_tokens"] = info.output
+          if (info.finishReasons !== undefined) attributes["gen_ai.response.finish_reasons"] = info.finishReasons
+        }
+        return Effect.annotateCurrentSpan(attributes)
+      })
+
     const run: Calls["run"] = (request, callOptions) =>
       Effect.suspend(() => {
         const call = callOf(request, callOptions)
-        return Effect.map(retried(call, attempt(request, call, false)), (answered) => answered.answer).pipe(
-          Effect.withSpan("sluice.openai.call", {
-            // a stack trace per call costs more than the rest of the span; the attributes say what it was
-            captureStackTrace: false,
-            attributes: {
-              "sluice.model": call.model,
-              "sluice.pool": call.pool,
-              "sluice.tokens.estimate": request.estimate.tokens
-            }
-          })
-        )
+        return Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+          Effect.map(retried(call, attempt(request, call, false)), (answered) => answered.answer).pipe(
+            Effect.onExit((exit) => ended(call, startedAt, exit))
+          )).pipe(
+            Effect.withSpan(`${call.operation} ${call.model}`, {
+              kind: "client",
+              // a stack trace per call costs more than the rest of the span; the attributes say what it was
+              captureStackTrace: false,
+              attributes: {
+                "gen_ai.operation.name": call.operation,
+                "gen_ai.provider.name": "openai",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": call.model,
+                "sluice.model": call.model,
+                "sluice.pool": call.pool,
+                "sluice.scopes": call.scopes,
+                "sluice.lane": call.lane,
+                "sluice.tokens.estimate": request.estimate.tokens
+              }
+            })
+          )
       })
 
     const open: Calls["open"] = <Chunk extends StreamChunk>(
@@ -454,6 +572,7 @@ export const make = (
           yield* Effect.ignore(permit.settle(used))
           const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
           if (Exit.isSuccess(exit) || progress.used !== undefined) {
+            telemetry.used(call.model, call.tenant, used.tokens ?? 0)
             yield* emit({ _tag: "Succeeded", model: call.model, attempt, reserved: call.cost, used, latencyMillis })
             return
           }
