@@ -6,6 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Simulator, VirtualTime } from "@sluice/testing"
 import { Effect } from "effect"
+import * as Fs from "node:fs"
 import { job, OpenAiOnSimulator, scenario } from "../examples/opentelemetry.js"
 import { MetricsEndpoint, PrometheusLive } from "../examples/prometheus.js"
 
@@ -100,6 +101,23 @@ describe("Prometheus scrape endpoint", () => {
         "background",
         "interactive"
       ])
+
+      // the Grafana dashboard (examples/grafana-dashboard.json) queries only what the endpoint serves
+      const dashboard = JSON.parse(
+        Fs.readFileSync(new URL("../examples/grafana-dashboard.json", import.meta.url), "utf8")
+      ) as { readonly panels: ReadonlyArray<{ readonly targets?: ReadonlyArray<{ readonly expr: string }> }> }
+      const exprs = dashboard.panels.flatMap((panel) => panel.targets ?? []).map((target) => target.expr)
+      expect(exprs.length).toBeGreaterThan(10)
+      const labelNames = new Set(samples.flatMap((sample) => Object.keys(sample.labels)))
+      const queried = new Set(
+        exprs.flatMap((expr) => expr.match(/\b(?:sluice|gen_ai)_[a-z_]+/g) ?? []).filter((name) => !labelNames.has(name))
+      )
+      // a breaker's gauge (CircuitBreaker.stateGauge) appears once a breaker moves; none did in this run
+      expect(queried.delete("sluice_breaker_state")).toBe(true)
+      const served = (name: string) =>
+        types.has(name) || (name.endsWith("_bucket") && types.get(name.slice(0, -"_bucket".length)) === "histogram")
+      expect([...queried].filter((name) => !served(name))).toEqual([])
+      expect(queried.size).toBeGreaterThan(10)
     }).pipe(
       Effect.provide(Simulator.layer(scenario)),
       Effect.provide(PrometheusLive({ port: 0, host: "127.0.0.1" }))
