@@ -19,7 +19,7 @@ export const mutationOptions = (name, mutate, extra = {}) => {
 
 const options = (name, report, mutate, extra) => ({
   testRunner: "vitest",
-  plugins: ["@stryker-mutator/vitest-runner"],
+  plugins: ["@stryker-mutator/vitest-runner", "./mutation/partial.reporter.mjs"],
   vitest: { configFile: `mutation/vitest.${name}.config.ts`, related: false },
   mutate: [...mutate],
   coverageAnalysis: "perTest",
@@ -29,7 +29,7 @@ const options = (name, report, mutate, extra) => ({
   dryRunTimeoutMinutes: 30,
   incremental: true,
   incrementalFile: `reports/mutation/${report}.incremental.json`,
-  reporters: ["clear-text", "progress-append-only", "html", "json"],
+  reporters: ["clear-text", "progress-append-only", "html", "json", "partial"],
   htmlReporter: { fileName: `reports/mutation/${report}.html` },
   jsonReporter: { fileName: `reports/mutation/${report}.json` },
   clearTextReporter: { allowColor: false, logTests: false, maxTestsToLog: 0 },
