@@ -284,3 +284,83 @@ describe("RateLimiter: peek and snapshot", () => {
         for (const fiber of fibers) yield* Fiber.interrupt(fiber)
       }), slowStore))
 })
+
+/** An asynchronous store (1 ms an answer) whose admissions fail while `failing.on` is set. */
+const failingStore = (failing: { on: boolean }) =>
+  Layer.effect(
+    LimiterStore.LimiterStore,
+    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+      ...inner,
+      tryAcquire: (debits, gates) =>
+        Effect.delay(
+          Effect.suspend(() =>
+            failing.on
+              ? Effect.fail(new LimiterStore.LimiterStoreError({ operation: "tryAcquire", message: "down" }))
+              : inner.tryAcquire(debits, gates)
+          ),
+          1
+        ),
+      unsafeTryAcquire: undefined
+    }))
+  ).pipe(Layer.provide(LimiterStore.layerMemory))
+
+describe("RateLimiter: an asynchronous store's answers", () => {
+  it.effect("a store that fails refuses the call (counted as \"store\"), at once or in the queue; the place is given up", () =>
+    Effect.gen(function*() {
+      const failing = { on: true }
+      yield* run({ budgets: [rpm("org:a", 1)] }, (limiter) =>
+        Effect.gen(function*() {
+          const before = yield* rejections("store")
+          const first = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+          yield* TestClock.adjust(1)
+          expect(failure(yield* Fiber.await(first))).toMatchObject({ _tag: "LimiterStoreError", message: "down" })
+          expect((yield* rejections("store")) - before).toBe(1)
+          // nothing holds the queue: the next call goes straight to the store and is admitted
+          failing.on = false
+          const second = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+          yield* TestClock.adjust(1)
+          expect(Exit.isSuccess(yield* Fiber.await(second))).toBe(true)
+          // a queued waiter whose turn comes while the store fails is refused by the dispatcher
+          const third = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+          yield* TestClock.adjust(1)
+          failing.on = true
+          yield* TestClock.adjust(60_000)
+          expect(failure(yield* Fiber.await(third))).toMatchObject({ _tag: "LimiterStoreError" })
+          expect((yield* rejections("store")) - before).toBe(2)
+          expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 0 })
+        }), failingStore(failing))
+    }))
+
+  it.effect("a denial past the deadline fails at once with the allowed time, and gives up its place in the queue", () =>
+    run({ budgets: [rpm("org:a", 1), rpm("org:b", 1)] }, (limiter) =>
+      Effect.gen(function*() {
+        const first = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+        yield* TestClock.adjust(1)
+        yield* Fiber.join(first)
+        const late = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }, { maxWait: "10 seconds" }))
+        yield* TestClock.adjust(1)
+        expect(failure(yield* Fiber.await(late))).toMatchObject({
+          _tag: "DeadlineExceeded",
+          scope: "org:a",
+          estimatedWaitMillis: 59_999,
+          allowedMillis: 10_000
+        })
+        // the queue is empty again: another scope's call is admitted from the fast path, at once after the store
+        const other = yield* Effect.fork(limiter.acquire(["org:b"], { requests: 1 }))
+        yield* TestClock.adjust(1)
+        expect(Exit.isSuccess(yield* Fiber.await(other))).toBe(true)
+        expect((yield* limiter.peek(["org:a"], { requests: 1 })).queued).toBe(0)
+      }), slowStore))
+
+  it.effect("tryAcquire fails (not None) for a cost that can never fit and for a closed scope", () =>
+    run({ budgets: [rpm("org:a", 1)] }, (limiter) =>
+      Effect.gen(function*() {
+        expect(yield* Effect.flip(limiter.tryAcquire(["org:a"], { requests: 2 }))).toMatchObject({
+          _tag: "CostExceedsCapacity"
+        })
+        yield* limiter.close("org:a", "gone")
+        expect(yield* Effect.flip(limiter.tryAcquire(["org:a"], { requests: 1 }))).toMatchObject({
+          _tag: "ScopeClosed"
+        })
+      })))
+})
