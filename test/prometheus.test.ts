@@ -110,7 +110,9 @@ describe("Prometheus scrape endpoint", () => {
       expect(exprs.length).toBeGreaterThan(10)
       const labelNames = new Set(samples.flatMap((sample) => Object.keys(sample.labels)))
       const queried = new Set(
-        exprs.flatMap((expr) => expr.match(/\b(?:sluice|gen_ai)_[a-z_]+/g) ?? []).filter((name) => !labelNames.has(name))
+        exprs.flatMap((expr) => expr.match(/\b(?:sluice|gen_ai)_[a-z_]+/g) ?? []).filter((name) =>
+          !labelNames.has(name)
+        )
       )
       // a breaker's gauge (CircuitBreaker.stateGauge) appears once a breaker moves; none did in this run
       expect(queried.delete("sluice_breaker_state")).toBe(true)
