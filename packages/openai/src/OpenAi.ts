@@ -15,6 +15,7 @@
  */
 import type { Budget, CircuitBreaker, LimiterStore, Retry } from "@sluice/core"
 import { RateLimiter } from "@sluice/core"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -473,9 +474,11 @@ export const make = (
     let policiesSeen = 0
     /**
      * How a call is governed, for the cache's in-flight dedupe: only callers that agree on it share a call (none
-     * gets another's deadline, retries, lane or tenant).
+     * gets another's deadline, retries, lane or tenant). A `maxWait` counts from the caller's arrival, so it is in
+     * it as the time its admission must be made by (`now + maxWait`): callers that arrived apart with the same
+     * `maxWait` do not share a call whose wait ends before theirs, or after.
      */
-    const flightOf = (call: OpenAi.CallOptions | undefined): string => {
+    const flightOf = (call: OpenAi.CallOptions | undefined, now: number): string => {
       const { deadline, maxWait, priority, retry, tenant } = call ?? {}
       let policy: number | false | null = null
       if (retry === false) policy = false
@@ -485,12 +488,17 @@ export const make = (
       }
       return JSON.stringify([
         deadline === undefined ? null : typeof deadline === "number" ? deadline : deadline.getTime(),
-        maxWait === undefined ? null : Duration.toMillis(Duration.decode(maxWait)),
+        maxWait === undefined ? null : now + Duration.toMillis(Duration.decode(maxWait)),
         priority ?? "interactive",
         tenant ?? null,
         policy
       ])
     }
+    /** {@link flightOf} at the `Clock`'s time (read only when the call has a `maxWait`). */
+    const flightNow = (call: OpenAi.CallOptions | undefined): Effect.Effect<string> =>
+      call?.maxWait === undefined
+        ? Effect.sync(() => flightOf(call, 0))
+        : Effect.map(Clock.currentTimeMillis, (now) => flightOf(call, now))
 
     const cached = <A>(
       path: Endpoints.Path,
@@ -506,10 +514,8 @@ export const make = (
       }))
       return cache === undefined
         ? answered
-        : cache.through(
-          { path, body: params, model, cache: call?.cache, scope: cacheScope, flight: flightOf(call) },
-          answered
-        )
+        : Effect.flatMap(flightNow(call), (flight) =>
+          cache.through({ path, body: params, model, cache: call?.cache, scope: cacheScope, flight }, answered))
     }
 
     const chatCreate: OpenAi.Service["chat"]["completions"]["create"] = (params, call) =>
@@ -521,7 +527,8 @@ export const make = (
           send: (signal, onWire) =>
             client.chat.completions.create(params, requestOptions(signal, onWire)).withResponse()
         })),
-        (answer) => answer.body
+        (answer) =>
+          answer.body
       )
 
     const chatStream: OpenAi.Service["chat"]["completions"]["stream"] = (params, call) => {
@@ -541,17 +548,19 @@ export const make = (
             ).withResponse()
         }, call)
       })
-      return cache === undefined ? governedStream : cache.replay(
-        {
-          path: "/chat/completions",
-          body: params,
-          model: params.model,
-          cache: call?.cache,
-          stream: true,
-          scope: cacheScope
-        },
-        governedStream
-      )
+      return cache === undefined ? governedStream : Stream.unwrap(Effect.map(flightNow(call), (flight) =>
+        cache.replay(
+          {
+            path: "/chat/completions",
+            body: params,
+            model: params.model,
+            cache: call?.cache,
+            stream: true,
+            scope: cacheScope,
+            flight
+          },
+          governedStream
+        )))
     }
 
     const responsesCreate: OpenAi.Service["responses"]["create"] = (params, call) => {

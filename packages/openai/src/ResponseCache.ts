@@ -6,9 +6,11 @@
  * answers at once: it takes no admission, no tokens and no turn of the thread, and counts what it saved. A miss
  * makes the governed call and keeps its answer. Identical requests that overlap in time make one call, whose
  * result (or typed error) every caller gets; one caller's interruption does not cancel it for the others (the
- * last caller's does). Only callers that govern the call alike share it: the same deadline, `maxWait`, retry
- * policy, lane and tenant (a caller with its own deadline, or without one, makes its own call). A cached stream
- * replays as a stream of the same chunks.
+ * last caller's does). Streams alike: identical overlapping streams make one request, each caller gets every
+ * chunk (a late one those already emitted, then the rest) or the chunks before a failure and its typed error, and a
+ * caller that stops early leaves the stream to the others. Only callers that govern the call alike share it: the
+ * same deadline, end of `maxWait`, retry policy, lane and tenant (a caller with its own deadline, or without one,
+ * makes its own call). A cached stream replays as a stream of the same chunks.
  *
  * **The key** is SHA-256 of the canonical JSON (object keys sorted at every depth) of the endpoint, whether the
  * call streams, and the whole body except the fields that do not change the answer ({@link excludedFields}:
@@ -27,7 +29,9 @@
  * **Stores**: any `@effect/platform` `KeyValueStore`: {@link layerMemory}, on disk {@link layerFileSystem} (one
  * file per entry, `KeyValueStore.layerFileSystem`), on Redis `RedisKeyValueStore` of `@sluice/redis`. Entries
  * expire after `ttl` (on the `Clock`; an expired entry is a `stale` miss, removed); the cache keeps at most
- * `maxEntries` entries and `maxBytes` bytes, evicting the least recently used. Store failures are logged and
+ * `maxEntries` entries and `maxBytes` bytes, evicting the least recently used. Its index is in the store, merged at
+ * each write, so caches sharing a store keep one bound between them (up to the entries each wrote since its last
+ * write of the index). Store failures are logged and
  * counted; a call never fails because of its cache, and a store that does not answer within `storeTimeout`
  * (500 ms) counts as failed, so a stalled store delays a call by at most that. The cache is read by the `OpenAi`
  * service when it is made: provide it to the `OpenAi` layer, not to the program that uses the service.
@@ -168,14 +172,20 @@ export declare namespace ResponseCache {
      * `call`, its answer kept. What the `OpenAi` service does with each call.
      */
     readonly through: <A, E>(request: Request, call: Effect.Effect<Stored<A>, E>) => Effect.Effect<Stored<A>, E>
-    /** A stream through the cache: a hit replays the chunks; a miss records them when the stream ends whole. */
+    /**
+     * A stream through the cache: a hit replays the chunks; a miss records them when the stream ends whole;
+     * identical overlapping streams (of the same `flight`) are one stream, each caller getting every chunk.
+     */
     readonly replay: <C, E>(request: Request, stream: Stream.Stream<C, E>) => Stream.Stream<C, E>
     /** Whether the policy caches `request`. */
     readonly cacheable: (request: Request) => boolean
     /** The key of a request the policy caches, else `undefined`. */
     readonly keyOf: (request: Request) => string | undefined
     readonly stats: Effect.Effect<Stats>
-    /** Writes the index of entries now (also done as entries change, and when the cache's scope closes). */
+    /**
+     * Writes the index of entries now, merged with the one in the store (also done as entries change, and when the
+     * cache's scope closes).
+     */
     readonly flush: Effect.Effect<void>
   }
 }

@@ -10,7 +10,7 @@ import { OpenAi, ResponseCache } from "@sluice/openai"
 import { Scenario, Simulator } from "@sluice/testing"
 import { Cause, Clock, Effect, Exit, Fiber, Layer, Option, Scope, TestClock } from "effect"
 import OpenAIClient from "openai"
-import { drive, makeClient } from "./harness.js"
+import { drive, makeClient, settle } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const POOL = `org:acme/pool:${MODEL}`
@@ -92,6 +92,30 @@ describe("ResponseCache: callers share a call only when they govern it alike", (
       })
     ))
 
+  it.effect("a caller with the same maxWait, arriving later, does not time out on the earlier caller's wait", () =>
+    withTightService((openai) =>
+      Effect.gen(function*() {
+        // the pool's 6,000 tokens taken at 0 (and held): a 4,000-token call is admitted when 40 s have refilled
+        yield* openai.limiter.acquire([POOL], { tokens: 6_000 })
+        const background = { priority: "background" as const, maxWait: "45 seconds" as const }
+        // admitted by 45 s: it can be (at ~40 s)
+        const early = yield* Effect.fork(openai.chat.completions.create(chat("same"), background))
+        yield* settle
+        yield* TestClock.adjust("10 seconds")
+        // its own wait ends at 55 s
+        const late = yield* Effect.fork(openai.chat.completions.create(chat("same"), background))
+        yield* settle
+        yield* TestClock.adjust("1 second")
+        // an interactive 1,000-token call goes ahead of both: the background lane's next admission moves to ~50 s
+        const ahead = yield* Effect.fork(openai.chat.completions.create({ ...chat("ahead"), max_tokens: 1_000 }))
+        yield* settle
+        expect(failureTag(yield* Fiber.await(early))?._tag).toBe("DeadlineExceeded")
+        const lateExit = (yield* drive(Fiber.join(late))).exit
+        expect(Exit.isSuccess(lateExit)).toBe(true)
+        expect(Exit.isSuccess((yield* drive(Fiber.join(ahead))).exit)).toBe(true)
+      })
+    ))
+
   it.effect("a caller does not get the un-retried 429 of a call made with retry: false", () => {
     const { client, requests } = scripted("http://scripted.local/v1", 1)
     return withTightService((openai) =>
@@ -129,7 +153,9 @@ describe("ResponseCache: the store", () => {
             Effect.provide(ResponseCache.layer().pipe(Layer.provide(stalledReads)))
           )
       )
-      // the index's read at make, then the lookup: 500 ms each on the Clock
+      // the index's read at make, the lookup, then the index's read when the layer is released (to merge it):
+      // 500 ms each on the Clock
+      yield* TestClock.adjust("500 millis")
       yield* TestClock.adjust("500 millis")
       yield* TestClock.adjust("500 millis")
       const done = yield* Fiber.poll(fiber)
@@ -137,7 +163,7 @@ describe("ResponseCache: the store", () => {
       if (Option.isNone(done) || !Exit.isSuccess(done.value)) return
       const [answer, stats] = done.value.value
       expect(answer.body).toEqual({ id: "c1" })
-      expect(stats).toMatchObject({ misses: 1, storeErrors: 2 })
+      expect(stats).toMatchObject({ misses: 1, storeErrors: 2 }) // the stats were read before the release
     }))
 })
 

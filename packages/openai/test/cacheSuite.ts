@@ -76,6 +76,44 @@ export const cacheSuite = (name: string, store: () => Layer.Layer<KeyValueStore.
           expect(yield* cache.stats).toMatchObject({ entries: 2, evictions: 1 })
         })))
 
+    it.effect("caches sharing a store keep one bound between them, and none orphans the other's entries", () =>
+      Effect.gen(function*() {
+        const kv = yield* KeyValueStore.KeyValueStore
+        const cacheOn = ResponseCache.make({ maxEntries: 3, namespace: "s-" })
+        // two processes' caches, both started on the (empty) index
+        const a = yield* cacheOn
+        const b = yield* cacheOn
+        const call = (id: string) => Effect.succeed(answer(id))
+        yield* a.through(request("1"), call("1"))
+        yield* a.through(request("2"), call("2"))
+        yield* b.through(request("3"), call("3"))
+        yield* b.through(request("4"), call("4"))
+        yield* a.flush
+        // b's index is merged with a's: 4 entries for a bound of 3, a's oldest evicted (from the store too)
+        yield* b.flush
+        const key = (q: string) => `s-${a.keyOf(request(q))}`
+        expect(yield* kv.has(key("1"))).toBe(false)
+        for (const q of ["2", "3", "4"]) expect(yield* kv.has(key(q))).toBe(true)
+        expect(yield* b.stats).toMatchObject({ entries: 3, evictions: 1 })
+        // a third process finds all three in the index
+        const c = yield* cacheOn
+        expect((yield* c.stats).entries).toBe(3)
+        expect((yield* c.through(request("2"), call("x"))).requestId).toBe("req-2")
+      }).pipe(Effect.scoped, Effect.provide(store())))
+
+    it.effect("entries whose ttl passed are removed from the store when a cache opens its index", () =>
+      Effect.gen(function*() {
+        const kv = yield* KeyValueStore.KeyValueStore
+        const cacheOn = ResponseCache.make({ ttl: "1 minute", namespace: "e-" })
+        const a = yield* cacheOn
+        yield* a.through(request("old"), Effect.succeed(answer("old")))
+        yield* a.flush
+        yield* TestClock.adjust("2 minutes")
+        const b = yield* cacheOn
+        expect(yield* kv.has(`e-${a.keyOf(request("old"))}`)).toBe(false)
+        expect((yield* b.stats).entries).toBe(0)
+      }).pipe(Effect.scoped, Effect.provide(store())))
+
     it.effect("an unreadable entry is a miss, replaced", () =>
       run({ namespace: "u-" }, (cache, kv) =>
         Effect.gen(function*() {

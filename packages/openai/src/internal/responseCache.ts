@@ -6,11 +6,14 @@
  * @internal
  */
 import * as KeyValueStore from "@effect/platform/KeyValueStore"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
@@ -202,9 +205,37 @@ interface Served {
   readonly dollars: number | null
 }
 
+/** What a stream's answer saves a caller that did not send it. */
+interface StreamSaving {
+  readonly tokens: number
+  readonly dollars: number | null
+}
+
+/**
+ * A stream under way for a key: the chunks so far (each caller reads them from the first), how it ended once it has,
+ * a signal replaced at each change, and how many callers still read it.
+ */
+interface StreamFlight {
+  readonly chunks: Array<unknown>
+  changed: Deferred.Deferred<void>
+  exit: Exit.Exit<StreamSaving, unknown> | undefined
+  waiters: number
+  fiber: Fiber.RuntimeFiber<StreamSaving, unknown> | undefined
+}
+
 const savingOf = (path: string, model: string, body: unknown): { tokens: number; dollars: number | null } => {
   const used = Endpoints.usedCost(Endpoints.endpointOf(path) ?? "/chat/completions", body, { images: 0 })
   return { tokens: used?.tokens ?? 0, dollars: Pricing.dollarsOfAnswer(model, body) ?? null }
+}
+
+/** What a hit of a stream (or a caller that shared it) saves: its usage chunk's tokens and price. */
+const savingOfChunks = (request: ResponseCache.Request, chunks: ReadonlyArray<unknown>): StreamSaving => {
+  let usage: unknown
+  for (const chunk of chunks) usage = (chunk as { readonly usage?: unknown } | null)?.usage ?? usage
+  return {
+    tokens: Endpoints.usageCost(usage)?.tokens ?? 0,
+    dollars: Pricing.dollarsOfAnswer(request.model, { usage }) ?? null
+  }
 }
 
 /** @internal */
@@ -236,6 +267,7 @@ export const make = (
       dollarsSaved: 0
     }
     const flights = new Map<string, Flight>()
+    const streamFlights = new Map<string, StreamFlight>()
 
     /**
      * A store operation whose failure, or slowness beyond {@link STORE_TIMEOUT} (on the `Clock`), is logged and
@@ -243,7 +275,8 @@ export const make = (
      */
     const safely = <A>(operation: string, effect: Effect.Effect<A, unknown>, otherwise: A) =>
       Effect.catchAll(
-        Effect.timeoutFail(effect, {
+        // interruptible: in a finalizer (the index written when the scope closes) the timeout could not cut it
+        Effect.timeoutFail(Effect.interruptible(effect), {
           duration: storeTimeout,
           onTimeout: () => new Error(`no answer from the store in ${Duration.format(storeTimeout)}`)
         }),
@@ -291,17 +324,62 @@ export const make = (
       changes++
     }
 
+    /** Keys this cache removed from the store since it last wrote the index: not merged back from it. */
+    const dropped = new Set<string>()
+
+    /** An entry removed from the store (evicted, expired, unreadable). */
+    const drop = (key: string) => {
+      forget(key)
+      dropped.add(key)
+    }
+
     const remember = (key: string, known: Known) => {
       forget(key)
+      dropped.delete(key)
       index.set(key, known)
       bytes += known.bytes
       changes++
     }
 
-    const flush = Effect.suspend(() => {
+    /** Removes the entries whose `ttl` has passed from the index and the store. */
+    const purgeExpired = Effect.suspend(() => {
+      const expired: Array<string> = []
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        for (const [key, known] of index) if (known.expiresAt !== null && now >= known.expiresAt) expired.push(key)
+        for (const key of expired) drop(key)
+        return Effect.forEach(expired, (key) => safely("removing an expired entry", store.remove(key), undefined), {
+          discard: true
+        })
+      })
+    })
+
+    /**
+     * Writes the index, merged with the one in the store: entries another process (or cache) sharing the store
+     * wrote and indexed since this one read it are kept in it, as the least recently used, and count toward the
+     * bounds (evicted first) — so processes sharing a directory or a Redis keep one bound between them, not one
+     * each, and none orphans the others' entries. (Two writes of the index at the same moment can still lose one's
+     * new entries from it: they stay in the store, outside the bounds, until read or expired.)
+     */
+    const flush = Effect.gen(function*() {
+      changes = 0
+      const raw = yield* safely("reading the index", store.get(INDEX_KEY), Option.none<string>())
+      const decoded = Option.isSome(raw) ? decodeIndex(raw.value) : undefined
+      if (decoded !== undefined && Either.isRight(decoded)) {
+        const foreign = decoded.right.entries.filter(([key]) => !index.has(key) && !dropped.has(key))
+        if (foreign.length > 0) {
+          const own = Array.from(index)
+          index.clear()
+          bytes = 0
+          for (const [key, size, expiresAt] of foreign) remember(key, { bytes: size, expiresAt })
+          for (const [key, known] of own) remember(key, known)
+          yield* purgeExpired
+          yield* evict("")
+        }
+      }
+      dropped.clear()
       changes = 0
       const entries = Array.from(index, ([key, known]) => [key, known.bytes, known.expiresAt] as const)
-      return safely("writing the index", store.set(INDEX_KEY, encodeIndex({ v: 1, entries })), undefined)
+      yield* safely("writing the index", store.set(INDEX_KEY, encodeIndex({ v: 1, entries })), undefined)
     })
 
     /** Least recently used first, until within both bounds (`keep`, just written, stays). */
@@ -318,7 +396,7 @@ export const make = (
           total -= known.bytes
         }
         if (victims.length === 0) return Effect.void
-        for (const key of victims) forget(key)
+        for (const key of victims) drop(key)
         counts.evictions += victims.length
         return Effect.zipRight(
           Effect.forEach(victims, (key) => safely("evicting", store.remove(key), undefined), { discard: true }),
@@ -333,7 +411,7 @@ export const make = (
         if (Option.isNone(raw)) return Option.none<Entry>()
         const decoded = decodeEntry(raw.value)
         if (Either.isLeft(decoded) || Endpoints.pathOf(decoded.right.path) !== Endpoints.pathOf(path)) {
-          forget(key)
+          drop(key)
           yield* safely("removing an unreadable entry", store.remove(key), undefined)
           return Option.none<Entry>()
         }
@@ -341,7 +419,7 @@ export const make = (
         const now = yield* Clock.currentTimeMillis
         if (entry.expiresAt !== null && now >= entry.expiresAt) {
           counts.stale++
-          forget(key)
+          drop(key)
           yield* safely("removing an expired entry", store.remove(key), undefined)
           yield* count(path, "stale")
           return Option.none<Entry>()
@@ -395,6 +473,7 @@ export const make = (
       }
       for (const [key, size, expiresAt] of decoded.right.entries) remember(key, { bytes: size, expiresAt })
       changes = 0
+      yield* purgeExpired
       yield* evict("")
     })
     yield* load
@@ -507,43 +586,172 @@ export const make = (
         )
       })
 
+    /** What a stream whose request is not kept runs: the stream, as it is, `bypassed`. */
+    const bypass = <C, E>(request: ResponseCache.Request, stream: Stream.Stream<C, E>) =>
+      Stream.unwrap(Effect.suspend(() => {
+        counts.bypassed++
+        return Effect.as(count(request.path, "bypassed"), stream)
+      }))
+
+    /**
+     * What the first caller of a stream's key does: the store (a hit's chunks, whole), else the stream, each chunk
+     * handed on as it comes and the whole kept once it ended (a stream that fails or is cut short keeps nothing).
+     */
+    const streamFly = <C, E>(
+      key: string,
+      request: ResponseCache.Request,
+      stream: Stream.Stream<C, E>,
+      emit: (chunks: ReadonlyArray<C>) => Effect.Effect<void>
+    ): Effect.Effect<StreamSaving, E> =>
+      Effect.gen(function*() {
+        const found = yield* lookup(key, request.path)
+        if (Option.isSome(found) && Array.isArray(found.value.body)) {
+          const entry = found.value
+          counts.hits++
+          const saved = { tokens: entry.tokens, dollars: entry.dollars }
+          yield* count(request.path, "hit", saved)
+          yield* emit(entry.body as ReadonlyArray<C>)
+          return saved
+        }
+        counts.misses++
+        yield* count(request.path, "miss")
+        const chunks: Array<C> = []
+        yield* Stream.runForEachChunk(stream, (chunk) => {
+          const array = Chunk.toReadonlyArray(chunk)
+          for (const item of array) chunks.push(item)
+          return emit(array)
+        })
+        const saving = savingOfChunks(request, chunks)
+        yield* write(key, request, chunks, { requestId: null }, saving)
+        return saving
+      })
+
+    /** A stream through the cache without in-flight dedupe (`dedupe: false`): a hit replays, a miss records. */
+    const replayAlone = <C, E>(key: string, request: ResponseCache.Request, stream: Stream.Stream<C, E>) =>
+      Stream.unwrap(Effect.flatMap(lookup(key, request.path), (found) => {
+        if (Option.isSome(found) && Array.isArray(found.value.body)) {
+          const entry = found.value
+          counts.hits++
+          return Effect.as(
+            count(request.path, "hit", { tokens: entry.tokens, dollars: entry.dollars }),
+            Stream.fromIterable(entry.body as ReadonlyArray<C>)
+          )
+        }
+        counts.misses++
+        const chunks: Array<C> = []
+        // stored only when the stream ran to its end: a consumer that stops early leaves nothing behind
+        const recorded = Stream.concat(
+          Stream.tap(stream, (chunk) => Effect.sync(() => chunks.push(chunk))),
+          Stream.execute(
+            Effect.suspend(() => write(key, request, chunks, { requestId: null }, savingOfChunks(request, chunks)))
+          )
+        )
+        return Effect.as(count(request.path, "miss"), recorded)
+      }))
+
+    /**
+     * A stream's flight, as one of its callers sees it: every chunk from the first (a late joiner gets what was
+     * already emitted, then the rest), then its end, or its error. When the caller's stream ends, however it ends
+     * (to its end, failed, stopped early, interrupted), it leaves the flight; the last one to leave a flight under
+     * way cancels it (and so keeps nothing).
+     */
+    const subscribe = <C, E>(
+      flightKey: string,
+      request: ResponseCache.Request,
+      make: () => Effect.Effect<StreamFlight>
+    ): Stream.Stream<C, E> =>
+      Stream.unwrapScoped(Effect.map(
+        // finding (or making and starting) the flight and counting this caller in it is one step
+        Effect.acquireRelease(
+          Effect.suspend(() => {
+            const current = streamFlights.get(flightKey)
+            if (current !== undefined) {
+              current.waiters++
+              return Effect.succeed({ flight: current, joined: true })
+            }
+            return Effect.map(make(), (flight) => ({ flight, joined: false }))
+          }),
+          ({ flight }) =>
+            Effect.suspend(() => {
+              flight.waiters--
+              if (flight.waiters > 0 || flight.exit !== undefined || flight.fiber === undefined) return Effect.void
+              if (streamFlights.get(flightKey) === flight) streamFlights.delete(flightKey)
+              // waited for: the call's request aborted and its permit settled before the caller goes on
+              return Effect.asVoid(Fiber.interrupt(flight.fiber))
+            })
+        ),
+        ({ flight, joined }) => {
+          let position = 0
+          const pull: Effect.Effect<Chunk.Chunk<C>, Option.Option<E>> = Effect.suspend(() => {
+            if (position < flight.chunks.length) {
+              const out = flight.chunks.slice(position) as Array<C>
+              position = flight.chunks.length
+              return Effect.succeed(Chunk.unsafeFromArray(out))
+            }
+            const exit = flight.exit
+            if (exit === undefined) return Effect.zipRight(Deferred.await(flight.changed), pull)
+            if (Exit.isFailure(exit)) return Effect.failCause(Cause.map(exit.cause, (e) => Option.some(e as E)))
+            if (!joined) return Effect.fail(Option.none())
+            // a caller that did not send it: counted, with what it saved, once it has it whole
+            return Effect.zipRight(
+              Effect.zipRight(
+                Effect.sync(() => counts.deduplicated++),
+                count(request.path, "deduplicated", exit.value)
+              ),
+              Effect.fail(Option.none())
+            )
+          })
+          return Stream.repeatEffectChunkOption(pull)
+        }
+      ))
+
     const replay: ResponseCache.Service["replay"] = <C, E>(
       request: ResponseCache.Request,
       stream: Stream.Stream<C, E>
     ) =>
-      Stream.unwrap(Effect.suspend(() => {
+      Stream.suspend((): Stream.Stream<C, E> => {
         const key = cacheable(request) ? keyOf(request.path, request.body, true, request.scope) : undefined
-        if (key === undefined) {
-          counts.bypassed++
-          return Effect.as(count(request.path, "bypassed"), stream)
-        }
-        return Effect.flatMap(lookup(key, request.path), (found) => {
-          if (Option.isSome(found) && Array.isArray(found.value.body)) {
-            const entry = found.value
-            counts.hits++
-            return Effect.as(
-              count(request.path, "hit", { tokens: entry.tokens, dollars: entry.dollars }),
-              Stream.fromIterable(entry.body as ReadonlyArray<C>)
-            )
-          }
-          counts.misses++
-          const chunks: Array<C> = []
-          // stored only when the stream ran to its end: a consumer that stops early leaves nothing behind
-          const recorded = Stream.concat(
-            Stream.tap(stream, (chunk) => Effect.sync(() => chunks.push(chunk))),
-            Stream.execute(Effect.suspend(() => {
-              let usage: unknown
-              for (const chunk of chunks) usage = (chunk as { readonly usage?: unknown } | null)?.usage ?? usage
-              // what a hit saves: the usage chunk's tokens and price
-              return write(key, request, chunks, { requestId: null }, {
-                tokens: Endpoints.usageCost(usage)?.tokens ?? 0,
-                dollars: Pricing.dollarsOfAnswer(request.model, { usage }) ?? null
+        if (key === undefined) return bypass(request, stream)
+        if (!dedupe) return replayAlone(key, request, stream)
+        // only callers that govern their call alike (deadline, retries, lane, tenant) share it
+        const flightKey = request.flight === undefined ? key : `${key} ${request.flight}`
+        return subscribe<C, E>(flightKey, request, () =>
+          Effect.suspend(() => {
+            const flight: StreamFlight = {
+              chunks: [],
+              changed: Deferred.unsafeMake(FiberId.none),
+              exit: undefined,
+              waiters: 1,
+              fiber: undefined
+            }
+            streamFlights.set(flightKey, flight)
+            /** Hands chunks on to every caller: appended, and the callers waiting for more woken. */
+            const emit = (chunks: ReadonlyArray<C>) =>
+              Effect.suspend(() => {
+                if (chunks.length === 0) return Effect.void
+                for (const chunk of chunks) flight.chunks.push(chunk)
+                const woken = flight.changed
+                flight.changed = Deferred.unsafeMake(FiberId.none)
+                return Deferred.succeed(woken, undefined)
               })
-            }))
-          )
-          return Effect.as(count(request.path, "miss"), recorded)
-        })
-      }))
+            // interruptible: forked under the acquisition's mask it would inherit it; however it ends (the cache's
+            // scope closing included), its callers get the exit
+            const run = Effect.interruptible(streamFly(key, request, stream, emit)).pipe(
+              Effect.onExit((exit) =>
+                Effect.suspend(() => {
+                  flight.exit = exit
+                  if (streamFlights.get(flightKey) === flight) streamFlights.delete(flightKey)
+                  return Deferred.succeed(flight.changed, undefined)
+                })
+              )
+            )
+            // forked in the cache's scope, not the first caller's: its leaving does not end the call for the others
+            return Effect.map(Effect.forkIn(run, scope), (fiber) => {
+              flight.fiber = fiber
+              return flight
+            })
+          }))
+      })
 
     return {
       through,
