@@ -30,6 +30,7 @@ import type {
   ChatCompletionCreateParamsStreaming
 } from "openai/resources/chat/completions"
 import * as OpenAi from "./OpenAi.js"
+import type * as ResponseCache from "./ResponseCache.js"
 
 /**
  * Per-call options, beside the SDK's parameters: the service's call options (lane, deadline,
@@ -103,7 +104,16 @@ export interface WrappedOpenAI extends Omit<OpenAi.CallSurface<PromiseCalls>, "c
  * @since 0.1.0
  * @category models
  */
-export interface WrapOptions extends OpenAi.OpenAi.Options {
+export interface WrapOptions extends Omit<OpenAi.OpenAi.Options, "cache"> {
+  /**
+   * A response cache for every call (see `ResponseCache`): a layer (`ResponseCache.layerMemory()`,
+   * `ResponseCache.layerFileSystem(dir)` with `NodeContext.layer`, or `ResponseCache.layer` over a Redis
+   * `KeyValueStore`), built with the wrapper and released by `close()`; or a cache service already made; or `false`
+   * for none even when the runtime has one.
+   *
+   * @since 0.2.0
+   */
+  readonly cache?: Layer.Layer<ResponseCache.ResponseCache> | ResponseCache.ResponseCache.Service | false | undefined
   /**
    * Where budgets live: a `LimiterStore` layer (default in memory; Redis for budgets shared by many
    * processes).
@@ -122,26 +132,34 @@ const rejection = (cause: Cause.Cause<unknown>): unknown =>
 
 /**
  * Wraps an `OpenAI` client. Budgets live in memory unless `store` gives another `LimiterStore` layer
- * (Redis, for budgets shared by many processes).
+ * (Redis, for budgets shared by many processes); `cache` puts a response cache in front of every call.
  *
  * @since 0.1.0
  * @category constructors
  * @example
  * ```ts
  * import OpenAI from "openai"
- * import { wrapOpenAI } from "@sluice/openai"
+ * import { ResponseCache, wrapOpenAI } from "@sluice/openai"
  *
  * const openai = wrapOpenAI(new OpenAI(), { organization: "acme", tier: 1 })
  * const completion = await openai.chat.completions.create(
  *   { model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }], max_tokens: 20 },
  *   { priority: "background", tenant: "search" }
  * )
+ *
+ * // with a response cache: a repeated deterministic request is answered without a call
+ * const cached = wrapOpenAI(new OpenAI(), { tier: 1, cache: ResponseCache.layerMemory({ ttl: "1 hour" }) })
  * ```
  */
 export const wrapOpenAI = (client: OpenAIClient, options: WrapOptions = {}): WrappedOpenAI => {
   const runtime = options.runtime ?? Runtime.defaultRuntime
   const runExit = Runtime.runPromiseExit(runtime)
-  const layer = OpenAi.layerClient(client, options).pipe(Layer.provide(options.store ?? Stores.layerMemory))
+  const { cache, ...rest } = options
+  const cacheLayer = Layer.isLayer(cache) ? cache as Layer.Layer<ResponseCache.ResponseCache> : undefined
+  const service = cacheLayer === undefined
+    ? OpenAi.layerClient(client, { ...rest, cache: cache as ResponseCache.ResponseCache.Service | false | undefined })
+    : OpenAi.layerClient(client, rest).pipe(Layer.provide(cacheLayer))
+  const layer = service.pipe(Layer.provide(options.store ?? Stores.layerMemory))
   const scope = Effect.runSync(Scope.make())
   let closed = false
   let built: Promise<Context.Context<OpenAi.OpenAi | RateLimiter.RateLimiter>> | undefined = undefined

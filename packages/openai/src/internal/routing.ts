@@ -69,22 +69,39 @@ const kindOfPath = (url: string): Kind | undefined => {
 }
 
 /**
- * A per-attempt policy: `base`, except that an error the router will fall over on is not retried here.
+ * A per-attempt policy: `base`, except that an error the router will fall over on is not retried here. Which kinds
+ * fall over is fixed for the attempt (the run's tried candidates and constraints do not change during it), so the
+ * policy is one object per base policy and set of such kinds: equal routed calls get the same policy, and so share
+ * a call under way in the response cache (whose in-flight dedupe tells retry policies apart by identity).
  */
+const composedPolicies = new WeakMap<
+  Retry.Policy<OpenAiError.OpenAiError>,
+  Map<string, Retry.Policy<OpenAiError.OpenAiError>>
+>()
+const errorKinds: ReadonlyArray<string> = OpenAiError.OpenAiError.members.map((member) => member._tag)
+
 const composed = (
   base: Retry.Policy<OpenAiError.OpenAiError>,
   attempt: Router.Attempt
 ): Retry.Policy<OpenAiError.OpenAiError> => {
+  const fallsOver = new Set(errorKinds.filter((kind) => attempt.fallsOver({ _tag: kind })))
+  const signature = Array.from(fallsOver).join(",")
+  let byKinds = composedPolicies.get(base)
+  if (byKinds === undefined) composedPolicies.set(base, byKinds = new Map())
+  const known = byKinds.get(signature)
+  if (known !== undefined) return known
   const s = base.settings
-  return Retry.make<OpenAiError.OpenAiError>({
+  const policy = Retry.make<OpenAiError.OpenAiError>({
     is: s.is,
     kind: s.kind,
-    retryable: (error) => s.retryable(error) && !attempt.fallsOver(error),
+    retryable: (error) => s.retryable(error) && !fallsOver.has(error._tag),
     retryAfter: s.retryAfter,
     kinds: s.kinds,
     maxRetries: s.maxRetries,
     maxElapsed: Number.isFinite(s.maxElapsed) ? s.maxElapsed : undefined
   })
+  byKinds.set(signature, policy)
+  return policy
 }
 
 const closedInfo = (key: string): CircuitBreaker.Info => ({
