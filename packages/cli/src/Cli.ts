@@ -316,7 +316,10 @@ const runBody = (env: Environment, options: RunOptions) =>
 
     const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
     const cache = Option.isSome(options.cache)
-      ? yield* Effect.mapError(Cache.open(options.cache.value), usage)
+      ? yield* Effect.mapError(
+        Cache.open(options.cache.value, Option.isSome(options.simulate) ? options.speed : 1),
+        usage
+      )
       : undefined
     const progress = yield* BulkRunner.makeProgress
     const organization = Option.getOrUndefined(organizationId)

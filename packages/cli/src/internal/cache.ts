@@ -8,21 +8,29 @@ import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import type * as Path from "@effect/platform/Path"
 import { ResponseCache } from "@sluice/openai"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as NodeFs from "node:fs"
 
+/** How long a store operation may take, in real time. */
+const STORE_TIMEOUT_REAL_MS = 30_000
+
 /**
  * A job's cache: every line is kept whatever its temperature (a rerun gives the earlier answers), up to a million
- * entries and 2 GiB; no expiry.
+ * entries and 2 GiB; no expiry. A store operation may take 30 s of real time before the line goes on without the
+ * cache: `storeTimeout` is on the `Clock`, which `--speed` runs faster than real time, and the library's 500 ms
+ * (50 ms of real file I/O at `--speed 10`) failed thousands of the demo's reads and writes on a loaded machine. A
+ * stalled Redis is cut sooner by `RedisKeyValueStore`'s own 2-second command timeout.
  */
-const options: ResponseCache.ResponseCache.Options = {
+const optionsAt = (speed: number): ResponseCache.ResponseCache.Options => ({
   nonDeterministic: true,
   maxEntries: 1_000_000,
-  maxBytes: 2 * 1024 ** 3
-}
+  maxBytes: 2 * 1024 ** 3,
+  storeTimeout: Duration.millis(STORE_TIMEOUT_REAL_MS * speed)
+})
 
 const message = (error: unknown) => error instanceof Error ? error.message : String(error)
 
@@ -56,11 +64,13 @@ const storeOf = (
  * store: a store that cannot be reached is bad usage, not a run that quietly sends everything.
  */
 export const open = (
-  spec: string
+  spec: string,
+  /** How many times faster than real time the `Clock` runs (`--speed`; 1 against a real API). */
+  speed = 1
 ): Effect.Effect<ResponseCache.ResponseCache.Service, string, Scope.Scope | FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const store = yield* storeOf(spec)
-    const context = yield* Layer.build(ResponseCache.layer(options).pipe(Layer.provideMerge(store))).pipe(
+    const context = yield* Layer.build(ResponseCache.layer(optionsAt(speed)).pipe(Layer.provideMerge(store))).pipe(
       Effect.mapError((error) => `--cache ${redact(spec)}: ${message(error)}`)
     )
     const kv = Context.get(context, KeyValueStore.KeyValueStore)
