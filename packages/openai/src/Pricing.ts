@@ -29,7 +29,8 @@ export interface Price {
  * List prices in USD, standard (non-Batch) processing, by pool (`Tiers.poolOf`: a snapshot has its family's
  * price). Sources: openai.com/api/pricing and the model pages on platform.openai.com/docs/models as published
  * in 2025 (cached input at half the input price for the GPT-4o and o1 families, a quarter for o3); image prices
- * for DALL-E 3 from `shared/reference/openai-limits-2026.md`. Prices change: treat as an estimate.
+ * for DALL-E 3 from `shared/reference/openai-limits-2026.md`, which has no token prices (so the token and
+ * cached-input prices here were not checked against a 2026 list). Prices change: treat as an estimate.
  *
  * @since 0.2.0
  * @category prices
