@@ -78,7 +78,10 @@ const composedPolicies = new WeakMap<
   Retry.Policy<OpenAiError.OpenAiError>,
   Map<string, Retry.Policy<OpenAiError.OpenAiError>>
 >()
-const errorKinds: ReadonlyArray<string> = OpenAiError.OpenAiError.members.map((member) => member._tag)
+/** The kinds a policy may retry (the others are never retried, whatever it says). */
+const errorKinds: ReadonlyArray<string> = OpenAiError.OpenAiError.members
+  .map((member) => member._tag)
+  .filter((kind) => !OpenAiError.neverRetried.has(kind))
 
 const composed = (
   base: Retry.Policy<OpenAiError.OpenAiError>,
