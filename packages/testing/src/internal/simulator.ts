@@ -184,6 +184,73 @@ interface BatchRecord {
 }
 
 /** @internal */
+/** A request's key, `[req:…]` in its JSON body (see `requestKeyOf`). */
+export const requestKeyPattern = /\[req:([^\]]+)\]/
+
+/** `requestKeyOf` cannot tell without the body's JSON text. */
+export const unknownKey: unique symbol = Symbol("unknownKey")
+
+/** Whether `JSON.stringify` writes some character of `s` escaped: a quote, a backslash, a control, a surrogate. */
+const escaped = (s: string): boolean => {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return true
+  }
+  return false
+}
+
+/**
+ * The request key `[req:…]` as `requestKeyPattern` finds it in `JSON.stringify(body)`, read from the body's strings
+ * in the order the JSON text has them, without writing that text (once per request). A key's `[req:` lies in one
+ * string of the text (escapes start with a backslash, which it has none of), so the first string holding `[req:`
+ * holds the match's start; when its `]` is in the same string and nothing between needs escaping, the JSON text has
+ * the same characters there. Otherwise (or for a body that is not plain JSON data: a `toJSON`, a class, a cycle)
+ * `unknownKey`, and the caller matches the JSON text.
+ */
+export const requestKeyOf = (body: unknown): string | undefined | typeof unknownKey => {
+  let result: string | undefined | typeof unknownKey = undefined
+  const inString = (s: string): boolean => {
+    const at = s.indexOf("[req:")
+    if (at < 0) return false
+    const end = s.indexOf("]", at + 5)
+    const key = end > at + 5 ? s.slice(at + 5, end) : undefined
+    result = key === undefined || escaped(key) ? unknownKey : key
+    return true
+  }
+  /** Walks `value` in JSON order; true once the first `[req:` is seen (or the walk gives up). */
+  const walk = (value: unknown, depth: number): boolean => {
+    if (typeof value === "string") return inString(value)
+    if (value === null || typeof value === "number" || typeof value === "boolean" || value === undefined) {
+      return false
+    }
+    if (typeof value !== "object" || depth > 32) {
+      result = unknownKey
+      return true
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) if (walk(value[i], depth + 1)) return true
+      return false
+    }
+    const proto = Object.getPrototypeOf(value)
+    if ((proto !== Object.prototype && proto !== null) || "toJSON" in value) {
+      result = unknownKey
+      return true
+    }
+    for (const key of Object.keys(value)) {
+      const field = (value as Record<string, unknown>)[key]
+      if (field === undefined) continue
+      if (typeof field === "function" || typeof field === "symbol") {
+        result = unknownKey
+        return true
+      }
+      if (inString(key) || walk(field, depth + 1)) return true
+    }
+    return false
+  }
+  walk(body, 0)
+  return result
+}
+
 export class Model {
   readonly scopes = new Map<string, ScopeBuckets>()
   readonly attempts: Array<SimStats.Attempt> = []
@@ -460,7 +527,9 @@ export class Model {
     const header = request.headers["x-sim-request-key"]
     if (header !== undefined && header !== "") return header
     if (request.body === undefined) return undefined
-    const match = /\[req:([^\]]+)\]/.exec(JSON.stringify(request.body))
+    const found = requestKeyOf(request.body)
+    if (found !== unknownKey) return found
+    const match = requestKeyPattern.exec(JSON.stringify(request.body))
     return match === null ? undefined : match[1]
   }
 
@@ -1037,7 +1106,8 @@ export class Model {
         if (list === undefined) continue
         // a cost above a sub-minute bucket's capacity (but within the limit) needs that bucket full, then takes it
         // below zero: it waits for the refill instead of never fitting
-        const wait = Math.max(...list.map((b) => Bucket.waitFor(b, Math.min(amount, b.capacity))))
+        let wait = Number.NEGATIVE_INFINITY
+        for (const b of list) wait = Math.max(wait, Bucket.waitFor(b, Math.min(amount, b.capacity)))
         if (wait > 0 && (found === undefined || wait > found.wait)) found = { list, wait, scope: s }
       }
       if (found === undefined) continue
