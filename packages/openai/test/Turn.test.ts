@@ -4,11 +4,14 @@
  * day out of memory), and a waiter interrupted as it is handed the permit passes it on.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { VirtualTime } from "@sluice/testing"
 import * as Effect from "effect/Effect"
 import * as FastCheck from "effect/FastCheck"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Scheduler from "effect/Scheduler"
+import * as TestClock from "effect/TestClock"
+import * as TestContext from "effect/TestContext"
 import * as Turn from "../src/internal/turn.js"
 
 /** A scheduler counting the tasks it is given (a fiber resumed is one). */
@@ -112,5 +115,99 @@ describe("Turn (the probe's permit)", () => {
           { numRuns: 200 }
         )
       )
+    }))
+
+  it.effect("takeOr: the same outcomes, at the same virtual times, as a race of take and the caller's own timer", () =>
+    Effect.gen(function*() {
+      // arrivals, holds and the first release on even milliseconds, patience odd: no timer ends as a release comes
+      const herd = FastCheck.array(
+        FastCheck.record({
+          arrival: FastCheck.integer({ min: 0, max: 6 }).map((n) => 2 * n),
+          patience: FastCheck.integer({ min: 0, max: 12 }).map((n) => 2 * n + 1),
+          hold: FastCheck.integer({ min: 0, max: 4 }).map((n) => 2 * n)
+        }),
+        { minLength: 1, maxLength: 10 }
+      )
+      const firstRelease = FastCheck.integer({ min: 1, max: 15 }).map((n) => 2 * n)
+      type Waiter = { readonly arrival: number; readonly patience: number; readonly hold: number }
+      /** Runs the herd against a held permit; what each waiter got (permit or not) and when, and the taking order. */
+      const run = (
+        waiters: ReadonlyArray<Waiter>,
+        release: number,
+        wait: (turn: Turn.Turn, patience: number) => Effect.Effect<boolean>
+      ) =>
+        Effect.gen(function*() {
+          const turn = Turn.make()
+          yield* turn.take
+          const outcomes: Array<string> = []
+          const order: Array<number> = []
+          yield* Effect.fork(Effect.zipRight(Effect.sleep(release), turn.release))
+          const fibers = yield* Effect.forEach(waiters, (w, i) =>
+            Effect.fork(Effect.gen(function*() {
+              yield* Effect.sleep(w.arrival)
+              const mine = yield* wait(turn, w.patience)
+              outcomes.push(`${i}:${mine}@${yield* TestClock.currentTimeMillis}`)
+              if (mine) {
+                order.push(i)
+                yield* Effect.sleep(w.hold)
+                yield* turn.release
+              }
+            })))
+          yield* Fiber.joinAll(fibers)
+          return { outcomes: outcomes.sort(), order, waiting: turn.waiting() }
+        }).pipe(VirtualTime.run(), Effect.provide(TestContext.TestContext))
+      yield* Effect.promise(() =>
+        FastCheck.assert(
+          FastCheck.asyncProperty(herd, firstRelease, (waiters, release) =>
+            Effect.runPromise(Effect.gen(function*() {
+              const raced = yield* run(
+                waiters,
+                release,
+                (turn, patience) =>
+                  Effect.raceFirst(Effect.as(turn.take, true), Effect.as(Effect.sleep(patience), false))
+              )
+              const taken = yield* run(waiters, release, (turn, patience) => turn.takeOr(Effect.sleep(patience)))
+              expect(taken).toEqual(raced)
+              expect(taken.waiting).toBe(0)
+            }))),
+          { numRuns: 12, seed: 20261206 }
+        )
+      )
+    }))
+
+  it.effect("takeOr: a waiter interrupted leaves the queue and stops its timer; one handed the permit passes it on", () =>
+    Effect.gen(function*() {
+      const turn = Turn.make()
+      yield* turn.take
+      let gaveUp = 0
+      const giveUp = Effect.zipRight(Effect.sleep("1 second"), Effect.sync(() => gaveUp++))
+      const first = yield* Effect.fork(turn.takeOr(giveUp))
+      const second = yield* Effect.fork(turn.takeOr(giveUp))
+      const third = yield* Effect.fork(turn.takeOr(giveUp))
+      yield* settle
+      expect(turn.waiting()).toBe(3)
+      yield* Fiber.interrupt(second)
+      expect(turn.waiting()).toBe(2)
+      // the first is handed the permit and interrupted before it runs: the permit goes on to the third
+      yield* Effect.sync(() => {
+        Effect.runSync(turn.release)
+        first.unsafeInterruptAsFork(FiberId.none)
+      })
+      yield* settle
+      expect(yield* Fiber.join(third)).toBe(true)
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      // no timer of an interrupted or served waiter gave up
+      expect(gaveUp).toBe(0)
+      expect(turn.waiting()).toBe(0)
+      yield* turn.release
+      // and one that waits long enough gives up, out of the queue
+      yield* turn.take
+      const impatient = yield* Effect.fork(turn.takeOr(giveUp))
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(impatient)).toBe(false)
+      expect(gaveUp).toBe(1)
+      expect(turn.waiting()).toBe(0)
     }))
 })

@@ -407,10 +407,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       const pool = state
       // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
       // pool's limits from the cautious ones (see the ramps above)
-      const turn = Effect.raceFirst(
-        Effect.as(pool.probe.take, true),
-        Effect.as(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), ended(poolScope, true)), false)
-      )
+      const turn = pool.probe.takeOr(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), ended(poolScope, true)))
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(turn), (mine) =>
           !mine
