@@ -14,8 +14,9 @@ import {
   PeriodicExportingMetricReader
 } from "@opentelemetry/sdk-metrics"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { OpenAi } from "@sluice/openai"
 import { Simulator, VirtualTime } from "@sluice/testing"
-import { Effect } from "effect"
+import { Chunk, Effect, Stream } from "effect"
 import { job, OpenAiOnSimulator, scenario } from "../examples/opentelemetry.js"
 
 const RUN = "sluice.test.run"
@@ -141,4 +142,35 @@ describe("OpenTelemetry (in-memory exporters)", () => {
         "interactive"
       ])
     }).pipe(Effect.provide(Simulator.layer(scenario)), Effect.provide(Otel)))
+
+  // an exporter of its own: the first test's layer shut its exporter down
+  const streamSpans = new InMemorySpanExporter()
+
+  it.effect("a streamed call's span lasts until its stream ends, with the usage of its last chunk", () =>
+    Effect.gen(function*() {
+      const chunks = yield* VirtualTime.run(
+        Effect.flatMap(OpenAi.OpenAi, (openai) =>
+          Stream.runCollect(openai.chat.completions.stream({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: "[req:stream] Tell a short story." }],
+            max_tokens: 120
+          })))
+      ).pipe(Effect.provide(OpenAiOnSimulator))
+      expect(Chunk.size(chunks)).toBeGreaterThan(1)
+      const [span] = streamSpans.getFinishedSpans().filter((span) => span.name === "chat gpt-4o-mini")
+      expect(span.attributes["gen_ai.provider.name"]).toBe("openai")
+      expect(span.attributes["sluice.decision"]).toBe("ok")
+      expect(span.attributes["gen_ai.usage.output_tokens"]).toBeGreaterThan(0)
+      expect(span.attributes["gen_ai.usage.input_tokens"]).toBeGreaterThan(0)
+      // from asking to the last chunk, in virtual time: the simulator's latency and its output
+      const seconds = span.duration[0] + span.duration[1] / 1e9
+      expect(seconds).toBeGreaterThan(0.2)
+    }).pipe(
+      Effect.provide(Simulator.layer(scenario)),
+      // traces only: a metric reader binds to one provider, the first test's
+      Effect.provide(NodeSdk.layer(() => ({
+        resource: { serviceName: "sluice-test" },
+        spanProcessor: new SimpleSpanProcessor(streamSpans)
+      })))
+    ))
 })

@@ -472,7 +472,10 @@ export const make = (
      * reasons), the attempts and waits, the decision (`ok`, `retried`, `failed`, `refused` by the limiter).
      */
     const ended = (call: Call, startedAt: number, exit: Exit.Exit<unknown, CallError>) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      Effect.flatMap(endedAttributes(call, startedAt, exit), Effect.annotateCurrentSpan)
+
+    const endedAttributes = (call: Call, startedAt: number, exit: Exit.Exit<unknown, CallError>) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
         const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : undefined
         const errorType = Exit.isSuccess(exit)
           ? undefined
@@ -509,8 +512,29 @@ export const make = (
           if (info.output !== undefined) attributes["gen_ai.usage.output_tokens"] = info.output
           if (info.finishReasons !== undefined) attributes["gen_ai.response.finish_reasons"] = info.finishReasons
         }
-        return Effect.annotateCurrentSpan(attributes)
+        return attributes
       })
+
+    /** A call's span: `{operation} {model}`, kind client, the GenAI request attributes and Sluice's. */
+    const spanOf = (call: Call, request: Request<unknown>) => ({
+      name: `${call.operation} ${call.model}`,
+      options: {
+        kind: "client" as const,
+        // a stack trace per call costs more than the rest of the span; the attributes say what it was
+        captureStackTrace: false,
+        attributes: {
+          "gen_ai.operation.name": call.operation,
+          "gen_ai.provider.name": "openai",
+          "gen_ai.system": "openai",
+          "gen_ai.request.model": call.model,
+          "sluice.model": call.model,
+          "sluice.pool": call.pool,
+          "sluice.scopes": call.scopes,
+          "sluice.lane": call.lane,
+          "sluice.tokens.estimate": request.estimate.tokens
+        }
+      }
+    })
 
     const run: Calls["run"] = (request, callOptions) =>
       Effect.suspend(() => {
@@ -518,24 +542,10 @@ export const make = (
         return Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
           Effect.map(retried(call, attempt(request, call, false)), (answered) => answered.answer).pipe(
             Effect.onExit((exit) => ended(call, startedAt, exit))
-          )).pipe(
-            Effect.withSpan(`${call.operation} ${call.model}`, {
-              kind: "client",
-              // a stack trace per call costs more than the rest of the span; the attributes say what it was
-              captureStackTrace: false,
-              attributes: {
-                "gen_ai.operation.name": call.operation,
-                "gen_ai.provider.name": "openai",
-                "gen_ai.system": "openai",
-                "gen_ai.request.model": call.model,
-                "sluice.model": call.model,
-                "sluice.pool": call.pool,
-                "sluice.scopes": call.scopes,
-                "sluice.lane": call.lane,
-                "sluice.tokens.estimate": request.estimate.tokens
-              }
-            })
-          )
+          )).pipe((effect) => {
+            const span = spanOf(call, request)
+            return Effect.withSpan(effect, span.name, span.options)
+          })
       })
 
     const open: Calls["open"] = <Chunk extends StreamChunk>(
@@ -544,16 +554,30 @@ export const make = (
     ) =>
       Effect.suspend(() => {
         const call = callOf(request, callOptions)
-        // the scope holds the answered attempt: closing it aborts the request and settles what was used
-        return Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(
-            restore(retried(call, attempt(request, call, true))),
-            (answered) =>
-              Effect.as(
-                Effect.addFinalizer(() => release(request.estimate, answered, true)),
-                { answer: answered.answer, chunks: chunks(call, request.estimate, answered) }
+        const { name, options: spanOptions } = spanOf(call, request)
+        // the span lasts as long as the scope: the opening, then the chunks until the stream ends
+        return Effect.flatMap(
+          Effect.zip(Clock.currentTimeMillis, Effect.makeSpanScoped(name, spanOptions)),
+          ([startedAt, span]) => {
+            const close = (exit: Exit.Exit<unknown, CallError>) =>
+              Effect.map(endedAttributes(call, startedAt, exit), (attributes) => {
+                for (const key in attributes) span.attribute(key, attributes[key])
+              })
+            // the scope holds the answered attempt: closing it aborts the request and settles what was used
+            return Effect.uninterruptibleMask((restore) =>
+              Effect.flatMap(
+                restore(retried(call, attempt(request, call, true))).pipe(
+                  Effect.withParentSpan(span),
+                  Effect.tapErrorCause((cause) => close(Exit.failCause(cause)))
+                ),
+                (answered) =>
+                  Effect.as(
+                    Effect.addFinalizer(() => release(request.estimate, answered, true)),
+                    { answer: answered.answer, chunks: chunks(call, request.estimate, answered, close) }
+                  )
               )
-          )
+            )
+          }
         )
       })
 
@@ -564,12 +588,14 @@ export const make = (
     const chunks = <Chunk extends StreamChunk>(
       call: Call,
       estimate: TokenEstimator.Estimate,
-      { answer, attempt, controller, permit, progress, sentAt }: Sent<Chunks<Chunk>>
+      { answer, attempt, controller, permit, progress, sentAt }: Sent<Chunks<Chunk>>,
+      close: (exit: Exit.Exit<unknown, CallError>) => Effect.Effect<void>
     ): Stream.Stream<Chunk, CallError> => {
       const finish = (exit: Exit.Exit<unknown, Errors.OpenAiError>) =>
         Effect.gen(function*() {
           const used = usedSoFar(progress, estimate)
           yield* Effect.ignore(permit.settle(used))
+          yield* close(exit)
           const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
           if (Exit.isSuccess(exit) || progress.used !== undefined) {
             telemetry.used(call.model, call.tenant, used.tokens ?? 0)
@@ -595,6 +621,7 @@ export const make = (
             const usage = Endpoints.usageCost(chunk.usage)
             if (usage === undefined) return Effect.void
             progress.used = usage
+            call.answered = answerInfo(chunk)
             return Effect.ignore(permit.settle(usage))
           })
         ),
