@@ -78,7 +78,10 @@ export interface Answer {
 
 /**
  * A governed stream once open: its status and headers, and its body, one server-sent event at a time (as the
- * server sent it; the usage chunk Sluice asked for on the caller's behalf left out).
+ * server sent it; the usage chunk Sluice asked for on the caller's behalf left out). A failure the server reports
+ * in the stream (a Responses `response.failed` or `error` event, a chat chunk with an `error`) is passed on and
+ * ends the body, as the server ended it; Sluice classifies it (a `Failed` event of its kind), settles the call
+ * to the usage it reports, and feeds it back (a rate limit gates the pool, as a 429 answer does).
  *
  * @since 0.2.0
  * @category models
@@ -133,6 +136,23 @@ interface Event extends Call.StreamChunk {
   /** The usage chunk Sluice asked for: counted, then left out. */
   readonly drop: boolean
 }
+
+/**
+ * The events of a stream, up to and including an in-stream failure (a Responses `response.failed` or `error`
+ * event, a chat chunk with an `error`), after which the stream fails with that event (for `Call` to classify).
+ */
+const untilFailure = (events: Stream.Stream<Event, unknown>): Stream.Stream<Event, unknown> =>
+  Stream.suspend(() => {
+    let failure: Event | undefined
+    return events.pipe(
+      Stream.takeUntil((event) => {
+        if (event.failure === undefined) return false
+        failure = event
+        return true
+      }),
+      Stream.concat(Stream.suspend(() => failure === undefined ? Stream.empty : Stream.fail(failure.failure)))
+    )
+  })
 
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
 
@@ -209,7 +229,13 @@ const chatEvent = (added: boolean) => (data: string, raw: string): Event => {
   if (!isRecord(chunk)) return { raw, drop: false }
   const choices = Array.isArray(chunk.choices) ? chunk.choices : undefined
   const drop = added && isRecord(chunk.usage) && choices !== undefined && choices.length === 0
-  return { raw, drop, usage: chunk.usage, ...(choices === undefined ? {} : { choices }) }
+  return {
+    raw,
+    drop,
+    usage: chunk.usage,
+    ...(choices === undefined ? {} : { choices }),
+    ...(isRecord(chunk.error) ? { failure: chunk } : {})
+  }
 }
 
 /**
@@ -225,7 +251,8 @@ const responsesEvent = (data: string, raw: string): Event => {
     raw,
     drop: false,
     ...(usage === undefined ? {} : { usage }),
-    ...(delta === undefined ? {} : { choices: delta })
+    ...(delta === undefined ? {} : { choices: delta }),
+    ...(event.type === "response.failed" || event.type === "error" ? { failure: event } : {})
   }
 }
 
@@ -349,20 +376,31 @@ export const make = (
                   const headers = headersOf(answered.headers)
                   if (!isOk(answered.status)) return failed(answered, headers)
                   return Effect.succeed({
-                    data: events(Stream.decodeText(answered.stream), read),
+                    data: untilFailure(events(Stream.decodeText(answered.stream), read)),
                     response: { status: answered.status, headers },
                     request_id: headers.get("x-request-id")
                   })
                 })
             }, callOptions),
-            (opened) => ({
-              status: opened.answer.response.status,
-              headers: opened.answer.response.headers,
-              body: opened.chunks.pipe(
-                Stream.filter((event) => !event.drop),
-                Stream.map((event) => encoder.encode(event.raw))
-              )
-            })
+            (opened) => {
+              // an in-stream failure is passed on as the server sent it, and ends the body: it is Sluice's to
+              // classify, settle and feed back (a `Failed` event), the caller's to read as its client does
+              let failed = false
+              return {
+                status: opened.answer.response.status,
+                headers: opened.answer.response.headers,
+                body: opened.chunks.pipe(
+                  Stream.tap((event) =>
+                    Effect.sync(() => {
+                      if (event.failure !== undefined) failed = true
+                    })
+                  ),
+                  Stream.filter((event) => !event.drop),
+                  Stream.map((event) => encoder.encode(event.raw)),
+                  Stream.catchAll((error) => failed ? Stream.empty : Stream.fail(error))
+                )
+              }
+            }
           )
         })
       )

@@ -93,6 +93,11 @@ export interface Opened<Chunk> {
 export interface StreamChunk {
   readonly usage?: unknown
   readonly choices?: ReadonlyArray<unknown>
+  /**
+   * An in-stream failure the server reported (a Responses `response.failed` or `error` event): the stream fails
+   * with it after this chunk (an `HttpClient`'s stream, see `OpenAiHttp`; the SDK's throws it instead).
+   */
+  readonly failure?: unknown
 }
 
 /** The governed calls of one `OpenAi` service. */
@@ -202,6 +207,8 @@ const answerInfo = (data: unknown): AnswerInfo => {
 interface Progress {
   output: number
   used: Budget.Cost | undefined
+  /** The server reported a failure in the stream (its usage, if it came with it, is that of a failed call). */
+  failed?: boolean
 }
 
 /** An attempt admitted: its permit, the abort of its request, what a stream has used so far. */
@@ -597,7 +604,7 @@ export const make = (
           yield* Effect.ignore(permit.settle(used))
           yield* close(exit)
           const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
-          if (Exit.isSuccess(exit) || progress.used !== undefined) {
+          if (Exit.isSuccess(exit) || (progress.used !== undefined && progress.failed !== true)) {
             telemetry.used(call.model, call.tenant, used.tokens ?? 0)
             yield* emit({ _tag: "Succeeded", model: call.model, attempt, reserved: call.cost, used, latencyMillis })
             return
@@ -613,10 +620,23 @@ export const make = (
         : data
       return source.pipe(
         Stream.catchAll((raw) =>
-          Stream.fromEffect(Effect.flatMap(classify(raw, call.model), (error) => Effect.fail(error)))
+          Stream.fromEffect(Effect.flatMap(classify(raw, call.model), (error) =>
+            // a failure the server reported in the stream teaches the limiter what its answer would have (a
+            // rate limit gates the pool); a broken connection does not
+            progress.failed === true
+              ? Effect.zipRight(
+                feedback(limiter, { org, poolScope: call.poolScope, scopes: call.scopes }, error, {
+                  permit,
+                  sentAt,
+                  adopt: false
+                }),
+                Effect.fail(error)
+              )
+              : Effect.fail(error)))
         ),
         Stream.tap((chunk) =>
           Effect.suspend(() => {
+            if (chunk.failure !== undefined) progress.failed = true
             progress.output += chunkOutputTokens(chunk)
             const usage = Endpoints.usageCost(chunk.usage)
             if (usage === undefined) return Effect.void
