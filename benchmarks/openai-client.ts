@@ -7,7 +7,8 @@
  *   ... benchmarks/openai-client.ts <implementation> <baseURL> --input in.jsonl --output out.jsonl --limits limits.json
  *
  * Implementations: `sluice` (limits configured), `sluice-adaptive` (no limits: learned from headers),
- * `bare-<concurrency>-<maxRetries>` (the SDK with p-limit), `cookbook`.
+ * `bare-<concurrency>-<maxRetries>` (the SDK with p-limit), `cookbook`, `effect-ai` (`@effect/ai-openai` on
+ * Sluice's `GovernedHttpClient`) and `effect-ai-ungoverned` (`@effect/ai-openai` as it comes).
  *
  * Without `--input`, the OpenAI benchmark's 2,000 chat requests, after a warm-up (below). With `--input`
  * (the CLI benchmark, peers only), the requests of a Batch API file, and every outcome written to
@@ -127,6 +128,113 @@ const sluice = async (
   }
 }
 
+/**
+ * `@effect/ai`'s `LanguageModel.generateText` through `@effect/ai-openai` (the Responses API), its `HttpClient`
+ * the platform's fetch client on the meter's `fetch`: `governed`, with `GovernedHttpClient.layer` between them
+ * (the same budgets as the `sluice` row, on the same scope); else what a user of `@effect/ai` has today, at
+ * the bare SDK row's best concurrency (64), a failed call retried twice with exponential back-off (0.5 s, as
+ * the SDK's default retries do; `@effect/ai` retries nothing of itself).
+ */
+const effectAi = async (
+  requests: ReadonlyArray<BenchRequest>,
+  options: { readonly baseURL: string; readonly governed: boolean; readonly meter: Meter }
+): Promise<ClientReport> => {
+  const [
+    { Budget, LimiterStore },
+    { OpenAi },
+    { GovernedHttpClient },
+    { Effect, Layer, Redacted, Schedule },
+    LanguageModel,
+    OpenAiClient,
+    OpenAiLanguageModel,
+    FetchHttpClient
+  ] = await Promise.all([
+    import("@sluice/core"),
+    import("@sluice/openai"),
+    import("@sluice/effect-ai"),
+    import("effect"),
+    import("@effect/ai/LanguageModel"),
+    import("@effect/ai-openai/OpenAiClient"),
+    import("@effect/ai-openai/OpenAiLanguageModel"),
+    import("@effect/platform/FetchHttpClient")
+  ])
+  const scopes = OpenAi.scopesFor({ organization: "bench" }, MODEL)
+  let retries = 0
+  const failures: Record<string, number> = {}
+  const failedAttempts: Record<string, number> = {}
+  const http = FetchHttpClient.layer.pipe(Layer.provide(Layer.succeed(FetchHttpClient.Fetch, options.meter.fetch)))
+  const governed = GovernedHttpClient.layer({
+    organization: "bench",
+    apiUrl: options.baseURL,
+    budgets: [
+      Budget.make(scopes[1], [
+        Budget.Limit.perMinute("requests", LIMITS.rpm, burstOf(LIMITS.rpm)),
+        Budget.Limit.perMinute("tokens", LIMITS.tpm, burstOf(LIMITS.tpm))
+      ])
+    ],
+    onEvent: (event) =>
+      Effect.sync(() => {
+        if (event._tag === "Admitted" && event.attempt > 1) retries++
+        if (event._tag === "Failed") failedAttempts[event.error._tag] = (failedAttempts[event.error._tag] ?? 0) + 1
+      })
+  }).pipe(Layer.provide([http, LimiterStore.layerMemory]))
+  const client = OpenAiClient.layer({ apiKey: Redacted.make("sk-bench"), apiUrl: options.baseURL }).pipe(
+    Layer.provide(options.governed ? governed : http)
+  )
+  const model = OpenAiLanguageModel.layer({ model: MODEL }).pipe(Layer.provide(client))
+
+  const program = Effect.gen(function*() {
+    options.meter.start()
+    const origin = performance.now()
+    const outcomes = yield* Effect.forEach(
+      requests.filter(isChat),
+      (request) => {
+        const generate = LanguageModel.generateText({
+          prompt: request.body.messages.map((message) => ({ role: message.role, content: message.content }))
+        }).pipe(OpenAiLanguageModel.withConfigOverride({ max_output_tokens: request.body.max_tokens }))
+        const call = options.governed ? generate : generate.pipe(
+          Effect.tapError(() => Effect.sync(() => retries++)),
+          Effect.retry({ times: 2, schedule: Schedule.jittered(Schedule.exponential("500 millis")) })
+        )
+        return Effect.zipRight(
+          Effect.promise(() => arrival(origin, request.at) ?? Promise.resolve()),
+          Effect.either(call)
+        )
+      },
+      { concurrency: options.governed ? "unbounded" : 64 }
+    )
+    const wallMillis = options.meter.elapsed()
+    let succeeded = 0
+    for (const outcome of outcomes) {
+      if (outcome._tag === "Right") succeeded++
+      else failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
+    }
+    return { wallMillis, succeeded }
+  })
+  const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, model))
+  const failed = requests.length - succeeded
+  const list = (counts: Record<string, number>) => Object.entries(counts).map(([tag, n]) => `${tag} ×${n}`).join(", ")
+  const failureNote = (Object.keys(failedAttempts).length === 0 ? "" : `; failed attempts: ${list(failedAttempts)}`) +
+    (failed === 0 ? "" : `; calls that failed: ${list(failures)}`)
+  return {
+    name: options.governed
+      ? "@effect/ai-openai, governed (GovernedHttpClient)"
+      : "@effect/ai-openai ungoverned, concurrency 64, 2 retries",
+    wallMillis,
+    succeeded,
+    failed,
+    // ungoverned: the failed attempts, counted as the retries they cause (the last one's too)
+    retries,
+    attempts: options.meter.attempts,
+    config: (options.governed
+      ? `LanguageModel.generateText (Responses API) on GovernedHttpClient.layer, budgets ${LIMITS.rpm} RPM / ${LIMITS.tpm} TPM on ${
+        scopes[1]
+      }, default retry policy, Effect.forEach concurrency unbounded`
+      : "LanguageModel.generateText (Responses API) on FetchHttpClient, Effect.forEach concurrency 64, " +
+        "Effect.retry 2 times, jittered exponential from 0.5 s") + failureNote
+  }
+}
+
 const meter = makeMeter()
 
 const args = process.argv.slice(2)
@@ -179,6 +287,8 @@ const cookbookLimits = (): Record<string, { rpm: number; tpm: number }> => {
 const run = async (requests: ReadonlyArray<BenchRequest>, onResult: OnResult | undefined): Promise<ClientReport> => {
   if (implementation === "sluice") return sluice(requests, { baseURL, adaptive: false, meter })
   if (implementation === "sluice-adaptive") return sluice(requests, { baseURL, adaptive: true, meter })
+  if (implementation === "effect-ai") return effectAi(requests, { baseURL, governed: true, meter })
+  if (implementation === "effect-ai-ungoverned") return effectAi(requests, { baseURL, governed: false, meter })
   if (implementation === "cookbook") return cookbook(requests, { baseURL, limits: cookbookLimits(), meter, onResult })
   const bare = /^bare-(\d+)-(\d+)$/.exec(implementation)
   if (bare !== null) {

@@ -8,7 +8,8 @@
  *
  * Rows: Sluice with its limits configured; Sluice in adaptive mode (no limits: learned from headers);
  * (a) the bare `openai` SDK with its built-in retries and `p-limit`, at several concurrencies; (b) a
- * cookbook-style processor with its own request/token refill loop (both in benchmarks/openai-peers.ts).
+ * cookbook-style processor with its own request/token refill loop (both in benchmarks/openai-peers.ts);
+ * `@effect/ai-openai`'s `LanguageModel` governed by Sluice (`GovernedHttpClient`) and as it comes (issue 20).
  *
  * Each row gets a fresh simulator (full buckets, same seed) on a loopback port, served from this process;
  * the client runs in a child process of its own (benchmarks/openai-client.ts), so the simulator and the
@@ -49,7 +50,9 @@ const IMPLEMENTATIONS = [
   "bare-128-2",
   "bare-512-2",
   "bare-512-8",
-  "cookbook"
+  "cookbook",
+  "effect-ai",
+  "effect-ai-ungoverned"
 ] as const
 
 const { args, priority, rounds, selected, timeoutSeconds, writeResults } = benchmarkOptions(IMPLEMENTATIONS)
@@ -118,7 +121,10 @@ const runRow = (round: number, implementation: string) =>
       attempts: [] as ReadonlyArray<AttemptRecord>,
       config: `stopped after ${timeoutSeconds} s`
     }))
-    const chat = stats.attempts.filter((attempt) => attempt.path === "/v1/chat/completions")
+    // the SDK rows call chat completions; @effect/ai-openai's LanguageModel, the Responses API
+    const chat = stats.attempts.filter((attempt) =>
+      attempt.path === "/v1/chat/completions" || attempt.path === "/v1/responses"
+    )
     const keys = new Set(chat.map((attempt) => attempt.key))
     const succeededKeys = SimStats.succeededKeys(stats).size
     // the last request: the successful attempt sent last, and its latency as the client saw it
@@ -126,6 +132,12 @@ const runRow = (round: number, implementation: string) =>
     for (const attempt of report.attempts) {
       if (attempt.status === 200 && attempt.sentAt > last.sentAt) last = attempt
     }
+    const chargedTokens = stats.admissions.reduce((sum, admission) => sum + admission.tokens, 0)
+    // a row that lost nothing: the tokens the server charged it (the Responses API's count of the same prompts
+    // may differ a little from chat completions'), else the workload's
+    const rowMinimumMillis = succeededKeys === REQUESTS
+      ? Math.max(bucketMinimumMillis(chargedTokens, LIMITS.tpm), requestsMinimumMillis)
+      : admissionMinimumMillis
     const row: Row = {
       round,
       implementation,
@@ -133,7 +145,7 @@ const runRow = (round: number, implementation: string) =>
       config: report.config,
       finished: Option.isSome(outcome),
       wallMillis: report.wallMillis,
-      minimumMillis: admissionMinimumMillis + last.latency,
+      minimumMillis: rowMinimumMillis + last.latency,
       lastLatencyMillis: last.latency,
       server429: stats.byStatus["429"] ?? 0,
       serverAttempts: chat.length,
@@ -141,7 +153,7 @@ const runRow = (round: number, implementation: string) =>
       clientRetries: report.retries,
       lost: REQUESTS - succeededKeys,
       clientFailed: report.failed,
-      chargedTokens: stats.admissions.reduce((sum, admission) => sum + admission.tokens, 0),
+      chargedTokens,
       firstSentMillis: quantile(report.attempts.map((attempt) => attempt.sentAt), 0),
       latencyP50: quantile(report.attempts.map((attempt) => attempt.latency), 0.5),
       latencyP99: quantile(report.attempts.map((attempt) => attempt.latency), 0.99),
