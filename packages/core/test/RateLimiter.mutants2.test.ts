@@ -363,4 +363,31 @@ describe("RateLimiter: an asynchronous store's answers", () => {
           _tag: "ScopeClosed"
         })
       })))
+
+  it.effect("a waiter behind a call at the store is refused at its deadline, not admitted once the store answers", () =>
+    Effect.gen(function*() {
+      const slow = Layer.effect(
+        LimiterStore.LimiterStore,
+        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+          ...inner,
+          tryAcquire: (debits, gates) => Effect.delay(inner.tryAcquire(debits, gates), 100),
+          unsafeTryAcquire: undefined
+        }))
+      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      yield* run({ budgets: [rpm("org:a", 10)] }, (limiter) =>
+        Effect.gen(function*() {
+          const first = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+          yield* TestClock.adjust(1)
+          // the bucket has room, but the first call's answer takes 100 ms: this one waits behind it
+          const second = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }, { maxWait: "10 millis" }))
+          yield* TestClock.adjust(10)
+          expect(failure(yield* Fiber.await(second))).toMatchObject({
+            _tag: "DeadlineExceeded",
+            reason: "queue",
+            allowedMillis: 0
+          })
+          yield* TestClock.adjust(100)
+          expect(Exit.isSuccess(yield* Fiber.await(first))).toBe(true)
+        }), slow)
+    }))
 })
