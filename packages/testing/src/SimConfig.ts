@@ -285,7 +285,17 @@ export const Enforcement = Schema.Struct({
   /** Send `retry-after-ms` on 429s. */
   retryAfterMs: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   /** Send `x-ratelimit-*` headers. */
-  rateLimitHeaders: Schema.optionalWith(Schema.Boolean, { default: () => true })
+  rateLimitHeaders: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  /**
+   * A 429's message: `detailed` (the default, as OpenAI words it: "Limit 30000, Used 29500, Requested 900. Please
+   * try again in 1.8s.") or `bare` (which limit refused the call and nothing else: no figures and no "try again
+   * in", as some gateways and proxies answer).
+   *
+   * @since 0.2.0
+   */
+  rateLimitMessage: Schema.optionalWith(Schema.Literal("detailed", "bare"), {
+    default: () => "detailed" as const
+  })
 })
 
 /**
@@ -455,7 +465,8 @@ export const Scenario = Schema.Struct({
       retryAfter: true,
       retryAfterFormat: "seconds" as const,
       retryAfterMs: true,
-      rateLimitHeaders: true
+      rateLimitHeaders: true,
+      rateLimitMessage: "detailed" as const
     })
   }),
   output: Schema.optionalWith(Output, { default: () => ({ fraction: 0.5, defaultMaxTokens: 1024 }) }),

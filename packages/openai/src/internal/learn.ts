@@ -22,7 +22,9 @@
  *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
  *   limit that grows gains the room it grew by), until the server pushes back. The 429's message names the
  *   limit ("Limit 600, Used 598"): the pool takes it and what is left, and that dimension stops probing. A
- *   429 that names no limit halves the probe and holds it there.
+ *   429 that names no limit halves the probe and holds it there, a guess that never forbids a call: it is
+ *   never below the largest call asked of it, and a larger call later raises it to its cost (it waits for a
+ *   full bucket, as at the server, which takes any call within its limit; one beyond it, the server refuses).
  *
  * - **The first answer** (the adaptive mode: a pool with no configured limit): the pool's first call goes
  *   alone (a probe, {@link Learner.probed}), and the herd is admitted once its answer's `x-ratelimit-*` headers
@@ -110,6 +112,10 @@ interface PoolState {
   blind: boolean
   /** 429s seen per dimension. */
   readonly rejections: Map<Dimension, number>
+  /** A blind pool: the largest cost asked of each dimension (a guessed limit never goes below it). */
+  readonly largest: Map<Dimension, number>
+  /** A blind pool's dimensions whose limit is a guess (cut on a 429 that named no limit). */
+  readonly guessed: Set<Dimension>
   readonly learned: Map<string, Learned>
 }
 
@@ -170,7 +176,14 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
   const stateOf = (poolScope: string): PoolState => {
     let state = pools.get(poolScope)
     if (state === undefined) {
-      state = { ramp: undefined, blind: false, rejections: new Map(), learned: new Map() }
+      state = {
+        ramp: undefined,
+        blind: false,
+        rejections: new Map(),
+        largest: new Map(),
+        guessed: new Set(),
+        learned: new Map()
+      }
       pools.set(poolScope, state)
     }
     return state
@@ -228,11 +241,30 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       return Effect.forEach(ended, (each) => limiter.ramp(poolScope, each, undefined), { discard: true })
     })
 
+  /**
+   * A blind pool's guessed limits never forbid a call: the server named no limit, so a call larger than the guess
+   * may well be one it accepts (it takes any call within its limit, after a wait for a full bucket). The guess
+   * grows to the call's cost, and the call waits for a full bucket of it; a call the server refuses for good is
+   * refused by the server.
+   */
+  const widen = (poolScope: string, state: PoolState, cost: Budget.Cost) =>
+    Effect.forEach(["requests", "tokens"] as const, (dimension) => {
+      const amount = cost[dimension]
+      if (amount === undefined || !(amount > 0)) return Effect.void
+      if (amount > (state.largest.get(dimension) ?? 0)) state.largest.set(dimension, amount)
+      if (!state.guessed.has(dimension)) return Effect.void
+      const limit = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
+      return limit === undefined || limit.amount >= amount
+        ? Effect.void
+        : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(amount) }))
+    }, { discard: true })
+
   const fit: Learner["fit"] = (poolScope, cost) =>
     Effect.suspend(() => {
       const state = pools.get(poolScope)
-      const ramp = state?.ramp
-      if (state === undefined || ramp === undefined || !state.blind) return Effect.void
+      if (state === undefined || !state.blind) return Effect.void
+      const ramp = state.ramp
+      if (ramp === undefined) return widen(poolScope, state, cost)
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
         // the call's turn: when the ramp has let out what came before it and itself
         let due = now
@@ -245,13 +277,18 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         }
         // a probe grows ahead of the ramp, so that the limiter lets the call out when the ramp does (a limit
         // that grows gains the room it grew by)
-        return Effect.forEach(ramp.start.keys(), (dimension) => {
-          const limit = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
-          const wanted = Math.max(allowance(ramp, dimension, due), cost[dimension] ?? 0)
-          return limit === undefined || limit.amount >= wanted
-            ? Effect.void
-            : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(wanted * GROWTH) }))
-        }, { discard: true })
+        return Effect.zipRight(
+          widen(poolScope, state, cost),
+          Effect.forEach(ramp.start.keys(), (dimension) => {
+            const limit = limiter.limitsOf(poolScope).find((l) =>
+              l.dimension === dimension && l.windowMillis === 60_000
+            )
+            const wanted = Math.max(allowance(ramp, dimension, due), cost[dimension] ?? 0)
+            return limit === undefined || limit.amount >= wanted
+              ? Effect.void
+              : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(wanted * GROWTH) }))
+          }, { discard: true })
+        )
       })
     })
 
@@ -339,7 +376,13 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
-          const cut = Math.max(1, Math.floor(Math.min(level.limit.amount, (probed ?? 0) * GROWTH) * BACKOFF))
+          // never below a call already asked for (one waiting in the queue would fail: see `widen`)
+          const cut = Math.max(
+            1,
+            Math.ceil(state.largest.get(dimension) ?? 0),
+            Math.floor(Math.min(level.limit.amount, (probed ?? 0) * GROWTH) * BACKOFF)
+          )
+          state.guessed.add(dimension)
           yield* Effect.ignore(limiter.sync(poolScope, { dimension, limit: cut, remaining: 0 }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: cut })
         }

@@ -1076,7 +1076,11 @@ export class Model {
           status: 429,
           message: `Request too large for ${model} ${this.orgPhrase(tooLarge.project ?? project, org)} on ${
             limitLabel[limit]
-          }: Limit ${tooLarge.limits[limit]}, Requested ${amount}. ${
+          }${
+            this.scenario.enforcement.rateLimitMessage === "bare"
+              ? ""
+              : `: Limit ${tooLarge.limits[limit]}, Requested ${amount}`
+          }. ${
             limit === "ipm" ? "The number of images" : "The input or output tokens"
           } must be reduced in order to run successfully. ${RATE_LIMITS_URL}`,
           type: limitDims[limit],
@@ -1128,8 +1132,12 @@ export class Model {
           status: 429,
           message: `Rate limit reached for ${model} ${this.orgPhrase(found.scope.project ?? project, org)} on ${
             limitLabel[limit]
-          }: Limit ${main.limit}, Used ${used}, Requested ${amount}. Please try again in ${
-            formatGoDuration(wait)
+          }${
+            enf.rateLimitMessage === "bare"
+              ? ""
+              : `: Limit ${main.limit}, Used ${used}, Requested ${amount}. Please try again in ${
+                formatGoDuration(wait)
+              }`
           }. ${RATE_LIMITS_URL}`,
           type: limitDims[limit],
           param: null,
