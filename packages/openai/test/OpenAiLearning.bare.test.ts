@@ -56,9 +56,11 @@ describe("OpenAi: no headers and 429s that name no limit", () => {
           const stats = yield* Simulator.stats
           const tokens = openai.limiter.limitsOf(POOL).find((l) => l.dimension === "tokens")
           console.log(
-            `bare 429s: ${stats.attempts.length} attempts, ${stats.byStatus["429"] ?? 0} × 429, tokens limit ${
-              tokens?.amount
-            }, failed ${failed.length}: ${failed.map(String).join("; ").slice(0, 300)}`
+            `bare 429s: ${stats.attempts.length} attempts, ${
+              stats.byStatus["429"] ?? 0
+            } × 429, tokens limit ${tokens?.amount}, failed ${failed.length}: ${
+              failed.map(String).join("; ").slice(0, 300)
+            }`
           )
           expect(stats.byStatus["429"] ?? 0).toBeGreaterThan(0) // the probe was cut
           expect(failed).toEqual([])
