@@ -109,9 +109,17 @@ export class LimiterStoreError
  */
 export interface Service {
   /**
-   * Admits all debits at once, or none; checks the gates first. A debit above its bucket's capacity (a cost
-   * above a burst, which the limiter lets through within the limit's amount) waits for the bucket to be full,
-   * then takes it below zero (debt).
+   * Admits all debits at once, or none; checks the gates first. Each debit is checked on its own against its
+   * bucket's level (several debits on one bucket each need room for themselves, then all are charged).
+   * Denied, `waitMillis` is the longest of the waits (a gate's remaining time; for a debit, the time until it
+   * fits), and names the gate or bucket it belongs to.
+   *
+   * A debit of at most its bucket's capacity fits when the level holds it. A debit **above** the capacity
+   * (a cost above a burst, which the limiter lets through within the limit's amount) is sent only to a store
+   * that sets {@link Service.debitAboveCapacity}: it fits once the bucket is full, then takes it below zero
+   * (debt). A store without that flag (the 0.1.0 contract) never receives one (the limiter charges such a
+   * cost in parts of at most the capacity); it may answer `Infinity` for a debit it could never admit, which
+   * the limiter refuses at once with `CostExceedsCapacity` rather than queue the call for ever.
    */
   readonly tryAcquire: (
     debits: ReadonlyArray<Debit>,
@@ -138,6 +146,25 @@ export interface Service {
     buckets: ReadonlyArray<BucketSpec>,
     gates: ReadonlyArray<GateKey>
   ) => Effect.Effect<Levels, LimiterStoreError>
+  /**
+   * `true` when `tryAcquire` admits a debit above its bucket's capacity once the bucket is full, taking it
+   * into debt (the memory store and `@sluice/redis` from 0.2.0 do). The limiter then charges a cost above a
+   * burst (within the limit's amount) as one debit, whatever its ratio to the burst. Without it (a store
+   * written to the 0.1.0 contract, which answers `Infinity` for such a debit), the limiter charges that cost
+   * in parts of at most the capacity, each of which fits a full bucket, and a cost above 64 bursts fails with
+   * `CostExceedsCapacity`, as in 0.1.0. A store that wraps another should pass the flag on (`...inner`).
+   *
+   * @since 0.2.0
+   * @example
+   * ```ts
+   * import { LimiterStore } from "@sluice/core"
+   * import * as Effect from "effect/Effect"
+   *
+   * const store = Effect.runSync(LimiterStore.makeMemory)
+   * console.log(store.debitAboveCapacity) // true
+   * ```
+   */
+  readonly debitAboveCapacity?: boolean | undefined
   /**
    * A store that answers in memory, synchronously, may also offer `tryAcquire` as a plain function of the
    * time (`now`, from the limiter's `Clock`). The limiter then admits in one step: no asynchronous gap in
@@ -238,6 +265,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
   }
 
   return {
+    debitAboveCapacity: true,
     tryAcquire: (debits, gateKeys) => Effect.map(Clock.currentTimeMillis, (now) => tryAcquire(debits, gateKeys, now)),
     unsafeTryAcquire: tryAcquire,
     adjust: (debits) =>

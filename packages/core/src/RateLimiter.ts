@@ -31,7 +31,9 @@ import * as LimiterStore from "./LimiterStore.js"
 // -----------------------------------------------------------------------------
 
 /**
- * The cost can never fit: it is larger than a limit's capacity. Raised at once, never after waiting.
+ * The cost can never fit: it is larger than a limit's capacity. Raised at once, never after waiting (unless
+ * a limit learned while the call waited makes it never fit, or the store answers that it can never fit it: an
+ * infinite wait on a limit).
  *
  * @since 0.1.0
  * @category errors
@@ -240,7 +242,7 @@ export interface Observation {
    * it admit more); it shows as learned in `snapshot`, and a later burst only narrows it. A cost above a
    * burst, learned or configured (any cost within the amount: however narrow a learned burst, it never
    * forbids a call the server would accept), waits, as at such a server, for the bucket to be full and takes
-   * it into debt. A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
+   * it into debt (over a store without `LimiterStore.Service.debitAboveCapacity`, a cost of at most 64 bursts). A learned bucket whose capacity grows (a higher limit, a wider burst) gains what it grew by.
    *
    * @since 0.1.0
    */

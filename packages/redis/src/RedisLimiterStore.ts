@@ -692,7 +692,8 @@ export const make = (
       )
     }
 
-    return { tryAcquire, adjust, block, observe, levels }
+    // the acquire script (and the fallback memory store) admit a debit above the capacity on a full bucket
+    return { debitAboveCapacity: true, tryAcquire, adjust, block, observe, levels }
   })
 
 /**

@@ -126,6 +126,8 @@ describe("RedisLimiterStore", () => {
       expectRefilled(read.levels[2], 100, projTok, since, read.now)
       // above the capacity (a cost above a burst: the limiter refuses one above a limit's amount before the
       // store): it waits for the bucket to be full, 400 tokens at 500/min, and would then take it into debt
+      // (the store says so: the limiter then sends such a cost as one debit, not in parts)
+      expect(store.debitAboveCapacity).toBe(true)
       const full = yield* store.tryAcquire([{ bucket: projTok, amount: 501 }], [])
       expect(full._tag).toBe("Denied")
       if (full._tag !== "Denied") return

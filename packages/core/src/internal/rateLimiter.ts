@@ -53,6 +53,11 @@ const REPORT_SKEW_MILLIS = 50
  */
 const BURST_CALLS = 64
 const BURST_WINDOW_MILLIS = 250
+/**
+ * For a store without `debitAboveCapacity` (the 0.1.0 contract): a cost above a burst is charged in at most
+ * this many parts, each within the bucket's capacity (so each fits a full bucket); above, it fails.
+ */
+const MAX_DEBT_PARTS = 64
 
 interface Prepared {
   readonly scopes: ReadonlyArray<string>
@@ -223,6 +228,15 @@ export const make = (
       return plan
     }
 
+    /**
+     * Whether a cost above a bucket's capacity can be admitted (waiting for a full bucket, into debt): only
+     * above a burst, within the limit's amount; with a store without `debitAboveCapacity`, in at most
+     * `MAX_DEBT_PARTS` parts.
+     */
+    const aboveBurstFits = (resolved: Resolved, amount: number): boolean =>
+      resolved.limit.burst !== undefined && amount <= resolved.limit.amount &&
+      (store.debitAboveCapacity === true || Math.ceil(amount / resolved.spec.capacity) <= MAX_DEBT_PARTS)
+
     const prepare = (
       scopes: ReadonlyArray<string>,
       cost: Budget.Cost
@@ -242,21 +256,29 @@ export const make = (
       for (const resolved of plan.resolved) {
         const raw = cost[resolved.limit.dimension]
         if (raw === undefined || !(raw > 0)) continue
-        // A burst is a server's (a limit enforced over a shorter period than announced, learned or given): like
-        // it, a cost above the burst but within the amount waits for the bucket to be full, then takes it into
-        // debt (the store admits a debit above its bucket's capacity so). However narrow a learned burst, it
-        // never forbids a call the server would accept: only a cost above the amount fails (the server's
-        // "Request too large").
-        if (
-          raw > resolved.spec.capacity && (resolved.limit.burst === undefined || raw > resolved.limit.amount)
-        ) {
-          return new CostExceedsCapacity({
-            scope: resolved.spec.scope,
-            dimension: resolved.limit.dimension,
-            limit: resolved.limit.label,
-            capacity: resolved.spec.capacity,
-            cost: raw
-          })
+        if (raw > resolved.spec.capacity) {
+          // A burst is a server's (a limit enforced over a shorter period than announced, learned or given):
+          // like it, a cost above the burst but within the amount waits for the bucket to be full, then takes
+          // it into debt. A store that admits a debit above its capacity so takes it as one debit: however
+          // narrow a learned burst, it never forbids a call the server would accept, and only a cost above the
+          // amount fails (the server's "Request too large"). Another store (the 0.1.0 contract) takes it in
+          // parts of at most the capacity, each of which fits a full bucket.
+          if (!aboveBurstFits(resolved, raw)) {
+            return new CostExceedsCapacity({
+              scope: resolved.spec.scope,
+              dimension: resolved.limit.dimension,
+              limit: resolved.limit.label,
+              capacity: resolved.spec.capacity,
+              cost: raw
+            })
+          }
+          if (!store.debitAboveCapacity) {
+            const parts = Math.ceil(raw / resolved.spec.capacity)
+            debits.push({ bucket: resolved.spec, amount: resolved.spec.capacity })
+            const rest = (raw - resolved.spec.capacity) / (parts - 1)
+            for (let part = 1; part < parts; part++) debits.push({ bucket: resolved.spec, amount: rest })
+            continue
+          }
         }
         debits.push({ bucket: resolved.spec, amount: raw })
       }
@@ -543,6 +565,31 @@ export const make = (
       return undefined
     }
 
+    /**
+     * A store's "limit" denial that can never be met (an infinite wait: a store may answer so for a debit it
+     * could never admit) as the error it means, so that the call fails at once instead of being queued for
+     * ever, and every later call on that bucket behind it.
+     */
+    const neverFits = (
+      prepared: Prepared,
+      answer: LimiterStore.Admission & { _tag: "Denied" }
+    ): CostExceedsCapacity | undefined => {
+      if (answer.reason !== "limit" || answer.waitMillis < Number.POSITIVE_INFINITY) return undefined
+      // the bucket it names (of its scope and dimension, the narrowest: the one a cost exceeds first)
+      let entry: Resolved | undefined
+      for (const resolved of prepared.resolved) {
+        if (resolved.spec.scope !== answer.scope || resolved.spec.dimension !== answer.dimension) continue
+        if (entry === undefined || resolved.spec.capacity < entry.spec.capacity) entry = resolved
+      }
+      return new CostExceedsCapacity({
+        scope: answer.scope,
+        dimension: answer.dimension,
+        limit: entry?.limit.label ?? answer.dimension,
+        capacity: entry?.spec.capacity ?? 0,
+        cost: prepared.cost[answer.dimension] ?? 0
+      })
+    }
+
     /** Refuses a waiter (in the dispatcher's pass). */
     const reject = (waiter: Waiter, error: AcquireError): void => {
       finish(waiter)
@@ -678,6 +725,11 @@ export const make = (
             if (answer._tag === "Admitted") {
               const cancelled = deliver(waiter, now)
               if (cancelled !== undefined) yield* cancelled
+              break visit
+            }
+            const never = neverFits(waiter.prepared, answer)
+            if (never !== undefined) {
+              reject(waiter, never)
               break visit
             }
             waiter.lastEstimate = answer.waitMillis
@@ -895,7 +947,13 @@ export const make = (
             if (answer._tag === "Admitted") {
               return Effect.as(admittedAtOnce[lane], makePermit(prepared, now))
             }
-            if (now + answer.waitMillis > deadline) return deadlineFailure(answer, deadline, now)
+            const never = neverFits(prepared, answer)
+            if (never !== undefined) {
+              return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(never))
+            }
+            if (now + answer.waitMillis > deadline) {
+              return deadlineFailure(answer, deadline, now)
+            }
             return enqueue(prepared, lane, now, deadline, answer.waitMillis)
           }
           // The fast path of an asynchronous store: ask at once, holding a place at the head of the queue
@@ -920,6 +978,11 @@ export const make = (
                       Effect.onInterrupt(() => Effect.ignore(admitted.release))
                     )
                   )
+                }
+                const never = neverFits(prepared, answer)
+                if (never !== undefined) {
+                  leave(waiter)
+                  return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(never))
                 }
                 if (now + answer.waitMillis > deadline) {
                   leave(waiter)
@@ -966,7 +1029,10 @@ export const make = (
             ? Effect.succeed(Option.none())
             : Effect.flatMap(store.tryAcquire(prepared.debits, prepared.gates), (answer) =>
               answer._tag === "Denied"
-                ? Effect.succeed(Option.none())
+                ? Effect.suspend(() => {
+                  const never = neverFits(prepared, answer)
+                  return never === undefined ? Effect.succeed(Option.none()) : Effect.fail(never)
+                })
                 : Effect.zipRight(
                   Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
                   Effect.map(Clock.currentTimeMillis, (at) => Option.some(makePermit(prepared, at)))
@@ -1262,7 +1328,7 @@ export const make = (
           const amount = cost[entry.limit.dimension] ?? 0
           if (!(amount > 0)) return
           // a cost above a burst (within the amount) waits for a full bucket, as `acquire` does
-          const wait = entry.limit.burst !== undefined && amount <= entry.limit.amount
+          const wait = amount <= entry.spec.capacity || aboveBurstFits(entry, amount)
             ? Bucket.waitForDebit(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
             : Bucket.waitFor(read.levels[i], amount, entry.spec.capacity, entry.spec.refillPerMs)
           if (wait > waitMillis) {
