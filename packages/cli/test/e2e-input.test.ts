@@ -1,7 +1,8 @@
-// Careless and hostile input through the real `sluice` process (node packages/cli/bin/sluice.mjs): path
+// Careless and hostile input through the real `sluice` process (packages/cli/src/main.ts, bundled once: see
+// `sluiceEntry` in helpers.ts): path
 // collisions, the output lock, reruns over failed lines, base URL checks, Ctrl-C, --concurrency and small input
 // defects. Real processes, files, signals and sockets, which TestClock cannot drive: these tests use `it.live`.
-import { describe, expect, it } from "@effect/vitest"
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
@@ -9,17 +10,19 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { fileURLToPath } from "node:url"
-import { startSim, writeChatInput } from "./helpers.js"
+import { sluiceEntry, startSim, writeChatInput } from "./helpers.js"
 
-const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
+let entry = ""
+beforeAll(async () => {
+  entry = await sluiceEntry()
+}, 300_000)
 const KEY = "sk-e2e-input-0123456789"
 const S = ["--simulate", "tier1", "--progress", "off"]
 
 const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-input-"))
 
 const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
-  const child = spawn(process.execPath, [bin, "run", ...args], {
+  const child = spawn(process.execPath, [entry, "run", ...args], {
     env: { ...process.env, SLUICE_INPUT_KEY: KEY, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })

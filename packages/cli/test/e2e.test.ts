@@ -1,7 +1,8 @@
-// End-to-end through the real `sluice` process (node packages/cli/bin/sluice.mjs) against the simulated
-// OpenAI over HTTP (SimServer, started in this test process on a loopback port). These tests use real
-// processes, sockets, signals and wall time, which TestClock cannot drive: they run with `it.live`.
-import { describe, expect, it } from "@effect/vitest"
+// End-to-end through the real `sluice` process (packages/cli/src/main.ts, bundled once: see `sluiceEntry`; the
+// bad-usage case starts packages/cli/bin/sluice.mjs itself) against the simulated OpenAI over HTTP (SimServer,
+// started in this test process on a loopback port). These tests use real processes, sockets, signals and wall
+// time, which TestClock cannot drive: they run with `it.live`.
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import type { SimConfig } from "@sluice/testing"
 import { SimStats } from "@sluice/testing"
 import * as Effect from "effect/Effect"
@@ -10,9 +11,13 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
-import { startSim as startSimWith, writeChatInput } from "./helpers.js"
+import { sluiceEntry, startSim as startSimWith, writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
+let entry = ""
+beforeAll(async () => {
+  entry = await sluiceEntry()
+}, 300_000)
 const KEY = "sk-e2e-test-0123456789"
 
 /** The HTTP simulator on a free loopback port, with real time. */
@@ -28,8 +33,8 @@ const writeInput = (path: string, n: number, failEvery = 0) =>
     (i) => `[req:id-${i}] request ${i}${failEvery > 0 && i % failEvery === 7 ? " [sim:content-policy]" : ""}`
   )
 
-const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
-  spawn(process.execPath, [bin, ...args], {
+const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}, main = entry) =>
+  spawn(process.execPath, [main, ...args], {
     env: { ...process.env, SLUICE_E2E_KEY: KEY, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -273,8 +278,9 @@ describe("sluice run (real process, HTTP simulator)", () => {
           expect(lineCount(NodePath.join(wrongDir, "out.jsonl"))).toBe(0)
           expect(wrong.out() + wrong.err()).not.toContain("sk-wrong-key-9876543210")
 
-          // the process maps bad usage to exit 2 (the cases themselves are covered in process: Cli.test.ts)
-          const bad = collect(sluice(["run", "--output", NodePath.join(dir, "x.jsonl")]))
+          // the process maps bad usage to exit 2 (the cases themselves are covered in process: Cli.test.ts); started
+          // through the bin, which runs the workspace's sources
+          const bad = collect(sluice(["run", "--output", NodePath.join(dir, "x.jsonl")], {}, bin))
           expect((await bad.done).code).toBe(2)
         } finally {
           await sim.close()

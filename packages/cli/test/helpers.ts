@@ -7,7 +7,11 @@ import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import * as NodeCrypto from "node:crypto"
 import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 /** A running HTTP simulator. */
 export interface Sim {
@@ -89,3 +93,116 @@ export const capture = (argv: ReadonlyArray<string>) =>
     }).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer), Effect.exit)
     return { exit, out: out.join("\n"), err: err.join("\n"), exitCode }
   })
+
+const root = fileURLToPath(new URL("../../../", import.meta.url))
+
+/**
+ * What a bundle of the CLI is built from: every package's sources and manifest, the lockfile, the root manifest
+ * and TypeScript options, and this file (the build's options).
+ */
+const bundleInputs = (): Array<string> => {
+  const files = ["pnpm-lock.yaml", "package.json", "tsconfig.base.json"].map((name) => NodePath.join(root, name))
+  files.push(fileURLToPath(import.meta.url))
+  const walk = (dir: string) => {
+    for (const entry of NodeFs.readdirSync(dir, { withFileTypes: true })) {
+      const path = NodePath.join(dir, entry.name)
+      if (entry.isDirectory()) walk(path)
+      else files.push(path)
+    }
+  }
+  for (const name of NodeFs.readdirSync(NodePath.join(root, "packages"))) {
+    const dir = NodePath.join(root, "packages", name)
+    if (NodeFs.existsSync(NodePath.join(dir, "package.json"))) files.push(NodePath.join(dir, "package.json"))
+    if (NodeFs.existsSync(NodePath.join(dir, "src"))) walk(NodePath.join(dir, "src"))
+  }
+  return files.sort()
+}
+
+const BUNDLE_PREFIX = "sluice-cli-test-"
+
+/** Bundles of other sources (other worktrees, earlier edits) not used for a day are removed. */
+const removeStaleBundles = () => {
+  const dayAgo = Date.now() - 86_400_000
+  for (const name of NodeFs.readdirSync(NodeOs.tmpdir())) {
+    if (!name.startsWith(BUNDLE_PREFIX) || !name.endsWith(".mjs")) continue
+    try {
+      const path = NodePath.join(NodeOs.tmpdir(), name)
+      if (NodeFs.statSync(path).mtimeMs < dayAgo) NodeFs.rmSync(path, { force: true })
+    } catch {
+      // removed by another run
+    }
+  }
+}
+
+let entry: Promise<string> | undefined
+
+/**
+ * The file the process tests start `sluice` with (`node <file> run …`): packages/cli/src/main.ts bundled into one
+ * ES module (esbuild through tsup, the "sluice-source" condition, every dependency inlined) in the OS's temporary
+ * directory, built once and reused while what it is built from is unchanged (its name is their hash). It is the
+ * program bin/sluice.mjs runs in the workspace, without the bin's cost there: tsx transpiles every source file in
+ * each process, about 4 s of CPU a start against about 1 s for the bundle, and the process tests start the CLI some
+ * 45 times. Each workspace source keeps its own `import.meta.url` (the CLI finds its package.json by it, the token
+ * counter its tokenizer), so the bundle reads and loads what the sources do. bin/sluice.mjs itself is started by
+ * e2e.test.ts's bad-usage case; the built dist/ by the consumer test.
+ */
+export const sluiceEntry = (): Promise<string> => {
+  entry ??= (async () => {
+    const hash = NodeCrypto.createHash("sha256").update(`node ${process.version}\n`)
+    for (const file of bundleInputs()) {
+      hash.update(`${NodePath.relative(root, file)}\n`).update(NodeFs.readFileSync(file))
+    }
+    const file = NodePath.join(NodeOs.tmpdir(), `${BUNDLE_PREFIX}${hash.digest("hex").slice(0, 16)}.mjs`)
+    if (NodeFs.existsSync(file)) {
+      const now = new Date()
+      NodeFs.utimesSync(file, now, now)
+      return file
+    }
+    removeStaleBundles()
+    const outDir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-build-"))
+    try {
+      const { build } = await import("tsup")
+      const sources = NodePath.join(root, "packages") + NodePath.sep
+      await build({
+        config: false,
+        silent: true,
+        entry: { main: NodePath.join(root, "packages/cli/src/main.ts") },
+        outDir,
+        format: ["esm"],
+        platform: "node",
+        target: "node20",
+        splitting: false,
+        sourcemap: false,
+        dts: false,
+        noExternal: [/./],
+        esbuildOptions: (options) => {
+          options.conditions = ["sluice-source"]
+          // the CommonJS dependencies bundled into an ES module still call require (node built-ins)
+          options.banner = {
+            js: "import { createRequire as __sluiceCreateRequire } from \"node:module\"\n" +
+              "const require = __sluiceCreateRequire(import.meta.url)"
+          }
+        },
+        esbuildPlugins: [{
+          name: "source-import-meta-url",
+          setup: (plugin) => {
+            plugin.onLoad({ filter: /\.ts$/ }, (args) => {
+              if (!args.path.startsWith(sources)) return undefined
+              const text = NodeFs.readFileSync(args.path, "utf8")
+              return {
+                contents: text.replaceAll("import.meta.url", JSON.stringify(pathToFileURL(args.path).href)),
+                loader: "ts"
+              }
+            })
+          }
+        }]
+      })
+      // two forks may build at once: each renames its own complete file into place
+      NodeFs.renameSync(NodePath.join(outDir, "main.js"), file)
+      return file
+    } finally {
+      NodeFs.rmSync(outDir, { recursive: true, force: true })
+    }
+  })()
+  return entry
+}
