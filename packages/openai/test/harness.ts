@@ -6,7 +6,7 @@
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { Scenario, SimFetch, SimStats, Simulator } from "@sluice/testing"
-import { Chunk, Clock, Effect, Fiber, Layer, Random, TestClock } from "effect"
+import { Chunk, Clock, Effect, Equal, Fiber, type FiberId, Layer, Random, TestClock } from "effect"
 import OpenAIClient from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 
@@ -45,6 +45,52 @@ export const settle = Effect.gen(function*() {
 export const drive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
   driveWith(effect, maxStepMillis, settle, (driven) => driven)
 
+/**
+ * How a drive moves the TestClock. `TestClock.setTime` fires the sleeps due one at a time, and before each one and
+ * after the last it waits for the test's fibers to suspend (`awaitSuspended`): with no fibers supervised (as under
+ * `it.effect`) that wait checks nothing and is three `setTimeout(0)` turns, each a millisecond or more of idle time
+ * (tens of milliseconds on a loaded machine), and a fork and an interruption of a warning fiber. A drive has already
+ * let the work settle by its own measure before it moves the clock, so for the drive's own `setTime` that wait is
+ * replaced: the first by nothing (the drive has just settled), each one after a sleep fired by the drive's `settled`
+ * (the same wait the drive makes before every step; after the last one the drive does not settle again). The sleeps
+ * still fire one at a time in the TestClock's order. Any other caller (a test's own `TestClock.adjust`) keeps the
+ * TestClock's wait. Should `awaitSuspended` not be found (another version of effect), setTime is left as it is.
+ */
+interface Stepper {
+  /** The fiber whose setTime is a drive's step, while one runs. */
+  driver: FiberId.FiberId | undefined
+  settled: Effect.Effect<void>
+  /** The step has not waited yet (its first wait is skipped). */
+  fresh: boolean
+  /** The step ended on a `settled` (a sleep fired). */
+  endedSettled: boolean
+}
+
+const steppers = new WeakMap<object, Stepper>()
+
+const stepperOf = (clock: TestClock.TestClock): Stepper | undefined => {
+  const existing = steppers.get(clock)
+  if (existing !== undefined) return existing
+  const target = clock as unknown as { awaitSuspended?: () => Effect.Effect<void> }
+  const original = target.awaitSuspended
+  if (typeof original !== "function") return undefined
+  const stepper: Stepper = { driver: undefined, settled: Effect.void, fresh: false, endedSettled: false }
+  target.awaitSuspended = () =>
+    Effect.fiberIdWith((id) => {
+      if (stepper.driver === undefined || !Equal.equals(id, stepper.driver)) {
+        return original.call(clock)
+      }
+      if (stepper.fresh) {
+        stepper.fresh = false
+        return Effect.void
+      }
+      stepper.endedSettled = true
+      return stepper.settled
+    })
+  steppers.set(clock, stepper)
+  return stepper
+}
+
 /** `drive` with its own way of letting the work settle, and of running the driven effect. */
 export const driveWith = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
@@ -64,15 +110,35 @@ export const driveWith = <A, E, R>(
     fiber.addObserver(() => {
       done = true
     })
+    const clock = yield* TestClock.testClock()
+    const stepper = stepperOf(clock)
+    const self = yield* Effect.fiberId
+    const step = (to: number) =>
+      stepper === undefined ? clock.setTime(to) : Effect.suspend(() => {
+        const outer = { driver: stepper.driver, settled: stepper.settled }
+        stepper.driver = self
+        stepper.settled = settled
+        stepper.fresh = true
+        stepper.endedSettled = false
+        return Effect.ensuring(
+          clock.setTime(to),
+          Effect.sync(() => {
+            stepper.driver = outer.driver
+            stepper.settled = outer.settled
+          })
+        )
+      })
+    let justSettled = false
     while (!done) {
-      yield* settled
+      if (!justSettled) yield* settled
       if (done) break
       const now = yield* Clock.currentTimeMillis
       const sleeps = yield* TestClock.sleeps()
       const next = Chunk.isEmpty(sleeps)
         ? now + maxStepMillis
         : Chunk.reduce(sleeps, Number.POSITIVE_INFINITY, (a, b) => Math.min(a, b))
-      yield* TestClock.setTime(Math.max(now, next))
+      yield* step(Math.max(now, next))
+      justSettled = stepper?.endedSettled === true
     }
     return { exit: yield* Fiber.await(fiber), endedAt }
   })
