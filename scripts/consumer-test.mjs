@@ -322,7 +322,7 @@ const runLegSteps = async (leg, console, step) => {
   step(`${leg.name}: type-check (strict; ${modes.join(", ")}): README snippets, program.mts, program.cts`)
   const tsc = NodePath.join(dir, "node_modules", "typescript", "bin", "tsc")
   const checked = NodePath.join(dir, "checked")
-  const typeFailures = checkSnippets({
+  const typeFailures = await checkSnippets({
     root,
     dir: checked,
     tsc,

@@ -18,7 +18,7 @@
 //   node scripts/readme-snippets.mjs              in the workspace (packages resolved to their src/ through the
 //                                                 "sluice-source" condition); the consumer test runs the same
 //                                                 check against the installed tarballs (scripts/consumer-test.mjs).
-import { execFileSync } from "node:child_process"
+import { execFile, execFileSync } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
@@ -72,11 +72,13 @@ export const findSnippets = (root) => {
 /**
  * Writes one module per snippet into `dir` and type-checks them with `tsc` under each resolution.
  * `extraFiles` (e.g. a consumer's programs, `.mts` / `.cts`) join the same compilation in the modes they name;
- * with `emit`, the NodeNext compilation writes JavaScript to `dir/out` (to run those programs).
+ * with `emit`, the NodeNext compilation writes JavaScript to `dir/out` (to run those programs). The modes'
+ * compilations run at once, each its own `tsc` process (`tsconfig.<mode>.json`), and never block the event loop:
+ * the consumer test checks its three projects side by side.
  * @param {{ root: string, dir: string, tsc: string, node?: string, compilerOptions?: Record<string, unknown>, modes?: Array<"NodeNext" | "Bundler">, extraFiles?: Array<{ name: string, text: string, modes: Array<"NodeNext" | "Bundler"> }>, emit?: boolean, log?: (line: string) => void }} options
- * @returns {Array<string>} the failures, each `README:line: message`
+ * @returns {Promise<Array<string>>} the failures, each `README:line: message`
  */
-export const checkSnippets = (
+export const checkSnippets = async (
   {
     compilerOptions = {},
     dir,
@@ -108,8 +110,7 @@ export const checkSnippets = (
     return { name, index, offset: before.length }
   })
   for (const extra of extraFiles) NodeFs.writeFileSync(NodePath.join(dir, extra.name), extra.text)
-  const failures = []
-  for (const mode of modes) {
+  const compile = async (mode) => {
     const emitting = emit && mode === "NodeNext"
     const tsconfig = {
       compilerOptions: {
@@ -126,20 +127,26 @@ export const checkSnippets = (
       },
       files: [...files.map((f) => f.name), ...extraFiles.filter((e) => e.modes.includes(mode)).map((e) => e.name)]
     }
-    NodeFs.writeFileSync(NodePath.join(dir, "tsconfig.json"), JSON.stringify(tsconfig, null, 2))
-    let output = ""
-    try {
-      execFileSync(node, [tsc, "-p", "tsconfig.json", "--pretty", "false"], { cwd: dir, stdio: "pipe" })
-    } catch (error) {
-      output = `${error.stdout ?? ""}${error.stderr ?? ""}`
-      if (output.trim() === "") output = String(error.message)
-    }
-    const before = failures.length
+    const config = `tsconfig.${mode}.json`
+    NodeFs.writeFileSync(NodePath.join(dir, config), JSON.stringify(tsconfig, null, 2))
+    const output = await new Promise((resolve) =>
+      execFile(
+        node,
+        [tsc, "-p", config, "--pretty", "false"],
+        { cwd: dir, maxBuffer: 64 * 1024 * 1024 },
+        (error, stdout, stderr) => {
+          if (error === null) return resolve("")
+          const text = `${stdout ?? ""}${stderr ?? ""}`
+          resolve(text.trim() === "" ? String(error.message) : text)
+        }
+      )
+    )
+    const failures = []
     for (const line of output.split("\n")) {
       const m = /^(.+?)\((\d+),(\d+)\): (error .*)$/.exec(line)
       if (m === null) {
         if (line.trim() !== "" && !line.startsWith(" ")) failures.push(`[${mode}] ${line}`)
-        else if (line.trim() !== "" && failures.length > before) failures[failures.length - 1] += `\n${line}`
+        else if (line.trim() !== "" && failures.length > 0) failures[failures.length - 1] += `\n${line}`
         continue
       }
       const file = files.find((f) => NodePath.basename(m[1]) === f.name)
@@ -155,17 +162,18 @@ export const checkSnippets = (
       failures.push(`[${mode}] ${where}:${m[3]}: ${m[4]}`)
     }
     log(
-      `${mode}: ${snippets.length} snippets from ${new Set(snippets.map((s) => s.readme)).size} READMEs, ${
-        failures.length - before
-      } errors`
+      `${mode}: ${snippets.length} snippets from ${
+        new Set(snippets.map((s) => s.readme)).size
+      } READMEs, ${failures.length} errors`
     )
+    return failures
   }
-  return failures
+  return (await Promise.all(modes.map(compile))).flat()
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const root = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
-  const failures = checkSnippets({
+  const failures = await checkSnippets({
     root,
     dir: NodePath.join(root, ".sluice-tmp", "readme-snippets"),
     tsc: NodePath.join(root, "node_modules", "typescript", "bin", "tsc"),
