@@ -53,8 +53,8 @@ export type Client = Redis | Cluster
  * - `"fail-closed"`: every operation fails with `LimiterStoreError` (the limiter refuses to admit);
  * - `"fail-open"`: admissions succeed and writes are dropped (nothing is limited until Redis is back);
  * - `{ fallback: share }`: a local in-memory store with `share` (0 < share ≤ 1) of every bucket's
- *   capacity and refill rate answers instead, e.g. `1 / replicas`. Costs larger than the reduced
- *   capacity can never fit it while Redis is away.
+ *   capacity and refill rate answers instead, e.g. `1 / replicas`. A cost larger than the reduced
+ *   capacity waits there for a full (reduced) bucket and takes it into debt, as on Redis.
  *
  * @since 0.1.0
  * @category models

@@ -124,6 +124,12 @@ describe("RedisLimiterStore when Redis is unavailable", () => {
         expect(third._tag).toBe("Denied")
         // 0.5 short at 2.5 per minute: 12 s
         expect(third._tag === "Denied" && third.waitMillis).toBeGreaterThan(11_000)
+        // a cost above the reduced capacity (5 > 2.5) is admitted on a full local bucket, into debt, as on Redis
+        const tokens = { ...bucket, id: "org:acme|tokens", dimension: "tokens" }
+        expect((yield* store.tryAcquire([{ bucket: tokens, amount: 5 }], []))._tag).toBe("Admitted")
+        const again = yield* store.tryAcquire([{ bucket: tokens, amount: 5 }], [])
+        // 2.5 in debt: full again after 5 at 2.5 a minute, 120 s
+        expect(again._tag === "Denied" && again.waitMillis).toBeGreaterThan(119_000)
       }))
       const read = yield* untilRecovered(store)
       expect(read.levels[0]).toBe(10)

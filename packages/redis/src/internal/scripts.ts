@@ -5,8 +5,9 @@
  * - a bucket is a string `"<level> <at>"` (read with one MGET for all the keys of a call, written
  *   with one SET PX each, its TTL included); a missing key is a full bucket;
  * - lazy refill `min(capacity, level + max(0, now - at) * refillPerMs)`; the level may be negative;
- * - `fits` uses `EPSILON * max(capacity, 1)`; `waitFor` rounds up to whole milliseconds (>= 1) and is
- *   infinite when the amount exceeds the capacity (or nothing refills);
+ * - `fits` uses `EPSILON * max(capacity, 1)`; `wait_for` rounds up to whole milliseconds (>= 1) and is
+ *   infinite when nothing refills; `acquire` caps a debit at the capacity before it (`waitForDebit`: a debit
+ *   above the capacity waits for a full bucket, then takes it into debt), so it is never infinite for a size;
  * - a gate is a string key holding its "not before" time in milliseconds.
  *
  * Time: `ARGV[1]` is the current time in milliseconds, or the empty string to read the server's
