@@ -40,6 +40,32 @@ const LIMITS = shape?.limits ?? DEFAULT_LIMITS
 const burstOf = (amount: number) =>
   shape?.burstShare === undefined ? undefined : Math.max(1, Math.floor(amount * shape.burstShare))
 
+/** Counts the calls that succeeded (`Either`s); a failed call's error tag is counted in `failures`. */
+const tally = (
+  outcomes: ReadonlyArray<
+    { readonly _tag: "Right" } | { readonly _tag: "Left"; readonly left: { readonly _tag: string } }
+  >,
+  failures: Record<string, number>
+): number => {
+  let succeeded = 0
+  for (const outcome of outcomes) {
+    if (outcome._tag === "Right") succeeded++
+    else failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
+  }
+  return succeeded
+}
+
+/** A row's note on its failed attempts and failed calls (empty when there were none). */
+const failureNoteOf = (
+  failed: number,
+  failedAttempts: Record<string, number>,
+  failures: Record<string, number>
+): string => {
+  const list = (counts: Record<string, number>) => Object.entries(counts).map(([tag, n]) => `${tag} ×${n}`).join(", ")
+  return (Object.keys(failedAttempts).length === 0 ? "" : `; failed attempts: ${list(failedAttempts)}`) +
+    (failed === 0 ? "" : `; calls that failed: ${list(failures)}`)
+}
+
 const sluice = async (
   requests: ReadonlyArray<BenchRequest>,
   options: { readonly baseURL: string; readonly adaptive: boolean; readonly meter: Meter }
@@ -102,18 +128,11 @@ const sluice = async (
       { concurrency: "unbounded" }
     )
     const wallMillis = options.meter.elapsed()
-    let succeeded = 0
-    for (const outcome of outcomes) {
-      if (outcome._tag === "Right") succeeded++
-      else failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
-    }
-    return { wallMillis, succeeded }
+    return { wallMillis, succeeded: tally(outcomes, failures) }
   })
   const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, live))
   const failed = requests.length - succeeded
-  const list = (counts: Record<string, number>) => Object.entries(counts).map(([tag, n]) => `${tag} ×${n}`).join(", ")
-  const failureNote = (Object.keys(failedAttempts).length === 0 ? "" : `; failed attempts: ${list(failedAttempts)}`) +
-    (failed === 0 ? "" : `; calls that failed: ${list(failures)}`)
+  const failureNote = failureNoteOf(failed, failedAttempts, failures)
   return {
     name: options.adaptive ? "sluice, adaptive (no limits configured)" : "sluice, limits configured",
     wallMillis,
@@ -204,18 +223,11 @@ const effectAi = async (
       { concurrency: options.governed ? "unbounded" : 64 }
     )
     const wallMillis = options.meter.elapsed()
-    let succeeded = 0
-    for (const outcome of outcomes) {
-      if (outcome._tag === "Right") succeeded++
-      else failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
-    }
-    return { wallMillis, succeeded }
+    return { wallMillis, succeeded: tally(outcomes, failures) }
   })
   const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, model))
   const failed = requests.length - succeeded
-  const list = (counts: Record<string, number>) => Object.entries(counts).map(([tag, n]) => `${tag} ×${n}`).join(", ")
-  const failureNote = (Object.keys(failedAttempts).length === 0 ? "" : `; failed attempts: ${list(failedAttempts)}`) +
-    (failed === 0 ? "" : `; calls that failed: ${list(failures)}`)
+  const failureNote = failureNoteOf(failed, failedAttempts, failures)
   return {
     name: options.governed
       ? "@effect/ai-openai, governed (GovernedHttpClient)"
