@@ -10,7 +10,6 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
@@ -770,37 +769,11 @@ export const make = (
     })
 
     /**
-     * The dispatcher's timer: a fiber that, handed a wake-up slot and a wait, completes that slot once the wait has
-     * passed, then waits to be handed the next. Each timed wait has its own timer, started when the wait starts and
-     * bound to that wait's slot, as a fiber forked per wait would be (a later pass has another slot, so nothing
-     * outlives its wait); the fiber is merely reused while its timers fire. A wait ended by a signal before its
-     * timer interrupts the fiber (as a race's loser), and the next timed wait forks a fresh one: a simulated day
-     * makes ~9,500 timed waits, nearly all ended by their timer, and a fork per wait cost a fiber's start and end.
+     * Wakes `slot` once `millis` have passed: a fiber of its own, bound to this one wake-up (a later pass has
+     * another slot, so a timer left over from an earlier wait can only complete a slot nobody waits on).
      */
-    interface Alarm {
-      readonly fiber: Fiber.RuntimeFiber<never>
-      /** Whether it is sleeping (else it waits for its next wait on `next`). */
-      sleeping: boolean
-      /** Where its next wait is handed over: a wake-up slot and the milliseconds to wait. */
-      next: Slot.Slot<readonly [Slot.Slot<void>, number]>
-    }
-    let alarm: Alarm | undefined
-    const runAlarm = (
-      state: { sleeping: boolean; next: Slot.Slot<readonly [Slot.Slot<void>, number]> },
-      first: readonly [Slot.Slot<void>, number]
-    ): Effect.Effect<never> =>
-      Effect.gen(function*() {
-        let task = first
-        while (true) {
-          state.sleeping = true
-          yield* Effect.sleep(Duration.millis(task[1]))
-          state.sleeping = false
-          // the next wait's handover exists before this one's wake-up is seen
-          state.next = Slot.make()
-          Slot.done(task[0], Exit.void)
-          task = yield* Slot.wait(state.next)
-        }
-      }) as Effect.Effect<never>
+    const alarm = (slot: Slot.Slot<void>, millis: number) =>
+      Effect.zipRight(Effect.sleep(Duration.millis(millis)), Effect.sync(() => Slot.done(slot, Exit.void)))
 
     const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
       const self = yield* Effect.fiberId
@@ -810,19 +783,11 @@ export const make = (
         if (queued === 0 || next === Number.POSITIVE_INFINITY) {
           yield* Slot.wait(wakeup)
         } else {
-          // woken by a signal or at `next`, whichever comes first (as a race of the two)
+          // woken by a signal or at `next`, whichever comes first (as a race of the two, at one fiber a wait)
           const now = yield* Clock.currentTimeMillis
-          const task = [wakeup, Math.max(0, next - now)] as const
-          if (alarm !== undefined) Slot.done(alarm.next, Exit.succeed(task))
-          else {
-            const state = { sleeping: true, next: Slot.make<readonly [Slot.Slot<void>, number]>() }
-            alarm = Object.assign(state, { fiber: yield* Effect.fork(runAlarm(state, task)) })
-          }
+          const timer = yield* Effect.fork(alarm(wakeup, Math.max(0, next - now)))
           yield* Slot.wait(wakeup)
-          if (alarm.sleeping) {
-            alarm.fiber.unsafeInterruptAsFork(self)
-            alarm = undefined
-          }
+          if (timer.unsafePoll() === null) timer.unsafeInterruptAsFork(self)
         }
       }
     }) as Effect.Effect<never>
