@@ -160,8 +160,8 @@ export interface Service {
    * import { LimiterStore } from "@sluice/core"
    * import * as Effect from "effect/Effect"
    *
-   * const store = Effect.runSync(LimiterStore.makeMemory)
-   * console.log(store.debitAboveCapacity) // true
+   * // true: the memory store admits a debit above its bucket's capacity once the bucket is full
+   * const takesLargeDebits = Effect.map(LimiterStore.makeMemory, (store) => store.debitAboveCapacity === true)
    * ```
    */
   readonly debitAboveCapacity?: boolean | undefined

@@ -84,11 +84,12 @@ export const secondsBoundaries: MetricBoundaries.MetricBoundaries = internal.sec
  * @example
  * ```ts
  * import { Metrics } from "@sluice/core"
- * import { Effect, Metric } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Metric from "effect/Metric"
  *
  * // the histogram of the interactive lane's waits (Prometheus: sluice_limiter_wait_duration)
  * const waits = Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("lane", "interactive")))
- * Effect.runPromise(waits).then((state) => console.log(state.count))
+ * const program = Effect.flatMap(waits, (state) => Effect.log(`waits so far: ${state.count}`))
  * ```
  */
 export const waitSeconds: Metric.Metric<

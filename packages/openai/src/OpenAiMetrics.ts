@@ -45,7 +45,8 @@ type Histogram = Metric.Metric<MetricKeyType.MetricKeyType.Histogram, number, Me
  * @example
  * ```ts
  * import { OpenAiMetrics } from "@sluice/openai"
- * import { Effect, Metric } from "effect"
+ * import * as Effect from "effect/Effect"
+ * import * as Metric from "effect/Metric"
  *
  * // the 429s gpt-4o-mini got on its tokens per minute so far
  * const tpm429s = Metric.value(
@@ -54,7 +55,7 @@ type Histogram = Metric.Metric<MetricKeyType.MetricKeyType.Histogram, number, Me
  *     Metric.tagged("kind", "tokens_per_minute")
  *   )
  * )
- * Effect.runPromise(tpm429s).then((state) => console.log(state.count))
+ * const program = Effect.flatMap(tpm429s, (state) => Effect.log(`429s on TPM: ${state.count}`))
  * ```
  */
 export const requests: Counter = internal.instruments.requests
