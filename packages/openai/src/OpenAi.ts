@@ -438,7 +438,13 @@ export const make = (
       : options.cache ?? Option.getOrUndefined(yield* Effect.serviceOption(ResponseCache.ResponseCache))
     const estimateOptions = { defaultMaxOutputTokens: options.defaultMaxOutputTokens }
     const sliceMillis = TimeSlice.millisOf(options.timeSlice)
-    const wired = Wire.install(client)
+    // whether this client's requests reach the `fetch` Sluice wrapped; cleared when an answered call shows not
+    const wire = { on: Wire.install(client) }
+    const unwired = () => {
+      if (!wire.on) return false
+      wire.on = false
+      return true
+    }
     const requestOptions = (signal: AbortSignal, onWire: (() => void) | undefined) => ({
       maxRetries: 0,
       signal,
@@ -523,7 +529,8 @@ export const make = (
         cached("/chat/completions", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
-          wired,
+          wired: wire.on,
+          unwired,
           send: (signal, onWire) =>
             client.chat.completions.create(params, requestOptions(signal, onWire)).withResponse()
         })),
@@ -539,7 +546,8 @@ export const make = (
           path: "/chat/completions",
           model: params.model,
           estimate: TokenEstimator.chat(params, estimateOptions),
-          wired,
+          wired: wire.on,
+          unwired,
           // the final chunk carries the usage the reservation settles to
           send: (signal, onWire) =>
             client.chat.completions.create(
@@ -569,7 +577,8 @@ export const make = (
         cached("/responses", params, model, call, () => ({
           model,
           estimate: TokenEstimator.responses(params as any, estimateOptions),
-          wired,
+          wired: wire.on,
+          unwired,
           send: (signal, onWire) => client.responses.create(params, requestOptions(signal, onWire)).withResponse()
         })),
         // an answer that says its response `failed` fails of its kind (after the call settled); one kept by the
@@ -583,7 +592,8 @@ export const make = (
         cached("/embeddings", params, params.model, call, () => ({
           model: params.model,
           estimate: TokenEstimator.embeddings(params),
-          wired,
+          wired: wire.on,
+          unwired,
           send: (signal, onWire) => client.embeddings.create(params, requestOptions(signal, onWire)).withResponse()
         })),
         (answer) => answer.body
@@ -594,7 +604,8 @@ export const make = (
         cached("/images/generations", params, params.model ?? "dall-e-2", call, () => ({
           model: params.model ?? "dall-e-2",
           estimate: TokenEstimator.images(params),
-          wired,
+          wired: wire.on,
+          unwired,
           send: (signal, onWire) => client.images.generate(params, requestOptions(signal, onWire)).withResponse()
         })),
         (answer) => answer.body
@@ -611,7 +622,8 @@ export const make = (
           return {
             model: estimate.model,
             estimate,
-            wired,
+            wired: wire.on,
+            unwired,
             send: (signal, onWire) =>
               client.post(path, { body, ...requestOptions(signal, onWire) }).withResponse() as Promise<
                 Call.Answer<unknown>

@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { Scenario, SimFetch, SimStats, Simulator, VirtualTime } from "@sluice/testing"
-import { Effect, Layer, Runtime } from "effect"
+import { Effect, Layer, Logger, LogLevel, Runtime } from "effect"
 import OpenAIClient from "openai"
 import { API_KEY, filler } from "./harness.js"
 
@@ -92,5 +92,53 @@ describe("OpenAi: marked sent on the wire", () => {
       expect(stats.attemptsByKey).toEqual({ one: 1, two: 1, direct: 1 })
       expect(seen).toHaveLength(3)
       for (const { keys } of seen) expect(keys.every((key) => typeof key === "string")).toBe(true)
+    }).pipe(Effect.provide(tier1)))
+
+  it.effect("a client that sends through another fetch: marked before the SDK call from then on, warned once", () =>
+    Effect.gen(function*() {
+      const simFetch = yield* SimFetch.make
+      const latencies = (wrappedAway: boolean) =>
+        Effect.gen(function*() {
+          const client = new OpenAIClient({
+            apiKey: API_KEY,
+            baseURL: "http://sim.local/v1",
+            fetch: simFetch,
+            maxRetries: 0
+          })
+          const seen: Array<number> = []
+          const warnings: Array<string> = []
+          const layer = OpenAi.layerClient(client, {
+            organization: wrappedAway ? "away" : "wrapped",
+            tier: 1,
+            onEvent: (event) => Effect.sync(() => event._tag === "Succeeded" && seen.push(event.latencyMillis))
+          }).pipe(Layer.provide(LimiterStore.layerMemory))
+          yield* VirtualTime.run(
+            Effect.gen(function*() {
+              const openai = yield* OpenAi.OpenAi
+              // what openai 7 does under x509 workload-identity auth: its own fetch, not the client's (wrapped) one
+              if (wrappedAway) (client as unknown as { fetch: unknown }).fetch = simFetch
+              for (let i = 0; i < 4; i++) yield* openai.chat.completions.create(params(`${wrappedAway}${i}`, i))
+            }).pipe(
+              Effect.provide(layer),
+              Effect.provide(Logger.replace(
+                Logger.defaultLogger,
+                Logger.make(({ logLevel, message }) => {
+                  if (logLevel === LogLevel.Warning) warnings.push(String(message))
+                })
+              ))
+            )
+          )
+          return { seen, warnings }
+        })
+      // the hook fires: every call marked as its request leaves, measured from there; nothing to warn about
+      const wrapped = yield* latencies(false)
+      expect(wrapped.warnings).toEqual([])
+      expect(wrapped.seen.every((ms) => ms >= 200)).toBe(true)
+      // the hook never fires: the first call is marked when it ends (latency 0), the next ones before the SDK call
+      const away = yield* latencies(true)
+      expect(away.seen[0]).toBe(0)
+      expect(away.seen.slice(1).every((ms) => ms >= 200)).toBe(true)
+      expect(away.warnings).toHaveLength(1)
+      expect(away.warnings[0]).toContain("fetch other than the one Sluice wrapped")
     }).pipe(Effect.provide(tier1)))
 })

@@ -78,6 +78,13 @@ export interface Request<A> {
    * the SDK before any `fetch`) is marked sent when it ends.
    */
   readonly wired?: boolean | undefined
+  /**
+   * Called when a {@link wired} attempt was answered by the server without its `onWire` ever being called: the
+   * client sends through a `fetch` other than the one wrapped (openai 7's own fetch under x509 workload-identity
+   * auth, a client whose `fetch` was replaced after the service was built). `true` the first time for that client:
+   * its later requests are then built with `wired` false (marked before the SDK call) and a warning is logged once.
+   */
+  readonly unwired?: (() => boolean) | undefined
 }
 
 /** A stream's chunks as its answer carries them: the SDK's async iterable, or an Effect `Stream`. */
@@ -412,6 +419,20 @@ export const make = (
         }
         // 3. send: a call's answer checked against its endpoint's shape (a stream's is its chunks, read later)
         const outcome = yield* Effect.either(sendOnce(request, held, controller.signal, onWire))
+        if (
+          onWire !== undefined && sentAt < 0 && request.unwired !== undefined &&
+          (Either.isRight(outcome) ||
+            typeof (outcome.left as { readonly status?: unknown } | null)?.status === "number")
+        ) {
+          // answered, yet the hook never ran: this client sends through another fetch; mark its later calls early
+          if (request.unwired()) {
+            yield* Effect.logWarning(
+              "sluice: this OpenAI client sends through a fetch other than the one Sluice wrapped (x509 " +
+                "workload-identity auth, or a fetch replaced after the service was built); its calls are now " +
+                "marked sent when the SDK is called, which can read the server's reports less exactly"
+            )
+          }
+        }
         // never on the wire (the SDK failed before its fetch): counted sent as of now, as a refused connection is
         if (sentAt < 0) yield* mark
         const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
