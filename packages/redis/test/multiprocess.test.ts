@@ -55,7 +55,12 @@ beforeAll(async () => {
   server = await RedisServer.start()
   dir = mkdtempSync(join(tmpdir(), "sluice-mp-"))
 })
+/** Every worker spawned: one still running when the test ends (it failed or timed out) is killed. */
+const children: Array<ChildProcess> = []
 afterAll(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  }
   await server?.close()
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
 })
@@ -101,6 +106,7 @@ const runWorker = (index: number, out: string, ready: (child: ChildProcess) => v
       ],
       { stdio: ["pipe", "pipe", "pipe"] }
     )
+    children.push(child)
     let lines = ""
     child.stdout.on("data", (chunk) => {
       lines += String(chunk)
