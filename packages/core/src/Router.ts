@@ -687,30 +687,6 @@ export const baseRules: FallbackRules = {
 }
 
 /**
- * The rules `make` started from before 0.2.0: {@link baseRules} plus a provider's error kinds (context
- * length → a larger window; rate limited → as `Saturated`; overloaded, server errors, timeouts,
- * connection errors → next; content policy, bad requests → none; quota → another organization). The
- * core no longer applies them by default: pass a provider's rules (`@sluice/openai`'s
- * `OpenAiRouter.defaultRules`) or your own as `rules`.
- *
- * @since 0.1.0
- * @category fallbacks
- * @deprecated Use {@link baseRules} and pass the provider's rules as `rules`.
- */
-export const defaultRules: FallbackRules = {
-  ...baseRules,
-  ContextLengthExceeded: "larger-context",
-  RateLimited: { interactive: "wait", background: "other-pool" },
-  Overloaded: "next",
-  ServerError: "next",
-  Timeout: "next",
-  ConnectionError: "next",
-  ContentPolicy: "none",
-  BadRequest: "none",
-  QuotaExhausted: "other-organization"
-}
-
-/**
  * The action a rule set gives a tag for a lane.
  *
  * @since 0.1.0
@@ -875,7 +851,8 @@ export const spillsTotal = Metric.counter("sluice_router_spills_total", {
 })
 
 /**
- * Failures reported whatever the outcome (e.g. quota), tagged `candidate` and `error`.
+ * Failures reported whatever the outcome (the tags in `report` and `other-organization` fallbacks), tagged
+ * `candidate` and `error`.
  *
  * @since 0.1.0
  * @category metrics
