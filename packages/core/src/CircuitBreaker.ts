@@ -26,10 +26,14 @@ import type * as Scope from "effect/Scope"
 import * as internal from "./internal/circuitBreaker.js"
 
 /**
+ * A breaker's state for one key: `Closed` (calls go through, failures are counted), `Open` (calls fail
+ * fast with {@link CircuitOpen} until the open duration has passed), `HalfOpen` (a limited number of
+ * trial calls decide whether it closes again or reopens).
+ *
  * @since 0.1.0
  * @category models
  */
-export type State = internal.Status
+export type State = "Closed" | "Open" | "HalfOpen"
 
 /**
  * What a breaker knows about one key.

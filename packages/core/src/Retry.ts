@@ -129,12 +129,15 @@ export interface Stopped {
 }
 
 /**
- * Why a policy stopped retrying.
+ * Why a policy stopped retrying: the error is not retryable (`NotRetryable`), its kind has no settings
+ * (`NotConfigured`), the kind's retries are used up (`MaxRetries`), the next wait would pass the policy's
+ * elapsed-time cap (`MaxElapsed`) or the call's deadline (`Deadline`), or the {@link RetryBudget} refused
+ * the retry (`Budget`).
  *
  * @since 0.1.0
  * @category models
  */
-export type StopReason = internal.StopReason | "Budget"
+export type StopReason = "NotRetryable" | "NotConfigured" | "MaxRetries" | "MaxElapsed" | "Deadline" | "Budget"
 
 /**
  * A retry policy: a `Schedule` that takes the typed error as input (use it with `Effect.retry`
@@ -144,7 +147,51 @@ export type StopReason = internal.StopReason | "Budget"
  * @category models
  */
 export interface Policy<E> extends Schedule.Schedule<Step, E> {
-  readonly settings: internal.Settings<E>
+  readonly settings: Settings<E>
+}
+
+/**
+ * A policy's settings as {@link make} resolved them from its {@link Options}: every default applied,
+ * every duration in milliseconds (`maxElapsed` is `Infinity` when there is no cap). Pass them back to
+ * `make` to build a variant of a policy (a narrower `retryable`, say).
+ *
+ * @since 0.2.0
+ * @category models
+ * @example
+ * ```ts
+ * import { Retry } from "@sluice/core"
+ *
+ * type Failure = { readonly _tag: "Busy" | "Gone" }
+ * const policy = Retry.make<Failure>({ kind: (e) => e._tag, kinds: { Busy: { maxRetries: 4 } } })
+ * const s = policy.settings // s.kinds.Busy.base === 1000
+ * // the same policy with at most two retries in all
+ * const stricter = Retry.make<Failure>({ ...s, maxRetries: 2, maxElapsed: undefined })
+ * ```
+ */
+export interface Settings<E> {
+  readonly is: (error: unknown) => error is E
+  readonly kind: (error: E) => string
+  readonly retryable: (error: E) => boolean
+  readonly retryAfter: (error: E) => Duration.Duration | undefined
+  readonly kinds: Readonly<Record<string, KindSettings>>
+  readonly maxRetries: number
+  readonly maxElapsed: number
+}
+
+/**
+ * One kind's resolved settings (see {@link KindOptions} for their meaning and defaults): durations in
+ * milliseconds.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface KindSettings {
+  readonly base: number
+  readonly factor: number
+  readonly maxDelay: number
+  readonly maxRetries: number
+  readonly jitter: Jitter
+  readonly honorRetryAfter: boolean
 }
 
 /**

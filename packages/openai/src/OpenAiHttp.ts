@@ -29,7 +29,13 @@ import * as TokenEstimator from "./TokenEstimator.js"
  * @since 0.2.0
  * @category models
  */
-export type Endpoint = Endpoints.Path
+export type Endpoint =
+  | "/chat/completions"
+  | "/responses"
+  | "/embeddings"
+  | "/images/generations"
+  | "/completions"
+  | "/moderations"
 
 /**
  * The governed endpoint of a path under the API's root (`/chat/completions`; a leading `/v1` is allowed), or

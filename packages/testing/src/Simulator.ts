@@ -23,7 +23,15 @@ import type * as SimStats from "./SimStats.js"
  * @since 0.1.0
  * @category models
  */
-export type SimRequest = Internal.SimRequest
+export interface SimRequest {
+  readonly method: string
+  /** Path without query, e.g. `/v1/chat/completions`. */
+  readonly path: string
+  /** Header names lowercased. */
+  readonly headers: Readonly<Record<string, string>>
+  /** Parsed JSON body; for a multipart upload `{ purpose, file: { filename, content } }`. */
+  readonly body: unknown
+}
 
 /**
  * What to send back: a JSON (or raw) response, a server-sent-event stream whose chunks carry their own delays,
@@ -33,7 +41,30 @@ export type SimRequest = Internal.SimRequest
  * @since 0.1.0
  * @category models
  */
-export type SimResponse = Internal.SimResponse
+export type SimResponse =
+  | {
+    readonly _tag: "Response"
+    readonly status: number
+    readonly headers: Record<string, string>
+    readonly body: string
+    readonly delayMs: number
+  }
+  | {
+    readonly _tag: "Stream"
+    readonly status: number
+    readonly headers: Record<string, string>
+    readonly chunks: ReadonlyArray<SseChunk>
+    readonly delayMs: number
+  }
+  | {
+    readonly _tag: "Reset"
+    readonly delayMs: number
+    /**
+     * Why the connection ends: `reset` (absent: the same) drops it; `timeout` is a connection that timed out with
+     * no answer (in-process `fetch` rejects like undici's headers timeout; over HTTP the socket is destroyed).
+     */
+    readonly reason?: "reset" | "timeout" | undefined
+  }
 
 /**
  * One server-sent event chunk of a stream and the delay before it.
@@ -41,7 +72,10 @@ export type SimResponse = Internal.SimResponse
  * @since 0.1.0
  * @category models
  */
-export type SseChunk = Internal.SseChunk
+export interface SseChunk {
+  readonly delayMs: number
+  readonly data: string
+}
 
 /**
  * @since 0.1.0

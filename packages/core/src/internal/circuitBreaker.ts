@@ -4,8 +4,10 @@
  * @internal
  */
 
+import type { State } from "../CircuitBreaker.js"
+
 /** @internal */
-export type Status = "Closed" | "Open" | "HalfOpen"
+export type Status = State
 
 /** @internal */
 export interface Settings {

@@ -5,30 +5,16 @@
  * @internal
  */
 import * as Duration from "effect/Duration"
+import type * as Retry from "../Retry.js"
 
 /** @internal */
-export type Jitter = "none" | "full" | "decorrelated"
+export type Jitter = Retry.Jitter
 
 /** @internal */
-export interface KindSettings {
-  readonly base: number
-  readonly factor: number
-  readonly maxDelay: number
-  readonly maxRetries: number
-  readonly jitter: Jitter
-  readonly honorRetryAfter: boolean
-}
+export type KindSettings = Retry.KindSettings
 
 /** @internal */
-export interface Settings<E> {
-  readonly is: (error: unknown) => error is E
-  readonly kind: (error: E) => string
-  readonly retryable: (error: E) => boolean
-  readonly retryAfter: (error: E) => Duration.Duration | undefined
-  readonly kinds: Readonly<Record<string, KindSettings>>
-  readonly maxRetries: number
-  readonly maxElapsed: number
-}
+export type Settings<E> = Retry.Settings<E>
 
 /** @internal */
 export interface State {
@@ -41,8 +27,8 @@ export interface State {
 /** @internal */
 export const initialState: State = { startedAt: undefined, retries: 0, perKind: {}, previousDelay: undefined }
 
-/** @internal */
-export type StopReason = "NotRetryable" | "NotConfigured" | "MaxRetries" | "MaxElapsed" | "Deadline"
+/** @internal The reasons a policy stops on its own (the retry budget's `Budget` is decided outside it). */
+export type StopReason = Exclude<Retry.StopReason, "Budget">
 
 /** @internal */
 export type Decision =

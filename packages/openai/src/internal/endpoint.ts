@@ -12,19 +12,14 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Errors from "../OpenAiError.js"
+import type * as OpenAiHttp from "../OpenAiHttp.js"
 
 /**
  * The endpoints, by path under `/v1`.
  *
  * @internal
  */
-export type Path =
-  | "/chat/completions"
-  | "/responses"
-  | "/embeddings"
-  | "/images/generations"
-  | "/completions"
-  | "/moderations"
+export type Path = OpenAiHttp.Endpoint
 
 /**
  * The path of a URL under `/v1` (`https://api.openai.com/v1/embeddings` and `/v1/embeddings` both give

@@ -7,52 +7,17 @@
  */
 import type * as SimConfig from "../SimConfig.js"
 import type * as SimStats from "../SimStats.js"
+import type * as Simulator from "../Simulator.js"
 import * as Bucket from "./bucket.js"
 import { ceilMs, formatGoDuration } from "./duration.js"
 import * as Prng from "./prng.js"
 
 /** @internal */
-export interface SimRequest {
-  readonly method: string
-  /** Path without query, e.g. `/v1/chat/completions`. */
-  readonly path: string
-  /** Header names lowercased. */
-  readonly headers: Readonly<Record<string, string>>
-  /** Parsed JSON body; for a multipart upload `{ purpose, file: { filename, content } }`. */
-  readonly body: unknown
-}
-
+export type SimRequest = Simulator.SimRequest
 /** @internal */
-export interface SseChunk {
-  readonly delayMs: number
-  readonly data: string
-}
-
+export type SseChunk = Simulator.SseChunk
 /** @internal */
-export type SimResponse =
-  | {
-    readonly _tag: "Response"
-    readonly status: number
-    readonly headers: Record<string, string>
-    readonly body: string
-    readonly delayMs: number
-  }
-  | {
-    readonly _tag: "Stream"
-    readonly status: number
-    readonly headers: Record<string, string>
-    readonly chunks: ReadonlyArray<SseChunk>
-    readonly delayMs: number
-  }
-  | {
-    readonly _tag: "Reset"
-    readonly delayMs: number
-    /**
-     * Why the connection ends: `reset` (absent: the same) drops it; `timeout` is a connection that timed out with
-     * no answer (in-process `fetch` rejects like undici's headers timeout; over HTTP the socket is destroyed).
-     */
-    readonly reason?: "reset" | "timeout" | undefined
-  }
+export type SimResponse = Simulator.SimResponse
 
 const DAY = 86_400_000
 const MINUTE = 60_000
