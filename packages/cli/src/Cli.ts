@@ -4,13 +4,15 @@
  *
  * @since 0.1.0
  */
+import * as Args from "@effect/cli/Args"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as FileSystem from "@effect/platform/FileSystem"
+import type { Budget } from "@sluice/core"
 import type { Tiers } from "@sluice/openai"
-import { BatchOffload, BulkExecutor, BulkRunner } from "@sluice/openai"
+import { BatchOffload, BulkExecutor, BulkRunner, Pipeline, PipelineFile } from "@sluice/openai"
 import type { SimConfig } from "@sluice/testing"
 import * as Config from "effect/Config"
 import * as Console from "effect/Console"
@@ -216,6 +218,111 @@ const runOptions = {
 
 type RunOptions = Command.Command.ParseConfig<typeof runOptions>
 
+/** The options `run` and `pipeline run` share: where the calls go and under which limits. */
+const connectOptions = {
+  baseUrl: runOptions.baseUrl,
+  apiKeyEnv: runOptions.apiKeyEnv,
+  tier: runOptions.tier,
+  limits: runOptions.limits,
+  redis: runOptions.redis,
+  simulate: runOptions.simulate,
+  speed: runOptions.speed
+} as const
+
+type ConnectOptions = Command.Command.ParseConfig<typeof connectOptions>
+
+/**
+ * The executor of a command: the limits (`--tier`, `--limits`), the server (`--simulate`'s embedded simulator, or
+ * `--base-url` with the key from `--api-key-env`), the budgets' store (`--redis`).
+ */
+const connect = (
+  options: ConnectOptions,
+  rest:
+    & Pick<
+      BulkExecutor.Options,
+      "progress" | "priority" | "deadlineMs" | "routing" | "cache" | "onEvent"
+    >
+    & { readonly budgets?: ReadonlyArray<Budget.Budget> | undefined }
+) =>
+  Effect.gen(function*() {
+    const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
+    const enqueued = enqueuedOfLimits(limits)
+    if (limits !== undefined && Option.isSome(options.limits)) {
+      for (const model of unknownModels(limits)) {
+        yield* Console.error(
+          `sluice: warning: ${options.limits.value}: models.${model} is not a model sluice knows (no tier preset); ` +
+            `its limits apply only to lines whose body.model is ${JSON.stringify(model)}`
+        )
+      }
+    }
+
+    if (!(options.speed > 0) || !Number.isFinite(options.speed)) {
+      return yield* usage("--speed must be above 0")
+    }
+    if (options.speed !== 1 && Option.isNone(options.simulate)) {
+      return yield* usage("--speed only applies with --simulate (a real API runs in real time)")
+    }
+
+    let fetch: BulkExecutor.Fetch | undefined
+    let baseUrl: string
+    let apiKey: Redacted.Redacted<string>
+    let simulated: { readonly name: string } | undefined
+    if (Option.isSome(options.simulate)) {
+      const { SimFetch, Simulator } = yield* testing
+      // counters only: a run of a million lines must not keep a record of every attempt
+      const scenario = { ...(yield* scenarioOf(options.simulate.value)), stats: "counts" as const }
+      const simulator = yield* Simulator.make(scenario)
+      fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
+      baseUrl = "http://simulator.invalid/v1"
+      apiKey = Redacted.make("sk-simulated")
+      simulated = { name: scenario.name }
+    } else {
+      baseUrl = yield* checkBaseUrl(
+        Option.isSome(options.baseUrl)
+          ? { text: options.baseUrl.value, from: "--base-url" }
+          : Option.match(yield* Config.option(Config.string("OPENAI_BASE_URL")), {
+            onNone: () => ({ text: "https://api.openai.com/v1", from: "the default" }),
+            onSome: (text) => ({ text, from: "OPENAI_BASE_URL" })
+          })
+      )
+      apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
+        Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
+      )
+      if (Redacted.value(apiKey).trim().length === 0) {
+        return yield* usage(`the API key in ${options.apiKeyEnv} is empty: set it (or pass --api-key-env NAME)`)
+      }
+    }
+    const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
+    const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
+
+    const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
+    const organization = Option.getOrUndefined(organizationId)
+    const executor = yield* BulkExecutor.make({
+      store,
+      baseUrl,
+      apiKey,
+      organization,
+      organizationId: organization,
+      projectId: Option.getOrUndefined(projectId),
+      tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
+      budgets: limits === undefined && rest.budgets === undefined ? undefined : [
+        ...(limits === undefined ? [] : budgetsOfLimits(limits, organization ?? "default")),
+        ...Array.from(enqueued, ([model, tokens]) => BatchOffload.budget(model, tokens)),
+        ...(rest.budgets ?? [])
+      ],
+      ...rest,
+      fetch
+    }).pipe(Effect.mapError((error) => usage(error.message)))
+    if (simulated !== undefined) {
+      yield* Console.error(
+        `sluice: simulated OpenAI (${simulated.name}) in this process${
+          options.speed === 1 ? "" : `, time ${options.speed}x faster than real`
+        }; no API key, no network`
+      )
+    }
+    return { apiKey, baseUrl, enqueued, executor, fetch, limits, organization, projectId }
+  })
+
 const runHandler = (env: Environment) => (options: RunOptions) =>
   Effect.scoped(
     options.speed !== 1 && Option.isSome(options.simulate) && options.speed > 0 && Number.isFinite(options.speed)
@@ -261,60 +368,6 @@ const runBody = (env: Environment, options: RunOptions) =>
         `--restart: ${statePath} records ${open} Batch API batches not finished; --cancel them first`
       )
     }
-    const limits = Option.isSome(options.limits) ? yield* loadLimits(options.limits.value) : undefined
-    const enqueued = enqueuedOfLimits(limits)
-    if (limits !== undefined && Option.isSome(options.limits)) {
-      for (const model of unknownModels(limits)) {
-        yield* Console.error(
-          `sluice: warning: ${options.limits.value}: models.${model} is not a model sluice knows (no tier preset); ` +
-            `its limits apply only to lines whose body.model is ${JSON.stringify(model)}`
-        )
-      }
-    }
-    const routing = Option.isSome(options.routing)
-      ? { config: yield* readJson(options.routing.value), path: options.routing.value }
-      : undefined
-
-    if (!(options.speed > 0) || !Number.isFinite(options.speed)) {
-      return yield* usage("--speed must be above 0")
-    }
-    if (options.speed !== 1 && Option.isNone(options.simulate)) {
-      return yield* usage("--speed only applies with --simulate (a real API runs in real time)")
-    }
-
-    let fetch: BulkExecutor.Fetch | undefined
-    let baseUrl: string
-    let apiKey: Redacted.Redacted<string>
-    let simulated: { readonly name: string } | undefined
-    if (Option.isSome(options.simulate)) {
-      const { SimFetch, Simulator } = yield* testing
-      // counters only: a run of a million lines must not keep a record of every attempt
-      const scenario = { ...(yield* scenarioOf(options.simulate.value)), stats: "counts" as const }
-      const simulator = yield* Simulator.make(scenario)
-      fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
-      baseUrl = "http://simulator.invalid/v1"
-      apiKey = Redacted.make("sk-simulated")
-      simulated = { name: scenario.name }
-    } else {
-      baseUrl = yield* checkBaseUrl(
-        Option.isSome(options.baseUrl)
-          ? { text: options.baseUrl.value, from: "--base-url" }
-          : Option.match(yield* Config.option(Config.string("OPENAI_BASE_URL")), {
-            onNone: () => ({ text: "https://api.openai.com/v1", from: "the default" }),
-            onSome: (text) => ({ text, from: "OPENAI_BASE_URL" })
-          })
-      )
-      apiKey = yield* Config.redacted(options.apiKeyEnv).pipe(
-        Effect.mapError(() => usage(`no API key: set ${options.apiKeyEnv} (or pass --api-key-env NAME)`))
-      )
-      if (Redacted.value(apiKey).trim().length === 0) {
-        return yield* usage(`the API key in ${options.apiKeyEnv} is empty: set it (or pass --api-key-env NAME)`)
-      }
-    }
-    const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
-    const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
-
-    const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
     const cache = Option.isSome(options.cache)
       ? yield* Effect.mapError(
         Cache.open(options.cache.value, Option.isSome(options.simulate) ? options.speed : 1),
@@ -322,34 +375,16 @@ const runBody = (env: Environment, options: RunOptions) =>
       )
       : undefined
     const progress = yield* BulkRunner.makeProgress
-    const organization = Option.getOrUndefined(organizationId)
-    const executor = yield* BulkExecutor.make({
-      store,
-      baseUrl,
-      apiKey,
-      organization,
-      organizationId: organization,
-      projectId: Option.getOrUndefined(projectId),
-      tier: Option.isSome(options.tier) ? (Number(options.tier.value) as Tiers.Tier) : undefined,
-      budgets: limits === undefined ? undefined : [
-        ...budgetsOfLimits(limits, organization ?? "default"),
-        ...Array.from(enqueued, ([model, tokens]) => BatchOffload.budget(model, tokens))
-      ],
-      routing,
+    const { apiKey, baseUrl, enqueued, executor, fetch, limits, organization, projectId } = yield* connect(options, {
+      progress,
       priority: Option.getOrUndefined(options.priority),
       // with --via auto, --deadline is the job's
       deadlineMs: via === "auto" ? undefined : deadlineMs,
-      fetch,
-      progress,
+      routing: Option.isSome(options.routing)
+        ? { config: yield* readJson(options.routing.value), path: options.routing.value }
+        : undefined,
       cache
-    }).pipe(Effect.mapError((error) => usage(error.message)))
-    if (simulated !== undefined) {
-      yield* Console.error(
-        `sluice: simulated OpenAI (${simulated.name}) in this process${
-          options.speed === 1 ? "" : `, time ${options.speed}x faster than real`
-        }; no API key, no network`
-      )
-    }
+    })
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
     let batch: Batch.Batch | undefined
     if (via !== "live") {
@@ -588,6 +623,85 @@ const besideOutput = (output: string, name: string): string => {
 }
 
 // -----------------------------------------------------------------------------------------------------------
+// pipeline run
+// -----------------------------------------------------------------------------------------------------------
+
+const pipelineRunOptions = {
+  input: Options.file("input", { exists: "yes" }).pipe(
+    Options.withDescription("Input file (JSONL: one JSON object a line, its id in the pipeline file's \"id\" field)")
+  ),
+  output: Options.file("output").pipe(
+    Options.withDescription("Output file (one Batch API output line per id); rerun with the same file to resume")
+  ),
+  errors: runOptions.errors,
+  ...connectOptions,
+  restart: Options.boolean("restart").pipe(
+    Options.withDescription("Start over: truncate the output and the stages' checkpoints instead of resuming")
+  ),
+  progress: runOptions.progress
+} as const
+
+type PipelineRunOptions = Command.Command.ParseConfig<typeof pipelineRunOptions>
+
+const pipelineFileArg = Args.file({ name: "FILE.json", exists: "yes" }).pipe(
+  Args.withDescription(
+    "The pipeline file (JSON: {name, id?, stages: [{name, url, body, concurrency?, queue?, lane?, budget?}]})"
+  )
+)
+
+const pipelineRunHandler = (env: Environment) => (options: PipelineRunOptions & { readonly file: string }) =>
+  Effect.scoped(
+    options.speed !== 1 && Option.isSome(options.simulate) && options.speed > 0 && Number.isFinite(options.speed)
+      ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(pipelineRunBody(env, options), options.speed))
+      : pipelineRunBody(env, options)
+  )
+
+const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { readonly file: string }) =>
+  Effect.gen(function*() {
+    const spec = yield* Effect.mapError(PipelineFile.load(options.file), (e) => usage(e.message))
+    const { executor } = yield* connect(options, {
+      progress: yield* BulkRunner.makeProgress,
+      priority: undefined,
+      deadlineMs: undefined,
+      // the stages' own budgets, on their tenant scopes
+      budgets: PipelineFile.budgets(spec),
+      onEvent: Pipeline.onEvent
+    })
+    const sender: PipelineFile.Sender<BulkExecutor.ExecuteError> = executor
+    const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
+    yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
+    const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
+    // as `Cli.renderProgress` shows `sluice run`'s: one terminal line rewritten in place, or a log line
+    const show = (stats: Pipeline.Stats, last: boolean) => {
+      const text = Pipeline.progressLine(stats)
+      return env.writeProgress(mode === "line" ? `\r${text}\x1b[K${last ? "\n" : ""}` : `${text}\n`)
+    }
+    const realStart = Date.now()
+    const summary = yield* PipelineFile.run({
+      spec,
+      sender,
+      limiter: executor.limiter,
+      input: options.input,
+      output: options.output,
+      errors,
+      restart: options.restart,
+      stop: env.stop,
+      progress: mode === "off"
+        ? undefined
+        : { every: mode === "line" ? "250 millis" : "5 seconds", report: (stats) => show(stats, false) }
+    }).pipe(Effect.mapError((e) => usage(e.message)))
+    if (mode !== "off") yield* show(summary.stats, true)
+    yield* Console.log(PipelineFile.formatSummary(summary))
+    if (options.speed !== 1) {
+      yield* Console.log(
+        `simulated time ${options.speed}x: ${((Date.now() - realStart) / 1000).toFixed(1)}s of real time`
+      )
+    }
+    if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
+    env.setExitCode(exitCodes[summary.outcome])
+  })
+
+// -----------------------------------------------------------------------------------------------------------
 // sim
 // -----------------------------------------------------------------------------------------------------------
 
@@ -716,6 +830,14 @@ export const command = (env: Environment) =>
     Command.withSubcommands([
       Command.make("run", runOptions, runHandler(env)).pipe(
         Command.withDescription("Run a Batch API JSONL file at the provider's limit (resumable)")
+      ),
+      Command.make("pipeline").pipe(
+        Command.withDescription("Stage pipelines: each item through every stage, each stage with its own budget"),
+        Command.withSubcommands([
+          Command.make("run", { ...pipelineRunOptions, file: pipelineFileArg }, pipelineRunHandler(env)).pipe(
+            Command.withDescription("Run a pipeline file over an input JSONL into an output JSONL (resumable)")
+          )
+        ])
       ),
       Command.make("sim", simOptions, simHandler(env)).pipe(
         Command.withDescription("Serve the simulated OpenAI over HTTP (loopback)")

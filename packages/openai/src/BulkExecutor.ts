@@ -31,6 +31,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type * as BulkRunner from "./BulkRunner.js"
 import * as internal from "./internal/bulkExecutor.js"
+import type * as OpenAi from "./OpenAi.js"
 import type * as OpenAiError from "./OpenAiError.js"
 import * as OpenAiRetry from "./OpenAiRetry.js"
 import type * as OpenAiRouter from "./OpenAiRouter.js"
@@ -184,6 +185,25 @@ export interface Options {
    * @since 0.2.0
    */
   readonly cache?: ResponseCache.ResponseCache.Service | undefined
+  /**
+   * Also told of every call's events (after the executor's own bookkeeping): `Pipeline.onEvent`, so that a
+   * pipeline's stages see their calls' waits, charges, retries and 429s.
+   *
+   * @since 0.2.0
+   */
+  readonly onEvent?: ((event: OpenAi.CallEvent) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * Per-line call options of {@link Executor.execute}: the lane and the tenant scope that line is charged against
+ * (a pipeline stage's), over the executor's own `priority`. Through a router, only the lane applies.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CallOptions {
+  readonly priority?: "interactive" | "background" | undefined
+  readonly tenant?: string | undefined
 }
 
 /**
@@ -193,7 +213,11 @@ export interface Options {
  * @category models
  */
 export interface Executor {
-  readonly execute: (request: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, ExecuteError>
+  /** Runs one line; `call` (since 0.2.0) gives it its own lane and tenant. */
+  readonly execute: (
+    request: BulkRunner.Request,
+    call?: CallOptions
+  ) => Effect.Effect<BulkRunner.Response, ExecuteError>
   /** {@link describeError}, and a stop for {@link Cancelled} and for what an outage left unsent. */
   readonly describe: (error: ExecuteError) => BulkRunner.Failure
   /**

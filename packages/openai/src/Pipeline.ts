@@ -267,6 +267,11 @@ export declare namespace Pipeline {
   export interface RunOptions {
     /** Where progress is written and read back (resume); default none. */
     readonly store?: Store | undefined
+    /**
+     * The limiter whose limits the binding budget is judged against, when the stages' calls do not go through
+     * an `OpenAi` service in context (whose limiter is the default). Since 0.2.0.
+     */
+    readonly limiter?: Pick<RateLimiter.Service, "limitsOf"> | undefined
     /** Outcomes finished but not yet pulled (default: the last stage's concurrency). */
     readonly outputBuffer?: number | undefined
     /** Reports the stats every `every` while the run goes on ({@link progressLine} says them in one line). */

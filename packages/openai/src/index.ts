@@ -74,6 +74,11 @@ export * as Pipeline from "./Pipeline.js"
 /**
  * @since 0.2.0
  */
+export * as PipelineFile from "./PipelineFile.js"
+
+/**
+ * @since 0.2.0
+ */
 export * as ResponseCache from "./ResponseCache.js"
 
 /**

@@ -193,7 +193,11 @@ export const make = (
             : Effect.void
         }))
 
-    const onEvent = (event: OpenAi.CallEvent): Effect.Effect<void> => Effect.zipRight(track(event), report(event))
+    const extra = options.onEvent
+    const onEvent = (event: OpenAi.CallEvent): Effect.Effect<void> =>
+      extra === undefined
+        ? Effect.zipRight(track(event), report(event))
+        : Effect.zipRight(Effect.zipRight(track(event), report(event)), extra(event))
     const report = (event: OpenAi.CallEvent): Effect.Effect<void> => {
       switch (event._tag) {
         case "Admitted":
@@ -224,11 +228,16 @@ export const make = (
     )
 
     /** Sends a line: through the router when there is one, else straight to the `OpenAi` service. */
-    const send = (request: BulkRunner.Request, deadline: number | undefined) => {
+    const send = (
+      request: BulkRunner.Request,
+      deadline: number | undefined,
+      call: BulkExecutor.CallOptions | undefined
+    ) => {
+      const priority = call?.priority ?? options.priority
       const body = request.body as Record<string, unknown>
       if (routed !== undefined) {
         return Effect.map(
-          routed.request(request.url, body, { priority: options.priority, deadline }),
+          routed.request(request.url, body, { priority, deadline }),
           (result) => ({
             ...result,
             scopes: routed.targets.find((t) => t.id === result.deployment)?.candidate.scopes ?? []
@@ -239,8 +248,9 @@ export const make = (
       return Effect.map(
         service.request(request.url, body, {
           retry: retryPolicy,
-          priority: options.priority,
-          deadline
+          priority,
+          deadline,
+          ...(call?.tenant === undefined ? {} : { tenant: call.tenant })
         }),
         (result) => ({
           ...result,
@@ -268,11 +278,11 @@ export const make = (
         })
       })
 
-    const execute = (request: BulkRunner.Request) =>
+    const execute = (request: BulkRunner.Request, call?: BulkExecutor.CallOptions) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const result = yield* cancellable(
-          send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs)
+          send(request, options.deadlineMs === undefined ? undefined : now + options.deadlineMs, call)
         ).pipe(
           // a line that gave up on a server that never answered: every other line would too
           Effect.tapError((error) => isOutage(error) ? cancelAll(outage(error)) : Effect.void)

@@ -11,6 +11,7 @@
  * of a stage to meet its `End` puts one per worker into the next queue (or one into the output). Queues are
  * FIFO, so every item is ahead of the `End`s.
  */
+import type { RateLimiter } from "@sluice/core"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -305,6 +306,7 @@ export interface Running<Out, E> {
 /** @internal */
 export interface StartOptions {
   readonly store?: Store | undefined
+  readonly limiter?: Pick<RateLimiter.Service, "limitsOf"> | undefined
   readonly outputBuffer?: number | undefined
 }
 
@@ -590,7 +592,11 @@ export const start = <In, Out, E, R, EIn, RIn>(
         maxHeld: counts.maxHeld,
         bound,
         stages: stageStats,
-        binding: bindingOf(stageStats, elapsedMillis, openai),
+        binding: bindingOf(
+          stageStats,
+          elapsedMillis,
+          options.limiter === undefined ? Option.map(openai, (o) => o.limiter) : Option.some(options.limiter)
+        ),
         callEvents: books.some((b) => b.calls > 0)
       } satisfies Stats
     })
@@ -608,10 +614,10 @@ export const start = <In, Out, E, R, EIn, RIn>(
 const bindingOf = (
   stages: ReadonlyArray<StageStats>,
   elapsedMillis: number,
-  openai: Option.Option<OpenAiModule.OpenAi.Service>
+  limiterOption: Option.Option<Pick<RateLimiter.Service, "limitsOf">>
 ): Option.Option<Binding> => {
-  if (Option.isNone(openai) || elapsedMillis <= 0) return Option.none()
-  const limiter = openai.value.limiter
+  if (Option.isNone(limiterOption) || elapsedMillis <= 0) return Option.none()
+  const limiter = limiterOption.value
   const totals = new Map<string, { scope: string; dimension: string; amount: number; byStage: Map<string, number> }>()
   for (const stage of stages) {
     for (const c of stage.charged) {
