@@ -11,7 +11,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
-import { sluiceEntry, startSim as startSimWith, writeChatInput } from "./helpers.js"
+import { collect, sluiceEntry, startSim as startSimWith, writeChatInput } from "./helpers.js"
 
 const bin = fileURLToPath(new URL("../bin/sluice.mjs", import.meta.url))
 let entry = ""
@@ -38,17 +38,6 @@ const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}, m
     env: { ...process.env, SLUICE_E2E_KEY: KEY, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
-
-const collect = (child: ChildProcess) => {
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (d) => (stdout += d))
-  child.stderr!.on("data", (d) => (stderr += d))
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => resolve({ code, signal }))
-  )
-  return { done, out: () => stdout, err: () => stderr }
-}
 
 const runArgs = (dir: string, url: string, extra: ReadonlyArray<string> = [], keyEnv = "SLUICE_E2E_KEY") => [
   "run",

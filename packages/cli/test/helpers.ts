@@ -7,6 +7,7 @@ import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import type { ChildProcess } from "node:child_process"
 import * as NodeCrypto from "node:crypto"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -205,4 +206,16 @@ export const sluiceEntry = (): Promise<string> => {
     }
   })()
   return entry
+}
+
+/** A child's stdout and stderr as they come, and its exit (code and signal). */
+export const collect = (child: ChildProcess) => {
+  let stdout = ""
+  let stderr = ""
+  child.stdout!.on("data", (d) => (stdout += d))
+  child.stderr!.on("data", (d) => (stderr += d))
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal }))
+  )
+  return { done, out: () => stdout, err: () => stderr }
 }

@@ -4,11 +4,11 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { SimStats } from "@sluice/testing"
 import * as Effect from "effect/Effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { type Sim, sluiceEntry, startSim } from "./helpers.js"
+import { collect, type Sim, sluiceEntry, startSim } from "./helpers.js"
 
 let entry = ""
 beforeAll(async () => {
@@ -23,15 +23,6 @@ const sluice = (args: ReadonlyArray<string>) =>
     env: { ...process.env, SLUICE_PIPELINE_KEY: KEY },
     stdio: ["ignore", "pipe", "pipe"]
   })
-
-const collect = (child: ChildProcess) => {
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (d) => (stdout += d))
-  child.stderr!.on("data", (d) => (stderr += d))
-  const done = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-  return { done, out: () => stdout, err: () => stderr }
-}
 
 /** Two stages: a chat summary of the line's text, then the summary's embedding (only 20 a second: its budget). */
 const spec = (extra: Record<string, unknown> = {}) => ({
@@ -113,7 +104,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
         const n = 30
         const dir = setup(n)
         const run = collect(sluice(args(dir, sim)))
-        expect(await run.done, run.err()).toBe(0)
+        expect((await run.done).code, run.err()).toBe(0)
         const out = lines(NodePath.join(dir, "out.jsonl"))
         expect(out.map((l) => l.custom_id).sort()).toEqual(Array.from({ length: n }, (_, i) => `k${i}`).sort())
         for (const line of out) {
@@ -160,7 +151,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
         ).join("")
       )
       const run = collect(sluice(args(dir, sim)))
-      expect(await run.done, run.err()).toBe(0)
+      expect((await run.done).code, run.err()).toBe(0)
       const out = lines(output)
       expect(out.map((l) => l.custom_id).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`).sort())
       expect(out.find((l) => l.custom_id === "k4").response.results.summary).toBe("earlier 4")
@@ -173,7 +164,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
 
       // --restart: everything again, from an empty output
       const again = collect(sluice(args(dir, sim, ["--restart"])))
-      expect(await again.done, again.err()).toBe(0)
+      expect((await again.done).code, again.err()).toBe(0)
       expect(lines(output)).toHaveLength(10)
       expect(again.out()).toContain("completed: 10 items through every stage")
     }), 60_000)
@@ -185,7 +176,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
         const dir = setup(6, spec({ body: { model: "text-embedding-3-small", input: "{{summary}} {{missing}}" } }))
         NodeFs.appendFileSync(NodePath.join(dir, "in.jsonl"), "{not json\n{\"text\": \"no key\"}\n")
         const run = collect(sluice(args(dir, sim)))
-        expect(await run.done, run.err()).toBe(1)
+        expect((await run.done).code, run.err()).toBe(1)
         const out = lines(NodePath.join(dir, "out.jsonl"))
         expect(out).toHaveLength(6)
         for (const line of out) {
@@ -205,19 +196,19 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
       zero.stages[0]!.concurrency = 0
       const dir = setup(3, zero)
       const run = collect(sluice(args(dir, sim)))
-      expect(await run.done).toBe(2)
+      expect((await run.done).code).toBe(2)
       expect(run.err()).toContain("stages[0].concurrency: expected a whole number above 0")
       const later = spec()
       ;(later.stages[0]!.body as Record<string, unknown>).messages = [{ role: "user", content: "{{vector}}" }]
       NodeFs.writeFileSync(NodePath.join(dir, "pipeline.json"), JSON.stringify(later))
       const order = collect(sluice(args(dir, sim)))
-      expect(await order.done).toBe(2)
+      expect((await order.done).code).toBe(2)
       expect(order.err()).toContain(
         "stages[0].body.messages[0].content: {{vector}} names the stage \"vector\", which runs after this one"
       )
       NodeFs.writeFileSync(NodePath.join(dir, "pipeline.json"), JSON.stringify(spec()))
       const clash = collect(sluice(args(dir, sim, [], NodePath.join(dir, "in.jsonl"))))
-      expect(await clash.done).toBe(2)
+      expect((await clash.done).code).toBe(2)
       expect(clash.err()).toContain("is the input")
       expect(await sim.stats().then((s) => s.attempts.length)).toBe(0)
     }), 60_000)
