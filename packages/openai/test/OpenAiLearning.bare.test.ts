@@ -26,7 +26,7 @@ describe("OpenAi: no headers and 429s that name no limit", () => {
     () =>
       withService({ organization: "acme", timeSlice: false }, (openai) =>
         Effect.gen(function*() {
-          // 30 calls of 1,153 tokens and one of about 50,000: the probe overflows the 60,000 TPM and is cut (to 56,807)
+          // 30 calls of 1,153 tokens and one of about 50,000: the probe overflows the 60,000 TPM and is cut
           const small = Array.from({ length: 30 }, (_, i) => ({
             model: MODEL,
             messages: [{ role: "user" as const, content: `[req:${i}] ${filler(3_600)}` }],

@@ -403,8 +403,9 @@ export const make = (
         let sentAt = -1
         const mark = Effect.zipRight(
           permit.markSent,
-          Effect.map(Clock.currentTimeMillis, (now) => {
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
             sentAt = now
+            return learner.sent(poolScope, permit, now)
           })
         )
         let onWire: (() => void) | undefined = undefined

@@ -20,11 +20,14 @@
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
  *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
  *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
- *   limit that grows gains the room it grew by), until the server pushes back. The 429's message names the
- *   limit ("Limit 600, Used 598"): the pool takes it and what is left, and that dimension stops probing. A
- *   429 that names no limit halves the probe and holds it there, a guess that never forbids a call: it is
- *   never below the largest call asked of it, and a larger call later raises it to its cost (it waits for a
- *   full bucket, as at the server, which takes any call within its limit; one beyond it, the server refuses).
+ *   limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
+ *   doubling ahead of the calls starts again from the last minute's sends (a slow start in the calls too).
+ *   The 429's message names the limit ("Limit 600, Used 598"): the pool takes it and what is left, and that
+ *   dimension stops probing. A 429 that names no limit sets it to what the pool's sends prove the server
+ *   takes (see `accepted`), never to what the ramp allowed, a guess that never forbids a call: it is never
+ *   below the largest call asked of it, and a larger call later raises it to its cost (it waits for a full
+ *   bucket, as at the server, which takes any call within its limit; one beyond it, the server refuses). A
+ *   guess grows back while busy and is cut again by a 429 for a call sent after it (see `REGROW`).
  *
  * - **The first answer** (the adaptive mode: a pool with no configured limit): the pool's first call goes
  *   alone (a probe, {@link Learner.probed}), and the herd is admitted once its answer's `x-ratelimit-*` headers
@@ -64,8 +67,27 @@ const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
 const BLIND_DOUBLING_MILLIS = 400
 /** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
 const GROWTH = 1.25
-/** After a 429 that names no limit: the probe's cut. */
-const BACKOFF = 0.5
+/**
+ * How far back a blind pool's sends are kept to estimate its limits from (see {@link accepted}): windows
+ * longer than this are not looked at.
+ */
+const HISTORY_MILLIS = 300_000
+/**
+ * A guessed limit refused again (a 429 for a call sent after the last cut) when what was sent does not prove it
+ * too high (a bucket smaller than the minute's): cut by this factor.
+ */
+const RECUT = 0.9
+/**
+ * A guess is a lower bound of what the server takes (see {@link accepted}), tight against a bucket of a minute but
+ * not against a smaller one (a bucket of 5 s of a limit proves a twelfth of it a minute): a guess the pool's calls
+ * keep using (at least `BUSY` of it over the last minute) and that no 429 refused over `REGROW_MILLIS` grows by
+ * `REGROW` (without the room it grew by: the rate grows, not the burst), until a 429 cuts it again, back to what
+ * it was before it grew (it held) unless the sends prove more. Each growth a 429 undid doubles the wait before
+ * the next one (a guess at the limit stops probing above it); one that held resets it.
+ */
+const REGROW = 2
+const REGROW_MILLIS = 5_000
+const BUSY = 0.75
 /**
  * How long calls wait for a pool's first answer before they probe its limits without it (a slow start from
  * the cautious limits: a server that does announce its limits is then found by 429s, so not too soon).
@@ -97,13 +119,21 @@ export interface Learned {
  * calls so far, in the order they came) tells how far ahead of a call's turn its probed limits must grow.
  */
 interface Ramp {
-  readonly startedAt: number
+  startedAt: number
   readonly doublingMillis: number
   /** Per dimension still ramped: the amount let out at once. */
   readonly start: Map<Dimension, number>
+  /** The blind ramp: per dimension, what it lets out at once when it starts again (see {@link fit}). */
+  readonly floor: Map<Dimension, number>
   readonly given: Map<Dimension, number>
   /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
   readonly endsAt: number | undefined
+}
+
+/** A call a blind pool sent, and when: its permit's `charged` is the estimate until settled, then what it used. */
+interface Send {
+  readonly at: number
+  readonly permit: RateLimiter.Permit
 }
 
 interface PoolState {
@@ -116,6 +146,16 @@ interface PoolState {
   readonly largest: Map<Dimension, number>
   /** A blind pool's dimensions whose limit is a guess (cut on a 429 that named no limit). */
   readonly guessed: Set<Dimension>
+  /** When each guessed dimension was last cut: a 429 for a call sent before then was answered to the old guess. */
+  readonly cutAt: Map<Dimension, number>
+  /** When each guessed dimension last grew back (see {@link REGROW}). */
+  readonly grownAt: Map<Dimension, number>
+  /** A guessed dimension's limit before it last grew back (it held), until a 429 or the next growth. */
+  readonly held: Map<Dimension, number>
+  /** How many growths in a row a 429 undid, per guessed dimension. */
+  readonly undone: Map<Dimension, number>
+  /** A blind (or still probing) pool's sends over the last {@link HISTORY_MILLIS}, in the order sent. */
+  readonly sends: Array<Send>
   readonly learned: Map<string, Learned>
 }
 
@@ -150,6 +190,11 @@ export interface Learner {
    * (the ramp itself is in the limiter, where the call waits for its turn).
    */
   readonly fit: (poolScope: string, cost: Budget.Cost) => Effect.Effect<void>
+  /**
+   * An admitted call left for the server (`at`): a pool without headers keeps its sends, what it learns its
+   * limits from when a 429 names none.
+   */
+  readonly sent: (poolScope: string, permit: RateLimiter.Permit, at: number) => Effect.Effect<void>
   /** An answer with `x-ratelimit-*` headers came: the pool's limits are announced, its probes stop. */
   readonly heard: (poolScope: string, headers: Headers) => Effect.Effect<void>
   /** What a 429 teaches (after its headers are synced and its gate closed). */
@@ -182,6 +227,11 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         rejections: new Map(),
         largest: new Map(),
         guessed: new Set(),
+        cutAt: new Map(),
+        grownAt: new Map(),
+        held: new Map(),
+        undone: new Map(),
+        sends: [],
         learned: new Map()
       }
       pools.set(poolScope, state)
@@ -213,6 +263,70 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         Metric.tagged("kind", entry.kind),
         Metric.set(entry.amount)
       )
+    })
+
+  /**
+   * What the server has proved it takes of `dimension` a minute, from the pool's sends before `until` (before
+   * `refused`, the call it refused, when given: calls sent in the same instant reached it in that order). A
+   * bucket of `L` a minute holds at most `L` and refills `L` a minute, so whatever it took over a window of
+   * length `d` is at most `L · (1 + d / 60 s)`: every window gives a lower bound, `sent / (1 + d / 60 s)`, and
+   * the best of them is the estimate. When the server has just refused a call, the window from when its
+   * bucket was last full (within {@link HISTORY_MILLIS}) gives nearly `L`: what it took there plus the refused
+   * call was more than it held, so the bound is within one call of `L`. A send counts what its permit charges:
+   * what it used once answered, nothing (tokens) once refused, its estimate while in flight.
+   */
+  const accepted = (state: PoolState, dimension: Dimension, until: number, refused?: RateLimiter.Permit) => {
+    const sends = state.sends
+    let end = sends.length
+    if (refused !== undefined) {
+      for (let i = sends.length - 1; i >= 0 && sends[i].at >= until; i--) {
+        if (sends[i].permit === refused) {
+          end = i
+          break
+        }
+      }
+    }
+    let sum = 0
+    let best = 0
+    for (let i = end - 1; i >= 0; i--) {
+      const send = sends[i]
+      if (send.at > until) continue
+      if (send.at < until - HISTORY_MILLIS) break
+      const charged = send.permit.charged[dimension]
+      if (charged !== undefined && charged > 0) sum += charged
+      const bound = sum / (1 + (until - send.at) / 60_000)
+      if (bound > best) best = bound
+    }
+    return best
+  }
+
+  /** What the pool's sends of `dimension` over the minute before `now` charge (see {@link accepted}). */
+  const lastMinute = (state: PoolState, dimension: Dimension, now: number) => {
+    const sends = state.sends
+    let sum = 0
+    for (let i = sends.length - 1; i >= 0 && sends[i].at > now - 60_000; i--) {
+      const charged = sends[i].permit.charged[dimension]
+      if (charged !== undefined && charged > 0) sum += charged
+    }
+    return sum
+  }
+
+  const sent: Learner["sent"] = (poolScope, permit, at) =>
+    Effect.suspend(() => {
+      const state = pools.get(poolScope)
+      const probing = adaptivePools.get(poolScope)?.probing === true
+      if ((state === undefined || !state.blind) && !probing) return Effect.void
+      const pool = state ?? stateOf(poolScope)
+      const sends = pool.sends
+      sends.push({ at, permit })
+      // forget what is older than the history, a batch at a time
+      if (sends.length > 256 && sends[255].at < at - HISTORY_MILLIS) {
+        let old = 256
+        while (old < sends.length && sends[old].at < at - HISTORY_MILLIS) old++
+        sends.splice(0, old)
+      }
+      // the calls queued behind a guess ask nothing more of `fit`: it grows back as they leave
+      return regrow(poolScope, pool)
     })
 
   /** What the ramp lets out of `dimension` by `at`. */
@@ -259,13 +373,66 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         : Effect.ignore(limiter.sync(poolScope, { dimension, limit: Math.ceil(amount) }))
     }, { discard: true })
 
+  /** A busy guess that no 429 refused for a while grows back (see {@link REGROW}). */
+  const regrow = (poolScope: string, state: PoolState) =>
+    state.guessed.size === 0 ?
+      Effect.void :
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.flatMap(levelsOf(poolScope), (levels) =>
+          Effect.forEach(state.guessed, (dimension) => {
+            const level = levels.get(dimension)
+            const since = Math.max(state.cutAt.get(dimension) ?? now, state.grownAt.get(dimension) ?? 0)
+            const wait = REGROW_MILLIS * 2 ** (state.undone.get(dimension) ?? 0)
+            if (level === undefined || !level.learned || now - since < wait) {
+              return Effect.void
+            }
+            if (lastMinute(state, dimension, now) < BUSY * level.limit.amount) {
+              return Effect.void
+            }
+            // the last growth held (no 429 undid it)
+            if (state.held.has(dimension)) {
+              state.undone.set(dimension, 0)
+            }
+            state.held.set(dimension, level.limit.amount)
+            state.grownAt.set(dimension, now)
+            const amount = Math.ceil(level.limit.amount * REGROW)
+            return Effect.zipRight(
+              Effect.ignore(limiter.sync(poolScope, { dimension, limit: amount, remaining: Math.max(0, level.level) })),
+              record(poolScope, state, { dimension, kind: "limit", amount })
+            )
+          }, { discard: true })))
+
   const fit: Learner["fit"] = (poolScope, cost) =>
     Effect.suspend(() => {
       const state = pools.get(poolScope)
       if (state === undefined || !state.blind) return Effect.void
       const ramp = state.ramp
-      if (ramp === undefined) return widen(poolScope, state, cost)
+      if (ramp === undefined) return Effect.zipRight(widen(poolScope, state, cost), regrow(poolScope, state))
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        // a slow start is in the calls, not only in time: a ramp that ran more than a doubling ahead of them
+        // (calls that came slower than it let out) would let a later herd out at once, far beyond anything the
+        // server took yet, and grow the probed limits as far (and a 429 found them there). It starts again from
+        // what the pool sent over the last minute (at least its start): a herd goes out over a ramp from there.
+        let ahead = ramp.start.size > 0
+        for (const [dimension, start] of ramp.start) {
+          const given = (ramp.given.get(dimension) ?? 0) + (cost[dimension] ?? 0)
+          if (allowance(ramp, dimension, now) <= 2 * Math.max(start, given)) ahead = false
+        }
+        if (ahead) {
+          ramp.startedAt = now
+          for (const [dimension] of ramp.start) {
+            ramp.start.set(dimension, Math.max(ramp.floor.get(dimension) ?? 0, lastMinute(state, dimension, now)))
+            ramp.given.set(dimension, 0)
+          }
+        }
+        const restart = ahead
+          ? Effect.forEach(
+            [...ramp.start],
+            ([dimension, from]) =>
+              limiter.ramp(poolScope, dimension, { from, doubling: Duration.millis(ramp.doublingMillis) }),
+            { discard: true }
+          )
+          : Effect.void
         // the call's turn: when the ramp has let out what came before it and itself
         let due = now
         for (const [dimension, start] of ramp.start) {
@@ -278,7 +445,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         // a probe grows ahead of the ramp, so that the limiter lets the call out when the ramp does (a limit
         // that grows gains the room it grew by)
         return Effect.zipRight(
-          widen(poolScope, state, cost),
+          Effect.zipRight(Effect.zipRight(restart, widen(poolScope, state, cost)), regrow(poolScope, state)),
           Effect.forEach(ramp.start.keys(), (dimension) => {
             const limit = limiter.limitsOf(poolScope).find((l) =>
               l.dimension === dimension && l.windowMillis === 60_000
@@ -308,6 +475,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           startedAt: now,
           doublingMillis: FIRST_DOUBLING_MILLIS,
           start,
+          floor: new Map(),
           given: new Map(),
           endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
         })
@@ -325,6 +493,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           startedAt: now,
           doublingMillis: BLIND_DOUBLING_MILLIS,
           start,
+          floor: new Map(start),
           given: new Map(),
           endsAt: undefined
         })
@@ -346,10 +515,9 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       if (error.window !== undefined && error.window !== "minute") return
       const state = stateOf(poolScope)
       state.rejections.set(dimension, (state.rejections.get(dimension) ?? 0) + 1)
+      const now = yield* Clock.currentTimeMillis
       const ramp = state.ramp
       const ramped = ramp !== undefined && ramp.start.has(dimension)
-      // what the blind ramp let out a minute until now (its probed limit grows ahead of it)
-      const probed = ramp === undefined ? undefined : allowance(ramp, dimension, yield* Clock.currentTimeMillis)
       if (ramp !== undefined) {
         // the first-contact ramp ends on the first 429 (the server has spoken); the blind one, on that dimension
         yield* endRamp(poolScope, state, ramp.endsAt !== undefined ? undefined : dimension)
@@ -360,7 +528,11 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       const requested = error.requested
       const announced = error.limit
       // a configured limit is the user's figure: its amount stands (only a burst below it is learned)
-      if (state.blind && ramped && level.learned) {
+      // a guess refused again, for a call sent after it was made (not one of the calls refused with the one that
+      // made it, sent in the same instant)
+      const refusedAgain = !ramped && state.guessed.has(dimension) &&
+        (since?.sentAt ?? now) > (state.cutAt.get(dimension) ?? Number.POSITIVE_INFINITY)
+      if (state.blind && (ramped || refusedAgain) && level.learned) {
         if (announced !== undefined && announced > 0) {
           // the server named its limit: take it, and what it says is left
           // taken as of the refused call's arrival, by send order: "Used" counts the calls in flight as the
@@ -376,14 +548,43 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
-          // never below a call already asked for (one waiting in the queue would fail: see `widen`)
+          // the limit is what the server proved it takes (see `accepted`), from the calls sent before the refused
+          // one: never what a ramp allowed (one that ran ahead of the calls says nothing of the server). Refused
+          // again, a guess the sends do not prove too high (a bucket smaller than the minute's) is cut by RECUT.
+          // Never below a call already asked for (one waiting in the queue would fail: see `widen`).
+          const current = level.limit.amount
+          const held = state.held.get(dimension)
+          const proved = Math.max(
+            Math.floor(accepted(state, dimension, since?.sentAt ?? now, since?.permit)),
+            held !== undefined && held < current ? held : 0
+          )
           const cut = Math.max(
             1,
             Math.ceil(state.largest.get(dimension) ?? 0),
-            Math.floor(Math.min(level.limit.amount, (probed ?? 0) * GROWTH) * BACKOFF)
+            proved < current ? proved : ramped ? current : Math.floor(current * RECUT)
           )
+          if (held !== undefined) {
+            // a growth undone: the next one waits longer
+            state.held.delete(dimension)
+            state.undone.set(dimension, (state.undone.get(dimension) ?? 0) + 1)
+          }
           state.guessed.add(dimension)
-          yield* Effect.ignore(limiter.sync(poolScope, { dimension, limit: cut, remaining: 0 }))
+          state.cutAt.set(dimension, now)
+          // what the server took is also its bucket's capacity (a bucket smaller than the minute's is why a guess
+          // grows back: its rate grows, its burst stays), never wider than it was
+          const burst = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
+            ?.burst
+          // nothing left as of the refused call's departure: the calls sent after it are charged on top, and those
+          // the server refuses too give back only what they took here (see `RateLimiter.sync`, `since`)
+          yield* Effect.ignore(limiter.sync(poolScope, {
+            dimension,
+            limit: cut,
+            burst: Math.min(cut, burst ?? cut),
+            remaining: 0,
+            since: since?.permit,
+            sentAt: since?.sentAt,
+            adopt: since?.adopt
+          }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: cut })
         }
       }
@@ -465,6 +666,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
     probed,
     answered: (poolScope) => ended(poolScope, false),
     fit,
+    sent,
     heard,
     rateLimited,
     learned: () => [...pools.values()].flatMap((state) => [...state.learned.values()])
