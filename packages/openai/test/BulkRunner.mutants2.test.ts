@@ -1,0 +1,96 @@
+// The bulk runner's mechanism (internal/bulkRun.ts), sixth session: tests written from the survivors and the mutants
+// without coverage of `pnpm mutate:bulk` run in chunks (benchmarks/results/mutation.md), each checked by hand to fail
+// on the mutant it names (the source edited, the test run and failing, the source restored).
+import { describe, expect, it } from "@effect/vitest"
+import { BulkRunner } from "@sluice/openai"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+
+const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-bulk-mutants2-"))
+
+const request = (id: string) =>
+  JSON.stringify({ custom_id: id, method: "POST", url: "/v1/embeddings", body: { model: "m", input: id } })
+
+const setup = (ids: ReadonlyArray<string>) => {
+  const dir = tmp()
+  const input = NodePath.join(dir, "in.jsonl")
+  NodeFs.writeFileSync(input, ids.map(request).join("\n") + "\n")
+  return { dir, input, output: NodePath.join(dir, "out.jsonl") }
+}
+
+const readJsonl = (path: string): Array<any> =>
+  NodeFs.existsSync(path)
+    ? NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
+    : []
+
+const embeddings = { object: "list", data: [{ object: "embedding", index: 0, embedding: [0.5] }], model: "m" }
+const ok = (_: BulkRunner.Request): Effect.Effect<BulkRunner.Response, string> =>
+  Effect.succeed({ statusCode: 200, requestId: null, body: embeddings })
+/** `ok` after `n` yields: a call still in flight while other fibers run. */
+const slow = (n: number) => (r: BulkRunner.Request) => Effect.zipRight(Effect.repeatN(Effect.yieldNow(), n), ok(r))
+const describe_ = (e: string): BulkRunner.Failure => ({ kind: "bad_request", code: e, message: e })
+const silent = { onInputError: () => Effect.void }
+
+describe("BulkRunner (mutation survivors, sixth session)", () => {
+  it.effect("--restart on an output that cannot be truncated fails naming the output and the truncate", () =>
+    Effect.gen(function*() {
+      const { dir, input } = setup(["a"])
+      const output = NodePath.join(dir, "out.jsonl")
+      NodeFs.mkdirSync(output)
+      const error = yield* Effect.flip(
+        BulkRunner.run({ input, output, restart: true, execute: ok, describe: describe_, ...silent })
+      )
+      expect(error).toMatchObject({ _tag: "BulkFileError", path: output, operation: "truncate" })
+      expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
+    }))
+
+  it.effect("an offload that ends (saying nothing) while the input is still read stops the run, naming why", () =>
+    Effect.gen(function*() {
+      // one call at a time and a queue of one: the producer waits for room while the offload has already ended
+      const { input, output } = setup(["a", "b", "c", "d"])
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        countTotal: false,
+        execute: slow(20),
+        describe: describe_,
+        ...silent,
+        offload: { accepts: () => false, run: () => Effect.succeed({}) }
+      })
+      expect(summary.stop).toEqual({ _tag: "Offload", message: "the offload ended before the input did" })
+      expect(summary.outcome).toBe("stopped")
+      expect(BulkRunner.formatSummary(summary)).toContain("the offload ended before the input did")
+    }))
+
+  it.effect("an offload that fails ends the run at once with its error: a call in flight is not waited for", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      const failure = new BulkRunner.BulkFileError({ path: "state.json", operation: "write", message: "disk full" })
+      const finished: Array<string> = []
+      const started = yield* Deferred.make<void>()
+      const error = yield* Effect.flip(BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        execute: (r) =>
+          Deferred.succeed(started, void 0).pipe(
+            // long enough for the run to fail and close its scope meanwhile (some hundreds of scheduler turns)
+            Effect.zipRight(slow(5_000)(r)),
+            Effect.tap(() => Effect.sync(() => void finished.push(r.customId)))
+          ),
+        describe: describe_,
+        ...silent,
+        // it fails once the first call is in flight
+        offload: { accepts: () => false, run: () => Effect.zipRight(Deferred.await(started), Effect.fail(failure)) }
+      }))
+      expect(error).toBe(failure)
+      expect(finished).toEqual([])
+      expect(readJsonl(output)).toEqual([])
+      expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
+    }))
+})
