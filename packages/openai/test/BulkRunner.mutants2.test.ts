@@ -93,4 +93,63 @@ describe("BulkRunner (mutation survivors, sixth session)", () => {
       expect(readJsonl(output)).toEqual([])
       expect(NodeFs.existsSync(`${output}.lock`)).toBe(false)
     }))
+
+  it.effect("an offload that succeeds after the input ended does not end the run: the calls still in flight finish and are written", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c"])
+      const offloadEnded = yield* Deferred.make<void>()
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        // the other lines' calls end only once the offload has
+        execute: (r) => Effect.zipRight(Deferred.await(offloadEnded), slow(5)(r)),
+        describe: describe_,
+        ...silent,
+        offload: {
+          accepts: (r) => r.customId === "b",
+          run: (io) =>
+            Stream.runForEach(io.lines, (text) =>
+              text === ""
+                ? Effect.void
+                : io.write(JSON.stringify({ id: "batch_req_b", custom_id: "b", response: null, error: null }), null)).pipe(
+                Effect.zipRight(Deferred.succeed(offloadEnded, void 0)),
+                Effect.as({})
+              )
+        }
+      })
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 3, notDone: 0 })
+      expect(summary.stop).toBeUndefined()
+      expect(readJsonl(output).map((l) => l.custom_id).sort()).toEqual(["a", "b", "c"])
+    }))
+
+  it.effect("an offload that ends after a signal, while the input is still read, leaves the signal as the stop", () =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b", "c", "d", "e"])
+      const signal = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const summary = yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 1,
+        stop: Deferred.await(signal),
+        // `a` sends the signal and stays in flight (the producer waits for room) until the offload has ended
+        execute: (r) =>
+          r.customId === "a"
+            ? Effect.zipRight(Deferred.succeed(signal, void 0), Effect.zipRight(Deferred.await(release), ok(r)))
+            : ok(r),
+        describe: describe_,
+        ...silent,
+        offload: {
+          accepts: () => false,
+          run: () =>
+            Deferred.await(signal).pipe(
+              Effect.zipRight(Effect.repeatN(Effect.yieldNow(), 10)),
+              Effect.zipRight(Deferred.succeed(release, void 0)),
+              Effect.as({})
+            )
+        }
+      })
+      expect(summary.stop).toEqual({ _tag: "Signal" })
+      expect(summary).toMatchObject({ outcome: "stopped", succeeded: 1 })
+    }))
 })
