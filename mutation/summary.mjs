@@ -1,7 +1,8 @@
 // Prints a module's mutation score from its Stryker JSON report (reports/mutation/<name>.json):
 //   node mutation/summary.mjs <name>[,<name>...] [--without <test file part> ...]
 // Several names (the chunks of one run, e.g. limiter.1-350,limiter.351-520) are added up. With --targets [--shift N],
-// the mutants a report left alive take their result from its retest (<name>.targets.json, see targets.mjs).
+// the mutants a report left alive take their result from its retest (<name>.targets.json, see targets.mjs); with
+// --targets-from <retest> (a retest of several chunks, `a+b`), from <retest>.targets.json.
 // With --without, also the score had the named test files not existed: a mutant counts as killed only when a test
 // outside them killed it (needs a run with disableBail, where killedBy lists every killing test; with bail,
 // killedBy holds the first killer only and the figure is a lower bound). Timeouts count as detected.
@@ -13,13 +14,14 @@ if (name === undefined) {
   process.exit(2)
 }
 const without = rest.filter((_, i) => rest[i - 1] === "--without")
-const targets = rest.includes("--targets")
+const targetsFrom = rest.includes("--targets-from") ? rest[rest.indexOf("--targets-from") + 1] : undefined
+const targets = rest.includes("--targets") || targetsFrom !== undefined
 const shift = rest.includes("--shift") ? Number(rest[rest.indexOf("--shift") + 1]) : 0
 const read = (file) => JSON.parse(NodeFs.readFileSync(`reports/mutation/${file}.json`, "utf8"))
 const reports = name.split(",").map((part) => {
   const one = read(part)
   if (!targets) return one
-  const again = read(`${part}.targets`)
+  const again = read(`${targetsFrom ?? part}.targets`)
   const key = (m, by) =>
     `${m.mutatorName} ${m.replacement} ${m.location.start.line + by}:${m.location.start.column}-${
       m.location.end.line + by

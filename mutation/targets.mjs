@@ -5,6 +5,8 @@
 // reports/mutation/<report>.targets.json; `node mutation/summary.mjs <report> --targets` counts the two together
 // (a killed or timed-out mutant of the first report stays so: tests were only added). Faster than an incremental
 // rerun when new tests cover most of the file (that reruns every mutant they cover, timeouts included).
+// Several reports (chunks of one run: `bulk.1-156,bulk.157-235`) give one config retesting all of their mutants (one
+// dry run instead of one per chunk), named after them joined by `+`; `summary.mjs --targets-from <that name>` reads it.
 import * as NodeFs from "node:fs"
 
 const [run, name, ...rest] = process.argv.slice(2)
@@ -13,24 +15,27 @@ if (run === undefined || name === undefined) {
   process.exit(2)
 }
 const shift = Number(rest[rest.indexOf("--shift") + 1] ?? 0) || 0
-const report = JSON.parse(NodeFs.readFileSync(`reports/mutation/${name}.json`, "utf8"))
 const ranges = []
-for (const [file, { mutants }] of Object.entries(report.files)) {
-  for (const m of mutants) {
-    if (m.status !== "Survived" && m.status !== "NoCoverage") continue
-    // the report's columns are 1-based, a mutate range's 0-based (its end column included)
-    const { start, end } = m.location
-    ranges.push(`${file}:${start.line + shift}:${start.column - 1}-${end.line + shift}:${end.column - 1}`)
+for (const part of name.split(",")) {
+  const report = JSON.parse(NodeFs.readFileSync(`reports/mutation/${part}.json`, "utf8"))
+  for (const [file, { mutants }] of Object.entries(report.files)) {
+    for (const m of mutants) {
+      if (m.status !== "Survived" && m.status !== "NoCoverage") continue
+      // the report's columns are 1-based, a mutate range's 0-based (its end column included)
+      const { start, end } = m.location
+      ranges.push(`${file}:${start.line + shift}:${start.column - 1}-${end.line + shift}:${end.column - 1}`)
+    }
   }
 }
+const out = name.split(",").join("+")
 const config = `import { mutationOptions } from "../../mutation/stryker.shared.mjs"
 
 export default mutationOptions("${run}", [], {
   mutate: ${JSON.stringify([...new Set(ranges)], null, 2)},
   incremental: false,
-  htmlReporter: { fileName: "reports/mutation/${name}.targets.html" },
-  jsonReporter: { fileName: "reports/mutation/${name}.targets.json" }
+  htmlReporter: { fileName: "reports/mutation/${out}.targets.html" },
+  jsonReporter: { fileName: "reports/mutation/${out}.targets.json" }
 })
 `
-NodeFs.writeFileSync(`reports/mutation/${name}.targets.stryker.mjs`, config)
-console.log(`${ranges.length} mutants, reports/mutation/${name}.targets.stryker.mjs`)
+NodeFs.writeFileSync(`reports/mutation/${out}.targets.stryker.mjs`, config)
+console.log(`${ranges.length} mutants, reports/mutation/${out}.targets.stryker.mjs`)
