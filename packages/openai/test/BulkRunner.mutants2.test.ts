@@ -111,7 +111,8 @@ describe("BulkRunner (mutation survivors, sixth session)", () => {
             Stream.runForEach(io.lines, (text) =>
               text === ""
                 ? Effect.void
-                : io.write(JSON.stringify({ id: "batch_req_b", custom_id: "b", response: null, error: null }), null)).pipe(
+                : io.write(JSON.stringify({ id: "batch_req_b", custom_id: "b", response: null, error: null }), null))
+              .pipe(
                 Effect.zipRight(Deferred.succeed(offloadEnded, void 0)),
                 Effect.as({})
               )
