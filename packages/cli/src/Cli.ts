@@ -11,14 +11,16 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type { Budget } from "@sluice/core"
+import { HoldStore } from "@sluice/core"
 import type { Tiers } from "@sluice/openai"
 import { BatchOffload, BulkExecutor, BulkRunner, Pipeline, PipelineFile } from "@sluice/openai"
 import type { SimConfig } from "@sluice/testing"
 import * as Config from "effect/Config"
 import * as Console from "effect/Console"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -108,7 +110,19 @@ const redisStore = (url: string) =>
           cause instanceof Error ? cause.message : String(cause)
         }`
       )
-  }).pipe(Effect.map(({ RedisLimiterStore }) => RedisLimiterStore.layer({ url: Redacted.make(url) })))
+  }).pipe(
+    // one connection for the limiter's store and the Batch API offload's holds, open as long as the run
+    Effect.flatMap(({ RedisLimiterStore }) =>
+      Effect.mapError(
+        Layer.build(RedisLimiterStore.layerWithHolds({ url: Redacted.make(url) })),
+        (e) => usage(`--redis: ${e.message}`)
+      )
+    ),
+    Effect.map((context) => ({
+      layer: Layer.succeedContext(context),
+      holds: Context.get(context, HoldStore.HoldStore)
+    }))
+  )
 
 const scenarioOf = (name: string): Effect.Effect<SimConfig.Scenario, UsageError, FileSystem.FileSystem> =>
   Effect.flatMap(testing, ({ Scenario, SimConfig }) => {
@@ -295,10 +309,10 @@ const connect = (
     const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
     const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
 
-    const store = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
+    const redis = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
     const organization = Option.getOrUndefined(organizationId)
     const executor = yield* BulkExecutor.make({
-      store,
+      store: redis?.layer,
       baseUrl,
       apiKey,
       organization,
@@ -320,7 +334,7 @@ const connect = (
         }; no API key, no network`
       )
     }
-    return { apiKey, baseUrl, enqueued, executor, fetch, limits, organization, projectId }
+    return { apiKey, baseUrl, enqueued, executor, fetch, holds: redis?.holds, limits, organization, projectId }
   })
 
 const runHandler = (env: Environment) => (options: RunOptions) =>
@@ -375,16 +389,19 @@ const runBody = (env: Environment, options: RunOptions) =>
       )
       : undefined
     const progress = yield* BulkRunner.makeProgress
-    const { apiKey, baseUrl, enqueued, executor, fetch, limits, organization, projectId } = yield* connect(options, {
-      progress,
-      priority: Option.getOrUndefined(options.priority),
-      // with --via auto, --deadline is the job's
-      deadlineMs: via === "auto" ? undefined : deadlineMs,
-      routing: Option.isSome(options.routing)
-        ? { config: yield* readJson(options.routing.value), path: options.routing.value }
-        : undefined,
-      cache
-    })
+    const { apiKey, baseUrl, enqueued, executor, fetch, holds, limits, organization, projectId } = yield* connect(
+      options,
+      {
+        progress,
+        priority: Option.getOrUndefined(options.priority),
+        // with --via auto, --deadline is the job's
+        deadlineMs: via === "auto" ? undefined : deadlineMs,
+        routing: Option.isSome(options.routing)
+          ? { config: yield* readJson(options.routing.value), path: options.routing.value }
+          : undefined,
+        cache
+      }
+    )
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
     let batch: Batch.Batch | undefined
     if (via !== "live") {
@@ -408,6 +425,7 @@ const runBody = (env: Environment, options: RunOptions) =>
           ...(fetch === undefined ? {} : { fetch })
         }),
         limiter: executor.limiter,
+        holds,
         statePath,
         accepts: plan === undefined ? () => true : (request) => plan.batch.has(request.customId),
         cancel: options.cancel,

@@ -32,3 +32,8 @@ export * as Retry from "./Retry.js"
  * @since 0.1.0
  */
 export * as Router from "./Router.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as HoldStore from "./HoldStore.js"

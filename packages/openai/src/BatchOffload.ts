@@ -6,9 +6,10 @@
  * Lines are split by model and endpoint into input files within the Batch API's limits (50,000 requests and
  * 200 MB per file) and within the model's **enqueued-token limit**: a dimension of its own (`enqueuedTokens`)
  * on Sluice's `RateLimiter`, on the scope `batch:<model>` by default ({@link budget} builds it). A file's
- * estimated tokens are held there from before its upload until its batch ends, so the jobs and processes that
- * share the limiter (in memory, or on Redis) share the organization's queue and never submit more than it
- * takes. Each file is uploaded (`/v1/files`), submitted (`/v1/batches`), polled with back-off on the `Clock`,
+ * estimated tokens are held from before its upload until its batch ends, as a hold with a lease in a `HoldStore`
+ * (`Options.holds`: in memory, or on Redis) renewed on the `Clock` while the batch runs, so the jobs and
+ * processes that share the store share the organization's queue and never submit more than it takes; a process
+ * killed while holding frees its holds after the lease (`Options.lease`, 2 minutes). Each file is uploaded (`/v1/files`), submitted (`/v1/batches`), polled with back-off on the `Clock`,
  * and its output and error files are downloaded, all through the official `openai` SDK.
  *
  * What ends how (each a typed {@link BatchProblem}, in the {@link Summary} and to `onProblem`; none loses a line):
@@ -34,7 +35,7 @@
  *
  * @since 0.2.0
  */
-import type { RateLimiter } from "@sluice/core"
+import type { HoldStore, RateLimiter } from "@sluice/core"
 import { Budget } from "@sluice/core"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -77,9 +78,11 @@ export const fileLimits = { maxRequests: 50_000, maxBytes: 200_000_000 } as cons
 export const dimension = "enqueuedTokens"
 
 /**
- * The window of an enqueued-token limit. A hold is given back when its batch ends, not by time: the window is
- * so long (1,000 years) that the refill a token bucket has is negligible — under 3 tokens a day per million of
- * the limit — while every store (Redis included) keeps its keys' lifetimes in range.
+ * The window of an enqueued-token budget. The limiter only tells the offload each model's limit (its
+ * capacity): a batch's tokens are held in a `HoldStore` (`Options.holds`), each hold with a lease the live process
+ * renews while its batch runs, given back when it ends — not on the limiter's bucket, which refills at its own rate
+ * and forgets who took what (a process killed there would keep its hold forever). The window is long (1,000
+ * years) so that a live call charging the dimension by mistake would not see it refill.
  *
  * @since 0.2.0
  * @category limits
@@ -496,6 +499,21 @@ export interface Options {
   readonly tokenLimitRetries?: number | undefined
   /** A line's estimated tokens (default `TokenEstimator.forEndpoint`'s `tokens`). */
   readonly estimate?: ((url: string, body: Record<string, unknown>) => number) | undefined
+  /**
+   * Where batches' enqueued tokens are held, each as a hold with a lease renewed while its batch runs (default:
+   * a store in memory of this service only). Share one between offloads (`HoldStore.layerMemory`) or processes
+   * (`RedisLimiterStore.makeWithHolds` of `@sluice/redis`) to share the queue; the capacities are the limiter's.
+   *
+   * @since 0.2.0
+   */
+  readonly holds?: HoldStore.Service | undefined
+  /**
+   * How long a hold lasts unless renewed (default 2 minutes; renewed every third of it): a process killed while
+   * holding frees its holds this long after its last renewal.
+   *
+   * @since 0.2.0
+   */
+  readonly lease?: Duration.DurationInput | undefined
 }
 
 /**

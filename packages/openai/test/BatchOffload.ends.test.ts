@@ -6,9 +6,9 @@
  * resuming from a recorded state never creates a batch twice.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { LimiterStore, RateLimiter } from "@sluice/core"
+import { HoldStore, LimiterStore, RateLimiter } from "@sluice/core"
 import { BatchOffload } from "@sluice/openai"
-import { Effect, Exit, Option, Stream } from "effect"
+import { Clock, Effect, Exit, Option, Stream } from "effect"
 import { toFile } from "openai"
 import { chatLine, offload, parse, recorder, runLines, scenario, simBatches, Simulator } from "./batchHarness.js"
 import { drive, makeClient } from "./harness.js"
@@ -239,31 +239,43 @@ describe("BatchOffload: resume", () => {
       expect(batches.map((b) => `${b.status}:${b.request_counts?.total}`).sort()).toEqual(["completed:9", "failed:0"])
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 
-  it.effect("a resume holds its batches' tokens again with priority background, as a first run does", () =>
+  it.effect("a resume holds its batches' tokens again under the same ids: a dead run's hold is taken over, not added", () =>
     Effect.gen(function*() {
       const lines = ids(6).map((id) => chatLine(id, `held ${id}`))
       const client = yield* makeClient()
-      const base = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
+      const limiter = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
         Effect.provide(LimiterStore.layerMemory)
       )
-      const asked: Array<string | undefined> = []
-      const limiter: RateLimiter.Service = {
-        ...base,
-        tryAcquire: (scopes, cost, options) => {
-          asked.push(options?.priority)
-          return base.tryAcquire(scopes, cost, options)
-        }
+      const store = yield* HoldStore.makeMemory
+      const taken: Array<[string, number]> = []
+      const holds: HoldStore.Service = {
+        ...store,
+        take: (id, claims, amount, lease) =>
+          Effect.tap(
+            store.take(id, claims, amount, lease),
+            (ok) => Effect.map(store.held("batch:gpt-4o-mini"), (held) => void (ok && taken.push([id, held])))
+          )
       }
-      const service = yield* BatchOffload.make({ client, limiter, poll: { initial: "5 seconds", max: "1 minute" } })
+      const service = yield* BatchOffload.make({
+        client,
+        limiter,
+        holds,
+        poll: { initial: "5 seconds", max: "1 minute" }
+      })
       const first = recorder()
+      // the first run is stopped while its batch runs: its hold stays in the store, as a killed process's would
       yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "2 minutes"), 10_000)
-      expect(asked).toEqual(["background"])
       const saved = first.states[first.states.length - 1]
       expect(saved.batches.map((b) => b.finished)).toEqual([false])
+      const { key, tokens } = saved.batches[0]
+      expect(tokens).toBeGreaterThan(0)
+      expect(taken).toEqual([[key, tokens]])
       const second = recorder()
       summaryOf((yield* drive(service.resume(saved, second.options), 60_000)).exit)
       expect(second.results.map((r) => r.customId).sort()).toEqual(ids(6).sort())
-      expect(asked).toEqual(["background", "background"])
+      // taken again under the same id while the dead run's hold was still live: replaced, not counted twice
+      expect(taken).toEqual([[key, tokens], [key, tokens]])
+      expect(yield* store.held("batch:gpt-4o-mini")).toBe(0)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 
   it.effect("done custom_ids are neither sent nor delivered again", () =>
@@ -295,28 +307,24 @@ describe("BatchOffload: resume", () => {
       expect(resumed.unfinished.every((u) => u.reason === "token-limit")).toBe(true)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({ "gpt-4o-mini": 100 })))))
 
-  it.effect("a resume of a batch whose tokens are 0 leaves no permit held", () =>
+  it.effect("a resume of a batch whose tokens are 0 takes no hold", () =>
     Effect.gen(function*() {
       const lines = ids(3).map((id) => chatLine(id, `free ${id}`))
       const client = yield* makeClient()
-      const base = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
+      const limiter = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
         Effect.provide(LimiterStore.layerMemory)
       )
-      let held = 0
-      const limiter: RateLimiter.Service = {
-        ...base,
-        tryAcquire: (scopes, cost, options) =>
-          Effect.map(
-            base.tryAcquire(scopes, cost, options),
-            Option.map((permit) => {
-              held++
-              return { ...permit, release: Effect.zipRight(Effect.sync(() => held--), permit.release) }
-            })
-          )
+      const store = yield* HoldStore.makeMemory
+      let takes = 0
+      const holds: HoldStore.Service = {
+        ...store,
+        take: (id, claims, amount, lease) =>
+          Effect.zipRight(Effect.sync(() => takes++), store.take(id, claims, amount, lease))
       }
       const service = yield* BatchOffload.make({
         client,
         limiter,
+        holds,
         estimate: () => 0,
         poll: { initial: "5 seconds", max: "1 minute" }
       })
@@ -327,6 +335,41 @@ describe("BatchOffload: resume", () => {
       const second = recorder()
       summaryOf((yield* drive(service.resume(saved, second.options), 60_000)).exit)
       expect(second.results.map((r) => r.customId).sort()).toEqual(ids(3).sort())
-      expect(held).toBe(0)
+      expect(takes).toBe(0)
+      expect(yield* store.held("batch:gpt-4o-mini")).toBe(0)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+})
+
+describe("BatchOffload: holds with a lease", () => {
+  it.effect("a dead process's hold frees its tokens after the lease; a running batch's hold is renewed past it", () =>
+    Effect.gen(function*() {
+      const scope = "batch:gpt-4o-mini"
+      const limit = 1_000_000
+      const store = yield* HoldStore.makeMemory
+      // a process that died holding the whole limit: it never renews, so its hold lapses 2 minutes on
+      expect(yield* store.take("dead-1", [{ scope, capacity: limit }], limit, 120_000)).toBe(true)
+      const samples: Array<readonly [number, number]> = []
+      yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
+        Effect.sleep("10 seconds"),
+        Effect.flatMap(
+          Effect.all([Clock.currentTimeMillis, store.held(scope)]),
+          (sample) => Effect.sync(() => void samples.push(sample))
+        )
+      )))
+      const lines = ids(4).map((id) => chatLine(id, `leased ${id}`))
+      const { exit, recorded } = yield* runLines(lines, { "gpt-4o-mini": limit }, {}, { holds: store })
+      expect(summaryOf(exit).succeeded).toBe(4)
+      const [batch] = yield* simBatches
+      const tokens = recorded.states[recorded.states.length - 1].batches[0].tokens
+      // created once the dead hold had lapsed, and soon after (the wait polls with back-off up to 1 minute)
+      expect(batch.created_at * 1000).toBeGreaterThanOrEqual(120_000)
+      expect(batch.created_at * 1000).toBeLessThanOrEqual(180_000)
+      const ended = batch.completed_at! * 1000
+      // the batch ran longer than a lease, and its tokens were held all along, then given back
+      expect(ended - batch.created_at * 1000).toBeGreaterThan(2 * 120_000)
+      const during = samples.filter(([t]) => t > batch.created_at * 1000 + 1_000 && t < ended - 1_000)
+      expect(during.length).toBeGreaterThan(20)
+      expect(new Set(during.map(([, held]) => held))).toEqual(new Set([tokens]))
+      expect(yield* store.held(scope)).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 100_000 })))))
 })

@@ -15,10 +15,11 @@
  *
  * @since 0.1.0
  */
-import { LimiterStore } from "@sluice/core"
+import { HoldStore, LimiterStore } from "@sluice/core"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -299,7 +300,7 @@ const waitReady = (client: Client, timeout: Duration.Duration): Effect.Effect<bo
  * @category constructors
  * @example
  * ```ts
- * import { LimiterStore } from "@sluice/core"
+ * import { HoldStore, LimiterStore } from "@sluice/core"
  * import { RedisLimiterStore } from "@sluice/redis"
  * import * as Effect from "effect/Effect"
  *
@@ -316,6 +317,34 @@ const waitReady = (client: Client, timeout: Duration.Duration): Effect.Effect<bo
 export const make = (
   options: RedisLimiterStore.Options = {}
 ): Effect.Effect<LimiterStore.Service, RedisStoreConfigError, Scope.Scope> =>
+  Effect.map(makeWithHolds(options), (both) => both.store)
+
+/**
+ * {@link make}, and a `HoldStore` (holds with a lease, e.g. the Batch API offload's enqueued tokens) on the same
+ * connection and keys (`<prefix>:{<tag>}:h:<scope>`, one hash a scope). Holds are not `onUnavailable`'s: a hold
+ * call Redis does not answer fails with `HoldStoreError`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { RedisLimiterStore } from "@sluice/redis"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function*() {
+ *   const { holds } = yield* RedisLimiterStore.makeWithHolds({ url: "redis://127.0.0.1:6379" })
+ *   // 60,000 tokens held for 2 minutes unless renewed, if they fit beside every live process's holds
+ *   return yield* holds.take("job-1", [{ scope: "batch:gpt-4o", capacity: 90_000 }], 60_000, 120_000)
+ * }).pipe(Effect.scoped)
+ * ```
+ */
+export const makeWithHolds = (
+  options: RedisLimiterStore.Options = {}
+): Effect.Effect<
+  { readonly store: LimiterStore.Service; readonly holds: HoldStore.Service },
+  RedisStoreConfigError,
+  Scope.Scope
+> =>
   Effect.gen(function*() {
     const config = yield* decodeOptions(options)
     const client: Client = config.client !== undefined
@@ -692,9 +721,86 @@ export const make = (
       )
     }
 
+    // --- holds with a lease: one script, no fallback (a hold nobody can see is no hold) -------------------
+    const holdKey = (scope: string) => `${baseOf(scope)}:h:${scope}`
+    const hold = (
+      operation: string,
+      scopes: ReadonlyArray<string>,
+      args: ReadonlyArray<string>
+    ): Effect.Effect<string, HoldStore.HoldStoreError> =>
+      Effect.flatMap(nowArg, (now) =>
+        evalScript(Scripts.scripts.holds, scopes.map(holdKey), [now, operation, ...args]).pipe(
+          Effect.flatMap(({ reply }) =>
+            Array.isArray(reply) && typeof reply[0] === "string"
+              ? Effect.succeed(reply[0])
+              : Effect.fail(new Error(`unexpected reply ${String(reply)}`))
+          ),
+          Effect.mapError((cause) =>
+            new HoldStore.HoldStoreError({
+              operation,
+              message: `Redis hold store ${operation} failed: ${messageOf(cause)}`,
+              cause
+            })
+          )
+        ))
+    const holds: HoldStore.Service = {
+      take: (id, claims, amount, leaseMillis) =>
+        claims.length === 0 ? Effect.succeed(true) : Effect.map(
+          hold(
+            "take",
+            claims.map((c) =>
+              c.scope
+            ),
+            [
+              id,
+              num(amount),
+              num(Math.ceil(leaseMillis)),
+              margin,
+              ...claims.map((c) => num(c.capacity))
+            ]
+          ),
+          (r) => r === "1"
+        ),
+      renew: (id, scopes, leaseMillis) =>
+        scopes.length === 0 ? Effect.succeed(true) : Effect.map(
+          hold("renew", scopes, [id, "0", num(Math.ceil(leaseMillis)), margin]),
+          (r) => r === "1"
+        ),
+      release: (id, scopes) =>
+        scopes.length === 0 ? Effect.void : Effect.asVoid(hold("release", scopes, [id, "0", "0", margin])),
+      held: (scope) => Effect.map(hold("held", [scope], ["", "0", "0", margin]), parseNumber)
+    }
+
     // the acquire script (and the fallback memory store) admit a debit above the capacity on a full bucket
-    return { debitAboveCapacity: true, tryAcquire, adjust, block, observe, levels }
+    const store: LimiterStore.Service = { debitAboveCapacity: true, tryAcquire, adjust, block, observe, levels }
+    return { store, holds }
   })
+
+/**
+ * {@link makeWithHolds} as a layer of both services: the `LimiterStore` and the `HoldStore`, on one connection.
+ *
+ * @since 0.2.0
+ * @category layers
+ * @example
+ * ```ts
+ * import { HoldStore } from "@sluice/core"
+ * import { RedisLimiterStore } from "@sluice/redis"
+ * import * as Effect from "effect/Effect"
+ *
+ * const held = Effect.flatMap(HoldStore.HoldStore, (holds) => holds.held("batch:gpt-4o")).pipe(
+ *   Effect.provide(RedisLimiterStore.layerWithHolds({ url: "redis://127.0.0.1:6379" }))
+ * )
+ * ```
+ */
+export const layerWithHolds = (
+  options: RedisLimiterStore.Options = {}
+): Layer.Layer<LimiterStore.LimiterStore | HoldStore.HoldStore, RedisStoreConfigError> =>
+  Layer.scopedContext(
+    Effect.map(
+      makeWithHolds(options),
+      ({ holds, store }) => Context.make(LimiterStore.LimiterStore, store).pipe(Context.add(HoldStore.HoldStore, holds))
+    )
+  )
 
 /**
  * The store as a layer.

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import type { RateLimiter } from "@sluice/core"
+import type { HoldStore, RateLimiter } from "@sluice/core"
 import { BatchOffload, BulkRunner, Pricing, Tiers, TokenEstimator } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
@@ -320,6 +320,8 @@ export const holdBack = (live: ReadonlySet<string>): BulkRunner.Offload => ({
 export const make = (options: {
   readonly client: OpenAI
   readonly limiter: RateLimiter.Service
+  /** Where batches' enqueued tokens are held (`--redis`: shared; default in memory). */
+  readonly holds?: HoldStore.Service | undefined
   readonly statePath: string
   /** Lines to send by batch (besides those a batch of the state holds); endpoints it does not take go live. */
   readonly accepts: (request: BulkRunner.Request) => boolean
@@ -334,6 +336,7 @@ export const make = (options: {
     BatchOffload.make({
       client: options.client,
       limiter: options.limiter,
+      holds: options.holds,
       poll: { initial: options.poll, max: Math.max(options.poll, 300_000) }
     }),
     (service) => {

@@ -6,7 +6,7 @@
  *
  * @internal
  */
-import type { Budget, RateLimiter } from "@sluice/core"
+import { HoldStore } from "@sluice/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -82,6 +82,7 @@ const settingsOf = (options: Api.Options) =>
       })
     const pollInitial = yield* millis("poll.initial", options.poll?.initial, "10 seconds")
     const pollMax = yield* millis("poll.max", options.poll?.max, "5 minutes")
+    const leaseMs = yield* millis("lease", options.lease, "2 minutes")
     if (pollMax < pollInitial) {
       return yield* fail("poll.max", `must be at least poll.initial (${pollInitial} ms), got ${pollMax} ms`)
     }
@@ -91,23 +92,29 @@ const settingsOf = (options: Api.Options) =>
       pollInitial,
       pollMax,
       pollFactor: options.poll?.factor ?? 1.5,
-      refusals: options.tokenLimitRetries ?? 20
+      refusals: options.tokenLimitRetries ?? 20,
+      leaseMs
     }
   })
 
 /** @internal */
 export const make = (options: Api.Options): Effect.Effect<Api.Service, Api.BatchOffloadConfigError> =>
-  Effect.map(settingsOf(options), (settings) => makeWith(options, settings))
+  Effect.flatMap(settingsOf(options), (settings) =>
+    Effect.map(
+      options.holds === undefined ? HoldStore.makeMemory : Effect.succeed(options.holds),
+      (holds) => makeWith(options, settings, holds)
+    ))
 
 const makeWith = (
   options: Api.Options,
-  settings: Effect.Effect.Success<ReturnType<typeof settingsOf>>
+  settings: Effect.Effect.Success<ReturnType<typeof settingsOf>>,
+  holds: HoldStore.Service
 ): Api.Service => {
   const client: OpenAI = options.client
   const limiter = options.limiter
   const dimension = options.dimension ?? Api.dimension
   const scopesFor = options.scopesFor ?? ((model: string) => [Api.scopeFor(model)])
-  const { maxBytes, maxRequests, pollFactor, pollInitial, pollMax, refusals } = settings
+  const { leaseMs, maxBytes, maxRequests, pollFactor, pollInitial, pollMax, refusals } = settings
   const estimate = options.estimate ??
     ((url: string, body: Record<string, unknown>) => TokenEstimator.forEndpoint(url, body)?.tokens ?? 0)
 
@@ -174,6 +181,8 @@ const makeWith = (
       const job = initial?.job ?? runOptions.job ?? `job_${randomUUID().replace(/-/g, "").slice(0, 16)}`
       const state = yield* Ref.make<Api.State>(initial ?? { version: 1, job, batches: [] })
       const lock = yield* Effect.makeSemaphore(1)
+      /** The renewals of the holds taken (interrupted with the run, however it ends). */
+      const renewals = yield* FiberSet.make()
       const onState = runOptions.onState ?? (() => Effect.void)
       /** Changes the state and hands it to the caller, one change at a time, in order. */
       const commit = (f: (s: Api.State) => Api.State) =>
@@ -219,30 +228,93 @@ const makeWith = (
 
       // --- holds on the enqueued-token dimension --------------------------------------------------------------
 
-      /** Waits (polling on the Clock, with back-off) until the tokens fit the model's enqueued-token budget. */
-      const hold = (model: string, tokens: number): Effect.Effect<RateLimiter.Permit | undefined> => {
-        if (tokens <= 0) return Effect.succeed(undefined)
-        const scopes = scopesFor(model)
-        const cost: Budget.Cost = { [dimension]: tokens }
-        const attempt = (wait: number): Effect.Effect<RateLimiter.Permit | undefined> =>
-          limiter.tryAcquire(scopes, cost, { priority: "background" }).pipe(
-            Effect.flatMap(Option.match({
-              onSome: (permit) => Effect.succeed<RateLimiter.Permit | undefined>(permit),
-              onNone: () =>
-                stopping
-                  ? Effect.succeed(undefined)
-                  : Effect.zipRight(Effect.sleep(wait), attempt(Math.min(pollMax, wait * pollFactor)))
-            })),
-            // a budget that can never hold it (the planner keeps files within it) or a store failure: go on
-            // unheld, the server's own limit still refuses what does not fit
-            Effect.catchAll((e) =>
-              Effect.as(Effect.logWarning(`enqueued-token hold for ${model} not taken: ${e.message}`), undefined)
+      /** A hold taken: its renewal runs until `release`. */
+      interface Held {
+        readonly release: Effect.Effect<void>
+      }
+      /** The scopes (with their limits) a model's enqueued tokens are held on; none when no scope has a limit. */
+      const claimsOf = (model: string): Array<HoldStore.Claim> => {
+        const claims: Array<HoldStore.Claim> = []
+        for (const scope of scopesFor(model)) {
+          let least: number | undefined
+          for (const limit of limiter.limitsOf(scope)) {
+            if (limit.dimension === dimension && (least === undefined || limit.capacity < least)) {
+              least = limit.capacity
+            }
+          }
+          if (least !== undefined) claims.push({ scope, capacity: least })
+        }
+        return claims
+      }
+      /** Renews a hold every third of the lease until interrupted; one that lapsed is taken again when it fits. */
+      const renewing = (id: string, claims: ReadonlyArray<HoldStore.Claim>, tokens: number) => {
+        const scopes = claims.map((c) => c.scope)
+        const once = holds.renew(id, scopes, leaseMs).pipe(
+          Effect.flatMap((renewed) =>
+            renewed ? Effect.void : Effect.flatMap(holds.take(id, claims, tokens, leaseMs), (taken) =>
+              taken
+                ? Effect.logWarning(`enqueued-token hold ${id} had lapsed: taken again`)
+                : Effect.logWarning(`enqueued-token hold ${id} lapsed and does not fit again: its batch runs unheld`))
+          ),
+          Effect.catchAll((e) => Effect.logWarning(`enqueued-token hold ${id} not renewed: ${e.message}`))
+        )
+        return Effect.forever(Effect.zipRight(Effect.sleep(leaseMs / 3), once))
+      }
+      /** Takes the hold `id` and starts renewing it. */
+      const held = (id: string, claims: ReadonlyArray<HoldStore.Claim>, tokens: number) =>
+        Effect.map(
+          FiberSet.run(renewals, renewing(id, claims, tokens)),
+          (fiber): Held => ({
+            release: Effect.zipRight(
+              Fiber.interrupt(fiber),
+              Effect.catchAll(
+                holds.release(id, claims.map((c) => c.scope)),
+                (e) => Effect.logWarning(`enqueued-token hold ${id} not released (it lapses): ${e.message}`)
+              )
+            )
+          })
+        )
+
+      /**
+       * Waits (polling on the Clock, with back-off) until the tokens fit the model's enqueued-token budget, then
+       * holds them under `id` (the batch record's key: a resume holding again under it takes over the hold of a
+       * process that died, never counting it twice).
+       */
+      const hold = (id: string, model: string, tokens: number): Effect.Effect<Held | undefined> => {
+        const claims = claimsOf(model)
+        if (tokens <= 0 || claims.length === 0) return Effect.succeed(undefined)
+        if (claims.some((c) => !HoldStore.fits(0, tokens, c.capacity))) {
+          // a budget that can never hold it (the planner keeps files within it): go on unheld, the server's own
+          // limit still refuses what does not fit
+          return Effect.as(Effect.logWarning(`enqueued-token hold for ${model} not taken: over the limit`), undefined)
+        }
+        const attempt = (wait: number): Effect.Effect<Held | undefined> =>
+          holds.take(id, claims, tokens, leaseMs).pipe(
+            Effect.flatMap((taken): Effect.Effect<Held | undefined> =>
+              taken
+                ? held(id, claims, tokens)
+                : stopping
+                ? Effect.succeed(undefined)
+                : Effect.zipRight(Effect.sleep(wait), attempt(Math.min(pollMax, wait * pollFactor)))
+            ),
+            // a store failure: go on unheld, the server's own limit still refuses what does not fit
+            Effect.catchTag(
+              "HoldStoreError",
+              (e) => Effect.as(Effect.logWarning(`enqueued-token hold for ${model} not taken: ${e.message}`), undefined)
             )
           )
         return attempt(pollInitial)
       }
-      const release = (permit: RateLimiter.Permit | undefined) =>
-        permit === undefined ? Effect.void : Effect.ignore(permit.release)
+      /** Holds a resumed batch's tokens again if they fit now (its batch runs either way). */
+      const holdIfRoom = (id: string, model: string, tokens: number): Effect.Effect<Held | undefined> => {
+        const claims = claimsOf(model)
+        if (tokens <= 0 || claims.length === 0) return Effect.succeed(undefined)
+        return holds.take(id, claims, tokens, leaseMs).pipe(
+          Effect.flatMap((taken) => (taken ? held(id, claims, tokens) : Effect.succeed(undefined))),
+          Effect.orElseSucceed(() => undefined)
+        )
+      }
+      const release = (permit: Held | undefined) => permit === undefined ? Effect.void : permit.release
 
       // --- one batch, from its uploaded file to its delivered results -----------------------------------------
 
@@ -384,7 +456,7 @@ const makeWith = (
       /** Follows a record to its end (its hold released however it ends, a hold taken again after a refusal too). */
       const track = (
         initialRecord: Record_,
-        permit: RateLimiter.Permit | undefined
+        permit: Held | undefined
       ): Effect.Effect<void, Api.BatchApiError> => {
         let current = permit
         return Effect.gen(function*() {
@@ -415,7 +487,7 @@ const makeWith = (
                 }
                 // the server's queue is fuller than this limiter knew (other jobs, other keys): wait, then again
                 yield* Effect.sleep(Math.min(pollMax, pollInitial * pollFactor ** record.attempts))
-                current = yield* hold(record.model, record.tokens)
+                current = yield* hold(record.key, record.model, record.tokens)
                 if (stopping) {
                   yield* release(current)
                   current = undefined
@@ -493,7 +565,7 @@ const makeWith = (
             readonly param?: string | null | undefined
           }
         >,
-        permit: RateLimiter.Permit | undefined
+        permit: Held | undefined
       ) =>
         Effect.gen(function*() {
           const text = yield* download(record.inputFileId)
@@ -589,7 +661,8 @@ const makeWith = (
        */
       const submitFile = (file: Plan.File, replaces?: string): Effect.Effect<void, Api.BatchApiError> =>
         Effect.gen(function*() {
-          const permit = stopping ? undefined : yield* hold(file.model, file.tokens)
+          const key = nextKey()
+          const permit = stopping ? undefined : yield* hold(key, file.model, file.tokens)
           if (stopping) {
             yield* release(permit)
             if (replaces !== undefined) {
@@ -606,7 +679,6 @@ const makeWith = (
             }
             return
           }
-          const key = nextKey()
           const content = Buffer.from(file.items.map((i) => `${i.text}\n`).join(""), "utf8")
           const uploaded = yield* api(
             "upload",
@@ -658,17 +730,9 @@ const makeWith = (
       const resumeRecord = (record: Record_) =>
         Effect.gen(function*() {
           const known = record.batchId === undefined ? yield* findBatch(record) : record
-          // hold its tokens again in this process if there is room (a hold of the process that died is the
-          // store's to expire); a batch that exists runs whether or not this process could hold it
-          // (a batch of no tokens holds nothing: a permit taken for it would never be released)
-          const limiterPermit = known.tokens <= 0 ? undefined : yield* limiter.tryAcquire(
-            scopesFor(known.model),
-            { [dimension]: known.tokens },
-            { priority: "background" }
-          ).pipe(
-            Effect.map(Option.getOrUndefined),
-            Effect.orElseSucceed(() => undefined)
-          )
+          // hold its tokens again if there is room: under the record's key, so a hold the process that died left
+          // (not yet lapsed) is taken over, not counted twice; a batch that exists runs whether or not it is held
+          const limiterPermit = yield* holdIfRoom(known.key, known.model, known.tokens)
           yield* track(known, limiterPermit)
         })
 

@@ -203,6 +203,73 @@ end
 return out
 `
 
+/**
+ * Holds with a lease (`HoldStore` of `@sluice/core`). A scope's holds are one hash, field = hold id, value =
+ * `"<amount> <expires>"` (store milliseconds, `%.17g`); a field whose expiry has passed is no hold (and is
+ * removed when met). The hash's TTL follows its latest expiry plus the margin, so a scope nobody holds on any
+ * more disappears.
+ *
+ * KEYS: the scopes' hashes. ARGV: now | '', operation (`take`, `renew`, `release`, `held`), id, amount,
+ * leaseMillis, margin, then (take) each key's capacity.
+ * Returns `{ result, now }`: take and renew `'1'` or `'0'`, release `'1'`, held the first key's sum.
+ */
+export const holds = prelude + `
+local now = now_ms(ARGV[1])
+local op, id = ARGV[2], ARGV[3]
+local amount, lease, margin = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function parse(v)
+  local sp = string.find(v, ' ', 1, true)
+  return tonumber(string.sub(v, 1, sp - 1)), tonumber(string.sub(v, sp + 1))
+end
+-- the unexpired holds' sum (but id's own), the expired ones removed
+local function others(key)
+  local all = redis.call('HGETALL', key)
+  local sum = 0
+  for i = 1, #all, 2 do
+    local a, e = parse(all[i + 1])
+    if e <= now then
+      redis.call('HDEL', key, all[i])
+    elseif all[i] ~= id then
+      sum = sum + a
+    end
+  end
+  return sum
+end
+local function keep(key, expires)
+  local ttl = math.ceil(expires - now) + margin
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+if op == 'take' then
+  for j = 1, #KEYS do
+    if not fits(tonumber(ARGV[6 + j]) - others(KEYS[j]), amount, tonumber(ARGV[6 + j])) then return { '0', now_s } end
+  end
+  for j = 1, #KEYS do
+    redis.call('HSET', KEYS[j], id, num(amount) .. ' ' .. num(now + lease))
+    keep(KEYS[j], now + lease)
+  end
+  return { '1', now_s }
+elseif op == 'renew' then
+  local amounts = {}
+  for j = 1, #KEYS do
+    local v = redis.call('HGET', KEYS[j], id)
+    if v == false then return { '0', now_s } end
+    local a, e = parse(v)
+    if e <= now then return { '0', now_s } end
+    amounts[j] = a
+  end
+  for j = 1, #KEYS do
+    redis.call('HSET', KEYS[j], id, num(amounts[j]) .. ' ' .. num(now + lease))
+    keep(KEYS[j], now + lease)
+  end
+  return { '1', now_s }
+elseif op == 'release' then
+  for j = 1, #KEYS do redis.call('HDEL', KEYS[j], id) end
+  return { '1', now_s }
+end
+id = ''
+return { num(others(KEYS[1])), now_s }
+`
+
 /** @internal */
 export interface Script {
   readonly name: string
@@ -222,5 +289,6 @@ export const scripts = {
   adjust: script("adjust", adjust),
   block: script("block", block),
   observe: script("observe", observe),
-  levels: script("levels", levels)
+  levels: script("levels", levels),
+  holds: script("holds", holds)
 } as const
