@@ -1,5 +1,6 @@
 /**
- * The core limiter's behaviour suite, unchanged, on the Redis store. The store is in clock mode, so
+ * The core limiter's behaviour suite, unchanged, on the Redis store, and the hold suite on its holds
+ * (`RedisLimiterStore.makeWithHolds`). The store is in clock mode, so
  * TestClock drives its time (`it.effect`); the server and its sockets are real (started here).
  */
 import { afterAll, beforeAll } from "@effect/vitest"
@@ -7,6 +8,7 @@ import { LimiterStore } from "@sluice/core"
 import { RedisLimiterStore } from "@sluice/redis"
 import * as RedisServer from "@sluice/redis/RedisServer"
 import { Effect, Layer } from "effect"
+import { holdSuite } from "../../core/test/suite/holdSuite.js"
 import { limiterBehaviourSuite } from "../../core/test/suite/limiterSuite.js"
 
 let server: RedisServer.RedisServer
@@ -34,3 +36,19 @@ const store = Layer.scoped(
 )
 
 limiterBehaviourSuite("redis store, clock mode", store)
+
+holdSuite(
+  "RedisLimiterStore.makeWithHolds, clock mode",
+  Effect.suspend(() =>
+    Effect.map(
+      RedisLimiterStore.makeWithHolds({
+        url: server.url,
+        keyPrefix: `holds${process.pid}x${builds++}`,
+        time: "clock",
+        commandTimeout: "5 seconds"
+      }),
+      (both) => both.holds
+    )
+  ),
+  Effect.scoped
+)
