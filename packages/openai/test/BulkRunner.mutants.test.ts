@@ -19,6 +19,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { afterEach, vi } from "vitest"
+import { describe_, ok, readJsonl, setup, silent } from "./bulkMutantsHarness.js"
 
 vi.mock("node:fs", async (importOriginal) => {
   const actual = await importOriginal<typeof NodeFs>()
@@ -32,29 +33,6 @@ afterEach(() => {
   fs.openSync.mockImplementation(real.openSync)
   fs.writeSync.mockImplementation(real.writeSync)
 })
-
-const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-bulk-mutants-"))
-
-const request = (id: string) =>
-  JSON.stringify({ custom_id: id, method: "POST", url: "/v1/embeddings", body: { model: "m", input: id } })
-
-const setup = (ids: ReadonlyArray<string>) => {
-  const dir = tmp()
-  const input = NodePath.join(dir, "in.jsonl")
-  NodeFs.writeFileSync(input, ids.map(request).join("\n") + "\n")
-  return { dir, input, output: NodePath.join(dir, "out.jsonl") }
-}
-
-const readJsonl = (path: string): Array<any> =>
-  NodeFs.existsSync(path)
-    ? NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
-    : []
-
-const embeddings = { object: "list", data: [{ object: "embedding", index: 0, embedding: [0.5] }], model: "m" }
-const ok = (_: BulkRunner.Request): Effect.Effect<BulkRunner.Response, string> =>
-  Effect.succeed({ statusCode: 200, requestId: null, body: embeddings })
-const describe_ = (e: string): BulkRunner.Failure => ({ kind: "bad_request", code: e, message: e })
-const silent = { onInputError: () => Effect.void }
 
 describe("BulkRunner (mutation survivors)", () => {
   it.effect("the errors file has its own lock: a live owner of it refuses the run before anything is written", () =>

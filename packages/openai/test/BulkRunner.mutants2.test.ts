@@ -7,33 +7,11 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as NodeFs from "node:fs"
-import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import { describe_, ok, readJsonl, setup, silent } from "./bulkMutantsHarness.js"
 
-const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-bulk-mutants2-"))
-
-const request = (id: string) =>
-  JSON.stringify({ custom_id: id, method: "POST", url: "/v1/embeddings", body: { model: "m", input: id } })
-
-const setup = (ids: ReadonlyArray<string>) => {
-  const dir = tmp()
-  const input = NodePath.join(dir, "in.jsonl")
-  NodeFs.writeFileSync(input, ids.map(request).join("\n") + "\n")
-  return { dir, input, output: NodePath.join(dir, "out.jsonl") }
-}
-
-const readJsonl = (path: string): Array<any> =>
-  NodeFs.existsSync(path)
-    ? NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
-    : []
-
-const embeddings = { object: "list", data: [{ object: "embedding", index: 0, embedding: [0.5] }], model: "m" }
-const ok = (_: BulkRunner.Request): Effect.Effect<BulkRunner.Response, string> =>
-  Effect.succeed({ statusCode: 200, requestId: null, body: embeddings })
 /** `ok` after `n` yields: a call still in flight while other fibers run. */
 const slow = (n: number) => (r: BulkRunner.Request) => Effect.zipRight(Effect.repeatN(Effect.yieldNow(), n), ok(r))
-const describe_ = (e: string): BulkRunner.Failure => ({ kind: "bad_request", code: e, message: e })
-const silent = { onInputError: () => Effect.void }
 
 describe("BulkRunner (mutation survivors, sixth session)", () => {
   it.effect("--restart on an output that cannot be truncated fails naming the output and the truncate", () =>
