@@ -76,6 +76,14 @@ interface Driven {
   readonly pending: Effect.Effect<{ readonly count: number; readonly earliest: number | undefined }>
   /** Moves to `instant` (never back), waking every sleep due by then, in time and registration order. */
   readonly advanceTo: (instant: number) => Effect.Effect<void>
+  /**
+   * `pending`'s earliest and `advanceTo`, as plain calls, when the clock can be read and moved synchronously (the
+   * driver then steps in host callbacks, without an effect per step).
+   */
+  readonly sync: {
+    readonly earliest: () => number | undefined
+    readonly advanceTo: (instant: number) => void
+  } | undefined
   /** The clock the driven fiber sees (its sleeps go straight to the driver), when there is one. */
   readonly clock: Clock.Clock | undefined
   /** Gives back to the clock the sleeps the driver took over (when it stops). */
@@ -209,22 +217,29 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
     const sleepOnClock = (duration: Duration.Duration) => clockSleep.call(clock, duration)
     const sleep = (duration: Duration.Duration): Effect.Effect<void> => {
       const millis = Duration.toMillis(duration)
-      return Effect.suspend(() => {
+      if (!(millis > 0)) return Effect.void
+      // the register runs when the sleep does (as a suspended effect would): the instant is read then; the two
+      // answers in place are for a driver that has stopped and a sleep too short to move the clock's instant
+      return Effect.async<void>((resume) => {
         // once the driver has stopped, a fiber still holding its clock sleeps on the TestClock
-        if (!active) return sleepOnClock(duration)
+        if (!active) return resume(sleepOnClock(duration))
         const now = MutableRef.get(cell).instant
         const end = now + millis
-        if (!(end > now)) return Effect.void
-        return Effect.async<void>((resume) => {
-          registered++
-          const entry = owned.push(end, undefined, () => resume(Effect.void))
-          return Effect.sync(() => {
-            entry.wake = undefined
-          })
+        if (!(end > now)) return resume(Effect.void)
+        registered++
+        const entry = owned.push(end, undefined, () => resume(Effect.void))
+        return Effect.sync(() => {
+          entry.wake = undefined
         })
       })
     }
     Object.defineProperty(driverClock, "sleep", { value: sleep })
+    const advanceTo = (instant: number) => {
+      absorb()
+      const data = MutableRef.get(cell)
+      if (instant > data.instant) MutableRef.set(cell, TestClock.makeData(instant, data.sleeps))
+      while (owned.size > 0 && owned.earliest! <= instant) wakeEntry(owned.pop())
+    }
     // Fibers outside the run on the same TestClock (the simulator's `fetch` runs on the runtime it was built in)
     // sleep into the heap as well while the driver runs, rather than through `TestClock.sleep` (a Deferred, the
     // list, a synchronized warning check). Not when the clock's `sleep` is someone's
@@ -238,13 +253,14 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
         absorb()
         return { count: owned.size, earliest: owned.earliest }
       }),
-      advanceTo: (instant) =>
-        Effect.sync(() => {
+      advanceTo: (instant) => Effect.sync(() => advanceTo(instant)),
+      sync: {
+        earliest: () => {
           absorb()
-          const data = MutableRef.get(cell)
-          if (instant > data.instant) MutableRef.set(cell, TestClock.makeData(instant, data.sleeps))
-          while (owned.size > 0 && owned.earliest! <= instant) wakeEntry(owned.pop())
-        }),
+          return owned.earliest
+        },
+        advanceTo
+      },
       clock: driverClock,
       release: Effect.suspend(() => {
         active = false
@@ -284,6 +300,7 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
     }),
     activity: () => 0,
     advanceTo: (instant) => clock.setTime(instant),
+    sync: undefined,
     clock: undefined,
     release: Effect.void
   }
@@ -362,7 +379,8 @@ export const drive = <A, E, R>(
     if (internals !== undefined) yield* internals.warningDone()
     const start = driven.now()
     const deadline = start + options.deadlineMillis
-    const tracking = new Tracking(yield* FiberRef.get(FiberRef.currentScheduler))
+    const scheduler = yield* FiberRef.get(FiberRef.currentScheduler)
+    const tracking = new Tracking(scheduler)
     const forked = yield* Supervisor.track
     const seeded = self.pipe(
       Effect.supervised(forked),
@@ -397,9 +415,54 @@ export const drive = <A, E, R>(
         else macrotask(look)
       })
 
+    /**
+     * `settle(1)`, then, while the fiber is not done and the earliest pending sleep is due by the deadline, moves the
+     * clock to it and settles again: the loop below's common step, in host callbacks. Each step runs as a task of the
+     * driver's scheduler, where the driver fiber's continuation after `settle` ran (so the same work runs before it,
+     * in the same order), without resuming a fiber and building its effects at every one of a day's instants. Ends
+     * settled, when the loop below has something else to do.
+     */
+    const sync = driven.sync
+    const settleAndStep = sync === undefined ? settle(1) : Effect.async<void>((resume) => {
+      let stable = 0
+      let last = 0
+      let lastCount = 0
+      /** Set when the driver is interrupted meanwhile: the steps stop. */
+      let cancelled = false
+      const watch = () => {
+        stable = 0
+        last = tracking.scheduled
+        lastCount = driven.activity()
+        macrotask(look)
+      }
+      const step = () => {
+        if (cancelled) return
+        if (done) return resume(Effect.void)
+        const earliest = sync.earliest()
+        if (earliest === undefined || earliest > deadline) return resume(Effect.void)
+        sync.advanceTo(earliest)
+        watch()
+      }
+      const look = () => {
+        if (cancelled) return
+        const count = driven.activity()
+        if (tracking.pending === 0 && tracking.scheduled === last && count === lastCount) stable++
+        else stable = 0
+        last = tracking.scheduled
+        lastCount = count
+        if (stable >= 1 || done) scheduler.scheduleTask(step, 0)
+        else macrotask(look)
+      }
+      if (done) resume(Effect.void)
+      else watch()
+      return Effect.sync(() => {
+        cancelled = true
+      })
+    })
+
     const loop = Effect.gen(function*() {
       while (true) {
-        yield* settle(1)
+        yield* settleAndStep
         if (done) break
         let { count, earliest } = yield* driven.pending
         if (earliest === undefined) {
