@@ -52,6 +52,17 @@ const limitLabel: Record<LimitName, string> = {
   ipm: "images per min (IPM)"
 }
 const limitOrder: ReadonlyArray<LimitName> = ["rpd", "tpd", "rpm", "ipm", "tpm"]
+/** The limits a single request's size can exceed for good (TPM first, as OpenAI reports it). */
+const sizeLimits: ReadonlyArray<"tpm" | "tpd" | "ipm"> = ["tpm", "tpd", "ipm"]
+/** The `x-ratelimit-*` headers, per limit reported, in the order they are written. */
+const headerLimits: ReadonlyArray<readonly [LimitName, { limit: string; remaining: string; reset: string }]> = (
+  [["rpm", "requests"], ["tpm", "tokens"], ["ipm", "images"]] as const
+).map(([limit, suffix]) => [limit, {
+  limit: `x-ratelimit-limit-${suffix}`,
+  remaining: `x-ratelimit-remaining-${suffix}`,
+  reset: `x-ratelimit-reset-${suffix}`
+}])
+const hexCodes = Array.from("0123456789abcdef", (c) => c.charCodeAt(0))
 
 interface ApiError {
   readonly status: number
@@ -359,24 +370,20 @@ export class Model {
     this.spendByOrganization.set(organization, this.spendOf(organization) + usd)
   }
 
-  /** Headers report, per dimension, the scope with the least room. */
-  private rateHeaders(scopes: ReadonlyArray<ScopeBuckets>): Record<string, string> {
-    if (!this.scenario.enforcement.rateLimitHeaders) return {}
-    const out: Record<string, string> = {}
-    const add = (limit: LimitName, suffix: string) => {
+  /** Headers report, per dimension, the scope with the least room: written into `out` (after what it has). */
+  private rateHeaders(scopes: ReadonlyArray<ScopeBuckets>, out: Record<string, string>): Record<string, string> {
+    if (!this.scenario.enforcement.rateLimitHeaders) return out
+    for (const [limit, names] of headerLimits) {
       let b: Bucket.Bucket | undefined = undefined
       for (const scope of scopes) {
         const candidate = scope.buckets[limit]?.[0]
         if (candidate !== undefined && (b === undefined || candidate.level < b.level)) b = candidate
       }
-      if (b === undefined) return
-      out[`x-ratelimit-limit-${suffix}`] = String(b.limit)
-      out[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(b.level)))
-      out[`x-ratelimit-reset-${suffix}`] = formatGoDuration(Bucket.untilFull(b))
+      if (b === undefined) continue
+      out[names.limit] = String(b.limit)
+      out[names.remaining] = String(Math.max(0, Math.floor(b.level)))
+      out[names.reset] = formatGoDuration(Bucket.untilFull(b))
     }
-    add("rpm", "requests")
-    add("tpm", "tokens")
-    add("ipm", "images")
     return out
   }
 
@@ -400,10 +407,13 @@ export class Model {
   // helpers
   // ---------------------------------------------------------------------------
 
+  /** The characters of a request id (`req_` and 32 hex digits), reused: one string built per id. */
+  private readonly idCodes: Array<number> = Array.from("req_", (c) => c.charCodeAt(0)).concat(Array(32).fill(0))
+
   private requestId(): string {
-    let hex = ""
-    for (let i = 0; i < 32; i++) hex += "0123456789abcdef"[this.idRng.int(16)]
-    return `req_${hex}`
+    const codes = this.idCodes
+    for (let i = 4; i < 36; i++) codes[i] = hexCodes[this.idRng.int(16)]
+    return String.fromCharCode.apply(null, codes)
   }
 
   private sample(d: SimConfig.Distribution): number {
@@ -1006,7 +1016,7 @@ export class Model {
     const spec = this.scenario.models[model]
     const scopes = this.scopesFor(model, project, now, org)
     const scope = scopes[0]
-    const headersNow = () => ({ ...base, ...this.rateHeaders(scopes) })
+    const headersNow = () => this.rateHeaders(scopes, { ...base })
 
     // billing: each organization against its own quota
     const quota = this.quotaOf(org)
@@ -1031,9 +1041,15 @@ export class Model {
 
     // request too large: the cost can never fit a limit (TPM first, as OpenAI reports it; then TPD and IPM, which
     // would otherwise answer "try again in …" forever)
-    for (const limit of ["tpm", "tpd", "ipm"] as const) {
+    for (const limit of sizeLimits) {
       const amount = cost[limitDims[limit]]
-      const tooLarge = scopes.find((s) => s.limits[limit] !== undefined && amount > s.limits[limit])
+      let tooLarge: ScopeBuckets | undefined = undefined
+      for (const s of scopes) {
+        if (s.limits[limit] !== undefined && amount > s.limits[limit]) {
+          tooLarge = s
+          break
+        }
+      }
       if (tooLarge === undefined) continue
       this.chargeRejected(scopes)
       return fail(
@@ -1201,7 +1217,8 @@ export class Model {
     this.addSpend(org, this.cost(spec, served))
     const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
       (fault === "slow" ? this.scenario.faults.slowMs : 0)
-    const headers = { ...headersNow(), "openai-processing-ms": String(Math.round(delay)) }
+    const headers = headersNow()
+    headers["openai-processing-ms"] = String(Math.round(delay))
     this.record(now, request, requestId, key, model, 200, { fault, organization: org, latencyMs: delay })
     if (parsed.stream && (endpoint.kind === "chat" || endpoint.kind === "responses")) {
       return {
