@@ -26,11 +26,13 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as ChildProcess from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import OpenAI from "openai"
 import * as Batch from "./internal/batch.js"
 import * as Cache from "./internal/cache.js"
+import * as Distributed from "./internal/distributed.js"
 import { parseMillis } from "./internal/duration.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Plan from "./Plan.js"
@@ -656,7 +658,12 @@ const pipelineRunOptions = {
   restart: Options.boolean("restart").pipe(
     Options.withDescription("Start over: truncate the output and the stages' checkpoints instead of resuming")
   ),
-  progress: runOptions.progress
+  progress: runOptions.progress,
+  workers: optional(
+    Options.integer("workers"),
+    "Run the stages on BullMQ queues on --redis, in N worker processes started here (0: only workers started " +
+      "elsewhere with `sluice pipeline worker`); needs bullmq and @sluice/redis"
+  )
 } as const
 
 type PipelineRunOptions = Command.Command.ParseConfig<typeof pipelineRunOptions>
@@ -674,20 +681,69 @@ const pipelineRunHandler = (env: Environment) => (options: PipelineRunOptions & 
       : pipelineRunBody(env, options)
   )
 
+/** The executor of a pipeline's stages: the stages' own budgets with the limits, its events to the stages' stats. */
+const pipelineExecutor = (options: ConnectOptions, spec: PipelineFile.Spec) =>
+  Effect.map(
+    Effect.flatMap(BulkRunner.makeProgress, (progress) =>
+      connect(options, {
+        progress,
+        priority: undefined,
+        deadlineMs: undefined,
+        // the stages' own budgets, on their tenant scopes
+        budgets: PipelineFile.budgets(spec),
+        onEvent: Pipeline.onEvent
+      })),
+    ({ executor }) => executor
+  )
+
+/** The options a worker process started by `pipeline run --workers N` is given: where the calls go. */
+const connectArgs = (options: ConnectOptions, redis: string): Array<string> => [
+  "--redis",
+  redis,
+  "--api-key-env",
+  options.apiKeyEnv,
+  ...Option.match(options.baseUrl, { onNone: () => [], onSome: (url) => ["--base-url", url] }),
+  ...Option.match(options.tier, { onNone: () => [], onSome: (tier) => ["--tier", tier] }),
+  ...Option.match(options.limits, { onNone: () => [], onSome: (path) => ["--limits", path] }),
+  ...Option.match(options.simulate, { onNone: () => [], onSome: (name) => ["--simulate", name] }),
+  ...(options.speed === 1 ? [] : ["--speed", String(options.speed)])
+]
+
 const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { readonly file: string }) =>
   Effect.gen(function*() {
     const spec = yield* Effect.mapError(PipelineFile.load(options.file), (e) => usage(e.message))
-    const { executor } = yield* connect(options, {
-      progress: yield* BulkRunner.makeProgress,
-      priority: undefined,
-      deadlineMs: undefined,
-      // the stages' own budgets, on their tenant scopes
-      budgets: PipelineFile.budgets(spec),
-      onEvent: Pipeline.onEvent
-    })
-    const sender: PipelineFile.Sender<BulkExecutor.ExecuteError> = executor
+    const distributed = Option.getOrUndefined(options.workers)
+    if (distributed !== undefined && (distributed < 0 || Option.isNone(options.redis))) {
+      return yield* usage("--workers N (0 or more) runs the stages on BullMQ queues on Redis: give --redis URL too")
+    }
+    const executor = distributed === undefined ? yield* pipelineExecutor(options, spec) : undefined
+    const sender: PipelineFile.Sender<BulkExecutor.ExecuteError> = executor ?? {
+      execute: () => Effect.die("the coordinator of a distributed pipeline sends nothing"),
+      describe: BulkExecutor.describeError as (error: BulkExecutor.ExecuteError) => BulkRunner.Failure
+    }
+    let engine: PipelineFile.Engine | undefined
+    if (distributed !== undefined && Option.isSome(options.redis)) {
+      yield* Effect.mapError(Distributed.available, usage)
+      engine = Distributed.engine(spec, options.redis.value)
+      const args = ["pipeline", "worker", options.file, ...connectArgs(options, options.redis.value)]
+      yield* Effect.forEach(
+        Array.from({ length: distributed }),
+        () =>
+          Effect.acquireRelease(
+            Effect.sync(() =>
+              ChildProcess.spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...args], {
+                stdio: ["ignore", "ignore", "inherit"]
+              })
+            ),
+            (child) => Effect.sync(() => child.kill("SIGTERM"))
+          ),
+        { discard: true }
+      )
+    }
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
-    yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
+    if (executor !== undefined) {
+      yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
+    }
     const mode = options.progress === "auto" ? (env.isTTY ? "line" : "log") : options.progress
     // as `Cli.renderProgress` shows `sluice run`'s: one terminal line rewritten in place, or a log line
     const show = (stats: Pipeline.Stats, last: boolean) => {
@@ -698,7 +754,8 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
     const summary = yield* PipelineFile.run({
       spec,
       sender,
-      limiter: executor.limiter,
+      limiter: executor?.limiter,
+      engine,
       input: options.input,
       output: options.output,
       errors,
@@ -708,7 +765,7 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
         ? undefined
         : { every: mode === "line" ? "250 millis" : "5 seconds", report: (stats) => show(stats, false) }
     }).pipe(Effect.mapError((e) => usage(e.message)))
-    if (mode !== "off") yield* show(summary.stats, true)
+    if (mode !== "off" && summary.stats !== undefined) yield* show(summary.stats, true)
     yield* Console.log(PipelineFile.formatSummary(summary))
     if (options.speed !== 1) {
       yield* Console.log(
@@ -718,6 +775,38 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
     if (summary.invalid > 0) yield* Console.log(`rejected input lines: see ${errors}`)
     env.setExitCode(exitCodes[summary.outcome])
   })
+
+const pipelineWorkerOptions = { ...connectOptions } as const
+
+const pipelineWorkerHandler =
+  (env: Environment) =>
+  (options: Command.Command.ParseConfig<typeof pipelineWorkerOptions> & { readonly files: ReadonlyArray<string> }) =>
+    Effect.scoped(Effect.gen(function*() {
+      const specs = yield* Effect.forEach(
+        options.files,
+        (file) => Effect.mapError(PipelineFile.load(file), (e) => usage(e.message))
+      )
+      if (Option.isNone(options.redis)) {
+        return yield* usage("a pipeline worker takes its items from BullMQ queues on Redis: give --redis URL")
+      }
+      const redis = options.redis.value
+      const body = Effect.gen(function*() {
+        // each pipeline with its own executor (its stages' budgets), all on the one Redis
+        const executors = yield* Effect.forEach(specs, (spec) =>
+          Effect.tap(
+            pipelineExecutor(options, spec),
+            (executor) => Effect.mapError(Distributed.work({ spec, sender: executor, redis }), usage)
+          ))
+        yield* Console.error(
+          `sluice: worker ready (pid ${process.pid}): pipeline ${specs.map((spec) => spec.name).join(", ")}`
+        )
+        yield* env.stop
+        yield* Effect.forEach(executors, (executor) => executor.cancel("Signal", "stopped by a signal"))
+      })
+      yield* options.speed !== 1 && Option.isSome(options.simulate)
+        ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(body, options.speed))
+        : body
+    }))
 
 // -----------------------------------------------------------------------------------------------------------
 // sim
@@ -854,6 +943,15 @@ export const command = (env: Environment) =>
         Command.withSubcommands([
           Command.make("run", { ...pipelineRunOptions, file: pipelineFileArg }, pipelineRunHandler(env)).pipe(
             Command.withDescription("Run a pipeline file over an input JSONL into an output JSONL (resumable)")
+          ),
+          Command.make(
+            "worker",
+            { ...pipelineWorkerOptions, files: Args.atLeast(pipelineFileArg, 1) },
+            pipelineWorkerHandler(env)
+          ).pipe(
+            Command.withDescription(
+              "Work a distributed pipeline's stages from its BullMQ queues on --redis, until stopped"
+            )
           )
         ])
       ),

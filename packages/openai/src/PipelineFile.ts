@@ -28,6 +28,8 @@ import { Budget } from "@sluice/core"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import type * as BulkExecutor from "./BulkExecutor.js"
 import type * as BulkRunner from "./BulkRunner.js"
 import * as Input from "./internal/bulkInput.js"
@@ -237,6 +239,38 @@ export const budgets = (spec: Spec): ReadonlyArray<Budget.Budget> =>
     return stage.budget === undefined || tenant === undefined ? [] : [Budget.make(`tenant:${tenant}`, stage.budget)]
   })
 
+/**
+ * One stage's work for one item, as {@link make}'s pipeline runs it (the body rendered from the carry, the call,
+ * the result added), for a worker that runs the stages itself (a distributed queue's). `decide` is the pipeline's
+ * decision for its errors: `fail` (stop the run, resumable) for a failure with `stop`, else `skip`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ * @example
+ * ```ts
+ * import { PipelineFile } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ *
+ * declare const spec: PipelineFile.Spec
+ * declare const sender: PipelineFile.Sender<never>
+ * const first = PipelineFile.stageRun(spec, 0, sender)
+ * const next = first({ fields: { product: "lamp" }, results: {} }, "brief-1")
+ * ```
+ */
+export const stageRun: <E>(
+  spec: Spec,
+  index: number,
+  sender: Sender<E>
+) => (carry: Carry, id: string) => Effect.Effect<Carry, E | MissingField> = internal.stageRun
+
+/**
+ * The decision for a stage's error: `fail` for a failure with `stop`, `skip` for any other (and `MissingField`).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const decide: <E>(sender: Sender<E>) => (error: E | MissingField) => Pipeline.Decision = internal.decide
+
 // ---------------------------------------------------------------------------------------------------------------
 // the file runner
 // ---------------------------------------------------------------------------------------------------------------
@@ -270,8 +304,8 @@ export interface Summary {
   readonly notDone: number
   readonly repairedBytes: number
   readonly wallMs: number
-  /** The pipeline's final figures: per stage, and the binding budget. */
-  readonly stats: Pipeline.Stats
+  /** The pipeline's final figures: per stage, and the binding budget (none with an {@link Engine}'s that has none). */
+  readonly stats: Pipeline.Stats | undefined
 }
 
 /**
@@ -309,7 +343,43 @@ export declare namespace PipelineFile {
       readonly every: Duration.DurationInput
       readonly report: (stats: Pipeline.Stats) => Effect.Effect<void>
     } | undefined
+    /** Where the stages run, when not in this process (a distributed queue): see {@link Engine}. */
+    readonly engine?: Engine | undefined
   }
+}
+
+/**
+ * An outcome an {@link Engine} hands the runner, and what to do once its output line is written (a queue
+ * engine's acknowledgement: a crash before it redelivers the outcome, which the runner then only acknowledges).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Delivery {
+  readonly outcome: Pipeline.Outcome<Carry>
+  readonly ack: Effect.Effect<void>
+}
+
+/**
+ * Runs the stages somewhere else (workers on other machines, behind a distributed queue): it takes the items
+ * not yet in the output and hands back every one's outcome, the stream ending once each has one. `restart`: the
+ * run starts over (drop what the engine holds of earlier runs).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Engine {
+  readonly start: (
+    items: Stream.Stream<Pipeline.Item<Carry>, BulkRunner.BulkFileError>,
+    options: { readonly restart: boolean }
+  ) => Effect.Effect<
+    {
+      readonly outcomes: Stream.Stream<Delivery, BulkRunner.BulkFileError>
+      readonly stats?: Effect.Effect<Pipeline.Stats> | undefined
+    },
+    BulkRunner.BulkFileError,
+    Scope.Scope
+  >
 }
 
 /**

@@ -210,36 +210,47 @@ export const tenantOf = (spec: PipelineFile.Spec, stage: PipelineFile.StageSpec)
   stage.budget === undefined ? undefined : `${spec.name}/${stage.name}`
 
 /** @internal */
+export const stageRun = <E>(
+  spec: PipelineFile.Spec,
+  index: number,
+  sender: PipelineFile.Sender<E>
+) => {
+  const stage = spec.stages[index]!
+  const tenant = tenantOf(spec, stage)
+  return (carry: PipelineFile.Carry, id: string): Effect.Effect<PipelineFile.Carry, E | MissingField> =>
+    Effect.gen(function*() {
+      const body = yield* render(stage.name, stage.body, carry)
+      const response = yield* sender.execute(
+        { customId: `${id}/${stage.name}`, url: stage.url, body, line: 0 },
+        { priority: stage.lane, tenant }
+      )
+      return { fields: carry.fields, results: { ...carry.results, [stage.name]: resultOf(stage.url, response.body) } }
+    })
+}
+
+/** @internal */
+export const decide = <E>(sender: PipelineFile.Sender<E>) => (error: E | MissingField): Pipeline.Decision =>
+  error instanceof MissingField ? "skip" : sender.describe(error as E).stop === true ? "fail" : "skip"
+
+/** @internal */
 export const make = <E>(
   spec: PipelineFile.Spec,
   sender: PipelineFile.Sender<E>
 ): Pipeline.Pipeline<PipelineFile.Carry, PipelineFile.Carry, E | MissingField> =>
   spec.stages.reduce(
-    (pipeline, stage) => {
-      const tenant = tenantOf(spec, stage)
+    (pipeline, stage, index) => {
+      const run = stageRun(spec, index, sender)
       return Pipeline.stage(pipeline, {
         name: stage.name,
         concurrency: stage.concurrency,
         queue: stage.queue ?? stage.concurrency * 2,
         lane: stage.lane,
-        tenant,
+        tenant: tenantOf(spec, stage),
         budget: stage.budget,
         retries: stage.retries,
         output: Carry,
-        onError: (error: E | MissingField) =>
-          error instanceof MissingField ? "skip" : sender.describe(error as E).stop === true ? "fail" : "skip",
-        run: (carry: PipelineFile.Carry, item: Pipeline.ItemInfo) =>
-          Effect.gen(function*() {
-            const body = yield* render(stage.name, stage.body, carry)
-            const response = yield* sender.execute(
-              { customId: `${item.id}/${stage.name}`, url: stage.url, body, line: 0 },
-              { priority: stage.lane, tenant }
-            )
-            return {
-              fields: carry.fields,
-              results: { ...carry.results, [stage.name]: resultOf(stage.url, response.body) }
-            }
-          })
+        onError: decide(sender),
+        run: (carry: PipelineFile.Carry, item: Pipeline.ItemInfo) => run(carry, item.id)
       }) as Pipeline.Pipeline<PipelineFile.Carry, PipelineFile.Carry, E | MissingField>
     },
     Pipeline.make<PipelineFile.Carry>(spec.name) as Pipeline.Pipeline<
@@ -432,12 +443,26 @@ export const run = <E>(
       return Effect.mapError(out.write(line), fileError)
     }
 
-    const running = yield* Effect.orDie(Pipeline.start(pipeline, items, {
-      store,
-      limiter: options.limiter,
-      progress: options.progress
-    }))
-    yield* Stream.runForEach(running.outcomes, write).pipe(
+    const running: {
+      readonly outcomes: Stream.Stream<PipelineFile.Delivery, unknown>
+      readonly stats?: Effect.Effect<Pipeline.Stats> | undefined
+    } = options.engine === undefined
+      ? yield* Effect.map(
+        Effect.orDie(Pipeline.start(pipeline, items, {
+          store,
+          limiter: options.limiter,
+          progress: options.progress
+        })),
+        (r) => ({ outcomes: Stream.map(r.outcomes, (outcome) => ({ outcome, ack: Effect.void })), stats: r.stats })
+      )
+      : yield* options.engine.start(items, { restart: options.restart === true })
+    const written = new Set<string>()
+    const deliver = ({ ack, outcome }: PipelineFile.Delivery) =>
+      // a delivery again (a queue engine's redelivery after a crash) is acknowledged, never written twice
+      resumed.done.has(outcome.id) || written.has(outcome.id)
+        ? ack
+        : Effect.zipRight(Effect.tap(write(outcome), () => Effect.sync(() => written.add(outcome.id))), ack)
+    yield* Stream.runForEach(running.outcomes, deliver).pipe(
       Effect.catchAll((error): Effect.Effect<void, BulkFileError> => {
         if (error instanceof BulkFileError) return Effect.fail(error)
         if (error instanceof Pipeline.StageFailed) {
@@ -452,7 +477,7 @@ export const run = <E>(
         return Effect.void
       })
     )
-    const stats = yield* running.stats
+    const stats = running.stats === undefined ? undefined : yield* running.stats
     const total = seen.size
     const notDone = Math.max(0, total - alreadyDone - succeeded - failed)
     const alreadyFailed = resumed.failed.size
@@ -491,7 +516,7 @@ export const formatSummary = (summary: PipelineFile.Summary): string => {
     }${summary.notDone > 0 ? `; ${summary.notDone} not done (rerun to resume)` : ""}`,
     ...(summary.stop === undefined ? [] : [`stopped: ${summary.stop}`]),
     ...(summary.repairedBytes > 0 ? [`repaired a torn last output line (${summary.repairedBytes} bytes)`] : []),
-    Pipeline.summary(summary.stats)
+    ...(summary.stats === undefined ? [] : [Pipeline.summary(summary.stats)])
   ]
   return lines.join("\n")
 }
