@@ -170,6 +170,8 @@ const lowestPeers = new Map()
 for (const manifest of Object.values(manifests)) {
   for (const [name, range] of Object.entries(manifest.peerDependencies ?? {})) {
     if (range.startsWith("workspace:")) continue
+    // an optional peer (bullmq) is the user's to add when they use it: never installed for them
+    if (manifest.peerDependenciesMeta?.[name]?.optional === true) continue
     const bound = /(\d+)\.(\d+)\.(\d+)/.exec(range)
     if (bound === null) continue
     const version = bound.slice(1).map(Number)
