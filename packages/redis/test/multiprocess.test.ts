@@ -25,6 +25,7 @@
  * Real processes, a real server and real time: `it.live`.
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { RedisLimiterStore } from "@sluice/redis"
 import * as RedisServer from "@sluice/redis/RedisServer"
 import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -240,4 +241,58 @@ describe("RedisLimiterStore across processes", () => {
       }),
     60_000
   )
+})
+
+describe("holds with a lease across processes", () => {
+  const LEASE = 2_000
+  const LIMIT = 90_000
+  // real processes, a real kill -9 and Redis's own TIME: real time (about 6 s idle, most of it the child's start-up; 15 s at load 25)
+  it.live("a process renewing keeps its hold past the lease; killed with kill -9, its hold is free a lease later", () =>
+    Effect.gen(function*() {
+      const child = spawn(
+        process.execPath,
+        [
+          "--conditions=sluice-source",
+          "--import",
+          tsx,
+          fileURLToPath(new URL("./fixtures/holder.ts", import.meta.url)),
+          server.url,
+          "lease",
+          String(LEASE),
+          String(LIMIT)
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] }
+      )
+      children.push(child)
+      let stderr = ""
+      child.stderr.on("data", (chunk) => (stderr += String(chunk)))
+      yield* Effect.async<void, Error>((resume) => {
+        child.stdout.on("data", (chunk) => String(chunk).includes("held") && resume(Effect.void))
+        child.on("exit", (code) => resume(Effect.fail(new Error(`holder exited ${code}: ${stderr}`))))
+      })
+      const { holds } = yield* RedisLimiterStore.makeWithHolds({
+        url: server.url,
+        keyPrefix: "lease",
+        commandTimeout: "5 seconds"
+      })
+      const claims = [{ scope: "batch:gpt-4o", capacity: LIMIT }]
+      const takeAll = holds.take("other", claims, 1, LEASE)
+      // alive and renewing: held longer than a lease
+      yield* Effect.sleep(LEASE * 1.5)
+      expect(yield* holds.held("batch:gpt-4o")).toBe(LIMIT)
+      expect(yield* takeAll).toBe(false)
+      child.kill("SIGKILL")
+      const killed = Date.now()
+      // its last renewal was at most a third of a lease ago: the hold is still there at once, then lapses
+      expect(yield* takeAll).toBe(false)
+      while (!(yield* takeAll)) {
+        if (Date.now() - killed > LEASE + 5_000) return yield* Effect.die(new Error("the hold never lapsed"))
+        yield* Effect.sleep("50 millis")
+      }
+      const freedAfter = Date.now() - killed
+      expect(freedAfter).toBeGreaterThan(LEASE / 2)
+      // (a loaded machine delays the polls here, not the expiry)
+      expect(freedAfter).toBeLessThanOrEqual(LEASE + 2_000)
+      expect(yield* holds.held("batch:gpt-4o")).toBe(1)
+    }).pipe(Effect.scoped))
 })
