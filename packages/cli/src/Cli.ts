@@ -1,6 +1,6 @@
 /**
  * The `sluice` command: `run` (bulk Batch API JSONL at the provider's limit, resumable), `sim` (the simulated
- * OpenAI over HTTP) and `plan` (capacity planning).
+ * OpenAI over HTTP), `plan` (capacity planning) and `report` (run records as an HTML page).
  *
  * @since 0.1.0
  */
@@ -14,7 +14,7 @@ import type { Budget } from "@sluice/core"
 import { HoldStore } from "@sluice/core"
 import type { Tiers } from "@sluice/openai"
 import { BatchOffload, BulkExecutor, BulkRunner, Pipeline, PipelineFile } from "@sluice/openai"
-import type { SimConfig } from "@sluice/testing"
+import type { SimConfig, SimStats } from "@sluice/testing"
 import * as Config from "effect/Config"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"
@@ -35,6 +35,8 @@ import * as Cache from "./internal/cache.js"
 import * as Distributed from "./internal/distributed.js"
 import { parseMillis } from "./internal/duration.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
+import * as Record from "./internal/record.js"
+import * as Report from "./internal/report.js"
 import * as Plan from "./Plan.js"
 
 /**
@@ -226,6 +228,11 @@ const runOptions = {
       "Resend the lines whose output line is a failure; their old lines move to <output>.retried.jsonl"
     )
   ),
+  record: optional(
+    Options.file("record"),
+    "Append a record of the run to this file (JSONL: per second and per line; each rerun adds a segment) for " +
+      "`sluice report`"
+  ),
   progress: Options.choice("progress", ["auto", "line", "log", "off"]).pipe(
     Options.withDescription("Progress display: live line on a terminal, log lines otherwise (auto)"),
     Options.withDefault("auto")
@@ -283,6 +290,7 @@ const connect = (
     let baseUrl: string
     let apiKey: Redacted.Redacted<string>
     let simulated: { readonly name: string } | undefined
+    let simulatorStats: Effect.Effect<SimStats.Snapshot> | undefined
     if (Option.isSome(options.simulate)) {
       const { SimFetch, Simulator } = yield* testing
       // counters only: a run of a million lines must not keep a record of every attempt
@@ -292,6 +300,7 @@ const connect = (
       baseUrl = "http://simulator.invalid/v1"
       apiKey = Redacted.make("sk-simulated")
       simulated = { name: scenario.name }
+      simulatorStats = simulator.stats
     } else {
       baseUrl = yield* checkBaseUrl(
         Option.isSome(options.baseUrl)
@@ -336,7 +345,18 @@ const connect = (
         }; no API key, no network`
       )
     }
-    return { apiKey, baseUrl, enqueued, executor, fetch, holds: redis?.holds, limits, organization, projectId }
+    return {
+      apiKey,
+      baseUrl,
+      enqueued,
+      executor,
+      fetch,
+      holds: redis?.holds,
+      limits,
+      organization,
+      projectId,
+      simulatorStats
+    }
   })
 
 const runHandler = (env: Environment) => (options: RunOptions) =>
@@ -390,20 +410,39 @@ const runBody = (env: Environment, options: RunOptions) =>
         usage
       )
       : undefined
+    if (Option.isSome(options.record)) {
+      // checked against every file the run writes or reads before anything is built (the tokenizer's load)
+      const errorsPath = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
+      const path = options.record.value
+      yield* BulkRunner.checkPaths([
+        { role: "input", path: options.input },
+        { role: "output", path: options.output },
+        { role: "errors file", path: errorsPath },
+        { role: "lock file", path: BulkRunner.lockPath(options.output) },
+        { role: "errors lock file", path: BulkRunner.lockPath(errorsPath) },
+        ...(options.retryFailed ? [{ role: "retried-failures file", path: defaultRetriedPath(options.output) }] : []),
+        ...(via === "live" ? [] : [{ role: "batch state file", path: statePath }]),
+        { role: "run record", path },
+        { role: "run record lock file", path: BulkRunner.lockPath(path) }
+      ]).pipe(Effect.mapError((e) => usage(e.message)))
+    }
     const progress = yield* BulkRunner.makeProgress
-    const { apiKey, baseUrl, enqueued, executor, fetch, holds, limits, organization, projectId } = yield* connect(
-      options,
-      {
-        progress,
-        priority: Option.getOrUndefined(options.priority),
-        // with --via auto, --deadline is the job's
-        deadlineMs: via === "auto" ? undefined : deadlineMs,
-        routing: Option.isSome(options.routing)
-          ? { config: yield* readJson(options.routing.value), path: options.routing.value }
-          : undefined,
-        cache
-      }
-    )
+    let recorder: Record.Recorder | undefined
+    const { apiKey, baseUrl, enqueued, executor, fetch, holds, limits, organization, projectId, simulatorStats } =
+      yield* connect(
+        options,
+        {
+          progress,
+          priority: Option.getOrUndefined(options.priority),
+          // with --via auto, --deadline is the job's
+          deadlineMs: via === "auto" ? undefined : deadlineMs,
+          routing: Option.isSome(options.routing)
+            ? { config: yield* readJson(options.routing.value), path: options.routing.value }
+            : undefined,
+          cache,
+          onEvent: Option.isSome(options.record) ? (event) => recorder?.onEvent(event) ?? Effect.void : undefined
+        }
+      )
     const errors = Option.getOrElse(options.errors, () => defaultErrorsPath(options.output))
     let batch: Batch.Batch | undefined
     if (via !== "live") {
@@ -443,13 +482,28 @@ const runBody = (env: Environment, options: RunOptions) =>
     // Ctrl-C: calls waiting for admission (or for a retry) fail at once, unsent; those on the wire finish
     yield* Effect.forkScoped(Effect.zipRight(env.stop, executor.cancel("Signal", "stopped by a signal")))
     const retried = options.retryFailed ? defaultRetriedPath(options.output) : undefined
+    if (Option.isSome(options.record)) {
+      yield* BulkRunner.lock(options.record.value).pipe(Effect.mapError((e) => usage(e.message)))
+      recorder = yield* Record.make({
+        path: options.record.value,
+        run: {
+          input: options.input,
+          output: options.output,
+          simulate: Option.getOrNull(options.simulate),
+          speed: options.speed
+        },
+        progress,
+        limiter: executor.limiter
+      }).pipe(Effect.mapError((e) => usage(`--record ${e.path}: ${e.message}`)))
+    }
+    const execute = recorder === undefined ? executor.execute : recorder.execute(executor.execute, executor.describe)
     const realStart = Date.now()
     const runWith = (offload: BulkRunner.Offload | undefined, first: boolean) =>
       BulkRunner.run({
         input: options.input,
         output: options.output,
         errors,
-        execute: executor.execute,
+        execute,
         describe: executor.describe,
         concurrency: options.concurrency,
         stop: env.stop,
@@ -471,6 +525,11 @@ const runBody = (env: Environment, options: RunOptions) =>
     const summary = yield* passes.pipe(
       Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer))
     )
+    if (recorder !== undefined) {
+      const sim = simulatorStats === undefined ? undefined : yield* simulatorStats
+      yield* recorder.end(summary, sim === undefined ? undefined : { byStatus: sim.byStatus, byCode: sim.byCode })
+        .pipe(Effect.catchAll((e) => Console.error(`sluice: warning: --record ${e.path}: ${e.message}`)))
+    }
     yield* Console.log(BulkRunner.formatSummary(summary))
     if (batch !== undefined) yield* Console.log((yield* batch.summary).join("\n"))
     if (cache !== undefined) yield* Console.log(Cache.summary(yield* cache.stats))
@@ -922,6 +981,41 @@ const planHandler = (options: Command.Command.ParseConfig<typeof planOptions>) =
   })
 
 // -----------------------------------------------------------------------------------------------------------
+// report
+// -----------------------------------------------------------------------------------------------------------
+
+const reportArgs = Args.file({ name: "record", exists: "yes" }).pipe(
+  Args.withDescription("A run record (sluice run --record FILE)"),
+  Args.atLeast(1)
+)
+
+const reportOptions = {
+  html: Options.file("html").pipe(Options.withDescription("Write the report to this HTML file (self-contained)"))
+} as const
+
+const reportHandler = (
+  { html, records }: { readonly html: string; readonly records: ReadonlyArray<string> }
+) =>
+  Effect.gen(function*() {
+    let entries: ReadonlyArray<Record.Entry> = []
+    for (const path of records) {
+      entries = entries.concat(
+        yield* Effect.mapError(Record.read(path), (e) => usage(`${e.path}:${e.line}: ${e.message}`))
+      )
+    }
+    yield* BulkRunner.checkPaths([...records.map((path) => ({ role: "run record", path })), {
+      role: "report",
+      path: html
+    }])
+      .pipe(Effect.mapError((e) => usage(e.message)))
+    yield* Effect.try({
+      try: () => NodeFs.writeFileSync(html, Report.html(entries, records.join(", "))),
+      catch: (cause) => usage(`--html ${html}: ${cause instanceof Error ? cause.message : String(cause)}`)
+    })
+    yield* Console.log(`report: ${html} (${entries.length} entries of ${records.length} record(s))`)
+  })
+
+// -----------------------------------------------------------------------------------------------------------
 // the command
 // -----------------------------------------------------------------------------------------------------------
 
@@ -960,6 +1054,9 @@ export const command = (env: Environment) =>
       ),
       Command.make("plan", planOptions, planHandler).pipe(
         Command.withDescription("Capacity plan: binding limit, time to drain, peak headroom, cost")
+      ),
+      Command.make("report", { ...reportOptions, records: reportArgs }, reportHandler).pipe(
+        Command.withDescription("Render run records (sluice run --record) as one self-contained HTML page")
       )
     ])
   )

@@ -72,6 +72,34 @@ export const writeChatInput = (path: string, n: number, content: (i: number) => 
   NodeFs.closeSync(fd)
 }
 
+/**
+ * `sluice run --simulate <scenario> --speed 20 --progress off --record <record>` over `input` into `output`, in
+ * this process (`capture`), with `extra` options.
+ */
+export const runRecorded = (options: {
+  readonly input: string
+  readonly output: string
+  readonly simulate: string
+  readonly record: string
+  readonly extra?: ReadonlyArray<string>
+}) =>
+  capture([
+    "run",
+    "--input",
+    options.input,
+    "--output",
+    options.output,
+    "--simulate",
+    options.simulate,
+    "--speed",
+    "20",
+    "--progress",
+    "off",
+    "--record",
+    options.record,
+    ...(options.extra ?? [])
+  ])
+
 /** `sluice <argv…>` in this process (no stop signal, not a terminal): its exit, what it logged and its exit code. */
 export const capture = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {

@@ -15,10 +15,12 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import type * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
+import * as Files from "./internal/bulkFiles.js"
 import * as Input from "./internal/bulkInput.js"
 import * as Stats from "./internal/bulkProgress.js"
 import * as internal from "./internal/bulkRun.js"
@@ -565,3 +567,67 @@ export const invalidResponse = (message: string, statusCode: number): Failure =>
 export const run: <E, R>(
   options: BulkRunner.Options<E, R>
 ) => Effect.Effect<Summary, BulkFileError | BulkPathError, R> = (options) => internal.run(options)
+
+/**
+ * The check {@link run} makes before it opens anything, for files a caller writes beside a run (a run record):
+ * fails with `BulkPathError` (`same-file`) naming the first pair of roles that lead to one file, by real path
+ * (through symbolic links) or by device and inode (hard links). Nothing is opened.
+ *
+ * @since 0.2.0
+ * @category running
+ * @example
+ * ```ts
+ * import { BulkRunner } from "@sluice/openai"
+ *
+ * const check = BulkRunner.checkPaths([
+ *   { role: "input", path: "requests.jsonl" },
+ *   { role: "output", path: "results.jsonl" },
+ *   { role: "run record", path: "run.record.jsonl" }
+ * ])
+ * ```
+ */
+export const checkPaths = (
+  files: ReadonlyArray<{ readonly role: string; readonly path: string }>
+): Effect.Effect<void, BulkPathError> =>
+  Effect.suspend(() => {
+    const problem = Files.checkPaths(files)
+    return problem === undefined
+      ? Effect.void
+      : Effect.fail(new BulkPathError({ reason: problem.reason, path: problem.path, message: problem.message }))
+  })
+
+/**
+ * The lock {@link run} takes on its output, for another file a caller writes (a run record): `<path>.lock` is
+ * held for the scope, a second holder is refused (`BulkPathError`, `locked`, naming the pid and host), a lock
+ * left by a dead process of this host is taken over.
+ *
+ * @since 0.2.0
+ * @category running
+ * @example
+ * ```ts
+ * import { BulkRunner } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.scoped(Effect.zipRight(BulkRunner.lock("run.record.jsonl"), Effect.log("locked")))
+ * ```
+ */
+export const lock = (path: string): Effect.Effect<void, BulkPathError | BulkFileError, Scope.Scope> =>
+  Files.acquireLock(path).pipe(Effect.mapError((e) =>
+    e instanceof Files.PathProblem
+      ? new BulkPathError({ reason: e.reason, path: e.path, message: e.message })
+      : new BulkFileError({ path: e.path, operation: e.operation, message: e.message })
+  ))
+
+/**
+ * The lock file of a path {@link lock} takes: `<path>.lock`.
+ *
+ * @since 0.2.0
+ * @category running
+ * @example
+ * ```ts
+ * import { BulkRunner } from "@sluice/openai"
+ *
+ * BulkRunner.lockPath("results.jsonl") // "results.jsonl.lock"
+ * ```
+ */
+export const lockPath: (path: string) => string = Files.lockPath
