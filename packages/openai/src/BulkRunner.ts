@@ -187,6 +187,30 @@ export type StopReason =
  *
  * @since 0.2.0
  * @category models
+ * @example
+ * ```ts
+ * import type { BulkRunner } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ * import * as Stream from "effect/Stream"
+ *
+ * // embeddings lines go another way: each answered with a failure line (a real offload would send them)
+ * const elsewhere: BulkRunner.Offload = {
+ *   accepts: (request) => request.url === "/v1/embeddings",
+ *   // checked with the run's own paths before anything is opened
+ *   paths: [{ role: "offload state", path: "results.elsewhere.json" }],
+ *   // locked for the run's whole length, like the output: a second run on it is refused, naming this one
+ *   locks: ["results.elsewhere.json"],
+ *   run: (io) =>
+ *     Effect.as(
+ *       Stream.runForEach(Stream.filter(io.lines, (text) => text !== ""), (text) => {
+ *         const customId = String(JSON.parse(text).custom_id)
+ *         const error = { kind: "Elsewhere", code: "not_sent", message: "not sent" }
+ *         return io.write(JSON.stringify({ custom_id: customId, response: null, error }), error)
+ *       }),
+ *       {}
+ *     )
+ * }
+ * ```
  */
 export interface Offload<R = never> {
   /** Whether this line goes to the offload. Asked once per valid line not yet in the output, in input order. */
@@ -196,6 +220,8 @@ export interface Offload<R = never> {
   /**
    * Files the run locks for its whole length as it does the output (`<path>.lock`), before `prepare`: its state
    * file, which other outputs may map to. A second run on one of them is refused, naming the run that holds it.
+   *
+   * @since 0.2.0
    */
   readonly locks?: ReadonlyArray<string> | undefined
   /** Runs once the output's lock is held and the output resumed, before any line is asked about (read state here). */
