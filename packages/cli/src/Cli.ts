@@ -34,6 +34,7 @@ import * as Batch from "./internal/batch.js"
 import * as Cache from "./internal/cache.js"
 import * as Distributed from "./internal/distributed.js"
 import { parseMillis } from "./internal/duration.js"
+import * as Evidence from "./internal/evidence.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Record from "./internal/record.js"
 import * as Report from "./internal/report.js"
@@ -990,29 +991,52 @@ const reportArgs = Args.file({ name: "record", exists: "yes" }).pipe(
 )
 
 const reportOptions = {
-  html: Options.file("html").pipe(Options.withDescription("Write the report to this HTML file (self-contained)"))
+  html: optional(Options.file("html"), "Write the report to this HTML file (self-contained)"),
+  evidence: optional(
+    Options.file("evidence"),
+    "Write the limit-increase evidence per model and limit to this Markdown file, and as CSV beside it (.csv)"
+  )
 } as const
 
 const reportHandler = (
-  { html, records }: { readonly html: string; readonly records: ReadonlyArray<string> }
+  { evidence, html, records }: {
+    readonly html: Option.Option<string>
+    readonly evidence: Option.Option<string>
+    readonly records: ReadonlyArray<string>
+  }
 ) =>
   Effect.gen(function*() {
+    if (Option.isNone(html) && Option.isNone(evidence)) {
+      return yield* usage("report: give --html FILE, --evidence FILE or both")
+    }
     let entries: ReadonlyArray<Record.Entry> = []
     for (const path of records) {
       entries = entries.concat(
         yield* Effect.mapError(Record.read(path), (e) => usage(`${e.path}:${e.line}: ${e.message}`))
       )
     }
-    yield* BulkRunner.checkPaths([...records.map((path) => ({ role: "run record", path })), {
-      role: "report",
-      path: html
-    }])
-      .pipe(Effect.mapError((e) => usage(e.message)))
-    yield* Effect.try({
-      try: () => NodeFs.writeFileSync(html, Report.html(entries, records.join(", "))),
-      catch: (cause) => usage(`--html ${html}: ${cause instanceof Error ? cause.message : String(cause)}`)
-    })
-    yield* Console.log(`report: ${html} (${entries.length} entries of ${records.length} record(s))`)
+    const csvPath = Option.map(evidence, (path) => `${path.replace(/\.md$/, "")}.csv`)
+    yield* BulkRunner.checkPaths([
+      ...records.map((path) => ({ role: "run record", path })),
+      ...Option.toArray(Option.map(html, (path) => ({ role: "report", path }))),
+      ...Option.toArray(Option.map(evidence, (path) => ({ role: "evidence", path }))),
+      ...Option.toArray(Option.map(csvPath, (path) => ({ role: "evidence CSV", path })))
+    ]).pipe(Effect.mapError((e) => usage(e.message)))
+    const write = (path: string, text: string) =>
+      Effect.try({
+        try: () => NodeFs.writeFileSync(path, text),
+        catch: (cause) => usage(`${path}: ${cause instanceof Error ? cause.message : String(cause)}`)
+      })
+    if (Option.isSome(html)) {
+      yield* write(html.value, Report.html(entries, records.join(", ")))
+      yield* Console.log(`report: ${html.value} (${entries.length} entries of ${records.length} record(s))`)
+    }
+    if (Option.isSome(evidence) && Option.isSome(csvPath)) {
+      const figures = Evidence.compute(entries)
+      yield* write(evidence.value, Evidence.markdown(figures))
+      yield* write(csvPath.value, Evidence.csv(figures))
+      yield* Console.log(`evidence: ${evidence.value}, ${csvPath.value}`)
+    }
   })
 
 // -----------------------------------------------------------------------------------------------------------
