@@ -277,10 +277,16 @@ describe("sluice run (real process, HTTP simulator)", () => {
       }),
     120_000
   )
-  // live: a real process killed -9 while it polls its batches over HTTP (its files uploaded multipart)
-  it.live(
-    "--via batch: kill -9 mid-poll, then a rerun collects the batches: no batch created twice",
-    () =>
+  // live: a real process killed -9 over HTTP (its files uploaded multipart) at two points of a batch's life: just
+  // after its file is uploaded and recorded (submit: the batch may not exist yet), and while it is polled
+  it.live.each(
+    [
+      ["just after the upload", (s: any) => s?.batches.length > 0],
+      ["mid-poll", (s: any) => s?.batches.some((b: any) => b.status === "in_progress") === true]
+    ] as const
+  )(
+    "--via batch: kill -9 %s, then a rerun collects the batches: no batch created twice",
+    ([_, killPoint]) =>
       Effect.promise(async () => {
         const sim = await startSim({
           batch: { validatingMs: 200, inProgressMs: 1200, perRequestMs: 2, finalizingMs: 200 }
@@ -300,7 +306,7 @@ describe("sluice run (real process, HTTP simulator)", () => {
         try {
           const child = sluice(args)
           const first = collect(child)
-          while (child.exitCode === null && state()?.batches.some((b: any) => b.status === "in_progress") !== true) {
+          while (child.exitCode === null && !killPoint(state())) {
             await sleep(5)
           }
           child.kill("SIGKILL")
