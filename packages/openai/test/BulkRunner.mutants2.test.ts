@@ -131,4 +131,23 @@ describe("BulkRunner (mutation survivors, sixth session)", () => {
       expect(summary.stop).toEqual({ _tag: "Signal" })
       expect(summary).toMatchObject({ outcome: "stopped", succeeded: 1 })
     }))
+
+  it.effect("without an offload, an input of more reads than the offload's queue holds (16) runs to its end", () =>
+    Effect.gen(function*() {
+      // 18 lines of 257 KiB: a line in each read (256 KiB), so 18 chunks of lines, none handed to an offload
+      const { dir } = setup([])
+      const input = NodePath.join(dir, "big.jsonl")
+      const line = (i: number) =>
+        JSON.stringify({
+          custom_id: `r${i}`,
+          method: "POST",
+          url: "/v1/embeddings",
+          body: { model: "m", input: "x".repeat(257 * 1024) }
+        })
+      NodeFs.writeFileSync(input, Array.from({ length: 18 }, (_, i) => line(i)).join("\n") + "\n")
+      const output = NodePath.join(dir, "out.jsonl")
+      const summary = yield* BulkRunner.run({ input, output, execute: ok, describe: describe_, ...silent })
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 18, total: 18 })
+      expect(readJsonl(output)).toHaveLength(18)
+    }))
 })
