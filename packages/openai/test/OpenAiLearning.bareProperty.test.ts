@@ -185,8 +185,11 @@ const runCase = (c: Case, seed: number) => {
 const SLACK = 1.25
 const SHARE_429 = 0.05
 const MIN_429S = 6
-/** The blind slow start (`internal/learn.ts`): from 60 requests and 20,000 tokens, doubling every 400 ms. */
-const BLIND = { requests: 60, tokens: 20_000, doublingMillis: 400 }
+/**
+ * The blind slow start (`internal/learn.ts`): from 60 requests and 20,000 tokens, doubling every 4 round trips of
+ * the answers (here, the fastest answer's latency at least), within 400 ms and 3.2 s.
+ */
+const BLIND = { requests: 60, tokens: 20_000, roundTrips: 4, fastestMillis: 400, slowestMillis: 3_200 }
 /** A guess grows back 2× every 5 s while busy (`REGROW`, `REGROW_MILLIS` in `internal/learn.ts`). */
 const REGROW_MILLIS = 5_000
 
@@ -202,7 +205,8 @@ const learningAllowance = (
   c: Case,
   r: { readonly firstAnswer: number; readonly tokens: number; readonly refused: number }
 ) => {
-  const slowStart = BLIND.doublingMillis *
+  const doubling = Math.min(BLIND.slowestMillis, Math.max(BLIND.fastestMillis, BLIND.roundTrips * c.latency.max))
+  const slowStart = doubling *
     Math.log2(Math.max(1, r.tokens / BLIND.tokens, c.shares.length / BLIND.requests))
   const growBack = c.subWindowMs === undefined
     ? 0

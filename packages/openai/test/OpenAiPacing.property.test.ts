@@ -265,8 +265,11 @@ const PROBE_PATIENCE = 10_000
  * out before it is read: see `OpenAiRoundTrip.test.ts`), all of it after six doublings.
  */
 const FIRST = { share: 1 / 64, doublingMillis: Math.LN2 * 60_000 / 64, doublings: 6 }
-/** The blind ramp (no headers): from the cautious limits (60 requests, 20,000 tokens), doubling every 400 ms. */
-const BLIND = { requests: 60, tokens: 20_000, doublingMillis: 400 }
+/**
+ * The blind ramp (no headers): from the cautious limits (60 requests, 20,000 tokens), doubling every 4 round trips
+ * of the answers (at most the largest latency here), within 400 ms and 3.2 s (`internal/learn.ts`).
+ */
+const BLIND = { requests: 60, tokens: 20_000, roundTrips: 4, fastestMillis: 400, slowestMillis: 3_200 }
 
 /**
  * 429s allowed: the share of the attempts after the first answer (1%, or 3% without headers), but at least
@@ -291,8 +294,8 @@ const allowed429s = (c: Case, attempts: number, firstAnswer: number) => {
  * - a request interval (60 s / RPM) per 429: the server counts a refused call against the RPM (a 429 is how
  *   a limit the server does not announce is learned: a sub-minute bucket, a limit without headers);
  * - when the pool learns without headers (none sent, or the first answer too slow to wait for), the slow
- *   start that lets the run's calls out (doubling from the cautious limits: no client that must not overrun
- *   an unknown limit by more than twice can let them out faster).
+ *   start that lets the run's calls out (doubling from the cautious limits every few round trips: what it lets
+ *   out within the round trip of the first 429 is refused too, see `OpenAiLearning.roundTrip.test.ts`).
  */
 const learningAllowance = (
   c: Case,
@@ -301,8 +304,9 @@ const learningAllowance = (
 ) => {
   const blind = c.server === "noHeaders" || r.firstAnswer >= PROBE_PATIENCE
   const tokens = calls.reduce((sum, call) => sum + call.reserve, 0)
+  const doubling = Math.min(BLIND.slowestMillis, Math.max(BLIND.fastestMillis, BLIND.roundTrips * c.latency.max))
   const slowStart = blind
-    ? BLIND.doublingMillis * Math.log2(Math.max(1, tokens / BLIND.tokens, calls.length / BLIND.requests))
+    ? doubling * Math.log2(Math.max(1, tokens / BLIND.tokens, calls.length / BLIND.requests))
     : 0
   // the first-contact ramp lets the run's calls out (all of them by its end)
   const ramp = blind ? 0 : FIRST.doublingMillis * Math.min(
@@ -406,7 +410,9 @@ const runCase = (c: Case) => {
 }
 
 /**
- * The shape of the default sample outside its bounds, and why. #8 learns limits without headers with calls
+ * The shape of the default sample outside its bounds, and why. #8 (no longer outside since the slow start's
+ * allowance follows the round trip, 3.2 s doublings at 1.2 s latency; its cause is unchanged, 33.7 s) learns limits
+ * without headers with calls
  * of a third to most of the TPM: the slow start overshoots on its largest call (47,325 tokens; the 429 that
  * names the limit), and while that call waits for the server to have room for it the smaller calls behind it
  * go on (a 429 no longer holds calls that fit: see `Call.feedback`), so it is admitted after their usage
@@ -421,7 +427,7 @@ const runCase = (c: Case) => {
  * first calls out and the tokens 429 comes first. What is left: calls released together at a gate's end
  * are a herd of their own on a dimension still unlearned.
  */
-const KNOWN_OUTSIDE: ReadonlyArray<number> = [8, 108]
+const KNOWN_OUTSIDE: ReadonlyArray<number> = [108]
 
 const describeCase = (c: Case) =>
   `${c.server}${

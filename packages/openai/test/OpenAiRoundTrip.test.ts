@@ -9,10 +9,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
-import { SimConfig, SimFetch, Simulator } from "@sluice/testing"
-import { Effect, Exit, Layer, Runtime } from "effect"
+import { SimConfig, Simulator } from "@sluice/testing"
+import { Effect, Exit, Layer } from "effect"
 import OpenAIClient from "openai"
-import { API_KEY, drive, mixedBatch, sum } from "./harness.js"
+import { API_KEY, behindNetwork, drive, mixedBatch, sum } from "./harness.js"
 
 const MODEL = "gpt-4o"
 const POOL = "org:acme/pool:gpt-4o"
@@ -20,21 +20,6 @@ const LIMITS = { rpm: 5_000, tpm: 120_000 }
 /** The server's buckets hold 5 s of each limit: 10,000 tokens under 120,000 TPM. */
 const SUB_WINDOW = 5_000
 const ONE_WAY_MILLIS = 100
-
-/** The simulator's `fetch` behind a network: the request and its answer each take `millis` on the Clock. */
-const behindNetwork = (millis: number) =>
-  Effect.gen(function*() {
-    const fetch = yield* SimFetch.make
-    const runtime = yield* Effect.runtime<never>()
-    const travel = () => Runtime.runPromise(runtime)(Effect.sleep(millis))
-    const delayed: typeof globalThis.fetch = async (input, init) => {
-      await travel()
-      const response = await fetch(input, init)
-      await travel()
-      return response
-    }
-    return delayed
-  })
 
 describe("OpenAi: a sub-minute bucket learned over a round trip", () => {
   it.effect(

@@ -6,7 +6,7 @@
 import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { Scenario, SimFetch, SimStats, Simulator } from "@sluice/testing"
-import { Chunk, Clock, Effect, Equal, Fiber, type FiberId, Layer, Random, TestClock } from "effect"
+import { Chunk, Clock, Effect, Equal, Fiber, type FiberId, Layer, Random, Runtime, TestClock } from "effect"
 import OpenAIClient from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 
@@ -222,3 +222,22 @@ export const tier1 = (overrides: Parameters<typeof Scenario.tier1>[0] = {}) =>
     latency: { request: { _tag: "uniform", min: 200, max: 800 }, perOutputTokenMs: 1 },
     ...overrides
   }))
+
+/**
+ * The simulator's `fetch` behind a network: the request and its answer each take `millis` on the Clock (a 429 comes
+ * back a round trip after its call left).
+ */
+export const behindNetwork = (millis: number) =>
+  Effect.gen(function*() {
+    const fetch = yield* SimFetch.make
+    if (millis === 0) return fetch
+    const runtime = yield* Effect.runtime<never>()
+    const travel = () => Runtime.runPromise(runtime)(Effect.sleep(millis))
+    const delayed: typeof globalThis.fetch = async (input, init) => {
+      await travel()
+      const response = await fetch(input, init)
+      await travel()
+      return response
+    }
+    return delayed
+  })

@@ -449,7 +449,7 @@ export const make = (
             (raw as { readonly headers?: unknown } | null)?.headers,
             since
           )
-          if (error.status !== undefined) yield* learner.answered(poolScope)
+          if (error.status !== undefined) yield* learner.answered(poolScope, sentAt)
           yield* feedback(limiter, { org, poolScope, scopes: call.scopes }, error, since)
           call.lastFailure = error._tag
           telemetry.answered(call.model, call.operation, call.tenant, error._tag, Telemetry.rateLimitKind(error))
@@ -466,7 +466,7 @@ export const make = (
           : call.cost
         yield* settleThenSync(limiter, poolScope, used, answer.response.headers, since)
         yield* learner.heard(poolScope, answer.response.headers)
-        yield* learner.answered(poolScope)
+        yield* learner.answered(poolScope, sentAt)
         telemetry.answered(call.model, call.operation, call.tenant, "ok", undefined)
         if (!held) call.answered = answerInfo(answer.data)
         if (used !== undefined) {

@@ -18,8 +18,9 @@
  *   (`RateLimiter.Service.ramp`): a call they hold waits in its queue (in order, within its deadline,
  *   failing at once when its organization closes, counted as waiting).
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
- *   cautious adaptive limits and lets calls out over a ramp that doubles every 400 ms (a slow start in time,
- *   not in answers, so a slow model does not slow the probe), its learned limits growing ahead of it (a
+ *   cautious adaptive limits and lets calls out over a ramp that doubles every 4 round trips of its answers
+ *   (a 429 takes one to come back: what the ramp lets out meanwhile is refused too), within 400 ms and 3.2 s
+ *   (a slow model slows the probe no further), its learned limits growing ahead of it (a
  *   limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
  *   doubling ahead of the calls starts again from the last minute's sends (a slow start in the calls too).
  *   The 429's message names the limit ("Limit 600, Used 598"): the pool takes it and what is left, and that
@@ -49,7 +50,8 @@ import * as Turn from "./turn.js"
 /**
  * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
  * once and doubles every `FIRST_DOUBLING_MILLIS` (all of it after six doublings, 3.9 s); the blind one (no
- * headers) starts from the cautious limits and doubles every 400 ms until a 429 stops it.
+ * headers) starts from the cautious limits and doubles every few round trips (see {@link ROUND_TRIPS}) until a 429
+ * stops it.
  *
  * The first-contact ramp's pace: what it lets out by `t` is `S(t) = s · 2^(t / D)` of a limit `L` a minute,
  * from `s = L / 64`. With `D = ln 2 · s / (L / 60 s)` (650 ms), `S(t) = s · e^(t · rate / s) ≥ s + rate · t`:
@@ -65,6 +67,22 @@ import * as Turn from "./turn.js"
 const FIRST_START = 1 / 64
 const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
 const BLIND_DOUBLING_MILLIS = 400
+/**
+ * The blind ramp doubles at most once every `ROUND_TRIPS` of the pool's answer round trip (see {@link roundTripOf}),
+ * and at least once every `SLOWEST_DOUBLING_MILLIS`, however slow its answers. A slow start in answers, as TCP's
+ * (a window that grows by what is acknowledged) is paced by the round trip: when the server's bucket runs out, the
+ * first 429 is read a round trip after the call it refused left, and the ramp has let out `2^(R / D) − 1` more
+ * than the bucket held by then (`R` the round trip, `D` the doubling): at 400 ms a doubling behind a 1 s round
+ * trip, 4.7 times it (202 × 429 in 602 attempts in the test), at 4 round trips 19% (11 in 411). A round trip is
+ * measured from the answers, which a slow model makes slow while its 429s come back at once: the bound keeps a
+ * 30 s answer from making the probe crawl (doubling every 3.2 s, 10× the cautious limits in 11 s). A window in
+ * answers (never more out unanswered than a multiple of what was answered) would be the same pace with the same
+ * need for a bound (a slow model's answers come late), and could only hold calls outside the limiter's queue.
+ */
+const ROUND_TRIPS = 4
+const SLOWEST_DOUBLING_MILLIS = 3_200
+/** How far back the answers' round trips are looked at. */
+const ROUND_TRIP_MILLIS = 10_000
 /** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
 const GROWTH = 1.25
 /**
@@ -120,7 +138,7 @@ export interface Learned {
  */
 interface Ramp {
   startedAt: number
-  readonly doublingMillis: number
+  doublingMillis: number
   /** Per dimension still ramped: the amount let out at once. */
   readonly start: Map<Dimension, number>
   /** The blind ramp: per dimension, what it lets out at once when it starts again (see {@link fit}). */
@@ -156,6 +174,8 @@ interface PoolState {
   readonly undone: Map<Dimension, number>
   /** A blind (or still probing) pool's sends over the last {@link HISTORY_MILLIS}, in the order sent. */
   readonly sends: Array<Send>
+  /** The pool's recent answers: when each was read, and how long after its call left (see {@link roundTripOf}). */
+  readonly answers: Array<{ readonly at: number; readonly millis: number }>
   readonly learned: Map<string, Learned>
 }
 
@@ -184,7 +204,7 @@ export interface Learner {
    * or proxy that sends no `x-ratelimit-*`), the pool gets the cautious starting limits, which later headers
    * can still correct.
    */
-  readonly answered: (poolScope: string) => Effect.Effect<void>
+  readonly answered: (poolScope: string, sentAt?: number) => Effect.Effect<void>
   /**
    * Before admission, on a pool without headers: its probed limits grow ahead of the call's turn on the ramp
    * (the ramp itself is in the limiter, where the call waits for its turn).
@@ -232,6 +252,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         held: new Map(),
         undone: new Map(),
         sends: [],
+        answers: [],
         learned: new Map()
       }
       pools.set(poolScope, state)
@@ -329,6 +350,43 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       return regrow(poolScope, pool)
     })
 
+  /**
+   * The pool's answer round trip: the fastest of its answers over the last {@link ROUND_TRIP_MILLIS} (a call's
+   * departure to its answer read: the network both ways, the server, and the client's own delays in reading it),
+   * `undefined` before any. A 429 comes back within it (the server refuses before it runs the model): what a ramp
+   * lets out in one round trip after the server's bucket ran out is refused before the first 429 is read.
+   */
+  const roundTripOf = (state: PoolState, now: number): number | undefined => {
+    const answers = state.answers
+    let fastest: number | undefined
+    for (let i = answers.length - 1; i >= 0 && answers[i].at >= now - ROUND_TRIP_MILLIS; i--) {
+      if (fastest === undefined || answers[i].millis < fastest) fastest = answers[i].millis
+    }
+    return fastest
+  }
+
+  /**
+   * The blind ramp's doubling: {@link ROUND_TRIPS} of the pool's round trip, within {@link BLIND_DOUBLING_MILLIS}
+   * and {@link SLOWEST_DOUBLING_MILLIS} (a pool with no answer yet: the slowest).
+   */
+  const blindDoubling = (state: PoolState, now: number) => {
+    const roundTrip = roundTripOf(state, now)
+    return roundTrip === undefined
+      ? SLOWEST_DOUBLING_MILLIS
+      : Math.min(SLOWEST_DOUBLING_MILLIS, Math.max(BLIND_DOUBLING_MILLIS, ROUND_TRIPS * roundTrip))
+  }
+
+  /** An answer came for a call sent at `sentAt`: its round trip is kept (see {@link roundTripOf}). */
+  const answeredAfter = (poolScope: string, sentAt: number | undefined) =>
+    sentAt === undefined || sentAt < 0 ? Effect.void : Effect.map(Clock.currentTimeMillis, (now) => {
+      // kept for a blind pool, and a pool still probing (whose first answer may start the blind ramp)
+      const state = pools.get(poolScope)
+      if (state?.blind !== true && adaptivePools.get(poolScope)?.probing !== true) return
+      const answers = (state ?? stateOf(poolScope)).answers
+      answers.push({ at: now, millis: Math.max(0, now - sentAt) })
+      if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
+    })
+
   /** What the ramp lets out of `dimension` by `at`. */
   const allowance = (ramp: Ramp, dimension: Dimension, at: number) =>
     (ramp.start.get(dimension) ?? 0) * 2 ** (Math.max(0, at - ramp.startedAt) / ramp.doublingMillis)
@@ -395,7 +453,9 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
             }
             state.held.set(dimension, level.limit.amount)
             state.grownAt.set(dimension, now)
-            const amount = Math.ceil(level.limit.amount * REGROW)
+            // each growth a 429 undid halves the next one's step (2×, 1.41×, 1.19×…): what one costs in 429s is
+            // what it lets out above the limit over a round trip, before the first of them is read
+            const amount = Math.ceil(level.limit.amount * REGROW ** (1 / 2 ** (state.undone.get(dimension) ?? 0)))
             return Effect.zipRight(
               Effect.ignore(limiter.sync(poolScope, { dimension, limit: amount, remaining: Math.max(0, level.level) })),
               record(poolScope, state, { dimension, kind: "limit", amount })
@@ -420,6 +480,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         }
         if (ahead) {
           ramp.startedAt = now
+          ramp.doublingMillis = blindDoubling(state, now)
           for (const [dimension] of ramp.start) {
             ramp.start.set(dimension, Math.max(ramp.floor.get(dimension) ?? 0, lastMinute(state, dimension, now)))
             ramp.given.set(dimension, 0)
@@ -491,7 +552,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         for (const [dimension, level] of levels) if (level.learned) start.set(dimension, level.limit.capacity)
         return startRamp(poolScope, state, {
           startedAt: now,
-          doublingMillis: BLIND_DOUBLING_MILLIS,
+          doublingMillis: blindDoubling(state, now),
           start,
           floor: new Map(start),
           given: new Map(),
@@ -664,7 +725,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
 
   return {
     probed,
-    answered: (poolScope) => ended(poolScope, false),
+    answered: (poolScope, sentAt) => Effect.zipRight(answeredAfter(poolScope, sentAt), ended(poolScope, false)),
     fit,
     sent,
     heard,

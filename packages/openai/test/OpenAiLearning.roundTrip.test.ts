@@ -1,0 +1,89 @@
+/**
+ * Learning without headers behind a round trip (issue 13): a 429 takes a round trip to come back, and a probe paced
+ * by the clock alone keeps letting calls out while the first 429s are on their way (in real time, a CPU-starved
+ * client at 20× simulated speed sees 10–25 ms stalls as 200–500 simulated ms). The in-process simulator (no
+ * `x-ratelimit-*` headers, bare 429s) behind a network of `d` ms each way, under TestClock, real `openai` SDK.
+ * Four runs of 400 calls: about 3.5 s of CPU each (15 s for the file with its collection), the least that shows the
+ * round trip's herd (a workload larger than the server's bucket, which the probe must overflow to find).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { LimiterStore } from "@sluice/core"
+import { OpenAi } from "@sluice/openai"
+import { SimConfig, Simulator } from "@sluice/testing"
+import { Effect, Exit, Layer } from "effect"
+import OpenAIClient from "openai"
+import { fastDrive as drive } from "./fastDrive.js"
+import { API_KEY, behindNetwork, filler, rng, sum } from "./harness.js"
+
+const MODEL = "gpt-4o-mini"
+const LIMITS = { rpm: 600, tpm: 60_000 }
+const CALLS = 400
+/** The model's latency (before the network's): the longest is in the bound on the finish. */
+const LATENCY = { min: 300, max: 900 }
+
+const run = (oneWay: number) =>
+  Effect.gen(function*() {
+    const fetch = yield* behindNetwork(oneWay)
+    const client = new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+    const layer = OpenAi.layerClient(client, { organization: "acme", timeSlice: false }).pipe(
+      Layer.provide(LimiterStore.layerMemory)
+    )
+    const random = rng(13)
+    const batch = Array.from({ length: CALLS }, (_, i) => ({
+      model: MODEL,
+      messages: [{ role: "user" as const, content: `[req:${i}] ${filler(80 + Math.floor(random() ** 2 * 2_400))}` }],
+      max_tokens: 16 + Math.floor(random() * 240)
+    }))
+    const { endedAt, exit } = yield* Effect.flatMap(OpenAi.OpenAi, (openai) =>
+      drive(Effect.forEach(batch, (params) =>
+        openai.chat.completions.create(params), { concurrency: "unbounded" })))
+      .pipe(Effect.provide(layer))
+    expect(Exit.isSuccess(exit)).toBe(true)
+    const stats = yield* Simulator.stats
+    const rejected = stats.byStatus["429"] ?? 0
+    // the server's bucket starts full (a minute of each limit) and refills at the limit's rate
+    const minimum = Math.max(
+      (sum(stats.admissions.map((a) =>
+        a.tokens
+      )) - LIMITS.tpm) / (LIMITS.tpm / 60_000),
+      (sum(stats.admissions.map((a) => a.requests)) - LIMITS.rpm) / (LIMITS.rpm / 60_000)
+    )
+    return { attempts: stats.attempts.length, rejected, endedAt, minimum, ok: stats.byStatus["200"] ?? 0 }
+  }).pipe(Effect.provide(Simulator.layer(SimConfig.make({
+    seed: 3,
+    models: { [MODEL]: { limits: LIMITS } },
+    enforcement: { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false, rateLimitMessage: "bare" },
+    latency: { request: { _tag: "uniform", min: LATENCY.min, max: LATENCY.max }, perOutputTokenMs: 0 }
+  }))))
+
+/**
+ * 429s allowed, as a share of the attempts, per one-way delay. Before the blind ramp was paced by the round trip it
+ * doubled every 400 ms whatever the round trip: 5, 8, 74 and 202 × 429 (1.2%, 2.0%, 15.6%, 33.6%). Now it doubles
+ * every 4 round trips (at most every 3.2 s): 4, 4, 6, 11. At 500 ms each way (a 1 s round trip for a 429, 1.3 s and
+ * more for an answer) the 3.2 s bound binds (a slow model must not slow the probe further), and what the ramp and
+ * each growth back let out within the round trip of their first 429 is refused: 3%.
+ */
+const SHARE_429: Record<number, number> = { 0: 0.02, 50: 0.02, 200: 0.02, 500: 0.03 }
+
+describe("OpenAi: learning without headers behind a round trip", () => {
+  for (const oneWay of [0, 50, 200, 500]) {
+    it.effect(
+      `${CALLS} calls at once, ${oneWay} ms each way: the 429s on their way stop the probe`,
+      () =>
+        Effect.gen(function*() {
+          const { attempts, rejected, endedAt, minimum, ok } = yield* run(oneWay)
+          console.log(
+            `${oneWay} ms each way: ${attempts} attempts, ${rejected} × 429 (${
+              (100 * rejected / attempts).toFixed(1)
+            }%), wall ${endedAt} ms, minimum ${Math.round(minimum)} ms, ratio ${(endedAt / minimum).toFixed(3)}`
+          )
+          expect(ok).toBe(CALLS)
+          expect(rejected / attempts).toBeLessThanOrEqual(SHARE_429[oneWay])
+          // 1.10× the minimum, plus the learning: the first answer, the slow start (from 20,000 tokens to the bucket's
+          // 60,000 and its refill: under two doublings of at most 3.2 s) and the last answer
+          expect(endedAt).toBeLessThanOrEqual(1.1 * minimum + 2 * (LATENCY.max + 2 * oneWay) + 2 * 3_200)
+        }),
+      120_000
+    )
+  }
+})
