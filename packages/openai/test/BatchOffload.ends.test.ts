@@ -19,6 +19,29 @@ const summaryOf = <A, E>(exit: Exit.Exit<A, E>): A => {
   return exit.value
 }
 
+/**
+ * An offload with gpt-4o-mini's 1,000,000 enqueued tokens, its holds on a store that records each hold taken (its
+ * id and the amount held just after).
+ */
+const recordingHolds = Effect.gen(function*() {
+  const client = yield* makeClient()
+  const limiter = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
+    Effect.provide(LimiterStore.layerMemory)
+  )
+  const store = yield* HoldStore.makeMemory
+  const taken: Array<readonly [string, number]> = []
+  const holds: HoldStore.Service = {
+    ...store,
+    take: (id, claims, amount, lease) =>
+      Effect.tap(
+        store.take(id, claims, amount, lease),
+        (ok) => Effect.map(store.held("batch:gpt-4o-mini"), (held) => void (ok && taken.push([id, held])))
+      )
+  }
+  const service = yield* BatchOffload.make({ client, limiter, holds, poll: { initial: "5 seconds", max: "1 minute" } })
+  return { service, store, taken }
+})
+
 describe("BatchOffload: how batches end", () => {
   it.effect("expired: the lines done in 24 h are delivered, the rest come back and a resume finishes them", () =>
     Effect.gen(function*() {
@@ -242,40 +265,63 @@ describe("BatchOffload: resume", () => {
   it.effect("a resume holds its batches' tokens again under the same ids: a dead run's hold is taken over, not added", () =>
     Effect.gen(function*() {
       const lines = ids(6).map((id) => chatLine(id, `held ${id}`))
-      const client = yield* makeClient()
-      const limiter = yield* RateLimiter.make({ budgets: [BatchOffload.budget("gpt-4o-mini", 1_000_000)] }).pipe(
-        Effect.provide(LimiterStore.layerMemory)
-      )
-      const store = yield* HoldStore.makeMemory
-      const taken: Array<[string, number]> = []
-      const holds: HoldStore.Service = {
-        ...store,
-        take: (id, claims, amount, lease) =>
-          Effect.tap(
-            store.take(id, claims, amount, lease),
-            (ok) => Effect.map(store.held("batch:gpt-4o-mini"), (held) => void (ok && taken.push([id, held])))
-          )
-      }
-      const service = yield* BatchOffload.make({
-        client,
-        limiter,
-        holds,
-        poll: { initial: "5 seconds", max: "1 minute" }
-      })
+      const { service, store, taken } = yield* recordingHolds
       const first = recorder()
-      // the first run is stopped while its batch runs: its hold stays in the store, as a killed process's would
+      // the first run is stopped while its batch runs
       yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "2 minutes"), 10_000)
       const saved = first.states[first.states.length - 1]
       expect(saved.batches.map((b) => b.finished)).toEqual([false])
       const { key, tokens } = saved.batches[0]
       expect(tokens).toBeGreaterThan(0)
       expect(taken).toEqual([[key, tokens]])
+      // the stopped run released its hold on the way out; a killed process would not have: its hold is put back
+      // on the store, live, as the dead run left it
+      expect(yield* store.take(key, [{ scope: "batch:gpt-4o-mini", capacity: 1_000_000 }], tokens, 120_000)).toBe(
+        true
+      )
+      expect(yield* store.held("batch:gpt-4o-mini")).toBe(tokens)
       const second = recorder()
       summaryOf((yield* drive(service.resume(saved, second.options), 60_000)).exit)
       expect(second.results.map((r) => r.customId).sort()).toEqual(ids(6).sort())
       // taken again under the same id while the dead run's hold was still live: replaced, not counted twice
       expect(taken).toEqual([[key, tokens], [key, tokens]])
       expect(yield* store.held("batch:gpt-4o-mini")).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+
+  it.effect("a resume whose records' keys skip a number (a file stopped before it was recorded) reuses no key", () =>
+    Effect.gen(function*() {
+      const scope = "batch:gpt-4o-mini"
+      const { service, store, taken } = yield* recordingHolds
+      const first = recorder()
+      yield* drive(
+        Effect.timeout(
+          service.run(Stream.fromIterable(ids(3, "a").map((id) => chatLine(id, id))), first.options),
+          "2 minutes"
+        ),
+        10_000
+      )
+      const last = first.states[first.states.length - 1]
+      expect(last.batches.map((b) => [b.key, b.finished])).toEqual([["test-1", false]])
+      // the state a run leaves when its first file stopped while waiting for room (it took "test-1", no record)
+      const saved = { ...last, batches: [{ ...last.batches[0], key: "test-2" }] }
+      taken.length = 0
+      const second = recorder()
+      const summary = summaryOf(
+        (yield* drive(
+          service.resume(saved, second.options, Stream.fromIterable(ids(3, "b").map((id) => chatLine(id, id)))),
+          60_000
+        ))
+          .exit
+      )
+      expect(second.results.map((r) => r.customId).sort()).toEqual([...ids(3, "a"), ...ids(3, "b")].sort())
+      const keys = summary.state.batches.map((b) => b.key)
+      expect(keys).toHaveLength(2)
+      expect(new Set(keys).size).toBe(2)
+      // one hold per batch: each record's key held once, and both at once while both batches ran
+      expect(taken.map(([id]) => id).sort()).toEqual([...keys].sort())
+      const both = summary.state.batches.reduce((a, b) => a + b.tokens, 0)
+      expect(Math.max(...taken.map(([, held]) => held))).toBe(both)
+      expect(yield* store.held(scope)).toBe(0)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 
   it.effect("done custom_ids are neither sent nor delivered again", () =>

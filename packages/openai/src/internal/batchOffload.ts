@@ -189,7 +189,14 @@ const makeWith = (
         lock.withPermits(1)(Effect.flatMap(Ref.updateAndGet(state, f), onState))
       const updateRecord = (key: string, f: (r: Record_) => Record_) =>
         commit((s) => ({ ...s, batches: s.batches.map((r) => (r.key === key ? f(r) : r)) }))
-      let sequence = initial?.batches.length ?? 0
+      // keys go on after the largest number any record's key ends with (not the count of records: a file stopped
+      // before it was recorded took a number and left no record, so a count can fall on a key in use); within a
+      // run the counter only goes up, so a key taken and never recorded is not taken again
+      let sequence = 0
+      for (const record of initial?.batches ?? []) {
+        const n = /-(\d+)$/.exec(record.key)
+        if (n !== null) sequence = Math.max(sequence, Number(n[1]))
+      }
       const nextKey = () => `${job}-${++sequence}`
 
       const done = runOptions.done ?? new Set<string>()
