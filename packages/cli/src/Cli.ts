@@ -784,7 +784,7 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
     let engine: PipelineFile.Engine | undefined
     if (distributed !== undefined && Option.isSome(options.redis)) {
       yield* Effect.mapError(Distributed.available, usage)
-      engine = Distributed.engine(spec, options.redis.value)
+      engine = Distributed.engine(spec, options.redis.value, options.output)
       const args = ["pipeline", "worker", options.file, ...connectArgs(options, options.redis.value)]
       yield* Effect.forEach(
         Array.from({ length: distributed }),
