@@ -756,10 +756,16 @@ const pipelineExecutor = (options: ConnectOptions, spec: PipelineFile.Spec) =>
     ({ executor }) => executor
   )
 
-/** The options a worker process started by `pipeline run --workers N` is given: where the calls go. */
-const connectArgs = (options: ConnectOptions, redis: string): Array<string> => [
-  "--redis",
-  redis,
+/** The variable a worker started by `pipeline run --workers N` reads the Redis URL from (not on its command line). */
+const WORKER_REDIS_ENV = "SLUICE_PIPELINE_REDIS_URL"
+
+/**
+ * The options a worker process started by `pipeline run --workers N` is given: where the calls go. The Redis URL
+ * (it may hold a password) goes by {@link WORKER_REDIS_ENV}, as the API key by its variable: `ps` shows arguments.
+ */
+const connectArgs = (options: ConnectOptions): Array<string> => [
+  "--redis-env",
+  WORKER_REDIS_ENV,
   "--api-key-env",
   options.apiKeyEnv,
   ...Option.match(options.baseUrl, { onNone: () => [], onSome: (url) => ["--base-url", url] }),
@@ -784,14 +790,16 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
     let engine: PipelineFile.Engine | undefined
     if (distributed !== undefined && Option.isSome(options.redis)) {
       yield* Effect.mapError(Distributed.available, usage)
-      engine = Distributed.engine(spec, options.redis.value, options.output)
-      const args = ["pipeline", "worker", options.file, ...connectArgs(options, options.redis.value)]
+      const redis = options.redis.value
+      engine = Distributed.engine(spec, redis, options.output)
+      const args = ["pipeline", "worker", options.file, ...connectArgs(options)]
       yield* Effect.forEach(
         Array.from({ length: distributed }),
         () =>
           Effect.acquireRelease(
             Effect.sync(() =>
               ChildProcess.spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...args], {
+                env: { ...process.env, [WORKER_REDIS_ENV]: redis },
                 stdio: ["ignore", "ignore", "inherit"]
               })
             ),
@@ -836,7 +844,13 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions & { reado
     env.setExitCode(exitCodes[summary.outcome])
   })
 
-const pipelineWorkerOptions = { ...connectOptions } as const
+const pipelineWorkerOptions = {
+  ...connectOptions,
+  redisEnv: optional(
+    Options.text("redis-env"),
+    "Read the Redis URL from this environment variable instead of --redis (kept off the command line, which ps shows)"
+  )
+} as const
 
 const pipelineWorkerHandler =
   (env: Environment) =>
@@ -846,15 +860,23 @@ const pipelineWorkerHandler =
         options.files,
         (file) => Effect.mapError(PipelineFile.load(file), (e) => usage(e.message))
       )
-      if (Option.isNone(options.redis)) {
-        return yield* usage("a pipeline worker takes its items from BullMQ queues on Redis: give --redis URL")
+      const fromEnv = Option.isSome(options.redisEnv)
+        ? yield* Config.string(options.redisEnv.value).pipe(
+          Effect.mapError(() => usage(`no Redis URL: set ${Option.getOrThrow(options.redisEnv)}`))
+        )
+        : undefined
+      if (fromEnv === undefined && Option.isNone(options.redis)) {
+        return yield* usage(
+          "a pipeline worker takes its items from BullMQ queues on Redis: give --redis URL (or --redis-env NAME)"
+        )
       }
-      const redis = options.redis.value
+      const redis = fromEnv ?? Option.getOrThrow(options.redis)
+      const connectTo = { ...options, redis: Option.some(redis) }
       const body = Effect.gen(function*() {
         // each pipeline with its own executor (its stages' budgets), all on the one Redis
         const executors = yield* Effect.forEach(specs, (spec) =>
           Effect.tap(
-            pipelineExecutor(options, spec),
+            pipelineExecutor(connectTo, spec),
             (executor) => Effect.mapError(Distributed.work({ spec, sender: executor, redis }), usage)
           ))
         yield* Console.error(

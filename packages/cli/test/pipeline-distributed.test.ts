@@ -1,10 +1,12 @@
-// `sluice pipeline` across processes: `pipeline worker` processes on BullMQ queues on a real redis-server (a
-// throwaway one, RedisServer), the coordinator `pipeline run --workers 0 --redis`, the simulated OpenAI over HTTP
-// (SimServer, in this test process). Real processes, sockets, kill -9 and wall time, which TestClock cannot drive:
-// `it.live`. Throughput is measured on the simulator's own clock (first to last request of a phase), not on the
-// processes' start-up, so a loaded machine slows both phases alike. Nine process starts and three coordinators:
-// 87 s measured at load 20 on 2 cores (not measured on a quiet machine), hence the timeout.
+// `sluice pipeline` across processes: `pipeline worker` processes (the Redis URL by --redis-env) on BullMQ queues on
+// a real redis-server (a throwaway one, RedisServer), the coordinator in this process (`PipelineFile.run` with the
+// distributed engine, what `pipeline run --workers 0 --redis` runs, without three more process starts), the simulated
+// OpenAI over HTTP (SimServer, in this test process). Real processes, sockets, kill -9 and wall time, which TestClock
+// cannot drive: `it.live`. Throughput is measured on the simulator's own clock (first to last request of a phase),
+// not on the processes' start-up, so a loaded machine slows both phases alike. Five worker processes: the test
+// itself 32 s at load 7.6 on 2 cores (49 s at load 9-13 with the coordinators as processes), hence the timeout.
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { BulkExecutor, PipelineFile } from "@sluice/openai"
 import * as RedisServer from "@sluice/redis/RedisServer"
 import { SimStats } from "@sluice/testing"
 import * as Effect from "effect/Effect"
@@ -12,6 +14,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import * as Distributed from "../src/internal/distributed.js"
 import { collect, type Sim, sluiceEntry, startSim } from "./helpers.js"
 
 let entry = ""
@@ -23,9 +26,9 @@ const KEY = "sk-pipeline-distributed-0123456789"
 // real time on purpose: the workers are separate OS processes, polled and killed at wall-clock moments
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-const sluice = (args: ReadonlyArray<string>) =>
+const sluice = (args: ReadonlyArray<string>, redis: string) =>
   spawn(process.execPath, [entry, ...args], {
-    env: { ...process.env, SLUICE_PIPELINE_KEY: KEY },
+    env: { ...process.env, SLUICE_PIPELINE_KEY: KEY, SLUICE_PIPELINE_REDIS: redis },
     stdio: ["ignore", "pipe", "pipe"]
   })
 
@@ -56,9 +59,10 @@ const spec = (name: string, perSecond?: number) => ({
   ]
 })
 
-const connect = (sim: Sim, redis: string) => [
-  "--redis",
-  redis,
+// the Redis URL by a variable, as `pipeline run --workers N` passes it to the workers it starts
+const connect = (sim: Sim) => [
+  "--redis-env",
+  "SLUICE_PIPELINE_REDIS",
   "--base-url",
   sim.url,
   "--api-key-env",
@@ -76,7 +80,7 @@ afterAll(() => {
 /** `count` worker processes of pipeline files, once each says it is ready. */
 const startWorkers = async (files: ReadonlyArray<string>, sim: Sim, redis: string, count: number) => {
   const workers = Array.from({ length: count }, () => {
-    const child = sluice(["pipeline", "worker", ...files, ...connect(sim, redis)])
+    const child = sluice(["pipeline", "worker", ...files, ...connect(sim)], redis)
     started.push(child)
     return { child, run: collect(child) }
   })
@@ -110,21 +114,27 @@ const setup = (dir: string, name: string, n: number, perSecond?: number) => {
   return file
 }
 
-const coordinate = (dir: string, name: string, sim: Sim, redis: string) =>
-  collect(sluice([
-    "pipeline",
-    "run",
-    NodePath.join(dir, `${name}.json`),
-    "--input",
-    NodePath.join(dir, `${name}.in.jsonl`),
-    "--output",
-    NodePath.join(dir, `${name}.out.jsonl`),
-    "--workers",
-    "0",
-    "--progress",
-    "off",
-    ...connect(sim, redis)
-  ]))
+/**
+ * The coordinator, in this process (what `pipeline run --workers 0 --redis` runs, without a process start): its
+ * outcome, or why it stopped.
+ */
+const coordinate = (dir: string, name: string, redis: string): Promise<string> =>
+  Effect.runPromise(Effect.gen(function*() {
+    const file = NodePath.join(dir, `${name}.json`)
+    const pipeline = yield* PipelineFile.load(file)
+    const output = NodePath.join(dir, `${name}.out.jsonl`)
+    const summary = yield* PipelineFile.run({
+      spec: pipeline,
+      sender: {
+        execute: () => Effect.die("the coordinator sends nothing"),
+        describe: BulkExecutor.describeError
+      },
+      engine: Distributed.engine(pipeline, redis, output),
+      input: NodePath.join(dir, `${name}.in.jsonl`),
+      output
+    })
+    return summary.stop === undefined ? summary.outcome : `${summary.outcome}: ${summary.stop}`
+  }))
 
 const outputIds = (path: string): Array<string> =>
   NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0).map((l) => {
@@ -167,12 +177,10 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
             all = all.concat(one)
             const four = await starting
             all = all.concat(four)
-            const first = coordinate(dir, "fast", sim, redis)
-            expect((await first.done).code, first.err()).toBe(0)
+            expect(await coordinate(dir, "fast", redis)).toBe("completed")
             expect(outputIds(NodePath.join(dir, "fast.out.jsonl")).sort()).toEqual(ids(8))
             await stopAll(one)
-            const second = coordinate(dir, "wide", sim, redis)
-            expect((await second.done).code, second.err()).toBe(0)
+            expect(await coordinate(dir, "wide", redis)).toBe("completed")
             expect(outputIds(NodePath.join(dir, "wide.out.jsonl")).sort()).toEqual(ids(32))
             const stats = await sim.stats()
             const [r1, r4] = [rate(stats, "fast", 8), rate(stats, "wide", 32)]
@@ -182,11 +190,11 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
             const keptFrom = Math.max(...stats.attempts.map((a) => a.at)) + 1
 
             // 2. kill -9 of one of the four mid-run; a budget of 10 a second on the vector stage
-            const run = coordinate(dir, "kept", sim, redis)
+            const run = coordinate(dir, "kept", redis)
             const out = NodePath.join(dir, "kept.out.jsonl")
             while (!NodeFs.existsSync(out) || NodeFs.readFileSync(out, "utf8").split("\n").length < 15) await sleep(50)
             four[0]!.child.kill("SIGKILL")
-            expect((await run.done).code, run.err()).toBe(0)
+            expect(await run).toBe("completed")
             expect(outputIds(out).sort()).toEqual(ids(n))
             const after = await sim.stats()
             for (let i = 0; i < n; i++) {
