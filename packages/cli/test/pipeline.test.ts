@@ -2,6 +2,7 @@
 // the simulated OpenAI over HTTP (SimServer, in this test process on a loopback port). Real processes, sockets and
 // wall time, which TestClock cannot drive: these tests run with `it.live`.
 import { beforeAll, describe, expect, it } from "@effect/vitest"
+import { PipelineFile } from "@sluice/openai"
 import { SimStats } from "@sluice/testing"
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
@@ -198,18 +199,24 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
       const run = collect(sluice(args(dir, sim)))
       expect((await run.done).code).toBe(2)
       expect(run.err()).toContain("stages[0].concurrency: expected a whole number above 0")
+      // the other bad-usage cases in this process (the CLI prints the same error's message, exit 2, as above)
       const later = spec()
       ;(later.stages[0]!.body as Record<string, unknown>).messages = [{ role: "user", content: "{{vector}}" }]
-      NodeFs.writeFileSync(NodePath.join(dir, "pipeline.json"), JSON.stringify(later))
-      const order = collect(sluice(args(dir, sim)))
-      expect((await order.done).code).toBe(2)
-      expect(order.err()).toContain(
+      const order = await Effect.runPromise(Effect.flip(PipelineFile.decode(later, "pipeline.json")))
+      expect(order.message).toContain(
         "stages[0].body.messages[0].content: {{vector}} names the stage \"vector\", which runs after this one"
       )
-      NodeFs.writeFileSync(NodePath.join(dir, "pipeline.json"), JSON.stringify(spec()))
-      const clash = collect(sluice(args(dir, sim, [], NodePath.join(dir, "in.jsonl"))))
-      expect((await clash.done).code).toBe(2)
-      expect(clash.err()).toContain("is the input")
+      const clash = await Effect.runPromise(Effect.flip(Effect.flatMap(
+        PipelineFile.decode(spec(), "pipeline.json"),
+        (decoded) =>
+          PipelineFile.run({
+            spec: decoded,
+            sender: { execute: () => Effect.die("nothing is sent"), describe: (error: never) => error },
+            input: NodePath.join(dir, "in.jsonl"),
+            output: NodePath.join(dir, "in.jsonl")
+          })
+      )))
+      expect(clash.message).toContain("is the input")
       expect(await sim.stats().then((s) => s.attempts.length)).toBe(0)
     }), 60_000)
 })
