@@ -35,12 +35,13 @@
  *
  * @since 0.2.0
  */
-import type { HoldStore, RateLimiter } from "@sluice/core"
-import { Budget } from "@sluice/core"
+import type { RateLimiter } from "@sluice/core"
+import { Budget, HoldStore } from "@sluice/core"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import type OpenAI from "openai"
@@ -501,7 +502,7 @@ export interface Options {
   readonly estimate?: ((url: string, body: Record<string, unknown>) => number) | undefined
   /**
    * Where batches' enqueued tokens are held, each as a hold with a lease renewed while its batch runs (default:
-   * a store in memory of this service only). Share one between offloads (`HoldStore.layerMemory`) or processes
+   * a store in memory of this service only; {@link layer} takes a `HoldStore` in context first). Share one between offloads (`HoldStore.layerMemory`) or processes
    * (`RedisLimiterStore.makeWithHolds` of `@sluice/redis`) to share the queue; the capacities are the limiter's.
    *
    * @since 0.2.0
@@ -625,7 +626,9 @@ export const make: (options: Options) => Effect.Effect<Service, BatchOffloadConf
 
 /**
  * The offload as a layer over the `OpenAi` service in context: its SDK client and its limiter (give the
- * enqueued-token budgets in `OpenAi.Options.budgets`).
+ * enqueued-token budgets in `OpenAi.Options.budgets`). Its holds are `options.holds`, else the `HoldStore` in
+ * context if there is one (offloads, or processes on one Redis, over the same store share the queue), else a
+ * store in memory of this offload only.
  *
  * @since 0.2.0
  * @category layers
@@ -649,8 +652,10 @@ export const layer = (
 ): Layer.Layer<BatchOffload, BatchOffloadConfigError, OpenAiService.OpenAi> =>
   Layer.effect(
     BatchOffload,
-    Effect.flatMap(
-      OpenAiService.OpenAi,
-      (openai) => make({ ...options, client: openai.client, limiter: openai.limiter })
-    )
+    Effect.gen(function*() {
+      const openai = yield* OpenAiService.OpenAi
+      // `options.holds`, else a `HoldStore` in context (shared with other offloads or processes), else one in memory
+      const holds = options.holds ?? Option.getOrUndefined(yield* Effect.serviceOption(HoldStore.HoldStore))
+      return yield* make({ ...options, holds, client: openai.client, limiter: openai.limiter })
+    })
   )

@@ -7,8 +7,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { HoldStore, LimiterStore, RateLimiter } from "@sluice/core"
-import { BatchOffload } from "@sluice/openai"
-import { Clock, Effect, Exit, Option, Stream } from "effect"
+import { BatchOffload, OpenAi } from "@sluice/openai"
+import { Clock, Context, Effect, Exit, Layer, Option, Stream } from "effect"
 import { toFile } from "openai"
 import { chatLine, offload, parse, recorder, runLines, scenario, simBatches, Simulator } from "./batchHarness.js"
 import { drive, makeClient } from "./harness.js"
@@ -418,4 +418,29 @@ describe("BatchOffload: holds with a lease", () => {
       expect(new Set(during.map(([, held]) => held))).toEqual(new Set([tokens]))
       expect(yield* store.held(scope)).toBe(0)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 100_000 })))))
+
+  it.effect("BatchOffload.layer takes the HoldStore in context: two offloads over one store share the limit", () =>
+    Effect.gen(function*() {
+      const client = yield* makeClient()
+      // each job is one file of 300 tokens (100 a line); the limit (400) holds one at a time
+      const offloadLayer = BatchOffload.layer({ estimate: () => 100, poll: { initial: "5 seconds", max: "1 minute" } })
+        .pipe(
+          Layer.provide(OpenAi.layerClient(client, { budgets: [BatchOffload.budget("gpt-4o-mini", 400)] })),
+          Layer.provide(LimiterStore.layerMemory)
+        )
+      const store = yield* HoldStore.makeMemory
+      const build = Effect.map(Layer.build(offloadLayer), (context) => Context.get(context, BatchOffload.BatchOffload))
+      const [a, b] = yield* Effect.provideService(Effect.all([build, build]), HoldStore.HoldStore, store)
+      const job = (service: BatchOffload.Service, prefix: string) =>
+        service.run(
+          Stream.fromIterable(ids(3, prefix).map((id) => chatLine(id, id))),
+          { ...recorder().options, job: prefix }
+        )
+      const { exit } = yield* drive(Effect.all([job(a, "a"), job(b, "b")], { concurrency: 2 }), 60_000)
+      expect(Exit.isSuccess(exit) && exit.value.map((s) => s.succeeded)).toEqual([3, 3])
+      // the second batch was created only once the first had ended and given its hold back
+      const [first, second] = [...(yield* simBatches)].sort((x, y) => x.created_at - y.created_at)
+      expect(second.created_at).toBeGreaterThanOrEqual(first.completed_at!)
+      expect(yield* store.held("batch:gpt-4o-mini")).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 })
