@@ -85,7 +85,20 @@ export class HoldStore extends Context.Tag("@sluice/core/HoldStore")<HoldStore, 
 
 const EPSILON = 1e-9
 
-/** Whether `amount` fits beside `used` in `capacity`, with the limiter's tolerance. @internal */
+/**
+ * Whether `amount` fits beside `used` in `capacity`, with the limiter's tolerance for rounding (what a store's
+ * `take` checks on each scope).
+ *
+ * @since 0.2.0
+ * @category utils
+ * @example
+ * ```ts
+ * import { HoldStore } from "@sluice/core"
+ *
+ * HoldStore.fits(60_000, 30_000, 90_000) // true
+ * HoldStore.fits(60_000, 30_001, 90_000) // false
+ * ```
+ */
 export const fits = (used: number, amount: number, capacity: number): boolean =>
   used + amount <= capacity + EPSILON * Math.max(capacity, 1)
 

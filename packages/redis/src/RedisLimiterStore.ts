@@ -727,8 +727,15 @@ export const makeWithHolds = (
       operation: string,
       scopes: ReadonlyArray<string>,
       args: ReadonlyArray<string>
-    ): Effect.Effect<string, HoldStore.HoldStoreError> =>
-      Effect.flatMap(nowArg, (now) =>
+    ): Effect.Effect<string, HoldStore.HoldStoreError> => {
+      // per-scope hash tags on a Cluster: scopes of different tags cannot be in one script (CROSSSLOT), refused
+      // typed as the buckets are
+      const mixed = checkTags ? mixedScopes([], scopes.map((scope) => ({ scope }))) : undefined
+      if (mixed !== undefined) {
+        const cause = new HashTagConflict({ operation, scopes: mixed, tags: [tagOf(mixed[0]), tagOf(mixed[1])] })
+        return Effect.fail(new HoldStore.HoldStoreError({ operation, message: cause.message, cause }))
+      }
+      return Effect.flatMap(nowArg, (now) =>
         evalScript(Scripts.scripts.holds, scopes.map(holdKey), [now, operation, ...args]).pipe(
           Effect.flatMap(({ reply }) =>
             Array.isArray(reply) && typeof reply[0] === "string"
@@ -743,6 +750,7 @@ export const makeWithHolds = (
             })
           )
         ))
+    }
     const holds: HoldStore.Service = {
       take: (id, claims, amount, leaseMillis) =>
         claims.length === 0 ? Effect.succeed(true) : Effect.map(

@@ -339,6 +339,19 @@ describe("RedisLimiterStore", () => {
       expect(error.message).toContain("tenant:42")
       expect(error.message).toContain("hash tag")
       expect((yield* Effect.flip(store.adjust(mixed)))._tag).toBe("LimiterStoreError")
+      // a hold on scopes of two tags is refused the same way (not Redis's raw CROSSSLOT)
+      const { holds } = yield* RedisLimiterStore.makeWithHolds({
+        client,
+        keyPrefix: freshPrefix(),
+        hashTag: RedisLimiterStore.byOrganization()
+      })
+      const claims = [{ scope: "org:acme", capacity: 10 }, { scope: "tenant:42", capacity: 10 }]
+      expect(yield* holds.take("h-1", claims.slice(0, 1), 5, 60_000)).toBe(true)
+      const refusedHold = yield* Effect.flip(holds.take("h-2", claims, 5, 60_000))
+      expect(refusedHold._tag).toBe("HoldStoreError")
+      expect(refusedHold.operation).toBe("take")
+      expect(refusedHold.cause).toBeInstanceOf(RedisLimiterStore.HashTagConflict)
+      expect((refusedHold.cause as RedisLimiterStore.HashTagConflict).scopes).toEqual(["org:acme", "tenant:42"])
       // a read need not be atomic: one call per tag, merged in order
       const read = yield* store.levels(mixed.map((debit) => debit.bucket), [{ scope: "tenant:42", dimension: "*" }])
       expect(read.gates).toEqual([0])
