@@ -129,6 +129,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
     60_000
   )
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live("resumes each item at the stage it reached; a done item is not sent again", () =>
     withSim(async (sim) => {
       const dir = setup(10)
@@ -170,6 +171,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
       expect(again.out()).toContain("completed: 10 items through every stage")
     }), 60_000)
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live(
     "an item that cannot be rendered is skipped (an error line, exit 1); bad input lines go to the errors file",
     () =>
@@ -191,6 +193,7 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
     60_000
   )
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live("a bad pipeline file, clashing paths: exit 2, the message says where", () =>
     withSim(async (sim) => {
       const zero = spec()

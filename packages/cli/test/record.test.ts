@@ -130,6 +130,7 @@ describe("sluice run --record", () => {
     30_000
   )
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live("refuses a record that is the output, or a file that is not a record", () =>
     Effect.gen(function*() {
       const { dir, input, run } = setup(3)
