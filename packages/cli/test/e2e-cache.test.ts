@@ -67,6 +67,7 @@ const readOutput = (path: string) =>
   )
 
 describe("sluice run --cache", () => {
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live(
     "30% repeated bodies send 70%; a rerun with --restart sends nothing; the summary says what was saved",
     () =>
@@ -107,6 +108,7 @@ describe("sluice run --cache", () => {
     60_000
   )
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live("--cache redis://…: the same, on a Redis shared by the runs", () =>
     Effect.gen(function*() {
       const server = yield* RedisServer.make()
@@ -127,6 +129,7 @@ describe("sluice run --cache", () => {
       expect((yield* Effect.promise(sent)) - before).toBe(70)
     }).pipe(Effect.scoped), 60_000)
 
+  // live: a real child process and real files (TestClock cannot drive another process)
   it.live("--cache on a file is bad usage (exit 2), and the file is left as it was", () =>
     Effect.gen(function*() {
       const input = NodePath.join(dir, "job2.jsonl")

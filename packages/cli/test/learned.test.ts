@@ -99,6 +99,7 @@ describe("sluice run: the summary's learned line", () => {
       expect(burst.per).toBeUndefined()
     }), 120_000)
 
+  // live: a real child process (TestClock cannot drive another process)
   it.live("a daily limit: the requests per day the first daily 429s taught", () =>
     Effect.gen(function*() {
       // 4 requests a day, 8 lines, no limits given: 4 pass, the others are refused for the day (they fail: the

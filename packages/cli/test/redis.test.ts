@@ -20,6 +20,7 @@ const sluice = (argv: ReadonlyArray<string>) =>
   }).pipe(Effect.provide(NodeContext.layer), Effect.exit)
 
 describe("sluice run --redis", () => {
+  // live: a real child process and a real Redis (TestClock cannot drive either)
   it.live("keeps the run's budgets on Redis and completes every line", () =>
     Effect.gen(function*() {
       const server = yield* RedisServer.make()

@@ -58,6 +58,7 @@ describe("RedisKeyValueStore", () => {
       })
     }))
 
+  // live: Redis expires keys on its own clock, which TestClock does not move
   it.live("with a ttl, Redis expires the keys it is given", () =>
     withStore((kv) =>
       Effect.gen(function*() {

@@ -134,6 +134,7 @@ describe("the openai SDK over HTTP: every error kind", () => {
     ]
   })
 
+  // live: a real HTTP server and the SDK's real fetch over a socket
   it.live("surfaces as the SDK's own error classes with status, code, type and headers", () =>
     Effect.gen(function*() {
       const { url } = yield* SimServer.serve()
