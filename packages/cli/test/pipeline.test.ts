@@ -119,9 +119,12 @@ describe("sluice pipeline run (real process, HTTP simulator)", () => {
           expect(stats.attemptsByKey[`k${i}/summary`]).toBe(1)
           expect(stats.attemptsByKey[`k${i}/vector`]).toBe(1)
         }
-        // 20 a second with a bucket of 1: at most 21 in any second
+        // 20 a second with a bucket of 1: at most 21 admitted in any second. The server stamps arrivals, not
+        // admissions: one call held up on its way (a loaded machine; it failed once at 22 in CI with the consumer
+        // test beside it) moves into the next second, hence one more. Unpaced, the 30 calls would land in well
+        // under a second.
         expect(SimStats.peak(stats, { dimension: "requests", windowMs: 1000, model: "text-embedding-3-small" }))
-          .toBeLessThanOrEqual(21)
+          .toBeLessThanOrEqual(22)
         expect(run.out()).toContain("completed: 30 items through every stage")
         expect(run.out()).toContain("binding: requests/s tenant:notes/vector in stage vector")
         expect(run.err()).toMatch(/notes \d+s \| summary \d+\/\d+/)
