@@ -61,6 +61,39 @@ describe("RateLimiter metrics", () => {
     }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
 })
 
+describe("RateLimiter metrics: the series of a limiter's labels", () => {
+  it.effect("an admission at once and one after a wait both count on the labels in force at make", () =>
+    Effect.gen(function*() {
+      const run = `labels-${Math.random().toString(36).slice(2)}`
+      const admissions = Metrics.admissions.pipe(Metric.tagged("lane", "interactive"), Metric.tagged("run", run))
+      const seconds = Metrics.waitSeconds.pipe(Metric.tagged("lane", "interactive"), Metric.tagged("run", run))
+      const limiter = yield* Effect.tagMetrics(
+        RateLimiter.make({ budgets: [Budget.make("org:labels", [Budget.Limit.perMinute("requests", 1)])] }),
+        "run",
+        run
+      )
+      // acquired from fibers without the label: the limiter's own labels decide the series
+      yield* limiter.acquire(["org:labels"], { requests: 1 })
+      expect(yield* counter(admissions)).toBe(1)
+      expect(yield* histogramCount(seconds)).toBe(1)
+      const waiting = yield* Effect.fork(limiter.acquire(["org:labels"], { requests: 1 }))
+      yield* TestClock.adjust("1 minute")
+      yield* Fiber.join(waiting)
+      expect(yield* counter(admissions)).toBe(2)
+      expect(yield* histogramCount(seconds)).toBe(2)
+      expect(yield* tryCount(limiter, run)).toBe(3)
+    }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
+})
+
+/** One more admission through `tryAcquire` (a minute later, when the bucket has refilled): the count after it. */
+const tryCount = (limiter: RateLimiter.Service, run: string) =>
+  Effect.gen(function*() {
+    yield* TestClock.adjust("1 minute")
+    const permit = yield* limiter.tryAcquire(["org:labels"], { requests: 1 })
+    expect(permit._tag).toBe("Some")
+    return yield* counter(Metrics.admissions.pipe(Metric.tagged("lane", "interactive"), Metric.tagged("run", run)))
+  })
+
 describe("RateLimiter.layerConfig", () => {
   it.effect("decodes budgets from configuration (JSON), and names the bad path", () =>
     Effect.gen(function*() {

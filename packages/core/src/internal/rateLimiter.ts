@@ -112,17 +112,6 @@ const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
   }
   return counter
 }
-/** An admission that did not wait: counted, and a zero in the wait histogram. */
-const admittedAtOnce = laneNames.map((_, i) =>
-  Effect.zipRight(
-    Effect.zipRight(
-      Metric.increment(Metric.tagged(Metrics.admissions, "lane", laneNames[i])),
-      Metric.update(Metric.tagged(Metrics.waitMillis, "lane", laneNames[i]), 0)
-    ),
-    Metric.update(Metric.tagged(Metrics.waitSeconds, "lane", laneNames[i]), 0)
-  )
-)
-const admissionsByLane = laneNames.map((lane) => Metric.tagged(Metrics.admissions, "lane", lane))
 const rejectionsByReason = {
   capacity: Metric.tagged(Metrics.rejections, "reason", "capacity"),
   deadline: Metric.tagged(Metrics.rejections, "reason", "deadline"),
@@ -542,6 +531,16 @@ export const make = (
     const labelled = (key: string, value: string) => Arr.union([MetricLabel.make(key, value)], labels)
     const admittedLabels = laneNames.map((lane) => labelled("lane", lane))
     const secondsLabels = admittedLabels.map((lane) => Arr.union([InternalMetrics.unitSeconds], lane))
+    /**
+     * An admission that did not wait: counted, and a zero in the wait histograms, on the series a waiter's admission
+     * updates (the labels in force at `make`). Updated in place: an effect per metric cost the admission path about
+     * a fifth of its throughput (`pnpm bench`).
+     */
+    const admittedAtOnce = (lane: number): void => {
+      Metrics.admissions.unsafeUpdate(1, admittedLabels[lane])
+      Metrics.waitMillis.unsafeUpdate(0, admittedLabels[lane])
+      InternalMetrics.waitSeconds.unsafeUpdate(0, secondsLabels[lane])
+    }
     const rejectedLabels = {
       capacity: labelled("reason", "capacity"),
       deadline: labelled("reason", "deadline"),
@@ -910,7 +909,8 @@ export const make = (
             // permit, and no one can arrive meanwhile.
             const answer = store.unsafeTryAcquire(prepared.debits, prepared.gates, now)
             if (answer._tag === "Admitted") {
-              return Effect.as(admittedAtOnce[lane], makePermit(prepared, now))
+              admittedAtOnce(lane)
+              return Effect.succeed(makePermit(prepared, now))
             }
             const never = neverFits(prepared, answer)
             if (never !== undefined) {
@@ -937,11 +937,9 @@ export const make = (
                   leave(waiter)
                   const admitted = makePermit(prepared, now)
                   // An interruption that arrived while the store answered lands here, and refunds it.
-                  return Effect.zipRight(
-                    admittedAtOnce[lane],
-                    restore(Effect.succeed(admitted)).pipe(
-                      Effect.onInterrupt(() => Effect.ignore(admitted.release))
-                    )
+                  admittedAtOnce(lane)
+                  return restore(Effect.succeed(admitted)).pipe(
+                    Effect.onInterrupt(() => Effect.ignore(admitted.release))
                   )
                 }
                 const never = neverFits(prepared, answer)
@@ -998,10 +996,10 @@ export const make = (
                   const never = neverFits(prepared, answer)
                   return never === undefined ? Effect.succeed(Option.none()) : Effect.fail(never)
                 })
-                : Effect.zipRight(
-                  Metric.increment(admissionsByLane[laneIndex(options?.priority)]),
-                  Effect.map(Clock.currentTimeMillis, (at) => Option.some(makePermit(prepared, at)))
-                )))
+                : Effect.map(Clock.currentTimeMillis, (at) => {
+                  Metrics.admissions.unsafeUpdate(1, admittedLabels[laneIndex(options?.priority)])
+                  return Option.some(makePermit(prepared, at))
+                })))
       })
 
     const block: Service["block"] = (scope, dimension, until) =>
