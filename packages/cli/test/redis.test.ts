@@ -4,12 +4,20 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
+import { BatchOffload, OpenAi } from "@sluice/openai"
+import { RedisLimiterStore } from "@sluice/redis"
 import * as RedisServer from "@sluice/redis/RedisServer"
+import { Scenario, SimFetch, Simulator } from "@sluice/testing"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import { Redis } from "ioredis"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import OpenAIClient from "openai"
 
 const sluice = (argv: ReadonlyArray<string>) =>
   Cli.run(["node", "sluice", ...argv], {
@@ -65,4 +73,76 @@ describe("sluice run --redis", () => {
       )
       expect(keys.some((key) => key.includes("gpt-4o-mini"))).toBe(true)
     }).pipe(Effect.scoped))
+})
+
+describe("BatchOffload on Redis", () => {
+  // live: a real redis-server (holds on its TIME); the simulator's Batch API timeline is in real milliseconds
+  // (about 1 s of wall time in all)
+  it.live(
+    "two offloads on their own connections (as two processes) share a model's enqueued-token limit through " +
+      "RedisLimiterStore.layer's holds",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* RedisServer.make()
+        const base = Scenario.tier1()
+        const scenario = { ...base, batch: { validatingMs: 0, inProgressMs: 250, perRequestMs: 0, finalizingMs: 0 } }
+        const simulator = yield* Simulator.make(scenario)
+        const fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
+        const client = new OpenAIClient({ apiKey: "sk-sim", baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
+        // each job is one file of 300 tokens (100 a line); gpt-4o-mini's queue (400) holds one at a time
+        const offload = BatchOffload.layer({ estimate: () => 100, poll: { initial: "10 millis", max: "20 millis" } })
+          .pipe(
+            Layer.provide(OpenAi.layerClient(client, { budgets: [BatchOffload.budget("gpt-4o-mini", 400)] })),
+            // each its own connection, as another process would have: `layer`, not `layerWithHolds`
+            Layer.provide(RedisLimiterStore.layer({ url: server.url, keyPrefix: "offload" }))
+          )
+        const build = Effect.map(Layer.build(offload), (context) => Context.get(context, BatchOffload.BatchOffload))
+        const [a, b] = yield* Effect.all([build, build])
+        const { holds } = yield* RedisLimiterStore.makeWithHolds({ url: server.url, keyPrefix: "offload" })
+        // while they run: how many batches the server has open at once, and what Redis holds
+        const seen = { open: 0, held: 0 }
+        const list = Effect.promise(async () => {
+          const all = []
+          for await (const batch of client.batches.list({ limit: 100 })) all.push(batch)
+          return all
+        })
+        const sampler = yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+          const open = (yield* list).filter((x) => !["completed", "failed", "expired", "cancelled"].includes(x.status))
+          const held = yield* Effect.orDie(holds.held("batch:gpt-4o-mini"))
+          seen.open = Math.max(seen.open, open.length)
+          seen.held = Math.max(seen.held, held)
+          yield* Effect.sleep("5 millis")
+        })))
+        const job = (service: BatchOffload.Service, prefix: string) => {
+          const results: Array<string> = []
+          return Effect.map(
+            service.run(
+              Stream.fromIterable([0, 1, 2].map((i) =>
+                JSON.stringify({
+                  custom_id: `${prefix}-${i}`,
+                  method: "POST",
+                  url: "/v1/chat/completions",
+                  body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `hi ${i}` }], max_tokens: 8 }
+                })
+              )),
+              { job: prefix, onResult: (r) => Effect.sync(() => void results.push(r.customId)) }
+            ),
+            (summary) => ({ summary, results })
+          )
+        }
+        const [ra, rb] = yield* Effect.all([job(a, "a"), job(b, "b")], { concurrency: 2 })
+        yield* Fiber.interrupt(sampler)
+        expect([ra.summary.succeeded, rb.summary.succeeded]).toEqual([3, 3])
+        expect([...ra.results, ...rb.results].sort()).toEqual(["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"])
+        // one batch open at a time (two in memory holds would run both at once), its 300 tokens held on Redis
+        expect(seen.open).toBe(1)
+        expect(seen.held).toBe(300)
+        expect(yield* holds.held("batch:gpt-4o-mini")).toBe(0)
+        const batches = yield* list
+        expect(batches).toHaveLength(2)
+        const [first, second] = [...batches].sort((x, y) => x.created_at - y.created_at)
+        expect(second.created_at).toBeGreaterThanOrEqual(first.completed_at!)
+      }).pipe(Effect.scoped),
+    30_000
+  )
 })

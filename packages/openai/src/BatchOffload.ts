@@ -627,8 +627,9 @@ export const make: (options: Options) => Effect.Effect<Service, BatchOffloadConf
 /**
  * The offload as a layer over the `OpenAi` service in context: its SDK client and its limiter (give the
  * enqueued-token budgets in `OpenAi.Options.budgets`). Its holds are `options.holds`, else the `HoldStore` in
- * context if there is one (offloads, or processes on one Redis, over the same store share the queue), else a
- * store in memory of this offload only.
+ * context if there is one (offloads, or processes on one Redis, over the same store share the queue:
+ * `RedisLimiterStore.layer` of `@sluice/redis` gives one on Redis beside its `LimiterStore`), else a store in
+ * memory of this offload only.
  *
  * @since 0.2.0
  * @category layers

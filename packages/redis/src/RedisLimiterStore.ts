@@ -811,7 +811,10 @@ export const layerWithHolds = (
   )
 
 /**
- * The store as a layer.
+ * The store as a layer, with a `HoldStore` on the same connection (as {@link layerWithHolds}): a store on Redis
+ * is there to be shared between processes, and so are the holds an offload takes beside it (the Batch API's
+ * enqueued-token limit is the organization's), so `BatchOffload.layer()` over this layer holds on Redis. (Until
+ * 0.2.0 this layer gave the `LimiterStore` only, and an offload over it held in its own memory, silently.)
  *
  * @since 0.1.0
  * @category layers
@@ -828,12 +831,11 @@ export const layerWithHolds = (
  */
 export const layer = (
   options: RedisLimiterStore.Options = {}
-): Layer.Layer<LimiterStore.LimiterStore, RedisStoreConfigError> =>
-  Layer.scoped(LimiterStore.LimiterStore, make(options))
+): Layer.Layer<LimiterStore.LimiterStore | HoldStore.HoldStore, RedisStoreConfigError> => layerWithHolds(options)
 
 /**
- * The store as a layer, its URL read from configuration (`REDIS_URL` by default, held `Redacted` so a
- * password in it never reaches a log); the other options as given.
+ * The store as a layer (with its `HoldStore`, as {@link layer}), its URL read from configuration (`REDIS_URL` by
+ * default, held `Redacted` so a password in it never reaches a log); the other options as given.
  *
  * @since 0.1.0
  * @category layers
@@ -841,8 +843,5 @@ export const layer = (
 export const layerConfig = (
   options: Omit<RedisLimiterStore.Options, "url" | "client"> = {},
   url: Config.Config<Redacted.Redacted<string>> = Config.redacted("REDIS_URL")
-): Layer.Layer<LimiterStore.LimiterStore, RedisStoreConfigError | ConfigError.ConfigError> =>
-  Layer.scoped(
-    LimiterStore.LimiterStore,
-    Effect.flatMap(url, (url) => make({ ...options, url }))
-  )
+): Layer.Layer<LimiterStore.LimiterStore | HoldStore.HoldStore, RedisStoreConfigError | ConfigError.ConfigError> =>
+  Layer.unwrapEffect(Effect.map(url, (url) => layerWithHolds({ ...options, url })))
