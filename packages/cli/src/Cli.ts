@@ -875,15 +875,23 @@ const pipelineWorkerHandler =
       const body = Effect.gen(function*() {
         // each pipeline with its own executor (its stages' budgets), all on the one Redis
         const executors = yield* Effect.forEach(specs, (spec) =>
-          Effect.tap(
+          Effect.flatMap(
             pipelineExecutor(connectTo, spec),
-            (executor) => Effect.mapError(Distributed.work({ spec, sender: executor, redis }), usage)
+            (executor) =>
+              Effect.map(
+                Effect.mapError(Distributed.work({ spec, sender: executor, redis }), usage),
+                (working) => ({ executor, working })
+              )
           ))
         yield* Console.error(
           `sluice: worker ready (pid ${process.pid}): pipeline ${specs.map((spec) => spec.name).join(", ")}`
         )
         yield* env.stop
-        yield* Effect.forEach(executors, (executor) => executor.cancel("Signal", "stopped by a signal"))
+        // the calls cancelled now fail with a stop of this worker's own: their jobs go back to the queues
+        yield* Effect.forEach(
+          executors,
+          ({ executor, working }) => Effect.zipRight(working.stopping, executor.cancel("Signal", "stopped by a signal"))
+        )
       })
       yield* options.speed !== 1 && Option.isSome(options.simulate)
         ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(body, options.speed))

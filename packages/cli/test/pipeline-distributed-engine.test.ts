@@ -4,6 +4,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { type BulkRunner, type Pipeline, PipelineFile } from "@sluice/openai"
 import * as RedisServer from "@sluice/redis/RedisServer"
+import { Queue as BullQueue } from "bullmq"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -50,6 +51,12 @@ const writeInput = (dir: string) => {
   return input
 }
 const lines = (path: string) => NodeFs.readFileSync(path, "utf8").split("\n").filter((l) => l.length > 0)
+const ids = (n: number) => Array.from({ length: n }, (_, i) => `k${i}`).sort()
+const answer = (request: BulkRunner.Request): BulkRunner.Response => ({
+  statusCode: 200,
+  requestId: null,
+  body: { choices: [{ text: String(request.body["prompt"]) }] }
+})
 
 describe("distributed engine (BullMQ, in process)", () => {
   // live: BullMQ's polling and locks are wall time
@@ -131,4 +138,193 @@ describe("distributed engine (BullMQ, in process)", () => {
       })),
     60_000
   )
+
+  // live: BullMQ's polling, pause and delays are wall time
+  it.live(
+    "a failure with stop in a worker stops the run (the item, stage and kind named), pauses the queues for every worker; the rerun resumes, each item once",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const redis = (yield* RedisServer.make()).url
+        const pipeline = yield* spec("quota")
+        const n = 40
+        let topped = false
+        const calls: Array<string> = []
+        // 20 ms a call; k5's second stage meets an exhausted quota until topped up; k3's first a content policy
+        const sender: PipelineFile.Sender<"quota" | "policy"> = {
+          execute: (request) =>
+            Effect.zipRight(
+              Effect.sleep("20 millis"),
+              Effect.suspend(() => {
+                calls.push(request.customId)
+                if (request.customId === "k5/b" && !topped) return Effect.fail("quota" as const)
+                if (request.customId === "k3/a") return Effect.fail("policy" as const)
+                return Effect.succeed(answer(request))
+              })
+            ),
+          describe: (error) =>
+            error === "quota"
+              ? { kind: "QuotaExhausted", code: "insufficient_quota", message: "You exceeded your quota", stop: true }
+              : { kind: "ContentPolicy", code: "content_policy_violation", message: "refused", statusCode: 400 }
+        }
+        // two workers: the one that meets the failure stops the other too
+        yield* Distributed.work({ spec: pipeline, sender, redis })
+        yield* Distributed.work({ spec: pipeline, sender, redis })
+        const dir = tmp()
+        const input = NodePath.join(dir, "in.jsonl")
+        NodeFs.writeFileSync(
+          input,
+          Array.from({ length: n }, (_, i) => JSON.stringify({ key: `k${i}`, text: `t${i}` }) + "\n").join("")
+        )
+        const output = NodePath.join(dir, "out.jsonl")
+        const runOnce = PipelineFile.run({
+          spec: pipeline,
+          sender,
+          engine: Distributed.engine(pipeline, redis, output),
+          input,
+          output
+        }).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "hung" }))
+
+        const stopped = yield* runOnce
+        expect(stopped.outcome).toBe("stopped")
+        expect(stopped.stoppedBy).toMatchObject({
+          _tag: "StageError",
+          id: "k5",
+          stage: "b",
+          kind: "QuotaExhausted",
+          code: "insufficient_quota"
+        })
+        expect(stopped.stop).toBe("QuotaExhausted in stage b (item k5): You exceeded your quota")
+        expect(lines(output).map((l) => JSON.parse(l).custom_id)).not.toContain("k5")
+        // no worker takes another job: the queues are paused (for every worker), the calls under way were the last
+        const { hostname, port } = new URL(redis)
+        const paused = yield* Effect.promise(() =>
+          Promise.all(["stage-a", "stage-b"].map(async (name) => {
+            const queue = new BullQueue(name, {
+              connection: { host: hostname, port: Number(port) },
+              prefix: "sluice-pipeline-quota"
+            })
+            const isPaused = await queue.isPaused()
+            await queue.close()
+            return isPaused
+          }))
+        )
+        expect(paused).toEqual([true, true])
+        yield* Effect.sleep("100 millis")
+        const before = calls.length
+        yield* Effect.sleep("300 millis")
+        expect(calls.length).toBe(before)
+        expect(before).toBeLessThan(2 * n)
+
+        topped = true
+        const resumed = yield* runOnce
+        expect(resumed.outcome).toBe("completed-with-failures")
+        const out = lines(output).map((l) => JSON.parse(l))
+        expect(out.map((l) => l.custom_id).sort()).toEqual(ids(n))
+        // a skipped item's line carries the sender's code and status, as in one process
+        expect(out.find((l) => l.custom_id === "k3").error).toEqual({
+          stage: "a",
+          kind: "ContentPolicy",
+          code: "content_policy_violation",
+          message: "refused",
+          status_code: 400
+        })
+        // nothing done twice: every stage once an item, k5's second stage again after the stop
+        const counts = new Map<string, number>()
+        for (const call of calls) counts.set(call, (counts.get(call) ?? 0) + 1)
+        expect([...counts].filter(([call, count]) => count !== (call === "k5/b" ? 2 : 1))).toEqual([])
+        expect(counts.size).toBe(2 * n - 1)
+      })),
+    60_000
+  )
+
+  // live: as above
+  it.live(
+    "Ctrl-C: the coordinator stops at once; a worker stopped by its signal gives its jobs back and the rerun goes on",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const redis = (yield* RedisServer.make()).url
+        const pipeline = yield* spec("signal")
+        // the first worker's calls in stage a hang until its signal cancels them (as the executor's cancel does)
+        const cancelled = yield* Deferred.make<never, "signal">()
+        const hung: Array<string> = []
+        const hanging: PipelineFile.Sender<"signal"> = {
+          execute: (request) =>
+            request.customId.endsWith("/a")
+              ? Effect.zipRight(Effect.sync(() => hung.push(request.customId)), Deferred.await(cancelled))
+              : Effect.succeed(answer(request)),
+          describe: () => ({ kind: "Signal", code: "signal", message: "stopped by a signal", stop: true })
+        }
+        const first = yield* Scope.make()
+        const working = yield* Scope.extend(Distributed.work({ spec: pipeline, sender: hanging, redis }), first)
+        const dir = tmp()
+        const input = writeInput(dir)
+        const output = NodePath.join(dir, "out.jsonl")
+        const signal = yield* Deferred.make<void>()
+        const coordinator = yield* Effect.fork(PipelineFile.run({
+          spec: pipeline,
+          sender: hanging,
+          engine: Distributed.engine(pipeline, redis, output),
+          input,
+          output,
+          stop: Deferred.await(signal)
+        }))
+        // its stage's 4 workers hang; a second worker does the rest
+        while (hung.length < 4) yield* Effect.sleep("20 millis")
+        const { calls, sender } = echo()
+        yield* Distributed.work({ spec: pipeline, sender, redis })
+        while (!NodeFs.existsSync(output) || lines(output).length < N - 4) yield* Effect.sleep("20 millis")
+        // Ctrl-C: the coordinator does not wait for the items under way
+        yield* Deferred.succeed(signal, void 0)
+        const stopped = yield* Fiber.join(coordinator).pipe(
+          Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "the coordinator waited for the hung items" })
+        )
+        expect(stopped.outcome).toBe("stopped")
+        expect(stopped.notDone).toBe(4)
+        // the rerun starts; then the first worker gets its signal: its calls fail with its own stop, their jobs go
+        // back to the queue for the other worker, and the run goes on
+        const rerun = yield* Effect.fork(PipelineFile.run({
+          spec: pipeline,
+          sender,
+          engine: Distributed.engine(pipeline, redis, output),
+          input,
+          output
+        }))
+        yield* working.stopping
+        yield* Deferred.fail(cancelled, "signal")
+        yield* Scope.close(first, Exit.void)
+        const resumed = yield* Fiber.join(rerun).pipe(
+          Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "hung" })
+        )
+        expect(resumed.outcome).toBe("completed")
+        expect(resumed.stoppedBy).toBeUndefined()
+        expect(lines(output).map((l) => JSON.parse(l).custom_id).sort()).toEqual(ids(N))
+        // the second worker did the hung calls again, once each
+        expect(hung.length).toBe(4)
+        expect(calls.filter((call) => hung.includes(call))).toHaveLength(4)
+      })),
+    60_000
+  )
+})
+
+describe("distributed run file", () => {
+  it.effect("<output>.run.json is in the path checks, and a file there that is not a run file is left alone", () =>
+    Effect.gen(function*() {
+      const pipeline = yield* spec("paths")
+      const { sender } = echo()
+      const dir = tmp()
+      const input = writeInput(dir)
+      const output = NodePath.join(dir, "out.jsonl")
+      const runFile = Distributed.runPath(output)
+      expect(runFile).toBe(NodePath.join(dir, "out.run.json"))
+      // nothing listens there: both runs stop before any connection
+      const engine = Distributed.engine(pipeline, "redis://127.0.0.1:1", output)
+      const clash = yield* Effect.flip(
+        PipelineFile.run({ spec: pipeline, sender, engine, input, output, errors: runFile })
+      )
+      expect(clash).toMatchObject({ _tag: "BulkPathError", reason: "same-file", path: runFile })
+      NodeFs.writeFileSync(runFile, "my notes\n")
+      const foreign = yield* Effect.flip(PipelineFile.run({ spec: pipeline, sender, engine, input, output }))
+      expect(foreign).toMatchObject({ _tag: "BulkPathError", reason: "not-output", path: runFile })
+      expect(NodeFs.readFileSync(runFile, "utf8")).toBe("my notes\n")
+    }))
 })

@@ -6,16 +6,19 @@
 // not on the processes' start-up, so a loaded machine slows both phases alike. Five worker processes: the test
 // itself 32 s at load 7.6 on 2 cores (49 s at load 9-13 with the coordinators as processes), hence the timeout.
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Cli } from "@sluice/cli"
 import { BulkExecutor, PipelineFile } from "@sluice/openai"
 import * as RedisServer from "@sluice/redis/RedisServer"
 import { SimStats } from "@sluice/testing"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import * as Distributed from "../src/internal/distributed.js"
-import { collect, type Sim, sluiceEntry, startSim } from "./helpers.js"
+import { capture, collect, type Sim, sluiceEntry, startSim } from "./helpers.js"
 
 let entry = ""
 beforeAll(async () => {
@@ -215,4 +218,36 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
       })),
     180_000
   )
+})
+
+describe("sluice pipeline run --workers (in process)", () => {
+  it.effect("pipeline run --workers N without --redis: a UsageError (exit 2) that says what to add", () =>
+    Effect.gen(function*() {
+      const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-pipeline-usage-"))
+      const file = NodePath.join(dir, "p.json")
+      NodeFs.writeFileSync(
+        file,
+        JSON.stringify({
+          name: "usage",
+          stages: [{ name: "a", url: "/v1/completions", body: { model: "m", prompt: "{{text}}" } }]
+        })
+      )
+      const input = NodePath.join(dir, "in.jsonl")
+      NodeFs.writeFileSync(input, JSON.stringify({ custom_id: "a", text: "t" }) + "\n")
+      const result = yield* capture([
+        "pipeline",
+        "run",
+        file,
+        "--input",
+        input,
+        "--output",
+        NodePath.join(dir, "out.jsonl"),
+        "--workers",
+        "2"
+      ])
+      const error = Exit.isFailure(result.exit) ? Cause.squash(result.exit.cause) : undefined
+      expect(error).toBeInstanceOf(Cli.UsageError)
+      expect((error as Cli.UsageError).message).toContain("give --redis URL too")
+      expect(NodeFs.existsSync(NodePath.join(dir, "out.jsonl"))).toBe(false)
+    }))
 })

@@ -178,6 +178,44 @@ export class MissingField extends Schema.TaggedError<MissingField>("@sluice/open
 ) {}
 
 /**
+ * An item's failure in a stage, as the stages' sender described it (`kind`, `code`, `message`), where the error
+ * itself is not at hand, for instance because a worker on another machine ran the stage. A run that a failure
+ * with `stop` ended (an exhausted quota, a refused key, an outage) names it in {@link Summary}'s `stoppedBy`; an
+ * {@link Engine}'s outcomes stream fails with it to stop the run, and carries it as a skipped outcome's `error`.
+ *
+ * @since 0.2.0
+ * @category errors
+ * @example
+ * ```ts
+ * import { PipelineFile } from "@sluice/openai"
+ *
+ * const stopped = new PipelineFile.StageError({
+ *   id: "brief-7",
+ *   stage: "render",
+ *   kind: "QuotaExhausted",
+ *   code: "insufficient_quota",
+ *   message: "You exceeded your current quota"
+ * })
+ * stopped.toString() // QuotaExhausted in stage render (item brief-7): You exceeded your current quota
+ * ```
+ */
+export class StageError extends Schema.TaggedError<StageError>("@sluice/openai/PipelineFile/StageError")(
+  "StageError",
+  {
+    id: Schema.String,
+    stage: Schema.String,
+    kind: Schema.String,
+    code: Schema.String,
+    message: Schema.String,
+    statusCode: Schema.optional(Schema.Number)
+  }
+) {
+  override toString(): string {
+    return `${this.kind} in stage ${this.stage} (item ${this.id}): ${this.message}`
+  }
+}
+
+/**
  * How the stages send: an executor's `execute` and `describe` (`BulkExecutor.make`'s).
  *
  * @since 0.2.0
@@ -287,6 +325,8 @@ export interface Summary {
   readonly outcome: BulkRunner.Outcome
   /** Why it stopped early. */
   readonly stop: string | undefined
+  /** The failure with `stop` that ended the run, if one did: the item, the stage and the error's kind (since 0.2.0). */
+  readonly stoppedBy?: StageError | undefined
   /** Items with a line in the output before this run. */
   readonly alreadyDone: number
   /** Of those, the lines recording a failure. */
@@ -362,22 +402,25 @@ export interface Delivery {
 
 /**
  * Runs the stages somewhere else (workers on other machines, behind a distributed queue): it takes the items
- * not yet in the output and hands back every one's outcome, the stream ending once each has one. `restart`: the
- * run starts over (drop what the engine holds of earlier runs).
+ * not yet in the output and hands back every one's outcome, the stream ending once each has one, or failing with
+ * a {@link StageError} when a failure with `stop` ends the run (resumable). `restart`: the run starts over (drop
+ * what the engine holds of earlier runs). `paths`: the files it keeps beside the output (since 0.2.0), checked with
+ * the run's own before anything is written, so that no two name one file.
  *
  * @since 0.2.0
  * @category models
  */
 export interface Engine {
+  readonly paths?: ReadonlyArray<{ readonly role: string; readonly path: string }> | undefined
   readonly start: (
     items: Stream.Stream<Pipeline.Item<Carry>, BulkRunner.BulkFileError>,
     options: { readonly restart: boolean }
   ) => Effect.Effect<
     {
-      readonly outcomes: Stream.Stream<Delivery, BulkRunner.BulkFileError>
+      readonly outcomes: Stream.Stream<Delivery, BulkRunner.BulkFileError | StageError>
       readonly stats?: Effect.Effect<Pipeline.Stats> | undefined
     },
-    BulkRunner.BulkFileError,
+    BulkRunner.BulkFileError | BulkRunner.BulkPathError,
     Scope.Scope
   >
 }

@@ -8,12 +8,18 @@
  * acknowledging it; the run's id is kept beside the output, so a resume continues the run and a new output (or
  * `--restart`) starts a new one.
  *
+ * A failure no item gets past (`stop`: an exhausted quota, a refused key, an outage) pauses the pipeline's stage
+ * queues (BullMQ's pause holds for every worker: none takes another job), puts the job back (delayed, not counted
+ * as an attempt) and sends a stop to the run's outcomes queue, on which the coordinator's outcomes stream fails with
+ * a `PipelineFile.StageError` naming the item, the stage and the kind: the run ends "stopped" (exit 3). The next
+ * coordinator of the pipeline resumes the queues.
+ *
  * @internal
  */
 import type * as PipelineFileModule from "@sluice/openai"
 import { PipelineFile } from "@sluice/openai"
 import type { Pipeline } from "@sluice/openai"
-import type { BulkRunner } from "@sluice/openai"
+import { BulkRunner } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
@@ -26,12 +32,44 @@ import * as NodeFs from "node:fs"
 type Spec = PipelineFileModule.PipelineFile.Spec
 type Carry = PipelineFileModule.PipelineFile.Carry
 
+/** How an item failed in a stage, as the worker's sender described it. */
+interface Described {
+  readonly stage: string
+  readonly kind: string
+  readonly code?: string | undefined
+  readonly message: string
+  readonly statusCode?: number | undefined
+}
+
 /** What a job carries: the run, the item and, on the outcomes queue, how it ended. */
 interface JobData {
   readonly run: string
   readonly id: string
   readonly carry: Carry
-  readonly skipped?: { readonly stage: string; readonly kind: string; readonly message: string } | undefined
+  readonly skipped?: Described | undefined
+}
+
+/** On the outcomes queue, a job of this name stops the run: a failure no item gets past. */
+const STOP = "stop"
+interface StopData {
+  readonly run: string
+  readonly id: string
+  readonly stopped: Described
+}
+
+const stageError = (id: string, failure: Described) =>
+  new PipelineFile.StageError({
+    id,
+    stage: failure.stage,
+    kind: failure.kind,
+    code: failure.code ?? failure.kind,
+    message: failure.message,
+    ...(failure.statusCode === undefined ? {} : { statusCode: failure.statusCode })
+  })
+
+/** What the coordinator's outcomes stream is fed: an outcome to write, or why the run stops. */
+type Message = PipelineFileModule.PipelineFile.Delivery | {
+  readonly error: BulkRunner.BulkFileError | PipelineFileModule.PipelineFile.StageError
 }
 
 /** BullMQ, or a usage message saying how to get it. */
@@ -68,27 +106,46 @@ const prefixOf = (spec: Spec) => `sluice-pipeline-${spec.name}`
  * still holds, so a redelivered job adds nothing twice within the run, and a later run (its own id) adds anew.
  */
 const jobId = (run: string, id: string) => `${run}-item-${encodeURIComponent(id)}`
+/** The run's stop: one at a time (BullMQ ignores a second add), removed by the run's next coordinator. */
+const stopId = (run: string) => `${run}-stop`
+
+/** `<output>.run.json` (the `.jsonl` extension dropped first): where a distributed run keeps its id. */
+export const runPath = (output: string): string =>
+  `${output.endsWith(".jsonl") ? output.slice(0, -".jsonl".length) : output}.run.json`
 
 /**
  * The run's id, kept beside the output (`<output>.run.json`, with the output's inode): the same on a resume into the
- * same output, a new one on `--restart`, into a new output, or once the output was deleted (a new file).
+ * same output, a new one on `--restart`, into a new output, or once the output was deleted (a new file). A file
+ * there that is not a run file (not `{"run", "inode"}`) is never overwritten: the run does not start.
  */
-const runIdFor = (output: string, restart: boolean): Effect.Effect<string> =>
-  Effect.sync(() => {
-    const ext = output.endsWith(".jsonl") ? output.slice(0, -".jsonl".length) : output
-    const path = `${ext}.run.json`
+const runIdFor = (output: string, restart: boolean): Effect.Effect<string, BulkRunner.BulkPathError> =>
+  Effect.suspend(() => {
+    const path = runPath(output)
     const inode = NodeFs.existsSync(output) ? NodeFs.statSync(output).ino : -1
-    if (!restart) {
+    if (NodeFs.existsSync(path)) {
+      let kept: { run?: unknown; inode?: unknown } | undefined
       try {
-        const kept = JSON.parse(NodeFs.readFileSync(path, "utf8")) as { run?: unknown; inode?: unknown }
-        if (typeof kept.run === "string" && /^[a-z0-9]+$/.test(kept.run) && kept.inode === inode) return kept.run
+        kept = JSON.parse(NodeFs.readFileSync(path, "utf8")) as { run?: unknown; inode?: unknown }
       } catch {
-        // none yet, or unreadable: a new run
+        kept = undefined
       }
+      const ours = typeof kept === "object" && kept !== null && typeof kept.run === "string" &&
+        /^[a-z0-9]+$/.test(kept.run) && typeof kept.inode === "number"
+      if (!ours) {
+        return Effect.fail(
+          new BulkRunner.BulkPathError({
+            reason: "not-output",
+            path,
+            message: `${path} is not a run file of a distributed pipeline (expected {"run", "inode"}): refusing to ` +
+              "overwrite it; move it away, or give another --output"
+          })
+        )
+      }
+      if (!restart && kept!.inode === inode) return Effect.succeed(kept!.run as string)
     }
     const run = NodeCrypto.randomBytes(6).toString("hex")
     NodeFs.writeFileSync(path, JSON.stringify({ run, inode }) + "\n")
-    return run
+    return Effect.succeed(run)
   })
 
 /** How long a job's lock lasts without renewal: a killed worker's jobs go back to the queue after about this. */
@@ -100,22 +157,42 @@ const defaultJobOptions = { attempts: 1_000, backoff: { type: "exponential", del
 const closing = <A extends { close: () => Promise<void> }>(make: () => A) =>
   Effect.acquireRelease(Effect.sync(make), (resource) => Effect.promise(() => resource.close()))
 
+/** A stage's job, as its processor sees it. */
+interface StageJob {
+  readonly data: JobData
+  readonly moveToDelayed: (timestamp: number, token?: string) => Promise<void>
+}
+
+/** How soon a job put back by a stop is due again (BullMQ's pause holds it until a coordinator resumes the queues). */
+const STOP_DELAY_MS = 1_000
+
+/**
+ * A worker in this process, listening: `stopping` tells it that it is being stopped (a signal), so the failures
+ * with `stop` that follow are its own (its calls cancelled), not the pipeline's: their jobs go back to the queues for
+ * other workers, and the run goes on.
+ */
+export interface Working {
+  readonly stopping: Effect.Effect<void>
+}
+
 /** The worker: every stage's BullMQ worker in this process, listening once it returns, until the scope closes. */
 export const work = <E>(options: {
   readonly spec: Spec
   readonly sender: PipelineFileModule.PipelineFile.Sender<E>
   readonly redis: string
-}): Effect.Effect<void, string, Scope.Scope> =>
+}): Effect.Effect<Working, string, Scope.Scope> =>
   Effect.gen(function*() {
-    const { Queue: BullQueue, Worker } = yield* load
+    const { DelayedError, Queue: BullQueue, Worker } = yield* load
     const { spec } = options
     const connection = connectionOf(options.redis)
     const prefix = prefixOf(spec)
     const names = queueNames(spec)
-    const queues = yield* Effect.forEach(
-      names.slice(1),
+    const all = yield* Effect.forEach(
+      names,
       (name) => closing(() => new BullQueue(name, { connection, prefix, defaultJobOptions }))
     )
+    const queues = all.slice(1)
+    let stopping = false
     // each run's outcomes queue, opened on its first outcome, closed with the worker
     const outcomeQueues = new Map<string, InstanceType<typeof BullQueue>>()
     yield* Effect.addFinalizer(() =>
@@ -134,8 +211,8 @@ export const work = <E>(options: {
     const workers = yield* Effect.forEach(spec.stages, (stage, k) => {
       const run = PipelineFile.stageRun(spec, k, options.sender)
       const last = k === spec.stages.length - 1
-      const processor = (job: { readonly data: JobData }) =>
-        Runtime.runPromise(runtime)(
+      const processor = async (job: StageJob, token?: string): Promise<void> => {
+        const outcome = await Runtime.runPromise(runtime)(
           Effect.gen(function*() {
             const { carry, id } = job.data
             const runId = job.data.run
@@ -144,28 +221,46 @@ export const work = <E>(options: {
               const next = last ? outcomesOf(runId) : queues[k]!
               const data: JobData = { run: runId, id, carry: exit.value }
               yield* Effect.promise(() => next.add("item", data, { jobId: jobId(runId, id) }))
-              return
+              return undefined
             }
             const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-            // a failure no item gets past (stop), or a defect: the job fails and is retried later, by any worker
-            if (failure === undefined || decide(failure) === "fail") return yield* Effect.failCause(exit.cause)
+            // a defect, or this worker being stopped: the job fails and is retried later, by any worker
+            if (failure === undefined || (stopping && decide(failure) === "fail")) {
+              return yield* Effect.failCause(exit.cause)
+            }
             const described = failure instanceof PipelineFile.MissingField
-              ? { kind: "MissingField", message: failure.message }
+              ? { kind: "MissingField", code: "missing_field", message: failure.message }
               : options.sender.describe(failure as E)
-            yield* Effect.promise(() =>
-              outcomesOf(runId).add(
-                "item",
-                {
-                  run: runId,
-                  id,
-                  carry,
-                  skipped: { stage: stage.name, kind: described.kind, message: described.message }
-                } satisfies JobData,
-                { jobId: jobId(runId, id) }
+            const failed: Described = {
+              stage: stage.name,
+              kind: described.kind,
+              code: described.code,
+              message: described.message,
+              ...(described.statusCode === undefined ? {} : { statusCode: described.statusCode })
+            }
+            if (decide(failure) === "fail") {
+              // a failure no item gets past: no worker takes another job of the pipeline, the run stops, and the
+              // job waits in its queue for the rerun (not counted as an attempt)
+              yield* Effect.promise(() => Promise.all(all.map((queue) => queue.pause())))
+              yield* Effect.promise(() =>
+                outcomesOf(runId).add(STOP, { run: runId, id, stopped: failed } satisfies StopData, {
+                  jobId: stopId(runId)
+                })
               )
+              yield* Effect.promise(() => job.moveToDelayed(Date.now() + STOP_DELAY_MS, token))
+              return "put back" as const
+            }
+            yield* Effect.promise(() =>
+              outcomesOf(runId).add("item", { run: runId, id, carry, skipped: failed } satisfies JobData, {
+                jobId: jobId(runId, id)
+              })
             )
+            return undefined
           })
         )
+        // BullMQ's way of saying the job was moved (to delayed) by its processor: not a failure, not an attempt
+        if (outcome === "put back") throw new DelayedError()
+      }
       return closing(() =>
         new Worker(names[k]!, processor, {
           connection,
@@ -178,6 +273,7 @@ export const work = <E>(options: {
       )
     })
     yield* Effect.forEach(workers, (worker) => Effect.promise(() => worker.waitUntilReady()), { discard: true })
+    return { stopping: Effect.sync(() => (stopping = true)) }
   })
 
 /**
@@ -185,9 +281,12 @@ export const work = <E>(options: {
  * back the outcomes from the run's outcomes queue, each acknowledged once written. An item counts as delivered by
  * its id, whatever the order: an outcome of an earlier coordinator of the same run (dead before writing it) may come
  * before its item is read again, and that item is then not added again. Once every item is delivered, the run's
- * jobs are removed from the queues.
+ * jobs are removed from the queues. A stop on the outcomes queue fails the outcomes stream with its
+ * `PipelineFile.StageError`; a coordinator starting resumes the pipeline's queues (paused by a stop) and drops a stop
+ * an earlier coordinator of the run left.
  */
 export const engine = (spec: Spec, redis: string, output: string): PipelineFileModule.PipelineFile.Engine => ({
+  paths: [{ role: "run file", path: runPath(output) }],
   start: (items, { restart }) =>
     Effect.gen(function*() {
       const { Queue: BullQueue, Worker } = yield* Effect.orDie(load)
@@ -208,9 +307,12 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
       )
       const first = stages[0]!
       const outcomesQueue = yield* closing(() => new BullQueue(outcomesName(run), { connection, prefix }))
+      // a rerun after a stop: the stop is over (the job that stopped the run is in its queue, put back)
+      yield* Effect.promise(() => outcomesQueue.remove(stopId(run)).catch(() => 0))
+      yield* Effect.forEach(stages, (queue) => Effect.promise(() => queue.resume()), { discard: true })
       const window = spec.stages.reduce((n, s) => n + (s.queue ?? s.concurrency * 2) + s.concurrency, 0) * 4
       const permits = yield* Effect.makeSemaphore(window)
-      const deliveries = yield* Queue.unbounded<PipelineFileModule.PipelineFile.Delivery | "end">()
+      const deliveries = yield* Queue.unbounded<Message | "end">()
       /** Read from the input and not yet delivered. */
       const pending = new Set<string>()
       /** Pending and holding a permit (added to the first queue). */
@@ -226,14 +328,27 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
       const runtime = yield* Effect.runtime<never>()
       // closed without waiting for an outcome under way (its line not written when the run stops): its lock runs
       // out and the next coordinator of the run gets it again
-      yield* Effect.acquireRelease(
+      const outcomesWorker = yield* Effect.acquireRelease(
         Effect.sync(() =>
-          new Worker(outcomesName(run), (job: { readonly data: JobData }) =>
+          new Worker(outcomesName(run), (job: { readonly name: string; readonly data: JobData | StopData }) =>
             Runtime.runPromise(runtime)(Effect.gen(function*() {
-              const { carry, id, skipped } = job.data
+              // a stop: the run ends once its job is completed (below), so that the rerun finds it done
+              if (job.name === STOP) {
+                return
+              }
+              const { carry, id, skipped } = job.data as JobData
               const outcome: Pipeline.Outcome<Carry> = skipped === undefined
                 ? { _tag: "Done", id, value: carry, resumed: false }
-                : { _tag: "Skipped", ...skipped, id, attempts: 1, error: undefined, resumed: false }
+                : {
+                  _tag: "Skipped",
+                  id,
+                  stage: skipped.stage,
+                  kind: skipped.kind,
+                  message: skipped.message,
+                  attempts: 1,
+                  error: stageError(id, skipped),
+                  resumed: false
+                }
               const written = yield* Effect.makeLatch(false)
               yield* Queue.offer(deliveries, { outcome, ack: written.open })
               yield* written.await
@@ -259,6 +374,11 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
             worker.close(true)
           )
       )
+      outcomesWorker.on("completed", (job: { readonly name: string; readonly data: JobData | StopData }) => {
+        if (job.name === STOP && "stopped" in job.data) {
+          deliveries.unsafeOffer({ error: stageError(job.data.id, job.data.stopped) })
+        }
+      })
       yield* Effect.forkScoped(
         Stream.runForEach(items, (item) =>
           Effect.suspend(() => {
@@ -278,7 +398,7 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
           })).pipe(
             Effect.tap(() => Effect.sync(() => (inputEnded = true, early.clear()))),
             Effect.zipRight(finishIfDone),
-            Effect.catchAll((error) => Queue.offer(deliveries, { error } as never))
+            Effect.catchAll((error) => Queue.offer(deliveries, { error }))
           )
       )
       // the run is over: its jobs go (a later run has its own ids); left as they are when the run stops early
@@ -290,10 +410,8 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
         await outcomesQueue.obliterate({ force: true })
       })
       const outcomes = Stream.fromQueue(deliveries).pipe(
-        Stream.takeWhile((d): d is PipelineFileModule.PipelineFile.Delivery => d !== "end"),
-        Stream.mapEffect((d) =>
-          "error" in d ? Effect.fail((d as unknown as { error: BulkRunner.BulkFileError }).error) : Effect.succeed(d)
-        ),
+        Stream.takeWhile((d): d is Message => d !== "end"),
+        Stream.mapEffect((d) => "error" in d ? Effect.fail(d.error) : Effect.succeed(d)),
         Stream.concat(Stream.execute(cleanUp))
       )
       return { outcomes }

@@ -16,7 +16,7 @@ import { BulkFileError, BulkInputError, BulkPathError } from "../BulkRunner.js"
 import type * as BulkRunner from "../BulkRunner.js"
 import * as Pipeline from "../Pipeline.js"
 import type * as PipelineFile from "../PipelineFile.js"
-import { MissingField, PipelineFileError } from "../PipelineFile.js"
+import { MissingField, PipelineFileError, StageError } from "../PipelineFile.js"
 import * as Files from "./bulkFiles.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -302,7 +302,8 @@ export const run = <E>(
       ...(options.errors === undefined ? [] : [{ role: "errors file", path: options.errors }]),
       { role: "checkpoints file", path: checkpointsFile },
       { role: "lock file", path: Files.lockPath(options.output) },
-      ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }])
+      ...(options.errors === undefined ? [] : [{ role: "errors lock file", path: Files.lockPath(options.errors) }]),
+      ...(options.engine?.paths ?? [])
     ])
     if (collision !== undefined) return yield* Effect.fail(pathError(collision))
     yield* Effect.mapError(Files.acquireLock(options.output), (e) =>
@@ -386,6 +387,7 @@ export const run = <E>(
     }
 
     let stop: string | undefined
+    let stoppedBy: StageError | undefined
     const items = Files.lines(options.input).pipe(
       Stream.mapError(fileError),
       Stream.mapChunksEffect((chunk) =>
@@ -422,8 +424,11 @@ export const run = <E>(
         })
       } else {
         failed++
+        // a StageError: described where the stage ran (a worker elsewhere)
         const described = outcome.error === undefined || outcome.error instanceof MissingField
           ? undefined
+          : outcome.error instanceof StageError
+          ? outcome.error
           : options.sender.describe(outcome.error as E)
         const kind = described?.kind ?? outcome.kind
         failuresByKind[kind] = (failuresByKind[kind] ?? 0) + 1
@@ -455,7 +460,12 @@ export const run = <E>(
         })),
         (r) => ({ outcomes: Stream.map(r.outcomes, (outcome) => ({ outcome, ack: Effect.void })), stats: r.stats })
       )
-      : yield* options.engine.start(items, { restart: options.restart === true })
+      : yield* Effect.map(options.engine.start(items, { restart: options.restart === true }), (r) => ({
+        ...r,
+        // the stages run elsewhere: a signal ends the run now (an outcome not yet written stays with the engine,
+        // for the rerun), not once the items under way come back
+        outcomes: options.stop === undefined ? r.outcomes : Stream.interruptWhen(r.outcomes, options.stop)
+      }))
     const written = new Set<string>()
     const deliver = ({ ack, outcome }: PipelineFile.Delivery) =>
       // a delivery again (a queue engine's redelivery after a crash) is acknowledged, never written twice
@@ -465,9 +475,20 @@ export const run = <E>(
     yield* Stream.runForEach(running.outcomes, deliver).pipe(
       Effect.catchAll((error): Effect.Effect<void, BulkFileError> => {
         if (error instanceof BulkFileError) return Effect.fail(error)
-        if (error instanceof Pipeline.StageFailed) {
-          const described = options.sender.describe(error.error as E)
-          stop = `${described.kind} in stage ${error.stage} (item ${error.id}): ${described.message}`
+        if (error instanceof Pipeline.StageFailed || error instanceof StageError) {
+          if (error instanceof StageError) stoppedBy = error
+          else {
+            const described = options.sender.describe(error.error as E)
+            stoppedBy = new StageError({
+              id: error.id,
+              stage: error.stage,
+              kind: described.kind,
+              code: described.code,
+              message: described.message,
+              ...(described.statusCode === undefined ? {} : { statusCode: described.statusCode })
+            })
+          }
+          stop = stoppedBy.toString()
           return Effect.void
         }
         if (error instanceof Pipeline.PipelineStoreError) {
@@ -489,6 +510,7 @@ export const run = <E>(
     return {
       outcome,
       stop: stop ?? (notDone > 0 ? "stopped before every item was done" : undefined),
+      stoppedBy,
       alreadyDone,
       alreadyFailed,
       succeeded,
