@@ -11,9 +11,9 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { BulkExecutor, BulkRunner } from "@sluice/openai"
-import { SimConfig, SimFetch, Simulator } from "@sluice/testing"
-import { Effect, Exit, Redacted } from "effect"
-import { drive, sum } from "./harness.js"
+import { SimConfig, SimFetch, Simulator, VirtualTime } from "@sluice/testing"
+import { Clock, Effect, Exit, Redacted } from "effect"
+import { sum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const POOL = "org:default/pool:gpt-4o-mini"
@@ -46,9 +46,12 @@ describe("BulkExecutor: a requests-bound server without rate-limit headers", () 
             max_tokens: 16
           }
         }))
-        const { endedAt, exit } = yield* drive(
-          Effect.forEach(lines, (line) => executor.execute(line), { concurrency: WORKERS })
+        // virtual time stepped by @sluice/testing's driver (the harness's `drive` waits three real timer turns a step)
+        const exit = yield* VirtualTime.run(
+          Effect.exit(Effect.forEach(lines, (line) => executor.execute(line), { concurrency: WORKERS })),
+          { seed: "sluice-tests" }
         )
+        const endedAt = yield* Clock.currentTimeMillis
         expect(Exit.isSuccess(exit)).toBe(true)
         const stats = yield* Simulator.stats
         const rejected = stats.byStatus["429"] ?? 0
