@@ -202,6 +202,12 @@ const runOptions = {
     Options.withDescription("Batch API: poll a batch first after this (then x1.5, up to 5 min)"),
     Options.withDefault("10s")
   ),
+  batchLease: Options.text("batch-lease").pipe(
+    Options.withDescription(
+      "Batch API: a batch's enqueued-token hold lapses this long after its run's last renewal (renewed every third)"
+    ),
+    Options.withDefault("2m")
+  ),
   redis: optional(
     Options.text("redis"),
     "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
@@ -473,6 +479,7 @@ const runBody = (env: Environment, options: RunOptions) =>
         cancel: options.cancel,
         restart: options.restart,
         poll: batchPollMs,
+        lease: options.batchLease,
         report: (text) => Console.error(`sluice: ${text}`)
       }).pipe(Effect.mapError((e) => usage(e.message)))
     }

@@ -8,6 +8,7 @@ import * as Fiber from "effect/Fiber"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import * as Batch from "../src/internal/batch.js"
 import { capture, startSim, writeChatInput } from "./helpers.js"
 
 const line = (id: string, model: string, content: string, url = "/v1/chat/completions") =>
@@ -77,6 +78,17 @@ const setup = (
 
 const chat = (n: number) =>
   Array.from({ length: n }, (_, i) => line(`id-${i}`, i % 2 === 0 ? "gpt-4o-mini" : "gpt-4o", `question ${i}`))
+
+describe("the batches' ETA in the progress line", () => {
+  it("at the rate lines came back so far; unknown before any; nothing with no line in a batch", () => {
+    // 1,000 lines back in 10 minutes: the 3,000 in batches need 30 more
+    expect(Batch.etaText(3_000, 1_000, 600_000)).toBe("ETA ≈ 30.0 min at the rate so far")
+    expect(Batch.etaText(10, 20, 1_000)).toBe("ETA ≈ 1s at the rate so far")
+    expect(Batch.etaText(3_000, 0, 600_000)).toBe("ETA ? (none back yet; a batch ends within its 24 h window)")
+    expect(Batch.etaText(3_000, 5, 0)).toContain("ETA ?")
+    expect(Batch.etaText(0, 1_000, 600_000)).toBeUndefined()
+  })
+})
 
 describe("sluice run --via (in process, embedded simulator)", () => {
   // live: `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the
@@ -219,6 +231,8 @@ describe("sluice run --via (in process, embedded simulator)", () => {
         const bad = yield* capture(job.args("--via", "batch"))
         expect(String(bad.exit._tag === "Failure" && bad.exit.cause)).toMatch(/enqueuedTokens/)
         const fresh = setup(chat(2))
+        const lease = yield* capture(fresh.args("--via", "batch", "--batch-lease", "0s"))
+        expect(String(lease.exit._tag === "Failure" && lease.exit.cause)).toContain("--batch-lease: cannot parse")
         const cancel = yield* capture(fresh.args("--cancel"))
         expect(cancel.exitCode).toBe(3)
         expect(cancel.out).toContain("--cancel: no batch state")

@@ -7,6 +7,7 @@
  */
 import type { HoldStore, RateLimiter } from "@sluice/core"
 import { BatchOffload, BulkRunner, Pricing, Tiers, TokenEstimator } from "@sluice/openai"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Stream from "effect/Stream"
@@ -14,6 +15,7 @@ import * as NodeFs from "node:fs"
 import * as NodeReadline from "node:readline"
 import type OpenAI from "openai"
 import * as Plan from "../Plan.js"
+import { parseMillis } from "./duration.js"
 import type { LimitsFile } from "./limits.js"
 import { poolLimitsOf } from "./limits.js"
 
@@ -289,10 +291,24 @@ const statusOrder = [
   "failed"
 ]
 
+/**
+ * The ETA of the lines in batches, for the progress line: at the rate lines have come back from batches since
+ * this run's first batch (`elapsedMs` ago); with none back yet, unknown, within the Batch API's 24-hour window.
+ * Nothing when no line is in a batch.
+ */
+export const etaText = (inBatches: number, back: number, elapsedMs: number): string | undefined => {
+  if (inBatches <= 0) return undefined
+  if (back <= 0 || !(elapsedMs > 0)) return "ETA ? (none back yet; a batch ends within its 24 h window)"
+  return `ETA ≈ ${Plan.formatMinutes((inBatches * elapsedMs) / back / 60_000)} at the rate so far`
+}
+
 /** What `sluice run` needs of the offload: the runner's `Offload`, the progress text and the summary. */
 export interface Batch {
   readonly offload: BulkRunner.Offload
-  /** `batches: 2 in_progress, 1 completed; lines 4,000 in batches, 6,000 done` (or nothing before any batch). */
+  /**
+   * `batches: 2 in_progress, 1 completed; lines 4,000 in batches, 6,000 back; ETA ≈ 12.0 min at the rate so far`
+   * (or nothing before any batch).
+   */
   readonly progress: Effect.Effect<string | undefined>
   /** The summary's batch lines, once the run has ended. */
   readonly summary: Effect.Effect<ReadonlyArray<string>>
@@ -330,14 +346,27 @@ export const make = (options: {
   /** `--restart`: start a new job (the caller has checked no batch of the old one is open). */
   readonly restart: boolean
   readonly poll: number
+  /** `--batch-lease`: how long a batch's hold outlives its run's last renewal (a duration, e.g. `2m`). */
+  readonly lease: string
   readonly report: (text: string) => Effect.Effect<void>
 }): Effect.Effect<Batch, BatchOffload.BatchOffloadConfigError> =>
   Effect.map(
-    BatchOffload.make({
-      client: options.client,
-      limiter: options.limiter,
-      holds: options.holds,
-      poll: { initial: options.poll, max: Math.max(options.poll, 300_000) }
+    Effect.suspend(() => {
+      const lease = parseMillis(options.lease)
+      return lease === undefined || !(lease > 0)
+        ? Effect.fail(
+          new BatchOffload.BatchOffloadConfigError({
+            option: "lease",
+            message: `--batch-lease: cannot parse ${JSON.stringify(options.lease)} (a duration above zero, e.g. 2m)`
+          })
+        )
+        : BatchOffload.make({
+          client: options.client,
+          limiter: options.limiter,
+          holds: options.holds,
+          lease,
+          poll: { initial: options.poll, max: Math.max(options.poll, 300_000) }
+        })
     }),
     (service) => {
       let state: BatchOffload.State | undefined
@@ -450,11 +479,19 @@ export const make = (options: {
         return { text, inBatches }
       }
 
-      const progress = Effect.sync(() => {
-        if (state === undefined || state.batches.length === 0) return undefined
-        const { inBatches, text } = counts()
-        return `batches: ${text}; lines ${n(inBatches)} in batches, ${n(delivered.succeeded + delivered.failed)} back`
-      })
+      /** When this run first saw a batch (the ETA's rate is of the lines back since). */
+      let since: number | undefined
+      const progress = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          if (state === undefined || state.batches.length === 0) return undefined
+          since ??= now
+          const { inBatches, text } = counts()
+          const back = delivered.succeeded + delivered.failed
+          const eta = etaText(inBatches, back, now - since)
+          return `batches: ${text}; lines ${n(inBatches)} in batches, ${n(back)} back${
+            eta === undefined ? "" : `; ${eta}`
+          }`
+        }))
 
       const summaryLines = Effect.sync(() => {
         const rows: Array<string> = []
