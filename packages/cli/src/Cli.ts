@@ -531,7 +531,9 @@ const runBody = (env: Environment, options: RunOptions) =>
       return yield* runWith(Batch.holdBack(requeue), false)
     })
     const summary = yield* passes.pipe(
-      Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer))
+      Effect.ensuring(renderer === undefined ? Effect.void : Fiber.interrupt(renderer)),
+      // a run refused (a path or lock, an unreadable input) still ends its record's segment
+      Effect.tapError((error) => recorder === undefined ? Effect.void : Effect.ignore(recorder.refused(error.message)))
     )
     if (recorder !== undefined) {
       const sim = simulatorStats === undefined ? undefined : yield* simulatorStats

@@ -4,6 +4,7 @@
  * the report's embedded data against the record.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { BulkRunner } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FastCheck from "effect/FastCheck"
@@ -155,6 +156,16 @@ describe("sluice run --record", () => {
       const refused = yield* run(notRecord)
       expect(String(refused.exit)).toContain("is not a run record")
       expect(NodeFs.readFileSync(notRecord, "utf8")).toBe("my notes\n")
+      // a run refused after its segment began (its output locked by another run) still ends the segment
+      const record = NodePath.join(dir, "locked.record.jsonl")
+      const locked = yield* Effect.scoped(
+        Effect.zipRight(BulkRunner.lock(NodePath.join(dir, "out.jsonl")), run(record))
+      )
+      expect(String(locked.exit)).toContain("lock")
+      const entries = yield* Record.read(record)
+      expect(entries.map((e) => e.type)).toEqual(["run", "second", "end"])
+      expect(entries.at(-1)).toMatchObject({ type: "end", outcome: "refused", total: 0 })
+      expect((entries.at(-1) as Record.EndEntry).reason).toContain("lock")
     }), 30_000)
 
   it.effect("reading: a line that is not an entry is named; a torn last line is skipped", () =>

@@ -16,7 +16,7 @@ export interface LimitEvidence {
   readonly atLimitShare: number
   /** Calls queued at the limiter: the most at once, and the mean while at the limit. */
   readonly peakQueued: number
-  /** The most reserved in one window (a minute for per-minute limits), and that plus the queue's cost. */
+  /** The most reserved in one window (a minute for per-minute limits), and the most demanded (see `compute`). */
   readonly peakUsed: number
   readonly peakDemand: number
   /** The limit that would have taken the peak demand with 20% to spare (two significant digits, rounded up). */
@@ -48,8 +48,42 @@ const roundUp2 = (n: number): number => {
 
 const day = (t: number) => new Date(t).toISOString().slice(0, 10)
 
-/** The evidence of the records' entries (several records' entries concatenated: each starts with its `run`). */
+/** Calls `f(index, share)` for each window of `windowMs` the span `[from, to]` covers, with the share of it there. */
+const spread = (from: number, to: number, windowMs: number, f: (index: number, share: number) => void) => {
+  if (!(to > from)) return f(Math.floor(to / windowMs), 1)
+  for (let index = Math.floor(from / windowMs); index * windowMs < to; index++) {
+    const overlap = Math.min(to, (index + 1) * windowMs) - Math.max(from, index * windowMs)
+    if (overlap > 0) f(index, overlap / (to - from))
+  }
+}
+
+/**
+ * The mean latency (ms) of the calls answered in the records: exact from `latencyMs` where a second has it, else
+ * from the histogram (each bucket's geometric middle); `undefined` when nothing was answered.
+ */
+const meanLatency = (seconds: ReadonlyArray<Record.SecondEntry>): number | undefined => {
+  let count = 0
+  let total = 0
+  for (const s of seconds) {
+    const n = s.latency.reduce((a, [, k]) => a + k, 0)
+    count += n
+    total += s.latencyMs ?? s.latency.reduce((a, [b, k]) => a + k * (b < 0 ? 0.5 : 2 ** ((b + 0.5) / 4)), 0)
+  }
+  return count === 0 ? undefined : total / count
+}
+
+/**
+ * The evidence of the records' entries (several records' entries concatenated: each starts with its `run`).
+ *
+ * Demand, the units the runs would have sent without the limit: in a second with calls queued at the limiter,
+ * by Little's law the lines in flight (each a worker: sent or waiting) over the mean latency of an answered call,
+ * times the scope's share of the calls and its mean cost per call (never below what was reserved); in a second
+ * with nothing queued, what was reserved. A record without latencies (nothing answered) falls back to the units
+ * reserved in the window plus the most calls queued in it times the mean cost. Each sample's figures are spread
+ * over the windows the time it covers falls in (a starved run samples less often than every second).
+ */
 export const compute = (entries: ReadonlyArray<Record.Entry>) => {
+  type Window = { used: number; queued: number; demand: number }
   const limits = new Map<string, {
     scope: string
     dimension: string
@@ -59,8 +93,8 @@ export const compute = (entries: ReadonlyArray<Record.Entry>) => {
     atLimitMs: number
     peakQueued: number
     perDay: globalThis.Record<string, number>
-    /** reserved and calls per window index */
-    windows: Map<number, { used: number; queued: number }>
+    /** the samples of this limit's bucket: when, the time covered, reserved, queued and in flight */
+    samples: Array<{ t: number; span: number; used: number; queued: number; inFlight: number }>
     calls: number
     units: number
   }>()
@@ -70,12 +104,16 @@ export const compute = (entries: ReadonlyArray<Record.Entry>) => {
     if (m === undefined) models.set(name, m = { rateLimited: 0, lines: [] })
     return m
   }
+  const seconds: Array<Record.SecondEntry> = []
+  let admitted = 0
   let retriedAfter429 = 0
   let previous: number | undefined
   for (const entry of entries) {
     if (entry.type === "run") previous = entry.t
     if (entry.type === "line") model(entry.model ?? "unknown").lines.push(entry)
     if (entry.type !== "second") continue
+    seconds.push(entry)
+    admitted += entry.admitted
     const span = Math.max(0, entry.t - (previous ?? entry.t))
     previous = entry.t
     for (const [name, kinds] of Object.entries(entry.rateLimited)) {
@@ -97,7 +135,7 @@ export const compute = (entries: ReadonlyArray<Record.Entry>) => {
             atLimitMs: 0,
             peakQueued: 0,
             perDay: {},
-            windows: new Map(),
+            samples: [],
             calls: 0,
             units: 0
           }
@@ -111,20 +149,32 @@ export const compute = (entries: ReadonlyArray<Record.Entry>) => {
       l.units += used
       l.calls += entry.reserved[scope]?.requests ?? 0
       if (used > 0) l.perDay[day(entry.t)] = (l.perDay[day(entry.t)] ?? 0) + used
-      const index = Math.floor(entry.t / windowMs)
-      const w = l.windows.get(index) ?? { used: 0, queued: 0 }
-      w.used += used
-      w.queued = Math.max(w.queued, entry.queued)
-      l.windows.set(index, w)
+      l.samples.push({ t: entry.t, span, used, queued: entry.queued, inFlight: entry.inFlight })
     }
   }
+  const latency = meanLatency(seconds)
   const byLimit: Array<LimitEvidence> = Array.from(limits.values()).map((l) => {
     const perCall = l.calls === 0 ? 0 : l.units / l.calls
+    const share = admitted === 0 ? 0 : Math.min(1, l.calls / admitted)
+    const windows = new Map<number, Window>()
+    for (const s of l.samples) {
+      const littles = latency === undefined || !(latency > 0) || s.queued === 0
+        ? 0
+        : (s.inFlight * share * perCall * s.span) / latency
+      const demand = Math.max(s.used, littles)
+      spread(s.t - s.span, s.t, l.windowMs, (index, part) => {
+        const w = windows.get(index) ?? { used: 0, queued: 0, demand: 0 }
+        w.used += s.used * part
+        w.demand += demand * part
+        w.queued = Math.max(w.queued, s.queued)
+        windows.set(index, w)
+      })
+    }
     let peakUsed = 0
     let peakDemand = 0
-    for (const w of l.windows.values()) {
+    for (const w of windows.values()) {
       peakUsed = Math.max(peakUsed, w.used)
-      peakDemand = Math.max(peakDemand, w.used + w.queued * perCall)
+      peakDemand = Math.max(peakDemand, latency === undefined ? w.used + w.queued * perCall : w.demand)
     }
     return {
       scope: l.scope,
@@ -165,7 +215,7 @@ export const markdown = (evidence: ReturnType<typeof compute>): string => {
   return [
     "# Rate-limit increase: evidence from sluice run records",
     "",
-    "| scope | limit | current | time at the limit | peak used in a window | peak demand (used + queued) | peak queue | requested |",
+    "| scope | limit | current | time at the limit | peak used in a window | peak demand in a window (without the limit) | peak queue | requested |",
     "|---|---|---:|---:|---:|---:|---:|---:|",
     ...rows.map((l) =>
       `| ${l.scope} | ${l.limit} | ${n(l.amount)} | ${pct(l.atLimitShare)} | ${n(l.peakUsed)} | ${n(l.peakDemand)} | ${

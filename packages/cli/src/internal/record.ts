@@ -60,6 +60,8 @@ export const SecondEntry = Schema.Struct({
   errors: Counts,
   retries: Counts,
   latency: Schema.Array(Schema.Tuple(Schema.Number, Schema.Number)),
+  /** The sum of those latencies (ms): their exact mean, which the histogram gives within a bucket. */
+  latencyMs: Schema.optional(Schema.Number),
   reserved: Schema.Record({ key: Schema.String, value: Counts }),
   inFlight: Schema.Number,
   queued: Schema.Number,
@@ -100,7 +102,9 @@ export const EndEntry = Schema.Struct({
   wallMs: Schema.Number,
   tokensReserved: Schema.Number,
   tokensUsed: Schema.Number,
-  simulator: Schema.optional(Schema.Struct({ byStatus: Counts, byCode: Counts }))
+  simulator: Schema.optional(Schema.Struct({ byStatus: Counts, byCode: Counts })),
+  /** Why a run ended before its summary (outcome `refused`: a path or lock refused, the input unreadable). */
+  reason: Schema.optional(Schema.String)
 })
 
 /** An entry of a run record. */
@@ -225,6 +229,7 @@ interface Window {
   errors: Record<string, number>
   retries: Record<string, number>
   latency: Map<number, number>
+  latencyMs: number
   reserved: Record<string, Record<string, number>>
 }
 
@@ -237,6 +242,7 @@ const emptyWindow = (): Window => ({
   errors: {},
   retries: {},
   latency: new Map(),
+  latencyMs: 0,
   reserved: {}
 })
 
@@ -268,6 +274,8 @@ export interface Recorder {
     summary: BulkRunner.Summary,
     simulator?: { readonly byStatus: Record<string, number>; readonly byCode: Record<string, number> }
   ) => Effect.Effect<void, RecordError>
+  /** Ends the segment of a run that failed before its summary: an `end` entry of outcome `refused`, nothing done. */
+  readonly refused: (reason: string) => Effect.Effect<void, RecordError>
 }
 
 /**
@@ -320,6 +328,7 @@ export const make = (options: {
         errors: w.errors,
         retries: w.retries,
         latency: Array.from(w.latency).sort((a, b) => a[0] - b[0]),
+        latencyMs: Math.round(w.latencyMs),
         reserved: w.reserved,
         inFlight: stats.inFlight,
         queued: snapshot === undefined ? 0 : snapshot.waiting.interactive + snapshot.waiting.background,
@@ -371,6 +380,7 @@ export const make = (options: {
             }
             case "Succeeded":
               w.succeeded++
+              w.latencyMs += event.latencyMillis
               w.latency.set(
                 latencyBucket(event.latencyMillis),
                 (w.latency.get(latencyBucket(event.latencyMillis)) ?? 0) + 1
@@ -411,31 +421,13 @@ export const make = (options: {
             })))
       })
 
-    const end: Recorder["end"] = (summary, simulator) =>
+    /** Stops the sampler, writes the last (partial) second and the `end` entry, and syncs the file. */
+    const close = (entry: (t: number) => EndEntry) =>
       Effect.zipRight(
         Effect.zipRight(Fiber.interrupt(sampler), flush),
         Effect.flatMap(Clock.currentTimeMillis, (t) =>
           Effect.zipRight(
-            write([{
-              type: "end",
-              t,
-              outcome: summary.outcome,
-              total: summary.total,
-              succeeded: summary.succeeded,
-              failed: summary.failed,
-              failuresByKind: summary.failuresByKind,
-              invalid: summary.invalid,
-              alreadyDone: summary.alreadyDone,
-              notDone: summary.notDone,
-              waits: summary.waits,
-              waitMs: Math.round(summary.waitMs),
-              rateLimited: summary.rateLimited,
-              retries: summary.retries,
-              wallMs: summary.wallMs,
-              tokensReserved: summary.tokensReserved,
-              tokensUsed: summary.tokensUsed,
-              ...(simulator === undefined ? {} : { simulator })
-            }]),
+            write([entry(t)]),
             Effect.try({
               try: () => NodeFs.fsyncSync(fd),
               catch: (cause) =>
@@ -444,5 +436,49 @@ export const make = (options: {
           ))
       )
 
-    return { onEvent, execute, end }
+    const refused: Recorder["refused"] = (reason) =>
+      close((t) => ({
+        type: "end",
+        t,
+        outcome: "refused",
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        failuresByKind: {},
+        invalid: 0,
+        alreadyDone: 0,
+        notDone: 0,
+        waits: 0,
+        waitMs: 0,
+        rateLimited: 0,
+        retries: 0,
+        wallMs: t - start,
+        tokensReserved: 0,
+        tokensUsed: 0,
+        reason
+      }))
+
+    const end: Recorder["end"] = (summary, simulator) =>
+      close((t) => ({
+        type: "end",
+        t,
+        outcome: summary.outcome,
+        total: summary.total,
+        succeeded: summary.succeeded,
+        failed: summary.failed,
+        failuresByKind: summary.failuresByKind,
+        invalid: summary.invalid,
+        alreadyDone: summary.alreadyDone,
+        notDone: summary.notDone,
+        waits: summary.waits,
+        waitMs: Math.round(summary.waitMs),
+        rateLimited: summary.rateLimited,
+        retries: summary.retries,
+        wallMs: summary.wallMs,
+        tokensReserved: summary.tokensReserved,
+        tokensUsed: summary.tokensUsed,
+        ...(simulator === undefined ? {} : { simulator })
+      }))
+
+    return { onEvent, execute, end, refused }
   })
