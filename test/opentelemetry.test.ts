@@ -54,6 +54,7 @@ describe("OpenTelemetry (in-memory exporters)", () => {
         const a = span.attributes
         expect(span.kind).toBe(2) // SpanKind.CLIENT
         expect(a["gen_ai.operation.name"]).toBe("chat")
+        expect(a["openai.api.type"]).toBe("chat_completions")
         expect(a["gen_ai.provider.name"]).toBe("openai")
         expect(a["gen_ai.request.model"]).toBe("gpt-4o-mini")
         expect(typeof a["gen_ai.response.model"]).toBe("string")
@@ -150,14 +151,20 @@ describe("OpenTelemetry (in-memory exporters)", () => {
     Effect.gen(function*() {
       const chunks = yield* VirtualTime.run(
         Effect.flatMap(OpenAi.OpenAi, (openai) =>
-          Stream.runCollect(openai.chat.completions.stream({
-            model: "gpt-4o-mini",
-            messages: [{ role: "user", content: "[req:stream] Tell a short story." }],
-            max_tokens: 120
-          })))
+          Effect.zipLeft(
+            Stream.runCollect(openai.chat.completions.stream({
+              model: "gpt-4o-mini",
+              messages: [{ role: "user", content: "[req:stream] Tell a short story." }],
+              max_tokens: 120
+            })),
+            openai.responses.create({ model: "gpt-4o-mini", input: "[req:responses] Hello.", max_output_tokens: 16 })
+          ))
       ).pipe(Effect.provide(OpenAiOnSimulator))
       expect(Chunk.size(chunks)).toBeGreaterThan(1)
-      const [span] = streamSpans.getFinishedSpans().filter((span) => span.name === "chat gpt-4o-mini")
+      const [span, responses] = streamSpans.getFinishedSpans().filter((span) => span.name === "chat gpt-4o-mini")
+      // a Responses call is operation `chat` too; `openai.api.type` tells them apart
+      expect(span.attributes["openai.api.type"]).toBe("chat_completions")
+      expect(responses.attributes["openai.api.type"]).toBe("responses")
       expect(span.attributes["gen_ai.provider.name"]).toBe("openai")
       expect(span.attributes["sluice.decision"]).toBe("ok")
       expect(span.attributes["gen_ai.usage.output_tokens"]).toBeGreaterThan(0)

@@ -277,8 +277,14 @@ export const make = (options: CircuitBreaker.Options = {}): Effect.Effect<Circui
     ): Effect.Effect<A> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const out: Array<internal.Transition> = []
+        // a key's first call sets its state gauge (closed), so the series is there before any transition
+        const fresh = !keys.has(key)
         const a = f(get(key), now, out)
-        return Effect.as(report(key, out), a)
+        const reported = report(key, out)
+        return Effect.as(
+          fresh ? Effect.zipRight(Metric.set(stateGauge.pipe(Metric.tagged("key", key)), 0), reported) : reported,
+          a
+        )
       })
 
     const info = (key: string): Effect.Effect<Info> =>

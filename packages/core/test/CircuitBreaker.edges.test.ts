@@ -244,6 +244,25 @@ describe("CircuitBreaker edges", () => {
       expect(yield* read).toBe(0)
     }))
 
+  it.scoped("a key's state gauge is there (0, closed) from its first call, before any transition", () =>
+    Effect.gen(function*() {
+      const key = "gauge-first-call"
+      const series = Effect.map(
+        Metric.snapshot,
+        (pairs) =>
+          pairs.filter((pair) =>
+            pair.metricKey.name === "sluice_breaker_state" &&
+            pair.metricKey.tags.some((tag) => tag.key === "key" && tag.value === key)
+          )
+      )
+      const breaker = yield* CircuitBreaker.make({ consecutiveFailures: 3 })
+      expect(yield* series).toHaveLength(0)
+      yield* breaker.withBreaker(key, Effect.void)
+      const [pair] = yield* series
+      expect(pair?.metricState).toMatchObject({ value: 0 })
+      expect((yield* breaker.info(key)).state).toBe("Closed")
+    }))
+
   it.effect("the metrics keep their published names", () =>
     Effect.gen(function*() {
       yield* Metric.update(CircuitBreaker.transitionsTotal.pipe(Metric.tagged("key", "names")), 1)

@@ -560,7 +560,13 @@ export const make = (
           "sluice.pool": call.pool,
           "sluice.scopes": call.scopes,
           "sluice.lane": call.lane,
-          "sluice.tokens.estimate": request.estimate.tokens
+          "sluice.tokens.estimate": request.estimate.tokens,
+          // OpenTelemetry's OpenAI conventions: both are operation `chat`; this attribute tells them apart
+          ...(request.path === "/responses"
+            ? { "openai.api.type": "responses" }
+            : request.path === "/chat/completions"
+            ? { "openai.api.type": "chat_completions" }
+            : {})
         }
       }
     })
