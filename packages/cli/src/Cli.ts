@@ -38,6 +38,7 @@ import * as Evidence from "./internal/evidence.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, readJson, unknownModels } from "./internal/limits.js"
 import * as Record from "./internal/record.js"
 import * as Report from "./internal/report.js"
+import * as Telemetry from "./internal/telemetry.js"
 import * as Plan from "./Plan.js"
 
 /**
@@ -243,6 +244,20 @@ const runOptions = {
   progress: Options.choice("progress", ["auto", "line", "log", "off"]).pipe(
     Options.withDescription("Progress display: live line on a terminal, log lines otherwise (auto)"),
     Options.withDefault("auto")
+  ),
+  otlp: optional(
+    Options.text("otlp"),
+    "Export the run's traces and metrics over OTLP/HTTP (JSON) to this URL (e.g. http://localhost:4318); needs " +
+      "@effect/opentelemetry"
+  ),
+  metricsPort: optional(
+    Options.integer("metrics-port"),
+    "Serve the run's metrics for Prometheus at http://<metrics-host>:N/metrics while it lasts; needs " +
+      "@effect/opentelemetry, @opentelemetry/exporter-prometheus and @opentelemetry/sdk-metrics"
+  ),
+  metricsHost: Options.text("metrics-host").pipe(
+    Options.withDescription("The interface --metrics-port listens on"),
+    Options.withDefault("127.0.0.1")
   )
 } as const
 
@@ -367,11 +382,19 @@ const connect = (
   })
 
 const runHandler = (env: Environment) => (options: RunOptions) =>
-  Effect.scoped(
-    options.speed !== 1 && Option.isSome(options.simulate) && options.speed > 0 && Number.isFinite(options.speed)
-      ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(runBody(env, options), options.speed))
-      : runBody(env, options)
-  )
+  Effect.flatMap(
+    Telemetry.layer({
+      otlp: Option.getOrUndefined(options.otlp),
+      metricsPort: Option.getOrUndefined(options.metricsPort),
+      metricsHost: options.metricsHost
+    }),
+    (telemetry) =>
+      Effect.scoped(
+        options.speed !== 1 && Option.isSome(options.simulate) && options.speed > 0 && Number.isFinite(options.speed)
+          ? Effect.flatMap(testing, ({ SimClock }) => SimClock.withSpeed(runBody(env, options), options.speed))
+          : runBody(env, options)
+      ).pipe(Effect.provide(telemetry))
+  ).pipe(Effect.catchIf(Predicate.isString, (message) => Effect.fail(usage(message))))
 
 const runBody = (env: Environment, options: RunOptions) =>
   Effect.gen(function*() {
