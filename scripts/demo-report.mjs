@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The README's report screenshot: the demo run (`pnpm demo`) with `--record`, `sluice report --html`, and a
-// headless Chromium screenshot of the page to docs/report.png. Needs `chromium` (scripts/ensure-chromium.mjs).
+// The README's report screenshot: the demo run (`pnpm demo`) with `--record`, `sluice report --html --evidence`
+// (the evidence to .sluice-tmp/demo/evidence.md), and a headless Chromium screenshot of the page to docs/report.png.
+// Needs `chromium` (scripts/ensure-chromium.mjs).
 import { execFileSync } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -41,7 +42,9 @@ try {
 } catch (error) {
   if (error.status !== 1) throw error // 1: some lines failed, as the demo's faults make them
 }
-sluice(["report", record, "--html", html])
+// the limit-increase evidence of the same record (the README shows it)
+const evidence = NodePath.join(dir, "evidence.md")
+sluice(["report", record, "--html", html, "--evidence", evidence])
 const profile = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-chromium-"))
 const png = NodePath.join(root, "docs", "report.png")
 NodeFs.mkdirSync(NodePath.dirname(png), { recursive: true })
@@ -54,3 +57,4 @@ execFileSync(process.env.SLUICE_CHROMIUM ?? "chromium", [
 ], { stdio: "ignore" })
 NodeFs.rmSync(profile, { recursive: true, force: true })
 console.log(`screenshot: ${NodePath.relative(root, png)}`)
+console.log(NodeFs.readFileSync(evidence, "utf8"))
