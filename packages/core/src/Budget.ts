@@ -286,6 +286,15 @@ export const Budgets = Schema.Array(Budget).pipe(
 )
 
 /**
+ * The issues of a configuration that does not decode, each with its path (`[0].limits[1].amount`): the `issues`
+ * of {@link BudgetConfigError} and of the other configuration errors of Sluice (routing files, pipeline files).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export const ConfigIssues = Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+
+/**
  * Budgets failed to decode. `issues` lists every problem with its path (`[0].limits[1].amount`), and
  * the message has one line a problem.
  *
@@ -295,13 +304,11 @@ export const Budgets = Schema.Array(Budget).pipe(
 export class BudgetConfigError
   extends Schema.TaggedError<BudgetConfigError>("@sluice/core/BudgetConfigError")("BudgetConfigError", {
     source: Schema.String,
-    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+    issues: ConfigIssues
   })
 {
   override get message(): string {
-    return `invalid budgets in ${this.source}:\n${
-      this.issues.map((issue) => `  ${issue.path || "(root)"}: ${issue.message}`).join("\n")
-    }`
+    return `invalid budgets in ${this.source}:\n${formatIssues(this.issues)}`
   }
 }
 
@@ -337,6 +344,25 @@ export const issuesOf: (
     readonly concise?: boolean | undefined
   }
 ) => Array<{ path: string; message: string }> = parseIssues.issuesOf
+
+/**
+ * Formats {@link ConfigIssues} one a line, each indented by two spaces: `path: message`, or `at path: message` with
+ * `at`; the root's path as `(root)`. The messages of {@link BudgetConfigError} and the other configuration errors
+ * list their issues with it.
+ *
+ * @since 0.2.0
+ * @category utils
+ * @example
+ * ```ts
+ * import { Budget } from "@sluice/core"
+ *
+ * Budget.formatIssues([{ path: "[0].scope", message: "Expected string" }]) // "  [0].scope: Expected string"
+ * ```
+ */
+export const formatIssues: (
+  issues: ReadonlyArray<{ readonly path: string; readonly message: string }>,
+  options?: { readonly at?: boolean | undefined }
+) => string = parseIssues.formatIssues
 
 /**
  * Decodes budgets from unknown input (a parsed JSON file, say); the error names the path of every bad

@@ -28,8 +28,8 @@
  *
  * @since 0.1.0
  */
-import type { Budget, CircuitBreaker, LimiterStore, Retry } from "@sluice/core"
-import { RateLimiter, Router } from "@sluice/core"
+import type { CircuitBreaker, LimiterStore, Retry } from "@sluice/core"
+import { Budget, RateLimiter, Router } from "@sluice/core"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -485,16 +485,14 @@ export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>("
   "RoutingConfigError",
   {
     source: Schema.String,
-    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+    issues: Budget.ConfigIssues
   }
 ) {
   /**
    * @since 0.1.0
    */
   override get message(): string {
-    return `invalid routing configuration ${this.source}:\n${
-      this.issues.map((issue) => `  at ${issue.path === "" ? "(root)" : issue.path}: ${issue.message}`).join("\n")
-    }`
+    return `invalid routing configuration ${this.source}:\n${Budget.formatIssues(this.issues, { at: true })}`
   }
 }
 

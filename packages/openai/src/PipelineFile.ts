@@ -111,13 +111,11 @@ export class PipelineFileError extends Schema.TaggedError<PipelineFileError>("@s
   "PipelineFileError",
   {
     source: Schema.String,
-    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+    issues: Budget.ConfigIssues
   }
 ) {
   override get message(): string {
-    return `invalid pipeline file ${this.source}:\n${
-      this.issues.map((issue) => `  ${issue.path || "(root)"}: ${issue.message}`).join("\n")
-    }`
+    return `invalid pipeline file ${this.source}:\n${Budget.formatIssues(this.issues)}`
   }
 }
 

@@ -536,9 +536,7 @@ export const decode = (input: unknown, source = "<scenario>"): Effect.Effect<Sce
   )
 
 const formatIssues = (error: ParseResult.ParseError): string =>
-  Budget.issuesOf(error, { quoteKeys: true, concise: true })
-    .map((issue) => `  at ${issue.path === "" ? "(root)" : issue.path}: ${issue.message}`)
-    .join("\n")
+  Budget.formatIssues(Budget.issuesOf(error, { quoteKeys: true, concise: true }), { at: true })
 
 /**
  * Builds a {@link Scenario} from a literal, synchronously (throws a {@link ScenarioError} when invalid).

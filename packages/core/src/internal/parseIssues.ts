@@ -1,6 +1,6 @@
 /**
- * A `ParseError` as `{ path, message }` issues, one place for every configuration decoder (budgets,
- * routing files, simulator scenarios).
+ * A `ParseError` as `{ path, message }` issues, and issues as the lines of an error's message: one place for every
+ * configuration decoder (budgets, routing files, pipeline files, simulator scenarios).
  *
  * @internal
  */
@@ -67,3 +67,15 @@ export const issuesOf = (error: ParseResult.ParseError, options?: Options): Arra
   }
   return issues
 }
+
+/**
+ * Issues one a line, each indented by two spaces: `path: message` (`at path: message` with `at`), the root's
+ * path as `(root)`.
+ *
+ * @internal
+ */
+export const formatIssues = (
+  issues: ReadonlyArray<Issue>,
+  options?: { readonly at?: boolean | undefined }
+): string =>
+  issues.map((issue) => `  ${options?.at === true ? "at " : ""}${issue.path || "(root)"}: ${issue.message}`).join("\n")

@@ -165,24 +165,24 @@ interface Known {
 // metrics
 // -----------------------------------------------------------------------------------------------------------
 
+/** A counter that only grows (Prometheus `_total`). */
+const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
+
 /** @internal */
 export const metrics = {
-  lookups: Metric.counter("sluice_cache_lookups_total", {
-    description: "Response cache lookups, tagged endpoint and outcome (hit, miss, stale, deduplicated, bypassed)",
-    incremental: true
-  }),
-  evictions: Metric.counter("sluice_cache_evictions_total", {
-    description: "Response cache entries evicted to stay within the size bounds",
-    incremental: true
-  }),
-  tokensSaved: Metric.counter("sluice_cache_tokens_saved_total", {
-    description: "Tokens of the answers served by the response cache or shared by in-flight dedupe",
-    incremental: true
-  }),
-  dollarsSaved: Metric.counter("sluice_cache_dollars_saved_total", {
-    description: "List-price dollars of the answers served by the response cache or shared by in-flight dedupe",
-    incremental: true
-  })
+  lookups: counter(
+    "sluice_cache_lookups_total",
+    "Response cache lookups, tagged endpoint and outcome (hit, miss, stale, deduplicated, bypassed)"
+  ),
+  evictions: counter("sluice_cache_evictions_total", "Response cache entries evicted to stay within the size bounds"),
+  tokensSaved: counter(
+    "sluice_cache_tokens_saved_total",
+    "Tokens of the answers served by the response cache or shared by in-flight dedupe"
+  ),
+  dollarsSaved: counter(
+    "sluice_cache_dollars_saved_total",
+    "List-price dollars of the answers served by the response cache or shared by in-flight dedupe"
+  )
 } as const
 
 type Outcome = "hit" | "miss" | "stale" | "deduplicated" | "bypassed"
