@@ -55,6 +55,23 @@ const tally = (
   return succeeded
 }
 
+/**
+ * A row's figures once its calls are done: `run` runs them (each call's outcome an `Either`) and gives the wall
+ * time the meter took; the calls that succeeded, those that failed (their error tags counted in `failures`) and the
+ * note on failed attempts and calls.
+ */
+const settle = async (
+  requests: number,
+  run: () => Promise<{ readonly wallMillis: number; readonly outcomes: Parameters<typeof tally>[0] }>,
+  failures: Record<string, number>,
+  failedAttempts: Record<string, number>
+) => {
+  const { outcomes, wallMillis } = await run()
+  const succeeded = tally(outcomes, failures)
+  const failed = requests - succeeded
+  return { wallMillis, succeeded, failed, failureNote: failureNoteOf(failed, failedAttempts, failures) }
+}
+
 /** A row's note on its failed attempts and failed calls (empty when there were none). */
 const failureNoteOf = (
   failed: number,
@@ -127,12 +144,14 @@ const sluice = async (
         ),
       { concurrency: "unbounded" }
     )
-    const wallMillis = options.meter.elapsed()
-    return { wallMillis, succeeded: tally(outcomes, failures) }
+    return { wallMillis: options.meter.elapsed(), outcomes }
   })
-  const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, live))
-  const failed = requests.length - succeeded
-  const failureNote = failureNoteOf(failed, failedAttempts, failures)
+  const { failed, failureNote, succeeded, wallMillis } = await settle(
+    requests.length,
+    () => Effect.runPromise(Effect.provide(program, live)),
+    failures,
+    failedAttempts
+  )
   return {
     name: options.adaptive ? "sluice, adaptive (no limits configured)" : "sluice, limits configured",
     wallMillis,
@@ -222,12 +241,14 @@ const effectAi = async (
       },
       { concurrency: options.governed ? "unbounded" : 64 }
     )
-    const wallMillis = options.meter.elapsed()
-    return { wallMillis, succeeded: tally(outcomes, failures) }
+    return { wallMillis: options.meter.elapsed(), outcomes }
   })
-  const { succeeded, wallMillis } = await Effect.runPromise(Effect.provide(program, model))
-  const failed = requests.length - succeeded
-  const failureNote = failureNoteOf(failed, failedAttempts, failures)
+  const { failed, failureNote, succeeded, wallMillis } = await settle(
+    requests.length,
+    () => Effect.runPromise(Effect.provide(program, model)),
+    failures,
+    failedAttempts
+  )
   return {
     name: options.governed
       ? "@effect/ai-openai, governed (GovernedHttpClient)"

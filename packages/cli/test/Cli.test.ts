@@ -4,7 +4,7 @@ import * as Effect from "effect/Effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { capture } from "./helpers.js"
+import { capture, chatBody, writeChatLines } from "./helpers.js"
 
 describe("sluice CLI (in process)", () => {
   it.effect("plan prints the binding limit, drain time and cost", () =>
@@ -144,14 +144,7 @@ describe("sluice CLI (in process)", () => {
           })
         )
         const input = NodePath.join(dir, "in.jsonl")
-        const lines = Array.from({ length: 200 }, (_, i) =>
-          JSON.stringify({
-            custom_id: `s-${i}`,
-            method: "POST",
-            url: "/v1/chat/completions",
-            body: { model: "summary", messages: [{ role: "user", content: `summarise ${i}` }], max_tokens: 400 }
-          }))
-        NodeFs.writeFileSync(input, lines.join("\n") + "\n")
+        writeChatLines(input, 200, "s", (i) => chatBody("summary", `summarise ${i}`, 400))
         const output = NodePath.join(dir, "out.jsonl")
         const result = yield* capture([
           "run",

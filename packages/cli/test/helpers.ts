@@ -49,6 +49,20 @@ export const startSim = (key: string, input: Partial<SimConfig.ScenarioInput> = 
     }
   }))
 
+/** A chat completion's body: one user message. */
+export const chatBody = (model: string, content: string, maxTokens: number) => ({
+  model,
+  messages: [{ role: "user", content }],
+  max_tokens: maxTokens
+})
+
+/** Writes `n` Batch-API chat lines at once: `custom_id` `<prefix>-<i>`, the body from `body(i)`. */
+export const writeChatLines = (path: string, n: number, prefix: string, body: (i: number) => object) => {
+  const line = (i: number) =>
+    JSON.stringify({ custom_id: `${prefix}-${i}`, method: "POST", url: "/v1/chat/completions", body: body(i) })
+  NodeFs.writeFileSync(path, Array.from({ length: n }, (_, i) => `${line(i)}\n`).join(""))
+}
+
 /**
  * Writes `n` Batch-API chat lines (`custom_id` `id-<i>`, models alternating gpt-4o-mini / gpt-4o), the body's
  * user message from `content(i)`, in 1 MiB writes.

@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { capture } from "./helpers.js"
+import { capture, chatBody, writeChatLines } from "./helpers.js"
 
 /** `sluice run` on `scenario` over `lines` chat lines to gpt-4o, no limits given, at `--speed 20`. */
 const runLearning = (scenario: object, lines: number, extra: ReadonlyArray<string> = []) =>
@@ -17,22 +17,11 @@ const runLearning = (scenario: object, lines: number, extra: ReadonlyArray<strin
     const scenarioPath = NodePath.join(dir, "scenario.json")
     NodeFs.writeFileSync(scenarioPath, JSON.stringify(scenario))
     const input = NodePath.join(dir, "in.jsonl")
-    NodeFs.writeFileSync(
+    writeChatLines(
       input,
-      Array.from({ length: lines }, (_, i) =>
-        JSON.stringify({
-          custom_id: `l-${i}`,
-          method: "POST",
-          url: "/v1/chat/completions",
-          body: {
-            model: "gpt-4o",
-            messages: [{
-              role: "user",
-              content: `[req:${i}] ${"lorem ipsum dolor sit amet ".repeat(5 + (i % 7) * 10)}`
-            }],
-            max_tokens: 40
-          }
-        })).join("\n") + "\n"
+      lines,
+      "l",
+      (i) => chatBody("gpt-4o", `[req:${i}] ${"lorem ipsum dolor sit amet ".repeat(5 + (i % 7) * 10)}`, 40)
     )
     return yield* capture([
       "run",

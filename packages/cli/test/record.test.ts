@@ -12,7 +12,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import * as Record from "../src/internal/record.js"
-import { capture, runRecorded } from "./helpers.js"
+import { capture, chatBody, runRecorded, writeChatLines } from "./helpers.js"
 
 /**
  * A server that enforces its 600 requests per minute per second too (10 a second), which the limits given
@@ -36,16 +36,7 @@ const setup = (lines: number) => {
   const limits = NodePath.join(dir, "limits.json")
   NodeFs.writeFileSync(limits, JSON.stringify({ models: { "gpt-4o-mini": { rpm: 600, tpm: 400_000 } } }))
   const input = NodePath.join(dir, "in.jsonl")
-  NodeFs.writeFileSync(
-    input,
-    Array.from({ length: lines }, (_, i) =>
-      JSON.stringify({
-        custom_id: `l-${i}`,
-        method: "POST",
-        url: "/v1/chat/completions",
-        body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `[req:${i}] hello` }], max_tokens: 8 }
-      })).join("\n") + "\n"
-  )
+  writeChatLines(input, lines, "l", (i) => chatBody("gpt-4o-mini", `[req:${i}] hello`, 8))
   const run = (record = NodePath.join(dir, "run.record.jsonl")) =>
     runRecorded({
       input,

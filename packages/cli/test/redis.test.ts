@@ -18,6 +18,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import OpenAIClient from "openai"
+import { chatBody, writeChatLines } from "./helpers.js"
 
 const sluice = (argv: ReadonlyArray<string>) =>
   Cli.run(["node", "sluice", ...argv], {
@@ -35,16 +36,7 @@ describe("sluice run --redis", () => {
       const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-redis-"))
       const input = NodePath.join(dir, "in.jsonl")
       const output = NodePath.join(dir, "out.jsonl")
-      NodeFs.writeFileSync(
-        input,
-        Array.from({ length: 12 }, (_, i) =>
-          JSON.stringify({
-            custom_id: `r-${i}`,
-            method: "POST",
-            url: "/v1/chat/completions",
-            body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `hi ${i}` }], max_tokens: 8 }
-          })).join("\n") + "\n"
-      )
+      writeChatLines(input, 12, "r", (i) => chatBody("gpt-4o-mini", `hi ${i}`, 8))
       const exit = yield* sluice([
         "run",
         "--input",
