@@ -146,14 +146,16 @@ describe("distributed engine (BullMQ, in process)", () => {
       Effect.scoped(Effect.gen(function*() {
         const redis = (yield* RedisServer.make()).url
         const pipeline = yield* spec("quota")
-        const n = 40
+        const n = 24
         let topped = false
         const calls: Array<string> = []
-        // 20 ms a call; k5's second stage meets an exhausted quota until topped up; k3's first a content policy
+        // 50 ms a call, 300 ms in stage a from k8 on (so that jobs wait when the run stops, whatever the load); k5's
+        // second stage meets an exhausted quota until topped up; k3's first a content policy
+        const slow = (customId: string) => customId.endsWith("/a") && Number(customId.slice(1, -2)) >= 8
         const sender: PipelineFile.Sender<"quota" | "policy"> = {
           execute: (request) =>
             Effect.zipRight(
-              Effect.sleep("20 millis"),
+              Effect.sleep(slow(request.customId) ? "300 millis" : "50 millis"),
               Effect.suspend(() => {
                 calls.push(request.customId)
                 if (request.customId === "k5/b" && !topped) return Effect.fail("quota" as const)
@@ -166,9 +168,10 @@ describe("distributed engine (BullMQ, in process)", () => {
               ? { kind: "QuotaExhausted", code: "insufficient_quota", message: "You exceeded your quota", stop: true }
               : { kind: "ContentPolicy", code: "content_policy_violation", message: "refused", statusCode: 400 }
         }
-        // two workers: the one that meets the failure stops the other too
-        yield* Distributed.work({ spec: pipeline, sender, redis })
-        yield* Distributed.work({ spec: pipeline, sender, redis })
+        // two workers: the one that meets the failure a second time in a row (100 ms later) stops the other too
+        const stopAfter = { tries: 2, firstDelayMs: 100 }
+        yield* Distributed.work({ spec: pipeline, sender, redis, stopAfter })
+        yield* Distributed.work({ spec: pipeline, sender, redis, stopAfter })
         const dir = tmp()
         const input = NodePath.join(dir, "in.jsonl")
         NodeFs.writeFileSync(
@@ -228,10 +231,10 @@ describe("distributed engine (BullMQ, in process)", () => {
           message: "refused",
           status_code: 400
         })
-        // nothing done twice: every stage once an item, k5's second stage again after the stop
+        // nothing done twice: every stage once an item; k5's second stage twice before the stop, once after it
         const counts = new Map<string, number>()
         for (const call of calls) counts.set(call, (counts.get(call) ?? 0) + 1)
-        expect([...counts].filter(([call, count]) => count !== (call === "k5/b" ? 2 : 1))).toEqual([])
+        expect([...counts].filter(([call, count]) => count !== (call === "k5/b" ? 3 : 1))).toEqual([])
         expect(counts.size).toBe(2 * n - 1)
       })),
     60_000

@@ -8,7 +8,8 @@
  * acknowledging it; the run's id is kept beside the output, so a resume continues the run and a new output (or
  * `--restart`) starts a new one.
  *
- * A failure no item gets past (`stop`: an exhausted quota, a refused key, an outage) pauses the pipeline's stage
+ * A failure no item gets past (`stop`: an exhausted quota, a refused key, an outage), met by a job 4 times in a row
+ * (1, 2 and 4 s apart, by any worker: a store slow to answer under load gets another chance), pauses the pipeline's stage
  * queues (BullMQ's pause holds for every worker: none takes another job), puts the job back (delayed, not counted
  * as an attempt) and sends a stop to the run's outcomes queue, on which the coordinator's outcomes stream fails with
  * a `PipelineFile.StageError` naming the item, the stage and the kind: the run ends "stopped" (exit 3). The next
@@ -47,6 +48,8 @@ interface JobData {
   readonly id: string
   readonly carry: Carry
   readonly skipped?: Described | undefined
+  /** On a stage's queue: the failures with `stop` this job met in a row (tried again before the run stops). */
+  readonly tries?: number | undefined
 }
 
 /** On the outcomes queue, a job of this name stops the run: a failure no item gets past. */
@@ -161,10 +164,18 @@ const closing = <A extends { close: () => Promise<void> }>(make: () => A) =>
 interface StageJob {
   readonly data: JobData
   readonly moveToDelayed: (timestamp: number, token?: string) => Promise<void>
+  readonly updateData: (data: JobData) => Promise<void>
 }
 
 /** How soon a job put back by a stop is due again (BullMQ's pause holds it until a coordinator resumes the queues). */
 const STOP_DELAY_MS = 1_000
+
+/**
+ * A failure with `stop` is met this many times in a row by a job (by any worker, 1 s, 2 s, 4 s apart) before it
+ * stops the run: a store that did not answer in time on a loaded machine, a passing outage, get another chance (an
+ * exhausted quota costs a few refused calls more).
+ */
+const STOP_AFTER = 4
 
 /**
  * A worker in this process, listening: `stopping` tells it that it is being stopped (a signal), so the failures
@@ -180,6 +191,8 @@ export const work = <E>(options: {
   readonly spec: Spec
   readonly sender: PipelineFileModule.PipelineFile.Sender<E>
   readonly redis: string
+  /** How many failures with `stop` in a row stop the run ({@link STOP_AFTER}), and the first pause between them. */
+  readonly stopAfter?: { readonly tries: number; readonly firstDelayMs: number } | undefined
 }): Effect.Effect<Working, string, Scope.Scope> =>
   Effect.gen(function*() {
     const { DelayedError, Queue: BullQueue, Worker } = yield* load
@@ -239,8 +252,17 @@ export const work = <E>(options: {
               ...(described.statusCode === undefined ? {} : { statusCode: described.statusCode })
             }
             if (decide(failure) === "fail") {
+              const tries = (job.data.tries ?? 0) + 1
+              const { firstDelayMs, tries: stopAfter } = options.stopAfter ?? { tries: STOP_AFTER, firstDelayMs: 1_000 }
+              if (tries < stopAfter) {
+                // tried again later, by any worker (not a BullMQ attempt: those are for defects)
+                yield* Effect.promise(() => job.updateData({ ...job.data, tries }))
+                yield* Effect.promise(() => job.moveToDelayed(Date.now() + firstDelayMs * 2 ** (tries - 1), token))
+                return "put back" as const
+              }
               // a failure no item gets past: no worker takes another job of the pipeline, the run stops, and the
-              // job waits in its queue for the rerun (not counted as an attempt)
+              // job waits in its queue for the rerun (its tries start again)
+              yield* Effect.promise(() => job.updateData({ ...job.data, tries: 0 }))
               yield* Effect.promise(() => Promise.all(all.map((queue) => queue.pause())))
               yield* Effect.promise(() =>
                 outcomesOf(runId).add(STOP, { run: runId, id, stopped: failed } satisfies StopData, {
