@@ -63,6 +63,11 @@ interface Prepared {
   readonly cost: Budget.Cost
   readonly debits: ReadonlyArray<LimiterStore.Debit>
   readonly gates: ReadonlyArray<LimiterStore.GateKey>
+  /**
+   * The (scope, dimension) keys it needs, for queue fairness: the gates' ids, each once. A waiter denied on a scope
+   * and dimension blocks the later waiters that need it (every waiter needs its scopes' `*` key).
+   */
+  readonly keys: ReadonlyArray<string>
   readonly resolved: ReadonlyArray<Resolved>
 }
 
@@ -179,10 +184,16 @@ export const make = (
       return key
     }
 
+    /** The gates a cost's dimensions need (its scopes' `*`, then each dimension's) and their keys, each once. */
+    interface Shape {
+      readonly gates: ReadonlyArray<LimiterStore.GateKey>
+      readonly keys: ReadonlyArray<string>
+    }
     interface ScopePlan {
       readonly resolved: ReadonlyArray<Resolved>
       readonly star: ReadonlyArray<LimiterStore.GateKey>
-      readonly byDimension: Map<string, ReadonlyArray<LimiterStore.GateKey>>
+      /** Per list of the dimensions a cost charges (in its order), the gates and keys: made once, shared. */
+      readonly shapes: Map<string, Shape>
     }
     const planCache = new Map<string, ScopePlan>()
     /** Temporary limits: slow starts (`ramp`), checked before the store. */
@@ -209,7 +220,7 @@ export const make = (
         plan = {
           resolved: scopes.flatMap(resolve),
           star: scopes.map((scope) => gateKey(scope, "*")),
-          byDimension: new Map()
+          shapes: new Map()
         }
         planCache.set(id, plan)
       }
@@ -231,15 +242,24 @@ export const make = (
     ): Prepared | CostExceedsCapacity => {
       const plan = planOf(scopes)
       const debits: Array<LimiterStore.Debit> = []
-      const gates: Array<LimiterStore.GateKey> = plan.star.slice()
+      // the dimensions charged, in the cost's order (one dimension: its name, no string built); a name that could
+      // make two lists look alike (empty, or with the separator) is not cached
+      let signature = ""
+      let cached = true
       for (const dimension in cost) {
         if (!(cost[dimension] > 0)) continue
-        let keys = plan.byDimension.get(dimension)
-        if (keys === undefined) {
-          keys = scopes.map((scope) => gateKey(scope, dimension))
-          plan.byDimension.set(dimension, keys)
+        if (dimension === "" || dimension.includes("\u0001")) cached = false
+        signature = signature === "" ? dimension : `${signature}\u0001${dimension}`
+      }
+      let shape = cached ? plan.shapes.get(signature) : undefined
+      if (shape === undefined) {
+        const gates: Array<LimiterStore.GateKey> = plan.star.slice()
+        for (const dimension in cost) {
+          if (!(cost[dimension] > 0)) continue
+          for (const scope of scopes) gates.push(gateKey(scope, dimension))
         }
-        for (const key of keys) gates.push(key)
+        shape = { gates, keys: Array.from(new Set(gates.map(LimiterStore.gateId))) }
+        if (cached) plan.shapes.set(signature, shape)
       }
       for (const resolved of plan.resolved) {
         const raw = cost[resolved.limit.dimension]
@@ -270,15 +290,8 @@ export const make = (
         }
         debits.push({ bucket: resolved.spec, amount: raw })
       }
-      return { scopes, cost, debits, gates, resolved: plan.resolved }
+      return { scopes, cost, debits, gates: shape.gates, keys: shape.keys, resolved: plan.resolved }
     }
-
-    /**
-     * The (scope, dimension) keys a waiter needs, for queue fairness: a waiter denied on a scope and
-     * dimension blocks the later waiters that need it (every waiter needs its scopes' `*` key).
-     */
-    const keysOf = (prepared: Prepared): ReadonlyArray<string> =>
-      Array.from(new Set(prepared.gates.map(LimiterStore.gateId)))
 
     // --- closed scopes ---------------------------------------------------------
     const closed = new Map<string, ScopeClosed>()
@@ -478,8 +491,9 @@ export const make = (
         },
         admittedAt,
         settle: (actual) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          Effect.clockWith((clock) => {
             if (state !== "held") return Effect.void
+            const now = clock.unsafeCurrentTimeMillis()
             state = "settled"
             const corrections: Array<LimiterStore.Debit> = []
             for (const resolved of prepared.resolved) {
@@ -501,8 +515,9 @@ export const make = (
             charged = next
             return refund(corrections, refunded, now)
           }),
-        release: Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        release: Effect.clockWith((clock) => {
           if (state !== "held") return Effect.void
+          const now = clock.unsafeCurrentTimeMillis()
           state = "released"
           charged = {}
           return refund(
@@ -513,8 +528,11 @@ export const make = (
         }),
         markSent: Effect.suspend(() => {
           if (state !== "held" || point.entry !== undefined) return Effect.void
-          return Effect.map(Clock.currentTimeMillis, (now) => {
-            if (state === "held" && point.entry === undefined) send(now, (debit) => debit.amount, true)
+          return Effect.clockWith((clock) => {
+            if (state === "held" && point.entry === undefined) {
+              send(clock.unsafeCurrentTimeMillis(), (debit) => debit.amount, true)
+            }
+            return Effect.void
           })
         })
       }
@@ -602,170 +620,172 @@ export const make = (
       Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason])
     }
 
-    /** One pass over the queue; returns when the next pass is due (epoch ms), Infinity for "on signal". */
-    const pass: Effect.Effect<number> = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
-      const blocked = new Map<string, number>()
-      let next = Number.POSITIVE_INFINITY
-      passes++
-      passing = true
-      seenKeys.clear()
-      seenWaiters = 0
-      seenFinite = 0
-      const start = epoch
-      const mayStop = !alwaysFull && verified === start
-      /**
-       * Whether every waiter not visited yet is merely blocked: none has a finite deadline, nothing changed
-       * since the last full pass that a blocked waiter must see (`epoch`), and one blocked key is needed by
-       * all of them. Visiting them would change nothing (a blocked waiter without a deadline only waits).
-       */
-      const covered = (): boolean => {
-        if (!mayStop || epoch !== start || finite !== seenFinite || blocked.size === 0) return false
-        const unvisited = queued - seenWaiters
-        for (const key of blocked.keys()) {
-          if ((keyCounts.get(key) ?? 0) - (seenKeys.get(key) ?? 0) === unvisited) return true
-        }
-        return false
-      }
-      let stopped = false
-      scan: for (const lane of lanes) {
-        for (const waiter of lane) {
-          if (waiter.done) continue
-          if (covered()) {
-            stopped = true
-            break scan
+    /** One pass over the queue at `now`; returns when the next pass is due (epoch ms), Infinity for "on signal". */
+    const pass = (now: number): Effect.Effect<number> =>
+      Effect.gen(function*() {
+        // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
+        const blocked = new Map<string, number>()
+        let next = Number.POSITIVE_INFINITY
+        passes++
+        passing = true
+        seenKeys.clear()
+        seenWaiters = 0
+        seenFinite = 0
+        const start = epoch
+        const mayStop = !alwaysFull && verified === start
+        /**
+         * Whether every waiter not visited yet is merely blocked: none has a finite deadline, nothing changed
+         * since the last full pass that a blocked waiter must see (`epoch`), and one blocked key is needed by
+         * all of them. Visiting them would change nothing (a blocked waiter without a deadline only waits).
+         */
+        const covered = (): boolean => {
+          if (!mayStop || epoch !== start || finite !== seenFinite || blocked.size === 0) return false
+          const unvisited = queued - seenWaiters
+          for (const key of blocked.keys()) {
+            if ((keyCounts.get(key) ?? 0) - (seenKeys.get(key) ?? 0) === unvisited) return true
           }
-          visit: {
-            if (waiter.inFlight) {
-              // its first attempt is at the store: nothing behind it may take its buckets meanwhile
-              for (const debit of waiter.prepared.debits) {
-                const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
-                if (!blocked.has(key)) blocked.set(key, now)
-              }
-              break visit
+          return false
+        }
+        let stopped = false
+        scan: for (const lane of lanes) {
+          for (const waiter of lane) {
+            if (waiter.done) continue
+            if (covered()) {
+              stopped = true
+              break scan
             }
-            const closedError = closedFor(waiter.prepared.scopes)
-            if (closedError !== undefined) {
-              reject(waiter, closedError)
-              break visit
-            }
-            if (waiter.version !== limitsVersion) {
-              // a limit was learned or changed while it waited: ask for today's buckets
-              const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
-              if (again instanceof CostExceedsCapacity) {
-                reject(waiter, again)
+            visit: {
+              if (waiter.inFlight) {
+                // its first attempt is at the store: nothing behind it may take its buckets meanwhile
+                for (const debit of waiter.prepared.debits) {
+                  const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
+                  if (!blocked.has(key)) blocked.set(key, now)
+                }
                 break visit
               }
-              waiter.prepared = again
-              countKeys(waiter.keys, -1)
-              waiter.keys = keysOf(again)
-              countKeys(waiter.keys, 1)
-              waiter.version = limitsVersion
-            }
-            let blockedBy: string | undefined
-            let aheadDue = Number.NEGATIVE_INFINITY
-            for (const key of waiter.keys) {
-              const due = blocked.get(key)
-              if (due !== undefined && due > aheadDue) {
-                blockedBy = key
-                aheadDue = due
+              const closedError = closedFor(waiter.prepared.scopes)
+              if (closedError !== undefined) {
+                reject(waiter, closedError)
+                break visit
               }
-            }
-            if (blockedBy !== undefined) {
-              // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
-              // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
-              const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
-              waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
-              if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
-                const [scope, dimension] = blockedBy.split("\u0000")
+              if (waiter.version !== limitsVersion) {
+                // a limit was learned or changed while it waited: ask for today's buckets
+                const again = prepare(waiter.prepared.scopes, waiter.prepared.cost)
+                if (again instanceof CostExceedsCapacity) {
+                  reject(waiter, again)
+                  break visit
+                }
+                waiter.prepared = again
+                countKeys(waiter.keys, -1)
+                waiter.keys = again.keys
+                countKeys(waiter.keys, 1)
+                waiter.version = limitsVersion
+              }
+              let blockedBy: string | undefined
+              let aheadDue = Number.NEGATIVE_INFINITY
+              for (const key of waiter.keys) {
+                const due = blocked.get(key)
+                if (due !== undefined && due > aheadDue) {
+                  blockedBy = key
+                  aheadDue = due
+                }
+              }
+              if (blockedBy !== undefined) {
+                // Behind an earlier waiter on a shared bucket: FIFO, so it waits its turn — at least until
+                // that waiter is admitted. A deadline that cannot be met even then fails now, with that wait.
+                const atLeast = Math.max(0, aheadDue - now, waiter.lastEstimate - (now - waiter.enqueuedAt))
+                waiter.lastEstimate = Math.max(waiter.lastEstimate, atLeast)
+                if (now + atLeast > waiter.deadline || now >= waiter.deadline) {
+                  const [scope, dimension] = blockedBy.split("\u0000")
+                  reject(
+                    waiter,
+                    new DeadlineExceeded({
+                      scope,
+                      dimension,
+                      reason: "queue",
+                      estimatedWaitMillis: atLeast,
+                      allowedMillis: Math.max(0, waiter.deadline - now)
+                    })
+                  )
+                } else if (waiter.deadline < next) {
+                  next = waiter.deadline
+                }
+                break visit
+              }
+              // a temporary limit (a ramp) that holds it denies it as the store would
+              let answer: LimiterStore.Admission | undefined = ramps.held(
+                waiter.prepared.scopes,
+                waiter.prepared.cost,
+                now
+              )
+              if (answer === undefined && store.unsafeTryAcquire !== undefined) {
+                // a synchronous store answers in place (no effect per waiter visited)
+                answer = store.unsafeTryAcquire(waiter.prepared.debits, waiter.prepared.gates, now)
+              } else if (answer === undefined) {
+                const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+                if (admission._tag === "Left") {
+                  reject(waiter, admission.left)
+                  break visit
+                }
+                answer = admission.right
+              }
+              if (waiter.done) {
+                // cancelled while an asynchronous store answered: refund what it admitted
+                if (answer._tag === "Admitted") {
+                  yield* Effect.ignore(
+                    store.adjust(
+                      waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount }))
+                    )
+                  )
+                }
+                break visit
+              }
+              if (answer._tag === "Admitted") {
+                const cancelled = deliver(waiter, now)
+                if (cancelled !== undefined) yield* cancelled
+                break visit
+              }
+              const never = neverFits(waiter.prepared, answer)
+              if (never !== undefined) {
+                reject(waiter, never)
+                break visit
+              }
+              waiter.lastEstimate = answer.waitMillis
+              if (now + answer.waitMillis > waiter.deadline) {
                 reject(
                   waiter,
                   new DeadlineExceeded({
-                    scope,
-                    dimension,
-                    reason: "queue",
-                    estimatedWaitMillis: atLeast,
-                    allowedMillis: Math.max(0, waiter.deadline - now)
+                    scope: answer.scope,
+                    dimension: answer.dimension,
+                    reason: answer.reason,
+                    estimatedWaitMillis: answer.waitMillis,
+                    allowedMillis: waiter.deadline - now
                   })
                 )
-              } else if (waiter.deadline < next) {
-                next = waiter.deadline
-              }
-              break visit
-            }
-            // a temporary limit (a ramp) that holds it denies it as the store would
-            let answer: LimiterStore.Admission | undefined = ramps.held(
-              waiter.prepared.scopes,
-              waiter.prepared.cost,
-              now
-            )
-            if (answer === undefined && store.unsafeTryAcquire !== undefined) {
-              // a synchronous store answers in place (no effect per waiter visited)
-              answer = store.unsafeTryAcquire(waiter.prepared.debits, waiter.prepared.gates, now)
-            } else if (answer === undefined) {
-              const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
-              if (admission._tag === "Left") {
-                reject(waiter, admission.left)
                 break visit
               }
-              answer = admission.right
+              // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
+              // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
+              let due = now + answer.waitMillis
+              if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+              const key = `${answer.scope}\u0000${answer.dimension}`
+              if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
+              if (due < next) next = due
+              if (waiter.deadline < next) next = waiter.deadline
             }
-            if (waiter.done) {
-              // cancelled while an asynchronous store answered: refund what it admitted
-              if (answer._tag === "Admitted") {
-                yield* Effect.ignore(
-                  store.adjust(waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })))
-                )
-              }
-              break visit
+            if (!waiter.done && waiter.seen !== passes) {
+              waiter.seen = passes
+              seenWaiters++
+              if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite++
+              for (const key of waiter.keys) seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
             }
-            if (answer._tag === "Admitted") {
-              const cancelled = deliver(waiter, now)
-              if (cancelled !== undefined) yield* cancelled
-              break visit
-            }
-            const never = neverFits(waiter.prepared, answer)
-            if (never !== undefined) {
-              reject(waiter, never)
-              break visit
-            }
-            waiter.lastEstimate = answer.waitMillis
-            if (now + answer.waitMillis > waiter.deadline) {
-              reject(
-                waiter,
-                new DeadlineExceeded({
-                  scope: answer.scope,
-                  dimension: answer.dimension,
-                  reason: answer.reason,
-                  estimatedWaitMillis: answer.waitMillis,
-                  allowedMillis: waiter.deadline - now
-                })
-              )
-              break visit
-            }
-            // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
-            // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
-            let due = now + answer.waitMillis
-            if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
-            const key = `${answer.scope}\u0000${answer.dimension}`
-            if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
-            if (due < next) next = due
-            if (waiter.deadline < next) next = waiter.deadline
-          }
-          if (!waiter.done && waiter.seen !== passes) {
-            waiter.seen = passes
-            seenWaiters++
-            if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite++
-            for (const key of waiter.keys) seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
           }
         }
-      }
-      passing = false
-      if (!stopped) verified = start
-      compact()
-      return next
-    })
+        passing = false
+        if (!stopped) verified = start
+        compact()
+        return next
+      })
 
     /**
      * Wakes `slot` once `millis` have passed: a fiber of its own, bound to this one wake-up (a later pass has
@@ -776,16 +796,18 @@ export const make = (
 
     const dispatcher: Effect.Effect<never> = Effect.gen(function*() {
       const self = yield* Effect.fiberId
+      // the dispatcher's clock, read in place (its fiber's services never change)
+      const clock = yield* Effect.clock
       while (true) {
         wakeup = Slot.make<void>()
-        const next = queued > 0 ? yield* pass : Number.POSITIVE_INFINITY
+        const next = queued > 0 ? yield* pass(clock.unsafeCurrentTimeMillis()) : Number.POSITIVE_INFINITY
         if (queued === 0 || next === Number.POSITIVE_INFINITY) {
-          yield* Slot.wait(wakeup)
+          yield* Slot.waitOwned(wakeup)
         } else {
           // woken by a signal or at `next`, whichever comes first (as a race of the two, at one fiber a wait)
-          const now = yield* Clock.currentTimeMillis
+          const now = clock.unsafeCurrentTimeMillis()
           const timer = yield* Effect.fork(alarm(wakeup, Math.max(0, next - now)))
-          yield* Slot.wait(wakeup)
+          yield* Slot.waitOwned(wakeup)
           if (timer.unsafePoll() === null) timer.unsafeInterruptAsFork(self)
         }
       }
@@ -805,7 +827,7 @@ export const make = (
 
     const sharesQueue = (prepared: Prepared): boolean => {
       if (queued === 0) return false
-      for (const key of keysOf(prepared)) if (keyCounts.has(key)) return true
+      for (const key of prepared.keys) if (keyCounts.has(key)) return true
       return false
     }
 
@@ -833,7 +855,7 @@ export const make = (
       placeholder = false
     ): Waiter => ({
       prepared,
-      keys: placeholder ? noKeys : keysOf(prepared),
+      keys: placeholder ? noKeys : prepared.keys,
       version: limitsVersion,
       lane,
       enqueuedAt: now,
@@ -865,13 +887,13 @@ export const make = (
         return waiter.permit !== undefined ? Effect.ignore(waiter.permit.release) : Effect.void
       })
 
-    const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) =>
-      Effect.suspend(() => {
-        const waiter = newWaiter(prepared, lane, now, deadline, estimate)
-        push(waiter)
-        signal()
-        return awaitWaiter(waiter)
-      })
+    /** Queues a waiter now (called as `acquire` runs) and waits for it. */
+    const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) => {
+      const waiter = newWaiter(prepared, lane, now, deadline, estimate)
+      push(waiter)
+      signal()
+      return awaitWaiter(waiter)
+    }
 
     /** Ends a fast-path placeholder that did not become a waiter. */
     const leave = (waiter: Waiter) => {
@@ -896,7 +918,8 @@ export const make = (
           return Effect.zipRight(Metric.increment(rejectionsByReason.closed), Effect.fail(closedError))
         }
         const lane = laneIndex(options?.priority)
-        return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Permit, AcquireError> => {
+        return Effect.clockWith((clock): Effect.Effect<Permit, AcquireError> => {
+          const now = clock.unsafeCurrentTimeMillis()
           const deadline = deadlineOf(options, now)
           if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
           const ramped = ramps.held(scopes, cost, now)
@@ -954,7 +977,7 @@ export const make = (
                 // Denied: it stays where it is in the queue, now a waiter like the others.
                 // counted as not visited yet by a pass under way (conservative for its early stop)
                 unsee(waiter)
-                waiter.keys = keysOf(prepared)
+                waiter.keys = prepared.keys
                 countKeys(waiter.keys, 1)
                 // prepared for limits that changed meanwhile: the next pass is a full one, and prepares it again
                 if (waiter.version !== limitsVersion) epoch++

@@ -42,3 +42,15 @@ export const wait = <A, E>(slot: Slot<A, E>, onInterrupt?: () => Effect.Effect<v
       return onInterrupt === undefined ? Effect.void : onInterrupt()
     })
   })
+
+/**
+ * Waits for the slot's result, as `wait`, for a slot that only this fiber ever waits on and that is forgotten once
+ * the wait is interrupted (the limiter's dispatcher's wake-up): without an interruption handler, which costs an
+ * `onInterrupt` around every wait. An interrupted wait leaves its resume in the slot; a result given later calls
+ * it, which does nothing (a fiber ignores the resume of an asynchronous step it was interrupted out of).
+ */
+export const waitOwned = <A, E>(slot: Slot<A, E>): Effect.Effect<A, E> =>
+  Effect.async<A, E>((resume) => {
+    if (slot.exit !== undefined) return resume(slot.exit)
+    slot.resume = resume
+  })
