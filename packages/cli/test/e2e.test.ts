@@ -277,19 +277,25 @@ describe("sluice run (real process, HTTP simulator)", () => {
       }),
     120_000
   )
-  // live: a real process killed -9 over HTTP (its files uploaded multipart) at two points of a batch's life: just
-  // after its file is uploaded and recorded (submit: the batch may not exist yet), and while it is polled
+  // live: a real process killed -9 over HTTP (its files uploaded multipart) at three points of a batch's life: just
+  // after its file is uploaded and recorded (submit: the batch may not exist yet), while it is polled, and while its
+  // output downloads (the simulator's output files take 1.5 s to arrive: the state says completed, not finished)
   it.live.each(
     [
-      ["just after the upload", (s: any) => s?.batches.length > 0],
-      ["mid-poll", (s: any) => s?.batches.some((b: any) => b.status === "in_progress") === true]
+      ["just after the upload", (s: any) => s?.batches.length > 0, 0],
+      ["mid-poll", (s: any) => s?.batches.some((b: any) => b.status === "in_progress") === true, 0],
+      [
+        "during the output's download",
+        (s: any) => s?.batches.some((b: any) => b.status === "completed" && !b.finished) === true,
+        1500
+      ]
     ] as const
   )(
     "--via batch: kill -9 %s, then a rerun collects the batches: no batch created twice",
-    ([_, killPoint]) =>
+    ([_, killPoint, downloadMs]) =>
       Effect.promise(async () => {
         const sim = await startSim({
-          batch: { validatingMs: 200, inProgressMs: 1200, perRequestMs: 2, finalizingMs: 200 }
+          batch: { validatingMs: 200, inProgressMs: 1200, perRequestMs: 2, finalizingMs: 200, downloadMs }
         })
         const n = 300
         const dir = tmp()

@@ -77,7 +77,10 @@ describe("BatchOffload on Redis", () => {
       Effect.gen(function*() {
         const server = yield* RedisServer.make()
         const base = Scenario.tier1()
-        const scenario = { ...base, batch: { validatingMs: 0, inProgressMs: 250, perRequestMs: 0, finalizingMs: 0 } }
+        const scenario = {
+          ...base,
+          batch: { ...base.batch, validatingMs: 0, inProgressMs: 250, perRequestMs: 0, finalizingMs: 0 }
+        }
         const simulator = yield* Simulator.make(scenario)
         const fetch = yield* Effect.provideService(SimFetch.make, Simulator.Simulator, simulator)
         const client = new OpenAIClient({ apiKey: "sk-sim", baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })

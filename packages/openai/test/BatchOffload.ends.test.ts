@@ -218,6 +218,46 @@ describe("BatchOffload: resume", () => {
       expect(yield* simBatches).toHaveLength(2)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
 
+  it.effect("killed while a batch's output downloads: the resume downloads it again, each line once, no new batch", () =>
+    Effect.gen(function*() {
+      // gpt-4o-mini's 2 lines end at 2 min and are delivered; gpt-4o's 30 end at 30 min, and its output file takes
+      // 10 minutes to download: the run stops (as a killed process would) at 33 min, in that download
+      const mini = ids(2, "mini").map((id) => chatLine(id, `m ${id}`))
+      const big = ids(30, "big").map((id) => chatLine(id, `b ${id}`, "gpt-4o"))
+      const lines = [...mini, ...big]
+      const service = yield* offload({})
+      const first = recorder()
+      yield* drive(Effect.timeout(service.run(Stream.fromIterable(lines), first.options), "33 minutes"), 60_000)
+      expect(first.results.map((r) => r.customId).sort()).toEqual(ids(2, "mini").sort())
+      const saved = first.states[first.states.length - 1]
+      const downloading = saved.batches.find((b) => b.model === "gpt-4o")!
+      expect([downloading.status, downloading.finished, typeof downloading.outputFileId]).toEqual([
+        "completed",
+        false,
+        "string"
+      ])
+      // the rerun knows the lines already written (the CLI reads them from its output) and resumes the state
+      const second = recorder()
+      const done = new Set(first.results.map((r) => r.customId))
+      const resumed = yield* drive(
+        service.resume(saved, { ...second.options, done }, Stream.fromIterable(lines)),
+        60_000
+      )
+      summaryOf(resumed.exit)
+      const all = [...first.results, ...second.results].map((r) => r.customId)
+      expect(all.sort()).toEqual(lines.map((l) => parse(l).custom_id).sort())
+      expect(yield* simBatches).toHaveLength(2)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Simulator.layer(scenario({}, {
+        validatingMs: 0,
+        inProgressMs: 0,
+        perRequestMs: 60_000,
+        finalizingMs: 0,
+        downloadMs: 600_000
+      })))
+    ))
+
   it.effect("killed between creating a batch and recording its id: the resume finds it by its file", () =>
     Effect.gen(function*() {
       const lines = ids(5).map((id) => chatLine(id, `found ${id}`))

@@ -347,7 +347,8 @@ export type Latency = typeof Latency.Type
  * progress 24 hours after it was created is `expired`: the requests finished by then are in its output (and error)
  * file, the others in its error file with `batch_expired`. A cancelled batch keeps the results of the requests
  * finished before the cancel, in its output (and error) file; the others are in neither. A line holding
- * `[sim:batch-invalid]` fails the batch's validation, naming that line (`invalid_request`).
+ * `[sim:batch-invalid]` fails the batch's validation, naming that line (`invalid_request`). A batch's output or
+ * error file takes `downloadMs` (default 0, since 0.2.0) to download: a client can be stopped in the middle of one.
  *
  * @since 0.1.0
  * @category schemas
@@ -356,7 +357,8 @@ export const BatchTiming = Schema.Struct({
   validatingMs: Schema.optionalWith(NonNegative, { default: () => 5_000 }),
   inProgressMs: Schema.optionalWith(NonNegative, { default: () => 60_000 }),
   perRequestMs: Schema.optionalWith(NonNegative, { default: () => 10 }),
-  finalizingMs: Schema.optionalWith(NonNegative, { default: () => 5_000 })
+  finalizingMs: Schema.optionalWith(NonNegative, { default: () => 5_000 }),
+  downloadMs: Schema.optionalWith(NonNegative, { default: () => 0 })
 })
 
 /**
@@ -484,7 +486,7 @@ export const Scenario = Schema.Struct({
   }),
   incidents: Schema.optionalWith(Schema.Array(Incident), { default: () => [] }),
   batch: Schema.optionalWith(BatchTiming, {
-    default: () => ({ validatingMs: 5_000, inProgressMs: 60_000, perRequestMs: 10, finalizingMs: 5_000 })
+    default: () => ({ validatingMs: 5_000, inProgressMs: 60_000, perRequestMs: 10, finalizingMs: 5_000, downloadMs: 0 })
   }),
   /**
    * What `stats` keeps: `"full"` (default) every attempt and admission, for tests that look at each;

@@ -1453,7 +1453,8 @@ export class Model {
           status: 200,
           headers: { ...base, "content-type": "application/octet-stream", "openai-processing-ms": "0" },
           body: record.content,
-          delayMs: 0
+          // a batch's output or error file takes `downloadMs` to arrive (a crash in the middle of one, in tests)
+          delayMs: record.purpose === "batch_output" ? this.scenario.batch.downloadMs : 0
         }
       }
       return this.json(200, base, this.fileObject(record))
