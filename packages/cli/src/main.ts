@@ -3,16 +3,14 @@
  *
  * @since 0.1.0
  */
-import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 // by the package's own name, so that the built bin shares the main entry point's classes
 import { Cli } from "@sluice/cli"
-import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
-import * as Option from "effect/Option"
+import { failed } from "./internal/exit.js"
 
 const stop = Deferred.unsafeMake<void>(FiberId.none)
 let signals = 0
@@ -42,19 +40,8 @@ const program = Cli.run(process.argv, {
 }).pipe(Effect.provide(NodeContext.layer))
 
 Effect.runPromiseExit(program).then((exit) => {
-  if (Exit.isSuccess(exit)) return
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isSome(failure)) {
-    const error = failure.value as { readonly _tag?: string; readonly message?: string }
-    if (ValidationError.isValidationError(failure.value)) {
-      // @effect/cli has printed the problem and the usage
-      process.exitCode = ValidationError.isHelpRequested(failure.value) ? 0 : Cli.ExitCode.BadUsage
-      return
-    }
-    process.stderr.write(`sluice: ${error.message ?? String(failure.value)}\n`)
-    process.exitCode = Cli.ExitCode.BadUsage
-    return
-  }
-  process.stderr.write(`sluice: ${Cause.pretty(exit.cause)}\n`)
-  process.exitCode = 1
+  const failure = failed(exit, Cli.ExitCode.BadUsage)
+  if (failure === undefined) return
+  if (failure.stderr !== undefined) process.stderr.write(failure.stderr)
+  process.exitCode = failure.exitCode
 })

@@ -3,6 +3,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Cli } from "@sluice/cli"
 import { SimConfig, type SimStats, Simulator } from "@sluice/testing"
 import { SimServer } from "@sluice/testing/node"
+import * as ConfigProvider from "effect/ConfigProvider"
 import type * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -13,6 +14,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import * as ProcessExit from "../src/internal/exit.js"
 
 /** A running HTTP simulator. */
 export interface Sim {
@@ -136,6 +138,59 @@ export const capture = (argv: ReadonlyArray<string>) =>
     }).pipe(Effect.withConsole(console), Effect.provide(NodeContext.layer), Effect.exit)
     return { exit, out: out.join("\n"), err: err.join("\n"), exitCode }
   })
+
+/**
+ * `sluice <argv…>` in this process as the `sluice` process would run it, for the process tests whose run needs no
+ * process of its own (no signal, no kill, no heap limit, no lock held by another process): what it writes to stdout
+ * and to stderr (its console, its logs, its progress, and main.ts's line for a failed run: `ProcessExit.failed`), and its exit code
+ * (main.ts's for a failed run, else the one the run set, else 0). `env` is read before the process's environment
+ * (`--api-key-env` and the other variables the CLI reads through `Config`); no stop signal, not a terminal.
+ */
+export const sluiceInProcess = (
+  argv: ReadonlyArray<string>,
+  env: Record<string, string> = {}
+): Promise<{ readonly code: number; readonly out: string; readonly err: string }> => {
+  let out = ""
+  let err = ""
+  const toOut = (...args: ReadonlyArray<any>) => {
+    out += args.join(" ") + "\n"
+  }
+  const toErr = (...args: ReadonlyArray<any>) => {
+    err += args.join(" ") + "\n"
+  }
+  let exitCode: number | undefined
+  return Effect.runPromise(Effect.gen(function*() {
+    const base = yield* Effect.console
+    const console: Console.Console = {
+      ...base,
+      log: (...args: ReadonlyArray<any>) => Effect.sync(() => toOut(...args)),
+      error: (...args: ReadonlyArray<any>) => Effect.sync(() => toErr(...args)),
+      unsafe: { ...base.unsafe, log: toOut, error: toErr }
+    } as Console.Console
+    const config = ConfigProvider.fromMap(new Map(Object.entries(env))).pipe(
+      ConfigProvider.orElse(() => ConfigProvider.fromEnv())
+    )
+    const exit = yield* Cli.run(["node", "sluice", ...argv], {
+      stop: Effect.never,
+      setExitCode: (code) => {
+        exitCode = code
+      },
+      isTTY: false,
+      writeProgress: (text) =>
+        Effect.sync(() => {
+          err += text
+        })
+    }).pipe(
+      Effect.withConsole(console),
+      Effect.withConfigProvider(config),
+      Effect.provide(NodeContext.layer),
+      Effect.exit
+    )
+    const failure = ProcessExit.failed(exit, Cli.ExitCode.BadUsage)
+    if (failure?.stderr !== undefined) err += failure.stderr
+    return { code: failure?.exitCode ?? exitCode ?? 0, out, err }
+  }))
+}
 
 const root = fileURLToPath(new URL("../../../", import.meta.url))
 
