@@ -150,4 +150,48 @@ describe("BulkRunner (mutation survivors, sixth session)", () => {
       expect(summary).toMatchObject({ outcome: "completed", succeeded: 18, total: 18 })
       expect(readJsonl(output)).toHaveLength(18)
     }))
+
+  // seventh session: bulkRun.ts 275 and 291, `if (stopReason === undefined)` made `true` (both survived the partial run
+  // of 236-329): a later stopping call must not replace the first stop's reason
+  const twoStops = (second: (r: BulkRunner.Request) => Effect.Effect<BulkRunner.Response, string>) =>
+    Effect.gen(function*() {
+      const { input, output } = setup(["a", "b"])
+      const started = yield* Deferred.make<void>()
+      return yield* BulkRunner.run({
+        input,
+        output,
+        concurrency: 2,
+        // "a" stops the run once "b" is in flight; "b" ends some scheduler turns later (the stop already set)
+        execute: (r) =>
+          r.customId === "a"
+            ? Effect.zipRight(Deferred.await(started), Effect.fail("quota a"))
+            : Effect.zipRight(
+              Deferred.succeed(started, void 0),
+              Effect.zipRight(Effect.repeatN(Effect.yieldNow(), 20), second(r))
+            ),
+        describe: (e) => ({ kind: "quota", code: e, message: e, stop: true }),
+        ...silent
+      })
+    })
+
+  it.effect("a second call stopping the run does not replace the first one's stop", () =>
+    Effect.gen(function*() {
+      const summary = yield* twoStops(() => Effect.fail("quota b"))
+      expect(summary.stop).toEqual({
+        _tag: "Executor",
+        kind: "quota",
+        code: "quota a",
+        message: "quota a",
+        customId: "a",
+        line: 1
+      })
+      expect(summary).toMatchObject({ outcome: "stopped", succeeded: 0, failed: 0 })
+    }))
+
+  it.effect("a defect after a call stopped the run does not replace that stop", () =>
+    Effect.gen(function*() {
+      const summary = yield* twoStops(() => Effect.die("boom b"))
+      expect(summary.stop).toMatchObject({ _tag: "Executor", customId: "a", line: 1, message: "quota a" })
+      expect(summary.outcome).toBe("stopped")
+    }))
 })
