@@ -5,21 +5,23 @@
 // generator (mulberry32, Fisher-Yates), and writes reports/mutation/<name>.sample.json (the sample) and
 // reports/mutation/<name>.stryker.mjs (a config mutating only their positions, with mutation/sample.ignorer.mjs),
 // <name> being <run>.sample-A-B-nN-sS. Then `nice -n 19 npx stryker run reports/mutation/<name>.stryker.mjs`, and
-//   node mutation/sample.mjs --score <name>
+//   node mutation/sample.mjs --score <name> [--to B] [--partial]
 // counts the sampled mutants alone in its report (the others Stryker ran beside them are listed apart), with the 95%
 // Wilson interval of the detected share. Timeouts count as detected, as in Stryker's score, and are also given apart.
 // The draws are a prefix of one seeded permutation, so `--n 200 --skip 120` grows a sample of 120 to 200 (a config
 // for the 80 new ones only), and `--score <first>,<grown>` counts both.
 // --retest <name> <report> writes <name>.retest.stryker.mjs retesting the sampled mutants the report left alive, and
 // --score <name> --retest-report <report> counts the sample with their retest's results.
-import { createRequire } from "node:module"
 import * as NodeFs from "node:fs"
+import { createRequire } from "node:module"
 
 const args = process.argv.slice(2)
 const opt = (flag) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined)
 const read = (file) => JSON.parse(NodeFs.readFileSync(file, "utf8"))
 const key = (m) =>
-  `${m.mutatorName} ${JSON.stringify(m.replacement)} ${m.location.start.line}:${m.location.start.column}-${m.location.end.line}:${m.location.end.column}`
+  `${m.mutatorName} ${
+    JSON.stringify(m.replacement)
+  } ${m.location.start.line}:${m.location.start.column}-${m.location.end.line}:${m.location.end.column}`
 // a Stryker JSON report's locations are 1-based (lines and columns), the instrumenter's 0-based
 const fromReport = (m) => ({
   ...m,
@@ -30,7 +32,8 @@ const fromReport = (m) => ({
 })
 const range = (file, l) => `${file}:${l.start.line + 1}:${l.start.column}-${l.end.line + 1}:${l.end.column}`
 
-const config = (run, name, file, mutants, report) => `import { mutationOptions } from "../../mutation/stryker.shared.mjs"
+const config = (run, name, file, mutants, report) =>
+  `import { mutationOptions } from "../../mutation/stryker.shared.mjs"
 
 // written by mutation/sample.mjs: the positions of ${mutants.length} sampled mutants of ${file}
 const base = mutationOptions("${run}", [])
@@ -50,7 +53,13 @@ if (args[0] === "--score") {
   // several names (a sample and its extensions by --skip, each run on its own) are counted together
   const names = args[1].split(",")
   const samples = names.map((name) => read(`reports/mutation/${name}.sample.json`))
-  const sample = { ...samples[0], mutants: samples.flatMap((one) => one.mutants) }
+  // --to B: only the sampled mutants starting on lines up to B (those a stopped run reached: still a uniform sample
+  // of the lines from the sample's start to B)
+  const upTo = Number(opt("--to") ?? Number.POSITIVE_INFINITY)
+  const sample = {
+    ...samples[0],
+    mutants: samples.flatMap((one) => one.mutants).filter((m) => m.location.start.line + 1 <= upTo)
+  }
   if (new Set(sample.mutants.map(key)).size !== sample.mutants.length) throw new Error("a mutant sampled twice")
   const results = new Map()
   const all = []
@@ -60,8 +69,10 @@ if (args[0] === "--score") {
   const partial = args.includes("--partial")
   const reportOf = (name) =>
     partial
-      ? [NodeFs.readFileSync(`reports/mutation/${name}.partial.jsonl`, "utf8").split("\n").filter(Boolean)
-        .map((line) => JSON.parse(line))]
+      ? [
+        NodeFs.readFileSync(`reports/mutation/${name}.partial.jsonl`, "utf8").split("\n").filter(Boolean)
+          .map((line) => JSON.parse(line))
+      ]
       : Object.values(read(`reports/mutation/${name}.json`).files).map((file) => file.mutants)
   for (const name of names) {
     for (const mutants of reportOf(name)) {
@@ -109,9 +120,15 @@ if (args[0] === "--score") {
   const pct = (x) => `${(100 * x).toFixed(2)}%`
   const [lo, hi] = wilson(detected, n)
   const [lo2, hi2] = wilson(t.Killed, n)
-  console.log(`sample of ${sample.mutants.length} (of ${sample.inRange} mutants on lines ${sample.from}-${sample.to}, ${sample.total} in the file), seed ${sample.seed}`)
+  console.log(
+    `sample of ${sample.mutants.length} (of ${sample.inRange} mutants on lines ${sample.from}-${sample.to}, ${sample.total} in the file), seed ${sample.seed}`
+  )
   console.log(`| killed | survived | timeout | no coverage | other | score | 95% Wilson |`)
-  console.log(`| ${t.Killed} | ${t.Survived} | ${t.Timeout} | ${t.NoCoverage} | ${t.other} | ${pct(detected / n)} | ${pct(lo)}-${pct(hi)} |`)
+  console.log(
+    `| ${t.Killed} | ${t.Survived} | ${t.Timeout} | ${t.NoCoverage} | ${t.other} | ${pct(detected / n)} | ${pct(lo)}-${
+      pct(hi)
+    } |`
+  )
   console.log(`timeouts counted as survived: ${pct(t.Killed / n)} (${pct(lo2)}-${pct(hi2)})`)
   if (untested.length > 0) {
     console.log(`not tested yet (the run was stopped): ${untested.length}, lines ${untested.join(" ")}`)
@@ -122,7 +139,11 @@ if (args[0] === "--score") {
   const extra = all.filter((m) => m.status !== "Ignored").length - (sample.mutants.length - untested.length)
   console.log(`run beside the sample (same node, or a node holding another sampled one), not counted: ${extra}`)
   for (const m of alive) {
-    console.log(`${m.location.start.line + 1}:${m.location.start.column} ${m.status} ${m.mutatorName} ${JSON.stringify(m.replacement)}`)
+    console.log(
+      `${m.location.start.line + 1}:${m.location.start.column} ${m.status} ${m.mutatorName} ${
+        JSON.stringify(m.replacement)
+      }`
+    )
   }
   process.exit(0)
 }
@@ -135,7 +156,10 @@ if (args[0] === "--retest") {
     for (const m of mutants) results.set(key(fromReport(m)), m.status)
   }
   const alive = sample.mutants.filter((m) => ["Survived", "NoCoverage"].includes(results.get(key(m))))
-  NodeFs.writeFileSync(`reports/mutation/${name}.retest.sample.json`, JSON.stringify({ ...sample, mutants: alive }, null, 1))
+  NodeFs.writeFileSync(
+    `reports/mutation/${name}.retest.sample.json`,
+    JSON.stringify({ ...sample, mutants: alive }, null, 1)
+  )
   NodeFs.writeFileSync(
     `reports/mutation/${name}.retest.stryker.mjs`,
     config(sample.run, `${name}.retest`, sample.file, alive, `${name}.retest`)
@@ -161,8 +185,18 @@ const require = createRequire(NodeFs.realpathSync("node_modules/@stryker-mutator
 const { Instrumenter } = await import(require.resolve("@stryker-mutator/instrumenter"))
 const quiet = () => false
 const logger = {
-  isTraceEnabled: quiet, isDebugEnabled: quiet, isInfoEnabled: quiet, isWarnEnabled: quiet, isErrorEnabled: quiet,
-  isFatalEnabled: quiet, trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {}
+  isTraceEnabled: quiet,
+  isDebugEnabled: quiet,
+  isInfoEnabled: quiet,
+  isWarnEnabled: quiet,
+  isErrorEnabled: quiet,
+  isFatalEnabled: quiet,
+  trace() {},
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  fatal() {}
 }
 // Stryker's defaults: no excluded mutations, the default parser plugins, no ignorers
 const { mutants } = await new Instrumenter(logger).instrument(
@@ -188,7 +222,11 @@ const name = `${run}.sample-${from}-${to}-n${n}-s${seed}${skip > 0 ? `-skip${ski
 NodeFs.mkdirSync("reports/mutation", { recursive: true })
 NodeFs.writeFileSync(
   `reports/mutation/${name}.sample.json`,
-  JSON.stringify({ run, file, from, to, seed, skip, total: mutants.length, inRange: inRange.length, mutants: picked }, null, 1)
+  JSON.stringify(
+    { run, file, from, to, seed, skip, total: mutants.length, inRange: inRange.length, mutants: picked },
+    null,
+    1
+  )
 )
 NodeFs.writeFileSync(`reports/mutation/${name}.stryker.mjs`, config(run, name, file, picked, name))
 console.log(`${mutants.length} mutants in ${file}, ${inRange.length} on lines ${from}-${to}; sampled ${picked.length}:`)

@@ -103,7 +103,7 @@ describe("RateLimiter: a store's answer that a cost can never fit", () => {
 // A report (no limit: it can only lower the level) that the server had 10,001 fewer than CAPACITY left right after
 // the answered call `a` (1 token, sent first when the bucket was full): 10,000 of other traffic. Replayed over the
 // calls this limiter sent after `a`, each at what it charged, it lowers the level to 89,999 less those.
-const afterReport = (later: (limiter: RateLimiter.Service) => Effect.Effect<void>) =>
+const afterReport = <E>(later: (limiter: RateLimiter.Service) => Effect.Effect<void, E>) =>
   Effect.scoped(
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.make({
@@ -186,7 +186,6 @@ describe("RateLimiter: a report's burst", () => {
       })
     ).pipe(Effect.provide(Layer.fresh(LimiterStore.layerMemory))))
 
-
   it.effect("of 0 or below is no burst, and a limit of 0 or below no limit: a learned limit keeps the report's amount", () =>
     Effect.scoped(
       Effect.gen(function*() {
@@ -195,7 +194,12 @@ describe("RateLimiter: a report's burst", () => {
         yield* limiter.sync("org:b", { dimension: "tokens", limit: 60_000, burst: -5 })
         for (const scope of ["org:a", "org:b"]) {
           const level = (yield* limiter.peek([scope], {})).levels[0]
-          expect([level.level, level.limit.amount, level.limit.burst, level.learned]).toEqual([60_000, 60_000, undefined, true])
+          expect([level.level, level.limit.amount, level.limit.burst, level.learned]).toEqual([
+            60_000,
+            60_000,
+            undefined,
+            true
+          ])
         }
         // a later report with a burst and a limit of 0 (no limit: the amount stays) narrows it to that burst
         yield* limiter.sync("org:a", { dimension: "tokens", limit: 0, burst: 5_000 })
@@ -229,7 +233,8 @@ describe("RateLimiter: the dispatcher's early stop", () => {
         const exit = yield* Fiber.poll(behind)
         expect(Option.isSome(exit) && Exit.isFailure(exit.value)).toBe(true)
         expect(Option.isSome(exit) && failureOf(exit.value)).toMatchObject({ _tag: "ScopeClosed", scope: "team:x" })
-      })))
+      })
+    ))
 
   it.effect("a waiter with a deadline behind blocked ones is visited: one it cannot meet fails at once", () =>
     scoped((limiter) =>
@@ -243,6 +248,10 @@ describe("RateLimiter: the dispatcher's early stop", () => {
         const short = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 10 }, { maxWait: "5 seconds" }))
         yield* TestClock.adjust(1)
         const exit = yield* Fiber.poll(short)
-        expect(Option.isSome(exit) && failureOf(exit.value)).toMatchObject({ _tag: "DeadlineExceeded", reason: "queue" })
-      })))
+        expect(Option.isSome(exit) && failureOf(exit.value)).toMatchObject({
+          _tag: "DeadlineExceeded",
+          reason: "queue"
+        })
+      })
+    ))
 })
