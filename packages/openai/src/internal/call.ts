@@ -449,7 +449,13 @@ export const make = (
             (raw as { readonly headers?: unknown } | null)?.headers,
             since
           )
-          if (error.status !== undefined) yield* learner.answered(poolScope, sentAt)
+          if (error.status !== undefined) {
+            yield* learner.answered(
+              poolScope,
+              sentAt,
+              processingMillis((raw as { readonly headers?: unknown } | null)?.headers)
+            )
+          }
           yield* feedback(limiter, { org, poolScope, scopes: call.scopes }, error, since)
           call.lastFailure = error._tag
           telemetry.answered(call.model, call.operation, call.tenant, error._tag, Telemetry.rateLimitKind(error))
@@ -466,7 +472,7 @@ export const make = (
           : call.cost
         yield* settleThenSync(limiter, poolScope, used, answer.response.headers, since)
         yield* learner.heard(poolScope, answer.response.headers)
-        yield* learner.answered(poolScope, sentAt)
+        yield* learner.answered(poolScope, sentAt, processingMillis(answer.response.headers))
         telemetry.answered(call.model, call.operation, call.tenant, "ok", undefined)
         if (!held) call.answered = answerInfo(answer.data)
         if (used !== undefined) {
@@ -738,6 +744,19 @@ const settleThenSync = (
     used === undefined ? Effect.void : Effect.ignore(since.permit.settle(used)),
     Effect.ignore(syncHeaders(limiter, poolScope, headers, since))
   )
+
+/**
+ * The server's own time on a call (`openai-processing-ms`, from `Headers` or a plain object), `undefined` when it
+ * is not said: an answer's round trip less this is the network's (and the client's), what a 429 takes to come back.
+ */
+const processingMillis = (source: unknown): number | undefined => {
+  if (source === null || typeof source !== "object") return undefined
+  const raw = typeof (source as Headers).get === "function"
+    ? (source as Headers).get("openai-processing-ms")
+    : (source as Record<string, unknown>)["openai-processing-ms"]
+  const value = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN
+  return Number.isFinite(value) && value >= 0 ? value : undefined
+}
 
 const headerNumber = (headers: Headers, name: string): number | undefined => {
   const raw = headers.get(name)

@@ -18,8 +18,9 @@
  *   (`RateLimiter.Service.ramp`): a call they hold waits in its queue (in order, within its deadline,
  *   failing at once when its organization closes, counted as waiting).
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
- *   cautious adaptive limits and lets calls out over a ramp that doubles every 4 round trips of its answers
- *   (a 429 takes one to come back: what the ramp lets out meanwhile is refused too), within 400 ms and 3.2 s
+ *   cautious adaptive limits and lets calls out over a ramp that doubles every 16 round trips of a 429 (an
+ *   answer's round trip less the server's `openai-processing-ms`; without it, 4 round trips of the answer: a 429
+ *   takes one to come back, and what the ramp lets out meanwhile is refused too), within 400 ms and 3.2 s
  *   (a slow model slows the probe no further), its learned limits growing ahead of it (a
  *   limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
  *   doubling ahead of the calls starts again from the last minute's sends (a slow start in the calls too).
@@ -68,7 +69,7 @@ const FIRST_START = 1 / 64
 const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
 const BLIND_DOUBLING_MILLIS = 400
 /**
- * The blind ramp doubles at most once every `ROUND_TRIPS` of the pool's answer round trip (see {@link roundTripOf}),
+ * The blind ramp doubles at most once every `ROUND_TRIPS` of the pool's answer round trip (see {@link doublingOf}),
  * and at least once every `SLOWEST_DOUBLING_MILLIS`, however slow its answers. A slow start in answers, as TCP's
  * (a window that grows by what is acknowledged) is paced by the round trip: when the server's bucket runs out, the
  * first 429 is read a round trip after the call it refused left, and the ramp has let out `2^(R / D) − 1` more
@@ -78,8 +79,16 @@ const BLIND_DOUBLING_MILLIS = 400
  * 30 s answer from making the probe crawl (doubling every 3.2 s, 10× the cautious limits in 11 s). A window in
  * answers (never more out unanswered than a multiple of what was answered) would be the same pace with the same
  * need for a bound (a slow model's answers come late), and could only hold calls outside the limiter's queue.
+ *
+ * An answer that says the server's own time on it (`openai-processing-ms`, which OpenAI sends with every answer)
+ * gives the round trip a 429 takes: the answer's less that time (the network both ways and the client's delays in
+ * reading; a 429 does not wait for the model). That round trip is far shorter than an answer's (4 ms against 1–3 s
+ * on a loopback server with a model's latency), so the ramp doubles every `NETWORK_ROUND_TRIPS` of it: what it
+ * lets out over one round trip after the bucket ran out is then `ln 2 / NETWORK_ROUND_TRIPS` (4%) of what it let
+ * out in all, the share of a herd the first 429 cannot stop.
  */
 const ROUND_TRIPS = 4
+const NETWORK_ROUND_TRIPS = 16
 const SLOWEST_DOUBLING_MILLIS = 3_200
 /** How far back the answers' round trips are looked at. */
 const ROUND_TRIP_MILLIS = 10_000
@@ -174,8 +183,11 @@ interface PoolState {
   readonly undone: Map<Dimension, number>
   /** A blind (or still probing) pool's sends over the last {@link HISTORY_MILLIS}, in the order sent. */
   readonly sends: Array<Send>
-  /** The pool's recent answers: when each was read, and how long after its call left (see {@link roundTripOf}). */
-  readonly answers: Array<{ readonly at: number; readonly millis: number }>
+  /**
+   * The pool's recent answers: when each was read, and the blind ramp's doubling its round trip allows (see
+   * {@link doublingOf}).
+   */
+  readonly answers: Array<{ readonly at: number; readonly doubling: number }>
   readonly learned: Map<string, Learned>
 }
 
@@ -204,7 +216,7 @@ export interface Learner {
    * or proxy that sends no `x-ratelimit-*`), the pool gets the cautious starting limits, which later headers
    * can still correct.
    */
-  readonly answered: (poolScope: string, sentAt?: number) => Effect.Effect<void>
+  readonly answered: (poolScope: string, sentAt?: number, processingMillis?: number) => Effect.Effect<void>
   /**
    * Before admission, on a pool without headers: its probed limits grow ahead of the call's turn on the ramp
    * (the ramp itself is in the limiter, where the call waits for its turn).
@@ -351,16 +363,18 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
     })
 
   /**
-   * The pool's answer round trip: the fastest of its answers over the last {@link ROUND_TRIP_MILLIS} (a call's
-   * departure to its answer read: the network both ways, the server, and the client's own delays in reading it),
-   * `undefined` before any. A 429 comes back within it (the server refuses before it runs the model): what a ramp
-   * lets out in one round trip after the server's bucket ran out is refused before the first 429 is read.
+   * The doubling the pool's round trip allows: the shortest its answers over the last {@link ROUND_TRIP_MILLIS}
+   * allow (each {@link NETWORK_ROUND_TRIPS} of its round trip less the server's time when the answer says it, else
+   * {@link ROUND_TRIPS} of its whole round trip: a call's departure to its answer read, the network both ways, the
+   * server, and the client's own delays in reading it), `undefined` before any. A 429 comes back within the round
+   * trip (the server refuses before it runs the model): what a ramp lets out in one round trip after the server's
+   * bucket ran out is refused before the first 429 is read.
    */
-  const roundTripOf = (state: PoolState, now: number): number | undefined => {
+  const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
     let fastest: number | undefined
     for (let i = answers.length - 1; i >= 0 && answers[i].at >= now - ROUND_TRIP_MILLIS; i--) {
-      if (fastest === undefined || answers[i].millis < fastest) fastest = answers[i].millis
+      if (fastest === undefined || answers[i].doubling < fastest) fastest = answers[i].doubling
     }
     return fastest
   }
@@ -370,20 +384,29 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
    * and {@link SLOWEST_DOUBLING_MILLIS} (a pool with no answer yet: the slowest).
    */
   const blindDoubling = (state: PoolState, now: number) => {
-    const roundTrip = roundTripOf(state, now)
-    return roundTrip === undefined
+    const doubling = doublingOf(state, now)
+    return doubling === undefined
       ? SLOWEST_DOUBLING_MILLIS
-      : Math.min(SLOWEST_DOUBLING_MILLIS, Math.max(BLIND_DOUBLING_MILLIS, ROUND_TRIPS * roundTrip))
+      : Math.min(SLOWEST_DOUBLING_MILLIS, Math.max(BLIND_DOUBLING_MILLIS, doubling))
   }
 
-  /** An answer came for a call sent at `sentAt`: its round trip is kept (see {@link roundTripOf}). */
-  const answeredAfter = (poolScope: string, sentAt: number | undefined) =>
+  /**
+   * An answer came for a call sent at `sentAt`: its round trip is kept (see {@link doublingOf}), less the server's
+   * own time on it when it says (`openai-processing-ms`: a model's generation, which a 429 does not wait for).
+   */
+  const answeredAfter = (poolScope: string, sentAt: number | undefined, processingMillis: number | undefined) =>
     sentAt === undefined || sentAt < 0 ? Effect.void : Effect.map(Clock.currentTimeMillis, (now) => {
       // kept for a blind pool, and a pool still probing (whose first answer may start the blind ramp)
       const state = pools.get(poolScope)
       if (state?.blind !== true && adaptivePools.get(poolScope)?.probing !== true) return
       const answers = (state ?? stateOf(poolScope)).answers
-      answers.push({ at: now, millis: Math.max(0, now - sentAt) })
+      const millis = Math.max(0, now - sentAt)
+      answers.push({
+        at: now,
+        doubling: processingMillis === undefined
+          ? ROUND_TRIPS * millis
+          : NETWORK_ROUND_TRIPS * Math.max(0, millis - processingMillis)
+      })
       if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
     })
 
@@ -725,7 +748,8 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
 
   return {
     probed,
-    answered: (poolScope, sentAt) => Effect.zipRight(answeredAfter(poolScope, sentAt), ended(poolScope, false)),
+    answered: (poolScope, sentAt, processingMillis) =>
+      Effect.zipRight(answeredAfter(poolScope, sentAt, processingMillis), ended(poolScope, false)),
     fit,
     sent,
     heard,
