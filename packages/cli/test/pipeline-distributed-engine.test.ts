@@ -212,7 +212,8 @@ describe("distributed engine (BullMQ, in process)", () => {
           }))
         )
         expect(paused).toEqual([true, true])
-        yield* Effect.sleep("100 millis")
+        // longer than a slow call (300 ms from k8 on): a call under way when the queues paused has ended by then
+        yield* Effect.sleep("500 millis")
         const before = calls.length
         yield* Effect.sleep("300 millis")
         expect(calls.length).toBe(before)

@@ -133,10 +133,9 @@ describe("BatchOffload on Redis", () => {
         expect(seen.open).toBe(1)
         expect(seen.held).toBe(300)
         expect(yield* holds.held("batch:gpt-4o-mini")).toBe(0)
-        const batches = yield* list
-        expect(batches).toHaveLength(2)
-        const [first, second] = [...batches].sort((x, y) => x.created_at - y.created_at)
-        expect(second.created_at).toBeGreaterThanOrEqual(first.completed_at!)
+        // (no comparison of the batches' created_at and completed_at: whole seconds, stamped by the simulator at
+        // instants of its own; it failed in a CI run by one second with one batch open at a time, as `seen.open` shows)
+        expect(yield* list).toHaveLength(2)
       }).pipe(Effect.scoped),
     30_000
   )

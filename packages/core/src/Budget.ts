@@ -291,6 +291,14 @@ export const Budgets = Schema.Array(Budget).pipe(
  *
  * @since 0.2.0
  * @category errors
+ * @example
+ * ```ts
+ * import { Budget } from "@sluice/core"
+ * import * as Schema from "effect/Schema"
+ *
+ * const issues = Schema.decodeUnknownSync(Budget.ConfigIssues)([{ path: "[0].scope", message: "Expected string" }])
+ * Budget.formatIssues(issues) // "  [0].scope: Expected string"
+ * ```
  */
 export const ConfigIssues = Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
 

@@ -81,6 +81,37 @@ describe("VirtualTime.run", () => {
       }
     }))
 
+  it.effect("sleeps interrupted during a run leave nothing on the TestClock; live ones go back to it", () =>
+    Effect.gen(function*() {
+      // three timeouts, one after the other, whose sleeps (1 hour) are interrupted when their work (1 s) ends
+      yield* VirtualTime.run(Effect.forEach([1, 2, 3], () => Effect.timeout(Effect.sleep("1 second"), "1 hour")))
+      expect(yield* Clock.currentTimeMillis).toBe(3_000)
+      expect(yield* TestClock.sleeps()).toHaveLength(0)
+      // a later run does not step through them: stuck where it starts
+      const error = yield* Effect.flip(VirtualTime.run(Effect.never))
+      expect(error._tag).toBe("Stuck")
+      expect(yield* Clock.currentTimeMillis).toBe(3_000)
+      // a fiber still sleeping when a run ends sleeps on, on the TestClock, to its own instant
+      const woke = yield* Deferred.make<number>()
+      yield* VirtualTime.run(
+        Effect.zipRight(
+          Effect.forkDaemon(
+            Effect.zipRight(
+              Effect.sleep("5 seconds"),
+              Effect.flatMap(Clock.currentTimeMillis, (t) => Deferred.succeed(woke, t))
+            )
+          ),
+          Effect.sleep("2 seconds")
+        )
+      )
+      expect(yield* Clock.currentTimeMillis).toBe(5_000)
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* Deferred.isDone(woke)).toBe(false)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Deferred.isDone(woke)).toBe(true)
+      expect(yield* Deferred.await(woke)).toBe(8_000)
+    }))
+
   it.effect("runs Promise code and fails with its rejection", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(VirtualTime.runPromise(() => Promise.reject(new Error("boom"))))

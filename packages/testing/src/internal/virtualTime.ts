@@ -94,14 +94,13 @@ type SleepEntry = readonly [number, Deferred.Deferred<void>]
 
 /**
  * A sleep the driver holds: one taken over from the clock's list (`deferred`), or one registered with
- * the driver's clock (`wake` resumes its fiber: the sleep's own resume, which does nothing once the sleep was
- * interrupted, as with the TestClock's own sleeps, which stay pending when interrupted).
+ * the driver's clock (`wake` resumes its fiber; undefined once that sleep was interrupted).
  */
 interface Owned {
   readonly at: number
   readonly seq: number
   readonly deferred: Deferred.Deferred<void> | undefined
-  readonly wake: ((effect: Effect.Effect<void>) => void) | undefined
+  wake: (() => void) | undefined
 }
 
 /** A binary min-heap of sleeps by (instant, registration order). */
@@ -124,11 +123,7 @@ class Sleeps {
     this.heap[i] = this.heap[j]
     this.heap[j] = t
   }
-  push(
-    at: number,
-    deferred: Deferred.Deferred<void> | undefined,
-    wake: ((effect: Effect.Effect<void>) => void) | undefined
-  ): Owned {
+  push(at: number, deferred: Deferred.Deferred<void> | undefined, wake: (() => void) | undefined): Owned {
     const owned: Owned = { at, seq: this.seq++, deferred, wake }
     this.heap.push(owned)
     let i = this.heap.length - 1
@@ -214,7 +209,7 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
     }
     const wakeEntry = (entry: Owned) => {
       if (entry.deferred !== undefined) Deferred.unsafeDone(entry.deferred, Exit.void)
-      else entry.wake?.(Effect.void)
+      else entry.wake?.()
     }
     // the TestClock, but for `sleep`: its other methods (adjust, setTime, currentTimeMillis...) are the clock's
     const driverClock: TestClock.TestClock = Object.create(clock)
@@ -232,9 +227,10 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
         const end = now + millis
         if (!(end > now)) return resume(Effect.void)
         registered++
-        // No interruption handler (it would cost an `onInterrupt` around every sleep): an interrupted sleep stays in
-        // the heap, as it stays in the TestClock's list, and its resume then does nothing.
-        owned.push(end, undefined, resume)
+        const entry = owned.push(end, undefined, () => resume(Effect.void))
+        return Effect.sync(() => {
+          entry.wake = undefined
+        })
       })
     }
     Object.defineProperty(driverClock, "sleep", { value: sleep })
@@ -280,7 +276,7 @@ const onTestClock = (clock: TestClock.TestClock, internals: TestClockInternals |
             const deferred = Deferred.unsafeMake<void>(FiberId.none)
             const wake = entry.wake
             back.push([entry.at, deferred])
-            forwarded.push(Effect.zipRight(Deferred.await(deferred), Effect.sync(() => wake(Effect.void))))
+            forwarded.push(Effect.zipRight(Deferred.await(deferred), Effect.sync(wake)))
           }
         }
         const data = MutableRef.get(cell)
