@@ -290,7 +290,9 @@ const runLegSteps = async (leg, console, step) => {
   console.log(copies.join("\n"))
   if (copies.length !== 1) fail(leg.name, `${copies.length} copies of effect are installed`, copies.join("\n"))
 
-  if (leg.name === "node20") {
+  // node20: npm must refuse an incompatible effect (a dry run, mostly waiting on the registry): started here, beside
+  // the type-check, and awaited after it
+  const clashCheck = leg.name !== "node20" ? Promise.resolve() : (async () => {
     step(`${leg.name}: an incompatible effect is refused (npm install --dry-run … effect @effect/vitest: effect 4)`)
     // a bare `effect` with the latest @effect/vitest resolves effect 4: npm must refuse it with a peer error, not
     // nest a second effect 3 under each @sluice package
@@ -318,7 +320,7 @@ const runLegSteps = async (leg, console, step) => {
         (dry.stdout + dry.stderr).split("\n").filter((l) => /ERESOLVE|peer effect|Found: effect/.test(l)).slice(0, 4)
           .join("\n")
       )}
-  }
+  })()
 
   const modes = leg.name === "node20" ? ["NodeNext", "Bundler"] : ["NodeNext"]
   step(`${leg.name}: type-check (strict; ${modes.join(", ")}): README snippets, program.mts, program.cts`)
@@ -336,6 +338,7 @@ const runLegSteps = async (leg, console, step) => {
       { name: "program.cts", text: programBody(true), modes: ["NodeNext"] }
     ]
   })
+  await clashCheck
   for (const f of typeFailures) fail(leg.name, `type check: ${f}`)
 
   for (const file of ["program.mjs", "program.cjs"]) {
