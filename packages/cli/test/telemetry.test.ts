@@ -10,7 +10,7 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { capture } from "./helpers.js"
+import { capture, chatBody, writeChatLines } from "./helpers.js"
 
 const setup = (model: string, lines: number, latencyMs: number) => {
   const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-cli-telemetry-"))
@@ -26,16 +26,7 @@ const setup = (model: string, lines: number, latencyMs: number) => {
     })
   )
   const input = NodePath.join(dir, "in.jsonl")
-  NodeFs.writeFileSync(
-    input,
-    Array.from({ length: lines }, (_, i) =>
-      JSON.stringify({
-        custom_id: `t-${i}`,
-        method: "POST",
-        url: "/v1/chat/completions",
-        body: { model, messages: [{ role: "user", content: `[req:t-${i}] hi` }], max_tokens: 8 }
-      })).join("\n") + "\n"
-  )
+  writeChatLines(input, lines, "t", (i) => chatBody(model, `[req:t-${i}] hi`, 8))
   return (extra: ReadonlyArray<string>) =>
     capture([
       "run",
