@@ -113,9 +113,9 @@ describe("sluice CLI (in process)", () => {
     expect(Cli.defaultErrorsPath("results")).toBe("results.errors.jsonl")
   })
 
-  // live: `Cli.run` reads and writes real files through Node streams and runs the embedded simulator on the
-  // clock it installs itself (no latency here, so well under a second of wall time); TestClock would have to
-  // be driven from outside a program that does real I/O.
+  // `Cli.run` reads and writes real files through Node streams and runs the embedded simulator on the clock it
+  // installs itself (no latency here, so well under a second of wall time).
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "run --routing: lines naming a task go through the router, spill when a pool is full, and the summary says so",
     () =>

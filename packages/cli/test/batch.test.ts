@@ -91,8 +91,9 @@ describe("the batches' ETA in the progress line", () => {
 })
 
 describe("sluice run --via (in process, embedded simulator)", () => {
-  // live: `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the
-  // Batch API's timeline here is under a second of wall time); TestClock cannot drive a program doing real I/O.
+  // `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the Batch API's
+  // timeline here is under a second of wall time).
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "--via batch: every line through the Batch API once, the image line live, a refused line named",
     () =>
@@ -133,7 +134,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "--via auto: what the enqueued-token limits pass by the deadline goes by batch, the rest live",
     () =>
@@ -169,7 +170,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "--via batch --retry-failed: a line a finished batch failed goes out again in a new batch",
     () =>
@@ -191,7 +192,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live("--via auto: the lines of a batch that expired go live, each custom_id once", () =>
     Effect.gen(function*() {
       // 4 simulated hours a request: each model's 10 lines need 40 h, so their batches expire at 24 h half done
@@ -215,7 +216,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       expect(new Set(ids).size).toBe(20)
     }), 60_000)
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "usage: --via auto needs --deadline; a bad enqueuedTokens is named; --cancel without a job says so",
     () =>
@@ -240,10 +241,10 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       }),
     60_000
   )
-  // live: the simulator over HTTP in this process (one server across the runs, as a real API), `Cli.run` in process
+
   // regression: outputs `out.jsonl` and `out` share `out.batch.json` (and its `.tmp`), and each run held only its
   // output's lock while rewriting all of the state
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: two concurrent runs on real files (the second starts when the first's state file says in_progress)
   it.live(
     "two runs whose outputs map to one batch state file: the second is refused by the state's lock; the state's " +
       "temporary is never written through a link",
@@ -281,7 +282,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live("an unreadable batch state file stops --via batch, and only warns a --via live run", () =>
     Effect.gen(function*() {
       const job = setup(chat(4))
@@ -295,7 +296,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       expect(NodeFs.readFileSync(job.state, "utf8")).toBe("not json\n")
     }))
 
-  // live: as above, `Cli.run` does real file I/O beside its own embedded simulator's clock; TestClock cannot drive it.
+  // live: real file I/O through Node streams, and the embedded simulator's own clock
   it.live(
     "--cancel: a job stopped mid-poll has its batches cancelled and recorded; a live rerun is refused; a rerun ends it",
     () =>
