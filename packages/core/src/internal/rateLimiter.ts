@@ -620,11 +620,24 @@ export const make = (
       Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason])
     }
 
+    /**
+     * The pass's (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due, and the
+     * same keys in a list (walked by `covered` at every waiter visited, without an iterator). One of each for every
+     * pass (passes never overlap: the dispatcher runs one at a time), emptied as a pass starts.
+     */
+    const blocked = new Map<string, number>()
+    const blockedKeys: Array<string> = []
+    const blockKey = (key: string, due: number): void => {
+      const was = blocked.get(key)
+      if (was === undefined) blockedKeys.push(key)
+      if (was === undefined || was < due) blocked.set(key, due)
+    }
+
     /** One pass over the queue at `now`; returns when the next pass is due (epoch ms), Infinity for "on signal". */
     const pass = (now: number): Effect.Effect<number> =>
       Effect.gen(function*() {
-        // (scope, dimension) keys an earlier waiter is denied on, with when that waiter is next due
-        const blocked = new Map<string, number>()
+        blocked.clear()
+        blockedKeys.length = 0
         let next = Number.POSITIVE_INFINITY
         passes++
         passing = true
@@ -639,16 +652,20 @@ export const make = (
          * all of them. Visiting them would change nothing (a blocked waiter without a deadline only waits).
          */
         const covered = (): boolean => {
-          if (!mayStop || epoch !== start || finite !== seenFinite || blocked.size === 0) return false
+          if (!mayStop || epoch !== start || finite !== seenFinite || blockedKeys.length === 0) return false
           const unvisited = queued - seenWaiters
-          for (const key of blocked.keys()) {
+          for (let i = 0; i < blockedKeys.length; i++) {
+            const key = blockedKeys[i]
             if ((keyCounts.get(key) ?? 0) - (seenKeys.get(key) ?? 0) === unvisited) return true
           }
           return false
         }
         let stopped = false
-        scan: for (const lane of lanes) {
-          for (const waiter of lane) {
+        scan: for (let l = 0; l < lanes.length; l++) {
+          const lane = lanes[l]
+          // by index, as a `for…of` would (a waiter queued while an asynchronous store answers is visited too)
+          for (let w = 0; w < lane.length; w++) {
+            const waiter = lane[w]
             if (waiter.done) continue
             if (covered()) {
               stopped = true
@@ -659,7 +676,7 @@ export const make = (
                 // its first attempt is at the store: nothing behind it may take its buckets meanwhile
                 for (const debit of waiter.prepared.debits) {
                   const key = `${debit.bucket.scope}\u0000${debit.bucket.dimension}`
-                  if (!blocked.has(key)) blocked.set(key, now)
+                  if (!blocked.has(key)) blockKey(key, now)
                 }
                 break visit
               }
@@ -683,7 +700,8 @@ export const make = (
               }
               let blockedBy: string | undefined
               let aheadDue = Number.NEGATIVE_INFINITY
-              for (const key of waiter.keys) {
+              for (let k = 0; k < waiter.keys.length; k++) {
+                const key = waiter.keys[k]
                 const due = blocked.get(key)
                 if (due !== undefined && due > aheadDue) {
                   blockedBy = key
@@ -769,7 +787,7 @@ export const make = (
               let due = now + answer.waitMillis
               if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
               const key = `${answer.scope}\u0000${answer.dimension}`
-              if ((blocked.get(key) ?? Number.NEGATIVE_INFINITY) < due) blocked.set(key, due)
+              blockKey(key, due)
               if (due < next) next = due
               if (waiter.deadline < next) next = waiter.deadline
             }
@@ -777,7 +795,10 @@ export const make = (
               waiter.seen = passes
               seenWaiters++
               if (waiter.deadline !== Number.POSITIVE_INFINITY) seenFinite++
-              for (const key of waiter.keys) seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
+              for (let k = 0; k < waiter.keys.length; k++) {
+                const key = waiter.keys[k]
+                seenKeys.set(key, (seenKeys.get(key) ?? 0) + 1)
+              }
             }
           }
         }
