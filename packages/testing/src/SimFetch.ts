@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
+import { jsonValue } from "./internal/simulator.js"
 import * as Simulator from "./Simulator.js"
 
 /**
@@ -232,13 +233,17 @@ export const makeWith = (options: SimFetch.Options = {}): Effect.Effect<Fetch, n
       switch (response._tag) {
         case "Reset":
           throw response.reason === "timeout" ? headersTimeoutError() : resetError()
-        case "Response":
-          return nullBodyStatus(response.status)
-            ? new Response(response.body, { status: response.status, headers: response.headers })
-            : new TextResponse(response.body, {
-              status: response.status,
-              headers: response.headers
-            }) as unknown as Response
+        case "Response": {
+          if (nullBodyStatus(response.status)) {
+            return new Response(response.body, { status: response.status, headers: response.headers })
+          }
+          const value = (response as { readonly [jsonValue]?: unknown })[jsonValue]
+          return new TextResponse(
+            value === undefined ? response.body : () => response.body,
+            { status: response.status, headers: response.headers },
+            value
+          ) as unknown as Response
+        }
         case "Stream": {
           const encoder = new TextEncoder()
           let index = 0
@@ -265,18 +270,26 @@ const bodyUnusable = (): TypeError => new TypeError("Body is unusable: Body has 
 /**
  * A `Response` whose body is a string held as it is: `text()` and `json()` read it directly, without undici's
  * body stream, byte buffer and decoder (which cost several times the simulator's whole judgement per call).
+ * Given the value the simulator wrote the text from (`jsonValue`: a chat completion's, fresh per answer), `json()`
+ * answers with it, as `JSON.parse` of the text would, and the text is written only if something reads it.
  * Everything else is the real `Response`'s: it is one (`instanceof Response`), with its `status`, `ok` and
  * `Headers`; the first use of `body`, `arrayBuffer()`, `bytes()`, `blob()`, `formData()` or `clone()` builds
  * a real `Response` over the same text (marked read if the text was read already) and answers from it, so a
  * body read twice fails as it does on any `Response`.
  */
 class TextResponse extends (Response as new(body: null, init: ResponseInit) => object) {
-  #text: string
+  #source: string | (() => string)
+  #value: unknown
   #read = false
   #real: Response | undefined
-  constructor(text: string, init: ResponseInit) {
+  constructor(text: string | (() => string), init: ResponseInit, value?: unknown) {
     super(null, init)
-    this.#text = text
+    this.#source = text
+    this.#value = value
+  }
+  get #text(): string {
+    if (typeof this.#source !== "string") this.#source = this.#source()
+    return this.#source
   }
   /** As the `Response` it is (its `status` and `headers`, set by the constructor). */
   get #self(): Response {
@@ -284,7 +297,11 @@ class TextResponse extends (Response as new(body: null, init: ResponseInit) => o
   }
   #materialize(): Response {
     if (this.#real === undefined) {
-      this.#real = new Response(this.#text, { status: this.#self.status, headers: this.#self.headers })
+      // (once read, its content can no longer be seen: the text is not written for it)
+      this.#real = new Response(this.#read ? "" : this.#text, {
+        status: this.#self.status,
+        headers: this.#self.headers
+      })
       // a body read as text is read: the real one says so too (its stream is taken)
       if (this.#read) this.#real.text().catch(() => undefined)
     }
@@ -312,6 +329,10 @@ class TextResponse extends (Response as new(body: null, init: ResponseInit) => o
   json(): Promise<unknown> {
     if (this.#real !== undefined) return this.#real.json()
     try {
+      if (this.#value !== undefined && !this.#read) {
+        this.#read = true
+        return Promise.resolve(this.#value)
+      }
       return Promise.resolve(JSON.parse(this.#take()))
     } catch (error) {
       return Promise.reject(error)

@@ -60,6 +60,20 @@ describe("SimFetch's responses behave as a Response", () => {
       expect(clone.bodyUsed).toBe(true)
     }).pipe(Effect.provide(Simulator.layer(scenario))))
 
+  it.effect("json read first: what its text parses to, once; the body is then taken", () =>
+    Effect.gen(function*() {
+      const fetch = yield* SimFetch.make
+      const response = yield* post(fetch)
+      const clone = response.clone()
+      const value = yield* Effect.promise(() => response.json())
+      expect(value).toEqual(JSON.parse(yield* Effect.promise(() => clone.text())))
+      expect((value as { object: string }).object).toBe("chat.completion")
+      expect(response.bodyUsed).toBe(true)
+      expect(yield* settle(() => response.json())).toMatchObject({ ok: false })
+      expect(yield* settle(() => response.text())).toMatchObject({ ok: false })
+      expect(response.body === null || response.body.locked).toBe(true)
+    }).pipe(Effect.provide(Simulator.layer(scenario))))
+
   it.effect("the body as a stream, bytes, a Blob: the same bytes", () =>
     Effect.gen(function*() {
       const fetch = yield* SimFetch.make

@@ -43,4 +43,8 @@ export const waitFor = (bucket: Bucket, amount: number): number =>
 export const EPSILON = 1e-6
 
 /** Milliseconds until the bucket is full again (the `x-ratelimit-reset-*` value). @internal */
-export const untilFull = (bucket: Bucket): number => Math.max(0, (bucket.capacity - bucket.level) / bucket.rate)
+export const untilFull = (bucket: Bucket): number => untilFullAt(bucket, bucket.level)
+
+/** Milliseconds until the bucket is full again from `level` (what `untilFull` says at that level). @internal */
+export const untilFullAt = (bucket: Bucket, level: number): number =>
+  Math.max(0, (bucket.capacity - level) / bucket.rate)

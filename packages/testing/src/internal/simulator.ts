@@ -62,6 +62,22 @@ const headerLimits: ReadonlyArray<readonly [LimitName, { limit: string; remainin
   remaining: `x-ratelimit-remaining-${suffix}`,
   reset: `x-ratelimit-reset-${suffix}`
 }])
+/** Per header limit reported: its index in `headerLimits`, its bucket and that bucket's level then. */
+type RateLevels = Array<number | Bucket.Bucket>
+
+/** Writes the rate-limit headers of `levels` (see `rateLevels`) into `out`, after what it has. */
+const writeRateHeaders = (levels: RateLevels | undefined, out: Record<string, string>): Record<string, string> => {
+  if (levels === undefined) return out
+  for (let i = 0; i < levels.length; i += 3) {
+    const names = headerLimits[levels[i] as number][1]
+    const b = levels[i + 1] as Bucket.Bucket
+    const level = levels[i + 2] as number
+    out[names.limit] = String(b.limit)
+    out[names.remaining] = String(Math.max(0, Math.floor(level)))
+    out[names.reset] = formatGoDuration(Bucket.untilFullAt(b, level))
+  }
+  return out
+}
 const hexCodes = Array.from("0123456789abcdef", (c) => c.charCodeAt(0))
 
 interface ApiError {
@@ -161,6 +177,47 @@ interface BatchRecord {
 
 /** @internal */
 /** A request's key, `[req:…]` in its JSON body (see `requestKeyOf`). */
+/**
+ * On a chat completion's answer (`Response`): the body as the value its JSON text is written from, fresh per answer
+ * and shared with nothing, for the in-process `fetch` to hand to `json()` as `JSON.parse` of that text would give
+ * it (a JSON round trip per call saved). Its text is still what `body` reads.
+ *
+ * @internal
+ */
+export const jsonValue: unique symbol = Symbol.for("@sluice/testing/Simulator/jsonValue")
+
+/**
+ * A 200 answer whose headers and body text are written when first read, as they were at the answer (`levels` read
+ * then): a caller that never reads them (`Simulator.handle` in a simulated day) does not pay for them. Made here,
+ * not in `handle`, so that it holds only what it writes from (not the request and its judgement).
+ */
+const answer = (
+  base: Record<string, string>,
+  levels: RateLevels | undefined,
+  delay: number,
+  value: unknown,
+  chat: boolean
+): SimResponse & { readonly [jsonValue]: unknown } => {
+  let headers: Record<string, string> | undefined
+  let text: string | undefined
+  return {
+    _tag: "Response",
+    status: 200,
+    get headers() {
+      if (headers === undefined) {
+        headers = writeRateHeaders(levels, { ...base })
+        headers["openai-processing-ms"] = String(Math.round(delay))
+      }
+      return headers
+    },
+    get body() {
+      return text ??= JSON.stringify(value)
+    },
+    delayMs: delay,
+    [jsonValue]: chat ? value : undefined
+  }
+}
+
 export const requestKeyPattern = /\[req:([^\]]+)\]/
 
 /** `requestKeyOf` cannot tell without the body's JSON text. */
@@ -372,19 +429,27 @@ export class Model {
 
   /** Headers report, per dimension, the scope with the least room: written into `out` (after what it has). */
   private rateHeaders(scopes: ReadonlyArray<ScopeBuckets>, out: Record<string, string>): Record<string, string> {
-    if (!this.scenario.enforcement.rateLimitHeaders) return out
-    for (const [limit, names] of headerLimits) {
+    return writeRateHeaders(this.rateLevels(scopes), out)
+  }
+
+  /**
+   * What the rate-limit headers report, as of now: per header limit in table order, the bucket of the scope with
+   * the least room and its level (`undefined` without rate-limit headers), for `writeRateHeaders` to write now or
+   * later.
+   */
+  private rateLevels(scopes: ReadonlyArray<ScopeBuckets>): RateLevels | undefined {
+    if (!this.scenario.enforcement.rateLimitHeaders) return undefined
+    const levels: RateLevels = []
+    for (let i = 0; i < headerLimits.length; i++) {
+      const limit = headerLimits[i][0]
       let b: Bucket.Bucket | undefined = undefined
       for (const scope of scopes) {
         const candidate = scope.buckets[limit]?.[0]
         if (candidate !== undefined && (b === undefined || candidate.level < b.level)) b = candidate
       }
-      if (b === undefined) continue
-      out[names.limit] = String(b.limit)
-      out[names.remaining] = String(Math.max(0, Math.floor(b.level)))
-      out[names.reset] = formatGoDuration(Bucket.untilFull(b))
+      if (b !== undefined) levels.push(i, b, b.level)
     }
-    return out
+    return levels
   }
 
   /** Rejected requests still count against RPM/RPD (when configured and there is room). */
@@ -1217,10 +1282,10 @@ export class Model {
     this.addSpend(org, this.cost(spec, served))
     const delay = requestDelay + this.scenario.latency.perOutputTokenMs * served.outputTokens +
       (fault === "slow" ? this.scenario.faults.slowMs : 0)
-    const headers = headersNow()
-    headers["openai-processing-ms"] = String(Math.round(delay))
     this.record(now, request, requestId, key, model, 200, { fault, organization: org, latencyMs: delay })
     if (parsed.stream && (endpoint.kind === "chat" || endpoint.kind === "responses")) {
+      const headers = headersNow()
+      headers["openai-processing-ms"] = String(Math.round(delay))
       return {
         _tag: "Stream",
         status: 200,
@@ -1236,7 +1301,7 @@ export class Model {
         delayMs: requestDelay + (fault === "slow" ? this.scenario.faults.slowMs : 0)
       }
     }
-    return { _tag: "Response", status: 200, headers, body: JSON.stringify(served.body), delayMs: delay }
+    return answer(base, this.rateLevels(scopes), delay, served.body, endpoint.kind === "chat")
   }
 
   private chatChunks(served: Served, p: Parsed): Array<SseChunk> {
