@@ -4,30 +4,24 @@
  * (capacity planning) and `report` (run records as an HTML page and limit-increase evidence).
  *
  * This module is the command's surface: its tree, what the process gives it ({@link Environment}), its errors and
- * exit codes, and the helpers it shares with programs that drive a run themselves. Each command's options and
- * handler live in `internal/` (`runCommand.ts`, `pipelineCommand.ts`, `simCommand.ts`, `planCommand.ts`,
- * `reportCommand.ts`; `connect.ts` builds the executor from the options they share).
+ * exit codes, and the helpers it shares with programs that drive a run themselves. The tree is `internal/command.ts`;
+ * each command's options live in `internal/` (`runCommand.ts`, `pipelineCommand.ts`, `simCommand.ts`,
+ * `planCommand.ts`, `reportCommand.ts`), its handler beside them (`runHandler.ts`, ...), loaded when the command runs
+ * (`connect.ts` builds the executor from the options they share).
  *
  * @since 0.1.0
  */
 import type * as CliApp from "@effect/cli/CliApp"
-import * as Command from "@effect/cli/Command"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import { BulkRunner } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
-import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
-// The commands import this module's errors and helpers back; nothing of theirs runs before `command` is called.
-import { usage } from "./internal/options.js"
-import * as PipelineCommand from "./internal/pipelineCommand.js"
-import * as PlanCommand from "./internal/planCommand.js"
-import * as ReportCommand from "./internal/reportCommand.js"
-import * as RunCommand from "./internal/runCommand.js"
-import * as SimCommand from "./internal/simCommand.js"
+// The commands' handlers import this module's errors and helpers back; nothing of theirs runs before a command does.
+import * as internal from "./internal/command.js"
+import * as ProcessExit from "./internal/exit.js"
+import { usage } from "./internal/handler.js"
 
 /**
  * Bad usage (exit code 2): a missing key, a bad limits file, an unknown scenario.
@@ -56,20 +50,6 @@ export interface Environment {
   readonly writeProgress: (text: string) => Effect.Effect<void>
 }
 
-// `--version`: the version in this package's package.json, one directory above src/ (the workspace) or two above
-// dist/esm and dist/cjs (an installed package).
-const packageVersion = (): string => {
-  for (const path of ["../package.json", "../../package.json"]) {
-    try {
-      const pkg: unknown = JSON.parse(NodeFs.readFileSync(new URL(path, import.meta.url), "utf8"))
-      if (Predicate.isRecord(pkg) && pkg.name === "@sluice/cli" && typeof pkg.version === "string") return pkg.version
-    } catch {
-      // not at this level
-    }
-  }
-  return "unknown"
-}
-
 /**
  * The logger of the `sluice` process: Effect's default format, to stderr (stdout carries only the summary).
  *
@@ -83,10 +63,7 @@ const packageVersion = (): string => {
  * Effect.logError("to stderr").pipe(Effect.provide(Cli.logToStderr), Effect.runSync)
  * ```
  */
-export const logToStderr: Layer.Layer<never> = Logger.replace(
-  Logger.defaultLogger,
-  Logger.withConsoleError(Logger.stringLogger)
-)
+export const logToStderr: Layer.Layer<never> = internal.logToStderr
 
 // -----------------------------------------------------------------------------------------------------------
 // run: exit codes, progress, the server's URL, the files beside the output
@@ -100,7 +77,7 @@ export const logToStderr: Layer.Layer<never> = Logger.replace(
  * @since 0.2.0
  * @category run
  */
-export const ExitCode = { Done: 0, SomeFailed: 1, BadUsage: 2, Stopped: 3 } as const
+export const ExitCode = ProcessExit.ExitCode
 
 /**
  * @since 0.2.0
@@ -270,37 +247,7 @@ export const parseMix = (
  * @since 0.1.0
  * @category commands
  */
-export const command = (env: Environment) =>
-  Command.make("sluice").pipe(
-    Command.withDescription("Keep OpenAI calls at the provider's rate limit"),
-    Command.withSubcommands([
-      Command.make("run", RunCommand.options, RunCommand.handler(env)).pipe(
-        Command.withDescription("Run a Batch API JSONL file at the provider's limit (resumable)")
-      ),
-      Command.make("pipeline").pipe(
-        Command.withDescription("Stage pipelines: each item through every stage, each stage with its own budget"),
-        Command.withSubcommands([
-          Command.make("run", PipelineCommand.runOptions, PipelineCommand.runHandler(env)).pipe(
-            Command.withDescription("Run a pipeline file over an input JSONL into an output JSONL (resumable)")
-          ),
-          Command.make("worker", PipelineCommand.workerOptions, PipelineCommand.workerHandler(env)).pipe(
-            Command.withDescription(
-              "Work a distributed pipeline's stages from its BullMQ queues on --redis, until stopped"
-            )
-          )
-        ])
-      ),
-      Command.make("sim", SimCommand.options, SimCommand.handler(env)).pipe(
-        Command.withDescription("Serve the simulated OpenAI over HTTP (loopback)")
-      ),
-      Command.make("plan", PlanCommand.options, PlanCommand.handler).pipe(
-        Command.withDescription("Capacity plan: binding limit, time to drain, peak headroom, cost")
-      ),
-      Command.make("report", ReportCommand.options, ReportCommand.handler).pipe(
-        Command.withDescription("Render run records (sluice run --record) as one self-contained HTML page")
-      )
-    ])
-  )
+export const command = internal.command
 
 /**
  * Runs the CLI on `argv` (as `process.argv`).
@@ -321,8 +268,7 @@ export const command = (env: Environment) =>
  * }).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
  * ```
  */
-export const run = (
+export const run: (
   argv: ReadonlyArray<string>,
   env: Environment
-): Effect.Effect<void, unknown | ValidationError.ValidationError, CliApp.CliApp.Environment> =>
-  Command.run(command(env), { name: "sluice", version: packageVersion() })(argv).pipe(Effect.provide(logToStderr))
+) => Effect.Effect<void, unknown | ValidationError.ValidationError, CliApp.CliApp.Environment> = internal.run

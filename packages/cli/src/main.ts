@@ -4,13 +4,14 @@
  * @since 0.1.0
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-// by the package's own name, so that the built bin shares the main entry point's classes
-import { Cli } from "@sluice/cli"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
-import { failed } from "./internal/exit.js"
+// the command tree, not the package's main entry point (Cli.ts, Plan.ts), which loads the whole library: a command's
+// handler loads what it needs when it runs (in dist/esm, main.js shares the main entry point's chunks)
+import { run } from "./internal/command.js"
+import { ExitCode, failed } from "./internal/exit.js"
 
 const stop = Deferred.unsafeMake<void>(FiberId.none)
 let signals = 0
@@ -21,13 +22,13 @@ const onSignal = () => {
     Deferred.unsafeDone(stop, Exit.void)
   } else {
     // Abort: in-flight requests are not written; a rerun retries them.
-    process.exit(Cli.ExitCode.Stopped)
+    process.exit(ExitCode.Stopped)
   }
 }
 process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)
 
-const program = Cli.run(process.argv, {
+const program = run(process.argv, {
   stop: Deferred.await(stop),
   setExitCode: (code) => {
     process.exitCode = code
@@ -40,7 +41,7 @@ const program = Cli.run(process.argv, {
 }).pipe(Effect.provide(NodeContext.layer))
 
 Effect.runPromiseExit(program).then((exit) => {
-  const failure = failed(exit, Cli.ExitCode.BadUsage)
+  const failure = failed(exit, ExitCode.BadUsage)
   if (failure === undefined) return
   if (failure.stderr !== undefined) process.stderr.write(failure.stderr)
   process.exitCode = failure.exitCode

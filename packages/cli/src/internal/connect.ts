@@ -1,12 +1,10 @@
 /**
- * Where a command's calls go and under which limits: the options `run`, `pipeline run` and `pipeline worker`
- * share, and the executor they build from them (the limits file, the embedded simulator or a real server with its
- * key, the budgets on Redis).
+ * Where a command's calls go and under which limits: the executor `run`, `pipeline run` and `pipeline worker`
+ * build from the options they share (`connectOptions` in `options.ts`): the limits file, the embedded simulator or a
+ * real server with its key, the budgets on Redis.
  *
  * @internal
  */
-import type * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type { Budget } from "@sluice/core"
 import { HoldStore } from "@sluice/core"
@@ -22,8 +20,9 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { UsageError } from "../Cli.js"
 import { checkBaseUrl } from "../Cli.js"
+import { usage } from "./handler.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, unknownModels } from "./limits.js"
-import { optional, tierOption, usage } from "./options.js"
+import type { ConnectOptions } from "./options.js"
 
 /**
  * The simulator, loaded only when used (`run` against a real server and `plan` do not need it).
@@ -77,44 +76,6 @@ const redisStore = (url: string) =>
       holds: Context.get(context, HoldStore.HoldStore)
     }))
   )
-
-/**
- * The options `run`, `pipeline run` and `pipeline worker` share: where the calls go and under which limits.
- *
- * @internal
- */
-export const connectOptions = {
-  baseUrl: optional(
-    Options.text("base-url"),
-    "OpenAI-compatible base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
-  ),
-  apiKeyEnv: Options.text("api-key-env").pipe(
-    Options.withDescription("Name of the environment variable holding the API key"),
-    Options.withDefault("OPENAI_API_KEY")
-  ),
-  tier: optional(tierOption, "Usage tier presets for the limits (1-5)"),
-  limits: optional(
-    Options.file("limits", { exists: "yes" }),
-    "Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm, enqueuedTokens}}})"
-  ),
-  redis: optional(
-    Options.text("redis"),
-    "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
-  ),
-  simulate: optional(
-    Options.text("simulate"),
-    "Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"
-  ),
-  speed: Options.float("speed").pipe(
-    Options.withDescription(
-      "With --simulate: run simulated time this many times faster than real time (figures are in simulated time)"
-    ),
-    Options.withDefault(1)
-  )
-} as const
-
-/** @internal */
-export type ConnectOptions = Command.Command.ParseConfig<typeof connectOptions>
 
 /**
  * `body` in simulated time `--speed` times faster than real time, with `--simulate` and a valid speed (else as

@@ -9,6 +9,13 @@ import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 
+/**
+ * The exit codes (`Cli.ExitCode`, documented there; here for `main.ts`, which does not load `Cli.ts`'s library).
+ *
+ * @internal
+ */
+export const ExitCode = { Done: 0, SomeFailed: 1, BadUsage: 2, Stopped: 3 } as const
+
 /** @internal */
 export interface Failed {
   readonly exitCode: number
@@ -18,8 +25,7 @@ export interface Failed {
 
 /**
  * A failed run's exit code and stderr line; `undefined` for a successful run (its exit code is the one the run
- * set). `badUsage` is `Cli.ExitCode.BadUsage` (given by the caller: this module is bundled into the bin, which
- * takes `Cli` from the package's main entry point).
+ * set). `badUsage` is {@link ExitCode}'s `BadUsage` (given by the caller).
  *
  * @internal
  */

@@ -1,21 +1,22 @@
 /**
- * What every command of `sluice` shares: bad usage as an error, option builders, the progress display's mode and
- * the closing line of a simulated run.
+ * The option declarations the commands share: builders, the options of where the calls go (`connectOptions`) and
+ * the progress display. Every command's options are read at start-up (`--help` and validation need them), so this
+ * module imports only `@effect/cli`'s `Options`: what the handlers share is in `handler.ts`, loaded with them.
  *
  * @internal
  */
+import type * as CliApp from "@effect/cli/CliApp"
+import type * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import * as Console from "effect/Console"
-import * as Effect from "effect/Effect"
-import type { Environment } from "../Cli.js"
-import { UsageError } from "../Cli.js"
+import type * as Effect from "effect/Effect"
 
 /**
- * Bad usage (exit code 2) with its message.
+ * What a command's handler returns, as the tree sees it: its errors are `Cli.run`'s (`unknown`), so that the tree
+ * names no type of the library its handler loads.
  *
  * @internal
  */
-export const usage = (message: string): UsageError => new UsageError({ message })
+export type Handled = Effect.Effect<void, unknown, CliApp.CliApp.Environment>
 
 /**
  * An option that may be left out, with its description.
@@ -64,21 +65,47 @@ export const progressOption = Options.choice("progress", ["auto", "line", "log",
 )
 
 /**
- * `--progress auto`: a live line on a terminal, log lines otherwise.
+ * An interface to listen on, loopback (`127.0.0.1`) unless given: `sim --host`, `run --metrics-host`.
  *
  * @internal
  */
-export const progressMode = (
-  option: "auto" | "line" | "log" | "off",
-  env: Environment
-): "line" | "log" | "off" => option === "auto" ? (env.isTTY ? "line" : "log") : option
+export const hostOption = (name: string, description: string) =>
+  Options.text(name).pipe(Options.withDescription(description), Options.withDefault("127.0.0.1"))
 
 /**
- * After a run at `--speed N`: how much real time it took (the summary's figures are in simulated time).
+ * The options `run`, `pipeline run` and `pipeline worker` share: where the calls go and under which limits.
  *
  * @internal
  */
-export const logRealTime = (speed: number, realStart: number): Effect.Effect<void> =>
-  speed === 1
-    ? Effect.void
-    : Console.log(`simulated time ${speed}x: ${((Date.now() - realStart) / 1000).toFixed(1)}s of real time`)
+export const connectOptions = {
+  baseUrl: optional(
+    Options.text("base-url"),
+    "OpenAI-compatible base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
+  ),
+  apiKeyEnv: Options.text("api-key-env").pipe(
+    Options.withDescription("Name of the environment variable holding the API key"),
+    Options.withDefault("OPENAI_API_KEY")
+  ),
+  tier: optional(tierOption, "Usage tier presets for the limits (1-5)"),
+  limits: optional(
+    Options.file("limits", { exists: "yes" }),
+    "Limits file (JSON: {models: {<model>: {rpm, tpm, rpd, tpd, ipm, enqueuedTokens}}})"
+  ),
+  redis: optional(
+    Options.text("redis"),
+    "Keep the budgets on Redis (redis://host:port) so that several sluice processes share one set of limits; needs @sluice/redis"
+  ),
+  simulate: optional(
+    Options.text("simulate"),
+    "Run against the embedded simulator: tier1 | tier5 | free | <scenario.json>"
+  ),
+  speed: Options.float("speed").pipe(
+    Options.withDescription(
+      "With --simulate: run simulated time this many times faster than real time (figures are in simulated time)"
+    ),
+    Options.withDefault(1)
+  )
+} as const
+
+/** @internal */
+export type ConnectOptions = Command.Command.ParseConfig<typeof connectOptions>

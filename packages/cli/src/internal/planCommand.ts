@@ -1,17 +1,14 @@
 /**
- * `sluice plan`: a workload's capacity plan (binding limit, time to drain, peak headroom, cost) as text or JSON.
+ * `sluice plan`: a workload's capacity plan (binding limit, time to drain, peak headroom, cost) as text or JSON. Its
+ * options; the handler (`planHandler.ts`) is loaded when the command runs.
  *
  * @internal
  */
 import type * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import type { Tiers } from "@sluice/openai"
-import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
-import { parseMix } from "../Cli.js"
-import * as Plan from "../Plan.js"
-import { count, optional, tierOption, usage } from "./options.js"
+import { count, optional, tierOption } from "./options.js"
+import type { Handled } from "./options.js"
 
 /** @internal */
 export const options = {
@@ -41,35 +38,9 @@ export const options = {
   json: Options.boolean("json").pipe(Options.withDescription("Print the plan as JSON"))
 } as const
 
-type PlanOptions = Command.Command.ParseConfig<typeof options>
+/** @internal */
+export type PlanOptions = Command.Command.ParseConfig<typeof options>
 
 /** @internal */
-export const handler = (options: PlanOptions) =>
-  Effect.gen(function*() {
-    const mix = parseMix(options.mix)
-    if (mix === undefined) return yield* usage(`--mix: expected model=share,... got ${JSON.stringify(options.mix)}`)
-    if (
-      options.requests < 0 || options.inputTokens < 0 || options.outputTokens < 0 || options.images < 0 ||
-      options.cachedTokens < 0
-    ) {
-      return yield* usage(
-        "--requests, --input-tokens, --cached-tokens, --output-tokens and --images must not be negative"
-      )
-    }
-    if (options.cachedTokens > options.inputTokens) {
-      return yield* usage(`--cached-tokens (${options.cachedTokens}) exceeds --input-tokens (${options.inputTokens})`)
-    }
-    const workload: Plan.Workload = {
-      tier: Number(options.tier) as Tiers.Tier,
-      mix,
-      requests: options.requests,
-      inputTokens: options.inputTokens,
-      cachedInputTokens: options.cachedTokens,
-      outputTokens: options.outputTokens,
-      images: options.images,
-      peakPerMinute: Option.getOrUndefined(options.peakPerMinute),
-      batch: options.batch
-    }
-    const plan = Plan.compute(workload)
-    yield* Console.log(options.json ? JSON.stringify(plan, null, 2) : Plan.format(workload, plan))
-  })
+export const handler = (options: PlanOptions): Handled =>
+  Effect.flatMap(Effect.promise(() => import("./planHandler.js")), (plan) => plan.handler(options))
