@@ -142,15 +142,23 @@ describe("RateLimiter: a call settled before it was marked sent, in the ledger a
     }))
 })
 
-describe("RateLimiter: a waiter that gave up", () => {
-  it.effect("is skipped by later passes, even once its scope is closed: the waiter behind it is not lost", () =>
-    Effect.scoped(
+// A limiter of 100 tokens a minute per org, with org:a and org:b both taken whole.
+const bothTaken = <A, E>(f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
+  run(
+    { budgets: [Budget.make("org:*", [Budget.Limit.perMinute("tokens", 100)])] },
+    (limiter) =>
       Effect.gen(function*() {
-        const limiter = yield* RateLimiter.make({
-          budgets: [Budget.make("org:*", [Budget.Limit.perMinute("tokens", 100)])]
-        })
         yield* limiter.acquire(["org:a"], { tokens: 100 })
         yield* limiter.acquire(["org:b"], { tokens: 100 })
+        return yield* f(limiter)
+      }),
+    LimiterStore.layerMemory
+  )
+
+describe("RateLimiter: a waiter that gave up", () => {
+  it.effect("is skipped by later passes, even once its scope is closed: the waiter behind it is not lost", () =>
+    bothTaken((limiter) =>
+      Effect.gen(function*() {
         const first = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 50 }))
         const second = yield* Effect.fork(limiter.acquire(["org:b"], { tokens: 50 }))
         yield* TestClock.adjust(1)
@@ -164,6 +172,59 @@ describe("RateLimiter: a waiter that gave up", () => {
         const admitted = yield* Fiber.poll(second)
         expect(Option.isSome(admitted) && Exit.isSuccess(admitted.value)).toBe(true)
         expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 0 })
+      })
+    ))
+})
+
+describe("RateLimiter: the compaction of the lanes", () => {
+  it.effect("with finished waiters only in the background lane, the interactive lane's walk stops at its end", () =>
+    bothTaken((limiter) =>
+      Effect.gen(function*() {
+        const first = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 50 }))
+        const gaveUp = yield* Effect.forEach(
+          Array.from({ length: 64 }, () => 0),
+          () => Effect.fork(limiter.acquire(["org:b"], { tokens: 50 }, { priority: "background" }))
+        )
+        yield* TestClock.adjust(1)
+        // 64 finished (a compaction at the end of the next pass), all in the background lane, the first still queued
+        yield* Fiber.interruptAll(gaveUp)
+        yield* TestClock.adjust(29_999)
+        const admitted = yield* Fiber.poll(first)
+        expect(Option.isSome(admitted) && Exit.isSuccess(admitted.value)).toBe(true)
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 0 })
+      })
+    ))
+
+  it.effect("drops the finished waiters between queued ones, each queued one kept once and in order", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const limiter = yield* RateLimiter.make({
+          budgets: [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)])]
+        })
+        yield* limiter.acquire(["org:a"], { tokens: 100 })
+        // a, one that gives up, b, 63 that give up, c: 64 finished, one of them between a and b
+        const order: Array<string> = []
+        const queue = (name: string) =>
+          Effect.tap(
+            Effect.fork(
+              Effect.tap(limiter.acquire(["org:a"], { tokens: 10 }), () => Effect.sync(() => order.push(name)))
+            ),
+            () => Effect.yieldNow()
+          )
+        const a = yield* queue("a")
+        const gaveUp = [yield* queue("x")]
+        const b = yield* queue("b")
+        for (let i = 0; i < 63; i++) gaveUp.push(yield* queue("x"))
+        const c = yield* queue("c")
+        yield* TestClock.adjust(1)
+        yield* Fiber.interruptAll(gaveUp)
+        yield* TestClock.adjust(1)
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 3, background: 0 })
+        expect((yield* limiter.peek(["org:a"], { tokens: 1 })).queued).toBe(3)
+        // 10 tokens refill every 6 s
+        yield* TestClock.adjust(18_000)
+        yield* Fiber.joinAll([a, b, c])
+        expect(order).toEqual(["a", "b", "c"])
       })
     ).pipe(Effect.provide(Layer.fresh(LimiterStore.layerMemory))))
 })
@@ -220,7 +281,8 @@ describe("RateLimiter: the dispatcher's early stop", () => {
       )
     ).pipe(Effect.provide(Layer.fresh(LimiterStore.layerMemory)))
 
-  it.effect("a scope closed since the last full pass: a waiter on it behind a blocked one fails at once", () =>
+  // a waiter on team:x queued behind a blocked one; `change` closes team:x: it fails at once
+  const closedBehind = (change: (limiter: RateLimiter.Service) => Effect.Effect<void>) =>
     scoped((limiter) =>
       Effect.gen(function*() {
         yield* limiter.acquire(["org:a"], { tokens: 100 })
@@ -228,12 +290,22 @@ describe("RateLimiter: the dispatcher's early stop", () => {
         yield* TestClock.adjust(1)
         const behind = yield* Effect.fork(limiter.acquire(["org:a", "team:x"], { tokens: 10 }))
         yield* TestClock.adjust(1)
-        yield* limiter.close("team:x", "gone")
+        yield* change(limiter)
         yield* TestClock.adjust(1)
         const exit = yield* Fiber.poll(behind)
         expect(Option.isSome(exit) && Exit.isFailure(exit.value)).toBe(true)
         expect(Option.isSome(exit) && failureOf(exit.value)).toMatchObject({ _tag: "ScopeClosed", scope: "team:x" })
       })
+    )
+
+  it.effect("a scope closed since the last full pass: a waiter on it behind a blocked one fails at once", () =>
+    closedBehind((limiter) => limiter.close("team:x", "gone")))
+
+  // each moves the epoch on (a ramp lifted from an unrelated scope, then the close): had one moved it back, the epoch
+  // would be the last full pass's again and the pass would stop before the waiter on team:x
+  it.effect("a ramp lifted and a scope closed in the same step: two changes, still a full pass", () =>
+    closedBehind((limiter) =>
+      Effect.zipRight(limiter.ramp("org:z", "tokens", undefined), limiter.close("team:x", "gone"))
     ))
 
   it.effect("a waiter with a deadline behind blocked ones is visited: one it cannot meet fails at once", () =>
@@ -254,4 +326,160 @@ describe("RateLimiter: the dispatcher's early stop", () => {
         })
       })
     ))
+})
+
+// The memory store, except that a debit of `dimension` can never fit (as `neverStore`, for that dimension alone).
+const neverOnStore = (dimension: string) =>
+  Layer.effect(
+    LimiterStore.LimiterStore,
+    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+      ...inner,
+      unsafeTryAcquire: (debits, gates, now) =>
+        debits.some((debit) => debit.bucket.dimension === dimension)
+          ? { _tag: "Denied", waitMillis: Number.POSITIVE_INFINITY, scope: "org:a", dimension, reason: "limit" }
+          : inner.unsafeTryAcquire!(debits, gates, now)
+    }))
+  ).pipe(Layer.provide(LimiterStore.layerMemory))
+
+// The memory store answering asynchronously, 10 ms after it is asked.
+const slowStore = Layer.effect(
+  LimiterStore.LimiterStore,
+  Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+    ...inner,
+    tryAcquire: (debits, gates) => Effect.zipRight(Effect.sleep("10 millis"), inner.tryAcquire(debits, gates)),
+    unsafeTryAcquire: undefined
+  }))
+).pipe(Layer.provide(LimiterStore.layerMemory))
+
+describe("RateLimiter: a call that can never fit, found by the dispatcher", () => {
+  it.effect("is refused as capacity, on the rejections' capacity series", () =>
+    run({ budgets: [budget] }, (limiter) =>
+      Effect.gen(function*() {
+        const before = yield* rejections("capacity")
+        yield* limiter.acquire(["org:a"], { tokens: 1_000 })
+        // queued behind the first (tokens), so the dispatcher asks the store about the second
+        yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 10 }))
+        yield* TestClock.adjust(1)
+        const never = yield* Effect.fork(limiter.acquire(["org:a"], { requests: 1 }))
+        yield* TestClock.adjust(1)
+        const exit = yield* Fiber.poll(never)
+        expect(Option.isSome(exit) && failureOf(exit.value)).toMatchObject({
+          _tag: "CostExceedsCapacity",
+          dimension: "requests"
+        })
+        expect((yield* rejections("capacity")) - before).toBe(1)
+      }), neverOnStore("requests")))
+})
+
+describe("RateLimiter: an asynchronous store's admission at once", () => {
+  it.effect("is refunded when the caller was interrupted while the store answered", () =>
+    run(
+      { budgets: [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)])] },
+      (limiter) =>
+        Effect.gen(function*() {
+          const call = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 60 }))
+          yield* TestClock.adjust(5)
+          const interrupting = yield* Effect.fork(Fiber.interrupt(call))
+          yield* TestClock.adjust(10)
+          const exit = yield* Fiber.join(interrupting)
+          expect(Exit.isInterrupted(exit)).toBe(true)
+          expect((yield* limiter.peek(["org:a"], {})).levels[0].level).toBe(100)
+        }),
+      slowStore
+    ))
+})
+
+describe("RateLimiter: a refund", () => {
+  it.effect("none at a settle at the estimate: no correction goes to the store (a round trip for a remote one)", () =>
+    Effect.gen(function*() {
+      let adjusts = 0
+      const counting = Layer.effect(
+        LimiterStore.LimiterStore,
+        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+          ...inner,
+          adjust: (debits) => Effect.zipRight(Effect.sync(() => adjusts++), inner.adjust(debits))
+        }))
+      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      yield* run({ budgets: [budget] }, (limiter) =>
+        Effect.gen(function*() {
+          const permit = yield* limiter.acquire(["org:a"], { tokens: 10, requests: 1 })
+          yield* permit.settle({ tokens: 10, requests: 1 })
+          expect(adjusts).toBe(0)
+          const over = yield* limiter.acquire(["org:a"], { tokens: 10, requests: 1 })
+          yield* over.settle({ tokens: 20, requests: 1 })
+          expect(adjusts).toBe(1)
+        }), counting)
+    }))
+
+  it.effect("wakes the waiter it makes room for at once, not at the time it was due", () =>
+    run(
+      { budgets: [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)])] },
+      (limiter) =>
+        Effect.gen(function*() {
+          const permit = yield* limiter.acquire(["org:a"], { tokens: 100 })
+          // due in 30 s (50 tokens at 100 a minute)
+          const waiter = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 50 }))
+          yield* TestClock.adjust(1)
+          yield* permit.release
+          yield* TestClock.adjust(1)
+          const admitted = yield* Fiber.poll(waiter)
+          expect(Option.isSome(admitted) && Exit.isSuccess(admitted.value)).toBe(true)
+        }),
+      LimiterStore.layerMemory
+    ))
+})
+
+describe("RateLimiter: a call at an asynchronous store", () => {
+  it.effect("holds its place while the store answers: a smaller call behind it waits its turn", () =>
+    run(
+      { budgets: [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)])] },
+      (limiter) =>
+        Effect.gen(function*() {
+          const taken = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 50 }))
+          yield* TestClock.adjust(10)
+          yield* Fiber.join(taken)
+          // the first is at the store (denied: 100 do not fit 50); the second, of 10, would fit, but is behind it
+          const first = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 100 }))
+          yield* Effect.yieldNow()
+          const second = yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 10 }))
+          yield* TestClock.adjust(100)
+          expect([Option.isNone(yield* Fiber.poll(first)), Option.isNone(yield* Fiber.poll(second))]).toEqual([
+            true,
+            true
+          ])
+        }),
+      slowStore
+    ))
+})
+
+describe("RateLimiter: peek and snapshot", () => {
+  const limits = Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100), Budget.Limit.perMinute("requests", 10)])
+
+  it.effect("peek leaves out a dimension the cost does not name, even a bucket in debt", () =>
+    run({ budgets: [limits] }, (limiter) =>
+      Effect.gen(function*() {
+        const permit = yield* limiter.acquire(["org:a"], { tokens: 100, requests: 1 })
+        // 50 tokens in debt
+        yield* permit.settle({ tokens: 150 })
+        const view = yield* limiter.peek(["org:a"], { requests: 1 })
+        expect([view.waitMillis, Option.isNone(view.binding)]).toEqual([0, true])
+        // a settle that names tokens alone leaves the request charged as estimated
+        expect(view.levels.map((level) => level.level)).toEqual([-50, 9])
+        // naming tokens, it waits for the debt and the token: 51 at 100 a minute
+        expect((yield* limiter.peek(["org:a"], { tokens: 1 })).waitMillis).toBe(30_600)
+      }), LimiterStore.layerMemory))
+
+  it.effect("snapshot lists only the gates still closed", () =>
+    run({ budgets: [limits] }, (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.acquire(["org:a"], { tokens: 1, requests: 1 })
+        yield* limiter.block("org:a", "tokens", "1 second")
+        expect((yield* limiter.snapshot).gates).toEqual([{
+          scope: "org:a",
+          dimension: "tokens",
+          remainingMillis: 1_000
+        }])
+        yield* TestClock.adjust("1 second")
+        expect((yield* limiter.snapshot).gates).toEqual([])
+      }), LimiterStore.layerMemory))
 })

@@ -358,6 +358,10 @@ export const make = (
      * Only at the end of a pass, or when nothing is queued: no pass is walking the lanes then.
      */
     const compact = () => {
+      // Equivalent mutants (mutation/sample.mjs, eighth session): when to compact, the front's splice and the walk's
+      // shortcut change only memory and pass time. Passes, peek, snapshot and `leave` skip finished waiters, and a
+      // lane is emptied whenever nothing is queued.
+      // Stryker disable next-line all: when to compact (memory and pass time only, see above)
       if (finished === 0 || (queued > 0 && finished < 64)) return
       let left = finished
       for (const lane of lanes) {
@@ -367,8 +371,10 @@ export const make = (
         }
         let front = 0
         while (front < lane.length && lane[front].done) front++
+        // Stryker disable next-line ConditionalExpression,EqualityOperator: a fast path (finished waiters left, above)
         if (front > 0) lane.splice(0, front)
         left -= front
+        // Stryker disable next-line ConditionalExpression,EqualityOperator: a shortcut (the walk checks `left > 0`)
         if (left <= 0) continue
         let kept = 0
         let read = 0
