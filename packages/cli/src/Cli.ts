@@ -21,7 +21,7 @@ import * as NodePath from "node:path"
 // The commands' handlers import this module's errors and helpers back; nothing of theirs runs before a command does.
 import * as internal from "./internal/command.js"
 import * as ProcessExit from "./internal/exit.js"
-import { usage } from "./internal/handler.js"
+import { shownUrl, usage } from "./internal/handler.js"
 
 /**
  * Bad usage (exit code 2): a missing key, a bad limits file, an unknown scenario.
@@ -150,7 +150,7 @@ export const renderProgress = (
 
 /**
  * Checks a base URL before anything is sent (a key must never go to a URL nobody meant): absolute, `http:` or
- * `https:`, not empty.
+ * `https:`, not empty. A message never repeats the value (at most its scheme and host): it may hold credentials.
  *
  * @since 0.1.0
  * @category run
@@ -162,16 +162,18 @@ export const checkBaseUrl = (
   if (text.length === 0) {
     return Effect.fail(usage(`${source.from} is empty: give the server's URL, e.g. https://api.openai.com/v1`))
   }
+  // the value itself is never repeated: `user:token@host` (no scheme) would print a credential
   let url: URL
   try {
     url = new URL(text)
   } catch {
-    return Effect.fail(
-      usage(`${source.from}: ${JSON.stringify(source.text)} is not an absolute URL (e.g. https://api.openai.com/v1)`)
-    )
+    return Effect.fail(usage(`${source.from} is not an absolute URL (e.g. https://api.openai.com/v1)`))
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    return Effect.fail(usage(`${source.from}: ${JSON.stringify(source.text)} must be an http:// or https:// URL`))
+    const shown = shownUrl(text)
+    return Effect.fail(
+      usage(`${source.from} must be an http:// or https:// URL${shown === undefined ? "" : `, not ${shown}`}`)
+    )
   }
   return Effect.succeed(text)
 }

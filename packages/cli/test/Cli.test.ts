@@ -1,9 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cli, Plan } from "@sluice/cli"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FastCheck from "effect/FastCheck"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import { shownUrl } from "../src/internal/handler.js"
+import * as Telemetry from "../src/internal/telemetry.js"
 import { capture, chatBody, writeChatLines } from "./helpers.js"
 
 describe("sluice CLI (in process)", () => {
@@ -104,6 +108,47 @@ describe("sluice CLI (in process)", () => {
       expect(JSON.stringify(badLimits.exit)).toContain("limits.json")
       expect(JSON.stringify(badLimits.exit)).toMatch(/rpm/)
     }))
+
+  it("a bad URL option is named, never echoed: at most its scheme and host (it may hold credentials)", () => {
+    const failure = <A>(effect: Effect.Effect<A, unknown>): string => {
+      const exit = Effect.runSyncExit(effect)
+      expect(Exit.isFailure(exit)).toBe(true)
+      return JSON.stringify(exit)
+    }
+    const otlp = (url: string) =>
+      failure(Telemetry.layer({ otlp: url, metricsPort: undefined, metricsHost: "127.0.0.1" }))
+    const baseUrl = (text: string) => failure(Cli.checkBaseUrl({ text, from: "--base-url" }))
+    expect(otlp("localhost:4318")).toContain("--otlp needs an http(s) URL")
+    expect(otlp("ftp://u:p@collector:4318/x")).toContain("not ftp://collector:4318")
+    expect(baseUrl("user:pw@host")).toContain("--base-url must be an http:// or https:// URL")
+    expect(baseUrl("wss://api.example/v1")).toContain("not wss://api.example")
+    expect(baseUrl("not a url")).toContain("--base-url is not an absolute URL")
+    expect(shownUrl("rediss://:pw@cache.internal:6380/2?password=pw")).toBe("rediss://cache.internal:6380")
+    expect(shownUrl("user:pw@host")).toBeUndefined()
+    const secret = FastCheck.stringMatching(/^[A-Za-z0-9]{1,12}$/).map((s) => `SECRET${s}`)
+    FastCheck.assert(
+      FastCheck.property(
+        secret,
+        FastCheck.constantFrom("", "ftp://", "wss://", "redis://", "http:"),
+        FastCheck.constantFrom("", "/v1", `/v1?key=`, "#"),
+        (token, scheme, tail) => {
+          // the secret as a password, a username, a path or query: no message holds it
+          for (
+            const value of [
+              `${scheme}user:${token}@host${tail}`,
+              `${scheme}${token}@host`,
+              `${scheme}h/${tail}${token}`
+            ]
+          ) {
+            expect(otlp(value)).not.toContain(token)
+            if (!/^https?:/.test(value)) expect(baseUrl(value)).not.toContain(token)
+            expect(shownUrl(value) ?? "").not.toContain(token)
+          }
+        }
+      ),
+      { numRuns: 200 }
+    )
+  })
 
   it("parseMix and defaultErrorsPath", () => {
     expect(Cli.parseMix("a=1, b=3")).toEqual([{ model: "a", share: 1 }, { model: "b", share: 3 }])

@@ -118,7 +118,7 @@ describe("sluice run: OpenTelemetry and Prometheus switches", () => {
         )
         expect(metrics.map((m: any) => m.name)).toContain("sluice.openai.requests")
         const bad = yield* run(["--otlp", "localhost:4318"])
-        expect(String(bad.exit)).toContain("is not an http(s) URL")
+        expect(String(bad.exit)).toContain("--otlp needs an http(s) URL")
       })),
     30_000
   )

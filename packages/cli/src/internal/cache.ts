@@ -14,6 +14,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as NodeFs from "node:fs"
+import { shownUrl } from "./handler.js"
 
 /** How long a store operation may take, in real time. */
 const STORE_TIMEOUT_REAL_MS = 30_000
@@ -34,10 +35,9 @@ const optionsAt = (speed: number): ResponseCache.ResponseCache.Options => ({
 
 const message = (error: unknown) => error instanceof Error ? error.message : String(error)
 
-/** A URL without its credentials. */
-const redact = (spec: string) => spec.replace(/\/\/[^@/]*@/, "//…@")
+/** What a message shows of `--cache`: a Redis URL's scheme and host only (its credentials, path and query left out). */
+const redact = (spec: string) => /^rediss?:\/\//.test(spec) ? shownUrl(spec) ?? "redis://…" : spec
 
-/** A URL's credentials left out. */
 /** The store of `--cache`: a Redis URL, else a directory (made if missing; never a file). */
 const storeOf = (
   spec: string

@@ -17,6 +17,22 @@ import { UsageError } from "../Cli.js"
 export const usage = (message: string): UsageError => new UsageError({ message })
 
 /**
+ * What a message may show of a URL given to an option (`--otlp`, `--base-url`, `--cache redis://…`): its scheme and
+ * host when it parses with a host, else nothing of it. Never its credentials, path or query: a value without its
+ * scheme, `user:token@host`, parses as scheme `user:` with no host and is not shown at all.
+ *
+ * @internal
+ */
+export const shownUrl = (text: string): string | undefined => {
+  try {
+    const url = new URL(text.trim())
+    return url.host === "" ? undefined : `${url.protocol}//${url.host}`
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * `--progress auto`: a live line on a terminal, log lines otherwise.
  *
  * @internal

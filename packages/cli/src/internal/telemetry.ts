@@ -13,6 +13,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { shownUrl } from "./handler.js"
 
 /** What the options ask for. */
 export interface Options {
@@ -33,7 +34,13 @@ const load = <A>(name: string, option: string, load: () => Promise<A>): Effect.E
 /** The OTLP exporter of `--otlp URL`. */
 const otlp = (url: string): Effect.Effect<Layer.Layer<never>, string> =>
   Effect.gen(function*() {
-    if (!/^https?:\/\/\S+$/.test(url)) return yield* Effect.fail(`--otlp: ${JSON.stringify(url)} is not an http(s) URL`)
+    if (!/^https?:\/\/\S+$/.test(url)) {
+      // the value itself is not repeated: `user:token@host` (no scheme) would print a credential
+      const shown = shownUrl(url)
+      return yield* Effect.fail(
+        `--otlp needs an http(s) URL (e.g. http://localhost:4318)${shown === undefined ? "" : `, not ${shown}`}`
+      )
+    }
     const Otlp = yield* load("@effect/opentelemetry", "--otlp", () => import("@effect/opentelemetry/Otlp"))
     const { layerUndici } = yield* load(
       "@effect/platform-node",
