@@ -88,6 +88,45 @@ describe("the batches' ETA in the progress line", () => {
     expect(Batch.etaText(3_000, 5, 0)).toContain("ETA ?")
     expect(Batch.etaText(0, 1_000, 600_000)).toBeUndefined()
   })
+
+  it("after a resume: only the lines of batches that ended since the run started set the rate", () => {
+    const since = 10_000_000
+    const record = (batchId: string, status: string, endedAt?: number) => ({
+      key: batchId,
+      model: "gpt-4o-mini",
+      endpoint: "/v1/chat/completions",
+      customIds: [],
+      lines: [],
+      tokens: 0,
+      bytes: 0,
+      inputFileId: `file-${batchId}`,
+      uploadedAt: 0,
+      batchId,
+      status,
+      attempts: 1,
+      released: [],
+      finished: false,
+      ...(endedAt === undefined ? {} : { endedAt })
+    })
+    const rate = Batch.etaRate(since)
+    // the state resumed from: "old" ended (not yet delivered); "down" and "late" in progress
+    rate.resumed({ version: 1, job: "j", batches: [record("old", "completed"), record("down", "in_progress")] })
+    // the first poll: "down" ended an hour before this run (the Batch API's time), "late" after it started, "bare"
+    // (a server that gives no time) seen ended now
+    const polled = [
+      record("old", "completed"),
+      record("down", "completed", since - 3_600_000),
+      record("late", "completed", since + 60_000),
+      record("bare", "failed")
+    ]
+    rate.seen({ version: 1, job: "j", batches: polled }, since + 120_000)
+    for (let i = 0; i < 9_000; i++) rate.delivered(i % 3 === 0 ? "old" : "down")
+    for (let i = 0; i < 500; i++) rate.delivered("late")
+    for (let i = 0; i < 500; i++) rate.delivered("bare")
+    rate.delivered(null)
+    // 1,000 lines back in the 10 minutes since the start (not 10,001): the 3,000 left need 30 more
+    expect(rate.text(3_000, since + 600_000)).toBe("ETA ≈ 30.0 min at the rate so far")
+  })
 })
 
 describe("sluice run --via (in process, embedded simulator)", () => {

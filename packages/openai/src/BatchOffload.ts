@@ -312,6 +312,13 @@ export const BatchRecord = Schema.Struct({
    * @since 0.2.0
    */
   handedBack: Schema.optional(Schema.Literal("expired", "cancelled", "failed", "token-limit", "ineligible")),
+  /**
+   * When the batch ended (epoch ms), by the Batch API's own `completed_at`, `failed_at`, `expired_at` or
+   * `cancelled_at`, when it gives one: a batch that ended while no run watched it is known as such on resume.
+   *
+   * @since 0.2.0
+   */
+  endedAt: Schema.optional(Schema.Number),
   /** Its results are delivered and its unfinished lines handed back. */
   finished: Schema.Boolean
 }).annotations({ identifier: "BatchOffload.BatchRecord" })

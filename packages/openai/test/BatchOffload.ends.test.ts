@@ -174,6 +174,9 @@ describe("BatchOffload: how batches end", () => {
       expect(summary.problems[0]).toMatchObject({ _tag: "BatchCancelled", completed: 3, unfinished: 7 })
       expect((yield* simBatches).map((b) => b.status)).toEqual(["cancelled"])
       expect(summary.state.batches[0]).toMatchObject({ finished: true, status: "cancelled" })
+      // its end by the Batch API's clock (cancelled_at: a second after the cancel at 3 h 30 min)
+      expect(summary.state.batches[0].endedAt).toBeGreaterThanOrEqual(210 * 60_000)
+      expect(summary.state.batches[0].endedAt).toBeLessThanOrEqual(211 * 60_000)
     }).pipe(Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 3_600_000 })))))
 })
 

@@ -292,14 +292,47 @@ const statusOrder = [
 ]
 
 /**
- * The ETA of the lines in batches, for the progress line: at the rate lines have come back from batches since
- * this run's first batch (`elapsedMs` ago); with none back yet, unknown, within the Batch API's 24-hour window.
+ * The ETA of the lines in batches, for the progress line: at the rate lines have come back from batches that ended
+ * since this run started (`elapsedMs` ago, {@link etaRate}); with none back yet, unknown, within the Batch API's
+ * 24-hour window.
  * Nothing when no line is in a batch.
  */
 export const etaText = (inBatches: number, back: number, elapsedMs: number): string | undefined => {
   if (inBatches <= 0) return undefined
   if (back <= 0 || !(elapsedMs > 0)) return "ETA ? (none back yet; a batch ends within its 24 h window)"
   return `ETA ≈ ${Plan.formatMinutes((inBatches * elapsedMs) / back / 60_000)} at the rate so far`
+}
+
+const ended = new Set(["completed", "expired", "cancelled", "failed"])
+
+/**
+ * The ETA's rate, from `since` (this run's start): only the lines of batches that ended at or after it count. A
+ * resume downloads at once the results of batches that ended while no run watched them: counted, they made the
+ * rate far too fast and the ETA far too short. A batch's end is the Batch API's (`endedAt`), else when this run saw
+ * it ended (a batch already ended in the state it resumed from: before `since`).
+ */
+export const etaRate = (since: number) => {
+  const endOf = new Map<string, number>()
+  let back = 0
+  const see = (state: BatchOffload.State, now: number) => {
+    for (const r of state.batches) {
+      if (r.batchId !== undefined && ended.has(r.status ?? "") && !endOf.has(r.batchId)) {
+        endOf.set(r.batchId, r.endedAt ?? now)
+      }
+    }
+  }
+  return {
+    /** The state this run resumes from. */
+    resumed: (state: BatchOffload.State) => see(state, -Infinity),
+    /** A state the offload hands over at `now`. */
+    seen: see,
+    /** A line delivered from batch `batchId` (`null`: not from a batch). */
+    delivered: (batchId: string | null) => {
+      if (batchId !== null && (endOf.get(batchId) ?? -Infinity) >= since) back++
+    },
+    /** {@link etaText} at `now`. */
+    text: (inBatches: number, now: number) => etaText(inBatches, back, now - since)
+  }
 }
 
 /** What `sluice run` needs of the offload: the runner's `Offload`, the progress text and the summary. */
@@ -374,6 +407,8 @@ export const make = (options: {
       let summary: BatchOffload.Summary | undefined
       let failure: string | undefined
       const delivered = { succeeded: 0, failed: 0 }
+      /** The ETA's rate, from the start of the offload's run. */
+      let eta: ReturnType<typeof etaRate> | undefined
       /** The list price of the answers delivered (the Batch API bills half of it), `undefined` once one has none. */
       let listCost: number | undefined = 0
       let answers = 0
@@ -396,6 +431,7 @@ export const make = (options: {
         }
         if (result.ok) delivered.succeeded++
         else delivered.failed++
+        eta?.delivered(result.batchId)
         // a line the output cannot take stops the run (a defect caught below, as the typed error it is)
         return Effect.orDie(io.write(result.line, result.ok ? null : { kind }))
       }
@@ -404,8 +440,13 @@ export const make = (options: {
         done: io.done,
         onResult: onResult(io),
         onState: (next) =>
-          Effect.orDie(Effect.tap(writeState(options.statePath, next), () => Effect.sync(() => (state = next)))),
-        onProblem: (problem) => options.report(`batch: ${describeProblem(problem)}`),
+          Effect.orDie(Effect.tap(writeState(options.statePath, next), () =>
+            Effect.map(Clock.currentTimeMillis, (now) => {
+              state = next
+              eta?.seen(next, now)
+            }))),
+        onProblem: (problem) =>
+          options.report(`batch: ${describeProblem(problem)}`),
         stop: options.cancel ? Effect.void : undefined
       })
 
@@ -430,6 +471,8 @@ export const make = (options: {
         run: (io) =>
           Effect.gen(function*() {
             const from = state
+            eta = etaRate(yield* Clock.currentTimeMillis)
+            if (from !== undefined) eta.resumed(from)
             const ended = from === undefined
               ? yield* service.run(io.lines, runOptions(io))
               : yield* service.resume(from, runOptions(io), io.lines)
@@ -479,17 +522,14 @@ export const make = (options: {
         return { text, inBatches }
       }
 
-      /** When this run first saw a batch (the ETA's rate is of the lines back since). */
-      let since: number | undefined
       const progress = Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.sync(() => {
           if (state === undefined || state.batches.length === 0) return undefined
-          since ??= now
           const { inBatches, text } = counts()
           const back = delivered.succeeded + delivered.failed
-          const eta = etaText(inBatches, back, now - since)
+          const etaLine = eta?.text(inBatches, now)
           return `batches: ${text}; lines ${n(inBatches)} in batches, ${n(back)} back${
-            eta === undefined ? "" : `; ${eta}`
+            etaLine === undefined ? "" : `; ${etaLine}`
           }`
         }))
 

@@ -37,6 +37,12 @@ type Record_ = Api.BatchRecord
 
 const terminal = new Set(["completed", "failed", "expired", "cancelled"])
 
+/** A batch's end by the Batch API's clock (epoch ms), when it has ended and says when. */
+const endedAtOf = (batch: OpenAI.Batches.Batch): { readonly endedAt?: number } => {
+  const at = batch.completed_at ?? batch.failed_at ?? batch.expired_at ?? batch.cancelled_at
+  return terminal.has(batch.status) && typeof at === "number" ? { endedAt: at * 1000 } : {}
+}
+
 const parseJsonLines = (text: string): Array<Record<string, unknown>> => {
   const out: Array<Record<string, unknown>> = []
   for (const raw of text.split("\n")) {
@@ -416,7 +422,8 @@ const makeWith = (
                 ...r,
                 status: batch.status,
                 ...(batch.output_file_id ? { outputFileId: batch.output_file_id } : {}),
-                ...(batch.error_file_id ? { errorFileId: batch.error_file_id } : {})
+                ...(batch.error_file_id ? { errorFileId: batch.error_file_id } : {}),
+                ...endedAtOf(batch)
               }))
             }
             if (terminal.has(batch.status)) return batch
