@@ -1,7 +1,8 @@
 /**
  * Every way a batch ends, against the in-process simulator under TestClock, each in its documented state with
  * nothing lost: expired (finished lines delivered, the rest handed back and requeued by a resume), failed for one
- * line (that line fails, named; the others go out again), refused for the enqueued-token limit (resubmitted
+ * line (that line fails, named; the others go out again), failed as a whole (its lines handed back, a resume
+ * submits them again), refused for the enqueued-token limit (resubmitted
  * once the queue has room), cancelled (partial results, the rest handed back), a line over the limit alone; and
  * resuming from a recorded state never creates a batch twice.
  */
@@ -118,6 +119,47 @@ describe("BatchOffload: how batches end", () => {
       expect(summary.state.batches).toHaveLength(2)
       expect(summary.state.batches[0].released.length).toBe(9)
     }).pipe(Effect.provide(Simulator.layer(scenario({})))))
+
+  it.effect("failed as a whole: BatchFailed, every line handed back as failed, none lost; a resume sends them again", () =>
+    Effect.gen(function*() {
+      // the first batch fails as a whole: its uploaded file is made to mix two models, which the simulator's
+      // validation fails with `mismatched_model`, an error naming no line (a batch the server fails outright);
+      // the uploads after it go as they are
+      const client = yield* makeClient()
+      const upload = client.files.create.bind(client.files)
+      let tamper = true
+      client.files.create = (async (params: Parameters<typeof upload>[0]) => {
+        if (!tamper) return upload(params)
+        tamper = false
+        const file = params.file as File
+        const mixed = `${await file.text()}\n${chatLine("intruder", "another model", "gpt-4o")}\n`
+        return upload({ ...params, file: await toFile(Buffer.from(mixed), file.name) })
+      }) as unknown as typeof client.files.create
+      const limiter = yield* RateLimiter.make({ budgets: [] }).pipe(Effect.provide(LimiterStore.layerMemory))
+      const service = yield* BatchOffload.make({ client, limiter, poll: { initial: "5 seconds", max: "1 minute" } })
+      const lines = ids(8).map((id) => chatLine(id, `fine ${id}`))
+      const first = recorder()
+      const summary = summaryOf((yield* drive(service.run(Stream.fromIterable(lines), first.options), 60_000)).exit)
+      expect(first.results).toEqual([])
+      expect(summary.succeeded + summary.failed).toBe(0)
+      expect(summary.unfinished.map((u) => u.customId).sort()).toEqual(ids(8).sort())
+      expect(summary.unfinished.every((u) => u.reason === "failed" && lines.includes(u.request))).toBe(true)
+      const batchId = summary.state.batches[0].batchId
+      expect(summary.problems.map((p) => p._tag)).toEqual(["BatchFailed"])
+      expect(summary.problems[0]).toMatchObject({ batchId, model: "gpt-4o-mini", code: "mismatched_model" })
+      expect(summary.state.batches[0]).toMatchObject({ status: "failed", handedBack: "failed", finished: true })
+      expect([...summary.state.batches[0].released].sort()).toEqual(ids(8).sort())
+      // a rerun from the persisted state: the lines no batch holds go out in a new batch, each delivered once
+      const state = yield* BatchOffload.decodeState(BatchOffload.encodeState(summary.state))
+      const second = recorder()
+      const after = summaryOf(
+        (yield* drive(service.resume(state, second.options, Stream.fromIterable(lines)), 60_000)).exit
+      )
+      expect(second.results.map((r) => r.customId).sort()).toEqual(ids(8).sort())
+      expect(second.results.every((r) => r.ok && r.batchId !== batchId)).toBe(true)
+      expect(after).toMatchObject({ succeeded: 8, failed: 0, unfinished: [], problems: [] })
+      expect((yield* simBatches).map((b) => b.status).sort()).toEqual(["completed", "failed"])
+    }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({})))))
 
   it.effect("refused for the enqueued-token limit (another job filled the queue): resubmitted when it has room", () =>
     Effect.gen(function*() {
