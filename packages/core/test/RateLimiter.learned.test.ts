@@ -114,4 +114,32 @@ describe("RateLimiter: learned bursts", () => {
         yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 3_000 })
         expect((yield* levelOf(limiter)).level).toBe(2_000)
       })))
+
+  // Before the fix a permit's settle or release went to its bucket as it was at the admission: the store capped the
+  // level at the old capacity (a learned 393,356 TPM fell to 20,000 on the first answer of a call admitted before it
+  // grew, in the no-headers benchmark shape).
+  it.effect.prop(
+    "a permit admitted before its bucket grew gives back into the bucket as it is now (not capped at the old capacity)",
+    {
+      before: fc.integer({ min: 1_000, max: 50_000 }),
+      grownBy: fc.integer({ min: 2, max: 40 }),
+      share: fc.double({ min: 0.1, max: 1, noNaN: true }),
+      used: fc.double({ min: 0, max: 1, noNaN: true }),
+      release: fc.boolean()
+    },
+    ({ before, grownBy, release, share, used }) =>
+      run([], (limiter) =>
+        Effect.gen(function*() {
+          yield* limiter.sync(SCOPE, { dimension: "tokens", limit: before })
+          const cost = Math.max(1, Math.floor(before * share))
+          const permit = yield* limiter.acquire([SCOPE], { tokens: cost })
+          const after = before * grownBy
+          yield* limiter.sync(SCOPE, { dimension: "tokens", limit: after })
+          expect((yield* levelOf(limiter)).level).toBe(after - cost)
+          const actual = Math.floor(cost * used)
+          yield* release ? permit.release : permit.settle({ tokens: actual })
+          expect((yield* levelOf(limiter)).level).toBe(after - (release ? 0 : actual))
+        })),
+    { fastCheck: { numRuns: 12 } }
+  )
 })

@@ -391,8 +391,22 @@ export const make = (
       finished = 0
     }
 
+    /**
+     * A bucket as its limit is now. A permit's corrections (its settle, its release) go to its buckets as they are
+     * when they are made, not as they were at its admission: a limit that changed since (learned, grown, a burst
+     * found) has the same bucket with another capacity and refill, and the store takes the spec it is given as
+     * the bucket's (a refund capped at the old capacity would empty a bucket that grew: a learned 393,356 TPM
+     * fell to the 20,000 it started at on the first answer of a call admitted before it grew).
+     */
+    const currentSpec = (bucket: LimiterStore.BucketSpec): LimiterStore.BucketSpec => {
+      for (const resolved of resolve(bucket.scope)) if (resolved.spec.id === bucket.id) return resolved.spec
+      return bucket
+    }
+
     const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
       const admission = ++admissions
+      /** The limits this permit was admitted under (see `currentSpec`). */
+      const version = limitsVersion
       ramps.charge(prepared.scopes, prepared.cost)
       for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
       const point: {
@@ -475,13 +489,14 @@ export const make = (
         // in what it has room for (`refundOn`). A charge is applied all the same: a server that trues up only
         // later has not counted it yet, and one that has is merely charged twice.
         let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
+        const stale = version !== limitsVersion
         for (let i = 0; i < debits.length; i++) {
           const debit = debits[i]
-          if (debit.amount >= 0) continue
-          const amount = refundOn(point, ledgers, debit.bucket.id, debit.amount)
-          if (amount === debit.amount) continue
+          const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
+          const amount = debit.amount >= 0 ? debit.amount : refundOn(point, ledgers, debit.bucket.id, debit.amount)
+          if (amount === debit.amount && bucket === debit.bucket) continue
           if (applied === debits) applied = debits.slice()
-          ;(applied as Array<LimiterStore.Debit>)[i] = { bucket: debit.bucket, amount }
+          ;(applied as Array<LimiterStore.Debit>)[i] = { bucket, amount }
         }
         const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
