@@ -59,9 +59,11 @@ const run = (oneWay: number) =>
 /**
  * 429s allowed, as a share of the attempts, per one-way delay. Before the blind ramp was paced by the round trip it
  * doubled every 400 ms whatever the round trip: 5, 8, 74 and 202 × 429 (1.2%, 2.0%, 15.6%, 33.6%). Now it doubles
- * every 4 round trips (at most every 3.2 s): 4, 4, 6, 11. At 500 ms each way (a 1 s round trip for a 429, 1.3 s and
- * more for an answer) the 3.2 s bound binds (a slow model must not slow the probe further), and what the ramp and
- * each growth back let out within the round trip of their first 429 is refused: 3%.
+ * every 4 round trips (at most every 3.2 s): 4, 4, 6, 11, met only thanks to a limiter bug (a permit's refund applied
+ * with the bucket spec of its admission knocked the grown learned bucket back to its start: 7, 10, 21, 55 once fixed).
+ * Now it doubles every 32 round trips of a 429 (the answer's less the server's time), within 400 ms and 16 s: 7, 7, 7,
+ * 9. At 500 ms each way (a 1 s round trip for a 429) the 16 s bound binds, and what the ramp and each growth back let
+ * out within the round trip of their first 429 is refused: 3%.
  */
 const SHARE_429: Record<number, number> = { 0: 0.02, 50: 0.02, 200: 0.02, 500: 0.03 }
 

@@ -18,11 +18,11 @@
  *   (`RateLimiter.Service.ramp`): a call they hold waits in its queue (in order, within its deadline,
  *   failing at once when its organization closes, counted as waiting).
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
- *   cautious adaptive limits and lets calls out over a ramp that doubles every 16 round trips of a 429 (an
- *   answer's round trip less the server's `openai-processing-ms`; without it, 4 round trips of the answer: a 429
- *   takes one to come back, and what the ramp lets out meanwhile is refused too), within 400 ms and 3.2 s
- *   (a slow model slows the probe no further), its learned limits growing ahead of it (a
- *   limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
+ *   cautious adaptive limits and lets calls out over a ramp that doubles every 32 round trips of a 429 (an
+ *   answer's round trip less the server's `openai-processing-ms`, within 400 ms and 16 s; without it, 4 round
+ *   trips of the answer within 400 ms and 3.2 s, so a slow model slows the probe no further: a 429 takes a round
+ *   trip to come back, and what the ramp lets out meanwhile is refused too), its learned limits growing ahead of
+ *   it (a limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
  *   doubling ahead of the calls starts again from the last minute's sends (a slow start in the calls too).
  *   The 429's message names the limit ("Limit 600, Used 598"): the pool takes it and what is left, and that
  *   dimension stops probing. A 429 that names no limit sets it to what the pool's sends prove the server
@@ -84,12 +84,19 @@ const BLIND_DOUBLING_MILLIS = 400
  * gives the round trip a 429 takes: the answer's less that time (the network both ways and the client's delays in
  * reading; a 429 does not wait for the model). That round trip is far shorter than an answer's (4 ms against 1–3 s
  * on a loopback server with a model's latency), so the ramp doubles every `NETWORK_ROUND_TRIPS` of it: what it
- * lets out over one round trip after the bucket ran out is then `ln 2 / NETWORK_ROUND_TRIPS` (4%) of what it let
- * out in all, the share of a herd the first 429 cannot stop.
+ * lets out over one round trip after the bucket ran out is then `ln 2 / NETWORK_ROUND_TRIPS` (2%) of what it let
+ * out in all, the share of a herd the first 429 cannot stop. That share is the only brake: the probed limits grow
+ * ahead of the ramp with the room they grow by (see {@link fit}), so the limiter's buckets let out what the ramp
+ * does. The 3.2 s bound is not applied to it (a model does not slow it, and a 429 does take the network's round
+ * trip to come back: at 3.2 s a doubling behind a 1 s round trip, 24% of what was let out is refused, 55 × 429 in
+ * 455 attempts in the test); `SLOWEST_NETWORK_DOUBLING_MILLIS` only keeps a network slower than a 500 ms round trip
+ * from making it crawl (10× the cautious limits in 53 s; a herd larger than the server's bucket loses nothing to
+ * it while the ramp lets out more than the bucket refills, as the bucket is then never full).
  */
 const ROUND_TRIPS = 4
-const NETWORK_ROUND_TRIPS = 16
+const NETWORK_ROUND_TRIPS = 32
 const SLOWEST_DOUBLING_MILLIS = 3_200
+const SLOWEST_NETWORK_DOUBLING_MILLIS = 16_000
 /** How far back the answers' round trips are looked at. */
 const ROUND_TRIP_MILLIS = 10_000
 /** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
@@ -366,9 +373,9 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
    * The doubling the pool's round trip allows: the shortest its answers over the last {@link ROUND_TRIP_MILLIS}
    * allow (each {@link NETWORK_ROUND_TRIPS} of its round trip less the server's time when the answer says it, else
    * {@link ROUND_TRIPS} of its whole round trip: a call's departure to its answer read, the network both ways, the
-   * server, and the client's own delays in reading it), `undefined` before any. A 429 comes back within the round
-   * trip (the server refuses before it runs the model): what a ramp lets out in one round trip after the server's
-   * bucket ran out is refused before the first 429 is read.
+   * server, and the client's own delays in reading it; each within its bounds, see {@link ROUND_TRIPS}), `undefined`
+   * before any. A 429 comes back within the round trip (the server refuses before it runs the model): what a ramp
+   * lets out in one round trip after the server's bucket ran out is refused before the first 429 is read.
    */
   const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
@@ -380,15 +387,9 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
   }
 
   /**
-   * The blind ramp's doubling: {@link ROUND_TRIPS} of the pool's round trip, within {@link BLIND_DOUBLING_MILLIS}
-   * and {@link SLOWEST_DOUBLING_MILLIS} (a pool with no answer yet: the slowest).
+   * The blind ramp's doubling (see {@link doublingOf}; a pool with no answer yet: {@link SLOWEST_DOUBLING_MILLIS}).
    */
-  const blindDoubling = (state: PoolState, now: number) => {
-    const doubling = doublingOf(state, now)
-    return doubling === undefined
-      ? SLOWEST_DOUBLING_MILLIS
-      : Math.min(SLOWEST_DOUBLING_MILLIS, Math.max(BLIND_DOUBLING_MILLIS, doubling))
-  }
+  const blindDoubling = (state: PoolState, now: number) => doublingOf(state, now) ?? SLOWEST_DOUBLING_MILLIS
 
   /**
    * An answer came for a call sent at `sentAt`: its round trip is kept (see {@link doublingOf}), less the server's
@@ -403,9 +404,12 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       const millis = Math.max(0, now - sentAt)
       answers.push({
         at: now,
-        doubling: processingMillis === undefined
-          ? ROUND_TRIPS * millis
-          : NETWORK_ROUND_TRIPS * Math.max(0, millis - processingMillis)
+        doubling: Math.max(
+          BLIND_DOUBLING_MILLIS,
+          processingMillis === undefined
+            ? Math.min(SLOWEST_DOUBLING_MILLIS, ROUND_TRIPS * millis)
+            : Math.min(SLOWEST_NETWORK_DOUBLING_MILLIS, NETWORK_ROUND_TRIPS * Math.max(0, millis - processingMillis))
+        )
       })
       if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
     })
