@@ -4,7 +4,8 @@
  * given (optional peers of `@sluice/cli`):
  *
  * - `--otlp URL`: traces, metrics and logs over OTLP/HTTP (JSON) to `URL/v1/traces`, `/v1/metrics`, `/v1/logs`;
- *   needs `@effect/opentelemetry`. What is still buffered is sent when the run ends.
+ *   needs `@effect/opentelemetry`. What is still buffered is sent when the run ends, and the exports still on the
+ *   wire are awaited (`otlpExports.ts`), within 15 s.
  * - `--metrics-port N`: a Prometheus scrape endpoint at `http://127.0.0.1:N/metrics` (`--metrics-host` to listen
  *   elsewhere) while the run lasts; needs `@effect/opentelemetry`, `@opentelemetry/exporter-prometheus` and
  *   `@opentelemetry/sdk-metrics` (with `@opentelemetry/api`, `@opentelemetry/resources`).
@@ -47,14 +48,19 @@ const otlp = (url: string): Effect.Effect<Layer.Layer<never>, string> =>
       "--otlp",
       () => import("@effect/platform-node/NodeHttpClient")
     )
-    return Otlp.layerJson({
-      baseUrl: url.replace(/\/+$/, ""),
-      resource: { serviceName: "sluice" },
-      metricsExportInterval: "5 seconds",
-      tracerExportInterval: "1 second",
-      // what is still buffered is sent when the run ends: a loaded machine may need a while
-      shutdownTimeout: "15 seconds"
-    }).pipe(Layer.provide(layerUndici))
+    const { awaitingExports } = yield* Effect.promise(() => import("./otlpExports.js"))
+    // what is still buffered, or on the wire, is sent when the run ends: a loaded machine may need a while
+    const shutdownTimeout = "15 seconds"
+    return awaitingExports(
+      Otlp.layerJson({
+        baseUrl: url.replace(/\/+$/, ""),
+        resource: { serviceName: "sluice" },
+        metricsExportInterval: "5 seconds",
+        tracerExportInterval: "1 second",
+        shutdownTimeout
+      }),
+      shutdownTimeout
+    ).pipe(Layer.provide(layerUndici))
   })
 
 /** The Prometheus endpoint of `--metrics-port N`, listening before the run starts, closed when it ends. */
