@@ -1,3 +1,4 @@
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import { Cli, Plan } from "@sluice/cli"
 import * as Effect from "effect/Effect"
@@ -6,6 +7,7 @@ import * as FastCheck from "effect/FastCheck"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import * as Cache from "../src/internal/cache.js"
 import { shownUrl } from "../src/internal/handler.js"
 import * as Telemetry from "../src/internal/telemetry.js"
 import { capture, chatBody, writeChatLines } from "./helpers.js"
@@ -118,6 +120,7 @@ describe("sluice CLI (in process)", () => {
     const otlp = (url: string) =>
       failure(Telemetry.layer({ otlp: url, metricsPort: undefined, metricsHost: "127.0.0.1" }))
     const baseUrl = (text: string) => failure(Cli.checkBaseUrl({ text, from: "--base-url" }))
+    const cache = (spec: string) => failure(Effect.provide(Effect.scoped(Cache.open(spec)), NodeContext.layer))
     expect(otlp("localhost:4318")).toContain("--otlp needs an http(s) URL")
     expect(otlp("ftp://u:p@collector:4318/x")).toContain("not ftp://collector:4318")
     expect(baseUrl("user:pw@host")).toContain("--base-url must be an http:// or https:// URL")
@@ -125,6 +128,9 @@ describe("sluice CLI (in process)", () => {
     expect(baseUrl("not a url")).toContain("--base-url is not an absolute URL")
     expect(shownUrl("rediss://:pw@cache.internal:6380/2?password=pw")).toBe("rediss://cache.internal:6380")
     expect(shownUrl("user:pw@host")).toBeUndefined()
+    // --cache: a URL that is not Redis's is refused (never made a directory named after it), whatever its case
+    expect(cache("ftp://u:pw@files.internal/x")).toContain("--cache ftp://files.internal: a directory or a redis://")
+    expect(NodeFs.existsSync("ftp:")).toBe(false)
     const secret = FastCheck.stringMatching(/^[A-Za-z0-9]{1,12}$/).map((s) => `SECRET${s}`)
     FastCheck.assert(
       FastCheck.property(
@@ -141,6 +147,9 @@ describe("sluice CLI (in process)", () => {
             ]
           ) {
             expect(otlp(value)).not.toContain(token)
+            if (/^[a-z]+:\/\//.test(value) && !value.startsWith("redis")) {
+              expect(cache(value.toUpperCase().replace(token.toUpperCase(), token))).not.toContain(token)
+            }
             if (!/^https?:/.test(value)) expect(baseUrl(value)).not.toContain(token)
             expect(shownUrl(value) ?? "").not.toContain(token)
           }

@@ -35,14 +35,22 @@ const optionsAt = (speed: number): ResponseCache.ResponseCache.Options => ({
 
 const message = (error: unknown) => error instanceof Error ? error.message : String(error)
 
-/** What a message shows of `--cache`: a Redis URL's scheme and host only (its credentials, path and query left out). */
-const redact = (spec: string) => /^rediss?:\/\//.test(spec) ? shownUrl(spec) ?? "redis://…" : spec
+/** `--cache` names a Redis server (the scheme in any case, as URLs allow), not a directory. */
+const isRedis = (spec: string) => /^rediss?:\/\//i.test(spec)
+/** Any other URL: neither a directory nor a store we know (never made into a directory named after it). */
+const isOtherUrl = (spec: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(spec) && !isRedis(spec)
+
+/** What a message shows of `--cache`: a URL's scheme and host only (its credentials, path and query left out). */
+const redact = (spec: string) => isRedis(spec) || isOtherUrl(spec) ? shownUrl(spec) ?? "a URL" : spec
 
 /** The store of `--cache`: a Redis URL, else a directory (made if missing; never a file). */
 const storeOf = (
   spec: string
 ): Effect.Effect<Layer.Layer<KeyValueStore.KeyValueStore, unknown, FileSystem.FileSystem | Path.Path>, string> => {
-  if (/^rediss?:\/\//.test(spec)) {
+  if (isOtherUrl(spec)) {
+    return Effect.fail(`--cache ${redact(spec)}: a directory or a redis:// or rediss:// URL, not another URL`)
+  }
+  if (isRedis(spec)) {
     return Effect.tryPromise({
       try: () => import("@sluice/redis"),
       catch: (cause) => `--cache ${redact(spec)} needs the @sluice/redis package: ${message(cause)}`
