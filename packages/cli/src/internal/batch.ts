@@ -306,10 +306,17 @@ export const etaText = (inBatches: number, back: number, elapsedMs: number): str
 const ended = new Set(["completed", "expired", "cancelled", "failed"])
 
 /**
- * The ETA's rate, from `since` (this run's start): only the lines of batches that ended at or after it count. A
- * resume downloads at once the results of batches that ended while no run watched them: counted, they made the
- * rate far too fast and the ETA far too short. A batch's end is the Batch API's (`endedAt`), else when this run saw
- * it ended (a batch already ended in the state it resumed from: before `since`).
+ * How far before `since` a batch's end by the Batch API's clock may be and still count as this run's: that clock is
+ * the server's, in whole seconds, and may run behind ours.
+ */
+const SERVER_CLOCK_MARGIN_MILLIS = 60_000
+
+/**
+ * The ETA's rate, from `since` (this run's start): only the lines of batches that ended while this run watched count.
+ * A resume downloads at once the results of batches that ended while no run watched them: counted, they made the
+ * rate far too fast and the ETA far too short. So a batch already ended in the state the run resumes from never
+ * counts, and one this run sees ended counts unless the Batch API's own end (`endedAt`) is well before `since`
+ * (it ended while no run watched, the state not yet saying so); within {@link SERVER_CLOCK_MARGIN_MILLIS} it counts.
  */
 export const etaRate = (since: number) => {
   const endOf = new Map<string, number>()
@@ -317,7 +324,7 @@ export const etaRate = (since: number) => {
   const see = (state: BatchOffload.State, now: number) => {
     for (const r of state.batches) {
       if (r.batchId !== undefined && ended.has(r.status ?? "") && !endOf.has(r.batchId)) {
-        endOf.set(r.batchId, r.endedAt ?? now)
+        endOf.set(r.batchId, now === -Infinity ? now : Math.min(now, (r.endedAt ?? now) + SERVER_CLOCK_MARGIN_MILLIS))
       }
     }
   }
