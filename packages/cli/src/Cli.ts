@@ -244,10 +244,26 @@ export const parseMix = (
 // -----------------------------------------------------------------------------------------------------------
 
 /**
- * The `sluice` command tree.
+ * The `sluice` command tree (an `@effect/cli` `Command`) for an {@link Environment}: each command's options, its
+ * handler loaded when it runs. {@link run} runs it; embed it in a CLI of your own with `Command.withSubcommands`.
  *
  * @since 0.1.0
  * @category commands
+ * @example
+ * ```ts
+ * import * as Command from "@effect/cli/Command"
+ * import { Cli } from "@sluice/cli"
+ * import * as Effect from "effect/Effect"
+ *
+ * const sluice = Cli.command({
+ *   stop: Effect.never,
+ *   setExitCode: (code) => { process.exitCode = code },
+ *   isTTY: false,
+ *   writeProgress: (text) => Effect.sync(() => process.stderr.write(text))
+ * })
+ * // `mytool sluice run --input …` beside your own commands
+ * const mytool = Command.make("mytool").pipe(Command.withSubcommands([sluice]))
+ * ```
  */
 export const command = internal.command
 

@@ -361,7 +361,8 @@ export const make = (
       // Equivalent mutants (mutation/sample.mjs, eighth session): when to compact, the front's splice and the walk's
       // shortcut change only memory and pass time. Passes, peek, snapshot and `leave` skip finished waiters, and a
       // lane is emptied whenever nothing is queued.
-      // Stryker disable next-line all: when to compact (memory and pass time only, see above)
+      // Stryker disable next-line ConditionalExpression,EqualityOperator,LogicalOperator: when to compact (memory and
+      // pass time only, see above)
       if (finished === 0 || (queued > 0 && finished < 64)) return
       let left = finished
       for (const lane of lanes) {

@@ -70,7 +70,8 @@ const FIRST_DOUBLING_MILLIS = Math.LN2 * FIRST_START * 60_000
 const BLIND_DOUBLING_MILLIS = 400
 /**
  * The blind ramp doubles at most once every `ROUND_TRIPS` of the pool's answer round trip (see {@link doublingOf}),
- * and at least once every `SLOWEST_DOUBLING_MILLIS`, however slow its answers. A slow start in answers, as TCP's
+ * and, when only answers' round trips are known, at least once every `SLOWEST_DOUBLING_MILLIS` however slow its
+ * answers (with the server's time on them, `SLOWEST_NETWORK_DOUBLING_MILLIS`: below). A slow start in answers, as TCP's
  * (a window that grows by what is acknowledged) is paced by the round trip: when the server's bucket runs out, the
  * first 429 is read a round trip after the call it refused left, and the ramp has let out `2^(R / D) − 1` more
  * than the bucket held by then (`R` the round trip, `D` the doubling): at 400 ms a doubling behind a 1 s round
