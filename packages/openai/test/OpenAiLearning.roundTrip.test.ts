@@ -7,13 +7,11 @@
  * round trip's herd (a workload larger than the server's bucket, which the probe must overflow to find).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Effect, Exit, Layer } from "effect"
-import OpenAIClient from "openai"
+import { Effect, Exit } from "effect"
 import { fastDrive as drive } from "./fastDrive.js"
-import { API_KEY, behindNetwork, filler, rng, sum } from "./harness.js"
+import { filler, layerBehindNetwork, rng, sum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const LIMITS = { rpm: 600, tpm: 60_000 }
@@ -23,11 +21,7 @@ const LATENCY = { min: 300, max: 900 }
 
 const run = (oneWay: number) =>
   Effect.gen(function*() {
-    const fetch = yield* behindNetwork(oneWay)
-    const client = new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
-    const layer = OpenAi.layerClient(client, { organization: "acme", timeSlice: false }).pipe(
-      Layer.provide(LimiterStore.layerMemory)
-    )
+    const layer = yield* layerBehindNetwork(oneWay)
     const random = rng(13)
     const batch = Array.from({ length: CALLS }, (_, i) => ({
       model: MODEL,

@@ -4,13 +4,11 @@
  * round trip, which a model's generation makes 0.4–2.9 s here. In-process simulator, TestClock, real SDK; 120 calls.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Effect, Exit, Layer } from "effect"
-import OpenAIClient from "openai"
+import { Effect, Exit } from "effect"
 import { fastDrive as drive } from "./fastDrive.js"
-import { API_KEY, behindNetwork, filler, rng } from "./harness.js"
+import { filler, layerBehindNetwork, rng } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const LIMITS = { rpm: 5_000, tpm: 40_000 }
@@ -20,11 +18,7 @@ const PROBE_ANSWER_MILLIS = 300 + 10 * 256 + 4
 
 const run = () =>
   Effect.gen(function*() {
-    const fetch = yield* behindNetwork(2)
-    const client = new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
-    const layer = OpenAi.layerClient(client, { organization: "acme", timeSlice: false }).pipe(
-      Layer.provide(LimiterStore.layerMemory)
-    )
+    const layer = yield* layerBehindNetwork(2)
     const random = rng(5)
     // the first call (the probe) asks the most output tokens: its answer takes 2.9 s
     const batch = Array.from({ length: CALLS }, (_, i) => ({

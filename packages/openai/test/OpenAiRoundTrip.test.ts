@@ -7,12 +7,10 @@
  * a network of 100 ms each way, under TestClock (real `openai` SDK).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Effect, Exit, Layer } from "effect"
-import OpenAIClient from "openai"
-import { API_KEY, behindNetwork, drive, mixedBatch, sum } from "./harness.js"
+import { Effect, Exit } from "effect"
+import { drive, layerBehindNetwork, mixedBatch, sum } from "./harness.js"
 
 const MODEL = "gpt-4o"
 const POOL = "org:acme/pool:gpt-4o"
@@ -26,11 +24,7 @@ describe("OpenAi: a sub-minute bucket learned over a round trip", () => {
     "300 calls at once, 100 ms each way: the herd after the first answer does not outrun the first 429",
     () =>
       Effect.gen(function*() {
-        const fetch = yield* behindNetwork(ONE_WAY_MILLIS)
-        const client = new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 })
-        const layer = OpenAi.layerClient(client, { organization: "acme", timeSlice: false }).pipe(
-          Layer.provide(LimiterStore.layerMemory)
-        )
+        const layer = yield* layerBehindNetwork(ONE_WAY_MILLIS)
         // the service lives as long as the run (its limiter's dispatcher with it)
         yield* Effect.flatMap(OpenAi.OpenAi, (openai) => run(openai)).pipe(Effect.provide(layer))
       }).pipe(Effect.provide(Simulator.layer(SimConfig.make({

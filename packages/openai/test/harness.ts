@@ -241,3 +241,16 @@ export const behindNetwork = (millis: number) =>
     }
     return delayed
   })
+
+/**
+ * `OpenAi` for organization "acme" with no budgets (what it enforces is learned; time slicing off) on the real SDK over
+ * {@link behindNetwork}, its limiter on the memory store.
+ */
+export const layerBehindNetwork = (
+  millis: number
+): Effect.Effect<Layer.Layer<OpenAi.OpenAi>, never, Simulator.Simulator> =>
+  Effect.map(behindNetwork(millis), (fetch) =>
+    OpenAi.layerClient(
+      new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 }),
+      { organization: "acme", timeSlice: false }
+    ).pipe(Layer.provide(LimiterStore.layerMemory)))
