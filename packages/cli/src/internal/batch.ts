@@ -321,18 +321,17 @@ const SERVER_CLOCK_MARGIN_MILLIS = 60_000
 export const etaRate = (since: number) => {
   const endOf = new Map<string, number>()
   let back = 0
-  const see = (state: BatchOffload.State, now: number) => {
+  const record = (state: BatchOffload.State, end: (r: BatchOffload.BatchRecord) => number) => {
     for (const r of state.batches) {
-      if (r.batchId !== undefined && ended.has(r.status ?? "") && !endOf.has(r.batchId)) {
-        endOf.set(r.batchId, now === -Infinity ? now : Math.min(now, (r.endedAt ?? now) + SERVER_CLOCK_MARGIN_MILLIS))
-      }
+      if (r.batchId !== undefined && ended.has(r.status ?? "") && !endOf.has(r.batchId)) endOf.set(r.batchId, end(r))
     }
   }
   return {
     /** The state this run resumes from. */
-    resumed: (state: BatchOffload.State) => see(state, -Infinity),
+    resumed: (state: BatchOffload.State) => record(state, () => -Infinity),
     /** A state the offload hands over at `now`. */
-    seen: see,
+    seen: (state: BatchOffload.State, now: number) =>
+      record(state, (r) => r.endedAt === undefined ? now : r.endedAt + SERVER_CLOCK_MARGIN_MILLIS),
     /** A line delivered from batch `batchId` (`null`: not from a batch). */
     delivered: (batchId: string | null) => {
       if (batchId !== null && (endOf.get(batchId) ?? -Infinity) >= since) back++
