@@ -20,7 +20,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { UsageError } from "../Cli.js"
 import { checkBaseUrl } from "../Cli.js"
-import { usage } from "./handler.js"
+import { checkRedisUrl, usage } from "./handler.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, unknownModels } from "./limits.js"
 import type { ConnectOptions } from "./options.js"
 
@@ -156,7 +156,9 @@ export const connect = (
     const organizationId = yield* Config.option(Config.string("OPENAI_ORG_ID"))
     const projectId = yield* Config.option(Config.string("OPENAI_PROJECT_ID"))
 
-    const redis = Option.isSome(options.redis) ? yield* redisStore(options.redis.value) : undefined
+    const redis = Option.isSome(options.redis)
+      ? yield* redisStore(yield* checkRedisUrl(options.redis.value, "--redis"))
+      : undefined
     const organization = Option.getOrUndefined(organizationId)
     const executor = yield* BulkExecutor.make({
       store: redis?.layer,

@@ -87,10 +87,12 @@ const load = Effect.tryPromise({
 /** Whether BullMQ can be loaded (else a usage message saying how to get it). */
 export const available: Effect.Effect<void, string> = Effect.asVoid(load)
 
-/** BullMQ's connection options from a redis:// URL. */
+/** BullMQ's connection options from a redis:// or rediss:// URL (checked by the handlers: `checkRedisUrl`). */
 const connectionOf = (url: string) => {
   const u = new URL(url)
   return {
+    // `rediss://`: TLS, as ioredis reads the same URL for the budgets' store
+    ...(u.protocol === "rediss:" ? { tls: {} } : {}),
     host: u.hostname,
     port: u.port === "" ? 6379 : Number(u.port),
     ...(u.password === "" ? {} : { password: decodeURIComponent(u.password) }),

@@ -33,6 +33,37 @@ export const shownUrl = (text: string): string | undefined => {
 }
 
 /**
+ * A Redis URL given to `--redis` (or the variable `--redis-env` names), checked once so that every client reads it
+ * the same way: ioredis (the budgets' store) would take `user:token@host` as a host name, BullMQ (a distributed
+ * pipeline's queues) as the scheme `user:`. `redis://` or `rediss://` (TLS; the scheme in any case), a host, and a
+ * database number if a path is given. The message shows scheme and host at most ({@link shownUrl}).
+ *
+ * @internal
+ */
+export const checkRedisUrl = (text: string, from: string): Effect.Effect<string, UsageError> => {
+  const trimmed = text.trim()
+  let url: URL | undefined
+  try {
+    url = new URL(trimmed)
+  } catch {
+    url = undefined
+  }
+  const expected = "redis://[user:password@]host[:port][/db] or rediss://… (TLS)"
+  if (url === undefined || (url.protocol !== "redis:" && url.protocol !== "rediss:") || url.hostname === "") {
+    const shown = shownUrl(trimmed)
+    return Effect.fail(
+      usage(`${from}: not a Redis URL (${shown ?? "not shown: it may hold a password"}); give ${expected}`)
+    )
+  }
+  if (url.pathname.length > 1 && !/^\/\d+$/.test(url.pathname)) {
+    return Effect.fail(
+      usage(`${from} ${shownUrl(trimmed)}: the path must be a database number (/0, /1, …); give ${expected}`)
+    )
+  }
+  return Effect.succeed(trimmed)
+}
+
+/**
  * `--progress auto`: a live line on a terminal, log lines otherwise.
  *
  * @internal

@@ -13,7 +13,7 @@ import type { Environment } from "../Cli.js"
 import { defaultErrorsPath, exitCode } from "../Cli.js"
 import { atSpeed, connect } from "./connect.js"
 import * as Distributed from "./distributed.js"
-import { logRealTime, progressMode, usage } from "./handler.js"
+import { checkRedisUrl, logRealTime, progressMode, usage } from "./handler.js"
 import type { ConnectOptions } from "./options.js"
 import type { PipelineRunOptions, PipelineWorkerOptions } from "./pipelineCommand.js"
 
@@ -41,19 +41,32 @@ const WORKER_REDIS_ENV = "SLUICE_PIPELINE_REDIS_URL"
 
 /**
  * The options a worker process started by `pipeline run --workers N` is given: where the calls go. The Redis URL
- * (it may hold a password) goes by {@link WORKER_REDIS_ENV}, as the API key by its variable: `ps` shows arguments.
+ * (it may hold a password) goes by {@link WORKER_REDIS_ENV}, the API key by its variable and `--base-url` (a gateway's
+ * URL may hold a token too) by `OPENAI_BASE_URL` ({@link workerEnv}): `ps` shows arguments.
+ *
+ * @internal
  */
-const connectArgs = (options: ConnectOptions): Array<string> => [
+export const connectArgs = (options: ConnectOptions): Array<string> => [
   "--redis-env",
   WORKER_REDIS_ENV,
   "--api-key-env",
   options.apiKeyEnv,
-  ...Option.match(options.baseUrl, { onNone: () => [], onSome: (url) => ["--base-url", url] }),
   ...Option.match(options.tier, { onNone: () => [], onSome: (tier) => ["--tier", tier] }),
   ...Option.match(options.limits, { onNone: () => [], onSome: (path) => ["--limits", path] }),
   ...Option.match(options.simulate, { onNone: () => [], onSome: (name) => ["--simulate", name] }),
   ...(options.speed === 1 ? [] : ["--speed", String(options.speed)])
 ]
+
+/**
+ * A worker process's environment: this one's, with the Redis URL and `--base-url` (read as `OPENAI_BASE_URL`).
+ *
+ * @internal
+ */
+export const workerEnv = (options: ConnectOptions, redis: string): NodeJS.ProcessEnv => ({
+  ...process.env,
+  [WORKER_REDIS_ENV]: redis,
+  ...Option.match(options.baseUrl, { onNone: () => ({}), onSome: (url) => ({ OPENAI_BASE_URL: url }) })
+})
 
 const pipelineRunBody = (env: Environment, options: PipelineRunOptions) =>
   Effect.gen(function*() {
@@ -70,7 +83,7 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions) =>
     let engine: PipelineFile.Engine | undefined
     if (distributed !== undefined && Option.isSome(options.redis)) {
       yield* Effect.mapError(Distributed.available, usage)
-      const redis = options.redis.value
+      const redis = yield* checkRedisUrl(options.redis.value, "--redis")
       engine = Distributed.engine(spec, redis, options.output)
       const args = ["pipeline", "worker", options.file, ...connectArgs(options)]
       yield* Effect.forEach(
@@ -79,7 +92,7 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions) =>
           Effect.acquireRelease(
             Effect.sync(() =>
               ChildProcess.spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...args], {
-                env: { ...process.env, [WORKER_REDIS_ENV]: redis },
+                env: workerEnv(options, redis),
                 stdio: ["ignore", "ignore", "inherit"]
               })
             ),
@@ -137,7 +150,9 @@ export const workerHandler = (env: Environment, options: PipelineWorkerOptions) 
         "a pipeline worker takes its items from BullMQ queues on Redis: give --redis URL (or --redis-env NAME)"
       )
     }
-    const redis = fromEnv ?? Option.getOrThrow(options.redis)
+    const redis = fromEnv === undefined
+      ? yield* checkRedisUrl(Option.getOrThrow(options.redis), "--redis")
+      : yield* checkRedisUrl(fromEnv, `--redis-env ${Option.getOrThrow(options.redisEnv)}`)
     const connectTo = { ...options, redis: Option.some(redis) }
     const body = Effect.gen(function*() {
       // each pipeline with its own executor (its stages' budgets), all on the one Redis
