@@ -187,6 +187,11 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
             expect(outputIds(NodePath.join(dir, "wide.out.jsonl")).sort()).toEqual(ids(32))
             const stats = await sim.stats()
             const [r1, r4] = [rate(stats, "fast", 8), rate(stats, "wide", 32)]
+            console.log(
+              `distributed throughput: 1 worker ${r1.toFixed(2)}/s, 4 workers ${r4.toFixed(2)}/s (${
+                (r4 / r1).toFixed(2)
+              }x)`
+            )
             // the ideal is 4x (3 calls of 1.3 s per stage and worker); on a loaded 2-core machine the processes' CPU
             // caps it (2.2x measured at load 18): the floor says that the queues spread the work over the four
             expect(r4, `1 worker ${r1.toFixed(1)}/s, 4 workers ${r4.toFixed(1)}/s`).toBeGreaterThanOrEqual(1.5 * r1)
