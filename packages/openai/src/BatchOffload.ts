@@ -71,6 +71,36 @@ export const endpoints = ["/v1/chat/completions", "/v1/responses", "/v1/embeddin
 export const fileLimits = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
 
 /**
+ * The statuses in which a batch has ended (`completed`, `failed`, `expired`, `cancelled`): its status changes no
+ * more, its results (if any) can be downloaded, and its enqueued tokens no longer count against the queue.
+ *
+ * @example
+ * import { BatchOffload } from "@sluice/openai"
+ *
+ * BatchOffload.isTerminal("finalizing") // false
+ * BatchOffload.isTerminal("expired") // true
+ *
+ * @since 0.2.0
+ * @category limits
+ */
+export const terminalStatuses = ["completed", "failed", "expired", "cancelled"] as const
+
+const terminal: ReadonlySet<string> = new Set(terminalStatuses)
+
+/**
+ * Whether a batch status (as the Batch API or a {@link BatchRecord} gives it) is one of {@link terminalStatuses}.
+ *
+ * @example
+ * import { BatchOffload } from "@sluice/openai"
+ *
+ * const open = (state: BatchOffload.State) => state.batches.filter((b) => !BatchOffload.isTerminal(b.status))
+ *
+ * @since 0.2.0
+ * @category limits
+ */
+export const isTerminal = (status: string | undefined): boolean => status !== undefined && terminal.has(status)
+
+/**
  * The limiter dimension a batch's estimated tokens are held on while it is queued or running.
  *
  * @since 0.2.0

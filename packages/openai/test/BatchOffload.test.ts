@@ -108,6 +108,16 @@ describe("BatchOffload: the same results as live", () => {
     }).pipe(Effect.provide(Simulator.layer(scenario({})))))
 })
 
+describe("BatchOffload.isTerminal", () => {
+  it("the four statuses a batch ends in, and none of those it passes through", () => {
+    expect(BatchOffload.terminalStatuses).toEqual(["completed", "failed", "expired", "cancelled"])
+    for (const status of BatchOffload.terminalStatuses) expect(BatchOffload.isTerminal(status)).toBe(true)
+    for (const status of ["validating", "in_progress", "finalizing", "cancelling", "uploaded", "", undefined]) {
+      expect(BatchOffload.isTerminal(status), String(status)).toBe(false)
+    }
+  })
+})
+
 describe("BatchOffload.make: options", () => {
   const bad: ReadonlyArray<readonly [string, Partial<BatchOffload.Options>]> = [
     ["poll.factor", { poll: { factor: 0.5 } }],

@@ -303,8 +303,6 @@ export const etaText = (inBatches: number, back: number, elapsedMs: number): str
   return `ETA ≈ ${Plan.formatMinutes((inBatches * elapsedMs) / back / 60_000)} at the rate so far`
 }
 
-const ended = new Set(["completed", "expired", "cancelled", "failed"])
-
 /**
  * How far before `since` a batch's end by the Batch API's clock may be and still count as this run's: that clock is
  * the server's, in whole seconds, and may run behind ours.
@@ -323,7 +321,9 @@ export const etaRate = (since: number) => {
   let back = 0
   const record = (state: BatchOffload.State, end: (r: BatchOffload.BatchRecord) => number) => {
     for (const r of state.batches) {
-      if (r.batchId !== undefined && ended.has(r.status ?? "") && !endOf.has(r.batchId)) endOf.set(r.batchId, end(r))
+      if (r.batchId !== undefined && BatchOffload.isTerminal(r.status) && !endOf.has(r.batchId)) {
+        endOf.set(r.batchId, end(r))
+      }
     }
   }
   return {

@@ -35,12 +35,10 @@ import * as OutputLine from "./outputLine.js"
 
 type Record_ = Api.BatchRecord
 
-const terminal = new Set(["completed", "failed", "expired", "cancelled"])
-
 /** A batch's end by the Batch API's clock (epoch ms), when it has ended and says when. */
 const endedAtOf = (batch: OpenAI.Batches.Batch): { readonly endedAt?: number } => {
   const at = batch.completed_at ?? batch.failed_at ?? batch.expired_at ?? batch.cancelled_at
-  return terminal.has(batch.status) && typeof at === "number" ? { endedAt: at * 1000 } : {}
+  return Api.isTerminal(batch.status) && typeof at === "number" ? { endedAt: at * 1000 } : {}
 }
 
 const parseJsonLines = (text: string): Array<Record<string, unknown>> => {
@@ -426,7 +424,7 @@ const makeWith = (
                 ...endedAtOf(batch)
               }))
             }
-            if (terminal.has(batch.status)) return batch
+            if (Api.isTerminal(batch.status)) return batch
             yield* Effect.sleep(wait)
             wait = Math.min(pollMax, wait * pollFactor)
           }
