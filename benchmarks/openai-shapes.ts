@@ -13,7 +13,7 @@
  * last, and the 429s the server sent. Goals: with limits given ≤ 1.05× and no 429; with limits learned ≤ 1.10×
  * and 429s ≤ 2% of attempts.
  */
-import { SimConfig, Simulator } from "@sluice/testing"
+import { SimConfig, SimStats, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
 import { writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
@@ -37,13 +37,19 @@ interface Row {
   readonly finished: boolean
   readonly wallMillis: number
   readonly minimumMillis: number
+  /**
+   * The virtual tests' denominator (OpenAiFewLarge.test.ts `boundOf`): the minimum of what the server charged
+   * (its admissions) plus the largest latency it served, where `minimumMillis` takes the workload's known usage
+   * plus the latency of the call the client sent last.
+   */
+  readonly serverBoundMillis: number
   readonly server429: number
   readonly attempts: number
   readonly lost: number
   readonly load: number
 }
 
-const runRow = (round: number, shape: Shape, implementation: string) =>
+const runRow = (round: number, shape: Shape, implementation: string, scenario = SimConfig.make(shapeScenario(shape))) =>
   Effect.gen(function*() {
     const { url } = yield* serveSimulator()
     const outcome = yield* Effect.timeoutOption(
@@ -62,6 +68,7 @@ const runRow = (round: number, shape: Shape, implementation: string) =>
     }
     const chat = stats.attempts.filter((attempt) => attempt.path === "/v1/chat/completions")
     const succeeded = new Set(chat.filter((a) => a.status === 200).map((a) => a.key)).size
+    const largestLatency = Math.max(0, ...chat.map((a) => a.latencyMs ?? 0))
     const row: Row = {
       round,
       shape: shape.name,
@@ -69,6 +76,7 @@ const runRow = (round: number, shape: Shape, implementation: string) =>
       finished: report !== undefined,
       wallMillis: report?.wallMillis ?? timeoutSeconds * 1000,
       minimumMillis: shapeMinimumMillis(shape) + last.latency,
+      serverBoundMillis: SimStats.theoreticalMinimum(stats, scenario) + largestLatency,
       server429: stats.byStatus["429"] ?? 0,
       attempts: chat.length,
       lost: shape.requests - succeeded,
@@ -77,12 +85,14 @@ const runRow = (round: number, shape: Shape, implementation: string) =>
     process.stdout.write(
       `round ${round} ${shape.name} ${implementation}: ${row.finished ? "" : "STOPPED "}${
         (row.wallMillis / 1000).toFixed(1)
-      } s, ×${
-        (row.wallMillis / row.minimumMillis).toFixed(3)
-      } the minimum, 429s ${row.server429}/${row.attempts}, lost ${row.lost}; load ${row.load.toFixed(1)}\n`
+      } s, ×${(row.wallMillis / row.minimumMillis).toFixed(3)} the minimum (×${
+        (row.wallMillis / row.serverBoundMillis).toFixed(3)
+      } the server's minimum + largest latency, ${
+        (row.serverBoundMillis / 1000).toFixed(1)
+      } s), 429s ${row.server429}/${row.attempts}, lost ${row.lost}; load ${row.load.toFixed(1)}\n`
     )
     return row
-  }).pipe(Effect.scoped, Effect.provide(Simulator.layer(SimConfig.make(shapeScenario(shape)))))
+  }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario)))
 
 const goal = (row: Row): string => {
   const ratio = row.wallMillis / row.minimumMillis
@@ -117,13 +127,16 @@ const render = (rows: ReadonlyArray<Row>, started: Date): string => {
       `- **${shape.name}**: ${shape.description}; ${shape.limits.rpm} RPM / ${shape.limits.tpm} TPM.`
     ),
     "",
-    "| round | shape | implementation | wall s | minimum s | ratio | 429s / attempts | lost | goal met | load |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "The column \"ratio (test's)\" divides by the virtual tests' bound instead (OpenAiFewLarge.test.ts): the minimum of",
+    "what the server charged plus the largest latency it served, not the latency of the call sent last.",
+    "",
+    "| round | shape | implementation | wall s | minimum s | ratio | ratio (test's) | 429s / attempts | lost | goal met | load |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map((row) =>
       `| ${row.round} | ${row.shape} | ${row.implementation} | ${row.finished ? "" : "stopped at "}${
         (row.wallMillis / 1000).toFixed(1)
-      } | ${(row.minimumMillis / 1000).toFixed(1)} | ${
-        (row.wallMillis / row.minimumMillis).toFixed(3)
+      } | ${(row.minimumMillis / 1000).toFixed(1)} | ${(row.wallMillis / row.minimumMillis).toFixed(3)} | ${
+        (row.wallMillis / row.serverBoundMillis).toFixed(3)
       } | ${row.server429} / ${row.attempts} | ${row.lost} | ${goal(row)} | ${row.load.toFixed(1)} |`
     ),
     ""
