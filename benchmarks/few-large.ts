@@ -26,7 +26,7 @@ import { SimConfig, SimFetch, SimStats, Simulator, VirtualTime } from "@sluice/t
 import { Clock, Effect, Layer, TestContext } from "effect"
 import OpenAI from "openai"
 import { shapeMinimumMillis } from "./cli-harness.js"
-import { type ChatRequest, isChat, MODEL, SHAPES, shapeScenario, shapeWorkload } from "./openai-workload.js"
+import { type ChatRequest, isChat, MODEL, prng, SHAPES, shapeScenario, shapeWorkload } from "./openai-workload.js"
 
 const shape = SHAPES.find((s) => s.name === "few-large")!
 const requests = shapeWorkload(shape).filter(isChat)
@@ -88,18 +88,6 @@ const sluiceRun = (settle: "admission" | "never") =>
 // -----------------------------------------------------------------------------
 // 2. the reservation model
 // -----------------------------------------------------------------------------
-
-/** mulberry32 */
-const prng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 const base = requests.map((request) => {
   const max = request.body.max_tokens

@@ -83,7 +83,7 @@ export type ChatRequest = Extract<BenchRequest, { readonly url: typeof CHAT_URL 
 export const isChat = (request: BenchRequest): request is ChatRequest => request.url === CHAT_URL
 
 /** mulberry32: a small seeded PRNG, so every process builds the same workload. */
-const prng = (seed: number) => {
+export const prng = (seed: number) => {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6D2B79F5) >>> 0
