@@ -16,22 +16,22 @@ import type * as ValidationError from "@effect/cli/ValidationError"
 import { BulkRunner } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
-import * as Schema from "effect/Schema"
 import * as NodePath from "node:path"
 // The commands' handlers import this module's errors and helpers back; nothing of theirs runs before a command does.
 import * as internal from "./internal/command.js"
 import * as ProcessExit from "./internal/exit.js"
 import { shownUrl, usage } from "./internal/handler.js"
+import type { UsageError } from "./internal/usageError.js"
 
-/**
- * Bad usage (exit code 2): a missing key, a bad limits file, an unknown scenario.
- *
- * @since 0.1.0
- * @category errors
- */
-export class UsageError extends Schema.TaggedError<UsageError>("@sluice/cli/UsageError")("UsageError", {
-  message: Schema.String
-}) {}
+export {
+  /**
+   * Bad usage (exit code 2): a missing key, a bad limits file, an unknown scenario, a missing peer dependency.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  UsageError
+} from "./internal/usageError.js"
 
 /**
  * What the process entry point gives the commands.

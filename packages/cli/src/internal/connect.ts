@@ -18,11 +18,11 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import type { UsageError } from "../Cli.js"
 import { checkBaseUrl } from "../Cli.js"
 import { checkRedisUrl, usage } from "./handler.js"
 import { budgetsOfLimits, enqueuedOfLimits, loadLimits, unknownModels } from "./limits.js"
 import type { ConnectOptions } from "./options.js"
+import type { UsageError } from "./usageError.js"
 
 /**
  * The simulator, loaded only when used (`run` against a real server and `plan` do not need it).

@@ -7,7 +7,7 @@
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import type { Environment } from "../Cli.js"
-import { UsageError } from "../Cli.js"
+import { UsageError } from "./usageError.js"
 
 /**
  * Bad usage (exit code 2) with its message.

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import type { Environment } from "../Cli.js"
 import { connectOptions, errorsOption, inputOption, optional, outputOption, progressOption } from "./options.js"
 import type { Handled } from "./options.js"
+import { loadHandler } from "./usageError.js"
 
 const pipelineFileArg = Args.file({ name: "FILE.json", exists: "yes" }).pipe(
   Args.withDescription(
@@ -46,7 +47,10 @@ export type PipelineRunOptions = Command.Command.ParseConfig<typeof runOptions>
 
 /** @internal */
 export const runHandler = (env: Environment) => (options: PipelineRunOptions): Handled =>
-  Effect.flatMap(Effect.promise(() => import("./pipelineHandler.js")), (pipeline) => pipeline.runHandler(env, options))
+  Effect.flatMap(
+    loadHandler("pipeline run", () => import("./pipelineHandler.js")),
+    (pipeline) => pipeline.runHandler(env, options)
+  )
 
 /**
  * `pipeline worker FILE.json...`'s options.
@@ -71,6 +75,6 @@ export const workerHandler = (
 ) =>
 (options: PipelineWorkerOptions): Handled =>
   Effect.flatMap(
-    Effect.promise(() => import("./pipelineHandler.js")),
+    loadHandler("pipeline worker", () => import("./pipelineHandler.js")),
     (pipeline) => pipeline.workerHandler(env, options)
   )

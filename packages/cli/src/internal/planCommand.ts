@@ -9,6 +9,7 @@ import * as Options from "@effect/cli/Options"
 import * as Effect from "effect/Effect"
 import { count, optional, tierOption } from "./options.js"
 import type { Handled } from "./options.js"
+import { loadHandler } from "./usageError.js"
 
 /** @internal */
 export const options = {
@@ -43,4 +44,4 @@ export type PlanOptions = Command.Command.ParseConfig<typeof options>
 
 /** @internal */
 export const handler = (options: PlanOptions): Handled =>
-  Effect.flatMap(Effect.promise(() => import("./planHandler.js")), (plan) => plan.handler(options))
+  Effect.flatMap(loadHandler("plan", () => import("./planHandler.js")), (plan) => plan.handler(options))

@@ -11,6 +11,7 @@ import * as Options from "@effect/cli/Options"
 import * as Effect from "effect/Effect"
 import { optional } from "./options.js"
 import type { Handled } from "./options.js"
+import { loadHandler } from "./usageError.js"
 
 /** @internal */
 export const options = {
@@ -30,4 +31,4 @@ export type ReportOptions = Command.Command.ParseConfig<typeof options>
 
 /** @internal */
 export const handler = (options: ReportOptions): Handled =>
-  Effect.flatMap(Effect.promise(() => import("./reportHandler.js")), (report) => report.handler(options))
+  Effect.flatMap(loadHandler("report", () => import("./reportHandler.js")), (report) => report.handler(options))

@@ -12,6 +12,7 @@ import type { Environment } from "../Cli.js"
 import { connectOptions, count, errorsOption, hostOption, inputOption, optional, outputOption } from "./options.js"
 import { progressOption } from "./options.js"
 import type { Handled } from "./options.js"
+import { loadHandler } from "./usageError.js"
 
 /** @internal */
 export const options = {
@@ -89,4 +90,4 @@ export type RunOptions = Command.Command.ParseConfig<typeof options>
 
 /** @internal */
 export const handler = (env: Environment) => (options: RunOptions): Handled =>
-  Effect.flatMap(Effect.promise(() => import("./runHandler.js")), (run) => run.handler(env, options))
+  Effect.flatMap(loadHandler("run", () => import("./runHandler.js")), (run) => run.handler(env, options))

@@ -10,6 +10,7 @@ import * as Effect from "effect/Effect"
 import type { Environment } from "../Cli.js"
 import { count, hostOption } from "./options.js"
 import type { Handled } from "./options.js"
+import { loadHandler } from "./usageError.js"
 
 /** @internal */
 export const options = {
@@ -26,4 +27,4 @@ export type SimOptions = Command.Command.ParseConfig<typeof options>
 
 /** @internal */
 export const handler = (env: Environment) => (options: SimOptions): Handled =>
-  Effect.flatMap(Effect.promise(() => import("./simHandler.js")), (sim) => sim.handler(env, options))
+  Effect.flatMap(loadHandler("sim", () => import("./simHandler.js")), (sim) => sim.handler(env, options))
