@@ -6,6 +6,8 @@
  *   pnpm bench:cli                                   (2 rounds; writes benchmarks/results/cli.md)
  *   pnpm bench:cli --rounds 1 --only sluice-run      (a quick look; writes nothing)
  *   pnpm bench:cli --shapes all --rounds 1           (the named shapes; appends a section to benchmarks/results/cli.md)
+ *   pnpm bench:cli --sluice-bin DIR/node_modules/.bin/sluice ...   (Sluice as installed from the packed tarballs:
+ *     `SLUICE_CONSUMER_DIR=DIR node scripts/consumer-test.mjs --only node20 --keep` puts it in DIR/node20)
  *
  * Input: 3,000 seeded lines, 2,700 chat completions (prompts of 40–320 words, `max_tokens` 64–512) and 300
  * embeddings (1–4 inputs of 20–200 words), interleaved, written to .sluice-tmp/bench-cli/requests.jsonl with
@@ -108,7 +110,19 @@ const root = fileURLToPath(new URL("..", import.meta.url))
 const work = `${root}.sluice-tmp/bench-cli`
 const inputPath = `${work}/requests.jsonl`
 const limitsPath = `${work}/limits.json`
-const bin = `${root}packages/cli/bin/sluice.mjs`
+/**
+ * `--sluice-bin PATH`: the `sluice` an npm install put in place (e.g. `<dir>/node_modules/.bin/sluice` after `node
+ * scripts/consumer-test.mjs --only node20 --keep`: the packed tarballs installed as a user installs them, the bin
+ * running dist/), measured as a user would run it; else the workspace's bin (the sources, through tsx).
+ */
+const installedBin = args.includes("--sluice-bin") ? args[args.indexOf("--sluice-bin") + 1] : undefined
+if (installedBin !== undefined && !existsSync(installedBin)) {
+  throw new Error(`--sluice-bin ${installedBin}: no such file`)
+}
+const bin = installedBin ?? `${root}packages/cli/bin/sluice.mjs`
+const binText = installedBin === undefined
+  ? "node packages/cli/bin/sluice.mjs"
+  : `node ${installedBin} (installed from the packed tarballs: dist/)`
 const rel = (path: string) => path.startsWith(root) ? path.slice(root.length) : path
 
 const requests = mixedWorkload({ lines: LINES, embeddingEvery: EMBEDDING_EVERY, seed: SEED })
@@ -198,7 +212,7 @@ const NAMES: Record<string, string> = {
 
 const describe = (implementation: string, result: ProcessResult, workload: Workload): string => {
   if (implementation === "sluice-run") {
-    return `node packages/cli/bin/sluice.mjs run --input … --output … --base-url … --api-key-env … --limits ${
+    return `${binText} run --input … --output … --base-url … --api-key-env … --limits ${
       rel(workload.limitsPath)
     } --progress off (defaults otherwise: --concurrency 256, the bulk retry policy)`
   }
@@ -365,16 +379,20 @@ const runRow = (round: number, implementation: string, workload: Workload = bulk
 // start-up alone
 // -----------------------------------------------------------------------------
 
-/** `sluice --version`: loading the CLI and its module graph, nothing else (from source via tsx, and dist/). */
+/**
+ * `sluice --version`: loading the CLI and its module graph, nothing else (from source via tsx, and dist/; with
+ * `--sluice-bin`, the installed bin's, counted as dist/).
+ */
 const startupProbe = Effect.gen(function*() {
-  const time = (env: NodeJS.ProcessEnv) =>
-    Effect.map(runProcess({ args: [bin, "--version"], env }), (r) => r.exitedAt - r.spawnedAt)
+  const time = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv) =>
+    Effect.map(runProcess({ args: [...args, "--version"], env }), (r) => r.exitedAt - r.spawnedAt)
   const source: Array<number> = []
   const dist: Array<number> = []
-  const hasDist = existsSync(`${root}packages/cli/dist/esm/main.js`)
+  const workspaceBin = `${root}packages/cli/bin/sluice.mjs`
+  const hasDist = installedBin !== undefined || existsSync(`${root}packages/cli/dist/esm/main.js`)
   for (let i = 0; i < 3; i++) {
-    source.push(yield* time(process.env))
-    if (hasDist) dist.push(yield* time({ ...process.env, SLUICE_DIST: "1" }))
+    source.push(yield* time([workspaceBin], process.env))
+    if (hasDist) dist.push(yield* time([bin], { ...process.env, SLUICE_DIST: "1" }))
   }
   return { source, dist }
 })
@@ -529,7 +547,9 @@ const render = (
     "",
     "Each row gets a fresh simulator (full buckets, same seed) served from the benchmark's process, and runs its",
     "implementation as a child process started cold, rows one after another, real clock:",
-    "`node packages/cli/bin/sluice.mjs run …` (the bin runs the TypeScript sources through tsx) for Sluice,",
+    installedBin === undefined
+      ? "`node packages/cli/bin/sluice.mjs run …` (the bin runs the TypeScript sources through tsx) for Sluice,"
+      : `\`${binText} run …\` for Sluice,`,
     "`node --import tsx benchmarks/openai-client.ts <peer> --input … --output … --limits …` for the peers (which",
     "load only the SDK, p-limit and the tokenizer). **Wall** is from spawning the process to its exit; **start-up**",
     "from spawning it to the first request the server received. 429s, retries (attempts beyond the first per",
@@ -567,9 +587,9 @@ const render = (
     } s from source through tsx (median of ${probe.source.length}: ${probe.source.map(seconds).join(", ")} s)${
       probe.dist.length === 0
         ? ""
-        : ` and ${seconds(median(probe.dist))} s from the built dist/ (\`SLUICE_DIST=1\`, as found, not rebuilt: ${
-          probe.dist.map(seconds).join(", ")
-        } s)`
+        : ` and ${seconds(median(probe.dist))} s from ${
+          installedBin === undefined ? "the built dist/ (`SLUICE_DIST=1`, as found, not rebuilt" : `${binText} (`
+        }: ${probe.dist.map(seconds).join(", ")} s)`
     }; the rest of the start-up is reading and`,
     "checking the input file and building the executor.",
     "",
