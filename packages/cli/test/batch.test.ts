@@ -3,6 +3,7 @@
 // auto plan's decision and arithmetic, the enqueued-token limits of --limits.
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
+import { TokenEstimator } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as NodeFs from "node:fs"
@@ -208,6 +209,70 @@ describe("sluice run --via (in process, embedded simulator)", () => {
         expect(quick.out).toMatch(/^auto: 40 lines live \(≈ .+ binding\), 0 via batch$/m)
         expect(short.written().length).toBe(40)
         expect(NodeFs.existsSync(short.state)).toBe(false)
+      }),
+    60_000
+  )
+
+  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  it.live(
+    "--via auto meets --deadline: exactly the lines the queues cannot pass by then go live, the batches end in time",
+    () =>
+      Effect.gen(function*() {
+        // each model's queue (60 enqueued tokens) holds 2 of these lines (≈ 26 tokens each), so its batches run one
+        // after another, 2 lines each; a batch of 2 takes 12 h (6 h a request). A 48 h deadline is 2 windows: 4
+        // lines of each model by batch (two batches in turn, 24 h), the other 4 live. (Batches nearer their 24 h
+        // would leave too little margin for the real time a loaded machine adds at this speed: 170 ms of real time
+        // between one batch's end and the next one's upload is 2.4 simulated hours.)
+        const lines = chat(16)
+        const limit = 60
+        const job = setup(lines, { "gpt-4o": limit, "gpt-4o-mini": limit }, {
+          validatingMs: 1000,
+          inProgressMs: 0,
+          perRequestMs: 6 * 3_600_000,
+          finalizingMs: 1000
+        })
+        // at this speed a real millisecond is 50 simulated seconds: polls every 30 simulated minutes (not 20 ms: the
+        // CPU of thousands of polls would be hours here), and a lease of hours (one of minutes is a few real
+        // milliseconds: a busy event loop would let a running batch's hold lapse, and another batch of its model
+        // start beside it)
+        const run = yield* capture(
+          job.args("--via", "auto", "--deadline", "48h", "--tier", "1", "--speed", "50000", "--batch-lease", "12h")
+            .map((a) => a === "20ms" ? "30m" : a)
+        )
+        expect(run.exitCode, `${String(run.exit._tag === "Failure" && run.exit.cause)}\n${run.err}`).toBe(0)
+        // the lines each model's queue passes by the deadline (2 x its limit), in input order, by the estimator the
+        // plan uses; every other line is needed live
+        const viaBatch = new Set<string>()
+        const used = new Map<string, number>()
+        for (const text of lines) {
+          const { body, custom_id, url } = JSON.parse(text)
+          const tokens = TokenEstimator.forEndpoint(url, body)!.tokens
+          const held = used.get(body.model) ?? 0
+          if (held + tokens <= 2 * limit) {
+            used.set(body.model, held + tokens)
+            viaBatch.add(custom_id)
+          }
+        }
+        expect(viaBatch.size).toBe(8)
+        expect(run.out).toContain("auto: 8 lines live (≈ ")
+        expect(run.out).toMatch(/, 8 via batch/)
+        // the batches held exactly those lines, two per batch, and every line was written once
+        const state = JSON.parse(NodeFs.readFileSync(job.state, "utf8"))
+        const held = state.batches.flatMap((b: any) => b.customIds)
+        expect(new Set(held)).toEqual(viaBatch)
+        expect(held).toHaveLength(8)
+        expect(state.batches.map((b: any) => b.customIds.length)).toEqual([2, 2, 2, 2])
+        const ids = job.written().map((l) => l.custom_id)
+        expect(ids.sort()).toEqual(lines.map((l) => JSON.parse(l).custom_id).sort())
+        expect(job.written().every((l) => l.response?.status_code === 200)).toBe(true)
+        expect(run.out).toContain("batch lines: 8 succeeded, 0 failed")
+        // met: the whole job (both batches of a model in turn, each seen ended within a poll) ended by the deadline,
+        // after at least those 24 h
+        const wall = /wall time: (\d+)h(\d+)m/.exec(run.out)
+        expect(wall, run.out).not.toBeNull()
+        const hours = Number(wall![1]) + Number(wall![2]) / 60
+        expect(hours).toBeGreaterThanOrEqual(24)
+        expect(hours).toBeLessThanOrEqual(48)
       }),
     60_000
   )
