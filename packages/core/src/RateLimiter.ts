@@ -312,6 +312,12 @@ export declare namespace RateLimiter {
     readonly doubling: Duration.DurationInput
     /** The ramp ends once it has let out this much in all; without it, when ended by `ramp(…, undefined)`. */
     readonly to?: number | undefined
+    /**
+     * The ramp continues the one there was on the scope and dimension, at a new pace: `from` is the amount let out
+     * in all by now (where the old one's curve is), and what the old one let out counts against it, so nothing more
+     * goes at once than the old one still allowed. Default: a fresh start (`from` at once).
+     */
+    readonly continued?: boolean | undefined
   }
 
   /**

@@ -75,6 +75,25 @@ describe("RateLimiter ramp", () => {
       )
     ))
 
+  it.effect("a continued ramp takes a new pace from where the old one is: what it let out counts, nothing goes at once", () =>
+    withLimiter(budgets, (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.ramp("pool:a", "requests", { from: 10, doubling: "1 second" })
+        yield* limiter.acquire(["pool:a"], { requests: 10 })
+        yield* TestClock.adjust("1 second")
+        // the old ramp is at 20 by now, 10 of it let out: at a doubling of 10 s from there, 10 more go now and
+        // 20 × (2^(1 / 10) − 1) ≈ 1.4 more by 1 s later (a fresh start would let 20 go at once)
+        yield* limiter.ramp("pool:a", "requests", { from: 20, doubling: "10 seconds", continued: true })
+        yield* limiter.acquire(["pool:a"], { requests: 10 })
+        const held = yield* Effect.either(limiter.acquire(["pool:a"], { requests: 2 }, { maxWait: "1 second" }))
+        expect(held._tag === "Left" && held.left._tag).toBe("DeadlineExceeded")
+        const next = yield* Effect.fork(
+          Effect.zipRight(limiter.acquire(["pool:a"], { requests: 1 }), Clock.currentTimeMillis)
+        )
+        // its turn: 20 × 2^(t / 10 s) = 21
+        expect(yield* driveUntilDone(next)).toBe(1_000 + Math.ceil(10_000 * Math.log2(21 / 20)))
+      })))
+
   it.effect("a held call fails at once when its turn is past its deadline; one behind it, by its deadline", () =>
     withLimiter(budgets, (limiter) =>
       Effect.gen(function*() {

@@ -2,16 +2,16 @@
  * Learning without headers behind a round trip (issue 13): a 429 takes a round trip to come back, and a probe paced
  * by the clock alone keeps letting calls out while the first 429s are on their way (in real time, a CPU-starved
  * client at 20× simulated speed sees 10–25 ms stalls as 200–500 simulated ms). The in-process simulator (no
- * `x-ratelimit-*` headers, bare 429s) behind a network of `d` ms each way, under TestClock, real `openai` SDK.
- * Four runs of 400 calls: about 3.5 s of CPU each (15 s for the file with its collection), the least that shows the
- * round trip's herd (a workload larger than the server's bucket, which the probe must overflow to find).
+ * `x-ratelimit-*` headers, bare 429s) behind a network of `d` ms each way (and one whose round trip is the herd's own
+ * queue), under TestClock, real `openai` SDK. Five runs of 400 calls: about 3.5 s of CPU each, the least that shows
+ * the round trip's herd (a workload larger than the server's bucket, which the probe must overflow to find).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
 import { Effect, Exit } from "effect"
 import { fastDrive as drive } from "./fastDrive.js"
-import { filler, layerBehindNetwork, rng, sum } from "./harness.js"
+import { behindQueue, filler, layerBehindNetwork, rng, sum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const LIMITS = { rpm: 600, tpm: 60_000 }
@@ -19,9 +19,9 @@ const CALLS = 400
 /** The model's latency (before the network's): the longest is in the bound on the finish. */
 const LATENCY = { min: 300, max: 900 }
 
-const run = (oneWay: number) =>
+const run = (network: Parameters<typeof layerBehindNetwork>[0]) =>
   Effect.gen(function*() {
-    const layer = yield* layerBehindNetwork(oneWay)
+    const layer = yield* layerBehindNetwork(network)
     const random = rng(13)
     const batch = Array.from({ length: CALLS }, (_, i) => ({
       model: MODEL,
@@ -82,4 +82,38 @@ describe("OpenAi: learning without headers behind a round trip", () => {
       120_000
     )
   }
+})
+
+/**
+ * Each request and each answer takes this much of one serial resource (see `behindQueue`): the herd's 400 calls make a
+ * queue of up to 4 s, and a 429 comes back after the queue ahead of it, as over loopback HTTP on a loaded machine (the
+ * benchmark's no-headers row: 2-5 s from `fetch` to a 429 read, against the probe's 25 ms). Before the blind ramp took
+ * its pace from the round trips of its latest sends (as they come, the largest of five), it kept the probe's (a fast
+ * doubling from an idle path) and let the herd out faster than the queue drained: 168 × 429 in 568 attempts (29.6%);
+ * now 10 in 410 (2.4%; 2 ms a call: 7 in 407).
+ */
+const PER_CALL_MILLIS = 5
+
+describe("OpenAi: learning without headers behind the herd's own queue", () => {
+  it.effect(
+    `${CALLS} calls at once, ${PER_CALL_MILLIS} ms a call each way in one queue: the ramp slows as its round trip grows`,
+    () =>
+      Effect.gen(function*() {
+        const { attempts, rejected, endedAt, minimum, ok } = yield* run(
+          behindQueue({ oneWay: 2, perCall: PER_CALL_MILLIS })
+        )
+        console.log(
+          `queue of ${PER_CALL_MILLIS} ms a call: ${attempts} attempts, ${rejected} × 429 (${
+            (100 * rejected / attempts).toFixed(1)
+          }%), wall ${endedAt} ms, minimum ${Math.round(minimum)} ms, ratio ${(endedAt / minimum).toFixed(3)}`
+        )
+        expect(ok).toBe(CALLS)
+        expect(rejected / attempts).toBeLessThanOrEqual(0.03)
+        // as above, with the round trip of a call behind the whole queue
+        expect(endedAt).toBeLessThanOrEqual(
+          1.1 * minimum + 2 * (LATENCY.max + 2 * CALLS * PER_CALL_MILLIS) + 2 * 3_200
+        )
+      }),
+    120_000
+  )
 })

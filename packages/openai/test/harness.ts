@@ -244,13 +244,39 @@ export const behindNetwork = (millis: number) =>
 
 /**
  * `OpenAi` for organization "acme" with no budgets (what it enforces is learned; time slicing off) on the real SDK over
- * {@link behindNetwork}, its limiter on the memory store.
+ * {@link behindNetwork} (`millis` each way) or another network's `fetch` (see {@link behindQueue}), its limiter on the
+ * memory store.
  */
 export const layerBehindNetwork = (
-  millis: number
+  network: number | Effect.Effect<typeof globalThis.fetch, never, Simulator.Simulator>
 ): Effect.Effect<Layer.Layer<OpenAi.OpenAi>, never, Simulator.Simulator> =>
-  Effect.map(behindNetwork(millis), (fetch) =>
+  Effect.map(typeof network === "number" ? behindNetwork(network) : network, (fetch) =>
     OpenAi.layerClient(
       new OpenAIClient({ apiKey: API_KEY, baseURL: "http://sim.local/v1", fetch, maxRetries: 0 }),
       { organization: "acme", timeSlice: false }
     ).pipe(Layer.provide(LimiterStore.layerMemory)))
+
+/**
+ * The simulator's `fetch` behind a path that queues: every request and every answer takes `perCall` ms of one serial
+ * resource (a client's CPU, a proxy) in the order they come, plus `oneWay` ms of travel; so the round trip grows with
+ * the calls in flight, as a herd's does over HTTP on a loaded machine (a 429 comes back after the queue ahead of it).
+ */
+export const behindQueue = (options: { readonly oneWay: number; readonly perCall: number }) =>
+  Effect.gen(function*() {
+    const fetch = yield* SimFetch.make
+    const runtime = yield* Effect.runtime<never>()
+    let free = 0
+    const pass = () =>
+      Runtime.runPromise(runtime)(Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const start = Math.max(now, free)
+        free = start + options.perCall
+        return Effect.sleep(free - now + options.oneWay)
+      }))
+    const queued: typeof globalThis.fetch = async (input, init) => {
+      await pass()
+      const response = await fetch(input, init)
+      await pass()
+      return response
+    }
+    return queued
+  })

@@ -31,7 +31,14 @@ export class Ramps {
   set(
     scope: string,
     dimension: string,
-    ramp: { readonly from: number; readonly doublingMillis: number; readonly to?: number | undefined } | undefined,
+    ramp:
+      | {
+        readonly from: number
+        readonly doublingMillis: number
+        readonly to?: number | undefined
+        readonly continued?: boolean | undefined
+      }
+      | undefined,
     now: number
   ): void {
     const key = `${scope}\u0000${dimension}`
@@ -40,6 +47,8 @@ export class Ramps {
       return
     }
     const to = ramp.to
+    // a ramp that continues the one there was (a new pace): what that one let out counts against `from`
+    const given = ramp.continued === true ? (this.live(scope, dimension, now)?.given ?? 0) : 0
     this.ramps.set(key, {
       startedAt: now,
       from: ramp.from,
@@ -47,7 +56,7 @@ export class Ramps {
       endsAt: to === undefined || !Number.isFinite(to)
         ? Number.POSITIVE_INFINITY
         : now + ramp.doublingMillis * Math.max(0, Math.log2(to / ramp.from)),
-      given: 0
+      given
     })
   }
 

@@ -1289,7 +1289,8 @@ export const make = (
           slowStart === undefined ? undefined : {
             from: slowStart.from,
             doublingMillis: Duration.toMillis(Duration.decode(slowStart.doubling)),
-            to: slowStart.to
+            to: slowStart.to,
+            continued: slowStart.continued
           },
           now
         )

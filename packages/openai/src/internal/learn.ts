@@ -21,7 +21,8 @@
  *   cautious adaptive limits and lets calls out over a ramp that doubles every 32 round trips of a 429 (an
  *   answer's round trip less the server's `openai-processing-ms`, within 400 ms and 16 s; without it, 4 round
  *   trips of the answer within 400 ms and 3.2 s, so a slow model slows the probe no further: a 429 takes a round
- *   trip to come back, and what the ramp lets out meanwhile is refused too), its learned limits growing ahead of
+ *   trip to come back, and what the ramp lets out meanwhile is refused too), the round trips of its latest sends
+ *   as their answers come (the herd's own queue slows it, see `repaced`), its learned limits growing ahead of
  *   it (a limit that grows gains the room it grew by), until the server pushes back; a ramp that ran more than a
  *   doubling ahead of the calls starts again from the last minute's sends (a slow start in the calls too).
  *   The 429's message names the limit ("Limit 600, Used 598"): the pool takes it and what is left, and that
@@ -93,6 +94,14 @@ const BLIND_DOUBLING_MILLIS = 400
  * 455 attempts in the test); `SLOWEST_NETWORK_DOUBLING_MILLIS` only keeps a network slower than a 500 ms round trip
  * from making it crawl (10× the cautious limits in 53 s; a herd larger than the server's bucket loses nothing to
  * it while the ramp lets out more than the bucket refills, as the bucket is then never full).
+ *
+ * The round trip is the one of the latest sends, not the probe's: over loopback HTTP the probe's is a few ms, while
+ * a herd makes its own queue (the client's CPU, the connections, the server), and a 429 sent into it came back 2–5 s
+ * later in the benchmark (load 9), after the ramp, paced by the probe, had let the rest of the herd out. So the ramp
+ * takes the pace of its latest sends' answers as they come (see {@link repaced}), slowing as the queue grows and
+ * speeding up as it drains; but no slower than `SLOWEST_DOUBLING_MILLIS` unless the probe's path was already
+ * slower (a queue drains once the ramp slows, while a pace of 32 queued round trips let out less than the server
+ * refilled: ×1.7 its minimum at load 13, with 0 × 429).
  */
 const ROUND_TRIPS = 4
 const NETWORK_ROUND_TRIPS = 32
@@ -100,6 +109,10 @@ const SLOWEST_DOUBLING_MILLIS = 3_200
 const SLOWEST_NETWORK_DOUBLING_MILLIS = 16_000
 /** How far back the answers' round trips are looked at. */
 const ROUND_TRIP_MILLIS = 10_000
+/** The blind ramp's pace is the slowest of the answers to this many of its latest sends (see {@link doublingOf}). */
+const RECENT_ANSWERS = 5
+/** A blind ramp takes a new pace when the answers' differs from its own by more than this factor. */
+const REPACE = 1.25
 /** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
 const GROWTH = 1.25
 /**
@@ -160,6 +173,11 @@ interface Ramp {
   readonly start: Map<Dimension, number>
   /** The blind ramp: per dimension, what it lets out at once when it starts again (see {@link fit}). */
   readonly floor: Map<Dimension, number>
+  /**
+   * The blind ramp: the slowest pace its answers may give it (see {@link repaced}): its first pace (the probe's,
+   * a path slow without a herd) or {@link SLOWEST_DOUBLING_MILLIS}, whichever is slower.
+   */
+  readonly slowest: number
   readonly given: Map<Dimension, number>
   /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
   readonly endsAt: number | undefined
@@ -192,10 +210,10 @@ interface PoolState {
   /** A blind (or still probing) pool's sends over the last {@link HISTORY_MILLIS}, in the order sent. */
   readonly sends: Array<Send>
   /**
-   * The pool's recent answers: when each was read, and the blind ramp's doubling its round trip allows (see
-   * {@link doublingOf}).
+   * The pool's recent answers, in the order their calls were sent: when each was sent, and the blind ramp's doubling
+   * its round trip allows (see {@link doublingOf}).
    */
-  readonly answers: Array<{ readonly at: number; readonly doubling: number }>
+  readonly answers: Array<{ readonly sentAt: number; readonly doubling: number }>
   readonly learned: Map<string, Learned>
 }
 
@@ -371,20 +389,26 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
     })
 
   /**
-   * The doubling the pool's round trip allows: the shortest its answers over the last {@link ROUND_TRIP_MILLIS}
-   * allow (each {@link NETWORK_ROUND_TRIPS} of its round trip less the server's time when the answer says it, else
-   * {@link ROUND_TRIPS} of its whole round trip: a call's departure to its answer read, the network both ways, the
-   * server, and the client's own delays in reading it; each within its bounds, see {@link ROUND_TRIPS}), `undefined`
-   * before any. A 429 comes back within the round trip (the server refuses before it runs the model): what a ramp
-   * lets out in one round trip after the server's bucket ran out is refused before the first 429 is read.
+   * The doubling the pool's round trip allows: the slowest of what the answers to its {@link RECENT_ANSWERS} latest
+   * sends allow (those sent over the last {@link ROUND_TRIP_MILLIS}; each {@link NETWORK_ROUND_TRIPS} of its round
+   * trip less the server's time when the answer says it, else {@link ROUND_TRIPS} of its whole round trip: a call's
+   * departure to its answer read, the network both ways, the server, and the client's own delays in reading it; each
+   * within its bounds, see {@link ROUND_TRIPS}), `undefined` before any. A 429 comes back within the round trip (the
+   * server refuses before it runs the model): what a ramp lets out in one round trip after the server's bucket ran
+   * out is refused before the first 429 is read. The latest sends, not the latest answers nor the fastest: a herd
+   * makes its own queue (in the client, the network and the server), and the round trip a 429 takes is the one of
+   * the calls sent with it, not the probe's nor that of a call sent before the queue that a slow model answers late;
+   * the slowest of five, as a burst's last calls wait behind its first (their median hid a queue of 100-300 ms).
    */
   const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
-    let fastest: number | undefined
-    for (let i = answers.length - 1; i >= 0 && answers[i].at >= now - ROUND_TRIP_MILLIS; i--) {
-      if (fastest === undefined || answers[i].doubling < fastest) fastest = answers[i].doubling
-    }
-    return fastest
+    const recent: Array<number> = []
+    for (
+      let i = answers.length - 1;
+      i >= 0 && recent.length < RECENT_ANSWERS && answers[i].sentAt >= now - ROUND_TRIP_MILLIS;
+      i--
+    ) recent.push(answers[i].doubling)
+    return recent.length === 0 ? undefined : Math.max(...recent)
   }
 
   /**
@@ -397,22 +421,53 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
    * own time on it when it says (`openai-processing-ms`: a model's generation, which a 429 does not wait for).
    */
   const answeredAfter = (poolScope: string, sentAt: number | undefined, processingMillis: number | undefined) =>
-    sentAt === undefined || sentAt < 0 ? Effect.void : Effect.map(Clock.currentTimeMillis, (now) => {
+    sentAt === undefined || sentAt < 0 ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) => {
       // kept for a blind pool, and a pool still probing (whose first answer may start the blind ramp)
       const state = pools.get(poolScope)
-      if (state?.blind !== true && adaptivePools.get(poolScope)?.probing !== true) return
+      if (state?.blind !== true && adaptivePools.get(poolScope)?.probing !== true) return Effect.void
       const answers = (state ?? stateOf(poolScope)).answers
       const millis = Math.max(0, now - sentAt)
-      answers.push({
-        at: now,
+      const answer = {
+        sentAt,
         doubling: Math.max(
           BLIND_DOUBLING_MILLIS,
           processingMillis === undefined
             ? Math.min(SLOWEST_DOUBLING_MILLIS, ROUND_TRIPS * millis)
             : Math.min(SLOWEST_NETWORK_DOUBLING_MILLIS, NETWORK_ROUND_TRIPS * Math.max(0, millis - processingMillis))
         )
-      })
-      if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
+      }
+      // in the order sent (answers come in nearly that order: a short search from the end)
+      let at = answers.length
+      while (at > 0 && answers[at - 1].sentAt > sentAt) at--
+      answers.splice(at, 0, answer)
+      if (answers.length > 64 && answers[31].sentAt < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
+      return state === undefined ? Effect.void : repaced(poolScope, state, now)
+    })
+
+  /**
+   * The blind ramp takes the pace its recent answers allow as they come (see {@link doublingOf}): the herd's own
+   * queue (the client's and the server's) makes its answers' round trips, and its 429s', longer than the probe's, and
+   * the ramp slows before the server's bucket runs out; once the queue drains, it speeds up again. The ramp goes on
+   * from where it is (the amount it let out by now), at the new pace.
+   */
+  const repaced = (poolScope: string, state: PoolState, now: number) =>
+    Effect.suspend(() => {
+      const ramp = state.ramp
+      if (!state.blind || ramp === undefined || ramp.endsAt !== undefined || ramp.start.size === 0) return Effect.void
+      const paced = doublingOf(state, now)
+      if (paced === undefined) return Effect.void
+      const doubling = Math.min(ramp.slowest, paced)
+      const ratio = doubling / ramp.doublingMillis
+      if (ratio <= REPACE && ratio >= 1 / REPACE) return Effect.void
+      for (const [dimension] of ramp.start) ramp.start.set(dimension, allowance(ramp, dimension, now))
+      ramp.startedAt = now
+      ramp.doublingMillis = doubling
+      return Effect.forEach(
+        [...ramp.start],
+        ([dimension, from]) =>
+          limiter.ramp(poolScope, dimension, { from, doubling: Duration.millis(doubling), continued: true }),
+        { discard: true }
+      )
     })
 
   /** What the ramp lets out of `dimension` by `at`. */
@@ -508,7 +563,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         }
         if (ahead) {
           ramp.startedAt = now
-          ramp.doublingMillis = blindDoubling(state, now)
+          ramp.doublingMillis = Math.min(ramp.slowest, blindDoubling(state, now))
           for (const [dimension] of ramp.start) {
             ramp.start.set(dimension, Math.max(ramp.floor.get(dimension) ?? 0, lastMinute(state, dimension, now)))
             ramp.given.set(dimension, 0)
@@ -565,6 +620,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
           doublingMillis: FIRST_DOUBLING_MILLIS,
           start,
           floor: new Map(),
+          slowest: FIRST_DOUBLING_MILLIS,
           given: new Map(),
           endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
         })
@@ -578,11 +634,13 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         state.blind = true
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) if (level.learned) start.set(dimension, level.limit.capacity)
+        const doublingMillis = blindDoubling(state, now)
         return startRamp(poolScope, state, {
           startedAt: now,
-          doublingMillis: blindDoubling(state, now),
+          doublingMillis,
           start,
           floor: new Map(start),
+          slowest: Math.max(SLOWEST_DOUBLING_MILLIS, doublingMillis),
           given: new Map(),
           endsAt: undefined
         })
