@@ -232,15 +232,17 @@ export const behindNetwork = (millis: number) =>
     const fetch = yield* SimFetch.make
     if (millis === 0) return fetch
     const runtime = yield* Effect.runtime<never>()
-    const travel = () => Runtime.runPromise(runtime)(Effect.sleep(millis))
-    const delayed: typeof globalThis.fetch = async (input, init) => {
-      await travel()
-      const response = await fetch(input, init)
-      await travel()
-      return response
-    }
-    return delayed
+    return travelling(fetch, () => Runtime.runPromise(runtime)(Effect.sleep(millis)))
   })
+
+/** `fetch` with `travel` before its request and after its answer. */
+const travelling =
+  (fetch: typeof globalThis.fetch, travel: () => Promise<void>): typeof globalThis.fetch => async (input, init) => {
+    await travel()
+    const response = await fetch(input, init)
+    await travel()
+    return response
+  }
 
 /**
  * `OpenAi` for organization "acme" with no budgets (what it enforces is learned; time slicing off) on the real SDK over
@@ -266,17 +268,10 @@ export const behindQueue = (options: { readonly oneWay: number; readonly perCall
     const fetch = yield* SimFetch.make
     const runtime = yield* Effect.runtime<never>()
     let free = 0
-    const pass = () =>
+    return travelling(fetch, () =>
       Runtime.runPromise(runtime)(Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const start = Math.max(now, free)
         free = start + options.perCall
         return Effect.sleep(free - now + options.oneWay)
-      }))
-    const queued: typeof globalThis.fetch = async (input, init) => {
-      await pass()
-      const response = await fetch(input, init)
-      await pass()
-      return response
-    }
-    return queued
+      })))
   })
