@@ -3,12 +3,14 @@
 // auto plan's decision and arithmetic, the enqueued-token limits of --limits.
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
+import { LimiterStore, RateLimiter } from "@sluice/core"
 import { TokenEstimator } from "@sluice/openai"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import OpenAIClient from "openai"
 import * as Batch from "../src/internal/batch.js"
 import { capture, startSim, writeChatInput } from "./helpers.js"
 
@@ -133,6 +135,75 @@ describe("the batches' ETA in the progress line", () => {
   })
 })
 
+describe("a batch in the progress line and the summary", () => {
+  it("its model, the lines the Batch API did of it, its status", () => {
+    const record = {
+      key: "j-1",
+      model: "gpt-4o-mini",
+      endpoint: "/v1/chat/completions",
+      customIds: ["a", "b", "c"],
+      lines: [1, 2, 3],
+      tokens: 0,
+      bytes: 0,
+      inputFileId: "file-1",
+      uploadedAt: 0,
+      attempts: 0,
+      released: [],
+      finished: false
+    }
+    expect(Batch.perBatch(record)).toBe("gpt-4o-mini 0/3 done, uploaded")
+    expect(
+      Batch.perBatch({ ...record, status: "in_progress", requestCounts: { total: 5_000, completed: 1_200, failed: 3 } })
+    )
+      .toBe("gpt-4o-mini 1,203/5,000 done, in_progress")
+    // a count of 0 requests (validating) falls back to the lines the batch holds
+    expect(Batch.perBatch({ ...record, status: "validating", requestCounts: { total: 0, completed: 0, failed: 0 } }))
+      .toBe("gpt-4o-mini 0/3 done, validating")
+  })
+
+  it.effect("the progress line names the batches in flight (three at most), from the state resumed", () =>
+    Effect.gen(function*() {
+      const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-batch-progress-"))
+      const statePath = NodePath.join(dir, "out.batch.json")
+      const record = (i: number, done: number, finished = false) => ({
+        key: `j-${i}`,
+        model: i % 2 === 0 ? "gpt-4o-mini" : "gpt-4o",
+        endpoint: "/v1/chat/completions",
+        customIds: Array.from({ length: 100 }, (_, k) => `${i}-${k}`),
+        lines: Array.from({ length: 100 }, (_, k) => k),
+        tokens: 0,
+        bytes: 0,
+        inputFileId: `file-${i}`,
+        uploadedAt: 0,
+        batchId: `batch_${i}`,
+        status: finished ? "completed" : "in_progress",
+        requestCounts: { total: 100, completed: done, failed: 0 },
+        attempts: 1,
+        released: [],
+        finished
+      })
+      const batches = [record(0, 100, true), record(1, 40), record(2, 7), record(3, 0), record(4, 99)]
+      NodeFs.writeFileSync(statePath, JSON.stringify({ version: 1, job: "j", batches }))
+      const limiter = yield* RateLimiter.make({ budgets: [] }).pipe(Effect.provide(LimiterStore.layerMemory))
+      const batch = yield* Batch.make({
+        client: new OpenAIClient({ apiKey: "sk-progress" }),
+        limiter,
+        statePath,
+        accepts: () => true,
+        cancel: false,
+        restart: false,
+        poll: 1_000,
+        lease: "2m",
+        report: () => Effect.void
+      })
+      yield* batch.offload.prepare!
+      expect(yield* batch.progress).toBe(
+        "batches: 4 in_progress, 1 completed; lines 400 in batches, 0 back; in flight: gpt-4o 40/100 done, " +
+          "in_progress, gpt-4o-mini 7/100 done, in_progress, gpt-4o 0/100 done, in_progress, 1 more"
+      )
+    }).pipe(Effect.scoped))
+})
+
 describe("sluice run --via (in process, embedded simulator)", () => {
   // `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the Batch API's
   // timeline here is under a second of wall time).
@@ -165,6 +236,14 @@ describe("sluice run --via (in process, embedded simulator)", () => {
         expect(state.batches.every((b: any) => b.finished && b.batchId)).toBe(true)
         expect(run.out).toMatch(/batch: job job_\w+; \d+ batches \(\d+ completed, 1 failed\)/)
         expect(run.out).toContain("batch lines: 40 succeeded, 1 failed")
+        // each batch named, with the lines the Batch API did of it and those written from it
+        for (const b of state.batches) {
+          const done = b.requestCounts.completed + b.requestCounts.failed
+          expect(run.out).toContain(
+            `  ${b.batchId}: ${b.model} ${done}/${b.requestCounts.total || b.customIds.length} done, ${b.status}, `
+          )
+        }
+        expect(run.out).toMatch(/^ {2}batch_\w+: gpt-4o-mini 20\/20 done, completed, 20 back$/m)
         expect(run.out).toMatch(/batch cost: \$\d+\.\d\d at the Batch API's half price \(saved \$\d+\.\d\d against/)
         expect(run.err).toMatch(/sluice: batch: line 42 \(bad-1\): BatchValidationError: /)
 

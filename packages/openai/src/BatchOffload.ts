@@ -349,6 +349,15 @@ export const BatchRecord = Schema.Struct({
    * @since 0.2.0
    */
   endedAt: Schema.optional(Schema.Number),
+  /**
+   * The batch's `request_counts` as last polled: its requests, and those the Batch API has done so far (completed
+   * or failed). While it runs, the lines done per batch; its results come back only when it ends.
+   *
+   * @since 0.2.0
+   */
+  requestCounts: Schema.optional(
+    Schema.Struct({ total: Schema.Number, completed: Schema.Number, failed: Schema.Number })
+  ),
   /** Its results are delivered and its unfinished lines handed back. */
   finished: Schema.Boolean
 }).annotations({ identifier: "BatchOffload.BatchRecord" })

@@ -108,6 +108,24 @@ describe("BatchOffload: the same results as live", () => {
     }).pipe(Effect.provide(Simulator.layer(scenario({})))))
 })
 
+describe("BatchOffload: lines done per batch", () => {
+  it.effect("the state follows each batch's request_counts while it runs, up to all of its lines", () =>
+    Effect.gen(function*() {
+      // 10 lines, a minute each: polled every 5 s to 1 min, the counts move on between polls
+      const lines = Array.from({ length: 10 }, (_, i) => chatLine(`p-${i}`, `progress ${i}`))
+      const { exit, recorded } = yield* runLines(lines, {})
+      expect(Exit.isSuccess(exit)).toBe(true)
+      const seen = recorded.states.map((s) => s.batches[0]).filter((b) => b?.status === "in_progress")
+        .map((b) => b.requestCounts?.completed ?? -1)
+      // several distinct counts, rising, between none and all
+      expect(new Set(seen).size).toBeGreaterThan(3)
+      expect(seen).toEqual([...seen].sort((a, b) => a - b))
+      expect(seen.every((d) => d >= 0 && d <= 10)).toBe(true)
+      const last = recorded.states[recorded.states.length - 1].batches[0]
+      expect([last.status, last.requestCounts]).toEqual(["completed", { total: 10, completed: 10, failed: 0 }])
+    }).pipe(Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 60_000 })))))
+})
+
 describe("BatchOffload.isTerminal", () => {
   it("the four statuses a batch ends in, and none of those it passes through", () => {
     expect(BatchOffload.terminalStatuses).toEqual(["completed", "failed", "expired", "cancelled"])

@@ -343,7 +343,8 @@ export type Latency = typeof Latency.Type
 /**
  * Batch API timing: a batch is `validating` for `validatingMs`, `in_progress` for
  * `inProgressMs + perRequestMs × requests`, `finalizing` for `finalizingMs`, then `completed`. Its requests
- * finish evenly over the `in_progress` time (the `i`-th of `n` after `(i + 1) / n` of it). A batch still in
+ * finish evenly over the `in_progress` time (the `i`-th of `n` after `(i + 1) / n` of it; its `request_counts.completed`
+ * counts those done so far, since 0.2.0, and `failed` is known once it completes). A batch still in
  * progress 24 hours after it was created is `expired`: the requests finished by then are in its output (and error)
  * file, the others in its error file with `batch_expired`. A cancelled batch keeps the results of the requests
  * finished before the cancel, in its output (and error) file; the others are in neither. A line holding

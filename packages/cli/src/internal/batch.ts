@@ -413,6 +413,8 @@ export const make = (options: {
       let summary: BatchOffload.Summary | undefined
       let failure: string | undefined
       const delivered = { succeeded: 0, failed: 0 }
+      /** Per batch id, the lines this run has written from it. */
+      const backOf = new Map<string, number>()
       /** The ETA's rate, from the start of the offload's run. */
       let eta: ReturnType<typeof etaRate> | undefined
       /** The list price of the answers delivered (the Batch API bills half of it), `undefined` once one has none. */
@@ -437,6 +439,7 @@ export const make = (options: {
         }
         if (result.ok) delivered.succeeded++
         else delivered.failed++
+        if (result.batchId !== null) backOf.set(result.batchId, (backOf.get(result.batchId) ?? 0) + 1)
         eta?.delivered(result.batchId)
         // a line the output cannot take stops the run (a defect caught below, as the typed error it is)
         return Effect.orDie(io.write(result.line, result.ok ? null : { kind }))
@@ -528,15 +531,23 @@ export const make = (options: {
         return { text, inBatches }
       }
 
+      /** The batches still running, each with the lines the Batch API has done of it (at most `max` named). */
+      const inFlight = (max: number) => {
+        const open = (state?.batches ?? []).filter((r) => !r.finished && r.batchId !== undefined)
+        const shown = open.slice(0, max).map(perBatch)
+        return open.length > max ? [...shown, `${open.length - max} more`] : shown
+      }
+
       const progress = Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.sync(() => {
           if (state === undefined || state.batches.length === 0) return undefined
           const { inBatches, text } = counts()
           const back = delivered.succeeded + delivered.failed
           const etaLine = eta?.text(inBatches, now)
+          const flying = inFlight(3)
           return `batches: ${text}; lines ${n(inBatches)} in batches, ${n(back)} back${
-            etaLine === undefined ? "" : `; ${etaLine}`
-          }`
+            flying.length === 0 ? "" : `; in flight: ${flying.join(", ")}`
+          }${etaLine === undefined ? "" : `; ${etaLine}`}`
         }))
 
       const summaryLines = Effect.sync(() => {
@@ -548,6 +559,11 @@ export const make = (options: {
               text === "" ? "" : ` (${text})`
             }; state ${options.statePath}`
           )
+          const shown = state.batches.slice(0, SUMMARY_BATCHES)
+          for (const r of shown) {
+            rows.push(`  ${r.batchId ?? r.key}: ${perBatch(r)}, ${n(backOf.get(r.batchId ?? "") ?? 0)} back`)
+          }
+          if (state.batches.length > shown.length) rows.push(`  and ${state.batches.length - shown.length} more`)
         }
         rows.push(
           `batch lines: ${n(delivered.succeeded)} succeeded, ${n(delivered.failed)} failed${
@@ -581,6 +597,20 @@ export const make = (options: {
       return { offload, progress, summary: summaryLines, requeue }
     }
   )
+
+/** The batches the summary names one by one. */
+const SUMMARY_BATCHES = 20
+
+/**
+ * One batch for the progress line and the summary: `gpt-4o-mini 1,200/5,000 done, in_progress`, the lines the Batch
+ * API has done of it (its `request_counts`, completed or failed) as last polled.
+ */
+export const perBatch = (r: BatchOffload.BatchRecord): string => {
+  const counts = r.requestCounts
+  const total = counts !== undefined && counts.total > 0 ? counts.total : r.customIds.length
+  const done = counts === undefined ? 0 : counts.completed + counts.failed
+  return `${r.model} ${n(done)}/${n(total)} done, ${r.status ?? "uploaded"}`
+}
 
 /** A problem in words, naming its line (input line and `custom_id`) when it concerns one. */
 const describeProblem = (problem: BatchOffload.BatchProblem): string => {

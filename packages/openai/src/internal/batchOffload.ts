@@ -411,16 +411,24 @@ const makeWith = (
         Effect.gen(function*() {
           let wait = pollInitial
           let last: string | undefined
+          let lastCounts: string | undefined
           while (true) {
             const batch = yield* api("retrieve", batchId, () => client.batches.retrieve(batchId))
-            if (batch.status !== last) {
+            const counts = batch.request_counts
+            const countsKey = counts === undefined ? undefined : `${counts.total}/${counts.completed}/${counts.failed}`
+            if (batch.status !== last || countsKey !== lastCounts) {
+              // a new status resets the back-off; lines done moving on only go into the state
+              if (batch.status !== last) wait = pollInitial
               last = batch.status
-              wait = pollInitial
+              lastCounts = countsKey
               yield* updateRecord(key, (r) => ({
                 ...r,
                 status: batch.status,
                 ...(batch.output_file_id ? { outputFileId: batch.output_file_id } : {}),
                 ...(batch.error_file_id ? { errorFileId: batch.error_file_id } : {}),
+                ...(counts === undefined
+                  ? {}
+                  : { requestCounts: { total: counts.total, completed: counts.completed, failed: counts.failed } }),
                 ...endedAtOf(batch)
               }))
             }

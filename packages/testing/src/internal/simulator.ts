@@ -1732,7 +1732,12 @@ export class Model {
     if (batch.finished) return
     if (status === "in_progress" || status === "finalizing" || status === "validating") {
       if (status !== "validating" && batch.errors.length === 0) {
-        batch.counts = { total: batch.lines.length, completed: 0, failed: 0 }
+        // the requests done so far (they finish evenly over the in-progress time), as OpenAI's counts advance;
+        // which of them failed is known when the output is written
+        const tl = this.timeline(batch)
+        let done = 0
+        while (done < batch.lines.length && tl.doneAt(done) <= now) done++
+        batch.counts = { total: batch.lines.length, completed: done, failed: 0 }
       }
       return
     }
