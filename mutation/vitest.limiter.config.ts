@@ -5,7 +5,8 @@ import { mutationConfig } from "./vitest.shared.js"
 // RateLimiter.dispatch.test.ts: its one property (25 random queues against a full scan) takes about 8 s
 // uninstrumented and covers nearly every mutant of the dispatcher. RateLimiter.mutants.test.ts holds the tests
 // written from the survivors of lines 1-350, RateLimiter.mutants2.test.ts those of the later lines (and
-// RateLimiter.mutants3.test.ts those of the seventh session's sample of lines 351-end, mutation/sample.mjs):
+// RateLimiter.mutants3.test.ts those of the seventh session's sample of lines 351-end, mutation/sample.mjs, and
+// RateLimiter.mutants4.test.ts those of the ninth session's sample of the lines after the dispatcher's pass):
 // SLUICE_MUTATE_BEFORE=1 leaves both out (the "before" figure of lines 1-350). The later lines' before runs (from line
 // 351, fifth session) ran without it, before RateLimiter.mutants2.test.ts existed: RateLimiter.mutants.test.ts was on
 // main by then. RateLimiter.ramp.test.ts (the slow starts, internal/ramp.ts) is in since the fifth session, and
@@ -27,6 +28,7 @@ export default mutationConfig([
   ...(process.env.SLUICE_MUTATE_BEFORE === "1" ? [] : [
     "packages/core/test/RateLimiter.mutants.test.ts",
     "packages/core/test/RateLimiter.mutants2.test.ts",
-    "packages/core/test/RateLimiter.mutants3.test.ts"
+    "packages/core/test/RateLimiter.mutants3.test.ts",
+    "packages/core/test/RateLimiter.mutants4.test.ts"
   ])
 ])

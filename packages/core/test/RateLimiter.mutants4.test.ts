@@ -1,0 +1,49 @@
+// Tests written from the survivors of a uniform random sample of the mutants of internal/rateLimiter.ts after the
+// dispatcher's pass (ninth session, `node mutation/sample.mjs`, see benchmarks/results/mutation.md): each pins a
+// behaviour the rest of the limiter's suite left open. All under TestClock.
+import { describe, expect, it } from "@effect/vitest"
+import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+import { Effect, Fiber, Layer, TestClock } from "effect"
+
+const SCOPE = "org:a/pool:m"
+
+const run = <A, E>(budgets: ReadonlyArray<Budget.Budget>, f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
+  Effect.scoped(Effect.flatMap(RateLimiter.make({ budgets }), f)).pipe(
+    Effect.provide(Layer.fresh(LimiterStore.layerMemory)),
+    Effect.orDie
+  )
+
+describe("RateLimiter: a ramp's hold at acquire", () => {
+  it.effect("a hold exactly as long as the time allowed is waited out, and admitted at the deadline", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 100)])], (limiter) =>
+      Effect.gen(function*() {
+        // one request at once, two by 1 s
+        yield* limiter.ramp(SCOPE, "requests", { from: 1, doubling: "1 second" })
+        yield* limiter.acquire([SCOPE], { requests: 1 })
+        const fiber = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }, { maxWait: "1 second" }))
+        yield* TestClock.adjust("999 millis")
+        expect(fiber.unsafePoll()).toBeNull()
+        yield* TestClock.adjust("1 millis")
+        const permit = yield* Fiber.join(fiber)
+        expect(permit.admittedAt).toBe(1_000)
+        // one millisecond less allowed: it fails at once, with the hold's wait
+        yield* limiter.ramp(SCOPE, "requests", { from: 1, doubling: "1 second" })
+        yield* limiter.acquire([SCOPE], { requests: 1 })
+        const error = yield* Effect.flip(limiter.acquire([SCOPE], { requests: 1 }, { maxWait: "999 millis" }))
+        expect(error).toMatchObject({ _tag: "DeadlineExceeded", estimatedWaitMillis: 1_000, allowedMillis: 999 })
+      })))
+})
+
+describe("RateLimiter.sync: the bucket a report's remaining applies to", () => {
+  it.effect("the one whose window is closest to the report's, not the first listed", () =>
+    run(
+      [Budget.make(SCOPE, [Budget.Limit.of("tokens", 1_000, "2 minutes"), Budget.Limit.of("tokens", 200, "10 seconds")])],
+      (limiter) =>
+        Effect.gen(function*() {
+          // a per-minute report: 50 s from the 10 s window, 60 s from the 2 min one
+          yield* limiter.sync(SCOPE, { dimension: "tokens", window: "1 minute", remaining: 0 })
+          const levels = (yield* limiter.peek([SCOPE], {})).levels.map((l) => [l.limit.windowMillis, l.level])
+          expect(levels).toEqual([[120_000, 1_000], [10_000, 0]])
+        })
+    ))
+})
