@@ -3,7 +3,7 @@
 // behaviour the rest of the limiter's suite left open. All under TestClock.
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Effect, Fiber, Layer, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, TestClock } from "effect"
 
 const SCOPE = "org:a/pool:m"
 
@@ -46,4 +46,22 @@ describe("RateLimiter.sync: the bucket a report's remaining applies to", () => {
           expect(levels).toEqual([[120_000, 1_000], [10_000, 0]])
         })
     ))
+})
+
+describe("RateLimiter: a waiter interrupted after the dispatcher ended its wait, before it saw the end", () => {
+  it.effect("refused (its scope closed): the interruption ends it, with no permit to release and no defect", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 1)])], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.acquire([SCOPE], { requests: 1 })
+        const waiter = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }))
+        yield* TestClock.adjust("1 second")
+        expect(waiter.unsafePoll()).toBeNull()
+        const self = yield* Effect.fiberId
+        // the dispatcher is woken first, then the interruption is sent: the dispatcher refuses the waiter before the
+        // waiter's fiber runs, which then takes the interruption before the refusal
+        yield* limiter.close(SCOPE, "gone")
+        yield* Effect.sync(() => waiter.unsafeInterruptAsFork(self))
+        const exit = yield* Fiber.await(waiter)
+        expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+      })))
 })
