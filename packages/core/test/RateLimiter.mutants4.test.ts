@@ -65,3 +65,22 @@ describe("RateLimiter: a waiter interrupted after the dispatcher ended its wait,
         expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
       })))
 })
+
+describe("RateLimiter.sync: a report about a call held and not marked sent", () => {
+  it.effect("counts the call once: the level is the report's, less nothing for the call itself", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])], (limiter) =>
+      Effect.gen(function*() {
+        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const held = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        // released unmarked: the report about it counts nothing of it
+        const released = yield* limiter.acquire([SCOPE], { tokens: 2_000 })
+        yield* released.release
+        expect(yield* level()).toBe(99_000)
+        // the server: the held call and 5,000 of other traffic
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 94_000, since: held })
+        expect(yield* level()).toBe(94_000)
+        // about the released call: the held one, not marked sent, is one the server has not seen
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 90_000, since: released })
+        expect(yield* level()).toBe(89_000)
+      })))
+})
