@@ -84,3 +84,33 @@ describe("RateLimiter.sync: a report about a call held and not marked sent", () 
         expect(yield* level()).toBe(89_000)
       })))
 })
+
+// The memory store answering asynchronously, 10 ms after it is asked (as Redis does).
+const slowStore = Layer.effect(
+  LimiterStore.LimiterStore,
+  Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+    ...inner,
+    tryAcquire: (debits, gates) => Effect.zipRight(Effect.sleep("10 millis"), inner.tryAcquire(debits, gates)),
+    unsafeTryAcquire: undefined
+  }))
+).pipe(Layer.provide(LimiterStore.layerMemory))
+
+describe("RateLimiter: an asynchronous store's fast path admitted with a waiter queued behind its place", () => {
+  it.effect("the place is left and the waiter behind it stays queued, admitted by the next pass", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const limiter = yield* RateLimiter.make({
+          budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 10)])]
+        })
+        // the first asks the store at once, holding a place at the head of the queue; the second queues behind it
+        const first = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }))
+        const second = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }))
+        yield* TestClock.adjust("10 millis")
+        expect((yield* Fiber.join(first)).admittedAt).toBe(0)
+        // the dispatcher's pass asks the store for the second once the first's answer is in: 10 ms more
+        yield* TestClock.adjust("10 millis")
+        expect((yield* Fiber.join(second)).admittedAt).toBe(10)
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 0 })
+      })
+    ).pipe(Effect.provide(Layer.fresh(slowStore)), Effect.orDie))
+})
