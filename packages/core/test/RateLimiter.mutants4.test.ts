@@ -114,3 +114,32 @@ describe("RateLimiter: an asynchronous store's fast path admitted with a waiter 
       })
     ).pipe(Effect.provide(Layer.fresh(slowStore)), Effect.orDie))
 })
+
+describe("RateLimiter.sync: a report adopted both ways with no call sent just before the one it is about", () => {
+  it.effect("is adopted without reading the store's level (a round trip for a remote store)", () =>
+    Effect.gen(function*() {
+      let reads = 0
+      const counting = Layer.effect(
+        LimiterStore.LimiterStore,
+        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+          ...inner,
+          levels: (specs, gates) => Effect.suspend(() => (reads++, inner.levels(specs, gates)))
+        }))
+      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      const level = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const limiter = yield* RateLimiter.make({
+            budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])]
+          })
+          const permit = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+          yield* permit.markSent
+          yield* TestClock.adjust("1 second")
+          yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 100_000, remaining: 90_000, since: permit })
+          expect(reads).toBe(0)
+          return (yield* limiter.peek([SCOPE], {})).levels[0].level
+        })
+      ).pipe(Effect.provide(Layer.fresh(counting)), Effect.orDie)
+      // adopted: the server's remaining as of the call's send, refilled over the second since (100,000 a minute)
+      expect(level).toBeCloseTo(90_000 + 100_000 / 60, 6)
+    }))
+})
