@@ -49,7 +49,7 @@ describe("RateLimiter.sync: the bucket a report's remaining applies to", () => {
 })
 
 describe("RateLimiter: a waiter interrupted after the dispatcher ended its wait, before it saw the end", () => {
-  it.effect("refused (its scope closed): the interruption ends it, with no permit to release and no defect", () =>
+  it.effect("refused (its scope closed): the interruption ends it, with no permit to release, no defect, and once", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 1)])], (limiter) =>
       Effect.gen(function*() {
         yield* limiter.acquire([SCOPE], { requests: 1 })
@@ -63,6 +63,16 @@ describe("RateLimiter: a waiter interrupted after the dispatcher ended its wait,
         yield* Effect.sync(() => waiter.unsafeInterruptAsFork(self))
         const exit = yield* Fiber.await(waiter)
         expect(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)).toBe(true)
+        // and it is not counted out of the queue a second time: reopened, the next call waits its turn and is
+        // admitted when the bucket has room again
+        yield* limiter.reopen(SCOPE)
+        const next = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }))
+        yield* TestClock.adjust("1 second")
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 1, background: 0 })
+        yield* TestClock.adjust("1 minute")
+        // polled, not joined: counted out twice, the queue looks empty and nothing would ever admit it
+        const admitted = next.unsafePoll()
+        expect(admitted !== null && Exit.isSuccess(admitted) ? admitted.value.admittedAt : admitted).toBe(60_000)
       })))
 })
 
