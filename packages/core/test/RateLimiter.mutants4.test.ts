@@ -3,7 +3,7 @@
 // behaviour the rest of the limiter's suite left open. All under TestClock.
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Cause, Effect, Exit, Fiber, Layer, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
 
 const SCOPE = "org:a/pool:m"
 
@@ -152,4 +152,44 @@ describe("RateLimiter.sync: a report adopted both ways with no call sent just be
       // adopted: the server's remaining as of the call's send, refilled over the second since (100,000 a minute)
       expect(level).toBeCloseTo(90_000 + 100_000 / 60, 6)
     }))
+})
+
+describe("RateLimiter.sync: a learned limit updated by a report", () => {
+  it.effect("is the one of the report's dimension and window, not the first learned over that window", () =>
+    run([], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.sync(SCOPE, { dimension: "requests", limit: 100 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 1_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 2_000 })
+        expect(limiter.limitsOf(SCOPE).map((limit) => [limit.dimension, limit.amount])).toEqual([
+          ["requests", 100],
+          ["tokens", 2_000]
+        ])
+      })))
+})
+
+// The pass's early stop: each change moves the epoch on (a configured limit of an unrelated scope narrowed to a
+// reported burst, then the close); had one moved it back, the epoch would be the last full pass's again and the pass
+// would stop before the waiter on team:x.
+describe("RateLimiter: the dispatcher's early stop after a learned burst", () => {
+  it.effect("a configured burst narrowed and a scope closed in the same step: two changes, still a full pass", () =>
+    run([
+      Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)]),
+      Budget.make("org:z", [Budget.Limit.perMinute("tokens", 1_000)])
+    ], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.acquire(["org:a"], { tokens: 100 })
+        yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 100 }))
+        yield* TestClock.adjust(1)
+        const behind = yield* Effect.fork(limiter.acquire(["org:a", "team:x"], { tokens: 10 }))
+        yield* TestClock.adjust(1)
+        yield* limiter.sync("org:z", { dimension: "tokens", burst: 500 })
+        yield* limiter.close("team:x", "gone")
+        yield* TestClock.adjust(1)
+        const exit = yield* Fiber.poll(behind)
+        expect(Option.isSome(exit) && Exit.isFailure(exit.value) && exit.value.cause._tag === "Fail"
+          ? exit.value.cause.error
+          : exit).toMatchObject({ _tag: "ScopeClosed", scope: "team:x" })
+        expect(limiter.limitsOf("org:z").map((limit) => limit.burst)).toEqual([500])
+      })))
 })
