@@ -193,3 +193,37 @@ describe("RateLimiter: the dispatcher's early stop after a learned burst", () =>
         expect(limiter.limitsOf("org:z").map((limit) => limit.burst)).toEqual([500])
       })))
 })
+
+describe("RateLimiter.sync: a report since a permit", () => {
+  const tokens = [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])]
+  const level = (limiter: RateLimiter.Service) =>
+    Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+
+  // a day's bucket, which 121 s refill by only 140 tokens (a minute's would be full again whatever the report said)
+  it.effect("sent longer ago than the ledger keeps is stale: ignored", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perDay("tokens", 100_000)])], (limiter) =>
+      Effect.gen(function*() {
+        const permit = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        yield* permit.markSent
+        yield* TestClock.adjust("121 seconds")
+        yield* limiter.sync(SCOPE, { dimension: "tokens", window: "1 day", remaining: 0, since: permit })
+        expect(yield* level(limiter)).toBeCloseTo(99_000 + 121_000 * 100_000 / 86_400_000, 6)
+      })))
+
+  it.effect("a stand-in this limiter did not make (no send point): taken as a report with no permit", () =>
+    run(tokens, (limiter) =>
+      Effect.gen(function*() {
+        const permit = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        const standIn: RateLimiter.Permit = {
+          scopes: permit.scopes,
+          charged: permit.charged,
+          state: permit.state,
+          admittedAt: permit.admittedAt,
+          settle: permit.settle,
+          release: permit.release,
+          markSent: permit.markSent
+        }
+        yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: 50_000, since: standIn })
+        expect(yield* level(limiter)).toBe(50_000)
+      })))
+})
