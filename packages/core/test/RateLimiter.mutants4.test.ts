@@ -227,3 +227,19 @@ describe("RateLimiter.sync: a report since a permit", () => {
         expect(yield* level(limiter)).toBe(50_000)
       })))
 })
+
+describe("RateLimiter.snapshot: the calls waiting", () => {
+  it.effect("a waiter that left the background lane is not counted while the lane still holds it", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 1)])], (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.acquire([SCOPE], { requests: 1 })
+        const first = yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }, { priority: "background" }))
+        yield* Effect.fork(limiter.acquire([SCOPE], { requests: 1 }, { priority: "background" }))
+        yield* TestClock.adjust("1 second")
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 2 })
+        // interrupted: finished, and left in its lane until a compaction (one waiter is still queued)
+        yield* Fiber.interrupt(first)
+        yield* TestClock.adjust("1 second")
+        expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 1 })
+      })))
+})
