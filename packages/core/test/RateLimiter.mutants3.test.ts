@@ -5,6 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
 import type { MetricState } from "effect"
 import { Effect, Exit, Fiber, Layer, Metric, Option, TestClock } from "effect"
+import { countingStore, slowStore as slowStoreOf } from "./suite/stores.js"
 
 const rejections = (reason: string) =>
   Effect.map(
@@ -276,7 +277,12 @@ describe("RateLimiter: the dispatcher's early stop", () => {
   const scoped = <A, E>(f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
     Effect.scoped(
       Effect.flatMap(
-        RateLimiter.make({ budgets: [Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)])] }),
+        RateLimiter.make({
+          budgets: [
+            Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)]),
+            Budget.make("org:z", [Budget.Limit.perMinute("tokens", 1_000)])
+          ]
+        }),
         f
       )
     ).pipe(Effect.provide(Layer.fresh(LimiterStore.layerMemory)))
@@ -306,6 +312,16 @@ describe("RateLimiter: the dispatcher's early stop", () => {
   it.effect("a ramp lifted and a scope closed in the same step: two changes, still a full pass", () =>
     closedBehind((limiter) =>
       Effect.zipRight(limiter.ramp("org:z", "tokens", undefined), limiter.close("team:x", "gone"))
+    ))
+
+  // the same with a configured limit of the unrelated scope narrowed to a reported burst (ninth session's sample)
+  it.effect("a configured burst narrowed and a scope closed in the same step: two changes, still a full pass", () =>
+    closedBehind((limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.sync("org:z", { dimension: "tokens", burst: 500 })
+        expect(limiter.limitsOf("org:z").map((limit) => limit.burst)).toEqual([500])
+        yield* limiter.close("team:x", "gone")
+      })
     ))
 
   it.effect("a waiter with a deadline behind blocked ones is visited: one it cannot meet fails at once", () =>
@@ -341,15 +357,8 @@ const neverOnStore = (dimension: string) =>
     }))
   ).pipe(Layer.provide(LimiterStore.layerMemory))
 
-// The memory store answering asynchronously, 10 ms after it is asked.
-const slowStore = Layer.effect(
-  LimiterStore.LimiterStore,
-  Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-    ...inner,
-    tryAcquire: (debits, gates) => Effect.zipRight(Effect.sleep("10 millis"), inner.tryAcquire(debits, gates)),
-    unsafeTryAcquire: undefined
-  }))
-).pipe(Layer.provide(LimiterStore.layerMemory))
+// the memory store answering asynchronously, 10 ms after it is asked
+const slowStore = slowStoreOf("10 millis")
 
 describe("RateLimiter: a call that can never fit, found by the dispatcher", () => {
   it.effect("is refused as capacity, on the rejections' capacity series", () =>
@@ -392,23 +401,16 @@ describe("RateLimiter: an asynchronous store's admission at once", () => {
 describe("RateLimiter: a refund", () => {
   it.effect("none at a settle at the estimate: no correction goes to the store (a round trip for a remote one)", () =>
     Effect.gen(function*() {
-      let adjusts = 0
-      const counting = Layer.effect(
-        LimiterStore.LimiterStore,
-        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-          ...inner,
-          adjust: (debits) => Effect.zipRight(Effect.sync(() => adjusts++), inner.adjust(debits))
-        }))
-      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      const calls = { adjust: 0, levels: 0 }
       yield* run({ budgets: [budget] }, (limiter) =>
         Effect.gen(function*() {
           const permit = yield* limiter.acquire(["org:a"], { tokens: 10, requests: 1 })
           yield* permit.settle({ tokens: 10, requests: 1 })
-          expect(adjusts).toBe(0)
+          expect(calls.adjust).toBe(0)
           const over = yield* limiter.acquire(["org:a"], { tokens: 10, requests: 1 })
           yield* over.settle({ tokens: 20, requests: 1 })
-          expect(adjusts).toBe(1)
-        }), counting)
+          expect(calls.adjust).toBe(1)
+        }), countingStore(calls))
     }))
 
   it.effect("wakes the waiter it makes room for at once, not at the time it was due", () =>

@@ -3,7 +3,8 @@
 // behaviour the rest of the limiter's suite left open. All under TestClock.
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Cause, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, TestClock } from "effect"
+import { countingStore, slowStore as slowStoreOf } from "./suite/stores.js"
 
 const SCOPE = "org:a/pool:m"
 
@@ -95,15 +96,8 @@ describe("RateLimiter.sync: a report about a call held and not marked sent", () 
       })))
 })
 
-// The memory store answering asynchronously, 10 ms after it is asked (as Redis does).
-const slowStore = Layer.effect(
-  LimiterStore.LimiterStore,
-  Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-    ...inner,
-    tryAcquire: (debits, gates) => Effect.zipRight(Effect.sleep("10 millis"), inner.tryAcquire(debits, gates)),
-    unsafeTryAcquire: undefined
-  }))
-).pipe(Layer.provide(LimiterStore.layerMemory))
+// the memory store answering asynchronously, 10 ms after it is asked
+const slowStore = slowStoreOf("10 millis")
 
 describe("RateLimiter: an asynchronous store's fast path admitted with a waiter queued behind its place", () => {
   it.effect("the place is left and the waiter behind it stays queued, admitted by the next pass", () =>
@@ -128,14 +122,7 @@ describe("RateLimiter: an asynchronous store's fast path admitted with a waiter 
 describe("RateLimiter.sync: a report adopted both ways with no call sent just before the one it is about", () => {
   it.effect("is adopted without reading the store's level (a round trip for a remote store)", () =>
     Effect.gen(function*() {
-      let reads = 0
-      const counting = Layer.effect(
-        LimiterStore.LimiterStore,
-        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-          ...inner,
-          levels: (specs, gates) => Effect.suspend(() => (reads++, inner.levels(specs, gates)))
-        }))
-      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      const calls = { adjust: 0, levels: 0 }
       const level = yield* Effect.scoped(
         Effect.gen(function*() {
           const limiter = yield* RateLimiter.make({
@@ -145,10 +132,10 @@ describe("RateLimiter.sync: a report adopted both ways with no call sent just be
           yield* permit.markSent
           yield* TestClock.adjust("1 second")
           yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 100_000, remaining: 90_000, since: permit })
-          expect(reads).toBe(0)
+          expect(calls.levels).toBe(0)
           return (yield* limiter.peek([SCOPE], {})).levels[0].level
         })
-      ).pipe(Effect.provide(Layer.fresh(counting)), Effect.orDie)
+      ).pipe(Effect.provide(countingStore(calls)), Effect.orDie)
       // adopted: the server's remaining as of the call's send, refilled over the second since (100,000 a minute)
       expect(level).toBeCloseTo(90_000 + 100_000 / 60, 6)
     }))
@@ -165,32 +152,6 @@ describe("RateLimiter.sync: a learned limit updated by a report", () => {
           ["requests", 100],
           ["tokens", 2_000]
         ])
-      })))
-})
-
-// The pass's early stop: each change moves the epoch on (a configured limit of an unrelated scope narrowed to a
-// reported burst, then the close); had one moved it back, the epoch would be the last full pass's again and the pass
-// would stop before the waiter on team:x.
-describe("RateLimiter: the dispatcher's early stop after a learned burst", () => {
-  it.effect("a configured burst narrowed and a scope closed in the same step: two changes, still a full pass", () =>
-    run([
-      Budget.make("org:a", [Budget.Limit.perMinute("tokens", 100)]),
-      Budget.make("org:z", [Budget.Limit.perMinute("tokens", 1_000)])
-    ], (limiter) =>
-      Effect.gen(function*() {
-        yield* limiter.acquire(["org:a"], { tokens: 100 })
-        yield* Effect.fork(limiter.acquire(["org:a"], { tokens: 100 }))
-        yield* TestClock.adjust(1)
-        const behind = yield* Effect.fork(limiter.acquire(["org:a", "team:x"], { tokens: 10 }))
-        yield* TestClock.adjust(1)
-        yield* limiter.sync("org:z", { dimension: "tokens", burst: 500 })
-        yield* limiter.close("team:x", "gone")
-        yield* TestClock.adjust(1)
-        const exit = yield* Fiber.poll(behind)
-        expect(Option.isSome(exit) && Exit.isFailure(exit.value) && exit.value.cause._tag === "Fail"
-          ? exit.value.cause.error
-          : exit).toMatchObject({ _tag: "ScopeClosed", scope: "team:x" })
-        expect(limiter.limitsOf("org:z").map((limit) => limit.burst)).toEqual([500])
       })))
 })
 
