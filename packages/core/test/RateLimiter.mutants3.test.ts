@@ -288,7 +288,9 @@ describe("RateLimiter: the dispatcher's early stop", () => {
     ).pipe(Effect.provide(Layer.fresh(LimiterStore.layerMemory)))
 
   // a waiter on team:x queued behind a blocked one; `change` closes team:x: it fails at once
-  const closedBehind = (change: (limiter: RateLimiter.Service) => Effect.Effect<void>) =>
+  const closedBehind = (
+    change: (limiter: RateLimiter.Service) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  ) =>
     scoped((limiter) =>
       Effect.gen(function*() {
         yield* limiter.acquire(["org:a"], { tokens: 100 })

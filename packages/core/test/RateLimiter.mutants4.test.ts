@@ -38,7 +38,10 @@ describe("RateLimiter: a ramp's hold at acquire", () => {
 describe("RateLimiter.sync: the bucket a report's remaining applies to", () => {
   it.effect("the one whose window is closest to the report's, not the first listed", () =>
     run(
-      [Budget.make(SCOPE, [Budget.Limit.of("tokens", 1_000, "2 minutes"), Budget.Limit.of("tokens", 200, "10 seconds")])],
+      [Budget.make(SCOPE, [
+        Budget.Limit.of("tokens", 1_000, "2 minutes"),
+        Budget.Limit.of("tokens", 200, "10 seconds")
+      ])],
       (limiter) =>
         Effect.gen(function*() {
           // a per-minute report: 50 s from the 10 s window, 60 s from the 2 min one
