@@ -207,3 +207,21 @@ describe("RateLimiter.snapshot: the calls waiting", () => {
         expect((yield* limiter.snapshot).waiting).toEqual({ interactive: 0, background: 1 })
       })))
 })
+
+describe("RateLimiter.sync: a report adopted both ways that the local level already agrees with", () => {
+  // `b`'s report counts `a` (sent just before it) as not seen by the server: replayed over it, 99,998 left, the local
+  // level exactly; so it is adopted (not folded in by send order), and `b`'s own refund is the server's already
+  it.effect("the call it is about gets no refund when settled lower", () =>
+    run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])], (limiter) =>
+      Effect.gen(function*() {
+        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const a = yield* limiter.acquire([SCOPE], { tokens: 1 })
+        yield* a.markSent
+        const b = yield* limiter.acquire([SCOPE], { tokens: 1 })
+        yield* b.markSent
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 100_000, remaining: 99_999, since: b })
+        expect(yield* level()).toBe(99_998)
+        yield* b.settle({ tokens: 0 })
+        expect(yield* level()).toBe(99_998)
+      })))
+})
