@@ -946,6 +946,7 @@ export const make = (
         lane.pop()
         finished--
       }
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: when to compact (memory only, see compact)
       if (queued === 0) compact()
       signal()
     }
