@@ -138,8 +138,11 @@ export interface Permit {
    * Trues the charge to actual usage: refunds an over-estimate, charges an under-estimate (the
    * buckets may go into debt, which delays later admissions). Dimensions `actual` leaves out keep
    * their charge. On a bucket where a server's report that counted this call was adopted (see
-   * `Observation.remaining`) the refund is left out: the report gave it back already. Idempotent: only
-   * the first settle or release counts.
+   * `Observation.remaining`) the refund is left out: the report gave it back already. On a bucket whose
+   * server reports its level in its answers (`sync` with `since`) and has not shown that it trues calls up to
+   * their usage, a settle to a positive usage gives nothing back either (such a server may keep what it
+   * charged; its reports bring back what it gave); a settle to nothing (a refused or failed call) refunds the
+   * whole charge. Idempotent: only the first settle or release counts.
    */
   readonly settle: (actual: Budget.Cost) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Refunds the whole charge (the call was not made), save on buckets an adopted report counted it on. Idempotent. */
@@ -230,6 +233,14 @@ export interface Observation {
    * sent before it) adopting it would count those calls twice, and the report is folded in by send order
    * instead: the level is lowered to it, never raised, and the refunds of the calls it counted raise the
    * level only as far as it leaves room.
+   *
+   * Replayed, a call answered with less than it was charged counts at its charge until a report shows that
+   * the server trues calls up to their usage: a report of an answered call above `limit − (charge + usage) / 2`
+   * (a server that keeps its charge has at most `limit − charge` left after the call, however full its
+   * bucket was; halfway, as the server's estimate may differ from this client's). From then on, on that
+   * bucket, answered calls count at their usage. A server that keeps what it charged (counting `max_tokens`
+   * whatever was used) is taken for one that trues up only if this client's estimate of a call exceeds the
+   * server's by more than half of what the call left unused.
    */
   readonly remaining?: number | undefined
   /** The window the limit applies to (default one minute, as OpenAI's headers are). */

@@ -336,6 +336,41 @@ describe("RateLimiter.sync with since", () => {
       expect(level).toEqual([100_000 - 25_000 - 2 * 30_000, 100_000 - 2 * 25_000 - 30_000, 100_000 - 3 * 25_000])
     }))
 
+  it.effect("until a report shows the server trues up, answered calls count at their charge: in a replay, and at settle", () =>
+    Effect.gen(function*() {
+      // Four calls of 20,000 estimated leave at once; the server counts the first first. The three others are
+      // answered first (10,000 used each, no report read), then the first (10,000 used), with the server's report
+      // of it: adopted both ways, replayed over the three others. A server that keeps what it charged has
+      // 100,000 - 20,000 = 80,000 left after the first and 20,000 once it has counted the others, at their
+      // charge: replayed at their usage (what this limiter did), the level rose to 50,000, 30,000 tokens above
+      // the server's (the bench's few-large 429). A server that trues up has 90,000 left after the first: above
+      // what a full bucket less the first's charge could hold (80,000 at most; 85,000, halfway to its usage,
+      // is the threshold), so it trues up and the others count at their usage: 60,000, its level.
+      const after = (remaining: number) =>
+        run((limiter) =>
+          Effect.gen(function*() {
+            const calls = yield* Effect.forEach(
+              Array.from({ length: 4 }),
+              () => Effect.tap(limiter.acquire([SCOPE], { tokens: 20_000 }), (permit) => permit.markSent)
+            )
+            const sentAt = yield* Clock.currentTimeMillis
+            for (const call of calls.slice(1)) yield* call.settle({ tokens: 10_000 })
+            yield* calls[0].settle({ tokens: 10_000 })
+            yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining, since: calls[0], sentAt })
+            const synced = yield* levelOf(limiter)
+            // a fifth call answered with 5,000 of 15,000: given back only where the server is known to true up
+            const fifth = yield* limiter.acquire([SCOPE], { tokens: 15_000 })
+            yield* fifth.markSent
+            yield* fifth.settle({ tokens: 5_000 })
+            return { synced, settled: (yield* levelOf(limiter)) - (synced - 15_000) }
+          })
+        )
+      expect(yield* after(80_000)).toEqual({ synced: 20_000, settled: 0 })
+      expect(yield* after(90_000)).toEqual({ synced: 60_000, settled: 10_000 })
+      // a report that does not show it (here: the bucket was not full before the first) keeps the safe reading
+      expect(yield* after(84_000)).toEqual({ synced: 24_000, settled: 0 })
+    }))
+
   it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
     run((limiter) =>
       Effect.gen(function*() {

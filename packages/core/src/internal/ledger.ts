@@ -96,19 +96,68 @@ export class Ledger {
    */
   counted = 0
   credit = 0
+  /**
+   * Whether the server is known to true a call up to its usage by the time it answers (see `kept`): until a
+   * report shows it, a call answered with less than it was charged counts at its charge in a replay.
+   */
+  truesUp = false
+  /**
+   * Whether the server has reported its level of this bucket in the answer to a call of this limiter's
+   * (`learnCharging`; a refusal's figures do not count): then, until it is known to true up, an answered call's
+   * settle gives back nothing of its charge here (the reports bring back what the server gave back). Without
+   * reports the settle is all there is to go by.
+   */
+  reported = false
   private sequences: Array<number> = []
   private times: Array<number> = []
   private amounts: Array<number> = []
-  /** 1-based Fenwick tree over `amounts`. */
+  /** What each entry was charged when recorded (its estimate). */
+  private charges: Array<number> = []
+  /** 1-based Fenwick trees over `amounts` and over what the entries count as at a server that keeps charges. */
   private tree: Array<number> = [0]
+  private keptTree: Array<number> = [0]
   private head = 0
   /** The last send sequence dropped: a question about an earlier point cannot be answered. */
   private dropped = 0
 
-  private prefix(count: number): number {
+  private prefix(count: number, tree: ReadonlyArray<number> = this.tree): number {
     let sum = 0
-    for (let i = count; i > 0; i -= i & -i) sum += this.tree[i]
+    for (let i = count; i > 0; i -= i & -i) sum += tree[i]
     return sum
+  }
+
+  /**
+   * What entry `index` counts as at a server that keeps the charge it made at admission: its charge while it
+   * is held or when it was answered with less (a refund such a server never makes), what it was settled to
+   * when more, nothing once refunded whole (a refused or failed call, which every server refunds).
+   */
+  private kept(index: number): number {
+    const amount = this.amounts[index]
+    return amount > 0 ? Math.max(amount, this.charges[index]) : amount
+  }
+
+  /** What entry `index` counts as in a replay: as settled where the server trues up (`truesUp`), else `kept`. */
+  private replayed(index: number): number {
+    return this.truesUp ? this.amounts[index] : this.kept(index)
+  }
+
+  private static push(tree: Array<number>, amount: number, prefix: (count: number) => number): void {
+    const n = tree.length
+    // a new last node covers (n - lowbit(n), n]
+    tree.push(amount + prefix(n - 1) - prefix(n - (n & -n)))
+  }
+
+  private static build(values: ReadonlyArray<number>): Array<number> {
+    const tree = [0, ...values]
+    for (let i = 1; i < tree.length; i++) {
+      const parent = i + (i & -i)
+      if (parent < tree.length) tree[parent] += tree[i]
+    }
+    return tree
+  }
+
+  private static add(tree: Array<number>, index: number, delta: number): void {
+    for (let i = index + 1; i < tree.length; i += i & -i) tree[i] += delta
   }
 
   /** The index of the last entry with a sequence ≤ the one given (at least `head - 1`). */
@@ -116,13 +165,14 @@ export class Ledger {
     return lastAtMost(this.sequences, sequence, this.head, this.sequences.length - 1)
   }
 
-  record(sequence: number, at: number, amount: number): void {
-    const n = this.sequences.length + 1
+  /** `charge`: what the call was charged at admission, when this entry records it settled already (see `kept`). */
+  record(sequence: number, at: number, amount: number, charge: number = amount): void {
     this.sequences.push(sequence)
     this.times.push(at)
     this.amounts.push(amount)
-    // a new last node covers (n - lowbit(n), n]
-    this.tree.push(amount + this.prefix(n - 1) - this.prefix(n - (n & -n)))
+    this.charges.push(charge)
+    Ledger.push(this.tree, amount, (count) => this.prefix(count))
+    Ledger.push(this.keptTree, this.kept(this.amounts.length - 1), (count) => this.prefix(count, this.keptTree))
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.head < this.times.length && this.times[this.head] < horizon) {
       this.dropped = this.sequences[this.head]
@@ -132,13 +182,10 @@ export class Ledger {
       this.sequences = this.sequences.slice(this.head)
       this.times = this.times.slice(this.head)
       this.amounts = this.amounts.slice(this.head)
+      this.charges = this.charges.slice(this.head)
       this.head = 0
-      this.tree = [0]
-      for (let i = 0; i < this.amounts.length; i++) this.tree.push(this.amounts[i])
-      for (let i = 1; i < this.tree.length; i++) {
-        const parent = i + (i & -i)
-        if (parent < this.tree.length) this.tree[parent] += this.tree[i]
-      }
+      this.tree = Ledger.build(this.amounts)
+      this.keptTree = Ledger.build(this.amounts.map((_, i) => this.kept(i)))
     }
   }
 
@@ -146,8 +193,10 @@ export class Ledger {
   adjust(sequence: number, delta: number): boolean {
     const index = this.indexOf(sequence)
     if (index < this.head || this.sequences[index] !== sequence) return false
+    const kept = this.kept(index)
     this.amounts[index] += delta
-    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i] += delta
+    Ledger.add(this.tree, index, delta)
+    Ledger.add(this.keptTree, index, this.kept(index) - kept)
     return true
   }
 
@@ -168,6 +217,27 @@ export class Ledger {
   /** How many kept entries at or before `sequence` were sent after `at`. */
   sentAfter(at: number, sequence: number): number {
     return this.indexOf(sequence) - this.lastSentBy(at, sequence)
+  }
+
+  /**
+   * Learns from the server's report of an answered call (its entry) whether the server trues calls up to their
+   * usage (`truesUp`), and says whether it does. A server that keeps the charge it made at admission has at most
+   * `limit − charge` left right after the call (its bucket never holds more than the limit it announces), whatever
+   * else it counted; one that trues up has `level − usage`. So a report above `limit − (charge + usage) / 2`, for a
+   * call answered with less than it was charged, shows the server counts the call at about its usage (halfway:
+   * the server's own estimate of the charge can differ from this client's by its prompt count). Never unlearned:
+   * no report is evidence of keeping (a server that trues up reports as little as one that keeps whenever its
+   * bucket is not full).
+   */
+  learnCharging(entry: number, limit: number, remaining: number): boolean {
+    if (this.truesUp) return true
+    const index = this.indexOf(entry)
+    if (index < this.head || this.sequences[index] !== entry) return false
+    const usage = this.amounts[index]
+    const charge = this.charges[index]
+    if (usage > 0) this.reported = true
+    if (usage > 0 && usage < charge && remaining > limit - (charge + usage) / 2) this.truesUp = true
+    return this.truesUp
   }
 
   /** The amount of the entry with this sequence (0 if none, or dropped). */
@@ -198,8 +268,10 @@ export class Ledger {
     const end = this.sequences.length
     const unsent = this.unsent - ownUnsent
     if (end - start > REPLAY_LIMIT) {
-      const skipped = skip === undefined ? 0 : this.amountOf(skip)
-      const sent = this.prefix(end) - this.prefix(start) - skipped
+      const tree = this.truesUp ? this.tree : this.keptTree
+      const skipIndex = skip === undefined ? -1 : this.indexOf(skip)
+      const skipped = skipIndex >= this.head && this.sequences[skipIndex] === skip ? this.replayed(skipIndex) : 0
+      const sent = this.prefix(end, tree) - this.prefix(start, tree) - skipped
       return Math.min(capacity, level + refillPerMs * Math.max(0, now - from)) - sent - unsent
     }
     let t = from
@@ -207,7 +279,7 @@ export class Ledger {
       if (this.sequences[i] === skip) continue
       // an entry can be older than the report's `from`: never step back in time
       const at = Math.max(t, this.times[i])
-      level = Math.min(capacity, level + refillPerMs * (at - t)) - this.amounts[i]
+      level = Math.min(capacity, level + refillPerMs * (at - t)) - this.replayed(i)
       t = at
     }
     return Math.min(capacity, level + refillPerMs * Math.max(0, now - t)) - unsent

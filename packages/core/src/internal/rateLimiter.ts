@@ -440,13 +440,34 @@ export const make = (
           if (ledger === undefined) continue
           ledger.unsent -= debit.amount
           const amount = current(debit)
-          if (amount !== 0) ledger.record(sequence, at, amount)
+          if (amount !== 0) ledger.record(sequence, at, amount, debit.amount)
         }
+      }
+      /** What this permit charged the bucket at admission. */
+      const chargedOn = (bucket: string) => {
+        let amount = 0
+        for (const debit of prepared.debits) if (debit.bucket.id === bucket) amount += debit.amount
+        return amount
+      }
+      const keepsCharge = (bucket: string) => {
+        const ledger = ledgers.get(bucket)
+        return ledger !== undefined && ledger.reported && !ledger.truesUp
       }
       let state: Permit["state"] = "held"
       let charged: Budget.Cost = prepared.cost
-      /** Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope). */
-      const refund = (debits: ReadonlyArray<LimiterStore.Debit>, refunded: Budget.Cost, now: number) => {
+      /**
+       * Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope; counted
+       * in the refunds metric as the caller's usage gave it back). `answered`: a settle to an answer's usage (not a release, nor a settle to nothing): where it gives back part
+       * of the charge on a bucket whose server reports its level and is not known to true up (`Ledger.reported`,
+       * `Ledger.truesUp`), that part is not given back here — a server that keeps its charge still has it, and
+       * its reports bring back what one that trues up gave.
+       */
+      const refund = (
+        debits: ReadonlyArray<LimiterStore.Debit>,
+        refunded: Budget.Cost,
+        now: number,
+        answered = false
+      ) => {
         if (debits.length === 0) {
           if (point.entry === undefined && state === "settled") send(now, (debit) => debit.amount, false)
           return Effect.void
@@ -494,7 +515,13 @@ export const make = (
         for (let i = 0; i < debits.length; i++) {
           const debit = debits[i]
           const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
-          const amount = debit.amount >= 0 ? debit.amount : refundOn(point, ledgers, debit.bucket.id, debit.amount)
+          const kept = answered && debit.amount < 0 && debit.amount > -chargedOn(debit.bucket.id) &&
+            keepsCharge(debit.bucket.id)
+          const amount = debit.amount >= 0
+            ? debit.amount
+            : kept
+            ? 0
+            : refundOn(point, ledgers, debit.bucket.id, debit.amount)
           if (amount === debit.amount && bucket === debit.bucket) continue
           if (applied === debits) applied = debits.slice()
           ;(applied as Array<LimiterStore.Debit>)[i] = { bucket, amount }
@@ -535,7 +562,7 @@ export const make = (
               if (next[dimension] < before) refunded[dimension] = before - next[dimension]
             }
             charged = next
-            return refund(corrections, refunded, now)
+            return refund(corrections, refunded, now, true)
           }),
         release: Effect.clockWith((clock) => {
           if (state !== "held") return Effect.void
@@ -1195,6 +1222,13 @@ export const make = (
           const now = yield* Clock.currentTimeMillis
           const from = observation.sentAt ?? since.admittedAt
           if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // Whether the server trues calls up to their usage, from its report of this one (see
+          // `Ledger.learnCharging`): until a report shows it, the calls replayed below count at their charge where
+          // they were answered with less (a server that keeps it still has them so).
+          if (
+            observation.limit !== undefined && observation.limit > 0 && point.entry !== undefined &&
+            since.state === "settled"
+          ) ledger.learnCharging(point.entry, observation.limit, remaining)
           // the report counts the call itself: settled unmarked, its entry is after its point; held
           // unmarked, it is in `unsent`
           let ownUnsent = 0
