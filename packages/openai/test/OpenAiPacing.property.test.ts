@@ -41,11 +41,18 @@ const POOL = "org:acme/pool:gpt-4o"
 type Arrival = "once" | "steady" | "poisson50" | "poisson90" | "poisson120" | "idleBurst"
 type Budgets = "equal" | "below" | "above" | "unknown"
 type Server = "plain" | "subMinute" | "noHeaders"
+type Settle = "admission" | "never"
 
 interface Case {
   readonly rpm: number
   readonly tpm: number
   readonly server: Server
+  /**
+   * What the server does with the estimate it charged at admission (`SimConfig` `enforcement.settle`): trues it
+   * up to the usage at once, or keeps it. Kept only with budgets given (equal or below): the bounds of learning
+   * without budgets assume a server that trues up.
+   */
+  readonly settle: Settle
   readonly subWindowMs: number
   readonly budgets: Budgets
   readonly arrival: Arrival
@@ -85,7 +92,16 @@ const arbitrary: fc.Arbitrary<Case> = fc.record({
   ...c,
   // budgets above the server's only against a server that announces its limits over the minute
   budgets: c.budgets === "above" && c.server === "subMinute" ? "unknown" : c.budgets
-}))
+})).chain((c) =>
+  // drawn last, so the shapes of a seed are the ones drawn before the settle mode was (each shape has its own
+  // random stream): a third of the shapes with budgets equal or below against a server that keeps its charge,
+  // when it sends rate-limit headers (without them nothing but a 429 could tell this client that the server keeps
+  // its charges, and the settles give back what it keeps: 3 and 4 × 429 in two of seven such shapes of the sample)
+  fc.constantFrom<Settle>("admission", "admission", "never").map((settle): Case => ({
+    ...c,
+    settle: (c.budgets === "equal" || c.budgets === "below") && c.server !== "noHeaders" ? settle : "admission"
+  }))
+)
 
 /** The prompt of a call: `[req:i]` and filler, `chars` long. */
 const prompt = (i: number, chars: number) => {
@@ -125,7 +141,8 @@ const plan = (c: Case): ReadonlyArray<Planned> => {
       maxTokens,
       stream: call.stream,
       estimate: promptTokens + maxTokens,
-      actual: promptTokens + output,
+      // a server that keeps its charge keeps the estimate
+      actual: c.settle === "never" ? promptTokens + maxTokens : promptTokens + output,
       reserve: reserveOf(i, chars, maxTokens),
       gap: call.gap
     }
@@ -192,7 +209,9 @@ const minimumOf = (
   /** When a call, admitted at `at`, is answered (its refund comes back). */
   answeredAt: (call: Planned, at: number) => number,
   /** The sub-minute buckets are the budgets' (whole units, as {@link budgetsOf} gives them), not the server's. */
-  budgeted: boolean
+  budgeted: boolean,
+  /** The server keeps what it charged at admission (`settle: "never"`; each call's `actual` is then that charge). */
+  keeps = false
 ): number => {
   interface Bucket {
     level: number
@@ -229,15 +248,18 @@ const minimumOf = (
     Math.max(...list.map((b) => Math.max(0, (Math.min(amount, b.capacity) - b.level) / b.rate)))
   for (const call of [...calls].sort((a, b) => a.at - b.at)) {
     advance(Math.max(now, call.at))
+    // at a server that keeps its charge, the call takes that charge (its estimate) at admission when it is more
+    // than the reservation, and nothing of it comes back
+    const charge = keeps ? Math.max(call.reserve, call.actual) : call.reserve
     for (;;) {
-      const wait = Math.max(waitFor(dims.requests, 1), waitFor(dims.tokens, call.reserve))
+      const wait = Math.max(waitFor(dims.requests, 1), waitFor(dims.tokens, charge))
       if (wait <= 1e-9) break
       const nextRefund = refunds.length > 0 ? Math.min(...refunds.map((r) => r.at)) : Number.POSITIVE_INFINITY
       advance(Math.min(now + wait, nextRefund))
     }
     for (const b of dims.requests) b.level -= 1
-    for (const b of dims.tokens) b.level -= call.reserve
-    refunds.push({ at: answeredAt(call, now), amount: call.reserve - call.actual })
+    for (const b of dims.tokens) b.level -= charge
+    refunds.push({ at: answeredAt(call, now), amount: charge - call.actual })
   }
   return now
 }
@@ -324,11 +346,14 @@ const runCase = (c: Case) => {
     timeSlice: false as const,
     ...(factor === undefined ? {} : { budgets: budgetsOf(c, factor) })
   }
-  const enforcement = c.server === "subMinute"
-    ? { subWindowMs: c.subWindowMs }
-    : c.server === "noHeaders"
-    ? { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false }
-    : {}
+  const enforcement = {
+    settle: c.settle,
+    ...(c.server === "subMinute"
+      ? { subWindowMs: c.subWindowMs }
+      : c.server === "noHeaders"
+      ? { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false }
+      : {})
+  }
   return withService(options, (openai, events) =>
     Effect.gen(function*() {
       // the TestClock goes on from case to case: times are taken from this case's start
@@ -380,7 +405,8 @@ const runCase = (c: Case) => {
         limits,
         c.server === "subMinute" ? c.subWindowMs / 60_000 : undefined,
         (call, at) => at + (latencies.get(String(indexOf.get(call))) ?? c.latency.max),
-        factor !== undefined
+        factor !== undefined,
+        c.settle === "never"
       )
       return {
         ok: Exit.isSuccess(exit),
@@ -426,12 +452,18 @@ const runCase = (c: Case) => {
  * the earlier 150 ms first-contact ramp the requests 429 came first, alone; the 650 ms ramp spreads the
  * first calls out and the tokens 429 comes first. What is left: calls released together at a gate's end
  * are a herd of their own on a dimension still unlearned.
+ * #164 and #198 (sub-minute buckets, budgets below the server's, a server that keeps its charges: ×1.061 and
+ * ×1.082): until a report shows the server trues up, a settle gives back nothing of a call's reservation (see
+ * `RateLimiter`'s `Observation.remaining`), and such a server never shows it, so each call stays charged this
+ * client's estimate (its tokenizer's count with the message framing), a few tokens more than the server's (a quarter
+ * of the characters) on calls of 30–100 prompt tokens; the minimum gives that difference back at the answer, which
+ * with budgets below the server's no report can (they only lower).
  */
-const KNOWN_OUTSIDE: ReadonlyArray<number> = [108]
+const KNOWN_OUTSIDE: ReadonlyArray<number> = [108, 164, 198]
 
 const describeCase = (c: Case) =>
-  `${c.server}${
-    c.server === "subMinute" ? `(${c.subWindowMs} ms)` : ""
+  `${c.server}${c.server === "subMinute" ? `(${c.subWindowMs} ms)` : ""}${
+    c.settle === "never" ? " keeping its charges" : ""
   } budgets ${c.budgets}, ${c.arrival}, ${c.calls.length} calls, rpm ${c.rpm} tpm ${c.tpm}, latency ${c.latency.min}–${c.latency.max} ms`
 
 describe("OpenAi: pacing over random workload shapes", () => {
@@ -481,7 +513,7 @@ describe("OpenAi: pacing over random workload shapes", () => {
               }), 429s ${r.rejected}/${r.attempts} (allowed ${limit429})`
             )
           }
-          const name = `${c.server} / budgets ${c.budgets}`
+          const name = `${c.server}${c.settle === "never" ? " (keeps its charges)" : ""} / budgets ${c.budgets}`
           const entry = classes.get(name) ?? { shapes: 0, within: 0, worst: 0, rejected: 0 }
           entry.shapes++
           if (within) entry.within++
