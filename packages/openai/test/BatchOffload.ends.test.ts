@@ -9,7 +9,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { HoldStore, LimiterStore, RateLimiter } from "@sluice/core"
 import { BatchOffload, OpenAi } from "@sluice/openai"
-import { Clock, Context, Effect, Exit, Layer, Option, Stream } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Logger, Option, Stream } from "effect"
 import { toFile } from "openai"
 import { chatLine, offload, parse, recorder, runLines, scenario, simBatches, Simulator } from "./batchHarness.js"
 import { drive, makeClient } from "./harness.js"
@@ -503,6 +503,40 @@ describe("BatchOffload: holds with a lease", () => {
       expect(new Set(during.map(([, held]) => held))).toEqual(new Set([tokens]))
       expect(yield* store.held(scope)).toBe(0)
     }).pipe(Effect.scoped, Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 100_000 })))))
+
+  it.effect("a hold store that fails (Redis unreachable): the batches go on unheld, each line once, each failure logged, a hold released once", () =>
+    Effect.gen(function*() {
+      const store = yield* HoldStore.makeMemory
+      const calls = { take: 0, renew: 0, release: 0 }
+      const down = (operation: keyof typeof calls) =>
+        Effect.zipRight(
+          Effect.sync(() => void calls[operation]++),
+          Effect.fail(new HoldStore.HoldStoreError({ operation, message: "connection refused" }))
+        )
+      // takes fail for the first file; the second file's take succeeds, then its renewals and its release fail
+      let takes = 0
+      const holds: HoldStore.Service = {
+        ...store,
+        take: (id, claims, amount, lease) => ++takes === 1 ? down("take") : store.take(id, claims, amount, lease),
+        renew: () => down("renew"),
+        release: () => down("release")
+      }
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => void logs.push(String(message)))
+      const lines = ids(6).map((id) => chatLine(id, `down ${id}`))
+      const { exit, recorded } = yield* runLines(lines, { "gpt-4o-mini": 1_000_000 }, {}, { holds, maxRequests: 3 })
+        .pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      const summary = summaryOf(exit)
+      expect(recorded.results.map((r) => r.customId).sort()).toEqual(ids(6).sort())
+      expect([summary.succeeded, summary.unfinished.length]).toEqual([6, 0])
+      expect(yield* simBatches).toHaveLength(2)
+      expect(calls.take).toBe(1)
+      expect(calls.renew).toBeGreaterThan(0)
+      expect(calls.release).toBe(1)
+      expect(logs.some((l) => l.includes("not taken: connection refused"))).toBe(true)
+      expect(logs.some((l) => l.includes("not renewed: connection refused"))).toBe(true)
+      expect(logs.some((l) => l.includes("not released (it lapses): connection refused"))).toBe(true)
+    }).pipe(Effect.provide(Simulator.layer(scenario({}, { inProgressMs: 0, perRequestMs: 100_000 })))))
 
   it.effect("BatchOffload.layer takes the HoldStore in context: two offloads over one store share the limit", () =>
     Effect.gen(function*() {

@@ -271,19 +271,29 @@ const makeWith = (
         )
         return Effect.forever(Effect.zipRight(Effect.sleep(leaseMs / 3), once))
       }
-      /** Takes the hold `id` and starts renewing it. */
+      /**
+       * Takes the hold `id` and starts renewing it. Its release goes to the store once, however many of the ways a
+       * batch ends release it (its end, its exit, a refusal).
+       */
       const held = (id: string, claims: ReadonlyArray<HoldStore.Claim>, tokens: number) =>
         Effect.map(
           FiberSet.run(renewals, renewing(id, claims, tokens)),
-          (fiber): Held => ({
-            release: Effect.zipRight(
-              Fiber.interrupt(fiber),
-              Effect.catchAll(
-                holds.release(id, claims.map((c) => c.scope)),
-                (e) => Effect.logWarning(`enqueued-token hold ${id} not released (it lapses): ${e.message}`)
-              )
-            )
-          })
+          (fiber): Held => {
+            let released = false
+            return {
+              release: Effect.suspend(() => {
+                if (released) return Effect.void
+                released = true
+                return Effect.zipRight(
+                  Fiber.interrupt(fiber),
+                  Effect.catchAll(
+                    holds.release(id, claims.map((c) => c.scope)),
+                    (e) => Effect.logWarning(`enqueued-token hold ${id} not released (it lapses): ${e.message}`)
+                  )
+                )
+              })
+            }
+          }
         )
 
       /**
