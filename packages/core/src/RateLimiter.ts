@@ -140,7 +140,8 @@ export interface Permit {
    * their charge. On a bucket where a server's report that counted this call was adopted (see
    * `Observation.remaining`) the refund is left out: the report gave it back already. On a bucket whose
    * server reports its level in its answers (`sync` with `since`) and has not shown that it trues calls up to
-   * their usage, a settle to a positive usage gives nothing back either (such a server may keep what it
+   * their usage, in a store this limiter alone charges (whose level a report can raise), a settle to a
+   * positive usage gives nothing back either (such a server may keep what it
    * charged; its reports bring back what it gave); a settle to nothing (a refused or failed call) refunds the
    * whole charge. Idempotent: only the first settle or release counts.
    */

@@ -6,18 +6,27 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
 import type { MetricState } from "effect"
-import { Clock, Effect, FastCheck as fc, Metric, Option, TestClock } from "effect"
+import { Clock, Effect, FastCheck as fc, Layer, Metric, Option, TestClock } from "effect"
 
 const CAPACITY = 100_000
 const SCOPE = "org:a/pool:m"
 
-const run = <A, E>(f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>) =>
+const run = <A, E>(
+  f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>,
+  store: Layer.Layer<LimiterStore.LimiterStore> = LimiterStore.layerMemory
+) =>
   Effect.scoped(
     Effect.flatMap(
       RateLimiter.make({ budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", CAPACITY)])] }),
       f
     )
-  ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+  ).pipe(Effect.provide(store), Effect.orDie)
+
+/** The memory store without `track`, as a store shared by processes is: reports only lower its levels. */
+const untracked = Layer.effect(
+  LimiterStore.LimiterStore,
+  Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({ ...inner, track: undefined }))
+).pipe(Layer.provide(LimiterStore.layerMemory))
 
 const levelOf = (limiter: RateLimiter.Service) =>
   Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
@@ -346,7 +355,7 @@ describe("RateLimiter.sync with since", () => {
       // the server's (the bench's few-large 429). A server that trues up has 90,000 left after the first: above
       // what a full bucket less the first's charge could hold (80,000 at most; 85,000, halfway to its usage,
       // is the threshold), so it trues up and the others count at their usage: 60,000, its level.
-      const after = (remaining: number) =>
+      const after = (remaining: number, store?: Layer.Layer<LimiterStore.LimiterStore>) =>
         run((limiter) =>
           Effect.gen(function*() {
             const calls = yield* Effect.forEach(
@@ -363,9 +372,11 @@ describe("RateLimiter.sync with since", () => {
             yield* fifth.markSent
             yield* fifth.settle({ tokens: 5_000 })
             return { synced, settled: (yield* levelOf(limiter)) - (synced - 15_000) }
-          })
-        )
+          }), store)
       expect(yield* after(80_000)).toEqual({ synced: 20_000, settled: 0 })
+      // in a store whose level reports only lower (shared by processes: no `track`), the refund is the only way
+      // back up, and is given: the report folded in by send order lowers to the server's 20,000 all the same
+      expect(yield* after(80_000, untracked)).toEqual({ synced: 20_000, settled: 10_000 })
       expect(yield* after(90_000)).toEqual({ synced: 60_000, settled: 10_000 })
       // a report that does not show it (here: the bucket was not full before the first) keeps the safe reading
       expect(yield* after(84_000)).toEqual({ synced: 24_000, settled: 0 })

@@ -449,7 +449,13 @@ export const make = (
         for (const debit of prepared.debits) if (debit.bucket.id === bucket) amount += debit.amount
         return amount
       }
+      /**
+       * Whether a settle's refund on this bucket waits for the server's reports (see `refund`): only in a store whose
+       * level a report can raise (`track`: this limiter alone charges it); in a shared one reports only lower, and
+       * the refund is the only way back up.
+       */
       const keepsCharge = (bucket: string) => {
+        if (store.track === undefined) return false
         const ledger = ledgers.get(bucket)
         return ledger !== undefined && ledger.reported && !ledger.truesUp
       }
