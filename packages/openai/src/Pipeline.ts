@@ -30,6 +30,7 @@ import { Budget } from "@sluice/core"
 import * as Chunk from "effect/Chunk"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
@@ -150,6 +151,22 @@ export interface Charged {
 }
 
 /**
+ * What the calls of one piece of work told through their events ({@link onEvent}): the calls admitted,
+ * those that were retries, the 429s, the admission waits and what was charged on which scope
+ * ({@link tallyCalls}).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface CallTally {
+  readonly calls: number
+  readonly callRetries: number
+  readonly rateLimited: number
+  readonly admissionWaitMillis: number
+  readonly charged: ReadonlyArray<Charged>
+}
+
+/**
  * One stage's figures. Worker time is split three ways: `busyMillis` (working on an item, its calls'
  * admission waits and the pipeline's retry pauses included), `idleMillis` (waiting for an item) and
  * `blockedMillis` (holding a finished item while the next stage's queue is full). `calls`, `callRetries`,
@@ -216,6 +233,15 @@ export interface Stats {
   readonly binding: Option.Option<Binding>
   /** Whether the OpenAi calls' events reached the pipeline (`onEvent: Pipeline.onEvent`). */
   readonly callEvents: boolean
+  /**
+   * The stages ran in worker processes elsewhere (a distributed queue; since 0.2.0), so some figures mean less
+   * or are not known: `busyMillis` is the stage's jobs' time summed over every worker, `idleMillis` and
+   * `blockedMillis` are not known (0); `queued` and `inFlight` are the stage queue's job counts (every run of
+   * the pipeline on it), `maxQueued` the most `queued` seen when the stats were read, `concurrency` the slots
+   * of the workers listening now; `retried` counts jobs put back to be tried again later; `capacity` and
+   * `bound` are the run's window (the items it lets into the queues at once).
+   */
+  readonly distributed?: boolean | undefined
 }
 
 /**
@@ -594,6 +620,53 @@ export const defaultDecision: (error: unknown) => Decision = internal.defaultDec
  * ```
  */
 export const onEvent: (event: OpenAi.CallEvent) => Effect.Effect<void> = internal.onEvent
+
+/**
+ * Runs `effect` and counts what its calls' events tell ({@link onEvent} given to the `OpenAi` service, as
+ * for a stage): for work done outside {@link start}, such as a worker process running one stage's job of a
+ * distributed pipeline. Returns how the effect ended and the tally (its calls count, failed or not).
+ *
+ * @since 0.2.0
+ * @category stats
+ * @example
+ * ```ts
+ * import { Pipeline } from "@sluice/openai"
+ * import * as Effect from "effect/Effect"
+ *
+ * Effect.gen(function*() {
+ *   const [exit, tally] = yield* Pipeline.tallyCalls(Effect.succeed("no calls"))
+ *   tally.calls // 0
+ * })
+ * ```
+ */
+export const tallyCalls: <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+) => Effect.Effect<[Exit.Exit<A, E>, CallTally], never, R> = internal.tallyCalls
+
+/**
+ * The binding budget of a run's stages ({@link Binding}): of the limits `limiter` knows for the scopes the
+ * stages were charged on, the one they used the largest share of over `elapsedMillis` (a full bucket at the
+ * start plus its refill). For stats assembled elsewhere (a distributed run's); {@link start}'s do it already.
+ *
+ * @since 0.2.0
+ * @category stats
+ * @example
+ * ```ts
+ * import { Budget } from "@sluice/core"
+ * import { Pipeline } from "@sluice/openai"
+ * import * as Option from "effect/Option"
+ *
+ * const limits = [Budget.Limit.perSecond("requests", 10)]
+ * const stage = { name: "vector", charged: [{ scope: "tenant:p/vector", dimension: "requests", amount: 100 }] }
+ * Pipeline.binding([stage], 10_000, { limitsOf: () => limits })
+ * // Option.some({ stage: "vector", scope: "tenant:p/vector", dimension: "requests", windowMillis: 1000, utilization: 100 / 110 })
+ * ```
+ */
+export const binding = (
+  stages: ReadonlyArray<Pick<StageStats, "name" | "charged">>,
+  elapsedMillis: number,
+  limiter: Pick<RateLimiter.Service, "limitsOf">
+): Option.Option<Binding> => internal.bindingOf(stages, elapsedMillis, Option.some(limiter))
 
 /**
  * The most items a run of the pipeline holds at once: one in the source's hand, each stage's queue and

@@ -350,3 +350,25 @@ describe("Pipeline: resume", () => {
       )
     ))
 })
+
+describe("Pipeline.tallyCalls (a stage's job run outside a pipeline, as a distributed worker runs it)", () => {
+  it.effect("counts the calls' events of the effect it runs, failed or not, and nothing outside it", () =>
+    Effect.gen(function*() {
+      const embed = (model: string) =>
+        Effect.flatMap(OpenAi.OpenAi, (openai) => openai.embeddings.create({ model, input: "text" }))
+      const [ok, tally] = yield* VirtualTime.run(
+        Effect.zipRight(
+          embed("text-embedding-3-small"),
+          Pipeline.tallyCalls(Effect.zip(embed("text-embedding-3-small"), embed("text-embedding-3-small")))
+        )
+      )
+      expect(Exit.isSuccess(ok)).toBe(true)
+      // the call before it is not counted
+      expect(tally).toMatchObject({ calls: 2, callRetries: 0, rateLimited: 0 })
+      expect(tally.charged.filter((c) => c.dimension === "requests").every((c) => c.amount === 2)).toBe(true)
+      expect(tally.charged.length).toBeGreaterThan(0)
+      const [failed, failedTally] = yield* VirtualTime.run(Pipeline.tallyCalls(embed("gpt-9-imaginary")))
+      expect(Exit.isFailure(failed)).toBe(true)
+      expect(failedTally.calls).toBe(1)
+    }).pipe(Effect.provide(openAiLayer([])), Effect.provide(Simulator.layer(Scenario.tier1()))))
+})

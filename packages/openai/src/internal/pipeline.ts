@@ -16,6 +16,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
@@ -29,6 +30,7 @@ import * as OpenAiModule from "../OpenAi.js"
 import * as OpenAiError from "../OpenAiError.js"
 import type {
   Binding,
+  CallTally,
   Charged,
   Checkpoint,
   Decision,
@@ -151,21 +153,32 @@ export const defaultDecision = (error: unknown): Decision => {
 
 type WorkerState = "idle" | "busy" | "blocked"
 
-class StageBook {
-  entered = 0
-  done = 0
-  skipped = 0
-  retried = 0
+/** What the calls' events tell ({@link onEvent}): a stage's in one process, or one job's (`tallyCalls`). */
+class CallBook {
   calls = 0
   callRetries = 0
   rateLimited = 0
   admissionWaitMillis = 0
+  readonly charged = new Map<string, Charged>()
+  charge(scope: string, dimension: string, amount: number) {
+    const key = `${scope}\u0000${dimension}`
+    const prior = this.charged.get(key)
+    this.charged.set(key, { scope, dimension, amount: (prior?.amount ?? 0) + amount })
+  }
+}
+
+class StageBook extends CallBook {
+  entered = 0
+  done = 0
+  skipped = 0
+  retried = 0
   inFlight = 0
   maxQueued = 0
-  readonly charged = new Map<string, Charged>()
   readonly totals: Record<WorkerState, number> = { idle: 0, busy: 0, blocked: 0 }
   readonly workers: Array<{ state: WorkerState; since: number; ended: boolean }> = []
-  constructor(readonly stage: AnyStage, readonly index: number) {}
+  constructor(readonly stage: AnyStage, readonly index: number) {
+    super()
+  }
 
   enter(worker: number, state: WorkerState, now: number) {
     const w = this.workers[worker]!
@@ -182,15 +195,28 @@ class StageBook {
     for (const w of this.workers) if (!w.ended && w.state === state) total += now - w.since
     return total
   }
-  charge(scope: string, dimension: string, amount: number) {
-    const key = `${scope}\u0000${dimension}`
-    const prior = this.charged.get(key)
-    this.charged.set(key, { scope, dimension, amount: (prior?.amount ?? 0) + amount })
-  }
 }
 
-/** What `Pipeline.onEvent` reports into: the stage that made the call. */
-const currentStage = FiberRef.unsafeMake<StageBook | undefined>(undefined)
+/** What `Pipeline.onEvent` reports into: the stage that made the call (or the job `tallyCalls` counts). */
+const currentStage = FiberRef.unsafeMake<CallBook | undefined>(undefined)
+
+/** @internal */
+export const tallyCalls = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<[Exit.Exit<A, E>, CallTally], never, R> =>
+  Effect.suspend(() => {
+    const book = new CallBook()
+    return Effect.map(Effect.exit(Effect.locally(effect, currentStage, book)), (exit): [Exit.Exit<A, E>, CallTally] => [
+      exit,
+      {
+        calls: book.calls,
+        callRetries: book.callRetries,
+        rateLimited: book.rateLimited,
+        admissionWaitMillis: book.admissionWaitMillis,
+        charged: [...book.charged.values()]
+      }
+    ])
+  })
 
 /** @internal */
 export const onEvent = (event: OpenAiModule.CallEvent): Effect.Effect<void> =>
@@ -611,8 +637,9 @@ export const start = <In, Out, E, R, EIn, RIn>(
     return { outcomes, stats }
   })
 
-const bindingOf = (
-  stages: ReadonlyArray<StageStats>,
+/** @internal */
+export const bindingOf = (
+  stages: ReadonlyArray<Pick<StageStats, "name" | "charged">>,
   elapsedMillis: number,
   limiterOption: Option.Option<Pick<RateLimiter.Service, "limitsOf">>
 ): Option.Option<Binding> => {
@@ -687,27 +714,39 @@ export const summary = (stats: Stats): string => {
   } else {
     clauses.push("binding: none of the charged budgets is known to the limiter")
   }
-  stats.stages.forEach((stage, k) => {
-    const workerTime = stage.busyMillis + stage.idleMillis + stage.blockedMillis
-    const blocked = percent(stage.blockedMillis, workerTime)
-    const idle = percent(stage.idleMillis, workerTime)
-    const next = stats.stages[k + 1]
-    const previous = stats.stages[k - 1]
-    if (next !== undefined && blocked >= 10) {
-      clauses.push(`${stage.name} stage idle ${blocked}% waiting on ${next.name}`)
-    } else if (previous !== undefined && idle >= 10) {
-      clauses.push(`${stage.name} stage idle ${idle}% waiting for ${previous.name}`)
-    }
-  })
+  // across processes the workers' idle time is not known: no "waiting on" clauses
+  if (stats.distributed !== true) {
+    stats.stages.forEach((stage, k) => {
+      const workerTime = stage.busyMillis + stage.idleMillis + stage.blockedMillis
+      const blocked = percent(stage.blockedMillis, workerTime)
+      const idle = percent(stage.idleMillis, workerTime)
+      const next = stats.stages[k + 1]
+      const previous = stats.stages[k - 1]
+      if (next !== undefined && blocked >= 10) {
+        clauses.push(`${stage.name} stage idle ${blocked}% waiting on ${next.name}`)
+      } else if (previous !== undefined && idle >= 10) {
+        clauses.push(`${stage.name} stage idle ${idle}% waiting for ${previous.name}`)
+      }
+    })
+  }
   lines.push(clauses.join("; "))
   for (const stage of stats.stages) {
+    const waits = `admission waits ${Duration.format(Duration.millis(Math.round(stage.admissionWaitMillis)))} in all`
+    if (stats.distributed === true) {
+      lines.push(
+        `  ${stage.name}: ${stage.done} done, ${stage.skipped} skipped, ${stage.retried} put back; ${stage.calls} calls, ${stage.callRetries} retried, ${stage.rateLimited} × 429; queue ${stage.queued} (max ${stage.maxQueued} seen), ${stage.inFlight}/${stage.concurrency} in flight (the workers' slots); jobs busy ${
+          Duration.format(Duration.millis(Math.round(stage.busyMillis)))
+        } in all (idle time not known across processes); ${waits}`
+      )
+      continue
+    }
     const workerTime = stage.busyMillis + stage.idleMillis + stage.blockedMillis
     lines.push(
       `  ${stage.name}: ${stage.done} done, ${stage.skipped} skipped, ${stage.retried} rerun; ${stage.calls} calls, ${stage.callRetries} retried, ${stage.rateLimited} × 429; queue ${stage.queued}/${stage.capacity} (max ${stage.maxQueued}), ${stage.inFlight}/${stage.concurrency} in flight; busy ${
         percent(stage.busyMillis, workerTime)
       }%, waiting for input ${percent(stage.idleMillis, workerTime)}%, on the next stage ${
         percent(stage.blockedMillis, workerTime)
-      }%; admission waits ${Duration.format(Duration.millis(Math.round(stage.admissionWaitMillis)))} in all`
+      }%; ${waits}`
     )
   }
   return lines.join("\n")

@@ -466,6 +466,13 @@ export const run = <E>(
         // for the rerun), not once the items under way come back
         outcomes: options.stop === undefined ? r.outcomes : Stream.interruptWhen(r.outcomes, options.stop)
       }))
+    // an engine's stats (Pipeline.start reports its own): read and reported as the run goes on
+    if (options.engine !== undefined && options.progress !== undefined && running.stats !== undefined) {
+      const { every, report } = options.progress
+      yield* Effect.forkScoped(
+        Effect.forever(Effect.zipRight(Effect.sleep(every), Effect.flatMap(running.stats, report)))
+      )
+    }
     const written = new Set<string>()
     const deliver = ({ ack, outcome }: PipelineFile.Delivery) =>
       // a delivery again (a queue engine's redelivery after a crash) is acknowledged, never written twice
