@@ -2,7 +2,7 @@
 // redis-server, a sender answering at once (no simulator, no child process). BullMQ polls Redis and holds locks in
 // wall time, which TestClock cannot drive: `it.live`.
 import { describe, expect, it } from "@effect/vitest"
-import { type BulkRunner, type Pipeline, PipelineFile } from "@sluice/openai"
+import { type BulkRunner, Pipeline, PipelineFile } from "@sluice/openai"
 import * as RedisServer from "@sluice/redis/RedisServer"
 import { Queue as BullQueue } from "bullmq"
 import * as Deferred from "effect/Deferred"
@@ -40,6 +40,16 @@ const echo = () => {
   return { calls, sender }
 }
 
+/** The stats hashes of a pipeline's runs left in Redis. */
+const statsKeys = async (redis: string, name: string) => {
+  const { hostname, port } = new URL(redis)
+  const queue = new BullQueue("stage-a", { connection: { host: hostname, port: Number(port) }, prefix: "x" })
+  const client = await queue.client
+  const keys = await client.keys(`sluice-pipeline-${name}:stats-*`)
+  await queue.close()
+  return keys
+}
+
 const N = 12
 const tmp = () => NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-dist-engine-"))
 const writeInput = (dir: string) => {
@@ -70,13 +80,19 @@ describe("distributed engine (BullMQ, in process)", () => {
         yield* Distributed.work({ spec: pipeline, sender, redis })
         const dir = tmp()
         const input = writeInput(dir)
+        const progress: Array<string> = []
         const runInto = (output: string) =>
           PipelineFile.run({
             spec: pipeline,
             sender,
             engine: Distributed.engine(pipeline, redis, output),
             input,
-            output
+            output,
+            // the engine's stats, reported as the run goes on
+            progress: {
+              every: "20 millis",
+              report: (stats) => Effect.sync(() => progress.push(Pipeline.progressLine(stats)))
+            }
           })
         for (const output of ["one.jsonl", "two.jsonl", "two.jsonl"].map((f) => NodePath.join(dir, f))) {
           if (NodeFs.existsSync(output)) NodeFs.rmSync(output)
@@ -84,6 +100,22 @@ describe("distributed engine (BullMQ, in process)", () => {
             Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "hung" })
           )
           expect(summary.succeeded).toBe(N)
+          // the workers' figures of the run (this sender makes no OpenAi calls: no call events)
+          const stats = summary.stats!
+          expect(stats.distributed).toBe(true)
+          expect(progress.length).toBeGreaterThan(0)
+          expect(progress.every((line) => /^again \d+s \| a \d+\/\d+ q\d+\/\d+ ▶\d+ \| b /.test(line))).toBe(true)
+          progress.length = 0
+          expect(stats.stages.map((s) => [s.name, s.done, s.skipped, s.entered, s.queued, s.inFlight])).toEqual([
+            ["a", N, 0, N, 0, 0],
+            ["b", N, 0, N, 0, 0]
+          ])
+          // one worker listening, 4 slots a stage
+          expect(stats.stages.map((s) => s.concurrency)).toEqual([4, 4])
+          expect(stats).toMatchObject({ entered: N, delivered: N, held: 0 })
+          expect(PipelineFile.formatSummary(summary)).toContain("  b: 12 done, 0 skipped, 0 put back; 0 calls")
+          // the run's hash went with its jobs
+          expect(yield* Effect.promise(() => statsKeys(redis, "again"))).toEqual([])
           expect(lines(output).map((l) => JSON.parse(l).response.results.b).sort()).toEqual(
             Array.from({ length: N }, (_, i) => `t${i}!`).sort()
           )
@@ -198,6 +230,9 @@ describe("distributed engine (BullMQ, in process)", () => {
         })
         expect(stopped.stop).toBe("QuotaExhausted in stage b (item k5): You exceeded your quota")
         expect(lines(output).map((l) => JSON.parse(l).custom_id)).not.toContain("k5")
+        // the stopped run's figures: k5's job in stage b put back twice (the second time stopping the run)
+        expect(stopped.stats!.stages[1]).toMatchObject({ name: "b", retried: 2 })
+        expect(stopped.stats!.stages[0]).toMatchObject({ name: "a", skipped: 1, retried: 0 })
         // no worker takes another job: the queues are paused (for every worker), the calls under way were the last
         const { hostname, port } = new URL(redis)
         const paused = yield* Effect.promise(() =>

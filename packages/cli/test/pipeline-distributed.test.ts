@@ -121,6 +121,7 @@ const setup = (dir: string, name: string, n: number, perSecond?: number) => {
  * The coordinator, in this process (what `pipeline run --workers 0 --redis` runs, without a process start): its
  * outcome, or why it stopped.
  */
+const summaries = new Map<string, PipelineFile.Summary>()
 const coordinate = (dir: string, name: string, redis: string): Promise<string> =>
   Effect.runPromise(Effect.gen(function*() {
     const file = NodePath.join(dir, `${name}.json`)
@@ -136,6 +137,7 @@ const coordinate = (dir: string, name: string, redis: string): Promise<string> =
       input: NodePath.join(dir, `${name}.in.jsonl`),
       output
     })
+    summaries.set(name, summary)
     return summary.stop === undefined ? summary.outcome : `${summary.outcome}: ${summary.stop}`
   }))
 
@@ -195,6 +197,24 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
             // the ideal is 4x (3 calls of 1.3 s per stage and worker); on a loaded 2-core machine the processes' CPU
             // caps it (2.2x measured at load 18): the floor says that the queues spread the work over the four
             expect(r4, `1 worker ${r1.toFixed(1)}/s, 4 workers ${r4.toFixed(1)}/s`).toBeGreaterThanOrEqual(1.5 * r1)
+            // the workers' figures per stage (their calls' events, through the run's hash on Redis): each stage's calls
+            // as the simulator counted them, one a job, no 429, no retry; at least one job an item (a job whose lock
+            // lapsed on a loaded machine is run again: 33 jobs and calls in stage vector seen at load 17)
+            const wide = summaries.get("wide")!.stats!
+            for (const stage of wide.stages) {
+              const served = stats.attempts.filter((a) =>
+                a.key?.startsWith("wide/") && a.key.endsWith(`/${stage.name}`)
+              )
+              expect(stage, stage.name).toMatchObject({
+                calls: served.length,
+                done: served.length,
+                callRetries: 0,
+                rateLimited: 0
+              })
+              expect(stage.done).toBeGreaterThanOrEqual(32)
+              expect(stage.busyMillis).toBeGreaterThanOrEqual(32 * 1_200)
+              expect(stage.charged.length).toBeGreaterThan(0)
+            }
             const keptFrom = Math.max(...stats.attempts.map((a) => a.at)) + 1
 
             // 2. kill -9 of one of the four mid-run; a budget of 10 a second on the vector stage
@@ -210,6 +230,16 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
               expect(after.attemptsByKey[`kept/k${i}/vector`]).toBeGreaterThanOrEqual(1)
             }
             expect(after.byStatus["429"] ?? 0).toBe(0)
+            // the binding budget, from the limits the workers admit under: 10 a second in stage vector
+            const keptStats = summaries.get("kept")!.stats!
+            expect(keptStats.stages.map((s) => s.rateLimited)).toEqual([0, 0])
+            expect(keptStats.binding).toMatchObject({
+              _tag: "Some",
+              value: { stage: "vector", dimension: "requests", windowMillis: 1_000 }
+            })
+            const said = PipelineFile.formatSummary(summaries.get("kept")!)
+            console.log(said)
+            expect(said).toMatch(/binding: requests\/s \S+ in stage vector/)
             // 10 a second from a bucket of 1, shared on Redis by the four (then three) workers: at most 11 in a second
             expect(SimStats.peak(
               { ...after, admissions: after.admissions.filter((a) => a.at >= keptFrom) },

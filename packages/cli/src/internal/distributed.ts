@@ -15,12 +15,19 @@
  * a `PipelineFile.StageError` naming the item, the stage and the kind: the run ends "stopped" (exit 3). The next
  * coordinator of the pipeline resumes the queues.
  *
+ * Figures: each worker adds a job's figures (done, skipped or put back, its calls, retries, 429s, admission waits,
+ * what was charged where, its time) to a hash of the run beside the queues; the coordinator's `stats` read it with
+ * the stage queues' job counts (`statsOf`), for the progress line and the summary, and remove it with the run's jobs.
+ *
  * @internal
  */
+import type { RateLimiter } from "@sluice/core"
+import { Budget } from "@sluice/core"
 import type * as PipelineFileModule from "@sluice/openai"
-import { PipelineFile } from "@sluice/openai"
-import type { Pipeline } from "@sluice/openai"
+import { Pipeline, PipelineFile } from "@sluice/openai"
 import { BulkRunner } from "@sluice/openai"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
@@ -114,6 +121,171 @@ const jobId = (run: string, id: string) => `${run}-item-${encodeURIComponent(id)
 /** The run's stop: one at a time (BullMQ ignores a second add), removed by the run's next coordinator. */
 const stopId = (run: string) => `${run}-stop`
 
+/**
+ * The run's per-stage figures, beside its queues: a hash the workers add to job by job (before the job's item goes
+ * on, so that nothing is added once the run's coordinator removed it), its fields `<counter>\0<stage>[\0...]`:
+ * `done`, `skipped`, `putBack` (jobs), `calls`, `callRetries`, `rateLimited`, `admissionWaitMillis`, `busyMillis`
+ * and `charged\0<stage>\0<scope>\0<dimension>`; `limits\0<scope>` holds the limits the workers admit under there.
+ * A job run again (its worker died mid-job) counts again: its calls were made again.
+ */
+const statsKey = (spec: Spec, run: string) => `${prefixOf(spec)}:stats-${run}`
+const SEP = "\u0000"
+
+/** How a stage's job ended, as its counter in the run's hash: none when it failed (it is tried again). */
+type JobEnd = "done" | "skipped" | "putBack" | undefined
+
+/** A Redis client as BullMQ's connection gives it (ioredis): the few commands the figures use. */
+interface StatsClient {
+  readonly multi: () => {
+    hincrby(key: string, field: string, by: number): unknown
+    hincrbyfloat(key: string, field: string, by: number): unknown
+    hset(key: string, fields: Record<string, string>): unknown
+    exec(): Promise<unknown>
+  }
+  readonly hgetall: (key: string) => Promise<Record<string, string>>
+  readonly del: (...keys: Array<string>) => Promise<number>
+  readonly scan: (
+    cursor: string,
+    match: "MATCH",
+    pattern: string,
+    count: "COUNT",
+    n: number
+  ) => Promise<[string, Array<string>]>
+}
+
+/** A job's figures into the run's hash, in one transaction. */
+const record = (
+  client: StatsClient,
+  key: string,
+  stage: string,
+  end: JobEnd,
+  tally: Pipeline.CallTally,
+  busyMillis: number,
+  limiter: Pick<RateLimiter.Service, "limitsOf"> | undefined
+) => {
+  const multi = client.multi()
+  const field = (counter: string) => `${counter}${SEP}${stage}`
+  if (end !== undefined) multi.hincrby(key, field(end), 1)
+  if (tally.calls > 0) multi.hincrby(key, field("calls"), tally.calls)
+  if (tally.callRetries > 0) multi.hincrby(key, field("callRetries"), tally.callRetries)
+  if (tally.rateLimited > 0) multi.hincrby(key, field("rateLimited"), tally.rateLimited)
+  if (tally.admissionWaitMillis > 0) multi.hincrbyfloat(key, field("admissionWaitMillis"), tally.admissionWaitMillis)
+  multi.hincrbyfloat(key, field("busyMillis"), busyMillis)
+  const scopes = new Set<string>()
+  for (const c of tally.charged) {
+    multi.hincrbyfloat(key, [field("charged"), c.scope, c.dimension].join(SEP), c.amount)
+    scopes.add(c.scope)
+  }
+  if (limiter !== undefined) {
+    for (const scope of scopes) {
+      const limits = limiter.limitsOf(scope).map((l) => ({
+        dimension: l.dimension,
+        amount: l.amount,
+        windowMillis: Duration.toMillis(l.window),
+        ...(l.burst === undefined ? {} : { burst: l.burst })
+      }))
+      // a field and its value as an object (the three-argument form reached Redis as the field name spelled out)
+      multi.hset(key, { [`limits${SEP}${scope}`]: JSON.stringify(limits) })
+    }
+  }
+  return Effect.promise(() => multi.exec())
+}
+
+/** A stage queue's jobs now: waiting (or paused, or delayed to be tried again) and active, for every run on it. */
+export interface QueueCounts {
+  readonly queued: number
+  readonly active: number
+  /** The worker processes listening on the queue (BullMQ's client names); undefined when Redis would not say. */
+  readonly workers: number | undefined
+}
+
+/**
+ * The coordinator's stats of a distributed run ({@link Pipeline.Stats} with `distributed`): the workers' hash of the
+ * run, the stage queues' job counts and the coordinator's own counts.
+ *
+ * @internal
+ */
+export const statsOf = (input: {
+  readonly spec: Spec
+  readonly hash: Readonly<Record<string, string>>
+  readonly counts: ReadonlyArray<QueueCounts>
+  /** The most each stage's queue held when read (this read's counts included by the caller). */
+  readonly maxQueued: ReadonlyArray<number>
+  readonly elapsedMillis: number
+  readonly entered: number
+  readonly delivered: number
+  readonly maxHeld: number
+  readonly window: number
+}): Pipeline.Stats => {
+  const { counts, hash, spec } = input
+  const number = (field: string) => {
+    const value = Number(hash[field] ?? 0)
+    return Number.isFinite(value) ? value : 0
+  }
+  const charged = new Map<string, Array<Pipeline.Charged>>()
+  const limits = new Map<string, ReadonlyArray<Budget.Limit>>()
+  for (const [field, value] of Object.entries(hash)) {
+    const parts = field.split(SEP)
+    if (parts[0] === "charged" && parts.length === 4) {
+      const list = charged.get(parts[1]!) ?? []
+      list.push({ scope: parts[2]!, dimension: parts[3]!, amount: Number(value) })
+      charged.set(parts[1]!, list)
+    } else if (parts[0] === "limits" && parts.length === 2) {
+      try {
+        const decoded = JSON.parse(value) as ReadonlyArray<
+          { dimension: string; amount: number; windowMillis: number; burst?: number }
+        >
+        limits.set(
+          parts[1]!,
+          decoded.map((l) => Budget.Limit.of(l.dimension as Budget.Dimension, l.amount, l.windowMillis, l.burst))
+        )
+      } catch {
+        // a value this version cannot read: that scope's limits are not known
+      }
+    }
+  }
+  const stages = spec.stages.map((stage, k): Pipeline.StageStats => {
+    const of = (counter: string) => number(`${counter}${SEP}${stage.name}`)
+    const count = counts[k] ?? { queued: 0, active: 0, workers: undefined }
+    const done = of("done")
+    const skipped = of("skipped")
+    return {
+      name: stage.name,
+      concurrency: stage.concurrency * (count.workers ?? 1),
+      capacity: input.window,
+      queued: count.queued,
+      maxQueued: Math.max(input.maxQueued[k] ?? 0, count.queued),
+      inFlight: count.active,
+      entered: done + skipped + count.queued + count.active,
+      done,
+      skipped,
+      retried: of("putBack"),
+      calls: of("calls"),
+      callRetries: of("callRetries"),
+      rateLimited: of("rateLimited"),
+      admissionWaitMillis: of("admissionWaitMillis"),
+      busyMillis: of("busyMillis"),
+      idleMillis: 0,
+      blockedMillis: 0,
+      charged: charged.get(stage.name) ?? []
+    }
+  })
+  return {
+    pipeline: spec.name,
+    elapsedMillis: input.elapsedMillis,
+    entered: input.entered,
+    resumed: 0,
+    delivered: input.delivered,
+    held: input.entered - input.delivered,
+    maxHeld: input.maxHeld,
+    bound: input.window,
+    stages,
+    binding: Pipeline.binding(stages, input.elapsedMillis, { limitsOf: (scope) => limits.get(scope) ?? [] }),
+    callEvents: stages.some((stage) => stage.calls > 0),
+    distributed: true
+  }
+}
+
 /** `<output>.run.json` (the `.jsonl` extension dropped first): where a distributed run keeps its id. */
 export const runPath = (output: string): string =>
   `${output.endsWith(".jsonl") ? output.slice(0, -".jsonl".length) : output}.run.json`
@@ -195,6 +367,8 @@ export const work = <E>(options: {
   readonly redis: string
   /** How many failures with `stop` in a row stop the run ({@link STOP_AFTER}), and the first pause between them. */
   readonly stopAfter?: { readonly tries: number; readonly firstDelayMs: number } | undefined
+  /** The limiter the sender admits through: its limits on the scopes charged go to the run's figures (the binding budget). */
+  readonly limiter?: Pick<RateLimiter.Service, "limitsOf"> | undefined
 }): Effect.Effect<Working, string, Scope.Scope> =>
   Effect.gen(function*() {
     const { DelayedError, Queue: BullQueue, Worker } = yield* load
@@ -207,6 +381,7 @@ export const work = <E>(options: {
       (name) => closing(() => new BullQueue(name, { connection, prefix, defaultJobOptions }))
     )
     const queues = all.slice(1)
+    const client = (yield* Effect.promise(() => all[0]!.client)) as unknown as StatsClient
     let stopping = false
     // each run's outcomes queue, opened on its first outcome, closed with the worker
     const outcomeQueues = new Map<string, InstanceType<typeof BullQueue>>()
@@ -231,16 +406,24 @@ export const work = <E>(options: {
           Effect.gen(function*() {
             const { carry, id } = job.data
             const runId = job.data.run
-            const exit = yield* Effect.exit(run(carry, id))
+            const began = yield* Clock.currentTimeMillis
+            // the calls' events (`onEvent: Pipeline.onEvent` on the sender's OpenAi service) counted for this job
+            const [exit, tally] = yield* Pipeline.tallyCalls(run(carry, id))
+            const busy = (yield* Clock.currentTimeMillis) - began
+            // the job's figures go to the run's hash before its item goes on (the end of the run removes the hash)
+            const ended = (end: JobEnd) =>
+              record(client, statsKey(spec, runId), stage.name, end, tally, busy, options.limiter)
             if (Exit.isSuccess(exit)) {
               const next = last ? outcomesOf(runId) : queues[k]!
               const data: JobData = { run: runId, id, carry: exit.value }
+              yield* ended("done")
               yield* Effect.promise(() => next.add("item", data, { jobId: jobId(runId, id) }))
               return undefined
             }
             const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
             // a defect, or this worker being stopped: the job fails and is retried later, by any worker
             if (failure === undefined || (stopping && decide(failure) === "fail")) {
+              yield* ended(undefined)
               return yield* Effect.failCause(exit.cause)
             }
             const described = failure instanceof PipelineFile.MissingField
@@ -256,6 +439,7 @@ export const work = <E>(options: {
             if (decide(failure) === "fail") {
               const tries = (job.data.tries ?? 0) + 1
               const { firstDelayMs, tries: stopAfter } = options.stopAfter ?? { tries: STOP_AFTER, firstDelayMs: 1_000 }
+              yield* ended("putBack")
               if (tries < stopAfter) {
                 // tried again later, by any worker (not a BullMQ attempt: those are for defects)
                 yield* Effect.promise(() => job.updateData({ ...job.data, tries }))
@@ -274,6 +458,7 @@ export const work = <E>(options: {
               yield* Effect.promise(() => job.moveToDelayed(Date.now() + STOP_DELAY_MS, token))
               return "put back" as const
             }
+            yield* ended("skipped")
             yield* Effect.promise(() =>
               outcomesOf(runId).add("item", { run: runId, id, carry, skipped: failed } satisfies JobData, {
                 jobId: jobId(runId, id)
@@ -330,6 +515,22 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
         (name) => closing(() => new BullQueue(name, { connection, prefix, defaultJobOptions }))
       )
       const first = stages[0]!
+      const client = (yield* Effect.promise(() => first.client)) as unknown as StatsClient
+      const key = statsKey(spec, run)
+      yield* Effect.promise(async () => {
+        if (restart) {
+          // the figures of the runs whose queues were obliterated above
+          let cursor = "0"
+          do {
+            const [next, keys] = await client.scan(cursor, "MATCH", `${prefix}:stats-*`, "COUNT", 100)
+            if (keys.length > 0) await client.del(...keys)
+            cursor = next
+          } while (cursor !== "0")
+        }
+        // this coordinator's figures from now on (as a process's own stats: an earlier coordinator's are not counted)
+        await client.del(key)
+      })
+      const startedAt = yield* Clock.currentTimeMillis
       const outcomesQueue = yield* closing(() => new BullQueue(outcomesName(run), { connection, prefix }))
       // a rerun after a stop: the stop is over (the job that stopped the run is in its queue, put back)
       yield* Effect.promise(() => outcomesQueue.remove(stopId(run)).catch(() => 0))
@@ -346,6 +547,64 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
       /** Every id of the run read from the input: their jobs are removed at the end. */
       const all: Array<string> = []
       let inputEnded = false
+      let delivered = 0
+      let maxHeld = 0
+      const maxQueued = spec.stages.map(() => 0)
+      /** The figures as the run ended (read before its hash is removed), or as last read. */
+      let final: Pipeline.Stats | undefined
+      let lastRead: Pipeline.Stats | undefined
+      const readStats = Effect.gen(function*() {
+        const [hash, counts] = yield* Effect.promise(() =>
+          Promise.all([
+            client.hgetall(key),
+            Promise.all(stages.map(async (queue): Promise<QueueCounts> => {
+              const c = await queue.getJobCounts("waiting", "paused", "prioritized", "delayed", "active")
+              // CLIENT LIST: a managed Redis may refuse it
+              const workers = await queue.getWorkersCount().catch(() => undefined)
+              return {
+                queued: (c.waiting ?? 0) + (c.paused ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0),
+                active: c.active ?? 0,
+                workers
+              }
+            }))
+          ])
+        )
+        counts.forEach((c, k) => (maxQueued[k] = Math.max(maxQueued[k]!, c.queued)))
+        const now = yield* Clock.currentTimeMillis
+        lastRead = statsOf({
+          spec,
+          hash,
+          counts,
+          maxQueued,
+          elapsedMillis: now - startedAt,
+          entered: all.length,
+          delivered,
+          maxHeld,
+          window
+        })
+        return lastRead
+      })
+      const stats: Effect.Effect<Pipeline.Stats> = Effect.suspend(() =>
+        final !== undefined ? Effect.succeed(final) : readStats
+      ).pipe(
+        // Redis did not answer: the figures as last read
+        Effect.catchAllCause(() =>
+          Effect.succeed(
+            lastRead ??
+              statsOf({
+                spec,
+                hash: {},
+                counts: [],
+                maxQueued,
+                elapsedMillis: 0,
+                entered: 0,
+                delivered,
+                maxHeld,
+                window
+              })
+          )
+        )
+      )
       const finishIfDone = Effect.suspend(() =>
         inputEnded && pending.size === 0 ? Queue.offer(deliveries, "end") : Effect.void
       )
@@ -377,6 +636,7 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
               yield* Queue.offer(deliveries, { outcome, ack: written.open })
               yield* written.await
               if (pending.delete(id)) {
+                delivered++
                 if (holding.delete(id)) {
                   yield* permits.release(1)
                 }
@@ -409,6 +669,7 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
             all.push(item.id)
             if (early.delete(item.id)) return Effect.void
             pending.add(item.id)
+            maxHeld = Math.max(maxHeld, pending.size)
             return Effect.flatMap(permits.take(1), () => {
               // delivered while this waited for a permit: not added again
               if (!pending.has(item.id)) return Effect.asVoid(permits.release(1))
@@ -426,18 +687,22 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
           )
       )
       // the run is over: its jobs go (a later run has its own ids); left as they are when the run stops early
-      const cleanUp = Effect.promise(async () => {
-        for (let i = 0; i < all.length; i += 256) {
-          const ids = all.slice(i, i + 256).map((id) => jobId(run, id))
-          await Promise.all(stages.flatMap((queue) => ids.map((id) => queue.remove(id))))
-        }
-        await outcomesQueue.obliterate({ force: true })
-      })
+      const cleanUp = Effect.zipRight(
+        Effect.flatMap(stats, (last) => Effect.sync(() => (final = last))),
+        Effect.promise(async () => {
+          for (let i = 0; i < all.length; i += 256) {
+            const ids = all.slice(i, i + 256).map((id) => jobId(run, id))
+            await Promise.all(stages.flatMap((queue) => ids.map((id) => queue.remove(id))))
+          }
+          await outcomesQueue.obliterate({ force: true })
+          await client.del(key)
+        })
+      )
       const outcomes = Stream.fromQueue(deliveries).pipe(
         Stream.takeWhile((d): d is Message => d !== "end"),
         Stream.mapEffect((d) => "error" in d ? Effect.fail(d.error) : Effect.succeed(d)),
         Stream.concat(Stream.execute(cleanUp))
       )
-      return { outcomes }
+      return { outcomes, stats }
     })
 })

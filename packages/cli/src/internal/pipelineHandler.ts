@@ -161,7 +161,7 @@ export const workerHandler = (env: Environment, options: PipelineWorkerOptions) 
           pipelineExecutor(connectTo, spec),
           (executor) =>
             Effect.map(
-              Effect.mapError(Distributed.work({ spec, sender: executor, redis }), usage),
+              Effect.mapError(Distributed.work({ spec, sender: executor, redis, limiter: executor.limiter }), usage),
               (working) => ({ executor, working })
             )
         ))
