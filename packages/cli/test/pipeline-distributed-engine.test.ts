@@ -44,7 +44,7 @@ const echo = () => {
 const statsKeys = async (redis: string, name: string) => {
   const { hostname, port } = new URL(redis)
   const queue = new BullQueue("stage-a", { connection: { host: hostname, port: Number(port) }, prefix: "x" })
-  const client = await queue.client
+  const client = (await queue.client) as unknown as { keys: (pattern: string) => Promise<Array<string>> }
   const keys = await client.keys(`sluice-pipeline-${name}:stats-*`)
   await queue.close()
   return keys
