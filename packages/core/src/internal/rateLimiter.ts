@@ -39,6 +39,8 @@ interface Resolved {
 }
 
 const PermitSend = Symbol.for("@sluice/core/RateLimiter/PermitSend")
+/** A debit's own amount (a permit's charge moved into the send order as it is). */
+const amountOf = (debit: LimiterStore.Debit): number => debit.amount
 
 /**
  * How much earlier than the answered call a call must have been sent to count as having reached the
@@ -405,38 +407,82 @@ export const make = (
       return bucket
     }
 
-    const makePermit = (prepared: Prepared, admittedAt: number): Permit => {
-      const admission = ++admissions
+    /** A permit's place in the send order (`SendPoint`), written as it is marked sent, settled or absorbed. */
+    interface Point {
+      admission: number
+      sequence: number
+      entry: number | undefined
+      absorbed: Array<string> | undefined
+      counted: Array<string> | undefined
+      readonly debits: ReadonlyArray<LimiterStore.Debit>
+      readonly owner: object
+    }
+
+    /**
+     * Whether a settle's refund on this bucket waits for the server's reports (see `LimiterPermit.#refund`): only in a
+     * store whose level a report can raise (`track`: this limiter alone charges it), on a bucket whose server reports
+     * its level and is not known to true calls up to their usage; in a shared store reports only lower, and the
+     * refund is the only way back up.
+     */
+    const keepsCharge = (bucket: string): boolean => {
+      if (store.track === undefined) return false
+      const ledger = ledgers.get(bucket)
+      return ledger !== undefined && ledger.reported && !ledger.truesUp
+    }
+
+    /**
+     * A permit: its state in fields, its operations on the prototype (`settle` is an own arrow, so that it can be
+     * passed around unbound). One object and its send point per admission: a permit made of closures (five, an
+     * object literal's two getters, two effects made in advance) cost a simulated day ~23 MB and ~0.13 s.
+     */
+    class LimiterPermit implements Permit {
+      readonly [PermitSend]: Point
+      readonly scopes: ReadonlyArray<string>
+      readonly admittedAt: number
+      readonly #prepared: Prepared
       /** The limits this permit was admitted under (see `currentSpec`). */
-      const version = limitsVersion
-      ramps.charge(prepared.scopes, prepared.cost)
-      for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
-      const point: {
-        admission: number
-        sequence: number
-        entry: number | undefined
-        absorbed: Array<string> | undefined
-        counted: Array<string> | undefined
-        readonly debits: ReadonlyArray<LimiterStore.Debit>
-        readonly owner: object
-      } = {
-        admission,
-        sequence: sends,
-        entry: undefined,
-        absorbed: undefined,
-        counted: undefined,
-        debits: prepared.debits,
-        owner: ledgers
+      readonly #version: number
+      #state: Permit["state"] = "held"
+      #charged: Budget.Cost
+
+      constructor(prepared: Prepared, admittedAt: number) {
+        const admission = ++admissions
+        this.#prepared = prepared
+        this.#version = limitsVersion
+        this.#charged = prepared.cost
+        this.scopes = prepared.scopes
+        this.admittedAt = admittedAt
+        ramps.charge(prepared.scopes, prepared.cost)
+        for (const debit of prepared.debits) ledgerOf(debit.bucket.id, admission).unsent += debit.amount
+        this[PermitSend] = {
+          admission,
+          sequence: sends,
+          entry: undefined,
+          absorbed: undefined,
+          counted: undefined,
+          debits: prepared.debits,
+          owner: ledgers
+        }
       }
+
+      get charged(): Budget.Cost {
+        return this.#charged
+      }
+
+      get state(): Permit["state"] {
+        return this.#state
+      }
+
       /**
        * Moves this permit's charge from `unsent` into the send order, as `current` (per debit). Marked sent:
        * that is its point. Settled unmarked: its point stays its admission (it counts as sent then).
        */
-      const send = (at: number, current: (debit: LimiterStore.Debit) => number, marked: boolean) => {
+      #send(at: number, current: (debit: LimiterStore.Debit) => number, marked: boolean): void {
+        const point = this[PermitSend]
         const sequence = ++sends
         point.entry = sequence
         if (marked) point.sequence = sequence
-        for (const debit of prepared.debits) {
+        for (const debit of this.#prepared.debits) {
           const ledger = ledgers.get(debit.bucket.id)
           if (ledger === undefined) continue
           ledger.unsent -= debit.amount
@@ -444,24 +490,14 @@ export const make = (
           if (amount !== 0) ledger.record(sequence, at, amount, debit.amount)
         }
       }
+
       /** What this permit charged the bucket at admission. */
-      const chargedOn = (bucket: string) => {
+      #chargedOn(bucket: string): number {
         let amount = 0
-        for (const debit of prepared.debits) if (debit.bucket.id === bucket) amount += debit.amount
+        for (const debit of this.#prepared.debits) if (debit.bucket.id === bucket) amount += debit.amount
         return amount
       }
-      /**
-       * Whether a settle's refund on this bucket waits for the server's reports (see `refund`): only in a store whose
-       * level a report can raise (`track`: this limiter alone charges it); in a shared one reports only lower, and
-       * the refund is the only way back up.
-       */
-      const keepsCharge = (bucket: string) => {
-        if (store.track === undefined) return false
-        const ledger = ledgers.get(bucket)
-        return ledger !== undefined && ledger.reported && !ledger.truesUp
-      }
-      let state: Permit["state"] = "held"
-      let charged: Budget.Cost = prepared.cost
+
       /**
        * Applies corrections; `refunded` is what goes back per dimension (once per call, not per scope; counted
        * in the refunds metric as the caller's usage gave it back). `answered`: a settle to an answer's usage (not a release, nor a settle to nothing): where it gives back part
@@ -469,14 +505,16 @@ export const make = (
        * `Ledger.truesUp`), that part is not given back here — a server that keeps its charge still has it, and
        * its reports bring back what one that trues up gave.
        */
-      const refund = (
+      #refund(
         debits: ReadonlyArray<LimiterStore.Debit>,
         refunded: Budget.Cost,
         now: number,
         answered = false
-      ) => {
+      ): Effect.Effect<void, LimiterStore.LimiterStoreError> {
+        const point = this[PermitSend]
+        const prepared = this.#prepared
         if (debits.length === 0) {
-          if (point.entry === undefined && state === "settled") send(now, (debit) => debit.amount, false)
+          if (point.entry === undefined && this.#state === "settled") this.#send(now, amountOf, false)
           return Effect.void
         }
         let any = false
@@ -490,13 +528,13 @@ export const make = (
         if (point.entry !== undefined) {
           for (const debit of debits) {
             const ledger = ledgers.get(debit.bucket.id)
-            if (ledger !== undefined && ledger.adjust(point.entry!, debit.amount)) continue
-            if (debit.amount > 0) ledgerOf(debit.bucket.id, admission).record(++sends, now, debit.amount)
+            if (ledger !== undefined && ledger.adjust(point.entry, debit.amount)) continue
+            if (debit.amount > 0) ledgerOf(debit.bucket.id, point.admission).record(++sends, now, debit.amount)
           }
-        } else if (state === "settled") {
+        } else if (this.#state === "settled") {
           // answered, so sent by now: into the send order at its actual charge, as of now (the latest it
           // can have arrived: a report replayed over it assumes the least refill before it)
-          send(now, (debit) => {
+          this.#send(now, (debit) => {
             let amount = debit.amount
             for (const correction of debits) if (correction.bucket.id === debit.bucket.id) amount += correction.amount
             return amount
@@ -505,7 +543,7 @@ export const make = (
           for (const correction of debits) {
             if (correction.amount <= 0) continue
             if (prepared.debits.some((debit) => debit.bucket.id === correction.bucket.id)) continue
-            ledgerOf(correction.bucket.id, admission).record(point.entry!, now, correction.amount)
+            ledgerOf(correction.bucket.id, point.admission).record(point.entry!, now, correction.amount)
           }
         } else {
           for (const debit of prepared.debits) {
@@ -518,11 +556,11 @@ export const make = (
         // in what it has room for (`refundOn`). A charge is applied all the same: a server that trues up only
         // later has not counted it yet, and one that has is merely charged twice.
         let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
-        const stale = version !== limitsVersion
+        const stale = this.#version !== limitsVersion
         for (let i = 0; i < debits.length; i++) {
           const debit = debits[i]
           const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
-          const kept = answered && debit.amount < 0 && debit.amount > -chargedOn(debit.bucket.id) &&
+          const kept = answered && debit.amount < 0 && debit.amount > -this.#chargedOn(debit.bucket.id) &&
             keepsCharge(debit.bucket.id)
           const amount = debit.amount >= 0
             ? debit.amount
@@ -536,64 +574,62 @@ export const make = (
         const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
         return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
       }
-      const permit: Permit & { readonly [PermitSend]: SendPoint } = {
-        [PermitSend]: point,
-        scopes: prepared.scopes,
-        get charged() {
-          return charged
-        },
-        get state() {
-          return state
-        },
-        admittedAt,
-        settle: (actual) =>
-          Effect.clockWith((clock) => {
-            if (state !== "held") return Effect.void
-            const now = clock.unsafeCurrentTimeMillis()
-            state = "settled"
-            const corrections: Array<LimiterStore.Debit> = []
-            for (const resolved of prepared.resolved) {
-              const dimension = resolved.limit.dimension
-              const raw = actual[dimension]
-              if (raw === undefined) continue
-              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
-              const after = raw > 0 && Number.isFinite(raw) ? raw : 0
-              if (after !== before) corrections.push({ bucket: resolved.spec, amount: after - before })
-            }
-            const next: Record<string, number> = Object.assign({}, prepared.cost)
-            const refunded: Record<string, number> = {}
-            for (const dimension in actual) {
-              const raw = actual[dimension]
-              next[dimension] = raw > 0 && Number.isFinite(raw) ? raw : 0
-              const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
-              if (next[dimension] < before) refunded[dimension] = before - next[dimension]
-            }
-            charged = next
-            return refund(corrections, refunded, now, true)
-          }),
-        release: Effect.clockWith((clock) => {
-          if (state !== "held") return Effect.void
+
+      readonly settle = (actual: Budget.Cost): Effect.Effect<void, LimiterStore.LimiterStoreError> =>
+        Effect.clockWith((clock) => {
+          if (this.#state !== "held") return Effect.void
           const now = clock.unsafeCurrentTimeMillis()
-          state = "released"
-          charged = {}
-          return refund(
-            prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
-            prepared.cost,
+          this.#state = "settled"
+          const prepared = this.#prepared
+          const corrections: Array<LimiterStore.Debit> = []
+          for (const resolved of prepared.resolved) {
+            const dimension = resolved.limit.dimension
+            const raw = actual[dimension]
+            if (raw === undefined) continue
+            const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+            const after = raw > 0 && Number.isFinite(raw) ? raw : 0
+            if (after !== before) corrections.push({ bucket: resolved.spec, amount: after - before })
+          }
+          const next: Record<string, number> = Object.assign({}, prepared.cost)
+          const refunded: Record<string, number> = {}
+          for (const dimension in actual) {
+            const raw = actual[dimension]
+            next[dimension] = raw > 0 && Number.isFinite(raw) ? raw : 0
+            const before = prepared.cost[dimension] > 0 ? prepared.cost[dimension] : 0
+            if (next[dimension] < before) refunded[dimension] = before - next[dimension]
+          }
+          this.#charged = next
+          return this.#refund(corrections, refunded, now, true)
+        })
+
+      get release(): Effect.Effect<void, LimiterStore.LimiterStoreError> {
+        return Effect.clockWith((clock) => {
+          if (this.#state !== "held") return Effect.void
+          const now = clock.unsafeCurrentTimeMillis()
+          this.#state = "released"
+          this.#charged = {}
+          return this.#refund(
+            this.#prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount })),
+            this.#prepared.cost,
             now
           )
-        }),
-        markSent: Effect.suspend(() => {
-          if (state !== "held" || point.entry !== undefined) return Effect.void
+        })
+      }
+
+      get markSent(): Effect.Effect<void> {
+        return Effect.suspend(() => {
+          if (this.#state !== "held" || this[PermitSend].entry !== undefined) return Effect.void
           return Effect.clockWith((clock) => {
-            if (state === "held" && point.entry === undefined) {
-              send(clock.unsafeCurrentTimeMillis(), (debit) => debit.amount, true)
+            if (this.#state === "held" && this[PermitSend].entry === undefined) {
+              this.#send(clock.unsafeCurrentTimeMillis(), amountOf, true)
             }
             return Effect.void
           })
         })
       }
-      return permit
     }
+
+    const makePermit = (prepared: Prepared, admittedAt: number): Permit => new LimiterPermit(prepared, admittedAt)
 
     /*
      * The dispatcher counts its admissions and rejections in place (`unsafeUpdate`), with the metric labels of
