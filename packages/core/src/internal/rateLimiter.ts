@@ -9,6 +9,7 @@ import * as Arr from "effect/Array"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
@@ -28,6 +29,26 @@ import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./led
 import * as InternalMetrics from "./metrics.js"
 import { Ramps } from "./ramp.js"
 import * as Slot from "./slot.js"
+
+/**
+ * A generator of effects run as far as it goes without one (`yield effect` hands back the effect's success): its
+ * result at once when it yields none, else an effect that runs the rest. The dispatcher's pass needs an effect only
+ * for an asynchronous store, a jitter or a refund; an `Effect.gen` per pass (its generator wrapped in effects, an
+ * effect and a wrapper per `yield*`) was most of what a pass allocated.
+ */
+const runSteps = (body: () => Generator<Effect.Effect<unknown>, number, unknown>): number | Effect.Effect<number> => {
+  const steps = body()
+  const first = steps.next()
+  return first.done ? first.value : resumeSteps(steps, first.value)
+}
+const resumeSteps = (
+  steps: Generator<Effect.Effect<unknown>, number, unknown>,
+  effect: Effect.Effect<unknown>
+): Effect.Effect<number> =>
+  Effect.flatMap(effect, (value) => {
+    const step = steps.next(value)
+    return step.done ? Effect.succeed(step.value) : resumeSteps(steps, step.value)
+  })
 
 const laneIndex = (lane: Lane | undefined): number => lane === "background" ? 1 : 0
 const laneNames: ReadonlyArray<Lane> = ["interactive", "background"]
@@ -725,9 +746,12 @@ export const make = (
       if (was === undefined || was < due) blocked.set(key, due)
     }
 
-    /** One pass over the queue at `now`; returns when the next pass is due (epoch ms), Infinity for "on signal". */
-    const pass = (now: number): Effect.Effect<number> =>
-      Effect.gen(function*() {
+    /**
+     * One pass over the queue at `now`; returns when the next pass is due (epoch ms), Infinity for "on signal": at
+     * once when the pass needed no effect (a synchronous store, no jitter, no refund), else as an effect.
+     */
+    const pass = (now: number): number | Effect.Effect<number> =>
+      runSteps(function*() {
         blocked.clear()
         blockedKeys.length = 0
         let next = Number.POSITIVE_INFINITY
@@ -832,7 +856,9 @@ export const make = (
                 // a synchronous store answers in place (no effect per waiter visited)
                 answer = store.unsafeTryAcquire(waiter.prepared.debits, waiter.prepared.gates, now)
               } else if (answer === undefined) {
-                const admission = yield* Effect.either(store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates))
+                const admission = (yield Effect.either(
+                  store.tryAcquire(waiter.prepared.debits, waiter.prepared.gates)
+                )) as Either.Either<LimiterStore.Admission, LimiterStore.LimiterStoreError>
                 if (admission._tag === "Left") {
                   reject(waiter, admission.left)
                   break visit
@@ -842,7 +868,7 @@ export const make = (
               if (waiter.done) {
                 // cancelled while an asynchronous store answered: refund what it admitted
                 if (answer._tag === "Admitted") {
-                  yield* Effect.ignore(
+                  yield Effect.ignore(
                     store.adjust(
                       waiter.prepared.debits.map((debit) => ({ bucket: debit.bucket, amount: -debit.amount }))
                     )
@@ -852,7 +878,7 @@ export const make = (
               }
               if (answer._tag === "Admitted") {
                 const cancelled = deliver(waiter, now)
-                if (cancelled !== undefined) yield* cancelled
+                if (cancelled !== undefined) yield cancelled
                 break visit
               }
               const never = neverFits(waiter.prepared, answer)
@@ -877,7 +903,7 @@ export const make = (
               // FIFO on what binds: later waiters needing this scope and dimension queue behind this one
               // (so a large request is not starved by small ones); traffic that has room elsewhere flows.
               let due = now + answer.waitMillis
-              if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * (yield* Random.next))
+              if (jitter > 0) due += Math.ceil(answer.waitMillis * jitter * ((yield Random.next) as number))
               const key = `${answer.scope}\u0000${answer.dimension}`
               blockKey(key, due)
               if (due < next) next = due
@@ -949,7 +975,8 @@ export const make = (
       const clock = yield* Effect.clock
       while (true) {
         wakeup = Slot.make<void>()
-        const next = queued > 0 ? yield* pass(clock.unsafeCurrentTimeMillis()) : Number.POSITIVE_INFINITY
+        const passed = queued > 0 ? pass(clock.unsafeCurrentTimeMillis()) : Number.POSITIVE_INFINITY
+        const next = typeof passed === "number" ? passed : yield* passed
         if (queued > 0 && next !== Number.POSITIVE_INFINITY) {
           // woken by a signal or at `next`, whichever comes first
           wanted = next
