@@ -5,14 +5,18 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
 import { Clock, Effect, Fiber, Supervisor, TestClock } from "effect"
 
-/** Counts the fibers started under it (here: the limiter's own, forked as it is made and after). */
+/** Counts the fibers started under it (here: the limiter's own, forked as it is made and after), and those ended. */
 class Forks extends Supervisor.AbstractSupervisor<number> {
   count = 0
+  ended = 0
   get value() {
     return Effect.sync(() => this.count)
   }
   override onStart(): void {
     this.count++
+  }
+  override onEnd(): void {
+    this.ended++
   }
 }
 
@@ -75,4 +79,21 @@ describe("RateLimiter dispatcher timer", () => {
         yield* TestClock.adjust("10 seconds")
         expect(yield* Fiber.join(again)).toBe(70_000)
       })))
+
+  it.effect("an idle limiter holds no timer: the last waiter admitted before the timer's instant, the timer ends", () =>
+    withLimiter(
+      [Budget.make("pool:a", [Budget.Limit.perMinute("requests", 1)])],
+      (limiter, forks) =>
+        Effect.gen(function*() {
+          const first = yield* limiter.acquire(["pool:a"], { requests: 1 })
+          const waiting = yield* Effect.fork(limiter.acquire(["pool:a"], { requests: 1 }))
+          yield* TestClock.adjust("1 second")
+          expect([forks.count, forks.ended]).toEqual([2, 0]) // the dispatcher, and a timer to the refill
+          // the refund admits the waiter at once: nothing is queued, and nothing is left for the timer to wake
+          yield* first.release
+          expect((yield* Fiber.join(waiting)).admittedAt).toBe(1_000)
+          yield* TestClock.adjust("1 millis")
+          expect([forks.count, forks.ended]).toEqual([2, 1])
+        })
+    ))
 })

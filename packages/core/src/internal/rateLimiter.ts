@@ -994,6 +994,11 @@ export const make = (
             timerFiber = yield* Effect.fork(runTimer(fresh, clock))
           }
           // else it sleeps to an instant before `next`, and sleeps on to `next` from there
+        } else if (queued === 0 && timer !== undefined && timer.parked === undefined) {
+          // nothing queued: an idle limiter holds no timer (on the live clock, a timeout that keeps the process up)
+          timerFiber!.unsafeInterruptAsFork(self)
+          timer = undefined
+          timerFiber = undefined
         }
         yield* Slot.waitOwned(wakeup)
         wanted = Number.POSITIVE_INFINITY
