@@ -144,7 +144,8 @@ describe("distributed engine (BullMQ, in process)", () => {
         // the first coordinator adds every item, takes one outcome and dies before writing any
         const dead = yield* Scope.make()
         const first = yield* Scope.extend(
-          Distributed.engine(pipeline, redis, output).start(Stream.fromIterable(items), { restart: false }),
+          // a lock of 4 s (the default 30 s): the dead one's outcome comes back to the next within the test's time
+          Distributed.engine(pipeline, redis, output, 4_000).start(Stream.fromIterable(items), { restart: false }),
           dead
         )
         yield* Stream.runHead(first.outcomes)
@@ -153,7 +154,7 @@ describe("distributed engine (BullMQ, in process)", () => {
         // the next one reads its input only once an outcome came back: those outcomes come before their items
         const seen = yield* Deferred.make<void>()
         const later = Stream.fromIterable(items).pipe(Stream.tap(() => Deferred.await(seen)))
-        const second = yield* Distributed.engine(pipeline, redis, output).start(later, { restart: false })
+        const second = yield* Distributed.engine(pipeline, redis, output, 4_000).start(later, { restart: false })
         const delivered: Array<string> = []
         const fiber = yield* Effect.fork(Stream.runForEach(second.outcomes, ({ ack, outcome }) =>
           Effect.zipRight(

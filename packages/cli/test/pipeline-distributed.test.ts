@@ -71,7 +71,10 @@ const connect = (sim: Sim) => [
   "--api-key-env",
   "SLUICE_PIPELINE_KEY",
   "--tier",
-  "5"
+  "5",
+  // a killed worker's jobs go to the others after 4 s (the default lock is 30 s)
+  "--job-lock",
+  "4s"
 ]
 
 /** Every worker process started (killed at the end, whatever happens). */
@@ -199,7 +202,7 @@ describe("sluice pipeline worker (BullMQ on Redis, real processes)", () => {
             expect(r4, `1 worker ${r1.toFixed(1)}/s, 4 workers ${r4.toFixed(1)}/s`).toBeGreaterThanOrEqual(1.5 * r1)
             // the workers' figures per stage (their calls' events, through the run's hash on Redis): each stage's calls
             // as the simulator counted them, one a job, no 429, no retry; at least one job an item (a job whose lock
-            // lapsed on a loaded machine is run again: 33 jobs and calls in stage vector seen at load 17)
+            // lapsed on a loaded machine is run again: 33 jobs and calls in stage vector seen at load 17 with this 4 s lock)
             const wide = summaries.get("wide")!.stats!
             for (const stage of wide.stages) {
               const served = stats.attempts.filter((a) =>

@@ -325,8 +325,18 @@ const runIdFor = (output: string, restart: boolean): Effect.Effect<string, BulkR
     return Effect.succeed(run)
   })
 
-/** How long a job's lock lasts without renewal: a killed worker's jobs go back to the queue after about this. */
-const LOCK_MS = 4_000
+/**
+ * How long a job's lock lasts without renewal unless told (`--job-lock`; BullMQ's own default): a killed worker's
+ * jobs go back to the queue after about this, and a worker alive but stalled longer than it (a loaded machine, a GC
+ * pause) loses its job to another, which makes the call again. 4 s made that happen at load 17 (33 jobs for 32
+ * items), so the default leaves room for stalls; a test that kills workers passes a shorter one.
+ *
+ * @internal
+ */
+export const DEFAULT_LOCK_MS = 30_000
+
+/** BullMQ's lock options for a lock of `lockMs`: renewed, and stalled jobs looked for, every half of it. */
+const lockOptions = (lockMs: number) => ({ lockDuration: lockMs, stalledInterval: lockMs / 2, maxStalledCount: 100 })
 
 /** A job that failed (a failure no item gets past: quota, an outage) is tried again later, by any worker. */
 const defaultJobOptions = { attempts: 1_000, backoff: { type: "exponential", delay: 1_000 } }
@@ -369,6 +379,8 @@ export const work = <E>(options: {
   readonly stopAfter?: { readonly tries: number; readonly firstDelayMs: number } | undefined
   /** The limiter the sender admits through: its limits on the scopes charged go to the run's figures (the binding budget). */
   readonly limiter?: Pick<RateLimiter.Service, "limitsOf"> | undefined
+  /** How long a job's lock lasts without renewal ({@link DEFAULT_LOCK_MS} unless given). */
+  readonly lockMs?: number | undefined
 }): Effect.Effect<Working, string, Scope.Scope> =>
   Effect.gen(function*() {
     const { DelayedError, Queue: BullQueue, Worker } = yield* load
@@ -475,9 +487,7 @@ export const work = <E>(options: {
           connection,
           prefix,
           concurrency: stage.concurrency,
-          lockDuration: LOCK_MS,
-          stalledInterval: LOCK_MS / 2,
-          maxStalledCount: 100
+          ...lockOptions(options.lockMs ?? DEFAULT_LOCK_MS)
         })
       )
     })
@@ -494,7 +504,12 @@ export const work = <E>(options: {
  * `PipelineFile.StageError`; a coordinator starting resumes the pipeline's queues (paused by a stop) and drops a stop
  * an earlier coordinator of the run left.
  */
-export const engine = (spec: Spec, redis: string, output: string): PipelineFileModule.PipelineFile.Engine => ({
+export const engine = (
+  spec: Spec,
+  redis: string,
+  output: string,
+  lockMs: number = DEFAULT_LOCK_MS
+): PipelineFileModule.PipelineFile.Engine => ({
   paths: [{ role: "run file", path: runPath(output) }],
   start: (items, { restart }) =>
     Effect.gen(function*() {
@@ -648,9 +663,7 @@ export const engine = (spec: Spec, redis: string, output: string): PipelineFileM
             connection,
             prefix,
             concurrency: 1,
-            lockDuration: LOCK_MS,
-            stalledInterval: LOCK_MS / 2,
-            maxStalledCount: 100
+            ...lockOptions(lockMs)
           })
         ),
         (worker) =>

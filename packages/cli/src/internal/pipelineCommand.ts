@@ -21,6 +21,22 @@ const pipelineFileArg = Args.file({ name: "FILE.json", exists: "yes" }).pipe(
 )
 
 /**
+ * `--job-lock`: how long a BullMQ job's lock lasts without renewal (renewed every half of it while its worker runs
+ * it). A worker killed mid-job has its jobs taken by another after about this; a worker alive but stalled longer
+ * (a loaded machine, a long GC pause) loses its job to another and the call is made twice: not shorter than the
+ * stalls the machines can have.
+ *
+ * @internal
+ */
+export const jobLockOption = Options.text("job-lock").pipe(
+  Options.withDescription(
+    "With --redis: how long a stage job's lock lasts without renewal (a killed worker's jobs go to another after " +
+      "about this; a worker stalled longer loses its job and the call is made again); a duration, e.g. 30s"
+  ),
+  Options.withDefault("30s")
+)
+
+/**
  * `pipeline run FILE.json`'s options.
  *
  * @internal
@@ -34,6 +50,7 @@ export const runOptions = {
     Options.withDescription("Start over: truncate the output and the stages' checkpoints instead of resuming")
   ),
   progress: progressOption,
+  jobLock: jobLockOption,
   workers: optional(
     Options.integer("workers"),
     "Run the stages on BullMQ queues on --redis, in N worker processes started here (0: only workers started " +
@@ -59,6 +76,7 @@ export const runHandler = (env: Environment) => (options: PipelineRunOptions): H
  */
 export const workerOptions = {
   ...connectOptions,
+  jobLock: jobLockOption,
   redisEnv: optional(
     Options.text("redis-env"),
     "Read the Redis URL from this environment variable instead of --redis (kept off the command line, which ps shows)"

@@ -13,9 +13,11 @@ import type { Environment } from "../Cli.js"
 import { defaultErrorsPath, exitCode } from "../Cli.js"
 import { atSpeed, connect } from "./connect.js"
 import * as Distributed from "./distributed.js"
+import { parseMillis } from "./duration.js"
 import { checkRedisUrl, logRealTime, progressMode, usage } from "./handler.js"
 import type { ConnectOptions } from "./options.js"
 import type { PipelineRunOptions, PipelineWorkerOptions } from "./pipelineCommand.js"
+import type { UsageError } from "./usageError.js"
 
 /** @internal */
 export const runHandler = (env: Environment, options: PipelineRunOptions) =>
@@ -68,6 +70,14 @@ export const workerEnv = (options: ConnectOptions, redis: string): NodeJS.Proces
   ...Option.match(options.baseUrl, { onNone: () => ({}), onSome: (url) => ({ OPENAI_BASE_URL: url }) })
 })
 
+/** `--job-lock`'s duration, at least a second (BullMQ renews a lock every half of it). */
+const jobLockMs = (text: string): Effect.Effect<number, UsageError> => {
+  const ms = parseMillis(text)
+  return ms !== undefined && ms >= 1_000 && Number.isFinite(ms)
+    ? Effect.succeed(ms)
+    : Effect.fail(usage(`--job-lock: cannot parse ${JSON.stringify(text)} (a duration of at least 1s, e.g. 30s)`))
+}
+
 const pipelineRunBody = (env: Environment, options: PipelineRunOptions) =>
   Effect.gen(function*() {
     const spec = yield* Effect.mapError(PipelineFile.load(options.file), (e) => usage(e.message))
@@ -84,8 +94,9 @@ const pipelineRunBody = (env: Environment, options: PipelineRunOptions) =>
     if (distributed !== undefined && Option.isSome(options.redis)) {
       yield* Effect.mapError(Distributed.available, usage)
       const redis = yield* checkRedisUrl(options.redis.value, "--redis")
-      engine = Distributed.engine(spec, redis, options.output)
-      const args = ["pipeline", "worker", options.file, ...connectArgs(options)]
+      const lockMs = yield* jobLockMs(options.jobLock)
+      engine = Distributed.engine(spec, redis, options.output, lockMs)
+      const args = ["pipeline", "worker", options.file, ...connectArgs(options), "--job-lock", `${lockMs}ms`]
       yield* Effect.forEach(
         Array.from({ length: distributed }),
         () =>
@@ -154,6 +165,7 @@ export const workerHandler = (env: Environment, options: PipelineWorkerOptions) 
       ? yield* checkRedisUrl(Option.getOrThrow(options.redis), "--redis")
       : yield* checkRedisUrl(fromEnv, `--redis-env ${Option.getOrThrow(options.redisEnv)}`)
     const connectTo = { ...options, redis: Option.some(redis) }
+    const lockMs = yield* jobLockMs(options.jobLock)
     const body = Effect.gen(function*() {
       // each pipeline with its own executor (its stages' budgets), all on the one Redis
       const executors = yield* Effect.forEach(specs, (spec) =>
@@ -161,7 +173,10 @@ export const workerHandler = (env: Environment, options: PipelineWorkerOptions) 
           pipelineExecutor(connectTo, spec),
           (executor) =>
             Effect.map(
-              Effect.mapError(Distributed.work({ spec, sender: executor, redis, limiter: executor.limiter }), usage),
+              Effect.mapError(
+                Distributed.work({ spec, sender: executor, redis, limiter: executor.limiter, lockMs }),
+                usage
+              ),
               (working) => ({ executor, working })
             )
         ))
