@@ -3,8 +3,9 @@
  * by the clock alone keeps letting calls out while the first 429s are on their way (in real time, a CPU-starved
  * client at 20× simulated speed sees 10–25 ms stalls as 200–500 simulated ms). The in-process simulator (no
  * `x-ratelimit-*` headers, bare 429s) behind a network of `d` ms each way (and one whose round trip is the herd's own
- * queue), under TestClock, real `openai` SDK. Five runs of 400 calls: about 3.5 s of CPU each, the least that shows
- * the round trip's herd (a workload larger than the server's bucket, which the probe must overflow to find).
+ * queue, and a model slower than the probe's patience), under TestClock, real `openai` SDK. Six runs of 400 calls:
+ * about 3.5 s of CPU each, the least that shows the round trip's herd (a workload larger than the server's bucket,
+ * which the probe must overflow to find).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { OpenAi } from "@sluice/openai"
@@ -19,7 +20,10 @@ const CALLS = 400
 /** The model's latency (before the network's): the longest is in the bound on the finish. */
 const LATENCY = { min: 300, max: 900 }
 
-const run = (network: Parameters<typeof layerBehindNetwork>[0]) =>
+const run = (
+  network: Parameters<typeof layerBehindNetwork>[0],
+  latency: { readonly min: number; readonly max: number } = LATENCY
+) =>
   Effect.gen(function*() {
     const layer = yield* layerBehindNetwork(network)
     const random = rng(13)
@@ -47,7 +51,7 @@ const run = (network: Parameters<typeof layerBehindNetwork>[0]) =>
     seed: 3,
     models: { [MODEL]: { limits: LIMITS } },
     enforcement: { rateLimitHeaders: false, retryAfter: false, retryAfterMs: false, rateLimitMessage: "bare" },
-    latency: { request: { _tag: "uniform", min: LATENCY.min, max: LATENCY.max }, perOutputTokenMs: 0 }
+    latency: { request: { _tag: "uniform", min: latency.min, max: latency.max }, perOutputTokenMs: 0 }
   }))))
 
 /**
@@ -113,6 +117,39 @@ describe("OpenAi: learning without headers behind the herd's own queue", () => {
         expect(endedAt).toBeLessThanOrEqual(
           1.1 * minimum + 2 * (LATENCY.max + 2 * CALLS * PER_CALL_MILLIS) + 2 * 3_200
         )
+      }),
+    120_000
+  )
+})
+
+/**
+ * A model slower than the probe's patience (11-14 s an answer; the few-large shape's take 30-40 s) behind 500 ms each
+ * way: the herd goes out blind at 10 s, before any answer, and the probe's answer (sent alone) then shows a 429's round
+ * trip of 1 s (its round trip less `openai-processing-ms`): a doubling of 16 s (its bound). When the round trips kept
+ * were those of calls sent over the last 10 s, no answer counted (each came over 10 s after its call left), and a ramp
+ * started before any answer was bound to 3.2 s a doubling: it kept doubling every 3.2 s, 55 × 429 in 455 attempts
+ * (12.1%; 12-20 s a call: the same). Windowed on when they were answered, the first answer bounding the ramp: 12 in 412
+ * (2.9%; 12-20 s: 14 in 414). At 15-30 s the ramp, blind from 10 s, overran the server's bucket before the first
+ * answer came (17.6 s, a 429): 55 × 429 either way, nothing to pace by until then.
+ */
+const SLOW_MODEL = { min: 11_000, max: 14_000 }
+
+describe("OpenAi: learning without headers from a slow model's answers", () => {
+  it.effect(
+    `${CALLS} calls at once, 11-14 s a call and 500 ms each way: the ramp doubles by the 429's round trip`,
+    () =>
+      Effect.gen(function*() {
+        const { attempts, rejected, endedAt, minimum, ok } = yield* run(500, SLOW_MODEL)
+        console.log(
+          `slow model: ${attempts} attempts, ${rejected} × 429 (${
+            (100 * rejected / attempts).toFixed(1)
+          }%), wall ${endedAt} ms, minimum ${Math.round(minimum)} ms, ratio ${(endedAt / minimum).toFixed(3)}`
+        )
+        expect(ok).toBe(CALLS)
+        // 3% and one 429 of room (12 in 412 now; 55 in 455 before)
+        expect(rejected).toBeLessThanOrEqual(Math.floor(0.03 * attempts) + 1)
+        // as above, with the ramp's slowest doubling (16 s) for the slow start
+        expect(endedAt).toBeLessThanOrEqual(1.1 * minimum + 2 * (SLOW_MODEL.max + 2 * 500) + 2 * 16_000)
       }),
     120_000
   )

@@ -175,9 +175,11 @@ interface Ramp {
   readonly floor: Map<Dimension, number>
   /**
    * The blind ramp: the slowest pace its answers may give it (see {@link repaced}): its first pace (the probe's,
-   * a path slow without a herd) or {@link SLOWEST_DOUBLING_MILLIS}, whichever is slower.
+   * a path slow without a herd) or {@link SLOWEST_DOUBLING_MILLIS}, whichever is slower; `undefined` while a ramp
+   * that started before any answer (a probe whose model took longer than the wait for it) has had none, then the
+   * first answer's pace the same way (until then {@link SLOWEST_DOUBLING_MILLIS}).
    */
-  readonly slowest: number
+  slowest: number | undefined
   readonly given: Map<Dimension, number>
   /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
   readonly endsAt: number | undefined
@@ -210,10 +212,10 @@ interface PoolState {
   /** A blind (or still probing) pool's sends over the last {@link HISTORY_MILLIS}, in the order sent. */
   readonly sends: Array<Send>
   /**
-   * The pool's recent answers, in the order their calls were sent: when each was sent, and the blind ramp's doubling
-   * its round trip allows (see {@link doublingOf}).
+   * The pool's recent answers, in the order their calls were sent: when each was sent and when it was answered, and
+   * the blind ramp's doubling its round trip allows (see {@link doublingOf}).
    */
-  readonly answers: Array<{ readonly sentAt: number; readonly doubling: number }>
+  readonly answers: Array<{ readonly sentAt: number; readonly at: number; readonly doubling: number }>
   readonly learned: Map<string, Learned>
 }
 
@@ -390,10 +392,12 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
 
   /**
    * The doubling the pool's round trip allows: the slowest of what the answers to its {@link RECENT_ANSWERS} latest
-   * sends allow (those sent over the last {@link ROUND_TRIP_MILLIS}; each {@link NETWORK_ROUND_TRIPS} of its round
-   * trip less the server's time when the answer says it, else {@link ROUND_TRIPS} of its whole round trip: a call's
-   * departure to its answer read, the network both ways, the server, and the client's own delays in reading it; each
-   * within its bounds, see {@link ROUND_TRIPS}), `undefined` before any. A 429 comes back within the round trip (the
+   * sends allow (of the calls answered over the last {@link ROUND_TRIP_MILLIS}, whenever they were sent: a slow model
+   * answers 30 s after its call left, and a window on the sends kept no answer at all; each
+   * {@link NETWORK_ROUND_TRIPS} of its round trip less the server's time when the answer says it, else
+   * {@link ROUND_TRIPS} of its whole round trip: a call's departure to its answer read, the network both ways, the
+   * server, and the client's own delays in reading it; each within its bounds, see {@link ROUND_TRIPS}), `undefined`
+   * before any. A 429 comes back within the round trip (the
    * server refuses before it runs the model): what a ramp lets out in one round trip after the server's bucket ran
    * out is refused before the first 429 is read. The latest sends, not the latest answers nor the fastest: a herd
    * makes its own queue (in the client, the network and the server), and the round trip a 429 takes is the one of
@@ -403,11 +407,10 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
   const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
     const recent: Array<number> = []
-    for (
-      let i = answers.length - 1;
-      i >= 0 && recent.length < RECENT_ANSWERS && answers[i].sentAt >= now - ROUND_TRIP_MILLIS;
-      i--
-    ) recent.push(answers[i].doubling)
+    // the latest sent first; an answer read before the window is skipped (answers come in nearly the order sent)
+    for (let i = answers.length - 1; i >= 0 && recent.length < RECENT_ANSWERS; i--) {
+      if (answers[i].at >= now - ROUND_TRIP_MILLIS) recent.push(answers[i].doubling)
+    }
     return recent.length === 0 ? undefined : Math.max(...recent)
   }
 
@@ -429,6 +432,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       const millis = Math.max(0, now - sentAt)
       const answer = {
         sentAt,
+        at: now,
         doubling: Math.max(
           BLIND_DOUBLING_MILLIS,
           processingMillis === undefined
@@ -440,7 +444,8 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       let at = answers.length
       while (at > 0 && answers[at - 1].sentAt > sentAt) at--
       answers.splice(at, 0, answer)
-      if (answers.length > 64 && answers[31].sentAt < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
+      // forget the earliest sent, a batch at a time, once they were answered before the window (never the latest)
+      if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
       return state === undefined ? Effect.void : repaced(poolScope, state, now)
     })
 
@@ -456,6 +461,8 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       if (!state.blind || ramp === undefined || ramp.endsAt !== undefined || ramp.start.size === 0) return Effect.void
       const paced = doublingOf(state, now)
       if (paced === undefined) return Effect.void
+      // a ramp that started before any answer takes its bound from the first (the probe's, sent alone)
+      if (ramp.slowest === undefined) ramp.slowest = Math.max(SLOWEST_DOUBLING_MILLIS, paced)
       const doubling = Math.min(ramp.slowest, paced)
       const ratio = doubling / ramp.doublingMillis
       if (ratio <= REPACE && ratio >= 1 / REPACE) return Effect.void
@@ -563,7 +570,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         }
         if (ahead) {
           ramp.startedAt = now
-          ramp.doublingMillis = Math.min(ramp.slowest, blindDoubling(state, now))
+          ramp.doublingMillis = Math.min(ramp.slowest ?? SLOWEST_DOUBLING_MILLIS, blindDoubling(state, now))
           for (const [dimension] of ramp.start) {
             ramp.start.set(dimension, Math.max(ramp.floor.get(dimension) ?? 0, lastMinute(state, dimension, now)))
             ramp.given.set(dimension, 0)
@@ -634,13 +641,14 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         state.blind = true
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) if (level.learned) start.set(dimension, level.limit.capacity)
-        const doublingMillis = blindDoubling(state, now)
+        const paced = doublingOf(state, now)
+        const doublingMillis = paced ?? SLOWEST_DOUBLING_MILLIS
         return startRamp(poolScope, state, {
           startedAt: now,
           doublingMillis,
           start,
           floor: new Map(start),
-          slowest: Math.max(SLOWEST_DOUBLING_MILLIS, doublingMillis),
+          slowest: paced === undefined ? undefined : Math.max(SLOWEST_DOUBLING_MILLIS, paced),
           given: new Map(),
           endsAt: undefined
         })
