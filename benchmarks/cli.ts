@@ -588,7 +588,7 @@ const render = (
       probe.dist.length === 0
         ? ""
         : ` and ${seconds(median(probe.dist))} s from ${
-          installedBin === undefined ? "the built dist/ (`SLUICE_DIST=1`, as found, not rebuilt" : `${binText} (`
+          installedBin === undefined ? "the built dist/ (`SLUICE_DIST=1`, as found, not rebuilt" : `${binText} (times`
         }: ${probe.dist.map(seconds).join(", ")} s)`
     }; the rest of the start-up is reading and`,
     "checking the input file and building the executor.",

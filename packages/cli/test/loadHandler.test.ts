@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Cli } from "@sluice/cli"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import { loadHandler } from "../src/internal/usageError.js"
 
@@ -33,21 +34,19 @@ describe("loadHandler", () => {
       }
     }))
 
-  it.effect("any other failure to load: a UsageError with Node's first line, no stack", () =>
+  it.effect("any other failure to load (a module of its own, an error while loading): a defect with its stack", () =>
     Effect.gen(function*() {
-      const relative = yield* Effect.flip(
-        loadHandler("pipeline worker", () =>
-          notFound("Cannot find module './gone.js' imported from /a.js", "ERR_MODULE_NOT_FOUND"))
-      )
-      expect(relative.message).toBe(
-        "sluice pipeline worker could not load its modules (Cannot find module './gone.js' imported from /a.js): reinstall @sluice/cli"
-      )
-      const syntax = yield* Effect.flip(loadHandler("plan", () =>
-        Promise.reject(new SyntaxError("Unexpected token\n  at x"))))
-      expect(syntax.message).toBe("sluice plan could not load its modules (Unexpected token): reinstall @sluice/cli")
-      expect(
-        yield* loadHandler("sim", () =>
-          Promise.resolve({ ok: 1 }))
-      ).toEqual({ ok: 1 })
+      const relative = new Error("Cannot find module './gone.js' imported from /a.js")
+      Object.assign(relative, { code: "ERR_MODULE_NOT_FOUND" })
+      const syntax = new SyntaxError("Unexpected token")
+      for (const cause of [relative, syntax]) {
+        const exit = yield* Effect.exit(loadHandler("plan", () => Promise.reject(cause)))
+        expect(exit._tag).toBe("Failure")
+        if (exit._tag === "Failure") {
+          expect(Cause.isDie(exit.cause)).toBe(true)
+          expect(Cause.squash(exit.cause)).toBe(cause)
+        }
+      }
+      expect(yield* loadHandler("sim", () => Promise.resolve({ ok: 1 }))).toEqual({ ok: 1 })
     }))
 })

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Pipeline, PipelineFile } from "@sluice/openai"
 import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Distributed from "../src/internal/distributed.js"
 
@@ -125,5 +126,56 @@ describe("distributed stats (Distributed.statsOf)", () => {
       ])
       expect(Option.isNone(stats.binding)).toBe(true)
       expect(Pipeline.summary(stats)).toContain("binding: unknown (give the OpenAi service `onEvent: Pipeline.onEvent`")
+    }))
+})
+
+describe("distributed stats: a job's figures (Distributed.record)", () => {
+  const tally: Pipeline.CallTally = {
+    calls: 2,
+    callRetries: 1,
+    rateLimited: 1,
+    admissionWaitMillis: 12.5,
+    charged: [{ scope: "org:o/pool:m", dimension: "tokens", amount: 300 }]
+  }
+  const client = (exec: () => Promise<unknown>) => {
+    const writes: Array<string> = []
+    const stats: Distributed.StatsClient = {
+      multi: () => ({
+        hincrby: (_key, field, by) => writes.push(`hincrby ${field.replaceAll("\u0000", "/")} ${by}`),
+        hincrbyfloat: (_key, field, by) => writes.push(`hincrbyfloat ${field.replaceAll("\u0000", "/")} ${by}`),
+        hset: (_key, fields) => writes.push(`hset ${Object.keys(fields).join(",").replaceAll("\u0000", "/")}`),
+        expire: (_key, seconds) => writes.push(`expire ${seconds}`),
+        exec
+      }),
+      hgetall: () => Promise.resolve({}),
+      del: () => Promise.resolve(0),
+      scan: () => Promise.resolve(["0", []])
+    }
+    return { stats, writes }
+  }
+
+  it.effect("writes the job's counters in one transaction, the hash kept a week after its last write", () =>
+    Effect.gen(function*() {
+      const { stats, writes } = client(() => Promise.resolve([]))
+      yield* Distributed.record(stats, "k", "render", "done", tally, 40, undefined)
+      expect(writes).toContain("hincrby done/render 1")
+      expect(writes).toContain("hincrby calls/render 2")
+      expect(writes).toContain("hincrbyfloat charged/render/org:o/pool:m/tokens 300")
+      expect(writes).toContain(`expire ${7 * 24 * 3600}`)
+    }))
+
+  it.effect("a write Redis refuses is logged and never fails the job (BullMQ would run it again: its calls twice)", () =>
+    Effect.gen(function*() {
+      const { stats } = client(() => Promise.reject(new Error("READONLY You can't write against a read only replica")))
+      const logged: Array<string> = []
+      const logger = Logger.make(({ message }) => logged.push(String(message)))
+      const exit = yield* Effect.exit(
+        Distributed.record(stats, "k", "render", "done", tally, 40, undefined).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+        )
+      )
+      expect(exit._tag).toBe("Success")
+      expect(logged.join("\n")).toContain("figures were not recorded (stage render)")
+      expect(logged.join("\n")).toContain("READONLY")
     }))
 })

@@ -131,15 +131,27 @@ const stopId = (run: string) => `${run}-stop`
 const statsKey = (spec: Spec, run: string) => `${prefixOf(spec)}:stats-${run}`
 const SEP = "\u0000"
 
-/** How a stage's job ended, as its counter in the run's hash: none when it failed (it is tried again). */
-type JobEnd = "done" | "skipped" | "putBack" | undefined
+/**
+ * How a stage's job ended, as its counter in the run's hash: none when it failed (it is tried again).
+ *
+ * @internal
+ */
+export type JobEnd = "done" | "skipped" | "putBack" | undefined
 
-/** A Redis client as BullMQ's connection gives it (ioredis): the few commands the figures use. */
-interface StatsClient {
+/** How long a run's figures outlive their last write when no coordinator removes them (a run never resumed). */
+const STATS_TTL_SECONDS = 7 * 24 * 3600
+
+/**
+ * A Redis client as BullMQ's connection gives it (ioredis): the few commands the figures use.
+ *
+ * @internal
+ */
+export interface StatsClient {
   readonly multi: () => {
     hincrby(key: string, field: string, by: number): unknown
     hincrbyfloat(key: string, field: string, by: number): unknown
     hset(key: string, fields: Record<string, string>): unknown
+    expire(key: string, seconds: number): unknown
     exec(): Promise<unknown>
   }
   readonly hgetall: (key: string) => Promise<Record<string, string>>
@@ -153,8 +165,13 @@ interface StatsClient {
   ) => Promise<[string, Array<string>]>
 }
 
-/** A job's figures into the run's hash, in one transaction. */
-const record = (
+/**
+ * A job's figures into the run's hash, in one transaction; a failure is logged, never the job's. The hash lasts a
+ * week after its last write ({@link STATS_TTL_SECONDS}) if no coordinator removes it (a run never resumed).
+ *
+ * @internal
+ */
+export const record = (
   client: StatsClient,
   key: string,
   stage: string,
@@ -188,7 +205,15 @@ const record = (
       multi.hset(key, { [`limits${SEP}${scope}`]: JSON.stringify(limits) })
     }
   }
-  return Effect.promise(() => multi.exec())
+  multi.expire(key, STATS_TTL_SECONDS)
+  // best effort: the figures are only figures, and a job whose calls succeeded must go on whatever Redis says to
+  // them (a defect here would fail the job, and BullMQ would run it again: its calls sent and charged twice)
+  return Effect.tryPromise(() => multi.exec()).pipe(
+    Effect.catchAll((error) =>
+      Effect.logWarning(`a pipeline job's figures were not recorded (stage ${stage}): ${error.cause}`)
+    ),
+    Effect.asVoid
+  )
 }
 
 /** A stage queue's jobs now: waiting (or paused, or delayed to be tried again) and active, for every run on it. */

@@ -42,22 +42,23 @@ const missingPackage = (cause: unknown): string | undefined => {
 }
 
 /**
- * A command's handler module, loaded when the command runs (start-up loads only the tree): a module that cannot be
- * loaded is a {@link UsageError} naming the command and, when Node says which, the package to install, not a
- * defect with a stack trace.
+ * A command's handler module, loaded when the command runs (start-up loads only the tree): a package that is not
+ * installed (Node's `ERR_MODULE_NOT_FOUND` / `MODULE_NOT_FOUND` naming a package) is a {@link UsageError} saying
+ * what to install, not a defect with a stack trace. Any other failure to load (a module of the CLI's own missing, an
+ * error thrown while a module loads) is a defect, with its stack: a broken install or a bug, not the user's usage.
  *
  * @internal
  */
 export const loadHandler = <M>(command: string, load: () => Promise<M>): Effect.Effect<M, UsageError> =>
-  Effect.tryPromise({
-    try: load,
-    catch: (cause) => {
+  Effect.tryPromise({ try: load, catch: (cause) => cause }).pipe(
+    Effect.catchAll((cause) => {
       const pkg = missingPackage(cause)
-      const why = cause instanceof Error ? cause.message.split("\n")[0] : String(cause)
-      return new UsageError({
-        message: pkg === undefined
-          ? `sluice ${command} could not load its modules (${why}): reinstall @sluice/cli`
-          : `sluice ${command} needs the ${pkg} package, which is not installed: npm install ${pkg}`
-      })
-    }
-  })
+      return pkg === undefined
+        ? Effect.die(cause)
+        : Effect.fail(
+          new UsageError({
+            message: `sluice ${command} needs the ${pkg} package, which is not installed: npm install ${pkg}`
+          })
+        )
+    })
+  )
