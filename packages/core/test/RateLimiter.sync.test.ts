@@ -382,6 +382,34 @@ describe("RateLimiter.sync with since", () => {
       expect(yield* after(84_000)).toEqual({ synced: 24_000, settled: 0 })
     }))
 
+  it.effect("a refund a settle holds back on a reporting bucket is not counted in the refunds metric", () =>
+    Effect.gen(function*() {
+      // A call of 20,000 estimated answered with 1,000, the server's report of it, then a second such call: what
+      // its settle gives back, on the level and in the refunds metric (19,000 counted where none went back before).
+      const refundsMetric = Metric.tagged(Metrics.refunds, "dimension", "tokens")
+      const refunds = Effect.map(Metric.value(refundsMetric), (state) => state.count)
+      const settled = (remaining: number) =>
+        run((limiter) =>
+          Effect.gen(function*() {
+            const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+            yield* first.markSent
+            const sentAt = yield* Clock.currentTimeMillis
+            yield* first.settle({ tokens: 1_000 })
+            yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining, since: first, sentAt })
+            const second = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+            yield* second.markSent
+            const level = yield* levelOf(limiter)
+            const counted = yield* refunds
+            yield* second.settle({ tokens: 1_000 })
+            return { level: (yield* levelOf(limiter)) - level, metric: (yield* refunds) - counted }
+          })
+        )
+      // the refund waits for a report to show the server trues up, and is not counted as refunded
+      expect(yield* settled(75_000)).toEqual({ level: 0, metric: 0 })
+      // a full bucket (99,000 left after the call) shows it: the settle refunds, and it is counted
+      expect(yield* settled(99_000)).toEqual({ level: 19_000, metric: 19_000 })
+    }))
+
   it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
     run((limiter) =>
       Effect.gen(function*() {

@@ -540,9 +540,30 @@ export const make = (
         }
         let any = false
         for (const debit of debits) if (debit.amount < 0) any = true
+        // the refunds a reporting bucket holds back (`keepsCharge`); a dimension held back on every bucket it
+        // would go back to is not counted as refunded
+        let kept: Array<boolean> | undefined
+        if (answered && any) {
+          for (let i = 0; i < debits.length; i++) {
+            const debit = debits[i]
+            if (
+              debit.amount < 0 && debit.amount > -this.#chargedOn(debit.bucket.id) && keepsCharge(debit.bucket.id)
+            ) (kept ??= [])[i] = true
+          }
+        }
         let counted: Effect.Effect<void> | undefined
         for (const dimension in refunded) {
           if (!(refunded[dimension] > 0)) continue
+          if (kept !== undefined) {
+            let held = false
+            let given = false
+            for (let i = 0; i < debits.length; i++) {
+              if (!(debits[i].amount < 0) || debits[i].bucket.dimension !== dimension) continue
+              if (kept[i] === true) held = true
+              else given = true
+            }
+            if (held && !given) continue
+          }
           const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
           counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
@@ -581,11 +602,9 @@ export const make = (
         for (let i = 0; i < debits.length; i++) {
           const debit = debits[i]
           const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
-          const kept = answered && debit.amount < 0 && debit.amount > -this.#chargedOn(debit.bucket.id) &&
-            keepsCharge(debit.bucket.id)
           const amount = debit.amount >= 0
             ? debit.amount
-            : kept
+            : kept?.[i] === true
             ? 0
             : refundOn(point, ledgers, debit.bucket.id, debit.amount)
           if (amount === debit.amount && bucket === debit.bucket) continue
