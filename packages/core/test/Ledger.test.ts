@@ -20,8 +20,8 @@ class Model {
   entries: Array<Entry> = []
   dropped = 0
   truesUp = false
-  record(sequence: number, at: number, amount: number) {
-    this.entries.push({ sequence, at, amount, charge: amount })
+  record(sequence: number, at: number, amount: number, charge: number) {
+    this.entries.push({ sequence, at, amount, charge })
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.entries.length > 0 && this.entries[0].at < horizon) this.dropped = this.entries.shift()!.sequence
   }
@@ -71,7 +71,13 @@ class Model {
 }
 
 type Op =
-  | { readonly _tag: "record"; readonly gap: number; readonly step: number; readonly amount: number }
+  | {
+    readonly _tag: "record"
+    readonly gap: number
+    readonly step: number
+    readonly amount: number
+    readonly charge: number
+  }
   | { readonly _tag: "adjust"; readonly pick: number; readonly delta: number }
   | { readonly _tag: "ask"; readonly pick: number; readonly back: number }
 
@@ -86,7 +92,13 @@ const op: fc.Arbitrary<Op> = fc.oneof(
         { weight: 1, arbitrary: fc.integer({ min: 0, max: LEDGER_RETENTION_MILLIS + 10_000 }) }
       ),
       step: fc.integer({ min: 1, max: 3 }),
-      amount: fc.integer({ min: 0, max: 5_000 })
+      amount: fc.integer({ min: 0, max: 5_000 }),
+      // what the call was charged at admission: mostly its amount, else an estimate above or below it (a call
+      // settled before it was sent is recorded at its usage beside its charge)
+      charge: fc.oneof(
+        { weight: 1, arbitrary: fc.constant(-1) },
+        { weight: 2, arbitrary: fc.integer({ min: 0, max: 5_000 }) }
+      )
     })
   },
   {
@@ -129,8 +141,9 @@ describe("Ledger", () => {
           if (o._tag === "record") {
             now += o.gap
             sequence += o.step
-            ledger.record(sequence, now, o.amount)
-            model.record(sequence, now, o.amount)
+            const charge = o.charge < 0 ? o.amount : o.charge
+            ledger.record(sequence, now, o.amount, charge)
+            model.record(sequence, now, o.amount, charge)
             recorded.push(sequence)
             continue
           }
@@ -207,6 +220,37 @@ describe("Ledger", () => {
     expect(ledger.replay(1_501, start, 0, start + 100_000, bucket, undefined, 0)).toBe(30_000 - (total - kept[0]))
     expect(ledger.sentAfter(start + 4, sequence)).toBe(REPLAY_LIMIT + 10 - 5)
     expect(ledger.sentBy(start + 4, sequence)).toBe(1_505)
+  })
+
+  it("keeps what the entries count as at a server that keeps its charges through a compaction", () => {
+    const ledger = new Ledger(0)
+    let sequence = 0
+    const amounts: Array<number> = []
+    const kept: Array<number> = []
+    // every third answered with less than its charge (it counts at its charge), the others recorded at their charge
+    const record = (at: number, i: number) => {
+      const amount = (i % 5) + 1
+      const charge = i % 3 === 0 ? 10 : 0
+      ledger.record(++sequence, at, amount, charge)
+      amounts.push(amount)
+      kept.push(Math.max(amount, charge))
+    }
+    for (let i = 0; i < 1_100; i++) ledger.record(++sequence, i, 7, 9)
+    amounts.length = kept.length = 0
+    // 1,000 entries within the retention, then, past it for the first 1,100 (dropped): compacted as the first
+    // one after is recorded, with 1,001 entries left, and both trees rebuilt, the kept one too
+    for (let i = 0; i < 1_000; i++) record(2_000 + i, i)
+    const start = LEDGER_RETENTION_MILLIS + 1_500
+    for (let i = 0; i < 1_100; i++) record(start, i)
+    expect(ledger.amountOf(1_100)).toBe(0)
+    expect(ledger.amountOf(1_101)).toBe(1)
+    const sum = (values: ReadonlyArray<number>) => values.reduce((a, b) => a + b, 0)
+    // the conservative path (more than REPLAY_LIMIT entries after 1,100) sums the tree of the reading in use
+    expect(amounts.length).toBeGreaterThan(REPLAY_LIMIT)
+    ledger.truesUp = false
+    expect(ledger.replay(1_100, 2_000, 0, start + 100_000, bucket, undefined, 0)).toBe(30_000 - sum(kept))
+    ledger.truesUp = true
+    expect(ledger.replay(1_100, 2_000, 0, start + 100_000, bucket, undefined, 0)).toBe(30_000 - sum(amounts))
   })
 })
 
