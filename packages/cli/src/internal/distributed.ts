@@ -100,7 +100,8 @@ const connectionOf = (url: string) => {
   return {
     // `rediss://`: TLS, as ioredis reads the same URL for the budgets' store
     ...(u.protocol === "rediss:" ? { tls: {} } : {}),
-    host: u.hostname,
+    // an IPv6 host without its brackets (`redis://[::1]:6379`), as ioredis reads it
+    host: u.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: u.port === "" ? 6379 : Number(u.port),
     ...(u.password === "" ? {} : { password: decodeURIComponent(u.password) }),
     ...(u.username === "" ? {} : { username: decodeURIComponent(u.username) }),
