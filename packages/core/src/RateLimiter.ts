@@ -141,9 +141,11 @@ export interface Permit {
    * `Observation.remaining`) the refund is left out: the report gave it back already. On a bucket whose
    * server reports its level in its answers (`sync` with `since`) and has not shown that it trues calls up to
    * their usage, in a store this limiter alone charges (whose level a report can raise), a settle to a
-   * positive usage gives nothing back either (such a server may keep what it
-   * charged; its reports bring back what it gave); a settle to nothing (a refused or failed call) refunds the
-   * whole charge. Idempotent: only the first settle or release counts.
+   * positive usage gives nothing back either where the reports are adopted both ways (such a server may keep what
+   * it charged; its reports bring back what it gave); where they only lower (the report's limit is not the
+   * budget's, a burst), the settle raises the level only as far as the latest report leaves room (replayed to now
+   * in a bucket of the server's limit, the calls since at their charge). A settle to nothing (a refused or failed
+   * call) refunds the whole charge. Idempotent: only the first settle or release counts.
    */
   readonly settle: (actual: Budget.Cost) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Refunds the whole charge (the call was not made), save on buckets an adopted report counted it on. Idempotent. */

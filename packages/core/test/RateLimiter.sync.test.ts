@@ -410,6 +410,41 @@ describe("RateLimiter.sync with since", () => {
       expect(yield* settled(99_000)).toEqual({ level: 19_000, metric: 19_000 })
     }))
 
+  it.effect("where reports only lower (a budget below the server's limit, or with a burst), a settle refunds as far as the latest report leaves room", () =>
+    Effect.gen(function*() {
+      // A call of 20,000 estimated answered with 1,000, the server's report of it, then a second such call: what
+      // its settle gives back, on the level and in the refunds metric. A report that cannot be adopted both ways
+      // only lowers the level: it never brings back what a settle held back, so the settle refunds up to the
+      // report (held back, a server that trues up but whose bucket is never near full left every call at its
+      // estimate for good: 0 here before).
+      const refundsMetric = Metric.tagged(Metrics.refunds, "dimension", "tokens")
+      const refunds = Effect.map(Metric.value(refundsMetric), (state) => state.count)
+      const settled = (limit: Budget.Limit, reported: number, remaining: number) =>
+        Effect.scoped(
+          Effect.gen(function*() {
+            const limiter = yield* RateLimiter.make({ budgets: [Budget.make(SCOPE, [limit])] })
+            const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+            yield* first.markSent
+            const sentAt = yield* Clock.currentTimeMillis
+            yield* first.settle({ tokens: 1_000 })
+            yield* limiter.sync(SCOPE, { dimension: "tokens", limit: reported, remaining, since: first, sentAt })
+            const second = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+            yield* second.markSent
+            const level = yield* levelOf(limiter)
+            const counted = yield* refunds
+            yield* second.settle({ tokens: 1_000 })
+            return { level: (yield* levelOf(limiter)) - level, metric: (yield* refunds) - counted }
+          })
+        ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+      // budget 100,000 below the server's 200,000, which has 150,000 left: room for all of it
+      expect(yield* settled(Budget.Limit.perMinute("tokens", 100_000), 200_000, 150_000))
+        .toEqual({ level: 19_000, metric: 19_000 })
+      // a budget of the server's limit with a burst of 50,000: the report, 60,000 less the second call at its
+      // charge, leaves room for 40,000; the level after the second call's charge is 29,000
+      expect(yield* settled(Budget.Limit.perMinute("tokens", 100_000, 50_000), 100_000, 60_000))
+        .toEqual({ level: 11_000, metric: 11_000 })
+    }))
+
   it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
     run((limiter) =>
       Effect.gen(function*() {

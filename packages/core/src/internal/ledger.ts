@@ -102,12 +102,28 @@ export class Ledger {
    */
   truesUp = false
   /**
-   * Whether the server has reported its level of this bucket in the answer to a call of this limiter's
-   * (`learnCharging`; a refusal's figures do not count): then, until it is known to true up, an answered call's
+   * Whether the server has reported its level of this bucket in the answer to a call of this limiter's, in a
+   * report adopted both ways (`learnCharging`; a refusal's figures do not count, nor a report that only lowers,
+   * which never brings back what a settle held back; see `lowered`): then, until it is known to true up, an answered call's
    * settle gives back nothing of its charge here (the reports bring back what the server gave back). Without
    * reports the settle is all there is to go by.
    */
   reported = false
+  /**
+   * The latest report of an answered call that only lowered this bucket (not adopted both ways: the report's limit
+   * is not the budget's, the budget has a burst, a burst of calls): the answered call's send sequence, when it was
+   * sent, the server's remaining and a bucket of the server's limit to replay it in. Until the server is known to
+   * true up, a settle's refund raises the level only as far as it leaves room, replayed to now (`replay`, the calls
+   * since at their charge: what a server that keeps its charges has).
+   */
+  lowered:
+    | {
+      readonly sequence: number
+      readonly from: number
+      readonly level: number
+      readonly bucket: { readonly capacity: number; readonly refillPerMs: number }
+    }
+    | undefined = undefined
   private sequences: Array<number> = []
   private times: Array<number> = []
   private amounts: Array<number> = []
@@ -227,15 +243,15 @@ export class Ledger {
    * call answered with less than it was charged, shows the server counts the call at about its usage (halfway:
    * the server's own estimate of the charge can differ from this client's by its prompt count). Never unlearned:
    * no report is evidence of keeping (a server that trues up reports as little as one that keeps whenever its
-   * bucket is not full).
+   * bucket is not full). `adopted`: whether the report is adopted both ways (see `reported`).
    */
-  learnCharging(entry: number, limit: number, remaining: number): boolean {
+  learnCharging(entry: number, limit: number, remaining: number, adopted: boolean): boolean {
     if (this.truesUp) return true
     const index = this.indexOf(entry)
     if (index < this.head || this.sequences[index] !== entry) return false
     const usage = this.amounts[index]
     const charge = this.charges[index]
-    if (usage > 0) this.reported = true
+    if (usage > 0 && adopted) this.reported = true
     if (usage > 0 && usage < charge && remaining > limit - (charge + usage) / 2) this.truesUp = true
     return this.truesUp
   }

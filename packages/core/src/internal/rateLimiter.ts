@@ -440,15 +440,18 @@ export const make = (
     }
 
     /**
-     * Whether a settle's refund on this bucket waits for the server's reports (see `LimiterPermit.#refund`): only in a
-     * store whose level a report can raise (`track`: this limiter alone charges it), on a bucket whose server reports
-     * its level and is not known to true calls up to their usage; in a shared store reports only lower, and the
-     * refund is the only way back up.
+     * Whether a settle's refund on this bucket waits for the server's reports (see `LimiterPermit.#refund`), in a store
+     * whose level a report can raise (`track`: this limiter alone charges it) while the server is not known to true
+     * calls up to their usage: `keep` where its reports are adopted both ways (`Ledger.reported`: they bring back
+     * what it gave back), `cap` where they only lower (`Ledger.lowered`: the refund raises the level only as far as
+     * the latest report leaves room, as they never bring back what a settle held back). In a shared store the refund
+     * is the only way back up.
      */
-    const keepsCharge = (bucket: string): boolean => {
-      if (store.track === undefined) return false
+    const holdOf = (bucket: string): "keep" | "cap" | undefined => {
+      if (store.track === undefined) return undefined
       const ledger = ledgers.get(bucket)
-      return ledger !== undefined && ledger.reported && !ledger.truesUp
+      if (ledger === undefined || ledger.truesUp) return undefined
+      return ledger.reported ? "keep" : ledger.lowered !== undefined ? "cap" : undefined
     }
 
     /**
@@ -540,32 +543,18 @@ export const make = (
         }
         let any = false
         for (const debit of debits) if (debit.amount < 0) any = true
-        // the refunds a reporting bucket holds back (`keepsCharge`); a dimension held back on every bucket it
-        // would go back to is not counted as refunded
-        let kept: Array<boolean> | undefined
+        // the refunds a reporting bucket holds back or caps (`holdOf`)
+        let holds: Array<"keep" | "cap" | undefined> | undefined
+        let capped: Array<LimiterStore.BucketSpec> | undefined
         if (answered && any) {
           for (let i = 0; i < debits.length; i++) {
             const debit = debits[i]
-            if (
-              debit.amount < 0 && debit.amount > -this.#chargedOn(debit.bucket.id) && keepsCharge(debit.bucket.id)
-            ) (kept ??= [])[i] = true
+            if (!(debit.amount < 0 && debit.amount > -this.#chargedOn(debit.bucket.id))) continue
+            const hold = holdOf(debit.bucket.id)
+            if (hold === undefined) continue
+            ;(holds ??= [])[i] = hold
+            if (hold === "cap") (capped ??= []).push(debit.bucket)
           }
-        }
-        let counted: Effect.Effect<void> | undefined
-        for (const dimension in refunded) {
-          if (!(refunded[dimension] > 0)) continue
-          if (kept !== undefined) {
-            let held = false
-            let given = false
-            for (let i = 0; i < debits.length; i++) {
-              if (!(debits[i].amount < 0) || debits[i].bucket.dimension !== dimension) continue
-              if (kept[i] === true) held = true
-              else given = true
-            }
-            if (held && !given) continue
-          }
-          const update = Metric.incrementBy(refundsOf(dimension), refunded[dimension])
-          counted = counted === undefined ? update : Effect.zipRight(counted, update)
         }
         if (point.entry !== undefined) {
           for (const debit of debits) {
@@ -597,22 +586,72 @@ export const make = (
         // server trued it up already, or a later report brings it back); one folded in by send order leaves
         // in what it has room for (`refundOn`). A charge is applied all the same: a server that trues up only
         // later has not counted it yet, and one that has is merely charged twice.
-        let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
+        // Where the reports only lower, a refund raises the level only up to the latest report replayed to now (in a
+        // bucket of the server's limit, the calls since at their charge): a server that keeps its charges has that.
         const stale = this.#version !== limitsVersion
-        for (let i = 0; i < debits.length; i++) {
-          const debit = debits[i]
-          const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
-          const amount = debit.amount >= 0
-            ? debit.amount
-            : kept?.[i] === true
-            ? 0
-            : refundOn(point, ledgers, debit.bucket.id, debit.amount)
-          if (amount === debit.amount && bucket === debit.bucket) continue
-          if (applied === debits) applied = debits.slice()
-          ;(applied as Array<LimiterStore.Debit>)[i] = { bucket, amount }
+        const apply = (levels: ReadonlyArray<number> | undefined) => {
+          let applied: Array<LimiterStore.Debit> | ReadonlyArray<LimiterStore.Debit> = debits
+          /** What goes back per bucket, held back or capped (`refundOn` aside): the refunds metric counts it. */
+          const given: Array<number> = []
+          let c = 0
+          for (let i = 0; i < debits.length; i++) {
+            const debit = debits[i]
+            const bucket = stale ? currentSpec(debit.bucket) : debit.bucket
+            let amount = debit.amount
+            const hold = holds?.[i]
+            if (hold === "keep") amount = 0
+            else if (hold === "cap") {
+              const ledger = ledgers.get(debit.bucket.id)!
+              const lowered = ledger.lowered!
+              const level = levels![c++]
+              // the report replayed to now in a bucket of the server's limit, the calls since at their charge (the
+              // settling one too): a server that keeps its charges has that much, one that trues up more
+              const replayed = ledger.replay(
+                lowered.sequence,
+                lowered.from,
+                lowered.level,
+                now,
+                lowered.bucket,
+                undefined,
+                0
+              )
+              if (replayed !== undefined) {
+                const room = Math.min(bucket.capacity, replayed)
+                amount = -Math.min(-amount, Math.max(0, room - level))
+              }
+            }
+            given[i] = amount < 0 ? -amount : 0
+            if (amount < 0) amount = refundOn(point, ledgers, debit.bucket.id, amount)
+            if (amount === debit.amount && bucket === debit.bucket) continue
+            if (applied === debits) applied = debits.slice()
+            ;(applied as Array<LimiterStore.Debit>)[i] = { bucket, amount }
+          }
+          let counted: Effect.Effect<void> | undefined
+          for (const dimension in refunded) {
+            let back = refunded[dimension]
+            if (!(back > 0)) continue
+            if (holds !== undefined) {
+              // held back or capped on every bucket it goes back to: counted as far as it went back
+              let most: number | undefined
+              for (let i = 0; i < debits.length; i++) {
+                if (debits[i].amount < 0 && debits[i].bucket.dimension === dimension) {
+                  most = Math.max(most ?? 0, holds[i] === undefined ? back : given[i])
+                }
+              }
+              if (most !== undefined) back = Math.min(back, most)
+              if (!(back > 0)) continue
+            }
+            const update = Metric.incrementBy(refundsOf(dimension), back)
+            counted = counted === undefined ? update : Effect.zipRight(counted, update)
+          }
+          const adjusted = counted === undefined
+            ? store.adjust(applied)
+            : Effect.zipRight(store.adjust(applied), counted)
+          return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
         }
-        const adjusted = counted === undefined ? store.adjust(applied) : Effect.zipRight(store.adjust(applied), counted)
-        return any ? Effect.ensuring(adjusted, Effect.sync(signal)) : adjusted
+        return capped === undefined
+          ? apply(undefined)
+          : Effect.flatMap(store.levels(capped, []), (levels) => apply(levels.levels))
       }
 
       readonly settle = (actual: Budget.Cost): Effect.Effect<void, LimiterStore.LimiterStoreError> =>
@@ -1363,19 +1402,6 @@ export const make = (
           const now = yield* Clock.currentTimeMillis
           const from = observation.sentAt ?? since.admittedAt
           if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
-          // Whether the server trues calls up to their usage, from its report of this one (see
-          // `Ledger.learnCharging`): until a report shows it, the calls replayed below count at their charge where
-          // they were answered with less (a server that keeps it still has them so).
-          if (
-            observation.limit !== undefined && observation.limit > 0 && point.entry !== undefined &&
-            since.state === "settled"
-          ) ledger.learnCharging(point.entry, observation.limit, remaining)
-          // the report counts the call itself: settled unmarked, its entry is after its point; held
-          // unmarked, it is in `unsent`
-          let ownUnsent = 0
-          if (point.entry === undefined && since.state === "held") {
-            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
-          }
           // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
           // store and the call was not part of a burst (BURST_CALLS): replayed from the calls sent a
           // little before this one (see REPORT_SKEW_MILLIS), those
@@ -1388,6 +1414,34 @@ export const make = (
               ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
             : undefined
+          // Whether the server trues calls up to their usage, from its report of this one (see
+          // `Ledger.learnCharging`): until a report shows it, the calls replayed below count at their charge where
+          // they were answered with less (a server that keeps it still has them so), and a settle's refund waits
+          // for the reports: held back where they are adopted both ways (`cut`, `Ledger.reported`), capped to the
+          // latest report where they only lower (`Ledger.lowered`: with a budget below the server's limit, or a
+          // burst, a server that trues up but whose bucket is never near full would leave every call at its
+          // estimate for good were it held back).
+          if (
+            observation.limit !== undefined && observation.limit > 0 && point.entry !== undefined &&
+            since.state === "settled"
+          ) {
+            ledger.learnCharging(point.entry, observation.limit, remaining, cut !== undefined)
+            // (a refusal's figures do not count: a refused call settles to nothing)
+            if (cut === undefined && ledger.amountOf(point.entry) > 0) {
+              ledger.lowered = {
+                sequence: point.sequence,
+                from,
+                level: remaining,
+                bucket: { capacity: observation.limit, refillPerMs: observation.limit / windowMillis }
+              }
+            }
+          }
+          // the report counts the call itself: settled unmarked, its entry is after its point; held
+          // unmarked, it is in `unsent`
+          let ownUnsent = 0
+          if (point.entry === undefined && since.state === "held") {
+            for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
+          }
           // about calls that reached the server before those of a report adopted already: it knows less (and
           // would take back what that one gave, as it counts their over-estimates)
           if (cut !== undefined && cut < ledger.absorbed) return
