@@ -31,6 +31,33 @@ const untracked = Layer.effect(
 const levelOf = (limiter: RateLimiter.Service) =>
   Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
 
+/**
+ * A call of 20,000 estimated answered with 1,000, the server's report of it (`reported` its limit, `remaining`
+ * left), then a second such call: what its settle gives back, on the level and in the refunds metric.
+ */
+const settleAfterReport = (limit: Budget.Limit, reported: number, remaining: number) => {
+  const refunds = Effect.map(
+    Metric.value(Metric.tagged(Metrics.refunds, "dimension", "tokens")),
+    (state) => state.count
+  )
+  return Effect.scoped(
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ budgets: [Budget.make(SCOPE, [limit])] })
+      const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+      yield* first.markSent
+      const sentAt = yield* Clock.currentTimeMillis
+      yield* first.settle({ tokens: 1_000 })
+      yield* limiter.sync(SCOPE, { dimension: "tokens", limit: reported, remaining, since: first, sentAt })
+      const second = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
+      yield* second.markSent
+      const level = yield* levelOf(limiter)
+      const counted = yield* refunds
+      yield* second.settle({ tokens: 1_000 })
+      return { level: (yield* levelOf(limiter)) - level, metric: (yield* refunds) - counted }
+    })
+  ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+}
+
 type Step =
   | { readonly _tag: "admit"; readonly estimate: number; readonly actualShare: number }
   | { readonly _tag: "send"; readonly pick: number }
@@ -384,26 +411,9 @@ describe("RateLimiter.sync with since", () => {
 
   it.effect("a refund a settle holds back on a reporting bucket is not counted in the refunds metric", () =>
     Effect.gen(function*() {
-      // A call of 20,000 estimated answered with 1,000, the server's report of it, then a second such call: what
-      // its settle gives back, on the level and in the refunds metric (19,000 counted where none went back before).
-      const refundsMetric = Metric.tagged(Metrics.refunds, "dimension", "tokens")
-      const refunds = Effect.map(Metric.value(refundsMetric), (state) => state.count)
+      // (see settleAfterReport) 19,000 counted where none went back before
       const settled = (remaining: number) =>
-        run((limiter) =>
-          Effect.gen(function*() {
-            const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
-            yield* first.markSent
-            const sentAt = yield* Clock.currentTimeMillis
-            yield* first.settle({ tokens: 1_000 })
-            yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining, since: first, sentAt })
-            const second = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
-            yield* second.markSent
-            const level = yield* levelOf(limiter)
-            const counted = yield* refunds
-            yield* second.settle({ tokens: 1_000 })
-            return { level: (yield* levelOf(limiter)) - level, metric: (yield* refunds) - counted }
-          })
-        )
+        settleAfterReport(Budget.Limit.perMinute("tokens", CAPACITY), CAPACITY, remaining)
       // the refund waits for a report to show the server trues up, and is not counted as refunded
       expect(yield* settled(75_000)).toEqual({ level: 0, metric: 0 })
       // a full bucket (99,000 left after the call) shows it: the settle refunds, and it is counted
@@ -412,30 +422,11 @@ describe("RateLimiter.sync with since", () => {
 
   it.effect("where reports only lower (a budget below the server's limit, or with a burst), a settle refunds as far as the latest report leaves room", () =>
     Effect.gen(function*() {
-      // A call of 20,000 estimated answered with 1,000, the server's report of it, then a second such call: what
-      // its settle gives back, on the level and in the refunds metric. A report that cannot be adopted both ways
+      // (see settleAfterReport) A report that cannot be adopted both ways
       // only lowers the level: it never brings back what a settle held back, so the settle refunds up to the
       // report (held back, a server that trues up but whose bucket is never near full left every call at its
       // estimate for good: 0 here before).
-      const refundsMetric = Metric.tagged(Metrics.refunds, "dimension", "tokens")
-      const refunds = Effect.map(Metric.value(refundsMetric), (state) => state.count)
-      const settled = (limit: Budget.Limit, reported: number, remaining: number) =>
-        Effect.scoped(
-          Effect.gen(function*() {
-            const limiter = yield* RateLimiter.make({ budgets: [Budget.make(SCOPE, [limit])] })
-            const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
-            yield* first.markSent
-            const sentAt = yield* Clock.currentTimeMillis
-            yield* first.settle({ tokens: 1_000 })
-            yield* limiter.sync(SCOPE, { dimension: "tokens", limit: reported, remaining, since: first, sentAt })
-            const second = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
-            yield* second.markSent
-            const level = yield* levelOf(limiter)
-            const counted = yield* refunds
-            yield* second.settle({ tokens: 1_000 })
-            return { level: (yield* levelOf(limiter)) - level, metric: (yield* refunds) - counted }
-          })
-        ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+      const settled = settleAfterReport
       // budget 100,000 below the server's 200,000, which has 150,000 left: room for all of it
       expect(yield* settled(Budget.Limit.perMinute("tokens", 100_000), 200_000, 150_000))
         .toEqual({ level: 19_000, metric: 19_000 })
