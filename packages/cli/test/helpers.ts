@@ -316,3 +316,34 @@ export const collect = (child: ChildProcess) => {
   )
   return { done, out: () => stdout, err: () => stderr }
 }
+
+/**
+ * A pipeline file of two stages (a gpt-4o-mini summary, then its embedding), `concurrency` workers each per
+ * process; the vector stage with a budget of `perSecond` requests a second when given. Request keys
+ * `<name>/<key>/<stage>`.
+ */
+export const twoStages = (name: string, perSecond?: number, concurrency = 3) => ({
+  name,
+  id: "key",
+  stages: [
+    {
+      name: "summary",
+      url: "/v1/chat/completions",
+      concurrency,
+      body: {
+        model: "gpt-4o-mini",
+        max_tokens: 8,
+        messages: [{ role: "user", content: `[req:${name}/{{key}}/summary] Summarize: {{text}}` }]
+      }
+    },
+    {
+      name: "vector",
+      url: "/v1/embeddings",
+      concurrency,
+      ...(perSecond === undefined
+        ? {}
+        : { budget: [{ dimension: "requests", amount: perSecond, window: "second", burst: 1 }] }),
+      body: { model: "text-embedding-3-small", input: `[req:${name}/{{key}}/vector] {{summary}}` }
+    }
+  ]
+})

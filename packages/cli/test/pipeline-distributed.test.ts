@@ -18,7 +18,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import * as Distributed from "../src/internal/distributed.js"
-import { capture, collect, type Sim, sluiceEntry, startSim } from "./helpers.js"
+import { capture, collect, type Sim, sluiceEntry, startSim, twoStages } from "./helpers.js"
 
 let entry = ""
 beforeAll(async () => {
@@ -34,33 +34,6 @@ const sluice = (args: ReadonlyArray<string>, redis: string) =>
     env: { ...process.env, SLUICE_PIPELINE_KEY: KEY, SLUICE_PIPELINE_REDIS: redis },
     stdio: ["ignore", "pipe", "pipe"]
   })
-
-/** Two stages, 2 workers each per process; the vector stage with a budget when `perSecond` is given. */
-const spec = (name: string, perSecond?: number) => ({
-  name,
-  id: "key",
-  stages: [
-    {
-      name: "summary",
-      url: "/v1/chat/completions",
-      concurrency: 3,
-      body: {
-        model: "gpt-4o-mini",
-        max_tokens: 8,
-        messages: [{ role: "user", content: `[req:${name}/{{key}}/summary] Summarize: {{text}}` }]
-      }
-    },
-    {
-      name: "vector",
-      url: "/v1/embeddings",
-      concurrency: 3,
-      ...(perSecond === undefined
-        ? {}
-        : { budget: [{ dimension: "requests", amount: perSecond, window: "second", burst: 1 }] }),
-      body: { model: "text-embedding-3-small", input: `[req:${name}/{{key}}/vector] {{summary}}` }
-    }
-  ]
-})
 
 // the Redis URL by a variable, as `pipeline run --workers N` passes it to the workers it starts
 const connect = (sim: Sim) => [
@@ -112,7 +85,7 @@ const stopAll = (workers: ReadonlyArray<{ readonly child: ChildProcess }>) =>
 
 const setup = (dir: string, name: string, n: number, perSecond?: number) => {
   const file = NodePath.join(dir, `${name}.json`)
-  NodeFs.writeFileSync(file, JSON.stringify(spec(name, perSecond)))
+  NodeFs.writeFileSync(file, JSON.stringify(twoStages(name, perSecond)))
   NodeFs.writeFileSync(
     NodePath.join(dir, `${name}.in.jsonl`),
     Array.from({ length: n }, (_, i) => JSON.stringify({ key: `k${i}`, text: `note ${i}` }) + "\n").join("")

@@ -11,7 +11,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { collect, sluiceEntry, startSim } from "./helpers.js"
+import { collect, sluiceEntry, startSim, twoStages } from "./helpers.js"
 
 let entry = ""
 beforeAll(async () => {
@@ -71,31 +71,7 @@ describe("sluice pipeline run --workers N: Ctrl-C", () => {
           const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-pipeline-sigint-"))
           try {
             const file = NodePath.join(dir, "sigint.json")
-            NodeFs.writeFileSync(
-              file,
-              JSON.stringify({
-                name: "sigint",
-                id: "key",
-                stages: [
-                  {
-                    name: "summary",
-                    url: "/v1/chat/completions",
-                    concurrency: 2,
-                    body: {
-                      model: "gpt-4o-mini",
-                      max_tokens: 8,
-                      messages: [{ role: "user", content: "[req:{{key}}/summary] Summarize: {{text}}" }]
-                    }
-                  },
-                  {
-                    name: "vector",
-                    url: "/v1/embeddings",
-                    concurrency: 2,
-                    body: { model: "text-embedding-3-small", input: "[req:{{key}}/vector] {{summary}}" }
-                  }
-                ]
-              })
-            )
+            NodeFs.writeFileSync(file, JSON.stringify(twoStages("sigint", undefined, 2)))
             const n = 40
             const input = NodePath.join(dir, "in.jsonl")
             NodeFs.writeFileSync(
