@@ -169,7 +169,7 @@ describe("sluice CLI (in process)", () => {
 
   // `Cli.run` reads and writes real files through Node streams and runs the embedded simulator on the clock it
   // installs itself (no latency here, so well under a second of wall time).
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "run --routing: lines naming a task go through the router, spill when a pool is full, and the summary says so",
     () =>

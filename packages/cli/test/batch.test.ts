@@ -207,7 +207,7 @@ describe("a batch in the progress line and the summary", () => {
 describe("sluice run --via (in process, embedded simulator)", () => {
   // `Cli.run` does real file I/O and runs the embedded simulator on the clock it installs itself (the Batch API's
   // timeline here is under a second of wall time).
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "--via batch: every line through the Batch API once, the image line live, a refused line named",
     () =>
@@ -256,7 +256,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "--via auto: what the enqueued-token limits pass by the deadline goes by batch, the rest live",
     () =>
@@ -292,7 +292,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "--via auto meets --deadline: exactly the lines the queues cannot pass by then go live, the batches end in time",
     () =>
@@ -357,7 +357,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "--via batch --retry-failed: a line a finished batch failed goes out again in a new batch",
     () =>
@@ -379,7 +379,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live("--via auto: the lines of a batch that expired go live, each custom_id once", () =>
     Effect.gen(function*() {
       // 4 simulated hours a request: each model's 10 lines need 40 h, so their batches expire at 24 h half done
@@ -403,7 +403,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       expect(new Set(ids).size).toBe(20)
     }), 60_000)
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "usage: --via auto needs --deadline; a bad enqueuedTokens is named; --cancel without a job says so",
     () =>
@@ -469,7 +469,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
     60_000
   )
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live("an unreadable batch state file stops --via batch, and only warns a --via live run", () =>
     Effect.gen(function*() {
       const job = setup(chat(4))
@@ -483,7 +483,7 @@ describe("sluice run --via (in process, embedded simulator)", () => {
       expect(NodeFs.readFileSync(job.state, "utf8")).toBe("not json\n")
     }))
 
-  // live: Cli.run sleeps on the test's Clock during real stream I/O; as it.effect it hangs to the 60 s timeout (tried)
+  // live: Cli.run writes real files through Node streams, whose callbacks TestClock cannot advance to (as it.effect it hangs)
   it.live(
     "--cancel: a job stopped mid-poll has its batches cancelled and recorded; a live rerun is refused; a rerun ends it",
     () =>

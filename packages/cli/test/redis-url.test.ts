@@ -15,7 +15,7 @@ import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { checkRedisUrl } from "../src/internal/handler.js"
 import { connectArgs, workerEnv } from "../src/internal/pipelineHandler.js"
-import { capture } from "./helpers.js"
+import { capture, chatBody, writeChatLines } from "./helpers.js"
 
 const check = (text: string) => Effect.runSync(Effect.either(checkRedisUrl(text, "--redis")))
 
@@ -74,15 +74,7 @@ describe("--redis URLs", () => {
     Effect.gen(function*() {
       const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-redis-url-"))
       const input = NodePath.join(dir, "in.jsonl")
-      NodeFs.writeFileSync(
-        input,
-        JSON.stringify({
-          custom_id: "a",
-          method: "POST",
-          url: "/v1/chat/completions",
-          body: { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }
-        }) + "\n"
-      )
+      writeChatLines(input, 1, "a", () => chatBody("gpt-4o-mini", "hi", 8))
       const output = NodePath.join(dir, "out.jsonl")
       const result = yield* capture([
         "run",
