@@ -345,6 +345,16 @@ export declare namespace RateLimiter {
     readonly deadline?: Date | number | undefined
     /** Give up when admission cannot happen within this long. */
     readonly maxWait?: Duration.DurationInput | undefined
+    /**
+     * Wait in the lane as if this call had arrived then (a `Date`, or epoch milliseconds): behind the waiters that
+     * arrived before it, ahead of those that arrived after (equal times keep the order of arrival). For a retry of
+     * a refused call, its first attempt's arrival: it keeps its place instead of queueing behind every call that
+     * arrived meanwhile. A time in the future (or none) is now; with nobody waiting, an earlier time changes
+     * nothing. The wait (its metrics, `maxWait`) still counts from this acquire.
+     *
+     * @since 0.2.0
+     */
+    readonly arrivedAt?: Date | number | undefined
   }
 }
 

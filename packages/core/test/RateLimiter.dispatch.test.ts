@@ -1,7 +1,8 @@
 // The dispatcher's pass stops early once every waiter left is merely blocked. This compares it with a pass that
 // always scans the whole queue (the reference): on random queues under TestClock — deadlines, priorities,
-// interruptions, learned and changed limits, closed scopes, a synchronous and an asynchronous store — both admit
-// the same requests in the same order at the same times, and refuse the others with the same errors.
+// interruptions, learned and changed limits, closed scopes, a synchronous and an asynchronous store, waiters placed
+// in the middle of their lane (`arrivedAt`) — both admit the same requests in the same order at the same times, and
+// refuse the others with the same errors.
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
 import { Clock, Effect, Exit, FastCheck as fc, Fiber, Layer, TestClock, TestContext } from "effect"
@@ -44,6 +45,11 @@ const request = fc.record({
     weight: 1,
     arbitrary: fc.integer({ min: 0, max: 120_000 })
   }),
+  // some placed as if they had arrived earlier (a retry keeping its place): put in the middle of their lane
+  arrivedBefore: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, {
+    weight: 1,
+    arbitrary: fc.integer({ min: 0, max: 20_000 })
+  }),
   hold: fc.integer({ min: 0, max: 5000 }),
   actual: fc.integer({ min: 0, max: 3000 }),
   cancelAt: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, {
@@ -79,7 +85,8 @@ const play = (input: Scenario, full: boolean) =>
           const exit = yield* Effect.exit(
             limiter.acquire(SCOPES[req.scopes], { requests: req.requests, tokens: req.tokens }, {
               priority: req.background ? "background" : "interactive",
-              maxWait: req.maxWait
+              maxWait: req.maxWait,
+              arrivedAt: req.arrivedBefore === undefined ? undefined : req.at - req.arrivedBefore
             })
           )
           if (Exit.isFailure(exit)) {

@@ -262,6 +262,15 @@ export declare namespace OpenAi {
      */
     readonly deadline?: Date | number | undefined
     readonly maxWait?: Duration.DurationInput | undefined
+    /**
+     * Wait for admission as if the call had arrived then (a `Date`, or epoch milliseconds): in its lane, behind the
+     * calls that arrived before, ahead of those after (`RateLimiter.AcquireOptions.arrivedAt`). Its retries keep
+     * its place on their own (the first attempt's arrival); give it for a call that is itself a retry, or a
+     * fallback, of an earlier one.
+     *
+     * @since 0.2.0
+     */
+    readonly arrivedAt?: Date | number | undefined
     /** A tenant scope (`tenant:<tenant>`) for fairness between the applications sharing a budget. */
     readonly tenant?: string | undefined
     /**

@@ -102,7 +102,13 @@ interface Waiter {
   /** The limits' version `prepared` was made for: a waiter queued before a limit changed is prepared again. */
   version: number
   readonly lane: number
+  /** When this acquire started: its wait (the metrics, the deadline's estimate) is measured from here. */
   readonly enqueuedAt: number
+  /**
+   * Its place in its lane (epoch ms): when it arrived, or the earlier arrival it was given
+   * (`AcquireOptions.arrivedAt`, a retry keeping its first attempt's place). A lane is in this order.
+   */
+  order: number
   readonly deadline: number
   /** Completed when it is admitted or refused (made when it starts to wait: a fast-path placeholder has none). */
   deferred: Slot.Slot<Permit, AcquireError> | undefined
@@ -344,6 +350,9 @@ export const make = (
     let verified = -1
     let passes = 0
     let passing = false
+    /** Where the pass under way is (its lane, the index of the waiter it visits): `push` keeps it on that waiter. */
+    let cursorLane = -1
+    let cursor = -1
     /** This pass's counts over the waiters it visited that are still queued. */
     const seenKeys = new Map<string, number>()
     let seenWaiters = 0
@@ -837,9 +846,11 @@ export const make = (
         let stopped = false
         scan: for (let l = 0; l < lanes.length; l++) {
           const lane = lanes[l]
-          // by index, as a `for…of` would (a waiter queued while an asynchronous store answers is visited too)
-          for (let w = 0; w < lane.length; w++) {
-            const waiter = lane[w]
+          cursorLane = l
+          // by index, as a `for…of` would (a waiter queued while an asynchronous store answers is visited too, if
+          // placed after the cursor; one placed before it moves the cursor on with it, see `push`)
+          for (cursor = 0; cursor < lane.length; cursor++) {
+            const waiter = lane[cursor]
             if (waiter.done) continue
             if (covered()) {
               stopped = true
@@ -979,6 +990,7 @@ export const make = (
           }
         }
         passing = false
+        cursorLane = -1
         if (!stopped) verified = start
         compact()
         return next
@@ -1075,6 +1087,14 @@ export const make = (
       return deadline
     }
 
+    /** A waiter's place in its lane (see `Waiter.order`): its `arrivedAt` when earlier than now, else now. */
+    const arrivalOf = (options: RateLimiter.AcquireOptions | undefined, now: number): number => {
+      const arrivedAt = options?.arrivedAt
+      if (arrivedAt === undefined) return now
+      const millis = typeof arrivedAt === "number" ? arrivedAt : arrivedAt.getTime()
+      return millis < now ? millis : now
+    }
+
     const sharesQueue = (prepared: Prepared): boolean => {
       if (queued === 0) return false
       for (const key of prepared.keys) if (keyCounts.has(key)) return true
@@ -1100,6 +1120,7 @@ export const make = (
       prepared: Prepared,
       lane: number,
       now: number,
+      order: number,
       deadline: number,
       estimate: number,
       placeholder = false
@@ -1109,6 +1130,7 @@ export const make = (
       version: limitsVersion,
       lane,
       enqueuedAt: now,
+      order,
       deadline,
       deferred: placeholder ? undefined : Slot.make<Permit, AcquireError>(),
       done: false,
@@ -1118,9 +1140,28 @@ export const make = (
       inFlight: false,
       seen: 0
     })
-    /** Puts a waiter at the end of its lane. */
+    /**
+     * Puts a waiter in its lane by its place (`order`): after every waiter placed at or before it, so that equal
+     * places keep the order of arrival. Nearly all arrive in order: the search runs from the end, and one that
+     * arrived now goes at the end at once (placed no earlier than the last: a clock set back does not reorder the
+     * lane). One given an earlier arrival (a retry keeping its first attempt's place) goes in the middle: a pass
+     * under way keeps its cursor on the waiter it visits (else it would visit that one again, as if blocked by
+     * itself), and the new one, behind the cursor, is visited by the next pass, which the caller's `signal` starts.
+     * No `epoch` bump: a pass's early stop holds in any order (it stops only where every waiter not visited yet
+     * needs a key an earlier waiter in the pass is denied on, and the new one is counted among those).
+     */
     const push = (waiter: Waiter) => {
-      lanes[waiter.lane].push(waiter)
+      const lane = lanes[waiter.lane]
+      const last = lane.length === 0 ? undefined : lane[lane.length - 1]
+      if (last === undefined || waiter.order >= last.order || waiter.order >= waiter.enqueuedAt) {
+        if (last !== undefined && last.order > waiter.order) waiter.order = last.order
+        lane.push(waiter)
+      } else {
+        let at = lane.length - 1
+        while (at > 0 && lane[at - 1].order > waiter.order) at--
+        lane.splice(at, 0, waiter)
+        if (passing && cursorLane === waiter.lane && at <= cursor) cursor++
+      }
       queued++
       countKeys(waiter.keys, 1)
       if (waiter.deadline !== Number.POSITIVE_INFINITY) finite++
@@ -1138,8 +1179,15 @@ export const make = (
       })
 
     /** Queues a waiter now (called as `acquire` runs) and waits for it. */
-    const enqueue = (prepared: Prepared, lane: number, now: number, deadline: number, estimate: number) => {
-      const waiter = newWaiter(prepared, lane, now, deadline, estimate)
+    const enqueue = (
+      prepared: Prepared,
+      lane: number,
+      now: number,
+      order: number,
+      deadline: number,
+      estimate: number
+    ) => {
+      const waiter = newWaiter(prepared, lane, now, order, deadline, estimate)
       push(waiter)
       signal()
       return awaitWaiter(waiter)
@@ -1172,11 +1220,12 @@ export const make = (
         return Effect.clockWith((clock): Effect.Effect<Permit, AcquireError> => {
           const now = clock.unsafeCurrentTimeMillis()
           const deadline = deadlineOf(options, now)
-          if (queued > 0) return enqueue(prepared, lane, now, deadline, 0)
+          const order = arrivalOf(options, now)
+          if (queued > 0) return enqueue(prepared, lane, now, order, deadline, 0)
           const ramped = ramps.held(scopes, cost, now)
           if (ramped !== undefined) {
             if (now + ramped.waitMillis > deadline) return deadlineFailure(ramped, deadline, now)
-            return enqueue(prepared, lane, now, deadline, ramped.waitMillis)
+            return enqueue(prepared, lane, now, order, deadline, ramped.waitMillis)
           }
           if (store.unsafeTryAcquire !== undefined) {
             // A synchronous store answers in this very step: nothing can come between its admission and the
@@ -1193,11 +1242,11 @@ export const make = (
             if (now + answer.waitMillis > deadline) {
               return deadlineFailure(answer, deadline, now)
             }
-            return enqueue(prepared, lane, now, deadline, answer.waitMillis)
+            return enqueue(prepared, lane, now, order, deadline, answer.waitMillis)
           }
           // The fast path of an asynchronous store: ask at once, holding a place at the head of the queue
           // meanwhile.
-          const waiter = newWaiter(prepared, lane, now, deadline, 0, true)
+          const waiter = newWaiter(prepared, lane, now, order, deadline, 0, true)
           waiter.inFlight = true
           push(waiter)
           return Effect.uninterruptibleMask((restore) =>

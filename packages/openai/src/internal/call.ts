@@ -171,6 +171,11 @@ interface Call {
   /** The attempts so far, and the kind of the last one's failure (what a retry retries). */
   attempts: number
   lastFailure: Errors.OpenAiError["_tag"] | undefined
+  /**
+   * When its first attempt asked the limiter for admission (its `CallOptions.arrivedAt` if earlier): every retry
+   * waits in its lane as if it had arrived then, keeping its place (`RateLimiter.AcquireOptions.arrivedAt`).
+   */
+  arrivedAt: number | undefined
   /** For its span: the time waited for admission over all attempts, what the last answer said. */
   waitedMillis: number
   answered: AnswerInfo | undefined
@@ -326,6 +331,7 @@ export const make = (
         tenant: telemetry.tenantLabel(callOptions?.tenant),
         attempts: 0,
         lastFailure: undefined,
+        arrivedAt: undefined,
         waitedMillis: 0,
         answered: undefined
       }
@@ -343,11 +349,19 @@ export const make = (
           const number = ++call.attempts
           const asked = yield* Clock.currentTimeMillis
           yield* restore(learner.fit(call.poolScope, call.cost))
+          // a retry keeps the first attempt's place in its lane (not behind the calls that arrived since)
+          if (call.arrivedAt === undefined) {
+            const now = yield* Clock.currentTimeMillis
+            const given = call.options?.arrivedAt
+            const millis = given === undefined ? now : typeof given === "number" ? given : given.getTime()
+            call.arrivedAt = millis < now ? millis : now
+          }
           const permit = yield* restore(Effect.mapError(
             limiter.acquire(call.scopes, call.cost, {
               priority: call.options?.priority,
               deadline: call.options?.deadline,
-              maxWait: call.options?.maxWait
+              maxWait: call.options?.maxWait,
+              arrivedAt: call.arrivedAt
             }),
             fromAdmission
           ))
