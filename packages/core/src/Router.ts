@@ -795,6 +795,14 @@ export interface Attempt {
   /** 1 for the first attempt of this request, counting every candidate. */
   readonly number: number
   readonly fallsOver: (error: unknown) => boolean
+  /**
+   * When the request arrived (epoch ms, `Request.now`). Passed to the limiter as `AcquireOptions.arrivedAt`, every
+   * attempt waits in its lane as of then: a fallback to another pool (or a wait in place) is not queued behind
+   * the calls that arrived after the request. `OpenAiRouter` does so.
+   *
+   * @since 0.2.0
+   */
+  readonly arrivedAt: number
 }
 
 // -----------------------------------------------------------------------------

@@ -327,6 +327,29 @@ describe("Router", () => {
       expect(calls).toEqual(["gpt-4o", "gpt-4.1"])
     }).pipe(Effect.provide(RateLimiter.layerMemory({ budgets: [] }))))
 
+  it.effect("every attempt is given the request's arrival: a fallback keeps its place in the next pool's lane", () =>
+    Effect.gen(function*() {
+      const router = yield* Router.make({ ...provider, candidates: [large, longContext] })
+      yield* TestClock.adjust("7 seconds")
+      const seen: Array<{ readonly id: string; readonly arrivedAt: number; readonly at: number }> = []
+      // the first candidate fails after 5 s; the fallback is attempted then, as of the request's arrival (7 s)
+      const call = (c: Router.Candidate, attempt: Router.Attempt) =>
+        Effect.flatMap(Clock.currentTimeMillis, (at) => {
+          seen.push({ id: c.id, arrivedAt: attempt.arrivedAt, at })
+          return c.id === "gpt-4.1"
+            ? Effect.succeed(c.id)
+            : Effect.delay(Effect.fail<CallError>(new ContextLengthExceeded({ model: c.model })), "5 seconds")
+        })
+      const request = { cost: { requests: 1, tokens: 150_000 }, promptTokens: 100_000, outputTokens: 10_000 }
+      const fiber = yield* Effect.fork(router.run(request, call))
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.join(fiber)).toBe("gpt-4.1")
+      expect(seen).toEqual([
+        { id: "gpt-4o", arrivedAt: 7_000, at: 7_000 },
+        { id: "gpt-4.1", arrivedAt: 7_000, at: 12_000 }
+      ])
+    }).pipe(Effect.provide(RateLimiter.layerMemory({ budgets: [] }))))
+
   it.effect("a content-policy failure does not fall over", () =>
     Effect.gen(function*() {
       const router = yield* Router.make({ ...provider, candidates: [large, mini, longContext] })

@@ -266,7 +266,7 @@ export declare namespace OpenAi {
      * Wait for admission as if the call had arrived then (a `Date`, or epoch milliseconds): in its lane, behind the
      * calls that arrived before, ahead of those after (`RateLimiter.AcquireOptions.arrivedAt`). Its retries keep
      * its place on their own (the first attempt's arrival); give it for a call that is itself a retry, or a
-     * fallback, of an earlier one.
+     * fallback, of an earlier one (`OpenAiRouter` gives each deployment's call its request's arrival).
      *
      * @since 0.2.0
      */

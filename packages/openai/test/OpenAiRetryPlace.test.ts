@@ -1,14 +1,14 @@
 /**
  * A refused call's retry keeps its first attempt's place in its lane (DESIGN.md, invariant 4: FIFO within a lane),
  * against the in-process simulator (real `openai` SDK, TestClock): it is not queued behind the calls that arrived
- * while it waited out its 429.
+ * while it waited out its 429. A router's fallback to another pool keeps its request's place there too.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Budget } from "@sluice/core"
-import type { OpenAi } from "@sluice/openai"
+import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
+import { OpenAi, Routing } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
 import { Effect, Exit } from "effect"
-import { drive, withService } from "./harness.js"
+import { drive, makeClient, withService } from "./harness.js"
 
 const call = (openai: OpenAi.OpenAi.Service, key: string) =>
   openai.chat.completions.create({
@@ -60,4 +60,64 @@ describe("OpenAi: a retry keeps its place", () => {
         // and some were waiting then (else the test shows nothing)
         expect(laterSent.filter((a) => a.at > asked).length).toBeGreaterThanOrEqual(2)
       })).pipe(Effect.provide(scenario)))
+})
+
+describe("Routing: a fallback keeps its request's place", () => {
+  // gpt-4o-mini times out (a 504 after 2 s) and the router falls over to gpt-4.1, whose pool admits one call each
+  // 10 s; 4 calls made straight to gpt-4.1 (the same limiter) queue there from 0 to 1.5 s. The routed call
+  // falls over as the request that arrived at 0 s: it was sent to gpt-4.1 at 10 s; before it kept its place, at
+  // 40 s, behind the 3 that arrived after it.
+  const scenario = SimConfig.make({
+    models: {
+      "gpt-4o-mini": { limits: { rpm: 1_000, tpm: 1_000_000 } },
+      "gpt-4.1": { limits: { rpm: 1_000, tpm: 1_000_000 } }
+    },
+    faults: { timeoutMs: 2_000 },
+    incidents: [{ fromMs: 0, toMs: 60_000, fault: "timeout", models: ["gpt-4o-mini"] }],
+    latency: { request: { _tag: "fixed", ms: 0 } }
+  })
+  const budgets = [
+    Budget.make("org:default/pool:gpt-4o-mini", [Budget.Limit.perMinute("requests", 1_000)]),
+    Budget.make("org:default/pool:gpt-4.1", [Budget.Limit.perMinute("requests", 6, 1)])
+  ]
+
+  it.effect("the routed call is admitted on gpt-4.1 before the calls that arrived there after it", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const client = yield* makeClient()
+      const limiter = yield* RateLimiter.make({ budgets })
+      const routed = yield* Routing.make({
+        client,
+        deployments: [{ id: "mini", model: "gpt-4o-mini" }, { id: "gpt-4.1", model: "gpt-4.1" }],
+        budgets
+      }).pipe(Effect.provideService(RateLimiter.RateLimiter, limiter))
+      // the other calls straight to gpt-4.1's service, on the same limiter
+      const direct = yield* OpenAi.make(client, { budgets }).pipe(
+        Effect.provideService(RateLimiter.RateLimiter, limiter)
+      )
+      const other = (i: number) =>
+        Effect.delay(
+          direct.chat.completions.create({
+            model: "gpt-4.1",
+            messages: [{ role: "user", content: `[req:other-${i}] hi` }],
+            max_tokens: 20
+          }),
+          i * 500
+        )
+      const { exit } = yield* drive(Effect.all([
+        routed.chat.completions.create({ messages: [{ role: "user", content: "[req:routed] hi" }], max_tokens: 20 }),
+        ...Array.from({ length: 4 }, (_, i) => other(i))
+      ], { concurrency: "unbounded" }))
+      expect(Exit.isSuccess(exit)).toBe(true)
+      const attempts = (yield* sim.stats).attempts
+      const sent = (key: string) => attempts.filter((a) => a.key === key && a.model === "gpt-4.1").map((a) => a.at)
+      console.log(
+        `fallback place: routed call sent to gpt-4.1 at ${sent("routed")} ms; other calls at ` +
+          JSON.stringify([0, 1, 2, 3].map((i) => sent(`other-${i}`)[0]))
+      )
+      expect(attempts.find((a) => a.key === "routed")?.model).toBe("gpt-4o-mini") // the 504, then the fallback
+      expect(sent("routed")).toHaveLength(1)
+      // other-0 was admitted at once; the routed call went before the 3 that were still waiting
+      for (const i of [1, 2, 3]) expect(sent(`other-${i}`)[0]).toBeGreaterThan(sent("routed")[0])
+    }).pipe(Effect.provide(Simulator.layer(scenario)), Effect.provide(LimiterStore.layerMemory), Effect.scoped))
 })

@@ -409,7 +409,7 @@ export const attempt = <A, E, R>(
     const number = run.steps.filter((s) => s._tag === "Attempt").length + 1
     run.steps.push({ _tag: "Attempt", candidate: c.id, at, attempt: n })
     yield* env.count(c.id, "chosen")
-    const call = f(c, { number, fallsOver: (error) => run.fallsOver(env.rules, c, error) })
+    const call = f(c, { number, fallsOver: (error) => run.fallsOver(env.rules, c, error), arrivedAt: run.req.now })
     const result = yield* Effect.either(
       env.guard(c, call).pipe(Effect.withSpan("Router.attempt", {
         attributes: { "sluice.router.candidate": c.id },

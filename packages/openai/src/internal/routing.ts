@@ -369,6 +369,9 @@ export const make = (
                   priority: request.priority,
                   deadline: request.deadline,
                   maxWait: request.maxWait,
+                  // as of the request's arrival: a fallback to another pool (or a wait in place) keeps the
+                  // request's place in its lane, not behind the calls that arrived since
+                  arrivedAt: attempt.arrivedAt,
                   tenant: request.tenant,
                   retry: policy === false ? false : composed(policy, attempt)
                 })
