@@ -112,13 +112,27 @@ const sluice = async (
     onEvent: (event) =>
       Effect.sync(() => {
         if (event._tag === "Admitted" && event.attempt > 1) retries++
+        if (debug && event._tag === "Admitted") {
+          process.stderr.write(
+            `${Math.round(options.meter.elapsed())} ms admit ${event.attempt} waited ${
+              Math.round(event.waitedMillis)
+            }\n`
+          )
+        }
+        if (debug && event._tag === "Succeeded") {
+          process.stderr.write(
+            `${Math.round(options.meter.elapsed())} ms ok (sent ${
+              Math.round(options.meter.elapsed() - event.latencyMillis)
+            }) lat ${Math.round(event.latencyMillis)}\n`
+          )
+        }
         if (event._tag === "Failed") {
           failedAttempts[event.error._tag] = (failedAttempts[event.error._tag] ?? 0) + 1
           if (debug) {
             process.stderr.write(
-              `${
-                Math.round(options.meter.elapsed())
-              } ms attempt ${event.attempt} ${event.error._tag}: ${event.error.message}\n`
+              `${Math.round(options.meter.elapsed())} ms (sent ${
+                Math.round(options.meter.elapsed() - event.latencyMillis)
+              }) attempt ${event.attempt} ${event.error._tag}: ${event.error.message}\n`
             )
           }
         }
