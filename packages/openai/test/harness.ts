@@ -232,17 +232,36 @@ export const behindNetwork = (millis: number) =>
     const fetch = yield* SimFetch.make
     if (millis === 0) return fetch
     const runtime = yield* Effect.runtime<never>()
-    return travelling(fetch, () => Runtime.runPromise(runtime)(Effect.sleep(millis)))
+    const travel = () => Runtime.runPromise(runtime)(Effect.sleep(millis))
+    return travelling(fetch, () => travel)
   })
 
-/** `fetch` with `travel` before its request and after its answer. */
+/** `fetch` with a trip before its request and after its answer (`trip()` gives each call's, the same both ways). */
 const travelling =
-  (fetch: typeof globalThis.fetch, travel: () => Promise<void>): typeof globalThis.fetch => async (input, init) => {
+  (fetch: typeof globalThis.fetch, trip: () => () => Promise<void>): typeof globalThis.fetch =>
+  async (input, init) => {
+    const travel = trip()
     await travel()
     const response = await fetch(input, init)
     await travel()
     return response
   }
+
+/**
+ * A network whose round trips within one herd differ: each request and its answer take `fast` ms each way, but one
+ * call in `every` (drawn with a seeded generator) takes `slow` (a client that reads some answers late while it sends,
+ * as over loopback HTTP, where calls sent together came back after 12 ms and after 300 ms).
+ */
+export const behindJitter = (options: { readonly fast: number; readonly slow: number; readonly every: number }) =>
+  Effect.gen(function*() {
+    const fetch = yield* SimFetch.make
+    const runtime = yield* Effect.runtime<never>()
+    const random = rng(29)
+    return travelling(fetch, () => {
+      const millis = random() < 1 / options.every ? options.slow : options.fast
+      return () => Runtime.runPromise(runtime)(Effect.sleep(millis))
+    })
+  })
 
 /**
  * `OpenAi` for organization "acme" with no budgets (what it enforces is learned; time slicing off) on the real SDK over
@@ -268,10 +287,11 @@ export const behindQueue = (options: { readonly oneWay: number; readonly perCall
     const fetch = yield* SimFetch.make
     const runtime = yield* Effect.runtime<never>()
     let free = 0
-    return travelling(fetch, () =>
+    const travel = () =>
       Runtime.runPromise(runtime)(Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const start = Math.max(now, free)
         free = start + options.perCall
         return Effect.sleep(free - now + options.oneWay)
-      })))
+      }))
+    return travelling(fetch, () => travel)
   })

@@ -111,6 +111,8 @@ const SLOWEST_NETWORK_DOUBLING_MILLIS = 16_000
 const ROUND_TRIP_MILLIS = 10_000
 /** The blind ramp's pace is the slowest of the answers to this many of its latest sends (see {@link doublingOf}). */
 const RECENT_ANSWERS = 5
+/** …and of every answer read over this long: the ramp speeds up only once its slow answers are this old. */
+const PACE_MEMORY_MILLIS = 2_000
 /** A blind ramp takes a new pace when the answers' differs from its own by more than this factor. */
 const REPACE = 1.25
 /** A probed limit (no headers) is this much above what the ramp lets out by the call's turn. */
@@ -403,15 +405,26 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
    * makes its own queue (in the client, the network and the server), and the round trip a 429 takes is the one of
    * the calls sent with it, not the probe's nor that of a call sent before the queue that a slow model answers late;
    * the slowest of five, as a burst's last calls wait behind its first (their median hid a queue of 100-300 ms).
+   * And the slowest of every answer read over the last {@link PACE_MEMORY_MILLIS}: within a herd the round trips of
+   * calls sent together differ eightfold (the client reads an answer late while it sends), so the five latest alone
+   * made the pace swing between 400 ms and 3.2 s a doubling several times a second, and each swing to the fast end
+   * let out a burst at five times the rate (over loopback HTTP, 106-156 x 429 in 756-806 attempts in one run of
+   * three). The ramp slows at once and speeds up only once its slow answers are that old.
    */
   const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
-    const recent: Array<number> = []
+    let slowest: number | undefined = undefined
+    let latest = 0
     // the latest sent first; an answer read before the window is skipped (answers come in nearly the order sent)
-    for (let i = answers.length - 1; i >= 0 && recent.length < RECENT_ANSWERS; i--) {
-      if (answers[i].at >= now - ROUND_TRIP_MILLIS) recent.push(answers[i].doubling)
+    for (let i = answers.length - 1; i >= 0; i--) {
+      const answer = answers[i]
+      if (answer.at < now - ROUND_TRIP_MILLIS) continue
+      if (latest < RECENT_ANSWERS || answer.at >= now - PACE_MEMORY_MILLIS) {
+        if (slowest === undefined || answer.doubling > slowest) slowest = answer.doubling
+      }
+      latest++
     }
-    return recent.length === 0 ? undefined : Math.max(...recent)
+    return slowest
   }
 
   /**
