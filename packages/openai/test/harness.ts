@@ -238,8 +238,7 @@ export const behindNetwork = (millis: number) =>
 
 /** `fetch` with a trip before its request and after its answer (`trip()` gives each call's, the same both ways). */
 const travelling =
-  (fetch: typeof globalThis.fetch, trip: () => () => Promise<void>): typeof globalThis.fetch =>
-  async (input, init) => {
+  (fetch: typeof globalThis.fetch, trip: () => () => Promise<void>): typeof globalThis.fetch => async (input, init) => {
     const travel = trip()
     await travel()
     const response = await fetch(input, init)
