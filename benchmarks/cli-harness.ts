@@ -12,7 +12,7 @@ import { SimServer } from "@sluice/testing/node"
 import type { Scope } from "effect"
 import { Effect } from "effect"
 import { execFileSync, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import * as Http from "node:http"
 import { createRequire } from "node:module"
 import { cpus, setPriority } from "node:os"
@@ -173,10 +173,30 @@ export const serveSimulator = (
 // the clients' processes
 // -----------------------------------------------------------------------------
 
-/** benchmarks/openai-client.ts, and the Node flags that run it from source. */
+/**
+ * `--built`: the clients load `@sluice/*` from the packages' `dist` (what an installed package runs: `pnpm build`
+ * first), not from their sources through tsx, whose compiling of a module on its first use stalls the client's event
+ * loop for up to 300 ms mid-run (benchmarks/results/openai-shapes.md, session 10).
+ */
+const built = process.argv.includes("--built")
+if (built) {
+  for (const pkg of ["core", "openai"]) {
+    const entry = fileURLToPath(new URL(`../packages/${pkg}/dist/esm/index.js`, import.meta.url))
+    if (!existsSync(entry)) {
+      process.stderr.write(`--built: ${entry} is missing; run \`pnpm build\` first\n`)
+      process.exit(2)
+    }
+  }
+}
+
+/** benchmarks/openai-client.ts, and the Node flags that run it (from source unless `--built`). */
 export const CLIENT = {
   path: fileURLToPath(new URL("./openai-client.ts", import.meta.url)),
-  execArgv: ["--conditions=sluice-source", "--import", createRequire(import.meta.url).resolve("tsx")]
+  execArgv: [
+    ...(built ? [] : ["--conditions=sluice-source"]),
+    "--import",
+    createRequire(import.meta.url).resolve("tsx")
+  ]
 } as const
 
 /** How a client process went, on this process's `performance.now()` clock. */

@@ -5,6 +5,7 @@
  *   pnpm bench:openai                                        (2 rounds; writes benchmarks/results/openai.md)
  *   pnpm bench:openai --rounds 1 --only sluice,cookbook      (a quick look; writes nothing)
  *   pnpm bench:openai --shapes all --rounds 1                (named workload shapes: benchmarks/openai-shapes.ts)
+ *   pnpm build && pnpm bench:openai --built …                (the clients load @sluice/* from dist, as installed)
  *
  * Rows: Sluice with its limits configured; Sluice in adaptive mode (no limits: learned from headers);
  * (a) the bare `openai` SDK with its built-in retries and `p-limit`, at several concurrencies; (b) a
