@@ -2,20 +2,12 @@
 // place instead of queueing behind every call that arrived meanwhile (DESIGN.md, invariant 4: FIFO within a lane).
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
-import type { MetricState } from "effect"
-import { Clock, Effect, FastCheck as fc, Fiber, Layer, Metric, Random, TestClock } from "effect"
+import type { Layer, MetricState } from "effect"
+import { Clock, Effect, FastCheck as fc, Fiber, Metric, Random, TestClock } from "effect"
+import { slowStore as slowStoreOf } from "./suite/stores.js"
 
 /** The memory store, answering admissions and adjustments after `millis` (as Redis does, later). */
-const slowStore = (millis: number) =>
-  Layer.effect(
-    LimiterStore.LimiterStore,
-    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-      ...inner,
-      tryAcquire: (debits, gates) => Effect.delay(inner.tryAcquire(debits, gates), millis),
-      unsafeTryAcquire: undefined,
-      adjust: (debits) => Effect.delay(inner.adjust(debits), millis)
-    }))
-  ).pipe(Layer.provide(LimiterStore.layerMemory))
+const slowStore = (millis: number) => slowStoreOf(millis, { adjust: true })
 
 const withLimiter = <A, E>(
   f: (limiter: RateLimiter.Service) => Effect.Effect<A, E>,

@@ -3,19 +3,11 @@
 // queue fails at once with the wait it would have had.
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, RateLimiter } from "@sluice/core"
-import { Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Effect, Exit, Fiber, Option, TestClock } from "effect"
+import { slowStore as slowStoreOf } from "./suite/stores.js"
 
-/** The memory store, answering admissions and adjustments after `millis` of (virtual) time. */
-const slowStore = (millis: number) =>
-  Layer.effect(
-    LimiterStore.LimiterStore,
-    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
-      ...inner,
-      tryAcquire: (debits, gates) => Effect.delay(inner.tryAcquire(debits, gates), millis),
-      unsafeTryAcquire: undefined, // an asynchronous store has no synchronous answer
-      adjust: (debits) => Effect.delay(inner.adjust(debits), millis)
-    }))
-  ).pipe(Layer.provide(LimiterStore.layerMemory))
+/** The memory store, answering admissions and adjustments after `millis` (as Redis does, later). */
+const slowStore = (millis: number) => slowStoreOf(millis, { adjust: true })
 
 const withLimiter = <A, E>(
   budgets: ReadonlyArray<Budget.Budget>,

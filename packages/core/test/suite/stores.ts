@@ -9,14 +9,21 @@ import { Effect, Layer } from "effect"
 /**
  * The memory store answering admissions `millis` of virtual time after it is asked: no `unsafeTryAcquire`, so the
  * limiter takes its asynchronous paths (the fast path's place in the queue, the dispatcher's effect per waiter).
+ * `adjust: true`: its adjustments (settles, refunds) answer as late, as Redis's do.
  */
-export const slowStore = (millis: Duration.DurationInput): Layer.Layer<LimiterStore.LimiterStore> =>
+export const slowStore = (
+  millis: Duration.DurationInput,
+  options?: { readonly adjust?: boolean }
+): Layer.Layer<LimiterStore.LimiterStore> =>
   Layer.effect(
     LimiterStore.LimiterStore,
     Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
       ...inner,
       tryAcquire: (debits, gates) => Effect.zipRight(Effect.sleep(millis), inner.tryAcquire(debits, gates)),
-      unsafeTryAcquire: undefined
+      unsafeTryAcquire: undefined,
+      ...(options?.adjust === true
+        ? { adjust: (debits) => Effect.zipRight(Effect.sleep(millis), inner.adjust(debits)) }
+        : {})
     }))
   ).pipe(Layer.provide(LimiterStore.layerMemory))
 
