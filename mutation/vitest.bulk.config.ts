@@ -6,6 +6,7 @@ import { mutationConfig } from "./vitest.shared.js"
 // BulkRunner.mutants.test.ts holds the tests written from this run's survivors: SLUICE_MUTATE_BEFORE=1 leaves it
 // out (the "before" figure of the fourth session). BulkRunner.mutants2.test.ts holds those of the sixth session's
 // chunked runs: SLUICE_MUTATE_BEFORE=6 leaves only it out (their "before": BulkRunner.mutants.test.ts was on main).
+// BulkRun.mutants.test.ts holds those of the tenth session's whole run: any SLUICE_MUTATE_BEFORE leaves it out.
 export default mutationConfig([
   "packages/openai/test/BulkRunner.test.ts",
   "packages/openai/test/BulkRunner.edges.test.ts",
@@ -13,5 +14,7 @@ export default mutationConfig([
   "packages/openai/test/Bodies.test.ts",
   "packages/openai/test/BulkRunner.offload.test.ts",
   ...(process.env.SLUICE_MUTATE_BEFORE === "1" ? [] : ["packages/openai/test/BulkRunner.mutants.test.ts"]),
-  ...(process.env.SLUICE_MUTATE_BEFORE === undefined ? ["packages/openai/test/BulkRunner.mutants2.test.ts"] : [])
+  ...(process.env.SLUICE_MUTATE_BEFORE === undefined
+    ? ["packages/openai/test/BulkRunner.mutants2.test.ts", "packages/openai/test/BulkRun.mutants.test.ts"]
+    : [])
 ])
