@@ -9,7 +9,6 @@ const isolated = [
   "packages/openai/test/BulkFiles.guards.test.ts",
   "packages/openai/test/BulkFiles.mutants.test.ts",
   "packages/openai/test/BulkRunner.mutants.test.ts",
-  "packages/openai/test/BulkRun.mutants.test.ts",
   // the 120,000-line Batch job (11 s of CPU): beside the forks' real-time waits, not in the shared thread's line,
   // which is the suite's longest (29 s of its 321 s in a fresh-clone run at load 6)
   "packages/openai/test/BatchOffload.large.test.ts"

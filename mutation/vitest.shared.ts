@@ -28,5 +28,17 @@ export const mutationConfig = (include: ReadonlyArray<string>) =>
     // Stryker bounds each mutant's run itself (timeoutMS and timeoutFactor over the dry run's times); vitest's own 60 s
     // per test is only in the way of the dry run, which on a loaded machine took over 60 s for one property of
     // RateLimiter.sync.test.ts and so stopped the run before any mutant (limiter, 07:05 UTC, load average 21).
-    test: { ...rootTest, include: [...include], testTimeout: 600_000, hookTimeout: 600_000 }
+    //
+    // Each test file in a fresh module graph (the root's shared thread has `isolate: false`, and Stryker runs every file
+    // in one thread): a file that mocks node:fs (vi.mock) mocks it only for the modules it loads first, so in a shared
+    // graph its mock did not apply whenever another file had loaded the runner before it. The tenth session's whole
+    // `mutate:bulk` run counted 17 mutants killed by the write-failure test of BulkRunner.mutants.test.ts whose run
+    // had completed (the mock not applied, the mutant not the cause), and with one more test file the dry run failed.
+    test: {
+      ...rootTest,
+      include: [...include],
+      testTimeout: 600_000,
+      hookTimeout: 600_000,
+      poolOptions: { ...rootTest.poolOptions, threads: { ...rootTest.poolOptions?.threads, isolate: true } }
+    }
   })
