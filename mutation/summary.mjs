@@ -2,7 +2,8 @@
 //   node mutation/summary.mjs <name>[,<name>...] [--without <test file part> ...]
 // Several names (the chunks of one run, e.g. limiter.1-350,limiter.351-520) are added up. With --targets [--shift N],
 // the mutants a report left alive take their result from its retest (<name>.targets.json, see targets.mjs); with
-// --targets-from <retest> (a retest of several chunks, `a+b`), from <retest>.targets.json.
+// --targets-from <retest> (a retest of several chunks, `a+b`), from <retest>.targets.json; with --all as well, every
+// mutant the retest holds (killed ones added to its config by hand) takes the retest's result.
 // With --without, also the score had the named test files not existed: a mutant counts as killed only when a test
 // outside them killed it (needs a run with disableBail, where killedBy lists every killing test; with bail,
 // killedBy holds the first killer only and the figure is a lower bound). Timeouts count as detected.
@@ -16,6 +17,8 @@ if (name === undefined) {
 const without = rest.filter((_, i) => rest[i - 1] === "--without")
 const targetsFrom = rest.includes("--targets-from") ? rest[rest.indexOf("--targets-from") + 1] : undefined
 const targets = rest.includes("--targets") || targetsFrom !== undefined
+// with --all, every mutant the retest holds takes its result, a killed one too (kills found spurious, retested)
+const retestAll = rest.includes("--all")
 const shift = rest.includes("--shift") ? Number(rest[rest.indexOf("--shift") + 1]) : 0
 const read = (file) => JSON.parse(NodeFs.readFileSync(`reports/mutation/${file}.json`, "utf8"))
 const reports = name.split(",").map((part) => {
@@ -29,8 +32,10 @@ const reports = name.split(",").map((part) => {
   for (const [file, { mutants }] of Object.entries(one.files)) {
     const retested = new Map((again.files[file]?.mutants ?? []).map((m) => [key(m, 0), m]))
     one.files[file].mutants = mutants.map((m) => {
-      if (m.status !== "Survived" && m.status !== "NoCoverage") return m
+      const alive = m.status === "Survived" || m.status === "NoCoverage"
+      if (!alive && !retestAll) return m
       const r = retested.get(key(m, shift))
+      if (r === undefined && !alive) return m
       if (r === undefined) throw new Error(`not retested: ${key(m, shift)}`)
       // the retest's test ids are its own report's: --without does not apply to a retested mutant
       return { ...r, killedBy: [], coveredBy: [] }

@@ -9,9 +9,12 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import * as Supervisor from "effect/Supervisor"
 import * as TestClock from "effect/TestClock"
 import fs from "node:fs"
 import * as NodeFs from "node:fs"
@@ -87,6 +90,19 @@ describe("BulkRun (mutation survivors, tenth session)", () => {
       })
       expect([...seen].sort()).toEqual(before)
       expect(summary).toMatchObject({ outcome: "completed", succeeded: 2 })
+    }))
+
+  it.effect("a run without a stop signal starts no fiber that fails: nothing is logged, even at the debug level", () =>
+    Effect.gen(function*() {
+      // a forked fiber that dies unobserved is logged by the runtime at the debug level, and only there
+      const logs: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => void logs.push(`${logLevel.label} ${String(message)}`))
+      const summary = yield* BulkRunner.run({ ...setup(["a"]), execute: ok, describe: describe_, ...silent }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+        Logger.withMinimumLogLevel(LogLevel.All)
+      )
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 1 })
+      expect(logs).toEqual([])
     }))
 
   it.effect("fsyncEvery: the output is synced after every that many lines; by default (256) after its first only", () =>
@@ -201,6 +217,31 @@ describe("BulkRun (mutation survivors, tenth session)", () => {
       })
       expect(summary.stop).toMatchObject({ _tag: "Executor", customId: "a", line: 1, message: "quota" })
       expect(summary).toMatchObject({ outcome: "stopped", succeeded: 0, notDone: 2 })
+    }))
+
+  it.effect("a worker that is done with its line is idle: a later read's line goes to it, no worker is added", () =>
+    Effect.gen(function*() {
+      // two reads: `a`, then `b` (300 KiB); `a` is done before `b` is read, so `b` needs no second worker
+      const { dir } = setup([])
+      const input = NodePath.join(dir, "two-reads.jsonl")
+      NodeFs.writeFileSync(input, [line("a", 1), line("b", 300 * 1024)].join("\n") + "\n")
+      const supervisor = yield* Supervisor.track
+      const fibers: Record<string, number> = {}
+      const summary = yield* BulkRunner.run({
+        input,
+        output: NodePath.join(dir, "out.jsonl"),
+        concurrency: 8,
+        countTotal: false,
+        execute: (r) =>
+          Effect.zipRight(
+            Effect.flatMap(supervisor.value, (alive) => Effect.sync(() => void (fibers[r.customId] = alive.length))),
+            ok(r)
+          ),
+        describe: describe_,
+        ...silent
+      }).pipe(Effect.supervised(supervisor))
+      expect(summary).toMatchObject({ outcome: "completed", succeeded: 2 })
+      expect(fibers["b"]).toBe(fibers["a"])
     }))
 
   it.effect("the queue holds as many lines as the concurrency: a read is not taken while the lines before it wait", () =>
