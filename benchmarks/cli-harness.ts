@@ -12,7 +12,7 @@ import { SimServer } from "@sluice/testing/node"
 import type { Scope } from "effect"
 import { Effect } from "effect"
 import { execFileSync, spawn } from "node:child_process"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import * as Http from "node:http"
 import { createRequire } from "node:module"
 import { cpus, setPriority } from "node:os"
@@ -175,15 +175,25 @@ export const serveSimulator = (
 
 /**
  * `--built`: the clients load `@sluice/*` from the packages' `dist` (what an installed package runs: `pnpm build`
- * first), not from their sources through tsx, whose compiling of a module on its first use stalls the client's event
- * loop for up to 300 ms mid-run (benchmarks/results/openai-shapes.md, session 10).
+ * first), not from their sources through tsx (which compiles a module on its first use, mid-run). A `dist` older
+ * than its package's sources is refused: the bench would measure code that is not the tree's.
  */
 const built = process.argv.includes("--built")
 if (built) {
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce(
+      (latest, entry) =>
+        Math.max(
+          latest,
+          entry.isDirectory() ? newest(join(dir, entry.name)) : statSync(join(dir, entry.name)).mtimeMs
+        ),
+      0
+    )
   for (const pkg of ["core", "openai"]) {
     const entry = fileURLToPath(new URL(`../packages/${pkg}/dist/esm/index.js`, import.meta.url))
-    if (!existsSync(entry)) {
-      process.stderr.write(`--built: ${entry} is missing; run \`pnpm build\` first\n`)
+    const sources = fileURLToPath(new URL(`../packages/${pkg}/src`, import.meta.url))
+    if (!existsSync(entry) || statSync(entry).mtimeMs < newest(sources)) {
+      process.stderr.write(`--built: ${entry} is missing or older than its sources; run \`pnpm build\` first\n`)
       process.exit(2)
     }
   }

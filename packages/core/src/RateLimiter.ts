@@ -350,7 +350,9 @@ export declare namespace RateLimiter {
      * arrived before it, ahead of those that arrived after (equal times keep the order of arrival). For a retry of
      * a refused call, its first attempt's arrival: it keeps its place instead of queueing behind every call that
      * arrived meanwhile. A time in the future (or none) is now; with nobody waiting, an earlier time changes
-     * nothing. The wait (its metrics, `maxWait`) still counts from this acquire.
+     * nothing. The wait (its metrics, `maxWait`) still counts from this acquire. It is a place, not a priority: a
+     * caller that gives an arrival earlier than its real one goes ahead of the callers in its lane (so pass only the
+     * first attempt's, as the openai service does; lanes are the priorities).
      *
      * @since 0.2.0
      */

@@ -64,6 +64,31 @@ describe("RateLimiter arrival order (arrivedAt)", () => {
       })
     ))
 
+  it.effect("a call given the same arrival as a waiter goes behind it (equal places keep the order of arrival)", () =>
+    withLimiter((limiter) =>
+      Effect.gen(function*() {
+        yield* TestClock.adjust("10 seconds")
+        yield* limiter.acquire(["org:a"], { requests: 1 }, background) // empties the bucket at 10 s
+        const order: Array<string> = []
+        const fork = (name: string, arrivedAt?: number) =>
+          Effect.fork(
+            Effect.tap(
+              limiter.acquire(["org:a"], { requests: 1 }, { ...background, arrivedAt }),
+              () => Effect.sync(() => order.push(name))
+            )
+          )
+        const a = yield* fork("a") // placed at 10 s
+        yield* TestClock.adjust("100 millis")
+        const b = yield* fork("b") // placed at 10.1 s
+        yield* TestClock.adjust("100 millis")
+        const sameAsA = yield* fork("same as a", 10_000)
+        const sameAsB = yield* fork("same as b", 10_100)
+        yield* TestClock.adjust("10 seconds")
+        for (const fiber of [a, b, sameAsA, sameAsB]) yield* Fiber.join(fiber)
+        expect(order).toEqual(["a", "same as a", "b", "same as b"])
+      })
+    ))
+
   it.effect("an arrival in the future is now, and an early one with nobody waiting changes nothing", () =>
     withLimiter((limiter) =>
       Effect.gen(function*() {

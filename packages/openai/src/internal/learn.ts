@@ -218,6 +218,11 @@ interface PoolState {
    * the blind ramp's doubling its round trip allows (see {@link doublingOf}).
    */
   readonly answers: Array<{ readonly sentAt: number; readonly at: number; readonly doubling: number }>
+  /**
+   * The answers read over the last {@link PACE_MEMORY_MILLIS} that no later one is as slow as (in the order read, so
+   * the slowest is first: a sliding maximum, one step an answer; see {@link doublingOf}).
+   */
+  readonly paces: Array<{ readonly at: number; readonly doubling: number }>
   readonly learned: Map<string, Learned>
 }
 
@@ -295,6 +300,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
         undone: new Map(),
         sends: [],
         answers: [],
+        paces: [],
         learned: new Map()
       }
       pools.set(poolScope, state)
@@ -405,25 +411,27 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
    * makes its own queue (in the client, the network and the server), and the round trip a 429 takes is the one of
    * the calls sent with it, not the probe's nor that of a call sent before the queue that a slow model answers late;
    * the slowest of five, as a burst's last calls wait behind its first (their median hid a queue of 100-300 ms).
-   * And the slowest of every answer read over the last {@link PACE_MEMORY_MILLIS}: within a herd the round trips of
-   * calls sent together differ eightfold (the client reads an answer late while it sends), so the five latest alone
-   * made the pace swing between 400 ms and 3.2 s a doubling several times a second, and each swing to the fast end
-   * let out a burst at five times the rate (over loopback HTTP, 106-156 x 429 in 756-806 attempts in one run of
-   * three). The ramp slows at once and speeds up only once its slow answers are that old.
+   * And the slowest of every answer read over the last {@link PACE_MEMORY_MILLIS} (`PoolState.paces`): within a herd
+   * the round trips of calls sent together differ (over loopback HTTP, 12 ms and 300 ms: the client reads some answers
+   * late while it sends), so the five latest alone can swing the pace between 400 ms and 3.2 s a doubling several times
+   * a second (seen in a traced run), each swing to the fast end letting out a burst at several times the rate. The
+   * ramp slows at once and speeds up only once its slow answers are that old: behind round trips of 5 ms, and 150 ms
+   * for one call in four (virtual time), 25 x 429 in 425 attempts became 5 in 405 (ratio 1.020 -> 1.029).
    */
   const doublingOf = (state: PoolState, now: number): number | undefined => {
     const answers = state.answers
     let slowest: number | undefined = undefined
     let latest = 0
     // the latest sent first; an answer read before the window is skipped (answers come in nearly the order sent)
-    for (let i = answers.length - 1; i >= 0; i--) {
+    for (let i = answers.length - 1; i >= 0 && latest < RECENT_ANSWERS; i--) {
       const answer = answers[i]
       if (answer.at < now - ROUND_TRIP_MILLIS) continue
-      if (latest < RECENT_ANSWERS || answer.at >= now - PACE_MEMORY_MILLIS) {
-        if (slowest === undefined || answer.doubling > slowest) slowest = answer.doubling
-      }
+      if (slowest === undefined || answer.doubling > slowest) slowest = answer.doubling
       latest++
     }
+    const paces = state.paces
+    while (paces.length > 0 && paces[0].at < now - PACE_MEMORY_MILLIS) paces.shift()
+    if (paces.length > 0 && (slowest === undefined || paces[0].doubling > slowest)) slowest = paces[0].doubling
     return slowest
   }
 
@@ -441,7 +449,8 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       // kept for a blind pool, and a pool still probing (whose first answer may start the blind ramp)
       const state = pools.get(poolScope)
       if (state?.blind !== true && adaptivePools.get(poolScope)?.probing !== true) return Effect.void
-      const answers = (state ?? stateOf(poolScope)).answers
+      const pool = state ?? stateOf(poolScope)
+      const answers = pool.answers
       const millis = Math.max(0, now - sentAt)
       const answer = {
         sentAt,
@@ -457,6 +466,10 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       let at = answers.length
       while (at > 0 && answers[at - 1].sentAt > sentAt) at--
       answers.splice(at, 0, answer)
+      // the sliding maximum of the last PACE_MEMORY_MILLIS: an answer no slower than this one never leads it again
+      const paces = pool.paces
+      while (paces.length > 0 && paces[paces.length - 1].doubling <= answer.doubling) paces.pop()
+      paces.push({ at: now, doubling: answer.doubling })
       // forget the earliest sent, a batch at a time, once they were answered before the window (never the latest)
       if (answers.length > 64 && answers[31].at < now - ROUND_TRIP_MILLIS) answers.splice(0, 32)
       return state === undefined ? Effect.void : repaced(poolScope, state, now)
