@@ -6,7 +6,8 @@ import { mutationConfig } from "./vitest.shared.js"
 // uninstrumented and covers nearly every mutant of the dispatcher. RateLimiter.mutants.test.ts holds the tests
 // written from the survivors of lines 1-350, RateLimiter.mutants2.test.ts those of the later lines (and
 // RateLimiter.mutants3.test.ts those of the seventh session's sample of lines 351-end, mutation/sample.mjs, and
-// RateLimiter.mutants4.test.ts those of the ninth session's sample of the lines after the dispatcher's pass):
+// RateLimiter.mutants4.test.ts those of the ninth session's sample of the lines after the dispatcher's pass, and
+// RateLimiter.mutants5.test.ts those of the tenth session's sample of the whole file):
 // SLUICE_MUTATE_BEFORE=1 leaves both out (the "before" figure of lines 1-350). The later lines' before runs (from line
 // 351, fifth session) ran without it, before RateLimiter.mutants2.test.ts existed: RateLimiter.mutants.test.ts was on
 // main by then. RateLimiter.ramp.test.ts (the slow starts, internal/ramp.ts) is in since the fifth session, and
@@ -29,6 +30,7 @@ export default mutationConfig([
     "packages/core/test/RateLimiter.mutants.test.ts",
     "packages/core/test/RateLimiter.mutants2.test.ts",
     "packages/core/test/RateLimiter.mutants3.test.ts",
-    "packages/core/test/RateLimiter.mutants4.test.ts"
+    "packages/core/test/RateLimiter.mutants4.test.ts",
+    "packages/core/test/RateLimiter.mutants5.test.ts"
   ])
 ])
