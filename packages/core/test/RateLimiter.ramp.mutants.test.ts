@@ -47,6 +47,43 @@ describe("RateLimiter ramp: several at once", () => {
           limiter.acquire(["pool:a"], { requests: 2, tokens: 2 }, { maxWait: "10 millis" })
         )
         expect(held).toMatchObject({ dimension: "requests", estimatedWaitMillis: 1_000 })
+        // the second holding longer: named after it
+        yield* limiter.ramp("pool:a", "tokens", { from: 1, doubling: "2 seconds" })
+        const longer = yield* Effect.flip(
+          limiter.acquire(["pool:a"], { requests: 2, tokens: 2 }, { maxWait: "10 millis" })
+        )
+        expect(longer).toMatchObject({ dimension: "tokens", estimatedWaitMillis: 2_000 })
+      })
+    ))
+})
+
+describe("RateLimiter ramp: figures that make no ramp", () => {
+  it.effect("a start of 0 or a doubling of 0 is no ramp: calls go at once", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.ramp("pool:a", "requests", { from: 0, doubling: "1 second" })
+        yield* limiter.ramp("pool:a", "tokens", { from: 1, doubling: 0 })
+        const permit = yield* limiter.acquire(["pool:a"], { requests: 5, tokens: 5 }, { maxWait: "10 millis" })
+        expect(permit.admittedAt).toBe(0)
+      })
+    ))
+
+  it.effect("continued with none before: it starts from nothing let out", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.ramp("pool:a", "requests", { from: 2, doubling: "1 second", continued: true })
+        yield* limiter.acquire(["pool:a"], { requests: 2 }, { maxWait: "10 millis" })
+      })
+    ))
+
+  it.effect("an end that is not a number is no end: held calls go in their turn", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.ramp("pool:a", "requests", { from: 1, doubling: "1 second", to: Number.NaN })
+        yield* limiter.acquire(["pool:a"], { requests: 1 })
+        const next = yield* Effect.fork(limiter.acquire(["pool:a"], { requests: 1 }))
+        yield* TestClock.adjust("1 second")
+        expect((yield* Fiber.join(next)).admittedAt).toBe(1_000)
       })
     ))
 })
