@@ -10,7 +10,8 @@ import { mutationConfig } from "./vitest.shared.js"
 // RateLimiter.mutants5.test.ts those of the tenth session's sample of the whole file):
 // SLUICE_MUTATE_BEFORE=1 leaves both out (the "before" figure of lines 1-350). The later lines' before runs (from line
 // 351, fifth session) ran without it, before RateLimiter.mutants2.test.ts existed: RateLimiter.mutants.test.ts was on
-// main by then. RateLimiter.ramp.test.ts (the slow starts, internal/ramp.ts) is in since the fifth session, and
+// main by then. RateLimiter.ramp.test.ts (the slow starts, internal/ramp.ts) is in since the fifth session (and
+// RateLimiter.ramp.mutants.test.ts, from the survivors of ramp.ts's whole run, since the tenth), and
 // RateLimiter.gauges.test.ts (sampleMetrics, the gauges at the file's end) since the eighth.
 // SLUICE_MUTATE_LEAN=1 also leaves out RateLimiter.sync.test.ts and Ledger.mutants.test.ts (about 60 s and 12 s
 // uninstrumented, mostly properties of report adoption), for the chunks away from `sync` (the dispatcher, acquire):
@@ -24,6 +25,7 @@ export default mutationConfig([
   ...(lean ? [] : ["packages/core/test/RateLimiter.sync.test.ts"]),
   "packages/core/test/RateLimiter.learned.test.ts",
   "packages/core/test/RateLimiter.ramp.test.ts",
+  "packages/core/test/RateLimiter.ramp.mutants.test.ts",
   "packages/core/test/RateLimiter.gauges.test.ts",
   ...(lean ? [] : ["packages/core/test/Ledger.mutants.test.ts"]),
   ...(process.env.SLUICE_MUTATE_BEFORE === "1" ? [] : [
