@@ -1695,7 +1695,9 @@ export const make = (
         const capacity = resolved[i].spec.capacity
         Metrics.level.unsafeUpdate(info.level, tags)
         Metrics.limit.unsafeUpdate(capacity, tags)
-        Metrics.utilization.unsafeUpdate(1 - info.level / capacity, tags)
+        // a capacity is positive (a Limit's amount and burst are): the guard only keeps a NaN out of the gauge if not
+        // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent while capacities are positive
+        Metrics.utilization.unsafeUpdate(capacity > 0 ? 1 - info.level / capacity : 0, tags)
       }
       let interactive = 0
       let background = 0
