@@ -29,6 +29,20 @@ const waits = Effect.map(
   (state: MetricState.MetricState.Histogram) => ({ count: state.count, sum: state.sum })
 )
 
+/** Forks an acquire of one request in `lane` (with `arrivedAt`), recording `name` in `order` once admitted. */
+const forkInto = (
+  limiter: RateLimiter.Service,
+  order: Array<string>,
+  lane: RateLimiter.RateLimiter.AcquireOptions
+) =>
+(name: string, arrivedAt?: number | Date) =>
+  Effect.fork(
+    Effect.tap(
+      limiter.acquire(["org:a"], { requests: 1 }, { ...lane, arrivedAt }),
+      () => Effect.sync(() => order.push(name))
+    )
+  )
+
 describe("RateLimiter arrival order (arrivedAt)", () => {
   it.effect("a call given an early arrival goes behind those that arrived before it, ahead of the later ones", () =>
     withLimiter((limiter) =>
@@ -36,13 +50,7 @@ describe("RateLimiter arrival order (arrivedAt)", () => {
         yield* TestClock.adjust("10 seconds")
         yield* limiter.acquire(["org:a"], { requests: 1 }, background) // empties the bucket at 10 s
         const order: Array<string> = []
-        const fork = (name: string, arrivedAt?: number) =>
-          Effect.fork(
-            Effect.tap(
-              limiter.acquire(["org:a"], { requests: 1 }, { ...background, arrivedAt }),
-              () => Effect.sync(() => order.push(name))
-            )
-          )
+        const fork = forkInto(limiter, order, background)
         const a = yield* fork("a")
         yield* TestClock.adjust("100 millis")
         const b = yield* fork("b")
@@ -70,13 +78,7 @@ describe("RateLimiter arrival order (arrivedAt)", () => {
         yield* TestClock.adjust("10 seconds")
         yield* limiter.acquire(["org:a"], { requests: 1 }, background) // empties the bucket at 10 s
         const order: Array<string> = []
-        const fork = (name: string, arrivedAt?: number) =>
-          Effect.fork(
-            Effect.tap(
-              limiter.acquire(["org:a"], { requests: 1 }, { ...background, arrivedAt }),
-              () => Effect.sync(() => order.push(name))
-            )
-          )
+        const fork = forkInto(limiter, order, background)
         const a = yield* fork("a") // placed at 10 s
         yield* TestClock.adjust("100 millis")
         const b = yield* fork("b") // placed at 10.1 s
@@ -97,13 +99,7 @@ describe("RateLimiter arrival order (arrivedAt)", () => {
         const first = yield* limiter.acquire(["org:a"], { requests: 1 }, { arrivedAt: new Date(1_000) })
         expect(first.admittedAt).toBe(10_000)
         const order: Array<string> = []
-        const fork = (name: string, arrivedAt?: Date) =>
-          Effect.fork(
-            Effect.tap(
-              limiter.acquire(["org:a"], { requests: 1 }, { arrivedAt }),
-              () => Effect.sync(() => order.push(name))
-            )
-          )
+        const fork = forkInto(limiter, order, {})
         const a = yield* fork("a")
         yield* TestClock.adjust("10 millis")
         const late = yield* fork("late", new Date(60_000)) // a minute ahead: now

@@ -45,6 +45,9 @@ const neverStore = (synchronous: boolean) =>
     })
   ).pipe(Layer.provide(LimiterStore.layerMemory))
 
+/** The level of the scope's first bucket. */
+const levelOf = (limiter: RateLimiter.Service) =>
+  Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
 describe("RateLimiter: the gates of a cost whose dimension names could make two lists look alike", () => {
   it.effect("a name holding the list separator is not taken for the two names it joins", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("requests", 100)])], (limiter) =>
@@ -146,7 +149,7 @@ describe("RateLimiter.sync: the report about a refused call", () => {
   it.effect("lowers the level, but does not cap later refunds (a refusal's figures do not count)", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])], (limiter) =>
       Effect.gen(function*() {
-        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const level = () => levelOf(limiter)
         const refused = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
         yield* refused.markSent
         yield* refused.settle({ tokens: 0 })
@@ -165,7 +168,7 @@ describe("RateLimiter.sync: a report whose limit is 0", () => {
   it.effect("teaches nothing of how the server charges: a later report still counts the calls at their charge", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])], (limiter) =>
       Effect.gen(function*() {
-        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const level = () => levelOf(limiter)
         const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
         yield* first.markSent
         yield* first.settle({ tokens: 1_000 })
@@ -186,7 +189,7 @@ describe("RateLimiter: a call settled to nothing unmarked", () => {
   it.effect("leaves no entry in the send order: the calls a report is replayed over stay until a call is sent", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perDay("tokens", 100_000)])], (limiter) =>
       Effect.gen(function*() {
-        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const level = () => levelOf(limiter)
         const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
         yield* first.markSent
         yield* first.settle({ tokens: 1_000 })
@@ -253,7 +256,7 @@ describe("RateLimiter: a settle's refund after the report that capped it aged ou
   it.effect("is given back whole (the report is passed over)", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perDay("tokens", 100_000)])], (limiter) =>
       Effect.gen(function*() {
-        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const level = () => levelOf(limiter)
         const first = yield* limiter.acquire([SCOPE], { tokens: 20_000 })
         yield* first.markSent
         yield* first.settle({ tokens: 1_000 })
@@ -440,7 +443,7 @@ describe("RateLimiter.sync: a report about a call sent before those of a report 
   it.effect("is passed over: the server knew less then", () =>
     run([Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", 100_000)])], (limiter) =>
       Effect.gen(function*() {
-        const level = () => Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        const level = () => levelOf(limiter)
         const first = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
         yield* first.markSent
         yield* TestClock.adjust("100 millis")
