@@ -85,6 +85,48 @@ describe("RateLimiter metrics: the series of a limiter's labels", () => {
     }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
 })
 
+describe("RateLimiter metrics: what the caller's fiber counts", () => {
+  it.effect("a fast-path rejection, a refund and a gate count on the limiter's labels, not the caller's", () =>
+    Effect.gen(function*() {
+      const run = `caller-${Math.random().toString(36).slice(2)}`
+      const limiter = yield* Effect.tagMetrics(
+        RateLimiter.make({ budgets: [Budget.make("org:caller", [Budget.Limit.perMinute("tokens", 1_000)])] }),
+        "run",
+        run
+      )
+      const ours = {
+        capacity: Metrics.rejections.pipe(Metric.tagged("reason", "capacity"), Metric.tagged("run", run)),
+        deadline: Metrics.rejections.pipe(Metric.tagged("reason", "deadline"), Metric.tagged("run", run)),
+        refunds: Metrics.refunds.pipe(Metric.tagged("dimension", "tokens"), Metric.tagged("run", run)),
+        gates: Metrics.gates.pipe(
+          Metric.tagged("scope", "org:caller"),
+          Metric.tagged("dimension", "tokens"),
+          Metric.tagged("run", run)
+        )
+      }
+      const theirs = Metrics.rejections.pipe(Metric.tagged("reason", "capacity"), Metric.tagged("caller", run))
+      // a caller of another service, with labels of its own
+      yield* Effect.tagMetrics(
+        Effect.gen(function*() {
+          expect((yield* Effect.exit(limiter.acquire(["org:caller"], { tokens: 5_000 })))._tag).toBe("Failure")
+          const permit = yield* limiter.acquire(["org:caller"], { tokens: 1_000 })
+          yield* permit.settle({ tokens: 100 }) // 900 back
+          yield* limiter.acquire(["org:caller"], { tokens: 900 }) // the bucket empty again
+          const late = yield* Effect.exit(limiter.acquire(["org:caller"], { tokens: 500 }, { maxWait: 0 }))
+          expect(late._tag).toBe("Failure")
+          yield* limiter.block("org:caller", "tokens", "1 second")
+        }),
+        "caller",
+        run
+      )
+      expect(yield* counter(ours.capacity)).toBe(1)
+      expect(yield* counter(ours.deadline)).toBe(1)
+      expect(yield* counter(ours.refunds)).toBe(900)
+      expect(yield* counter(ours.gates)).toBe(1)
+      expect(yield* counter(theirs)).toBe(0)
+    }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
+})
+
 /** One more admission through `tryAcquire` (a minute later, when the bucket has refilled): the count after it. */
 const tryCount = (limiter: RateLimiter.Service, run: string) =>
   Effect.gen(function*() {

@@ -13,7 +13,6 @@ import type * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
-import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
@@ -136,22 +135,6 @@ const specOf = (scope: string, limit: Budget.Limit): LimiterStore.BucketSpec => 
     capacity: limit.capacity,
     refillPerMs: limit.amount / windowMillis
   }
-}
-
-const refundCounters = new Map<string, Metric.Metric.Counter<number>>()
-const refundsOf = (dimension: string): Metric.Metric.Counter<number> => {
-  let counter = refundCounters.get(dimension)
-  if (counter === undefined) {
-    counter = Metric.tagged(Metrics.refunds, "dimension", dimension)
-    refundCounters.set(dimension, counter)
-  }
-  return counter
-}
-const rejectionsByReason = {
-  capacity: Metric.tagged(Metrics.rejections, "reason", "capacity"),
-  deadline: Metric.tagged(Metrics.rejections, "reason", "deadline"),
-  closed: Metric.tagged(Metrics.rejections, "reason", "closed"),
-  store: Metric.tagged(Metrics.rejections, "reason", "store")
 }
 
 /** The limiter: see `RateLimiter.make`. */
@@ -655,7 +638,8 @@ export const make = (
               if (most !== undefined) back = Math.min(back, most)
               if (!(back > 0)) continue
             }
-            const update = Metric.incrementBy(refundsOf(dimension), back)
+            const amount = back
+            const update = Effect.sync(() => Metrics.refunds.unsafeUpdate(amount, refundLabelsOf(dimension)))
             counted = counted === undefined ? update : Effect.zipRight(counted, update)
           }
           const adjusted = counted === undefined
@@ -751,6 +735,21 @@ export const make = (
       deadline: labelled("reason", "deadline"),
       closed: labelled("reason", "closed"),
       store: labelled("reason", "store")
+    }
+    /**
+     * A rejection on the fast path, a refund and a gate are counted in the caller's fiber: on the series of the
+     * labels in force at `make` too (as the dispatcher's), not the caller's (a fiber of another service or tenant).
+     */
+    const rejectedAtOnce = (reason: keyof typeof rejectedLabels) =>
+      Effect.sync(() => Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason]))
+    const refundLabels = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+    const refundLabelsOf = (dimension: string): ReadonlyArray<MetricLabel.MetricLabel> => {
+      let found = refundLabels.get(dimension)
+      if (found === undefined) {
+        found = labelled("dimension", dimension)
+        refundLabels.set(dimension, found)
+      }
+      return found
     }
 
     /** Admits a waiter (in the dispatcher's pass). */
@@ -1114,7 +1113,7 @@ export const make = (
 
     const deadlineFailure = (answer: LimiterStore.Admission & { _tag: "Denied" }, deadline: number, now: number) =>
       Effect.zipRight(
-        Metric.increment(rejectionsByReason.deadline),
+        rejectedAtOnce("deadline"),
         Effect.fail(
           new DeadlineExceeded({
             scope: answer.scope,
@@ -1223,11 +1222,11 @@ export const make = (
       Effect.suspend(() => {
         const prepared = prepare(scopes, cost)
         if (prepared instanceof CostExceedsCapacity) {
-          return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(prepared))
+          return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(prepared))
         }
         const closedError = closedFor(scopes)
         if (closedError !== undefined) {
-          return Effect.zipRight(Metric.increment(rejectionsByReason.closed), Effect.fail(closedError))
+          return Effect.zipRight(rejectedAtOnce("closed"), Effect.fail(closedError))
         }
         const lane = laneIndex(options?.priority)
         return Effect.clockWith((clock): Effect.Effect<Permit, AcquireError> => {
@@ -1250,7 +1249,7 @@ export const make = (
             }
             const never = neverFits(prepared, answer)
             if (never !== undefined) {
-              return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(never))
+              return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(never))
             }
             if (now + answer.waitMillis > deadline) {
               return deadlineFailure(answer, deadline, now)
@@ -1266,7 +1265,7 @@ export const make = (
             Effect.matchEffect(store.tryAcquire(prepared.debits, prepared.gates), {
               onFailure: (error) => {
                 leave(waiter)
-                return Effect.zipRight(Metric.increment(rejectionsByReason.store), Effect.fail(error))
+                return Effect.zipRight(rejectedAtOnce("store"), Effect.fail(error))
               },
               onSuccess: (answer): Effect.Effect<Permit, AcquireError> => {
                 if (answer._tag === "Admitted") {
@@ -1281,7 +1280,7 @@ export const make = (
                 const never = neverFits(prepared, answer)
                 if (never !== undefined) {
                   leave(waiter)
-                  return Effect.zipRight(Metric.increment(rejectionsByReason.capacity), Effect.fail(never))
+                  return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(never))
                 }
                 if (now + answer.waitMillis > deadline) {
                   leave(waiter)
@@ -1345,7 +1344,10 @@ export const make = (
           : Duration.toMillis(Duration.decode(until))
         if (!(millis > 0)) return
         yield* store.block(gateKey(scope, dimension), millis)
-        yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.gates, "scope", scope), "dimension", dimension))
+        Metrics.gates.unsafeUpdate(
+          1,
+          Arr.union([MetricLabel.make("scope", scope), MetricLabel.make("dimension", dimension)], labels)
+        )
         signal()
       })
 
