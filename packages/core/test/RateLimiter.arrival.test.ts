@@ -43,14 +43,20 @@ const forkInto = (
     )
   )
 
+/** At 10 s, the bucket emptied: calls forked into the background lane from then queue, recorded in `order`. */
+const queueAt10s = (limiter: RateLimiter.Service) =>
+  Effect.gen(function*() {
+    yield* TestClock.adjust("10 seconds")
+    yield* limiter.acquire(["org:a"], { requests: 1 }, background)
+    const order: Array<string> = []
+    return { order, fork: forkInto(limiter, order, background) }
+  })
+
 describe("RateLimiter arrival order (arrivedAt)", () => {
   it.effect("a call given an early arrival goes behind those that arrived before it, ahead of the later ones", () =>
     withLimiter((limiter) =>
       Effect.gen(function*() {
-        yield* TestClock.adjust("10 seconds")
-        yield* limiter.acquire(["org:a"], { requests: 1 }, background) // empties the bucket at 10 s
-        const order: Array<string> = []
-        const fork = forkInto(limiter, order, background)
+        const { fork, order } = yield* queueAt10s(limiter)
         const a = yield* fork("a")
         yield* TestClock.adjust("100 millis")
         const b = yield* fork("b")
@@ -75,10 +81,7 @@ describe("RateLimiter arrival order (arrivedAt)", () => {
   it.effect("a call given the same arrival as a waiter goes behind it (equal places keep the order of arrival)", () =>
     withLimiter((limiter) =>
       Effect.gen(function*() {
-        yield* TestClock.adjust("10 seconds")
-        yield* limiter.acquire(["org:a"], { requests: 1 }, background) // empties the bucket at 10 s
-        const order: Array<string> = []
-        const fork = forkInto(limiter, order, background)
+        const { fork, order } = yield* queueAt10s(limiter)
         const a = yield* fork("a") // placed at 10 s
         yield* TestClock.adjust("100 millis")
         const b = yield* fork("b") // placed at 10.1 s

@@ -5,7 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
 import type { MetricState } from "effect"
 import { Effect, Exit, Fiber, Layer, Metric, Option, TestClock } from "effect"
-import { countingStore, slowStore as slowStoreOf } from "./suite/stores.js"
+import { countingStore, neverStore, slowStore as slowStoreOf } from "./suite/stores.js"
 
 const rejections = (reason: string) =>
   Effect.map(
@@ -20,29 +20,6 @@ const CAPACITY = 100_000
 const SCOPE = "org:a/pool:m"
 
 type Options = Parameters<typeof RateLimiter.make>[0]
-
-/**
- * The memory store, except that it says a debit of `scope`'s `dimension` can never fit (a `limit` denial with an
- * infinite wait), as a store whose buckets are smaller than the limiter's may (shared by processes with other limits).
- */
-const neverStore = (scope: string, dimension: string, synchronous = true) =>
-  Layer.effect(
-    LimiterStore.LimiterStore,
-    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => {
-      const never: LimiterStore.Admission = {
-        _tag: "Denied",
-        waitMillis: Number.POSITIVE_INFINITY,
-        scope,
-        dimension,
-        reason: "limit"
-      }
-      return {
-        ...inner,
-        tryAcquire: () => Effect.succeed(never),
-        unsafeTryAcquire: synchronous ? () => never : undefined
-      }
-    })
-  ).pipe(Layer.provide(LimiterStore.layerMemory))
 
 const run = <A, E>(
   options: Options,

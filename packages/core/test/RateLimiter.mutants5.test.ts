@@ -5,7 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore, Metrics, RateLimiter } from "@sluice/core"
 import type { MetricState } from "effect"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Option, TestClock } from "effect"
-import { slowStore } from "./suite/stores.js"
+import { neverStore, slowStore } from "./suite/stores.js"
 
 const SCOPE = "org:a/pool:m"
 
@@ -24,26 +24,6 @@ const run = <A, E>(
     Effect.provide(Layer.fresh(store)),
     Effect.orDie
   )
-
-/** The memory store, except that it says every debit can never fit (a `limit` denial with an infinite wait). */
-const neverStore = (synchronous: boolean) =>
-  Layer.effect(
-    LimiterStore.LimiterStore,
-    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => {
-      const never: LimiterStore.Admission = {
-        _tag: "Denied",
-        waitMillis: Number.POSITIVE_INFINITY,
-        scope: SCOPE,
-        dimension: "tokens",
-        reason: "limit"
-      }
-      return {
-        ...inner,
-        tryAcquire: () => Effect.succeed(never),
-        unsafeTryAcquire: synchronous ? () => never : undefined
-      }
-    })
-  ).pipe(Layer.provide(LimiterStore.layerMemory))
 
 /** The level of the scope's first bucket. */
 const levelOf = (limiter: RateLimiter.Service) =>
@@ -119,7 +99,7 @@ describe("RateLimiter: a synchronous store's answer that a cost can never fit, w
             cost: 10
           })
         }),
-      neverStore(true)
+      neverStore(SCOPE, "tokens", true)
     ))
 })
 

@@ -20,6 +20,7 @@ import fs from "node:fs"
 import * as NodeFs from "node:fs"
 import { syncBuiltinESMExports } from "node:module"
 import * as NodePath from "node:path"
+import * as BulkProgress from "../src/internal/bulkProgress.js"
 import { describe_, ok, readJsonl, setup, silent } from "./bulkMutantsHarness.js"
 
 /** An embeddings line whose input is `size` characters (300 KiB: a line that ends in the input's second read). */
@@ -279,23 +280,7 @@ describe("BulkRun (mutation survivors, tenth session)", () => {
 // The reporting part (`pnpm mutate:bulkreport`: internal/bulkProgress.ts and BulkRunner.ts), whose config ran the edge
 // tests only: the progress view and line, the durations of the summary, the periodic report, and the public helpers.
 const stats = (over: Partial<BulkRunner.ProgressStats>): BulkRunner.ProgressStats => ({
-  total: undefined,
-  alreadyDone: 0,
-  succeeded: 0,
-  failed: 0,
-  failuresByKind: {},
-  invalid: 0,
-  invalidByReason: {},
-  inFlight: 0,
-  startedAt: 1_000,
-  waits: 0,
-  waitMs: 0,
-  rateLimited: 0,
-  retries: 0,
-  binding: undefined,
-  theoreticalMinimumMs: undefined,
-  tokensReserved: 0,
-  tokensUsed: 0,
+  ...BulkProgress.empty(1_000),
   ...over
 })
 

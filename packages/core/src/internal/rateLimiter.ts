@@ -740,8 +740,17 @@ export const make = (
      * A rejection on the fast path, a refund and a gate are counted in the caller's fiber: on the series of the
      * labels in force at `make` too (as the dispatcher's), not the caller's (a fiber of another service or tenant).
      */
-    const rejectedAtOnce = (reason: keyof typeof rejectedLabels) =>
-      Effect.sync(() => Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason]))
+    const countRejection = (reason: keyof typeof rejectedLabels): void =>
+      Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason])
+    /** Fails an acquire on its fast path (in the caller's fiber), counted as the dispatcher counts its refusals. */
+    const refusedAtOnce = <E extends AcquireError>(
+      reason: keyof typeof rejectedLabels,
+      error: E
+    ): Effect.Effect<never, E> =>
+      Effect.suspend(() => {
+        countRejection(reason)
+        return Effect.fail(error)
+      })
     const refundLabels = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
     const refundLabelsOf = (dimension: string): ReadonlyArray<MetricLabel.MetricLabel> => {
       let found = refundLabels.get(dimension)
@@ -803,7 +812,7 @@ export const make = (
         : error._tag === "CostExceedsCapacity"
         ? "capacity"
         : "store"
-      Metrics.rejections.unsafeUpdate(1, rejectedLabels[reason])
+      countRejection(reason)
     }
 
     /**
@@ -1112,17 +1121,15 @@ export const make = (
     }
 
     const deadlineFailure = (answer: LimiterStore.Admission & { _tag: "Denied" }, deadline: number, now: number) =>
-      Effect.zipRight(
-        rejectedAtOnce("deadline"),
-        Effect.fail(
-          new DeadlineExceeded({
-            scope: answer.scope,
-            dimension: answer.dimension,
-            reason: answer.reason,
-            estimatedWaitMillis: answer.waitMillis,
-            allowedMillis: deadline - now
-          })
-        )
+      refusedAtOnce(
+        "deadline",
+        new DeadlineExceeded({
+          scope: answer.scope,
+          dimension: answer.dimension,
+          reason: answer.reason,
+          estimatedWaitMillis: answer.waitMillis,
+          allowedMillis: deadline - now
+        })
       )
 
     // Stryker disable next-line ArrayDeclaration: a placeholder's keys are counted, never looked up
@@ -1222,11 +1229,11 @@ export const make = (
       Effect.suspend(() => {
         const prepared = prepare(scopes, cost)
         if (prepared instanceof CostExceedsCapacity) {
-          return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(prepared))
+          return refusedAtOnce("capacity", prepared)
         }
         const closedError = closedFor(scopes)
         if (closedError !== undefined) {
-          return Effect.zipRight(rejectedAtOnce("closed"), Effect.fail(closedError))
+          return refusedAtOnce("closed", closedError)
         }
         const lane = laneIndex(options?.priority)
         return Effect.clockWith((clock): Effect.Effect<Permit, AcquireError> => {
@@ -1249,7 +1256,7 @@ export const make = (
             }
             const never = neverFits(prepared, answer)
             if (never !== undefined) {
-              return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(never))
+              return refusedAtOnce("capacity", never)
             }
             if (now + answer.waitMillis > deadline) {
               return deadlineFailure(answer, deadline, now)
@@ -1265,7 +1272,7 @@ export const make = (
             Effect.matchEffect(store.tryAcquire(prepared.debits, prepared.gates), {
               onFailure: (error) => {
                 leave(waiter)
-                return Effect.zipRight(rejectedAtOnce("store"), Effect.fail(error))
+                return refusedAtOnce("store", error)
               },
               onSuccess: (answer): Effect.Effect<Permit, AcquireError> => {
                 if (answer._tag === "Admitted") {
@@ -1280,7 +1287,7 @@ export const make = (
                 const never = neverFits(prepared, answer)
                 if (never !== undefined) {
                   leave(waiter)
-                  return Effect.zipRight(rejectedAtOnce("capacity"), Effect.fail(never))
+                  return refusedAtOnce("capacity", never)
                 }
                 if (now + answer.waitMillis > deadline) {
                   leave(waiter)

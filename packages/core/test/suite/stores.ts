@@ -39,3 +39,30 @@ export const countingStore = (
       levels: (specs, gates) => Effect.suspend(() => (calls.levels++, inner.levels(specs, gates)))
     }))
   ).pipe(Layer.provide(LimiterStore.layerMemory))
+
+/**
+ * The memory store, except that it says a debit of `scope`'s `dimension` can never fit (a `limit` denial with an
+ * infinite wait), as a store whose buckets are smaller than the limiter's may (shared by processes with other limits).
+ */
+export const neverStore = (
+  scope: string,
+  dimension: string,
+  synchronous = true
+): Layer.Layer<LimiterStore.LimiterStore> =>
+  Layer.effect(
+    LimiterStore.LimiterStore,
+    Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => {
+      const never: LimiterStore.Admission = {
+        _tag: "Denied",
+        waitMillis: Number.POSITIVE_INFINITY,
+        scope,
+        dimension,
+        reason: "limit"
+      }
+      return {
+        ...inner,
+        tryAcquire: () => Effect.succeed(never),
+        unsafeTryAcquire: synchronous ? () => never : undefined
+      }
+    })
+  ).pipe(Layer.provide(LimiterStore.layerMemory))
