@@ -173,9 +173,10 @@ export declare namespace OpenAi {
     readonly tier?: Tiers.Tier | undefined
     readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
     /**
-     * For a pool with no configured limit (the adaptive mode, the default): the first call goes alone,
-     * and the herd is admitted once its answer's `x-ratelimit-*` headers have taught the pool its real
-     * limits (later headers keep them current). When the answer has no such headers, the pool starts
+     * For a pool with no configured limit (the adaptive mode, the default): its first calls go as probes
+     * (up to 8 at once, their estimates within a quarter of the cautious tokens a minute, the first whatever
+     * its size), and the herd is admitted once the first answer's `x-ratelimit-*` headers have taught the pool
+     * its real limits (later headers keep them current). When the answer has no such headers, the pool starts
      * cautious: by default 60 requests and 20,000 tokens a minute. `false` leaves such pools unlimited
      * (only the server's 429s and their gates govern).
      */

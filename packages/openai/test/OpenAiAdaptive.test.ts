@@ -4,7 +4,7 @@
  * headers before the herd is admitted.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Simulator } from "@sluice/testing"
+import { SimConfig, Simulator } from "@sluice/testing"
 import { Effect, Exit } from "effect"
 import { drive, mixedBatch, theoreticalMinimum, tier1, withService } from "./harness.js"
 
@@ -46,11 +46,14 @@ describe("OpenAi: adaptive mode (limits unknown)", () => {
           expect(stats.byStatus["200"]).toBe(500)
           expect(Object.keys(stats.attemptsByKey)).toHaveLength(500)
           expect(ratio).toBeLessThanOrEqual(1.1)
-          // the first call went alone (the probe); the rest were admitted after its answer
-          const admitted = events.filter((e) => e._tag === "Admitted").map((e) => e.at).sort((a, b) => a - b)
+          // the first calls went as probes (at most 8, whose estimates sum to at most a quarter of the cautious
+          // 20,000 tokens, the first alone whatever its size); the rest were admitted after the first answer
           const firstAnswer = Math.min(...events.filter((e) => e._tag !== "Admitted").map((e) => e.at))
-          expect(admitted[0]).toBe(0)
-          expect(admitted[1]).toBeGreaterThanOrEqual(firstAnswer)
+          const probes = events.flatMap((e) => e._tag === "Admitted" && e.at < firstAnswer ? [e] : [])
+          expect(probes[0]?.at).toBe(0)
+          expect(probes.length).toBeGreaterThan(1)
+          expect(probes.length).toBeLessThanOrEqual(8)
+          expect(probes.reduce((sum, e) => sum + (e.cost.tokens ?? 0), 0)).toBeLessThanOrEqual(5_000)
         })).pipe(Effect.provide(tier1())),
     180_000
   )
@@ -74,4 +77,36 @@ describe("OpenAi: adaptive mode (limits unknown)", () => {
         const stats = yield* Simulator.stats
         expect(stats.byStatus).toEqual({ "200": 20 })
       })).pipe(Effect.provide(tier1({ enforcement: { rateLimitHeaders: false } }))))
+
+  it.effect("the herd goes at the quickest probe's answer, not the first call's (a slow first call, quick ones behind it)", () =>
+    withService({ organization: "acme" }, (openai, events) =>
+      Effect.gen(function*() {
+        // the first call generates 750 tokens (7.6 s), the others 10 (200 ms)
+        const { exit } = yield* drive(Effect.forEach(
+          Array.from({ length: 40 }, (_, i) => i),
+          (i) =>
+            openai.chat.completions.create({
+              model: "gpt-4o",
+              messages: [{ role: "user", content: `[req:${i}] hello` }],
+              max_tokens: i === 0 ? 1_500 : 20
+            }),
+          { concurrency: "unbounded" }
+        ))
+        expect(Exit.isSuccess(exit)).toBe(true)
+        const stats = yield* Simulator.stats
+        expect(stats.byStatus).toEqual({ "200": 40 })
+        const admitted = events.flatMap((e) => e._tag === "Admitted" ? [e.at] : []).sort((a, b) => a - b)
+        const firstAnswer = Math.min(...events.flatMap((e) => e._tag === "Succeeded" ? [e.at] : []))
+        // eight probes at once (1,600 tokens in all, within a quarter of the cautious 20,000), the rest after the
+        // first answer, a quick probe's at 200 ms; with the first call probing alone the herd waited 7.6 s for it
+        expect(admitted.filter((at) => at === 0)).toHaveLength(8)
+        expect(firstAnswer).toBe(200)
+        expect(admitted.slice(8).every((at) => at >= firstAnswer)).toBe(true)
+        expect(admitted[8]).toBeLessThan(300)
+      })).pipe(Effect.provide(Simulator.layer(SimConfig.make({
+        seed: 1,
+        models: { "gpt-4o": { limits: { rpm: 500, tpm: 30_000 } } },
+        output: { fraction: 0.5 },
+        latency: { request: { _tag: "fixed", ms: 100 }, perOutputTokenMs: 10 }
+      })))))
 })

@@ -50,7 +50,7 @@ describe("Turn (the probe's permit)", () => {
             // between taking and releasing, the holder yields (in `OpenAi` the take's result goes through a race)
             Effect.zipRight(
               turn.take,
-              Effect.zipRight(Effect.sync(() => order.push(i)), Effect.zipRight(Effect.yieldNow(), turn.release))
+              Effect.zipRight(Effect.sync(() => order.push(i)), Effect.zipRight(Effect.yieldNow(), turn.release()))
             ).pipe(
               Effect.withScheduler(scheduler)
             )
@@ -60,7 +60,7 @@ describe("Turn (the probe's permit)", () => {
       yield* settle
       expect(turn.waiting()).toBe(n)
       const before = scheduler.tasks
-      yield* turn.release
+      yield* turn.release()
       yield* Fiber.joinAll(herd)
       expect(order).toEqual(Array.from({ length: n }, (_, i) => i))
       // each waiter is resumed once and yields once: 3 tasks each (Effect's Semaphore: 80,000 or so)
@@ -86,7 +86,7 @@ describe("Turn (the probe's permit)", () => {
                   interrupted.map((_, i) => i),
                   (i) =>
                     Effect.fork(
-                      Effect.zipRight(turn.take, Effect.zipRight(Effect.sync(() => order.push(i)), turn.release))
+                      Effect.zipRight(turn.take, Effect.zipRight(Effect.sync(() => order.push(i)), turn.release()))
                     ),
                   { concurrency: 1 }
                 )
@@ -96,11 +96,11 @@ describe("Turn (the probe's permit)", () => {
                   // the first waiter is interrupted just as it is handed the permit: it passes it on
                   yield* Effect.sync(() => {
                     fibers[0].unsafeInterruptAsFork(FiberId.none)
-                    Effect.runSync(turn.release)
+                    Effect.runSync(turn.release())
                   })
                 } else {
                   yield* Effect.forEach(fibers.filter((_, i) => interrupted[i]), Fiber.interrupt, { discard: true })
-                  yield* turn.release
+                  yield* turn.release()
                 }
                 yield* Fiber.awaitAll(fibers)
                 const gone = handed ? interrupted.map((_, i) => i === 0) : interrupted
@@ -141,7 +141,7 @@ describe("Turn (the probe's permit)", () => {
           yield* turn.take
           const outcomes: Array<string> = []
           const order: Array<number> = []
-          yield* Effect.fork(Effect.zipRight(Effect.sleep(release), turn.release))
+          yield* Effect.fork(Effect.zipRight(Effect.sleep(release), turn.release()))
           const fibers = yield* Effect.forEach(waiters, (w, i) =>
             Effect.fork(Effect.gen(function*() {
               yield* Effect.sleep(w.arrival)
@@ -150,7 +150,7 @@ describe("Turn (the probe's permit)", () => {
               if (mine) {
                 order.push(i)
                 yield* Effect.sleep(w.hold)
-                yield* turn.release
+                yield* turn.release()
               }
             })))
           yield* Fiber.joinAll(fibers)
@@ -190,7 +190,7 @@ describe("Turn (the probe's permit)", () => {
       expect(turn.waiting()).toBe(2)
       // the first is handed the permit and interrupted before it runs: the permit goes on to the third
       yield* Effect.sync(() => {
-        Effect.runSync(turn.release)
+        Effect.runSync(turn.release())
         first.unsafeInterruptAsFork(FiberId.none)
       })
       yield* settle
@@ -200,7 +200,7 @@ describe("Turn (the probe's permit)", () => {
       // no timer of an interrupted or served waiter gave up
       expect(gaveUp).toBe(0)
       expect(turn.waiting()).toBe(0)
-      yield* turn.release
+      yield* turn.release()
       // and one that waits long enough gives up, out of the queue
       yield* turn.take
       const impatient = yield* Effect.fork(turn.takeOr(giveUp))
@@ -210,4 +210,73 @@ describe("Turn (the probe's permit)", () => {
       expect(gaveUp).toBe(1)
       expect(turn.waiting()).toBe(0)
     }))
+
+  it.effect("with a capacity: holders within its calls and weight (the first alone whatever its weight), in arrival order, as a model of it", () =>
+    Effect.promise(() =>
+      FastCheck.assert(
+        FastCheck.asyncProperty(
+          FastCheck.record({
+            calls: FastCheck.integer({ min: 1, max: 5 }),
+            weight: FastCheck.integer({ min: 1, max: 100 }),
+            weights: FastCheck.array(FastCheck.integer({ min: 0, max: 150 }), { minLength: 1, maxLength: 30 }),
+            // each step frees the holder at this index (mod the holders), or opens the turn (-1)
+            steps: FastCheck.array(FastCheck.integer({ min: -1, max: 10 }), { maxLength: 40 })
+          }),
+          ({ calls, steps, weight, weights }) =>
+            Effect.runPromise(Effect.gen(function*() {
+              const turn = Turn.make({ calls, weight })
+              const granted: Array<number> = []
+              const holding: Array<number> = []
+              yield* Effect.forEach(weights, (w, i) =>
+                Effect.fork(Effect.zipRight(
+                  turn.takeOr(Effect.never, w),
+                  Effect.sync(() => {
+                    granted.push(i)
+                    holding.push(i)
+                  })
+                )), { discard: true })
+              yield* settle
+              // the model: in arrival order, the head goes when none hold or it fits both bounds
+              let opened = false
+              let next = 0
+              const modelHolding: Array<number> = []
+              const admit = () => {
+                while (next < weights.length) {
+                  const held = modelHolding.reduce((sum, i) => sum + weights[i]!, 0)
+                  const fits = opened || modelHolding.length === 0 ||
+                    (modelHolding.length < calls && held + weights[next]! <= weight)
+                  if (!fits) return
+                  modelHolding.push(next++)
+                }
+              }
+              admit()
+              const check = () => {
+                expect(granted).toEqual(Array.from({ length: next }, (_, i) => i))
+                expect([...holding].sort((a, b) => a - b)).toEqual([...modelHolding].sort((a, b) => a - b))
+                expect(turn.waiting()).toBe(weights.length - next)
+                if (!opened && holding.length > 1) {
+                  expect(holding.length).toBeLessThanOrEqual(calls)
+                  expect(holding.reduce((sum, i) => sum + weights[i]!, 0)).toBeLessThanOrEqual(weight)
+                }
+              }
+              check()
+              for (const step of steps) {
+                if (step === -1) {
+                  yield* turn.open
+                  opened = true
+                } else if (holding.length > 0) {
+                  const at = step % holding.length
+                  const i = holding.splice(at, 1)[0]!
+                  modelHolding.splice(modelHolding.indexOf(i), 1)
+                  yield* turn.release(weights[i]!)
+                }
+                admit()
+                yield* settle
+                check()
+              }
+            }))
+        ),
+        { numRuns: 200 }
+      )
+    ))
 })

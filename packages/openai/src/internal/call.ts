@@ -505,7 +505,7 @@ export const make = (
 
     /** The retry policy (the call's, else the service's) around the model's breaker around each attempt. */
     const retried = <A, R>(call: Call, once: Effect.Effect<A, CallError, R>): Effect.Effect<A, CallError, R> => {
-      const probed = learner.probed(call.poolScope, once)
+      const probed = learner.probed(call.poolScope, once, call.cost.tokens ?? 0)
       const guarded = breakers === undefined ? probed : breakers.withBreaker(call.model, probed)
       const callPolicy = call.options?.retry ?? policy
       if (callPolicy === false) return guarded

@@ -1,11 +1,16 @@
 /**
- * A single permit taken in turns, first come first served: a release hands the permit to the longest
- * waiting caller and wakes only that one.
+ * Permits taken in turns, first come first served: a release hands what it frees to the longest waiting
+ * callers, in order, and wakes only those it admits.
  *
  * Effect's `Semaphore` wakes every waiter at each release (each then checks the permit and, but for
  * one, waits again): with `n` callers queued behind one permit that is O(n) fibers resumed per release
  * and O(n²) over the queue. The adaptive pools' probe (see `OpenAi`) queues every call of a herd behind
  * it: 10,000 calls at once are about 5·10⁷ wake-ups, which ran a simulated day out of memory.
+ *
+ * By default one permit (a single holder). With a {@link Capacity}, up to `calls` holders whose weights (a
+ * call's token estimate) sum to at most `weight`, the first always admitted alone whatever its weight; the
+ * queue's head waits for room and the callers behind it wait behind it (no overtaking). `open` lifts the
+ * bound for good: every waiter is admitted, in order.
  *
  * @internal
  */
@@ -14,6 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 
 interface Waiter {
+  readonly weight: number
   /** Handed the permit (out of the queue, resumed). */
   woken: boolean
   /** `takeOr`: the wait's outcome (true: handed the permit; false: gave up), kept until its fiber waits for it. */
@@ -21,7 +27,13 @@ interface Waiter {
   resume: ((effect: Effect.Effect<boolean>) => void) | undefined
 }
 
-/** A permit taken in turns (FIFO); `release` hands it to the next waiter, or frees it. */
+/** How many may hold at once, and the most their weights may sum to (the first holder is admitted alone). */
+export interface Capacity {
+  readonly calls: number
+  readonly weight: number
+}
+
+/** Permits taken in turns (FIFO); `release` hands what it frees to the next waiters, or frees it. */
 export interface Turn {
   /**
    * Waits for the permit. A waiter interrupted once it was handed the permit, before it took it, passes
@@ -29,14 +41,23 @@ export interface Turn {
    */
   readonly take: Effect.Effect<void>
   /**
+   * As `take`, for a holder of this weight (0 by default).
+   */
+  readonly takeWeighing: (weight: number) => Effect.Effect<void>
+  /**
    * Waits for the permit (true) unless `giveUp` completes first (false; the caller is then out of the queue), as
    * a race of `take` and `giveUp` would, with one fiber (for `giveUp`) instead of two and a race: a herd of
    * 10,000 calls queued behind the probe raced each. `giveUp` is interrupted once the permit is handed over
    * first; a caller interrupted while it waits leaves the queue, or passes the permit on if it was handed it.
    */
-  readonly takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>) => Effect.Effect<boolean, E, R>
-  /** Gives the permit back: to the longest waiting caller, if any, else it is free. Only its holder calls it. */
-  readonly release: Effect.Effect<void>
+  readonly takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight?: number) => Effect.Effect<boolean, E, R>
+  /**
+   * Gives a permit back (of the weight it was taken with, 0 by default): to the longest waiting callers that then
+   * fit, else it is free. Only its holder calls it.
+   */
+  readonly release: (weight?: number) => Effect.Effect<void>
+  /** Lifts the capacity for good: every waiter is handed a permit, in order, and every later caller at once. */
+  readonly open: Effect.Effect<void>
   /** How many wait. */
   readonly waiting: () => number
 }
@@ -44,21 +65,33 @@ export interface Turn {
 const succeedTrue = Effect.succeed(true)
 const succeedFalse = Effect.succeed(false)
 
-/** Makes a free {@link Turn}. */
-export const make = (): Turn => {
-  let held = false
+/** Makes a free {@link Turn}: one permit, or the {@link Capacity} given. */
+export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_INFINITY }): Turn => {
+  let opened = false
+  let holders = 0
+  let held = 0
   // a Set iterates in insertion order: the first is the longest waiting
   const waiters = new Set<Waiter>()
+  const fits = (weight: number) =>
+    opened || holders === 0 || (holders < capacity.calls && held + weight <= capacity.weight)
+  const grant = (weight: number) => {
+    holders++
+    held += weight
+  }
   const handOn = () => {
-    const next = waiters.values().next()
-    if (next.done === true) {
-      held = false
-      return
+    for (const next of waiters) {
+      if (!fits(next.weight)) return
+      // the permit goes to the waiter as it is (held for it)
+      grant(next.weight)
+      waiters.delete(next)
+      next.woken = true
+      settle(next, true)
     }
-    // the permit goes to the waiter as it is (still held)
-    waiters.delete(next.value)
-    next.value.woken = true
-    settle(next.value, true)
+  }
+  const free = (weight: number) => {
+    holders--
+    held -= weight
+    handOn()
   }
   const settle = (waiter: Waiter, outcome: boolean) => {
     if (waiter.outcome !== undefined) return
@@ -67,13 +100,13 @@ export const make = (): Turn => {
     waiter.resume = undefined
     resume?.(outcome ? succeedTrue : succeedFalse)
   }
-  return {
-    take: Effect.suspend(() => {
-      if (!held) {
-        held = true
+  const takeWeighing = (weight: number) =>
+    Effect.suspend(() => {
+      if (waiters.size === 0 && fits(weight)) {
+        grant(weight)
         return Effect.void
       }
-      const waiter: Waiter = { woken: false, outcome: undefined, resume: undefined }
+      const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
       return Effect.onInterrupt(
         Effect.asVoid(Effect.async<boolean>((resume) => {
           waiter.resume = resume
@@ -81,19 +114,22 @@ export const make = (): Turn => {
         })),
         () =>
           Effect.sync(() => {
-            if (waiter.woken) handOn()
+            if (waiter.woken) free(weight)
             else waiters.delete(waiter)
           })
       )
-    }),
-    takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>): Effect.Effect<boolean, E, R> =>
+    })
+  return {
+    take: takeWeighing(0),
+    takeWeighing,
+    takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight = 0): Effect.Effect<boolean, E, R> =>
       Effect.suspend(() => {
-        if (!held) {
-          held = true
+        if (waiters.size === 0 && fits(weight)) {
+          grant(weight)
           return succeedTrue
         }
         // in the queue now, in the caller's order
-        const waiter: Waiter = { woken: false, outcome: undefined, resume: undefined }
+        const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
         waiters.add(waiter)
         let failed: Cause.Cause<E> | undefined
         // `giveUp` done first (or failed): out of the queue, and the caller is told
@@ -120,7 +156,7 @@ export const make = (): Turn => {
                 Effect.onInterrupt(restore(wait), () =>
                   Effect.sync(() => {
                     stop()
-                    if (waiter.woken) handOn()
+                    if (waiter.woken) free(weight)
                     else waiters.delete(waiter)
                   })),
                 (mine) => {
@@ -134,7 +170,11 @@ export const make = (): Turn => {
             }))
         )
       }),
-    release: Effect.sync(handOn),
+    release: (weight = 0) => Effect.sync(() => free(weight)),
+    open: Effect.sync(() => {
+      opened = true
+      handOn()
+    }),
     waiting: () => waiters.size
   }
 }
