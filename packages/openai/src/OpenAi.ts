@@ -174,8 +174,8 @@ export declare namespace OpenAi {
     readonly budgets?: ReadonlyArray<Budget.Budget> | undefined
     /**
      * For a pool with no configured limit (the adaptive mode, the default): its first calls go as probes
-     * (up to 8 at once, their estimates within a quarter of the cautious tokens a minute, the first whatever
-     * its size), and the herd is admitted once the first answer's `x-ratelimit-*` headers have taught the pool
+     * (up to 8 at once and at most a quarter of the cautious requests a minute, their estimates within a
+     * quarter of the cautious tokens, the first whatever its size), and the herd is admitted once the first answer's `x-ratelimit-*` headers have taught the pool
      * its real limits (later headers keep them current). When the answer has no such headers, the pool starts
      * cautious: by default 60 requests and 20,000 tokens a minute. `false` leaves such pools unlimited
      * (only the server's 429s and their gates govern).
@@ -258,8 +258,9 @@ export declare namespace OpenAi {
     readonly priority?: RateLimiter.Lane | undefined
     /**
      * Give up (with the estimated wait) when the call cannot be admitted by then. It bounds each
-     * admission and the retries' waits. (In the adaptive mode, calls that arrive while a pool's first
-     * call is out wait for its answer before they queue for admission.)
+     * admission and the retries' waits. (In the adaptive mode, calls that arrive while a pool's probes
+     * are out wait for the first answer, or 10 s, before they queue for admission; that wait is not bounded
+     * by the deadline.)
      */
     readonly deadline?: Date | number | undefined
     readonly maxWait?: Duration.DurationInput | undefined

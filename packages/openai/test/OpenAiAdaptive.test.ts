@@ -109,4 +109,31 @@ describe("OpenAi: adaptive mode (limits unknown)", () => {
         output: { fraction: 0.5 },
         latency: { request: { _tag: "fixed", ms: 100 }, perOutputTokenMs: 10 }
       })))))
+
+  it.effect("the probes' estimates stay within a quarter of the cautious tokens: calls of 2,000 tokens send two", () =>
+    withService({ organization: "acme" }, (openai, events) =>
+      Effect.gen(function*() {
+        const { exit } = yield* drive(Effect.forEach(
+          Array.from({ length: 12 }, (_, i) => i),
+          (i) =>
+            openai.chat.completions.create({
+              model: "gpt-4o",
+              messages: [{ role: "user", content: `[req:${i}] hello` }],
+              max_tokens: 1_990
+            }),
+          { concurrency: "unbounded" }
+        ))
+        expect(Exit.isSuccess(exit)).toBe(true)
+        const admitted = events.flatMap((e) => e._tag === "Admitted" ? [e] : [])
+        const firstAnswer = Math.min(...events.flatMap((e) => e._tag === "Succeeded" ? [e.at] : []))
+        const probes = admitted.filter((e) => e.at < firstAnswer)
+        // two calls of about 2,000 tokens fit in 5,000, a third does not: two probes, the rest after the answer
+        expect(probes.map((e) => e.at)).toEqual([0, 0])
+        expect(probes.every((e) => (e.cost.tokens ?? 0) > 1_990 && (e.cost.tokens ?? 0) < 2_100)).toBe(true)
+        expect(admitted).toHaveLength(12)
+      })).pipe(Effect.provide(Simulator.layer(SimConfig.make({
+        seed: 1,
+        models: { "gpt-4o": { limits: { rpm: 500, tpm: 100_000 } } },
+        latency: { request: { _tag: "fixed", ms: 100 }, perOutputTokenMs: 0 }
+      })))))
 })

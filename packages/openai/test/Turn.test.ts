@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { VirtualTime } from "@sluice/testing"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as FastCheck from "effect/FastCheck"
 import * as Fiber from "effect/Fiber"
@@ -218,57 +219,83 @@ describe("Turn (the probe's permit)", () => {
           FastCheck.record({
             calls: FastCheck.integer({ min: 1, max: 5 }),
             weight: FastCheck.integer({ min: 1, max: 100 }),
-            weights: FastCheck.array(FastCheck.integer({ min: 0, max: 150 }), { minLength: 1, maxLength: 30 }),
-            // each step frees the holder at this index (mod the holders), or opens the turn (-1)
-            steps: FastCheck.array(FastCheck.integer({ min: -1, max: 10 }), { maxLength: 40 })
+            weights: FastCheck.array(FastCheck.integer({ min: 0, max: 60 }), { minLength: 1, maxLength: 30 }),
+            // frees a holder; opens the turn; a waiter gives up (the head, that may not fit, or another); the head
+            // is handed a permit by a release and interrupted before it runs (it passes it on)
+            steps: FastCheck.array(
+              FastCheck.record({
+                kind: FastCheck.constantFrom("release", "release", "open", "giveUp", "giveUpHead", "interruptHead"),
+                at: FastCheck.nat(30)
+              }),
+              { maxLength: 40 }
+            )
           }),
           ({ calls, steps, weight, weights }) =>
             Effect.runPromise(Effect.gen(function*() {
               const turn = Turn.make({ calls, weight })
               const granted: Array<number> = []
               const holding: Array<number> = []
-              yield* Effect.forEach(weights, (w, i) =>
-                Effect.fork(Effect.zipRight(
-                  turn.takeOr(Effect.never, w),
-                  Effect.sync(() => {
-                    granted.push(i)
-                    holding.push(i)
-                  })
-                )), { discard: true })
+              const giveUps = yield* Effect.forEach(weights, () => Deferred.make<void>())
+              const fibers = yield* Effect.forEach(weights, (w, i) =>
+                Effect.fork(Effect.flatMap(
+                  turn.takeOr(Deferred.await(giveUps[i]!), w),
+                  (mine) =>
+                    Effect.sync(() => {
+                      if (!mine) return
+                      granted.push(i)
+                      holding.push(i)
+                    })
+                )))
               yield* settle
               // the model: in arrival order, the head goes when none hold or it fits both bounds
               let opened = false
-              let next = 0
+              const queue = weights.map((_, i) => i)
+              const modelGranted: Array<number> = []
               const modelHolding: Array<number> = []
+              const fits = (i: number) =>
+                opened || modelHolding.length === 0 ||
+                (modelHolding.length < calls &&
+                  modelHolding.reduce((sum, j) => sum + weights[j]!, 0) + weights[i]! <= weight)
               const admit = () => {
-                while (next < weights.length) {
-                  const held = modelHolding.reduce((sum, i) => sum + weights[i]!, 0)
-                  const fits = opened || modelHolding.length === 0 ||
-                    (modelHolding.length < calls && held + weights[next]! <= weight)
-                  if (!fits) return
-                  modelHolding.push(next++)
+                while (queue.length > 0 && fits(queue[0]!)) {
+                  const i = queue.shift()!
+                  modelHolding.push(i)
+                  modelGranted.push(i)
                 }
               }
               admit()
               const check = () => {
-                expect(granted).toEqual(Array.from({ length: next }, (_, i) => i))
+                expect(granted).toEqual(modelGranted)
                 expect([...holding].sort((a, b) => a - b)).toEqual([...modelHolding].sort((a, b) => a - b))
-                expect(turn.waiting()).toBe(weights.length - next)
+                expect(turn.waiting()).toBe(queue.length)
                 if (!opened && holding.length > 1) {
                   expect(holding.length).toBeLessThanOrEqual(calls)
                   expect(holding.reduce((sum, i) => sum + weights[i]!, 0)).toBeLessThanOrEqual(weight)
                 }
               }
               check()
+              const releaseOne = (at: number) => {
+                const i = holding.splice(at % holding.length, 1)[0]!
+                modelHolding.splice(modelHolding.indexOf(i), 1)
+                return turn.release(weights[i]!)
+              }
               for (const step of steps) {
-                if (step === -1) {
+                if (step.kind === "open") {
                   yield* turn.open
                   opened = true
-                } else if (holding.length > 0) {
-                  const at = step % holding.length
-                  const i = holding.splice(at, 1)[0]!
-                  modelHolding.splice(modelHolding.indexOf(i), 1)
-                  yield* turn.release(weights[i]!)
+                } else if (step.kind === "release" && holding.length > 0) {
+                  yield* releaseOne(step.at)
+                } else if ((step.kind === "giveUp" || step.kind === "giveUpHead") && queue.length > 0) {
+                  const i = queue.splice(step.kind === "giveUpHead" ? 0 : step.at % queue.length, 1)[0]!
+                  yield* Deferred.succeed(giveUps[i]!, undefined)
+                } else if (step.kind === "interruptHead" && queue.length > 0 && holding.length > 0) {
+                  // in one step, as a release resumes the head: the head, handed a permit or not, is interrupted
+                  const head = queue.shift()!
+                  const release = releaseOne(step.at)
+                  yield* Effect.sync(() => {
+                    Effect.runSync(release)
+                    fibers[head]!.unsafeInterruptAsFork(FiberId.none)
+                  })
                 }
                 admit()
                 yield* settle

@@ -148,7 +148,7 @@ const BUSY = 0.75
  * The bound keeps them within what the pool is let out blind anyway (the cautious limits, after
  * {@link PROBE_PATIENCE}): a quarter of them, 5,000 tokens by default, so a server below them refuses at most
  * the few probes, whose 429s then teach the pool as a first answer does. Measured over HTTP (`pnpm bench:openai`,
- * learned rows): mixed 1.13x -> 1.04x, sub-minute 1.16x -> 1.08x, no headers 1.19x -> 1.06x; an eighth (2,500
+ * learned rows, idle machine): mixed 1.13x -> 1.04x, sub-minute 1.16x -> 1.07x, no headers 1.16x -> 1.06x; an eighth (2,500
  * tokens, four or five of those calls) gave 1.07x, 1.10x, 1.10x. The cost: a bucket smaller than the probes (5 s
  * of 30,000 TPM, 2,500 tokens) refuses one or two of them where one probe alone met no 429 or one.
  */
@@ -809,7 +809,7 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
 
   /**
    * The adaptive pools (no configured limit on requests or tokens): `probing` until the first HTTP answer has
-   * taught the pool its limits, during which calls go one at a time.
+   * taught the pool its limits, during which only its probes go (see {@link PROBES}).
    */
   const adaptivePools = new Map<string, { probing: boolean; readonly probe: Turn.Turn }>()
   const probes: Turn.Capacity | undefined = adaptive === undefined ? undefined : {
@@ -829,8 +829,12 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       const state = adaptivePools.get(poolScope)
       if (state === undefined || !state.probing || adaptive === undefined) return Effect.void
       state.probing = false
-      // an answer: the herd waiting behind the probes goes, in order (each to the limiter's queue); without one
-      // each call waits out its own patience, as the first did (they came one after another)
+      // an answer: the herd waiting behind the probes goes, in order (each to the limiter's queue). Without one,
+      // each call queued behind them waits out its own patience (10 s from its arrival), as before the probes
+      // were several, while calls that come later go at once: a call that queued at 5 s can go after one that
+      // came at 10.1 s. Opening here too would end that, but lets every queued call out in one instant, where
+      // their own timers spread them by their arrivals (a 429 can then come back between them: one shape of the
+      // pacing property, #26, goes from 1 to 2 x 429 and out of its bound in virtual time)
       const herd = impatient ? Effect.void : state.probe.open
       if (limiter.limitsOf(poolScope).length > 0) return impatient ? herd : Effect.zipRight(taught(poolScope), herd)
       return Effect.zipRight(

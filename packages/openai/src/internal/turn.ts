@@ -8,9 +8,10 @@
  * it: 10,000 calls at once are about 5·10⁷ wake-ups, which ran a simulated day out of memory.
  *
  * By default one permit (a single holder). With a {@link Capacity}, up to `calls` holders whose weights (a
- * call's token estimate) sum to at most `weight`, the first always admitted alone whatever its weight; the
- * queue's head waits for room and the callers behind it wait behind it (no overtaking). `open` lifts the
- * bound for good: every waiter is admitted, in order.
+ * call's token estimate) sum to at most `weight`; when none hold, the queue's head goes whatever its weight.
+ * The head waits for room and the callers behind it wait behind it (no overtaking); a head that leaves (gave up,
+ * interrupted) lets those behind it go as far as they fit. `open` lifts the bound for good: every waiter is
+ * admitted, in order.
  *
  * @internal
  */
@@ -53,7 +54,7 @@ export interface Turn {
   readonly takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight?: number) => Effect.Effect<boolean, E, R>
   /**
    * Gives a permit back (of the weight it was taken with, 0 by default): to the longest waiting callers that then
-   * fit, else it is free. Only its holder calls it.
+   * fit, else it is free. Only its holder calls it, exactly once, with the weight it took.
    */
   readonly release: (weight?: number) => Effect.Effect<void>
   /** Lifts the capacity for good: every waiter is handed a permit, in order, and every later caller at once. */
@@ -93,6 +94,14 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
     held -= weight
     handOn()
   }
+  /**
+   * A waiter out of the queue (interrupted, or it gave up): one handed a permit passes it on; one still waiting
+   * leaves, and the callers behind it that now fit go (it may have been the head that did not fit).
+   */
+  const leave = (waiter: Waiter) => {
+    if (waiter.woken) free(waiter.weight)
+    else if (waiters.delete(waiter)) handOn()
+  }
   const settle = (waiter: Waiter, outcome: boolean) => {
     if (waiter.outcome !== undefined) return
     waiter.outcome = outcome
@@ -106,17 +115,18 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
         grant(weight)
         return Effect.void
       }
+      // in the queue now, in the caller's order
       const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
+      waiters.add(waiter)
       return Effect.onInterrupt(
         Effect.asVoid(Effect.async<boolean>((resume) => {
+          if (waiter.outcome !== undefined) return resume(succeedTrue)
           waiter.resume = resume
-          waiters.add(waiter)
-        })),
-        () =>
-          Effect.sync(() => {
-            if (waiter.woken) free(weight)
-            else waiters.delete(waiter)
+          return Effect.sync(() => {
+            waiter.resume = undefined
           })
+        })),
+        () => Effect.sync(() => leave(waiter))
       )
     })
   return {
@@ -135,8 +145,9 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
         // `giveUp` done first (or failed): out of the queue, and the caller is told
         const impatient = Effect.onExit(giveUp, (exit) =>
           Effect.sync(() => {
-            if (!waiters.delete(waiter)) return
+            if (!waiters.has(waiter)) return
             if (Exit.isFailure(exit)) failed = exit.cause
+            leave(waiter)
             settle(waiter, false)
           }))
         const wait = Effect.async<boolean>((resume) => {
@@ -156,8 +167,7 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
                 Effect.onInterrupt(restore(wait), () =>
                   Effect.sync(() => {
                     stop()
-                    if (waiter.woken) free(weight)
-                    else waiters.delete(waiter)
+                    leave(waiter)
                   })),
                 (mine) => {
                   if (mine) {
