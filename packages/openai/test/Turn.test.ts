@@ -306,4 +306,28 @@ describe("Turn (the probe's permit)", () => {
         { numRuns: 200 }
       )
     ))
+
+  it.effect("with a capacity: a head that gives up goes on before the callers behind it that its leaving lets go", () =>
+    Effect.gen(function*() {
+      const turn = Turn.make({ calls: 3, weight: 10 })
+      yield* turn.takeWeighing(8)
+      const order: Array<string> = []
+      // the head (5) does not fit beside the holder (8) and gives up after 1 s; the one behind it (1) would fit,
+      // and waits behind it
+      const head = yield* Effect.fork(Effect.flatMap(
+        turn.takeOr(Effect.sleep("1 second"), 5),
+        (mine) => Effect.sync(() => order.push(`head ${mine}`))
+      ))
+      const behind = yield* Effect.fork(Effect.flatMap(
+        turn.takeOr(Effect.never, 1),
+        (mine) => Effect.sync(() => order.push(`behind ${mine}`))
+      ))
+      yield* settle
+      expect(order).toEqual([])
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(head)
+      yield* Fiber.join(behind)
+      expect(order).toEqual(["head false", "behind true"])
+      expect(turn.waiting()).toBe(0)
+    }))
 })

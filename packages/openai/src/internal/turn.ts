@@ -147,8 +147,10 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
           Effect.sync(() => {
             if (!waiters.has(waiter)) return
             if (Exit.isFailure(exit)) failed = exit.cause
-            leave(waiter)
+            // told first, then those behind it that now fit: it goes on before them, in its order
+            waiters.delete(waiter)
             settle(waiter, false)
+            handOn()
           }))
         const wait = Effect.async<boolean>((resume) => {
           if (waiter.outcome !== undefined) return resume(waiter.outcome ? succeedTrue : succeedFalse)
