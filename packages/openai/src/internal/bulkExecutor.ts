@@ -186,7 +186,9 @@ export const make = (
           // the server never answered, and a retry or five attempts could not reach it: an outage, not the lines'
           // fault (the circuit breaker holds retries back, so they alone may not come soon)
           if (isOutage(error) && (event.attempt > 1 || ++unreachableFailures >= 5)) {
-            return cancelAll(outage(error))
+            // this call too, when the outage was found before it failed (it was on the wire then, so the cancel
+            // passed it by): else it goes on retrying, and the run waits for it
+            return Effect.zipRight(cancelAll(outage(error)), state === undefined ? Effect.void : interrupt(state))
           }
           return cancelling !== undefined && state !== undefined && transient.has(error._tag)
             ? interrupt(state)
