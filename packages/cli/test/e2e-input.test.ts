@@ -270,10 +270,12 @@ describe("sluice run: careless and hostile input", () => {
         expect(down.out).toContain("stopped by: Outage")
         expect(lineCount(output)).toBe(0)
         // with limits given every line goes at once: the calls that fail after the outage is found (they were on
-        // the wire when it was) stop too (they went on retrying behind the open breaker, and the run never ended)
+        // the wire when it was) stop too (they went on retrying behind the open breaker until their retries ran
+        // out: the run took 4 minutes); it ends at once, its wall time under a minute
         const downAtOnce = await sluice([...real, "--tier", "1", "--base-url", "http://127.0.0.1:1/v1"])
         expect(downAtOnce.code).toBe(3)
         expect(downAtOnce.out).toContain("stopped by: Outage")
+        expect(downAtOnce.out).toMatch(/wall time: \d+(\.\d+)?s\b/)
         expect(lineCount(output)).toBe(0)
         const sim = await startSim(KEY)
         try {

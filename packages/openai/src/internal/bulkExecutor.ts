@@ -178,11 +178,13 @@ export const make = (
             return Effect.void
           }
           if (state !== undefined) state.sending = false
-          if (event._tag === "Succeeded" || event.error.status !== undefined) {
+          if (event._tag === "Succeeded") {
             answered = true
             return Effect.void
           }
           const error = event.error
+          // the server answered (a 429, a 5xx): not an outage; after a cancel the call is not retried either
+          if (error.status !== undefined) answered = true
           // the server never answered, and a retry or five attempts could not reach it: an outage, not the lines'
           // fault (the circuit breaker holds retries back, so they alone may not come soon)
           if (isOutage(error) && (event.attempt > 1 || ++unreachableFailures >= 5)) {

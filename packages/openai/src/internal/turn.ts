@@ -142,15 +142,21 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
         const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
         waiters.add(waiter)
         let failed: Cause.Cause<E> | undefined
+        // out of the queue on `giveUp`, the callers behind it not yet let go: its own fiber lets them go once it
+        // runs (or is interrupted), so that it goes on before them, in its order
+        let handOff = false
+        const handingOff = () => {
+          if (!handOff) return
+          handOff = false
+          handOn()
+        }
         // `giveUp` done first (or failed): out of the queue, and the caller is told
         const impatient = Effect.onExit(giveUp, (exit) =>
           Effect.sync(() => {
-            if (!waiters.has(waiter)) return
+            if (!waiters.delete(waiter)) return
             if (Exit.isFailure(exit)) failed = exit.cause
-            // told first, then those behind it that now fit: it goes on before them, in its order
-            waiters.delete(waiter)
+            handOff = true
             settle(waiter, false)
-            handOn()
           }))
         const wait = Effect.async<boolean>((resume) => {
           if (waiter.outcome !== undefined) return resume(waiter.outcome ? succeedTrue : succeedFalse)
@@ -169,13 +175,15 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
                 Effect.onInterrupt(restore(wait), () =>
                   Effect.sync(() => {
                     stop()
-                    leave(waiter)
+                    if (handOff) handingOff()
+                    else leave(waiter)
                   })),
                 (mine) => {
                   if (mine) {
                     stop()
                     return succeedTrue
                   }
+                  handingOff()
                   return failed !== undefined ? Effect.failCause(failed) : succeedFalse
                 }
               )
