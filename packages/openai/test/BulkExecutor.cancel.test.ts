@@ -13,8 +13,10 @@ const MODEL = "gpt-4o-mini"
 describe("BulkExecutor: cancel", () => {
   it.effect("a 429 that comes back after the cancel is not retried: the run ends at once, the lines left to a rerun", () =>
     Effect.gen(function*() {
+      // the executor, once made (its `onEvent` cancels it)
+      const made: { executor?: BulkExecutor.Executor } = {}
       let cancelled = false
-      const executorOf = yield* BulkExecutor.make({
+      const executorOf: BulkExecutor.Executor = yield* BulkExecutor.make({
         baseUrl: "http://sim.local/v1",
         apiKey: Redacted.make("sk-simulated"),
         tier: undefined,
@@ -27,10 +29,11 @@ describe("BulkExecutor: cancel", () => {
           event._tag === "Failed" && event.error._tag === "RateLimited" && !cancelled
             ? Effect.suspend(() => {
               cancelled = true
-              return executorOf.cancel("Signal", "interrupted")
+              return made.executor!.cancel("Signal", "interrupted")
             })
             : Effect.void
       })
+      made.executor = executorOf
       const lines: ReadonlyArray<BulkRunner.Request> = Array.from({ length: 6 }, (_, i) => ({
         customId: `l-${i}`,
         url: "/v1/chat/completions",
