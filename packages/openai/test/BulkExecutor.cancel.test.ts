@@ -4,9 +4,10 @@
  * itself passed it by). In-process simulator, TestClock, real `openai` SDK.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { BulkExecutor, BulkRunner } from "@sluice/openai"
-import { SimConfig, SimFetch, Simulator, VirtualTime } from "@sluice/testing"
-import { Clock, Effect, Either, Exit, Redacted } from "effect"
+import type { BulkExecutor, BulkRunner } from "@sluice/openai"
+import { SimConfig, Simulator, VirtualTime } from "@sluice/testing"
+import { Clock, Effect, Either, Exit } from "effect"
+import { simExecutor } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 
@@ -16,14 +17,7 @@ describe("BulkExecutor: cancel", () => {
       // the executor, once made (its `onEvent` cancels it)
       const made: { executor?: BulkExecutor.Executor } = {}
       let cancelled = false
-      const executorOf: BulkExecutor.Executor = yield* BulkExecutor.make({
-        baseUrl: "http://sim.local/v1",
-        apiKey: Redacted.make("sk-simulated"),
-        tier: undefined,
-        priority: undefined,
-        deadlineMs: undefined,
-        fetch: yield* SimFetch.make,
-        progress: yield* BulkRunner.makeProgress,
+      const executorOf: BulkExecutor.Executor = yield* simExecutor({
         // Ctrl-C as the first 429 is read: the other probes' 429s come back after it
         onEvent: (event) =>
           event._tag === "Failed" && event.error._tag === "RateLimited" && !cancelled

@@ -10,10 +10,10 @@
  * real time at `--speed 1` (32 s, 3 × 429), the probe finds the limit at once.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { BulkExecutor, BulkRunner } from "@sluice/openai"
-import { SimConfig, SimFetch, Simulator, VirtualTime } from "@sluice/testing"
-import { Clock, Effect, Exit, Redacted } from "effect"
-import { sum } from "./harness.js"
+import type { BulkRunner } from "@sluice/openai"
+import { SimConfig, Simulator, VirtualTime } from "@sluice/testing"
+import { Clock, Effect, Exit } from "effect"
+import { simExecutor, sum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
 const POOL = "org:default/pool:gpt-4o-mini"
@@ -27,15 +27,7 @@ describe("BulkExecutor: a requests-bound server without rate-limit headers", () 
     `${LINES} lines, ${WORKERS} workers, ${RPM} RPM, no headers: the limit is found from the first 429`,
     () =>
       Effect.gen(function*() {
-        const executor = yield* BulkExecutor.make({
-          baseUrl: "http://sim.local/v1",
-          apiKey: Redacted.make("sk-simulated"),
-          tier: undefined,
-          priority: undefined,
-          deadlineMs: undefined,
-          fetch: yield* SimFetch.make,
-          progress: yield* BulkRunner.makeProgress
-        })
+        const executor = yield* simExecutor()
         const lines: ReadonlyArray<BulkRunner.Request> = Array.from({ length: LINES }, (_, i) => ({
           customId: `l-${i}`,
           url: "/v1/chat/completions",

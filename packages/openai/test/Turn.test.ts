@@ -310,7 +310,7 @@ describe("Turn (the probe's permit)", () => {
   it.effect("with a capacity: a head that gives up goes on before the callers behind it that its leaving lets go", () =>
     Effect.gen(function*() {
       const turn = Turn.make({ calls: 3, weight: 10 })
-      yield* turn.takeWeighing(8)
+      yield* turn.takeOr(Effect.never, 8)
       const order: Array<string> = []
       // the head (5) does not fit beside the holder (8) and gives up after 1 s; the one behind it (1) would fit,
       // and waits behind it

@@ -4,9 +4,9 @@
  * has settled.
  */
 import { LimiterStore } from "@sluice/core"
-import { OpenAi } from "@sluice/openai"
+import { BulkExecutor, BulkRunner, OpenAi } from "@sluice/openai"
 import { Scenario, SimFetch, SimStats, Simulator } from "@sluice/testing"
-import { Chunk, Clock, Effect, Equal, Fiber, type FiberId, Layer, Random, Runtime, TestClock } from "effect"
+import { Chunk, Clock, Effect, Equal, Fiber, type FiberId, Layer, Random, Redacted, Runtime, TestClock } from "effect"
 import OpenAIClient from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 
@@ -293,4 +293,19 @@ export const behindQueue = (options: { readonly oneWay: number; readonly perCall
         return Effect.sleep(free - now + options.oneWay)
       }))
     return travelling(fetch, () => travel)
+  })
+
+/** `sluice run`'s executor against the in-process simulator (no tier, no limits given), with `options` on top. */
+export const simExecutor = (options: Partial<BulkExecutor.Options> = {}) =>
+  Effect.gen(function*() {
+    return yield* BulkExecutor.make({
+      baseUrl: "http://sim.local/v1",
+      apiKey: Redacted.make("sk-simulated"),
+      tier: undefined,
+      priority: undefined,
+      deadlineMs: undefined,
+      fetch: yield* SimFetch.make,
+      progress: yield* BulkRunner.makeProgress,
+      ...options
+    })
   })

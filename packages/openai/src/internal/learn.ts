@@ -836,7 +836,9 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
       // their own timers spread them by their arrivals (a 429 can then come back between them: one shape of the
       // pacing property, #26, goes from 1 to 2 x 429 and out of its bound in virtual time)
       const herd = impatient ? Effect.void : state.probe.open
-      if (limiter.limitsOf(poolScope).length > 0) return impatient ? herd : Effect.zipRight(taught(poolScope), herd)
+      if (limiter.limitsOf(poolScope).length > 0) {
+        return Effect.zipRight(impatient ? Effect.void : taught(poolScope), herd)
+      }
       return Effect.zipRight(
         Effect.ignore(Effect.forEach(
           unknownDimensions(poolScope),

@@ -42,10 +42,6 @@ export interface Turn {
    */
   readonly take: Effect.Effect<void>
   /**
-   * As `take`, for a holder of this weight (0 by default).
-   */
-  readonly takeWeighing: (weight: number) => Effect.Effect<void>
-  /**
    * Waits for the permit (true) unless `giveUp` completes first (false; the caller is then out of the queue), as
    * a race of `take` and `giveUp` would, with one fiber (for `giveUp`) instead of two and a race: a herd of
    * 10,000 calls queued behind the probe raced each. `giveUp` is interrupted once the permit is handed over
@@ -109,15 +105,20 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
     waiter.resume = undefined
     resume?.(outcome ? succeedTrue : succeedFalse)
   }
-  const takeWeighing = (weight: number) =>
-    Effect.suspend(() => {
-      if (waiters.size === 0 && fits(weight)) {
-        grant(weight)
-        return Effect.void
-      }
-      // in the queue now, in the caller's order
-      const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
-      waiters.add(waiter)
+  /** Granted at once when none wait and it fits (true); else in the queue now, in the caller's order. */
+  const arrive = (weight: number): Waiter | true => {
+    if (waiters.size === 0 && fits(weight)) {
+      grant(weight)
+      return true
+    }
+    const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
+    waiters.add(waiter)
+    return waiter
+  }
+  return {
+    take: Effect.suspend(() => {
+      const waiter = arrive(0)
+      if (waiter === true) return Effect.void
       return Effect.onInterrupt(
         Effect.asVoid(Effect.async<boolean>((resume) => {
           if (waiter.outcome !== undefined) return resume(succeedTrue)
@@ -128,19 +129,11 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
         })),
         () => Effect.sync(() => leave(waiter))
       )
-    })
-  return {
-    take: takeWeighing(0),
-    takeWeighing,
+    }),
     takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight = 0): Effect.Effect<boolean, E, R> =>
       Effect.suspend(() => {
-        if (waiters.size === 0 && fits(weight)) {
-          grant(weight)
-          return succeedTrue
-        }
-        // in the queue now, in the caller's order
-        const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
-        waiters.add(waiter)
+        const waiter = arrive(weight)
+        if (waiter === true) return succeedTrue
         let failed: Cause.Cause<E> | undefined
         // out of the queue on `giveUp`, the callers behind it not yet let go: its own fiber lets them go once it
         // runs (or is interrupted), so that it goes on before them, in its order
