@@ -125,9 +125,9 @@ describe("distributed engine (BullMQ, in process)", () => {
     60_000
   )
 
-  // live: as above; the first coordinator's locks run out in wall time
+  // live: as above
   it.live(
-    "a coordinator of the same run after one died: outcomes before their items are read, each counted once",
+    "a coordinator of the same run after one stopped: the outcome it held is given back at once; outcomes before their items are read, each counted once",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const redis = (yield* RedisServer.make()).url
@@ -141,20 +141,33 @@ describe("distributed engine (BullMQ, in process)", () => {
           id: `k${i}`,
           input: { fields: { key: `k${i}`, text: `t${i}` }, results: {} }
         }))
-        // the first coordinator adds every item, takes one outcome and dies before writing any
+        // the first coordinator adds every item, takes one outcome and stops before writing any
         const dead = yield* Scope.make()
         const first = yield* Scope.extend(
-          // a lock of 4 s (the default 30 s): the dead one's outcome comes back to the next within the test's time
-          Distributed.engine(pipeline, redis, output, 4_000).start(Stream.fromIterable(items), { restart: false }),
+          // the default lock (30 s): an outcome left locked would come back to the next one only after the test's time
+          Distributed.engine(pipeline, redis, output).start(Stream.fromIterable(items), { restart: false }),
           dead
         )
         yield* Stream.runHead(first.outcomes)
         while (calls.length < 2 * N) yield* Effect.sleep("20 millis")
         yield* Scope.close(dead, Exit.void)
+        // the outcome it held is back in its queue (due at once), not active under its lock
+        const { run } = JSON.parse(NodeFs.readFileSync(Distributed.runPath(output), "utf8")) as { run: string }
+        const { hostname, port } = new URL(redis)
+        const counts = yield* Effect.promise(async () => {
+          const queue = new BullQueue(`outcomes-${run}`, {
+            connection: { host: hostname, port: Number(port) },
+            prefix: "sluice-pipeline-resume"
+          })
+          const c = await queue.getJobCounts("active", "delayed")
+          await queue.close()
+          return c
+        })
+        expect(counts).toEqual({ active: 0, delayed: 1 })
         // the next one reads its input only once an outcome came back: those outcomes come before their items
         const seen = yield* Deferred.make<void>()
         const later = Stream.fromIterable(items).pipe(Stream.tap(() => Deferred.await(seen)))
-        const second = yield* Distributed.engine(pipeline, redis, output, 4_000).start(later, { restart: false })
+        const second = yield* Distributed.engine(pipeline, redis, output).start(later, { restart: false })
         const delivered: Array<string> = []
         const fiber = yield* Effect.fork(Stream.runForEach(second.outcomes, ({ ack, outcome }) =>
           Effect.zipRight(

@@ -27,6 +27,7 @@ import type * as PipelineFileModule from "@sluice/openai"
 import { Pipeline, PipelineFile } from "@sluice/openai"
 import { BulkRunner } from "@sluice/openai"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -377,6 +378,19 @@ interface StageJob {
   readonly updateData: (data: JobData) => Promise<void>
 }
 
+/**
+ * How long a coordinator letting go (its run over, stopped, or interrupted) waits for its outcomes worker to give back
+ * the outcome it holds before closing it anyway (Redis not answering): that outcome then waits for its lock to run out.
+ */
+const LET_GO_MS = 2_000
+
+/** A job of a run's outcomes queue, as the coordinator's worker sees it. */
+interface OutcomeJob {
+  readonly name: string
+  readonly data: JobData | StopData
+  readonly moveToDelayed: (timestamp: number, token?: string) => Promise<void>
+}
+
 /** How soon a job put back by a stop is due again (BullMQ's pause holds it until a coordinator resumes the queues). */
 const STOP_DELAY_MS = 1_000
 
@@ -539,7 +553,7 @@ export const engine = (
   paths: [{ role: "run file", path: runPath(output) }],
   start: (items, { restart }) =>
     Effect.gen(function*() {
-      const { Queue: BullQueue, Worker } = yield* Effect.orDie(load)
+      const { DelayedError, Queue: BullQueue, Worker } = yield* Effect.orDie(load)
       const connection = connectionOf(redis)
       const prefix = prefixOf(spec)
       const names = queueNames(spec)
@@ -650,15 +664,22 @@ export const engine = (
         inputEnded && pending.size === 0 ? Queue.offer(deliveries, "end") : Effect.void
       )
       const runtime = yield* Effect.runtime<never>()
-      // closed without waiting for an outcome under way (its line not written when the run stops): its lock runs
-      // out and the next coordinator of the run gets it again
+      /**
+       * Done once this coordinator lets go (the run over, stopped, or interrupted): an outcome its worker holds whose
+       * line was not written goes back to the queue at once, for the next coordinator of the run. Left active, it
+       * would wait for its lock to run out (30 s by default, then up to half of that for the stalled check): the
+       * outcome taken just after a stop made the rerun wait that long for it.
+       */
+      const lettingGo = yield* Deferred.make<void>()
+      // a coordinator that dies (kill -9) gives nothing back: its outcome's lock runs out and the next coordinator of
+      // the run gets it again
       const outcomesWorker = yield* Effect.acquireRelease(
         Effect.sync(() =>
-          new Worker(outcomesName(run), (job: { readonly name: string; readonly data: JobData | StopData }) =>
-            Runtime.runPromise(runtime)(Effect.gen(function*() {
+          new Worker(outcomesName(run), async (job: OutcomeJob, token?: string) => {
+            const given = await Runtime.runPromise(runtime)(Effect.gen(function*() {
               // a stop: the run ends once its job is completed (below), so that the rerun finds it done
               if (job.name === STOP) {
-                return
+                return false
               }
               const { carry, id, skipped } = job.data as JobData
               const outcome: Pipeline.Outcome<Carry> = skipped === undefined
@@ -674,8 +695,18 @@ export const engine = (
                   resumed: false
                 }
               const written = yield* Effect.makeLatch(false)
-              yield* Queue.offer(deliveries, { outcome, ack: written.open })
-              yield* written.await
+              let acked = false
+              yield* Queue.offer(deliveries, {
+                outcome,
+                ack: Effect.zipRight(Effect.sync(() => (acked = true)), written.open)
+              })
+              yield* Effect.raceFirst(written.await, Deferred.await(lettingGo))
+              if (!acked) {
+                // let go before its line was written: due again now (not an attempt), for the next coordinator; if
+                // Redis will not take it back, its lock runs out as after a death
+                yield* Effect.promise(() => job.moveToDelayed(Date.now(), token).then(() => true, () => false))
+                return true
+              }
               if (pending.delete(id)) {
                 delivered++
                 if (holding.delete(id)) {
@@ -685,7 +716,11 @@ export const engine = (
                 early.add(id)
               }
               yield* finishIfDone
-            })), {
+              return false
+            }))
+            // BullMQ's way of saying the job was moved (back, due now) by its processor: not a failure, not an attempt
+            if (given) throw new DelayedError()
+          }, {
             connection,
             prefix,
             concurrency: 1,
@@ -693,11 +728,19 @@ export const engine = (
           })
         ),
         (worker) =>
-          Effect.promise(() =>
-            worker.close(true)
+          Deferred.succeed(lettingGo, void 0).pipe(
+            // the worker takes no further outcome and its processor gives back the one it holds; then it closes
+            // without waiting for anything else (nothing is written once the run stops)
+            Effect.zipRight(
+              Effect.promise(() => worker.pause()).pipe(
+                Effect.interruptible,
+                Effect.timeoutOption(LET_GO_MS)
+              )
+            ),
+            Effect.zipRight(Effect.promise(() => worker.close(true)))
           )
       )
-      outcomesWorker.on("completed", (job: { readonly name: string; readonly data: JobData | StopData }) => {
+      outcomesWorker.on("completed", (job: OutcomeJob) => {
         if (job.name === STOP && "stopped" in job.data) {
           deliveries.unsafeOffer({ error: stageError(job.data.id, job.data.stopped) })
         }
