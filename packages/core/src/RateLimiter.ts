@@ -280,6 +280,17 @@ export interface Observation {
    */
   readonly sentAt?: number | undefined
   /**
+   * The latest time (the limiter's clock, epoch ms) the server can have made its report: for an HTTP answer, when
+   * it came back less the server's own time on it (OpenAI's `openai-processing-ms`). The bucket's refill is added
+   * back from then rather than from `sentAt`, which the request left before it reached the server: replayed from
+   * `sentAt`, a report leaves the level ahead of the server's by the refill of the request's way there, and with a
+   * budget equal to the server's limit a later request that is quicker on its way is refused. Ignored when before
+   * `sentAt`.
+   *
+   * @since 0.2.0
+   */
+  readonly reportedBy?: number | undefined
+  /**
    * `false`: only ever lower the level, even where the report could be adopted both ways (see
    * `remaining`) — for a caller that keeps reservations charged on purpose (reserve-only). Default `true`.
    *

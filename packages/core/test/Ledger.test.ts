@@ -41,6 +41,9 @@ class Model {
   sentAfter(at: number, sequence: number) {
     return this.entries.filter((entry) => entry.sequence <= sequence && entry.at > at).length
   }
+  sentSince(sequence: number, at: number) {
+    return this.entries.filter((entry) => entry.sequence > sequence && entry.at <= at).length
+  }
   amountOf(sequence: number) {
     return this.find(sequence)?.amount ?? 0
   }
@@ -156,6 +159,8 @@ describe("Ledger", () => {
           const at = now - o.back
           expect(ledger.sentBy(at, target)).toBe(model.sentBy(at, target))
           expect(ledger.sentAfter(at, target)).toBe(model.sentAfter(at, target))
+          expect(ledger.sentSince(target, at)).toBe(model.sentSince(target, at))
+          expect(ledger.sentSince(target, now)).toBe(model.sentSince(target, now))
           expect(ledger.amountOf(target)).toBe(model.amountOf(target))
           const skip = o.pick % 2 === 0 ? recorded[recorded.length - 1] : undefined
           const level = (o.pick % 7) * 4_000

@@ -453,6 +453,53 @@ describe("RateLimiter.sync with since", () => {
     ))
 })
 
+describe("RateLimiter.sync: a report of a call sent in a herd", () => {
+  it.effect("counts the calls sent with it as possibly seen: it lowers only as far as the server certainly is", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const herd = yield* Effect.forEach(Array.from({ length: 100 }), () =>
+          Effect.tap(limiter.acquire([SCOPE], { tokens: 500 }), (permit) => permit.markSent))
+        const first = herd[0]
+        const sentAt = yield* Clock.currentTimeMillis
+        expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500)
+        // the first sent reached the server last (a network that reorders the herd): it had seen all 100. Counting
+        // the 99 sent after it as not seen lowered the level by them: 24,500 below the server's
+        yield* limiter.sync(SCOPE, {
+          dimension: "tokens",
+          limit: CAPACITY,
+          remaining: CAPACITY - 100 * 500,
+          since: first,
+          sentAt
+        })
+        expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500)
+        // 10,000 of other traffic shows all the same
+        yield* limiter.sync(SCOPE, {
+          dimension: "tokens",
+          limit: CAPACITY,
+          remaining: CAPACITY - 100 * 500 - 10_000,
+          since: first,
+          sentAt
+        })
+        expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500 - 10_000)
+        // calls sent later than REPORT_SKEW_MILLIS after it count as not seen
+        yield* TestClock.adjust(100)
+        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 1_000 }), (permit) =>
+          permit.markSent)
+        yield* limiter.sync(SCOPE, {
+          dimension: "tokens",
+          limit: CAPACITY,
+          remaining: CAPACITY - 100 * 500 - 20_000,
+          since: first,
+          sentAt
+        })
+        expect(yield* levelOf(limiter)).toBeCloseTo(
+          CAPACITY - 100 * 500 - 20_000 + (CAPACITY / 60_000) * 100 - 1_000,
+          6
+        )
+      })
+    ))
+})
+
 describe("RateLimiter.sync on a limit with a burst", () => {
   it.effect.prop(
     "a report of the limit's remaining never lowers its burst bucket below what the server's burst bucket holds",

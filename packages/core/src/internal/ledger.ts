@@ -230,6 +230,11 @@ export class Ledger {
     return found >= this.head ? this.sequences[found] : this.dropped
   }
 
+  /** How many kept entries after `sequence` were sent at or before `at`. */
+  sentSince(sequence: number, at: number): number {
+    return Math.max(0, lastAtMost(this.times, at, this.head, this.sequences.length - 1) - this.indexOf(sequence))
+  }
+
   /** How many kept entries at or before `sequence` were sent after `at`. */
   sentAfter(at: number, sequence: number): number {
     return this.indexOf(sequence) - this.lastSentBy(at, sequence)

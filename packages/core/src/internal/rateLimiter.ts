@@ -70,8 +70,9 @@ const amountOf = (debit: LimiterStore.Debit): number => debit.amount
 const REPORT_SKEW_MILLIS = 50
 /**
  * A report is adopted both ways only when at most this many calls left in the `BURST_WINDOW_MILLIS`
- * before the answered one: in a burst, requests wait for connections and reach the server in an order
- * nobody can tell, so a report then only lowers the level.
+ * before and after the answered one: in a burst, requests wait for connections and reach the server in an
+ * order nobody can tell, so a report then only lowers the level (counting the calls sent with the answered
+ * one as seen: see `sync`).
  */
 const BURST_CALLS = 64
 const BURST_WINDOW_MILLIS = 250
@@ -1473,16 +1474,22 @@ export const make = (
           const now = yield* Clock.currentTimeMillis
           const from = observation.sentAt ?? since.admittedAt
           if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
+          // back from then (a request slower on its way than the next would otherwise leave the level ahead)
+          const at = observation.reportedBy !== undefined && observation.reportedBy > from
+            ? Math.min(now, observation.reportedBy)
+            : from
           // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
-          // store and the call was not part of a burst (BURST_CALLS): replayed from the calls sent a
-          // little before this one (see REPORT_SKEW_MILLIS), those
+          // store and the call was not part of a burst (BURST_CALLS, the calls sent around it, before and after):
+          // replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
           // sent earlier are counted by the server as it charged them, so their corrections are not applied
           // a second time (`Ledger.absorbed`).
+          const herd = ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
+              ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
           const cut = store.track !== undefined && observation.adopt !== false &&
               observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis &&
               // a bucket with a burst is tighter than the limit the report is about: it only lowers
-              target.limit.burst === undefined &&
-              ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) <= BURST_CALLS
+              target.limit.burst === undefined && !herd
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
             : undefined
           // Whether the server trues calls up to their usage, from its report of this one (see
@@ -1501,7 +1508,7 @@ export const make = (
             if (cut === undefined && ledger.amountOf(point.entry) > 0) {
               ledger.lowered = {
                 sequence: point.sequence,
-                from,
+                from: at,
                 level: remaining,
                 bucket: { capacity: observation.limit, refillPerMs: observation.limit / windowMillis }
               }
@@ -1526,14 +1533,24 @@ export const make = (
           const replayFrom = (start: number) =>
             ledger.replay(
               start,
-              from,
+              at,
               remaining,
               now,
               reported,
               point.entry !== undefined && point.entry > start ? point.entry : undefined,
               ownUnsent
             )
-          const aged = replayFrom(cut ?? point.sequence)
+          // Of a herd, the report only lowers, and the calls sent with this one (within REPORT_SKEW_MILLIS after
+          // it) count as seen by the server: they may have reached it first (the order a herd arrives in is
+          // nobody's). Counted as not seen, every report of a herd but its first arrival's lowered the level by the
+          // calls that did: behind a network that reorders a herd of 300, the level sank 264 below the server's
+          // and the calls after it waited 53 s (OpenAiWayThere.test.ts). Lowered to the report taken so, the level
+          // goes only as low as the server's certainly is; the last of the herd to arrive reports the rest.
+          const aged = replayFrom(
+            cut ?? (herd
+              ? Math.max(point.sequence, ledger.sentBy(from + REPORT_SKEW_MILLIS, Number.MAX_SAFE_INTEGER))
+              : point.sequence)
+          )
           if (aged === undefined) return
           if (cut !== undefined) {
             // Adopted, the calls sent just before this one (after `cut`) count as not seen by the server, though

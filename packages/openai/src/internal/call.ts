@@ -255,6 +255,8 @@ interface Since {
   readonly permit: RateLimiter.Permit
   readonly sentAt: number
   readonly adopt: boolean
+  /** When its answer's headers came back (the limiter's clock). */
+  readonly answeredAt: number
 }
 
 /**
@@ -450,8 +452,9 @@ export const make = (
         }
         // never on the wire (the SDK failed before its fetch): counted sent as of now, as a refused connection is
         if (sentAt < 0) yield* mark
-        const latencyMillis = (yield* Clock.currentTimeMillis) - sentAt
-        const since: Since = { permit, sentAt, adopt: !held && settleUsage }
+        const answeredAt = yield* Clock.currentTimeMillis
+        const latencyMillis = answeredAt - sentAt
+        const since: Since = { permit, sentAt, adopt: !held && settleUsage, answeredAt }
         if (Either.isLeft(outcome)) {
           // 5. a failure: classified, settled and synced, then fed back to the limiter and the learner
           const raw = outcome.left
@@ -772,6 +775,15 @@ const processingMillis = (source: unknown): number | undefined => {
   return Number.isFinite(value) && value >= 0 ? value : undefined
 }
 
+/**
+ * The latest the server can have made the report its answer carries: when the answer came back less the server's
+ * own time on it (`undefined` when the server does not say it: then as of the request's send).
+ */
+const reportedBy = (since: { readonly answeredAt?: number | undefined }, headers: unknown): number | undefined => {
+  const processing = processingMillis(headers)
+  return processing === undefined || since.answeredAt === undefined ? undefined : since.answeredAt - processing
+}
+
 const headerNumber = (headers: Headers, name: string): number | undefined => {
   const raw = headers.get(name)
   if (raw === null || raw.trim() === "") return undefined
@@ -801,6 +813,7 @@ const syncHeaders = (limiter: RateLimiter.Service, scope: string, source: unknow
       remaining: remaining === undefined ? undefined : Math.max(0, remaining),
       since: since.permit,
       sentAt: since.sentAt,
+      reportedBy: reportedBy(since, headers),
       adopt: since.adopt
     })
   }, { discard: true })
