@@ -500,6 +500,60 @@ describe("RateLimiter.sync: a report of a call sent in a herd", () => {
     ))
 })
 
+describe("RateLimiter.sync: a report of a call sent in a herd, where the level is not the server's own", () => {
+  it.effect("a server's limit below the budget: the calls sent after it count as not seen (the report is the only news)", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const herd = yield* Effect.forEach(Array.from({ length: 100 }), () =>
+          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) => permit.markSent))
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* TestClock.adjust(300)
+        // a server of 50,000 that took the first call first: it will hold 10,000 once the herd has arrived (plus
+        // 300 ms of refill, at this bucket's rate); counting the herd as seen left the level at 50,100
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 50_000, remaining: 49_600, since: herd[0], sentAt })
+        expect(yield* levelOf(limiter)).toBeCloseTo(49_600 - 99 * 400 + (CAPACITY / 60_000) * 300, 6)
+      })
+    ))
+
+  it.effect("a shared store (reports only lower it): the same", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const herd = yield* Effect.forEach(
+          Array.from({ length: 100 }),
+          () => Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) => permit.markSent)
+        )
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 69_600, since: herd[0], sentAt })
+        expect(yield* levelOf(limiter)).toBe(69_600 - 99 * 400)
+      }), untracked))
+
+  it.effect("calls sent after the latest the report was made (`reportedBy`) count as not seen, herd or not", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        const herd = yield* Effect.forEach(Array.from({ length: 70 }), () =>
+          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) => permit.markSent))
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* TestClock.adjust(20)
+        yield* Effect.forEach(Array.from({ length: 30 }), () =>
+          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) =>
+            permit.markSent))
+        // made by 10 ms after the herd left: of its 70, any may have arrived; the 30 sent at 20 ms had not
+        yield* limiter.sync(SCOPE, {
+          dimension: "tokens",
+          limit: CAPACITY,
+          remaining: CAPACITY - 70 * 400 - 10_000,
+          since: herd[0],
+          sentAt,
+          reportedBy: sentAt + 10
+        })
+        expect(yield* levelOf(limiter)).toBeCloseTo(
+          CAPACITY - 70 * 400 - 10_000 + (CAPACITY / 60_000) * 10 - 30 * 400,
+          6
+        )
+      })
+    ))
+})
+
 describe("RateLimiter.sync on a limit with a burst", () => {
   it.effect.prop(
     "a report of the limit's remaining never lowers its burst bucket below what the server's burst bucket holds",

@@ -75,6 +75,8 @@ const REPORT_SKEW_MILLIS = 50
  * one as seen: see `sync`).
  */
 const BURST_CALLS = 64
+/** The shortest timed wait of the dispatcher, in ms (see `dispatcher`). */
+const MIN_WAIT_MILLIS = 0.001
 const BURST_WINDOW_MILLIS = 250
 /**
  * For a store without `debitAboveCapacity` (the 0.1.0 contract): a cost above a burst is charged in at most
@@ -1066,7 +1068,13 @@ export const make = (
       while (true) {
         wakeup = Slot.make<void>()
         const passed = queued > 0 ? pass(clock.unsafeCurrentTimeMillis()) : Number.POSITIVE_INFINITY
-        const next = typeof passed === "number" ? passed : yield* passed
+        let next = typeof passed === "number" ? passed : yield* passed
+        // An instant a rounding error ahead (a gate's end computed by another sum than the clock's reading: seen
+        // 2e-12 ms ahead under TestClock) is a wait the clock cannot tell from now: slept, it left the clock where
+        // it was and every pass found the same wait (a spin, the test's timeout never firing). At least a
+        // microsecond, which the clock can tell (epoch milliseconds step by 2.4e-4).
+        const current = clock.unsafeCurrentTimeMillis()
+        if (next > current && next - current < MIN_WAIT_MILLIS) next = current + MIN_WAIT_MILLIS
         if (queued > 0 && next !== Number.POSITIVE_INFINITY) {
           // woken by a signal or at `next`, whichever comes first
           wanted = next
@@ -1486,8 +1494,11 @@ export const make = (
           // a second time (`Ledger.absorbed`).
           const herd = ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
               ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
-          const cut = store.track !== undefined && observation.adopt !== false &&
-              observation.limit === target.limit.amount && target.spec.windowMillis === windowMillis &&
+          // the bucket is the server's own limit, charged by this limiter alone: its level carries every call this
+          // limiter sent, as the server's will once they have arrived
+          const own = store.track !== undefined && observation.limit === target.limit.amount &&
+            target.spec.windowMillis === windowMillis
+          const cut = own && observation.adopt !== false &&
               // a bucket with a burst is tighter than the limit the report is about: it only lowers
               target.limit.burst === undefined && !herd
             ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
@@ -1540,15 +1551,22 @@ export const make = (
               point.entry !== undefined && point.entry > start ? point.entry : undefined,
               ownUnsent
             )
-          // Of a herd, the report only lowers, and the calls sent with this one (within REPORT_SKEW_MILLIS after
-          // it) count as seen by the server: they may have reached it first (the order a herd arrives in is
-          // nobody's). Counted as not seen, every report of a herd but its first arrival's lowered the level by the
-          // calls that did: behind a network that reorders a herd of 300, the level sank 264 below the server's
-          // and the calls after it waited 53 s (OpenAiWayThere.test.ts). Lowered to the report taken so, the level
-          // goes only as low as the server's certainly is; the last of the herd to arrive reports the rest.
+          // Of a herd, the report only lowers, and on the server's own limit (`own`) the calls sent with this one
+          // (within REPORT_SKEW_MILLIS after it, and before the latest the report was made) count as seen by the
+          // server: they may have reached it first (the order a herd arrives in is nobody's). Counted as not seen,
+          // every report of a herd but its first arrival's lowered the level by the calls that did: behind a
+          // network that reorders a herd of 300, the level sank 264 below the server's and the calls after it
+          // waited 53 s (OpenAiWayThere.test.ts). Lowered to the report taken so, the level goes only as low as the
+          // server's certainly is; the last of the herd to arrive reports the rest, and the level already carries
+          // the herd. Elsewhere (a budget above or below the server's limit, a shared store) the level is not the
+          // server's, and a report is the only news of what it holds: the herd's calls after this one count as not
+          // seen (a herd that arrives in order is the common case; one that does not leaves the level low).
           const aged = replayFrom(
-            cut ?? (herd
-              ? Math.max(point.sequence, ledger.sentBy(from + REPORT_SKEW_MILLIS, Number.MAX_SAFE_INTEGER))
+            cut ?? (herd && own
+              ? Math.max(
+                point.sequence,
+                ledger.sentBy(Math.min(from + REPORT_SKEW_MILLIS, at), Number.MAX_SAFE_INTEGER)
+              )
               : point.sequence)
           )
           if (aged === undefined) return
