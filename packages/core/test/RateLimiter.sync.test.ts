@@ -28,6 +28,13 @@ const untracked = Layer.effect(
   Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({ ...inner, track: undefined }))
 ).pipe(Layer.provide(LimiterStore.layerMemory))
 
+/** `count` calls of `tokens` each, admitted and marked sent in one instant (a herd). */
+const sendTogether = (limiter: RateLimiter.Service, count: number, tokens: number) =>
+  Effect.forEach(
+    Array.from({ length: count }),
+    () => Effect.tap(limiter.acquire([SCOPE], { tokens }), (permit) => permit.markSent)
+  )
+
 const levelOf = (limiter: RateLimiter.Service) =>
   Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
 
@@ -439,8 +446,7 @@ describe("RateLimiter.sync with since", () => {
   it.effect("in a burst (more than 64 calls in the 250 ms before the answered one) a report only lowers", () =>
     run((limiter) =>
       Effect.gen(function*() {
-        const burst = yield* Effect.forEach(Array.from({ length: 100 }), () =>
-          Effect.tap(limiter.acquire([SCOPE], { tokens: 500 }), (permit) => permit.markSent))
+        const burst = yield* sendTogether(limiter, 100, 500)
         const last = burst[burst.length - 1]
         const sentAt = yield* Clock.currentTimeMillis
         // the server answered the last one first, before most of the others reached it
@@ -457,8 +463,7 @@ describe("RateLimiter.sync: a report of a call sent in a herd", () => {
   it.effect("counts the calls sent with it as possibly seen: it lowers only as far as the server certainly is", () =>
     run((limiter) =>
       Effect.gen(function*() {
-        const herd = yield* Effect.forEach(Array.from({ length: 100 }), () =>
-          Effect.tap(limiter.acquire([SCOPE], { tokens: 500 }), (permit) => permit.markSent))
+        const herd = yield* sendTogether(limiter, 100, 500)
         const first = herd[0]
         const sentAt = yield* Clock.currentTimeMillis
         expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500)
@@ -483,8 +488,7 @@ describe("RateLimiter.sync: a report of a call sent in a herd", () => {
         expect(yield* levelOf(limiter)).toBe(CAPACITY - 100 * 500 - 10_000)
         // calls sent later than REPORT_SKEW_MILLIS after it count as not seen
         yield* TestClock.adjust(100)
-        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 1_000 }), (permit) =>
-          permit.markSent)
+        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 1_000 }), (permit) => permit.markSent)
         yield* limiter.sync(SCOPE, {
           dimension: "tokens",
           limit: CAPACITY,
@@ -504,8 +508,7 @@ describe("RateLimiter.sync: a report of a call sent in a herd, where the level i
   it.effect("a server's limit below the budget: the calls sent after it count as not seen (the report is the only news)", () =>
     run((limiter) =>
       Effect.gen(function*() {
-        const herd = yield* Effect.forEach(Array.from({ length: 100 }), () =>
-          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) => permit.markSent))
+        const herd = yield* sendTogether(limiter, 100, 400)
         const sentAt = yield* Clock.currentTimeMillis
         yield* TestClock.adjust(300)
         // a server of 50,000 that took the first call first: it will hold 10,000 once the herd has arrived (plus
@@ -530,13 +533,10 @@ describe("RateLimiter.sync: a report of a call sent in a herd, where the level i
   it.effect("calls sent after the latest the report was made (`reportedBy`) count as not seen, herd or not", () =>
     run((limiter) =>
       Effect.gen(function*() {
-        const herd = yield* Effect.forEach(Array.from({ length: 70 }), () =>
-          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) => permit.markSent))
+        const herd = yield* sendTogether(limiter, 70, 400)
         const sentAt = yield* Clock.currentTimeMillis
         yield* TestClock.adjust(20)
-        yield* Effect.forEach(Array.from({ length: 30 }), () =>
-          Effect.tap(limiter.acquire([SCOPE], { tokens: 400 }), (permit) =>
-            permit.markSent))
+        yield* sendTogether(limiter, 30, 400)
         // made by 10 ms after the herd left: of its 70, any may have arrived; the 30 sent at 20 ms had not
         yield* limiter.sync(SCOPE, {
           dimension: "tokens",
