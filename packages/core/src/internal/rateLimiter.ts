@@ -1492,12 +1492,14 @@ export const make = (
           // replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
           // sent earlier are counted by the server as it charged them, so their corrections are not applied
           // a second time (`Ledger.absorbed`).
-          const herd = ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
-              ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
           // the bucket is the server's own limit, charged by this limiter alone: its level carries every call this
           // limiter sent, as the server's will once they have arrived
           const own = store.track !== undefined && observation.limit === target.limit.amount &&
             target.spec.windowMillis === windowMillis
+          // (only asked where it matters: on the server's own limit)
+          const herd = own &&
+            ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
+                  ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
           const cut = own && observation.adopt !== false &&
               // a bucket with a burst is tighter than the limit the report is about: it only lowers
               target.limit.burst === undefined && !herd
@@ -1562,7 +1564,7 @@ export const make = (
           // server's, and a report is the only news of what it holds: the herd's calls after this one count as not
           // seen (a herd that arrives in order is the common case; one that does not leaves the level low).
           const aged = replayFrom(
-            cut ?? (herd && own
+            cut ?? (herd
               ? Math.max(
                 point.sequence,
                 ledger.sentBy(Math.min(from + REPORT_SKEW_MILLIS, at), Number.MAX_SAFE_INTEGER)
