@@ -5,7 +5,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, REPLAY_LIMIT, type SendPoint } from "../src/internal/ledger.js"
+import {
+  LAG_MEMORY_MILLIS,
+  Ledger,
+  LEDGER_RETENTION_MILLIS,
+  refundOn,
+  REPLAY_LIMIT,
+  type SendPoint
+} from "../src/internal/ledger.js"
 
 interface Entry {
   readonly sequence: number
@@ -13,6 +20,9 @@ interface Entry {
   amount: number
   /** What it was charged when recorded. */
   readonly charge: number
+  /** What it charged while its call is unanswered (recorded open), and when it was answered. */
+  readonly open: number
+  answeredAt?: number
 }
 
 /** The plain model: every question answered by a scan. */
@@ -20,8 +30,8 @@ class Model {
   entries: Array<Entry> = []
   dropped = 0
   truesUp = false
-  record(sequence: number, at: number, amount: number, charge: number) {
-    this.entries.push({ sequence, at, amount, charge })
+  record(sequence: number, at: number, amount: number, charge: number, open = false) {
+    this.entries.push({ sequence, at, amount, charge, open: open && amount > 0 ? amount : 0 })
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.entries.length > 0 && this.entries[0].at < horizon) this.dropped = this.entries.shift()!.sequence
   }
@@ -46,6 +56,15 @@ class Model {
   }
   amountOf(sequence: number) {
     return this.find(sequence)?.amount ?? 0
+  }
+  answered(sequence: number, at: number) {
+    const entry = this.find(sequence)
+    if (entry !== undefined && entry.answeredAt === undefined) entry.answeredAt = at
+  }
+  openAt(sequence: number, at: number, since: number) {
+    return this.entries.filter((entry) =>
+      entry.sequence <= sequence && entry.at > since && (entry.answeredAt === undefined || entry.answeredAt > at)
+    ).reduce((sum, entry) => sum + entry.open, 0)
   }
   /** What an entry counts as in a replay: as settled at a server that trues up, else its charge unless refunded whole. */
   counted(entry: Entry) {
@@ -80,8 +99,10 @@ type Op =
     readonly step: number
     readonly amount: number
     readonly charge: number
+    readonly open: boolean
   }
   | { readonly _tag: "adjust"; readonly pick: number; readonly delta: number }
+  | { readonly _tag: "answer"; readonly pick: number }
   | { readonly _tag: "ask"; readonly pick: number; readonly back: number }
 
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -101,8 +122,14 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       charge: fc.oneof(
         { weight: 1, arbitrary: fc.constant(-1) },
         { weight: 2, arbitrary: fc.integer({ min: 0, max: 5_000 }) }
-      )
+      ),
+      // a call marked sent (its answer to come) or one recorded as it settled
+      open: fc.boolean()
     })
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ _tag: fc.constant("answer" as const), pick: fc.nat() })
   },
   {
     weight: 2,
@@ -145,8 +172,8 @@ describe("Ledger", () => {
             now += o.gap
             sequence += o.step
             const charge = o.charge < 0 ? o.amount : o.charge
-            ledger.record(sequence, now, o.amount, charge)
-            model.record(sequence, now, o.amount, charge)
+            ledger.record(sequence, now, o.amount, charge, o.open)
+            model.record(sequence, now, o.amount, charge, o.open)
             recorded.push(sequence)
             continue
           }
@@ -156,12 +183,23 @@ describe("Ledger", () => {
             expect(ledger.adjust(target, o.delta)).toBe(model.adjust(target, o.delta))
             continue
           }
+          if (o._tag === "answer") {
+            now += o.pick % 50
+            ledger.answered(target, now)
+            model.answered(target, now)
+            continue
+          }
           const at = now - o.back
           expect(ledger.sentBy(at, target)).toBe(model.sentBy(at, target))
           expect(ledger.sentAfter(at, target)).toBe(model.sentAfter(at, target))
           expect(ledger.sentSince(target, at)).toBe(model.sentSince(target, at))
           expect(ledger.sentSince(target, now)).toBe(model.sentSince(target, now))
           expect(ledger.amountOf(target)).toBe(model.amountOf(target))
+          const since = at - (o.pick % 5) * 300
+          expect(ledger.openAt(target, at, since)).toBe(model.openAt(target, at, since))
+          expect(ledger.openAt(target, now, Number.NEGATIVE_INFINITY)).toBe(
+            model.openAt(target, now, Number.NEGATIVE_INFINITY)
+          )
           const skip = o.pick % 2 === 0 ? recorded[recorded.length - 1] : undefined
           const level = (o.pick % 7) * 4_000
           const replayed = ledger.replay(target, at, level, now + 100, bucket, skip, 0)
@@ -183,6 +221,32 @@ describe("Ledger", () => {
         }
       }),
       { numRuns: 150 }
+    )
+  })
+
+  it("keeps the longest lag of the last LAG_MEMORY_MILLIS, as a scan of every lag noted does", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ gap: fc.integer({ min: 0, max: 1_500 }), lag: fc.integer({ min: 0, max: 5_000 }) }), {
+          maxLength: 200
+        }),
+        (notes) => {
+          const ledger = new Ledger(0)
+          const noted: Array<{ at: number; lag: number }> = []
+          let now = 0
+          for (const note of notes) {
+            now += note.gap
+            ledger.noteLag(now, note.lag)
+            noted.push({ at: now, lag: note.lag })
+            const later = now + (note.lag % 3) * 700
+            const expected = noted.filter((each) => each.at >= later - LAG_MEMORY_MILLIS)
+              .reduce((most, each) => Math.max(most, each.lag), 0)
+            expect(ledger.lagAt(later)).toBe(expected)
+            // (time only goes forward)
+            now = later
+          }
+        }
+      )
     )
   })
 

@@ -303,9 +303,41 @@ describe("RateLimiter.sync with since", () => {
 
   it.effect("a report adopted both ways gives back at once what the server has trued up, and not again at settle; a tighter bucket only lowers", () =>
     Effect.gen(function*() {
-      // A (10,000 estimated, 2,000 used) leaves; a second later B (10,000, 3,000). The server trues each up
-      // as it arrives and answers B first: 100,000 - 2,000 (refilled to full) - 3,000 = 96,667 is left.
+      // A (10,000 estimated, 2,000 used) leaves and is answered; a second later B (10,000, 3,000) leaves. The server
+      // trues each up as it arrives: 100,000 - 2,000 (refilled to full) - 3,000 = 96,667 is left.
       const scenario = (limit: number) =>
+        run((limiter) =>
+          Effect.gen(function*() {
+            const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
+            yield* a.markSent
+            yield* TestClock.adjust("1 second")
+            yield* a.settle({ tokens: 2_000 })
+            const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
+            yield* b.markSent
+            const sentAt = yield* Clock.currentTimeMillis
+            const before = yield* levelOf(limiter)
+            yield* limiter.sync(SCOPE, { dimension: "tokens", limit, remaining: 96_667, since: b, sentAt })
+            const synced = yield* levelOf(limiter)
+            yield* b.settle({ tokens: 3_000 })
+            return { before, synced, settled: yield* levelOf(limiter) }
+          })
+        )
+      const own = yield* scenario(CAPACITY)
+      expect(own.before).toBeCloseTo(89_666.67, 1)
+      expect(own.synced).toBe(96_667)
+      expect(own.settled).toBe(96_667)
+      // the server's limit is twice this bucket's: its report may lower the bucket, never raise it
+      const tighter = yield* scenario(2 * CAPACITY)
+      expect(tighter.synced).toBeCloseTo(89_666.67, 1)
+      expect(tighter.settled).toBeCloseTo(96_666.67, 1)
+    }))
+
+  it.effect("a report raises the level only as far as the calls sent within its lag before it and not answered yet leave room (they may still be on their way); their refunds give back the rest", () =>
+    Effect.gen(function*() {
+      // A (10,000 estimated, 2,000 used) leaves; a second later B (10,000, 3,000), whose answer comes first, 1.5 s
+      // later, the server's time on it none: it made its report within 1.5 s of B leaving, 96,667 left (as if it had
+      // trued A up: it may equally not have seen A yet, sent within that lag before B)
+      const scenario = (answeredFirst: boolean, lagged: boolean) =>
         run((limiter) =>
           Effect.gen(function*() {
             const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
@@ -314,23 +346,66 @@ describe("RateLimiter.sync with since", () => {
             const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
             yield* b.markSent
             const sentAt = yield* Clock.currentTimeMillis
+            // (a call released unanswered is answered too: it is no longer on its way)
+            if (answeredFirst) yield* a.release
+            yield* TestClock.adjust("1500 millis")
+            const now = yield* Clock.currentTimeMillis
             const before = yield* levelOf(limiter)
-            yield* limiter.sync(SCOPE, { dimension: "tokens", limit, remaining: 96_667, since: b, sentAt })
+            yield* limiter.sync(SCOPE, {
+              dimension: "tokens",
+              limit: CAPACITY,
+              remaining: 96_667,
+              since: b,
+              sentAt,
+              reportedBy: lagged ? now : undefined
+            })
             const synced = yield* levelOf(limiter)
-            yield* a.settle({ tokens: 2_000 })
+            if (!answeredFirst) yield* a.settle({ tokens: 2_000 })
+            const settledA = yield* levelOf(limiter)
             yield* b.settle({ tokens: 3_000 })
-            return { before, synced, settled: yield* levelOf(limiter) }
+            return { before, synced, settledA, settled: yield* levelOf(limiter) }
           })
         )
-      const own = yield* scenario(CAPACITY)
-      expect(own.before).toBeCloseTo(81_666.67, 1)
-      expect(own.synced).toBe(96_667)
-      expect(own.settled).toBe(96_667)
-      // the server's limit is twice this bucket's: its report may lower the bucket, never raise it
-      const tighter = yield* scenario(2 * CAPACITY)
-      expect(tighter.synced).toBeCloseTo(81_666.67, 1)
-      expect(tighter.settled).toBeCloseTo(96_666.67, 1)
+      const open = yield* scenario(false, true)
+      expect(open.before).toBeCloseTo(84_166.67, 1)
+      // A may not have reached the server: counted at its 10,000 as not seen
+      expect(open.synced).toBe(86_667)
+      // A's refund goes back (within the 10,000 held back); B's is the server's already
+      expect(open.settledA).toBe(94_667)
+      expect(open.settled).toBe(94_667)
+      // A answered (here released: it charged nothing in the end) before B left: adopted whole
+      const answered = yield* scenario(true, true)
+      expect(answered.before).toBeCloseTo(94_166.67, 1)
+      expect(answered.synced).toBe(96_667)
+      expect(answered.settled).toBe(96_667)
+      // no lag reported (the report as of B's departure: the refill since is added): A left a second before B, beyond
+      // the 50 ms two calls sent together may swap in: the server had it
+      const early = yield* scenario(false, false)
+      expect(early.synced).toBe(99_167)
     }))
+
+  it.effect("a report that would raise the level less than the calls not answered yet within its lag before it charged changes nothing", () =>
+    run((limiter) =>
+      Effect.gen(function*() {
+        // a herd of 50 calls of 1,000 still on their way, then one call sent a second later, answered 1.5 s after it
+        // left with 95,000 left (the server's time on it none)
+        yield* sendTogether(limiter, 50, 1_000)
+        yield* TestClock.adjust("1 second")
+        const late = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        yield* late.markSent
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* TestClock.adjust("1500 millis")
+        const reportedBy = yield* Clock.currentTimeMillis
+        const before = yield* levelOf(limiter)
+        const report = (remaining: number) =>
+          limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining, since: late, sentAt, reportedBy })
+        yield* report(95_000)
+        expect(yield* levelOf(limiter)).toBe(before)
+        // a report below the level still lowers it
+        yield* report(40_000)
+        expect(yield* levelOf(limiter)).toBe(40_000)
+      })
+    ))
 
   it.effect("the first report on a bucket is adopted too: other traffic the server saw lowers the level", () =>
     run((limiter) =>

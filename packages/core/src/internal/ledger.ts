@@ -28,6 +28,9 @@ export interface SendPoint {
 /** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
 export const LEDGER_RETENTION_MILLIS = 120_000
 
+/** How long a report's lag is remembered (see `Ledger.lagAt`). */
+export const LAG_MEMORY_MILLIS = 2_000
+
 /** The most calls a report is replayed over one by one (see `Ledger.replay`). */
 export const REPLAY_LIMIT = 2_048
 
@@ -110,6 +113,12 @@ export class Ledger {
    */
   reported = false
   /**
+   * Whether every call answered here was charged what it was estimated at (a dimension counted exactly, as requests
+   * are): then a report above the level cannot be room that a server truing calls up gave back, only calls it has not
+   * seen yet (see `RateLimiter.sync`). False once a call is settled to less than its charge (and more than nothing).
+   */
+  exact = true
+  /**
    * The latest report of an answered call that only lowered this bucket (not adopted both ways: the report's limit
    * is not the budget's, the budget has a burst, a burst of calls): the answered call's send sequence, when it was
    * sent, the server's remaining and a bucket of the server's limit to replay it in. Until the server is known to
@@ -129,9 +138,19 @@ export class Ledger {
   private amounts: Array<number> = []
   /** What each entry was charged when recorded (its estimate). */
   private charges: Array<number> = []
-  /** 1-based Fenwick trees over `amounts` and over what the entries count as at a server that keeps charges. */
+  /** What each entry marked sent charged while its call has no answer yet (0 once answered, and for the rest). */
+  private open: Array<number> = []
+  /**
+   * 1-based Fenwick trees over `amounts`, over what the entries count as at a server that keeps charges, and over
+   * `open`.
+   */
   private tree: Array<number> = [0]
   private keptTree: Array<number> = [0]
+  private openTree: Array<number> = [0]
+  /** The longest reports' lags of the last {@link LAG_MEMORY_MILLIS}, each longer than every later one (`noteLag`). */
+  private lags: Array<{ readonly at: number; readonly lag: number }> = []
+  /** The answers to calls that were open (`answered`), in the order they came, over the retention. */
+  private answers: Array<{ readonly at: number; readonly sequence: number; readonly amount: number }> = []
   private head = 0
   /** The last send sequence dropped: a question about an earlier point cannot be answered. */
   private dropped = 0
@@ -181,14 +200,20 @@ export class Ledger {
     return lastAtMost(this.sequences, sequence, this.head, this.sequences.length - 1)
   }
 
-  /** `charge`: what the call was charged at admission, when this entry records it settled already (see `kept`). */
-  record(sequence: number, at: number, amount: number, charge: number = amount): void {
+  /**
+   * `charge`: what the call was charged at admission, when this entry records it settled already (see `kept`).
+   * `open`: the entry is a call marked sent whose answer has not come (see `answered`, `openThrough`).
+   */
+  record(sequence: number, at: number, amount: number, charge: number = amount, open = false): void {
     this.sequences.push(sequence)
     this.times.push(at)
     this.amounts.push(amount)
     this.charges.push(charge)
+    const unanswered = open && amount > 0 ? amount : 0
+    this.open.push(unanswered)
     Ledger.push(this.tree, amount, (count) => this.prefix(count))
     Ledger.push(this.keptTree, this.kept(this.amounts.length - 1), (count) => this.prefix(count, this.keptTree))
+    Ledger.push(this.openTree, unanswered, (count) => this.prefix(count, this.openTree))
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.head < this.times.length && this.times[this.head] < horizon) {
       this.dropped = this.sequences[this.head]
@@ -199,9 +224,11 @@ export class Ledger {
       this.times = this.times.slice(this.head)
       this.amounts = this.amounts.slice(this.head)
       this.charges = this.charges.slice(this.head)
+      this.open = this.open.slice(this.head)
       this.head = 0
       this.tree = Ledger.build(this.amounts)
       this.keptTree = Ledger.build(this.amounts.map((_, i) => this.kept(i)))
+      this.openTree = Ledger.build(this.open)
     }
   }
 
@@ -211,9 +238,65 @@ export class Ledger {
     if (index < this.head || this.sequences[index] !== sequence) return false
     const kept = this.kept(index)
     this.amounts[index] += delta
+    if (this.amounts[index] > 0 && this.amounts[index] < this.charges[index]) this.exact = false
     Ledger.add(this.tree, index, delta)
     Ledger.add(this.keptTree, index, this.kept(index) - kept)
     return true
+  }
+
+  /**
+   * The call of the entry with this sequence was answered at `at` (settled or released): it is no longer on its way.
+   */
+  answered(sequence: number, at: number): void {
+    const index = this.indexOf(sequence)
+    if (index < this.head || this.sequences[index] !== sequence || this.open[index] === 0) return
+    const amount = this.open[index]
+    Ledger.add(this.openTree, index, -amount)
+    this.open[index] = 0
+    const answers = this.answers
+    answers.push({ at, sequence, amount })
+    // forget the answers older than the retention, a batch at a time
+    if (answers.length > 256 && answers[255].at < at - LEDGER_RETENTION_MILLIS) {
+      let old = 256
+      while (old < answers.length && answers[old].at < at - LEDGER_RETENTION_MILLIS) old++
+      answers.splice(0, old)
+    }
+  }
+
+  /**
+   * What the kept entries at or before `sequence` sent after `since` charged whose calls had no answer by `at`:
+   * calls that may not have reached the server by then (a request queued for a connection, or behind the client's
+   * CPU), whatever their send order says. A call answered later may have reached it after `at` too. A report can
+   * count them only where it is read as a lower bound (see `RateLimiter.sync`).
+   */
+  openAt(sequence: number, at: number, since: number): number {
+    const last = this.indexOf(sequence)
+    const first = this.lastSentBy(since, sequence)
+    const after = first >= this.head ? this.sequences[first] : this.dropped
+    let open = this.prefix(last + 1, this.openTree) - this.prefix(Math.max(first, this.head - 1) + 1, this.openTree)
+    // answers come in time order: those after `at`, from the latest back
+    const answers = this.answers
+    for (let i = answers.length - 1; i >= 0 && answers[i].at > at; i--) {
+      if (answers[i].sequence <= sequence && answers[i].sequence > after) open += answers[i].amount
+    }
+    return open
+  }
+
+  /**
+   * A report's lag came (`lag`: from its call's departure to the latest the server can have made it, at `at`): the
+   * longest of the last {@link LAG_MEMORY_MILLIS} is kept (a sliding maximum, see `lagAt`).
+   */
+  noteLag(at: number, lag: number): void {
+    const lags = this.lags
+    while (lags.length > 0 && lags[lags.length - 1].lag <= lag) lags.pop()
+    lags.push({ at, lag })
+  }
+
+  /** The longest lag reported over the last {@link LAG_MEMORY_MILLIS} before `now` (0: none). */
+  lagAt(now: number): number {
+    const lags = this.lags
+    while (lags.length > 0 && lags[0].at < now - LAG_MEMORY_MILLIS) lags.shift()
+    return lags.length > 0 ? lags[0].lag : 0
   }
 
   /** The index of the last kept entry at or before `sequence` sent at or before `at` (`head - 1`: none). */
