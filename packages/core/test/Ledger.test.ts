@@ -330,6 +330,7 @@ describe("refundOn", () => {
     entry: 5,
     absorbed: undefined,
     counted: undefined,
+    unseen: undefined,
     debits: [],
     owner: {},
     ...over

@@ -303,32 +303,32 @@ describe("RateLimiter.sync with since", () => {
 
   it.effect("a report adopted both ways gives back at once what the server has trued up, and not again at settle; a tighter bucket only lowers", () =>
     Effect.gen(function*() {
-      // A (10,000 estimated, 2,000 used) leaves and is answered; a second later B (10,000, 3,000) leaves. The server
-      // trues each up as it arrives: 100,000 - 2,000 (refilled to full) - 3,000 = 96,667 is left.
+      // A (10,000 estimated, 2,000 used) leaves; a second later B (10,000, 3,000). The server trues each up
+      // as it arrives and answers B first: 100,000 - 2,000 (refilled to full) - 3,000 = 96,667 is left.
       const scenario = (limit: number) =>
         run((limiter) =>
           Effect.gen(function*() {
             const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
             yield* a.markSent
             yield* TestClock.adjust("1 second")
-            yield* a.settle({ tokens: 2_000 })
             const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
             yield* b.markSent
             const sentAt = yield* Clock.currentTimeMillis
             const before = yield* levelOf(limiter)
             yield* limiter.sync(SCOPE, { dimension: "tokens", limit, remaining: 96_667, since: b, sentAt })
             const synced = yield* levelOf(limiter)
+            yield* a.settle({ tokens: 2_000 })
             yield* b.settle({ tokens: 3_000 })
             return { before, synced, settled: yield* levelOf(limiter) }
           })
         )
       const own = yield* scenario(CAPACITY)
-      expect(own.before).toBeCloseTo(89_666.67, 1)
+      expect(own.before).toBeCloseTo(81_666.67, 1)
       expect(own.synced).toBe(96_667)
       expect(own.settled).toBe(96_667)
       // the server's limit is twice this bucket's: its report may lower the bucket, never raise it
       const tighter = yield* scenario(2 * CAPACITY)
-      expect(tighter.synced).toBeCloseTo(89_666.67, 1)
+      expect(tighter.synced).toBeCloseTo(81_666.67, 1)
       expect(tighter.settled).toBeCloseTo(96_666.67, 1)
     }))
 
@@ -406,6 +406,50 @@ describe("RateLimiter.sync with since", () => {
         expect(yield* levelOf(limiter)).toBe(40_000)
       })
     ))
+
+  it.effect("a report on tokens (trued up) holds back the share of the calls on their way that the same answer's requests report showed unseen", () =>
+    Effect.gen(function*() {
+      const both = (requestsFirst: boolean) =>
+        Effect.scoped(
+          Effect.gen(function*() {
+            const limiter = yield* RateLimiter.make({
+              budgets: [Budget.make(SCOPE, [
+                Budget.Limit.perMinute("requests", 1_000),
+                Budget.Limit.perMinute("tokens", CAPACITY)
+              ])]
+            })
+            const call = (tokens: number) =>
+              Effect.tap(limiter.acquire([SCOPE], { requests: 1, tokens }), (permit) => permit.markSent)
+            // a call answered with less than it was charged (tokens are not counted exactly), then a herd of 50 on
+            // its way, and one call 100 ms later answered first, 150 ms after it left (the server's time on it none)
+            const first = yield* call(1_000)
+            yield* first.settle({ requests: 1, tokens: 500 })
+            yield* Effect.forEach(Array.from({ length: 50 }), () => call(1_000))
+            yield* TestClock.adjust("100 millis")
+            const late = yield* call(1_000)
+            const sentAt = yield* Clock.currentTimeMillis
+            yield* TestClock.adjust("150 millis")
+            const reportedBy = yield* Clock.currentTimeMillis
+            // the server has seen the first and the late call only
+            const report = (dimension: "requests" | "tokens", limit: number, remaining: number) =>
+              limiter.sync(SCOPE, { dimension, limit, remaining, since: late, sentAt, reportedBy })
+            if (requestsFirst) yield* report("requests", 1_000, 998)
+            yield* report("tokens", CAPACITY, CAPACITY - 1_500)
+            const levels = (yield* limiter.peek([SCOPE], {})).levels
+            return {
+              requests: levels.find((level) => level.dimension === "requests")!.level,
+              tokens: levels.find((level) => level.dimension === "tokens")!.level
+            }
+          })
+        ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+      const after = yield* both(true)
+      // requests: 1,000 - 52 + 250 ms of refill; the report's 998 is 45.8 above: 45.8 of the 50 calls unseen
+      expect(after.requests).toBeCloseTo(952.17, 1)
+      // tokens: 98,500 less that share (0.917) of the herd's 50,000
+      expect(after.tokens).toBeCloseTo(CAPACITY - 1_500 - 50_000 * (998 - 952.1667) / 50, 0)
+      // without the requests report, nothing shows the herd unseen: the tokens report is adopted
+      expect((yield* both(false)).tokens).toBe(CAPACITY - 1_500)
+    }))
 
   it.effect("the first report on a bucket is adopted too: other traffic the server saw lowers the level", () =>
     run((limiter) =>

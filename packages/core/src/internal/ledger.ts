@@ -20,6 +20,12 @@ export interface SendPoint {
   readonly absorbed: ReadonlyArray<string> | undefined
   /** The buckets on which a report folded in by send order counted it unmarked: see `Ledger.counted`. */
   readonly counted: ReadonlyArray<string> | undefined
+  /**
+   * Per scope, the share of the calls on their way before it that a report of its answer on a dimension counted
+   * exactly showed the server had not counted (see `RateLimiter.sync`): the same answer's report on another
+   * dimension holds that share back.
+   */
+  readonly unseen: ReadonlyMap<string, number> | undefined
   readonly debits: ReadonlyArray<LimiterStore.Debit>
   /** The limiter that admitted it (its ledgers): a permit of another limiter ages nothing here. */
   readonly owner: object
@@ -113,9 +119,10 @@ export class Ledger {
    */
   reported = false
   /**
-   * Whether every call answered here was charged what it was estimated at (a dimension counted exactly, as requests
-   * are): then a report above the level cannot be room that a server truing calls up gave back, only calls it has not
-   * seen yet (see `RateLimiter.sync`). False once a call is settled to less than its charge (and more than nothing).
+   * Whether no call answered here was settled to less than its charge (and more than nothing): a dimension counted
+   * exactly, as requests are (or one whose calls are never settled, or not yet). Then a report above the level cannot
+   * be room that a server truing calls up gave back, only calls it has not counted yet (see `RateLimiter.sync`); read
+   * so on a dimension that is not exact after all, a report raises the level less than it could (never more).
    */
   exact = true
   /**
@@ -202,7 +209,7 @@ export class Ledger {
 
   /**
    * `charge`: what the call was charged at admission, when this entry records it settled already (see `kept`).
-   * `open`: the entry is a call marked sent whose answer has not come (see `answered`, `openThrough`).
+   * `open`: the entry is a call marked sent whose answer has not come (see `answered`, `openAt`).
    */
   record(sequence: number, at: number, amount: number, charge: number = amount, open = false): void {
     this.sequences.push(sequence)
@@ -273,7 +280,7 @@ export class Ledger {
     const last = this.indexOf(sequence)
     const first = this.lastSentBy(since, sequence)
     const after = first >= this.head ? this.sequences[first] : this.dropped
-    let open = this.prefix(last + 1, this.openTree) - this.prefix(Math.max(first, this.head - 1) + 1, this.openTree)
+    let open = this.prefix(last + 1, this.openTree) - this.prefix(first + 1, this.openTree)
     // answers come in time order: those after `at`, from the latest back
     const answers = this.answers
     for (let i = answers.length - 1; i >= 0 && answers[i].at > at; i--) {

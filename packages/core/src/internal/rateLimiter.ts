@@ -433,6 +433,7 @@ export const make = (
       entry: number | undefined
       absorbed: Array<string> | undefined
       counted: Array<string> | undefined
+      unseen: Map<string, number> | undefined
       readonly debits: ReadonlyArray<LimiterStore.Debit>
       readonly owner: object
     }
@@ -482,6 +483,7 @@ export const make = (
           entry: undefined,
           absorbed: undefined,
           counted: undefined,
+          unseen: undefined,
           debits: prepared.debits,
           owner: ledgers
         }
@@ -1376,13 +1378,6 @@ export const make = (
         signal()
       })
 
-    /**
-     * Per scope, what the latest report on a dimension counted exactly (`Ledger.exact`) showed of the calls sent
-     * before its answered one (`sequence`) that had no answer yet: the share of them the server had not counted.
-     * The same answer's report on another dimension holds that share of them back (see `sync`).
-     */
-    const unseen = new Map<string, { readonly sequence: number; readonly share: number }>()
-
     const sync: Service["sync"] = (scope, observation) =>
       Effect.gen(function*() {
         const windowMillis = observation.window === undefined
@@ -1599,22 +1594,27 @@ export const make = (
             // it where it is lower, and the refunds of the calls it counted raise the level only up to it.
             const ordered = cut === point.sequence ? aged : replayFrom(point.sequence)
             // what the calls sent up to `cut`, within the reports' longest recent lag before the answered one (at least
-            // REPORT_SKEW_MILLIS), that had no answer when it left charged (see below)
-            const unanswered = ledger.openAt(cut, from, from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now)))
+            // REPORT_SKEW_MILLIS), that had no answer when it left charged (see below); where the dimension is not
+            // exact, only the share of them the same answer's exact report showed unseen
+            const share = ledger.exact ? 1 : point.unseen?.get(scope) ?? 0
+            const windowStart = from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now))
+            const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) : 0
             const local = (ordered === undefined || ordered === aged) && !(unanswered > 0)
               ? undefined
               : (yield* store.levels([target.spec], [])).levels[0]
             let open = 0
-            if (ledger.exact) {
-              if (local !== undefined && unanswered > 0) {
+            if (local !== undefined && unanswered > 0) {
+              if (ledger.exact) {
                 // the rise above the level: where a call costs the server what it costs here, only calls it had not
                 // counted explain it, that many of those (at most all of them: see below)
                 open = Math.min(unanswered, Math.max(0, aged - local))
-                unseen.set(scope, { sequence: point.sequence, share: open / unanswered })
+                ;((point as { unseen: Map<string, number> | undefined }).unseen ??= new Map()).set(
+                  scope,
+                  open / unanswered
+                )
+              } else {
+                open = share * unanswered
               }
-            } else {
-              const evidence = unseen.get(scope)
-              if (evidence !== undefined && evidence.sequence === point.sequence) open = evidence.share * unanswered
             }
             if (ordered !== undefined && ordered !== aged && local !== undefined && aged < Math.min(local, ordered)) {
               ledger.counted = point.sequence
@@ -1640,7 +1640,7 @@ export const make = (
             // (`pnpm bench:openai --shapes many-small`, learned). On a dimension a server trues up (tokens), the calls
             // on their way are at their usage there and at their estimate here, and a report above the level is
             // mostly that room (few large calls: `OpenAiFewLarge.test.ts`): there only the share of them that the same
-            // answer's exact report showed unseen is held back (`unseen`: the requests are synced first). Lowered, the
+            // answer's exact report showed unseen is held back (`SendPoint.unseen`: the requests are synced first). Lowered, the
             // report is taken as it is.
             // Their refunds then raise the level back only as far as it was held back (as a report folded in by send
             // order: `Ledger.counted`, `Ledger.credit`).
@@ -1648,6 +1648,9 @@ export const make = (
             if (held) {
               if (remaining - open <= local) return
               remaining -= open
+              // the calls sent before the window the report counts as the server charged them (their refunds are
+              // its already); those in it, as far as they were held back
+              ledger.absorbed = Math.max(ledger.absorbed, ledger.sentBy(windowStart, cut))
               ledger.counted = cut
               ledger.credit = open
             } else {
