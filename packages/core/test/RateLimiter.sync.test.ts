@@ -35,6 +35,15 @@ const sendTogether = (limiter: RateLimiter.Service, count: number, tokens: numbe
     () => Effect.tap(limiter.acquire([SCOPE], { tokens }), (permit) => permit.markSent)
   )
 
+/** A (10,000 tokens) sent, then a second later B (10,000): both permits, and when B left. */
+const aThenB = (limiter: RateLimiter.Service) =>
+  Effect.gen(function*() {
+    const a = yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
+    yield* TestClock.adjust("1 second")
+    const b = yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
+    return { a, b, sentAt: yield* Clock.currentTimeMillis }
+  })
+
 const levelOf = (limiter: RateLimiter.Service) =>
   Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
 
@@ -308,12 +317,7 @@ describe("RateLimiter.sync with since", () => {
       const scenario = (limit: number) =>
         run((limiter) =>
           Effect.gen(function*() {
-            const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
-            yield* a.markSent
-            yield* TestClock.adjust("1 second")
-            const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
-            yield* b.markSent
-            const sentAt = yield* Clock.currentTimeMillis
+            const { a, b, sentAt } = yield* aThenB(limiter)
             const before = yield* levelOf(limiter)
             yield* limiter.sync(SCOPE, { dimension: "tokens", limit, remaining: 96_667, since: b, sentAt })
             const synced = yield* levelOf(limiter)
@@ -340,12 +344,7 @@ describe("RateLimiter.sync with since", () => {
       const scenario = (answeredFirst: boolean, lagged: boolean) =>
         run((limiter) =>
           Effect.gen(function*() {
-            const a = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
-            yield* a.markSent
-            yield* TestClock.adjust("1 second")
-            const b = yield* limiter.acquire([SCOPE], { tokens: 10_000 })
-            yield* b.markSent
-            const sentAt = yield* Clock.currentTimeMillis
+            const { a, b, sentAt } = yield* aThenB(limiter)
             // (a call released unanswered is answered too: it is no longer on its way)
             if (answeredFirst) yield* a.release
             yield* TestClock.adjust("1500 millis")
