@@ -145,19 +145,14 @@ export class Ledger {
   private amounts: Array<number> = []
   /** What each entry was charged when recorded (its estimate). */
   private charges: Array<number> = []
-  /** What each entry marked sent charged while its call has no answer yet (0 once answered, and for the rest). */
-  private open: Array<number> = []
-  /**
-   * 1-based Fenwick trees over `amounts`, over what the entries count as at a server that keeps charges, and over
-   * `open`.
-   */
+  /** What each entry marked sent charged when it left (0 for an entry recorded as it settled), and when answered. */
+  private opened: Array<number> = []
+  private answeredAt: Array<number> = []
+  /** 1-based Fenwick trees over `amounts` and over what the entries count as at a server that keeps charges. */
   private tree: Array<number> = [0]
   private keptTree: Array<number> = [0]
-  private openTree: Array<number> = [0]
   /** The longest reports' lags of the last {@link LAG_MEMORY_MILLIS}, each longer than every later one (`noteLag`). */
   private lags: Array<{ readonly at: number; readonly lag: number }> = []
-  /** The answers to calls that were open (`answered`), in the order they came, over the retention. */
-  private answers: Array<{ readonly at: number; readonly sequence: number; readonly amount: number }> = []
   private head = 0
   /** The last send sequence dropped: a question about an earlier point cannot be answered. */
   private dropped = 0
@@ -216,11 +211,10 @@ export class Ledger {
     this.times.push(at)
     this.amounts.push(amount)
     this.charges.push(charge)
-    const unanswered = open && amount > 0 ? amount : 0
-    this.open.push(unanswered)
+    this.opened.push(open && amount > 0 ? amount : 0)
+    this.answeredAt.push(Number.POSITIVE_INFINITY)
     Ledger.push(this.tree, amount, (count) => this.prefix(count))
     Ledger.push(this.keptTree, this.kept(this.amounts.length - 1), (count) => this.prefix(count, this.keptTree))
-    Ledger.push(this.openTree, unanswered, (count) => this.prefix(count, this.openTree))
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.head < this.times.length && this.times[this.head] < horizon) {
       this.dropped = this.sequences[this.head]
@@ -231,11 +225,11 @@ export class Ledger {
       this.times = this.times.slice(this.head)
       this.amounts = this.amounts.slice(this.head)
       this.charges = this.charges.slice(this.head)
-      this.open = this.open.slice(this.head)
+      this.opened = this.opened.slice(this.head)
+      this.answeredAt = this.answeredAt.slice(this.head)
       this.head = 0
       this.tree = Ledger.build(this.amounts)
       this.keptTree = Ledger.build(this.amounts.map((_, i) => this.kept(i)))
-      this.openTree = Ledger.build(this.open)
     }
   }
 
@@ -256,35 +250,22 @@ export class Ledger {
    */
   answered(sequence: number, at: number): void {
     const index = this.indexOf(sequence)
-    if (index < this.head || this.sequences[index] !== sequence || this.open[index] === 0) return
-    const amount = this.open[index]
-    Ledger.add(this.openTree, index, -amount)
-    this.open[index] = 0
-    const answers = this.answers
-    answers.push({ at, sequence, amount })
-    // forget the answers older than the retention, a batch at a time
-    if (answers.length > 256 && answers[255].at < at - LEDGER_RETENTION_MILLIS) {
-      let old = 256
-      while (old < answers.length && answers[old].at < at - LEDGER_RETENTION_MILLIS) old++
-      answers.splice(0, old)
-    }
+    if (index < this.head || this.sequences[index] !== sequence || this.answeredAt[index] <= at) return
+    this.answeredAt[index] = at
   }
 
   /**
    * What the kept entries at or before `sequence` sent after `since` charged whose calls had no answer by `at`:
    * calls that may not have reached the server by then (a request queued for a connection, or behind the client's
    * CPU), whatever their send order says. A call answered later may have reached it after `at` too. A report can
-   * count them only where it is read as a lower bound (see `RateLimiter.sync`).
+   * count them only where it is read as a lower bound (see `RateLimiter.sync`). A scan of the entries sent after
+   * `since` (a report's lag: few).
    */
   openAt(sequence: number, at: number, since: number): number {
-    const last = this.indexOf(sequence)
+    let open = 0
     const first = this.lastSentBy(since, sequence)
-    const after = first >= this.head ? this.sequences[first] : this.dropped
-    let open = this.prefix(last + 1, this.openTree) - this.prefix(first + 1, this.openTree)
-    // answers come in time order: those after `at`, from the latest back
-    const answers = this.answers
-    for (let i = answers.length - 1; i >= 0 && answers[i].at > at; i--) {
-      if (answers[i].sequence <= sequence && answers[i].sequence > after) open += answers[i].amount
+    for (let i = this.indexOf(sequence); i > first; i--) {
+      if (this.answeredAt[i] > at) open += this.opened[i]
     }
     return open
   }
