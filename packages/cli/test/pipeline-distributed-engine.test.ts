@@ -125,7 +125,7 @@ describe("distributed engine (BullMQ, in process)", () => {
     60_000
   )
 
-  // live: as above
+  // live: BullMQ's polling and locks are wall time
   it.live(
     "a coordinator of the same run after one stopped: the outcome it held is given back at once; outcomes before their items are read, each counted once",
     () =>
@@ -290,7 +290,7 @@ describe("distributed engine (BullMQ, in process)", () => {
     60_000
   )
 
-  // live: as above
+  // live: BullMQ's polling, pause and delays are wall time (and a real signal)
   it.live(
     "Ctrl-C: the coordinator stops at once; a worker stopped by its signal gives its jobs back and the rerun goes on",
     () =>

@@ -8,10 +8,9 @@
  * which the probe must overflow to find).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Effect, Exit } from "effect"
-import { fastDrive as drive } from "./fastDrive.js"
+import { Effect } from "effect"
+import { fastBatch } from "./fastDrive.js"
 import { behindJitter, behindQueue, filler, layerBehindNetwork, rng, sum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
@@ -32,18 +31,11 @@ const run = (
       messages: [{ role: "user" as const, content: `[req:${i}] ${filler(80 + Math.floor(random() ** 2 * 2_400))}` }],
       max_tokens: 16 + Math.floor(random() * 240)
     }))
-    const { endedAt, exit } = yield* Effect.flatMap(OpenAi.OpenAi, (openai) =>
-      drive(Effect.forEach(batch, (params) =>
-        openai.chat.completions.create(params), { concurrency: "unbounded" })))
-      .pipe(Effect.provide(layer))
-    expect(Exit.isSuccess(exit)).toBe(true)
-    const stats = yield* Simulator.stats
+    const { endedAt, stats } = yield* fastBatch(layer, batch)
     const rejected = stats.byStatus["429"] ?? 0
     // the server's bucket starts full (a minute of each limit) and refills at the limit's rate
     const minimum = Math.max(
-      (sum(stats.admissions.map((a) =>
-        a.tokens
-      )) - LIMITS.tpm) / (LIMITS.tpm / 60_000),
+      (sum(stats.admissions.map((a) => a.tokens)) - LIMITS.tpm) / (LIMITS.tpm / 60_000),
       (sum(stats.admissions.map((a) => a.requests)) - LIMITS.rpm) / (LIMITS.rpm / 60_000)
     )
     return { attempts: stats.attempts.length, rejected, endedAt, minimum, ok: stats.byStatus["200"] ?? 0 }

@@ -4,10 +4,9 @@
  * round trip, which a model's generation makes 0.4–2.9 s here. In-process simulator, TestClock, real SDK; 120 calls.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { OpenAi } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Effect, Exit } from "effect"
-import { fastDrive as drive } from "./fastDrive.js"
+import { Effect } from "effect"
+import { fastBatch } from "./fastDrive.js"
 import { filler, layerBehindNetwork, rng } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
@@ -26,14 +25,8 @@ const run = () =>
       messages: [{ role: "user" as const, content: `[req:${i}] ${filler(400 + Math.floor(random() * 800))}` }],
       max_tokens: i === 0 ? 512 : i === 7 ? 16 : 64 + Math.floor(random() * 448)
     }))
-    const { endedAt, exit } = yield* Effect.flatMap(OpenAi.OpenAi, (openai) =>
-      drive(Effect.forEach(batch, (params) =>
-        openai.chat.completions.create(params), { concurrency: "unbounded" })))
-      .pipe(Effect.provide(layer))
-    expect(Exit.isSuccess(exit)).toBe(true)
-    const stats = yield* Simulator.stats
-    const tokens = stats.admissions.reduce((sum, a) =>
-      sum + a.tokens, 0)
+    const { endedAt, stats } = yield* fastBatch(layer, batch)
+    const tokens = stats.admissions.reduce((sum, a) => sum + a.tokens, 0)
     // the server's bucket starts full and refills at the limit's rate: no schedule sends the last call earlier
     const refill = Math.max(0, (tokens - LIMITS.tpm) / (LIMITS.tpm / 60_000))
     const answered = stats.attempts.filter((a) => a.status === 200)

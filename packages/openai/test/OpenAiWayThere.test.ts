@@ -11,9 +11,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, SimFetch, Simulator } from "@sluice/testing"
-import { Effect, Exit, Layer, Runtime } from "effect"
+import { Effect, Layer, Runtime } from "effect"
 import OpenAIClient from "openai"
-import { fastDrive as drive } from "./fastDrive.js"
+import { fastBatch } from "./fastDrive.js"
 import { API_KEY, filler, rng, theoreticalMinimum } from "./harness.js"
 
 const MODEL = "gpt-4o-mini"
@@ -70,12 +70,7 @@ const run = (options: {
       messages: [{ role: "user" as const, content: `[req:${i}] ${filler(5 + Math.floor(random() * 25))}` }],
       max_tokens: 16 + Math.floor(random() * 48)
     }))
-    const { endedAt, exit } = yield* Effect.flatMap(OpenAi.OpenAi, (openai) =>
-      drive(Effect.forEach(batch, (params) =>
-        openai.chat.completions.create(params), { concurrency: "unbounded" })))
-      .pipe(Effect.provide(layer))
-    expect(Exit.isSuccess(exit)).toBe(true)
-    const stats = yield* Simulator.stats
+    const { endedAt, stats } = yield* fastBatch(layer, batch)
     return {
       rejected: stats.byStatus["429"] ?? 0,
       attempts: stats.attempts.length,

@@ -6,7 +6,11 @@
  * flight run until it waits again: the TestClock moves once three such turns change nothing. A timer turn
  * (a millisecond or more, far longer on a loaded machine) is never needed.
  */
-import { Chunk, Effect, Scheduler, TestClock } from "effect"
+import { expect } from "@effect/vitest"
+import { OpenAi } from "@sluice/openai"
+import { type SimStats, Simulator } from "@sluice/testing"
+import { Chunk, Effect, Exit, type Layer, Scheduler, TestClock } from "effect"
+import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 import { driveWith } from "./harness.js"
 
 const immediate = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
@@ -35,3 +39,24 @@ const settle = Effect.gen(function*() {
 /** Runs `effect` while virtual time advances to each next pending sleep; returns its exit and end time. */
 export const fastDrive = <A, E, R>(effect: Effect.Effect<A, E, R>, maxStepMillis = 1_000) =>
   driveWith(effect, maxStepMillis, settle, Effect.withScheduler(microtasksOnly))
+
+/**
+ * Sends every chat call of `batch` at once through the `OpenAi` service of `layer` (virtual time, {@link fastDrive}),
+ * checks they all succeeded, and returns when the run ended and the simulator's stats.
+ */
+export const fastBatch = (
+  layer: Layer.Layer<OpenAi.OpenAi>,
+  batch: ReadonlyArray<ChatCompletionCreateParamsNonStreaming>
+): Effect.Effect<{ readonly endedAt: number; readonly stats: SimStats.Snapshot }, never, Simulator.Simulator> =>
+  Effect.gen(function*() {
+    const { endedAt, exit } = yield* Effect.flatMap(
+      OpenAi.OpenAi,
+      (openai) =>
+        fastDrive(
+          Effect.forEach(batch, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
+        )
+    )
+      .pipe(Effect.provide(layer))
+    expect(Exit.isSuccess(exit)).toBe(true)
+    return { endedAt, stats: yield* Simulator.stats }
+  })
