@@ -11,6 +11,7 @@ import {
   LEDGER_RETENTION_MILLIS,
   refundOn,
   REPLAY_LIMIT,
+  REPORT_SKEW_MILLIS,
   type SendPoint
 } from "../src/internal/ledger.js"
 
@@ -23,6 +24,8 @@ interface Entry {
   /** What it charged while its call is unanswered (recorded open), and when it was answered. */
   readonly open: number
   answeredAt?: number
+  /** Whether an entry at or before it has been answered since it was recorded (see `Ledger.stranded`). */
+  covered: boolean
 }
 
 /** The plain model: every question answered by a scan. */
@@ -31,7 +34,7 @@ class Model {
   dropped = 0
   truesUp = false
   record(sequence: number, at: number, amount: number, charge: number, open = false) {
-    this.entries.push({ sequence, at, amount, charge, open: open && amount > 0 ? amount : 0 })
+    this.entries.push({ sequence, at, amount, charge, open: open && amount > 0 ? amount : 0, covered: false })
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.entries.length > 0 && this.entries[0].at < horizon) this.dropped = this.entries.shift()!.sequence
   }
@@ -59,7 +62,25 @@ class Model {
   }
   answered(sequence: number, at: number) {
     const entry = this.find(sequence)
-    if (entry !== undefined && entry.answeredAt === undefined) entry.answeredAt = at
+    if (entry === undefined) return
+    this.arrived(sequence)
+    if (entry.answeredAt === undefined) entry.answeredAt = at
+  }
+  /** Its call came back or reported: it, and every call sent more than 50 ms after it and before now, is covered. */
+  arrived(sequence: number) {
+    const entry = this.find(sequence)
+    if (entry === undefined) return
+    entry.covered = true
+    for (const later of this.entries) {
+      if (later.sequence > sequence && later.at > entry.at + REPORT_SKEW_MILLIS) later.covered = true
+    }
+  }
+  stranded(sequence: number, before: number) {
+    return this.entries.filter((entry) => entry.sequence <= sequence && entry.at <= before && !entry.covered)
+      .reduce((sum, entry) => sum + entry.open, 0)
+  }
+  firstStranded() {
+    return this.entries.find((entry) => entry.open > 0 && !entry.covered)?.sequence ?? Number.POSITIVE_INFINITY
   }
   openAt(sequence: number, at: number, since: number) {
     return this.entries.filter((entry) =>
@@ -185,8 +206,14 @@ describe("Ledger", () => {
           }
           if (o._tag === "answer") {
             now += o.pick % 50
-            ledger.answered(target, now)
-            model.answered(target, now)
+            // mostly the answer; sometimes only its report (a stream's headers)
+            if (o.pick % 4 === 1) {
+              ledger.arrived(target)
+              model.arrived(target)
+            } else {
+              ledger.answered(target, now)
+              model.answered(target, now)
+            }
             continue
           }
           const at = now - o.back
@@ -197,6 +224,9 @@ describe("Ledger", () => {
           expect(ledger.amountOf(target)).toBe(model.amountOf(target))
           const since = at - (o.pick % 5) * 300
           expect(ledger.openAt(target, at, since)).toBe(model.openAt(target, at, since))
+          expect(ledger.stranded(target, since)).toBe(model.stranded(target, since))
+          expect(ledger.stranded(target, now)).toBe(model.stranded(target, now))
+          expect(ledger.firstStranded()).toBe(model.firstStranded())
           expect(ledger.openAt(target, now, Number.NEGATIVE_INFINITY)).toBe(
             model.openAt(target, now, Number.NEGATIVE_INFINITY)
           )
@@ -248,6 +278,37 @@ describe("Ledger", () => {
         }
       )
     )
+  })
+
+  it("counts calls stranded until a call sent before them, or they themselves, come back, and keeps that through a compaction", () => {
+    const ledger = new Ledger(0)
+    // a probe at 0, still out; a herd of three at 100; a call at 300 that comes back first
+    ledger.record(1, 0, 1, 1, true)
+    for (const sequence of [2, 3, 4]) ledger.record(sequence, 100, 1, 1, true)
+    ledger.record(5, 300, 1, 1, true)
+    ledger.answered(5, 320)
+    expect(ledger.stranded(5, 299)).toBe(4)
+    expect(ledger.stranded(3, 299)).toBe(3)
+    expect(ledger.stranded(5, 99)).toBe(1)
+    expect(ledger.firstStranded()).toBe(1)
+    // one of the herd comes back: it alone (the first of a herd through says nothing of the others' way)
+    ledger.answered(3, 400)
+    expect(ledger.stranded(5, 299)).toBe(3)
+    expect(ledger.firstStranded()).toBe(1)
+    // the probe's report comes (a stream's headers): the herd, sent after it, no longer counts
+    ledger.arrived(1)
+    expect(ledger.stranded(5, 299)).toBe(0)
+    expect(ledger.firstStranded()).toBe(Number.POSITIVE_INFINITY)
+    // 1,100 calls never answered, then one sent after the retention: all dropped and compacted; the new one alone
+    for (let sequence = 10; sequence < 1_110; sequence++) ledger.record(sequence, 1_000, 2, 2, true)
+    expect(ledger.stranded(2_000, 1_000)).toBe(2_200)
+    ledger.record(2_000, 1_000 + LEDGER_RETENTION_MILLIS + 1, 7, 7, true)
+    expect(ledger.stranded(2_000, Number.POSITIVE_INFINITY)).toBe(7)
+    expect(ledger.firstStranded()).toBe(2_000)
+    // answered: none left; the next one counts alone again
+    ledger.answered(2_000, 1_000 + LEDGER_RETENTION_MILLIS + 2)
+    ledger.record(2_001, 1_000 + LEDGER_RETENTION_MILLIS + 3, 5, 5, true)
+    expect(ledger.stranded(2_001, Number.POSITIVE_INFINITY)).toBe(5)
   })
 
   it("takes what is admitted and not sent off every replay", () => {

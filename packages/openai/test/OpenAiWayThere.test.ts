@@ -11,7 +11,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { SimConfig, SimFetch, Simulator } from "@sluice/testing"
-import { Effect, Layer, Runtime } from "effect"
+import { Clock, Effect, Layer, Runtime } from "effect"
 import OpenAIClient from "openai"
 import { fastBatch } from "./fastDrive.js"
 import { API_KEY, filler, rng, theoreticalMinimum } from "./harness.js"
@@ -23,16 +23,21 @@ const LIMITS = { rpm: 300, tpm: 1_000_000 }
  * The simulator's `fetch` behind a network whose way there and way back are each drawn from `ways` (ms), apart,
  * so that a call sent later can arrive sooner.
  */
-const behindWays = (ways: (random: () => number) => number, seed: number, processingTime: boolean) =>
+const behindWays = (
+  ways: (random: () => number, sentAt: number) => number,
+  seed: number,
+  processingTime: boolean
+) =>
   Effect.gen(function*() {
     const fetch = yield* SimFetch.make
     const runtime = yield* Effect.runtime<never>()
     const random = rng(seed)
     const sleep = (millis: number) => Runtime.runPromise(runtime)(Effect.sleep(millis))
+    const now = () => Runtime.runSync(runtime)(Clock.currentTimeMillis)
     const wrapped: typeof globalThis.fetch = async (input, init) => {
-      await sleep(ways(random))
+      await sleep(ways(random, now()))
       const response = await fetch(input, init)
-      await sleep(ways(random))
+      await sleep(ways(random, now()))
       if (processingTime) return response
       // a gateway that does not pass the server's time on (reports replayed from the send)
       const headers = new Headers(response.headers)
@@ -44,7 +49,7 @@ const behindWays = (ways: (random: () => number) => number, seed: number, proces
 
 const run = (options: {
   readonly calls: number
-  readonly ways: (random: () => number) => number
+  readonly ways: (random: () => number, sentAt: number) => number
   readonly seed: number
   readonly processingTime: boolean
 }) =>
@@ -85,7 +90,7 @@ const run = (options: {
 
 interface Case {
   readonly name: string
-  readonly ways: (random: () => number) => number
+  readonly ways: (random: () => number, sentAt: number) => number
   readonly seed: number
   /** 429s allowed: none, but where the way varies beyond REPORT_SKEW_MILLIS (see below). */
   readonly refused: number
@@ -120,6 +125,29 @@ const CASES: ReadonlyArray<Case> = [
     seed: 21,
     refused: 12,
     processingTime: false
+  },
+  // The 300 calls sent at once at the start (the whole bucket) take 2 s to reach the server (a herd queued for cold
+  // connections); the calls sent later, 5 ms. The first answers are of calls sent after the herd, and report the
+  // server's bucket full: no answer has shown a lag yet, so the herd, sent long before them, counted as seen and the
+  // reports raised the level by it: 142 x 429 in 592 attempts. The herd is stranded (nothing sent with or before it
+  // has come back since it left: `Ledger.stranded`) and holds such reports back. Left: 2 x 429, the herd's own last
+  // calls: while it is on its way the server's bucket is full and loses the refill the limiter's level counts.
+  {
+    name: "the first herd 2 s on its way there, later calls 5 ms each way",
+    ways: (_, sentAt) => sentAt === 0 ? 2_000 : 5,
+    seed: 5,
+    refused: 2
+  },
+  // The same herd reaching the server one call every 6 ms from 200 ms (a queue for connections): the answer of its
+  // first call through says nothing of the others' way, and they stay stranded until their own answers come.
+  {
+    name: "the first herd reaching the server over 200-2,000 ms, later calls 5 ms each way",
+    ways: (() => {
+      let sent = 0
+      return (_: () => number, sentAt: number) => sentAt === 0 ? 200 + 6 * sent++ : 5
+    })(),
+    seed: 5,
+    refused: 2
   }
 ]
 

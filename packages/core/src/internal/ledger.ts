@@ -34,6 +34,13 @@ export interface SendPoint {
 /** How long a bucket's ledger keeps admissions: reports about older requests are ignored. */
 export const LEDGER_RETENTION_MILLIS = 120_000
 
+/**
+ * How much earlier than the answered call a call must have been sent to count as having reached the
+ * server before it: calls sent in the same moment can arrive in another order (concurrent connections),
+ * so a report adopted both ways treats those sent within this of the answered one as not counted yet.
+ */
+export const REPORT_SKEW_MILLIS = 50
+
 /** How long a report's lag is remembered (see `Ledger.lagAt`). */
 export const LAG_MEMORY_MILLIS = 2_000
 
@@ -153,6 +160,17 @@ export class Ledger {
   private keptTree: Array<number> = [0]
   /** The longest reports' lags of the last {@link LAG_MEMORY_MILLIS}, each longer than every later one (`noteLag`). */
   private lags: Array<{ readonly at: number; readonly lag: number }> = []
+  /**
+   * The entries marked sent that may be stranded (see `stranded`), in send order: each one's sequence, send time and
+   * what it charged when it left (0 once its call came back), that in a Fenwick tree over the positions too. An
+   * answer takes off the entries sent more than {@link REPORT_SKEW_MILLIS} after its call (a stack: each entry is
+   * pushed and taken off once) and zeroes its own.
+   */
+  private strandedSequences: Array<number> = []
+  private strandedTimes: Array<number> = []
+  private strandedAmounts: Array<number> = []
+  private strandedTree: Array<number> = [0]
+  private strandedHead = 0
   private head = 0
   /** The last send sequence dropped: a question about an earlier point cannot be answered. */
   private dropped = 0
@@ -215,6 +233,13 @@ export class Ledger {
     this.answeredAt.push(Number.POSITIVE_INFINITY)
     Ledger.push(this.tree, amount, (count) => this.prefix(count))
     Ledger.push(this.keptTree, this.kept(this.amounts.length - 1), (count) => this.prefix(count, this.keptTree))
+    const opened = this.opened[this.opened.length - 1]
+    if (opened > 0) {
+      this.strandedSequences.push(sequence)
+      this.strandedTimes.push(at)
+      this.strandedAmounts.push(opened)
+      Ledger.push(this.strandedTree, opened, (count) => this.prefix(count, this.strandedTree))
+    }
     const horizon = at - LEDGER_RETENTION_MILLIS
     while (this.head < this.times.length && this.times[this.head] < horizon) {
       this.dropped = this.sequences[this.head]
@@ -228,6 +253,12 @@ export class Ledger {
       this.opened = this.opened.slice(this.head)
       this.answeredAt = this.answeredAt.slice(this.head)
       this.head = 0
+      this.pruneStranded()
+      this.strandedSequences = this.strandedSequences.slice(this.strandedHead)
+      this.strandedTimes = this.strandedTimes.slice(this.strandedHead)
+      this.strandedAmounts = this.strandedAmounts.slice(this.strandedHead)
+      this.strandedTree = Ledger.build(this.strandedAmounts)
+      this.strandedHead = 0
       this.tree = Ledger.build(this.amounts)
       this.keptTree = Ledger.build(this.amounts.map((_, i) => this.kept(i)))
     }
@@ -250,8 +281,78 @@ export class Ledger {
    */
   answered(sequence: number, at: number): void {
     const index = this.indexOf(sequence)
-    if (index < this.head || this.sequences[index] !== sequence || this.answeredAt[index] <= at) return
+    if (index < this.head || this.sequences[index] !== sequence) return
+    this.reached(index)
+    if (this.answeredAt[index] <= at) return
     this.answeredAt[index] = at
+  }
+
+  /**
+   * The call of the entry with this sequence is known to have reached the server (its report came, its headers
+   * before its answer: a stream's): it is no longer stranded, nor any call sent more than
+   * {@link REPORT_SKEW_MILLIS} after it (see `stranded`).
+   */
+  arrived(sequence: number): void {
+    const index = this.indexOf(sequence)
+    if (index >= this.head && this.sequences[index] === sequence) this.reached(index)
+  }
+
+  private reached(index: number): void {
+    const sequence = this.sequences[index]
+    const after = this.times[index] + REPORT_SKEW_MILLIS
+    const sequences = this.strandedSequences
+    while (
+      sequences.length > this.strandedHead && sequences[sequences.length - 1] > sequence &&
+      this.strandedTimes[sequences.length - 1] > after
+    ) {
+      sequences.pop()
+      this.strandedTimes.pop()
+      this.strandedAmounts.pop()
+      this.strandedTree.pop()
+    }
+    const own = lastAtMost(sequences, sequence, this.strandedHead, sequences.length - 1)
+    if (own >= this.strandedHead && sequences[own] === sequence && this.strandedAmounts[own] > 0) {
+      Ledger.add(this.strandedTree, own, -this.strandedAmounts[own])
+      this.strandedAmounts[own] = 0
+    }
+  }
+
+  /** Drops the stranded entries the ledger no longer keeps, and those at the front whose calls came back. */
+  private pruneStranded(): void {
+    while (
+      this.strandedHead < this.strandedSequences.length &&
+      (this.strandedSequences[this.strandedHead] <= this.dropped || this.strandedAmounts[this.strandedHead] === 0)
+    ) {
+      this.strandedHead++
+    }
+  }
+
+  /**
+   * What the kept entries at or before `sequence` sent at or before `before` charged when they left whose calls are
+   * stranded: no answer or report of theirs has come, nor of any call sent more than {@link REPORT_SKEW_MILLIS} before
+   * them that was still out when they left. A herd whose calls are all still out while calls sent after it come back
+   * may not have reached the server at all (requests queued for connections, a first contact over cold ones): their
+   * age is no evidence that they did, where the answer of a call sent before them is (the one of a call sent with
+   * them is not: it may have been the first of the herd through). O(log n).
+   */
+  stranded(sequence: number, before: number): number {
+    this.pruneStranded()
+    const lo = this.strandedHead
+    const hi = this.strandedSequences.length - 1
+    const last = Math.min(
+      lastAtMost(this.strandedSequences, sequence, lo, hi),
+      lastAtMost(this.strandedTimes, before, lo, hi)
+    )
+    if (last < lo) return 0
+    return this.prefix(last + 1, this.strandedTree) - this.prefix(lo, this.strandedTree)
+  }
+
+  /** The send sequence of the oldest stranded entry kept (see `stranded`; Infinity: none). */
+  firstStranded(): number {
+    this.pruneStranded()
+    return this.strandedHead < this.strandedSequences.length
+      ? this.strandedSequences[this.strandedHead]
+      : Number.POSITIVE_INFINITY
   }
 
   /**

@@ -24,7 +24,7 @@ import type { AcquireError, Lane, LevelInfo, Permit, RateLimiter, Service } from
 import { CostExceedsCapacity, DeadlineExceeded, ScopeClosed } from "../RateLimiter.js"
 import * as Bucket from "./bucket.js"
 import { fullPasses } from "./dispatch.js"
-import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, type SendPoint } from "./ledger.js"
+import { Ledger, LEDGER_RETENTION_MILLIS, refundOn, REPORT_SKEW_MILLIS, type SendPoint } from "./ledger.js"
 import * as InternalMetrics from "./metrics.js"
 import { Ramps } from "./ramp.js"
 import * as Slot from "./slot.js"
@@ -62,12 +62,6 @@ const PermitSend = Symbol.for("@sluice/core/RateLimiter/PermitSend")
 /** A debit's own amount (a permit's charge moved into the send order as it is). */
 const amountOf = (debit: LimiterStore.Debit): number => debit.amount
 
-/**
- * How much earlier than the answered call a call must have been sent to count as having reached the
- * server before it: calls sent in the same moment can arrive in another order (concurrent connections),
- * so a report adopted both ways treats those sent within this of the answered one as not counted yet.
- */
-const REPORT_SKEW_MILLIS = 50
 /**
  * A report is adopted both ways only when at most this many calls left in the `BURST_WINDOW_MILLIS`
  * before and after the answered one: in a burst, requests wait for connections and reach the server in an
@@ -1493,6 +1487,8 @@ export const make = (
           const now = yield* Clock.currentTimeMillis
           const from = observation.sentAt ?? since.admittedAt
           if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // its report came: the call reached the server (a stream's headers come long before its end)
+          if (point.entry !== undefined && point.entry === point.sequence) ledger.arrived(point.sequence)
           // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
           // back from then (a request slower on its way than the next would otherwise leave the level ahead)
           const at = observation.reportedBy !== undefined && observation.reportedBy > from
@@ -1598,7 +1594,10 @@ export const make = (
             // exact, only the share of them the same answer's exact report showed unseen
             const share = ledger.exact ? 1 : point.unseen?.get(scope) ?? 0
             const windowStart = from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now))
-            const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) : 0
+            // and those sent before it that are stranded (`Ledger.stranded`: nothing sent with or before them has come
+            // back since they left, so no report shows how long their way is)
+            const stranded = share > 0 ? ledger.stranded(cut, windowStart) : 0
+            const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) + stranded : 0
             const local = (ordered === undefined || ordered === aged) && !(unanswered > 0)
               ? undefined
               : (yield* store.levels([target.spec], [])).levels[0]
@@ -1650,7 +1649,10 @@ export const make = (
               remaining -= open
               // the calls sent before the window the report counts as the server charged them (their refunds are
               // its already); those in it, as far as they were held back
-              ledger.absorbed = Math.max(ledger.absorbed, ledger.sentBy(windowStart, cut))
+              ledger.absorbed = Math.max(
+                ledger.absorbed,
+                Math.min(ledger.sentBy(windowStart, cut), stranded > 0 ? ledger.firstStranded() - 1 : cut)
+              )
               ledger.counted = cut
               ledger.credit = open
             } else {
