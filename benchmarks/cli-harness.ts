@@ -19,7 +19,7 @@ import { cpus, setPriority } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { ClientReport, Shape } from "./openai-workload.js"
-import { shapeWorkload } from "./openai-workload.js"
+import { knownCharge, shapeWorkload } from "./openai-workload.js"
 
 // -----------------------------------------------------------------------------
 // the command line
@@ -310,7 +310,9 @@ export const bucketMinimumMillis = (total: number, limitPerMinute: number): numb
  */
 export const shapeMinimumMillis = (shape: Shape): number => {
   const requests = shapeWorkload(shape)
-  const tokens = requests.reduce((sum, request) => sum + request.knownUsage, 0)
+  // what the server keeps of each call: its usage, or its admission estimate where it never trues up
+  const kept = shape.enforcement?.settle === "never"
+  const tokens = requests.reduce((sum, request) => sum + (kept ? knownCharge(request) : request.knownUsage), 0)
   const share = shape.burstShare ?? 1
   const bucket = (total: number, limit: number) => bucketMinimumMillis(total - limit * share + limit, limit)
   const admission = Math.max(bucket(tokens, shape.limits.tpm), bucket(requests.length, shape.limits.rpm))

@@ -6,7 +6,7 @@
  *   pnpm bench:openai --shapes all                              (writes benchmarks/results/openai-shapes.md)
  *   pnpm bench:openai --shapes sub-minute,no-headers --only sluice-adaptive   (a quick look; writes nothing)
  *
- * Shapes (benchmarks/openai-workload.ts `SHAPES`): few-large, many-small, mixed, poisson-90, poisson-120,
+ * Shapes (benchmarks/openai-workload.ts `SHAPES`): few-large, few-large-kept, many-small, mixed, poisson-90, poisson-120,
  * sub-minute, no-headers. Per shape and row: the wall time against the theoretical minimum (each server bucket
  * starts full, at its capacity — the burst when the server enforces sub-minute buckets — and refills at its
  * limit; with Poisson arrivals no earlier than the last arrival), plus the latency of the request that finished

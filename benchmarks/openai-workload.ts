@@ -137,6 +137,18 @@ const prose = (random: Random, words: number): string => {
 }
 
 /** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
+/** The simulator's output for a chat call's `max_tokens` (`output.fraction` of it, at least 1). */
+const outputOf = (maxTokens: number): number => Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
+
+/**
+ * What the simulator charges a request at admission (its estimate: the prompt plus `max_tokens`), which a server that
+ * never trues up (`settle: "never"`) keeps; for embeddings, their usage.
+ */
+export const knownCharge = (request: BenchRequest): number =>
+  request.url === CHAT_URL
+    ? request.knownUsage - outputOf(request.body.max_tokens) + request.body.max_tokens
+    : request.knownUsage
+
 const chatRequest = (
   random: Random,
   id: string,
@@ -150,7 +162,7 @@ const chatRequest = (
   const user = `[req:${id}] ${pick(random, TASKS)} ${text}.`
   const maxTokens = pick(random, size.maxTokens)
   const prompt = Math.ceil((SYSTEM.length + user.length) / 4)
-  const output = Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
+  const output = outputOf(maxTokens)
   return {
     id,
     url: CHAT_URL,
@@ -314,6 +326,16 @@ export const SHAPES: ReadonlyArray<Shape> = [
     words: [200, 400],
     maxTokens: [2_048, 4_096, 6_144, 8_192],
     limits: { rpm: 5_000, tpm: 200_000 }
+  },
+  {
+    name: "few-large-kept",
+    description:
+      "the few-large calls against a server that keeps what it charges at admission (prompt + max_tokens) instead of trueing it up to the usage",
+    requests: 90,
+    words: [200, 400],
+    maxTokens: [2_048, 4_096, 6_144, 8_192],
+    limits: { rpm: 5_000, tpm: 200_000 },
+    enforcement: { settle: "never" }
   },
   {
     name: "many-small",
