@@ -24,8 +24,9 @@ interface Entry {
   /** What it charged while its call is unanswered (recorded open), and when it was answered. */
   readonly open: number
   answeredAt?: number
-  /** Whether an entry at or before it has been answered since it was recorded (see `Ledger.stranded`). */
+  /** Whether it is no longer stranded (see `Ledger.stranded`), and whether a report of its call came. */
   covered: boolean
+  reported?: boolean
 }
 
 /** The plain model: every question answered by a scan. */
@@ -63,13 +64,14 @@ class Model {
   answered(sequence: number, at: number) {
     const entry = this.find(sequence)
     if (entry === undefined) return
-    this.arrived(sequence)
+    entry.covered = true
     if (entry.answeredAt === undefined) entry.answeredAt = at
   }
-  /** Its call came back or reported: it, and every call sent more than 50 ms after it and before now, is covered. */
+  /** Its call's first report came: it, and every call sent more than 50 ms after it and before now, is covered. */
   arrived(sequence: number) {
     const entry = this.find(sequence)
-    if (entry === undefined) return
+    if (entry === undefined || entry.reported === true) return
+    entry.reported = true
     entry.covered = true
     for (const later of this.entries) {
       if (later.sequence > sequence && later.at > entry.at + REPORT_SKEW_MILLIS) later.covered = true
@@ -280,24 +282,43 @@ describe("Ledger", () => {
     )
   })
 
-  it("counts calls stranded until a call sent before them, or they themselves, come back, and keeps that through a compaction", () => {
+  it("counts calls stranded until they or a call sent before them report, and keeps that through a compaction", () => {
     const ledger = new Ledger(0)
     // a probe at 0, still out; a herd of three at 100; a call at 300 that comes back first
     ledger.record(1, 0, 1, 1, true)
     for (const sequence of [2, 3, 4]) ledger.record(sequence, 100, 1, 1, true)
     ledger.record(5, 300, 1, 1, true)
     ledger.answered(5, 320)
+    ledger.arrived(5)
     expect(ledger.stranded(5, 299)).toBe(4)
     expect(ledger.stranded(3, 299)).toBe(3)
     expect(ledger.stranded(5, 99)).toBe(1)
     expect(ledger.firstStranded()).toBe(1)
     // one of the herd comes back: it alone (the first of a herd through says nothing of the others' way)
+    ledger.arrived(3)
     ledger.answered(3, 400)
     expect(ledger.stranded(5, 299)).toBe(3)
     expect(ledger.firstStranded()).toBe(1)
-    // the probe's report comes (a stream's headers): the herd, sent after it, no longer counts
-    ledger.arrived(1)
-    expect(ledger.stranded(5, 299)).toBe(0)
+    // the probe fails without a report (a connection refused): no news of the herd
+    ledger.answered(1, 410)
+    expect(ledger.stranded(5, 299)).toBe(2)
+    expect(ledger.firstStranded()).toBe(2)
+    // a report of a call sent before the herd comes (a stream's headers): the herd no longer counts
+    ledger.record(6, 420, 1, 1, true)
+    expect(ledger.stranded(6, 500)).toBe(3)
+    ledger.arrived(2)
+    expect(ledger.stranded(6, 500)).toBe(1)
+    // a later report of the same call says nothing of the calls sent since its first
+    ledger.record(7, 500, 1, 1, true)
+    ledger.arrived(2)
+    expect(ledger.stranded(7, 500)).toBe(2)
+    ledger.arrived(6)
+    ledger.arrived(7)
+    // the herd's last call: the reports of its mates and of calls sent after it said nothing of it
+    expect(ledger.stranded(7, 500)).toBe(1)
+    expect(ledger.firstStranded()).toBe(4)
+    ledger.answered(4, 520)
+    expect(ledger.stranded(7, 500)).toBe(0)
     expect(ledger.firstStranded()).toBe(Number.POSITIVE_INFINITY)
     // 1,100 calls never answered, then one sent after the retention: all dropped and compacted; the new one alone
     for (let sequence = 10; sequence < 1_110; sequence++) ledger.record(sequence, 1_000, 2, 2, true)

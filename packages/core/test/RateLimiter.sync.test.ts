@@ -38,13 +38,17 @@ const sendTogether = (limiter: RateLimiter.Service, count: number, tokens: numbe
 /** A (10,000 tokens) sent, then a second later B (10,000): both permits, and when B left. */
 const aThenB = (limiter: RateLimiter.Service, stranded = false) =>
   Effect.gen(function*() {
-    // A leaves while a call sent 100 ms before it is on its way, which comes back after it (at its charge, refilled
-    // by then): news that the calls sent after it reach the server. `stranded`: A leaves alone, and nothing comes back
+    // A leaves while a call sent 100 ms before it is on its way, which comes back after it with a report (at its
+    // charge, refilled by then): news that the calls sent after it reach the server. `stranded`: A leaves alone, and nothing comes back
     // before B's answer
     const earlier = stranded ? undefined : yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 1 }), (p) => p.markSent)
     if (earlier !== undefined) yield* TestClock.adjust("100 millis")
     const a = yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
-    if (earlier !== undefined) yield* earlier.settle({ tokens: 1 })
+    if (earlier !== undefined) {
+      yield* earlier.settle({ tokens: 1 })
+      // its report (here one that only lowers, above the level: nothing changes but the news that it arrived)
+      yield* limiter.sync(SCOPE, { dimension: "tokens", remaining: CAPACITY, since: earlier, adopt: false })
+    }
     yield* TestClock.adjust("1 second")
     const b = yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
     return { a, b, sentAt: yield* Clock.currentTimeMillis }

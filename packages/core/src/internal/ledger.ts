@@ -155,6 +155,8 @@ export class Ledger {
   /** What each entry marked sent charged when it left (0 for an entry recorded as it settled), and when answered. */
   private opened: Array<number> = []
   private answeredAt: Array<number> = []
+  /** Whether a report of each entry's call came (see `arrived`). */
+  private arrivals: Array<boolean> = []
   /** 1-based Fenwick trees over `amounts` and over what the entries count as at a server that keeps charges. */
   private tree: Array<number> = [0]
   private keptTree: Array<number> = [0]
@@ -231,6 +233,7 @@ export class Ledger {
     this.charges.push(charge)
     this.opened.push(open && amount > 0 ? amount : 0)
     this.answeredAt.push(Number.POSITIVE_INFINITY)
+    this.arrivals.push(false)
     Ledger.push(this.tree, amount, (count) => this.prefix(count))
     Ledger.push(this.keptTree, this.kept(this.amounts.length - 1), (count) => this.prefix(count, this.keptTree))
     const opened = this.opened[this.opened.length - 1]
@@ -252,6 +255,7 @@ export class Ledger {
       this.charges = this.charges.slice(this.head)
       this.opened = this.opened.slice(this.head)
       this.answeredAt = this.answeredAt.slice(this.head)
+      this.arrivals = this.arrivals.slice(this.head)
       this.head = 0
       this.pruneStranded()
       this.strandedSequences = this.strandedSequences.slice(this.strandedHead)
@@ -282,23 +286,22 @@ export class Ledger {
   answered(sequence: number, at: number): void {
     const index = this.indexOf(sequence)
     if (index < this.head || this.sequences[index] !== sequence) return
-    this.reached(index)
+    // no longer on its way; of the calls sent after it, an answer (a connection refused, an interruption) says nothing
+    this.unstrand(sequence)
     if (this.answeredAt[index] <= at) return
     this.answeredAt[index] = at
   }
 
   /**
-   * The call of the entry with this sequence is known to have reached the server (its report came, its headers
-   * before its answer: a stream's): it is no longer stranded, nor any call sent more than
-   * {@link REPORT_SKEW_MILLIS} after it (see `stranded`).
+   * The server's report of the call of the entry with this sequence came (its answer's headers, or a stream's before
+   * its end): the call reached the server, and the first time, neither it nor any call sent more than
+   * {@link REPORT_SKEW_MILLIS} after it and before now is stranded any longer (see `stranded`). A later report of
+   * the same call says nothing of the calls sent since its first.
    */
   arrived(sequence: number): void {
     const index = this.indexOf(sequence)
-    if (index >= this.head && this.sequences[index] === sequence) this.reached(index)
-  }
-
-  private reached(index: number): void {
-    const sequence = this.sequences[index]
+    if (index < this.head || this.sequences[index] !== sequence || this.arrivals[index]) return
+    this.arrivals[index] = true
     const after = this.times[index] + REPORT_SKEW_MILLIS
     const sequences = this.strandedSequences
     while (
@@ -310,6 +313,12 @@ export class Ledger {
       this.strandedAmounts.pop()
       this.strandedTree.pop()
     }
+    this.unstrand(sequence)
+  }
+
+  /** The entry with this sequence is no longer stranded. */
+  private unstrand(sequence: number): void {
+    const sequences = this.strandedSequences
     const own = lastAtMost(sequences, sequence, this.strandedHead, sequences.length - 1)
     if (own >= this.strandedHead && sequences[own] === sequence && this.strandedAmounts[own] > 0) {
       Ledger.add(this.strandedTree, own, -this.strandedAmounts[own])
@@ -329,8 +338,8 @@ export class Ledger {
 
   /**
    * What the kept entries at or before `sequence` sent at or before `before` charged when they left whose calls are
-   * stranded: no answer or report of theirs has come, nor of any call sent more than {@link REPORT_SKEW_MILLIS} before
-   * them that was still out when they left. A herd whose calls are all still out while calls sent after it come back
+   * stranded: no answer or report of theirs has come, nor the first report of a call sent more than
+   * {@link REPORT_SKEW_MILLIS} before them that was still out when they left. A herd whose calls are all still out while calls sent after it come back
    * may not have reached the server at all (requests queued for connections, a first contact over cold ones): their
    * age is no evidence that they did, where the answer of a call sent before them is (the one of a call sent with
    * them is not: it may have been the first of the herd through). O(log n).
