@@ -288,8 +288,7 @@ export class Ledger {
     if (index < this.head || this.sequences[index] !== sequence) return
     // no longer on its way; of the calls sent after it, an answer (a connection refused, an interruption) says nothing
     this.unstrand(sequence)
-    if (this.answeredAt[index] <= at) return
-    this.answeredAt[index] = at
+    this.answeredAt[index] = Math.min(this.answeredAt[index], at)
   }
 
   /**
@@ -339,10 +338,10 @@ export class Ledger {
   /**
    * What the kept entries at or before `sequence` sent at or before `before` charged when they left whose calls are
    * stranded: no answer or report of theirs has come, nor the first report of a call sent more than
-   * {@link REPORT_SKEW_MILLIS} before them that was still out when they left. A herd whose calls are all still out while calls sent after it come back
-   * may not have reached the server at all (requests queued for connections, a first contact over cold ones): their
-   * age is no evidence that they did, where the answer of a call sent before them is (the one of a call sent with
-   * them is not: it may have been the first of the herd through). O(log n).
+   * {@link REPORT_SKEW_MILLIS} before them that was still out when they left. A herd whose calls are all still out
+   * while calls sent after it come back may not have reached the server at all (requests queued for connections, a
+   * first contact over cold ones): their age is no evidence that they did, where the report of a call sent before
+   * them is (the one of a call sent with them is not: it may have been the first of the herd through). O(log n).
    */
   stranded(sequence: number, before: number): number {
     this.pruneStranded()

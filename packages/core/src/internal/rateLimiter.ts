@@ -1594,8 +1594,8 @@ export const make = (
             // exact, only the share of them the same answer's exact report showed unseen
             const share = ledger.exact ? 1 : point.unseen?.get(scope) ?? 0
             const windowStart = from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now))
-            // and those sent before it that are stranded (`Ledger.stranded`: nothing sent with or before them has come
-            // back since they left, so no report shows how long their way is)
+            // and those sent before it that are stranded (`Ledger.stranded`: no report of theirs, nor a first one of a
+            // call sent before them, has come since they left, so none shows how long their way is)
             const stranded = share > 0 ? ledger.stranded(cut, windowStart) : 0
             const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) + stranded : 0
             const local = (ordered === undefined || ordered === aged) && !(unanswered > 0)
@@ -1647,11 +1647,12 @@ export const make = (
             if (held) {
               if (remaining - open <= local) return
               remaining -= open
-              // the calls sent before the window the report counts as the server charged them (their refunds are
-              // its already); those in it, as far as they were held back
+              // the calls sent before the window (before its oldest stranded call, where any counted: it is at or
+              // before those) the report counts as the server charged them (their refunds are its already); those
+              // after, as far as they were held back
               ledger.absorbed = Math.max(
                 ledger.absorbed,
-                Math.min(ledger.sentBy(windowStart, cut), stranded > 0 ? ledger.firstStranded() - 1 : cut)
+                stranded > 0 ? ledger.firstStranded() - 1 : ledger.sentBy(windowStart, cut)
               )
               ledger.counted = cut
               ledger.credit = open
