@@ -479,6 +479,31 @@ describe("RateLimiter.sync with since", () => {
       })
     ))
 
+  it.effect("the report of a call admitted before its bucket was learned counts every call the bucket charged since as not seen", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        // no tokens limit yet (the adaptive mode's probe): P charges no tokens bucket
+        const limiter = yield* RateLimiter.make({ budgets: [] })
+        const p = yield* limiter.acquire([SCOPE], { tokens: 5_000 })
+        yield* p.markSent
+        const sentAt = yield* Clock.currentTimeMillis
+        // a guess learned while P is out (its patience ran out); Q and R go out on it 10 s later
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY })
+        yield* TestClock.adjust("10 seconds")
+        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 20_000 }), (permit) => permit.markSent)
+        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
+        // the guess grows (a grown limit gains what it grew by: the level no longer carries Q and R)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 2 * CAPACITY })
+        yield* TestClock.adjust("1 second")
+        // P's answer: the server's limit, and what it had left as of P's arrival (it counts neither Q nor R)
+        yield* p.settle({ tokens: 5_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 95_000, since: p, sentAt })
+        // 95,000 at 0 s, full at 10 s, less Q and R (30,000), 1 s of refill: not the report as of now (95,000)
+        const level = (yield* limiter.peek([SCOPE], {})).levels[0].level
+        expect(level).toBeCloseTo(CAPACITY - 30_000 + CAPACITY / 60, 6)
+      })
+    ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie))
+
   it.effect("calls sent in the same moment: each report counts the earlier ones, and adopting it does not count them again", () =>
     Effect.gen(function*() {
       // Three calls of 30,000 estimated, 25,000 used, leave at once and reach the server in the order sent;
