@@ -3,8 +3,11 @@
  * beside the bare SDK + p-limit and the cookbook-style processor, each row against a fresh HTTP simulator in
  * one run on one machine.
  *
- *   pnpm bench:openai --shapes all                              (writes benchmarks/results/openai-shapes.md)
+ *   pnpm bench:openai --shapes all                              (writes benchmarks/results/openai-shapes-latest.md)
  *   pnpm bench:openai --shapes sub-minute,no-headers --only sluice-adaptive   (a quick look; writes nothing)
+ *
+ * Only a run of every shape and every row writes, and only its own file: benchmarks/results/openai-shapes.md is the
+ * sessions' log, kept by hand (a run of one shape once overwrote it with its table).
  *
  * Shapes (benchmarks/openai-workload.ts `SHAPES`): few-large, few-large-kept, many-small, mixed, poisson-90, poisson-120,
  * sub-minute, no-headers. Per shape and row: the wall time against the theoretical minimum (each server bucket
@@ -153,8 +156,15 @@ const main = Effect.gen(function*() {
     }
   }
   const out = render(rows, started)
-  if (writeResults) writeFileSync(new URL("./results/openai-shapes.md", import.meta.url), out)
+  // a part of the shapes is a quick look, as a part of the rows is (`--only`)
+  const written = writeResults && shapes.length === SHAPES.length
+  if (written) writeFileSync(new URL("./results/openai-shapes-latest.md", import.meta.url), out)
   process.stdout.write(out)
+  process.stdout.write(
+    written
+      ? "\n(written to benchmarks/results/openai-shapes-latest.md)\n"
+      : "\n(a part of the shapes or rows: nothing written; --shapes all without --only writes the file)\n"
+  )
 })
 
 Effect.runPromise(main).then(
