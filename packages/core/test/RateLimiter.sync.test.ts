@@ -479,28 +479,41 @@ describe("RateLimiter.sync with since", () => {
       })
     ))
 
-  it.effect("the report of a call admitted before its bucket was learned counts every call the bucket charged since as not seen", () =>
+  it.effect("the report of a call admitted before its bucket was learned is replayed over the calls the bucket charged after it left, and only lowers", () =>
     Effect.scoped(
       Effect.gen(function*() {
         // no tokens limit yet (the adaptive mode's probe): P charges no tokens bucket
         const limiter = yield* RateLimiter.make({ budgets: [] })
         const p = yield* limiter.acquire([SCOPE], { tokens: 5_000 })
+        const p2 = yield* limiter.acquire([SCOPE], { tokens: 1_000 })
+        // a guess learned while P waits to leave (its patience ran out); Q0, admitted after P, leaves first
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY })
+        yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 5_000 }), (permit) => permit.markSent)
         yield* p.markSent
         const sentAt = yield* Clock.currentTimeMillis
-        // a guess learned while P is out (its patience ran out); Q and R go out on it 10 s later
-        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY })
-        yield* TestClock.adjust("10 seconds")
+        // a second probe, admitted before the guess too, leaves with P
+        yield* p2.markSent
+        // Q and R leave a second later; the guess grows (the level gains what it grew by)
+        yield* TestClock.adjust("1 second")
         yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 20_000 }), (permit) => permit.markSent)
         yield* Effect.tap(limiter.acquire([SCOPE], { tokens: 10_000 }), (permit) => permit.markSent)
-        // the guess grows (a grown limit gains what it grew by: the level no longer carries Q and R)
         yield* limiter.sync(SCOPE, { dimension: "tokens", limit: 2 * CAPACITY })
         yield* TestClock.adjust("1 second")
-        // P's answer: the server's limit, and what it had left as of P's arrival (it counts neither Q nor R)
+        // H is admitted and not sent yet
+        yield* limiter.acquire([SCOPE], { tokens: 7_000 })
+        // P's answer: the server's limit (the learned one shrinks back: the level is capped at full), and what
+        // it had left as of P's arrival: it counted Q0 and P, neither Q nor R
         yield* p.settle({ tokens: 5_000 })
-        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 95_000, since: p, sentAt })
-        // 95,000 at 0 s, full at 10 s, less Q and R (30,000), 1 s of refill: not the report as of now (95,000)
-        const level = (yield* limiter.peek([SCOPE], {})).levels[0].level
-        expect(level).toBeCloseTo(CAPACITY - 30_000 + CAPACITY / 60, 6)
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 90_000, since: p, sentAt })
+        const levelNow = Effect.map(limiter.peek([SCOPE], {}), (estimate) => estimate.levels[0].level)
+        // 90,000 at 0 s, 1 s of refill, less Q and R; 1 s of refill, less H (not the report as of now: 90,000;
+        // Q0 is not taken off again)
+        const expected = 90_000 + CAPACITY / 60 - 30_000 + CAPACITY / 60 - 7_000
+        expect(yield* levelNow).toBeCloseTo(expected, 6)
+        // P2's report, replayed the same way, is above the level: it does not raise it
+        yield* p2.settle({ tokens: 1_000 })
+        yield* limiter.sync(SCOPE, { dimension: "tokens", limit: CAPACITY, remaining: 99_000, since: p2, sentAt })
+        expect(yield* levelNow).toBeCloseTo(expected, 6)
       })
     ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie))
 

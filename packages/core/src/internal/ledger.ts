@@ -448,19 +448,6 @@ export class Ledger {
   }
 
   /**
-   * `replay` over every entry kept: for the report of a call admitted before this bucket was first charged
-   * (`firstAdmission`), all of whose calls were admitted after it and count as not seen by the server.
-   */
-  replayAll(
-    from: number,
-    level: number,
-    now: number,
-    bucket: { readonly capacity: number; readonly refillPerMs: number }
-  ): number | undefined {
-    return this.replay(this.dropped, from, level, now, bucket, undefined, 0)
-  }
-
-  /**
    * The server's level now, replayed from what it reported (`level`, as of `from`): the calls sent after
    * the point `sequence` arrive when they were sent, the bucket refilling up to its capacity in between,
    * then what is not sent yet is taken off. `skip` (an entry) and `ownUnsent` leave out the call the report

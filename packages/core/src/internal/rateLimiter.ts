@@ -1479,46 +1479,38 @@ export const make = (
         const since = observation.since as (Permit & { readonly [PermitSend]?: SendPoint }) | undefined
         const point = since?.[PermitSend]
         const ledger = ledgers.get(target.spec.id)
-        if (
-          since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined &&
-          ledger.firstAdmission > point.admission
-        ) {
+        // a report of this limiter's own call, on a bucket it keeps a ledger of
+        const owned = since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined
+        const now = yield* Clock.currentTimeMillis
+        const from = owned ? observation.sentAt ?? since.admittedAt : now
+        if (owned && now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+        // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
+        // back from then (a request slower on its way than the next would otherwise leave the level ahead)
+        const at = observation.reportedBy !== undefined && observation.reportedBy > from
+          ? Math.min(now, observation.reportedBy)
+          : from
+        // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
+        // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
+        // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
+        // and the refill since: the level sank below the server's with every report.
+        const reported = target.limit.burst === undefined
+          ? target.spec
+          : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
+        if (owned && ledger.firstAdmission > point.admission) {
           // The call was admitted before this bucket was first charged (a limit learned while it was out: the
-          // adaptive mode's probe answered after its patience let the herd out on guessed limits): every call the
-          // ledger holds left after it, and the report, as of the server's admission of it, counts none of them.
-          // Taken as of now, it raised the level by what they charged: a probe answered at 10.8 s with 197,607 TPM
-          // left as of 23 ms let a herd out on it while 22,790 tokens of later probes were out (2 x 429 in 92,
-          // `pnpm bench:openai --shapes few-large-kept`, learned). Replayed from its departure, it only lowers.
-          const now = yield* Clock.currentTimeMillis
-          const from = observation.sentAt ?? since.admittedAt
-          if (now - from > LEDGER_RETENTION_MILLIS) return
-          const at = observation.reportedBy !== undefined && observation.reportedBy > from
-            ? Math.min(now, observation.reportedBy)
-            : from
-          const aged = ledger.replayAll(
-            at,
-            remaining,
-            now,
-            target.limit.burst === undefined
-              ? target.spec
-              : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
-          )
-          if (aged !== undefined) remaining = Math.max(-target.spec.capacity, aged)
-        } else if (
+          // adaptive mode's probe answered after its patience let the herd out on guessed limits): the calls the
+          // ledger holds that left after it are not in the report, made as of the server's admission of it.
+          // Taken as the level now, it left the level above the server's by what they charged: a probe answered
+          // at 10.8 s with 197,607 TPM left as of 23 ms let a herd out on it while 22,790 tokens of later probes
+          // were out (a shrinking learned limit had capped the level at full; 2 x 429 in 92, `pnpm bench:openai
+          // --shapes few-large-kept`, learned). Replayed over them, it only lowers.
+          const aged = ledger.replay(point.sequence, at, remaining, now, reported, undefined, 0)
+          if (aged === undefined) return
+          remaining = Math.max(-target.spec.capacity, aged)
+        } else if (owned) {
           // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
-          since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined &&
-          ledger.firstAdmission <= point.admission
-        ) {
-          const now = yield* Clock.currentTimeMillis
-          const from = observation.sentAt ?? since.admittedAt
-          if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
           // its report came: the call reached the server (a stream's headers come long before its end)
           if (point.entry !== undefined && point.entry === point.sequence) ledger.arrived(point.sequence)
-          // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
-          // back from then (a request slower on its way than the next would otherwise leave the level ahead)
-          const at = observation.reportedBy !== undefined && observation.reportedBy > from
-            ? Math.min(now, observation.reportedBy)
-            : from
           // how long the call took to reach the server, at most (and its answer to come back, less the server's time)
           if (observation.reportedBy !== undefined) ledger.noteLag(now, at - from)
           // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
@@ -1570,13 +1562,6 @@ export const make = (
           // about calls that reached the server before those of a report adopted already: it knows less (and
           // would take back what that one gave, as it counts their over-estimates)
           if (cut !== undefined && cut < ledger.absorbed) return
-          // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
-          // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
-          // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
-          // and the refill since: the level sank below the server's with every report.
-          const reported = target.limit.burst === undefined
-            ? target.spec
-            : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
           const replayFrom = (start: number) =>
             ledger.replay(
               start,
