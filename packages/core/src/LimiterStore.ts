@@ -193,7 +193,8 @@ export const gateId = (gate: GateKey): string => `${gate.scope}\u0000${gate.dime
 /**
  * An in-memory store for one process. Time comes from `Clock`, so it runs under `TestClock`.
  * Buckets that have refilled to capacity and expired gates are swept once the maps grow, so idle
- * scopes (tenants, say) do not accumulate.
+ * scopes (tenants, say) do not accumulate. A clock set back (the live `Clock` is the wall clock) does not stall a
+ * bucket: one written later than now refills from now, at the level it was written with.
  *
  * @since 0.1.0
  * @category constructors
@@ -224,8 +225,22 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
     sweepAt = Math.max(4096, 2 * (buckets.size + gates.size))
   }
 
+  /**
+   * A bucket's state, its time moved back to `now` when it was written later than that: the wall clock
+   * (`Clock.currentTimeMillis`) was set back (an NTP step, a machine resumed). The level stands as it was written and
+   * refills from now; left in the future, the bucket would not refill until the clock caught up with it, and its
+   * waiters would wait for the step on top of their refill.
+   */
+  const stateOf = (id: string, now: number): Bucket.BucketState | undefined => {
+    const state = buckets.get(id)
+    if (state === undefined || state.at <= now) return state
+    const rebased = { level: state.level, at: now }
+    buckets.set(id, rebased)
+    return rebased
+  }
+
   const charge = (spec: BucketSpec, amount: number, now: number) => {
-    const level = Bucket.levelAt(buckets.get(spec.id), spec.capacity, spec.refillPerMs, now) - amount
+    const level = Bucket.levelAt(stateOf(spec.id, now), spec.capacity, spec.refillPerMs, now) - amount
     buckets.set(spec.id, { level: level > spec.capacity ? spec.capacity : level, at: now })
     specs.set(spec.id, spec)
   }
@@ -250,7 +265,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
     }
     for (const debit of debits) {
       const { bucket } = debit
-      const level = Bucket.levelAt(buckets.get(bucket.id), bucket.capacity, bucket.refillPerMs, now)
+      const level = Bucket.levelAt(stateOf(bucket.id, now), bucket.capacity, bucket.refillPerMs, now)
       const wait = Bucket.waitForDebit(level, debit.amount, bucket.capacity, bucket.refillPerMs)
       if (wait > worstWait) {
         worstWait = wait
@@ -281,7 +296,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
       }),
     observe: (bucket, remaining) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
-        const level = Bucket.levelAt(buckets.get(bucket.id), bucket.capacity, bucket.refillPerMs, now)
+        const level = Bucket.levelAt(stateOf(bucket.id, now), bucket.capacity, bucket.refillPerMs, now)
         if (remaining < level) {
           buckets.set(bucket.id, { level: remaining, at: now })
           specs.set(bucket.id, bucket)
@@ -295,7 +310,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
     levels: (bucketSpecs, gateKeys) =>
       Effect.map(Clock.currentTimeMillis, (now) => ({
         now,
-        levels: bucketSpecs.map((spec) => Bucket.levelAt(buckets.get(spec.id), spec.capacity, spec.refillPerMs, now)),
+        levels: bucketSpecs.map((spec) => Bucket.levelAt(stateOf(spec.id, now), spec.capacity, spec.refillPerMs, now)),
         gates: gateKeys.map((gate) => {
           const until = gates.get(gateId(gate))
           return until !== undefined && until > now ? until - now : 0
