@@ -1480,88 +1480,28 @@ export const make = (
         const point = since?.[PermitSend]
         const ledger = ledgers.get(target.spec.id)
         // a report of this limiter's own call, on a bucket it keeps a ledger of
-        const owned = since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined
-        const now = yield* Clock.currentTimeMillis
-        const from = owned ? observation.sentAt ?? since.admittedAt : now
-        if (owned && now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
-        // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
-        // back from then (a request slower on its way than the next would otherwise leave the level ahead)
-        const at = observation.reportedBy !== undefined && observation.reportedBy > from
-          ? Math.min(now, observation.reportedBy)
-          : from
-        // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
-        // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
-        // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
-        // and the refill since: the level sank below the server's with every report.
-        const reported = target.limit.burst === undefined
-          ? target.spec
-          : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
-        if (owned && ledger.firstAdmission > point.admission) {
-          // The call was admitted before this bucket was first charged (a limit learned while it was out: the
-          // adaptive mode's probe answered after its patience let the herd out on guessed limits): the calls the
-          // ledger holds that left after it are not in the report, made as of the server's admission of it.
-          // Taken as the level now, it left the level above the server's by what they charged: a probe answered
-          // at 10.8 s with 197,607 TPM left as of 23 ms let a herd out on it while 22,790 tokens of later probes
-          // were out (a shrinking learned limit had capped the level at full; 2 x 429 in 92, `pnpm bench:openai
-          // --shapes few-large-kept`, learned). Replayed over them, it only lowers.
-          const aged = ledger.replay(point.sequence, at, remaining, now, reported, undefined, 0)
-          if (aged === undefined) return
-          remaining = Math.max(-target.spec.capacity, aged)
-        } else if (owned) {
-          // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
-          // its report came: the call reached the server (a stream's headers come long before its end)
-          if (point.entry !== undefined && point.entry === point.sequence) ledger.arrived(point.sequence)
-          // how long the call took to reach the server, at most (and its answer to come back, less the server's time)
-          if (observation.reportedBy !== undefined) ledger.noteLag(now, at - from)
-          // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
-          // store and the call was not part of a burst (BURST_CALLS, the calls sent around it, before and after):
-          // replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
-          // sent earlier are counted by the server as it charged them, so their corrections are not applied
-          // a second time (`Ledger.absorbed`).
-          // the bucket is the server's own limit, charged by this limiter alone: its level carries every call this
-          // limiter sent, as the server's will once they have arrived
-          const own = store.track !== undefined && observation.limit === target.limit.amount &&
-            target.spec.windowMillis === windowMillis
-          // (only asked where it matters: on the server's own limit)
-          const herd = own &&
-            ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
-                  ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
-          const cut = own && observation.adopt !== false &&
-              // a bucket with a burst is tighter than the limit the report is about: it only lowers
-              target.limit.burst === undefined && !herd
-            ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
-            : undefined
-          // Whether the server trues calls up to their usage, from its report of this one (see
-          // `Ledger.learnCharging`): until a report shows it, the calls replayed below count at their charge where
-          // they were answered with less (a server that keeps it still has them so), and a settle's refund waits
-          // for the reports: held back where they are adopted both ways (`cut`, `Ledger.reported`), capped to the
-          // latest report where they only lower (`Ledger.lowered`: with a budget below the server's limit, or a
-          // burst, a server that trues up but whose bucket is never near full would leave every call at its
-          // estimate for good were it held back).
-          if (
-            observation.limit !== undefined && observation.limit > 0 && point.entry !== undefined &&
-            since.state === "settled"
-          ) {
-            ledger.learnCharging(point.entry, observation.limit, remaining, cut !== undefined)
-            // (a refusal's figures do not count: a refused call settles to nothing)
-            if (cut === undefined && ledger.amountOf(point.entry) > 0) {
-              ledger.lowered = {
-                sequence: point.sequence,
-                from: at,
-                level: remaining,
-                bucket: { capacity: observation.limit, refillPerMs: observation.limit / windowMillis }
-              }
-            }
-          }
+        if (since !== undefined && point !== undefined && point.owner === ledgers && ledger !== undefined) {
+          const now = yield* Clock.currentTimeMillis
+          const from = observation.sentAt ?? since.admittedAt
+          if (now - from > LEDGER_RETENTION_MILLIS) return // older than the ledger keeps: stale
+          // the report is the server's as of its arrival there, at the latest `reportedBy`: the refill is added
+          // back from then (a request slower on its way than the next would otherwise leave the level ahead)
+          const at = observation.reportedBy !== undefined && observation.reportedBy > from
+            ? Math.min(now, observation.reportedBy)
+            : from
+          // The report is about the limit's own bucket: with a burst, the bucket here is smaller (the burst, at
+          // the limit's rate), so the report is replayed in a bucket of the limit's size and only lowers this
+          // one. Replayed in the burst's, it would be capped there at once and lose the reported call's refund
+          // and the refill since: the level sank below the server's with every report.
+          const reported = target.limit.burst === undefined
+            ? target.spec
+            : { capacity: target.limit.amount, refillPerMs: target.spec.refillPerMs }
           // the report counts the call itself: settled unmarked, its entry is after its point; held
           // unmarked, it is in `unsent`
           let ownUnsent = 0
           if (point.entry === undefined && since.state === "held") {
             for (const debit of point.debits) if (debit.bucket.id === target.spec.id) ownUnsent += debit.amount
           }
-          // about calls that reached the server before those of a report adopted already: it knows less (and
-          // would take back what that one gave, as it counts their over-estimates)
-          if (cut !== undefined && cut < ledger.absorbed) return
           const replayFrom = (start: number) =>
             ledger.replay(
               start,
@@ -1572,112 +1512,173 @@ export const make = (
               point.entry !== undefined && point.entry > start ? point.entry : undefined,
               ownUnsent
             )
-          // Of a herd, the report only lowers, and on the server's own limit (`own`) the calls sent with this one
-          // (within REPORT_SKEW_MILLIS after it, and before the latest the report was made) count as seen by the
-          // server: they may have reached it first (the order a herd arrives in is nobody's). Counted as not seen,
-          // every report of a herd but its first arrival's lowered the level by the calls that did: behind a
-          // network that reorders a herd of 300, the level sank 264 below the server's and the calls after it
-          // waited 53 s (OpenAiWayThere.test.ts). Lowered to the report taken so, the level goes only as low as the
-          // server's certainly is; the last of the herd to arrive reports the rest, and the level already carries
-          // the herd. Elsewhere (a budget above or below the server's limit, a shared store) the level is not the
-          // server's, and a report is the only news of what it holds: the herd's calls after this one count as not
-          // seen (a herd that arrives in order is the common case; one that does not leaves the level low).
-          const aged = replayFrom(
-            cut ?? (herd
-              ? Math.max(
-                point.sequence,
-                ledger.sentBy(Math.min(from + REPORT_SKEW_MILLIS, at), Number.MAX_SAFE_INTEGER)
-              )
-              : point.sequence)
-          )
-          if (aged === undefined) return
-          if (cut !== undefined) {
-            // Adopted, the calls sent just before this one (after `cut`) count as not seen by the server, though
-            // it has most likely seen them (they left first): a lower bound, which raises the level only where
-            // it is above the local one. Where it is not, adopting it would count those calls twice, and every
-            // later report of the same burst (the same cut) would again: the level would sink by all the calls
-            // answered so far. Then the report is folded in by send order (as one that only lowers): lowered to
-            // it where it is lower, and the refunds of the calls it counted raise the level only up to it.
-            const ordered = cut === point.sequence ? aged : replayFrom(point.sequence)
-            // what the calls sent up to `cut`, within the reports' longest recent lag before the answered one (at least
-            // REPORT_SKEW_MILLIS), that had no answer when it left charged (see below); where the dimension is not
-            // exact, only the share of them the same answer's exact report showed unseen
-            const share = ledger.exact ? 1 : point.unseen?.get(scope) ?? 0
-            const windowStart = from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now))
-            // and those sent before it that are stranded (`Ledger.stranded`: no report of theirs, nor a first one of a
-            // call sent before them, has come since they left, so none shows how long their way is)
-            const stranded = share > 0 ? ledger.stranded(cut, windowStart) : 0
-            const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) + stranded : 0
-            const local = (ordered === undefined || ordered === aged) && !(unanswered > 0)
-              ? undefined
-              : (yield* store.levels([target.spec], [])).levels[0]
-            let open = 0
-            if (local !== undefined && unanswered > 0) {
-              if (ledger.exact) {
-                // the rise above the level: where a call costs the server what it costs here, only calls it had not
-                // counted explain it, that many of those (at most all of them: see below)
-                open = Math.min(unanswered, Math.max(0, aged - local))
-                ;((point as { unseen: Map<string, number> | undefined }).unseen ??= new Map()).set(
-                  scope,
-                  open / unanswered
-                )
-              } else {
-                open = share * unanswered
+          if (ledger.firstAdmission > point.admission) {
+            // The call was admitted before this bucket was first charged (a limit learned while it was out: the
+            // adaptive mode's probe answered after its patience let the herd out on guessed limits): the calls the
+            // ledger holds that left after it are not in the report, made as of the server's admission of it.
+            // Taken as the level now, it left the level above the server's by what they charged: a probe answered
+            // at 10.8 s with 197,607 TPM left as of 23 ms let a herd out on it while 22,790 tokens of later probes
+            // were out (a shrinking learned limit had capped the level at full; 2 x 429 in 92, `pnpm bench:openai
+            // --shapes few-large-kept`, learned). Replayed over them, it only lowers.
+            const aged = replayFrom(point.sequence)
+            if (aged === undefined) return
+            remaining = Math.max(-target.spec.capacity, aged)
+          } else {
+            // aged only when the permit charged this bucket (a bucket learned since has no record of the others)
+            // its report came: the call reached the server (a stream's headers come long before its end)
+            if (point.entry !== undefined && point.entry === point.sequence) ledger.arrived(point.sequence)
+            // how long the call took to reach the server, at most (and its answer to come back, less the server's time)
+            if (observation.reportedBy !== undefined) ledger.noteLag(now, at - from)
+            // Adopted both ways when the bucket is the server's own limit, this limiter alone charges the
+            // store and the call was not part of a burst (BURST_CALLS, the calls sent around it, before and after):
+            // replayed from the calls sent a little before this one (see REPORT_SKEW_MILLIS), those
+            // sent earlier are counted by the server as it charged them, so their corrections are not applied
+            // a second time (`Ledger.absorbed`).
+            // the bucket is the server's own limit, charged by this limiter alone: its level carries every call this
+            // limiter sent, as the server's will once they have arrived
+            const own = store.track !== undefined && observation.limit === target.limit.amount &&
+              target.spec.windowMillis === windowMillis
+            // (only asked where it matters: on the server's own limit)
+            const herd = own &&
+              ledger.sentAfter(from - BURST_WINDOW_MILLIS, point.sequence) +
+                    ledger.sentSince(point.sequence, from + BURST_WINDOW_MILLIS) > BURST_CALLS
+            const cut = own && observation.adopt !== false &&
+                // a bucket with a burst is tighter than the limit the report is about: it only lowers
+                target.limit.burst === undefined && !herd
+              ? ledger.sentBy(from - REPORT_SKEW_MILLIS, point.sequence)
+              : undefined
+            // Whether the server trues calls up to their usage, from its report of this one (see
+            // `Ledger.learnCharging`): until a report shows it, the calls replayed below count at their charge where
+            // they were answered with less (a server that keeps it still has them so), and a settle's refund waits
+            // for the reports: held back where they are adopted both ways (`cut`, `Ledger.reported`), capped to the
+            // latest report where they only lower (`Ledger.lowered`: with a budget below the server's limit, or a
+            // burst, a server that trues up but whose bucket is never near full would leave every call at its
+            // estimate for good were it held back).
+            if (
+              observation.limit !== undefined && observation.limit > 0 && point.entry !== undefined &&
+              since.state === "settled"
+            ) {
+              ledger.learnCharging(point.entry, observation.limit, remaining, cut !== undefined)
+              // (a refusal's figures do not count: a refused call settles to nothing)
+              if (cut === undefined && ledger.amountOf(point.entry) > 0) {
+                ledger.lowered = {
+                  sequence: point.sequence,
+                  from: at,
+                  level: remaining,
+                  bucket: { capacity: observation.limit, refillPerMs: observation.limit / windowMillis }
+                }
               }
             }
-            if (ordered !== undefined && ordered !== aged && local !== undefined && aged < Math.min(local, ordered)) {
-              ledger.counted = point.sequence
-              ledger.credit = Math.max(0, ordered - local)
-              if (point.entry === undefined || point.entry !== point.sequence) {
-                const counted = (point as { counted: Array<string> | undefined }).counted ??= []
-                if (!counted.includes(target.spec.id)) counted.push(target.spec.id)
+            // about calls that reached the server before those of a report adopted already: it knows less (and
+            // would take back what that one gave, as it counts their over-estimates)
+            if (cut !== undefined && cut < ledger.absorbed) return
+            // Of a herd, the report only lowers, and on the server's own limit (`own`) the calls sent with this one
+            // (within REPORT_SKEW_MILLIS after it, and before the latest the report was made) count as seen by the
+            // server: they may have reached it first (the order a herd arrives in is nobody's). Counted as not seen,
+            // every report of a herd but its first arrival's lowered the level by the calls that did: behind a
+            // network that reorders a herd of 300, the level sank 264 below the server's and the calls after it
+            // waited 53 s (OpenAiWayThere.test.ts). Lowered to the report taken so, the level goes only as low as the
+            // server's certainly is; the last of the herd to arrive reports the rest, and the level already carries
+            // the herd. Elsewhere (a budget above or below the server's limit, a shared store) the level is not the
+            // server's, and a report is the only news of what it holds: the herd's calls after this one count as not
+            // seen (a herd that arrives in order is the common case; one that does not leaves the level low).
+            const aged = replayFrom(
+              cut ?? (herd
+                ? Math.max(
+                  point.sequence,
+                  ledger.sentBy(Math.min(from + REPORT_SKEW_MILLIS, at), Number.MAX_SAFE_INTEGER)
+                )
+                : point.sequence)
+            )
+            if (aged === undefined) return
+            if (cut !== undefined) {
+              // Adopted, the calls sent just before this one (after `cut`) count as not seen by the server, though
+              // it has most likely seen them (they left first): a lower bound, which raises the level only where
+              // it is above the local one. Where it is not, adopting it would count those calls twice, and every
+              // later report of the same burst (the same cut) would again: the level would sink by all the calls
+              // answered so far. Then the report is folded in by send order (as one that only lowers): lowered to
+              // it where it is lower, and the refunds of the calls it counted raise the level only up to it.
+              const ordered = cut === point.sequence ? aged : replayFrom(point.sequence)
+              // what the calls sent up to `cut`, within the reports' longest recent lag before the answered one (at least
+              // REPORT_SKEW_MILLIS), that had no answer when it left charged (see below); where the dimension is not
+              // exact, only the share of them the same answer's exact report showed unseen
+              const share = ledger.exact ? 1 : point.unseen?.get(scope) ?? 0
+              const windowStart = from - Math.max(REPORT_SKEW_MILLIS, ledger.lagAt(now))
+              // and those sent before it that are stranded (`Ledger.stranded`: no report of theirs, nor a first one of a
+              // call sent before them, has come since they left, so none shows how long their way is)
+              const stranded = share > 0 ? ledger.stranded(cut, windowStart) : 0
+              const unanswered = share > 0 ? ledger.openAt(cut, from, windowStart) + stranded : 0
+              const local = (ordered === undefined || ordered === aged) && !(unanswered > 0)
+                ? undefined
+                : (yield* store.levels([target.spec], [])).levels[0]
+              let open = 0
+              if (local !== undefined && unanswered > 0) {
+                if (ledger.exact) {
+                  // the rise above the level: where a call costs the server what it costs here, only calls it had not
+                  // counted explain it, that many of those (at most all of them: see below)
+                  open = Math.min(unanswered, Math.max(0, aged - local))
+                  ;((point as { unseen: Map<string, number> | undefined }).unseen ??= new Map()).set(
+                    scope,
+                    open / unanswered
+                  )
+                } else {
+                  open = share * unanswered
+                }
               }
-              return yield* store.observe(target.spec, Math.max(-target.spec.capacity, ordered))
+              if (ordered !== undefined && ordered !== aged && local !== undefined && aged < Math.min(local, ordered)) {
+                ledger.counted = point.sequence
+                ledger.credit = Math.max(0, ordered - local)
+                if (point.entry === undefined || point.entry !== point.sequence) {
+                  const counted = (point as { counted: Array<string> | undefined }).counted ??= []
+                  if (!counted.includes(target.spec.id)) counted.push(target.spec.id)
+                }
+                return yield* store.observe(target.spec, Math.max(-target.spec.capacity, ordered))
+              }
+              remaining = Math.max(-target.spec.capacity, aged)
+              // Raised, only as far as the calls sent before `cut` and not answered when the answered one left leave
+              // room, on a dimension counted exactly (`Ledger.exact`: requests): counted as seen by the server, they may
+              // still be on their way (requests queued for connections or behind the client's CPU reach it seconds
+              // after calls sent later on an open connection), and where each call costs the server what it costs
+              // here, a report above the level is news of calls the server has not seen, not of room. Only the calls
+              // sent within the longest lag the reports showed over the last 2 s (a call's departure to the latest its
+              // report can have been made, `Ledger.lagAt`; at least REPORT_SKEW_MILLIS) count: a call sent longer ago
+              // has had the time the others took to arrive (counting every call on its way left the level low for good
+              // once a report had lowered it: 1.05x -> 1.07-1.09x with limits given). Over HTTP under load, a call sent
+              // after a herd of 1,050 was answered with 893 requests left while ~900 of the herd, sent 2 s before it,
+              // were still on their way: adopted, the level rose from 1 to 879 and the calls let out on it met ~75 × 429
+              // (`pnpm bench:openai --shapes many-small`, learned). On a dimension a server trues up (tokens), the calls
+              // on their way are at their usage there and at their estimate here, and a report above the level is
+              // mostly that room (few large calls: `OpenAiFewLarge.test.ts`): there only the share of them that the same
+              // answer's exact report showed unseen is held back (`SendPoint.unseen`: the requests are synced first). Lowered, the
+              // report is taken as it is.
+              // Their refunds then raise the level back only as far as it was held back (as a report folded in by send
+              // order: `Ledger.counted`, `Ledger.credit`).
+              const held = open > 0 && local !== undefined && remaining > local
+              if (held) {
+                if (remaining - open <= local) return
+                remaining -= open
+                // the calls sent before the window (before its oldest stranded call, where any counted: it is at or
+                // before those) the report counts as the server charged them (their refunds are its already); those
+                // after, as far as they were held back
+                ledger.absorbed = Math.max(
+                  ledger.absorbed,
+                  stranded > 0 ? ledger.firstStranded() - 1 : ledger.sentBy(windowStart, cut)
+                )
+                ledger.counted = cut
+                ledger.credit = open
+              } else {
+                ledger.absorbed = cut
+                ledger.counted = cut
+                ledger.credit = 0
+              }
+              const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
+              if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
+              yield* store.track!(target.spec, remaining)
+              // the level may have risen: waiters planned on the old one look again
+              return signal()
             }
             remaining = Math.max(-target.spec.capacity, aged)
-            // Raised, only as far as the calls sent before `cut` and not answered when the answered one left leave
-            // room, on a dimension counted exactly (`Ledger.exact`: requests): counted as seen by the server, they may
-            // still be on their way (requests queued for connections or behind the client's CPU reach it seconds
-            // after calls sent later on an open connection), and where each call costs the server what it costs
-            // here, a report above the level is news of calls the server has not seen, not of room. Only the calls
-            // sent within the longest lag the reports showed over the last 2 s (a call's departure to the latest its
-            // report can have been made, `Ledger.lagAt`; at least REPORT_SKEW_MILLIS) count: a call sent longer ago
-            // has had the time the others took to arrive (counting every call on its way left the level low for good
-            // once a report had lowered it: 1.05x -> 1.07-1.09x with limits given). Over HTTP under load, a call sent
-            // after a herd of 1,050 was answered with 893 requests left while ~900 of the herd, sent 2 s before it,
-            // were still on their way: adopted, the level rose from 1 to 879 and the calls let out on it met ~75 × 429
-            // (`pnpm bench:openai --shapes many-small`, learned). On a dimension a server trues up (tokens), the calls
-            // on their way are at their usage there and at their estimate here, and a report above the level is
-            // mostly that room (few large calls: `OpenAiFewLarge.test.ts`): there only the share of them that the same
-            // answer's exact report showed unseen is held back (`SendPoint.unseen`: the requests are synced first). Lowered, the
-            // report is taken as it is.
-            // Their refunds then raise the level back only as far as it was held back (as a report folded in by send
-            // order: `Ledger.counted`, `Ledger.credit`).
-            const held = open > 0 && local !== undefined && remaining > local
-            if (held) {
-              if (remaining - open <= local) return
-              remaining -= open
-              // the calls sent before the window (before its oldest stranded call, where any counted: it is at or
-              // before those) the report counts as the server charged them (their refunds are its already); those
-              // after, as far as they were held back
-              ledger.absorbed = Math.max(
-                ledger.absorbed,
-                stranded > 0 ? ledger.firstStranded() - 1 : ledger.sentBy(windowStart, cut)
-              )
-              ledger.counted = cut
-              ledger.credit = open
-            } else {
-              ledger.absorbed = cut
-              ledger.counted = cut
-              ledger.credit = 0
-            }
-            const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
-            if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
-            yield* store.track!(target.spec, remaining)
-            // the level may have risen: waiters planned on the old one look again
-            return signal()
           }
-          remaining = Math.max(-target.spec.capacity, aged)
         }
         yield* store.observe(target.spec, remaining)
       })
