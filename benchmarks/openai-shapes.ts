@@ -19,7 +19,7 @@
 import { SimConfig, SimStats, Simulator } from "@sluice/testing"
 import { Duration, Effect, Option } from "effect"
 import { writeFileSync } from "node:fs"
-import { cpus, loadavg } from "node:os"
+import { cpus, getPriority, loadavg } from "node:os"
 import { benchmarkOptions, CLIENT, gitState, runProcess, serveSimulator, shapeMinimumMillis } from "./cli-harness.js"
 import type { ClientReport, Shape } from "./openai-workload.js"
 import { SHAPES, shapeScenario } from "./openai-workload.js"
@@ -106,18 +106,27 @@ const goal = (row: Row): string => {
   return ""
 }
 
+/** The least and the most load average of the rows, as "a–b". */
+const loadRange = (rows: ReadonlyArray<Row>): string => {
+  const loads = rows.map((row) => row.load)
+  return `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`
+}
+
+/** This process's nice value (the bench's children inherit it). */
+const priority = getPriority()
+
 const render = (rows: ReadonlyArray<Row>, started: Date): string => {
   const git = gitState()
   const lines = [
     "# OpenAI benchmark: workload shapes",
     "",
-    `Command: \`nice -n 10 pnpm bench:openai --shapes ${shapeFlag}${
-      rounds === 1 ? " --rounds 1" : ""
+    `Command: \`${priority === 0 ? "" : `nice -n ${priority} `}pnpm bench:openai ${
+      args.join(" ")
     }\` (run ${started.toISOString()}, ${cpus().length} cores, ${git}).`,
     "",
-    "**The machine was shared and heavily loaded** (seven sessions on two cores; the 1-minute load average at",
-    "each row is in the table): absolute times are noisy and every client is slowed; compare the rows of one",
-    "shape, which ran one after another against the same simulator, and read the ratios with that in mind.",
+    `The 1-minute load average at the end of each row is in the table (${loadRange(rows)} in this run): on a`,
+    "shared machine absolute times vary with it; the rows of one shape ran one after another against the same",
+    "simulator, and compare.",
     "",
     "Each row: a fresh in-process HTTP simulator (`@sluice/testing`, loopback, full buckets, same seed), the",
     "client in a child process of its own (benchmarks/openai-client.ts, `SLUICE_BENCH_SHAPE`). The minimum: each",
