@@ -285,7 +285,9 @@ export interface Observation {
    * back from then rather than from `sentAt`, which the request left before it reached the server: replayed from
    * `sentAt`, a report leaves the level ahead of the server's by the refill of the request's way there, and with a
    * budget equal to the server's limit a later request that is quicker on its way is refused. Ignored when before
-   * `sentAt`.
+   * `sentAt`. With `since`, it also gives back the refill held back by `Options.coldStartLag` (all but that of the
+   * time up to it), and an observation of it alone (no `limit`, no `remaining`: an answer without the server's
+   * figures) is read for that.
    *
    * @since 0.2.0
    */
@@ -322,6 +324,31 @@ export declare namespace RateLimiter {
      * series would grow with the number of tenants; `() => true` reports them all.
      */
     readonly metricScopes?: ((scope: string) => boolean) | undefined
+    /**
+     * How much longer the first calls after a bucket was full may take to reach the server than the calls after
+     * them: a cold start (connections opened, an HTTP client and an SDK loading on first use; OpenAI's layers set
+     * 200 ms). A server's full bucket refills only once a call reaches it, the limiter's from the admission: with
+     * a budget equal to the server's limit, that refill is what the server is short of when the limiter lets the
+     * last of it out. So an admission that draws a bucket from full after a cold spell (no permit charged it for a
+     * minute, or its window if longer) holds this much of its refill back, until an answer of a call admitted since
+     * that says when the server made it (`Observation.reportedBy`, with or without figures) gives back all but the
+     * refill up to then; without such an answer it is kept (it costs that much time where the bucket binds before
+     * the first answer).
+     * Only where one limiter alone charges the store (the memory store: see `LimiterStore.Service.track`; a shared
+     * store's bucket may not be full). Default 0: nothing held back.
+     *
+     * @since 0.2.0
+     * @example
+     * ```ts
+     * import { Budget, RateLimiter } from "@sluice/core"
+     *
+     * const limiter = RateLimiter.layer({
+     *   budgets: [Budget.make("org:acme/pool:gpt-4o", [Budget.Limit.perMinute("tokens", 30_000)])],
+     *   coldStartLag: "200 millis"
+     * })
+     * ```
+     */
+    readonly coldStartLag?: Duration.DurationInput | undefined
   }
 
   /**

@@ -308,7 +308,7 @@ export const layer = (
   never,
   HttpClient.HttpClient | LimiterStore.LimiterStore
 > => {
-  const limiter = RateLimiter.layer({ budgets: OpenAi.budgetsFor(options) })
+  const limiter = RateLimiter.layer({ budgets: OpenAi.budgetsFor(options), coldStartLag: OpenAi.coldStartLag })
   return Layer.merge(limiter, layerWithLimiter(options).pipe(Layer.provide(limiter))).pipe(Layer.fresh)
 }
 

@@ -665,6 +665,29 @@ export const make = (
   })
 
 /**
+ * The limiter's `coldStartLag` in every layer of this package (see `RateLimiter.Options.coldStartLag`): how much
+ * longer the first calls of a drawn-down bucket may take to reach OpenAI than the later ones. Measured on Node 20:
+ * the first `fetch` of a process reached a local server 53-57 ms after it was called (the next ones 1-7 ms), the
+ * SDK's first calls ~90 ms; a new connection to the API adds its TCP and TLS handshakes. The refill held back
+ * is given back by the first answer whose headers report the limit, all but that of the time up to it.
+ *
+ * @since 0.2.0
+ * @category limits
+ * @example
+ * ```ts
+ * import { Budget, RateLimiter } from "@sluice/core"
+ * import { OpenAi } from "@sluice/openai"
+ *
+ * // a limiter of your own (for `OpenAi.make`), held back as the package's layers are
+ * const limiter = RateLimiter.layer({
+ *   budgets: [Budget.make("org:acme/pool:gpt-4o", [Budget.Limit.perMinute("tokens", 30_000)])],
+ *   coldStartLag: OpenAi.coldStartLag
+ * })
+ * ```
+ */
+export const coldStartLag: Duration.Duration = Duration.millis(200)
+
+/**
  * The budgets a configuration implies: the tier's presets for every preset model's pool (on
  * `org:<organization>/pool:<pool>`), then the explicit budgets, which win for their scopes.
  *
@@ -716,7 +739,7 @@ export const layerClient = (
   client: OpenAI,
   options: OpenAi.Options = {}
 ): Layer.Layer<OpenAi | RateLimiter.RateLimiter, never, LimiterStore.LimiterStore> => {
-  const limiter = RateLimiter.layer({ budgets: budgetsFor(options) })
+  const limiter = RateLimiter.layer({ budgets: budgetsFor(options), coldStartLag })
   return Layer.merge(limiter, Layer.scoped(OpenAi, make(client, options)).pipe(Layer.provide(limiter)))
     .pipe(Layer.fresh)
 }

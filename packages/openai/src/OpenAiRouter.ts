@@ -602,7 +602,7 @@ export const budgetsFor = (options: OpenAiRouter.Options): ReadonlyArray<Budget.
 export const layer = (
   options: OpenAiRouter.Options
 ): Layer.Layer<OpenAiRouter | RateLimiter.RateLimiter, RoutingConfigError, LimiterStore.LimiterStore> => {
-  const limiter = RateLimiter.layer({ budgets: budgetsFor(options) })
+  const limiter = RateLimiter.layer({ budgets: budgetsFor(options), coldStartLag: OpenAi.coldStartLag })
   return Layer.merge(limiter, Layer.scoped(OpenAiRouter, make(options)).pipe(Layer.provide(limiter))).pipe(Layer.fresh)
 }
 

@@ -453,8 +453,15 @@ const runCase = (c: Case) => {
  * the earlier 150 ms first-contact ramp the requests 429 came first, alone; the 650 ms ramp spread the
  * first calls out and the tokens 429 came first. Not fixed, only no longer in this sample: calls released together
  * at a gate's end are a herd of their own on a dimension still unlearned.
+ * #128 (sub-minute buckets of 5 s, budgets below the server's, 11 calls, one latency of 7.9 s) is outside by 59 ms,
+ * the cost of the cold start (`OpenAi.coldStartLag`: the limiter holds back 200 ms of the refill of a bucket drawn
+ * from full after a cold spell until an answer says when the server made it, as a server's full bucket loses the
+ * refill of the first calls' way there); here every admission comes before the first answer, and the minimum (4,721
+ * ms) leaves 142 ms at 1.03x. This simulator's calls reach it when sent; over a network the first calls after a cold
+ * spell arrive late (~90 ms in a cold Node process) and the hold is what keeps the last of a drawn bucket from a 429
+ * (`OpenAiWayThere.test.ts`). Before the hold it was within (1.000).
  */
-const KNOWN_OUTSIDE: ReadonlyArray<number> = []
+const KNOWN_OUTSIDE: ReadonlyArray<number> = [128]
 
 const describeCase = (c: Case) =>
   `${c.server}${c.server === "subMinute" ? `(${c.subWindowMs} ms)` : ""}${

@@ -119,29 +119,43 @@ const CASES: ReadonlyArray<Case> = [
   { name: "each way 0 or 190 ms", ways: (random) => random() < 0.5 ? 190 : 0, seed: 9, refused: 2 },
   // A gate's end a rounding error (2e-12 ms) ahead of the clock made the limiter's timer sleep a wait the TestClock
   // could not tell from now, and pass after pass found it again: this case spun at 100% CPU for good (the test's
-  // timeout never fired). Without the server's time the reports are replayed from the send: 12 x 429 (the ways
-  // differ by 190 ms; with it, 1-6 over seeds 10-29).
+  // timeout never fired). Without the server's time the reports are replayed from the send: 7 x 429 (the ways
+  // differ by 190 ms; with it, 1-6 over seeds 10-29; 12 before the first draw from full held its refill back, which
+  // no report gives back here: none says when it was made).
   {
     name: "each way 0 or 190 ms, no openai-processing-ms",
     ways: (random) => random() < 0.5 ? 190 : 0,
     seed: 21,
-    refused: 12,
+    refused: 7,
     processingTime: false
+  },
+  // A cold start: the herd sent at once at the start reaches the server 90 ms after its admission (Node's `fetch` and
+  // the SDK's request path load on first use), the calls sent later 1 ms. The server's full bucket refills only from
+  // the herd's arrival, the limiter's from its admission: 1 x 429 (the call let out on the last of the refill the
+  // server did not have) before the limiter held back 200 ms of the refill of a draw from full (`coldStartLag`) until
+  // a report that says when it was made (`openai-processing-ms`) gives back all but the time up to it.
+  {
+    name: "a cold start: the first herd 90 ms on its way there, later calls 1 ms",
+    ways: (_, sentAt) => sentAt === 0 ? 90 : 1,
+    seed: 5,
+    refused: 0
   },
   // The 300 calls sent at once at the start (the whole bucket) take 2 s to reach the server (a herd queued for cold
   // connections); the calls sent later, 5 ms. The first answers are of calls sent after the herd, and report the
   // server's bucket full: no answer has shown a lag yet, so the herd, sent long before them, counted as seen and the
   // reports raised the level by it: 142 x 429 in 592 attempts. The herd is stranded (nothing sent with or before it
-  // has come back since it left: `Ledger.stranded`) and holds such reports back. Left: 2 x 429, the herd's own last
-  // calls: while it is on its way the server's bucket is full and loses the refill the limiter's level counts.
+  // has come back since it left: `Ledger.stranded`) and holds such reports back. Left: 1 x 429 (2 before the
+  // `coldStartLag`), the herd's own last calls: while it is on its way the server's bucket is full and loses the
+  // refill the limiter's level counts, here for longer than the 200 ms held back.
   {
     name: "the first herd 2 s on its way there, later calls 5 ms each way",
     ways: (_, sentAt) => sentAt === 0 ? 2_000 : 5,
     seed: 5,
-    refused: 2
+    refused: 1
   },
   // The same herd reaching the server one call every 6 ms from 200 ms (a queue for connections): the answer of its
-  // first call through says nothing of the others' way, and they stay stranded until their own answers come.
+  // first call through says nothing of the others' way, and they stay stranded until their own answers come. 1 x
+  // 429 before the `coldStartLag`, none since.
   {
     name: "the first herd reaching the server over 200-2,000 ms, later calls 5 ms each way",
     ways: () => 5,
@@ -150,7 +164,7 @@ const CASES: ReadonlyArray<Case> = [
       return (_, sentAt) => sentAt === 0 ? 200 + 6 * sent++ : 5
     },
     seed: 5,
-    refused: 2
+    refused: 0
   }
 ]
 

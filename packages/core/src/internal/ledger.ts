@@ -99,6 +99,18 @@ export class Ledger {
   constructor(readonly firstAdmission: number) {}
   /** What the held permits not marked sent hold. */
   unsent = 0
+  /** When a permit last charged this bucket (the limiter's clock; -Infinity: never). */
+  chargedAt = Number.NEGATIVE_INFINITY
+  /**
+   * What is held back of the bucket's refill since a call drew it from full (`RateLimiter.Options.coldStartLag` of it, charged with
+   * that call: the server's full bucket does not refill until a call reaches it, the limiter's would from the
+   * admission), the limiter's admission count and its clock then: the first report of a call admitted since that
+   * says the latest it was made gives back all but the refill up to then (`RateLimiter.sync`). Without such a
+   * report it is kept: the refill a server lost before the first call reached it is not known.
+   */
+  hold = 0
+  holdFrom = 0
+  holdAt = 0
   /**
    * The send sequence through which a report was adopted both ways (see `Observation.remaining`): a
    * permit marked sent at or before it and settled since is as the server counts it already. A report

@@ -85,7 +85,7 @@ export const make = (
       : OpenAiRouter.budgetsFor(routingOptions)
     // built in the executor's scope: a Redis store's connection lives as long as the run
     const store = yield* Layer.build(options.store ?? LimiterStore.layerMemory)
-    const limiter = yield* RateLimiter.make({ budgets }).pipe(Effect.provide(store))
+    const limiter = yield* RateLimiter.make({ budgets, coldStartLag: OpenAi.coldStartLag }).pipe(Effect.provide(store))
 
     // Charged totals per scope and dimension in this run, for the theoretical minimum.
     const charged = new Map<string, Map<string, number>>()

@@ -803,17 +803,24 @@ const syncHeaders = (limiter: RateLimiter.Service, scope: string, source: unknow
   const headers = typeof (source as Headers).get === "function"
     ? source as Headers
     : new Headers(source as Record<string, string>)
+  const by = reportedBy(since, headers)
   return Effect.forEach(["requests", "tokens", "images"] as const, (dimension) => {
     const limit = headerNumber(headers, `x-ratelimit-limit-${dimension}`)
     const remaining = headerNumber(headers, `x-ratelimit-remaining-${dimension}`)
-    if (limit === undefined && remaining === undefined) return Effect.void
+    if (limit === undefined && remaining === undefined) {
+      // no figures (a server or gateway without the headers): the answer still says when the call reached the
+      // server at the latest (`RateLimiter.Options.coldStartLag`)
+      return by === undefined
+        ? Effect.void
+        : limiter.sync(scope, { dimension, since: since.permit, sentAt: since.sentAt, reportedBy: by })
+    }
     return limiter.sync(scope, {
       dimension,
       limit: limit !== undefined && limit > 0 ? limit : undefined,
       remaining: remaining === undefined ? undefined : Math.max(0, remaining),
       since: since.permit,
       sentAt: since.sentAt,
-      reportedBy: reportedBy(since, headers),
+      reportedBy: by,
       adopt: since.adopt
     })
   }, { discard: true })
