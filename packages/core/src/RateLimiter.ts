@@ -334,8 +334,11 @@ export declare namespace RateLimiter {
      * that says when the server made it (`Observation.reportedBy`, with or without figures) gives back all but the
      * refill up to then; without such an answer it is kept (it costs that much time where the bucket binds before
      * the first answer).
-     * Only where one limiter alone charges the store (the memory store: see `LimiterStore.Service.track`; a shared
-     * store's bucket may not be full). Default 0: nothing held back.
+     * It is not given back where the bucket can have been full again since (which loses it at the server too), and
+     * a report that lowers the level without giving it back forgets it. Only where one limiter alone charges the store
+     * (the memory store: see `LimiterStore.Service.track`; a shared store's bucket may not be full), and on buckets
+     * where it is at most 5% of the capacity (a short burst waits for room near full, where the hold is lost).
+     * Default 0: nothing held back.
      *
      * @since 0.2.0
      * @example

@@ -79,6 +79,31 @@ describe("RateLimiter: coldStartLag", () => {
       expect(yield* admitsAt(limiter, 1_050)).toBe(true)
     }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
 
+  it.effect("a bucket full again since the hold lost it (at the server too): a late answer gives nothing back", () =>
+    Effect.gen(function*() {
+      const limiter = yield* limiterOf("200 millis")
+      const first = yield* limiter.acquire([SCOPE], { requests: 1 })
+      // by 2 s the bucket is full again (58.8 + 2 refilled, capped at 60): the hold is gone
+      yield* TestClock.setTime(2_000)
+      yield* drain(limiter, 60)
+      yield* TestClock.setTime(2_100)
+      yield* limiter.sync(SCOPE, { dimension: "requests", since: first, sentAt: 0, reportedBy: 50 })
+      // given back, 0.15 more: the next at 2,850 ms, ahead of the server
+      expect(yield* admitsAt(limiter, 3_000)).toBe(true)
+    }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
+
+  it.effect("a report that lowers the level forgets the hold: a later answer gives nothing back", () =>
+    Effect.gen(function*() {
+      const limiter = yield* limiterOf("200 millis")
+      const permits = yield* drain(limiter, 59)
+      yield* TestClock.setTime(100)
+      // the server's level, without the call it is about (a burst learned from a 429, say): lowered to 0
+      yield* limiter.sync(SCOPE, { dimension: "requests", remaining: 0 })
+      yield* limiter.sync(SCOPE, { dimension: "requests", since: permits[0], sentAt: 0, reportedBy: 50 })
+      // given back after the lowering, 0.15 more: the 60th at 950 ms
+      expect(yield* admitsAt(limiter, 1_100)).toBe(true)
+    }).pipe(Effect.scoped, Effect.provide(LimiterStore.layerMemory)))
+
   it.effect("a report that does not say when it was made gives nothing back", () =>
     Effect.gen(function*() {
       const limiter = yield* limiterOf("200 millis")

@@ -669,7 +669,8 @@ export const make = (
  * longer the first calls of a drawn-down bucket may take to reach OpenAI than the later ones. Measured on Node 20:
  * the first `fetch` of a process reached a local server 53-57 ms after it was called (the next ones 1-7 ms), the
  * SDK's first calls ~90 ms; a new connection to the API adds its TCP and TLS handshakes. The refill held back
- * is given back by the first answer whose headers report the limit, all but that of the time up to it.
+ * is given back by the first answer that says the server's time on it (`openai-processing-ms`, with or without
+ * rate-limit headers), all but that of the time up to when the server had the call.
  *
  * @since 0.2.0
  * @category limits

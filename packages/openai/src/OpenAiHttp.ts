@@ -294,7 +294,11 @@ const encoder = new TextEncoder()
  *   return answer.body
  * }).pipe(
  *   Effect.scoped,
- *   Effect.provide(RateLimiter.layer({ budgets: OpenAi.budgetsFor(options) }).pipe(Layer.provide(LimiterStore.layerMemory)))
+ *   Effect.provide(
+ *     RateLimiter.layer({ budgets: OpenAi.budgetsFor(options), coldStartLag: OpenAi.coldStartLag }).pipe(
+ *       Layer.provide(LimiterStore.layerMemory)
+ *     )
+ *   )
  * )
  * ```
  */

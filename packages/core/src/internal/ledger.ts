@@ -102,15 +102,28 @@ export class Ledger {
   /** When a permit last charged this bucket (the limiter's clock; -Infinity: never). */
   chargedAt = Number.NEGATIVE_INFINITY
   /**
-   * What is held back of the bucket's refill since a call drew it from full (`RateLimiter.Options.coldStartLag` of it, charged with
-   * that call: the server's full bucket does not refill until a call reaches it, the limiter's would from the
-   * admission), the limiter's admission count and its clock then: the first report of a call admitted since that
-   * says the latest it was made gives back all but the refill up to then (`RateLimiter.sync`). Without such a
-   * report it is kept: the refill a server lost before the first call reached it is not known.
+   * What is held back of the bucket's refill since a call drew it from full after a cold spell
+   * (`RateLimiter.Options.coldStartLag` of it, charged with that call: the server's full bucket does not refill until
+   * a call reaches it, the limiter's would from the admission), the limiter's admission count and its clock then: the
+   * first answer of a call admitted since that says the latest the server made it gives back all but the refill up
+   * to then (`RateLimiter.sync`). Without such an answer it is kept: the refill a server lost before the first call
+   * reached it is not known. Forgotten (kept in the level) where a report lowers the level, the bucket can have been
+   * full since, or its limit changed.
    */
-  hold = 0
-  holdFrom = 0
-  holdAt = 0
+  coldHold = 0
+  coldFrom = 0
+  coldAt = 0
+  /** The capacity of the bucket when the hold was charged: a limit that changed since drops it. */
+  coldCapacity = 0
+  /**
+   * What this limiter's permits charged the bucket in all, net of their corrections (`charged`), that figure when the
+   * hold was charged, and the most the refill since the hold has run ahead of the net charge since, at any change
+   * of it (`coldSlack`): the bucket can have refilled to full since (which loses the hold, at the server too) only
+   * if that, or the same now, reaches the hold.
+   */
+  charged = 0
+  coldCharged = 0
+  coldSlack = 0
   /**
    * The send sequence through which a report was adopted both ways (see `Observation.remaining`): a
    * permit marked sent at or before it and settled since is as the server counts it already. A report

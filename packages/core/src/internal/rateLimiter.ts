@@ -237,7 +237,7 @@ export const make = (
       return ledger
     }
     /**
-     * What an admission at `now` holds back of the refill of the buckets it would draw from full (`Ledger.hold`),
+     * What an admission at `now` holds back of the refill of the buckets it would draw from full (`Ledger.coldHold`),
      * charged with it: those of a store this limiter alone charges (`track`) that no permit charged for a whole
      * window, and at least COLD_IDLE_MILLIS (full again since, and idle long enough for the way to the server to
      * be cold again). The server's bucket, full too, refills only once a call reaches it, and a cold start's first
@@ -281,11 +281,25 @@ export const make = (
       const admission = (permit as LimiterPermit)[PermitSend].admission
       for (const hold of holds) {
         const ledger = ledgerOf(hold.bucket.id, admission)
-        ledger.hold = hold.amount
-        ledger.holdFrom = admission
-        ledger.holdAt = permit.admittedAt
+        ledger.coldHold = hold.amount
+        ledger.coldFrom = admission
+        ledger.coldAt = permit.admittedAt
+        ledger.coldCapacity = hold.bucket.capacity
+        ledger.coldCharged = ledger.charged
+        ledger.coldSlack = 0
       }
       return permit
+    }
+    /**
+     * Counts a charge (or a correction, negative) on a bucket (`Ledger.charged`), after noting how far the refill
+     * since its cold start's hold had run ahead of the net charge since, just before it (`Ledger.coldSlack`).
+     */
+    const noteCharge = (ledger: Ledger, spec: LimiterStore.BucketSpec, amount: number, at: number): void => {
+      if (ledger.coldHold > 0) {
+        const slack = (at - ledger.coldAt) * spec.refillPerMs - (ledger.charged - ledger.coldCharged)
+        if (slack > ledger.coldSlack) ledger.coldSlack = slack
+      }
+      ledger.charged += amount
     }
     const planOf = (scopes: ReadonlyArray<string>): ScopePlan => {
       const id = scopes.length === 1 ? scopes[0] : scopes.join("\u0001")
@@ -537,6 +551,7 @@ export const make = (
           const ledger = ledgerOf(debit.bucket.id, admission)
           ledger.unsent += debit.amount
           ledger.chargedAt = admittedAt
+          noteCharge(ledger, debit.bucket, debit.amount, admittedAt)
         }
         this[PermitSend] = {
           admission,
@@ -714,6 +729,11 @@ export const make = (
             const amount = back
             const update = Effect.sync(() => Metrics.refunds.unsafeUpdate(amount, refundLabelsOf(dimension)))
             counted = counted === undefined ? update : Effect.zipRight(counted, update)
+          }
+          // the net charge since a cold start's hold (`coldHolds`): what says whether the bucket can have been full since
+          for (const debit of applied) {
+            const ledger = ledgers.get(debit.bucket.id)
+            if (ledger !== undefined) noteCharge(ledger, debit.bucket, debit.amount, now)
           }
           const adjusted = counted === undefined
             ? store.adjust(applied)
@@ -1581,14 +1601,23 @@ export const make = (
           // seen.)
           // Any other report with figures forgets it, kept in the level: the report may lower the level below the
           // server's, which has what its bucket lost, and given back after that, the hold would be counted twice.
-          if (ledger.hold > 0) {
-            if (point.admission >= ledger.holdFrom && observation.reportedBy !== undefined) {
-              const kept = Math.max(0, Math.min(ledger.hold, (at - ledger.holdAt) * target.spec.refillPerMs))
-              const given = ledger.hold - kept
-              ledger.hold = 0
-              if (given > 0) yield* store.adjust([{ bucket: target.spec, amount: -given }])
+          // Nor is it given back where the bucket can have been full since (its refill since covers the hold and the
+          // least net charge since), which lost it (at the server too), or where its limit changed.
+          // Each such answer may say the first arrival was earlier than the ones before it did: what it gives back is
+          // what its bound keeps less than the hold left.
+          if (ledger.coldHold > 0) {
+            const spec = target.spec
+            const slack = (now - ledger.coldAt) * spec.refillPerMs - (ledger.charged - ledger.coldCharged)
+            const full = Math.max(ledger.coldSlack, slack) >= ledger.coldHold
+            if (full || spec.capacity !== ledger.coldCapacity) {
+              ledger.coldHold = 0
+            } else if (point.admission >= ledger.coldFrom && observation.reportedBy !== undefined) {
+              const kept = Math.max(0, Math.min(ledger.coldHold, (at - ledger.coldAt) * spec.refillPerMs))
+              const given = ledger.coldHold - kept
+              ledger.coldHold = figures ? 0 : kept
+              if (given > 0) yield* store.adjust([{ bucket: spec, amount: -given }])
             } else if (figures) {
-              ledger.hold = 0
+              ledger.coldHold = 0
             }
           }
           if (!figures) return
@@ -1777,7 +1806,7 @@ export const make = (
               const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
               if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
               // the level is the server's now, which has what its bucket lost: nothing held back is left to give
-              ledger.hold = 0
+              ledger.coldHold = 0
               yield* store.track!(target.spec, remaining)
               // the level may have risen: waiters planned on the old one look again
               return signal()
@@ -1786,6 +1815,10 @@ export const make = (
           }
         }
         if (!figures) return
+        // a report lowers the level to the server's, which has what its bucket lost: a hold given back after it
+        // would count that twice (`coldHolds`)
+        const held = ledgers.get(target.spec.id)
+        if (held !== undefined) held.coldHold = 0
         yield* store.observe(target.spec, remaining)
       })
 
