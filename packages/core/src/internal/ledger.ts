@@ -116,10 +116,10 @@ export class Ledger {
   /** The capacity of the bucket when the hold was charged: a limit that changed since drops it. */
   coldCapacity = 0
   /**
-   * What this limiter's permits charged the bucket in all, net of their corrections (`charged`), that figure when the
-   * hold was charged, and the most the refill since the hold has run ahead of the net charge since, at any change
-   * of it (`coldSlack`): the bucket can have refilled to full since (which loses the hold, at the server too) only
-   * if that, or the same now, reaches the hold.
+   * What this limiter's permits charged the bucket in all, net of their corrections (`charged`, counted only with a
+   * `coldStartLag`), that figure when the hold was charged, and the most the refill since the hold has run ahead of
+   * the net charge since, at any change of it (`coldSlack`): the bucket can have refilled to full since (which loses
+   * the hold, at the server too) only if that, or the same now, reaches the hold.
    */
   charged = 0
   coldCharged = 0

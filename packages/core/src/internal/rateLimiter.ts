@@ -295,6 +295,7 @@ export const make = (
      * since its cold start's hold had run ahead of the net charge since, just before it (`Ledger.coldSlack`).
      */
     const noteCharge = (ledger: Ledger, spec: LimiterStore.BucketSpec, amount: number, at: number): void => {
+      if (coldStartLag <= 0) return
       if (ledger.coldHold > 0) {
         const slack = (at - ledger.coldAt) * spec.refillPerMs - (ledger.charged - ledger.coldCharged)
         if (slack > ledger.coldSlack) ledger.coldSlack = slack
@@ -731,9 +732,11 @@ export const make = (
             counted = counted === undefined ? update : Effect.zipRight(counted, update)
           }
           // the net charge since a cold start's hold (`coldHolds`): what says whether the bucket can have been full since
-          for (const debit of applied) {
-            const ledger = ledgers.get(debit.bucket.id)
-            if (ledger !== undefined) noteCharge(ledger, debit.bucket, debit.amount, now)
+          if (coldStartLag > 0) {
+            for (const debit of applied) {
+              const ledger = ledgers.get(debit.bucket.id)
+              if (ledger !== undefined) noteCharge(ledger, debit.bucket, debit.amount, now)
+            }
           }
           const adjusted = counted === undefined
             ? store.adjust(applied)
@@ -1817,8 +1820,7 @@ export const make = (
         if (!figures) return
         // a report lowers the level to the server's, which has what its bucket lost: a hold given back after it
         // would count that twice (`coldHolds`)
-        const held = ledgers.get(target.spec.id)
-        if (held !== undefined) held.coldHold = 0
+        if (ledger !== undefined) ledger.coldHold = 0
         yield* store.observe(target.spec, remaining)
       })
 
