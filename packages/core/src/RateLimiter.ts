@@ -373,6 +373,15 @@ export declare namespace RateLimiter {
      * goes at once than the old one still allowed. Default: a fresh start (`from` at once).
      */
     readonly continued?: boolean | undefined
+    /**
+     * A call goes while what the ramp let out is within its allowance, even one that takes it beyond (at most one
+     * call over): a call larger than the allowance does not wait for the ramp to grow to it, so a ramp over calls of
+     * any size never holds one while the buckets sit full (their refill lost). Default: a call goes only once the
+     * allowance covers it.
+     *
+     * @since 0.2.0
+     */
+    readonly overshoot?: boolean | undefined
   }
 
   /**

@@ -75,6 +75,55 @@ describe("RateLimiter ramp", () => {
       )
     ))
 
+  it.effect(
+    "property, overshoot: a call goes once what was let out before it is within the ramp, whatever its size, and not before",
+    () =>
+      Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(
+            fc.integer({ min: 1, max: 50 }),
+            fc.integer({ min: 20, max: 2_000 }),
+            fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 30 }),
+            (from, doublingMillis, costs) =>
+              Effect.runPromise(
+                withLimiter(budgets, (limiter) =>
+                  Effect.gen(function*() {
+                    yield* limiter.ramp("pool:a", "requests", { from, doubling: doublingMillis, overshoot: true })
+                    const admitted: Array<number> = []
+                    const fibers: Array<Fiber.Fiber<void, RateLimiter.AcquireError>> = []
+                    for (const cost of costs) {
+                      fibers.push(
+                        yield* Effect.fork(
+                          Effect.zipRight(
+                            limiter.acquire(["pool:a"], { requests: cost }),
+                            Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => void admitted.push(at)))
+                          )
+                        )
+                      )
+                    }
+                    yield* driveUntilDone(yield* Effect.fork(Fiber.joinAll(fibers)))
+                    expect(admitted).toHaveLength(costs.length)
+                    let before = 0
+                    let previous = 0
+                    admitted.forEach((at, i) => {
+                      // in arrival order; what went before it within the ramp by then (the call itself may take
+                      // it beyond: at most one call over)
+                      expect(at).toBeGreaterThanOrEqual(previous)
+                      expect(before).toBeLessThanOrEqual(from * 2 ** (at / doublingMillis) * (1 + 1e-9))
+                      // and as soon as it is: a call larger than the whole ramp does not wait for it to grow
+                      const due = before <= from ? 0 : doublingMillis * Math.log2(before / from)
+                      expect(at).toBeLessThanOrEqual(Math.max(previous, Math.ceil(due)) + 1)
+                      before += costs[i]
+                      previous = at
+                    })
+                  })).pipe(Effect.provide(TestContext.TestContext))
+              )
+          ),
+          { numRuns: 60, seed: 23 }
+        )
+      )
+  )
+
   it.effect("a continued ramp takes a new pace from where the old one is: what it let out counts, nothing goes at once", () =>
     withLimiter(budgets, (limiter) =>
       Effect.gen(function*() {

@@ -18,6 +18,8 @@ interface Ramp {
   readonly endsAt: number
   /** Charged by the admissions since it started. */
   given: number
+  /** A call goes while `given` is within the allowance, even one that takes it beyond. */
+  readonly overshoot: boolean
 }
 
 /** A waiter's denial by a ramp, as a store's (the same queue handling). */
@@ -37,6 +39,7 @@ export class Ramps {
         readonly doublingMillis: number
         readonly to?: number | undefined
         readonly continued?: boolean | undefined
+        readonly overshoot?: boolean | undefined
       }
       | undefined,
     now: number
@@ -56,7 +59,8 @@ export class Ramps {
       endsAt: to === undefined || !Number.isFinite(to)
         ? Number.POSITIVE_INFINITY
         : now + ramp.doublingMillis * Math.max(0, Math.log2(to / ramp.from)),
-      given
+      given,
+      overshoot: ramp.overshoot === true
     })
   }
 
@@ -81,7 +85,8 @@ export class Ramps {
         if (!(amount > 0)) continue
         const ramp = this.live(scope, dimension, now)
         if (ramp === undefined) continue
-        const need = ramp.given + amount
+        // overshooting, a call goes once what was let out is within the allowance (then at most one call beyond)
+        const need = ramp.overshoot ? ramp.given : ramp.given + amount
         if (need <= ramp.from * 2 ** (Math.max(0, now - ramp.startedAt) / ramp.doublingMillis)) continue
         const due = Math.min(ramp.endsAt, ramp.startedAt + ramp.doublingMillis * Math.log2(need / ramp.from))
         const waitMillis = Math.max(1, Math.ceil(due - now))

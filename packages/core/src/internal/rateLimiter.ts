@@ -1845,7 +1845,8 @@ export const make = (
             from: slowStart.from,
             doublingMillis: Duration.toMillis(Duration.decode(slowStart.doubling)),
             to: slowStart.to,
-            continued: slowStart.continued
+            continued: slowStart.continued,
+            overshoot: slowStart.overshoot
           },
           now
         )
