@@ -181,6 +181,28 @@ export declare namespace OpenAi {
      * (only the server's 429s and their gates govern).
      */
     readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
+    /**
+     * For a pool with configured limits (a `tier`, `budgets`) given without their bursts: until its first 429, the
+     * calls go out over a ramp (1/64 of each such per-minute limit at once, doubling every 650 ms, all of it after
+     * 3.9 s; a call goes while what went before it is within the ramp, whatever its size) instead of all in one
+     * instant. OpenAI enforces some limits over shorter periods than it announces (60,000 a minute as 1,000 a
+     * second) and its headers give the minute's figures: a whole configured minute sent at once is refused beyond
+     * that bucket before the first 429 can be read, while over the ramp the first call that overflows it teaches
+     * its size (a learned burst). The ramp lets out at least what the limits refill, so a herd larger than a
+     * minute's bucket ends when it would have without it (no refill is lost, whatever its calls' sizes); one that
+     * fits whole waits for the ramp, up to 3.9 s. Default `false` (the configured limits are taken as the whole
+     * truth); the bulk runner (`sluice run`) turns it on, except when it routes.
+     *
+     * @since 0.2.0
+     * @example
+     * ```ts
+     * import { OpenAi } from "@sluice/openai"
+     *
+     * // a long job on tier 1's published limits, which the server may enforce per second
+     * const layer = OpenAi.layerConfig({ tier: 1, firstContactRamp: true })
+     * ```
+     */
+    readonly firstContactRamp?: boolean | undefined
     /** The pool a model charges (default {@link Tiers.poolOf}: snapshots share their family's pool). */
     readonly poolOf?: ((model: string) => string) | undefined
     /** The retry policy (default `OpenAiRetry.defaultPolicy`). */

@@ -285,6 +285,12 @@ export declare namespace OpenAiRouter {
     readonly poolOf?: ((model: string) => string) | undefined
     readonly defaultMaxOutputTokens?: number | undefined
     readonly settleUsage?: boolean | undefined
+    /**
+     * See `OpenAi.Options.firstContactRamp`.
+     *
+     * @since 0.2.0
+     */
+    readonly firstContactRamp?: boolean | undefined
     /** See `OpenAi.Options.timeSlice`: a routed call waits for its turn before the router chooses. */
     readonly timeSlice?: OpenAi.OpenAi.Options["timeSlice"]
   }

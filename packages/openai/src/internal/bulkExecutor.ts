@@ -57,10 +57,14 @@ export const make = (
     const organization = options.organization ?? "default"
     const progress = options.progress
     const explicit = options.budgets ?? []
+    // a bulk job is long: the first-contact ramp costs it nothing, and spares its first herd the 429s of a limit
+    // enforced over a shorter period than announced (see `OpenAi.Options.firstContactRamp`); not when routed, where a
+    // deployment held by its ramp would look full and its calls spill to the next one
     const serviceOptions: OpenAi.OpenAi.Options = {
       organization,
       tier: options.tier,
-      budgets: explicit
+      budgets: explicit,
+      firstContactRamp: true
     }
     const clientOptions: OpenAi.ClientOptions = {
       apiKey: options.apiKey,

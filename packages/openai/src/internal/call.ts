@@ -315,7 +315,8 @@ export const make = (
       options.adaptive === false ? undefined : {
         requestsPerMinute: options.adaptive?.requestsPerMinute ?? 60,
         tokensPerMinute: options.adaptive?.tokensPerMinute ?? 20_000
-      }
+      },
+      options.firstContactRamp === true
     )
 
     const callOf = (request: Request<unknown>, callOptions: OpenAi.CallOptions | undefined): Call => {

@@ -14,7 +14,10 @@
  *   first 1/64 of its learned limits at once, the amount doubling every 650 ms, all of it after 3.9 s:
  *   never less than the limits refill, so no time is lost when the herd is larger than the bucket)
  *   rather than in one instant: a 429 takes a round trip to come back, so a bucket smaller than announced
- *   is found by the first calls that overflow it, not by the whole herd. Both ramps are in the limiter
+ *   is found by the first calls that overflow it, not by the whole herd. A pool with configured limits gets
+ *   the same ramp from its first admission (`firstContactRamp`, see {@link make}), a call going while what was
+ *   let out is within it (whatever the call's size: the herd's calls never wait while the buckets sit full).
+ *   Both ramps are in the limiter
  *   (`RateLimiter.Service.ramp`): a call they hold waits in its queue (in order, within its deadline,
  *   failing at once when its organization closes, counted as waiting).
  * - **Limits without headers** (a server or proxy that sends no `x-ratelimit-*`): the pool starts at the
@@ -211,6 +214,8 @@ interface Send {
 
 interface PoolState {
   ramp: Ramp | undefined
+  /** The pool's first admission has been seen (its first-contact ramp started, or none was needed). */
+  contacted: boolean
   /** The pool's answers carry no `x-ratelimit-*` headers: its limits are probes until a 429 names them. */
   blind: boolean
   /** 429s seen per dimension. */
@@ -303,13 +308,18 @@ export const describe = (learned: ReadonlyArray<Learned>): ReadonlyArray<string>
   )
 
 /** @internal */
-export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefined): Learner => {
+export const make = (
+  limiter: RateLimiter.Service,
+  adaptive: Adaptive | undefined,
+  firstContact: boolean = true
+): Learner => {
   const pools = new Map<string, PoolState>()
   const stateOf = (poolScope: string): PoolState => {
     let state = pools.get(poolScope)
     if (state === undefined) {
       state = {
         ramp: undefined,
+        contacted: false,
         blind: false,
         rejections: new Map(),
         largest: new Map(),
@@ -528,13 +538,14 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
     (ramp.start.get(dimension) ?? 0) * 2 ** (Math.max(0, at - ramp.startedAt) / ramp.doublingMillis)
 
   /** Starts the pool's ramp, in the limiter: its calls wait for their turn in the limiter's queue. */
-  const startRamp = (poolScope: string, state: PoolState, ramp: Ramp) => {
+  const startRamp = (poolScope: string, state: PoolState, ramp: Ramp, overshoot = false) => {
     state.ramp = ramp
     return Effect.forEach(ramp.start, ([dimension, from]) =>
       limiter.ramp(poolScope, dimension, {
         from,
         doubling: Duration.millis(ramp.doublingMillis),
-        to: ramp.endsAt === undefined ? undefined : from * 2 ** ((ramp.endsAt - ramp.startedAt) / ramp.doublingMillis)
+        to: ramp.endsAt === undefined ? undefined : from * 2 ** ((ramp.endsAt - ramp.startedAt) / ramp.doublingMillis),
+        overshoot
       }), { discard: true })
   }
 
@@ -598,10 +609,49 @@ export const make = (limiter: RateLimiter.Service, adaptive: Adaptive | undefine
             )
           }, { discard: true })))
 
+  /**
+   * A configured pool's first admission: its herd goes out over the first-contact ramp (`L / 64` of each configured
+   * per-minute limit at once, doubling every 650 ms: it lets out at least what the limits refill, and a call goes
+   * while what was let out is within it, whatever its size, so a herd larger than the bucket loses nothing) until
+   * the pool's first 429 or the end of the ramp (3.9 s), rather than in one instant. OpenAI enforces some limits
+   * over a shorter period than it announces, and its headers give the minute's figures, not that bucket's: sent
+   * whole, what a configured minute holds beyond the sub-minute bucket is refused before any 429 can be read, while
+   * over the ramp the first calls that overflow it teach its size (see {@link Learner.rateLimited}).
+   */
+  const contact = (poolScope: string) =>
+    Effect.suspend(() => {
+      // an adaptive pool's probes wait for the first answer already (its ramp starts from what that taught)
+      if (adaptivePools.get(poolScope)?.probing === true) return Effect.void
+      const state = stateOf(poolScope)
+      state.contacted = true
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.flatMap(levelsOf(poolScope), (levels) => {
+          if (state.ramp !== undefined) return Effect.void
+          const start = new Map<Dimension, number>()
+          for (const [dimension, level] of levels) {
+            // a burst given with the limit describes the server's bucket: nothing to find out
+            if (level.learned || level.limit.burst !== undefined) continue
+            start.set(dimension, level.limit.amount * FIRST_START)
+          }
+          if (start.size === 0) return Effect.void
+          return startRamp(poolScope, state, {
+            startedAt: now,
+            doublingMillis: FIRST_DOUBLING_MILLIS,
+            start,
+            floor: new Map(),
+            slowest: FIRST_DOUBLING_MILLIS,
+            given: new Map(),
+            endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
+          }, true)
+        }))
+    })
+
   const fit: Learner["fit"] = (poolScope, cost) =>
     Effect.suspend(() => {
       const state = pools.get(poolScope)
-      if (state === undefined || !state.blind) return Effect.void
+      if (state === undefined || !state.blind) {
+        return firstContact && state?.contacted !== true ? contact(poolScope) : Effect.void
+      }
       const ramp = state.ramp
       if (ramp === undefined) return Effect.zipRight(widen(poolScope, state, cost), regrow(poolScope, state))
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {

@@ -159,6 +159,7 @@ export const make = (
         poolOf: options.poolOf,
         defaultMaxOutputTokens: options.defaultMaxOutputTokens,
         settleUsage: options.settleUsage,
+        firstContactRamp: options.firstContactRamp,
         timeSlice: options.timeSlice,
         onEvent: options.onEvent === undefined ? undefined : (event) => options.onEvent!(id, event)
       })
