@@ -375,9 +375,11 @@ export declare namespace RateLimiter {
     readonly continued?: boolean | undefined
     /**
      * A call goes while what the ramp let out is within its allowance, even one that takes it beyond (at most one
-     * call over): a call larger than the allowance does not wait for the ramp to grow to it, so a ramp over calls of
-     * any size never holds one while the buckets sit full (their refill lost). Default: a call goes only once the
-     * allowance covers it.
+     * call over): a call larger than the allowance does not wait for the ramp to grow to it; and what a call gives
+     * back at its settle or release comes off what the ramp let out, as it does off the buckets. So a ramp whose
+     * allowance grows at least as fast as the buckets refill never holds a call while they sit full (their refill
+     * lost), whatever the calls' sizes and usage. Default: a call goes only once the allowance covers it, counted at
+     * its admission's cost.
      *
      * @since 0.2.0
      */
@@ -466,7 +468,8 @@ export interface Service {
   readonly reopen: (scope: string) => Effect.Effect<void>
   /**
    * Starts a slow start on `scope` and `dimension` (a temporary limit beside its buckets): from now, the
-   * admissions charging `dimension` on `scope` take at most `from` of it at once, the amount let out in all
+   * admissions charging `dimension` on `scope` take at most `from` of it at once (with `overshoot`, one call beyond
+   * what is within it), the amount let out in all
    * doubling every `doubling`, until it reaches `to` (then the ramp is gone); `undefined` ends the ramp. A call
    * it holds back waits in the queue like one a bucket holds (in order, within its deadline, failing at once
    * when its scope closes). A new ramp replaces the one there was.

@@ -90,24 +90,30 @@ describe("RateLimiter ramp", () => {
                   Effect.gen(function*() {
                     yield* limiter.ramp("pool:a", "requests", { from, doubling: doublingMillis, overshoot: true })
                     const admitted: Array<number> = []
+                    const order: Array<number> = []
                     const fibers: Array<Fiber.Fiber<void, RateLimiter.AcquireError>> = []
-                    for (const cost of costs) {
+                    for (const [index, cost] of costs.entries()) {
                       fibers.push(
                         yield* Effect.fork(
                           Effect.zipRight(
                             limiter.acquire(["pool:a"], { requests: cost }),
-                            Effect.flatMap(Clock.currentTimeMillis, (at) => Effect.sync(() => void admitted.push(at)))
+                            Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                              Effect.sync(() => {
+                                admitted[index] = at
+                                order.push(index)
+                              }))
                           )
                         )
                       )
                     }
                     yield* driveUntilDone(yield* Effect.fork(Fiber.joinAll(fibers)))
-                    expect(admitted).toHaveLength(costs.length)
+                    // in arrival order (first in, first out)
+                    expect(order).toEqual(costs.map((_, index) => index))
                     let before = 0
                     let previous = 0
                     admitted.forEach((at, i) => {
-                      // in arrival order; what went before it within the ramp by then (the call itself may take
-                      // it beyond: at most one call over)
+                      // what went before it is within the ramp by then (the call itself may take it beyond: at most
+                      // one call over)
                       expect(at).toBeGreaterThanOrEqual(previous)
                       expect(before).toBeLessThanOrEqual(from * 2 ** (at / doublingMillis) * (1 + 1e-9))
                       // and as soon as it is: a call larger than the whole ramp does not wait for it to grow
@@ -123,6 +129,27 @@ describe("RateLimiter ramp", () => {
         )
       )
   )
+
+  it.effect("overshoot: what a call gives back at its settle or release comes off what the ramp let out", () =>
+    withLimiter(budgets, (limiter) =>
+      Effect.gen(function*() {
+        yield* limiter.ramp("pool:a", "requests", { from: 50, doubling: "1 second", overshoot: true })
+        // beyond the ramp's 50 at once, but nothing went before it: it goes
+        const first = yield* limiter.acquire(["pool:a"], { requests: 100 })
+        const held = yield* Effect.either(limiter.acquire(["pool:a"], { requests: 1 }, { maxWait: "500 millis" }))
+        expect(held._tag === "Left" && held.left._tag).toBe("DeadlineExceeded")
+        // it used 30: 30 let out, within the 50
+        yield* first.settle({ requests: 30 })
+        const second = yield* limiter.acquire(["pool:a"], { requests: 15 })
+        expect(yield* Clock.currentTimeMillis).toBe(0)
+        // 45 let out: one more goes (at most one call over), then none until the ramp is past 60 or a call gives back
+        yield* limiter.acquire(["pool:a"], { requests: 15 })
+        const again = yield* Effect.either(limiter.acquire(["pool:a"], { requests: 1 }, { maxWait: "100 millis" }))
+        expect(again._tag === "Left" && again.left._tag).toBe("DeadlineExceeded")
+        yield* second.release
+        yield* limiter.acquire(["pool:a"], { requests: 1 })
+        expect(yield* Clock.currentTimeMillis).toBe(0)
+      })))
 
   it.effect("a continued ramp takes a new pace from where the old one is: what it let out counts, nothing goes at once", () =>
     withLimiter(budgets, (limiter) =>

@@ -5,7 +5,9 @@
  * pool), sent with the official SDK, synced from the `x-ratelimit-*` headers, settled to its `usage`, gated on
  * 429 hints and retried per {@link retryPolicy}. Its call events feed the run's {@link BulkRunner.Progress}:
  * waits, 429s, retries, the binding budget, tokens reserved against used, and the theoretical minimum wall time
- * for the limits in force.
+ * for the limits in force. Without routing, a pool's configured per-minute limits given without their bursts start
+ * with the first-contact ramp (`OpenAi.Options.firstContactRamp`): a long job loses nothing to it, and its first
+ * herd is not refused beyond a bucket the server enforces over a shorter period than it announces.
  *
  * The policy, in one place:
  *

@@ -182,7 +182,8 @@ export declare namespace OpenAi {
      */
     readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
     /**
-     * For a pool with configured limits (a `tier`, `budgets`) given without their bursts: until its first 429, the
+     * For a pool with configured per-minute limits on its own scope (`org:<organization>/pool:<pool>`: a `tier`, or
+     * `budgets` there) given without their bursts: from its first call until its first 429 or for 3.9 s, the
      * calls go out over a ramp (1/64 of each such per-minute limit at once, doubling every 650 ms, all of it after
      * 3.9 s; a call goes while what went before it is within the ramp, whatever its size) instead of all in one
      * instant. OpenAI enforces some limits over shorter periods than it announces (60,000 a minute as 1,000 a
@@ -190,7 +191,9 @@ export declare namespace OpenAi {
      * that bucket before the first 429 can be read, while over the ramp the first call that overflows it teaches
      * its size (a learned burst). The ramp lets out at least what the limits refill, so a herd larger than a
      * minute's bucket ends when it would have without it (no refill is lost, whatever its calls' sizes); one that
-     * fits whole waits for the ramp, up to 3.9 s. Default `false` (the configured limits are taken as the whole
+     * fits whole waits for the ramp, up to 3.9 s. The ramp counts what its calls were charged after their answers
+     * (a call that used less than its estimate gives the rest back to it, as to the buckets). It runs once, from the
+     * pool's first call: a herd that comes later goes as the budgets allow. Default `false` (the configured limits are taken as the whole
      * truth); the bulk runner (`sluice run`) turns it on, except when it routes.
      *
      * @since 0.2.0

@@ -286,7 +286,9 @@ export declare namespace OpenAiRouter {
     readonly defaultMaxOutputTokens?: number | undefined
     readonly settleUsage?: boolean | undefined
     /**
-     * See `OpenAi.Options.firstContactRamp`.
+     * See `OpenAi.Options.firstContactRamp`. A deployment whose ramp holds its calls looks full to the strategies
+     * (its `peek` says the ramp binds), so calls spill to the next deployment until the ramp ends: the bulk runner
+     * leaves it off when it routes.
      *
      * @since 0.2.0
      */

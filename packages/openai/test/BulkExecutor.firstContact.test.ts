@@ -2,7 +2,7 @@
  * `sluice run`'s path (the `BulkExecutor`, 256 workers) with the announced per-minute limits given (what `--limits`
  * without `burst` configures) against a server that enforces them over 5 s buckets: the executor turns the
  * first-contact ramp on (`OpenAi.Options.firstContactRamp`), so its first herd goes out over the ramp until the first
- * 429, which teaches the burst (6 x 429 in 406 attempts; before, 228 in 628, ending as late). In-process simulator, TestClock, real `openai` SDK.
+ * 429, which teaches the burst (3 x 429 in 403 attempts; before, 228 in 628, ending as late). In-process simulator, TestClock, real `openai` SDK.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget } from "@sluice/core"
@@ -59,7 +59,7 @@ describe("BulkExecutor: the first-contact ramp", () => {
         )
         expect(stats.byStatus["200"]).toBe(LINES)
         // the ramp releases its calls at its timer's steps, several in one virtual instant: the first overflow of the
-        // bucket is one such step (6 x 429 here); sent all at once (before the ramp), 228 x 429 in 628 attempts
+        // bucket is one such step (3 x 429 here); sent all at once (before the ramp), 228 x 429 in 628 attempts
         expect(rejected / stats.attempts.length).toBeLessThanOrEqual(0.02)
         expect(learned.some((line) => line.startsWith(`tokens burst`))).toBe(true)
         expect(endedAt).toBeLessThanOrEqual(1.1 * minimum + 800)

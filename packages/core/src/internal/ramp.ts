@@ -98,6 +98,25 @@ export class Ramps {
     return worst
   }
 
+  /**
+   * What an admission made at `admittedAt` gave back at its settle or release: an overshooting ramp it was charged to
+   * counts what its calls were charged in the end (as the buckets do), so that a call using far less than its estimate
+   * does not hold the next ones back while the buckets, refunded, sit full.
+   */
+  refund(scopes: ReadonlyArray<string>, refunded: Budget.Cost, admittedAt: number): void {
+    if (this.ramps.size === 0) return
+    for (const scope of scopes) {
+      for (const dimension in refunded) {
+        const amount = refunded[dimension]
+        if (!(amount > 0)) continue
+        const ramp = this.ramps.get(`${scope}\u0000${dimension}`)
+        if (ramp !== undefined && ramp.overshoot && admittedAt >= ramp.startedAt) {
+          ramp.given = Math.max(0, ramp.given - amount)
+        }
+      }
+    }
+  }
+
   /** An admission of `cost` on `scopes`: charged to their ramps. */
   charge(scopes: ReadonlyArray<string>, cost: Budget.Cost): void {
     if (this.ramps.size === 0) return

@@ -621,6 +621,7 @@ export const make = (
       ): Effect.Effect<void, LimiterStore.LimiterStoreError> {
         const point = this[PermitSend]
         const prepared = this.#prepared
+        ramps.refund(prepared.scopes, refunded, this.admittedAt)
         if (debits.length === 0) {
           if (point.entry === undefined && this.#state === "settled") this.#send(now, amountOf, false)
           return Effect.void

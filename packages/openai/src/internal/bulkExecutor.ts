@@ -129,7 +129,9 @@ export const make = (
         const { dimension, reason, scope } = estimate.binding.value
         const limit = limiter.limitsOf(scope).find((l) => l.dimension === dimension)
         const where = scope.replace(/^org:[^/]+\/pool:/, "").replace(/^org:/, "org ")
-        const label = reason === "gate" || limit === undefined
+        const label = reason === "ramp"
+          ? `${dimension} first-contact ramp ${where}`
+          : reason === "gate" || limit === undefined
           ? `${dimension} gate ${where}`
           : `${dimension}/${windowName(limit)} ${where}`
         bindingCounts.set(label, (bindingCounts.get(label) ?? 0) + 1)

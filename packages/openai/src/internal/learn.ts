@@ -47,14 +47,17 @@
  */
 import type { Budget, RateLimiter } from "@sluice/core"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
 import type * as Errors from "../OpenAiError.js"
 import * as Turn from "./turn.js"
 
 /**
- * The ramps: the first-contact one (after a first answer that announced the limits) lets out 1/64 of them at
+ * The ramps: the first-contact one (after a first answer that announced the limits; on a configured pool, from its
+ * first admission, see `contact`) lets out 1/64 of them at
  * once and doubles every `FIRST_DOUBLING_MILLIS` (all of it after six doublings, 3.9 s); the blind one (no
  * headers) starts from the cautious limits and doubles every few round trips (see {@link ROUND_TRIPS}) until a 429
  * stops it.
@@ -214,7 +217,12 @@ interface Send {
 
 interface PoolState {
   ramp: Ramp | undefined
-  /** The pool's first admission has been seen (its first-contact ramp started, or none was needed). */
+  /**
+   * The pool's first contact (see {@link Learner.fit}): `undefined` before its first admission, then done once its
+   * first-contact ramp is in the limiter (or none was needed); the calls that come meanwhile wait for it.
+   */
+  contact: Deferred.Deferred<void> | undefined
+  /** …and it is done. */
   contacted: boolean
   /** The pool's answers carry no `x-ratelimit-*` headers: its limits are probes until a 429 names them. */
   blind: boolean
@@ -278,8 +286,9 @@ export interface Learner {
    */
   readonly answered: (poolScope: string, sentAt?: number, processingMillis?: number) => Effect.Effect<void>
   /**
-   * Before admission, on a pool without headers: its probed limits grow ahead of the call's turn on the ramp
-   * (the ramp itself is in the limiter, where the call waits for its turn).
+   * Before admission: on a pool without headers, its probed limits grow ahead of the call's turn on the ramp (the
+   * ramp itself is in the limiter, where the call waits for its turn); on a pool with configured limits, its first
+   * call starts the first-contact ramp (`firstContactRamp`), and the calls that come meanwhile wait until it has.
    */
   readonly fit: (poolScope: string, cost: Budget.Cost) => Effect.Effect<void>
   /**
@@ -311,7 +320,7 @@ export const describe = (learned: ReadonlyArray<Learned>): ReadonlyArray<string>
 export const make = (
   limiter: RateLimiter.Service,
   adaptive: Adaptive | undefined,
-  firstContact: boolean = true
+  firstContact: boolean
 ): Learner => {
   const pools = new Map<string, PoolState>()
   const stateOf = (poolScope: string): PoolState => {
@@ -319,6 +328,7 @@ export const make = (
     if (state === undefined) {
       state = {
         ramp: undefined,
+        contact: undefined,
         contacted: false,
         blind: false,
         rejections: new Map(),
@@ -618,13 +628,14 @@ export const make = (
    * whole, what a configured minute holds beyond the sub-minute bucket is refused before any 429 can be read, while
    * over the ramp the first calls that overflow it teach its size (see {@link Learner.rateLimited}).
    */
-  const contact = (poolScope: string) =>
+  const contact = (poolScope: string, state: PoolState) =>
     Effect.suspend(() => {
-      // an adaptive pool's probes wait for the first answer already (its ramp starts from what that taught)
-      if (adaptivePools.get(poolScope)?.probing === true) return Effect.void
-      const state = stateOf(poolScope)
-      state.contacted = true
-      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      // the calls that come while the first one starts the ramp (the limiter's levels may be a round trip away, in
+      // Redis) wait for it, instead of going to admission unramped
+      if (state.contact !== undefined) return Deferred.await(state.contact)
+      const done = Deferred.unsafeMake<void>(FiberId.none)
+      state.contact = done
+      const start = Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.flatMap(levelsOf(poolScope), (levels) => {
           if (state.ramp !== undefined) return Effect.void
           const start = new Map<Dimension, number>()
@@ -644,13 +655,25 @@ export const make = (
             endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
           }, true)
         }))
+      return Effect.ensuring(
+        start,
+        Effect.suspend(() => {
+          state.contacted = true
+          return Deferred.succeed(done, undefined)
+        })
+      )
     })
 
   const fit: Learner["fit"] = (poolScope, cost) =>
     Effect.suspend(() => {
       const state = pools.get(poolScope)
       if (state === undefined || !state.blind) {
-        return firstContact && state?.contacted !== true ? contact(poolScope) : Effect.void
+        if (!firstContact) return Effect.void
+        // done once the pool's first contact is (the usual case: one check)
+        if (state?.contacted === true) return Effect.void
+        // an adaptive pool's probes wait for the first answer already (its ramp starts from what that taught)
+        if (adaptivePools.get(poolScope)?.probing === true) return Effect.void
+        return contact(poolScope, state ?? stateOf(poolScope))
       }
       const ramp = state.ramp
       if (ramp === undefined) return Effect.zipRight(widen(poolScope, state, cost), regrow(poolScope, state))
