@@ -559,6 +559,24 @@ export const make = (
       }), { discard: true })
   }
 
+  /** Starts the first-contact ramp from `start` (nothing when it is empty): it reaches 64 times it after 3.9 s. */
+  const startFirstContact = (
+    poolScope: string,
+    state: PoolState,
+    start: Map<Dimension, number>,
+    now: number,
+    overshoot: boolean
+  ) =>
+    start.size === 0 ? Effect.void : startRamp(poolScope, state, {
+      startedAt: now,
+      doublingMillis: FIRST_DOUBLING_MILLIS,
+      start,
+      floor: new Map(),
+      slowest: FIRST_DOUBLING_MILLIS,
+      given: new Map(),
+      endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
+    }, overshoot)
+
   /** Ends the pool's ramp on `dimension` (all of it: `undefined`). */
   const endRamp = (poolScope: string, state: PoolState, dimension?: Dimension) =>
     Effect.suspend(() => {
@@ -644,16 +662,7 @@ export const make = (
             if (level.learned || level.limit.burst !== undefined) continue
             start.set(dimension, level.limit.amount * FIRST_START)
           }
-          if (start.size === 0) return Effect.void
-          return startRamp(poolScope, state, {
-            startedAt: now,
-            doublingMillis: FIRST_DOUBLING_MILLIS,
-            start,
-            floor: new Map(),
-            slowest: FIRST_DOUBLING_MILLIS,
-            given: new Map(),
-            endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
-          }, true)
+          return startFirstContact(poolScope, state, start, now, true)
         }))
       return Effect.ensuring(
         start,
@@ -735,21 +744,12 @@ export const make = (
       Effect.flatMap(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
         if (state.ramp !== undefined) return Effect.void
-        // the limits the first answer taught (a configured one is the user's figure: no ramp on it)
+        // the limits the first answer taught (a configured one is the user's figure: its ramp, if any, is `contact`'s)
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) {
           if (level.learned) start.set(dimension, level.limit.capacity * FIRST_START)
         }
-        if (start.size === 0) return Effect.void
-        return startRamp(poolScope, state, {
-          startedAt: now,
-          doublingMillis: FIRST_DOUBLING_MILLIS,
-          start,
-          floor: new Map(),
-          slowest: FIRST_DOUBLING_MILLIS,
-          given: new Map(),
-          endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
-        })
+        return startFirstContact(poolScope, state, start, now, false)
       }))
 
   /** A pool's first answer had no rate-limit headers: its (cautious) learned limits are probes. */
