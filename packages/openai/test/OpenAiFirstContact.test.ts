@@ -157,4 +157,73 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
       }),
     { fastCheck: { numRuns: 40, seed: 11 }, timeout: 600_000 }
   )
+
+  it.effect.prop(
+    "the announced per-minute limits given, buckets of 1-10 s at the server, a herd at once: 429s within max(3, 10%), within 1.1 M + L",
+    {
+      rpm: fc.integer({ min: 120, max: 600 }),
+      tpm: fc.integer({ min: 12_000, max: 120_000 }),
+      subWindowMs: fc.constantFrom(1_000, 2_000, 5_000, 10_000),
+      shares: fc.array(fc.double({ min: 0.05, max: 0.5, noNaN: true }), { minLength: 1, maxLength: 20 }),
+      count: fc.integer({ min: 20, max: 80 }),
+      latency: fc.integer({ min: 50, max: 1_500 }),
+      spread: fc.integer({ min: 0, max: 800 })
+    },
+    ({ count, latency, rpm, shares, spread, subWindowMs, tpm }) =>
+      Effect.gen(function*() {
+        // each call within half the server's bucket of tokens (a call larger than the bucket waits for it full)
+        const bucket = tpm * subWindowMs / 60_000
+        const calls = Array.from({ length: count }, (_, i) => {
+          const size = Math.max(40, shares[i % shares.length] * bucket)
+          return call(i, Math.max(1, Math.round((size - 16) / 6.75)), 16)
+        })
+        const run = yield* withService({
+          timeSlice: false,
+          firstContactRamp: true,
+          budgets: [Budget.make("org:default/pool:gpt-4o", [
+            Budget.Limit.perMinute("requests", rpm),
+            Budget.Limit.perMinute("tokens", tpm)
+          ])]
+        }, (openai) =>
+          Effect.gen(function*() {
+            const start = yield* Clock.currentTimeMillis
+            const { endedAt, exit } = yield* drive(
+              Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
+            )
+            expect(Exit.isSuccess(exit)).toBe(true)
+            const stats = yield* Simulator.stats
+            const tokens = sum(stats.admissions.map((a) => a.tokens))
+            const requests = stats.admissions.length
+            const minimum = Math.max(
+              0,
+              (tokens - bucket) / (tpm / 60_000),
+              (requests - rpm * subWindowMs / 60_000) / (rpm / 60_000)
+            )
+            return {
+              wall: endedAt - start,
+              minimum,
+              rejected: stats.byStatus["429"] ?? 0,
+              attempts: stats.attempts.length,
+              ok: stats.byStatus["200"] ?? 0
+            }
+          })).pipe(Effect.provide(Simulator.layer(SimConfig.make({
+            seed: 5,
+            models: { [MODEL]: { limits: { rpm, tpm } } },
+            enforcement: { subWindowMs },
+            latency: { request: { _tag: "uniform", min: latency, max: latency + spread }, perOutputTokenMs: 0 }
+          }))))
+        console.log(
+          `announced limits, ${subWindowMs} ms buckets: ${run.rejected} x 429 in ${run.attempts}, wall ${run.wall} ms, minimum ${
+            Math.round(run.minimum)
+          } ms`
+        )
+        expect(run.ok).toBe(count)
+        // most cases 1 x 429 (the first overflow, which teaches the burst); with 2 s buckets of calls answered in
+        // 1.4-2.1 s, more after it (seen: 6 in 83, all on tokens, spread over 1.2-5.5 s: not traced); the herd sent at
+        // once is refused beyond the bucket, most of it
+        expect(run.rejected).toBeLessThanOrEqual(Math.max(3, Math.ceil(0.1 * run.attempts)))
+        expect(run.wall).toBeLessThanOrEqual(1.1 * run.minimum + latency + spread + 4_000)
+      }),
+    { fastCheck: { numRuns: 20, seed: 13 }, timeout: 600_000 }
+  )
 })

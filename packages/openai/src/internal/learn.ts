@@ -207,6 +207,11 @@ interface Ramp {
   readonly given: Map<Dimension, number>
   /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
   readonly endsAt: number | undefined
+  /**
+   * A configured pool's first contact (see `contact`): a dimension leaves it on its own 429 (a 429 on tokens teaches
+   * nothing of a requests bucket smaller than announced), where the adaptive pool's leaves it whole.
+   */
+  readonly configured?: boolean | undefined
 }
 
 /** A call a blind pool sent, and when: its permit's `charged` is the estimate until settled, then what it used. */
@@ -574,7 +579,8 @@ export const make = (
       floor: new Map(),
       slowest: FIRST_DOUBLING_MILLIS,
       given: new Map(),
-      endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START)
+      endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START),
+      configured: overshoot
     }, overshoot)
 
   /** Ends the pool's ramp on `dimension` (all of it: `undefined`). */
@@ -794,7 +800,7 @@ export const make = (
       const ramped = ramp !== undefined && ramp.start.has(dimension)
       if (ramp !== undefined) {
         // the first-contact ramp ends on the first 429 (the server has spoken); the blind one, on that dimension
-        yield* endRamp(poolScope, state, ramp.endsAt !== undefined ? undefined : dimension)
+        yield* endRamp(poolScope, state, ramp.endsAt !== undefined && ramp.configured !== true ? undefined : dimension)
       }
       const level = (yield* levelsOf(poolScope)).get(dimension)
       if (level === undefined) return // no per-minute limit: nothing to learn a burst of
