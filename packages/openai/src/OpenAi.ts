@@ -183,7 +183,7 @@ export declare namespace OpenAi {
     readonly adaptive?: false | { readonly requestsPerMinute?: number; readonly tokensPerMinute?: number } | undefined
     /**
      * For a pool with configured per-minute limits on its own scope (`org:<organization>/pool:<pool>`: a `tier`, or
-     * `budgets` there) given without their bursts: from its first call until its first 429 or for 3.9 s, the
+     * `budgets` there) given without their bursts: from its first call until its first 429 on that limit, or for 3.9 s, the
      * calls go out over a ramp (1/64 of each such per-minute limit at once, doubling every 650 ms, all of it after
      * 3.9 s; a call goes while what went before it is within the ramp, whatever its size) instead of all in one
      * instant. OpenAI enforces some limits over shorter periods than it announces (60,000 a minute as 1,000 a

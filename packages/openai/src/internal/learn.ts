@@ -647,7 +647,7 @@ export const make = (
    * A configured pool's first admission: its herd goes out over the first-contact ramp (`L / 64` of each configured
    * per-minute limit at once, doubling every 650 ms: it lets out at least what the limits refill, and a call goes
    * while what was let out is within it, whatever its size, so a herd larger than the bucket loses nothing) until
-   * the pool's first 429 or the end of the ramp (3.9 s), rather than in one instant. OpenAI enforces some limits
+   * the pool's first 429 on each dimension or the end of the ramp (3.9 s), rather than in one instant. OpenAI enforces some limits
    * over a shorter period than it announces, and its headers give the minute's figures, not that bucket's: sent
    * whole, what a configured minute holds beyond the sub-minute bucket is refused before any 429 can be read, while
    * over the ramp the first calls that overflow it teach its size (see {@link Learner.rateLimited}).
