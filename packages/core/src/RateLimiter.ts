@@ -376,7 +376,8 @@ export declare namespace RateLimiter {
     /**
      * A call goes while what the ramp let out is within its allowance, even one that takes it beyond (at most one
      * call over): a call larger than the allowance does not wait for the ramp to grow to it; and what a call gives
-     * back at its settle or release comes off what the ramp let out, as it does off the buckets. So a ramp whose
+     * back at its settle or release (its estimate less its usage) comes off what the ramp let out, even where a bucket
+     * holds that refund back until a report shows the server gave it (the bucket then binds, not the ramp). So a ramp whose
      * allowance grows at least as fast as the buckets refill never holds a call while they sit full (their refill
      * lost), whatever the calls' sizes and usage. Default: a call goes only once the allowance covers it, counted at
      * its admission's cost.

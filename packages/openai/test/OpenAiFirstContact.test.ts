@@ -8,12 +8,12 @@
  * without the ramp, whatever the sizes of its calls. Real `openai` SDK against the in-process simulator, TestClock.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Budget } from "@sluice/core"
+import { Budget, LimiterStore } from "@sluice/core"
 import { OpenAi } from "@sluice/openai"
 import { Scenario, SimConfig, Simulator } from "@sluice/testing"
-import { Clock, Effect, Exit, FastCheck as fc } from "effect"
+import { Clock, Effect, Exit, FastCheck as fc, Layer } from "effect"
 import { fastDrive } from "./fastDrive.js"
-import { drive, mixedBatch, sum, withService } from "./harness.js"
+import { drive, makeClient, mixedBatch, sum, withService } from "./harness.js"
 
 const MODEL = "gpt-4o"
 
@@ -226,4 +226,53 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
       }),
     { fastCheck: { numRuns: 20, seed: 13 }, timeout: 600_000 }
   )
+
+  it.effect("over an asynchronous store (as Redis is), the calls that come while the first one starts the ramp wait for it", () =>
+    Effect.gen(function*() {
+      // the memory store answering its reads and admissions 5 ms later, in virtual time
+      const slow = Layer.effect(
+        LimiterStore.LimiterStore,
+        Effect.map(LimiterStore.LimiterStore, (inner): LimiterStore.Service => ({
+          ...inner,
+          levels: (buckets, gates) => Effect.delay(inner.levels(buckets, gates), 5),
+          tryAcquire: (debits, gates) => Effect.delay(inner.tryAcquire(debits, gates), 5),
+          unsafeTryAcquire: undefined
+        }))
+      ).pipe(Layer.provide(LimiterStore.layerMemory))
+      const client = yield* makeClient()
+      const admitted: Array<{ readonly at: number; readonly tokens: number }> = []
+      const layer = OpenAi.layerClient(client, {
+        timeSlice: false,
+        firstContactRamp: true,
+        budgets: [Budget.make("org:default/pool:gpt-4o", [
+          Budget.Limit.perMinute("requests", 1_000),
+          Budget.Limit.perMinute("tokens", 64_000)
+        ])],
+        onEvent: (event) =>
+          event._tag === "Admitted"
+            ? Effect.flatMap(
+              Clock.currentTimeMillis,
+              (at) => Effect.sync(() => void admitted.push({ at, tokens: event.cost.tokens ?? 0 }))
+            )
+            : Effect.void
+      }).pipe(Layer.provide(slow))
+      const calls = Array.from({ length: 40 }, (_, i) => call(i, 30, 16))
+      const { exit } = yield* drive(
+        Effect.flatMap(
+          OpenAi.OpenAi,
+          (openai) =>
+            Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
+        ).pipe(Effect.provide(layer))
+      )
+      expect(Exit.isSuccess(exit)).toBe(true)
+      expect(admitted).toHaveLength(40)
+      // the ramp lets 1,000 tokens out at once (1/64 of 64,000), doubling every 650 ms: within its first 100 ms, what
+      // was admitted before the last call admitted then is within it (a call of ~230 tokens: 5 of them)
+      const early = admitted.filter((a) => a.at < 100)
+      expect(sum(early.slice(0, -1).map((a) => a.tokens))).toBeLessThanOrEqual(1_000 * 2 ** (100 / 650))
+      expect(early.length).toBeGreaterThan(0)
+    }).pipe(Effect.provide(Simulator.layer(Scenario.single(MODEL, { rpm: 1_000, tpm: 64_000 }, {
+      seed: 7,
+      latency: { request: { _tag: "uniform", min: 1_000, max: 1_000 }, perOutputTokenMs: 0 }
+    })))))
 })

@@ -657,26 +657,30 @@ export const make = (
       // the calls that come while the first one starts the ramp (the limiter's levels may be a round trip away, in
       // Redis) wait for it, instead of going to admission unramped
       if (state.contact !== undefined) return Deferred.await(state.contact)
-      const done = Deferred.unsafeMake<void>(FiberId.none)
-      state.contact = done
-      const start = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.flatMap(levelsOf(poolScope), (levels) => {
-          if (state.ramp !== undefined) return Effect.void
-          const start = new Map<Dimension, number>()
-          for (const [dimension, level] of levels) {
-            // a burst given with the limit describes the server's bucket: nothing to find out
-            if (level.learned || level.limit.burst !== undefined) continue
-            start.set(dimension, level.limit.amount * FIRST_START)
-          }
-          return startFirstContact(poolScope, state, start, now, true)
-        }))
-      return Effect.ensuring(
-        start,
-        Effect.suspend(() => {
-          state.contacted = true
-          return Deferred.succeed(done, undefined)
-        })
-      )
+      // uninterruptible from here (a peek and an in-memory ramp): an interruption between taking the turn and
+      // completing it would leave the pool's calls waiting for good, or the ramp unstarted for the herd behind it
+      return Effect.uninterruptible(Effect.suspend(() => {
+        const done = Deferred.unsafeMake<void>(FiberId.none)
+        state.contact = done
+        const start = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.flatMap(levelsOf(poolScope), (levels) => {
+            if (state.ramp !== undefined) return Effect.void
+            const start = new Map<Dimension, number>()
+            for (const [dimension, level] of levels) {
+              // a burst given with the limit describes the server's bucket: nothing to find out
+              if (level.learned || level.limit.burst !== undefined) continue
+              start.set(dimension, level.limit.amount * FIRST_START)
+            }
+            return startFirstContact(poolScope, state, start, now, true)
+          }))
+        return Effect.ensuring(
+          start,
+          Effect.suspend(() => {
+            state.contacted = true
+            return Deferred.succeed(done, undefined)
+          })
+        )
+      }))
     })
 
   const fit: Learner["fit"] = (poolScope, cost) =>
@@ -750,7 +754,8 @@ export const make = (
       Effect.flatMap(levelsOf(poolScope), (levels) => {
         const state = stateOf(poolScope)
         if (state.ramp !== undefined) return Effect.void
-        // the limits the first answer taught (a configured one is the user's figure: its ramp, if any, is `contact`'s)
+        // the limits the first answer taught (a configured one is the user's figure; a pool both adaptive and
+        // configured, one dimension each, ramps only the learned one: `contact` finds this ramp and adds none)
         const start = new Map<Dimension, number>()
         for (const [dimension, level] of levels) {
           if (level.learned) start.set(dimension, level.limit.capacity * FIRST_START)
