@@ -17,6 +17,29 @@ import { drive, makeClient, mixedBatch, sum, withService } from "./harness.js"
 
 const MODEL = "gpt-4o"
 
+/** The announced per-minute limits as budgets on the pool (no burst: what `sluice run --limits` configures). */
+const announced = (rpm: number, tpm: number, organization = "default") => [
+  Budget.make(`org:${organization}/pool:${MODEL}`, [
+    Budget.Limit.perMinute("requests", rpm),
+    Budget.Limit.perMinute("tokens", tpm)
+  ])
+]
+
+/** Runs `calls` at once through `openai`: when the run started and ended, and the simulator's counts. */
+const atOnce = (
+  openai: OpenAi.OpenAi.Service,
+  calls: ReadonlyArray<Parameters<OpenAi.OpenAi.Service["chat"]["completions"]["create"]>[0]>,
+  driver: typeof drive = drive
+) =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const { endedAt, exit } = yield* driver(
+      Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
+    )
+    expect(Exit.isSuccess(exit)).toBe(true)
+    return { start, wall: endedAt - start, stats: yield* Simulator.stats }
+  })
+
 describe("OpenAi: the first-contact ramp of configured limits", () => {
   /** 250 mixed calls at once, the announced 500 RPM / 30,000 TPM given, against 5 s buckets of them. */
   const subMinute = (firstContactRamp: boolean) =>
@@ -24,19 +47,10 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
       organization: "acme",
       timeSlice: false,
       firstContactRamp,
-      budgets: [Budget.make("org:acme/pool:gpt-4o", [
-        Budget.Limit.perMinute("requests", 500),
-        Budget.Limit.perMinute("tokens", 30_000)
-      ])]
+      budgets: announced(500, 30_000, "acme")
     }, (openai) =>
       Effect.gen(function*() {
-        const batch = mixedBatch(250, 5, MODEL)
-        const start = yield* Clock.currentTimeMillis
-        const { endedAt, exit } = yield* fastDrive(
-          Effect.forEach(batch, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
-        )
-        expect(Exit.isSuccess(exit)).toBe(true)
-        const stats = yield* Simulator.stats
+        const { stats, wall } = yield* atOnce(openai, mixedBatch(250, 5, MODEL), fastDrive)
         const tokens = sum(stats.admissions.map((a) => a.tokens))
         const requests = stats.admissions.length
         // each server bucket starts full at its 5 s capacity and refills at the announced rate
@@ -45,7 +59,7 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
         return {
           rejected: stats.byStatus["429"] ?? 0,
           attempts: stats.attempts.length,
-          endedAt: endedAt - start,
+          endedAt: wall,
           minimum,
           learned: OpenAi.describeLearned(yield* openai.learned)
         }
@@ -96,20 +110,12 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
     withService({
       timeSlice: false,
       firstContactRamp,
-      budgets: [Budget.make("org:default/pool:gpt-4o", [
-        Budget.Limit.perMinute("requests", limits.rpm),
-        Budget.Limit.perMinute("tokens", limits.tpm)
-      ])]
+      budgets: announced(limits.rpm, limits.tpm)
     }, (openai, events) =>
       Effect.gen(function*() {
-        const start = yield* Clock.currentTimeMillis
-        const { endedAt, exit } = yield* drive(
-          Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
-        )
-        expect(Exit.isSuccess(exit)).toBe(true)
-        const stats = yield* Simulator.stats
+        const { start, stats, wall } = yield* atOnce(openai, calls)
         const admitted = events.filter((e) => e._tag === "Admitted").map((e) => e.at - start)
-        return { wall: endedAt - start, lastAdmission: Math.max(...admitted), byStatus: stats.byStatus }
+        return { wall, lastAdmission: Math.max(...admitted), byStatus: stats.byStatus }
       })).pipe(Effect.provide(Simulator.layer(Scenario.single(MODEL, limits, {
         seed: 7,
         latency: { request: { _tag: "uniform", ...latency }, perOutputTokenMs: 0 }
@@ -180,18 +186,10 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
         const run = yield* withService({
           timeSlice: false,
           firstContactRamp: true,
-          budgets: [Budget.make("org:default/pool:gpt-4o", [
-            Budget.Limit.perMinute("requests", rpm),
-            Budget.Limit.perMinute("tokens", tpm)
-          ])]
+          budgets: announced(rpm, tpm)
         }, (openai) =>
           Effect.gen(function*() {
-            const start = yield* Clock.currentTimeMillis
-            const { endedAt, exit } = yield* drive(
-              Effect.forEach(calls, (params) => openai.chat.completions.create(params), { concurrency: "unbounded" })
-            )
-            expect(Exit.isSuccess(exit)).toBe(true)
-            const stats = yield* Simulator.stats
+            const { stats, wall } = yield* atOnce(openai, calls)
             const tokens = sum(stats.admissions.map((a) => a.tokens))
             const requests = stats.admissions.length
             const minimum = Math.max(
@@ -200,7 +198,7 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
               (requests - rpm * subWindowMs / 60_000) / (rpm / 60_000)
             )
             return {
-              wall: endedAt - start,
+              wall,
               minimum,
               rejected: stats.byStatus["429"] ?? 0,
               attempts: stats.attempts.length,
@@ -244,10 +242,7 @@ describe("OpenAi: the first-contact ramp of configured limits", () => {
       const layer = OpenAi.layerClient(client, {
         timeSlice: false,
         firstContactRamp: true,
-        budgets: [Budget.make("org:default/pool:gpt-4o", [
-          Budget.Limit.perMinute("requests", 1_000),
-          Budget.Limit.perMinute("tokens", 64_000)
-        ])],
+        budgets: announced(1_000, 64_000),
         onEvent: (event) =>
           event._tag === "Admitted"
             ? Effect.flatMap(
