@@ -351,14 +351,14 @@ export const make = (
         Effect.gen(function*() {
           const number = ++call.attempts
           const asked = yield* Clock.currentTimeMillis
-          yield* restore(learner.fit(call.poolScope, call.cost))
-          // a retry keeps the first attempt's place in its lane (not behind the calls that arrived since)
+          // a retry keeps the first attempt's place in its lane (not behind the calls that arrived since); taken before
+          // the learner's turn, so that the calls that wait there (a configured pool's first contact) keep their order
           if (call.arrivedAt === undefined) {
-            const now = yield* Clock.currentTimeMillis
             const given = call.options?.arrivedAt
-            const millis = given === undefined ? now : typeof given === "number" ? given : given.getTime()
-            call.arrivedAt = millis < now ? millis : now
+            const millis = given === undefined ? asked : typeof given === "number" ? given : given.getTime()
+            call.arrivedAt = millis < asked ? millis : asked
           }
+          yield* restore(learner.fit(call.poolScope, call.cost))
           const permit = yield* restore(Effect.mapError(
             limiter.acquire(call.scopes, call.cost, {
               priority: call.options?.priority,
