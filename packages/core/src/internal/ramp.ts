@@ -104,28 +104,27 @@ export class Ramps {
    * does not hold the next ones back while the buckets, refunded, sit full.
    */
   refund(scopes: ReadonlyArray<string>, refunded: Budget.Cost, admittedAt: number): void {
-    if (this.ramps.size === 0) return
-    for (const scope of scopes) {
-      for (const dimension in refunded) {
-        const amount = refunded[dimension]
-        if (!(amount > 0)) continue
-        const ramp = this.ramps.get(`${scope}\u0000${dimension}`)
-        if (ramp !== undefined && ramp.overshoot && admittedAt >= ramp.startedAt) {
-          ramp.given = Math.max(0, ramp.given - amount)
-        }
-      }
-    }
+    this.each(scopes, refunded, (ramp, amount) => {
+      if (ramp.overshoot && admittedAt >= ramp.startedAt) ramp.given = Math.max(0, ramp.given - amount)
+    })
   }
 
   /** An admission of `cost` on `scopes`: charged to their ramps. */
   charge(scopes: ReadonlyArray<string>, cost: Budget.Cost): void {
+    this.each(scopes, cost, (ramp, amount) => {
+      ramp.given += amount
+    })
+  }
+
+  /** Each ramp on `scopes` of a dimension `cost` charges, with that amount. */
+  private each(scopes: ReadonlyArray<string>, cost: Budget.Cost, f: (ramp: Ramp, amount: number) => void): void {
     if (this.ramps.size === 0) return
     for (const scope of scopes) {
       for (const dimension in cost) {
         const amount = cost[dimension]
         if (!(amount > 0)) continue
         const ramp = this.ramps.get(`${scope}\u0000${dimension}`)
-        if (ramp !== undefined) ramp.given += amount
+        if (ramp !== undefined) f(ramp, amount)
       }
     }
   }

@@ -1603,8 +1603,8 @@ export const make = (
           // of the time up to it: the server's full bucket lost its refill until the first of those calls reached it,
           // at the latest then. (A report's figure does not say it: of a herd, it counts the calls sent with it as
           // seen.)
-          // Any other report with figures forgets it, kept in the level: the report may lower the level below the
-          // server's, which has what its bucket lost, and given back after that, the hold would be counted twice.
+          // Any report with figures forgets it here (kept in the level; adopted or lowered to, the level is the
+          // server's, which has what its bucket lost): given back after that, the hold would be counted twice.
           // Nor is it given back where the bucket can have been full since (its refill since covers the hold and the
           // least net charge since), which lost it (at the server too), or where its limit changed.
           // Each such answer may say the first arrival was earlier than the ones before it did: what it gives back is
@@ -1809,8 +1809,6 @@ export const make = (
               }
               const absorbed = (point as { absorbed: Array<string> | undefined }).absorbed ??= []
               if (!absorbed.includes(target.spec.id)) absorbed.push(target.spec.id)
-              // the level is the server's now, which has what its bucket lost: nothing held back is left to give
-              ledger.coldHold = 0
               yield* store.track!(target.spec, remaining)
               // the level may have risen: waiters planned on the old one look again
               return signal()

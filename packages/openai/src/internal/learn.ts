@@ -208,8 +208,9 @@ interface Ramp {
   /** When the ramp ends whatever happens (the first-contact one), else `undefined`. */
   readonly endsAt: number | undefined
   /**
-   * A configured pool's first contact (see `contact`): a dimension leaves it on its own 429 (a 429 on tokens teaches
-   * nothing of a requests bucket smaller than announced), where the adaptive pool's leaves it whole.
+   * A configured pool's first contact (see `contact`): its calls go while what went before them is within it
+   * (`RateLimiter.Ramp.overshoot`), and a dimension leaves it on its own 429 (a 429 on tokens teaches nothing of a
+   * requests bucket smaller than announced), where the adaptive pool's leaves it whole.
    */
   readonly configured?: boolean | undefined
 }
@@ -553,14 +554,15 @@ export const make = (
     (ramp.start.get(dimension) ?? 0) * 2 ** (Math.max(0, at - ramp.startedAt) / ramp.doublingMillis)
 
   /** Starts the pool's ramp, in the limiter: its calls wait for their turn in the limiter's queue. */
-  const startRamp = (poolScope: string, state: PoolState, ramp: Ramp, overshoot = false) => {
+  const startRamp = (poolScope: string, state: PoolState, ramp: Ramp) => {
     state.ramp = ramp
     return Effect.forEach(ramp.start, ([dimension, from]) =>
       limiter.ramp(poolScope, dimension, {
         from,
         doubling: Duration.millis(ramp.doublingMillis),
         to: ramp.endsAt === undefined ? undefined : from * 2 ** ((ramp.endsAt - ramp.startedAt) / ramp.doublingMillis),
-        overshoot
+        // a configured pool's calls go while what went before them is within it, whatever their size
+        overshoot: ramp.configured === true
       }), { discard: true })
   }
 
@@ -570,7 +572,7 @@ export const make = (
     state: PoolState,
     start: Map<Dimension, number>,
     now: number,
-    overshoot: boolean
+    configured: boolean
   ) =>
     start.size === 0 ? Effect.void : startRamp(poolScope, state, {
       startedAt: now,
@@ -580,8 +582,8 @@ export const make = (
       slowest: FIRST_DOUBLING_MILLIS,
       given: new Map(),
       endsAt: now + FIRST_DOUBLING_MILLIS * Math.log2(1 / FIRST_START),
-      configured: overshoot
-    }, overshoot)
+      configured
+    })
 
   /** Ends the pool's ramp on `dimension` (all of it: `undefined`). */
   const endRamp = (poolScope: string, state: PoolState, dimension?: Dimension) =>
