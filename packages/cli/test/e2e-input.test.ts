@@ -324,6 +324,53 @@ describe("sluice run: careless and hostile input", () => {
     240_000
   )
 
+  // live: real files (in this process)
+  it.live(
+    "--order: largest first by default (by max_tokens and length), the file's order with --order input",
+    () =>
+      Effect.promise(async () => {
+        const dir = tmp()
+        const input = NodePath.join(dir, "in.jsonl")
+        const sizes = [16, 512, 64, 2_048, 16]
+        NodeFs.writeFileSync(
+          input,
+          sizes.map((max_tokens, i) =>
+            JSON.stringify({
+              custom_id: `o${i}`,
+              method: "POST",
+              url: "/v1/chat/completions",
+              // the last line is the first one's size and longer
+              body: {
+                model: "gpt-4o-mini",
+                messages: [{ role: "user", content: i === 4 ? "hi ".repeat(40) : "hi" }],
+                max_tokens
+              }
+            })
+          ).join("\n") + "\n"
+        )
+        // one call at a time: the output's order is the order the lines went out in
+        const order = async (extra: ReadonlyArray<string>) => {
+          const output = NodePath.join(dir, `out${extra.length}.jsonl`)
+          const r = await sluice(["--input", input, "--output", output, "--concurrency", "1", ...extra, ...S])
+          expect(r.code, r.err).toBe(0)
+          return outputLines(output).map((l) => l.custom_id)
+        }
+        expect(await order([])).toEqual(["o3", "o1", "o2", "o4", "o0"])
+        expect(await order(["--order", "input"])).toEqual(["o0", "o1", "o2", "o3", "o4"])
+        const bad = await sluice([
+          "--input",
+          input,
+          "--output",
+          NodePath.join(dir, "x.jsonl"),
+          "--order",
+          "smallest",
+          ...S
+        ])
+        expect(bad.code).toBe(2)
+      }),
+    60_000
+  )
+
   // live: a real process's heap limit (--max-old-space-size)
   it.live("--concurrency 1000000 on a 3-line file runs in a 96 MB heap", () =>
     Effect.promise(async () => {

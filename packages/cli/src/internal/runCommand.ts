@@ -25,6 +25,13 @@ export const options = {
   limits: connectOptions.limits,
   routing: optional(Options.file("routing", { exists: "yes" }), "Routing table file (JSON)"),
   concurrency: count("concurrency", "Requests in flight at most (the rate limiter paces them)", 256),
+  order: Options.choice("order", ["largest-first", "input"]).pipe(
+    Options.withDescription(
+      "largest-first: each 1,024 lines go out largest first (by the output they may ask for and their length), so a " +
+        "long call does not start last; input: in the file's order"
+    ),
+    Options.withDefault("largest-first" as const)
+  ),
   priority: optional(Options.choice("priority", ["interactive", "background"]), "Priority lane for admission"),
   deadline: optional(
     Options.text("deadline"),

@@ -176,6 +176,7 @@ const runBody = (env: Environment, options: RunOptions) =>
         execute,
         describe: executor.describe,
         concurrency: options.concurrency,
+        order: options.order,
         stop: env.stop,
         progress,
         // a second pass goes on from the first's output: never truncated, its failures never moved again

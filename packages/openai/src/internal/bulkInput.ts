@@ -6,6 +6,8 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as TokenEstimator from "../TokenEstimator.js"
+import * as Endpoints from "./endpoint.js"
 
 /** @internal */
 export const supportedUrls = [
@@ -140,3 +142,25 @@ export const errorFields = (line: number, invalid: Extract<Decoded, { readonly _
   message: invalid.message,
   ...(invalid.customId === undefined ? {} : { customId: invalid.customId })
 })
+
+const positive = (value: unknown): number | undefined =>
+  typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined
+
+/**
+ * The key of `order: "largest-first"`: roughly what admission will charge a line, without tokenizing it (the
+ * executor does that once): the output it may ask for (`n` × its maximum, else the model's default for the
+ * endpoints that generate text) plus its line's length at four characters a token.
+ *
+ * @internal
+ */
+export const sizeOf = (url: string, body: Record<string, unknown>, length: number): number => {
+  const path = Endpoints.endpointOf(url)
+  const generates = path === "/chat/completions" || path === "/responses" || path === "/completions"
+  const model = typeof body.model === "string" ? body.model : ""
+  const most = positive(body.max_completion_tokens) ?? positive(body.max_output_tokens) ?? positive(body.max_tokens)
+  const output = generates
+    ? (most ?? (path === "/completions" ? 16 : TokenEstimator.defaultMaxOutputTokens(model))) *
+      Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
+    : 0
+  return output + Math.ceil(length / 4)
+}

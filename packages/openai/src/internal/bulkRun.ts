@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -155,6 +156,8 @@ export const run = <E, R>(
       }
 
       // 2. classify lines in order (so duplicates and line numbers are deterministic)
+      const largestFirst = (options.order ?? "largest-first") === "largest-first"
+      const orderWindow = Math.max(1, Math.floor(options.orderWindow ?? 1_024))
       const seen = new Map<string, number>()
       /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
       const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
@@ -202,7 +205,8 @@ export const run = <E, R>(
       /** A chunk of lines, in order: the work goes to the queue (waiting for room), the rest is recorded. */
       const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
-          const work: Array<Request | null> = []
+          const work: Array<Request> = []
+          const sizes = new Map<Request, number>()
           const rejected: Array<BulkInputError> = []
           const invalid: Array<{ readonly request: Request; readonly message: string }> = []
           let alreadyDone = 0
@@ -214,7 +218,15 @@ export const run = <E, R>(
             if (classified instanceof BulkInputError) rejected.push(classified)
             else if (classified._tag === "Work") {
               if (offload !== undefined && offload.accepts(classified.request)) text = line.text
-              else work.push(classified.request)
+              else {
+                work.push(classified.request)
+                if (largestFirst) {
+                  sizes.set(
+                    classified.request,
+                    Input.sizeOf(classified.request.url, classified.request.body, line.text.length)
+                  )
+                }
+              }
             } else if (classified._tag === "InvalidBody") invalid.push(classified)
             else if (classified.alreadyDone === true) alreadyDone++
             if (taken !== undefined) {
@@ -228,6 +240,8 @@ export const run = <E, R>(
           if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
           for (const error of rejected) steps.push(reject(error))
           for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
+          // a stable sort: lines of one size keep the file's order
+          if (largestFirst) work.sort((a, b) => sizes.get(b)! - sizes.get(a)!)
           if (work.length > 0) {
             steps.push(Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
           }
@@ -328,6 +342,8 @@ export const run = <E, R>(
           return Effect.forEach(Array.from({ length: more }), () => FiberSet.run(workers, worker), { discard: true })
         })
       const producer = Files.lines(options.input).pipe(
+        // largest first: a window of lines is classified (in order) and handed over sorted
+        largestFirst ? Stream.rechunk(orderWindow) : identity,
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
         Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
