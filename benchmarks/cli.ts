@@ -24,7 +24,7 @@
  * `--shapes NAME,…|all` (issue 13): the OpenAI benchmark's named workload shapes (benchmarks/openai-workload.ts
  * `SHAPES`) instead, each as a Batch API file with a limits file of the server's limits, run by `sluice run`
  * with limits given and with none (learned) beside the bare SDK + p-limit(64) and the cookbook processor; per
- * shape the ratio to the minimum (`shapeMinimumMillis`, as `pnpm bench:openai --shapes`) and the 429s, and what
+ * shape the ratio to the minimum (`orderFreeMinimumMillis` over `shapeMinimumMillis`'s buckets) and the 429s, and what
  * `sluice run`'s summary said it learned. The shapes with arrivals over time (Poisson) have no file form and are
  * left out. Rows stop after 150 s unless `--timeout` says.
  */
@@ -43,6 +43,7 @@ import {
   gitState,
   loads,
   machine,
+  orderFreeMinimumMillis,
   runProcess,
   seconds,
   serveSimulator,
@@ -55,11 +56,13 @@ import {
   CHAT_URL,
   EMBEDDING_MODEL,
   EMBEDDINGS_URL,
+  knownCharge,
   LATENCY,
   LATENCY_DESCRIPTION,
   mixedWorkload,
   MODEL,
   OUTPUT_FRACTION,
+  outputOf,
   SHAPES,
   shapeScenario,
   shapeWorkload
@@ -150,8 +153,14 @@ interface Workload {
   /** The limits file with the server's bursts too (`burst` per limit), on a shape whose server enforces them. */
   readonly burstLimitsPath?: string | undefined
   readonly scenario: SimConfig.ScenarioInput
-  /** Admission alone: each row adds the latency of its last request. */
+  /** Admission alone (a row's minimum adds the latencies: `orderFreeMinimumMillis`). */
   readonly admissionMinimumMillis: number
+  /** Each line's model, the tokens the server keeps of it and its own latency (`orderFreeMinimumMillis`). */
+  readonly charges: ReadonlyMap<string, { readonly model: string; readonly tokens: number; readonly own: number }>
+  /** The server's limits per model. */
+  readonly limits: Readonly<Record<string, { readonly rpm: number; readonly tpm: number }>>
+  /** The server's bursts as a share of its per-minute limits (sub-minute enforcement), else 1. */
+  readonly share: number
 }
 /** From the file's usage as the server charges it (every row that loses nothing is charged exactly this). */
 let admissionMinimumMillis = 0
@@ -166,7 +175,24 @@ const chatLines = requests.filter((request) => request.url === CHAT_URL).length
 const embeddingLines = requests.filter((request) => request.url === EMBEDDINGS_URL).length
 
 /** The default workload: the 3,000-line file. */
-const bulk: Workload = { label: "", ids, known, inputPath, limitsPath, scenario, admissionMinimumMillis }
+const chargesOf = (list: ReadonlyArray<BenchRequest>, kept: boolean) =>
+  new Map(list.map((request) => [request.id, {
+    model: request.body.model,
+    tokens: kept ? knownCharge(request) : request.knownUsage,
+    own: request.url === CHAT_URL ? LATENCY.perOutputTokenMs * outputOf(request.body.max_tokens) : 0
+  }]))
+const bulk: Workload = {
+  label: "",
+  ids,
+  known,
+  inputPath,
+  limitsPath,
+  scenario,
+  admissionMinimumMillis,
+  charges: chargesOf(requests, false),
+  limits: LIMITS,
+  share: 1
+}
 
 // -----------------------------------------------------------------------------
 // one row
@@ -325,6 +351,23 @@ const runRow = (round: number, implementation: string, workload: Workload = bulk
       if (exchange.status === 200 && (last === undefined || exchange.start > last.start)) last = exchange
     }
     const lastLatency = last === undefined ? 0 : last.end - last.start
+    // the least time any order allows, with the draws the server made in this run (attempts are recorded as
+    // admitted, in order)
+    const answered = new Map<string, { readonly position: number; readonly latency: number }>()
+    for (const attempt of stats.attempts) {
+      if (attempt.status === 200 && attempt.key !== undefined && !answered.has(attempt.key)) {
+        answered.set(attempt.key, { position: answered.size, latency: attempt.latencyMs ?? 0 })
+      }
+    }
+    const minimumMillis = orderFreeMinimumMillis(
+      [...workload.charges].map(([id, charge]) => ({
+        ...charge,
+        position: answered.get(id)?.position ?? Number.POSITIVE_INFINITY,
+        latency: answered.get(id)?.latency ?? 0
+      })),
+      (model) => workload.limits[model],
+      { share: workload.share }
+    )
 
     const charged = new Map<string, number>()
     for (const admission of stats.admissions) {
@@ -343,7 +386,7 @@ const runRow = (round: number, implementation: string, workload: Workload = bulk
       wallMillis: result.exitedAt - result.spawnedAt,
       startupMillis: posts.length === 0 ? NaN : firstStart - result.spawnedAt,
       lastResponseMillis: posts.length === 0 ? NaN : lastEnd - result.spawnedAt,
-      minimumMillis: workload.admissionMinimumMillis + lastLatency,
+      minimumMillis,
       lastLatencyMillis: lastLatency,
       server429: stats.byStatus["429"] ?? 0,
       serverFaults: attempts.filter((a) => a.fault !== undefined && a.status !== 200).length,
@@ -565,13 +608,18 @@ const render = (
     "tokens the server charges for the whole file (T: every row that loses nothing is charged exactly this, see",
     "\"charged tokens\" below) and the requests (N):",
     "",
-    "    minimum = max over models of max( (T − C_tpm) / L_tpm, (N − C_rpm) / L_rpm ) + the last request's latency",
+    "    admission = max over models of max( (T − C_tpm) / L_tpm, (N − C_rpm) / L_rpm )",
     "",
     `Chat binds: T = ${fmt(chat.tokens)} against ${fmt(LIMITS[MODEL].tpm)} TPM is ${
       seconds(bucketMinimumMillis(chat.tokens, LIMITS[MODEL].tpm))
     } s; the embeddings' ${fmt(embeddings.tokens)} fit their bucket at once.`,
-    "The last request's latency is that of the successful request the server received last, as the server measured",
-    "it (from its headers' arrival to the response's end). The minimum starts at the first request: \"wall ÷ min\"",
+    "Each request then takes the latency the server gave it in the run, and no order can do better than the one that",
+    "sends the longest latencies first (`orderFreeMinimumMillis` in benchmarks/cli-harness.ts): the minimum is the",
+    "latest admission plus latency in that order, each admitted as soon as the buckets hold what went before it (and",
+    "no less than the admission above plus the shortest latency). Before 2026-12-07 it was the admission plus the",
+    "latency of the request the server received last, which depends on the order a row chose (a row that sends its",
+    "longest calls first, as `sluice run` does since then, would be measured against a smaller minimum). The minimum",
+    "starts at the first request: \"wall ÷ min\"",
     "charges the start-up to the implementation, \"(wall − start-up) ÷ min\" does not. A row that lost lines did less",
     "than the whole work: its ratio is not comparable.",
     "",
@@ -659,7 +707,10 @@ const shapeFiles = (shape: Shape): Workload => {
     inputPath: input,
     limitsPath: limits,
     scenario: shapeScenario(shape),
-    admissionMinimumMillis: shapeMinimumMillis(shape)
+    admissionMinimumMillis: shapeMinimumMillis(shape),
+    charges: chargesOf(list, shape.enforcement?.settle === "never"),
+    limits: { [MODEL]: shape.limits },
+    share: shape.burstShare ?? 1
   }
 }
 
@@ -722,7 +773,9 @@ const renderShapes = (
     "shape's scenario, no faults), the implementation a cold child process; `sluice run --limits`, `sluice run`",
     "with no limits (learned), the bare SDK with p-limit(64) and 2 retries, the cookbook processor given the limits",
     "file. The minimum: each server bucket starts full at its capacity (on sub-minute its 5 s burst) and refills",
-    "at its limit, plus the latency of the request the server received last. Goals (issue 13), judged after",
+    "at its limit; each line takes the latency the server gave it in the row, in the order that ends soonest (the",
+    "longest first: `orderFreeMinimumMillis`; before 2026-12-07, plus the latency of the request the server received",
+    "last, which depended on the order a row sent its lines in). Goals (issue 13), judged after",
     "start-up (`sluice run` loads from source through tsx: 2–5 s that are not pacing): with limits given ≤ 1.05×",
     "and 0 × 429, learned ≤ 1.10× with 429s ≤ 2% of attempts (the sub-minute `sluice run --limits` row too: it",
     "learns the burst); no lost line.",

@@ -138,7 +138,9 @@ const prose = (random: Random, words: number): string => {
 
 /** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
 /** The simulator's output for a chat call's `max_tokens` (`output.fraction` of it, at least 1). */
-const outputOf = (maxTokens: number): number => Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
+/** The output the simulator writes for a `max_tokens` (`OUTPUT_FRACTION` of it, at least one token). */
+export const outputOf = (maxTokens: number): number =>
+  Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
 
 /**
  * What the simulator charges a request at admission (its estimate: the prompt plus `max_tokens`), which a server that
