@@ -320,63 +320,6 @@ export const shapeMinimumMillis = (shape: Shape): number => {
   return Math.max(admission, lastArrival)
 }
 
-/** One request of {@link orderFreeMinimumMillis}: what the server keeps of it and what its latency was made of. */
-export interface Served {
-  readonly model: string
-  /** The tokens the server keeps of it (its usage where the server trues up, else its admission estimate). */
-  readonly tokens: number
-  /** Its place in the order the server admitted the run's answered requests (`Infinity`: never answered). */
-  readonly position: number
-  /** The server's latency for it in this run (0 when it was never answered). */
-  readonly latency: number
-  /** The part of its latency that is its own (the simulator's time per generated token), whenever it is sent. */
-  readonly own: number
-}
-
-/**
- * A lower bound on the time in which any client, in any order, could have had every request answered by this run's
- * server: each bucket starts full at share × L and refills at L a minute. The simulator's latency has two parts: the
- * request's own (10 ms per generated token: a long answer takes long whenever it is sent) and a time to first byte
- * drawn in the order it admits requests (the k-th admitted gets the k-th draw, whichever request it is). So the
- * k-th admission (any order) is no sooner than when the buckets hold the k smallest charges (A_k), and ends no sooner
- * than A_k + its draw d_k + the own part of whichever request goes k-th; the least of the largest such end over
- * all assignments pairs the largest own parts with the smallest A_k + d_k. A client cannot choose which request
- * meets a slow draw, and is not measured as if it could; it can choose to send its long answers first, and is
- * measured against the order that does. Unlike "the admission minimum plus the latency of the request the server
- * received last", this does not depend on the order a row chose: a row that sends its long calls first is not
- * measured against a smaller minimum for it. Every line is at hand at the start (a file: no arrivals).
- */
-export const orderFreeMinimumMillis = (
-  served: ReadonlyArray<Served>,
-  limitsOf: (model: string) => { readonly rpm: number; readonly tpm: number },
-  options: { readonly share?: number | undefined } = {}
-): number => {
-  const share = options.share ?? 1
-  const fill = (total: number, limit: number) => Math.max(0, (total - limit * share) / limit) * 60_000
-  const byModel = new Map<string, Array<Served>>()
-  for (const request of served) {
-    const list = byModel.get(request.model) ?? []
-    list.push(request)
-    byModel.set(request.model, list)
-  }
-  let minimum = 0
-  for (const [model, list] of byModel) {
-    const limits = limitsOf(model)
-    // the draws, by admission
-    const draws = [...list].sort((a, b) => a.position - b.position)
-      .map((request) => Number.isFinite(request.position) ? Math.max(0, request.latency - request.own) : 0)
-    const charges = list.map((request) => request.tokens).sort((a, b) => a - b)
-    let tokens = 0
-    const earliest = charges.map((charge, k) => {
-      tokens += charge
-      return Math.max(fill(tokens, limits.tpm), fill(k + 1, limits.rpm)) + draws[k]
-    }).sort((a, b) => a - b)
-    const own = list.map((request) => request.own).sort((a, b) => b - a)
-    for (let k = 0; k < own.length; k++) minimum = Math.max(minimum, earliest[k] + own[k])
-  }
-  return minimum
-}
-
 // -----------------------------------------------------------------------------
 // reporting
 // -----------------------------------------------------------------------------

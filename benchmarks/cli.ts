@@ -43,13 +43,13 @@ import {
   gitState,
   loads,
   machine,
-  orderFreeMinimumMillis,
   runProcess,
   seconds,
   serveSimulator,
   shapeMinimumMillis,
   tableSections
 } from "./cli-harness.js"
+import { orderFreeMinimumMillis } from "./minimum.js"
 import type { BenchRequest, Shape } from "./openai-workload.js"
 import {
   batchLine,
@@ -351,20 +351,17 @@ const runRow = (round: number, implementation: string, workload: Workload = bulk
       if (exchange.status === 200 && (last === undefined || exchange.start > last.start)) last = exchange
     }
     const lastLatency = last === undefined ? 0 : last.end - last.start
-    // the least time any order allows, with the draws the server made in this run (attempts are recorded as
-    // admitted, in order)
-    const answered = new Map<string, { readonly position: number; readonly latency: number }>()
+    // the least time any order allows (benchmarks/minimum.ts), with the draws the server made in this row: each
+    // answered attempt's latency less its line's own part, in the order it admitted them (recorded as admitted)
+    const draws: Array<number> = []
     for (const attempt of stats.attempts) {
-      if (attempt.status === 200 && attempt.key !== undefined && !answered.has(attempt.key)) {
-        answered.set(attempt.key, { position: answered.size, latency: attempt.latencyMs ?? 0 })
-      }
+      if (attempt.status !== 200) continue
+      const own = attempt.key === undefined ? undefined : workload.charges.get(attempt.key)?.own
+      draws.push((attempt.latencyMs ?? 0) - (own ?? 0))
     }
     const minimumMillis = orderFreeMinimumMillis(
-      [...workload.charges].map(([id, charge]) => ({
-        ...charge,
-        position: answered.get(id)?.position ?? Number.POSITIVE_INFINITY,
-        latency: answered.get(id)?.latency ?? 0
-      })),
+      [...workload.charges.values()],
+      draws,
       (model) => workload.limits[model],
       { share: workload.share }
     )
@@ -613,12 +610,15 @@ const render = (
     `Chat binds: T = ${fmt(chat.tokens)} against ${fmt(LIMITS[MODEL].tpm)} TPM is ${
       seconds(bucketMinimumMillis(chat.tokens, LIMITS[MODEL].tpm))
     } s; the embeddings' ${fmt(embeddings.tokens)} fit their bucket at once.`,
-    "Each request then takes the latency the server gave it in the run, and no order can do better than the one that",
-    "sends the longest latencies first (`orderFreeMinimumMillis` in benchmarks/cli-harness.ts): the minimum is the",
-    "latest admission plus latency in that order, each admitted as soon as the buckets hold what went before it (and",
-    "no less than the admission above plus the shortest latency). Before 2026-12-07 it was the admission plus the",
-    "latency of the request the server received last, which depends on the order a row chose (a row that sends its",
-    "longest calls first, as `sluice run` does since then, would be measured against a smaller minimum). The minimum",
+    "Then the latencies: the simulator's is each line's own part (10 ms a generated token, whenever it is sent) plus a",
+    "time to first byte it draws from one seeded sequence as it admits the requests it answers (the k-th answered",
+    "admission gets the k-th draw, whichever line it is). The minimum (`orderFreeMinimumMillis`, benchmarks/minimum.ts)",
+    "is a lower bound for any order: the k-th admission is no sooner than when the buckets hold the k smallest charges,",
+    "it meets the k-th draw (with several models, the least draw from the k-th on), and the own parts go where they end",
+    "soonest (the largest with the earliest). A row is not measured as if it could choose which line meets a slow",
+    "draw, and is measured against sending its long answers first. Before 2026-12-07 it was the admission plus the",
+    "latency of the request the server received last, which depended on the order a row chose (a row that sends its",
+    "longest calls first, as `sluice run` does since then, was measured against a smaller minimum). The minimum",
     "starts at the first request: \"wall ÷ min\"",
     "charges the start-up to the implementation, \"(wall − start-up) ÷ min\" does not. A row that lost lines did less",
     "than the whole work: its ratio is not comparable.",
@@ -773,9 +773,10 @@ const renderShapes = (
     "shape's scenario, no faults), the implementation a cold child process; `sluice run --limits`, `sluice run`",
     "with no limits (learned), the bare SDK with p-limit(64) and 2 retries, the cookbook processor given the limits",
     "file. The minimum: each server bucket starts full at its capacity (on sub-minute its 5 s burst) and refills",
-    "at its limit; each line takes the latency the server gave it in the row, in the order that ends soonest (the",
-    "longest first: `orderFreeMinimumMillis`; before 2026-12-07, plus the latency of the request the server received",
-    "last, which depended on the order a row sent its lines in). Goals (issue 13), judged after",
+    "at its limit; each line takes its own latency (10 ms a generated token) placed where it ends soonest, plus the",
+    "time to first byte the server drew at that admission (`orderFreeMinimumMillis`, benchmarks/minimum.ts: a lower",
+    "bound for any order; before 2026-12-07, the admission plus the latency of the request the server received last,",
+    "which depended on the order a row sent its lines in). Goals (issue 13), judged after",
     "start-up (`sluice run` loads from source through tsx: 2–5 s that are not pacing): with limits given ≤ 1.05×",
     "and 0 × 429, learned ≤ 1.10× with 429s ≤ 2% of attempts (the sub-minute `sluice run --limits` row too: it",
     "learns the burst); no lost line.",

@@ -136,9 +136,7 @@ const prose = (random: Random, words: number): string => {
   return text.join(" ")
 }
 
-/** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
 /** The simulator's output for a chat call's `max_tokens` (`output.fraction` of it, at least 1). */
-/** The output the simulator writes for a `max_tokens` (`OUTPUT_FRACTION` of it, at least one token). */
 export const outputOf = (maxTokens: number): number =>
   Math.max(1, Math.min(Math.ceil(OUTPUT_FRACTION * maxTokens), maxTokens))
 
@@ -151,6 +149,7 @@ export const knownCharge = (request: BenchRequest): number =>
     ? request.knownUsage - outputOf(request.body.max_tokens) + request.body.max_tokens
     : request.knownUsage
 
+/** A chat request: the fixed system prompt, a seeded user prompt of 40–320 words, a seeded `max_tokens`. */
 const chatRequest = (
   random: Random,
   id: string,

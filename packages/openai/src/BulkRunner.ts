@@ -514,21 +514,26 @@ export declare namespace BulkRunner {
     /** How many requests may be in flight at once (default 256). */
     readonly concurrency?: number | undefined
     /**
-     * The order the lines go to `execute` in. `largest-first` (the default) reads the input `orderWindow` lines at a
-     * time and hands each window's lines over largest first, by what they may cost: the output they may ask for
-     * (`n` × `max_tokens` / `max_completion_tokens` / `max_output_tokens`, else the model's default) plus their
-     * length at four characters a token. Their answers take about as long as their outputs, so the long calls start
-     * first and the short ones fill the budget after them: the run does not end on a long call sent last (90 calls of
-     * `max_tokens` 2,048-8,192 at 200,000 TPM: 72.7 s -> 65.5 s over HTTP, `pnpm bench:cli --shapes few-large`).
-     * `input` keeps the file's order. Either way the output lines are written as their calls end, and a rerun
-     * resumes by `custom_id`.
+     * The order the lines go to `execute` in. `largest-first` (the default) takes the lines to send `orderWindow` at
+     * a time (or fewer, once they reach 8 MiB of text; the rest when the input ends) and hands each window over
+     * largest first: by the output a line may ask for (`n` × `max_tokens` / `max_completion_tokens` /
+     * `max_output_tokens`, else the model's default, for each prompt of a completions list; an image counts as 4,096
+     * tokens; embeddings and moderations none), then by its length; lines of one size keep the file's order. An
+     * answer takes about as long as its output, so the long calls start first and the short ones fill the budget
+     * after them: the run does not end on a long call sent last (`sluice run --limits` on 90 calls of `max_tokens`
+     * 2,048-8,192 at 200,000 TPM: 72.6 s -> 65.5 s over HTTP). `input` keeps the file's order, and hands each line
+     * over as soon as it is read (for an input still being written, a pipe). Either way lines are classified in the
+     * file's order (line numbers, duplicates, rejected lines), output lines are written as their calls end, and a
+     * rerun resumes by `custom_id`. The default was the file's order before 0.2.0. The model's default output is
+     * `TokenEstimator.defaultMaxOutputTokens` of the line's `model` (a task or an alias that a router resolves counts
+     * 1,024).
      *
      * @since 0.2.0
      */
     readonly order?: "largest-first" | "input" | undefined
     /**
-     * How many lines `order: "largest-first"` sorts at once (default 1,024): a line waits behind at most that many
-     * lines read after it, and at most that many decoded lines wait to be handed over.
+     * How many lines to send `order: "largest-first"` sorts at once (default 1,024): a line waits behind at most that
+     * many read after it, and up to that many decoded lines wait for the window to fill beside those in the queue.
      *
      * @since 0.2.0
      */

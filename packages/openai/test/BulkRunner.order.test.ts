@@ -53,10 +53,11 @@ const drawn: FastCheck.Arbitrary<Drawn> = FastCheck.oneof(
   { arbitrary: FastCheck.constant({ _tag: "repeat" as const }), weight: 1 }
 )
 
-/** The file's text for the drawn lines, and each work line's id, line number and expected key. */
+/** The file's text for the drawn lines, and each work line's id, line number, output and length. */
 const fileOf = (lines: ReadonlyArray<Drawn>) => {
   const texts: Array<string> = []
-  const work: Array<{ readonly id: string; readonly line: number; readonly key: number }> = []
+  const work: Array<{ readonly id: string; readonly line: number; readonly output: number; readonly length: number }> =
+    []
   lines.forEach((d, i) => {
     const id = `r${i}`
     let text: string
@@ -84,7 +85,7 @@ const fileOf = (lines: ReadonlyArray<Drawn>) => {
           body: { model: "text-embedding-3-small", input: "word ".repeat(d.words) }
         })
         // nothing generated: the length alone
-        work.push({ id, line: i + 1, key: Math.ceil(text.length / 4) })
+        work.push({ id, line: i + 1, output: 0, length: text.length })
         break
       case "chat":
         text = JSON.stringify({
@@ -98,8 +99,8 @@ const fileOf = (lines: ReadonlyArray<Drawn>) => {
             ...(d.n === undefined ? {} : { n: d.n })
           }
         })
-        // the output it may ask for (gpt-4o-mini's default is 1,024) n times, plus its length in 4-character tokens
-        work.push({ id, line: i + 1, key: (d.maxTokens ?? 1_024) * (d.n ?? 1) + Math.ceil(text.length / 4) })
+        // the output it may ask for (gpt-4o-mini's default is 1,024) n times, then its length
+        work.push({ id, line: i + 1, output: (d.maxTokens ?? 1_024) * (d.n ?? 1), length: text.length })
         break
     }
     texts.push(text)
@@ -107,35 +108,56 @@ const fileOf = (lines: ReadonlyArray<Drawn>) => {
   return { text: texts.join("\n") + "\n", work }
 }
 
-/** Runs a file with one call at a time (the hand-over order is the order of the calls), recording that order. */
+/**
+ * Runs a file with one call at a time (the hand-over order is the order of the calls), recording that order and the
+ * rejected lines; `done` lines (ids) are in the output already, from an earlier run of theirs: this one resumes.
+ */
 const runOrder = (
   text: string,
-  options: { readonly order?: "largest-first" | "input"; readonly orderWindow?: number }
+  options: { readonly order?: "largest-first" | "input"; readonly orderWindow?: number },
+  done: ReadonlySet<string> = new Set()
 ) =>
   Effect.gen(function*() {
     const dir = tmp()
     const input = NodePath.join(dir, "in.jsonl")
     const output = NodePath.join(dir, "out.jsonl")
-    NodeFs.writeFileSync(input, text)
     const called: Array<string> = []
-    const summary = yield* BulkRunner.run({
-      input,
-      output,
-      concurrency: 1,
-      // the fake answers are not an endpoint's shape
-      checkResponses: false,
-      ...options,
-      onInputError: () => Effect.void,
-      execute: (request) =>
-        Effect.sync(() => {
-          called.push(request.customId)
-          return { statusCode: 200, requestId: `req-${request.customId}`, body: { id: request.customId } }
-        }),
-      describe: () => ({ kind: "Unknown", code: "unknown", message: "never" })
-    })
+    const rejected: Array<number> = []
+    const once = (file: string, record: boolean) =>
+      BulkRunner.run({
+        input: file,
+        output,
+        concurrency: 1,
+        // the fake answers are not an endpoint's shape
+        checkResponses: false,
+        ...options,
+        onInputError: (e) => Effect.sync(() => record && rejected.push(e.line)),
+        execute: (request) =>
+          Effect.sync(() => {
+            if (record) called.push(request.customId)
+            return { statusCode: 200, requestId: `req-${request.customId}`, body: { id: request.customId } }
+          }),
+        describe: () => ({ kind: "Unknown", code: "unknown", message: "never" })
+      })
+    if (done.size > 0) {
+      const first = NodePath.join(dir, "first.jsonl")
+      NodeFs.writeFileSync(
+        first,
+        text.split("\n").filter((line) => {
+          try {
+            return done.has(JSON.parse(line).custom_id)
+          } catch {
+            return false
+          }
+        }).join("\n") + "\n"
+      )
+      yield* once(first, false)
+    }
+    NodeFs.writeFileSync(input, text)
+    const summary = yield* once(input, true)
     const out = readLines(output)
     NodeFs.rmSync(dir, { recursive: true, force: true })
-    return { called, summary, out }
+    return { called, rejected, summary, out }
   })
 
 describe("BulkRunner: the order lines are handed over in", () => {
@@ -146,31 +168,35 @@ describe("BulkRunner: the order lines are handed over in", () => {
         const samples = FastCheck.sample(
           FastCheck.record({
             lines: FastCheck.array(drawn, { minLength: 1, maxLength: 60 }),
-            window: FastCheck.integer({ min: 1, max: 25 })
+            window: FastCheck.integer({ min: 1, max: 25 }),
+            // which lines an earlier run did (a rerun resumes): one in four, or none
+            doneSeed: FastCheck.integer({ min: 0, max: 3 })
           }),
           { numRuns: 120, seed: 1_207 }
         )
-        for (const { lines, window } of samples) {
+        for (const { doneSeed, lines, window } of samples) {
           const { text, work } = fileOf(lines)
-          const largest = yield* runOrder(text, { orderWindow: window })
-          // expected: the work lines grouped by the window their line number falls in, each group by key
-          // (largest first), ties by line number
-          const expected = [...work]
-            .sort((a, b) =>
-              Math.floor((a.line - 1) / window) - Math.floor((b.line - 1) / window) || b.key - a.key ||
-              a.line - b.line
-            )
+          const done = new Set(doneSeed === 0 ? [] : work.filter((_, i) => (i + doneSeed) % 4 === 0).map((w) => w.id))
+          const toSend = work.filter((w) => !done.has(w.id))
+          const largest = yield* runOrder(text, { orderWindow: window }, done)
+          // expected: the lines to send taken `window` at a time in the file's order, each window by output, then
+          // length (largest first), ties in the file's order
+          const expected = toSend
+            .map((w, index) => ({ ...w, group: Math.floor(index / window) }))
+            .sort((a, b) => a.group - b.group || b.output - a.output || b.length - a.length || a.line - b.line)
             .map((w) => w.id)
-          const context = `window ${window}: ${JSON.stringify(lines)}`
+          const context = `window ${window}, done ${[...done]}: ${JSON.stringify(lines)}`
           expect(largest.called, context).toEqual(expected)
-          // each line written once, whatever the order
+          // each line written once, whatever the order (the done ones by the earlier run)
           expect(largest.out.map((l) => l.custom_id).sort(), context).toEqual(work.map((w) => w.id).sort())
-          expect(largest.summary.succeeded, context).toBe(work.length)
+          expect(largest.summary.succeeded, context).toBe(toSend.length)
+          expect(largest.summary.alreadyDone, context).toBe(done.size)
 
-          const input = yield* runOrder(text, { order: "input", orderWindow: window })
-          expect(input.called, context).toEqual(work.map((w) => w.id))
+          const input = yield* runOrder(text, { order: "input", orderWindow: window }, done)
+          expect(input.called, context).toEqual(toSend.map((w) => w.id))
           // the same lines rejected either way, on the same line numbers
-          expect(input.summary.invalid, context).toBe(largest.summary.invalid)
+          expect(largest.rejected.length, context).toBe(largest.summary.invalid)
+          expect(input.rejected, context).toEqual(largest.rejected)
           expect(input.summary.invalidByReason, context).toEqual(largest.summary.invalidByReason)
         }
       }),
@@ -190,7 +216,21 @@ describe("BulkRunner: the order lines are handed over in", () => {
       expect(called).toHaveLength(1_025)
       expect(called[1_024]).toBe("r1024")
       // the first window's largest (max_tokens 65) first
-      expect(work.find((w) => w.id === called[0])!.key).toBe(Math.max(...work.slice(0, 1_024).map((w) => w.key)))
+      expect(work.find((w) => w.id === called[0])!.output).toBe(Math.max(...work.slice(0, 1_024).map((w) => w.output)))
+    }))
+
+  it.effect("a window also ends at 8 MiB of lines: of four 3 MiB lines, the fourth (the largest) goes last", () =>
+    Effect.gen(function*() {
+      const lines: Array<Drawn> = [1, 2, 3, 4].map((i) => ({
+        _tag: "chat" as const,
+        maxTokens: i * 100,
+        n: undefined,
+        words: (3 * 1024 * 1024) / 5
+      }))
+      const { text } = fileOf(lines)
+      const { called } = yield* runOrder(text, {})
+      // the first three close a window (9 MiB), largest first; the fourth is the next window
+      expect(called).toEqual(["r2", "r1", "r0", "r3"])
     }))
 
   // `sluice run`'s path (the runner, the executor with the limits given) on the few-large calls of

@@ -147,20 +147,44 @@ const positive = (value: unknown): number | undefined =>
   typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined
 
 /**
- * The key of `order: "largest-first"`: roughly what admission will charge a line, without tokenizing it (the
- * executor does that once): the output it may ask for (`n` × its maximum, else the model's default for the
- * endpoints that generate text) plus its line's length at four characters a token.
+ * What `order: "largest-first"` sorts by: the output a line may ask for, then its length.
  *
  * @internal
  */
-export const sizeOf = (url: string, body: Record<string, unknown>, length: number): number => {
+export interface Size {
+  readonly output: number
+  readonly length: number
+}
+
+/** An image counts as this many output tokens: it takes about as long as a long completion. */
+const IMAGE_OUTPUT = 4_096
+
+/**
+ * The key of `order: "largest-first"`, without tokenizing the line (the executor does that once): the output it may
+ * ask for (`n` × its maximum, else the model's default, for each prompt of a completions list; an image as 4,096
+ * tokens; nothing for embeddings and moderations), then the line's length. An answer takes about as long as its
+ * output, whatever its prompt.
+ *
+ * @internal
+ */
+export const sizeOf = (url: string, body: Record<string, unknown>, length: number): Size => {
   const path = Endpoints.endpointOf(url)
-  const generates = path === "/chat/completions" || path === "/responses" || path === "/completions"
+  const choices = Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
+  if (path === "/images/generations") return { output: (positive(body.n) ?? 1) * IMAGE_OUTPUT, length }
+  if (path !== "/chat/completions" && path !== "/responses" && path !== "/completions") return { output: 0, length }
   const model = typeof body.model === "string" ? body.model : ""
   const most = positive(body.max_completion_tokens) ?? positive(body.max_output_tokens) ?? positive(body.max_tokens)
-  const output = generates
-    ? (most ?? (path === "/completions" ? 16 : TokenEstimator.defaultMaxOutputTokens(model))) *
-      Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
-    : 0
-  return output + Math.ceil(length / 4)
+  const prompt = body.prompt
+  const prompts = path === "/completions" && Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
+    ? Math.max(1, prompt.length)
+    : 1
+  const perChoice = most ?? (path === "/completions" ? 16 : TokenEstimator.defaultMaxOutputTokens(model))
+  return { output: prompts * choices * perChoice, length }
 }
+
+/**
+ * Larger first: by output, then by length (negative when `a` goes first).
+ *
+ * @internal
+ */
+export const largerFirst = (a: Size, b: Size): number => b.output - a.output || b.length - a.length

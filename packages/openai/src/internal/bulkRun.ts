@@ -13,7 +13,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
-import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -35,6 +34,9 @@ import * as Input from "./bulkInput.js"
 import * as Stats from "./bulkProgress.js"
 import * as Endpoints from "./endpoint.js"
 import * as OutputLine from "./outputLine.js"
+
+/** A window of `order: "largest-first"` also ends at this many characters of lines (a window of large lines). */
+const ORDER_WINDOW_CHARS = 8 * 1024 * 1024
 
 type Classified =
   | { readonly _tag: "Work"; readonly request: Request }
@@ -157,7 +159,20 @@ export const run = <E, R>(
 
       // 2. classify lines in order (so duplicates and line numbers are deterministic)
       const largestFirst = (options.order ?? "largest-first") === "largest-first"
-      const orderWindow = Math.max(1, Math.floor(options.orderWindow ?? 1_024))
+      const window = options.orderWindow === undefined || Number.isNaN(options.orderWindow)
+        ? 1_024
+        : Math.max(1, Math.floor(options.orderWindow))
+      // largest first: the lines to send wait here until a window is full (`window` lines, or ORDER_WINDOW_CHARS of
+      // them), then go to the queue sorted; what is left goes when the input ends
+      let pending: Array<{ readonly request: Request; readonly size: Input.Size }> = []
+      let pendingChars = 0
+      /** The window's lines, largest first (a stable sort: lines of one size keep the file's order). */
+      const takeWindow = (): Array<Request> => {
+        const sorted = pending.sort((a, b) => Input.largerFirst(a.size, b.size)).map((p) => p.request)
+        pending = []
+        pendingChars = 0
+        return sorted
+      }
       const seen = new Map<string, number>()
       /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
       const classify = ({ invalidUtf8, line, text }: Files.NumberedLine): Classified | BulkInputError => {
@@ -206,7 +221,6 @@ export const run = <E, R>(
       const classifyChunk = (chunk: Chunk.Chunk<Files.NumberedLine>): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
           const work: Array<Request> = []
-          const sizes = new Map<Request, number>()
           const rejected: Array<BulkInputError> = []
           const invalid: Array<{ readonly request: Request; readonly message: string }> = []
           let alreadyDone = 0
@@ -218,13 +232,13 @@ export const run = <E, R>(
             if (classified instanceof BulkInputError) rejected.push(classified)
             else if (classified._tag === "Work") {
               if (offload !== undefined && offload.accepts(classified.request)) text = line.text
+              else if (!largestFirst) work.push(classified.request)
               else {
-                work.push(classified.request)
-                if (largestFirst) {
-                  sizes.set(
-                    classified.request,
-                    Input.sizeOf(classified.request.url, classified.request.body, line.text.length)
-                  )
+                const { body, url } = classified.request
+                pending.push({ request: classified.request, size: Input.sizeOf(url, body, line.text.length) })
+                pendingChars += line.text.length
+                if (pending.length >= window || pendingChars >= ORDER_WINDOW_CHARS) {
+                  for (const request of takeWindow()) work.push(request)
                 }
               }
             } else if (classified._tag === "InvalidBody") invalid.push(classified)
@@ -240,13 +254,13 @@ export const run = <E, R>(
           if (alreadyDone > 0) steps.push(update((s) => ({ ...s, alreadyDone: s.alreadyDone + alreadyDone })))
           for (const error of rejected) steps.push(reject(error))
           for (const { message, request } of invalid) steps.push(fail(request, invalidBody(message)))
-          // a stable sort: lines of one size keep the file's order
-          if (largestFirst) work.sort((a, b) => sizes.get(b)! - sizes.get(a)!)
-          if (work.length > 0) {
-            steps.push(Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
-          }
+          if (work.length > 0) steps.push(send(work))
           return Effect.all(steps, { discard: true })
         })
+
+      /** Lines to the queue (waiting for room), with the workers they need. */
+      const send = (work: ReadonlyArray<Request>): Effect.Effect<void, never, R> =>
+        Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work)))
 
       // 3. execute with bounded concurrency; write each finished request at once
       const write = (request: Request, response: Response | null, failure: Failure | null) =>
@@ -342,10 +356,12 @@ export const run = <E, R>(
           return Effect.forEach(Array.from({ length: more }), () => FiberSet.run(workers, worker), { discard: true })
         })
       const producer = Files.lines(options.input).pipe(
-        // largest first: a window of lines is classified (in order) and handed over sorted
-        largestFirst ? Stream.rechunk(orderWindow) : identity,
         Stream.takeWhile(() => stopReason === undefined),
         Stream.runForEachChunk(classifyChunk),
+        // the last window, however short
+        Effect.zipRight(
+          Effect.suspend(() => pending.length === 0 || stopReason !== undefined ? Effect.void : send(takeWindow()))
+        ),
         Effect.zipRight(Effect.suspend(() => Queue.offerAll(queue, Array.from({ length: started }, () => null)))),
         // on a signal the offload is not told the input ended (it would flush what it holds into a new batch): it is
         // interrupted below, its state kept
