@@ -261,8 +261,6 @@ describe("BulkRun (mutation survivors, tenth session)", () => {
         input,
         output: NodePath.join(dir, "out.jsonl"),
         concurrency: 1,
-        // in the file's order (largest first reads a window of lines ahead: see BulkRunner.order.test.ts)
-        order: "input",
         onInputError: (e) => Effect.sync(() => void reported.push(e.line)),
         execute: (r) =>
           r.customId !== "a" ? ok(r) : Effect.gen(function*() {

@@ -1,6 +1,6 @@
 /**
- * `BulkRunner.Options.order`: `largest-first` (the default) hands each window of `orderWindow` lines over largest
- * first, by the output a line may ask for plus its length; `input` keeps the file's order. A property over random
+ * `BulkRunner.Options.order`: `largest-first` hands each window of `orderWindow` lines to send over largest first,
+ * by the output a line may ask for, then its length; `input` (the default) keeps the file's order. A property over random
  * files (the hand-over order, every line exactly once, the skipped and bad lines where they were), and `sluice run`'s
  * path on few large calls in virtual time: largest first ends sooner than the file's order, without a 429.
  */
@@ -178,7 +178,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
           const { text, work } = fileOf(lines)
           const done = new Set(doneSeed === 0 ? [] : work.filter((_, i) => (i + doneSeed) % 4 === 0).map((w) => w.id))
           const toSend = work.filter((w) => !done.has(w.id))
-          const largest = yield* runOrder(text, { orderWindow: window }, done)
+          const largest = yield* runOrder(text, { order: "largest-first", orderWindow: window }, done)
           // expected: the lines to send taken `window` at a time in the file's order, each window by output, then
           // length (largest first), ties in the file's order
           const expected = toSend
@@ -192,7 +192,8 @@ describe("BulkRunner: the order lines are handed over in", () => {
           expect(largest.summary.succeeded, context).toBe(toSend.length)
           expect(largest.summary.alreadyDone, context).toBe(done.size)
 
-          const input = yield* runOrder(text, { order: "input", orderWindow: window }, done)
+          // the default
+          const input = yield* runOrder(text, { orderWindow: window }, done)
           expect(input.called, context).toEqual(toSend.map((w) => w.id))
           // the same lines rejected either way, on the same line numbers
           expect(largest.rejected.length, context).toBe(largest.summary.invalid)
@@ -203,7 +204,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
     120_000
   )
 
-  it.effect("the default window is 1,024 lines: the 1,025th line, the largest, goes after the first 1,024", () =>
+  it.effect("the window is 1,024 lines by default: the 1,025th line, the largest, goes after the first 1,024", () =>
     Effect.gen(function*() {
       const lines: Array<Drawn> = Array.from({ length: 1_025 }, (_, i) => ({
         _tag: "chat" as const,
@@ -212,7 +213,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
         words: 3
       }))
       const { work, text } = fileOf(lines)
-      const { called } = yield* runOrder(text, {})
+      const { called } = yield* runOrder(text, { order: "largest-first" })
       expect(called).toHaveLength(1_025)
       expect(called[1_024]).toBe("r1024")
       // the first window's largest (max_tokens 65) first
@@ -228,7 +229,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
         words: (3 * 1024 * 1024) / 5
       }))
       const { text } = fileOf(lines)
-      const { called } = yield* runOrder(text, {})
+      const { called } = yield* runOrder(text, { order: "largest-first" })
       // the first three close a window (9 MiB), largest first; the fourth is the next window
       expect(called).toEqual(["r2", "r1", "r0", "r3"])
     }))
