@@ -299,6 +299,16 @@ export interface Observation {
    * @since 0.1.0
    */
   readonly adopt?: boolean | undefined
+  /**
+   * `true`: `remaining` is what the bucket that refused the `since` call held when it refused it (a 429's "Used" and
+   * "try again in"), counting the calls sent before that one as the server charged them (trued up to their usage,
+   * or kept). Lowered to it, the level no longer carries those calls' reservations, so their refunds at settle (or
+   * release) do not raise it again: counted twice, a herd of large calls in flight when a 429 lowered the level
+   * came back as room the server did not have (400 calls against 5 s buckets, the largest first: 91 x 429).
+   *
+   * @since 0.2.0
+   */
+  readonly refusal?: boolean | undefined
 }
 
 /**

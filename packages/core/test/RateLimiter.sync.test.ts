@@ -853,4 +853,41 @@ describe("RateLimiter.sync learning", () => {
         expect(limiter.limitsOf(SCOPE)).toHaveLength(2)
       })
     ))
+
+  it.effect("a refusal's figure (`refusal`) counts the calls sent before the refused one as the server charged them: their refunds do not raise the level again; the refused call's does", () =>
+    Effect.gen(function*() {
+      const level = (refusal: boolean) =>
+        Effect.scoped(
+          Effect.gen(function*() {
+            // the server's limit with its 10,000-token burst (what a 429 teaches)
+            const limiter = yield* RateLimiter.make({
+              budgets: [Budget.make(SCOPE, [Budget.Limit.perMinute("tokens", CAPACITY, 10_000)])]
+            })
+            const send = (tokens: number) =>
+              Effect.tap(limiter.acquire([SCOPE], { tokens }), (permit) => permit.markSent)
+            const a = yield* send(4_000)
+            const b = yield* send(4_000)
+            const refused = yield* send(1_500)
+            expect(yield* levelOf(limiter)).toBe(500)
+            // the bucket that refused it held 200 (A and B at the server's charge, and what else it took)
+            yield* limiter.sync(SCOPE, {
+              dimension: "tokens",
+              remaining: 200,
+              since: refused,
+              ...(refusal ? { refusal: true } : {})
+            })
+            expect(yield* levelOf(limiter)).toBe(200)
+            // the refused call gives back what the server never took
+            yield* refused.release
+            expect(yield* levelOf(limiter)).toBe(1_700)
+            // A and B answered with 1,000 each: the server had them so in its figure already
+            yield* a.settle({ tokens: 1_000 })
+            yield* b.settle({ tokens: 1_000 })
+            return yield* levelOf(limiter)
+          })
+        ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+      expect(yield* level(true)).toBe(1_700)
+      // without it, their refunds come back on top of the figure that counted them: 6,000 the server does not have
+      expect(yield* level(false)).toBe(7_700)
+    }))
 })

@@ -1814,6 +1814,16 @@ export const make = (
               return signal()
             }
             remaining = Math.max(-target.spec.capacity, aged)
+            if (observation.refusal === true) {
+              // the refusing bucket's figure, the calls sent before the refused one at the server's charge: lowered
+              // to it, their refunds are the server's already (and none where it keeps its charges)
+              const local = (yield* store.levels([target.spec], [])).levels[0]
+              if (remaining < local) {
+                // (not the refused call's own: it gives back what the server never took)
+                ledger.counted = Math.max(ledger.counted, point.sequence - 1)
+                ledger.credit = 0
+              }
+            }
           }
         }
         if (!figures) return

@@ -831,7 +831,8 @@ export const make = (
             remaining: used === undefined ? undefined : Math.max(0, announced - used),
             since: since?.permit,
             sentAt: since?.sentAt,
-            adopt: since?.adopt
+            adopt: since?.adopt,
+            refusal: true
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
         } else {
@@ -885,7 +886,17 @@ export const make = (
       if (bound >= limit) return
       const current = limiter.limitsOf(poolScope).find((l) => l.dimension === dimension && l.windowMillis === 60_000)
       const burst = Math.min(bound, current?.burst ?? Number.POSITIVE_INFINITY)
-      yield* Effect.ignore(limiter.sync(poolScope, { dimension, burst, remaining: left }))
+      // as of the refused call's arrival: the calls sent before it are in "Used" as the server charged them, so their
+      // refunds do not come back a second time (`refusal`), and those sent after it are charged on top
+      yield* Effect.ignore(limiter.sync(poolScope, {
+        dimension,
+        burst,
+        remaining: left,
+        since: since?.permit,
+        sentAt: since?.sentAt,
+        adopt: since?.adopt,
+        refusal: true
+      }))
       yield* record(poolScope, state, { dimension, kind: "burst", amount: burst })
     })
 
