@@ -73,7 +73,7 @@ const IMPLEMENTATIONS = ["sluice-run", "sluice-run-adaptive", "bare-64-2", "bare
 /** `sluice-run-burst` runs only on a shape whose server enforces a burst: its limits file gives it. */
 const SHAPE_IMPLEMENTATIONS = [
   "sluice-run",
-  "sluice-run-largest",
+  "sluice-run-input",
   "sluice-run-burst",
   "sluice-run-adaptive",
   "bare-64-2",
@@ -218,8 +218,8 @@ const command = (
         url,
         "--api-key-env",
         "SLUICE_BENCH_API_KEY",
-        ...(implementation === "sluice-run" || implementation === "sluice-run-largest" ? ["--limits", limitsPath] : []),
-        ...(implementation === "sluice-run-largest" ? ["--order", "largest-first"] : []),
+        ...(implementation === "sluice-run" || implementation === "sluice-run-input" ? ["--limits", limitsPath] : []),
+        ...(implementation === "sluice-run-input" ? ["--order", "input"] : []),
         ...(implementation === "sluice-run-burst" && burstLimitsPath !== undefined
           ? ["--limits", burstLimitsPath]
           : []),
@@ -234,7 +234,7 @@ const command = (
 
 const NAMES: Record<string, string> = {
   "sluice-run": "sluice run --limits",
-  "sluice-run-largest": "sluice run --limits --order largest-first",
+  "sluice-run-input": "sluice run --limits --order input",
   "sluice-run-burst": "sluice run --limits, with the bursts",
   "sluice-run-adaptive": "sluice run, no limits (adaptive)"
 }
@@ -245,7 +245,7 @@ const describe = (implementation: string, result: ProcessResult, workload: Workl
       rel(workload.limitsPath)
     } --progress off (defaults otherwise: --concurrency 256, the bulk retry policy)`
   }
-  if (implementation === "sluice-run-largest") return "the same with --order largest-first"
+  if (implementation === "sluice-run-input") return "the same with --order input (the file's order)"
   if (implementation === "sluice-run-adaptive") {
     return "the same without --limits: limits learned from the response headers"
   }
@@ -732,10 +732,10 @@ const paced = (row: Row) => (row.wallMillis - row.startupMillis) / row.minimumMi
  */
 const shapeGoal = (row: ShapeRow): "yes" | "no" | "" => {
   const complete = row.finished && row.lost === 0
-  const learnsBurst = (row.implementation === "sluice-run" || row.implementation === "sluice-run-largest") &&
+  const learnsBurst = (row.implementation === "sluice-run" || row.implementation === "sluice-run-input") &&
     SHAPES.find((shape) => shape.name === row.shape)?.burstShare !== undefined
   if (
-    (row.implementation === "sluice-run" || row.implementation === "sluice-run-largest" ||
+    (row.implementation === "sluice-run" || row.implementation === "sluice-run-input" ||
       row.implementation === "sluice-run-burst") && !learnsBurst
   ) {
     return complete && paced(row) <= 1.05 && row.server429 === 0 ? "yes" : "no"
@@ -775,8 +775,8 @@ const renderShapes = (
     "limits (`{models: {gpt-4o-mini: {rpm, tpm}}}`: on sub-minute the announced per-minute ones, which the",
     "`sluice run --limits` row is given, so it must learn the burst; the row \"with the bursts\" is given the server's",
     "5 s buckets too, `burst: {rpm, tpm}`). Rows as in the tables above: a fresh simulator per row (the",
-    "shape's scenario, no faults), the implementation a cold child process; `sluice run --limits` (and with",
-    "`--order largest-first`: each 1,024 lines sent largest first), `sluice run`",
+    "shape's scenario, no faults), the implementation a cold child process; `sluice run --limits` (each 1,024",
+    "lines sent largest first, the default; and with `--order input`, the file's order), `sluice run`",
     "with no limits (learned), the bare SDK with p-limit(64) and 2 retries, the cookbook processor given the limits",
     "file. The minimum: each server bucket starts full at its capacity (on sub-minute its 5 s burst) and refills",
     "at its limit; each line takes its own latency (10 ms a generated token) placed where it ends soonest, plus the",

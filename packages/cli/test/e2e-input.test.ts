@@ -326,7 +326,7 @@ describe("sluice run: careless and hostile input", () => {
 
   // live: real files (in this process)
   it.live(
-    "--order: the file's order by default, largest first (by max_tokens, then length) with --order largest-first",
+    "--order: largest first by default (by max_tokens, then length), the file's order with --order input",
     () =>
       Effect.promise(async () => {
         const dir = tmp()
@@ -355,8 +355,8 @@ describe("sluice run: careless and hostile input", () => {
           expect(r.code, r.err).toBe(0)
           return outputLines(output).map((l) => l.custom_id)
         }
-        expect(await order([])).toEqual(["o0", "o1", "o2", "o3", "o4"])
-        expect(await order(["--order", "largest-first"])).toEqual(["o3", "o1", "o2", "o4", "o0"])
+        expect(await order([])).toEqual(["o3", "o1", "o2", "o4", "o0"])
+        expect(await order(["--order", "input"])).toEqual(["o0", "o1", "o2", "o3", "o4"])
         const bad = await sluice([
           "--input",
           input,

@@ -514,21 +514,19 @@ export declare namespace BulkRunner {
     /** How many requests may be in flight at once (default 256). */
     readonly concurrency?: number | undefined
     /**
-     * The order the lines go to `execute` in. `input` (the default) keeps the file's order and hands each line over
-     * as soon as it is read. `largest-first` takes the lines to send `orderWindow` at a time (or fewer, once they
-     * reach 8 MiB of text; the rest when the input ends) and hands each window over largest first: by the output a
-     * line may ask for (`n` × `max_tokens` / `max_completion_tokens` / `max_output_tokens`, else the model's default,
-     * for each prompt of a completions list; an image counts as 4,096 tokens; embeddings and moderations none), then
-     * by its length; lines of one size keep the file's order. An answer takes about as long as its output, so the
-     * long calls start first and the short ones fill the budget after them: the run does not end on a long call sent
-     * last (`sluice run --limits --order largest-first` on 90 calls of `max_tokens` 2,048-8,192 at 200,000 TPM:
-     * 72.6 s -> 65.5 s over HTTP). Not the default: where the limiter learns a burst from 429s (a server that enforces
-     * a limit over a shorter period than it announces) or learns the limits, the large calls in flight when a 429
-     * sets the level are refunded again at their answers, and 429s follow (400 mixed calls against 5 s buckets: 1 x
-     * 429 in the file's order, 76-91 largest first). Either way lines are classified in the file's order (line
-     * numbers, duplicates, rejected lines), output lines are written as their calls end, and a rerun resumes by
-     * `custom_id`. The model's default output is `TokenEstimator.defaultMaxOutputTokens` of the line's `model` (a task
-     * or an alias that a router resolves counts 1,024).
+     * The order the lines go to `execute` in. `largest-first` (the default) takes the lines to send `orderWindow` at
+     * a time (or fewer, once they reach 8 MiB of text; the rest when the input ends) and hands each window over
+     * largest first: by the output a line may ask for (`n` × `max_tokens` / `max_completion_tokens` /
+     * `max_output_tokens`, else the model's default, for each prompt of a completions list; an image counts as 4,096
+     * tokens; embeddings and moderations none), then by its length; lines of one size keep the file's order. An
+     * answer takes about as long as its output, so the long calls start first and the short ones fill the budget
+     * after them: the run does not end on a long call sent last (`sluice run --limits` on 90 calls of `max_tokens`
+     * 2,048-8,192 at 200,000 TPM: 72.5 s in the file's order, 65.7 s largest first, over HTTP). `input` keeps the
+     * file's order and hands each line over as soon as it is read (for an input still being written, a pipe). Either
+     * way lines are classified in the file's order (line numbers, duplicates, rejected lines), output lines are
+     * written as their calls end, and a rerun resumes by `custom_id`. The default was the file's order before 0.2.0.
+     * The model's default output is `TokenEstimator.defaultMaxOutputTokens` of the line's `model` (a task or an
+     * alias that a router resolves counts 1,024).
      *
      * @since 0.2.0
      */

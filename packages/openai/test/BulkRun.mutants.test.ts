@@ -261,6 +261,8 @@ describe("BulkRun (mutation survivors, tenth session)", () => {
         input,
         output: NodePath.join(dir, "out.jsonl"),
         concurrency: 1,
+        // in the file's order (largest first holds a window of lines to send: see BulkRunner.order.test.ts)
+        order: "input",
         onInputError: (e) => Effect.sync(() => void reported.push(e.line)),
         execute: (r) =>
           r.customId !== "a" ? ok(r) : Effect.gen(function*() {

@@ -1,6 +1,6 @@
 /**
- * `BulkRunner.Options.order`: `largest-first` hands each window of `orderWindow` lines to send over largest first,
- * by the output a line may ask for, then its length; `input` (the default) keeps the file's order. A property over random
+ * `BulkRunner.Options.order`: `largest-first` (the default) hands each window of `orderWindow` lines to send over
+ * largest first, by the output a line may ask for, then its length; `input` keeps the file's order. A property over random
  * files (the hand-over order, every line exactly once, the skipped and bad lines where they were), and `sluice run`'s
  * path on few large calls in virtual time: largest first ends sooner than the file's order, without a 429.
  */
@@ -185,7 +185,8 @@ describe("BulkRunner: the order lines are handed over in", () => {
           const { text, work } = fileOf(lines)
           const done = new Set(doneSeed === 0 ? [] : work.filter((_, i) => (i + doneSeed) % 4 === 0).map((w) => w.id))
           const toSend = work.filter((w) => !done.has(w.id))
-          const largest = yield* runOrder(text, { order: "largest-first", orderWindow: window }, done)
+          // the default
+          const largest = yield* runOrder(text, { orderWindow: window }, done)
           // expected: the lines to send taken `window` at a time in the file's order, each window by output, then
           // length (largest first), ties in the file's order
           const expected = toSend
@@ -199,8 +200,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
           expect(largest.summary.succeeded, context).toBe(toSend.length)
           expect(largest.summary.alreadyDone, context).toBe(done.size)
 
-          // the default
-          const input = yield* runOrder(text, { orderWindow: window }, done)
+          const input = yield* runOrder(text, { order: "input", orderWindow: window }, done)
           expect(input.called, context).toEqual(toSend.map((w) => w.id))
           // the same lines rejected either way, on the same line numbers
           expect(largest.rejected.length, context).toBe(largest.summary.invalid)

@@ -22,8 +22,8 @@
  * Sluice ends at the same millisecond. Even told that order (`"in order"`; or inferring it from how many
  * requests the server counted), it ends at 81.83 s, 1.258×; the same client knowing every output length in
  * advance, at 1.003×. What is left between those is the order of the calls: fed the longest calls first (the
- * caller's order; the limiter keeps arrival order), Sluice ends at 1.069×, within the goal; `sluice run --order
- * largest-first` feeds them so (`BulkRunner.Options.order`, measured in `BulkRunner.order.test.ts`). Five other draws
+ * caller's order; the limiter keeps arrival order), Sluice ends at 1.069×, within the goal; `sluice run` feeds a
+ * file's lines so (`BulkRunner.Options.order`, measured in `BulkRunner.order.test.ts`). Five other draws
  * of this shape (other seeds, arrivals in groups) gave the same: Sluice at the first model's figure to the
  * millisecond, the second 1–6% lower.
  */

@@ -25,12 +25,12 @@ export const options = {
   limits: connectOptions.limits,
   routing: optional(Options.file("routing", { exists: "yes" }), "Routing table file (JSON)"),
   concurrency: count("concurrency", "Requests in flight at most (the rate limiter paces them)", 256),
-  order: Options.choice("order", ["input", "largest-first"]).pipe(
+  order: Options.choice("order", ["largest-first", "input"]).pipe(
     Options.withDescription(
-      "input: in the file's order; largest-first: each 1,024 lines go out largest first (by the output they may ask " +
-        "for, then their length), so a long call does not start last (with limits given; see the README)"
+      "largest-first: each 1,024 lines go out largest first (by the output they may ask for, then their length), so " +
+        "a long call does not start last; input: in the file's order"
     ),
-    Options.withDefault("input" as const)
+    Options.withDefault("largest-first" as const)
   ),
   priority: optional(Options.choice("priority", ["interactive", "background"]), "Priority lane for admission"),
   deadline: optional(

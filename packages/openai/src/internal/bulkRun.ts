@@ -158,7 +158,7 @@ export const run = <E, R>(
       }
 
       // 2. classify lines in order (so duplicates and line numbers are deterministic)
-      const largestFirst = options.order === "largest-first"
+      const largestFirst = (options.order ?? "largest-first") === "largest-first"
       const window = options.orderWindow === undefined || Number.isNaN(options.orderWindow)
         ? 1_024
         : Math.max(1, Math.floor(options.orderWindow))
