@@ -350,12 +350,13 @@ describe("sluice run: careless and hostile input", () => {
         )
         // one call at a time: the output's order is the order the lines went out in
         const order = async (extra: ReadonlyArray<string>) => {
-          const output = NodePath.join(dir, `out${extra.length}.jsonl`)
+          const output = NodePath.join(dir, `out-${extra.join("-")}.jsonl`)
           const r = await sluice(["--input", input, "--output", output, "--concurrency", "1", ...extra, ...S])
           expect(r.code, r.err).toBe(0)
           return outputLines(output).map((l) => l.custom_id)
         }
         expect(await order([])).toEqual(["o3", "o1", "o2", "o4", "o0"])
+        expect(await order(["--order", "largest-first"])).toEqual(["o3", "o1", "o2", "o4", "o0"])
         expect(await order(["--order", "input"])).toEqual(["o0", "o1", "o2", "o3", "o4"])
         const bad = await sluice([
           "--input",

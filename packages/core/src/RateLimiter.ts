@@ -301,10 +301,14 @@ export interface Observation {
   readonly adopt?: boolean | undefined
   /**
    * `true`: `remaining` is what the bucket that refused the `since` call held when it refused it (a 429's "Used" and
-   * "try again in"), counting the calls sent before that one as the server charged them (trued up to their usage,
-   * or kept). Lowered to it, the level no longer carries those calls' reservations, so their refunds at settle (or
-   * release) do not raise it again: counted twice, a herd of large calls in flight when a 429 lowered the level
-   * came back as room the server did not have (400 calls against 5 s buckets, the largest first: 91 x 429).
+   * "try again in"), counting the calls sent before that one as the server had charged them by then, and the refused
+   * one not at all. Folded in as a report that only lowers (replayed from the refused call: the calls sent after it
+   * are charged on top), the refunds at settle or release of the calls sent up to it raise the level only as far as
+   * the figure leaves room above it: counted twice, a herd of large calls in flight when a 429 lowered the level came
+   * back as room the server did not have (400 calls against 5 s buckets, the largest first: 91 x 429). Against a
+   * server that trues its calls up only when they end, what it gives back for the calls in flight at the refusal
+   * comes back with the refill instead (slower, never a 429). Where the report is adopted both ways, or the call was
+   * admitted before the bucket was first charged, this changes nothing.
    *
    * @since 0.2.0
    */

@@ -854,9 +854,9 @@ describe("RateLimiter.sync learning", () => {
       })
     ))
 
-  it.effect("a refusal's figure (`refusal`) counts the calls sent before the refused one as the server charged them: their refunds do not raise the level again; the refused call's does", () =>
+  it.effect("a refusal's figure (`refusal`) counts the calls sent before the refused one as the server charged them, and not the refused one: their refunds, and its own, do not raise the level again", () =>
     Effect.gen(function*() {
-      const level = (refusal: boolean) =>
+      const level = (refusal: boolean, figure = 200) =>
         Effect.scoped(
           Effect.gen(function*() {
             // the server's limit with its 10,000-token burst (what a 429 teaches)
@@ -872,22 +872,26 @@ describe("RateLimiter.sync learning", () => {
             // the bucket that refused it held 200 (A and B at the server's charge, and what else it took)
             yield* limiter.sync(SCOPE, {
               dimension: "tokens",
-              remaining: 200,
+              remaining: figure,
               since: refused,
               ...(refusal ? { refusal: true } : {})
             })
-            expect(yield* levelOf(limiter)).toBe(200)
-            // the refused call gives back what the server never took
+            // (a figure above the level leaves it: it only lowers)
+            expect(yield* levelOf(limiter)).toBe(Math.min(500, figure))
+            // the figure has the refused call neither (the server never took it): its release gives nothing back
             yield* refused.release
-            expect(yield* levelOf(limiter)).toBe(1_700)
+            if (figure === 200) expect(yield* levelOf(limiter)).toBe(refusal ? 200 : 1_700)
             // A and B answered with 1,000 each: the server had them so in its figure already
             yield* a.settle({ tokens: 1_000 })
             yield* b.settle({ tokens: 1_000 })
             return yield* levelOf(limiter)
           })
         ).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
-      expect(yield* level(true)).toBe(1_700)
-      // without it, their refunds come back on top of the figure that counted them: 6,000 the server does not have
+      expect(yield* level(true)).toBe(200)
+      // without it, the refunds come back on top of the figure that counted them: 7,500 the server does not have
       expect(yield* level(false)).toBe(7_700)
+      // a figure above the level: the refunds raise it as far as the figure (3,000), no further
+      expect(yield* level(true, 3_000)).toBe(3_000)
+      expect(yield* level(false, 3_000)).toBe(8_000)
     }))
 })

@@ -1814,15 +1814,13 @@ export const make = (
               return signal()
             }
             remaining = Math.max(-target.spec.capacity, aged)
-            if (observation.refusal === true) {
-              // the refusing bucket's figure, the calls sent before the refused one at the server's charge: lowered
-              // to it, their refunds are the server's already (and none where it keeps its charges)
+            if (observation.refusal === true && ledger.counted < point.sequence) {
+              // the refusing bucket's figure, the calls sent up to the refused one at the server's charge (the refused
+              // one not at all, and replayed from after it): their refunds are in it already, so they raise the
+              // level only as far as it leaves room above the level (as a report folded in by send order)
               const local = (yield* store.levels([target.spec], [])).levels[0]
-              if (remaining < local) {
-                // (not the refused call's own: it gives back what the server never took)
-                ledger.counted = Math.max(ledger.counted, point.sequence - 1)
-                ledger.credit = 0
-              }
+              ledger.counted = point.sequence
+              ledger.credit = Math.max(0, remaining - local)
             }
           }
         }
