@@ -324,7 +324,7 @@ describe("sluice run: careless and hostile input", () => {
     240_000
   )
 
-  // live: real files (in this process)
+  // live: real input and output files through Node's streams, the simulator on the live clock (sluice in this process)
   it.live(
     "--order: largest first by default (by max_tokens, then length), the file's order with --order input",
     () =>

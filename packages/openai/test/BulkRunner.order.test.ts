@@ -167,6 +167,40 @@ const runOrder = (
     return { called, rejected, summary, out }
   })
 
+/**
+ * `sluice run`'s path in virtual time: the file through the runner (in `order`) and the executor, the pool's announced
+ * `limits` given, against `server`; timed from its own start (the runs of a test share its clock).
+ */
+const runThrough = (
+  text: string,
+  model: string,
+  limits: { readonly rpm: number; readonly tpm: number },
+  server: SimConfig.Scenario,
+  order: "largest-first" | "input"
+) =>
+  Effect.gen(function*() {
+    const dir = tmp()
+    const input = NodePath.join(dir, "in.jsonl")
+    NodeFs.writeFileSync(input, text)
+    const executor = yield* simExecutor({
+      budgets: [Budget.make(`org:default/pool:${model}`, [
+        Budget.Limit.perMinute("requests", limits.rpm),
+        Budget.Limit.perMinute("tokens", limits.tpm)
+      ])]
+    })
+    const start = yield* Clock.currentTimeMillis
+    const { endedAt, exit } = yield* drive(BulkRunner.run({
+      input,
+      output: NodePath.join(dir, "out.jsonl"),
+      execute: executor.execute,
+      describe: executor.describe,
+      order
+    }))
+    const stats = yield* Simulator.stats
+    NodeFs.rmSync(dir, { recursive: true, force: true })
+    return { wall: endedAt - start, exit, stats }
+  }).pipe(Effect.scoped, Effect.provide(Simulator.layer(server)))
+
 describe("BulkRunner: the order lines are handed over in", () => {
   it.effect(
     "property: largest first within each window of lines (ties in the file's order), windows in the file's order; `input` keeps the file's; every line once",
@@ -274,30 +308,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
           },
           output: { fraction: 0.5 }
         })
-        const run = (order: "largest-first" | "input") =>
-          Effect.gen(function*() {
-            const dir = tmp()
-            const input = NodePath.join(dir, "in.jsonl")
-            NodeFs.writeFileSync(input, text)
-            const executor = yield* simExecutor({
-              budgets: [Budget.make("org:default/pool:gpt-4o-mini", [
-                Budget.Limit.perMinute("requests", limits.rpm),
-                Budget.Limit.perMinute("tokens", limits.tpm)
-              ])]
-            })
-            // the runs share the test's clock: each is timed from its own start
-            const start = yield* Clock.currentTimeMillis
-            const { endedAt, exit } = yield* drive(BulkRunner.run({
-              input,
-              output: NodePath.join(dir, "out.jsonl"),
-              execute: executor.execute,
-              describe: executor.describe,
-              order
-            }))
-            const stats = yield* Simulator.stats
-            NodeFs.rmSync(dir, { recursive: true, force: true })
-            return { wall: endedAt - start, exit, stats }
-          }).pipe(Effect.scoped, Effect.provide(Simulator.layer(server)))
+        const run = (order: "largest-first" | "input") => runThrough(text, "gpt-4o-mini", limits, server, order)
         const inOrder = yield* run("input")
         const largest = yield* run("largest-first")
         console.log(
@@ -325,26 +336,13 @@ describe("BulkRunner: the order lines are handed over in", () => {
     () =>
       Effect.gen(function*() {
         const shape = SHAPES.find((s) => s.name === "sub-minute")!
-        const dir = tmp()
-        const input = NodePath.join(dir, "in.jsonl")
-        NodeFs.writeFileSync(input, shapeWorkload(shape).map(batchLine).join("\n") + "\n")
-        const { exit, stats } = yield* Effect.gen(function*() {
-          const executor = yield* simExecutor({
-            budgets: [Budget.make(`org:default/pool:${BENCH_MODEL}`, [
-              Budget.Limit.perMinute("requests", shape.limits.rpm),
-              Budget.Limit.perMinute("tokens", shape.limits.tpm)
-            ])]
-          })
-          const { exit } = yield* drive(BulkRunner.run({
-            input,
-            output: NodePath.join(dir, "out.jsonl"),
-            execute: executor.execute,
-            describe: executor.describe,
-            order: "largest-first"
-          }))
-          return { exit, stats: yield* Simulator.stats }
-        }).pipe(Effect.scoped, Effect.provide(Simulator.layer(SimConfig.make(shapeScenario(shape)))))
-        NodeFs.rmSync(dir, { recursive: true, force: true })
+        const { exit, stats } = yield* runThrough(
+          shapeWorkload(shape).map(batchLine).join("\n") + "\n",
+          BENCH_MODEL,
+          shape.limits,
+          SimConfig.make(shapeScenario(shape)),
+          "largest-first"
+        )
         expect(Exit.isSuccess(exit)).toBe(true)
         expect(stats.byStatus["200"]).toBe(400)
         // the one that teaches the burst (the first-contact ramp's end)

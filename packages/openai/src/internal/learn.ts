@@ -802,6 +802,8 @@ export const make = (
       if (error.window !== undefined && error.window !== "minute") return
       const state = stateOf(poolScope)
       state.rejections.set(dimension, (state.rejections.get(dimension) ?? 0) + 1)
+      // every figure a 429 gives is as of the refused call's arrival (see `RateLimiter.sync`, `since`)
+      const asOf = { since: since?.permit, sentAt: since?.sentAt, adopt: since?.adopt }
       const now = yield* Clock.currentTimeMillis
       const ramp = state.ramp
       const ramped = ramp !== undefined && ramp.start.has(dimension)
@@ -829,9 +831,7 @@ export const make = (
             dimension,
             limit: announced,
             remaining: used === undefined ? undefined : Math.max(0, announced - used),
-            since: since?.permit,
-            sentAt: since?.sentAt,
-            adopt: since?.adopt,
+            ...asOf,
             refusal: true
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: announced })
@@ -869,9 +869,7 @@ export const make = (
             limit: cut,
             burst: Math.min(cut, burst ?? cut),
             remaining: 0,
-            since: since?.permit,
-            sentAt: since?.sentAt,
-            adopt: since?.adopt
+            ...asOf
           }))
           yield* record(poolScope, state, { dimension, kind: "limit", amount: cut })
         }
@@ -892,9 +890,7 @@ export const make = (
         dimension,
         burst,
         remaining: left,
-        since: since?.permit,
-        sentAt: since?.sentAt,
-        adopt: since?.adopt,
+        ...asOf,
         refusal: true
       }))
       yield* record(poolScope, state, { dimension, kind: "burst", amount: burst })
