@@ -521,7 +521,10 @@ export declare namespace BulkRunner {
      * tokens; embeddings and moderations none), then by its length; lines of one size keep the file's order. An
      * answer takes about as long as its output, so the long calls start first and the short ones fill the budget
      * after them: the run does not end on a long call sent last (`sluice run --limits` on 90 calls of `max_tokens`
-     * 2,048-8,192 at 200,000 TPM: 72.5 s in the file's order, 65.7 s largest first, over HTTP). `input` keeps the
+     * 2,048-8,192 at 200,000 TPM: 72.5 s in the file's order, 65.7 s largest first, over HTTP). Ahead of the run's
+     * first window go its smallest line of each model: a pool whose limits are learned (none given) lets its herd out
+     * after its first answer, and the smallest line's comes soonest (650 mixed calls with no limits, in virtual time:
+     * 22.9 s with the largest as the probe, 20.9 s with the smallest, against a minimum of 20.6 s). `input` keeps the
      * file's order and hands each line over as soon as it is read (for an input still being written, a pipe). Either
      * way lines are classified in the file's order (line numbers, duplicates, rejected lines), output lines are
      * written as their calls end, and a rerun resumes by `custom_id`. The default was the file's order before 0.2.0.

@@ -12,9 +12,12 @@ import { Clock, Effect, Exit, FastCheck } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import { orderFreeMinimumMillis } from "../../../benchmarks/minimum.js"
 import {
   batchLine,
+  LATENCY,
   MODEL as BENCH_MODEL,
+  outputOf,
   SHAPES,
   shapeScenario,
   shapeWorkload
@@ -63,8 +66,15 @@ const drawn: FastCheck.Arbitrary<Drawn> = FastCheck.oneof(
 /** The file's text for the drawn lines, and each work line's id, line number, output and length. */
 const fileOf = (lines: ReadonlyArray<Drawn>) => {
   const texts: Array<string> = []
-  const work: Array<{ readonly id: string; readonly line: number; readonly output: number; readonly length: number }> =
-    []
+  const work: Array<
+    {
+      readonly id: string
+      readonly model: string
+      readonly line: number
+      readonly output: number
+      readonly length: number
+    }
+  > = []
   lines.forEach((d, i) => {
     const id = `r${i}`
     let text: string
@@ -92,7 +102,7 @@ const fileOf = (lines: ReadonlyArray<Drawn>) => {
           body: { model: "text-embedding-3-small", input: "word ".repeat(d.words) }
         })
         // nothing generated: the length alone
-        work.push({ id, line: i + 1, output: 0, length: text.length })
+        work.push({ id, model: "text-embedding-3-small", line: i + 1, output: 0, length: text.length })
         break
       case "chat":
         text = JSON.stringify({
@@ -107,7 +117,13 @@ const fileOf = (lines: ReadonlyArray<Drawn>) => {
           }
         })
         // the output it may ask for (gpt-4o-mini's default is 1,024) n times, then its length
-        work.push({ id, line: i + 1, output: (d.maxTokens ?? 1_024) * (d.n ?? 1), length: text.length })
+        work.push({
+          id,
+          model: "gpt-4o-mini",
+          line: i + 1,
+          output: (d.maxTokens ?? 1_024) * (d.n ?? 1),
+          length: text.length
+        })
         break
     }
     texts.push(text)
@@ -169,12 +185,14 @@ const runOrder = (
 
 /**
  * `sluice run`'s path in virtual time: the file through the runner (in `order`) and the executor, the pool's announced
- * `limits` given, against `server`; timed from its own start (the runs of a test share its clock).
+ * `limits` given (`undefined`: none, the limits are learned), against `server`; timed from its own start (the runs of a
+ * test share its clock). The drive steps 100 ms at most while nothing sleeps (the runner's file reads and writes are
+ * real I/O: a run's end is known to that step).
  */
 const runThrough = (
   text: string,
   model: string,
-  limits: { readonly rpm: number; readonly tpm: number },
+  limits: { readonly rpm: number; readonly tpm: number } | undefined,
   server: SimConfig.Scenario,
   order: "largest-first" | "input"
 ) =>
@@ -183,19 +201,22 @@ const runThrough = (
     const input = NodePath.join(dir, "in.jsonl")
     NodeFs.writeFileSync(input, text)
     const executor = yield* simExecutor({
-      budgets: [Budget.make(`org:default/pool:${model}`, [
+      budgets: limits === undefined ? undefined : [Budget.make(`org:default/pool:${model}`, [
         Budget.Limit.perMinute("requests", limits.rpm),
         Budget.Limit.perMinute("tokens", limits.tpm)
       ])]
     })
     const start = yield* Clock.currentTimeMillis
-    const { endedAt, exit } = yield* drive(BulkRunner.run({
-      input,
-      output: NodePath.join(dir, "out.jsonl"),
-      execute: executor.execute,
-      describe: executor.describe,
-      order
-    }))
+    const { endedAt, exit } = yield* drive(
+      BulkRunner.run({
+        input,
+        output: NodePath.join(dir, "out.jsonl"),
+        execute: executor.execute,
+        describe: executor.describe,
+        order
+      }),
+      100
+    )
     const stats = yield* Simulator.stats
     NodeFs.rmSync(dir, { recursive: true, force: true })
     return { wall: endedAt - start, exit, stats }
@@ -203,7 +224,7 @@ const runThrough = (
 
 describe("BulkRunner: the order lines are handed over in", () => {
   it.effect(
-    "property: largest first within each window of lines (ties in the file's order), windows in the file's order; `input` keeps the file's; every line once",
+    "property: largest first within each window of lines (ties in the file's order), the first window's smallest ahead of it, windows in the file's order; `input` keeps the file's; every line once",
     () =>
       Effect.gen(function*() {
         const samples = FastCheck.sample(
@@ -222,11 +243,19 @@ describe("BulkRunner: the order lines are handed over in", () => {
           // the default
           const largest = yield* runOrder(text, { orderWindow: window }, done)
           // expected: the lines to send taken `window` at a time in the file's order, each window by output, then
-          // length (largest first), ties in the file's order
-          const expected = toSend
+          // length (largest first), ties in the file's order; ahead of the first window, each model's smallest line
+          // in it (the first of them in the file), in that order
+          const sorted = toSend
             .map((w, index) => ({ ...w, group: Math.floor(index / window) }))
             .sort((a, b) => a.group - b.group || b.output - a.output || b.length - a.length || a.line - b.line)
-            .map((w) => w.id)
+          const probes = [...new Set(toSend.slice(0, window).map((w) => w.model))]
+            .map((model) =>
+              toSend.slice(0, window).filter((w) => w.model === model).reduce((least, w) =>
+                w.output < least.output || (w.output === least.output && w.length < least.length) ? w : least
+              ).id
+            )
+            .sort((a, b) => sorted.findIndex((w) => w.id === a) - sorted.findIndex((w) => w.id === b))
+          const expected = [...probes, ...sorted.map((w) => w.id).filter((id) => !probes.includes(id))]
           const context = `window ${window}, done ${[...done]}: ${JSON.stringify(lines)}`
           expect(largest.called, context).toEqual(expected)
           // each line written once, whatever the order (the done ones by the earlier run)
@@ -257,8 +286,9 @@ describe("BulkRunner: the order lines are handed over in", () => {
       const { called } = yield* runOrder(text, { order: "largest-first" })
       expect(called).toHaveLength(1_025)
       expect(called[1_024]).toBe("r1024")
-      // the first window's largest (max_tokens 65) first
-      expect(work.find((w) => w.id === called[0])!.output).toBe(Math.max(...work.slice(0, 1_024).map((w) => w.output)))
+      // the first window's smallest (max_tokens 16, the first line) first, then its largest (max_tokens 65)
+      expect(called[0]).toBe("r0")
+      expect(work.find((w) => w.id === called[1])!.output).toBe(Math.max(...work.slice(0, 1_024).map((w) => w.output)))
     }))
 
   it.effect("a window also ends at 8 MiB of lines: of four 3 MiB lines, the fourth (the largest) goes last", () =>
@@ -271,8 +301,8 @@ describe("BulkRunner: the order lines are handed over in", () => {
       }))
       const { text } = fileOf(lines)
       const { called } = yield* runOrder(text, { order: "largest-first" })
-      // the first three close a window (9 MiB), largest first; the fourth is the next window
-      expect(called).toEqual(["r2", "r1", "r0", "r3"])
+      // the first three close a window (9 MiB), its smallest then largest first; the fourth is the next window
+      expect(called).toEqual(["r0", "r2", "r1", "r3"])
     }))
 
   // `sluice run`'s path (the runner, the executor with the limits given) on the few-large calls of
@@ -347,6 +377,54 @@ describe("BulkRunner: the order lines are handed over in", () => {
         expect(stats.byStatus["200"]).toBe(400)
         // the one that teaches the burst (the first-contact ramp's end)
         expect(stats.byStatus["429"] ?? 0).toBeLessThanOrEqual(1)
+      }),
+    300_000
+  )
+
+  // With no limits given, a pool's first calls go as probes and its herd waits for the first answer's headers (the
+  // adaptive mode). Largest first, that answer was the slowest of the file's: the herd waited for the probe's own
+  // latency (3 s on the mixed shape) while the server's bucket sat full, 1.16x the minimum on the mixed, no-headers and
+  // sub-minute shapes. The first window's smallest line goes first, so the herd waits for the soonest answer.
+  it.effect(
+    "no limits given: the smallest line goes first, and the herd after its answer; within 1.05x the minimum on the bench's mixed, no-headers and sub-minute shapes",
+    () =>
+      Effect.gen(function*() {
+        for (const name of ["mixed", "no-headers", "sub-minute"]) {
+          const shape = SHAPES.find((s) => s.name === name)!
+          const work = shapeWorkload(shape)
+          const { exit, stats, wall } = yield* runThrough(
+            work.map(batchLine).join("\n") + "\n",
+            BENCH_MODEL,
+            undefined,
+            SimConfig.make(shapeScenario(shape)),
+            "largest-first"
+          )
+          expect(Exit.isSuccess(exit)).toBe(true)
+          expect(stats.byStatus["200"]).toBe(work.length)
+          // the bench's minimum (benchmarks/minimum.ts) with the draws this run's server made
+          const own = new Map(work.map((r) => [r.id, LATENCY.perOutputTokenMs * outputOf(r.body.max_tokens)]))
+          const draws = stats.attempts.filter((a) => a.status === 200).map((a) =>
+            (a.latencyMs ?? 0) - (own.get(a.key!) ?? 0)
+          )
+          const minimum = orderFreeMinimumMillis(
+            work.map((r) => ({ model: BENCH_MODEL, tokens: r.knownUsage, own: own.get(r.id)! })),
+            draws,
+            () => shape.limits,
+            { share: shape.burstShare }
+          )
+          const rejected = stats.byStatus["429"] ?? 0
+          console.log(
+            `${name}, no limits given: ${Math.round(wall)} ms, minimum ${Math.round(minimum)} ms, ratio ${
+              (wall / minimum).toFixed(3)
+            }, ${rejected} x 429 in ${stats.attempts.length}`
+          )
+          expect(wall).toBeLessThanOrEqual(1.05 * minimum)
+          expect(rejected).toBeLessThanOrEqual(1)
+          // the first request the server saw is the smallest line
+          const least = Math.min(...work.map((r) => outputOf(r.body.max_tokens)))
+          const first = work.find((r) => r.id === stats.attempts[0].key)!
+          expect(outputOf(first.body.max_tokens)).toBe(least)
+        }
       }),
     300_000
   )

@@ -166,12 +166,30 @@ export const run = <E, R>(
       // them), then go to the queue sorted; what is left goes when the input ends
       let pending: Array<{ readonly request: Request; readonly size: Input.Size }> = []
       let pendingChars = 0
-      /** The window's lines, largest first (a stable sort: lines of one size keep the file's order). */
+      let firstWindow = true
+      /**
+       * The window's lines, largest first (a stable sort: lines of one size keep the file's order); in the run's first
+       * window, each model's smallest line (the first of them in the file) goes ahead of the rest: a pool with learned
+       * limits lets its herd out after its first answer (its probe), and the smallest line's is the soonest.
+       */
       const takeWindow = (): Array<Request> => {
-        const sorted = pending.sort((a, b) => Input.largerFirst(a.size, b.size)).map((p) => p.request)
+        let sorted = pending.sort((a, b) => Input.largerFirst(a.size, b.size))
+        if (firstWindow) {
+          const smallest = new Map<unknown, Input.Size>()
+          for (const p of sorted) smallest.set(p.request.body.model, p.size)
+          const probes = sorted.filter((p) => {
+            const size = smallest.get(p.request.body.model)
+            if (size === undefined || Input.largerFirst(p.size, size) !== 0) return false
+            smallest.delete(p.request.body.model)
+            return true
+          })
+          const ahead = new Set(probes)
+          sorted = [...probes, ...sorted.filter((p) => !ahead.has(p))]
+        }
+        firstWindow = false
         pending = []
         pendingChars = 0
-        return sorted
+        return sorted.map((p) => p.request)
       }
       const seen = new Map<string, number>()
       /** What a line is: work, a skip (blank, or already in the output), or a rejected line. Synchronous. */
