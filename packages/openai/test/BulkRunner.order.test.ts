@@ -15,6 +15,7 @@ import * as NodePath from "node:path"
 import { orderFreeMinimumMillis } from "../../../benchmarks/minimum.js"
 import {
   batchLine,
+  isChat,
   LATENCY,
   MODEL as BENCH_MODEL,
   outputOf,
@@ -391,7 +392,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
       Effect.gen(function*() {
         for (const name of ["mixed", "no-headers", "sub-minute"]) {
           const shape = SHAPES.find((s) => s.name === name)!
-          const work = shapeWorkload(shape)
+          const work = shapeWorkload(shape).filter(isChat)
           const { exit, stats, wall } = yield* runThrough(
             work.map(batchLine).join("\n") + "\n",
             BENCH_MODEL,
