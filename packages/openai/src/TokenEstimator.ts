@@ -202,6 +202,42 @@ const positive = (value: unknown): number | undefined =>
 /** A product of body figures stays a finite count (`n: 1e305` × `max_tokens` would be `Infinity`). */
 const bounded = (value: number): number => Math.min(value, Number.MAX_SAFE_INTEGER)
 
+/** How a caller's default output applies to a body that sets no maximum (see {@link defaultMaxOutputTokens}). */
+interface OutputOptions {
+  readonly defaultMaxOutputTokens?: number | undefined
+}
+
+/** A chat completion's output: `n` × `max_completion_tokens` (or `max_tokens`, else the default). */
+const chatOutput = (body: Readonly<Record<string, unknown>>, model: string, options?: OutputOptions): number =>
+  bounded(
+    (positive(body.n) ?? 1) * (positive(body.max_completion_tokens) ?? positive(body.max_tokens) ??
+      options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model))
+  )
+
+/** A Responses API call's output: `max_output_tokens`, else the default. */
+const responsesOutput = (body: Readonly<Record<string, unknown>>, model: string, options?: OutputOptions): number =>
+  positive(body.max_output_tokens) ?? options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
+
+/** A legacy completions prompt that is a list of texts or of token lists: one completion per item. */
+const manyPrompts = (prompt: unknown): boolean => Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
+
+/** A legacy completion's output: `prompts × max(n, best_of) × max_tokens` (16, the API's default, when unset). */
+const completionsOutput = (body: Readonly<Record<string, unknown>>, options?: OutputOptions): number => {
+  const prompts = manyPrompts(body.prompt) ? Math.max(1, (body.prompt as ReadonlyArray<unknown>).length) : 1
+  const perChoice = positive(body.max_tokens) ?? options?.defaultMaxOutputTokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS
+  return bounded(prompts * Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1) * perChoice)
+}
+
+/** A GPT Image generation's output tokens: `n` pictures by quality and size (other image models: none). */
+const imagesOutput = (body: Readonly<Record<string, unknown>>, model: string): number => {
+  if (!model.startsWith("gpt-image")) return 0
+  const large = typeof body.size === "string" && body.size !== "1024x1024" && body.size !== "auto"
+  const quality = typeof body.quality === "string" && Object.hasOwn(IMAGE_OUTPUT_TOKENS, body.quality)
+    ? body.quality
+    : "auto"
+  return bounded((positive(body.n) ?? 1) * Math.ceil(IMAGE_OUTPUT_TOKENS[quality]! * (large ? 1.5 : 1)))
+}
+
 /**
  * Estimates a chat completion (`/v1/chat/completions` body).
  *
@@ -250,10 +286,7 @@ export const chat = (input: {
   if (format !== undefined && format !== null && !(isObject(format) && format.type === "text")) {
     prompt += count.json(format)
   }
-  const perChoice = positive(body.max_completion_tokens) ?? positive(body.max_tokens) ??
-    options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
-  const n = positive(body.n) ?? 1
-  const output = bounded(n * perChoice)
+  const output = chatOutput(body, model, options)
   return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: 0 }
 }
 
@@ -283,7 +316,7 @@ export const responses = (input: {
     }
   } else prompt += count.json(body.input)
   prompt += count.json(body.tools) + count.json(body.text)
-  const output = positive(body.max_output_tokens) ?? options?.defaultMaxOutputTokens ?? defaultMaxOutputTokens(model)
+  const output = responsesOutput(body, model, options)
   return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: 0 }
 }
 
@@ -339,12 +372,7 @@ export const images = (input: {
     return { model, promptTokens: 0, maxOutputTokens: 0, tokens: 0, images: n }
   }
   const prompt = counter("o200k_base").text(body.prompt)
-  const large = typeof body.size === "string" && body.size !== "1024x1024" && body.size !== "auto"
-  const quality = typeof body.quality === "string" && Object.hasOwn(IMAGE_OUTPUT_TOKENS, body.quality)
-    ? body.quality
-    : "auto"
-  const perImage = Math.ceil(IMAGE_OUTPUT_TOKENS[quality]! * (large ? 1.5 : 1))
-  const output = bounded(n * perImage)
+  const output = imagesOutput(body, model)
   return { model, promptTokens: prompt, maxOutputTokens: output, tokens: bounded(prompt + output), images: n }
 }
 
@@ -369,17 +397,12 @@ export const completions = (input: {
 }, options?: { readonly defaultMaxOutputTokens?: number | undefined }): Estimate => {
   const { body, count, model } = textBody(input, "gpt-3.5-turbo-instruct")
   const prompt = body.prompt
-  // a list of texts or of token lists is one completion per item; a list of numbers is one prompt's tokens
-  const many = Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
-  const prompts = many ? Math.max(1, (prompt as ReadonlyArray<unknown>).length) : 1
-  const promptTokens = (many ?
+  const promptTokens = (manyPrompts(prompt) ?
     (prompt as ReadonlyArray<unknown>).reduce<number>((sum, item) => sum + itemTokens(count, item), 0)
     : Array.isArray(prompt)
     ? prompt.length
     : itemTokens(count, prompt)) + count.text(body.suffix)
-  const perChoice = positive(body.max_tokens) ?? options?.defaultMaxOutputTokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS
-  const choices = Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
-  const output = bounded(prompts * choices * perChoice)
+  const output = completionsOutput(body, options)
   return { model, promptTokens, maxOutputTokens: output, tokens: bounded(promptTokens + output), images: 0 }
 }
 
@@ -429,6 +452,43 @@ export const forEndpoint = (
       return completions(body, options)
     case "/moderations":
       return moderations(body)
+    default:
+      return undefined
+  }
+}
+
+/**
+ * The output a request body may ask for, as {@link forEndpoint} reserves it (its `maxOutputTokens`) without counting
+ * the prompt: `n` × the maximum (`max_completion_tokens` / `max_tokens`, `max_output_tokens` on the Responses API),
+ * else the model's default; a legacy completion's `prompts × max(n, best_of) × max_tokens`; a GPT Image
+ * generation's picture tokens; nothing for embeddings and moderations; `undefined` for an endpoint Sluice does not
+ * meter. Cheap: what `sluice run --order largest-first` sorts a file's lines by.
+ *
+ * @since 0.2.0
+ * @category estimating
+ * @example
+ * ```ts
+ * import { TokenEstimator } from "@sluice/openai"
+ *
+ * TokenEstimator.maxOutputOf("/v1/chat/completions", { model: "gpt-4o-mini", messages: [], n: 2, max_tokens: 100 })
+ * // 200
+ * ```
+ */
+export const maxOutputOf = (url: string, body: unknown, options?: OutputOptions): number | undefined => {
+  if (typeof url !== "string") return undefined
+  const fields = fieldsOf(body)
+  switch (Endpoints.pathOf(url)) {
+    case "/chat/completions":
+      return chatOutput(fields, modelOf(fields.model, "gpt-4o"), options)
+    case "/responses":
+      return responsesOutput(fields, modelOf(fields.model, "gpt-4o"), options)
+    case "/completions":
+      return completionsOutput(fields, options)
+    case "/images/generations":
+      return imagesOutput(fields, modelOf(fields.model, "dall-e-2"))
+    case "/embeddings":
+    case "/moderations":
+      return 0
     default:
       return undefined
   }

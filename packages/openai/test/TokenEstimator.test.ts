@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { TokenEstimator } from "@sluice/openai"
+import { FastCheck } from "effect"
 
 describe("TokenEstimator", () => {
   it("picks the encoding of the model family", () => {
@@ -85,5 +86,51 @@ describe("TokenEstimator", () => {
     expect(TokenEstimator.forEndpoint("/v1/embeddings", { model: "text-embedding-3-small", input: "hi" })?.tokens)
       .toBe(1)
     expect(TokenEstimator.forEndpoint("/v1/files", {})).toBeUndefined()
+  })
+
+  it("property: maxOutputOf is the estimate's maxOutputTokens, for any body of any endpoint", () => {
+    const figure = FastCheck.oneof(
+      FastCheck.constant(undefined),
+      FastCheck.constant(null),
+      FastCheck.integer({ min: -2, max: 10_000 }),
+      FastCheck.double({ noNaN: false }),
+      FastCheck.constant("12")
+    )
+    const body = FastCheck.record({
+      model: FastCheck.constantFrom(undefined, "gpt-4o-mini", "o3", "gpt-5-mini", "gpt-image-1", "dall-e-3", 7),
+      messages: FastCheck.constant([{ role: "user", content: "hi" }]),
+      input: FastCheck.constantFrom("hello", ["a", "b"], [1, 2]),
+      prompt: FastCheck.constantFrom("a cat", ["a", "b", "c"], [1, 2, 3], [[1, 2], [3]], []),
+      n: figure,
+      best_of: figure,
+      max_tokens: figure,
+      max_completion_tokens: figure,
+      max_output_tokens: figure,
+      quality: FastCheck.constantFrom(undefined, "low", "medium", "high", "auto", "ultra"),
+      size: FastCheck.constantFrom(undefined, "1024x1024", "1536x1024", "auto")
+    }, { requiredKeys: [] })
+    const url = FastCheck.constantFrom(
+      "/v1/chat/completions",
+      "/v1/responses",
+      "/v1/completions",
+      "/v1/embeddings",
+      "/v1/moderations",
+      "/v1/images/generations",
+      "https://api.openai.com/v1/chat/completions",
+      "/v1/files"
+    )
+    const options = FastCheck.constantFrom(undefined, { defaultMaxOutputTokens: 77 })
+    FastCheck.assert(
+      FastCheck.property(url, body, options, (url, body, options) => {
+        expect(TokenEstimator.maxOutputOf(url, body, options)).toBe(
+          TokenEstimator.forEndpoint(url, body, options)?.maxOutputTokens
+        )
+      }),
+      { numRuns: 2_000, seed: 1_207 }
+    )
+    expect(
+      TokenEstimator.maxOutputOf("/v1/chat/completions", { model: "gpt-4o-mini", messages: [], n: 2, max_tokens: 100 })
+    )
+      .toBe(200)
   })
 })

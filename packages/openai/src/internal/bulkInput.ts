@@ -161,26 +161,16 @@ const IMAGE_OUTPUT = 4_096
 
 /**
  * The key of `order: "largest-first"`, without tokenizing the line (the executor does that once): the output it may
- * ask for (`n` × its maximum, else the model's default, for each prompt of a completions list; an image as 4,096
- * tokens; nothing for embeddings and moderations), then the line's length. An answer takes about as long as its
- * output, whatever its prompt.
+ * ask for as the estimator reserves it (`TokenEstimator.maxOutputOf`: `n` × its maximum, else the model's default,
+ * for each prompt of a completions list; nothing for embeddings and moderations), an image as 4,096 tokens, then the
+ * line's length. An answer takes about as long as its output, whatever its prompt.
  *
  * @internal
  */
-export const sizeOf = (url: string, body: Record<string, unknown>, length: number): Size => {
-  const path = Endpoints.endpointOf(url)
-  const choices = Math.max(positive(body.n) ?? 1, positive(body.best_of) ?? 1)
-  if (path === "/images/generations") return { output: (positive(body.n) ?? 1) * IMAGE_OUTPUT, length }
-  if (path !== "/chat/completions" && path !== "/responses" && path !== "/completions") return { output: 0, length }
-  const model = typeof body.model === "string" ? body.model : ""
-  const most = positive(body.max_completion_tokens) ?? positive(body.max_output_tokens) ?? positive(body.max_tokens)
-  const prompt = body.prompt
-  const prompts = path === "/completions" && Array.isArray(prompt) && prompt.some((x) => typeof x !== "number")
-    ? Math.max(1, prompt.length)
-    : 1
-  const perChoice = most ?? (path === "/completions" ? 16 : TokenEstimator.defaultMaxOutputTokens(model))
-  return { output: prompts * choices * perChoice, length }
-}
+export const sizeOf = (url: string, body: Record<string, unknown>, length: number): Size =>
+  Endpoints.endpointOf(url) === "/images/generations"
+    ? { output: (positive(body.n) ?? 1) * IMAGE_OUTPUT, length }
+    : { output: TokenEstimator.maxOutputOf(url, body) ?? 0, length }
 
 /**
  * Larger first: by output, then by length (negative when `a` goes first).
