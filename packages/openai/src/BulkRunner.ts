@@ -514,22 +514,22 @@ export declare namespace BulkRunner {
     /** How many requests may be in flight at once (default 256). */
     readonly concurrency?: number | undefined
     /**
-     * The order the lines go to `execute` in. `largest-first` (the default) takes the lines to send `orderWindow` at
-     * a time (or fewer, once they reach 8 MiB of text; the rest when the input ends) and hands each window over
-     * largest first: by the output a line may ask for (`n` × `max_tokens` / `max_completion_tokens` /
-     * `max_output_tokens`, else the model's default, for each prompt of a completions list; an image counts as 4,096
-     * tokens; embeddings and moderations none), then by its length; lines of one size keep the file's order. An
-     * answer takes about as long as its output, so the long calls start first and the short ones fill the budget
-     * after them: the run does not end on a long call sent last (`sluice run --limits` on 90 calls of `max_tokens`
-     * 2,048-8,192 at 200,000 TPM: 72.5 s in the file's order, 65.7 s largest first, over HTTP). Ahead of the run's
-     * first window go its smallest line of each model: a pool whose limits are learned (none given) lets its herd out
-     * after its first answer, and the smallest line's comes soonest (650 mixed calls with no limits, in virtual time:
-     * 22.9 s with the largest as the probe, 20.9 s with the smallest, against a minimum of 20.6 s). `input` keeps the
-     * file's order and hands each line over as soon as it is read (for an input still being written, a pipe). Either
-     * way lines are classified in the file's order (line numbers, duplicates, rejected lines), output lines are
-     * written as their calls end, and a rerun resumes by `custom_id`. The default was the file's order before 0.2.0.
-     * The model's default output is `TokenEstimator.defaultMaxOutputTokens` of the line's `model` (a task or an
-     * alias that a router resolves counts 1,024).
+     * The order the lines go to `execute` in. `largest-first` (the default) takes the lines to send `orderWindow` at a
+     * time (or fewer, once they reach 8 MiB of text; the rest when the input ends) and hands each window over largest
+     * first: by the output a line may ask for as the estimator reserves it (`TokenEstimator.maxOutputOf`: `n` ×
+     * `max_tokens` / `max_completion_tokens` / `max_output_tokens`, else the model's default, for each prompt of a
+     * completions list; embeddings and moderations none; an image counts as 4,096 tokens), then by its length; lines of
+     * one size keep the file's order. An answer takes about as long as its output, so the long calls start first and
+     * the short ones fill the budget after them: the run does not end on a long call sent last (`sluice run --limits`
+     * on 90 calls of `max_tokens` 2,048-8,192 at 200,000 TPM: 72.5 s in the file's order, 65.7 s largest first, over
+     * HTTP). In the run's first window, each model's smallest line moves to the front: a pool whose limits are learned
+     * (none given) lets its herd out after its first answer, and the smallest line's comes soonest (650 mixed calls
+     * with no limits, in virtual time: 22.9 s with the largest as the probe, 20.9 s with the smallest, against a
+     * minimum of 20.6 s). `input` keeps the file's order and hands each line over as soon as it is read (for an input
+     * still being written, a pipe). Either way lines are classified in the file's order (line numbers, duplicates,
+     * rejected lines), output lines are written as their calls end, and a rerun resumes by `custom_id`. The default was
+     * the file's order before 0.2.0. The model's default output is `TokenEstimator.defaultMaxOutputTokens` of the
+     * line's `model` (a task or an alias that a router resolves counts 1,024).
      *
      * @since 0.2.0
      */

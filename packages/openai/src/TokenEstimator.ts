@@ -459,10 +459,11 @@ export const forEndpoint = (
 
 /**
  * The output a request body may ask for, as {@link forEndpoint} reserves it (its `maxOutputTokens`) without counting
- * the prompt: `n` × the maximum (`max_completion_tokens` / `max_tokens`, `max_output_tokens` on the Responses API),
- * else the model's default; a legacy completion's `prompts × max(n, best_of) × max_tokens`; a GPT Image
- * generation's picture tokens; nothing for embeddings and moderations; `undefined` for an endpoint Sluice does not
- * meter. Cheap: what `sluice run --order largest-first` sorts a file's lines by.
+ * the prompt: a chat completion's `n` × `max_completion_tokens` (or `max_tokens`), a Responses API call's
+ * `max_output_tokens`, either else the model's default ({@link defaultMaxOutputTokens}, or `defaultMaxOutputTokens`
+ * given); a legacy completion's `prompts × max(n, best_of) × max_tokens`; a GPT Image generation's picture tokens (0
+ * for other image models); nothing for embeddings and moderations; `undefined` for an endpoint Sluice does not meter.
+ * Cheap (nothing is tokenized): `sluice run --order largest-first` sorts a file's text lines by it.
  *
  * @since 0.2.0
  * @category estimating
@@ -474,7 +475,11 @@ export const forEndpoint = (
  * // 200
  * ```
  */
-export const maxOutputOf = (url: string, body: unknown, options?: OutputOptions): number | undefined => {
+export const maxOutputOf = (
+  url: string,
+  body: unknown,
+  options?: { readonly defaultMaxOutputTokens?: number | undefined }
+): number | undefined => {
   if (typeof url !== "string") return undefined
   const fields = fieldsOf(body)
   switch (Endpoints.pathOf(url)) {

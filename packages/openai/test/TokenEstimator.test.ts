@@ -128,9 +128,21 @@ describe("TokenEstimator", () => {
       }),
       { numRuns: 2_000, seed: 1_207 }
     )
-    expect(
-      TokenEstimator.maxOutputOf("/v1/chat/completions", { model: "gpt-4o-mini", messages: [], n: 2, max_tokens: 100 })
-    )
-      .toBe(200)
+    // pinned, per endpoint (the property above compares two paths over shared helpers)
+    const of = TokenEstimator.maxOutputOf
+    expect(of("/v1/chat/completions", { model: "gpt-4o-mini", messages: [], n: 2, max_tokens: 100 })).toBe(200)
+    expect(of("/v1/chat/completions", { model: "gpt-4o", n: 3, max_completion_tokens: 50, max_tokens: 10 })).toBe(150)
+    expect(of("/v1/chat/completions", { model: "o3", messages: [] })).toBe(8_192)
+    expect(of("/v1/chat/completions", { messages: [] }, { defaultMaxOutputTokens: 77 })).toBe(77)
+    expect(of("/v1/responses", { model: "gpt-4o", input: "x", max_output_tokens: 70, n: 5 })).toBe(70)
+    expect(of("/v1/responses", { model: "gpt-5-mini", input: "x" })).toBe(8_192)
+    expect(of("/v1/completions", { prompt: ["a", "b"], n: 2, best_of: 3, max_tokens: 5 })).toBe(30)
+    expect(of("/v1/completions", { prompt: [1, 2, 3] })).toBe(16)
+    expect(of("/v1/images/generations", { model: "gpt-image-1", prompt: "p", n: 2, quality: "low", size: "1536x1024" }))
+      .toBe(2 * 408)
+    expect(of("/v1/images/generations", { model: "dall-e-3", prompt: "p", n: 2 })).toBe(0)
+    expect(of("/v1/embeddings", { model: "text-embedding-3-small", input: "hi" })).toBe(0)
+    expect(of("/v1/chat/completions", { model: "gpt-4o", n: 1e305, max_tokens: 1e10 })).toBe(Number.MAX_SAFE_INTEGER)
+    expect(of("/v1/files", {})).toBeUndefined()
   })
 })

@@ -169,7 +169,7 @@ const IMAGE_OUTPUT = 4_096
  */
 export const sizeOf = (url: string, body: Record<string, unknown>, length: number): Size =>
   Endpoints.endpointOf(url) === "/images/generations"
-    ? { output: (positive(body.n) ?? 1) * IMAGE_OUTPUT, length }
+    ? { output: Math.min((positive(body.n) ?? 1) * IMAGE_OUTPUT, Number.MAX_SAFE_INTEGER), length }
     : { output: TokenEstimator.maxOutputOf(url, body) ?? 0, length }
 
 /**

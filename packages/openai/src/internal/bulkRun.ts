@@ -175,12 +175,15 @@ export const run = <E, R>(
       const takeWindow = (): Array<Request> => {
         let sorted = pending.sort((a, b) => Input.largerFirst(a.size, b.size))
         if (firstWindow) {
-          const smallest = new Map<unknown, Input.Size>()
-          for (const p of sorted) smallest.set(p.request.body.model, p.size)
+          // by model name (a line with none, or not a string, counts as one model: a pool is named by its model)
+          const modelOf = (p: { readonly request: Request }) =>
+            typeof p.request.body.model === "string" ? p.request.body.model : undefined
+          const smallest = new Map<string | undefined, Input.Size>()
+          for (const p of sorted) smallest.set(modelOf(p), p.size)
           const probes = sorted.filter((p) => {
-            const size = smallest.get(p.request.body.model)
+            const size = smallest.get(modelOf(p))
             if (size === undefined || Input.largerFirst(p.size, size) !== 0) return false
-            smallest.delete(p.request.body.model)
+            smallest.delete(modelOf(p))
             return true
           })
           const ahead = new Set(probes)
