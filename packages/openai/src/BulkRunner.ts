@@ -266,6 +266,20 @@ export interface ProgressStats extends Counts {
   /** Non-blank input lines, once counted (`countTotal`); `undefined` until then. */
   readonly total: number | undefined
   readonly inFlight: number
+  /**
+   * The lines handed to `execute` so far and what they weigh (the output each may ask for plus a quarter of its
+   * length: about the tokens it takes, without tokenizing), and of them those finished. The ETA weighs the lines
+   * left by them ({@link view}): a run sent largest first ends its heavy lines first, and counting lines alone
+   * would say it has longer to go than it has. `undefined` with an offload (the Batch API takes lines unweighed).
+   *
+   * @since 0.2.0
+   */
+  readonly weights?: {
+    readonly handed: number
+    readonly handedWeight: number
+    readonly finished: number
+    readonly finishedWeight: number
+  } | undefined
   /** When the run started (`Clock` milliseconds). */
   readonly startedAt: number
 }

@@ -337,6 +337,19 @@ describe("BulkRunner reporting (mutation survivors, tenth session)", () => {
     expect(BulkRunner.view(stats({ total: 2, succeeded: 3 }), 1_000)).toMatchObject({ remaining: 0, etaMs: 0 })
   })
 
+  it("view by weight: the handed lines left weigh what they do, the lines not handed yet the handed ones' mean", () => {
+    // 12 lines, 10 handed (two of 1,000, eight of 100: 2,800), the two heavy ones done in 2 s: 1 a millisecond.
+    // Left: 800 handed, and two not handed at the mean 280: 1,360 ms; by lines 10 / (2 / 2 s) = 10 s
+    const weights = { handed: 10, handedWeight: 2_800, finished: 2, finishedWeight: 2_000 }
+    expect(BulkRunner.view(stats({ total: 12, succeeded: 2, weights }), 3_000).etaMs).toBe(1_360)
+    // a failed line counts as done, an invalid one (never handed) is not left
+    expect(BulkRunner.view(stats({ total: 13, succeeded: 1, failed: 1, invalid: 1, weights }), 3_000).etaMs).toBe(1_360)
+    // nothing of weight finished yet (or no time): by lines
+    expect(BulkRunner.view(stats({ total: 12, succeeded: 2, weights: { ...weights, finishedWeight: 0 } }), 3_000).etaMs)
+      .toBe(10_000)
+    expect(BulkRunner.view(stats({ total: 12, succeeded: 2, weights: undefined }), 3_000).etaMs).toBe(10_000)
+  })
+
   it.effect("the progress line: done of the valid lines, rate, ETA, in flight, failures, binding, waits, 429s, retries", () =>
     Effect.gen(function*() {
       const progress = yield* BulkRunner.makeProgress

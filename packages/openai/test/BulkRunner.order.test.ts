@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget } from "@sluice/core"
 import { BulkRunner } from "@sluice/openai"
 import { SimConfig, Simulator } from "@sluice/testing"
-import { Clock, Effect, Exit, FastCheck } from "effect"
+import { Clock, Duration, Effect, Exit, FastCheck, Ref } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -322,6 +322,63 @@ describe("BulkRunner: the order lines are handed over in", () => {
       const { called } = yield* runOrder(text, { order: "largest-first" })
       // the models' lead lines in sorted order (the chat line is larger), then the rest largest first
       expect(called).toEqual(["r1", "r2", "r0", "r4", "r3", "r6", "r5"])
+    }))
+
+  // The ETA weighs the lines left (`ProgressStats.weights`): largest first, the heavy lines end first, and a rate in
+  // lines said there was seven times longer to go than there was.
+  it.effect("the ETA by weight: after a largest-first run's heavy lines, within 40% of the time left (by lines: 7x)", () =>
+    Effect.gen(function*() {
+      const dir = tmp()
+      const input = NodePath.join(dir, "in.jsonl")
+      // two heavy lines (max_tokens 1,000) among eight light ones (100); a call takes its max_tokens in ms
+      const lines: Array<Drawn> = [100, 100, 1_000, 100, 100, 100, 1_000, 100, 100, 100].map((maxTokens) => ({
+        _tag: "chat" as const,
+        maxTokens,
+        n: undefined,
+        words: 3
+      }))
+      NodeFs.writeFileSync(input, fileOf(lines).text)
+      const progress = yield* BulkRunner.makeProgress
+      let at:
+        | { readonly now: number; readonly eta: number | undefined; readonly byLines: number | undefined }
+        | undefined
+      let calls = 0
+      const { endedAt } = yield* drive(
+        BulkRunner.run({
+          input,
+          output: NodePath.join(dir, "out.jsonl"),
+          concurrency: 1,
+          checkResponses: false,
+          progress,
+          execute: (request) =>
+            Effect.gen(function*() {
+              calls++
+              if (calls === 4) {
+                // the probe (the first light line) and the two heavy lines are done
+                const now = yield* Clock.currentTimeMillis
+                const stats = yield* Ref.get(progress.stats)
+                at = {
+                  now,
+                  eta: BulkRunner.view(stats, now).etaMs,
+                  byLines: BulkRunner.view({ ...stats, weights: undefined }, now).etaMs
+                }
+              }
+              yield* Effect.sleep(Duration.millis((request.body as { max_tokens: number }).max_tokens))
+              return { statusCode: 200, requestId: `req-${request.customId}`, body: { id: request.customId } }
+            }),
+          describe: () => ({ kind: "Unknown", code: "unknown", message: "never" })
+        }),
+        10
+      )
+      NodeFs.rmSync(dir, { recursive: true, force: true })
+      expect(at).toBeDefined()
+      const left = endedAt - at!.now
+      console.log(`time left ${left} ms: ETA by weight ${Math.round(at!.eta ?? NaN)} ms, by lines ${at!.byLines} ms`)
+      expect(left).toBe(700)
+      // 937 ms: a line's weight counts a quarter of its length too (its prompt's tokens), which these fake calls
+      // take no time for
+      expect(Math.abs(at!.eta! - left)).toBeLessThanOrEqual(0.4 * left)
+      expect(at!.byLines!).toBeGreaterThan(5 * left)
     }))
 
   // `sluice run`'s path (the runner, the executor with the limits given) on the few-large calls of

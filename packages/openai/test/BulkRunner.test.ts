@@ -258,7 +258,8 @@ describe("BulkRunner", () => {
       expect(lines[lines.length - 1]).toContain("10/10 done")
       const stats = yield* Ref.get(progress.stats)
       const v = BulkRunner.view(
-        { ...stats, alreadyDone: 0, invalid: 0, failed: 0, succeeded: 5, total: 10 },
+        // counted by lines (no weights: the ETA by weight is BulkRunner.order.test.ts's)
+        { ...stats, alreadyDone: 0, invalid: 0, failed: 0, succeeded: 5, total: 10, weights: undefined },
         stats.startedAt + 1000
       )
       expect(v.rate).toBe(5)

@@ -173,6 +173,14 @@ export const sizeOf = (url: string, body: Record<string, unknown>, length: numbe
     : { output: TokenEstimator.maxOutputOf(url, body) ?? 0, length }
 
 /**
+ * What a line weighs in the ETA: the output it may ask for plus a quarter of its length (its prompt's tokens, about,
+ * without tokenizing): what it takes of a tokens budget, and about what its answer's time grows with.
+ *
+ * @internal
+ */
+export const weightOf = (size: Size): number => size.output + Math.ceil(size.length / 4)
+
+/**
  * Larger first: by output, then by length (negative when `a` goes first).
  *
  * @internal

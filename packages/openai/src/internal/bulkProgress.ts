@@ -45,10 +45,16 @@ export const view = (stats: Stats, now: number): View => {
   const remaining = stats.total === undefined
     ? undefined
     : Math.max(0, stats.total - stats.alreadyDone - stats.invalid - done)
+  const weights = stats.weights
   const etaMs = remaining === undefined
     ? undefined
     : remaining === 0
     ? 0
+    : weights !== undefined && weights.handed > 0 && weights.finishedWeight > 0 && elapsedMs > 0
+    // by weight: the handed lines not finished weigh what they do, the lines not handed yet the handed ones' mean
+    ? ((weights.handedWeight - weights.finishedWeight +
+      Math.max(0, remaining - (weights.handed - weights.finished)) * (weights.handedWeight / weights.handed)) /
+      (weights.finishedWeight / elapsedMs))
     : rate > 0
     ? (remaining / rate) * 1000
     : undefined

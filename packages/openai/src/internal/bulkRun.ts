@@ -167,6 +167,8 @@ export const run = <E, R>(
       let pending: Array<{ readonly request: Request; readonly size: Input.Size }> = []
       let pendingChars = 0
       let firstWindow = true
+      // without an offload, each line to send weighs what `Input.weightOf` says: the ETA weighs the lines left by it
+      const weightOf = new WeakMap<Request, number>()
       /**
        * The window's lines, largest first (a stable sort: lines of one size keep the file's order); in the run's first
        * window, each model's smallest line (the first of them in the file) goes ahead of the rest: a pool with learned
@@ -253,13 +255,17 @@ export const run = <E, R>(
             if (classified instanceof BulkInputError) rejected.push(classified)
             else if (classified._tag === "Work") {
               if (offload !== undefined && offload.accepts(classified.request)) text = line.text
-              else if (!largestFirst) work.push(classified.request)
               else {
                 const { body, url } = classified.request
-                pending.push({ request: classified.request, size: Input.sizeOf(url, body, line.text.length) })
-                pendingChars += line.text.length
-                if (pending.length >= window || pendingChars >= ORDER_WINDOW_CHARS) {
-                  for (const request of takeWindow()) work.push(request)
+                const size = Input.sizeOf(url, body, line.text.length)
+                if (offload === undefined) weightOf.set(classified.request, Input.weightOf(size))
+                if (!largestFirst) work.push(classified.request)
+                else {
+                  pending.push({ request: classified.request, size })
+                  pendingChars += line.text.length
+                  if (pending.length >= window || pendingChars >= ORDER_WINDOW_CHARS) {
+                    for (const request of takeWindow()) work.push(request)
+                  }
                 }
               }
             } else if (classified._tag === "InvalidBody") invalid.push(classified)
@@ -280,8 +286,22 @@ export const run = <E, R>(
         })
 
       /** Lines to the queue (waiting for room), with the workers they need. */
-      const send = (work: ReadonlyArray<Request>): Effect.Effect<void, never, R> =>
-        Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work)))
+      const send = (work: ReadonlyArray<Request>): Effect.Effect<void, never, R> => {
+        let weight = 0
+        for (const request of work) weight += weightOf.get(request) ?? 0
+        const weighed = offload === undefined
+          ? update((s) => ({
+            ...s,
+            weights: {
+              handed: (s.weights?.handed ?? 0) + work.length,
+              handedWeight: (s.weights?.handedWeight ?? 0) + weight,
+              finished: s.weights?.finished ?? 0,
+              finishedWeight: s.weights?.finishedWeight ?? 0
+            }
+          }))
+          : Effect.void
+        return Effect.zipRight(weighed, Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
+      }
 
       // 3. execute with bounded concurrency; write each finished request at once
       const write = (request: Request, response: Response | null, failure: Failure | null) =>
@@ -307,7 +327,15 @@ export const run = <E, R>(
           if (stopReason !== undefined) return Effect.void
           return update((s) => ({ ...s, inFlight: s.inFlight + 1 })).pipe(
             Effect.zipRight(Effect.exit(options.execute(request))),
-            Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
+            Effect.ensuring(update((s) => ({
+              ...s,
+              inFlight: s.inFlight - 1,
+              weights: s.weights === undefined ? undefined : {
+                ...s.weights,
+                finished: s.weights.finished + 1,
+                finishedWeight: s.weights.finishedWeight + (weightOf.get(request) ?? 0)
+              }
+            }))),
             Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
               if (Exit.isSuccess(exit)) {
                 const problem = responseProblem(request, exit.value)
