@@ -267,10 +267,12 @@ export interface ProgressStats extends Counts {
   readonly total: number | undefined
   readonly inFlight: number
   /**
-   * The lines handed to `execute` so far and what they weigh (the output each may ask for plus a quarter of its
-   * length: about the tokens it takes, without tokenizing), and of them those finished. The ETA weighs the lines
-   * left by them ({@link view}): a run sent largest first ends its heavy lines first, and counting lines alone
-   * would say it has longer to go than it has. `undefined` with an offload (the Batch API takes lines unweighed).
+   * The lines sent to the workers' queue so far and what they weigh (the output each may ask for plus a quarter of
+   * its length: about the tokens it takes, without tokenizing), and of them those that succeeded (a line that failed
+   * leaves both: a call refused at once did not take the time its weight says). The ETA weighs the lines left by them
+   * ({@link view}): a run sent largest first ends its heavy lines first, and counting lines alone would say it has
+   * longer to go than it has. `undefined` before the first line is sent, and with an offload (the Batch API takes
+   * lines unweighed).
    *
    * @since 0.2.0
    */
@@ -318,7 +320,8 @@ export interface Progress {
 export const makeProgress: Effect.Effect<Progress> = Stats.make
 
 /**
- * Derived figures of a snapshot: done in this run, remaining, rate (per second), ETA.
+ * Derived figures of a snapshot: done in this run, remaining, rate (per second), ETA (by the lines' weight when the
+ * snapshot has {@link ProgressStats.weights} and some of it has succeeded, else by lines).
  *
  * @since 0.1.0
  * @category progress

@@ -348,6 +348,17 @@ describe("BulkRunner reporting (mutation survivors, tenth session)", () => {
     expect(BulkRunner.view(stats({ total: 12, succeeded: 2, weights: { ...weights, finishedWeight: 0 } }), 3_000).etaMs)
       .toBe(10_000)
     expect(BulkRunner.view(stats({ total: 12, succeeded: 2, weights: undefined }), 3_000).etaMs).toBe(10_000)
+    // weights beyond what is left (a snapshot between updates): never a negative ETA
+    expect(
+      BulkRunner.view(
+        stats({
+          total: 12,
+          succeeded: 11,
+          weights: { handed: 12, handedWeight: 1_000, finished: 10, finishedWeight: 2_000 }
+        }),
+        3_000
+      ).etaMs
+    ).toBe(0)
   })
 
   it.effect("the progress line: done of the valid lines, rate, ETA, in flight, failures, binding, waits, 429s, retries", () =>

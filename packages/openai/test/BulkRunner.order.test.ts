@@ -326,11 +326,15 @@ describe("BulkRunner: the order lines are handed over in", () => {
 
   // The ETA weighs the lines left (`ProgressStats.weights`): largest first, the heavy lines end first, and a rate in
   // lines said there was seven times longer to go than there was.
-  it.effect("the ETA by weight: after a largest-first run's heavy lines, within 40% of the time left (by lines: 7x)", () =>
+  /**
+   * A ten-line file (two heavy lines of max_tokens 1,000 among eight light ones of 100) with one call at a time, a
+   * call taking its max_tokens in ms (`failHeavy`: the heavy calls refused at once); at the fourth call (the probe and
+   * the two heavy lines done), the ETA by weight and by lines, and the time actually left.
+   */
+  const etaRun = (failHeavy: boolean) =>
     Effect.gen(function*() {
       const dir = tmp()
       const input = NodePath.join(dir, "in.jsonl")
-      // two heavy lines (max_tokens 1,000) among eight light ones (100); a call takes its max_tokens in ms
       const lines: Array<Drawn> = [100, 100, 1_000, 100, 100, 100, 1_000, 100, 100, 100].map((maxTokens) => ({
         _tag: "chat" as const,
         maxTokens,
@@ -354,7 +358,6 @@ describe("BulkRunner: the order lines are handed over in", () => {
             Effect.gen(function*() {
               calls++
               if (calls === 4) {
-                // the probe (the first light line) and the two heavy lines are done
                 const now = yield* Clock.currentTimeMillis
                 const stats = yield* Ref.get(progress.stats)
                 at = {
@@ -363,10 +366,12 @@ describe("BulkRunner: the order lines are handed over in", () => {
                   byLines: BulkRunner.view({ ...stats, weights: undefined }, now).etaMs
                 }
               }
-              yield* Effect.sleep(Duration.millis((request.body as { max_tokens: number }).max_tokens))
+              const maxTokens = (request.body as { max_tokens: number }).max_tokens
+              if (failHeavy && maxTokens === 1_000) return yield* Effect.fail("refused" as const)
+              yield* Effect.sleep(Duration.millis(maxTokens))
               return { statusCode: 200, requestId: `req-${request.customId}`, body: { id: request.customId } }
             }),
-          describe: () => ({ kind: "Unknown", code: "unknown", message: "never" })
+          describe: () => ({ kind: "BadRequest", code: "invalid_request_error", message: "max_tokens is too large" })
         }),
         10
       )
@@ -374,11 +379,28 @@ describe("BulkRunner: the order lines are handed over in", () => {
       expect(at).toBeDefined()
       const left = endedAt - at!.now
       console.log(`time left ${left} ms: ETA by weight ${Math.round(at!.eta ?? NaN)} ms, by lines ${at!.byLines} ms`)
+      return { left, eta: at!.eta!, byLines: at!.byLines! }
+    })
+
+  // The ETA weighs the lines left (`ProgressStats.weights`): largest first, the heavy lines end first, and a rate in
+  // lines said there was seven times longer to go than there was.
+  it.effect("the ETA by weight: after a largest-first run's heavy lines, within 40% of the time left (by lines: 7x)", () =>
+    Effect.gen(function*() {
+      const { byLines, eta, left } = yield* etaRun(false)
       expect(left).toBe(700)
       // 937 ms: a line's weight counts a quarter of its length too (its prompt's tokens), which these fake calls
       // take no time for
-      expect(Math.abs(at!.eta! - left)).toBeLessThanOrEqual(0.4 * left)
-      expect(at!.byLines!).toBeGreaterThan(5 * left)
+      expect(Math.abs(eta - left)).toBeLessThanOrEqual(0.4 * left)
+      expect(byLines).toBeGreaterThan(5 * left)
+    }))
+
+  // Heavy lines refused at once took no time: counted as finished, their weight would make the rate look ten times
+  // higher (an ETA of about 80 ms for 700 left)
+  it.effect("the ETA by weight: a line that failed leaves the weights", () =>
+    Effect.gen(function*() {
+      const { eta, left } = yield* etaRun(true)
+      expect(left).toBe(700)
+      expect(Math.abs(eta - left)).toBeLessThanOrEqual(0.4 * left)
     }))
 
   // `sluice run`'s path (the runner, the executor with the limits given) on the few-large calls of

@@ -174,11 +174,12 @@ export const sizeOf = (url: string, body: Record<string, unknown>, length: numbe
 
 /**
  * What a line weighs in the ETA: the output it may ask for plus a quarter of its length (its prompt's tokens, about,
- * without tokenizing): what it takes of a tokens budget, and about what its answer's time grows with.
+ * without tokenizing): what it takes of a tokens budget, and about what its answer's time grows with. At most 10^9,
+ * so that sums of weights stay exact.
  *
  * @internal
  */
-export const weightOf = (size: Size): number => size.output + Math.ceil(size.length / 4)
+export const weightOf = (size: Size): number => Math.min(size.output + Math.ceil(size.length / 4), 1e9)
 
 /**
  * Larger first: by output, then by length (negative when `a` goes first).

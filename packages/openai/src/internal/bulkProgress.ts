@@ -52,9 +52,11 @@ export const view = (stats: Stats, now: number): View => {
     ? 0
     : weights !== undefined && weights.handed > 0 && weights.finishedWeight > 0 && elapsedMs > 0
     // by weight: the handed lines not finished weigh what they do, the lines not handed yet the handed ones' mean
-    ? ((weights.handedWeight - weights.finishedWeight +
-      Math.max(0, remaining - (weights.handed - weights.finished)) * (weights.handedWeight / weights.handed)) /
-      (weights.finishedWeight / elapsedMs))
+    ? (Math.max(
+      0,
+      weights.handedWeight - weights.finishedWeight +
+        Math.max(0, remaining - (weights.handed - weights.finished)) * (weights.handedWeight / weights.handed)
+    ) / (weights.finishedWeight / elapsedMs))
     : rate > 0
     ? (remaining / rate) * 1000
     : undefined

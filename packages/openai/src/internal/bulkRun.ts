@@ -322,27 +322,48 @@ export const run = <E, R>(
         return endpoint === undefined ? undefined : Endpoints.responseProblem(endpoint, response.body)
       }
 
+      /**
+       * A line that failed leaves the ETA's weights: a call refused at once (a 400, a request too large) did not take
+       * the time its weight says, and counted as finished it would make the rate look far higher than it is.
+       */
+      const unweigh = (request: Request) =>
+        update((s) =>
+          s.weights === undefined ? s : {
+            ...s,
+            weights: {
+              ...s.weights,
+              handed: s.weights.handed - 1,
+              handedWeight: s.weights.handedWeight - (weightOf.get(request) ?? 0)
+            }
+          }
+        )
+
       const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
           if (stopReason !== undefined) return Effect.void
           return update((s) => ({ ...s, inFlight: s.inFlight + 1 })).pipe(
             Effect.zipRight(Effect.exit(options.execute(request))),
-            Effect.ensuring(update((s) => ({
-              ...s,
-              inFlight: s.inFlight - 1,
-              weights: s.weights === undefined ? undefined : {
-                ...s.weights,
-                finished: s.weights.finished + 1,
-                finishedWeight: s.weights.finishedWeight + (weightOf.get(request) ?? 0)
-              }
-            }))),
+            Effect.ensuring(update((s) => ({ ...s, inFlight: s.inFlight - 1 }))),
             Effect.flatMap((exit): Effect.Effect<void, Files.FileFailure> => {
               if (Exit.isSuccess(exit)) {
                 const problem = responseProblem(request, exit.value)
-                if (problem !== undefined) return fail(request, invalidResponse(problem, exit.value.statusCode))
+                if (problem !== undefined) {
+                  return Effect.zipRight(
+                    unweigh(request),
+                    fail(request, invalidResponse(problem, exit.value.statusCode))
+                  )
+                }
                 return Effect.zipRight(
                   write(request, exit.value, null),
-                  update((s) => ({ ...s, succeeded: s.succeeded + 1 }))
+                  update((s) => ({
+                    ...s,
+                    succeeded: s.succeeded + 1,
+                    weights: s.weights === undefined ? undefined : {
+                      ...s.weights,
+                      finished: s.weights.finished + 1,
+                      finishedWeight: s.weights.finishedWeight + (weightOf.get(request) ?? 0)
+                    }
+                  }))
                 )
               }
               const failure = Cause.failureOption(exit.cause)
@@ -361,7 +382,7 @@ export const run = <E, R>(
                   }
                   return Effect.void
                 }
-                return fail(request, described)
+                return Effect.zipRight(unweigh(request), fail(request, described))
               }
               // a defect, or an executor that interrupted itself (the run's own interruption never gets here):
               // the worker goes on (skipping what is left), so the producer never waits on a full queue
