@@ -80,7 +80,8 @@ const slowScenario = (dir: string, ms: number) => {
 }
 
 describe("sluice run: careless and hostile input", () => {
-  // live: real files and the simulator on the live clock (sluice in this process)
+  // live: real files and the simulator on the live clock; `sluiceInProcess` runs the command in a runtime of its own
+  // (`Effect.runPromise`, as the process does), whose Clock is the live one: a TestClock in this test cannot reach it
   it.live(
     "path collisions are refused with exit 2 before any file is written; a non-JSONL output too",
     () =>
@@ -217,7 +218,9 @@ describe("sluice run: careless and hostile input", () => {
     240_000
   )
 
-  // live: runs over a real output file, the simulator on the live clock (sluice in this process)
+  // live: runs over a real output file, the simulator on the live clock; `sluiceInProcess` runs the command in a
+  // runtime of its own (`Effect.runPromise`, as the process does), whose Clock is the live one: a TestClock in this
+  // test cannot reach it
   it.live(
     "a rerun over failed lines exits 1; --retry-failed resends only those, one line per custom_id",
     () =>
@@ -324,7 +327,9 @@ describe("sluice run: careless and hostile input", () => {
     240_000
   )
 
-  // live: real input and output files through Node's streams, the simulator on the live clock (sluice in this process)
+  // live: real input and output files through Node's streams, the simulator on the live clock; `sluiceInProcess` runs
+  // the command in a runtime of its own (`Effect.runPromise`, as the process does), whose Clock is the live one: a
+  // TestClock in this test cannot reach it
   it.live(
     "--order: largest first by default (by max_tokens, then length; the smallest line ahead), the file's order with --order input",
     () =>

@@ -271,8 +271,7 @@ export interface ProgressStats extends Counts {
    * its length: about the tokens it takes, without tokenizing), and of them those that succeeded (a line that failed
    * leaves both: a call refused at once did not take the time its weight says). The ETA weighs the lines left by them
    * ({@link view}): a run sent largest first ends its heavy lines first, and counting lines alone would say it has
-   * longer to go than it has. `undefined` before the first line is sent, and with an offload (the Batch API takes
-   * lines unweighed).
+   * longer to go than it has. `undefined` with an offload (the Batch API takes lines unweighed).
    *
    * @since 0.2.0
    */

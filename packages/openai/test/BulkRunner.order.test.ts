@@ -449,7 +449,7 @@ describe("BulkRunner: the order lines are handed over in", () => {
           if (Exit.isSuccess(exit)) expect(exit.value.succeeded).toBe(90)
           expect(stats.byStatus).toEqual({ "200": 90 })
         }
-        // 69.2 s against 82.3 s
+        // 70.2 s against 82.3 s (69.2 s before the smallest line went ahead)
         expect(largest.wall).toBeLessThan(0.9 * inOrder.wall)
       }),
     300_000

@@ -45,22 +45,28 @@ export const view = (stats: Stats, now: number): View => {
   const remaining = stats.total === undefined
     ? undefined
     : Math.max(0, stats.total - stats.alreadyDone - stats.invalid - done)
-  const weights = stats.weights
+  const byWeight = remaining === undefined ? undefined : etaByWeight(stats.weights, remaining, elapsedMs)
   const etaMs = remaining === undefined
     ? undefined
     : remaining === 0
     ? 0
-    : weights !== undefined && weights.handed > 0 && weights.finishedWeight > 0 && elapsedMs > 0
-    // by weight: the handed lines not finished weigh what they do, the lines not handed yet the handed ones' mean
-    ? (Math.max(
-      0,
-      weights.handedWeight - weights.finishedWeight +
-        Math.max(0, remaining - (weights.handed - weights.finished)) * (weights.handedWeight / weights.handed)
-    ) / (weights.finishedWeight / elapsedMs))
+    : byWeight !== undefined
+    ? byWeight
     : rate > 0
     ? (remaining / rate) * 1000
     : undefined
   return { done, remaining, elapsedMs, rate, etaMs }
+}
+
+/**
+ * The ETA by weight, once some weight has finished: the weight left (the lines sent and not finished as they weigh,
+ * the lines not sent yet at the sent ones' mean; never below 0) over the weight finished per millisecond.
+ */
+const etaByWeight = (weights: Stats["weights"], remaining: number, elapsedMs: number): number | undefined => {
+  if (weights === undefined || weights.handed === 0 || weights.finishedWeight <= 0 || elapsedMs <= 0) return undefined
+  const notSent = Math.max(0, remaining - (weights.handed - weights.finished))
+  const left = weights.handedWeight - weights.finishedWeight + notSent * (weights.handedWeight / weights.handed)
+  return Math.max(0, left) / (weights.finishedWeight / elapsedMs)
 }
 
 /** @internal */

@@ -35,6 +35,9 @@ import * as Stats from "./bulkProgress.js"
 import * as Endpoints from "./endpoint.js"
 import * as OutputLine from "./outputLine.js"
 
+/** The ETA's weights of a run (see `ProgressStats.weights`). */
+type Weights = NonNullable<ProgressStats["weights"]>
+
 /** A window of `order: "largest-first"` also ends at this many characters of lines (a window of large lines). */
 const ORDER_WINDOW_CHARS = 8 * 1024 * 1024
 
@@ -57,7 +60,10 @@ export const run = <E, R>(
       yield* Ref.update(progress.stats, (s) => ({
         ...Stats.empty(startedAt),
         binding: s.binding,
-        theoreticalMinimumMs: s.theoreticalMinimumMs
+        theoreticalMinimumMs: s.theoreticalMinimumMs,
+        weights: options.offload === undefined
+          ? { handed: 0, handedWeight: 0, finished: 0, finishedWeight: 0 }
+          : undefined
       }))
       const update = (f: (s: ProgressStats) => ProgressStats) => Ref.update(progress.stats, f)
 
@@ -169,6 +175,9 @@ export const run = <E, R>(
       let firstWindow = true
       // without an offload, each line to send weighs what `Input.weightOf` says: the ETA weighs the lines left by it
       const weightOf = new WeakMap<Request, number>()
+      /** `s` with its ETA weights changed by `f` (a run with an offload has none). */
+      const weighed = (s: ProgressStats, f: (weights: Weights) => Weights): ProgressStats =>
+        s.weights === undefined ? s : { ...s, weights: f(s.weights) }
       /**
        * The window's lines, largest first (a stable sort: lines of one size keep the file's order); in the run's first
        * window, each model's smallest line (the first of them in the file) goes ahead of the rest: a pool with learned
@@ -177,19 +186,16 @@ export const run = <E, R>(
       const takeWindow = (): Array<Request> => {
         let sorted = pending.sort((a, b) => Input.largerFirst(a.size, b.size))
         if (firstWindow) {
-          // by model name (a line with none, or not a string, counts as one model: a pool is named by its model)
-          const modelOf = (p: { readonly request: Request }) =>
-            typeof p.request.body.model === "string" ? p.request.body.model : undefined
-          const smallest = new Map<string | undefined, Input.Size>()
-          for (const p of sorted) smallest.set(modelOf(p), p.size)
-          const probes = sorted.filter((p) => {
-            const size = smallest.get(modelOf(p))
-            if (size === undefined || Input.largerFirst(p.size, size) !== 0) return false
-            smallest.delete(modelOf(p))
-            return true
+          // each model's lead: its first line strictly smaller than its lead so far (by model name: a line with none,
+          // or not a string, counts as one model, as a pool is named by its model)
+          const lead = new Map<unknown, number>()
+          sorted.forEach((p, i) => {
+            const model = typeof p.request.body.model === "string" ? p.request.body.model : undefined
+            const j = lead.get(model)
+            if (j === undefined || Input.largerFirst(sorted[j].size, p.size) < 0) lead.set(model, i)
           })
-          const ahead = new Set(probes)
-          sorted = [...probes, ...sorted.filter((p) => !ahead.has(p))]
+          const ahead = new Set(lead.values())
+          sorted = [...sorted.filter((_, i) => ahead.has(i)), ...sorted.filter((_, i) => !ahead.has(i))]
         }
         firstWindow = false
         pending = []
@@ -287,20 +293,10 @@ export const run = <E, R>(
 
       /** Lines to the queue (waiting for room), with the workers they need. */
       const send = (work: ReadonlyArray<Request>): Effect.Effect<void, never, R> => {
-        let weight = 0
-        for (const request of work) weight += weightOf.get(request) ?? 0
-        const weighed = offload === undefined
-          ? update((s) => ({
-            ...s,
-            weights: {
-              handed: (s.weights?.handed ?? 0) + work.length,
-              handedWeight: (s.weights?.handedWeight ?? 0) + weight,
-              finished: s.weights?.finished ?? 0,
-              finishedWeight: s.weights?.finishedWeight ?? 0
-            }
-          }))
-          : Effect.void
-        return Effect.zipRight(weighed, Effect.zipRight(grow(work.length), Effect.asVoid(Queue.offerAll(queue, work))))
+        const weight = work.reduce((sum, request) => sum + (weightOf.get(request) ?? 0), 0)
+        return update((s) =>
+          weighed(s, (w) => ({ ...w, handed: w.handed + work.length, handedWeight: w.handedWeight + weight }))
+        ).pipe(Effect.zipRight(grow(work.length)), Effect.zipRight(Queue.offerAll(queue, work)), Effect.asVoid)
       }
 
       // 3. execute with bounded concurrency; write each finished request at once
@@ -328,14 +324,11 @@ export const run = <E, R>(
        */
       const unweigh = (request: Request) =>
         update((s) =>
-          s.weights === undefined ? s : {
-            ...s,
-            weights: {
-              ...s.weights,
-              handed: s.weights.handed - 1,
-              handedWeight: s.weights.handedWeight - (weightOf.get(request) ?? 0)
-            }
-          }
+          weighed(s, (w) => ({
+            ...w,
+            handed: w.handed - 1,
+            handedWeight: w.handedWeight - (weightOf.get(request) ?? 0)
+          }))
         )
 
       const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
@@ -355,15 +348,13 @@ export const run = <E, R>(
                 }
                 return Effect.zipRight(
                   write(request, exit.value, null),
-                  update((s) => ({
-                    ...s,
-                    succeeded: s.succeeded + 1,
-                    weights: s.weights === undefined ? undefined : {
-                      ...s.weights,
-                      finished: s.weights.finished + 1,
-                      finishedWeight: s.weights.finishedWeight + (weightOf.get(request) ?? 0)
-                    }
-                  }))
+                  update((s) =>
+                    weighed({ ...s, succeeded: s.succeeded + 1 }, (w) => ({
+                      ...w,
+                      finished: w.finished + 1,
+                      finishedWeight: w.finishedWeight + (weightOf.get(request) ?? 0)
+                    }))
+                  )
                 )
               }
               const failure = Cause.failureOption(exit.cause)
