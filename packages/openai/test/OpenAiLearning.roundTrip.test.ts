@@ -54,7 +54,7 @@ const run = (
  * Now it doubles every 32 round trips of a 429 (the answer's less the server's time), within 400 ms and 16 s: 7, 7, 7,
  * 9. At 500 ms each way (a 1 s round trip for a 429) the 16 s bound binds, and what the ramp and each growth back let
  * out within the round trip of their first 429 is refused: 3%. At 64 round trips (over loopback HTTP the 429s fell
- * from 2.0-3.3% of the attempts to 0.2-0.9%, see learn.ts): 7, 5, 5, 8.
+ * from 2.1-4.3% of the attempts to 0.2-0.9%, see learn.ts): 7, 5, 5, 8.
  */
 const SHARE_429: Record<number, number> = { 0: 0.02, 50: 0.02, 200: 0.02, 500: 0.03 }
 

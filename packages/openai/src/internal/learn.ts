@@ -96,9 +96,9 @@ const BLIND_DOUBLING_MILLIS = 400
  * lets out over one round trip after the bucket ran out is then `ln 2 / NETWORK_ROUND_TRIPS` (1.1%) of what it let
  * out in all, the share of a herd the first 429 cannot stop. At 32 round trips that share was 2.2%, above the 2% the
  * learned rows aim at, and over loopback HTTP (`pnpm bench:cli --shapes no-headers`, 650 calls) the 429s came as one
- * burst of 13-22 calls sent within 30 ms as the server's bucket ran out (2.0-3.3% of the attempts in six runs): the
+ * burst of 13-22 calls sent within 30 ms as the server's bucket ran out (14-29 x 429, 2.1-4.3% of the attempts, in five runs): the
  * client read the first 429 some 30 ms after it was sent (its own event loop, sending 150-200 calls a second), about
- * its network round trip. At 64: 1-6 x 429 in six runs (0.2-0.9%), the same ratio (1.028-1.033 after start-up). That share is the only brake: the probed limits grow
+ * its network round trip. At 64: 1-6 x 429 in eight runs (0.2-0.9%), the same ratio (1.028-1.033 after start-up; 1.026-1.031 at 32). That share is the only brake: the probed limits grow
  * ahead of the ramp with the room they grow by (see {@link fit}), so the limiter's buckets let out what the ramp
  * does. The 3.2 s bound is not applied to it (a model does not slow it, and a 429 does take the network's round
  * trip to come back: at 3.2 s a doubling behind a 1 s round trip, 24% of what was let out is refused, 55 × 429 in
