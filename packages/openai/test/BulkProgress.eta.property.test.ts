@@ -1,7 +1,8 @@
 // The bulk runner's ETA by weight (`BulkRunner.view` with `ProgressStats.weights`), as properties over random
 // snapshots: exact where its model holds (a constant rate of weight, the lines not sent yet at the sent ones' mean),
-// the ETA by lines where every line weighs the same, unchanged by the unit of weight, never longer once more weight
-// has finished, and never negative, infinite or NaN whatever the snapshot. The examples are in BulkRun.mutants.test.ts.
+// the ETA by lines where every line weighs the same and none failed, unchanged by the unit of weight, never longer
+// once more weight has finished, never negative, infinite or NaN for any snapshot of counts >= 0 (weights finite), and
+// none before any time has passed. The examples are in BulkRun.mutants.test.ts.
 import { describe, expect, it } from "@effect/vitest"
 import { BulkRunner } from "@sluice/openai"
 import * as FastCheck from "effect/FastCheck"
@@ -117,7 +118,7 @@ describe("BulkRunner.view: the ETA by weight (properties)", () => {
     )
   })
 
-  it("any snapshot, consistent or not (read between two updates): an ETA that is a finite number >= 0, or none", () => {
+  it("any snapshot, consistent or not (read between two updates): an ETA that is a finite number >= 0, or none before any time has passed", () => {
     const count = FastCheck.integer({ min: 0, max: 1_000 })
     const weight = FastCheck.oneof(FastCheck.integer({ min: -1_000, max: 1_000_000_000 }), FastCheck.constant(0))
     FastCheck.assert(
@@ -132,7 +133,7 @@ describe("BulkRunner.view: the ETA by weight (properties)", () => {
             FastCheck.record({ handed: count, handedWeight: weight, finished: count, finishedWeight: weight }),
             { nil: undefined }
           ),
-          elapsed: FastCheck.integer({ min: 0, max: 100_000_000 })
+          elapsed: FastCheck.oneof(FastCheck.constant(0), FastCheck.integer({ min: 0, max: 100_000_000 }))
         }),
         ({ elapsed, ...over }) => {
           const view = BulkRunner.view({ ...BulkProgress.empty(STARTED), ...over }, STARTED + elapsed)
@@ -141,6 +142,8 @@ describe("BulkRunner.view: the ETA by weight (properties)", () => {
             expect(view.etaMs).toBeGreaterThanOrEqual(0)
           }
           if (view.remaining === 0) expect(view.etaMs).toBe(0)
+          // no time has passed: no rate of any kind, so no ETA (not 0: nothing says the rest takes no time)
+          else if (elapsed === 0) expect(view.etaMs).toBeUndefined()
         }
       ),
       { numRuns: 2_000, seed: 4_214 }

@@ -51,10 +51,11 @@ const run = (
  * doubled every 400 ms whatever the round trip: 5, 8, 74 and 202 × 429 (1.2%, 2.0%, 15.6%, 33.6%). Now it doubles
  * every 4 round trips (at most every 3.2 s): 4, 4, 6, 11, met only thanks to a limiter bug (a permit's refund applied
  * with the bucket spec of its admission knocked the grown learned bucket back to its start: 7, 10, 21, 55 once fixed).
- * Now it doubles every 32 round trips of a 429 (the answer's less the server's time), within 400 ms and 16 s: 7, 7, 7,
- * 9. At 500 ms each way (a 1 s round trip for a 429) the 16 s bound binds, and what the ramp and each growth back let
- * out within the round trip of their first 429 is refused: 3%. At 64 round trips (over loopback HTTP the 429s fell
- * from 2.1-4.3% of the attempts to 0.2-0.9%, see learn.ts): 7, 5, 5, 8.
+ * Then every 32 round trips of a 429 (the answer's less the server's time), within 400 ms and 16 s: 7, 7, 7, 9; at
+ * 500 ms each way (a 1 s round trip for a 429) the 16 s bound bound, and what the ramp and each growth back let out
+ * within the round trip of their first 429 was refused: 3%. Now every 64 (over loopback HTTP the 429s fell from
+ * 2.1-4.3% of the attempts to 0.2-0.9%, see learn.ts): 7, 5, 5, 8; the 16 s bound binds behind a round trip above
+ * 250 ms (from 200 ms each way).
  */
 const SHARE_429: Record<number, number> = { 0: 0.02, 50: 0.02, 200: 0.02, 500: 0.03 }
 
@@ -87,7 +88,7 @@ describe("OpenAi: learning without headers behind a round trip", () => {
  * benchmark's no-headers row: 2-5 s from `fetch` to a 429 read, against the probe's 25 ms). Before the blind ramp took
  * its pace from the round trips of its latest sends (as they come, the largest of five), it kept the probe's (a fast
  * doubling from an idle path) and let the herd out faster than the queue drained: 168 × 429 in 568 attempts (29.6%);
- * now 10 in 410 (2.4%; 2 ms a call: 7 in 407).
+ * then 10 in 410 (2.4%; 2 ms a call: 7 in 407) at 32 round trips a doubling; at 64, 6 in 406 (1.5%).
  */
 const PER_CALL_MILLIS = 5
 
@@ -121,7 +122,7 @@ describe("OpenAi: learning without headers behind the herd's own queue", () => {
  * When the ramp took the slowest of its five latest-sent answers alone, its pace swung with each answer between the
  * fast and the slow end, and each swing to the fast end let a burst out at several times the rate: 25 × 429 in 425
  * attempts (5.9%), ratio 1.020; holding the slowest answer of the last 2 s: 5 in 405 (1.2%), 1.029 (fewer 429s for 1%
- * more time).
+ * more time), at 32 round trips a doubling; at 64, 7 in 407 (1.7%), 1.016.
  * The slowest answer of the last 2 s holds the pace until it is that old.
  */
 const JITTER = { fast: 5, slow: 150, every: 4 }
@@ -153,7 +154,8 @@ describe("OpenAi: learning without headers behind round trips that differ within
  * started before any answer was bound to 3.2 s a doubling: it kept doubling every 3.2 s, 55 × 429 in 455 attempts
  * (12.1%; 12-20 s a call: the same). Windowed on when they were answered, the first answer bounding the ramp: 12 in 412
  * (2.9%; 12-20 s: 14 in 414). At 15-30 s the ramp, blind from 10 s, overran the server's bucket before the first
- * answer came (17.6 s, a 429): 55 × 429 either way, nothing to pace by until then.
+ * answer came (17.6 s, a 429): 55 × 429 either way, nothing to pace by until then. (12 in 412 at 64 round trips a
+ * doubling too: the 16 s bound binds behind its 1 s round trip.)
  */
 const SLOW_MODEL = { min: 11_000, max: 14_000 }
 

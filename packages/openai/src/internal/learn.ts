@@ -94,11 +94,12 @@ const BLIND_DOUBLING_MILLIS = 400
  * reading; a 429 does not wait for the model). That round trip is far shorter than an answer's (4 ms against 1–3 s
  * on a loopback server with a model's latency), so the ramp doubles every `NETWORK_ROUND_TRIPS` of it: what it
  * lets out over one round trip after the bucket ran out is then `ln 2 / NETWORK_ROUND_TRIPS` (1.1%) of what it let
- * out in all, the share of a herd the first 429 cannot stop. At 32 round trips that share was 2.2%, above the 2% the
- * learned rows aim at, and over loopback HTTP (`pnpm bench:cli --shapes no-headers`, 650 calls) the 429s came as one
- * burst of 13-22 calls sent within 30 ms as the server's bucket ran out (14-29 x 429, 2.1-4.3% of the attempts, in five runs): the
- * client read the first 429 some 30 ms after it was sent (its own event loop, sending 150-200 calls a second), about
- * its network round trip. At 64: 1-6 x 429 in eight runs (0.2-0.9%), the same ratio (1.028-1.033 after start-up; 1.026-1.031 at 32). That share is the only brake: the probed limits grow
+ * out in all, the share of a herd the first 429 cannot stop. At 32 round trips that share was 2.2%, above the 2%
+ * the learned rows aim at, and over loopback HTTP (`pnpm bench:cli --shapes no-headers`, 650 calls, an idle machine)
+ * the 429s came as one burst of 13-22 calls sent within 30 ms as the server's bucket ran out (14-29 x 429, 2.1-4.3% of
+ * the attempts, in five runs): the client read the first 429 some 30 ms after it was sent (its own event loop,
+ * sending 150-200 calls a second), about its network round trip. At 64: 1-6 x 429 in eight runs (0.2-0.9%), the same
+ * ratio (1.028-1.033 after start-up; 1.026-1.031 at 32). That share is the only brake: the probed limits grow
  * ahead of the ramp with the room they grow by (see {@link fit}), so the limiter's buckets let out what the ramp
  * does. The 3.2 s bound is not applied to it (a model does not slow it, and a 429 does take the network's round
  * trip to come back: at 3.2 s a doubling behind a 1 s round trip, 24% of what was let out is refused, 55 × 429 in
@@ -111,7 +112,7 @@ const BLIND_DOUBLING_MILLIS = 400
  * later in the benchmark (load 9), after the ramp, paced by the probe, had let the rest of the herd out. So the ramp
  * takes the pace of its latest sends' answers as they come (see {@link repaced}), slowing as the queue grows and
  * speeding up as it drains; but no slower than `SLOWEST_DOUBLING_MILLIS` unless the probe's path was already
- * slower (a queue drains once the ramp slows, while a pace of 32 queued round trips let out less than the server
+ * slower (a queue drains once the ramp slows, while a pace of 32 queued round trips, then, let out less than the server
  * refilled: ×1.7 its minimum at load 13, with 0 × 429).
  */
 const ROUND_TRIPS = 4
