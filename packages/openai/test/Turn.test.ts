@@ -330,4 +330,37 @@ describe("Turn (the probe's permit)", () => {
       expect(order).toEqual(["head false", "behind true"])
       expect(turn.waiting()).toBe(0)
     }))
+
+  it.effect("admitArrivedBy: the waiters that came by the cutoff get a permit in the order they came, whatever the capacity and the order their timers fire in", () =>
+    Effect.gen(function*() {
+      const turn = Turn.make({ calls: 1, weight: 10 })
+      yield* turn.takeOr(Effect.never, 1, 0)
+      const order: Array<string> = []
+      // five waiters whose patience ends at one instant (TestClock fires those sleeps last-scheduled first), the
+      // patient one that came later stays
+      const fibers = []
+      for (const [name, at] of [["a", 0], ["b", 0], ["c", 5], ["d", 10], ["e", 10], ["late", 11]] as const) {
+        const giveUp = name === "late"
+          ? Effect.never
+          : Effect.zipRight(Effect.sleep("10 seconds"), turn.admitArrivedBy(10))
+        fibers.push(
+          yield* Effect.fork(Effect.flatMap(
+            turn.takeOr(giveUp, 1, at),
+            (mine) => Effect.sync(() => order.push(`${name} ${mine}`))
+          ))
+        )
+      }
+      yield* settle
+      expect(turn.waiting()).toBe(6)
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      expect(order).toEqual(["a true", "b true", "c true", "d true", "e true"])
+      expect(turn.waiting()).toBe(1)
+      // the late one still waits its turn: the holders give their permits back, and it gets one
+      yield* turn.release(1)
+      for (let i = 0; i < 5; i++) yield* turn.release(1)
+      yield* settle
+      expect(order).toEqual(["a true", "b true", "c true", "d true", "e true", "late true"])
+      for (const fiber of fibers) yield* Fiber.join(fiber)
+    }))
 })

@@ -932,8 +932,16 @@ export const make = (
       // were several, while calls that come later go at once: a call that queued at 5 s can go after one that
       // came at 10.1 s. Opening here too would end that, but lets every queued call out in one instant, where
       // their own timers spread them by their arrivals (a 429 can then come back between them: one shape of the
-      // pacing property, #26, goes from 1 to 2 x 429 and out of its bound in virtual time)
-      const herd = impatient ? Effect.void : state.probe.open
+      // pacing property, #26, goes from 1 to 2 x 429 and out of its bound in virtual time). The calls whose patience
+      // ran out with this one's (those that came as long ago or before) go now, in the order they came: their own
+      // timers, due at the same instant, fire in any order (Effect's TestClock: the last scheduled first, which sent a
+      // largest-first herd smallest first in virtual time)
+      const herd = impatient
+        ? Effect.flatMap(
+          Clock.currentTimeMillis,
+          (now) => state.probe.admitArrivedBy(now - Duration.toMillis(PROBE_PATIENCE))
+        )
+        : state.probe.open
       if (limiter.limitsOf(poolScope).length > 0) {
         return Effect.zipRight(impatient ? Effect.void : taught(poolScope), herd)
       }
@@ -963,7 +971,8 @@ export const make = (
       const pool = state
       // the pool's turn to probe, unless the first answer is slow: then the herd stops waiting and probes the
       // pool's limits from the cautious ones (see the ramps above)
-      const turn = pool.probe.takeOr(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), ended(poolScope, true)), tokens)
+      const turn = Effect.flatMap(Clock.currentTimeMillis, (arrivedAt) =>
+        pool.probe.takeOr(Effect.zipRight(Effect.sleep(PROBE_PATIENCE), ended(poolScope, true)), tokens, arrivedAt))
       const release = pool.probe.release(tokens)
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(turn), (mine) =>

@@ -21,6 +21,8 @@ import * as Exit from "effect/Exit"
 
 interface Waiter {
   readonly weight: number
+  /** When it came (`takeOr`'s `arrivedAt`), for {@link Turn.admitArrivedBy}. */
+  readonly arrivedAt: number
   /** Handed the permit (out of the queue, resumed). */
   woken: boolean
   /** `takeOr`: the wait's outcome (true: handed the permit; false: gave up), kept until its fiber waits for it. */
@@ -47,7 +49,11 @@ export interface Turn {
    * 10,000 calls queued behind the probe raced each. `giveUp` is interrupted once the permit is handed over
    * first; a caller interrupted while it waits leaves the queue, or passes the permit on if it was handed it.
    */
-  readonly takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight?: number) => Effect.Effect<boolean, E, R>
+  readonly takeOr: <E, R>(
+    giveUp: Effect.Effect<void, E, R>,
+    weight?: number,
+    arrivedAt?: number
+  ) => Effect.Effect<boolean, E, R>
   /**
    * Gives a permit back (of the weight it was taken with, 0 by default): to the longest waiting callers that then
    * fit, else it is free. Only its holder calls it, exactly once, with the weight it took.
@@ -55,6 +61,12 @@ export interface Turn {
   readonly release: (weight?: number) => Effect.Effect<void>
   /** Lifts the capacity for good: every waiter is handed a permit, in order, and every later caller at once. */
   readonly open: Effect.Effect<void>
+  /**
+   * Hands a permit, in the queue's order and whatever the capacity, to every waiter that came (`takeOr`'s
+   * `arrivedAt`) at or before `cutoff`: the waiters whose own patience ran out at once go in the order they came, not
+   * in the order their timers fire (Effect's TestClock fires the sleeps due at one instant last-scheduled first).
+   */
+  readonly admitArrivedBy: (cutoff: number) => Effect.Effect<void>
   /** How many wait. */
   readonly waiting: () => number
 }
@@ -106,12 +118,12 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
     resume?.(outcome ? succeedTrue : succeedFalse)
   }
   /** Granted at once when none wait and it fits (true); else in the queue now, in the caller's order. */
-  const arrive = (weight: number): Waiter | true => {
+  const arrive = (weight: number, arrivedAt = Number.POSITIVE_INFINITY): Waiter | true => {
     if (waiters.size === 0 && fits(weight)) {
       grant(weight)
       return true
     }
-    const waiter: Waiter = { weight, woken: false, outcome: undefined, resume: undefined }
+    const waiter: Waiter = { weight, arrivedAt, woken: false, outcome: undefined, resume: undefined }
     waiters.add(waiter)
     return waiter
   }
@@ -130,9 +142,9 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
         () => Effect.sync(() => leave(waiter))
       )
     }),
-    takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight = 0): Effect.Effect<boolean, E, R> =>
+    takeOr: <E, R>(giveUp: Effect.Effect<void, E, R>, weight = 0, arrivedAt?: number): Effect.Effect<boolean, E, R> =>
       Effect.suspend(() => {
-        const waiter = arrive(weight)
+        const waiter = arrive(weight, arrivedAt)
         if (waiter === true) return succeedTrue
         let failed: Cause.Cause<E> | undefined
         // out of the queue on `giveUp`, the callers behind it not yet let go: its own fiber lets them go once it
@@ -188,6 +200,16 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
       opened = true
       handOn()
     }),
+    admitArrivedBy: (cutoff) =>
+      Effect.sync(() => {
+        for (const next of waiters) {
+          if (next.arrivedAt > cutoff) continue
+          grant(next.weight)
+          waiters.delete(next)
+          next.woken = true
+          settle(next, true)
+        }
+      }),
     waiting: () => waiters.size
   }
 }
