@@ -35,9 +35,6 @@ import * as Stats from "./bulkProgress.js"
 import * as Endpoints from "./endpoint.js"
 import * as OutputLine from "./outputLine.js"
 
-/** The ETA's weights of a run (see `ProgressStats.weights`). */
-type Weights = NonNullable<ProgressStats["weights"]>
-
 /** A window of `order: "largest-first"` also ends at this many characters of lines (a window of large lines). */
 const ORDER_WINDOW_CHARS = 8 * 1024 * 1024
 
@@ -175,9 +172,26 @@ export const run = <E, R>(
       let firstWindow = true
       // without an offload, each line to send weighs what `Input.weightOf` says: the ETA weighs the lines left by it
       const weightOf = new WeakMap<Request, number>()
-      /** `s` with its ETA weights changed by `f` (a run with an offload has none). */
-      const weighed = (s: ProgressStats, f: (weights: Weights) => Weights): ProgressStats =>
-        s.weights === undefined ? s : { ...s, weights: f(s.weights) }
+      /**
+       * `s` with `handed` more lines handed, of `handedWeight`, and `finished` more finished, of `finishedWeight`
+       * (negative: taken back); a run with an offload has no weights.
+       */
+      const weighed = (
+        s: ProgressStats,
+        handed: number,
+        handedWeight: number,
+        finished = 0,
+        finishedWeight = 0
+      ): ProgressStats =>
+        s.weights === undefined ? s : {
+          ...s,
+          weights: {
+            handed: s.weights.handed + handed,
+            handedWeight: s.weights.handedWeight + handedWeight,
+            finished: s.weights.finished + finished,
+            finishedWeight: s.weights.finishedWeight + finishedWeight
+          }
+        }
       /**
        * The window's lines, largest first (a stable sort: lines of one size keep the file's order); in the run's first
        * window, each model's smallest line (the first of them in the file) goes ahead of the rest: a pool with learned
@@ -294,9 +308,11 @@ export const run = <E, R>(
       /** Lines to the queue (waiting for room), with the workers they need. */
       const send = (work: ReadonlyArray<Request>): Effect.Effect<void, never, R> => {
         const weight = work.reduce((sum, request) => sum + (weightOf.get(request) ?? 0), 0)
-        return update((s) =>
-          weighed(s, (w) => ({ ...w, handed: w.handed + work.length, handedWeight: w.handedWeight + weight }))
-        ).pipe(Effect.zipRight(grow(work.length)), Effect.zipRight(Queue.offerAll(queue, work)), Effect.asVoid)
+        return update((s) => weighed(s, work.length, weight)).pipe(
+          Effect.zipRight(grow(work.length)),
+          Effect.zipRight(Queue.offerAll(queue, work)),
+          Effect.asVoid
+        )
       }
 
       // 3. execute with bounded concurrency; write each finished request at once
@@ -322,14 +338,7 @@ export const run = <E, R>(
        * A line that failed leaves the ETA's weights: a call refused at once (a 400, a request too large) did not take
        * the time its weight says, and counted as finished it would make the rate look far higher than it is.
        */
-      const unweigh = (request: Request) =>
-        update((s) =>
-          weighed(s, (w) => ({
-            ...w,
-            handed: w.handed - 1,
-            handedWeight: w.handedWeight - (weightOf.get(request) ?? 0)
-          }))
-        )
+      const unweigh = (request: Request) => update((s) => weighed(s, -1, -(weightOf.get(request) ?? 0)))
 
       const work = (request: Request): Effect.Effect<void, Files.FileFailure, R> =>
         Effect.suspend(() => {
@@ -348,13 +357,7 @@ export const run = <E, R>(
                 }
                 return Effect.zipRight(
                   write(request, exit.value, null),
-                  update((s) =>
-                    weighed({ ...s, succeeded: s.succeeded + 1 }, (w) => ({
-                      ...w,
-                      finished: w.finished + 1,
-                      finishedWeight: w.finishedWeight + (weightOf.get(request) ?? 0)
-                    }))
-                  )
+                  update((s) => weighed({ ...s, succeeded: s.succeeded + 1 }, 0, 0, 1, weightOf.get(request) ?? 0))
                 )
               }
               const failure = Cause.failureOption(exit.cause)

@@ -87,14 +87,17 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
     holders++
     held += weight
   }
+  /** The permit goes to a waiter as it is (held for it): out of the queue, resumed. */
+  const handTo = (waiter: Waiter) => {
+    grant(waiter.weight)
+    waiters.delete(waiter)
+    waiter.woken = true
+    settle(waiter, true)
+  }
   const handOn = () => {
     for (const next of waiters) {
       if (!fits(next.weight)) return
-      // the permit goes to the waiter as it is (held for it)
-      grant(next.weight)
-      waiters.delete(next)
-      next.woken = true
-      settle(next, true)
+      handTo(next)
     }
   }
   const free = (weight: number) => {
@@ -202,13 +205,7 @@ export const make = (capacity: Capacity = { calls: 1, weight: Number.POSITIVE_IN
     }),
     admitArrivedBy: (cutoff) =>
       Effect.sync(() => {
-        for (const next of waiters) {
-          if (next.arrivedAt > cutoff) continue
-          grant(next.weight)
-          waiters.delete(next)
-          next.woken = true
-          settle(next, true)
-        }
+        for (const next of waiters) if (next.arrivedAt <= cutoff) handTo(next)
       }),
     waiting: () => waiters.size
   }
